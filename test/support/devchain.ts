@@ -16,10 +16,15 @@ const DEVCHAIN_SCRIPT = path.resolve(__dirname, "../../scripts/devchain.mjs");
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-export function startDevChain(): Promise<DevChain> {
+export interface StartDevChainOptions {
+  /** 0 (default) picks a free port, which parallel Jest workers need. */
+  port?: number;
+}
+
+export function startDevChain(opts: StartDevChainOptions = {}): Promise<DevChain> {
   // process.execPath: the pinned Node 24 that runs Jest, never whatever `node` is on PATH.
   // stdin is a pipe the child watches, so a crashed test run does not leak chains.
-  const child = spawn(process.execPath, [DEVCHAIN_SCRIPT, "--port", "0", "--exit-on-stdin-close"], {
+  const child = spawn(process.execPath, [DEVCHAIN_SCRIPT, "--port", String(opts.port ?? 0), "--exit-on-stdin-close"], {
     stdio: ["pipe", "pipe", "pipe"]
   });
   let stderr = "";
