@@ -342,7 +342,9 @@ export const USER_RANK_SQL = "(row_number() OVER (PARTITION BY user_id ORDER BY 
  *   enqueued_at − LEAST(GREATEST(boost_ms, 0), <ceiling per tier>) ms + user_rank × quantum ms
  * Unknown tiers get ceiling 0 (CASE … ELSE 0: LEAST would ignore a NULL). With timestamptz,
  * store enqueued_at truncated to milliseconds so JS and SQL compare the same instants.
- * Order by `vst, enqueued_at, id` (id as uuid or text COLLATE "C").
+ * Order by `vst, enqueued_at, id` (id as uuid or text COLLATE "C"). Column names are
+ * interpolated as written: pass SQL fragments from code, never user input. Checked once
+ * against PostgreSQL 18 (seeded mixes with ties, uuid ids, both column types): same order.
  */
 export function vstSql(columns: VstSqlColumns = {}, options?: SchedulingOptions): string {
   const { tiers, quantum } = settings(options);
