@@ -1,0 +1,432 @@
+/**
+ * The gateway (moleculer-web): REST under /api/v1 mapped explicitly from the route declarations,
+ * authentication (JWT bearer or API key), rate limits that hold across replicas (Redis in cluster
+ * mode), one error shape, X-Request-Id on every response, health, metrics, OpenAPI and Swagger UI.
+ */
+import { randomUUID } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Context, ServiceSchema, Service, ServiceSettingSchema } from "moleculer";
+import ApiGateway from "moleculer-web";
+import bodyParser from "body-parser";
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterAbstract, RateLimiterRes } from "rate-limiter-flexible";
+import { MetricReporters } from "moleculer";
+import { Config } from "../src/config";
+import { runtimeOf } from "../src/runtime/runtime";
+import { mapError } from "../src/http/errors";
+import { buildOpenApi } from "../src/http/openapi";
+import { verifyAccessToken } from "../src/auth/jwt";
+import type { AuthUser } from "../src/auth/user";
+import { Forbidden, TooManyRequests, Unauthorized } from "../src/errors";
+import { RouteSpec, allRoutes } from "./api/routes";
+
+const API_BASE = "/api/v1";
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
+const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{8,128}$/;
+const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
+const SWAGGER_FILES: Record<string, string> = {
+	"swagger-ui.css": "text/css; charset=utf-8",
+	"swagger-ui-bundle.js": "application/javascript; charset=utf-8",
+	"swagger-ui-standalone-preset.js": "application/javascript; charset=utf-8",
+	"favicon-32x32.png": "image/png"
+};
+
+type Req = IncomingMessage & { $ctx: Context<unknown, Meta>; $route?: unknown; $alias?: { method: string; path: string }; body?: unknown };
+type Res = ServerResponse & { $ctx?: Context };
+export interface Meta {
+	user?: AuthUser | null;
+	ip?: string;
+	userAgent?: string;
+	idempotencyKey?: string;
+	$statusCode?: number;
+	$responseHeaders?: Record<string, string>;
+}
+
+// moleculer-web's settings are untyped JavaScript; the gateway reads and writes them freely.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type ApiSettings = ServiceSettingSchema & Record<string, any>;
+
+export interface ApiThis extends Service<ApiSettings> {
+	server?: import("node:http").Server;
+	buildOpsRoutes(): unknown[];
+	addRoute(route: unknown, toBottom: boolean): unknown;
+	config: Config;
+	specs: Map<string, RouteSpec>;
+	limiter: RateLimiterAbstract;
+	anonLimiter: RateLimiterAbstract;
+	routeLimiters: Map<string, RateLimiterAbstract>;
+	openapiCache: { at: number; doc: unknown } | null;
+	promText: () => string;
+	specOf(req: Req): RouteSpec | undefined;
+	sendContractError(req: Req, res: Res, err: unknown): void;
+	consumeLimit(limiter: RateLimiterAbstract, key: string): Promise<void>;
+	resolveBearer(ctx: Context<unknown, Meta>, token: string): Promise<AuthUser | null>;
+	resolveApiKey(ctx: Context<unknown, Meta>, key: string): Promise<AuthUser | null>;
+	sendJson(res: Res, status: number, body: unknown): void;
+}
+
+function clientIp(req: IncomingMessage): string {
+	return req.socket.remoteAddress ?? "unknown";
+}
+
+/** 415 before parsing: a body must be JSON (UTF-8). Runs before the JSON parser. */
+function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void) {
+	const hasBody = req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"] ?? 0) > 0;
+	if (hasBody && ["POST", "PUT", "PATCH", "DELETE"].includes(req.method ?? "")) {
+		const ct = String(req.headers["content-type"] ?? "").toLowerCase();
+		const [type, ...paramsRaw] = ct.split(";").map(s => s.trim());
+		const charset = paramsRaw.find(p => p.startsWith("charset="))?.slice(8).replace(/"/g, "");
+		if ((type !== "application/json" && !type.endsWith("+json")) || (charset && charset !== "utf-8" && charset !== "utf8"))
+			return next(Object.assign(new Error("unsupported media type"), { type: "media.type.unsupported", status: 415 }));
+	}
+	next();
+}
+
+export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSchema<ApiSettings> {
+	const routes = opts.routes ?? allRoutes();
+	const json = routes.filter(r => r.body !== "raw" && !r.stream);
+	const raw = routes.filter(r => r.body === "raw");
+	const streams = routes.filter(r => r.stream);
+	const aliasesOf = (specs: RouteSpec[], base = "") =>
+		Object.fromEntries(specs.map(r => [`${r.method} ${base}${r.path}`, r.action]));
+
+	const common = {
+		authentication: true,
+		authorization: true,
+		mappingPolicy: "restrict" as const,
+		mergeParams: true,
+		logging: false,
+		autoAliases: false,
+		callOptions: {},
+		onAfterCall(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req, _res: Res, data: unknown) {
+			const spec = this.specOf(req);
+			if (spec?.status && ctx.meta.$statusCode == null) ctx.meta.$statusCode = spec.status;
+			return data;
+		},
+		onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+			this.sendContractError(req, res, err);
+		}
+	};
+
+	const schema: ServiceSchema<ApiSettings, Record<string, never>, Record<string, never>, ApiThis> = {
+		name: "api",
+		mixins: [ApiGateway as unknown as ServiceSchema],
+		settings: {
+			port: 3000,
+			ip: "0.0.0.0",
+			// Express-style use: `rootCallOptions` assigns the request id before anything can fail.
+			rootCallOptions(this: ApiThis, options: { requestID?: string }, req: IncomingMessage) {
+				const incoming = req.headers["x-request-id"];
+				options.requestID = typeof incoming === "string" && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+			},
+			log4XXResponses: false,
+			logRequest: null,
+			logResponse: null,
+			httpServerTimeout: 120_000,
+			// null, not []: moleculer-web would add a catch-all "/" route for an empty list. Routes are added in created().
+			routes: null,
+			onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+				this.sendContractError(req, res, err);
+			}
+		},
+
+		created(this: ApiThis) {
+			this.config = runtimeOf(this.broker).config;
+			this.settings.port = this.config.http.port;
+			this.settings.ip = this.config.http.host;
+			this.specs = new Map(routes.map(r => [`${r.method} ${API_BASE}${r.path}`, r]));
+			const cors = {
+				origin: this.config.http.corsOrigins.includes("*") ? "*" : this.config.http.corsOrigins,
+				methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+				allowedHeaders: ["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-Id", "Last-Event-ID"],
+				exposedHeaders: ["X-Request-Id", "Retry-After", "Location"],
+				credentials: false,
+				maxAge: 600
+			};
+			const limit = this.config.http.bodyLimit;
+			const ops = this.buildOpsRoutes();
+			this.settings.cors = cors;
+			const gatewayRoutes = [
+				...ops,
+				...raw.map(r => ({
+					...common,
+					path: `${API_BASE}${r.path.replace(/\/:.*$/, "")}`,
+					cors,
+					bodyParsers: false,
+					use: [bodyParser.raw({ type: () => true, limit })],
+					aliases: { [`${r.method} ${r.path.slice(r.path.replace(/\/:.*$/, "").length) || "/"}`]: r.action },
+					onBeforeCall(this: ApiThis, ctx: Context<Record<string, unknown>, Meta>, _route: unknown, req: Req) {
+						const body = req.body;
+						(req as unknown as { $params: Record<string, unknown> }).$params = {
+							rawBody: Buffer.isBuffer(body) ? body.toString("utf8") : "",
+							signature: String(req.headers["stripe-signature"] ?? "")
+						};
+					}
+				})),
+				{
+					...common,
+					path: API_BASE,
+					cors,
+					bodyParsers: false,
+					use: [requireJsonBody, bodyParser.json({ limit, strict: true, type: ["application/json", "application/*+json"] })],
+					aliases: {
+						...aliasesOf(json),
+						...Object.fromEntries(
+							streams.map(r => [
+								`${r.method} ${r.path}`,
+								function streamAlias(this: ApiThis, req: Req, res: Res) {
+									const params = (req as unknown as { $params: Record<string, string> }).$params ?? {};
+									r.stream!.call(this, req, res, params).catch(err => this.sendContractError(req, res, err));
+								}
+							])
+						)
+					}
+				}
+			];
+			for (const route of gatewayRoutes) this.addRoute(route, true);
+
+			const rt = runtimeOf(this.broker);
+			const mkLimiter = (points: number, durationS: number, keyPrefix: string): RateLimiterAbstract =>
+				rt.redis
+					? new RateLimiterRedis({
+							storeClient: rt.redis,
+							keyPrefix: `${this.config.redisPrefix}rl:${keyPrefix}`,
+							points,
+							duration: durationS,
+							// If Redis is unreachable, keep limiting per replica rather than failing open or closed.
+							insuranceLimiter: new RateLimiterMemory({ points, duration: durationS })
+						})
+					: new RateLimiterMemory({ points, duration: durationS, keyPrefix });
+			this.limiter = mkLimiter(this.config.rateLimit.perMinute, 60, "user");
+			this.anonLimiter = mkLimiter(this.config.rateLimit.anonymousPerMinute, 60, "ip");
+			this.routeLimiters = new Map(
+				routes
+					.filter(r => r.rateLimit)
+					.map(r => [`${r.method} ${API_BASE}${r.path}`, mkLimiter(r.rateLimit!.points, r.rateLimit!.durationS, `route:${r.method}:${r.path}`)])
+			);
+			const reporter = new MetricReporters.Prometheus({});
+			let inited = false;
+			this.promText = () => {
+				if (!inited) {
+					// Only the text renderer is used; the reporter's own HTTP server is not started.
+					(reporter as unknown as { registry: unknown; broker: unknown; logger: unknown }).registry = this.broker.metrics;
+					(reporter as unknown as { broker: unknown }).broker = this.broker;
+					(reporter as unknown as { logger: unknown }).logger = this.logger;
+					inited = true;
+				}
+				return (reporter as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse();
+			};
+			this.openapiCache = null;
+		},
+
+		methods: {
+			specOf(this: ApiThis, req: Req) {
+				const alias = req.$alias;
+				if (!alias) return undefined;
+				const full = (alias as unknown as { fullPath?: string }).fullPath ?? alias.path;
+				return this.specs.get(`${alias.method} ${full}`);
+			},
+
+			sendJson(res: Res, status: number, body: unknown) {
+				if (res.headersSent) return;
+				const payload = JSON.stringify(body);
+				res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(payload) });
+				res.end(payload);
+			},
+
+			sendContractError(this: ApiThis, req: Req, res: Res, err: unknown) {
+				const requestId = req.$ctx?.requestID ?? randomUUID();
+				let e = err as { type?: string; status?: number };
+				if (e?.type === "media.type.unsupported")
+					e = Object.assign(new Error("Content-Type must be application/json (UTF-8)"), { code: 415, type: "UNSUPPORTED_MEDIA_TYPE" });
+				const mapped = mapError(e);
+				if (mapped.internal)
+					this.logger.error({ requestId, method: req.method, url: req.url, err: (err as Error)?.stack ?? String(err) }, "request failed");
+				if (res.headersSent) {
+					res.end();
+					return;
+				}
+				res.setHeader("X-Request-Id", requestId);
+				for (const [k, v] of Object.entries(mapped.headers)) res.setHeader(k, v);
+				for (const [k, v] of Object.entries(req.$ctx?.meta?.$responseHeaders ?? {})) if (k === "Retry-After") res.setHeader(k, v);
+				this.sendJson(res, mapped.status, { ...mapped.body, requestId });
+			},
+
+			async consumeLimit(this: ApiThis, limiter: RateLimiterAbstract, key: string) {
+				try {
+					await limiter.consume(key);
+				} catch (rej) {
+					if (rej instanceof RateLimiterRes) throw TooManyRequests("Too many requests; slow down", Math.ceil(rej.msBeforeNext / 1000));
+					throw rej;
+				}
+			},
+
+			/** Bearer token → user. The signature and claims are checked here; the users service adds revocation. */
+			async resolveBearer(this: ApiThis, _ctx: Context<unknown, Meta>, token: string) {
+				return verifyAccessToken(this.config.jwt, token);
+			},
+
+			/** X-API-Key → user, by the users service (keys are stored hashed there). */
+			async resolveApiKey(this: ApiThis, ctx: Context<unknown, Meta>, key: string) {
+				if (!/^ff_[A-Za-z0-9]{1,64}_[A-Za-z0-9_-]{16,128}$/.test(key)) return null;
+				return (await ctx.call("users.verifyApiKey", { key })) as AuthUser | null;
+			},
+
+			async authenticate(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req) {
+				ctx.meta.ip = clientIp(req);
+				ctx.meta.userAgent = String(req.headers["user-agent"] ?? "").slice(0, 256);
+				const spec = this.specOf(req);
+				if (spec?.idempotent) {
+					const key = req.headers["idempotency-key"];
+					if (key !== undefined) {
+						if (typeof key !== "string" || !IDEMPOTENCY_KEY_RE.test(key))
+							throw Object.assign(new Error("Idempotency-Key must be 8 to 128 printable ASCII characters"), {
+								code: 422,
+								name: "ValidationError",
+								data: [{ field: "Idempotency-Key", message: "must be 8 to 128 printable ASCII characters", type: "header" }]
+							});
+						ctx.meta.idempotencyKey = key;
+					}
+				}
+				if (spec?.auth === "none") return null;
+				const authz = req.headers.authorization;
+				const apiKey = req.headers["x-api-key"];
+				let user: AuthUser | null = null;
+				if (authz !== undefined) {
+					const m = /^Bearer ([A-Za-z0-9_\-.=]{10,4096})$/.exec(String(authz));
+					user = m ? await this.resolveBearer(ctx, m[1]) : null;
+					if (!user) throw Unauthorized("Invalid or expired access token", "INVALID_TOKEN");
+				} else if (apiKey !== undefined) {
+					user = await this.resolveApiKey(ctx, String(apiKey));
+					if (!user) throw Unauthorized("Invalid, expired or revoked API key", "INVALID_API_KEY");
+				}
+				if (!user && spec?.auth === "required") throw Unauthorized();
+				return user;
+			},
+
+			async authorize(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req) {
+				const spec = this.specOf(req);
+				const user = ctx.meta.user;
+				if (user) await this.consumeLimit(this.limiter, user.id);
+				else await this.consumeLimit(this.anonLimiter, ctx.meta.ip ?? "unknown");
+				if (spec?.rateLimit) {
+					const limiter = this.routeLimiters.get(`${spec.method} ${API_BASE}${spec.path}`)!;
+					await this.consumeLimit(limiter, spec.rateLimit.by === "user" && user ? user.id : (ctx.meta.ip ?? "unknown"));
+				}
+				if (spec?.permissions?.length && (!user || !spec.permissions.includes(user.role))) throw Forbidden();
+			},
+
+			buildOpsRoutes(this: ApiThis) {
+				const svc = this;
+				const handler =
+					(fn: (req: Req, res: Res) => Promise<void> | void) =>
+					(req: Req, res: Res) =>
+						Promise.resolve(fn.call(svc, req, res)).catch(err => svc.sendContractError(req, res, err));
+				return [
+					{
+						path: "/health",
+						authentication: false,
+						authorization: false,
+						mappingPolicy: "restrict",
+						logging: false,
+						bodyParsers: false,
+						aliases: {
+							"GET /live": handler((_req, res) => svc.sendJson(res, 200, { status: "ok", nodeID: svc.broker.nodeID })),
+							"GET /ready": handler(async (_req, res) => {
+								const report = (await svc.broker.call("ops.health", {}, { nodeID: svc.broker.nodeID })) as { ready: boolean };
+								svc.sendJson(res, report.ready ? 200 : 503, report);
+							})
+						},
+						onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+							this.sendContractError(req, res, err);
+						}
+					},
+					{
+						path: "/metrics",
+						authentication: false,
+						authorization: false,
+						mappingPolicy: "restrict",
+						logging: false,
+						bodyParsers: false,
+						aliases: {
+							"GET /": handler((_req, res) => {
+								const body = svc.promText();
+								res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+								res.end(body);
+							})
+						}
+					},
+					{
+						path: "/api",
+						authentication: false,
+						authorization: false,
+						mappingPolicy: "restrict",
+						logging: false,
+						bodyParsers: false,
+						aliases: {
+							"GET /openapi.json": handler(async (_req, res) => {
+								const now = Date.now();
+								if (!svc.openapiCache || now - svc.openapiCache.at > 5000) {
+									const list = svc.broker.registry.getActionList({ onlyAvailable: false, withEndpoints: false }) as Array<{
+										name: string;
+										action?: { params?: Record<string, unknown> };
+									}>;
+									const params = new Map(list.map(a => [a.name, a.action?.params]));
+									svc.openapiCache = {
+										at: now,
+										doc: buildOpenApi({
+											routes,
+											actionParams: a => params.get(a),
+											basePath: API_BASE,
+											version: "1.0.0",
+											serverUrl: svc.config.http.publicUrl
+										})
+									};
+								}
+								svc.sendJson(res, 200, svc.openapiCache.doc);
+							}),
+							"GET /docs": handler((_req, res) => {
+								res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache" });
+								res.end(SWAGGER_HTML);
+							}),
+							"GET /docs/:file": handler((req, res) => {
+								const file = (req as unknown as { $params: { file: string } }).$params.file;
+								if (file === "init.js") {
+									res.writeHead(200, { "Content-Type": "application/javascript; charset=utf-8" });
+									res.end(SWAGGER_INIT);
+									return;
+								}
+								const type = SWAGGER_FILES[file];
+								if (!type) throw Object.assign(new Error("Not found"), { name: "NotFoundError", code: 404 });
+								res.writeHead(200, { "Content-Type": type, "Cache-Control": "public, max-age=3600" });
+								fs.createReadStream(path.join(SWAGGER_DIR, file)).pipe(res);
+							})
+						},
+						onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+							this.sendContractError(req, res, err);
+						}
+					}
+				];
+			}
+		},
+
+		started(this: ApiThis) {
+			const addr = this.server?.address?.();
+			if (addr && typeof addr === "object") this.logger.info(`Gateway listening on ${this.config.http.host}:${addr.port}`);
+		}
+	};
+	return schema as unknown as ServiceSchema<ApiSettings>;
+}
+
+const SWAGGER_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ForgeFluid API</title>
+<link rel="stylesheet" href="/api/docs/swagger-ui.css"><link rel="icon" type="image/png" href="/api/docs/favicon-32x32.png">
+</head><body><div id="swagger-ui"></div>
+<script src="/api/docs/swagger-ui-bundle.js"></script><script src="/api/docs/swagger-ui-standalone-preset.js"></script>
+<script src="/api/docs/init.js"></script></body></html>`;
+
+const SWAGGER_INIT = `window.ui = SwaggerUIBundle({ url: "/api/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout", validatorUrl: null });`;
+
+export default createApiService();

@@ -1,0 +1,40 @@
+/**
+ * The REST contract's routes, declared explicitly (nothing is auto-exposed). Each domain adds its
+ * routes in its own module under services/api/routes/ and lists it in ROUTE_MODULES below. The
+ * gateway builds its aliases, its auth checks and the OpenAPI document from these declarations.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Role } from "../../src/auth/user";
+
+export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+
+export interface RouteSpec {
+	method: HttpMethod;
+	/** Path under /api/v1, with `:param` segments. */
+	path: string;
+	/** The action called; its fastest-validator params become the OpenAPI schema. */
+	action: string;
+	/** "required": 401 without a valid token or key; "optional": user when present; "none": never read. */
+	auth: "required" | "optional" | "none";
+	/** Roles allowed (checked at the gateway for a fast 403; the action checks again). */
+	permissions?: Role[];
+	summary: string;
+	tag: string;
+	/** HTTP status on success (default 200). */
+	status?: number;
+	/** "raw": the body is passed as a Buffer (`ctx.params.rawBody`), e.g. for signed webhooks. */
+	body?: "json" | "raw";
+	/** Extra, tighter rate limit for this route (on top of the global one). */
+	rateLimit?: { points: number; durationS: number; by: "ip" | "user" };
+	/** Accepts an Idempotency-Key header (passed as ctx.meta.idempotencyKey). */
+	idempotent?: boolean;
+	/** A streaming response (SSE): the gateway calls this instead of answering with the action's JSON. */
+	stream?: (this: unknown, req: IncomingMessage & { $ctx?: unknown }, res: ServerResponse, params: Record<string, string>) => Promise<void>;
+}
+
+// Domain route modules register here (users, projects, payments, tasks, ai).
+export const ROUTE_MODULES: Array<() => RouteSpec[]> = [];
+
+export function allRoutes(): RouteSpec[] {
+	return ROUTE_MODULES.flatMap(m => m());
+}

@@ -1,0 +1,13 @@
+/** The small, picked user object that travels in ctx.meta.user — never a database row. */
+export type Role = "user" | "admin" | "operator";
+
+export interface AuthUser {
+	id: string;
+	role: Role;
+	/** Session id (refresh-token family) for bearer tokens; absent for API keys. */
+	sid?: string;
+	/** API key id when authenticated with X-API-Key. */
+	keyId?: string;
+	/** Scopes granted (API keys may be narrower than the user's role). */
+	scopes: string[];
+}

@@ -1,0 +1,155 @@
+/**
+ * One error shape for every response:
+ *   { "error": { "code": "VALIDATION_ERROR", "message": "...", "details": [...] }, "requestId": "..." }
+ * This module maps whatever was thrown (Moleculer errors from any node, body-parser errors, our own
+ * domain errors) to a status and that shape. Unknown errors become a generic 500 without internals.
+ */
+export interface ApiErrorBody {
+	error: { code: string; message: string; details?: unknown };
+	requestId: string;
+}
+
+export interface MappedError {
+	status: number;
+	body: Omit<ApiErrorBody, "requestId">;
+	headers: Record<string, string>;
+	/** true when the failure is ours, not the client's: log it with its stack. */
+	internal: boolean;
+}
+
+interface ErrorLike {
+	name?: string;
+	message?: string;
+	code?: unknown;
+	status?: unknown;
+	statusCode?: unknown;
+	type?: unknown;
+	data?: unknown;
+	retryable?: boolean;
+}
+
+const UNAVAILABLE = new Set([
+	"ServiceNotFoundError",
+	"ServiceNotAvailableError",
+	"ServiceUnavailableError",
+	"RequestTimeoutError",
+	"QueueIsFullError",
+	"BrokerDisconnectedError",
+	"RequestRejectedError",
+	"RequestSkippedError",
+	"MaxCallLevelError"
+]);
+
+const BODY_PARSER: Record<string, { status: number; code: string; message: string }> = {
+	"entity.parse.failed": { status: 400, code: "MALFORMED_JSON", message: "The request body is not valid JSON" },
+	"entity.too.large": { status: 413, code: "PAYLOAD_TOO_LARGE", message: "The request body is too large" },
+	"entity.verify.failed": { status: 400, code: "BAD_REQUEST", message: "The request body could not be verified" },
+	"request.aborted": { status: 400, code: "BAD_REQUEST", message: "The request was aborted" },
+	"request.size.invalid": { status: 400, code: "BAD_REQUEST", message: "The request body size does not match Content-Length" },
+	"encoding.unsupported": { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported content encoding" },
+	"charset.unsupported": { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported charset; use UTF-8" },
+	"stream.encoding.set": { status: 500, code: "INTERNAL_ERROR", message: "Internal error" }
+};
+
+function validationDetails(data: unknown) {
+	if (!Array.isArray(data)) return undefined;
+	// Never echo `actual` back: it may be a password.
+	return data.map((d: { field?: string; message?: string; type?: string }) => ({
+		field: d.field,
+		message: d.message,
+		type: d.type
+	}));
+}
+
+export function mapError(err: unknown): MappedError {
+	const e = (err ?? {}) as ErrorLike;
+	const headers: Record<string, string> = {};
+
+	// body-parser errors carry a `type` like "entity.parse.failed" and a numeric status.
+	if (typeof e.type === "string" && BODY_PARSER[e.type]) {
+		const m = BODY_PARSER[e.type];
+		return { status: m.status, body: { error: { code: m.code, message: m.message } }, headers, internal: m.status >= 500 };
+	}
+
+	const name = e.name ?? "Error";
+	const code = typeof e.code === "number" ? e.code : typeof e.status === "number" ? e.status : undefined;
+
+	if (name === "ValidationError" && code === 422) {
+		return {
+			status: 422,
+			body: { error: { code: "VALIDATION_ERROR", message: "Some fields are invalid", details: validationDetails(e.data) } },
+			headers,
+			internal: false
+		};
+	}
+
+	if (UNAVAILABLE.has(name) || code === 503) {
+		headers["Retry-After"] = "5";
+		let body: { code: string; message: string };
+		if (!UNAVAILABLE.has(name) && typeof e.type === "string" && /^[A-Z][A-Z0-9_]*$/.test(e.type))
+			body = { code: e.type, message: e.message ?? "Unavailable" }; // our own, e.g. STRIPE_NOT_CONFIGURED
+		else if (name === "RequestTimeoutError") body = { code: "UPSTREAM_TIMEOUT", message: "A service did not answer in time; try again" };
+		else if (name === "QueueIsFullError") body = { code: "OVERLOADED", message: "The service is overloaded; try again shortly" };
+		else body = { code: "SERVICE_UNAVAILABLE", message: "A service this request needs is unavailable; try again shortly" };
+		return { status: 503, body: { error: body }, headers, internal: false };
+	}
+
+	if (name === "RateLimitExceeded" || code === 429) {
+		const retryAfter = (e.data as { retryAfter?: number } | undefined)?.retryAfter;
+		headers["Retry-After"] = String(Math.max(1, Math.ceil(retryAfter ?? 60)));
+		return {
+			status: 429,
+			body: { error: { code: typeof e.type === "string" && e.type !== "RATE_LIMIT" ? e.type : "RATE_LIMITED", message: e.message || "Too many requests" } },
+			headers,
+			internal: false
+		};
+	}
+
+	if (name === "NotFoundError" && (e.type === "NOT_FOUND" || !e.type)) {
+		return { status: 404, body: { error: { code: "NOT_FOUND", message: "Not found" } }, headers, internal: false };
+	}
+
+	if (code != null && code >= 400 && code < 500) {
+		const typeCode = typeof e.type === "string" && /^[A-Z][A-Z0-9_]*$/.test(e.type) ? e.type : httpCodeName(code);
+		const details = e.data === undefined || e.data === null ? undefined : e.data;
+		return {
+			status: code,
+			body: { error: { code: typeCode, message: e.message || httpCodeName(code), ...(details !== undefined ? { details } : {}) } },
+			headers,
+			internal: false
+		};
+	}
+
+	return { status: 500, body: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } }, headers, internal: true };
+}
+
+function httpCodeName(code: number): string {
+	switch (code) {
+		case 400:
+			return "BAD_REQUEST";
+		case 401:
+			return "UNAUTHORIZED";
+		case 402:
+			return "PAYMENT_REQUIRED";
+		case 403:
+			return "FORBIDDEN";
+		case 404:
+			return "NOT_FOUND";
+		case 405:
+			return "METHOD_NOT_ALLOWED";
+		case 409:
+			return "CONFLICT";
+		case 410:
+			return "GONE";
+		case 413:
+			return "PAYLOAD_TOO_LARGE";
+		case 415:
+			return "UNSUPPORTED_MEDIA_TYPE";
+		case 422:
+			return "VALIDATION_ERROR";
+		case 429:
+			return "RATE_LIMITED";
+		default:
+			return "CLIENT_ERROR";
+	}
+}

@@ -1,0 +1,20 @@
+/** Structured log line per failed local action, tagged with the request id that the gateway assigned. */
+import { Middleware } from "moleculer";
+
+export const RequestLogMiddleware: Middleware = {
+	name: "RequestLog",
+	localAction(nextHandler, action) {
+		const next = nextHandler as (ctx: import("moleculer").Context) => Promise<unknown>;
+		return function logFailures(ctx) {
+			return next(ctx).catch((err: { code?: number; name?: string; message?: string; stack?: string }) => {
+				const code = typeof err?.code === "number" ? err.code : 500;
+				if (code >= 500 || !code)
+					ctx.service?.logger.error(
+						{ requestId: ctx.requestID, action: action.name, caller: ctx.caller, err: err?.name, stack: err?.stack },
+						`action ${action.name} failed: ${err?.message}`
+					);
+				throw err;
+			});
+		};
+	}
+};

@@ -1,0 +1,11 @@
+/** Which schema each SERVICES name loads. Loaded lazily so a node only imports what it hosts. */
+import type { ServiceSchema } from "moleculer";
+import type { ServiceName } from "../config";
+
+/* eslint-disable @typescript-eslint/no-require-imports */
+export const SERVICE_MODULES: Record<ServiceName, () => ServiceSchema> = {
+	api: () => require("../../services/api.service").default
+};
+
+/** Services that keep data in PostgreSQL (their node runs migrations and needs DATABASE_URL). */
+export const DB_SERVICES: ServiceName[] = [];
