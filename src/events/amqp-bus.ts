@@ -72,7 +72,7 @@ export class AmqpEventBus implements EventBus {
 		this.logger.info("AMQP event bus connected");
 	}
 
-	private scheduleReconnect(delayMs: number) {
+	scheduleReconnect(delayMs: number) {
 		if (this.reconnectTimer || this.closed) return;
 		this.reconnectTimer = setTimeout(async () => {
 			this.reconnectTimer = null;
@@ -107,7 +107,12 @@ export class AmqpEventBus implements EventBus {
 	async subscribe(opts: SubscribeOptions): Promise<void> {
 		this.subscriptions.push(opts);
 		if (this.conn) await this.setupConsumer(this.conn, opts);
-		else await this.connect();
+		else
+			await this.connect().catch(err => {
+				// The consumer is set up on (re)connection; a node may start while RabbitMQ is down.
+				this.logger.warn("AMQP not reachable; consumer will attach on reconnect", (err as Error).message);
+				this.scheduleReconnect(1000);
+			});
 	}
 
 	private async setupConsumer(conn: ChannelModel, opts: SubscribeOptions) {

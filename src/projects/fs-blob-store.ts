@@ -157,7 +157,7 @@ export class FsBlobStore implements BlobStore {
 					if (!isSha256Hex(name) || !name.startsWith(first + second)) continue;
 					try {
 						const info = await stat(join(dir, name));
-						yield { sha256: name, size: info.size, createdAt: info.mtime };
+						yield { sha256: name, size: info.size, createdAt: new Date(info.mtimeMs) };
 					} catch (err) {
 						if (!isMissing(err)) throw err; // deleted while we were listing
 					}

@@ -78,7 +78,7 @@ export class Runtime {
 				// Connect in the background: a node starts (and its outbox keeps the events) while RabbitMQ is down.
 				bus.connect().catch(err => {
 					this.logger.warn("AMQP not reachable yet; events wait in the outbox", (err as Error).message);
-					(bus as unknown as { scheduleReconnect(ms: number): void }).scheduleReconnect(1000);
+					bus.scheduleReconnect(1000);
 				});
 				this._bus = bus;
 			} else {
