@@ -8,6 +8,11 @@
 import os from "node:os";
 import path from "node:path";
 import Validator from "fastest-validator";
+import { UsersConfig, loadUsersConfig } from "./users/config";
+import { ProjectsConfig, loadProjectsConfig } from "./projects/config";
+import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
+import { TasksConfig, loadTasksConfig } from "./tasks/config";
+import { AiConfig, loadAiConfig } from "./ai/config";
 
 export const ALL_SERVICES = ["api"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -43,6 +48,12 @@ export interface Config {
 	jwt: { issuer: string; audience: string; keys: JwtKey[]; activeKid: string; accessTtlS: number };
 	outbox: { pollMs: number; maxAttempts: number; retryBaseMs: number };
 	dataDir: string;
+	// Per-service sections, each read and validated by its service's own config module.
+	users: UsersConfig;
+	projects: ProjectsConfig;
+	payments: PaymentsConfig;
+	tasks: TasksConfig;
+	ai: AiConfig;
 }
 
 type Env = Record<string, string | undefined>;
@@ -73,6 +84,18 @@ function parseJwtKeys(raw: string | undefined, problems: string[]): JwtKey[] {
 		keys.push({ kid, secret });
 	}
 	return keys;
+}
+
+/** Typed readers over the environment; each records a problem naming the variable instead of throwing. */
+export interface EnvReader {
+	env: Env;
+	problems: string[];
+	str(name: string, def: string): string;
+	optStr(name: string): string | null;
+	optUrl(name: string, schemes: string[]): string | null;
+	int(name: string, def: number, min: number, max: number): number;
+	bool(name: string, def: boolean): boolean;
+	oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T;
 }
 
 /** Reads and validates the configuration. Throws ConfigError listing every bad variable. */
@@ -110,6 +133,17 @@ export function loadConfig(env: Env = process.env): Config {
 		}
 		return raw;
 	};
+
+	const bool = (name: string, def: boolean): boolean => {
+		const raw = (env[name] ?? "").trim().toLowerCase();
+		if (!raw) return def;
+		if (["1", "true", "yes", "on"].includes(raw)) return true;
+		if (["0", "false", "no", "off"].includes(raw)) return false;
+		problems.push(`${name} must be true or false (got '${env[name]}')`);
+		return def;
+	};
+	const optStr = (name: string) => (env[name] ?? "").trim() || null;
+	const reader: EnvReader = { env, problems, str, optStr, optUrl, int, bool, oneOf };
 
 	const servicesRaw = str("SERVICES", ALL_SERVICES.join(","));
 	const services = servicesRaw === "*" ? [...ALL_SERVICES] : servicesRaw.split(",").map(s => s.trim()).filter(Boolean);
@@ -204,7 +238,12 @@ export function loadConfig(env: Env = process.env): Config {
 			maxAttempts: int("EVENT_MAX_ATTEMPTS", 5, 1, 100),
 			retryBaseMs: int("EVENT_RETRY_BASE_MS", 500, 1, 600_000)
 		},
-		dataDir
+		dataDir,
+		users: loadUsersConfig(reader),
+		projects: loadProjectsConfig(reader),
+		payments: loadPaymentsConfig(reader),
+		tasks: loadTasksConfig(reader),
+		ai: loadAiConfig(reader)
 	};
 	if (config.tracing.exporter === "zipkin" && !config.tracing.zipkinUrl)
 		problems.push("ZIPKIN_URL is required when TRACING_EXPORTER=zipkin");

@@ -1,0 +1,9 @@
+/** The ai service's settings, read from the environment (listed in .env.example and the README). */
+import type { EnvReader } from "../config";
+
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface AiConfig {}
+
+export function loadAiConfig(_r: EnvReader): AiConfig {
+	return {};
+}

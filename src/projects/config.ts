@@ -1,0 +1,9 @@
+/** The projects service's settings, read from the environment (listed in .env.example and the README). */
+import type { EnvReader } from "../config";
+
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface ProjectsConfig {}
+
+export function loadProjectsConfig(_r: EnvReader): ProjectsConfig {
+	return {};
+}
