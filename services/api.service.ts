@@ -228,6 +228,11 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				return this.specs.get(`${alias.method} ${full}`);
 			},
 
+			/** Replaces moleculer-web's handler, which logs every 5xx with its stack; ours logs only our own failures. */
+			errorHandler(this: ApiThis, req: Req, res: Res, err: unknown) {
+				this.sendContractError(req, res, err);
+			},
+
 			sendJson(res: Res, status: number, body: unknown) {
 				if (res.headersSent) return;
 				const payload = JSON.stringify(body);

@@ -4,6 +4,8 @@ import { Middleware } from "moleculer";
 export const RequestLogMiddleware: Middleware = {
 	name: "RequestLog",
 	localAction(nextHandler, action) {
+		// The gateway's own request handler reports its failures itself (with the request id).
+		if (action.name === "api.rest") return nextHandler;
 		const next = nextHandler as (ctx: import("moleculer").Context) => Promise<unknown>;
 		return function logFailures(ctx) {
 			return next(ctx).catch((err: { code?: number; name?: string; message?: string; stack?: string }) => {
