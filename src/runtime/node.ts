@@ -52,7 +52,9 @@ export async function createNode(
 	const runtime = new Runtime(config, broker.getLogger("runtime"));
 	attachRuntime(broker, runtime);
 	try {
-		if (config.databaseUrl && needsDb) await runtime.migrate();
+		// Every node with a database applies pending migrations (under an advisory lock), so a cluster
+		// converges on one schema whichever node starts first.
+		if (config.databaseUrl) await runtime.migrate();
 		broker.createService(OpsService);
 		for (const name of services) broker.createService(SERVICE_MODULES[name]());
 		for (const schema of opts.extraServices ?? []) broker.createService(schema);
