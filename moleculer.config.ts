@@ -6,6 +6,7 @@ import type { BrokerOptions, Errors } from "moleculer";
 import { Config } from "./src/config";
 import { PermissionsMiddleware } from "./src/middlewares/permissions";
 import { RequestLogMiddleware } from "./src/middlewares/request-log";
+import { DeadNodeDetector } from "./src/middlewares/dead-node-detector";
 
 /** Transient failures worth another attempt; only actions marked idempotent are retried at all. */
 export function isRetryableError(err: Errors.MoleculerError | Error): boolean {
@@ -51,8 +52,10 @@ export function brokerOptions(config: Config): BrokerOptions {
 			check: isRetryableError
 		},
 		maxCallLevel: 20,
-		heartbeatInterval: 5,
-		heartbeatTimeout: 15,
+		// A node that dies without saying goodbye (SIGKILL, lost host) is dropped from the registry
+		// after heartbeatTimeout; until then its in-flight calls time out and idempotent ones are retried.
+		heartbeatInterval: config.heartbeat.intervalS,
+		heartbeatTimeout: config.heartbeat.timeoutS,
 		contextParamsCloning: false,
 		tracking: { enabled: true, shutdownTimeout: 10_000 },
 		disableBalancer: false,
@@ -86,8 +89,28 @@ export function brokerOptions(config: Config): BrokerOptions {
 						: []
 		},
 		internalServices: true,
-		internalMiddlewares: true,
-		middlewares: [PermissionsMiddleware, RequestLogMiddleware],
+		// Moleculer's internal middlewares in their own order (innermost first), with the dead-node
+		// detector placed right outside Timeout so that it sees request timeouts before Retry does.
+		internalMiddlewares: false,
+		middlewares: [
+			PermissionsMiddleware,
+			RequestLogMiddleware,
+			"ActionHook",
+			"Validator",
+			"Bulkhead",
+			"Cacher",
+			"ContextTracker",
+			"CircuitBreaker",
+			"Timeout",
+			DeadNodeDetector({ pingTimeoutMs: Math.min(1000, config.requestTimeoutMs) }),
+			"Retry",
+			"Fallback",
+			"ErrorHandler",
+			"Tracing",
+			"Metrics",
+			"Debounce",
+			"Throttle"
+		],
 		skipProcessEventRegistration: true,
 		replOptions: { customCommands: [] }
 	} as BrokerOptions;

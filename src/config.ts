@@ -41,6 +41,7 @@ export interface Config {
 	logFormat: "json" | "short" | "full";
 	tracing: { exporter: "none" | "console" | "zipkin"; zipkinUrl: string | null };
 	requestTimeoutMs: number;
+	heartbeat: { intervalS: number; timeoutS: number };
 	rateLimit: { perMinute: number; anonymousPerMinute: number };
 	bulkhead: { concurrency: number; maxQueueSize: number };
 	circuitBreaker: { threshold: number; minRequestCount: number; windowTime: number; halfOpenTime: number };
@@ -207,6 +208,7 @@ export function loadConfig(env: Env = process.env): Config {
 			zipkinUrl: optUrl("ZIPKIN_URL", ["http", "https"])
 		},
 		requestTimeoutMs: int("REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
+		heartbeat: { intervalS: int("HEARTBEAT_INTERVAL_S", 5, 1, 60), timeoutS: int("HEARTBEAT_TIMEOUT_S", 15, 2, 600) },
 		rateLimit: {
 			perMinute: int("RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000),
 			anonymousPerMinute: int("RATE_LIMIT_ANON_PER_MINUTE", 120, 1, 1_000_000)
@@ -245,6 +247,8 @@ export function loadConfig(env: Env = process.env): Config {
 		tasks: loadTasksConfig(reader),
 		ai: loadAiConfig(reader)
 	};
+	if (config.heartbeat.timeoutS <= config.heartbeat.intervalS)
+		problems.push("HEARTBEAT_TIMEOUT_S must be greater than HEARTBEAT_INTERVAL_S");
 	if (config.tracing.exporter === "zipkin" && !config.tracing.zipkinUrl)
 		problems.push("ZIPKIN_URL is required when TRACING_EXPORTER=zipkin");
 	if (problems.length) throw new ConfigError(problems);
