@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: type check, then every Jest project (unit, integration, cluster) in one run.
+# Prints a plain "tests: N passed, N failed" line at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+npx tsc -p tsconfig.json --noEmit || { echo "tests: 0 passed, 1 failed (type check)"; exit 1; }
+out="$(mktemp)"
+npx jest --runInBand --json --outputFile="$out" "$@"
+status=$?
+node -e '
+const r = require(process.argv[1]);
+console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`);
+' "$out" 2>/dev/null || echo "tests: 0 passed, 1 failed (no results)"
+rm -f "$out"
+exit $status
