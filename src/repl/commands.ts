@@ -1,0 +1,46 @@
+/**
+ * Operator REPL commands (moleculer-repl custom commands). Each domain exports its own list from
+ * src/<svc>/repl.ts; they call actions over the transporter, so a REPL node needs no local services.
+ */
+import type { ServiceBroker } from "moleculer";
+
+export interface ReplCommand {
+	command: string;
+	description: string;
+	alias?: string | string[];
+	options?: Array<{ option: string; description: string }>;
+	action(broker: ServiceBroker, args: Record<string, unknown> & { options: Record<string, unknown> }, helpers?: unknown): Promise<void> | void;
+}
+
+const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
+
+export const clusterReplCommands: ReplCommand[] = [
+	{
+		command: "health",
+		description: "Each node's dependencies and readiness (ops.health on every node)",
+		async action(broker) {
+			const nodes = broker.registry.getNodeList({ onlyAvailable: true, withServices: false }) as Array<{ id: string }>;
+			for (const n of nodes) {
+				try {
+					print(await broker.call("ops.health", {}, { nodeID: n.id, timeout: 3000 }));
+				} catch (err) {
+					print({ nodeID: n.id, error: (err as Error).message });
+				}
+			}
+		}
+	},
+	{
+		command: "breakers",
+		description: "Circuit-breaker state of every endpoint this node has called",
+		action(broker) {
+			const store = (broker as unknown as { CircuitBreakerStore?: Map<string, { state: string; count: number; failures: number }> }).CircuitBreakerStore;
+			const rows = [...(store?.entries() ?? [])].map(([ep, s]) => ({ endpoint: ep, state: s.state, count: s.count, failures: s.failures }));
+			console.table(rows);
+		}
+	}
+];
+
+/** Every command the REPL offers; domain modules add theirs here. */
+export function allReplCommands(): ReplCommand[] {
+	return [...clusterReplCommands];
+}
