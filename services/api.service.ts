@@ -385,7 +385,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 											actionParams: a => params.get(a),
 											basePath: API_BASE,
 											version: "1.0.0",
-											serverUrl: svc.config.http.publicUrl
+											// Relative: the document is right for whichever host or proxy served it.
+											serverUrl: "/"
 										})
 									};
 								}

@@ -202,3 +202,37 @@ describe("operations routes", () => {
 		expect(traversal.status).toBe(404);
 	});
 });
+
+describe("rate limiting across gateway replicas (Redis)", () => {
+	let db2: TestDatabase;
+	let a: ForgeNode & { baseUrl: string };
+	let b: ForgeNode & { baseUrl: string };
+	beforeAll(async () => {
+		db2 = await createTestDatabase();
+		const shared = { REDIS_PREFIX: `fftest:rl:${Date.now()}:${Math.random().toString(36).slice(2)}:`, RATE_LIMIT_ANON_PER_MINUTE: "6" };
+		a = await startTestNode({ db: db2, services: [], extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService], env: shared });
+		b = await startTestNode({ db: db2, services: [], extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService], env: shared });
+	});
+	afterAll(async () => {
+		await a?.stop();
+		await b?.stop();
+		await db2?.drop();
+	});
+
+	test("the limit holds for the sum of both replicas, with Retry-After", async () => {
+		const statuses: number[] = [];
+		let limited: Response | null = null;
+		for (let i = 0; i < 10; i++) {
+			const res = await fetch((i % 2 ? a : b).baseUrl + "/api/v1/probe/whoami");
+			statuses.push(res.status);
+			if (res.status === 429 && !limited) limited = res;
+			else await res.arrayBuffer();
+		}
+		expect(statuses.filter(s => s === 200)).toHaveLength(6);
+		expect(statuses.filter(s => s === 429)).toHaveLength(4);
+		expect(Number(limited!.headers.get("retry-after"))).toBeGreaterThan(0);
+		const body = (await limited!.json()) as { error: { code: string }; requestId: string };
+		expect(body.error.code).toBe("RATE_LIMITED");
+		expect(limited!.headers.get("x-request-id")).toBe(body.requestId);
+	});
+});
