@@ -124,8 +124,9 @@ export function buildOpenApi(opts: {
 }): Json {
 	const paths: Record<string, Json> = {};
 	for (const r of opts.routes) {
-		const oaPath = (opts.basePath + r.path).replace(/:([A-Za-z0-9_]+)(\*)?/g, "{$1}");
-		const pathParams = [...r.path.matchAll(/:([A-Za-z0-9_]+)/g)].map(m => m[1]);
+		// `:name` parameters and path-to-regexp 8 wildcards (`*name`, which match across slashes).
+		const oaPath = (opts.basePath + r.path).replace(/[:*]([A-Za-z0-9_]+)(\*)?/g, "{$1}");
+		const pathParams = [...r.path.matchAll(/[:*]([A-Za-z0-9_]+)/g)].map(m => m[1]);
 		const params = opts.actionParams(r.action) ?? {};
 		const bodyParams: Json = {};
 		const queryParams: Array<[string, Json, boolean]> = [];
