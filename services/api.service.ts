@@ -83,6 +83,33 @@ function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?
 	next();
 }
 
+/** `/a/:id/*rest` → a RegExp over the full request path (no query), as moleculer-web matches it. */
+function routeRegExp(routePath: string): RegExp {
+	const body = routePath
+		.split("/")
+		.map(seg => (seg.startsWith(":") ? "[^/]+" : seg.startsWith("*") ? ".+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+		.join("/");
+	return new RegExp(`^${body}/?$`, "i");
+}
+
+/**
+ * The JSON body parser: BODY_LIMIT for every route, except routes that declare their own
+ * `bodyLimit` (file uploads), which get theirs. The route is known only by method and path here:
+ * body parsing runs before moleculer-web hands the request to the alias.
+ */
+function jsonBodyParser(defaultLimit: string, specs: RouteSpec[]) {
+	const type = ["application/json", "application/*+json"];
+	const fallback = bodyParser.json({ limit: defaultLimit, strict: true, type });
+	const own = specs
+		.filter(r => r.bodyLimit)
+		.map(r => ({ method: r.method, re: routeRegExp(`${API_BASE}${r.path}`), parse: bodyParser.json({ limit: r.bodyLimit, strict: true, type }) }));
+	return (req: IncomingMessage & { parsedUrl?: string }, res: ServerResponse, next: (err?: unknown) => void) => {
+		const url = req.parsedUrl ?? "";
+		const match = own.find(o => o.method === req.method && o.re.test(url));
+		(match?.parse ?? fallback)(req, res, next);
+	};
+}
+
 export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSchema<ApiSettings> {
 	const routes = opts.routes ?? allRoutes();
 	const json = routes.filter(r => r.body !== "raw" && !r.stream);
@@ -169,7 +196,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					path: API_BASE,
 					cors,
 					bodyParsers: false,
-					use: [requireJsonBody, bodyParser.json({ limit, strict: true, type: ["application/json", "application/*+json"] })],
+					use: [requireJsonBody, jsonBodyParser(limit, json)],
 					aliases: {
 						...aliasesOf(json),
 						...Object.fromEntries(

@@ -26,6 +26,8 @@ export interface RouteSpec {
 	body?: "json" | "raw";
 	/** Extra, tighter rate limit for this route (on top of the global one). */
 	rateLimit?: { points: number; durationS: number; by: "ip" | "user" };
+	/** A larger JSON body limit than BODY_LIMIT for this route alone (e.g. "48mb" for file uploads). */
+	bodyLimit?: string;
 	/** Accepts an Idempotency-Key header (passed as ctx.meta.idempotencyKey). */
 	idempotent?: boolean;
 	/** A streaming response (SSE): the gateway calls this instead of answering with the action's JSON. */
