@@ -68,8 +68,11 @@ export function brokerOptions(config: Config): BrokerOptions {
 			halfOpenTime: config.circuitBreaker.halfOpenTime,
 			check: countsForCircuitBreaker
 		},
+		// Off by default: the gateway's request handler and long-lived streams must not queue behind a
+		// global limit. Work that needs a concurrency cap (AI runs) opts in with `bulkhead: { enabled: true }`,
+		// inheriting these limits unless it sets its own.
 		bulkhead: {
-			enabled: true,
+			enabled: false,
 			concurrency: config.bulkhead.concurrency,
 			maxQueueSize: config.bulkhead.maxQueueSize
 		},

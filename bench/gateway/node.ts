@@ -1,0 +1,62 @@
+/**
+ * One process of the gateway benchmark.
+ *   ROLE=bare     a bare moleculer-web gateway with one hello route calling a local action (the baseline)
+ *   ROLE=gateway  the project's gateway (auth + validation + rate limit) with a route to a remote action
+ *   ROLE=worker   the node hosting that remote action, over NATS
+ */
+import http from "node:http";
+import { ServiceBroker, ServiceSchema } from "moleculer";
+import ApiGateway from "moleculer-web";
+import { loadConfig } from "../../src/config";
+import { createNode } from "../../src/runtime/node";
+import { createApiService } from "../../services/api.service";
+
+const Greeter: ServiceSchema = {
+	name: "greeter",
+	actions: {
+		hello: {
+			params: { name: { type: "string", min: 1, max: 40 } },
+			handler(ctx) {
+				return { hello: (ctx.params as { name: string }).name };
+			}
+		}
+	}
+};
+
+async function main() {
+	const role = process.env.ROLE;
+	if (role === "bare") {
+		const broker = new ServiceBroker({ logger: false, nodeID: "bare" });
+		broker.createService(Greeter);
+		broker.createService({
+			name: "api",
+			mixins: [ApiGateway as unknown as ServiceSchema],
+			settings: { port: 0, ip: "127.0.0.1", routes: [{ path: "/", aliases: { "GET /hello": "greeter.hello" }, mappingPolicy: "restrict", logging: false }] }
+		} as ServiceSchema);
+		await broker.start();
+		const server = (broker.getLocalService("api") as unknown as { server: http.Server }).server;
+		console.log(`BENCH_READY ${(server.address() as { port: number }).port}`);
+		return;
+	}
+	const config = loadConfig();
+	const node = await createNode(config, {
+		services: [],
+		extraServices:
+			role === "gateway"
+				? [
+						createApiService({
+							routes: [{ method: "GET", path: "/hello", action: "greeter.hello", auth: "required", summary: "Hello", tag: "bench" }]
+						})
+					]
+				: [Greeter]
+	});
+	const api = node.broker.getLocalService("api") as unknown as { server?: http.Server } | undefined;
+	const addr = api?.server?.address();
+	console.log(`BENCH_READY ${addr && typeof addr === "object" ? addr.port : 0}`);
+	process.on("SIGTERM", () => void node.stop().then(() => process.exit(0)));
+}
+
+main().catch(err => {
+	console.error(err);
+	process.exit(1);
+});
