@@ -294,9 +294,17 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				}
 			},
 
-			/** Bearer token → user. The signature and claims are checked here; the users service adds revocation. */
-			async resolveBearer(this: ApiThis, _ctx: Context<unknown, Meta>, token: string) {
-				return verifyAccessToken(this.config.jwt, token);
+			/**
+			 * Bearer token → user. The signature and claims are checked here; then the users service's
+			 * cached `authState` says whether the session is still live and the user still enabled, and
+			 * gives the current role, so revocation, disabling and role changes act on the next request.
+			 */
+			async resolveBearer(this: ApiThis, ctx: Context<unknown, Meta>, token: string) {
+				const user = verifyAccessToken(this.config.jwt, token);
+				if (!user || !this.config.users.sessions.gatewayCheck) return user;
+				if (!user.sid) return null;
+				const state = (await ctx.call("users.authState", { userId: user.id, sid: user.sid })) as { role: AuthUser["role"] } | null;
+				return state ? { ...user, role: state.role } : null;
 			},
 
 			/** X-API-Key → user, by the users service (keys are stored hashed there). */

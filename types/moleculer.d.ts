@@ -9,5 +9,9 @@ declare module "moleculer" {
 		auth?: "required" | "optional";
 		/** Short description for the OpenAPI document. */
 		summary?: string;
+		/** Scope an API key needs for this action (sessions hold every scope of their role); see src/auth/scopes.ts. */
+		scope?: import("../src/auth/scopes").Scope;
+		/** Refused to API keys: credentials management needs a signed-in session. */
+		sessionOnly?: boolean;
 	}
 }

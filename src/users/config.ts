@@ -1,9 +1,158 @@
-/** The users service's settings, read from the environment (listed in .env.example and the README). */
+/** The users service's settings, read from the environment (documented in docs/users.md). */
 import type { EnvReader } from "../config";
 
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface UsersConfig {}
+export interface ThrottleRule {
+	/** Failures allowed before delays start. */
+	freeFailures: number;
+	/** First delay, doubled with each further failure. */
+	baseDelayS: number;
+	/** Longest delay: throttling slows guessing down, it never locks an account out for good. */
+	maxDelayS: number;
+	/** Failures are forgotten this long after the first one of a run. */
+	windowS: number;
+}
 
-export function loadUsersConfig(_r: EnvReader): UsersConfig {
-	return {};
+export interface UsersConfig {
+	siwe: {
+		/** EIP-4361 `domain` (host[:port]) a message must name exactly. */
+		domain: string;
+		/** The message's `URI` must have this origin (scheme, host, port). */
+		uri: string;
+		chainIds: number[];
+		/** Largest age of `Issued At` accepted. */
+		maxAgeS: number;
+		/** Largest `Expiration Time - Issued At` accepted (a signed message is a bearer credential until it expires). */
+		maxValidityS: number;
+		/** Lifetime of a server-issued nonce. */
+		nonceTtlS: number;
+		/** Clock skew tolerated on `Issued At` / `Not Before`. */
+		clockSkewS: number;
+	};
+	chain: {
+		/** JSON-RPC per chain id, for smart-account signatures (EIP-1271/6492) and $FORGE balances. */
+		rpcUrls: Record<number, string>;
+		/** The chain the FORGE token lives on (CHAIN_ID, as written by scripts/chain-dev.ts). */
+		forgeChainId: number;
+		forgeTokenAddress: string | null;
+		balanceCacheTtlS: number;
+		rpcTimeoutMs: number;
+	};
+	sessions: {
+		refreshTokenTtlS: number;
+		/** Absolute lifetime of a session (refresh-token family), however often it is refreshed. */
+		maxAgeS: number;
+		/** TTL of the cached `users.authState` answer the gateway asks on every bearer request. */
+		authStateCacheTtlS: number;
+		/**
+		 * The gateway asks `users.authState` for every bearer token (revocation, disabled users, role changes).
+		 * Off only for deployments without a users service (e.g. another service's tests with signed test tokens).
+		 */
+		gatewayCheck: boolean;
+	};
+	passwords: {
+		minLength: number;
+		maxLength: number;
+		argon2: { memoryCostKiB: number; timeCost: number; parallelism: number };
+	};
+	throttle: {
+		accountIp: ThrottleRule;
+		ip: ThrottleRule;
+		registerPerIpPerHour: number;
+	};
+	apiKeys: { maxPerUser: number; lastUsedWriteIntervalS: number };
+	maxWalletsPerUser: number;
+	tierCacheTtlS: number;
+}
+
+/** OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); weaker settings are refused. */
+export const OWASP_ARGON2 = { memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 };
+
+function parseChainIds(r: EnvReader): number[] {
+	const raw = r.str("SIWE_CHAIN_IDS", "31337");
+	const ids = raw.split(",").map(s => s.trim()).filter(Boolean);
+	if (!ids.length || !ids.every(s => /^\d{1,12}$/.test(s) && Number(s) > 0)) {
+		r.problems.push(`SIWE_CHAIN_IDS must be a comma-separated list of positive chain ids (got '${raw}')`);
+		return [31337];
+	}
+	return [...new Set(ids.map(Number))];
+}
+
+/** CHAIN_RPC_URL serves CHAIN_ID; SIWE_RPC_URLS ("1=https://…,8453=https://…") adds other chains. */
+function parseRpcUrls(r: EnvReader, forgeChainId: number): Record<number, string> {
+	const urls: Record<number, string> = {};
+	const main = r.optUrl("CHAIN_RPC_URL", ["http", "https"]);
+	if (main) urls[forgeChainId] = main;
+	const extra = r.optStr("SIWE_RPC_URLS");
+	for (const part of extra ? extra.split(",").map(s => s.trim()).filter(Boolean) : []) {
+		const m = /^(\d{1,12})=(https?:\/\/\S+)$/.exec(part);
+		if (!m) {
+			r.problems.push(`SIWE_RPC_URLS must be a comma-separated list of chainId=http(s)://url pairs (got '${part}')`);
+			continue;
+		}
+		urls[Number(m[1])] = m[2];
+	}
+	return urls;
+}
+
+function throttleRule(r: EnvReader, prefix: string, def: ThrottleRule): ThrottleRule {
+	return {
+		freeFailures: r.int(`${prefix}_FREE_FAILURES`, def.freeFailures, 1, 10_000),
+		baseDelayS: r.int(`${prefix}_BASE_DELAY_S`, def.baseDelayS, 1, 3600),
+		maxDelayS: r.int(`${prefix}_MAX_DELAY_S`, def.maxDelayS, 1, 86_400),
+		windowS: r.int(`${prefix}_WINDOW_S`, def.windowS, 1, 7 * 86_400)
+	};
+}
+
+export function loadUsersConfig(r: EnvReader): UsersConfig {
+	const domain = r.str("SIWE_DOMAIN", "localhost:3000");
+	if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(domain)) r.problems.push(`SIWE_DOMAIN must be host[:port] (got '${domain}')`);
+	const uri = r.optUrl("SIWE_URI", ["http", "https"]) ?? "http://localhost:3000";
+	const forgeChainId = r.int("CHAIN_ID", 31337, 1, 1e12);
+	const token = r.optStr("FORGE_TOKEN_ADDRESS");
+	if (token && !/^0x[0-9a-fA-F]{40}$/.test(token)) r.problems.push(`FORGE_TOKEN_ADDRESS must be a 0x-prefixed 20-byte hex address (got '${token}')`);
+
+	const argon2 = {
+		memoryCostKiB: r.int("ARGON2_MEMORY_KIB", OWASP_ARGON2.memoryCostKiB, OWASP_ARGON2.memoryCostKiB, 4 * 1024 * 1024),
+		timeCost: r.int("ARGON2_TIME_COST", OWASP_ARGON2.timeCost, OWASP_ARGON2.timeCost, 20),
+		parallelism: r.int("ARGON2_PARALLELISM", OWASP_ARGON2.parallelism, 1, 16)
+	};
+	const minLength = r.int("PASSWORD_MIN_LENGTH", 10, 8, 64);
+	const maxLength = r.int("PASSWORD_MAX_LENGTH", 128, 64, 1024);
+
+	return {
+		siwe: {
+			domain,
+			uri,
+			chainIds: parseChainIds(r),
+			maxAgeS: r.int("SIWE_MAX_AGE_S", 600, 10, 86_400),
+			maxValidityS: r.int("SIWE_MAX_VALIDITY_S", 86_400, 60, 30 * 86_400),
+			nonceTtlS: r.int("SIWE_NONCE_TTL_S", 600, 10, 86_400),
+			clockSkewS: r.int("SIWE_CLOCK_SKEW_S", 60, 0, 600)
+		},
+		chain: {
+			rpcUrls: parseRpcUrls(r, forgeChainId),
+			forgeChainId,
+			forgeTokenAddress: token && /^0x[0-9a-fA-F]{40}$/.test(token) ? token : null,
+			balanceCacheTtlS: r.int("FORGE_BALANCE_CACHE_TTL_S", 30, 1, 86_400),
+			rpcTimeoutMs: r.int("CHAIN_RPC_TIMEOUT_MS", 5000, 100, 60_000)
+		},
+		sessions: {
+			refreshTokenTtlS: r.int("REFRESH_TOKEN_TTL_S", 30 * 86_400, 60, 365 * 86_400),
+			maxAgeS: r.int("SESSION_MAX_AGE_S", 90 * 86_400, 60, 3 * 365 * 86_400),
+			authStateCacheTtlS: r.int("AUTH_STATE_CACHE_TTL_S", 60, 1, 3600),
+			gatewayCheck: r.bool("AUTH_SESSION_CHECK", true)
+		},
+		passwords: { minLength, maxLength: Math.max(minLength, maxLength), argon2 },
+		throttle: {
+			accountIp: throttleRule(r, "LOGIN_THROTTLE_ACCOUNT", { freeFailures: 5, baseDelayS: 2, maxDelayS: 900, windowS: 3600 }),
+			ip: throttleRule(r, "LOGIN_THROTTLE_IP", { freeFailures: 50, baseDelayS: 2, maxDelayS: 900, windowS: 3600 }),
+			registerPerIpPerHour: r.int("REGISTER_PER_IP_PER_HOUR", 30, 1, 1_000_000)
+		},
+		apiKeys: {
+			maxPerUser: r.int("API_KEYS_MAX_PER_USER", 25, 1, 1000),
+			lastUsedWriteIntervalS: r.int("API_KEY_LAST_USED_INTERVAL_S", 60, 1, 86_400)
+		},
+		maxWalletsPerUser: r.int("WALLETS_MAX_PER_USER", 10, 1, 100),
+		tierCacheTtlS: r.int("TIER_CACHE_TTL_S", 60, 1, 3600)
+	};
 }

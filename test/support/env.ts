@@ -58,6 +58,9 @@ export function isolatedEnv(db: TestDatabase, extra: Record<string, string> = {}
 		LOG_FORMAT: "short",
 		OUTBOX_POLL_MS: "100",
 		EVENT_RETRY_BASE_MS: "50",
+		// Tests that sign their own tokens with bearerFor() have no users service to ask about sessions;
+		// the users service's own tests turn the gateway's session check back on.
+		AUTH_SESSION_CHECK: "false",
 		...extra
 	};
 }

@@ -1,0 +1,831 @@
+/**
+ * The users service: accounts with e-mail and password or Ethereum wallets (SIWE: EOA, EIP-1271,
+ * EIP-6492), sessions (short access JWTs, rotating refresh tokens), API keys, roles, tiers and
+ * $FORGE holdings. The gateway calls `verifyApiKey` and `authState` on every authenticated request;
+ * other services call `getTier`. The domain rules live in src/users/; this file is the shell.
+ */
+import { createHash } from "node:crypto";
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
+import { getAddress, type Hex } from "viem";
+import { durableEvents } from "../mixins/durable-events.mixin";
+import { signAccessToken } from "../src/auth/jwt";
+import { ALL_SCOPES, SCOPES, effectiveScopes, hasScope, scopesOfRole, type Scope } from "../src/auth/scopes";
+import type { AuthUser, Role } from "../src/auth/user";
+import type { Config } from "../src/config";
+import { TIER_ORDER, type TierName } from "../src/domain/tiers";
+import { Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable, Unprocessable } from "../src/errors";
+import type { KeyValueStore } from "../src/runtime/kv";
+import { runtimeOf } from "../src/runtime/runtime";
+import { CACHED_ACTIONS, forgetCachedUser } from "../src/users/cache";
+import type { UsersConfig } from "../src/users/config";
+import { PasswordHasher, normalizeEmail, normalizePassword, passwordProblem } from "../src/users/credentials";
+import { ForgeBalanceReader, type WalletBalance } from "../src/users/holdings";
+import { checkSiweMessage } from "../src/users/siwe";
+import { WalletSignatureVerifier, type WalletKind } from "../src/users/signatures";
+import { UsersStore, type ApiKeyRow, type SessionRow, type UserRow, type WalletRow } from "../src/users/store";
+import { ProgressiveThrottle, makeLimiter, throttleKey } from "../src/users/throttle";
+import { isUuid, parsePlanChanged, parseStakeChanged, summarizeTier, type TierSummary } from "../src/users/tier-facts";
+import { REFRESH_TOKEN_PATTERN, digestsEqual, newApiKey, newNonceToken, newRefreshToken, newSiweNonce, parseApiKey, sha256 } from "../src/users/tokens";
+import type { Meta } from "./api.service";
+
+const ROLES: Role[] = ["user", "admin", "operator"];
+const ADDRESS_PATTERN = /^0x[0-9a-fA-F]{40}$/;
+const SIGNATURE_PATTERN = /^0x(?:[0-9a-fA-F]{2})+$/;
+const NONCE_TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+const PRUNE_EVERY_MS = 60 * 60 * 1000;
+const PRUNE_AFTER_S = 7 * 86_400;
+/** A user may force a fresh balance read at most this often; in between, `refresh` serves the cache. */
+const BALANCE_REFRESH_MIN_INTERVAL_MS = 5_000;
+
+type Ctx<P = Record<string, never>> = Context<P, Meta>;
+
+export interface TokenPair {
+	accessToken: string;
+	tokenType: "Bearer";
+	expiresIn: number;
+	refreshToken: string;
+	refreshTokenExpiresAt: string;
+	sessionId: string;
+}
+
+export interface PublicUser {
+	id: string;
+	email: string | null;
+	displayName: string | null;
+	role: Role;
+	createdAt: string;
+}
+
+export interface WalletView {
+	address: string;
+	chainId: number;
+	kind: WalletKind;
+	linkedAt: string;
+}
+
+export interface Profile extends PublicUser {
+	hasPassword: boolean;
+	tier: TierSummary;
+	wallets: WalletView[];
+}
+
+export interface SiweProof {
+	address: string; // lower-case, as stored
+	chainId: number;
+	kind: WalletKind;
+}
+
+interface UsersThis extends Service {
+	cfg: UsersConfig;
+	jwt: Config["jwt"];
+	store: UsersStore;
+	kv: KeyValueStore;
+	hasher: PasswordHasher;
+	accountIpThrottle: ProgressiveThrottle;
+	ipThrottle: ProgressiveThrottle;
+	registerLimiter: RateLimiterAbstract;
+	signatures: WalletSignatureVerifier;
+	balances: ForgeBalanceReader | null;
+	pruneTimer: NodeJS.Timeout | null;
+	issueSession(user: Pick<UserRow, "id" | "role">, method: SessionRow["method"], meta: Meta): Promise<TokenPair>;
+	verifySiweProof(params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof>;
+	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
+	forgetAllSessions(userId: string): Promise<void>;
+	holdingsOf(userId: string, wallets: WalletView[], refresh: boolean): Promise<ForgeSection["holdings"] & object>;
+	checkCredential(ctx: Ctx<unknown>): void;
+}
+
+interface ForgeSection {
+	chainId: number;
+	tokenAddress: string | null;
+	holdings: { totalWei: string | null; wallets: WalletBalance[]; refreshed: boolean } | null;
+	holdingsUnavailableReason: string | null;
+	stake: { stakedWei: string; effectiveStakeWei: string; nextMaturityAt: string | null };
+}
+
+// ── views ────────────────────────────────────────────────────────────────────────────────────
+
+const iso = (d: Date | string | null) => (d == null ? null : new Date(d).toISOString());
+
+function publicUser(u: UserRow): PublicUser {
+	return { id: u.id, email: u.email, displayName: u.display_name, role: u.role, createdAt: iso(u.created_at)! };
+}
+
+function walletView(w: WalletRow): WalletView {
+	return { address: getAddress(w.address), chainId: Number(w.chain_id), kind: w.kind, linkedAt: iso(w.linked_at)! };
+}
+
+function apiKeyView(k: ApiKeyRow) {
+	return {
+		id: k.id,
+		name: k.name,
+		scopes: k.scopes,
+		createdAt: iso(k.created_at),
+		expiresAt: iso(k.expires_at),
+		lastUsedAt: iso(k.last_used_at)
+	};
+}
+
+function sessionView(s: SessionRow, currentSid?: string) {
+	return {
+		id: s.id,
+		method: s.method,
+		createdAt: iso(s.created_at),
+		lastRefreshedAt: iso(s.last_refreshed_at),
+		expiresAt: iso(s.expires_at),
+		revokedAt: iso(s.revoked_at),
+		revokedReason: s.revoked_reason,
+		ip: s.ip,
+		userAgent: s.user_agent,
+		current: s.id === currentSid
+	};
+}
+
+function adminUserView(u: UserRow & { wallets?: string[] }) {
+	return {
+		...publicUser(u),
+		tierOverride: u.tier_override,
+		disabled: u.disabled_at !== null,
+		disabledAt: iso(u.disabled_at),
+		lastLoginAt: iso(u.last_login_at),
+		...(u.wallets ? { wallets: u.wallets.map(a => getAddress(a)) } : {})
+	};
+}
+
+function encodeCursor(createdAt: string, id: string): string {
+	return Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
+}
+
+function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
+	try {
+		const [createdAt, id] = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as unknown[];
+		if (typeof createdAt !== "string" || Number.isNaN(Date.parse(createdAt)) || !isUuid(id)) return null;
+		return { createdAt, id };
+	} catch {
+		return null;
+	}
+}
+
+const nonceKey = (nonceToken: string) => `users:siwe-nonce:${createHash("sha256").update(nonceToken).digest("hex")}`;
+
+const INVALID_CREDENTIALS = () => Unauthorized("Invalid email or password", "INVALID_CREDENTIALS");
+
+async function consumeOrThrow(limiter: RateLimiterAbstract, key: string, message: string) {
+	try {
+		await limiter.consume(key);
+	} catch (rej) {
+		if (rej instanceof RateLimiterRes) throw TooManyRequests(message, Math.ceil(rej.msBeforeNext / 1000));
+		throw rej;
+	}
+}
+
+// ── the service ──────────────────────────────────────────────────────────────────────────────
+
+const siweParams = {
+	message: { type: "string", min: 1, max: 4096, description: "The exact EIP-4361 message that was signed" },
+	signature: { type: "string", min: 4, max: 20_000, pattern: SIGNATURE_PATTERN, description: "0x-hex signature (65-byte ECDSA, EIP-1271 or EIP-6492 wrapped)" },
+	nonceToken: { type: "string", pattern: NONCE_TOKEN_PATTERN, description: "The nonceToken returned with the nonce (binds it to this client)" }
+} as const;
+
+// `merged` is a Moleculer lifecycle hook the typings leave out.
+type UsersSchema = ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, UsersThis> & {
+	merged?: (this: UsersThis, schema: ServiceSchema) => void;
+};
+
+const UsersService: UsersSchema = {
+	name: "users",
+	mixins: [
+		durableEvents({
+			group: "users",
+			handlers: {
+				async "payments.plan.changed"(this: UsersThis, payload, { tx, event }) {
+					const fact = parsePlanChanged(payload);
+					if (await this.store.applyPlanFact(tx, fact.userId, fact.planTier, event.occurredAt))
+						tx.afterCommit(() => void this.forget(fact.userId));
+				},
+				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {
+					const fact = parseStakeChanged(payload);
+					if (await this.store.applyStakeFact(tx, fact.userId, fact.positions, event.occurredAt))
+						tx.afterCommit(() => void this.forget(fact.userId));
+				}
+			}
+		})
+	],
+
+	/** Cache TTLs come from the configuration, which exists only once the broker does. */
+	merged(this: UsersThis, schema: ServiceSchema) {
+		const cfg = runtimeOf(this.broker).config.users;
+		const actions = schema.actions as Record<string, { cache?: object }>;
+		const ttl: Record<string, number> = {
+			authState: cfg.sessions.authStateCacheTtlS,
+			getTier: cfg.tierCacheTtlS,
+			profile: cfg.tierCacheTtlS
+		};
+		for (const [name, seconds] of Object.entries(ttl)) actions[name] = { ...actions[name], cache: { ...actions[name].cache, ttl: seconds } };
+	},
+
+	hooks: {
+		before: {
+			"*": "checkCredential"
+		}
+	},
+
+	actions: {
+		// ── passwords ──────────────────────────────────────────────────────────────────────
+		register: {
+			params: {
+				$$strict: "remove",
+				email: { type: "email", max: 254 },
+				password: { type: "string", min: 1, max: 1024 },
+				displayName: { type: "string", min: 1, max: 80, trim: true, optional: true }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ email: string; password: string; displayName?: string }>) {
+				const email = normalizeEmail(ctx.params.email);
+				if (!email) throw Unprocessable("Some fields are invalid", [{ field: "email", message: "is not a valid e-mail address" }]);
+				const password = normalizePassword(ctx.params.password);
+				const problem = passwordProblem(password, this.cfg.passwords);
+				if (problem) throw Unprocessable("Some fields are invalid", [{ field: "password", message: problem, type: "passwordPolicy" }]);
+				await consumeOrThrow(this.registerLimiter, ctx.meta.ip ?? "unknown", "Too many sign-ups from this address; try again later");
+				if (await this.store.userByEmail(email)) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
+				const user = await this.store.createPasswordUser(email, await this.hasher.hash(password), ctx.params.displayName ?? null);
+				if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
+				await this.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
+				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
+			}
+		},
+
+		login: {
+			params: {
+				$$strict: "remove",
+				email: { type: "string", min: 1, max: 254 },
+				password: { type: "string", min: 1, max: 1024 }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ email: string; password: string }>) {
+				const ip = ctx.meta.ip ?? "unknown";
+				const email = normalizeEmail(ctx.params.email) ?? ctx.params.email.trim().toLowerCase();
+				const accountKey = throttleKey(email, ip);
+				// Throttled before any hashing: a guesser cannot make us burn CPU.
+				const wait = Math.max(await this.ipThrottle.retryAfterS(ip), await this.accountIpThrottle.retryAfterS(accountKey));
+				if (wait > 0) throw TooManyRequests("Too many failed sign-in attempts; try again later", wait, "LOGIN_THROTTLED");
+
+				const user = await this.store.userByEmail(email);
+				const password = normalizePassword(ctx.params.password);
+				// Unknown users and password-less accounts verify a dummy hash: same answer, same time.
+				const ok = await this.hasher.verify(user?.password_hash ?? null, password);
+				if (!ok || !user) {
+					await Promise.all([this.accountIpThrottle.recordFailure(accountKey), this.ipThrottle.recordFailure(ip)]);
+					throw INVALID_CREDENTIALS();
+				}
+				await this.accountIpThrottle.reset(accountKey);
+				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+				if (this.hasher.needsRehash(user.password_hash!)) await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
+				await this.store.touchLogin(user.id);
+				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
+			}
+		},
+
+		// ── sessions ───────────────────────────────────────────────────────────────────────
+		refresh: {
+			params: { $$strict: "remove", refreshToken: { type: "string", pattern: REFRESH_TOKEN_PATTERN } },
+			async handler(this: UsersThis, ctx: Ctx<{ refreshToken: string }>) {
+				const next = newRefreshToken();
+				const r = await this.store.rotateRefreshToken(sha256(ctx.params.refreshToken), next.hash, this.cfg.sessions.refreshTokenTtlS);
+				if (r.kind === "reused") {
+					// RFC 9700 §4.14.2: a spent token came back, so someone holds a copy; end the whole family.
+					await this.store.revokeSession(r.sessionId, null, "refresh_token_reuse");
+					await this.forget(r.userId, [r.sessionId]);
+					this.logger.warn({ userId: r.userId, sessionId: r.sessionId, ip: ctx.meta.ip }, "refresh token reuse: session revoked");
+					throw Unauthorized("This refresh token was already used; the session has been revoked", "REFRESH_TOKEN_REUSED");
+				}
+				if (r.kind !== "rotated") throw Unauthorized("Invalid or expired refresh token", "INVALID_REFRESH_TOKEN");
+				return {
+					accessToken: signAccessToken(this.jwt, { sub: r.userId, role: r.role, sid: r.sessionId, scopes: [ALL_SCOPES] }),
+					tokenType: "Bearer",
+					expiresIn: this.jwt.accessTtlS,
+					refreshToken: next.token,
+					refreshTokenExpiresAt: r.refreshToken.expiresAt.toISOString(),
+					sessionId: r.sessionId
+				} satisfies TokenPair;
+			}
+		},
+
+		logout: {
+			params: {
+				$$strict: "remove",
+				refreshToken: { type: "string", pattern: REFRESH_TOKEN_PATTERN, optional: true },
+				all: { type: "boolean", optional: true, description: "End every session of the signed-in user" }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ refreshToken?: string; all?: boolean }>) {
+				const user = ctx.meta.user;
+				if (ctx.params.all) {
+					if (!user?.sid) throw Unauthorized("Signing out everywhere needs a signed-in session");
+					const ended = await this.store.revokeAllSessions(user.id, "logout_all");
+					await this.forget(user.id, ended);
+					return { revoked: ended.length };
+				}
+				let target: { sessionId: string; userId: string } | null = null;
+				if (ctx.params.refreshToken) target = await this.store.sessionOfRefreshToken(sha256(ctx.params.refreshToken));
+				else if (user?.sid) target = { sessionId: user.sid, userId: user.id };
+				else throw Unprocessable("Some fields are invalid", [{ field: "refreshToken", message: "is required without a signed-in session", type: "required" }]);
+				// An unknown token answers like a known one: logout is idempotent and reveals nothing.
+				if (!target) return { revoked: 0 };
+				const ended = await this.store.revokeSession(target.sessionId, null, "logout");
+				await this.forget(target.userId, [target.sessionId]);
+				return { revoked: ended ? 1 : 0 };
+			}
+		},
+
+		listSessions: {
+			auth: "required",
+			scope: "users:read",
+			async handler(this: UsersThis, ctx: Ctx) {
+				const user = ctx.meta.user!;
+				const sessions = await this.store.sessionsOf(user.id, { includeEnded: false, limit: 100 });
+				return { items: sessions.map(s => sessionView(s, user.sid)) };
+			}
+		},
+
+		revokeSession: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: { type: "uuid" } },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
+				const user = ctx.meta.user!;
+				if (!(await this.store.revokeSession(ctx.params.id, user.id, "user_revoked"))) throw NotFound("Session");
+				await this.forget(user.id, [ctx.params.id]);
+				return { id: ctx.params.id, revoked: true };
+			}
+		},
+
+		// ── Sign-In with Ethereum ──────────────────────────────────────────────────────────
+		siweNonce: {
+			async handler(this: UsersThis) {
+				const nonce = newSiweNonce();
+				const nonceToken = newNonceToken();
+				const ttlMs = this.cfg.siwe.nonceTtlS * 1000;
+				await this.kv.set(nonceKey(nonceToken), nonce, ttlMs);
+				return {
+					nonce,
+					nonceToken,
+					expiresAt: new Date(Date.now() + ttlMs).toISOString(),
+					domain: this.cfg.siwe.domain,
+					uri: this.cfg.siwe.uri,
+					chainIds: this.cfg.siwe.chainIds,
+					version: "1",
+					maxValiditySeconds: this.cfg.siwe.maxValidityS
+				};
+			}
+		},
+
+		siweVerify: {
+			params: { $$strict: "remove", ...siweParams },
+			async handler(this: UsersThis, ctx: Ctx<{ message: string; signature: string; nonceToken: string }>) {
+				const proof = await this.verifySiweProof(ctx.params);
+				const { userId, created } = await this.store.userForWalletSignIn(proof.address, proof.chainId, proof.kind);
+				const user = await this.store.userById(userId);
+				if (!user) throw new Error(`user ${userId} of wallet ${proof.address} not found`);
+				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+				await this.store.touchWalletSignIn(proof.address, proof.kind);
+				await this.store.touchLogin(user.id);
+				if (created) await this.store.audit(undefined, user.id, user.id, "user.register", { method: "siwe", address: proof.address });
+				else await this.forget(user.id); // the wallet's kind may have changed (deployed since)
+				return { ...(await this.issueSession(user, "siwe", ctx.meta)), user: publicUser(user), created };
+			}
+		},
+
+		// ── profile and wallets ────────────────────────────────────────────────────────────
+		me: {
+			auth: "required",
+			scope: "users:read",
+			params: { $$strict: "remove", refresh: { type: "boolean", convert: true, optional: true, description: "Re-read $FORGE balances from the chain" } },
+			async handler(this: UsersThis, ctx: Ctx<{ refresh?: boolean }>) {
+				const user = ctx.meta.user!;
+				const profile = (await ctx.call(CACHED_ACTIONS.profile.name, { userId: user.id })) as Profile;
+				const forge: ForgeSection = {
+					chainId: this.cfg.chain.forgeChainId,
+					tokenAddress: this.cfg.chain.forgeTokenAddress,
+					holdings: null,
+					holdingsUnavailableReason: null,
+					stake: { stakedWei: profile.tier.stakedWei, effectiveStakeWei: profile.tier.effectiveStakeWei, nextMaturityAt: profile.tier.nextStakeMaturityAt }
+				};
+				if (this.balances) forge.holdings = await this.holdingsOf(user.id, profile.wallets, ctx.params.refresh === true);
+				else forge.holdingsUnavailableReason = "CHAIN_NOT_CONFIGURED: set CHAIN_RPC_URL and FORGE_TOKEN_ADDRESS to show $FORGE balances";
+				return {
+					...profile,
+					permissions: effectiveScopes(user),
+					credential: user.keyId ? { type: "apiKey", keyId: user.keyId } : { type: "session", sessionId: user.sid ?? null },
+					forge
+				};
+			}
+		},
+
+		updateMe: {
+			auth: "required",
+			scope: "users:write",
+			params: { $$strict: "remove", displayName: { type: "string", min: 1, max: 80, trim: true, nullable: true } },
+			async handler(this: UsersThis, ctx: Ctx<{ displayName: string | null }>) {
+				const user = ctx.meta.user!;
+				await this.store.setDisplayName(user.id, ctx.params.displayName);
+				await this.forget(user.id);
+				return ctx.call(CACHED_ACTIONS.profile.name, { userId: user.id });
+			}
+		},
+
+		changePassword: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				currentPassword: { type: "string", min: 1, max: 1024, optional: true },
+				newPassword: { type: "string", min: 1, max: 1024 }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ currentPassword?: string; newPassword: string }>) {
+				const auth = ctx.meta.user!;
+				const user = await this.store.userById(auth.id);
+				if (!user) throw NotFound("User");
+				if (!user.email) throw Conflict("An account needs an e-mail address before it can have a password", "EMAIL_REQUIRED");
+				if (user.password_hash) {
+					const key = throttleKey("password-change", user.id, ctx.meta.ip ?? "unknown");
+					const wait = await this.accountIpThrottle.retryAfterS(key);
+					if (wait > 0) throw TooManyRequests("Too many wrong passwords; try again later", wait, "LOGIN_THROTTLED");
+					if (!(await this.hasher.verify(user.password_hash, normalizePassword(ctx.params.currentPassword ?? "")))) {
+						await this.accountIpThrottle.recordFailure(key);
+						throw Forbidden("The current password is wrong", "INVALID_CURRENT_PASSWORD");
+					}
+					await this.accountIpThrottle.reset(key);
+				}
+				const password = normalizePassword(ctx.params.newPassword);
+				const problem = passwordProblem(password, this.cfg.passwords);
+				if (problem) throw Unprocessable("Some fields are invalid", [{ field: "newPassword", message: problem, type: "passwordPolicy" }]);
+				await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
+				// Whoever else holds a session may know the old password: end every other session.
+				const ended = await this.store.revokeAllSessions(user.id, "password_changed", auth.sid);
+				await this.store.audit(undefined, user.id, user.id, "user.password", { endedSessions: ended.length });
+				await this.forget(user.id, ended);
+				return { changed: true, endedSessions: ended.length };
+			}
+		},
+
+		linkWallet: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", ...siweParams },
+			async handler(this: UsersThis, ctx: Ctx<{ message: string; signature: string; nonceToken: string }>) {
+				const user = ctx.meta.user!;
+				const proof = await this.verifySiweProof(ctx.params);
+				const r = await this.store.linkWallet(user.id, proof.address, proof.chainId, proof.kind, this.cfg.maxWalletsPerUser);
+				if (r.result === "taken") throw Conflict("This wallet is linked to another account", "WALLET_TAKEN");
+				if (r.result === "limit") throw Conflict(`An account may link at most ${this.cfg.maxWalletsPerUser} wallets`, "WALLET_LIMIT");
+				await this.forget(user.id);
+				return { ...walletView(r.wallet!), alreadyLinked: r.result === "already" };
+			}
+		},
+
+		unlinkWallet: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", address: { type: "string", pattern: ADDRESS_PATTERN } },
+			async handler(this: UsersThis, ctx: Ctx<{ address: string }>) {
+				const user = ctx.meta.user!;
+				const address = ctx.params.address.toLowerCase();
+				const r = await this.store.unlinkWallet(user.id, address);
+				if (r === "not_found") throw NotFound("Wallet");
+				if (r === "last_method") throw Conflict("This wallet is the account's only way to sign in", "LAST_SIGN_IN_METHOD");
+				await this.forget(user.id);
+				return { address: getAddress(address), unlinked: true };
+			}
+		},
+
+		// ── API keys ───────────────────────────────────────────────────────────────────────
+		createApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				name: { type: "string", min: 1, max: 64, trim: true },
+				scopes: { type: "array", items: { type: "enum", values: [...SCOPES] }, min: 1, max: SCOPES.length, unique: true },
+				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ name: string; scopes: Scope[]; expiresInDays?: number }>) {
+				const user = ctx.meta.user!;
+				const allowed = scopesOfRole(user.role);
+				const denied = ctx.params.scopes.filter(s => !allowed.includes(s));
+				if (denied.length)
+					throw Unprocessable(
+						"Some fields are invalid",
+						denied.map(s => ({ field: "scopes", message: `scope '${s}' is not available to role ${user.role}`, type: "scope" }))
+					);
+				const fresh = newApiKey();
+				const row = await this.store.createApiKey({
+					id: fresh.id,
+					userId: user.id,
+					name: ctx.params.name,
+					secretHash: fresh.secretHash,
+					scopes: ctx.params.scopes,
+					expiresInDays: ctx.params.expiresInDays ?? null,
+					maxPerUser: this.cfg.apiKeys.maxPerUser
+				});
+				if (row === "limit") throw Conflict(`An account may hold at most ${this.cfg.apiKeys.maxPerUser} active API keys`, "API_KEY_LIMIT");
+				// The only time the secret is ever shown.
+				return { ...apiKeyView(row), key: fresh.key };
+			}
+		},
+
+		listApiKeys: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: UsersThis, ctx: Ctx) {
+				return { items: (await this.store.apiKeysOf(ctx.meta.user!.id)).map(apiKeyView) };
+			}
+		},
+
+		revokeApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ } },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
+				const user = ctx.meta.user!;
+				if (!(await this.store.revokeApiKey(user.id, ctx.params.id))) throw NotFound("API key");
+				await this.store.audit(undefined, user.id, user.id, "apiKey.revoke", { id: ctx.params.id });
+				return { id: ctx.params.id, revoked: true };
+			}
+		},
+
+		// ── administration ─────────────────────────────────────────────────────────────────
+		adminListUsers: {
+			permissions: ["admin", "operator"],
+			scope: "admin",
+			params: {
+				$$strict: "remove",
+				limit: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				cursor: { type: "string", max: 200, optional: true },
+				q: { type: "string", min: 1, max: 254, trim: true, optional: true, description: "e-mail prefix, user id or wallet address (prefix)" },
+				role: { type: "enum", values: ROLES, optional: true },
+				disabled: { type: "boolean", convert: true, optional: true }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ limit: number; cursor?: string; q?: string; role?: Role; disabled?: boolean }>) {
+				const after = ctx.params.cursor ? decodeCursor(ctx.params.cursor) : null;
+				if (ctx.params.cursor && !after) throw Unprocessable("Some fields are invalid", [{ field: "cursor", message: "is not a cursor from this list" }]);
+				const rows = await this.store.listUsers({
+					limit: ctx.params.limit + 1,
+					after,
+					q: ctx.params.q ?? null,
+					role: ctx.params.role ?? null,
+					disabled: ctx.params.disabled ?? null
+				});
+				const page = rows.slice(0, ctx.params.limit);
+				const last = page[page.length - 1];
+				return { items: page.map(adminUserView), nextCursor: rows.length > ctx.params.limit && last ? encodeCursor(last.cursor_at, last.id) : null };
+			}
+		},
+
+		adminGetUser: {
+			permissions: ["admin", "operator"],
+			scope: "admin",
+			params: { $$strict: "remove", id: { type: "uuid" } },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
+				const user = await this.store.userById(ctx.params.id);
+				if (!user) throw NotFound("User");
+				const [facts, wallets, sessions] = await Promise.all([
+					this.store.tierFacts(user.id),
+					this.store.walletsOf(user.id),
+					this.store.sessionsOf(user.id, { includeEnded: false, limit: 50 })
+				]);
+				return {
+					...adminUserView(user),
+					tier: summarizeTier(facts, Date.now()),
+					wallets: wallets.map(walletView),
+					sessions: sessions.map(s => sessionView(s))
+				};
+			}
+		},
+
+		adminUpdateUser: {
+			permissions: ["admin"],
+			scope: "admin",
+			params: {
+				$$strict: "remove",
+				id: { type: "uuid" },
+				role: { type: "enum", values: ROLES, optional: true },
+				tierOverride: { type: "enum", values: [...TIER_ORDER], optional: true, nullable: true, description: "null clears the override" },
+				disabled: { type: "boolean", optional: true }
+			},
+			async handler(this: UsersThis, ctx: Ctx<{ id: string; role?: Role; tierOverride?: TierName | null; disabled?: boolean }>) {
+				const actor = ctx.meta.user!;
+				const { id, role, tierOverride, disabled } = ctx.params;
+				if (role === undefined && tierOverride === undefined && disabled === undefined)
+					throw Unprocessable("Some fields are invalid", [{ field: "role", message: "give at least one of role, tierOverride, disabled", type: "required" }]);
+				if (id === actor.id && ((role !== undefined && role !== actor.role) || disabled === true))
+					throw Conflict("Administrators cannot demote or disable themselves", "SELF_CHANGE_FORBIDDEN");
+				const r = await this.store.adminUpdate(id, { role, tierOverride, disabled }, { actorId: actor.id });
+				if (!r) throw NotFound("User");
+				// Role and disabled state are read by the gateway per request: drop every cached session state.
+				if (role !== undefined || disabled !== undefined) await this.forgetAllSessions(id);
+				else await this.forget(id);
+				this.broker.broadcast("users.changed", { userId: id, fields: Object.keys(ctx.params).filter(k => k !== "id") });
+				return adminUserView(r.after);
+			}
+		},
+
+		// ── internal: the gateway and other services ───────────────────────────────────────
+		verifyApiKey: {
+			visibility: "protected",
+			params: { key: { type: "string", max: 256 } },
+			async handler(this: UsersThis, ctx: Context<{ key: string }>): Promise<AuthUser | null> {
+				const parsed = parseApiKey(ctx.params.key);
+				if (!parsed) return null;
+				const row = await this.store.apiKeyForVerification(parsed.id);
+				if (!row || !digestsEqual(row.secret_hash, sha256(parsed.secret)) || !row.usable) return null;
+				const interval = this.cfg.apiKeys.lastUsedWriteIntervalS * 1000;
+				if (!row.last_used_at || Date.now() - new Date(row.last_used_at).getTime() > interval)
+					this.store.touchApiKey(row.id, this.cfg.apiKeys.lastUsedWriteIntervalS).catch(err => this.logger.warn("api key last-used update failed", err.message));
+				return { id: row.user_id, role: row.role, keyId: row.id, scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope)) };
+			}
+		},
+
+		authState: {
+			visibility: "protected",
+			cache: { keys: [...CACHED_ACTIONS.authState.keys] },
+			params: { userId: { type: "string", max: 64 }, sid: { type: "string", max: 64 } },
+			async handler(this: UsersThis, ctx: Context<{ userId: string; sid: string }>): Promise<{ role: Role } | null> {
+				if (!isUuid(ctx.params.userId) || !isUuid(ctx.params.sid)) return null;
+				return this.store.authState(ctx.params.userId, ctx.params.sid);
+			}
+		},
+
+		getTier: {
+			visibility: "protected",
+			retryPolicy: { enabled: true },
+			cache: { keys: [...CACHED_ACTIONS.getTier.keys] },
+			params: { userId: { type: "uuid" } },
+			async handler(this: UsersThis, ctx: Context<{ userId: string }>): Promise<TierSummary & { userId: string }> {
+				const facts = await this.store.tierFacts(ctx.params.userId);
+				if (!facts.exists) throw NotFound("User");
+				return { userId: ctx.params.userId, ...summarizeTier(facts, Date.now()) };
+			}
+		},
+
+		profile: {
+			visibility: "protected",
+			retryPolicy: { enabled: true },
+			cache: { keys: [...CACHED_ACTIONS.profile.keys] },
+			params: { userId: { type: "uuid" } },
+			async handler(this: UsersThis, ctx: Context<{ userId: string }>): Promise<Profile> {
+				const user = await this.store.userById(ctx.params.userId);
+				if (!user) throw NotFound("User");
+				const [facts, wallets] = await Promise.all([this.store.tierFacts(user.id), this.store.walletsOf(user.id)]);
+				return {
+					...publicUser(user),
+					hasPassword: user.password_hash !== null,
+					tier: summarizeTier(facts, Date.now()),
+					wallets: wallets.map(walletView)
+				};
+			}
+		},
+
+		userSessions: {
+			visibility: "protected",
+			params: { userId: { type: "uuid" }, includeEnded: { type: "boolean", optional: true } },
+			async handler(this: UsersThis, ctx: Context<{ userId: string; includeEnded?: boolean }>) {
+				const sessions = await this.store.sessionsOf(ctx.params.userId, { includeEnded: ctx.params.includeEnded ?? false, limit: 100 });
+				return { items: sessions.map(s => sessionView(s)) };
+			}
+		},
+
+		revokeUserSessions: {
+			visibility: "protected",
+			params: { userId: { type: "uuid" }, reason: { type: "string", min: 1, max: 64, default: "operator" } },
+			async handler(this: UsersThis, ctx: Context<{ userId: string; reason: string }>) {
+				const ended = await this.store.revokeAllSessions(ctx.params.userId, ctx.params.reason);
+				await this.store.audit(undefined, ctx.params.userId, "operator", "sessions.revoke", { reason: ctx.params.reason, count: ended.length });
+				await this.forget(ctx.params.userId, ended);
+				return { userId: ctx.params.userId, revoked: ended.length };
+			}
+		}
+	},
+
+	methods: {
+		/** API keys are narrower than sessions: actions declare the scope they need, or that they need a session. */
+		checkCredential(this: UsersThis, ctx: Ctx<unknown>) {
+			const action = ctx.action as { scope?: Scope; sessionOnly?: boolean } | undefined;
+			const user = ctx.meta.user;
+			if (!user || !action) return;
+			if (action.sessionOnly && user.keyId) throw Forbidden("This needs a signed-in session, not an API key", "SESSION_REQUIRED");
+			if (action.scope && !hasScope(user, action.scope)) throw Forbidden(`This needs the '${action.scope}' scope`, "INSUFFICIENT_SCOPE");
+		},
+
+		async issueSession(this: UsersThis, user: Pick<UserRow, "id" | "role">, method: SessionRow["method"], meta: Meta): Promise<TokenPair> {
+			const refresh = newRefreshToken();
+			const { sessionId, refreshExpiresAt } = await this.store.createSession({
+				userId: user.id,
+				method,
+				ip: meta.ip ?? null,
+				userAgent: meta.userAgent || null,
+				maxAgeS: this.cfg.sessions.maxAgeS,
+				refreshTokenHash: refresh.hash,
+				refreshTtlS: this.cfg.sessions.refreshTokenTtlS
+			});
+			return {
+				accessToken: signAccessToken(this.jwt, { sub: user.id, role: user.role, sid: sessionId, scopes: [ALL_SCOPES] }),
+				tokenType: "Bearer",
+				expiresIn: this.jwt.accessTtlS,
+				refreshToken: refresh.token,
+				refreshTokenExpiresAt: refreshExpiresAt.toISOString(),
+				sessionId
+			};
+		},
+
+		/**
+		 * A SIWE message proves control of its address only if: it is for us (domain, URI, chain), it is
+		 * fresh (issued, not before, expiry), its nonce is the one we gave *this* client and has not been
+		 * spent (consumed atomically, so of two parallel uses one wins), and the address signed it.
+		 */
+		async verifySiweProof(this: UsersThis, params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof> {
+			const check = checkSiweMessage(params.message, this.cfg.siwe, Date.now());
+			if (!check.ok) {
+				if (check.code === "SIWE_INVALID_MESSAGE")
+					throw Unprocessable(check.message, [{ field: "message", message: check.message, type: "siwe" }], check.code);
+				throw Unauthorized(check.message, check.code);
+			}
+			const { fields } = check;
+			const issued = await this.kv.getDel(nonceKey(params.nonceToken));
+			if (!issued) throw Unauthorized("Unknown, expired or already used nonce; ask for a new one", "SIWE_NONCE_INVALID");
+			if (issued !== fields.nonce) throw Unauthorized("The message's nonce was not issued to this client", "SIWE_NONCE_MISMATCH");
+			const verdict = await this.signatures.verify({
+				chainId: fields.chainId,
+				address: fields.address as Hex,
+				message: params.message,
+				signature: params.signature as Hex
+			});
+			if (!verdict.valid) {
+				if (verdict.reason === "rpc_unavailable") throw Unavailable(verdict.detail, "CHAIN_UNAVAILABLE");
+				throw Unauthorized(verdict.detail, "SIWE_SIGNATURE_INVALID");
+			}
+			return { address: fields.address.toLowerCase(), chainId: fields.chainId, kind: verdict.kind };
+		},
+
+		async forget(this: UsersThis, userId: string, sessionIds: readonly string[] = []) {
+			await forgetCachedUser(this.broker, userId, sessionIds);
+		},
+
+		async forgetAllSessions(this: UsersThis, userId: string) {
+			await forgetCachedUser(this.broker, userId, await this.store.sessionIdsOf(userId));
+		},
+
+		async holdingsOf(this: UsersThis, userId: string, wallets: WalletView[], refresh: boolean) {
+			// A forced refresh costs RPC calls: at most one per user per interval, else the cache answers.
+			const refreshed = refresh && (await this.kv.setIfAbsent(`users:balance-refresh:${userId}`, "1", BALANCE_REFRESH_MIN_INTERVAL_MS));
+			const balances = await this.balances!.balances(wallets.map(w => w.address), refreshed);
+			const known = balances.filter(b => b.balanceWei !== null);
+			return {
+				totalWei: known.length === balances.length ? balances.reduce((sum, b) => sum + BigInt(b.balanceWei!), 0n).toString() : null,
+				wallets: balances,
+				refreshed
+			};
+		}
+	},
+
+	created(this: UsersThis) {
+		const rt = runtimeOf(this.broker);
+		this.cfg = rt.config.users;
+		this.jwt = rt.config.jwt;
+		this.store = new UsersStore(rt.sequelize);
+		this.kv = rt.kv;
+		this.hasher = new PasswordHasher(this.cfg.passwords.argon2);
+		const prefix = `${rt.config.redisPrefix}users:throttle`;
+		this.accountIpThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:account-ip`, this.cfg.throttle.accountIp);
+		this.ipThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:ip`, this.cfg.throttle.ip);
+		this.registerLimiter = makeLimiter(rt.redis, `${prefix}:register`, this.cfg.throttle.registerPerIpPerHour, 3600);
+		this.signatures = new WalletSignatureVerifier(this.cfg.chain.rpcUrls, this.cfg.chain.rpcTimeoutMs);
+		const rpcUrl = this.cfg.chain.rpcUrls[this.cfg.chain.forgeChainId];
+		this.balances =
+			rpcUrl && this.cfg.chain.forgeTokenAddress
+				? new ForgeBalanceReader({
+						rpcUrl,
+						chainId: this.cfg.chain.forgeChainId,
+						tokenAddress: this.cfg.chain.forgeTokenAddress,
+						timeoutMs: this.cfg.chain.rpcTimeoutMs,
+						ttlS: this.cfg.chain.balanceCacheTtlS,
+						kv: rt.kv
+					})
+				: null;
+		this.pruneTimer = null;
+	},
+
+	async started(this: UsersThis) {
+		// Hash the dummy password now, so the first unknown-user login is not the one that pays for it.
+		await this.hasher.dummyHash();
+		this.pruneTimer = setInterval(() => {
+			this.store.pruneSessions(PRUNE_AFTER_S).catch(err => this.logger.warn("session pruning failed", err.message));
+		}, PRUNE_EVERY_MS);
+		this.pruneTimer.unref();
+	},
+
+	async stopped(this: UsersThis) {
+		if (this.pruneTimer) clearInterval(this.pruneTimer);
+		this.balances?.destroy();
+	}
+};
+
+export default UsersService as unknown as ServiceSchema;

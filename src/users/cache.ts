@@ -1,0 +1,40 @@
+/**
+ * The users service's cached actions and how their entries are dropped when the facts behind them
+ * change. Keys are computed by the cacher itself (so they match what its middleware stored), and
+ * removed by exact key: no SCAN over the cache.
+ */
+import type { ServiceBroker } from "moleculer";
+
+export const CACHED_ACTIONS = {
+	authState: { name: "users.authState", keys: ["userId", "sid"] },
+	getTier: { name: "users.getTier", keys: ["userId"] },
+	profile: { name: "users.profile", keys: ["userId"] }
+} as const;
+
+type CachedAction = (typeof CACHED_ACTIONS)[keyof typeof CACHED_ACTIONS];
+
+interface KeyingCacher {
+	getCacheKey(action: { name: string }, opts: { keys: readonly string[] }, ctx: { params: Record<string, unknown>; meta: object }): string;
+	del(keys: string[]): Promise<void>;
+}
+
+export function cacheKeyOf(broker: ServiceBroker, action: CachedAction, params: Record<string, unknown>): string | null {
+	// The typings name the first argument a string; the implementation reads `action.name`.
+	const cacher = broker.cacher as unknown as KeyingCacher | undefined;
+	return cacher ? cacher.getCacheKey({ name: action.name }, { keys: action.keys }, { params, meta: {} }) : null;
+}
+
+/**
+ * Drops what is cached about a user: profile and tier always, and the auth state of the sessions
+ * named (revoked sessions, or all of them when the user is disabled or their role changes).
+ */
+export async function forgetCachedUser(broker: ServiceBroker, userId: string, sessionIds: readonly string[] = []): Promise<void> {
+	const cacher = broker.cacher as unknown as KeyingCacher | undefined;
+	if (!cacher) return;
+	const keys = [
+		cacheKeyOf(broker, CACHED_ACTIONS.profile, { userId }),
+		cacheKeyOf(broker, CACHED_ACTIONS.getTier, { userId }),
+		...sessionIds.map(sid => cacheKeyOf(broker, CACHED_ACTIONS.authState, { userId, sid }))
+	].filter((k): k is string => k !== null);
+	await cacher.del(keys);
+}

@@ -1,0 +1,539 @@
+/**
+ * The users service's SQL. Statements that decide something under concurrency (a refresh-token
+ * rotation, a wallet claim, a first wallet sign-in) are single atomic statements or run in one
+ * transaction, so two racing requests can never both win.
+ */
+import { randomUUID } from "node:crypto";
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { Role } from "../auth/user";
+import type { StakePosition, TierName } from "../domain/tiers";
+import type { WalletKind } from "./signatures";
+import type { TierFacts } from "./tier-facts";
+
+export interface UserRow {
+	id: string;
+	email: string | null;
+	password_hash: string | null;
+	display_name: string | null;
+	role: Role;
+	tier_override: TierName | null;
+	disabled_at: Date | null;
+	last_login_at: Date | null;
+	created_at: Date;
+}
+
+export interface WalletRow {
+	address: string;
+	user_id: string;
+	chain_id: string;
+	kind: WalletKind;
+	linked_at: Date;
+	last_sign_in_at: Date | null;
+}
+
+export interface SessionRow {
+	id: string;
+	user_id: string;
+	method: "password" | "siwe";
+	ip: string | null;
+	user_agent: string | null;
+	created_at: Date;
+	last_refreshed_at: Date;
+	expires_at: Date;
+	revoked_at: Date | null;
+	revoked_reason: string | null;
+}
+
+export interface ApiKeyRow {
+	id: string;
+	user_id: string;
+	name: string;
+	scopes: string[];
+	created_at: Date;
+	expires_at: Date | null;
+	last_used_at: Date | null;
+	revoked_at: Date | null;
+}
+
+const USER_COLUMNS = "id, email, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
+
+export type RotateResult =
+	| { kind: "rotated"; sessionId: string; userId: string; role: Role; refreshToken: { expiresAt: Date } }
+	| { kind: "reused"; sessionId: string; userId: string }
+	| { kind: "invalid" };
+
+export class UsersStore {
+	constructor(private readonly db: Sequelize) {}
+
+	private rows<T extends object>(sql: string, bind: unknown[] = [], transaction?: Transaction): Promise<T[]> {
+		return this.db.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
+	}
+
+	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+		return this.db.transaction(fn);
+	}
+
+	// ── users ────────────────────────────────────────────────────────────────────────────────
+
+	/** Null when the e-mail is taken. */
+	async createPasswordUser(email: string, passwordHash: string, displayName: string | null): Promise<UserRow | null> {
+		const [row] = await this.rows<UserRow>(
+			`INSERT INTO users (id, email, password_hash, display_name) VALUES ($1, $2, $3, $4)
+			 ON CONFLICT (email) DO NOTHING RETURNING ${USER_COLUMNS}`,
+			[randomUUID(), email, passwordHash, displayName]
+		);
+		return row ?? null;
+	}
+
+	async userById(id: string, tx?: Transaction): Promise<UserRow | null> {
+		const [row] = await this.rows<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $1`, [id], tx);
+		return row ?? null;
+	}
+
+	async userByEmail(email: string): Promise<UserRow | null> {
+		const [row] = await this.rows<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE email = $1`, [email]);
+		return row ?? null;
+	}
+
+	async setPasswordHash(userId: string, hash: string): Promise<void> {
+		await this.db.query(`UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1`, { bind: [userId, hash] });
+	}
+
+	async touchLogin(userId: string): Promise<void> {
+		await this.db.query(`UPDATE users SET last_login_at = now() WHERE id = $1`, { bind: [userId] });
+	}
+
+	async setDisplayName(userId: string, displayName: string | null): Promise<void> {
+		await this.db.query(`UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`, { bind: [userId, displayName] });
+	}
+
+	/** Applies an admin's changes; returns the row before and after, or null for an unknown user. */
+	async adminUpdate(
+		userId: string,
+		patch: { role?: Role; tierOverride?: TierName | null; disabled?: boolean },
+		audit: { actorId: string }
+	): Promise<{ before: UserRow; after: UserRow } | null> {
+		return this.transaction(async tx => {
+			const [before] = await this.rows<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE`, [userId], tx);
+			if (!before) return null;
+			const sets: string[] = [];
+			const bind: unknown[] = [userId];
+			if (patch.role !== undefined) sets.push(`role = $${bind.push(patch.role)}`);
+			if (patch.tierOverride !== undefined) sets.push(`tier_override = $${bind.push(patch.tierOverride)}`);
+			if (patch.disabled !== undefined) sets.push(patch.disabled ? "disabled_at = COALESCE(disabled_at, now())" : "disabled_at = NULL");
+			if (!sets.length) return { before, after: before };
+			const [after] = await this.rows<UserRow>(
+				`UPDATE users SET ${sets.join(", ")}, updated_at = now() WHERE id = $1 RETURNING ${USER_COLUMNS}`,
+				bind,
+				tx
+			);
+			if (patch.disabled) await this.revokeAllSessionsTx(tx, userId, "user_disabled");
+			await this.audit(tx, userId, audit.actorId, "admin.update", patch);
+			return { before, after };
+		});
+	}
+
+	async audit(tx: Transaction | undefined, userId: string, actorId: string, action: string, details: unknown): Promise<void> {
+		await this.db.query(`INSERT INTO user_audit_events (user_id, actor_id, action, details) VALUES ($1, $2, $3, $4::jsonb)`, {
+			bind: [userId, actorId, action, JSON.stringify(details)],
+			transaction: tx
+		});
+	}
+
+	/**
+	 * Newest first, keyset-paginated on (created_at, id). `q` is an e-mail prefix, a full user id or a
+	 * wallet address (prefix).
+	 */
+	async listUsers(opts: {
+		limit: number;
+		after: { createdAt: string; id: string } | null;
+		q: string | null;
+		role: Role | null;
+		disabled: boolean | null;
+	}): Promise<Array<UserRow & { wallets: string[]; cursor_at: string }>> {
+		const where: string[] = [];
+		const bind: unknown[] = [];
+		if (opts.after) where.push(`(u.created_at, u.id) < ($${bind.push(opts.after.createdAt)}::timestamptz, $${bind.push(opts.after.id)}::uuid)`);
+		if (opts.role) where.push(`u.role = $${bind.push(opts.role)}`);
+		if (opts.disabled !== null) where.push(opts.disabled ? "u.disabled_at IS NOT NULL" : "u.disabled_at IS NULL");
+		if (opts.q) {
+			const q = opts.q.toLowerCase();
+			const like = q.replace(/[\\%_]/g, m => `\\${m}`) + "%";
+			if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(q)) where.push(`u.id = $${bind.push(q)}::uuid`);
+			else if (/^0x[0-9a-f]{0,40}$/.test(q))
+				where.push(`EXISTS (SELECT 1 FROM user_wallets w WHERE w.user_id = u.id AND w.address LIKE $${bind.push(like)})`);
+			else where.push(`u.email LIKE $${bind.push(like)}`);
+		}
+		bind.push(opts.limit);
+		return this.rows(
+			// cursor_at: the exact (microsecond) timestamp as text, since a JS Date would drop precision.
+			`SELECT ${USER_COLUMNS.split(", ").map(c => `u.${c}`).join(", ")}, u.created_at::text AS cursor_at,
+			        COALESCE((SELECT array_agg(w.address ORDER BY w.linked_at) FROM user_wallets w WHERE w.user_id = u.id), '{}') AS wallets
+			 FROM users u ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+			 ORDER BY u.created_at DESC, u.id DESC LIMIT $${bind.length}`,
+			bind
+		);
+	}
+
+	// ── wallets ──────────────────────────────────────────────────────────────────────────────
+
+	async walletByAddress(address: string): Promise<WalletRow | null> {
+		const [row] = await this.rows<WalletRow>(`SELECT * FROM user_wallets WHERE address = $1`, [address]);
+		return row ?? null;
+	}
+
+	async walletsOf(userId: string): Promise<WalletRow[]> {
+		return this.rows(`SELECT * FROM user_wallets WHERE user_id = $1 ORDER BY linked_at, address`, [userId]);
+	}
+
+	async touchWalletSignIn(address: string, kind: WalletKind): Promise<void> {
+		await this.db.query(`UPDATE user_wallets SET last_sign_in_at = now(), kind = $2 WHERE address = $1`, { bind: [address, kind] });
+	}
+
+	/**
+	 * The account a wallet signs in to, creating one on its first sign-in. Two first sign-ins racing
+	 * for one address end in one account: the loser's new user is rolled back with its wallet claim.
+	 */
+	async userForWalletSignIn(address: string, chainId: number, kind: WalletKind): Promise<{ userId: string; created: boolean }> {
+		const existing = await this.walletByAddress(address);
+		if (existing) return { userId: existing.user_id, created: false };
+		const created = await this.transaction(async tx => {
+			const userId = randomUUID();
+			await this.db.query(`INSERT INTO users (id) VALUES ($1)`, { bind: [userId], transaction: tx });
+			const [claimed] = await this.rows<{ address: string }>(
+				`INSERT INTO user_wallets (address, user_id, chain_id, kind) VALUES ($1, $2, $3, $4)
+				 ON CONFLICT (address) DO NOTHING RETURNING address`,
+				[address, userId, chainId, kind],
+				tx
+			);
+			if (!claimed) throw new WalletRace();
+			return userId;
+		}).catch(err => {
+			if (err instanceof WalletRace) return null;
+			throw err;
+		});
+		if (created) return { userId: created, created: true };
+		const winner = await this.walletByAddress(address);
+		if (!winner) throw new Error(`wallet ${address} vanished while signing in`);
+		return { userId: winner.user_id, created: false };
+	}
+
+	/**
+	 * Links a wallet to a user, at most `maxWallets` per user. "taken" when another account holds it;
+	 * linking one's own wallet again is a no-op.
+	 */
+	async linkWallet(
+		userId: string,
+		address: string,
+		chainId: number,
+		kind: WalletKind,
+		maxWallets: number
+	): Promise<{ result: "linked" | "already" | "taken" | "limit"; wallet?: WalletRow }> {
+		return this.transaction(async tx => {
+			// Serialises one user's concurrent links so the per-user limit holds.
+			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, { bind: [userId], transaction: tx });
+			const [current] = await this.rows<WalletRow>(`SELECT * FROM user_wallets WHERE address = $1`, [address], tx);
+			if (current) return { result: current.user_id === userId ? "already" : "taken", wallet: current };
+			const [{ n }] = await this.rows<{ n: string }>(`SELECT count(*) AS n FROM user_wallets WHERE user_id = $1`, [userId], tx);
+			if (Number(n) >= maxWallets) return { result: "limit" };
+			const [wallet] = await this.rows<WalletRow>(
+				`INSERT INTO user_wallets (address, user_id, chain_id, kind) VALUES ($1, $2, $3, $4)
+				 ON CONFLICT (address) DO NOTHING RETURNING *`,
+				[address, userId, chainId, kind],
+				tx
+			);
+			if (!wallet) return { result: "taken" };
+			await this.audit(tx, userId, userId, "wallet.link", { address, chainId, kind });
+			return { result: "linked", wallet };
+		});
+	}
+
+	/**
+	 * "not_found" for a wallet the user does not hold (someone else's included); "last_method" when it
+	 * is the account's only way to sign in.
+	 */
+	async unlinkWallet(userId: string, address: string): Promise<"unlinked" | "not_found" | "last_method"> {
+		return this.transaction(async tx => {
+			const [user] = await this.rows<{ password_hash: string | null }>(
+				`SELECT password_hash FROM users WHERE id = $1 FOR UPDATE`,
+				[userId],
+				tx
+			);
+			const wallets = await this.rows<{ address: string }>(`SELECT address FROM user_wallets WHERE user_id = $1`, [userId], tx);
+			if (!user || !wallets.some(w => w.address === address)) return "not_found";
+			if (!user.password_hash && wallets.length === 1) return "last_method";
+			await this.db.query(`DELETE FROM user_wallets WHERE address = $1 AND user_id = $2`, { bind: [address, userId], transaction: tx });
+			await this.audit(tx, userId, userId, "wallet.unlink", { address });
+			return "unlinked";
+		});
+	}
+
+	// ── sessions and refresh tokens ──────────────────────────────────────────────────────────
+
+	async createSession(opts: {
+		userId: string;
+		method: SessionRow["method"];
+		ip: string | null;
+		userAgent: string | null;
+		maxAgeS: number;
+		refreshTokenHash: Buffer;
+		refreshTtlS: number;
+	}): Promise<{ sessionId: string; refreshExpiresAt: Date }> {
+		return this.transaction(async tx => {
+			const sessionId = randomUUID();
+			await this.db.query(
+				`INSERT INTO user_sessions (id, user_id, method, ip, user_agent, expires_at)
+				 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
+				{ bind: [sessionId, opts.userId, opts.method, opts.ip, opts.userAgent, opts.maxAgeS], transaction: tx }
+			);
+			const refreshExpiresAt = await this.insertRefreshToken(tx, sessionId, opts.refreshTokenHash, opts.refreshTtlS);
+			return { sessionId, refreshExpiresAt };
+		});
+	}
+
+	/** A refresh token never outlives its family. */
+	private async insertRefreshToken(tx: Transaction, sessionId: string, hash: Buffer, ttlS: number): Promise<Date> {
+		const [row] = await this.rows<{ expires_at: Date }>(
+			`INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
+			 SELECT $1, s.id, LEAST(now() + make_interval(secs => $3), s.expires_at) FROM user_sessions s WHERE s.id = $2
+			 RETURNING expires_at`,
+			[hash, sessionId, ttlS],
+			tx
+		);
+		return row.expires_at;
+	}
+
+	/**
+	 * Spends a refresh token and issues the next one of its family (RFC 9700 rotation). The spend is
+	 * one conditional UPDATE, so of two racing uses exactly one rotates; a token that was already
+	 * spent is a replay, and the caller revokes the family.
+	 */
+	async rotateRefreshToken(oldHash: Buffer, newHash: Buffer, ttlS: number): Promise<RotateResult> {
+		return this.transaction(async tx => {
+			const [spent] = await this.rows<{ session_id: string; user_id: string; role: Role; usable: boolean }>(
+				`WITH spent AS (
+				   UPDATE refresh_tokens SET rotated_at = now()
+				   WHERE token_hash = $1 AND rotated_at IS NULL AND expires_at > now()
+				   RETURNING session_id)
+				 SELECT s.id AS session_id, s.user_id, u.role,
+				        (s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL) AS usable
+				 FROM spent JOIN user_sessions s ON s.id = spent.session_id JOIN users u ON u.id = s.user_id`,
+				[oldHash],
+				tx
+			);
+			if (spent) {
+				if (!spent.usable) return { kind: "invalid" };
+				const expiresAt = await this.insertRefreshToken(tx, spent.session_id, newHash, ttlS);
+				await this.db.query(`UPDATE user_sessions SET last_refreshed_at = now() WHERE id = $1`, {
+					bind: [spent.session_id],
+					transaction: tx
+				});
+				return { kind: "rotated", sessionId: spent.session_id, userId: spent.user_id, role: spent.role, refreshToken: { expiresAt } };
+			}
+			const [known] = await this.rows<{ session_id: string; user_id: string; rotated_at: Date | null }>(
+				`SELECT t.session_id, s.user_id, t.rotated_at FROM refresh_tokens t JOIN user_sessions s ON s.id = t.session_id
+				 WHERE t.token_hash = $1`,
+				[oldHash],
+				tx
+			);
+			if (known?.rotated_at) return { kind: "reused", sessionId: known.session_id, userId: known.user_id };
+			return { kind: "invalid" };
+		});
+	}
+
+	/** The session a refresh token belongs to (spent or not), for logout. */
+	async sessionOfRefreshToken(hash: Buffer): Promise<{ sessionId: string; userId: string } | null> {
+		const [row] = await this.rows<{ session_id: string; user_id: string }>(
+			`SELECT t.session_id, s.user_id FROM refresh_tokens t JOIN user_sessions s ON s.id = t.session_id WHERE t.token_hash = $1`,
+			[hash]
+		);
+		return row ? { sessionId: row.session_id, userId: row.user_id } : null;
+	}
+
+	/** Revokes one session of `userId` (null user: any owner); true when it was live. */
+	async revokeSession(sessionId: string, userId: string | null, reason: string): Promise<boolean> {
+		const rows = await this.rows<{ id: string }>(
+			`UPDATE user_sessions SET revoked_at = now(), revoked_reason = $3
+			 WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2::uuid) AND revoked_at IS NULL RETURNING id`,
+			[sessionId, userId, reason]
+		);
+		return rows.length > 0;
+	}
+
+	private async revokeAllSessionsTx(tx: Transaction | undefined, userId: string, reason: string, exceptSessionId?: string): Promise<string[]> {
+		const rows = await this.rows<{ id: string }>(
+			`UPDATE user_sessions SET revoked_at = now(), revoked_reason = $2
+			 WHERE user_id = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR id <> $3::uuid) RETURNING id`,
+			[userId, reason, exceptSessionId ?? null],
+			tx
+		);
+		return rows.map(r => r.id);
+	}
+
+	revokeAllSessions(userId: string, reason: string, exceptSessionId?: string): Promise<string[]> {
+		return this.revokeAllSessionsTx(undefined, userId, reason, exceptSessionId);
+	}
+
+	/** Every session id the user ever had that might still be cached as live. */
+	async sessionIdsOf(userId: string): Promise<string[]> {
+		const rows = await this.rows<{ id: string }>(`SELECT id FROM user_sessions WHERE user_id = $1 AND expires_at > now() - interval '1 day'`, [
+			userId
+		]);
+		return rows.map(r => r.id);
+	}
+
+	async sessionsOf(userId: string, opts: { includeEnded: boolean; limit: number }): Promise<SessionRow[]> {
+		return this.rows(
+			`SELECT * FROM user_sessions WHERE user_id = $1 ${opts.includeEnded ? "" : "AND revoked_at IS NULL AND expires_at > now()"}
+			 ORDER BY created_at DESC LIMIT $2`,
+			[userId, opts.limit]
+		);
+	}
+
+	/** The current role for a live session of an enabled user, else null. */
+	async authState(userId: string, sessionId: string): Promise<{ role: Role } | null> {
+		const [row] = await this.rows<{ role: Role }>(
+			`SELECT u.role FROM user_sessions s JOIN users u ON u.id = s.user_id
+			 WHERE s.id = $2 AND s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL`,
+			[userId, sessionId]
+		);
+		return row ?? null;
+	}
+
+	/** Drops families that ended long ago (their refresh tokens go with them). */
+	async pruneSessions(olderThanS: number): Promise<number> {
+		const rows = await this.rows<{ id: string }>(
+			`DELETE FROM user_sessions WHERE expires_at < now() - make_interval(secs => $1)
+			    OR revoked_at < now() - make_interval(secs => $1) RETURNING id`,
+			[olderThanS]
+		);
+		return rows.length;
+	}
+
+	// ── API keys ─────────────────────────────────────────────────────────────────────────────
+
+	async createApiKey(opts: {
+		id: string;
+		userId: string;
+		name: string;
+		secretHash: Buffer;
+		scopes: string[];
+		expiresInDays: number | null;
+		maxPerUser: number;
+	}): Promise<ApiKeyRow | "limit"> {
+		return this.transaction(async tx => {
+			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, { bind: [opts.userId], transaction: tx });
+			const [{ n }] = await this.rows<{ n: string }>(
+				`SELECT count(*) AS n FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
+				[opts.userId],
+				tx
+			);
+			if (Number(n) >= opts.maxPerUser) return "limit";
+			const [row] = await this.rows<ApiKeyRow>(
+				`INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at)
+				 VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::int IS NULL THEN NULL ELSE now() + make_interval(days => $6::int) END)
+				 RETURNING id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at`,
+				[opts.id, opts.userId, opts.name, opts.secretHash, opts.scopes, opts.expiresInDays],
+				tx
+			);
+			await this.audit(tx, opts.userId, opts.userId, "apiKey.create", { id: opts.id, scopes: opts.scopes });
+			return row;
+		});
+	}
+
+	async apiKeysOf(userId: string): Promise<ApiKeyRow[]> {
+		return this.rows(
+			`SELECT id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_keys
+			 WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC`,
+			[userId]
+		);
+	}
+
+	async revokeApiKey(userId: string, id: string): Promise<boolean> {
+		const rows = await this.rows<{ id: string }>(
+			`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id`,
+			[id, userId]
+		);
+		return rows.length > 0;
+	}
+
+	async apiKeyForVerification(id: string): Promise<
+		| (Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & { secret_hash: Buffer; role: Role; usable: boolean })
+		| null
+	> {
+		const [row] = await this.rows<Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & { secret_hash: Buffer; role: Role; usable: boolean }>(
+			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
+			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable
+			 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1`,
+			[id]
+		);
+		return row ?? null;
+	}
+
+	/** Records use at most once per interval, whatever the request rate. */
+	async touchApiKey(id: string, intervalS: number): Promise<void> {
+		await this.db.query(
+			`UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
+			{ bind: [id, intervalS] }
+		);
+	}
+
+	// ── tier facts (reported by payments) ────────────────────────────────────────────────────
+
+	async tierFacts(userId: string): Promise<TierFacts & { exists: boolean }> {
+		const [row] = await this.rows<{ tier_override: TierName | null; plan_tier: TierName | null; exists: boolean }>(
+			`SELECT u.tier_override, f.plan_tier, (u.id IS NOT NULL) AS exists
+			 FROM (SELECT $1::uuid AS id) q LEFT JOIN users u ON u.id = q.id LEFT JOIN user_tier_facts f ON f.user_id = q.id`,
+			[userId]
+		);
+		const positions = await this.rows<{ amount_wei: string; since: Date }>(
+			`SELECT amount_wei, since FROM user_stake_positions WHERE user_id = $1 ORDER BY since`,
+			[userId]
+		);
+		return {
+			exists: !!row?.exists,
+			tierOverride: row?.tier_override ?? null,
+			planTier: row?.plan_tier ?? null,
+			positions: positions.map((p): StakePosition => ({ amountWei: BigInt(p.amount_wei), since: new Date(p.since).getTime() }))
+		};
+	}
+
+	/** Applies a plan fact unless a newer one is stored already; true when applied. */
+	async applyPlanFact(tx: Transaction, userId: string, planTier: TierName | null, asOf: string): Promise<boolean> {
+		const rows = await this.rows<{ user_id: string }>(
+			`INSERT INTO user_tier_facts (user_id, plan_tier, plan_as_of) VALUES ($1, $2, $3)
+			 ON CONFLICT (user_id) DO UPDATE SET plan_tier = EXCLUDED.plan_tier, plan_as_of = EXCLUDED.plan_as_of
+			 WHERE user_tier_facts.plan_as_of IS NULL OR user_tier_facts.plan_as_of <= EXCLUDED.plan_as_of
+			 RETURNING user_id`,
+			[userId, planTier, asOf],
+			tx
+		);
+		return rows.length > 0;
+	}
+
+	/** Replaces the stake positions unless a newer report is stored already; true when applied. */
+	async applyStakeFact(tx: Transaction, userId: string, positions: StakePosition[], asOf: string): Promise<boolean> {
+		const rows = await this.rows<{ user_id: string }>(
+			`INSERT INTO user_tier_facts (user_id, stake_as_of) VALUES ($1, $2)
+			 ON CONFLICT (user_id) DO UPDATE SET stake_as_of = EXCLUDED.stake_as_of
+			 WHERE user_tier_facts.stake_as_of IS NULL OR user_tier_facts.stake_as_of <= EXCLUDED.stake_as_of
+			 RETURNING user_id`,
+			[userId, asOf],
+			tx
+		);
+		if (!rows.length) return false;
+		await this.db.query(`DELETE FROM user_stake_positions WHERE user_id = $1`, { bind: [userId], transaction: tx });
+		if (positions.length)
+			await this.db.query(
+				`INSERT INTO user_stake_positions (user_id, amount_wei, since)
+				 SELECT $1, a::numeric, s FROM unnest($2::text[], $3::timestamptz[]) AS p(a, s)`,
+				{
+					bind: [userId, positions.map(p => p.amountWei.toString()), positions.map(p => new Date(p.since).toISOString())],
+					transaction: tx
+				}
+			);
+		return true;
+	}
+}
+
+class WalletRace extends Error {}

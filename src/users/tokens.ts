@@ -1,0 +1,52 @@
+/**
+ * Opaque credentials: refresh tokens and API keys are high-entropy random strings of which only a
+ * SHA-256 digest is stored (a slow hash adds nothing for 256-bit secrets and would slow every request).
+ */
+import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+export function randomAlnum(length: number): string {
+	let out = "";
+	for (let i = 0; i < length; i++) out += ALNUM[randomInt(ALNUM.length)];
+	return out;
+}
+
+export function sha256(value: string): Buffer {
+	return createHash("sha256").update(value, "utf8").digest();
+}
+
+export function digestsEqual(a: Buffer, b: Buffer): boolean {
+	return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export const REFRESH_TOKEN_PATTERN = /^ffr_[A-Za-z0-9_-]{43}$/;
+
+export function newRefreshToken(): { token: string; hash: Buffer } {
+	const token = `ffr_${randomBytes(32).toString("base64url")}`;
+	return { token, hash: sha256(token) };
+}
+
+/** Must stay in step with the gateway's shape check in services/api.service.ts `resolveApiKey`. */
+export const API_KEY_PATTERN = /^ff_([A-Za-z0-9]{1,64})_([A-Za-z0-9_-]{16,128})$/;
+
+export function newApiKey(): { id: string; key: string; secretHash: Buffer } {
+	const id = randomAlnum(16);
+	const secret = randomBytes(32).toString("base64url");
+	return { id, key: `ff_${id}_${secret}`, secretHash: sha256(secret) };
+}
+
+export function parseApiKey(key: string): { id: string; secret: string } | null {
+	const m = API_KEY_PATTERN.exec(key);
+	return m ? { id: m[1], secret: m[2] } : null;
+}
+
+/** SIWE nonce: EIP-4361 wants at least 8 alphanumerics; 24 give ~142 bits. */
+export function newSiweNonce(): string {
+	return randomAlnum(24);
+}
+
+/** The secret that binds a nonce to the client that asked for it (never part of the signed message). */
+export function newNonceToken(): string {
+	return randomBytes(32).toString("base64url");
+}
