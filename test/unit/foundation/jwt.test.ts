@@ -36,3 +36,16 @@ describe("access tokens", () => {
 		expect(verifyAccessToken(cfg, "not.a.token")).toBeNull();
 	});
 });
+
+test("a remembered token still expires, and is not reused under another key set", () => {
+	const now = Date.now();
+	const t = signAccessToken({ ...cfg, accessTtlS: 60 }, { sub: "u-exp", role: "user", scopes: [] }, Math.floor(now / 1000));
+	expect(verifyAccessToken(cfg, t)?.id).toBe("u-exp");
+	expect(verifyAccessToken({ ...cfg, keys: [{ kid: "k2", secret: "a-different-secret-0123456789abcdef" }] }, t)).toBeNull();
+	jest.useFakeTimers({ now: now + 70_000 });
+	try {
+		expect(verifyAccessToken(cfg, t)).toBeNull();
+	} finally {
+		jest.useRealTimers();
+	}
+});
