@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Role } from "../../src/auth/user";
+import { projectRoutes } from "./routes/projects";
 import { usersRoutes } from "./routes/users";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -36,7 +37,7 @@ export interface RouteSpec {
 }
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
-export const ROUTE_MODULES: Array<() => RouteSpec[]> = [usersRoutes];
+export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes];
 
 export function allRoutes(): RouteSpec[] {
 	return ROUTE_MODULES.flatMap(m => m());
