@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Role } from "../../src/auth/user";
+import { paymentsRoutes } from "./routes/payments";
 import { projectRoutes } from "./routes/projects";
 import { usersRoutes } from "./routes/users";
 
@@ -37,7 +38,7 @@ export interface RouteSpec {
 }
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
-export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes];
+export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes, paymentsRoutes];
 
 export function allRoutes(): RouteSpec[] {
 	return ROUTE_MODULES.flatMap(m => m());

@@ -1,0 +1,484 @@
+/**
+ * payments: the credit ledger (holds for AI tasks), card payments through Stripe, FORGE payments and
+ * staking on chain, and what stake and plan are worth (tier, fee discount, queue boost).
+ * A thin shell: the rules live in src/payments/*, this file wires them to actions, routes and timers.
+ */
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { Errors } from "moleculer";
+import type { Transaction } from "sequelize";
+import { durableEvents, DurableThis } from "../mixins/durable-events.mixin";
+import { runtimeOf } from "../src/runtime/runtime";
+import type { Config } from "../src/config";
+import type { AuthUser } from "../src/auth/user";
+import { BadRequest, Unavailable } from "../src/errors";
+import { MAX_PURCHASED_BOOST_MS, TIERS, TIER_ORDER, TierName, applyDiscount, priorityBoostMs } from "../src/domain/tiers";
+import { Ledger, credits } from "../src/payments/ledger";
+import { StripeBilling, createStripeClient } from "../src/payments/stripe-billing";
+import { ForgeChain } from "../src/payments/chain";
+import { CryptoPayments } from "../src/payments/crypto-payments";
+import { StakeIndexer } from "../src/payments/stake-indexer";
+import { stakeFacts, StakeFacts } from "../src/payments/staking";
+import { boostFeeCredits, priceList } from "../src/payments/prices";
+
+type Meta = { user?: AuthUser | null; idempotencyKey?: string; $statusCode?: number };
+type Ctx<P = Record<string, never>> = Context<P, Meta>;
+
+interface PaymentsThis extends Service, DurableThis {
+	cfg: Config;
+	ledger: Ledger;
+	billing: StripeBilling;
+	chain: ForgeChain | null;
+	crypto: CryptoPayments | null;
+	stakes: StakeIndexer | null;
+	timers: NodeJS.Timeout[];
+	chainPass: Promise<unknown> | null;
+	factsOf(userId: string, tierOverride?: TierName | null): Promise<StakeFacts>;
+	requireChain(): { crypto: CryptoPayments; stakes: StakeIndexer };
+	chainTick(): Promise<unknown>;
+	resolveOwner(address: string): Promise<string | null | undefined>;
+}
+
+/**
+ * Service-to-service actions: callable by other services over the transporter, never through the
+ * gateway (moleculer-web refuses any visibility but "published"). Not "protected": Moleculer
+ * registers protected actions for local callers only, so a tasks node could not reach them in
+ * cluster mode (see docs/payments.md).
+ */
+const INTERNAL = "public" as const;
+
+const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
+const TASK_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
+const CREDITS = (min: number) => ({ type: "number", integer: true, min, max: Number.MAX_SAFE_INTEGER, convert: true });
+
+function me(ctx: Ctx<unknown>): string {
+	const id = ctx.meta.user?.id;
+	if (!id) throw new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED");
+	return id;
+}
+
+function factsView(f: StakeFacts) {
+	return {
+		planTier: f.planTier,
+		stakeTier: f.stakeTier,
+		tier: f.tier,
+		feeDiscountBps: f.feeDiscountBps,
+		boostMs: f.boostMs,
+		totalStakeWei: f.totalStakeWei.toString(),
+		effectiveStakeWei: f.effectiveStakeWei.toString(),
+		nextSeasonedAt: f.nextSeasonedAt?.toISOString() ?? null
+	};
+}
+
+const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, PaymentsThis> = {
+	name: "payments",
+	mixins: [durableEvents({ group: "payments" })],
+
+	actions: {
+		// ---- Public (through the gateway) -------------------------------------------------------
+		balance: {
+			auth: "required",
+			retryPolicy: { enabled: true },
+			params: { $$strict: "remove" },
+			async handler(this: PaymentsThis, ctx: Ctx) {
+				const userId = me(ctx);
+				const [b, f] = await Promise.all([this.ledger.balance(userId), this.factsOf(userId)]);
+				return {
+					available: credits(b.available),
+					held: credits(b.held),
+					tier: f.tier,
+					planTier: f.planTier,
+					feeDiscountBps: f.feeDiscountBps,
+					boostMs: f.boostMs,
+					effectiveStakeWei: f.effectiveStakeWei.toString()
+				};
+			}
+		},
+
+		ledger: {
+			auth: "required",
+			retryPolicy: { enabled: true },
+			params: {
+				$$strict: "remove",
+				limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
+				cursor: { type: "string", optional: true, pattern: /^[0-9]{1,19}$/, description: "nextCursor of the previous page" }
+			},
+			async handler(this: PaymentsThis, ctx: Ctx<{ limit: number; cursor?: string }>) {
+				const page = await this.ledger.entries(me(ctx), ctx.params.limit, ctx.params.cursor ? BigInt(ctx.params.cursor) : null);
+				return { items: page.items, nextCursor: page.nextBefore?.toString() ?? null };
+			}
+		},
+
+		prices: {
+			retryPolicy: { enabled: true },
+			params: { $$strict: "remove" },
+			handler(this: PaymentsThis) {
+				return priceList({ creditsPerForge: this.cfg.payments.chain.creditsPerForge, currency: this.cfg.payments.stripe.currency });
+			}
+		},
+
+		checkout: {
+			auth: "required",
+			params: {
+				$$strict: true,
+				kind: { type: "enum", values: ["pack", "plan"] },
+				itemId: { type: "string", min: 1, max: 64 }
+			},
+			async handler(this: PaymentsThis, ctx: Ctx<{ kind: "pack" | "plan"; itemId: string }>) {
+				return this.billing.createCheckout(me(ctx), ctx.params.kind, ctx.params.itemId, ctx.meta.idempotencyKey ?? null);
+			}
+		},
+
+		checkoutStatus: {
+			auth: "required",
+			params: { $$strict: "remove", id: { type: "uuid" } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
+				return this.billing.checkoutStatus(me(ctx), ctx.params.id);
+			}
+		},
+
+		stripeWebhook: {
+			params: { rawBody: { type: "string", max: 1_048_576 }, signature: { type: "string", max: 4096 } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ rawBody: string; signature: string }>) {
+				if (!ctx.params.signature) throw BadRequest("Missing Stripe-Signature header", "INVALID_SIGNATURE");
+				return this.billing.receiveWebhook(ctx.params.rawBody, ctx.params.signature);
+			}
+		},
+
+		createInvoice: {
+			auth: "required",
+			params: { $$strict: true, credits: CREDITS(1) },
+			async handler(this: PaymentsThis, ctx: Ctx<{ credits: number }>) {
+				return this.requireChain().crypto.createInvoice(me(ctx), BigInt(ctx.params.credits), ctx.meta.idempotencyKey ?? null);
+			}
+		},
+
+		claimCryptoPayment: {
+			auth: "required",
+			params: {
+				$$strict: true,
+				chainId: { type: "number", integer: true, positive: true, convert: true },
+				txHash: { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ }
+			},
+			async handler(this: PaymentsThis, ctx: Ctx<{ chainId: number; txHash: string }>) {
+				const { duplicate, ...payment } = await this.requireChain().crypto.claim(me(ctx), ctx.params.chainId, ctx.params.txHash);
+				// 202 while it waits for confirmations; 200 once credited (also when claimed before).
+				ctx.meta.$statusCode = payment.status === "pending" ? 202 : duplicate ? 200 : 201;
+				return payment;
+			}
+		},
+
+		cryptoPayment: {
+			auth: "required",
+			params: { $$strict: "remove", id: { type: "uuid" } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
+				return this.requireChain().crypto.getPayment(me(ctx), ctx.params.id);
+			}
+		},
+
+		staking: {
+			auth: "required",
+			params: { $$strict: "remove" },
+			async handler(this: PaymentsThis, ctx: Ctx) {
+				const userId = me(ctx);
+				const holdingMs = this.cfg.payments.stakeMinHoldingMs;
+				const [f, wallets] = await Promise.all([this.factsOf(userId), this.stakes ? this.stakes.walletsOf(userId) : Promise.resolve([])]);
+				return {
+					chainConfigured: this.chain != null,
+					chainId: this.cfg.payments.chain.chainId,
+					holdingPeriodMs: holdingMs,
+					wallets: wallets.map(w => ({
+						...w,
+						positions: w.positions.map(p => ({
+							amountWei: p.amountWei,
+							since: p.since,
+							countsFrom: new Date(new Date(p.since).getTime() + holdingMs).toISOString()
+						}))
+					})),
+					...factsView(f),
+					unlocks: TIER_ORDER.filter(t => TIERS[t].minStakeWei != null).map(t => ({
+						tier: t,
+						minStakeWei: TIERS[t].minStakeWei!.toString(),
+						reached: f.effectiveStakeWei >= TIERS[t].minStakeWei!,
+						maxBoostMs: TIERS[t].maxBoostMs,
+						feeDiscountBps: TIERS[t].feeDiscountBps
+					}))
+				};
+			}
+		},
+
+		// ---- Service to service (protected: not reachable through the gateway) -------------------
+		reserve: {
+			visibility: INTERNAL,
+			params: {
+				userId: USER_ID,
+				taskId: TASK_ID,
+				maxCost: CREDITS(0),
+				boostMs: { type: "number", integer: true, min: 0, max: MAX_PURCHASED_BOOST_MS, default: 0, convert: true },
+				tier: { type: "enum", values: [...TIER_ORDER], optional: true, description: "the user's tier as the users service resolved it (admin override)" }
+			},
+			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; maxCost: number; boostMs: number; tier?: TierName }>) {
+				const p = ctx.params;
+				const f = await this.factsOf(p.userId, p.tier ?? null);
+				return this.ledger.reserve({
+					userId: p.userId,
+					taskId: p.taskId,
+					listMaxCost: BigInt(p.maxCost),
+					boostMs: p.boostMs,
+					listBoostFee: boostFeeCredits(p.boostMs),
+					tier: f.tier,
+					discountBps: f.feeDiscountBps
+				});
+			}
+		},
+
+		settle: {
+			visibility: INTERNAL,
+			retryPolicy: { enabled: true },
+			params: { userId: USER_ID, taskId: TASK_ID, actualCost: CREDITS(0) },
+			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; actualCost: number }>) {
+				return this.ledger.settle({ userId: ctx.params.userId, taskId: ctx.params.taskId, listActualCost: BigInt(ctx.params.actualCost) });
+			}
+		},
+
+		release: {
+			visibility: INTERNAL,
+			retryPolicy: { enabled: true },
+			params: { userId: USER_ID, taskId: TASK_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string }>) {
+				return this.ledger.release({ userId: ctx.params.userId, taskId: ctx.params.taskId });
+			}
+		},
+
+		grant: {
+			visibility: INTERNAL,
+			params: {
+				userId: USER_ID,
+				credits: CREDITS(1),
+				operator: { type: "string", min: 1, max: 128 },
+				reason: { type: "string", min: 1, max: 500 },
+				source: { type: "enum", values: ["promo", "paid"], default: "promo" },
+				expiresAt: { type: "date", convert: true, optional: true },
+				key: { type: "string", min: 1, max: 128, optional: true, description: "idempotency key; a repeated key grants once" }
+			},
+			async handler(
+				this: PaymentsThis,
+				ctx: Ctx<{ userId: string; credits: number; operator: string; reason: string; source: "promo" | "paid"; expiresAt?: Date; key?: string }>
+			) {
+				const p = ctx.params;
+				const ttl = this.cfg.payments.promoGrantTtlS;
+				const expiresAt = p.expiresAt ?? (p.source === "promo" && ttl > 0 ? new Date(Date.now() + ttl * 1000) : null);
+				const posted = await this.ledger.run(tx =>
+					this.ledger.credit(tx, {
+						kind: "grant",
+						userId: p.userId,
+						credits: BigInt(p.credits),
+						from: "sys:promo",
+						source: p.source,
+						expiresAt,
+						causeType: "grant",
+						causeId: p.key ?? `${p.operator}:${Date.now()}:${Math.random().toString(36).slice(2)}`,
+						operator: p.operator,
+						description: p.reason
+					})
+				);
+				return { transactionId: posted.id, duplicate: posted.duplicate, credits: p.credits, expiresAt: expiresAt?.toISOString() ?? null };
+			}
+		},
+
+		hold: {
+			visibility: INTERNAL,
+			params: { taskId: TASK_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ taskId: string }>) {
+				return this.ledger.holdOf(ctx.params.taskId);
+			}
+		},
+
+		facts: {
+			visibility: INTERNAL,
+			retryPolicy: { enabled: true },
+			params: { userId: USER_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string }>) {
+				const f = await this.factsOf(ctx.params.userId);
+				const positions = this.stakes ? await this.stakes.positionsOf(ctx.params.userId) : [];
+				return { userId: ctx.params.userId, ...factsView(f), positions, holdingPeriodMs: this.cfg.payments.stakeMinHoldingMs };
+			}
+		},
+
+		priorityBoost: {
+			visibility: INTERNAL,
+			retryPolicy: { enabled: true },
+			params: {
+				userId: USER_ID,
+				purchaseMs: { type: "number", integer: true, min: 0, max: MAX_PURCHASED_BOOST_MS, default: 0, convert: true },
+				tier: { type: "enum", values: [...TIER_ORDER], optional: true }
+			},
+			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; purchaseMs: number; tier?: TierName }>) {
+				const f = await this.factsOf(ctx.params.userId, ctx.params.tier ?? null);
+				const listFee = boostFeeCredits(ctx.params.purchaseMs);
+				const fee = credits(applyDiscount(listFee, f.feeDiscountBps));
+				return {
+					userId: ctx.params.userId,
+					tier: f.tier,
+					tierBoostMs: priorityBoostMs(f.tier),
+					purchasedBoostMs: ctx.params.purchaseMs,
+					boostMs: priorityBoostMs(f.tier, ctx.params.purchaseMs),
+					purchaseFeeCredits: fee,
+					feeDiscountBps: f.feeDiscountBps
+				};
+			}
+		},
+
+		userLedger: {
+			visibility: INTERNAL,
+			params: { userId: USER_ID, limit: { type: "number", integer: true, min: 1, max: 500, default: 20, convert: true } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; limit: number }>) {
+				const [balance, page] = await Promise.all([this.ledger.balance(ctx.params.userId), this.ledger.entries(ctx.params.userId, ctx.params.limit, null)]);
+				return { available: credits(balance.available), held: credits(balance.held), entries: page.items };
+			}
+		},
+
+		processStripeInbox: {
+			visibility: INTERNAL,
+			async handler(this: PaymentsThis) {
+				return { processed: await this.billing.drain() };
+			}
+		},
+
+		reconcileStripe: {
+			visibility: INTERNAL,
+			params: { windowS: { type: "number", integer: true, min: 60, max: 30 * 86_400, optional: true, convert: true } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ windowS?: number }>) {
+				return this.billing.reconcile(ctx.params.windowS);
+			}
+		},
+
+		replayStripeEvent: {
+			visibility: INTERNAL,
+			params: { eventId: { type: "string", min: 3, max: 255 } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ eventId: string }>) {
+				return this.billing.replay(ctx.params.eventId);
+			}
+		},
+
+		chainTick: {
+			visibility: INTERNAL,
+			async handler(this: PaymentsThis) {
+				this.requireChain();
+				return this.chainTick();
+			}
+		},
+
+		reindexChain: {
+			visibility: INTERNAL,
+			params: { fromBlock: { type: "number", integer: true, min: 0, convert: true } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ fromBlock: number }>) {
+				return this.requireChain().stakes.reindexFrom(ctx.params.fromBlock);
+			}
+		},
+
+		refreshWalletOwner: {
+			visibility: INTERNAL,
+			params: { address: { type: "string", pattern: /^0x[0-9a-fA-F]{40}$/ } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ address: string }>) {
+				await this.requireChain().stakes.refreshOwner(ctx.params.address);
+				return { ok: true };
+			}
+		}
+	},
+
+	methods: {
+		async factsOf(this: PaymentsThis, userId: string, tierOverride: TierName | null = null): Promise<StakeFacts> {
+			const [plan, positions] = await Promise.all([
+				this.billing.planOf(userId),
+				this.stakes ? this.stakes.positionsOf(userId) : Promise.resolve([])
+			]);
+			return stakeFacts(
+				positions.map(p => ({ amountWei: BigInt(p.amountWei), since: new Date(p.since) })),
+				plan,
+				Date.now(),
+				this.cfg.payments.stakeMinHoldingMs,
+				tierOverride
+			);
+		},
+
+		requireChain(this: PaymentsThis) {
+			if (!this.crypto || !this.stakes)
+				throw Unavailable("FORGE payments are not configured on this platform (CHAIN_RPC_URL is not set)", "CHAIN_NOT_CONFIGURED");
+			return { crypto: this.crypto, stakes: this.stakes };
+		},
+
+		/** One chain pass (payments' confirmations and reorg checks, then the staking index); never two at once per node. */
+		chainTick(this: PaymentsThis) {
+			if (this.chainPass) return this.chainPass.then(() => this.chainTick());
+			const { crypto, stakes } = this.requireChain();
+			this.chainPass = (async () => {
+				const payments = await crypto.watch();
+				const staking = await stakes.index();
+				return { payments, staking };
+			})().finally(() => {
+				this.chainPass = null;
+			});
+			return this.chainPass;
+		},
+
+		/** users.walletOwner, written by the users service; until it answers, the owner stays unknown. */
+		async resolveOwner(this: PaymentsThis, address: string): Promise<string | null | undefined> {
+			try {
+				const r = (await this.broker.call("users.walletOwner", { address })) as string | { userId?: string | null; id?: string | null } | null;
+				if (r == null) return null;
+				if (typeof r === "string") return r;
+				return r.userId ?? r.id ?? null;
+			} catch (err) {
+				const name = (err as Error).name;
+				if (name !== "ServiceNotFoundError" && name !== "ServiceNotAvailableError") this.logger.warn("users.walletOwner failed", (err as Error).message);
+				return undefined;
+			}
+		}
+	},
+
+	created(this: PaymentsThis) {
+		const rt = runtimeOf(this.broker);
+		this.cfg = rt.config;
+		const pc = this.cfg.payments;
+		this.ledger = new Ledger(rt.sequelize);
+		const publish = (tx: Transaction, topic: string, payload: unknown) => this.publishDurable(tx, topic, payload);
+		this.billing = new StripeBilling(rt.sequelize, this.ledger, createStripeClient(pc.stripe), pc.stripe, publish, this.logger);
+		const c = pc.chain;
+		if (c.rpcUrl && c.chainId && c.token && c.staking && c.router && c.treasury) {
+			this.chain = new ForgeChain({ ...c, rpcUrl: c.rpcUrl, chainId: c.chainId, token: c.token, staking: c.staking, router: c.router, treasury: c.treasury });
+			this.crypto = new CryptoPayments(rt.sequelize, this.ledger, this.chain, this.logger);
+			this.stakes = new StakeIndexer(rt.sequelize, this.chain, a => this.resolveOwner(a), publish, this.logger);
+		} else {
+			this.chain = null;
+			this.crypto = null;
+			this.stakes = null;
+		}
+		this.timers = [];
+		this.chainPass = null;
+	},
+
+	started(this: PaymentsThis) {
+		const pc = this.cfg.payments;
+		const every = (ms: number, fn: () => Promise<unknown>, what: string) => {
+			if (ms <= 0) return;
+			const t = setInterval(() => fn().catch(err => this.logger.warn(`${what} failed`, (err as Error).message)), ms);
+			t.unref();
+			this.timers.push(t);
+		};
+		if (this.billing.configured) {
+			// Events left by a crash or waiting for an earlier event are picked up by the poll.
+			every(pc.stripe.inboxPollMs, async () => this.billing.kick(), "Stripe inbox");
+			every(pc.stripe.reconcileIntervalMs, () => this.billing.reconcile(), "Stripe reconciliation");
+		}
+		if (this.chain) every(pc.chain.pollMs, () => this.chainTick(), "chain pass");
+	},
+
+	async stopped(this: PaymentsThis) {
+		for (const t of this.timers) clearInterval(t);
+		await this.chainPass?.catch(() => undefined);
+		await this.billing.idle();
+		this.chain?.close();
+	}
+};
+
+export default PaymentsService as unknown as ServiceSchema;
