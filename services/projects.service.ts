@@ -32,7 +32,7 @@ import { fileModeOf, manifestDiff, manifestFromEntries } from "../src/projects/m
 import type { Manifest, ManifestEntry } from "../src/projects/manifest";
 import { normaliseProjectPath } from "../src/projects/paths";
 import { PgBlobStore } from "../src/projects/pg-blob-store";
-import { ProjectsRepository } from "../src/projects/repository";
+import { isProjectId, ProjectsRepository } from "../src/projects/repository";
 import type { ProjectRecord, SandboxRecord, VersionRecord } from "../src/projects/repository";
 import { SANDBOX_STATES, transitionSandbox } from "../src/projects/sandbox";
 import type { SandboxActor, SandboxState } from "../src/projects/sandbox";
@@ -40,7 +40,6 @@ import { fileResponseHeaders } from "../src/projects/serving";
 import { unifiedDiff } from "../src/projects/textdiff";
 import type { UnifiedDiffKind } from "../src/projects/textdiff";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const LIST_MAX = 100;
 
 export const VERSION_CREATED = "projects.version.created";
@@ -615,7 +614,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			visibility: "protected",
 			params: { projectId: idParam, version: { ...versionParam, optional: true } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; version?: number }>) {
-				if (!UUID.test(ctx.params.projectId)) throw NotFound("Project");
+				if (!isProjectId(ctx.params.projectId)) throw NotFound("Project");
 				const beat = await this.repo.heartbeat(ctx.params.projectId, ctx.params.version ?? null);
 				if (beat) return sandboxView(beat, this.cfg);
 				const current = await this.repo.sandbox(ctx.params.projectId);
@@ -639,7 +638,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				reason: { type: "string", max: 500, optional: true },
 			},
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; state: SandboxState; version?: number; reason?: string }>) {
-				if (!UUID.test(ctx.params.projectId)) throw NotFound("Project");
+				if (!isProjectId(ctx.params.projectId)) throw NotFound("Project");
 				const record = await this.applySandbox(ctx.params.projectId, { to: ctx.params.state, actor: "runner", version: ctx.params.version, reason: ctx.params.reason });
 				return sandboxView(record, this.cfg);
 			},
@@ -656,7 +655,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			visibility: "protected",
 			params: { projectId: { ...idParam, optional: true }, olderThanS: { type: "number", integer: true, min: 0, optional: true } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId?: string; olderThanS?: number }>) {
-				if (ctx.params.projectId !== undefined && !UUID.test(ctx.params.projectId)) throw NotFound("Project");
+				if (ctx.params.projectId !== undefined && !isProjectId(ctx.params.projectId)) throw NotFound("Project");
 				const olderThanS = ctx.params.olderThanS ?? (ctx.params.projectId ? 0 : this.cfg.purgeAfterS);
 				const purged = await this.repo.purge({ projectId: ctx.params.projectId, deletedBefore: new Date(Date.now() - olderThanS * 1000) });
 				if (purged.length) this.logger.info(`Purged ${purged.length} deleted project(s): ${purged.join(", ")}`);
@@ -676,7 +675,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			visibility: "protected",
 			params: { projectId: idParam, versions: { type: "number", integer: true, min: 1, max: 1000, default: 20 } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; versions: number }>) {
-				const project = UUID.test(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
+				const project = isProjectId(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
 				if (!project) throw NotFound("Project");
 				const [members, versions, sandbox] = await Promise.all([
 					this.repo.members(project.id),
@@ -696,7 +695,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			visibility: "protected",
 			params: { projectId: idParam, version: versionParam },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; version: number }>) {
-				const project = UUID.test(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
+				const project = isProjectId(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
 				if (!project) throw NotFound("Project");
 				const manifest = await this.repo.manifest(project.id, ctx.params.version);
 				if (!manifest) throw NotFound("Version");
@@ -733,7 +732,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		async requireRole(this: ProjectsThis, projectId: string, userId: string, min: ProjectRole, opts: { allowDeleted?: boolean } = {}) {
 			// A malformed id names no project: the same 404 as someone else's project.
-			if (!UUID.test(projectId)) throw NotFound("Project");
+			if (!isProjectId(projectId)) throw NotFound("Project");
 			const found = await this.repo.projectForMember(projectId, userId);
 			if (!found || (found.project.status === "deleted" && !opts.allowDeleted)) throw NotFound("Project");
 			if (!hasRole(found.role, min)) {

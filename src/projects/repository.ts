@@ -13,6 +13,13 @@ import type { SandboxState, SandboxStatus } from "./sandbox";
 /** Fixed key of the advisory lock that commits take shared and GC takes exclusive ("forgefluid projects gc"). */
 export const BLOB_GC_LOCK_KEY = 7_263_420_002;
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether `id` can name a project at all (anything else would be a cast error in SQL, not a 404). */
+export function isProjectId(id: string): boolean {
+	return UUID.test(id);
+}
+
 export type ProjectStatus = "active" | "archived" | "deleted";
 
 export interface ProjectRecord {
@@ -172,6 +179,7 @@ export class ProjectsRepository {
 
 	/** The project and the user's role in it; null when the user is not a member (or it does not exist). */
 	async projectForMember(projectId: string, userId: string, tx?: Transaction, lock = false): Promise<{ project: ProjectRecord; role: ProjectRole } | null> {
+		if (!isProjectId(projectId)) return null;
 		const rows = await this.select<ProjectRow & { role: ProjectRole }>(
 			`SELECT ${PROJECT_COLUMNS}, m.role FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
 			 WHERE p.id = $1${lock ? " FOR UPDATE OF p" : ""}`,
@@ -182,6 +190,7 @@ export class ProjectsRepository {
 	}
 
 	async project(projectId: string, tx?: Transaction): Promise<ProjectRecord | null> {
+		if (!isProjectId(projectId)) return null;
 		const rows = await this.select<ProjectRow>(`SELECT ${PROJECT_COLUMNS} FROM projects p WHERE p.id = $1`, [projectId], tx);
 		return rows.length ? toProject(rows[0]) : null;
 	}
@@ -327,6 +336,7 @@ export class ProjectsRepository {
 	}
 
 	async sandbox(projectId: string, tx?: Transaction): Promise<SandboxRecord | null> {
+		if (!isProjectId(projectId)) return null;
 		const rows = await this.select<SandboxRow>(`SELECT ${SANDBOX_COLUMNS} FROM project_sandboxes WHERE project_id = $1`, [projectId], tx);
 		return rows.length ? toSandbox(rows[0]) : null;
 	}
@@ -344,6 +354,7 @@ export class ProjectsRepository {
 	}
 
 	async heartbeat(projectId: string, version: number | null): Promise<SandboxRecord | null> {
+		if (!isProjectId(projectId)) return null;
 		const rows = await this.select<SandboxRow>(
 			`UPDATE project_sandboxes SET last_heartbeat_at = now()
 			 WHERE project_id = $1 AND state = 'running' AND ($2::int IS NULL OR version = $2::int) RETURNING ${SANDBOX_COLUMNS}`,
