@@ -3,6 +3,7 @@
  * src/<svc>/repl.ts; they call actions over the transporter, so a REPL node needs no local services.
  */
 import type { ServiceBroker } from "moleculer";
+import { projectsReplCommands } from "../projects/repl";
 
 export interface ReplCommand {
 	command: string;
@@ -42,5 +43,5 @@ export const clusterReplCommands: ReplCommand[] = [
 
 /** Every command the REPL offers; domain modules add theirs here. */
 export function allReplCommands(): ReplCommand[] {
-	return [...clusterReplCommands];
+	return [...clusterReplCommands, ...projectsReplCommands];
 }

@@ -241,3 +241,38 @@ describe("internal actions for other services", () => {
 		]);
 	});
 });
+
+describe("REPL commands", () => {
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const { projectsReplCommands } = require("../../../src/projects/repl") as typeof import("../../../src/projects/repl");
+	const run = async (name: string, args: Record<string, unknown>, options: Record<string, unknown> = {}): Promise<string> => {
+		const cmd = projectsReplCommands.find((c) => c.command.split(" ")[0] === name)!;
+		const lines: string[] = [];
+		const spy = jest.spyOn(console, "log").mockImplementation((...a: unknown[]) => void lines.push(a.join(" ")));
+		try {
+			await cmd.action(node.broker, { ...args, options });
+		} finally {
+			spy.mockRestore();
+		}
+		return lines.join("\n");
+	};
+
+	test("show, verify, purge, gc and sweep print what they did", async () => {
+		const id = await create("repl-user", "shown");
+		await api.call("POST", `/api/v1/projects/${id}/versions`, { token: tok("repl-user"), body: { baseVersion: 0, message: "first", changes: [text("x.txt", "x")] } });
+		const shown = await run("projects-show", { projectId: id }, { versions: "5" });
+		expect(shown).toContain(`shown  (${id})`);
+		expect(shown).toContain("head v1: 1 files, 1 bytes");
+		expect(shown).toContain("members: repl-user (owner)");
+		expect(shown).toContain("sandbox: none since");
+		expect(shown).toMatch(/v1 {2}\S+ {2}repl-user {2}1 files, 1 bytes {2}"first"/);
+		expect(await run("projects-verify", { projectId: id, version: "1" })).toBe("ok: 1 blobs verified");
+		expect(await run("projects-gc", {}, { dryRun: true, grace: "0" })).toMatch(/^would delete \d+ of \d+ blobs/);
+		expect(await run("projects-purge", { projectId: id })).toBe("purged 0 project(s)");
+		await api.call("DELETE", `/api/v1/projects/${id}`, { token: tok("repl-user") });
+		expect(await run("projects-purge", { projectId: id })).toBe(`purged 1 project(s): ${id}`);
+		expect(await run("projects-sweep", {})).toMatch(/^\d+ sandbox\(es\) failed on timeout, \d+ project\(s\) purged$/);
+		await expect(run("projects-show", { projectId: id })).rejects.toMatchObject({ code: 404 });
+		await expect(run("projects-gc", {}, { grace: "-1" })).rejects.toThrow("--grace must be a non-negative integer");
+	});
+});
