@@ -20,7 +20,7 @@ import { StakeIndexer } from "../src/payments/stake-indexer";
 import { stakeFacts, StakeFacts } from "../src/payments/staking";
 import { boostFeeCredits, priceList } from "../src/payments/prices";
 
-type Meta = { user?: AuthUser | null; idempotencyKey?: string; $statusCode?: number };
+type Meta = { user?: AuthUser | null; idempotencyKey?: string; $statusCode?: number; $location?: string };
 type Ctx<P = Record<string, never>> = Context<P, Meta>;
 
 interface PaymentsThis extends Service, DurableThis {
@@ -124,7 +124,9 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				itemId: { type: "string", min: 1, max: 64 }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ kind: "pack" | "plan"; itemId: string }>) {
-				return this.billing.createCheckout(me(ctx), ctx.params.kind, ctx.params.itemId, ctx.meta.idempotencyKey ?? null);
+				const checkout = await this.billing.createCheckout(me(ctx), ctx.params.kind, ctx.params.itemId, ctx.meta.idempotencyKey ?? null);
+				ctx.meta.$location = `/api/v1/billing/checkout/${checkout.checkoutId}`;
+				return checkout;
 			}
 		},
 
@@ -148,7 +150,17 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			auth: "required",
 			params: { $$strict: true, credits: CREDITS(1) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ credits: number }>) {
-				return this.requireChain().crypto.createInvoice(me(ctx), BigInt(ctx.params.credits), ctx.meta.idempotencyKey ?? null);
+				const invoice = await this.requireChain().crypto.createInvoice(me(ctx), BigInt(ctx.params.credits), ctx.meta.idempotencyKey ?? null);
+				ctx.meta.$location = `/api/v1/billing/crypto/invoices/${invoice.invoiceId}`;
+				return invoice;
+			}
+		},
+
+		invoice: {
+			auth: "required",
+			params: { $$strict: "remove", id: { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ } },
+			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
+				return this.requireChain().crypto.getInvoice(me(ctx), ctx.params.id);
 			}
 		},
 
@@ -163,6 +175,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				const { duplicate, ...payment } = await this.requireChain().crypto.claim(me(ctx), ctx.params.chainId, ctx.params.txHash);
 				// 202 while it waits for confirmations; 200 once credited (also when claimed before).
 				ctx.meta.$statusCode = payment.status === "pending" ? 202 : duplicate ? 200 : 201;
+				ctx.meta.$location = `/api/v1/billing/crypto/payments/${payment.id}`;
 				return payment;
 			}
 		},
@@ -388,14 +401,15 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 	methods: {
 		async factsOf(this: PaymentsThis, userId: string, tierOverride: TierName | null = null): Promise<StakeFacts> {
-			const [plan, positions] = await Promise.all([
+			const [plan, positions, now] = await Promise.all([
 				this.billing.planOf(userId),
-				this.stakes ? this.stakes.positionsOf(userId) : Promise.resolve([])
+				this.stakes ? this.stakes.positionsOf(userId) : Promise.resolve([]),
+				this.stakes ? this.stakes.now() : Promise.resolve(Date.now())
 			]);
 			return stakeFacts(
 				positions.map(p => ({ amountWei: BigInt(p.amountWei), since: new Date(p.since) })),
 				plan,
-				Date.now(),
+				now,
 				this.cfg.payments.stakeMinHoldingMs,
 				tierOverride
 			);

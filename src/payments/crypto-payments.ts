@@ -143,6 +143,13 @@ export class CryptoPayments {
 		return invoiceView(rows[0], null);
 	}
 
+	async getInvoice(userId: string, id: string): Promise<ReturnType<typeof invoiceView>> {
+		const [row] = await this.q<InvoiceRow>(null, `SELECT * FROM crypto_invoices WHERE id = $1 AND user_id = $2`, [id.toLowerCase(), userId]);
+		if (!row) throw NotFound("Invoice");
+		const [live] = await this.q<{ status: PaymentStatus }>(null, `SELECT status FROM crypto_payments WHERE invoice_id = $1 AND status IN ${LIVE}`, [row.id]);
+		return invoiceView(row, live?.status ?? null);
+	}
+
 	async getPayment(userId: string, id: string): Promise<PaymentView> {
 		const [row] = await this.q<PaymentRow>(null, `SELECT * FROM crypto_payments WHERE id = $1 AND user_id = $2`, [id, userId]);
 		if (!row) throw NotFound("Payment");

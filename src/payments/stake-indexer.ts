@@ -30,6 +30,12 @@ export interface StakeChanged {
 	positions: Array<{ amountWei: string; since: string }>;
 }
 
+interface Cursor {
+	block: number;
+	hash: string | null;
+	time: Date | null;
+}
+
 interface EventRow {
 	kind: StakeEvent["kind"];
 	amount_wei: string;
@@ -105,7 +111,7 @@ export class StakeIndexer {
 					events++;
 				}
 				const block = await this.chain.block(to);
-				cursor = { block: to, hash: block?.hash ?? null };
+				cursor = { block: to, hash: block?.hash ?? null, time: block?.time ?? null };
 			}
 			await this.saveCursor(tx, cursor);
 			for (const address of touched) await this.rebuildWallet(tx, address);
@@ -122,32 +128,45 @@ export class StakeIndexer {
 				`DELETE FROM stake_events WHERE chain_id = $1 AND block_number >= $2 RETURNING address`,
 				[this.chainId, fromBlock]
 			);
-			await this.saveCursor(tx, { block: fromBlock - 1, hash: null });
+			await this.saveCursor(tx, { block: fromBlock - 1, hash: null, time: null });
 			for (const address of new Set(deleted.map(d => d.address))) await this.rebuildWallet(tx, address);
 		});
 		return this.index(1_000);
 	}
 
-	private async cursor(tx: Transaction): Promise<{ block: number; hash: string | null }> {
-		const [row] = await this.q<{ block_number: string; block_hash: string | null }>(
+	private async cursor(tx: Transaction | null): Promise<Cursor> {
+		const [row] = await this.q<{ block_number: string; block_hash: string | null; block_time: Date | null }>(
 			tx,
-			`SELECT block_number, block_hash FROM chain_cursors WHERE name = $1 AND chain_id = $2`,
+			`SELECT block_number, block_hash, block_time FROM chain_cursors WHERE name = $1 AND chain_id = $2`,
 			[CURSOR, this.chainId]
 		);
-		return row ? { block: Number(row.block_number), hash: row.block_hash } : { block: this.chain.settings.startBlock - 1, hash: null };
+		return row
+			? { block: Number(row.block_number), hash: row.block_hash, time: row.block_time ? new Date(row.block_time) : null }
+			: { block: this.chain.settings.startBlock - 1, hash: null, time: null };
 	}
 
-	private async saveCursor(tx: Transaction, c: { block: number; hash: string | null }) {
+	private async saveCursor(tx: Transaction, c: Cursor) {
 		await this.q(
 			tx,
-			`INSERT INTO chain_cursors (name, chain_id, block_number, block_hash) VALUES ($1, $2, $3, $4)
-			 ON CONFLICT (name, chain_id) DO UPDATE SET block_number = $3, block_hash = $4, updated_at = now() RETURNING name`,
-			[CURSOR, this.chainId, c.block, c.hash]
+			`INSERT INTO chain_cursors (name, chain_id, block_number, block_hash, block_time) VALUES ($1, $2, $3, $4, $5)
+			 ON CONFLICT (name, chain_id) DO UPDATE SET block_number = $3, block_hash = $4, block_time = COALESCE($5, chain_cursors.block_time), updated_at = now()
+			 RETURNING name`,
+			[CURSOR, this.chainId, c.block, c.hash, c.time]
 		);
+	}
+
+	/**
+	 * "Now" for holding periods: the later of this server's clock and the last indexed block's time.
+	 * A position's start is a block time, so its age is measured on the chain's clock; the server
+	 * clock keeps it moving when the chain produces no blocks.
+	 */
+	async now(): Promise<number> {
+		const c = await this.cursor(null);
+		return Math.max(Date.now(), c.time?.getTime() ?? 0);
 	}
 
 	/** If the cursor's block is no longer canonical, rewinds by the reorg window and drops what was indexed past it. */
-	private async checkReorg(tx: Transaction, cursor: { block: number; hash: string | null }, touched: Set<string>) {
+	private async checkReorg(tx: Transaction, cursor: Cursor, touched: Set<string>): Promise<Cursor> {
 		if (cursor.hash == null || cursor.block < 0) return cursor;
 		const block = await this.chain.block(cursor.block);
 		if (block?.hash === cursor.hash) return cursor;
@@ -159,7 +178,7 @@ export class StakeIndexer {
 		]);
 		for (const d of deleted) touched.add(d.address);
 		const backBlock = back >= 0 ? await this.chain.block(back) : null;
-		return { block: back, hash: backBlock?.hash ?? null };
+		return { block: back, hash: backBlock?.hash ?? null, time: backBlock?.time ?? null };
 	}
 
 	private async rebuildWallet(tx: Transaction, address: string) {

@@ -48,6 +48,14 @@ export function paymentsRoutes(): RouteSpec[] {
 			summary: "An invoice to pay in FORGE through PaymentRouter.pay(invoiceId, amountWei)"
 		},
 		{
+			method: "GET",
+			path: "/billing/crypto/invoices/:id",
+			action: "payments.invoice",
+			auth: "required",
+			tag,
+			summary: "An invoice and the state of its payment, if any"
+		},
+		{
 			method: "POST",
 			path: "/billing/crypto/payments",
 			action: "payments.claimCryptoPayment",
