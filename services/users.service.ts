@@ -236,7 +236,7 @@ const UsersService: UsersSchema = {
 		register: {
 			params: {
 				$$strict: "remove",
-				email: { type: "email", max: 254 },
+				email: { type: "email", max: 254, normalize: true },
 				password: { type: "string", min: 1, max: 1024 },
 				displayName: { type: "string", min: 1, max: 80, trim: true, optional: true }
 			},

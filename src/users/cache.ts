@@ -25,6 +25,12 @@ export function cacheKeyOf(broker: ServiceBroker, action: CachedAction, params: 
 }
 
 /**
+ * A read that began before the change committed can still store the old answer after the delete;
+ * deleting again a little later removes such late writes (reads take milliseconds, not seconds).
+ */
+export const REDELETE_AFTER_MS = [1_000, 5_000];
+
+/**
  * Drops what is cached about a user: profile and tier always, and the auth state of the sessions
  * named (revoked sessions, or all of them when the user is disabled or their role changes).
  */
@@ -37,4 +43,8 @@ export async function forgetCachedUser(broker: ServiceBroker, userId: string, se
 		...sessionIds.map(sid => cacheKeyOf(broker, CACHED_ACTIONS.authState, { userId, sid }))
 	].filter((k): k is string => k !== null);
 	await cacher.del(keys);
+	for (const ms of REDELETE_AFTER_MS)
+		setTimeout(() => {
+			cacher.del(keys).catch(() => undefined); // the broker may have stopped meanwhile
+		}, ms).unref();
 }
