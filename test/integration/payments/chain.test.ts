@@ -1,0 +1,249 @@
+/**
+ * FORGE payments on the in-process EVM dev chain: invoices, claims, confirmations, every rejection
+ * class, concurrent claims, and reorgs (evm_snapshot / evm_revert, then different blocks).
+ */
+import { ethers } from "ethers";
+import { QueryTypes } from "sequelize";
+import { loadArtifacts } from "../../../src/chain/compile";
+import { connectForgeContract, createChainProvider, deployForgeContracts, forgeChainEnv, ForgeDeployment } from "../../../src/chain/deploy";
+import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
+import { startDevChain, DevChain } from "../../support/devchain";
+import type { ForgeNode } from "../../../src/runtime/node";
+
+const CONFIRMATIONS = 3;
+let chain: DevChain;
+let deployment: ForgeDeployment;
+let provider: ethers.JsonRpcProvider;
+let accounts: string[];
+let db: TestDatabase;
+let node: ForgeNode & { baseUrl: string };
+
+beforeAll(async () => {
+	chain = await startDevChain();
+	deployment = await deployForgeContracts(chain.url, { stakingCooldownSeconds: 3600n });
+	provider = createChainProvider(chain.url);
+	accounts = ((await provider.send("eth_accounts", [])) as string[]).map(a => ethers.getAddress(a));
+	db = await createTestDatabase();
+	node = await startTestNode({
+		db,
+		services: ["api", "payments"],
+		env: {
+			...forgeChainEnv(deployment),
+			CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
+			CHAIN_POLL_MS: "0",
+			CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
+			RATE_LIMIT_PER_MINUTE: "100000"
+		}
+	});
+});
+afterAll(async () => {
+	await node?.stop();
+	await db?.drop();
+	provider?.destroy();
+	await chain?.stop();
+});
+
+type Json = Record<string, any>; // response bodies are checked field by field
+async function http(method: string, path: string, user: string, body?: unknown) {
+	const headers: Record<string, string> = { authorization: `Bearer ${bearerFor(node.config, user)}` };
+	if (body !== undefined) headers["content-type"] = "application/json";
+	const res = await fetch(node.baseUrl + "/api/v1" + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+	return { status: res.status, json: (await res.json()) as Json, headers: res.headers };
+}
+
+const signer = (a: string) => new ethers.JsonRpcSigner(provider, a);
+const mine = (n: number) => provider.send("hardhat_mine", [`0x${n.toString(16)}`]);
+const tick = () => node.broker.call("payments.chainTick", {}) as Promise<Json>;
+const available = async (user: string) => (await http("GET", "/billing/balance", user)).json.available as number;
+
+async function invoice(user: string, credits: number) {
+	const r = await http("POST", "/billing/crypto/invoices", user, { credits });
+	expect(r.status).toBe(201);
+	return r.json as { invoiceId: string; amountWei: string; router: string; token: string; chainId: number; credits: number };
+}
+
+/** Approves and pays through a router; returns the payment transaction's hash. */
+async function pay(from: string, invoiceId: string, amount: bigint, opts: { router?: string; token?: string } = {}) {
+	const token = await connectForgeContract("ForgeToken", opts.token ?? deployment.token, signer(from));
+	const router = await connectForgeContract("PaymentRouter", opts.router ?? deployment.paymentRouter, signer(from));
+	await ((await token.getFunction("approve")(await router.getAddress(), amount)) as ethers.ContractTransactionResponse).wait();
+	const tx = (await router.getFunction("pay")(invoiceId, amount)) as ethers.ContractTransactionResponse;
+	const receipt = await tx.wait();
+	expect(receipt?.status).toBe(1);
+	return tx.hash;
+}
+
+const claim = (user: string, txHash: string, chainId = deployment.chainId) => http("POST", "/billing/crypto/payments", user, { chainId, txHash });
+
+function expectError(r: { status: number; json: Json }, status: number, code: string) {
+	expect(r.status).toBe(status);
+	expect(r.json).toEqual({ error: expect.objectContaining({ code, message: expect.any(String) }), requestId: expect.any(String) });
+}
+
+describe("a valid payment", () => {
+	test("is pending until it has its confirmations, then credited once", async () => {
+		const inv = await invoice("alice", 5_000);
+		expect(inv).toMatchObject({ chainId: deployment.chainId, router: deployment.paymentRouter.toLowerCase(), token: deployment.token.toLowerCase(), credits: 5_000 });
+		expect(inv.amountWei).toBe(ethers.parseUnits("5", 18).toString());
+		const hash = await pay(accounts[1], inv.invoiceId, BigInt(inv.amountWei));
+		const first = await claim("alice", hash);
+		expect(first.status).toBe(202);
+		expect(first.json).toMatchObject({ status: "pending", confirmations: 1, requiredConfirmations: CONFIRMATIONS, credits: 5_000, payer: accounts[1].toLowerCase() });
+		expect(await available("alice")).toBe(0);
+		await mine(1);
+		await tick();
+		expect(await available("alice")).toBe(0);
+		await mine(1);
+		expect((await tick()).payments).toEqual({ credited: 1, reversed: 0, rejected: 0 });
+		expect(await available("alice")).toBe(5_000);
+		const state = await http("GET", `/billing/crypto/payments/${first.json.id}`, "alice");
+		expect(state.json).toMatchObject({ status: "credited", confirmations: 3 });
+		expect((await http("GET", `/billing/crypto/invoices/${inv.invoiceId}`, "alice")).json).toMatchObject({ payment: "credited" });
+
+		const again = await claim("alice", hash);
+		expect(again.status).toBe(200);
+		expect(again.json).toMatchObject({ id: first.json.id, status: "credited" });
+		await tick();
+		expect(await available("alice")).toBe(5_000);
+	});
+
+	test("claimed concurrently, credits once", async () => {
+		const inv = await invoice("bob", 2_000);
+		const hash = await pay(accounts[2], inv.invoiceId, BigInt(inv.amountWei));
+		await mine(CONFIRMATIONS);
+		const results = await Promise.all(Array.from({ length: 8 }, () => claim("bob", hash)));
+		expect(results.map(r => r.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201]);
+		expect(new Set(results.map(r => r.json.id)).size).toBe(1);
+		expect(results.find(r => r.status === 201)!.headers.get("location")).toBe(`/api/v1/billing/crypto/payments/${results[0].json.id}`);
+		expect(results.every(r => r.json.status === "credited")).toBe(true);
+		expect(await available("bob")).toBe(2_000);
+		const rows = await node.runtime.sequelize.query(`SELECT id FROM ledger_transactions WHERE user_id = 'bob' AND kind = 'crypto_payment'`, {
+			type: QueryTypes.SELECT
+		});
+		expect(rows).toHaveLength(1);
+	});
+});
+
+describe("rejections", () => {
+	test("an unknown hash, a wrong chain id and malformed input", async () => {
+		expectError(await claim("carol", `0x${"ab".repeat(32)}`), 422, "TX_NOT_FOUND");
+		expectError(await claim("carol", `0x${"ab".repeat(32)}`, 1), 422, "UNSUPPORTED_CHAIN");
+		expectError(await claim("carol", "0x1234"), 422, "VALIDATION_ERROR");
+		expectError(await http("POST", "/billing/crypto/payments", "carol", { chainId: "x", txHash: 5 }), 422, "VALIDATION_ERROR");
+		expectError(await http("POST", "/billing/crypto/invoices", "carol", { credits: 0 }), 422, "VALIDATION_ERROR");
+		expectError(await http("POST", "/billing/crypto/invoices", "carol", { credits: 1.5 }), 422, "VALIDATION_ERROR");
+		expectError(await http("GET", "/billing/crypto/payments/not-a-uuid", "carol"), 422, "VALIDATION_ERROR");
+		expectError(await http("GET", "/billing/crypto/payments/00000000-0000-4000-8000-000000000000", "carol"), 404, "NOT_FOUND");
+	});
+
+	test("a reverted transaction", async () => {
+		const inv = await invoice("carol", 1_000);
+		const router = await connectForgeContract("PaymentRouter", deployment.paymentRouter, provider);
+		const data = router.interface.encodeFunctionData("pay", [inv.invoiceId, BigInt(inv.amountWei)]);
+		// No allowance: the call reverts. Sent with a fixed gas limit and mined explicitly, so it lands on chain.
+		await provider.send("evm_setAutomine", [false]);
+		const hash = (await provider.send("eth_sendTransaction", [{ from: accounts[3], to: deployment.paymentRouter, data, gas: "0x30d40" }])) as string;
+		await mine(1);
+		await provider.send("evm_setAutomine", [true]);
+		expect((await provider.getTransactionReceipt(hash))?.status).toBe(0);
+		await mine(CONFIRMATIONS);
+		expectError(await claim("carol", hash), 422, "TX_REVERTED");
+	});
+
+	test("a plain transfer to the treasury is not a payment", async () => {
+		const token = await connectForgeContract("ForgeToken", deployment.token, signer(accounts[3]));
+		const tx = (await token.getFunction("transfer")(deployment.treasury, 1n)) as ethers.ContractTransactionResponse;
+		await tx.wait();
+		expectError(await claim("carol", tx.hash), 422, "NO_PAYMENT_IN_TX");
+	});
+
+	test("the wrong token, the wrong recipient, the wrong amount", async () => {
+		const inv = await invoice("dan", 1_000);
+		const amount = BigInt(inv.amountWei);
+		// Another FORGE-like token with its own router that even pays our treasury.
+		const other = await deployForgeContracts(chain.url, { treasury: deployment.treasury });
+		const wrongToken = await pay(accounts[4], inv.invoiceId, amount, { router: other.paymentRouter, token: other.token });
+		expectError(await claim("dan", wrongToken), 422, "WRONG_TOKEN");
+
+		// Our token, but a router that sends it elsewhere.
+		const { abi, bytecode } = (await loadArtifacts()).PaymentRouter;
+		const factory = new ethers.ContractFactory(abi as ethers.InterfaceAbi, bytecode, signer(accounts[0]));
+		const rogue = await factory.deploy(deployment.token, accounts[9]);
+		await rogue.waitForDeployment();
+		const wrongRecipient = await pay(accounts[4], inv.invoiceId, amount, { router: await rogue.getAddress() });
+		expectError(await claim("dan", wrongRecipient), 422, "WRONG_RECIPIENT");
+
+		const short = await pay(accounts[4], inv.invoiceId, amount - 1n);
+		expectError(await claim("dan", short), 422, "AMOUNT_MISMATCH");
+		await mine(CONFIRMATIONS);
+		await tick();
+		expect(await available("dan")).toBe(0);
+	});
+
+	test("another user's payment is not found, before and after its owner claims it", async () => {
+		const inv = await invoice("erin", 1_000);
+		const hash = await pay(accounts[5], inv.invoiceId, BigInt(inv.amountWei));
+		await mine(CONFIRMATIONS);
+		expectError(await claim("mallory", hash), 404, "NOT_FOUND");
+		const mine_ = await claim("erin", hash);
+		expect(mine_.status).toBe(201);
+		expectError(await claim("mallory", hash), 404, "NOT_FOUND");
+		expectError(await http("GET", `/billing/crypto/payments/${mine_.json.id}`, "mallory"), 404, "NOT_FOUND");
+		expectError(await http("GET", `/billing/crypto/invoices/${inv.invoiceId}`, "mallory"), 404, "NOT_FOUND");
+		expect(await available("mallory")).toBe(0);
+		expect(await available("erin")).toBe(1_000);
+	});
+
+	test("an invoice is paid once: a second payment of it is refused", async () => {
+		const inv = await invoice("fay", 1_000);
+		const a = await pay(accounts[6], inv.invoiceId, BigInt(inv.amountWei));
+		const b = await pay(accounts[6], inv.invoiceId, BigInt(inv.amountWei));
+		await mine(CONFIRMATIONS);
+		expect((await claim("fay", a)).status).toBe(201);
+		expectError(await claim("fay", b), 409, "INVOICE_ALREADY_PAID");
+		expect(await available("fay")).toBe(1_000);
+	});
+});
+
+describe("reorgs", () => {
+	test("a credited payment whose block leaves the chain is reversed", async () => {
+		const inv = await invoice("gus", 3_000);
+		const snapshot = (await provider.send("evm_snapshot", [])) as string;
+		const hash = await pay(accounts[7], inv.invoiceId, BigInt(inv.amountWei));
+		await mine(CONFIRMATIONS);
+		const claimed = await claim("gus", hash);
+		expect(claimed.json.status).toBe("credited");
+		expect(await available("gus")).toBe(3_000);
+
+		expect(await provider.send("evm_revert", [snapshot])).toBe(true);
+		// A different history: other blocks at the same heights, and longer.
+		const token = await connectForgeContract("ForgeToken", deployment.token, signer(accounts[8]));
+		await ((await token.getFunction("transfer")(accounts[9], 1n)) as ethers.ContractTransactionResponse).wait();
+		await mine(CONFIRMATIONS + 3);
+		expect(await provider.getTransactionReceipt(hash)).toBeNull();
+
+		expect((await tick()).payments).toMatchObject({ reversed: 1 });
+		expect(await available("gus")).toBe(0);
+		const state = await http("GET", `/billing/crypto/payments/${claimed.json.id}`, "gus");
+		expect(state.json).toMatchObject({ status: "reversed", reason: "REORGED_OUT" });
+		const [reversal] = await node.runtime.sequelize.query<{ available_delta: string }>(
+			`SELECT available_delta FROM ledger_transactions WHERE user_id = 'gus' AND kind = 'crypto_reversal'`,
+			{ type: QueryTypes.SELECT }
+		);
+		expect(Number(reversal.available_delta)).toBe(-3_000);
+		expectError(await claim("gus", hash), 422, "TX_NOT_FOUND");
+	});
+
+	test("a pending payment whose block leaves the chain is rejected, never credited", async () => {
+		const inv = await invoice("hal", 1_000);
+		const snapshot = (await provider.send("evm_snapshot", [])) as string;
+		const hash = await pay(accounts[7], inv.invoiceId, BigInt(inv.amountWei));
+		const claimed = await claim("hal", hash);
+		expect(claimed.json.status).toBe("pending");
+		await provider.send("evm_revert", [snapshot]);
+		await mine(CONFIRMATIONS + 2);
+		expect((await tick()).payments).toMatchObject({ rejected: 1, credited: 0 });
+		expect((await http("GET", `/billing/crypto/payments/${claimed.json.id}`, "hal")).json).toMatchObject({ status: "rejected", reason: "REORGED_OUT" });
+		expect(await available("hal")).toBe(0);
+	});
+});
