@@ -41,6 +41,8 @@ import { unifiedDiff } from "../src/projects/textdiff";
 import type { UnifiedDiffKind } from "../src/projects/textdiff";
 
 const LIST_MAX = 100;
+/** Parsed manifests kept per process; at the 10,000-file limit one is a few MB. */
+const HOT_MANIFESTS = 32;
 
 export const VERSION_CREATED = "projects.version.created";
 export const SANDBOX_CHANGED = "projects.sandbox.changed";
@@ -97,6 +99,8 @@ interface ProjectsThis extends DurableThis {
 	blobs: BlobStore;
 	sweepTimer: NodeJS.Timeout | null;
 	sweeping: Promise<unknown> | null;
+	/** Parsed manifests of this process, most recently used last (immutable, so never stale). */
+	hotManifests: Map<string, Manifest>;
 
 	userOf(ctx: Ctx<unknown>): AuthUser;
 	requireRole(projectId: string, userId: string, min: ProjectRole, opts?: { allowDeleted?: boolean }): Promise<{ project: ProjectRecord; role: ProjectRole }>;
@@ -768,14 +772,27 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			}
 		},
 
-		/** Versions are immutable, so a cached manifest is never stale; it is stored as entries to survive JSON round trips unchanged. */
+		/**
+		 * Versions are immutable, so a cached manifest is never stale: first this process's parsed
+		 * copies, then the shared cacher (stored as entries, which survive JSON unchanged), then SQL.
+		 */
 		async loadManifest(this: ProjectsThis, projectId: string, version: number): Promise<Manifest> {
 			const key = `projects.manifest:${projectId}:${version}`;
+			const hot = this.hotManifests.get(key);
+			if (hot) {
+				this.hotManifests.delete(key);
+				this.hotManifests.set(key, hot);
+				return hot;
+			}
 			const cached = await this.cacheGet<Array<[string, ManifestEntry]>>(key);
-			if (cached) return manifestFromEntries(cached);
-			const manifest = await this.repo.manifest(projectId, version);
-			if (!manifest) throw NotFound("Version");
-			await this.cacheSet(key, Object.entries(manifest));
+			let manifest: Manifest | null = cached ? manifestFromEntries(cached) : null;
+			if (!manifest) {
+				manifest = await this.repo.manifest(projectId, version);
+				if (!manifest) throw NotFound("Version");
+				await this.cacheSet(key, Object.entries(manifest));
+			}
+			this.hotManifests.set(key, manifest);
+			if (this.hotManifests.size > HOT_MANIFESTS) this.hotManifests.delete(this.hotManifests.keys().next().value!);
 			return manifest;
 		},
 
@@ -992,6 +1009,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				: new PgBlobStore(this.sequelize);
 		this.sweepTimer = null;
 		this.sweeping = null;
+		this.hotManifests = new Map();
 	},
 
 	started(this: ProjectsThis) {
