@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Role } from "../../src/auth/user";
 import { paymentsRoutes } from "./routes/payments";
 import { projectRoutes } from "./routes/projects";
+import { aiRoutes } from "./routes/ai";
 import { usersRoutes } from "./routes/users";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -38,7 +39,7 @@ export interface RouteSpec {
 }
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
-export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes, paymentsRoutes];
+export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes, paymentsRoutes, aiRoutes];
 
 export function allRoutes(): RouteSpec[] {
 	return ROUTE_MODULES.flatMap(m => m());

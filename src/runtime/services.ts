@@ -4,6 +4,7 @@ import type { ServiceName } from "../config";
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 export const SERVICE_MODULES: Record<ServiceName, () => ServiceSchema> = {
+	ai: () => require("../../services/ai.service").default,
 	api: () => require("../../services/api.service").default,
 	payments: () => require("../../services/payments.service").default,
 	projects: () => require("../../services/projects.service").default,

@@ -1,0 +1,282 @@
+/**
+ * The ai service: the model catalogue (`GET /ai/models`), task preprocessing (`ai.prepare`), and
+ * the worker loop that leases tasks from `tasks` and runs them (docs/task-lifecycle.md, docs/ai.md).
+ * The logic lives in src/ai/; this is the shell that does the I/O.
+ */
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { TIER_ORDER, TIERS, TierName, allowsModelGroup } from "../src/domain/tiers";
+import type { AuthUser } from "../src/auth/user";
+import { Forbidden, TooManyRequests, Unprocessable } from "../src/errors";
+import type { AiConfig } from "../src/ai/config";
+import { CATALOG, tiersForGroup } from "../src/ai/catalog";
+import { UsageLimiter, RateLimited } from "../src/ai/limits";
+import { PrepareError, TaskKind, prepareTask } from "../src/ai/prompt";
+import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
+import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
+import { runtimeOf } from "../src/runtime/runtime";
+
+interface AiSettings extends ServiceSettingSchema {
+	capacity: { slots: number };
+}
+
+interface AiThis extends Service<AiSettings> {
+	cfg: AiConfig;
+	router: DeploymentRouter;
+	limiter: UsageLimiter;
+	running: Map<string, RunningTask>;
+	leasing: boolean;
+	stopping: boolean;
+	pollTimer: NodeJS.Timeout | null;
+	idle: Set<Promise<unknown>>;
+	pump(): Promise<void>;
+	startTask(task: LeasedTask): void;
+	recordHealth(h: DeploymentHealth): void;
+}
+
+interface PrepareParams {
+	userId: string;
+	tier: TierName;
+	projectId: string;
+	kind: TaskKind;
+	prompt: string;
+	model?: string;
+	models?: string[];
+	maxOutputTokens?: number;
+}
+
+const CIRCUIT_VALUE = { closed: 0, "half-open": 1, open: 2 } as const;
+
+/**
+ * Service-to-service visibility. The contract says "protected" meaning "not through the gateway";
+ * Moleculer's `protected` is local-only (a tasks node could not call it in cluster mode), and the
+ * gateway exposes only declared routes, so `public` gives the intended reach.
+ */
+const INTERNAL = "public" as const;
+
+const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string, never>, AiThis> = {
+	name: "ai",
+
+	settings: {
+		// Read by tasks from the registry (sum over available ai nodes); filled in created().
+		capacity: { slots: 0 }
+	},
+
+	actions: {
+		models: {
+			auth: "optional",
+			summary: "The model catalogue; with a signed-in caller, which models their tier may use",
+			params: { $$strict: "remove", tier: { type: "enum", values: [...TIER_ORDER], optional: true } },
+			async handler(this: AiThis, ctx: Context<{ tier?: TierName }, { user?: AuthUser }>) {
+				let tier: TierName | null = null;
+				const user = ctx.meta.user;
+				if (user) {
+					try {
+						tier = (await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", { userId: user.id })).tier;
+					} catch (err) {
+						this.logger.warn(`users.getTier failed; models listed without the caller's tier: ${(err as Error).message}`);
+					}
+				} else tier = ctx.params.tier ?? null;
+				const served = new Set(this.cfg.deployments.map(d => d.model));
+				const models = CATALOG.filter(m => !m.dev || this.cfg.devProvider).map(m => ({
+					id: m.id,
+					provider: m.provider,
+					group: m.group,
+					description: m.description,
+					dev: !!m.dev,
+					contextWindow: m.contextWindow,
+					maxOutputTokens: m.maxOutputTokens,
+					prices: { unit: "credits per 1M tokens", input: m.inputPricePer1M, output: m.outputPricePer1M },
+					tiers: tiersForGroup(m.group),
+					available: served.has(m.id),
+					...(tier ? { allowed: allowsModelGroup(tier, m.group, TIERS) && served.has(m.id) } : {})
+				}));
+				return { tier, devProvider: this.cfg.devProvider, models };
+			}
+		},
+
+		prepare: {
+			visibility: INTERNAL,
+			params: {
+				userId: { type: "string", min: 1, max: 128 },
+				tier: { type: "enum", values: [...TIER_ORDER] },
+				projectId: { type: "string", min: 1, max: 128 },
+				kind: { type: "enum", values: ["chat", "code", "compare"] },
+				prompt: { type: "string", max: 1_000_000 },
+				model: { type: "string", min: 1, max: 200, optional: true },
+				models: { type: "array", items: { type: "string", min: 1, max: 200 }, optional: true, max: 10 },
+				maxOutputTokens: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true }
+			},
+			async handler(this: AiThis, ctx: Context<PrepareParams>) {
+				const p = ctx.params;
+				let prepared;
+				try {
+					prepared = prepareTask(this.cfg, p);
+				} catch (err) {
+					if (!(err instanceof PrepareError)) throw err;
+					if (err.status === 403) throw Forbidden(err.message, err.code);
+					throw Unprocessable(err.message, [{ field: err.field, message: err.message, type: err.code }], err.code);
+				}
+				try {
+					await this.limiter.admit(p.userId, p.tier, prepared.models.reduce((n, m) => n + m.promptTokens + m.maxOutputTokens, 0));
+				} catch (err) {
+					if (err instanceof RateLimited) throw TooManyRequests(err.message, err.retryAfterS);
+					throw err;
+				}
+				return {
+					models: prepared.models.map(m => ({ model: m.model, group: m.group, provider: m.provider, maxCostCredits: m.maxCostCredits })),
+					promptTokens: prepared.promptTokens,
+					contextTokensBudget: prepared.contextTokensBudget,
+					maxOutputTokens: prepared.maxOutputTokens,
+					maxCostCredits: prepared.maxCostCredits
+				};
+			}
+		},
+
+		capacity: {
+			visibility: INTERNAL,
+			handler(this: AiThis) {
+				return { nodeID: this.broker.nodeID, slots: this.cfg.concurrency, busy: this.running.size };
+			}
+		},
+
+		deployments: {
+			auth: "required",
+			permissions: ["admin", "operator"],
+			summary: "Deployments of this ai node: circuit state, cooldown, in-flight attempts, failures",
+			handler(this: AiThis) {
+				return { nodeID: this.broker.nodeID, deployments: this.router.health() };
+			}
+		},
+
+		resetDeployment: {
+			visibility: INTERNAL,
+			params: { id: { type: "string", optional: true } },
+			handler(this: AiThis, ctx: Context<{ id?: string }>) {
+				this.router.reset(ctx.params.id);
+				for (const h of this.router.health()) this.recordHealth(h);
+				return { nodeID: this.broker.nodeID, deployments: this.router.health() };
+			}
+		}
+	},
+
+	events: {
+		"tasks.available"(this: AiThis) {
+			void this.pump();
+		},
+		"tasks.cancel"(this: AiThis, ctx: Context<{ taskId: string }>) {
+			const r = this.running.get(ctx.params.taskId);
+			if (r) {
+				r.cancelled = true;
+				r.abort.abort();
+			}
+		}
+	},
+
+	methods: {
+		recordHealth(this: AiThis, h: DeploymentHealth) {
+			this.broker.metrics.set("ai.deployment.circuit", CIRCUIT_VALUE[h.circuit], { deployment: h.id, model: h.model });
+		},
+
+		/** Leases as many tasks as there are free slots (one lease call at a time per node). */
+		async pump(this: AiThis) {
+			if (this.leasing || this.stopping) return;
+			this.leasing = true;
+			try {
+				while (!this.stopping) {
+					const free = this.cfg.concurrency - this.running.size;
+					if (free <= 0) break;
+					let tasks: LeasedTask[];
+					try {
+						tasks = await this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", { nodeID: this.broker.nodeID, slots: free });
+					} catch (err) {
+						const code = (err as { type?: string }).type;
+						if (code !== "SERVICE_NOT_FOUND" && code !== "SERVICE_NOT_AVAILABLE") this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
+						break;
+					}
+					if (!Array.isArray(tasks) || !tasks.length) break;
+					for (const t of tasks) this.startTask(t);
+					if (tasks.length < free) break;
+				}
+			} finally {
+				this.leasing = false;
+			}
+		},
+
+		startTask(this: AiThis, task: LeasedTask) {
+			const running: RunningTask = { abort: new AbortController(), cancelled: false, leaseLost: false };
+			this.running.set(task.taskId, running);
+			this.broker.metrics.set("ai.worker.busy", this.running.size);
+			const p = runTask(
+				{
+					cfg: this.cfg,
+					router: this.router,
+					call: (action, params) => this.broker.call(action, params),
+					broadcast: (event, payload) => void this.broker.broadcast(event, payload),
+					chargeTokens: (userId, tier, tokens) => this.limiter.charge(userId, tier, tokens),
+					onAttempt: ev => {
+						this.broker.metrics.increment("ai.attempts.total", { deployment: ev.deployment, outcome: ev.outcome, reason: ev.reason ?? "" });
+						if (ev.ttftMs !== undefined) this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
+					},
+					onFallback: ev => this.broker.metrics.increment("ai.fallbacks.total", { from: ev.from, to: ev.to }),
+					logger: this.logger
+				},
+				task,
+				running
+			)
+				.then(outcome => this.broker.metrics.increment("ai.tasks.total", { outcome }))
+				.catch(err => this.logger.error(`task ${task.taskId}: could not report its outcome: ${(err as Error).message}`))
+				.finally(() => {
+					this.running.delete(task.taskId);
+					this.idle.delete(p);
+					this.broker.metrics.set("ai.worker.busy", this.running.size);
+					void this.pump();
+				});
+			this.idle.add(p);
+		}
+	},
+
+	created(this: AiThis) {
+		this.cfg = runtimeOf(this.broker).config.ai;
+		this.settings.capacity = { slots: this.cfg.concurrency };
+		this.running = new Map();
+		this.idle = new Set();
+		this.leasing = false;
+		this.stopping = false;
+		this.pollTimer = null;
+		const m = this.broker.metrics;
+		m.register({ type: "gauge", name: "ai.deployment.circuit", labelNames: ["deployment", "model"], description: "0 closed, 1 half-open, 2 open" });
+		m.register({ type: "counter", name: "ai.attempts.total", labelNames: ["deployment", "outcome", "reason"], description: "Provider attempts by outcome" });
+		m.register({ type: "counter", name: "ai.fallbacks.total", labelNames: ["from", "to"], description: "Switches to another deployment within a generation" });
+		m.register({ type: "counter", name: "ai.tasks.total", labelNames: ["outcome"], description: "Tasks run by this node" });
+		m.register({ type: "histogram", name: "ai.ttft.ms", labelNames: ["deployment"], buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10000], description: "Time to first token" });
+		m.register({ type: "gauge", name: "ai.worker.busy", description: "Tasks running on this node" });
+		m.register({ type: "gauge", name: "ai.worker.slots", description: "Worker slots of this node" });
+		m.set("ai.worker.slots", this.cfg.concurrency);
+		this.router = new DeploymentRouter(this.cfg.deployments, {
+			balancing: this.cfg.balancing,
+			circuitFailures: this.cfg.circuitFailures,
+			circuitCooldownMs: this.cfg.circuitCooldownMs,
+			onChange: h => this.recordHealth(h)
+		});
+		for (const h of this.router.health()) this.recordHealth(h);
+		const rt = runtimeOf(this.broker);
+		this.limiter = new UsageLimiter(rt.redis, rt.config.redisPrefix);
+		if (rt.config.transporter && this.cfg.devProvider) this.logger.warn("AI_DEV_PROVIDER=true on a cluster node: dev-echo answers with canned text");
+	},
+
+	started(this: AiThis) {
+		this.pollTimer = setInterval(() => void this.pump(), this.cfg.pollMs);
+		this.pollTimer.unref?.();
+		void this.pump();
+	},
+
+	async stopped(this: AiThis) {
+		this.stopping = true;
+		if (this.pollTimer) clearInterval(this.pollTimer);
+		// Running tasks are left to finish (bounded by the broker's shutdown timeout); a node killed
+		// anyway loses its leases, and tasks re-queues them.
+		await Promise.race([Promise.allSettled([...this.idle]), new Promise(r => setTimeout(r, 10_000).unref())]);
+	}
+};
+
+export default AiService as unknown as ServiceSchema;
