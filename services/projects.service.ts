@@ -43,6 +43,7 @@ import type { UnifiedDiffKind } from "../src/projects/textdiff";
 const LIST_MAX = 100;
 /** Parsed manifests kept per process; at the 10,000-file limit one is a few MB. */
 const HOT_MANIFESTS = 32;
+const FS_PUT_PARALLEL = 16;
 
 export const VERSION_CREATED = "projects.version.created";
 export const SANDBOX_CHANGED = "projects.sandbox.changed";
@@ -822,7 +823,14 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				return (await store.putMany(missing, { transaction: tx })).size;
 			}
 			const present = await store.has([...blobs.keys()]);
-			return (await store.putMany([...blobs].filter(([sha]) => !present.has(sha)))).size;
+			const missing = [...blobs].filter(([sha]) => !present.has(sha));
+			// FsBlobStore.putMany writes (and fsyncs) one file after another; a few at a time overlap the syncs.
+			let created = 0;
+			for (let i = 0; i < missing.length; i += FS_PUT_PARALLEL) {
+				const done = await Promise.all(missing.slice(i, i + FS_PUT_PARALLEL).map(([sha, data]) => store.put(sha, data)));
+				created += done.filter(Boolean).length;
+			}
+			return created;
 		},
 
 		async commit(this: ProjectsThis, input: CommitInput): Promise<VersionRecord> {
