@@ -193,6 +193,14 @@ describe("crediting a paid checkout", () => {
 		expect(await available("erin")).toBe(10_000);
 	});
 
+	test("the inbox is processed by itself right after the webhook answers", async () => {
+		const c = await buyPack("paula");
+		await send(fake.event("checkout.session.completed", fake.completeSession(c.sessionId)));
+		const deadline = Date.now() + 5000;
+		while ((await available("paula")) !== 10_000 && Date.now() < deadline) await new Promise(r => setTimeout(r, 50));
+		expect(await available("paula")).toBe(10_000);
+	});
+
 	test("someone else's checkout is 404", async () => {
 		const c = await buyPack("frank");
 		const r = await http("GET", `/billing/checkout/${c.checkoutId}`, { user: "mallory" });
