@@ -97,7 +97,7 @@ export function ledgerFixture(opts: { failTimes?: number; failAlways?: boolean }
 				`CREATE TABLE IF NOT EXISTS fixture_balances (account TEXT PRIMARY KEY, amount BIGINT NOT NULL, applications INT NOT NULL)`
 			);
 		}
-	} as ServiceSchema;
+	} as unknown as ServiceSchema;
 }
 
 export const ServerError = Errors.MoleculerServerError;

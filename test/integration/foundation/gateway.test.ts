@@ -37,7 +37,7 @@ async function call(method: string, path: string, init: { body?: string; headers
 	return { status: res.status, headers: res.headers, json, text };
 }
 
-function expectErrorShape(r: { json: any; headers: Headers }, code: string) {
+function expectErrorShape(r: { json: any; headers: Headers; text: string }, code: string) {
 	expect(r.json).toEqual({ error: expect.objectContaining({ code, message: expect.any(String) }), requestId: expect.any(String) });
 	expect(r.headers.get("x-request-id")).toBe(r.json.requestId);
 	expect(r.text).not.toMatch(/at .*\.(ts|js):\d+/); // no stack traces
