@@ -3,6 +3,7 @@
  * src/<svc>/repl.ts; they call actions over the transporter, so a REPL node needs no local services.
  */
 import type { ServiceBroker } from "moleculer";
+import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
 
 export interface ReplCommand {
@@ -43,5 +44,5 @@ export const clusterReplCommands: ReplCommand[] = [
 
 /** Every command the REPL offers; domain modules add theirs here. */
 export function allReplCommands(): ReplCommand[] {
-	return [...clusterReplCommands, ...projectsReplCommands];
+	return [...clusterReplCommands, ...projectsReplCommands, ...paymentsReplCommands];
 }
