@@ -133,12 +133,16 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		if (Date.now() >= deadline) throw new GenerationError("DEADLINE", `No complete answer within ${cfg.streamTimeoutMs} ms (last failure: ${lastFailure})`, true, snapshot());
 		let lease = null;
 		let model: CatalogModel = o.model;
-		for (const m of chain) {
-			lease = router.acquire(m.id, tried);
-			if (lease) {
-				model = m;
-				break;
+		// Every untried deployment of every model in the chain comes before a second try of any.
+		for (const untriedOnly of [true, false]) {
+			for (const m of chain) {
+				lease = router.acquire(m.id, tried, untriedOnly);
+				if (lease) {
+					model = m;
+					break;
+				}
 			}
+			if (lease) break;
 		}
 		if (!lease) {
 			const next = chain.map(m => router.nextAvailableAt(m.id)).filter((t): t is number => t !== null);
@@ -200,7 +204,8 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 				}
 				if (ttft === undefined) ttft = Date.now() - attemptStart;
 				emit(ev.text);
-				if (estimateOutputTokens(text) >= maxTokens) {
+				// Honest providers stop at max_tokens themselves; the slack covers estimate error.
+				if (estimateOutputTokens(text) > maxTokens + Math.max(16, maxTokens / 4)) {
 					abort("budget");
 					break;
 				}
@@ -217,7 +222,7 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			if (abortReason === "budget") {
 				lease.neutral();
 				add(model.id, inTokens, estimateOutputTokens(text));
-				micro += inTokens * model.inputPricePer1M + estimateOutputTokens(text) * model.outputPricePer1M;
+				micro = Math.min(micro + inTokens * model.inputPricePer1M + estimateOutputTokens(text) * model.outputPricePer1M, o.budgetCredits * 1_000_000);
 				partial += text;
 				return finishEarly("budget", model.id, dep.id);
 			}

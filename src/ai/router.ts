@@ -88,12 +88,12 @@ export class DeploymentRouter {
 	}
 
 	/** Takes a usable deployment of `model` (untried ones first), or null. */
-	acquire(model: string, tried: ReadonlySet<string> = new Set()): Lease | null {
+	acquire(model: string, tried: ReadonlySet<string> = new Set(), untriedOnly = false): Lease | null {
 		const now = this.now();
 		const usable = [...this.states.values()].filter(s => s.cfg.model === model && this.usable(s, now));
-		if (!usable.length) return null;
 		const fresh = usable.filter(s => !tried.has(s.cfg.id));
-		const pool = fresh.length ? fresh : usable;
+		const pool = fresh.length || untriedOnly ? fresh : usable;
+		if (!pool.length) return null;
 		const chosen = this.opts.balancing === "weighted" ? this.drawWeighted(pool) : this.leastBusy(pool);
 		return this.lease(chosen);
 	}
