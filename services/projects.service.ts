@@ -6,6 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import path from "node:path";
+import { Readable } from "node:stream";
 import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Errors } from "moleculer";
 import type { Sequelize, Transaction } from "sequelize";
@@ -44,6 +45,11 @@ const LIST_MAX = 100;
 /** Parsed manifests kept per process; at the 10,000-file limit one is a few MB. */
 const HOT_MANIFESTS = 32;
 const FS_PUT_PARALLEL = 16;
+const STREAM_CHUNK_BYTES = 64 * 1024;
+
+function* chunksOf(data: Buffer, size: number): Generator<Buffer> {
+	for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
+}
 
 export const VERSION_CREATED = "projects.version.created";
 export const SANDBOX_CHANGED = "projects.sandbox.changed";
@@ -479,8 +485,13 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				const data = await this.readBlob(entry);
 				const contentType = contentTypeFor(filePath, data);
 				ctx.meta.$responseType = contentType;
-				ctx.meta.$responseHeaders = fileResponseHeaders({ path: filePath, contentType, sha256: entry.sha256, version: number, pinned: ctx.params.version !== undefined });
-				return data;
+				ctx.meta.$responseHeaders = {
+					...fileResponseHeaders({ path: filePath, contentType, sha256: entry.sha256, version: number, pinned: ctx.params.version !== undefined }),
+					"Content-Length": String(data.length),
+				};
+				// A stream, not a Buffer: across nodes Moleculer sends it in chunks, where one Buffer
+				// would be a single transporter message (NATS refuses those over max_payload, 1 MB by default).
+				return Readable.from(chunksOf(data, STREAM_CHUNK_BYTES));
 			},
 		},
 

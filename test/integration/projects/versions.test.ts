@@ -198,20 +198,33 @@ describe("commit, read and diff round trips", () => {
 		expectError(await api.call("GET", `/api/v1/projects/${id}/diff?from=x&to=1`, { token: alice }), 422, "VALIDATION_ERROR");
 	});
 
+	test("an empty file is an empty body; a path that names a directory is not a file", async () => {
+		const r = await commit(id, 3, [text("empty/nothing.txt", "")]);
+		expect(r.status).toBe(201);
+		const f = await readFile(id, "empty/nothing.txt", 4);
+		expect({ status: f.status, length: f.bytes.length, header: f.headers.get("content-length"), type: f.headers.get("content-type") }).toEqual({
+			status: 200,
+			length: 0,
+			header: "0",
+			type: "text/plain; charset=utf-8",
+		});
+		expectError(await readFile(id, "empty", 4), 404, "NOT_FOUND");
+	});
+
 	test("a retried commit with the same Idempotency-Key creates one version", async () => {
 		const headers = { "idempotency-key": "retry-key-0001" };
-		const first = await commit(id, 3, [text("retry.txt", "once")], alice, headers);
+		const first = await commit(id, 4, [text("retry.txt", "once")], alice, headers);
 		expect(first.status).toBe(201);
-		const again = await commit(id, 3, [text("retry.txt", "once")], alice, headers);
+		const again = await commit(id, 4, [text("retry.txt", "once")], alice, headers);
 		expect(again.status).toBe(201);
 		expect(again.json).toEqual(first.json);
 		const head = await api.call("GET", `/api/v1/projects/${id}`, { token: alice });
-		expect(head.json.headVersion).toBe(4);
+		expect(head.json.headVersion).toBe(5);
 	});
 
 	test("a commit body above BODY_LIMIT is accepted on the commit route only", async () => {
 		const big = "x".repeat(100 * 1024);
-		const r = await commit(id, 4, [text("big.txt", big)]);
+		const r = await commit(id, 5, [text("big.txt", big)]);
 		expect(r.status).toBe(201);
 		expect((await readFile(id, "big.txt")).bytes.toString()).toBe(big);
 		const other = await api.call("POST", "/api/v1/projects", { token: alice, body: { name: "n", description: big } });
