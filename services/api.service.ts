@@ -20,6 +20,7 @@ import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
 import { Forbidden, TooManyRequests, Unauthorized } from "../src/errors";
 import { RouteSpec, allRoutes } from "./api/routes";
+import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../src/tasks/stream-hub";
 
 const API_BASE = "/api/v1";
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -245,6 +246,16 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				return (reporter as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse();
 			};
 			this.openapiCache = null;
+		},
+
+		// Every gateway node relays task broadcasts to the SSE streams it serves (services/api/routes/tasks.ts).
+		events: {
+			"tasks.state"(this: ApiThis, ctx: Context<TaskStateEvent>) {
+				taskStreamHubOf(this.broker).onState(ctx.params);
+			},
+			"tasks.stream"(this: ApiThis, ctx: Context<TaskStreamEvent>) {
+				taskStreamHubOf(this.broker).onStream(ctx.params);
+			}
 		},
 
 		methods: {

@@ -14,7 +14,7 @@ import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
 import { TasksConfig, loadTasksConfig } from "./tasks/config";
 import { AiConfig, loadAiConfig } from "./ai/config";
 
-export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai"] as const;
+export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 export interface JwtKey {

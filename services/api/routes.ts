@@ -8,6 +8,7 @@ import type { Role } from "../../src/auth/user";
 import { paymentsRoutes } from "./routes/payments";
 import { projectRoutes } from "./routes/projects";
 import { aiRoutes } from "./routes/ai";
+import { tasksRoutes } from "./routes/tasks";
 import { usersRoutes } from "./routes/users";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -39,7 +40,7 @@ export interface RouteSpec {
 }
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
-export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes, paymentsRoutes, aiRoutes];
+export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes, paymentsRoutes, aiRoutes, tasksRoutes];
 
 export function allRoutes(): RouteSpec[] {
 	return ROUTE_MODULES.flatMap(m => m());

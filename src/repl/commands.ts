@@ -5,6 +5,7 @@
 import type { ServiceBroker } from "moleculer";
 import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
+import { tasksReplCommands } from "../tasks/repl";
 
 export interface ReplCommand {
 	command: string;
@@ -44,5 +45,5 @@ export const clusterReplCommands: ReplCommand[] = [
 
 /** Every command the REPL offers; domain modules add theirs here. */
 export function allReplCommands(): ReplCommand[] {
-	return [...clusterReplCommands, ...projectsReplCommands, ...paymentsReplCommands];
+	return [...clusterReplCommands, ...projectsReplCommands, ...tasksReplCommands, ...paymentsReplCommands];
 }

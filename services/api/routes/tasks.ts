@@ -1,0 +1,180 @@
+/** REST routes of the tasks service (docs/tasks.md), including the SSE stream of a task's events. */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Context, Service } from "moleculer";
+import type { AuthUser } from "../../../src/auth/user";
+import { runtimeOf } from "../../../src/runtime/runtime";
+import { queueMetaOf } from "../../../src/tasks/queue-meta";
+import { type EventId, type TaskState, isTerminal, needsStateEvent, parseLastEventId, sseFrame, stateEventName } from "../../../src/tasks/rules";
+import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../../../src/tasks/stream-hub";
+import type { RouteSpec } from "../routes";
+
+const tag = "tasks";
+
+/** The fields of `tasks.get`'s answer the stream uses. */
+interface TaskView {
+	id: string;
+	state: TaskState;
+	version: number;
+	position: number | null;
+	attempts: number;
+	nodeId: string | null;
+	result: unknown;
+	usage: unknown;
+	costCredits: number | null;
+	error: unknown;
+	cancelRequested: boolean;
+}
+
+function stateData(t: TaskView) {
+	return {
+		taskId: t.id,
+		state: t.state,
+		version: t.version,
+		position: t.state === "queued" ? t.position : undefined,
+		attempt: t.attempts,
+		nodeId: t.nodeId,
+		...(t.state === "succeeded" ? { result: t.result, usage: t.usage, costCredits: t.costCredits } : {}),
+		...(t.state === "failed" || t.state === "cancelled" ? { error: t.error, usage: t.usage, costCredits: t.costCredits } : {})
+	};
+}
+
+/**
+ * GET /tasks/:id/events — runs on the gateway node that holds the connection. It subscribes to the
+ * node's stream hub first (fed by the `tasks.state` / `tasks.stream` broadcasts every gateway node
+ * receives), then reads the task, so no transition can fall between the read and the subscription;
+ * events not newer than what was already written are dropped by version and seq.
+ */
+async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown }, res: ServerResponse, params: Record<string, string>): Promise<void> {
+	const api = this as Service;
+	const ctx = req.$ctx as Context<unknown, { user?: AuthUser | null }>;
+	const cfg = runtimeOf(api.broker).config.tasks;
+	const hub = taskStreamHubOf(api.broker);
+	const meta = queueMetaOf(api.broker);
+	const id = params.id;
+
+	let ready = false;
+	const early: Array<() => void> = [];
+	let version = 0;
+	let lastSeq = 0;
+	let position: number | null = null;
+	let state: TaskState = "queued";
+	let closed = false;
+	const timers: NodeJS.Timeout[] = [];
+
+	const write = (chunk: string) => {
+		if (!closed && !res.writableEnded) res.write(chunk);
+	};
+	const finish = () => {
+		if (closed) return;
+		closed = true;
+		unsubscribe();
+		for (const t of timers) clearInterval(t);
+		if (!res.writableEnded) res.end();
+	};
+	const writeState = (t: TaskView) => {
+		version = t.version;
+		lastSeq = 0;
+		state = t.state;
+		if (t.state === "queued") position = t.position;
+		write(sseFrame(stateEventName(t.state), stateData(t), { version: t.version, seq: 0 }));
+		if (isTerminal(t.state)) finish();
+	};
+	const onState = (s: TaskStateEvent) => {
+		if (!ready) return void early.push(() => onState(s));
+		if (s.version <= version || closed) return;
+		if (isTerminal(s.state)) {
+			// The broadcast is a hint; the stored row has the result and final usage.
+			ctx.call("tasks.get", { id })
+				.then(t => writeState(t as TaskView))
+				.catch(() => finish());
+			return;
+		}
+		writeState({ id, state: s.state, version: s.version, position: s.position ?? null, attempts: s.attempt ?? 0, nodeId: s.nodeId ?? null, result: null, usage: null, costCredits: null, error: null, cancelRequested: false });
+	};
+	const onStream = (e: TaskStreamEvent) => {
+		if (!ready) return void early.push(() => onStream(e));
+		if (closed || state !== "running") return;
+		writeDelta(e);
+	};
+	const unsubscribe = hub.subscribe(id, { state: onState, stream: onStream });
+	req.on("close", finish);
+	res.on("close", finish);
+
+	let task: TaskView;
+	try {
+		task = (await ctx.call("tasks.get", { id })) as TaskView; // 404 for someone else's task
+	} catch (err) {
+		closed = true;
+		unsubscribe();
+		throw err;
+	}
+	if (closed) return;
+
+	res.writeHead(200, {
+		"Content-Type": "text/event-stream; charset=utf-8",
+		"Cache-Control": "no-cache, no-transform",
+		Connection: "keep-alive",
+		"X-Accel-Buffering": "no",
+		"X-Request-Id": ctx.requestID ?? ""
+	});
+	write("retry: 2000\n\n");
+	const last: EventId | null = parseLastEventId(req.headers["last-event-id"]);
+	if (needsStateEvent(last, task.version)) writeState(task);
+	else {
+		version = task.version;
+		state = task.state;
+		position = task.position;
+		lastSeq = last && last.version === task.version ? last.seq : 0;
+		if (isTerminal(task.state)) return finish();
+	}
+	if (closed) return;
+	if (state === "running") {
+		for (const d of hub.missed(id, version, lastSeq - 1)) writeDelta(d);
+	}
+	ready = true;
+	for (const fn of early.splice(0)) fn();
+
+	timers.push(
+		setInterval(() => write(": keep-alive\n\n"), cfg.sseKeepAliveMs),
+		setInterval(() => {
+			if (state !== "queued" || closed) return;
+			meta
+				.position(id)
+				.then(p => {
+					if (p !== null && p !== position && state === "queued" && !closed) {
+						position = p;
+						write(sseFrame("position", { taskId: id, position: p }));
+					}
+				})
+				.catch(() => undefined);
+		}, cfg.ssePositionMs)
+	);
+	for (const t of timers) t.unref();
+
+	/** Workers number deltas from 0; the id's seq is theirs + 1, so `<version>:0` stays the state event. */
+	function writeDelta(e: TaskStreamEvent) {
+		const idSeq = e.seq + 1;
+		if (idSeq <= lastSeq) return;
+		lastSeq = idSeq;
+		write(sseFrame(e.type, e.type === "delta" ? { seq: e.seq, text: e.text } : { seq: e.seq, from: e.from, to: e.to, reason: e.reason }, { version, seq: idSeq }));
+	}
+}
+
+export function tasksRoutes(): RouteSpec[] {
+	return [
+		{ method: "POST", path: "/tasks", action: "tasks.submit", auth: "required", status: 202, idempotent: true, summary: "Submit an AI task → 202, queue position, expected start", tag },
+		{ method: "GET", path: "/tasks", action: "tasks.list", auth: "required", summary: "Your tasks, newest first", tag },
+		{ method: "GET", path: "/tasks/:id", action: "tasks.get", auth: "required", summary: "One task with result, usage and cost", tag },
+		{
+			method: "GET",
+			path: "/tasks/:id/events",
+			action: "tasks.get",
+			auth: "required",
+			summary: "Server-Sent Events: queued, position, started, delta, completed/failed/cancelled",
+			tag,
+			stream: taskEvents
+		},
+		{ method: "POST", path: "/tasks/:id/cancel", action: "tasks.cancel", auth: "required", summary: "Cancel queued or running work; the unused hold is released", tag },
+		{ method: "GET", path: "/queue/stats", action: "tasks.queueStats", auth: "required", summary: "Depth and expected wait per tier", tag }
+	];
+}

@@ -1,0 +1,383 @@
+/**
+ * The tasks table: the durable queue. Every read that orders the queue uses `vstSql` with the user
+ * rank computed in a CTE (window functions cannot sit beside FOR UPDATE), then locks the chosen
+ * ids with FOR UPDATE SKIP LOCKED, so many nodes lease at once and never hand out a task twice.
+ * Every method takes `now` (epoch ms) from the caller: the service passes its clock, tests a fixed one.
+ */
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import { TIERS, TIER_ORDER, type TierName, type TierTable } from "../domain/tiers";
+import { USER_RANK_SQL, vstSql, type QueuedTask, type RunningSummary } from "./scheduling";
+import { type Candidate, type TaskState, takeWithinCaps } from "./rules";
+
+export interface TaskRow {
+	id: string;
+	user_id: string;
+	project_id: string;
+	tier: TierName;
+	kind: "chat" | "code" | "compare";
+	prompt: string;
+	request: { model?: string; models?: string[]; maxOutputTokens?: number; priorityBoost?: "none" | "paid" };
+	prepared: PreparedTask;
+	request_hash: string;
+	idempotency_key: string | null;
+	max_cost_credits: string;
+	boost_ms: number;
+	state: TaskState;
+	version: number;
+	attempts: number;
+	max_attempts: number;
+	enqueued_at: Date;
+	not_before: Date | null;
+	lease_id: string | null;
+	lease_expires_at: Date | null;
+	node_id: string | null;
+	cancel_requested: boolean;
+	started_at: Date | null;
+	last_started_at: Date | null;
+	finished_at: Date | null;
+	result: unknown;
+	usage: unknown;
+	cost_credits: string | null;
+	spent_credits: string;
+	error: { code: string; message: string } | null;
+	settlement: "none" | "pending" | "settled" | "released";
+	created_at: Date;
+	updated_at: Date;
+}
+
+/** What ai.prepare answered (docs/task-lifecycle.md, submission step 3). */
+export interface PreparedTask {
+	models: Array<{ model: string; group: string; provider: string }>;
+	promptTokens: number;
+	contextTokensBudget: number;
+	maxOutputTokens: number;
+	maxCostCredits: number;
+}
+
+export interface NewTask {
+	id: string;
+	userId: string;
+	projectId: string;
+	tier: TierName;
+	kind: TaskRow["kind"];
+	prompt: string;
+	request: TaskRow["request"];
+	prepared: PreparedTask;
+	requestHash: string;
+	idempotencyKey: string | null;
+	maxCostCredits: number;
+	boostMs: number;
+	maxAttempts: number;
+	/** Epoch ms, whole milliseconds. */
+	enqueuedAt: number;
+	notBefore: number | null;
+}
+
+const RANKED_CTE = (alias = "r") => `
+	${alias} AS (
+		SELECT id, user_id, tier, enqueued_at, boost_ms, ${USER_RANK_SQL} AS user_rank
+		FROM tasks WHERE state = 'queued' AND (not_before IS NULL OR not_before <= $1)
+	)`;
+
+export class TaskStore {
+	private readonly vst: string;
+
+	constructor(
+		readonly sequelize: Sequelize,
+		private readonly tiers: TierTable = TIERS
+	) {
+		this.vst = vstSql({ enqueuedAt: "r.enqueued_at", boostMs: "r.boost_ms", tier: "r.tier", userRank: "r.user_rank" }, { tiers });
+	}
+
+	q<T extends object>(sql: string, bind: unknown[] = [], tx?: Transaction): Promise<T[]> {
+		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
+	}
+
+	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+		return this.sequelize.transaction(fn);
+	}
+
+	async insert(t: NewTask, tx?: Transaction): Promise<TaskRow> {
+		const [row] = await this.q<TaskRow>(
+			`INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
+				max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, 'queued', $13, $14, $15, $16, $16)
+			 RETURNING *`,
+			[
+				t.id,
+				t.userId,
+				t.projectId,
+				t.tier,
+				t.kind,
+				t.prompt,
+				JSON.stringify(t.request),
+				JSON.stringify(t.prepared),
+				t.requestHash,
+				t.idempotencyKey,
+				t.maxCostCredits,
+				t.boostMs,
+				t.maxAttempts,
+				new Date(Math.floor(t.enqueuedAt)),
+				t.notBefore === null ? null : new Date(t.notBefore),
+				new Date()
+			],
+			tx
+		);
+		return row;
+	}
+
+	async byId(id: string, tx?: Transaction): Promise<TaskRow | null> {
+		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE id = $1`, [id], tx);
+		return row ?? null;
+	}
+
+	async byIdempotencyKey(userId: string, key: string): Promise<TaskRow | null> {
+		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE user_id = $1 AND idempotency_key = $2`, [userId, key]);
+		return row ?? null;
+	}
+
+	/** A user's tasks, newest first; the cursor is the last row's `created_at|id`. */
+	async list(userId: string, limit: number, cursor: { createdAt: Date; id: string } | null, state?: TaskState): Promise<TaskRow[]> {
+		const bind: unknown[] = [userId, limit];
+		let where = "user_id = $1";
+		if (cursor) where += ` AND (created_at, id) < ($${bind.push(cursor.createdAt)}, $${bind.push(cursor.id)}::uuid)`;
+		if (state) where += ` AND state = $${bind.push(state)}`;
+		return this.q<TaskRow>(`SELECT * FROM tasks WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT $2`, bind);
+	}
+
+	/** Time-eligible queued task ids in queue order (caps not applied). */
+	async queueOrder(now: number, limit: number, tx?: Transaction): Promise<Candidate[]> {
+		return this.q<Candidate>(
+			`WITH ${RANKED_CTE()}
+			 SELECT r.id, r.user_id AS "userId", r.tier FROM r ORDER BY ${this.vst}, r.enqueued_at, r.id LIMIT $2`,
+			[new Date(now), limit],
+			tx
+		);
+	}
+
+	async runningSummary(totalWorkers: number, tx?: Transaction): Promise<RunningSummary> {
+		const rows = await this.q<{ user_id: string; tier: TierName; n: string }>(
+			`SELECT user_id, tier, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY user_id, tier`,
+			[],
+			tx
+		);
+		const byUser = new Map<string, number>();
+		const byTier: Partial<Record<TierName, number>> = {};
+		for (const r of rows) {
+			byUser.set(r.user_id, (byUser.get(r.user_id) ?? 0) + Number(r.n));
+			byTier[r.tier] = (byTier[r.tier] ?? 0) + Number(r.n);
+		}
+		return { byUser, byTier, totalWorkers };
+	}
+
+	/**
+	 * Leases up to `slots` tasks for `nodeId`: ranks in a CTE, locks the head of the queue with
+	 * SKIP LOCKED (rows another leaser holds are passed over, not waited for), applies the caps to
+	 * what it locked, and moves the picks to `running` with a fresh lease. Caps count running rows
+	 * committed before this call, so two lease calls racing can each take a task a cap had room for
+	 * only once; the overshoot is bounded by the number of concurrent lease calls.
+	 */
+	async lease(p: { nodeId: string; slots: number; now: number; leaseMs: number; totalWorkers: number }): Promise<TaskRow[]> {
+		if (p.slots <= 0) return [];
+		return this.transaction(async tx => {
+			const window = p.slots * 8 + 64;
+			const ordered = await this.queueOrder(p.now, window, tx);
+			if (!ordered.length) return [];
+			const locked = await this.q<{ id: string }>(
+				`SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND state = 'queued' FOR UPDATE SKIP LOCKED`,
+				[ordered.map(c => c.id)],
+				tx
+			);
+			const lockedIds = new Set(locked.map(r => r.id));
+			const running = await this.runningSummary(p.totalWorkers, tx);
+			const picked = takeWithinCaps(
+				ordered.filter(c => lockedIds.has(c.id)),
+				running,
+				p.slots,
+				this.tiers
+			);
+			if (!picked.length) return [];
+			const rows = await this.q<TaskRow>(
+				`UPDATE tasks SET state = 'running', lease_id = gen_random_uuid(), lease_expires_at = $2, node_id = $3,
+					attempts = attempts + 1, started_at = COALESCE(started_at, $4), last_started_at = $4, not_before = NULL,
+					version = version + 1, updated_at = $4
+				 WHERE id = ANY($1::uuid[]) RETURNING *`,
+				[picked.map(c => c.id), new Date(p.now + p.leaseMs), p.nodeId, new Date(p.now)],
+				tx
+			);
+			const order = new Map(picked.map((c, i) => [c.id, i]));
+			return rows.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+		});
+	}
+
+	async heartbeat(taskId: string, leaseId: string, now: number, leaseMs: number): Promise<{ cancelRequested: boolean } | null> {
+		const [row] = await this.q<{ cancel_requested: boolean }>(
+			`UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_id = $2 AND state = 'running' RETURNING cancel_requested`,
+			[taskId, leaseId, new Date(now + leaseMs)]
+		);
+		return row ? { cancelRequested: row.cancel_requested } : null;
+	}
+
+	/** The running task under this lease, locked; null when the lease is stale. */
+	async lockLeased(taskId: string, leaseId: string, tx: Transaction): Promise<TaskRow | null> {
+		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE id = $1 AND lease_id = $2 AND state = 'running' FOR UPDATE`, [taskId, leaseId], tx);
+		return row ?? null;
+	}
+
+	async lockById(taskId: string, tx: Transaction): Promise<TaskRow | null> {
+		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE id = $1 FOR UPDATE`, [taskId], tx);
+		return row ?? null;
+	}
+
+	async finish(
+		taskId: string,
+		p: { state: "succeeded" | "failed" | "cancelled"; now: number; result?: unknown; usage?: unknown; costCredits?: number | null; spentCredits: number; error?: unknown },
+		tx: Transaction
+	): Promise<TaskRow> {
+		const [row] = await this.q<TaskRow>(
+			`UPDATE tasks SET state = $2, finished_at = $3, updated_at = $3, result = $4::jsonb, usage = $5::jsonb, cost_credits = $6,
+				spent_credits = $7, error = $8::jsonb, lease_id = NULL, lease_expires_at = NULL, settlement = 'pending', version = version + 1
+			 WHERE id = $1 RETURNING *`,
+			[
+				taskId,
+				p.state,
+				new Date(p.now),
+				p.result === undefined ? null : JSON.stringify(p.result),
+				p.usage === undefined ? null : JSON.stringify(p.usage),
+				p.costCredits ?? null,
+				p.spentCredits,
+				p.error === undefined ? null : JSON.stringify(p.error),
+			],
+			tx
+		);
+		return row;
+	}
+
+	/** Back to the queue (retry or requeue): the lease goes, enqueued_at stays (THE RULE, 3). */
+	async requeue(taskId: string, p: { now: number; notBefore: number | null; spentCredits?: number; error?: unknown }, tx: Transaction): Promise<TaskRow> {
+		const [row] = await this.q<TaskRow>(
+			`UPDATE tasks SET state = 'queued', not_before = $2, lease_id = NULL, lease_expires_at = NULL, updated_at = $3,
+				spent_credits = COALESCE($4, spent_credits), error = COALESCE($5::jsonb, error), version = version + 1
+			 WHERE id = $1 RETURNING *`,
+			[taskId, p.notBefore === null ? null : new Date(p.notBefore), new Date(p.now), p.spentCredits ?? null, p.error === undefined ? null : JSON.stringify(p.error)],
+			tx
+		);
+		return row;
+	}
+
+	async requestCancel(taskId: string, now: number, tx: Transaction): Promise<TaskRow> {
+		const [row] = await this.q<TaskRow>(
+			`UPDATE tasks SET cancel_requested = true, updated_at = $2 WHERE id = $1 RETURNING *`,
+			[taskId, new Date(now)],
+			tx
+		);
+		return row;
+	}
+
+	/** Running tasks whose lease passed, locked (SKIP LOCKED: each sweeper on each node takes its own). */
+	async lockExpired(now: number, limit: number, tx: Transaction): Promise<TaskRow[]> {
+		return this.q<TaskRow>(
+			`SELECT * FROM tasks WHERE state = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+			[new Date(now), limit],
+			tx
+		);
+	}
+
+	/** Finished tasks whose settlement has not gone through yet, older than `olderThan` (the finisher may still be on it). */
+	async lockPendingSettlements(olderThan: number, limit: number, tx: Transaction): Promise<TaskRow[]> {
+		return this.q<TaskRow>(
+			`SELECT * FROM tasks WHERE settlement = 'pending' AND finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+			[new Date(olderThan), limit],
+			tx
+		);
+	}
+
+	async markSettlement(taskId: string, settlement: "settled" | "released"): Promise<void> {
+		await this.q(`UPDATE tasks SET settlement = $2 WHERE id = $1 AND settlement = 'pending'`, [taskId, settlement]);
+	}
+
+	/** Every queued task, for the pure functions (positions, backlog waits) and the Redis snapshot. */
+	async queued(): Promise<QueuedTask[]> {
+		const rows = await this.q<{ id: string; user_id: string; tier: TierName; enqueued_at: Date; boost_ms: number; attempts: number; not_before: Date | null }>(
+			`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks WHERE state = 'queued'`
+		);
+		return rows.map(r => ({
+			id: r.id,
+			userId: r.user_id,
+			tier: r.tier,
+			enqueuedAt: r.enqueued_at.getTime(),
+			boostMs: r.boost_ms,
+			attempts: r.attempts,
+			notBefore: r.not_before ? r.not_before.getTime() : null,
+			estimatedRunMs: 0
+		}));
+	}
+
+	/**
+	 * Per tier, how many time-eligible queued tasks a newcomer of that tier (vst = now − maxBoostMs,
+	 * nothing of its own queued) would queue behind, plus how many tasks run: one pass in SQL,
+	 * the same count `tierBacklogWaitMs` makes in JS.
+	 */
+	async backlog(now: number): Promise<{ ahead: Record<TierName, number>; running: number }> {
+		const filters = TIER_ORDER.map((tier, i) => `count(*) FILTER (WHERE v.vst <= $${i + 2}) AS "${tier}"`).join(", ");
+		const bind: unknown[] = [new Date(now), ...TIER_ORDER.map(t => new Date(now - this.tiers[t].maxBoostMs))];
+		const [row] = await this.q<Record<TierName, string>>(`WITH ${RANKED_CTE()}, v AS (SELECT ${this.vst} AS vst FROM r) SELECT ${filters} FROM v`, bind);
+		const [run] = await this.q<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE state = 'running'`);
+		const ahead = {} as Record<TierName, number>;
+		for (const t of TIER_ORDER) ahead[t] = Number(row?.[t] ?? 0);
+		return { ahead, running: Number(run.n) };
+	}
+
+	/** 1-based place of a queued task in queue order; null when it is not time-eligible or not queued. */
+	async positionOf(taskId: string, now: number): Promise<number | null> {
+		const [row] = await this.q<{ position: string }>(
+			`WITH ${RANKED_CTE()}, v AS (SELECT r.id, r.enqueued_at, ${this.vst} AS vst FROM r)
+			 SELECT (SELECT count(*) FROM v WHERE (v.vst, v.enqueued_at, v.id) <= (me.vst, me.enqueued_at, me.id)) AS position
+			 FROM v me WHERE me.id = $2`,
+			[new Date(now), taskId]
+		);
+		return row ? Number(row.position) : null;
+	}
+
+	/** Median run time (ms) of the last `limit` successful runs; null without any. */
+	async medianRunMs(limit = 200): Promise<number | null> {
+		const [row] = await this.q<{ p50: number | null }>(
+			`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50 FROM (
+				SELECT extract(epoch FROM finished_at - last_started_at) * 1000 AS ms FROM tasks
+				WHERE state = 'succeeded' AND last_started_at IS NOT NULL ORDER BY finished_at DESC LIMIT $1) s`,
+			[limit]
+		);
+		return row?.p50 == null ? null : Math.round(Number(row.p50));
+	}
+
+	/** Queue waits (first start − enqueued, ms) of the last `limit` tasks of a tier to start: rebuilds the Redis samples. */
+	async recentWaits(tier: TierName, limit: number): Promise<number[]> {
+		const rows = await this.q<{ ms: number }>(
+			`SELECT greatest(0, extract(epoch FROM started_at - enqueued_at) * 1000) AS ms FROM tasks
+			 WHERE tier = $1 AND last_started_at IS NOT NULL AND started_at IS NOT NULL ORDER BY last_started_at DESC LIMIT $2`,
+			[tier, limit]
+		);
+		return rows.map(r => Math.round(Number(r.ms)));
+	}
+
+	async drain(nodeId: string, by: string | null): Promise<void> {
+		await this.q(`INSERT INTO task_drained_nodes (node_id, drained_by) VALUES ($1, $2) ON CONFLICT (node_id) DO NOTHING`, [nodeId, by]);
+	}
+
+	async undrain(nodeId: string): Promise<boolean> {
+		const rows = await this.q<{ node_id: string }>(`DELETE FROM task_drained_nodes WHERE node_id = $1 RETURNING node_id`, [nodeId]);
+		return rows.length > 0;
+	}
+
+	async isDrained(nodeId: string): Promise<boolean> {
+		const rows = await this.q<{ node_id: string }>(`SELECT node_id FROM task_drained_nodes WHERE node_id = $1`, [nodeId]);
+		return rows.length > 0;
+	}
+
+	async countByState(): Promise<Record<TaskState, number>> {
+		const rows = await this.q<{ state: TaskState; n: string }>(`SELECT state, count(*) AS n FROM tasks GROUP BY state`);
+		const out = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 } as Record<TaskState, number>;
+		for (const r of rows) out[r.state] = Number(r.n);
+		return out;
+	}
+}

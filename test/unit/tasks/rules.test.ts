@@ -1,0 +1,129 @@
+import { TIER_ORDER, type TierName } from "../../../src/domain/tiers";
+import {
+	afterFailure,
+	afterLeaseExpiry,
+	needsStateEvent,
+	parseLastEventId,
+	percentile,
+	requestHash,
+	settlementFor,
+	sseFrame,
+	stateEventName,
+	takeWithinCaps
+} from "../../../src/tasks/rules";
+import { pickNext, rankQueue, type QueuedTask, type RunningSummary } from "../../../src/tasks/scheduling";
+
+function seeded(seed: number) {
+	let s = seed >>> 0;
+	return () => {
+		s = (s * 1664525 + 1013904223) >>> 0;
+		return s / 2 ** 32;
+	};
+}
+
+function mix(seed: number, n: number): QueuedTask[] {
+	const rnd = seeded(seed);
+	const t0 = 1_800_000_000_000;
+	return Array.from({ length: n }, (_, i) => ({
+		id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
+		userId: `u${Math.floor(rnd() * 8)}`,
+		tier: TIER_ORDER[Math.floor(rnd() * 4)] as TierName,
+		enqueuedAt: t0 + Math.floor(rnd() * 300_000),
+		boostMs: Math.floor(rnd() * 200_000),
+		attempts: 0,
+		estimatedRunMs: 1000
+	}));
+}
+
+describe("takeWithinCaps", () => {
+	test.each([1, 2, 3, 4, 5])("walks the ranked queue exactly as pickNext does (seed %i)", seed => {
+		const tasks = mix(seed, 60);
+		const now = 1_800_000_400_000;
+		const running: RunningSummary = { byUser: new Map([["u1", 1]]), byTier: { free: 1, pro: 2 }, totalWorkers: 6 };
+		const ordered = rankQueue(tasks, now).map(r => ({ id: r.task.id, userId: r.task.userId, tier: r.task.tier }));
+		for (const capacity of [1, 3, 6, 20]) {
+			expect(takeWithinCaps(ordered, running, capacity).map(c => c.id)).toEqual(pickNext(tasks, running, now, capacity).map(t => t.id));
+		}
+	});
+
+	test("a capped candidate is skipped, not a barrier", () => {
+		const ordered = [
+			{ id: "a", userId: "f1", tier: "free" as const },
+			{ id: "b", userId: "f1", tier: "free" as const },
+			{ id: "c", userId: "p1", tier: "pro" as const }
+		];
+		const picked = takeWithinCaps(ordered, { byUser: new Map(), byTier: {}, totalWorkers: 10 }, 3);
+		expect(picked.map(c => c.id)).toEqual(["a", "c"]);
+	});
+
+	test("the tier share counts running tasks: free may hold half the workers", () => {
+		const ordered = [{ id: "a", userId: "f9", tier: "free" as const }];
+		expect(takeWithinCaps(ordered, { byUser: new Map(), byTier: { free: 2 }, totalWorkers: 4 }, 1)).toEqual([]);
+		expect(takeWithinCaps(ordered, { byUser: new Map(), byTier: { free: 1 }, totalWorkers: 4 }, 1)).toHaveLength(1);
+	});
+});
+
+describe("state rules", () => {
+	test("an expired lease re-queues, unless cancel was asked or attempts are used up", () => {
+		expect(afterLeaseExpiry({ cancelRequested: false, attempts: 1, maxAttempts: 3 })).toBe("queued");
+		expect(afterLeaseExpiry({ cancelRequested: true, attempts: 1, maxAttempts: 3 })).toBe("cancelled");
+		expect(afterLeaseExpiry({ cancelRequested: false, attempts: 3, maxAttempts: 3 })).toBe("failed");
+	});
+
+	test("failure reports: retry while attempts are left, cancel wins, non-retryable is terminal", () => {
+		const t = { cancelRequested: false, attempts: 1, maxAttempts: 3 };
+		expect(afterFailure(t, { code: "PROVIDER_TIMEOUT", retryable: true })).toBe("queued");
+		expect(afterFailure({ ...t, attempts: 3 }, { code: "PROVIDER_TIMEOUT", retryable: true })).toBe("failed");
+		expect(afterFailure(t, { code: "BAD_OUTPUT", retryable: false })).toBe("failed");
+		expect(afterFailure(t, { code: "CANCELLED", retryable: false })).toBe("cancelled");
+		expect(afterFailure({ ...t, cancelRequested: true }, { code: "PROVIDER_TIMEOUT", retryable: true })).toBe("cancelled");
+	});
+
+	test("settlement charges what the attempts used, capped at the hold; nothing used releases", () => {
+		expect(settlementFor(0, 120, 500)).toEqual({ action: "settle", actualCost: 120 });
+		expect(settlementFor(30, 120, 500)).toEqual({ action: "settle", actualCost: 150 });
+		expect(settlementFor(400, 400, 500)).toEqual({ action: "settle", actualCost: 500 });
+		expect(settlementFor(0, 0, 500)).toEqual({ action: "release" });
+	});
+});
+
+describe("percentile", () => {
+	test("nearest rank", () => {
+		const xs = Array.from({ length: 100 }, (_, i) => 100 - i);
+		expect(percentile(xs, 50)).toBe(50);
+		expect(percentile(xs, 99)).toBe(99);
+		expect(percentile(xs, 100)).toBe(100);
+		expect(percentile([7], 99)).toBe(7);
+		expect(percentile([], 50)).toBeNull();
+	});
+});
+
+describe("SSE format", () => {
+	test("frames carry id, event and one-line JSON data", () => {
+		expect(sseFrame("delta", { text: "a\nb" }, { version: 3, seq: 2 })).toBe('id: 3:2\nevent: delta\ndata: {"text":"a\\nb"}\n\n');
+		expect(sseFrame("position", { position: 4 })).toBe('event: position\ndata: {"position":4}\n\n');
+	});
+
+	test("Last-Event-ID parses only our own ids", () => {
+		expect(parseLastEventId("7:12")).toEqual({ version: 7, seq: 12 });
+		expect(parseLastEventId(" 7:0 ")).toEqual({ version: 7, seq: 0 });
+		expect(parseLastEventId("abc")).toBeNull();
+		expect(parseLastEventId("7")).toBeNull();
+		expect(parseLastEventId(undefined)).toBeNull();
+	});
+
+	test("a state event is resent only when the client saw an older version", () => {
+		expect(needsStateEvent(null, 1)).toBe(true);
+		expect(needsStateEvent({ version: 2, seq: 5 }, 3)).toBe(true);
+		expect(needsStateEvent({ version: 3, seq: 0 }, 3)).toBe(false);
+	});
+
+	test("event names", () => {
+		expect(["queued", "running", "succeeded", "failed", "cancelled"].map(s => stateEventName(s as never))).toEqual(["queued", "started", "completed", "failed", "cancelled"]);
+	});
+});
+
+test("the request hash ignores key order and absent fields", () => {
+	expect(requestHash({ a: 1, b: [1, { c: 2, d: undefined }] })).toBe(requestHash({ b: [1, { c: 2 }], a: 1 }));
+	expect(requestHash({ a: 1 })).not.toBe(requestHash({ a: 2 }));
+});
