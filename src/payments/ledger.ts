@@ -94,6 +94,7 @@ interface LotRow {
 	remaining: string;
 	priority: number;
 	expires_at: Date | null;
+	expired: boolean;
 }
 
 export class InsufficientBalance extends Error {
@@ -110,7 +111,14 @@ function pgCode(err: unknown): string | undefined {
 }
 
 const toLots = (rows: LotRow[]) =>
-	rows.map(r => ({ id: String(r.id), remaining: BigInt(r.remaining), priority: r.priority, expiresAt: r.expires_at ? new Date(r.expires_at) : null }));
+	rows.map(r => ({
+		id: String(r.id),
+		remaining: BigInt(r.remaining),
+		priority: r.priority,
+		expiresAt: r.expires_at ? new Date(r.expires_at) : null,
+		// Decided by the database's clock, the same one expireLots uses.
+		expired: r.expired
+	}));
 
 function holdView(row: HoldRow, duplicate: boolean): HoldView {
 	const held = BigInt(row.amount);
@@ -291,7 +299,7 @@ export class Ledger {
 	private async spendableLots(tx: Transaction, userId: string, includeExpired: boolean): Promise<ReturnType<typeof toLots>> {
 		const rows = await this.q<LotRow>(
 			tx,
-			`SELECT id, remaining, priority, expires_at FROM credit_lots
+			`SELECT id, remaining, priority, expires_at, COALESCE(expires_at <= now(), false) AS expired FROM credit_lots
 			 WHERE user_id = $1 AND remaining > 0 ${includeExpired ? "" : "AND (expires_at IS NULL OR expires_at > now())"}
 			 ORDER BY priority, expires_at NULLS LAST, id FOR UPDATE`,
 			[userId]
@@ -312,9 +320,11 @@ export class Ledger {
 			await this.lockUser(tx, p.userId);
 			const existing = await this.findHold(tx, p.taskId, false);
 			if (existing) return this.sameHold(existing, p.userId, p.listMaxCost);
-			await this.expireLots(tx, p.userId);
+			// One locked read of every lot with credit left: the expired ones are swept, the rest spent.
+			const all = await this.spendableLots(tx, p.userId, true);
+			if (all.some(l => l.expired)) await this.expireLots(tx, p.userId);
 			const { amount, boostFee } = holdAmount(p.listMaxCost, p.discountBps, p.listBoostFee);
-			const lots = spendOrder(await this.spendableLots(tx, p.userId, false));
+			const lots = spendOrder(all.filter(l => !l.expired));
 			const { allocations, shortfall } = allocate(lots, amount);
 			if (shortfall > 0n) {
 				const available = lots.reduce((s, l) => s + l.remaining, 0n);

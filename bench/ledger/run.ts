@@ -1,0 +1,120 @@
+/**
+ * Ledger benchmark: reserve + settle pairs (the two ledger transactions every AI task costs) on
+ * PostgreSQL, by concurrent workers, in two shapes:
+ *   - spread: many users, as in production (users never wait for each other);
+ *   - hot:    every worker on one user (all serialise on that user's lock: the worst case).
+ * Prints pairs/s, latency p50/p99 of each call, the machine, and checks the ledger's invariants.
+ *
+ *   node -r @swc-node/register bench/ledger/run.ts     (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10)
+ */
+import os from "node:os";
+import { Client } from "pg";
+import { QueryTypes } from "sequelize";
+import { createSequelize } from "../../src/db/sequelize";
+import { migrate } from "../../src/db/migrate";
+import { Ledger } from "../../src/payments/ledger";
+import { machine } from "../support/machine";
+
+const DURATION_S = Number(process.env.DURATION_S ?? 10);
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 32);
+const USERS = Number(process.env.USERS ?? 200);
+const POOL = Number(process.env.POOL ?? 10);
+const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const DB = `ff_bench_ledger_${Date.now().toString(36)}`;
+
+function pct(sorted: number[], p: number) {
+	return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
+}
+const ms = (v: number) => `${v.toFixed(1)} ms`;
+
+async function scenario(ledger: Ledger, name: string, userOf: (worker: number, i: number) => string) {
+	const reserveLat: number[] = [];
+	const settleLat: number[] = [];
+	let pairs = 0;
+	let failures = 0;
+	const until = Date.now() + DURATION_S * 1000;
+	const started = performance.now();
+	await Promise.all(
+		Array.from({ length: CONCURRENCY }, async (_, w) => {
+			for (let i = 0; Date.now() < until; i++) {
+				const userId = userOf(w, i);
+				const taskId = `${name}-${w}-${i}`;
+				try {
+					let t = performance.now();
+					await ledger.reserve({ userId, taskId, listMaxCost: 100n, boostMs: 0, listBoostFee: 0n, tier: "pro", discountBps: 250 });
+					reserveLat.push(performance.now() - t);
+					t = performance.now();
+					await ledger.settle({ userId, taskId, listActualCost: 60n });
+					settleLat.push(performance.now() - t);
+					pairs++;
+				} catch (err) {
+					failures++;
+					if (failures < 5) console.error(`${name}: ${(err as Error).message}`);
+				}
+			}
+		})
+	);
+	const seconds = (performance.now() - started) / 1000;
+	reserveLat.sort((a, b) => a - b);
+	settleLat.sort((a, b) => a - b);
+	return {
+		scenario: name,
+		pairsPerS: Math.round(pairs / seconds),
+		ledgerTxPerS: Math.round((2 * pairs) / seconds),
+		reserveP50: ms(pct(reserveLat, 50)),
+		reserveP99: ms(pct(reserveLat, 99)),
+		settleP50: ms(pct(settleLat, 50)),
+		settleP99: ms(pct(settleLat, 99)),
+		failures
+	};
+}
+
+async function main() {
+	const admin = new Client({ connectionString: PG_ADMIN });
+	await admin.connect();
+	await admin.query(`CREATE DATABASE "${DB}"`);
+	const url = PG_ADMIN.replace(/\/[^/]*$/, `/${DB}`);
+	const sequelize = createSequelize(url, { poolMax: POOL });
+	try {
+		await migrate(url, sequelize);
+		const [{ server_version: version }] = await sequelize.query<{ server_version: string }>("SHOW server_version", { type: QueryTypes.SELECT });
+		const ledger = new Ledger(sequelize);
+		const users = Array.from({ length: USERS }, (_, i) => `bench-user-${i}`);
+		for (const u of [...users, "bench-hot"])
+			await ledger.run(tx =>
+				ledger.credit(tx, {
+					kind: "grant",
+					userId: u,
+					credits: 1_000_000_000n,
+					from: "sys:promo",
+					source: "paid",
+					expiresAt: null,
+					causeType: "bench",
+					causeId: u,
+					description: "bench funds"
+				})
+			);
+		console.log(`Ledger benchmark — ${machine()}, PostgreSQL ${version}, load average ${os.loadavg().map(l => l.toFixed(2)).join(" ")}`);
+		console.log(`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, ${DURATION_S} s per scenario\n`);
+		const rows = [
+			await scenario(ledger, `spread over ${USERS} users`, (w, i) => users[(w * 7919 + i) % USERS]),
+			await scenario(ledger, "hot: one user", () => "bench-hot")
+		];
+		console.table(rows);
+
+		const [{ total }] = await sequelize.query<{ total: string | null }>(`SELECT SUM(amount) AS total FROM ledger_entries`, { type: QueryTypes.SELECT });
+		const negative = await sequelize.query(`SELECT key FROM ledger_accounts WHERE user_id IS NOT NULL AND balance < 0`, { type: QueryTypes.SELECT });
+		const [{ n }] = await sequelize.query<{ n: string }>(`SELECT COUNT(*) AS n FROM ledger_entries`, { type: QueryTypes.SELECT });
+		console.log(`\ninvariants: entries ${n}, sum of all entries ${total ?? 0} (must be 0), negative user balances ${negative.length} (must be 0)`);
+		if (Number(total ?? 0) !== 0 || negative.length) process.exitCode = 1;
+	} finally {
+		await sequelize.close();
+		await admin.query(`DROP DATABASE IF EXISTS "${DB}" WITH (FORCE)`);
+		await admin.end();
+	}
+}
+
+main().catch(err => {
+	console.error(err);
+	process.exit(1);
+});
