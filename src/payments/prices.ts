@@ -5,9 +5,8 @@
  * Units: credits (1 credit = 1/1000 USD) as bigint; card prices in the currency's minor unit
  * (cents), so a pack's cents = credits / 10 before any bonus.
  *
- * Model prices belong to the ai service's catalog (`src/ai/catalog.ts`, export
- * `modelPrices(): ModelPrice[]`). Until that module exists, DEFAULT_MODEL_PRICES below are served;
- * once it does, `modelPrices()` serves the catalog's and the defaults are unused.
+ * Model prices belong to the ai service's catalogue (`src/ai/catalog.ts`): served from there,
+ * never repeated here.
  */
 import {
 	BPS_DENOMINATOR,
@@ -19,6 +18,7 @@ import {
 	TierName,
 	ModelGroup
 } from "../domain/tiers";
+import { CATALOG, tiersForGroup } from "../ai/catalog";
 
 export interface CreditPack {
 	id: string;
@@ -40,9 +40,10 @@ export interface ModelPrice {
 	id: string;
 	provider: string;
 	group: ModelGroup;
-	/** Credits per 1,000 input tokens and per 1,000 output tokens, before any discount. */
-	inputPer1k: number;
-	outputPer1k: number;
+	/** Credits per 1,000,000 input and output tokens, before any discount (integers, as charged). */
+	inputPricePer1M: number;
+	outputPricePer1M: number;
+	tiers: TierName[];
 }
 
 export const CREDIT_PACKS: readonly CreditPack[] = Object.freeze([
@@ -76,30 +77,16 @@ export function boostFeeCredits(boostMs: number): bigint {
 	return BigInt(Math.ceil(boostMs / 1000)) * BOOST_CREDITS_PER_SECOND;
 }
 
-export const DEFAULT_MODEL_PRICES: readonly ModelPrice[] = Object.freeze([
-	{ id: "small-default", provider: "openai", group: "small", inputPer1k: 1, outputPer1k: 4 },
-	{ id: "large-default", provider: "anthropic", group: "large", inputPer1k: 3, outputPer1k: 15 },
-	{ id: "reasoning-default", provider: "openai", group: "reasoning", inputPer1k: 15, outputPer1k: 60 }
-]);
-
-function isModelPrice(v: unknown): v is ModelPrice {
-	const m = v as ModelPrice;
-	return !!m && typeof m.id === "string" && typeof m.provider === "string" && typeof m.inputPer1k === "number" && typeof m.outputPer1k === "number";
-}
-
-/** The catalog's prices when the ai service's catalog module exists, else the defaults above. */
+/** Model prices from the ai service's catalogue (integer credits per 1,000,000 tokens) and the tiers that may use each. */
 export function modelPrices(): readonly ModelPrice[] {
-	let catalog: { modelPrices?: () => unknown };
-	try {
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
-		catalog = require("../ai/catalog");
-	} catch (err) {
-		if ((err as { code?: string }).code === "MODULE_NOT_FOUND" && String((err as Error).message).includes("ai/catalog")) return DEFAULT_MODEL_PRICES;
-		throw err;
-	}
-	if (typeof catalog.modelPrices !== "function") return DEFAULT_MODEL_PRICES;
-	const list = catalog.modelPrices();
-	return Array.isArray(list) && list.every(isModelPrice) ? list : DEFAULT_MODEL_PRICES;
+	return CATALOG.map(m => ({
+		id: m.id,
+		provider: m.provider,
+		group: m.group,
+		inputPricePer1M: m.inputPricePer1M,
+		outputPricePer1M: m.outputPricePer1M,
+		tiers: tiersForGroup(m.group)
+	}));
 }
 
 /** Whole FORGE wei an invoice for `credits` asks for: rounded up, so the platform never undersells. */

@@ -64,7 +64,14 @@ test("prices are public: packs, plans, models, boost, FORGE rate and the tier ta
 		["team", 500],
 		["enterprise", 1000]
 	]);
-	expect(r.json.models.length).toBeGreaterThan(0);
+	expect(r.json.models.find((m: Json) => m.id === "gpt-4o-mini")).toEqual({
+		id: "gpt-4o-mini",
+		provider: "openai",
+		group: "small",
+		inputPricePer1M: 150,
+		outputPricePer1M: 600,
+		tiers: ["free", "pro", "team", "enterprise"]
+	});
 	expect(r.json.forge).toEqual({ creditsPerForge: 1000 });
 	expect(r.json.stakeDiscounts[0]).toEqual({ minStakeWei: "1000000000000000000000", bps: 500 });
 });
