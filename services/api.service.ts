@@ -20,6 +20,7 @@ import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
 import { Forbidden, TooManyRequests, Unauthorized } from "../src/errors";
 import { RouteSpec, allRoutes } from "./api/routes";
+import { CACHED_ACTIONS, cacheKeyOf } from "../src/users/cache";
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../src/tasks/stream-hub";
 
 const API_BASE = "/api/v1";
@@ -314,7 +315,12 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				const user = verifyAccessToken(this.config.jwt, token);
 				if (!user || !this.config.users.sessions.gatewayCheck) return user;
 				if (!user.sid) return null;
-				const state = (await ctx.call("users.authState", { userId: user.id, sid: user.sid })) as { role: AuthUser["role"] } | null;
+				const params = { userId: user.id, sid: user.sid };
+				// The users service's cached answer is read from the shared cacher directly (no transporter
+				// hop); on a miss the service is asked, and fills the cache.
+				const key = cacheKeyOf(this.broker, CACHED_ACTIONS.authState, params);
+				let state = key ? ((await this.broker.cacher!.get(key).catch(() => undefined)) as { role: AuthUser["role"] } | null | undefined) : undefined;
+				if (state === undefined) state = (await ctx.call("users.authState", params)) as { role: AuthUser["role"] } | null;
 				return state ? { ...user, role: state.role } : null;
 			},
 

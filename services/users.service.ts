@@ -17,7 +17,7 @@ import { TIER_ORDER, type TierName } from "../src/domain/tiers";
 import { Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable, Unprocessable } from "../src/errors";
 import type { KeyValueStore } from "../src/runtime/kv";
 import { runtimeOf } from "../src/runtime/runtime";
-import { CACHED_ACTIONS, forgetCachedUser } from "../src/users/cache";
+import { CACHED_ACTIONS, UserCacheInvalidator } from "../src/users/cache";
 import type { UsersConfig } from "../src/users/config";
 import { PasswordHasher, normalizeEmail, normalizePassword, passwordProblem } from "../src/users/credentials";
 import { ForgeBalanceReader, type WalletBalance } from "../src/users/holdings";
@@ -88,6 +88,7 @@ interface UsersThis extends Service {
 	signatures: WalletSignatureVerifier;
 	balances: ForgeBalanceReader | null;
 	pruneTimer: NodeJS.Timeout | null;
+	invalidator: UserCacheInvalidator;
 	issueSession(user: Pick<UserRow, "id" | "role">, method: SessionRow["method"], meta: Meta): Promise<TokenPair>;
 	verifySiweProof(params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof>;
 	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
@@ -629,8 +630,10 @@ const UsersService: UsersSchema = {
 		},
 
 		// ── internal: the gateway and other services ───────────────────────────────────────
+		// "public": callable by other nodes over the transporter, never published by the gateway
+		// (Moleculer's "protected" would hide them from every other node).
 		verifyApiKey: {
-			visibility: "protected",
+			visibility: "public",
 			params: { key: { type: "string", max: 256 } },
 			async handler(this: UsersThis, ctx: Context<{ key: string }>): Promise<AuthUser | null> {
 				const parsed = parseApiKey(ctx.params.key);
@@ -645,7 +648,7 @@ const UsersService: UsersSchema = {
 		},
 
 		authState: {
-			visibility: "protected",
+			visibility: "public",
 			cache: { keys: [...CACHED_ACTIONS.authState.keys] },
 			params: { userId: { type: "string", max: 64 }, sid: { type: "string", max: 64 } },
 			async handler(this: UsersThis, ctx: Context<{ userId: string; sid: string }>): Promise<{ role: Role } | null> {
@@ -655,7 +658,7 @@ const UsersService: UsersSchema = {
 		},
 
 		getTier: {
-			visibility: "protected",
+			visibility: "public",
 			retryPolicy: { enabled: true },
 			cache: { keys: [...CACHED_ACTIONS.getTier.keys] },
 			params: { userId: { type: "uuid" } },
@@ -667,7 +670,7 @@ const UsersService: UsersSchema = {
 		},
 
 		profile: {
-			visibility: "protected",
+			visibility: "public",
 			retryPolicy: { enabled: true },
 			cache: { keys: [...CACHED_ACTIONS.profile.keys] },
 			params: { userId: { type: "uuid" } },
@@ -685,7 +688,7 @@ const UsersService: UsersSchema = {
 		},
 
 		userSessions: {
-			visibility: "protected",
+			visibility: "public",
 			params: { userId: { type: "uuid" }, includeEnded: { type: "boolean", optional: true } },
 			async handler(this: UsersThis, ctx: Context<{ userId: string; includeEnded?: boolean }>) {
 				const sessions = await this.store.sessionsOf(ctx.params.userId, { includeEnded: ctx.params.includeEnded ?? false, limit: 100 });
@@ -694,7 +697,7 @@ const UsersService: UsersSchema = {
 		},
 
 		revokeUserSessions: {
-			visibility: "protected",
+			visibility: "public",
 			params: { userId: { type: "uuid" }, reason: { type: "string", min: 1, max: 64, default: "operator" } },
 			async handler(this: UsersThis, ctx: Context<{ userId: string; reason: string }>) {
 				const ended = await this.store.revokeAllSessions(ctx.params.userId, ctx.params.reason);
@@ -765,12 +768,12 @@ const UsersService: UsersSchema = {
 			return { address: fields.address.toLowerCase(), chainId: fields.chainId, kind: verdict.kind };
 		},
 
-		async forget(this: UsersThis, userId: string, sessionIds: readonly string[] = []) {
-			await forgetCachedUser(this.broker, userId, sessionIds);
+		forget(this: UsersThis, userId: string, sessionIds: readonly string[] = []) {
+			return this.invalidator.forget(userId, sessionIds);
 		},
 
 		async forgetAllSessions(this: UsersThis, userId: string) {
-			await forgetCachedUser(this.broker, userId, await this.store.sessionIdsOf(userId));
+			await this.invalidator.forget(userId, await this.store.sessionIdsOf(userId));
 		},
 
 		async holdingsOf(this: UsersThis, userId: string, wallets: WalletView[], refresh: boolean) {
@@ -811,6 +814,7 @@ const UsersService: UsersSchema = {
 					})
 				: null;
 		this.pruneTimer = null;
+		this.invalidator = new UserCacheInvalidator(this.broker);
 	},
 
 	async started(this: UsersThis) {
@@ -824,6 +828,7 @@ const UsersService: UsersSchema = {
 
 	async stopped(this: UsersThis) {
 		if (this.pruneTimer) clearInterval(this.pruneTimer);
+		this.invalidator.stop();
 		this.balances?.destroy();
 	}
 };

@@ -33,18 +33,34 @@ export const REDELETE_AFTER_MS = [1_000, 5_000];
 /**
  * Drops what is cached about a user: profile and tier always, and the auth state of the sessions
  * named (revoked sessions, or all of them when the user is disabled or their role changes).
+ * Owned by the users service, which stops it (and its pending re-deletes) when it stops.
  */
-export async function forgetCachedUser(broker: ServiceBroker, userId: string, sessionIds: readonly string[] = []): Promise<void> {
-	const cacher = broker.cacher as unknown as KeyingCacher | undefined;
-	if (!cacher) return;
-	const keys = [
-		cacheKeyOf(broker, CACHED_ACTIONS.profile, { userId }),
-		cacheKeyOf(broker, CACHED_ACTIONS.getTier, { userId }),
-		...sessionIds.map(sid => cacheKeyOf(broker, CACHED_ACTIONS.authState, { userId, sid }))
-	].filter((k): k is string => k !== null);
-	await cacher.del(keys);
-	for (const ms of REDELETE_AFTER_MS)
-		setTimeout(() => {
-			cacher.del(keys).catch(() => undefined); // the broker may have stopped meanwhile
-		}, ms).unref();
+export class UserCacheInvalidator {
+	private readonly pending = new Set<NodeJS.Timeout>();
+
+	constructor(private readonly broker: ServiceBroker) {}
+
+	async forget(userId: string, sessionIds: readonly string[] = []): Promise<void> {
+		const cacher = this.broker.cacher as unknown as KeyingCacher | undefined;
+		if (!cacher) return;
+		const keys = [
+			cacheKeyOf(this.broker, CACHED_ACTIONS.profile, { userId }),
+			cacheKeyOf(this.broker, CACHED_ACTIONS.getTier, { userId }),
+			...sessionIds.map(sid => cacheKeyOf(this.broker, CACHED_ACTIONS.authState, { userId, sid }))
+		].filter((k): k is string => k !== null);
+		await cacher.del(keys);
+		for (const ms of REDELETE_AFTER_MS) {
+			const timer = setTimeout(() => {
+				this.pending.delete(timer);
+				cacher.del(keys).catch(() => undefined);
+			}, ms);
+			timer.unref();
+			this.pending.add(timer);
+		}
+	}
+
+	stop() {
+		for (const timer of this.pending) clearTimeout(timer);
+		this.pending.clear();
+	}
 }
