@@ -222,6 +222,8 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		// ---- Service to service (protected: not reachable through the gateway) -------------------
 		reserve: {
 			visibility: INTERNAL,
+			// Idempotent on the task id, so a retried call holds once.
+			retryPolicy: { enabled: true },
 			params: {
 				userId: USER_ID,
 				taskId: TASK_ID,

@@ -149,6 +149,11 @@ export class StripeBilling {
 		const plan = kind === "plan" ? findPlan(itemId) : null;
 		if (!pack && !plan)
 			throw Unprocessable("Unknown item", [{ field: "itemId", message: `no ${kind} '${itemId}' (see GET /billing/prices)`, type: "enum" }]);
+		if (plan) {
+			const current = await this.planOf(userId);
+			if (TIERS[current].rank >= TIERS[plan.tier].rank)
+				throw Conflict(`You already have the ${current} plan; manage it from your Stripe receipt or contact support`, "ALREADY_SUBSCRIBED");
+		}
 		const credits = pack ? pack.credits : 0n;
 		const amountCents = pack ? pack.priceCents : plan!.priceCents;
 		const name = pack ? pack.name : plan!.name;

@@ -293,6 +293,9 @@ describe("subscriptions", () => {
 		await drain();
 		expect((await http("GET", "/billing/balance", { user: "kate" })).json).toMatchObject({ tier: "pro", planTier: "pro", feeDiscountBps: 250, available: 0 });
 		expect((await planEvents("kate")).map(e => e.payload)).toEqual([{ userId: "kate", planTier: "pro" }]);
+		const again = await http("POST", "/billing/checkout", { user: "kate", body: { kind: "plan", itemId: "pro" } });
+		expect(again.status).toBe(409);
+		expect(again.json.error.code).toBe("ALREADY_SUBSCRIBED");
 		expect(await available("kate")).toBe(0); // a plan buys a tier, not credits
 	});
 
