@@ -4,12 +4,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json --noEmit || { echo "tests: 0 passed, 1 failed (type check)"; exit 1; }
-out="$(mktemp)"
+out="$(mktemp --suffix=.json)"
 npx jest --runInBand --json --outputFile="$out" "$@"
 status=$?
 node -e '
-const r = require(process.argv[1]);
+const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+if (!r.success) console.error(`jest: success=false (failed suites: ${r.numFailedTestSuites}, runtime errors: ${r.numRuntimeErrorTestSuites}, open handles: ${(r.openHandles || []).length})`);
 console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`);
-' "$out" 2>/dev/null || echo "tests: 0 passed, 1 failed (no results)"
+' "$out" || echo "tests: 0 passed, 1 failed (no results)"
 rm -f "$out"
 exit $status
