@@ -38,7 +38,8 @@ const PRUNE_AFTER_S = 7 * 86_400;
 /** A user may force a fresh balance read at most this often; in between, `refresh` serves the cache. */
 const BALANCE_REFRESH_MIN_INTERVAL_MS = 5_000;
 
-type Ctx<P = Record<string, never>> = Context<P, Meta>;
+/** `$location`: moleculer-web's Location header for 201 answers. */
+type Ctx<P = Record<string, never>> = Context<P, Meta & { $location?: string }>;
 
 export interface TokenPair {
 	accessToken: string;
@@ -170,6 +171,18 @@ function decodeCursor(cursor: string): { createdAt: string; id: string } | null 
 
 const nonceKey = (nonceToken: string) => `users:siwe-nonce:${createHash("sha256").update(nonceToken).digest("hex")}`;
 
+/** What every sign-in and refresh answers: a session's access token (every scope of the role) and its next refresh token. */
+function tokenPair(jwt: Config["jwt"], user: Pick<UserRow, "id" | "role">, sessionId: string, refreshToken: string, refreshExpiresAt: Date): TokenPair {
+	return {
+		accessToken: signAccessToken(jwt, { sub: user.id, role: user.role, sid: sessionId, scopes: [ALL_SCOPES] }),
+		tokenType: "Bearer",
+		expiresIn: jwt.accessTtlS,
+		refreshToken,
+		refreshTokenExpiresAt: refreshExpiresAt.toISOString(),
+		sessionId
+	};
+}
+
 const INVALID_CREDENTIALS = () => Unauthorized("Invalid email or password", "INVALID_CREDENTIALS");
 
 async function consumeOrThrow(limiter: RateLimiterAbstract, key: string, message: string) {
@@ -252,6 +265,7 @@ const UsersService: UsersSchema = {
 				const user = await this.store.createPasswordUser(email, await this.hasher.hash(password), ctx.params.displayName ?? null);
 				if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
 				await this.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
+				ctx.meta.$location = "/api/v1/users/me";
 				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
 			}
 		},
@@ -300,14 +314,7 @@ const UsersService: UsersSchema = {
 					throw Unauthorized("This refresh token was already used; the session has been revoked", "REFRESH_TOKEN_REUSED");
 				}
 				if (r.kind !== "rotated") throw Unauthorized("Invalid or expired refresh token", "INVALID_REFRESH_TOKEN");
-				return {
-					accessToken: signAccessToken(this.jwt, { sub: r.userId, role: r.role, sid: r.sessionId, scopes: [ALL_SCOPES] }),
-					tokenType: "Bearer",
-					expiresIn: this.jwt.accessTtlS,
-					refreshToken: next.token,
-					refreshTokenExpiresAt: r.refreshToken.expiresAt.toISOString(),
-					sessionId: r.sessionId
-				} satisfies TokenPair;
+				return tokenPair(this.jwt, { id: r.userId, role: r.role }, r.sessionId, next.token, r.refreshToken.expiresAt);
 			}
 		},
 
@@ -479,6 +486,7 @@ const UsersService: UsersSchema = {
 				if (r.result === "taken") throw Conflict("This wallet is linked to another account", "WALLET_TAKEN");
 				if (r.result === "limit") throw Conflict(`An account may link at most ${this.cfg.maxWalletsPerUser} wallets`, "WALLET_LIMIT");
 				await this.forget(user.id);
+				ctx.meta.$location = "/api/v1/users/me";
 				return { ...walletView(r.wallet!), alreadyLinked: r.result === "already" };
 			}
 		},
@@ -528,6 +536,7 @@ const UsersService: UsersSchema = {
 					maxPerUser: this.cfg.apiKeys.maxPerUser
 				});
 				if (row === "limit") throw Conflict(`An account may hold at most ${this.cfg.apiKeys.maxPerUser} active API keys`, "API_KEY_LIMIT");
+				ctx.meta.$location = "/api/v1/users/me/api-keys";
 				// The only time the secret is ever shown.
 				return { ...apiKeyView(row), key: fresh.key };
 			}
@@ -729,14 +738,7 @@ const UsersService: UsersSchema = {
 				refreshTokenHash: refresh.hash,
 				refreshTtlS: this.cfg.sessions.refreshTokenTtlS
 			});
-			return {
-				accessToken: signAccessToken(this.jwt, { sub: user.id, role: user.role, sid: sessionId, scopes: [ALL_SCOPES] }),
-				tokenType: "Bearer",
-				expiresIn: this.jwt.accessTtlS,
-				refreshToken: refresh.token,
-				refreshTokenExpiresAt: refreshExpiresAt.toISOString(),
-				sessionId
-			};
+			return tokenPair(this.jwt, user, sessionId, refresh.token, refreshExpiresAt);
 		},
 
 		/**
