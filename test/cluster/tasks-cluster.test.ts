@@ -62,7 +62,7 @@ test("two worker nodes and two tasks replicas: no double run; a killed worker's 
 	]);
 	nodes.push(tasks2, w1, w2);
 
-	client = new ServiceBroker({ namespace: env.NAMESPACE, nodeID: `test-client-${randomUUID().slice(0, 8)}`, transporter: NATS_URL, logger: false });
+	client = new ServiceBroker({ namespace: env.NAMESPACE, nodeID: `test-client-${randomUUID().slice(0, 8)}`, transporter: { type: "NATS", options: { url: NATS_URL } }, logger: false });
 	await client.start();
 	await client.waitForServices(["tasks", "payments", "ai"], 20_000);
 	pg = new Client({ connectionString: db.url });

@@ -4,7 +4,7 @@
  * streams deltas and completes or fails — with configurable run time and failures. The real ai
  * service is tested on its own; these tests must not depend on it.
  */
-import { Errors, type Context, type Service, type ServiceSchema } from "moleculer";
+import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
 
 export interface FakeRun {
 	taskId: string;
@@ -49,7 +49,7 @@ interface Running {
 	abort: AbortController;
 }
 
-interface FakeThis extends Service {
+interface FakeThis extends Service<ServiceSettingSchema & { capacity: { slots: number } }> {
 	opts: Required<Omit<FakeWorkerOptions, "failWith" | "record" | "refusePrompt">> & FakeWorkerOptions;
 	running: Map<string, Running>;
 	timer: NodeJS.Timeout | null;
@@ -70,7 +70,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 
 export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 	const opts = { slots: 2, price: 100, cost: 40, runMs: 50, deltas: 3, pollMs: 100, heartbeatMs: 200, ...options };
-	const schema: ServiceSchema = {
+	const schema: ServiceSchema<ServiceSettingSchema & { capacity: { slots: number } }, Record<string, never>, Record<string, never>, FakeThis> = {
 		name: "ai",
 		settings: { capacity: { slots: opts.slots } },
 		actions: {
@@ -218,5 +218,5 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 			for (const r of this.running.values()) r.abort.abort();
 		}
 	};
-	return schema;
+	return schema as unknown as ServiceSchema;
 }

@@ -1,4 +1,5 @@
 /** Shared fixtures of the tasks integration tests: users with a tier, projects, credits, HTTP and SSE. */
+import { QueryTypes } from "sequelize";
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { ServiceSchema } from "moleculer";
@@ -135,6 +136,6 @@ export async function waitFor<T>(fn: () => Promise<T | null | undefined | false>
 }
 
 export async function holdOf(node: TestNode, taskId: string): Promise<{ state: string; list_actual_cost: string | null } | null> {
-	const [row] = (await node.runtime.sequelize.query(`SELECT * FROM credit_holds WHERE task_id = $1`, { bind: [taskId], type: "SELECT" as never })) as Array<{ state: string; list_actual_cost: string | null }>;
+	const [row] = (await node.runtime.sequelize.query(`SELECT * FROM credit_holds WHERE task_id = $1`, { bind: [taskId], type: QueryTypes.SELECT })) as unknown as Array<{ state: string; list_actual_cost: string | null }>;
 	return row ?? null;
 }

@@ -3,6 +3,7 @@
  * services and the fake ai worker: submit, idempotency, ownership, balance, bad bodies, cancel,
  * retries, SSE, stats and metrics.
  */
+import { QueryTypes } from "sequelize";
 import { randomUUID } from "node:crypto";
 import { createTestDatabase, type TestDatabase } from "../../support/env";
 import { fakeAiWorker, type FakeRun } from "../../support/fake-ai-worker";
@@ -93,7 +94,7 @@ describe("submit", () => {
 		const ids = new Set(burst.map(b => b.body.task.id));
 		expect(ids.size).toBe(1);
 		expect(burst.map(b => b.status).sort()).toEqual([200, 200, 200, 202]);
-		const [{ n }] = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1 AND state = 'held'`, { bind: [u.id], type: "SELECT" as never })) as Array<{ n: number }>;
+		const [{ n }] = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1 AND state = 'held'`, { bind: [u.id], type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
 		expect(n).toBeLessThanOrEqual(2); // the first key's task may still be running
 		await finished(u.token, first.body.task.id);
 		await finished(u.token, [...ids][0]);
@@ -105,7 +106,7 @@ describe("submit", () => {
 		const r = await api(node, "POST", "/tasks", other.token, { projectId: owner.projectId, kind: "chat", prompt: "peek" });
 		expect(r.status).toBe(404);
 		expect(r.body.error.code).toBe("NOT_FOUND");
-		const [{ n }] = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1`, { bind: [other.id], type: "SELECT" as never })) as Array<{ n: number }>;
+		const [{ n }] = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1`, { bind: [other.id], type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
 		expect(n).toBe(0);
 	});
 

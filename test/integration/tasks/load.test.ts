@@ -4,6 +4,7 @@
  * Retry-After, and every accepted task completes. Then Redis is wiped mid-run: positions and
  * stats come back from PostgreSQL and no task is lost.
  */
+import { QueryTypes } from "sequelize";
 import { TIERS } from "../../../src/domain/tiers";
 import { percentile } from "../../../src/tasks/rules";
 import { createTestDatabase, type TestDatabase } from "../../support/env";
@@ -35,7 +36,7 @@ afterAll(async () => {
 });
 
 async function states() {
-	return (await node.runtime.sequelize.query(`SELECT state, count(*)::int AS n FROM tasks GROUP BY state`, { type: "SELECT" as never })) as Array<{ state: string; n: number }>;
+	return (await node.runtime.sequelize.query(`SELECT state, count(*)::int AS n FROM tasks GROUP BY state`, { type: QueryTypes.SELECT })) as unknown as Array<{ state: string; n: number }>;
 }
 
 test("5× overload: enterprise p99 wait within target, free deferred or refused with Retry-After, nothing lost", async () => {
@@ -80,8 +81,8 @@ test("5× overload: enterprise p99 wait within target, free deferred or refused 
 	}, 90_000, 250);
 	const rows = (await node.runtime.sequelize.query(
 		`SELECT id, tier, extract(epoch FROM started_at - created_at) * 1000 AS wait FROM tasks`,
-		{ type: "SELECT" as never }
-	)) as Array<{ id: string; tier: string; wait: number }>;
+		{ type: QueryTypes.SELECT }
+	)) as unknown as Array<{ id: string; tier: string; wait: number }>;
 	expect(new Set(rows.map(r => r.id))).toEqual(new Set(accepted.map(a => a.id)));
 	const p99 = (tier: string) => percentile(rows.filter(r => r.tier === tier).map(r => Number(r.wait)), 99)!;
 	const entP99 = p99("enterprise");
@@ -117,7 +118,7 @@ test("wiping Redis mid-run: positions and stats come back from PostgreSQL, no ta
 	await waitFor(async () => (await redis.exists(`${node.config.redisPrefix}tasks:snapshot`)) === 1);
 
 	await waitFor(async () => {
-		const r = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND state = 'succeeded'`, { bind: [ids], type: "SELECT" as never })) as Array<{ n: number }>;
+		const r = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND state = 'succeeded'`, { bind: [ids], type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
 		return r[0].n === ids.length;
 	}, 60_000, 250);
 	const after = await api(node, "GET", "/queue/stats", u.token);

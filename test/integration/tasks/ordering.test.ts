@@ -3,6 +3,7 @@
  * rule (orderQueue / pickNext), with a fixed clock and a seeded mix of tiers, boosts, backoffs and
  * ties; and the starvation bound measured on the database's own dispatch order.
  */
+import { QueryTypes } from "sequelize";
 import { randomUUID } from "node:crypto";
 import type { Sequelize } from "sequelize";
 import { createSequelize } from "../../../src/db/sequelize";
@@ -181,7 +182,7 @@ test("two leasers at once never take the same task (SKIP LOCKED)", async () => {
 	await Promise.all(runs);
 	await Promise.all(stores.slice(1).map(s => s.sequelize.close()));
 	expect([...seen.values()].every(n => n === 1)).toBe(true);
-	const [{ n }] = (await sequelize.query(`SELECT count(*)::int AS n FROM tasks WHERE state = 'running'`, { type: "SELECT" as never })) as Array<{ n: number }>;
+	const [{ n }] = (await sequelize.query(`SELECT count(*)::int AS n FROM tasks WHERE state = 'running'`, { type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
 	expect(n).toBe(seen.size);
 	expect(seen.size).toBeGreaterThan(50);
 });
