@@ -565,7 +565,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		// ---- Internal actions (other services, the sandbox runner, operators) ----
 
 		access: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			retryPolicy: { enabled: true },
 			params: { projectId: idParam, userId: { type: "string", min: 1, max: 128 } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; userId: string }>) {
@@ -575,7 +575,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		readContext: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			retryPolicy: { enabled: true },
 			params: {
 				projectId: idParam,
@@ -602,7 +602,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		commitAsUser: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: {
 				projectId: idParam,
 				userId: { type: "string", min: 1, max: 128 },
@@ -627,7 +627,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		sandboxHeartbeat: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { projectId: idParam, version: { ...versionParam, optional: true } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; version?: number }>) {
 				if (!isProjectId(ctx.params.projectId)) throw NotFound("Project");
@@ -646,7 +646,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		sandboxReport: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: {
 				projectId: idParam,
 				state: { type: "enum", values: ["running", "stopped", "failed"] },
@@ -661,14 +661,14 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		sweep: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			async handler(this: ProjectsThis) {
 				return this.sweepOnce();
 			},
 		},
 
 		purge: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { projectId: { ...idParam, optional: true }, olderThanS: { type: "number", integer: true, min: 0, optional: true } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId?: string; olderThanS?: number }>) {
 				if (ctx.params.projectId !== undefined && !isProjectId(ctx.params.projectId)) throw NotFound("Project");
@@ -680,7 +680,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		gc: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { dryRun: { type: "boolean", default: false }, graceS: { type: "number", integer: true, min: 0, optional: true } },
 			async handler(this: ProjectsThis, ctx: Context<{ dryRun: boolean; graceS?: number }>) {
 				return this.runGc({ dryRun: ctx.params.dryRun, graceS: ctx.params.graceS ?? this.cfg.gcGraceS });
@@ -688,7 +688,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		inspect: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { projectId: idParam, versions: { type: "number", integer: true, min: 1, max: 1000, default: 20 } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; versions: number }>) {
 				const project = isProjectId(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
@@ -708,7 +708,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		},
 
 		verifyVersion: {
-			visibility: "protected",
+			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { projectId: idParam, version: versionParam },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; version: number }>) {
 				const project = isProjectId(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
