@@ -32,7 +32,9 @@ const env: Record<string, string> = {
 	PORT: "0",
 	HOST: "127.0.0.1",
 	LOG_LEVEL: "error",
-	SERVICES: "api"
+	SERVICES: "api",
+	// No users service here and a synthetic token: measure the gateway without the per-request session check.
+	AUTH_SESSION_CHECK: "false"
 };
 
 function start(role: string): Promise<{ proc: ChildProcess; port: number }> {
