@@ -50,6 +50,7 @@ export interface Meta {
 type ApiSettings = ServiceSettingSchema & Record<string, any>;
 
 export interface ApiThis extends Service<ApiSettings> {
+	accessLog: boolean;
 	server?: import("node:http").Server;
 	buildOpsRoutes(): unknown[];
 	addRoute(route: unknown, toBottom: boolean): unknown;
@@ -145,9 +146,22 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			port: 3000,
 			ip: "0.0.0.0",
 			// Express-style use: `rootCallOptions` assigns the request id before anything can fail.
-			rootCallOptions(this: ApiThis, options: { requestID?: string }, req: IncomingMessage) {
+			rootCallOptions(this: ApiThis, options: { requestID?: string }, req: IncomingMessage, res: ServerResponse) {
 				const incoming = req.headers["x-request-id"];
-				options.requestID = typeof incoming === "string" && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+				const requestId = typeof incoming === "string" && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+				options.requestID = requestId;
+				if (this.accessLog) {
+					// One structured access-log line per request (JSON in cluster mode), tagged with its request id.
+					const started = performance.now();
+					const path = (req.url ?? "").split("?")[0]; // before the router rewrites req.url
+					res.once("finish", () => {
+						const user = (req as Req).$ctx?.meta?.user;
+						this.logger.info(
+							{ requestId, method: req.method, path, status: res.statusCode, ms: Math.round((performance.now() - started) * 10) / 10, userId: user?.id },
+							"http"
+						);
+					});
+				}
 			},
 			log4XXResponses: false,
 			logRequest: null,
@@ -162,6 +176,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 
 		created(this: ApiThis) {
 			this.config = runtimeOf(this.broker).config;
+			this.accessLog = ["info", "debug", "trace"].includes(this.config.logLevel);
 			this.settings.port = this.config.http.port;
 			this.settings.ip = this.config.http.host;
 			this.specs = new Map(routes.map(r => [`${r.method} ${API_BASE}${r.path}`, r]));
