@@ -185,6 +185,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				while (!this.stopping) {
 					const free = this.cfg.concurrency - this.running.size;
 					if (free <= 0) break;
+					// No tasks service in the cluster (yet): nothing to lease, and no warning per poll.
+					const endpoints = this.broker.registry.getActionEndpoints("tasks.lease") as unknown as { hasAvailable(): boolean } | undefined;
+					if (!endpoints?.hasAvailable()) break;
 					let tasks: LeasedTask[];
 					try {
 						tasks = await this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", { nodeID: this.broker.nodeID, slots: free });
