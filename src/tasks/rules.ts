@@ -94,7 +94,8 @@ function stableJson(v: unknown): string {
 
 /**
  * Event ids are `<version>:<seq>`: `version` is the task's transition counter (state events carry
- * seq 0), `seq` the worker's delta counter within the run that version started. Ids therefore
+ * seq 0), deltas carry the worker's delta counter + 1 (workers count from 0) within the run that
+ * version started. Ids therefore
  * grow along the stream, and a reconnecting client's Last-Event-ID says which state it saw last
  * and how far into that run's deltas it got.
  */
