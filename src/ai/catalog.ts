@@ -4,8 +4,8 @@
  * Prices are integer credits per 1,000,000 tokens (1 credit = 1/1000 USD, so a list price of
  * $0.15 per 1M tokens is 150). A usage is charged `ceil((in × inPrice + out × outPrice) / 1e6)`:
  * rounding up once per charge, never per token, so the platform never undercharges and a user
- * loses less than one credit to rounding. The payments service reads the same numbers through
- * `modelPrices()` (its `inputPer1k`/`outputPer1k` shape).
+ * loses less than one credit to rounding. The payments service serves the same numbers
+ * (`modelPrices()` in src/payments/prices.ts reads `CATALOG` and `tiersForGroup`).
  *
  * Which tiers may use a model follows from its group and `src/domain/tiers.ts` (`modelGroups`);
  * the catalogue never repeats the tier table.
@@ -64,20 +64,6 @@ export function affordableOutputTokens(model: Pick<CatalogModel, "inputPricePer1
 	const left = budgetCredits * 1_000_000 - promptTokens * model.inputPricePer1M;
 	if (left <= 0) return 0;
 	return model.outputPricePer1M === 0 ? Number.MAX_SAFE_INTEGER : Math.floor(left / model.outputPricePer1M);
-}
-
-/** The shape the payments service reads (src/payments/prices.ts `ModelPrice`): credits per 1,000 tokens. */
-export interface ModelPriceView {
-	id: string;
-	provider: string;
-	group: ModelGroup;
-	inputPer1k: number;
-	outputPer1k: number;
-}
-
-/** Read by payments (`modelPrices()` in src/payments/prices.ts); per-1k figures are exact decimals of the per-1M integers. */
-export function modelPrices(): ModelPriceView[] {
-	return CATALOG.map(m => ({ id: m.id, provider: m.provider, group: m.group, inputPer1k: m.inputPricePer1M / 1000, outputPer1k: m.outputPricePer1M / 1000 }));
 }
 
 export { MODEL_GROUPS };

@@ -67,8 +67,9 @@ export function classify(err: unknown): ProviderError {
 	if (err instanceof ProviderError) return err;
 	const e = err as { status?: number; headers?: { get(n: string): string | null }; name?: string; message?: string; type?: string; error?: { type?: string; error?: { type?: string } } };
 	const message = e?.message ?? String(err);
-	const errorType = e?.type ?? e?.error?.type ?? e?.error?.error?.type;
-	if (errorType === "overloaded_error") return new ProviderError("overloaded", message, e.status ?? 529, parseRetryAfterMs(e.headers));
+	const types = [e?.type, e?.error?.type, e?.error?.error?.type];
+	const errorType = types.find(t => t && t !== "error");
+	if (types.includes("overloaded_error")) return new ProviderError("overloaded", message, e.status ?? 529, parseRetryAfterMs(e.headers));
 	if (typeof e?.status === "number") {
 		const retryAfter = parseRetryAfterMs(e.headers);
 		if (e.status === 429) return new ProviderError("rate_limited", message, 429, retryAfter);
