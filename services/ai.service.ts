@@ -148,6 +148,14 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			}
 		},
 
+		/** Same as `deployments`, for operators' tools over the transporter (REPL). */
+		health: {
+			visibility: INTERNAL,
+			handler(this: AiThis) {
+				return { nodeID: this.broker.nodeID, deployments: this.router.health() };
+			}
+		},
+
 		resetDeployment: {
 			visibility: INTERNAL,
 			params: { id: { type: "string", optional: true } },

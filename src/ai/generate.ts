@@ -181,6 +181,8 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		const attemptStart = Date.now();
 		let ttft: number | undefined;
 		let text = "";
+		let textBytes = 0;
+		const stopAtBytes = 4 * (maxTokens + Math.max(16, maxTokens / 4));
 		let held = partial ? "" : null;
 		const emit = (t: string) => {
 			if (held !== null) {
@@ -191,25 +193,29 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			}
 			if (!t) return;
 			text += t;
+			textBytes += Buffer.byteLength(t, "utf8");
 			o.onDelta(t);
 		};
 		try {
 			const stream = (o.stream ?? streamChat)({ deployment: dep, messages: o.messages, maxTokens, prefix: partial, signal: ctrl.signal, timeoutMs: Math.max(1, deadline - Date.now()) });
 			let done: Extract<StreamEvent, { type: "done" }> | null = null;
 			for await (const ev of stream) {
-				clearTimeout(timer);
 				if (ev.type === "done") {
 					done = ev;
 					break;
 				}
-				if (ttft === undefined) ttft = Date.now() - attemptStart;
+				if (ttft === undefined) {
+					// From the first token on, the timer is the stall timer; refresh() re-arms it per chunk without allocating.
+					clearTimeout(timer);
+					ttft = Date.now() - attemptStart;
+					timer = setTimeout(() => abort("stall"), cfg.stallTimeoutMs);
+				} else timer.refresh();
 				emit(ev.text);
 				// Honest providers stop at max_tokens themselves; the slack covers estimate error.
-				if (estimateOutputTokens(text) > maxTokens + Math.max(16, maxTokens / 4)) {
+				if (textBytes > stopAtBytes) {
 					abort("budget");
 					break;
 				}
-				timer = setTimeout(() => abort("stall"), cfg.stallTimeoutMs);
 			}
 			if (held !== null && held) {
 				const t = dropOverlap(partial, held);

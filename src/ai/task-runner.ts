@@ -63,12 +63,45 @@ export interface Candidate {
 	error?: { code: string; message: string };
 }
 
+/**
+ * The task's event stream: deltas that arrive within one event-loop turn are coalesced into one
+ * `tasks.stream` event (fewer broadcasts under load; the first delta still leaves on the next
+ * turn), and every other event flushes pending text first, so `seq` order is arrival order.
+ */
+export function streamPublisher(send: (ev: Record<string, unknown>) => void) {
+	let seq = 0;
+	let pending: { text: string; model?: string } | null = null;
+	let scheduled = false;
+	const flush = () => {
+		scheduled = false;
+		if (!pending) return;
+		const p = pending;
+		pending = null;
+		send({ seq: seq++, type: "delta", text: p.text, ...(p.model ? { model: p.model } : {}) });
+	};
+	return {
+		delta(text: string, model?: string) {
+			if (pending && pending.model !== model) flush();
+			if (pending) pending.text += text;
+			else pending = { text, model };
+			if (!scheduled) {
+				scheduled = true;
+				setImmediate(flush);
+			}
+		},
+		event(ev: Record<string, unknown>) {
+			flush();
+			send({ seq: seq++, ...ev });
+		},
+		flush
+	};
+}
+
 const isLeaseLost = (err: unknown) => (err as { code?: string; type?: string })?.code === "LEASE_LOST" || (err as { type?: string })?.type === "LEASE_LOST";
 
 export async function runTask(deps: RunnerDeps, task: LeasedTask, running: RunningTask): Promise<"complete" | "fail" | "lost"> {
 	const { cfg } = deps;
-	let seq = 0;
-	const publish = (ev: Record<string, unknown>) => deps.broadcast("tasks.stream", { taskId: task.taskId, userId: task.userId, seq: seq++, ...ev });
+	const stream = streamPublisher(ev => deps.broadcast("tasks.stream", { taskId: task.taskId, userId: task.userId, ...ev }));
 	const heartbeat = setInterval(() => {
 		deps.call<{ ok: boolean; cancel: boolean }>("tasks.heartbeat", { taskId: task.taskId, leaseId: task.leaseId }).then(
 			r => {
@@ -145,15 +178,16 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 					signal: running.abort.signal,
 					servedModels: served,
 					stream: deps.stream,
-					onDelta: text => publish(tagged ? { type: "delta", text, model: r.model.id } : { type: "delta", text }),
+					onDelta: text => stream.delta(text, tagged ? r.model.id : undefined),
 					onFallback: ev => {
 						deps.onFallback?.(ev);
-						publish({ type: "fallback", ...ev, ...(tagged ? { model: r.model.id } : {}) });
+						stream.event({ type: "fallback", ...ev, ...(tagged ? { model: r.model.id } : {}) });
 					},
 					onAttempt: deps.onAttempt
 				})
 			)
 		);
+		stream.flush();
 		const merged: Record<string, ModelUsage> = {};
 		const mergeUsage = (u: Record<string, ModelUsage>) => {
 			for (const [k, v] of Object.entries(u)) {

@@ -3,6 +3,7 @@
  * src/<svc>/repl.ts; they call actions over the transporter, so a REPL node needs no local services.
  */
 import type { ServiceBroker } from "moleculer";
+import { aiReplCommands } from "../ai/repl";
 import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
 import { tasksReplCommands } from "../tasks/repl";
@@ -45,5 +46,5 @@ export const clusterReplCommands: ReplCommand[] = [
 
 /** Every command the REPL offers; domain modules add theirs here. */
 export function allReplCommands(): ReplCommand[] {
-	return [...clusterReplCommands, ...projectsReplCommands, ...tasksReplCommands, ...paymentsReplCommands];
+	return [...clusterReplCommands, ...projectsReplCommands, ...tasksReplCommands, ...paymentsReplCommands, ...aiReplCommands];
 }
