@@ -94,6 +94,7 @@ interface UsersThis extends Service {
 	verifySiweProof(params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof>;
 	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
 	forgetAllSessions(userId: string): Promise<void>;
+	forgetLater(userId: string): void;
 	holdingsOf(userId: string, wallets: WalletView[], refresh: boolean): Promise<ForgeSection["holdings"] & object>;
 	checkCredential(ctx: Ctx<unknown>): void;
 }
@@ -215,13 +216,11 @@ const UsersService: UsersSchema = {
 			handlers: {
 				async "payments.plan.changed"(this: UsersThis, payload, { tx, event }) {
 					const fact = parsePlanChanged(payload);
-					if (await this.store.applyPlanFact(tx, fact.userId, fact.planTier, event.occurredAt))
-						tx.afterCommit(() => void this.forget(fact.userId));
+					if (await this.store.applyPlanFact(tx, fact.userId, fact.planTier, event.occurredAt)) tx.afterCommit(() => this.forgetLater(fact.userId));
 				},
 				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {
 					const fact = parseStakeChanged(payload);
-					if (await this.store.applyStakeFact(tx, fact.userId, fact.positions, event.occurredAt))
-						tx.afterCommit(() => void this.forget(fact.userId));
+					if (await this.store.applyStakeFact(tx, fact.userId, fact.positions, event.occurredAt)) tx.afterCommit(() => this.forgetLater(fact.userId));
 				}
 			}
 		})
@@ -623,7 +622,8 @@ const UsersService: UsersSchema = {
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ id: string; role?: Role; tierOverride?: TierName | null; disabled?: boolean }>) {
 				const actor = ctx.meta.user!;
-				const { id, role, tierOverride, disabled } = ctx.params;
+				const { role, tierOverride, disabled } = ctx.params;
+				const id = ctx.params.id.toLowerCase();
 				if (role === undefined && tierOverride === undefined && disabled === undefined)
 					throw Unprocessable("Some fields are invalid", [{ field: "role", message: "give at least one of role, tierOverride, disabled", type: "required" }]);
 				if (id === actor.id && ((role !== undefined && role !== actor.role) || disabled === true))
@@ -772,6 +772,11 @@ const UsersService: UsersSchema = {
 
 		forget(this: UsersThis, userId: string, sessionIds: readonly string[] = []) {
 			return this.invalidator.forget(userId, sessionIds);
+		},
+
+		/** For callbacks that cannot wait (after a commit): a failure is logged; the cache TTL bounds the staleness. */
+		forgetLater(this: UsersThis, userId: string) {
+			this.invalidator.forget(userId).catch(err => this.logger.warn("cache invalidation failed", userId, (err as Error).message));
 		},
 
 		async forgetAllSessions(this: UsersThis, userId: string) {

@@ -469,6 +469,7 @@ describe("administration", () => {
 
 		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: adm.access, body: { role: "user" } }), 409, "SELF_CHANGE_FORBIDDEN");
 		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: adm.access, body: { disabled: true } }), 409, "SELF_CHANGE_FORBIDDEN");
+		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId.toUpperCase()}`, { token: adm.access, body: { disabled: true } }), 409, "SELF_CHANGE_FORBIDDEN");
 		expectError(await call("PATCH", `/api/v1/admin/users/${randomUUID()}`, { token: adm.access, body: { role: "user" } }), 404, "NOT_FOUND");
 		expectError(await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: {} }), 422, "VALIDATION_ERROR");
 		const audit = await sql<{ action: string; actor_id: string }>(`SELECT action, actor_id FROM user_audit_events WHERE user_id = $1 AND action = 'admin.update'`, [u.userId]);
