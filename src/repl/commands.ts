@@ -7,6 +7,7 @@ import { aiReplCommands } from "../ai/repl";
 import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
 import { tasksReplCommands } from "../tasks/repl";
+import { usersReplCommands } from "../users/repl";
 
 export interface ReplCommand {
 	command: string;
@@ -46,5 +47,5 @@ export const clusterReplCommands: ReplCommand[] = [
 
 /** Every command the REPL offers; domain modules add theirs here. */
 export function allReplCommands(): ReplCommand[] {
-	return [...clusterReplCommands, ...projectsReplCommands, ...tasksReplCommands, ...paymentsReplCommands, ...aiReplCommands];
+	return [...clusterReplCommands, ...usersReplCommands, ...projectsReplCommands, ...tasksReplCommands, ...paymentsReplCommands, ...aiReplCommands];
 }
