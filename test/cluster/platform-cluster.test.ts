@@ -68,7 +68,7 @@ beforeAll(async () => {
 	procs.push(await startNode({ ...env, SERVICES: "users,projects,payments", NODE_ID: "core-1", PORT: "0" }));
 	procs.push(await startNode({ ...env, SERVICES: "tasks,ai", NODE_ID: "work-1", PORT: "0" }));
 	procs.push(await startNode({ ...env, SERVICES: "api", NODE_ID: "gateway-1", PORT: String(gatewayPort) }));
-	operator = new ServiceBroker({ namespace: env.NAMESPACE, nodeID: "test-operator", transporter: NATS_URL, logger: false });
+	operator = new ServiceBroker({ namespace: env.NAMESPACE, nodeID: "test-operator", transporter: { type: "NATS", options: { url: NATS_URL } }, logger: false });
 	await operator.start();
 	await operator.waitForServices(["users", "projects", "payments", "tasks", "ai", "api"], 30_000);
 	// The gateway must also see every service before the flow starts.
