@@ -380,8 +380,10 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			async authorize(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req) {
 				const spec = this.specOf(req);
 				const user = ctx.meta.user;
-				if (user) await this.consumeLimit(this.limiter, user.id);
-				else await this.consumeLimit(this.anonLimiter, ctx.meta.ip ?? "unknown");
+				if (spec?.globalRateLimit !== false) {
+					if (user) await this.consumeLimit(this.limiter, user.id);
+					else await this.consumeLimit(this.anonLimiter, ctx.meta.ip ?? "unknown");
+				}
 				if (spec?.rateLimit) {
 					const limiter = this.routeLimiters.get(`${spec.method} ${API_BASE}${spec.path}`)!;
 					await this.consumeLimit(limiter, spec.rateLimit.by === "user" && user ? user.id : (ctx.meta.ip ?? "unknown"));

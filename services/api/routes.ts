@@ -29,6 +29,11 @@ export interface RouteSpec {
 	status?: number;
 	/** "raw": the body is passed as a Buffer (`ctx.params.rawBody`), e.g. for signed webhooks. */
 	body?: "json" | "raw";
+	/**
+	 * false: the global per-user / per-IP limit does not apply (machine callers such as signed webhooks,
+	 * which retry on 429 and whose senders share a few IPs); set a `rateLimit` of its own instead.
+	 */
+	globalRateLimit?: false;
 	/** Extra, tighter rate limit for this route (on top of the global one). */
 	rateLimit?: { points: number; durationS: number; by: "ip" | "user" };
 	/** A larger JSON body limit than BODY_LIMIT for this route alone (e.g. "48mb" for file uploads). */

@@ -33,6 +33,9 @@ export function paymentsRoutes(): RouteSpec[] {
 			action: "payments.stripeWebhook",
 			auth: "none",
 			body: "raw",
+			// Stripe retries on 429 and sends from a few shared IPs: its own, wider limit instead of the anonymous one.
+			globalRateLimit: false,
+			rateLimit: { points: 3000, durationS: 60, by: "ip" },
 			tag,
 			summary: "Stripe events (raw body, Stripe-Signature checked; no auth header)"
 		},
