@@ -3,20 +3,11 @@
  * PostgreSQL under ./.data. With TRANSPORTER/DATABASE_URL/REDIS_URL/AMQP_URL: one cluster node
  * hosting the services named in SERVICES.
  */
-import { ConfigError, loadConfig } from "../src/config";
+import { loadConfigOrExit } from "../src/config";
 import { createNode } from "../src/runtime/node";
 
 async function main() {
-	let config;
-	try {
-		config = loadConfig();
-	} catch (err) {
-		if (err instanceof ConfigError) {
-			console.error(err.message);
-			process.exit(2);
-		}
-		throw err;
-	}
+	const config = loadConfigOrExit();
 	const node = await createNode(config);
 	const base = node.config.http.publicUrl;
 	const mode = node.config.transporter ? `cluster node ${node.broker.nodeID}` : "embedded (single process)";

@@ -5,21 +5,12 @@
  * Built-in commands: nodes, services, actions, call, dcall, emit, metrics, info; domain commands
  * are listed by `help`.
  */
-import { ConfigError, loadConfig } from "../src/config";
+import { loadConfigOrExit } from "../src/config";
 import { createNode } from "../src/runtime/node";
 import { allReplCommands } from "../src/repl/commands";
 
 async function main() {
-	let config;
-	try {
-		config = loadConfig();
-	} catch (err) {
-		if (err instanceof ConfigError) {
-			console.error(err.message);
-			process.exit(2);
-		}
-		throw err;
-	}
+	let config = loadConfigOrExit();
 	const cluster = config.transporter != null;
 	config = {
 		...config,

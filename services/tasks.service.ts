@@ -3,6 +3,7 @@
  * A thin shell: the order is src/tasks/scheduling.ts, the other rules src/tasks/rules.ts, the SQL
  * src/tasks/store.ts, the derived metadata src/tasks/queue-meta.ts.
  */
+import type { LeasedTask } from "../src/tasks/contract";
 import { randomUUID } from "node:crypto";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Errors } from "moleculer";
@@ -43,22 +44,7 @@ export interface SubmitParams {
 	priorityBoost: "none" | "paid";
 }
 
-export interface LeasedTask {
-	taskId: string;
-	leaseId: string;
-	attempt: number;
-	userId: string;
-	tier: TierName;
-	projectId: string;
-	kind: TaskRow["kind"];
-	prompt: string;
-	model: string | null;
-	models: string[];
-	maxOutputTokens: number;
-	maxCostCredits: number;
-	idempotencyKey: string;
-	leaseExpiresAt: string;
-}
+export type { LeasedTask };
 
 interface TasksThis extends Service, DurableThis {
 	cfg: TasksConfig;

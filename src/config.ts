@@ -256,3 +256,16 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 export const isClusterMode = (c: Config) => c.transporter != null;
+
+/** For entry points: the configuration, or exit 2 with every problem named. */
+export function loadConfigOrExit(env: Env = process.env): Config {
+	try {
+		return loadConfig(env);
+	} catch (err) {
+		if (err instanceof ConfigError) {
+			console.error(err.message);
+			process.exit(2);
+		}
+		throw err;
+	}
+}

@@ -17,7 +17,8 @@ import { TIERS, TierName, allowsModelGroup } from "../domain/tiers";
 import type { AiConfig } from "./config";
 import { CATALOG, CatalogModel, costCredits, findModel } from "./catalog";
 
-export type TaskKind = "chat" | "code" | "compare";
+export type { TaskKind } from "../tasks/contract";
+import type { TaskKind } from "../tasks/contract";
 
 export const BYTES_PER_TOKEN = 3;
 const MESSAGE_OVERHEAD_TOKENS = 4;

@@ -3,6 +3,7 @@
  * from the project's files, generation(s), change set → project version, then exactly one of
  * `tasks.complete` / `tasks.fail` (none when the lease was lost: someone else owns the task now).
  */
+import type { LeasedTask } from "../tasks/contract";
 import type { TierName } from "../domain/tiers";
 import type { ChangeOp } from "../projects/changeset";
 import type { AiConfig } from "./config";
@@ -13,21 +14,7 @@ import { BYTES_PER_TOKEN, PrepareError, TaskKind, buildMessages, prepareTask, se
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
 
-export interface LeasedTask {
-	taskId: string;
-	leaseId: string;
-	attempt: number;
-	userId: string;
-	tier: TierName;
-	projectId: string;
-	kind: TaskKind;
-	prompt: string;
-	model?: string | null;
-	models?: string[] | null;
-	maxOutputTokens?: number | null;
-	maxCostCredits: number;
-	idempotencyKey?: string;
-}
+export type { LeasedTask };
 
 export interface RunnerDeps {
 	cfg: AiConfig;

@@ -1,0 +1,26 @@
+/**
+ * Wire types of the task lifecycle shared by the `tasks` service (producer) and the `ai` workers
+ * (consumer); docs/task-lifecycle.md describes the protocol. One definition, imported by both sides.
+ */
+import type { TierName } from "../domain/tiers";
+
+export type TaskKind = "chat" | "code" | "compare";
+
+/** What `tasks.lease` hands a worker for each task it leased. */
+export interface LeasedTask {
+	taskId: string;
+	leaseId: string;
+	attempt: number;
+	userId: string;
+	tier: TierName;
+	projectId: string;
+	kind: TaskKind;
+	prompt: string;
+	model: string | null;
+	models: string[];
+	maxOutputTokens: number;
+	maxCostCredits: number;
+	/** The task id: payments settle once per task however often it runs. */
+	idempotencyKey: string;
+	leaseExpiresAt: string;
+}
