@@ -478,7 +478,13 @@ describe("compose", () => {
 		expect(compose.services.redis.image).toMatch(/^redis:7/);
 		expect(compose.services.nats.image).toMatch(/^nats:2/);
 		expect(compose.services.rabbitmq.image).toMatch(/^rabbitmq:3-management/);
-		expect(compose.services.nats.command).toContain("-js");
+		// JetStream and the payload limit come from the mounted deploy/nats.conf.
+		const conf = compose.services.nats.command[compose.services.nats.command.indexOf("-c") + 1];
+		const mount = (compose.services.nats.volumes as string[]).find(v => v.endsWith(`:${conf}:ro`));
+		expect(mount).toBeDefined();
+		const text = fs.readFileSync(path.join(ROOT, mount!.split(":")[0]), "utf8");
+		expect(text).toMatch(/^jetstream\s*\{/m);
+		expect(text).toMatch(/^max_payload:\s*64MB/m);
 	});
 
 	test("the ai role runs two replicas; only the gateway publishes a port", () => {
