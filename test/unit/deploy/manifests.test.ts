@@ -479,8 +479,9 @@ describe("compose", () => {
 		expect(compose.services.nats.image).toMatch(/^nats:2/);
 		expect(compose.services.rabbitmq.image).toMatch(/^rabbitmq:3-management/);
 		// JetStream and the payload limit come from the mounted deploy/nats.conf.
-		const conf = compose.services.nats.command[compose.services.nats.command.indexOf("-c") + 1];
-		const mount = (compose.services.nats.volumes as string[]).find(v => v.endsWith(`:${conf}:ro`));
+		const nats = compose.services.nats as unknown as { command: string[]; volumes: string[] };
+		const conf = nats.command[nats.command.indexOf("-c") + 1];
+		const mount = nats.volumes.find(v => v.endsWith(`:${conf}:ro`));
 		expect(mount).toBeDefined();
 		const text = fs.readFileSync(path.join(ROOT, mount!.split(":")[0]), "utf8");
 		expect(text).toMatch(/^jetstream\s*\{/m);
