@@ -77,6 +77,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		// ---- Public (through the gateway) -------------------------------------------------------
 		balance: {
 			auth: "required",
+			scope: "billing:read",
 			retryPolicy: { enabled: true },
 			params: { $$strict: "remove" },
 			async handler(this: PaymentsThis, ctx: Ctx) {
@@ -96,6 +97,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		ledger: {
 			auth: "required",
+			scope: "billing:read",
 			retryPolicy: { enabled: true },
 			params: {
 				$$strict: "remove",
@@ -118,6 +120,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		checkout: {
 			auth: "required",
+			scope: "billing:write",
 			params: {
 				$$strict: true,
 				kind: { type: "enum", values: ["pack", "plan"] },
@@ -132,6 +135,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		checkoutStatus: {
 			auth: "required",
+			scope: "billing:read",
 			params: { $$strict: "remove", id: { type: "uuid" } },
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
 				return this.billing.checkoutStatus(me(ctx), ctx.params.id);
@@ -148,6 +152,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		createInvoice: {
 			auth: "required",
+			scope: "billing:write",
 			params: { $$strict: true, credits: CREDITS(1) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ credits: number }>) {
 				const invoice = await this.requireChain().crypto.createInvoice(me(ctx), BigInt(ctx.params.credits), ctx.meta.idempotencyKey ?? null);
@@ -158,6 +163,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		invoice: {
 			auth: "required",
+			scope: "billing:read",
 			params: { $$strict: "remove", id: { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ } },
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
 				return this.requireChain().crypto.getInvoice(me(ctx), ctx.params.id);
@@ -166,6 +172,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		claimCryptoPayment: {
 			auth: "required",
+			scope: "billing:write",
 			params: {
 				$$strict: true,
 				chainId: { type: "number", integer: true, positive: true, convert: true },
@@ -182,6 +189,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		cryptoPayment: {
 			auth: "required",
+			scope: "billing:read",
 			params: { $$strict: "remove", id: { type: "uuid" } },
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
 				return this.requireChain().crypto.getPayment(me(ctx), ctx.params.id);
@@ -190,6 +198,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		staking: {
 			auth: "required",
+			scope: "billing:read",
 			params: { $$strict: "remove" },
 			async handler(this: PaymentsThis, ctx: Ctx) {
 				const userId = me(ctx);

@@ -220,6 +220,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 	actions: {
 		create: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Create a project (you become its owner; it starts at version 0, empty)",
 			params: { $$strict: "remove", name: { type: "string", min: 1, max: 200, trim: true }, description: { type: "string", max: 5000, optional: true, default: "" } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ name: string; description: string }>) {
@@ -235,6 +236,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		list: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "Projects you own or that are shared with you, newest first",
 			params: {
 				$$strict: "remove",
@@ -260,6 +262,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		get: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "One project",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -270,6 +273,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		update: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Rename, describe, archive or unarchive a project (owner)",
 			params: {
 				$$strict: "remove",
@@ -293,6 +297,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		remove: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Delete a project (owner; soft: restorable until it is purged)",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -317,6 +322,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		restore: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Restore a deleted project that has not been purged yet (owner)",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -333,6 +339,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		members: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "A project's members and their roles",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -344,6 +351,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		setMember: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Add a member or change their role (owner)",
 			params: { $$strict: "remove", id: idParam, userId: { type: "string", min: 1, max: 128 }, role: { type: "enum", values: [...PROJECT_ROLES] } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string; role: ProjectRole }>) {
@@ -371,6 +379,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		removeMember: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Remove a member (owner), or leave a project yourself",
 			params: { id: idParam, userId: { type: "string", min: 1, max: 128 } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string }>) {
@@ -397,6 +406,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		versions: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "Version history, newest first",
 			params: {
 				$$strict: "remove",
@@ -418,6 +428,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		version: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "One version: its metadata and manifest (path → SHA-256, size, mode)",
 			params: { id: idParam, n: versionParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; n: number }>) {
@@ -430,6 +441,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		commit: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Commit a change set on top of baseVersion (409 with the head when it is stale)",
 			params: { $$strict: "remove", id: idParam, ...commitParams },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; baseVersion: number; message: string; changes: ChangeOp[] }>) {
@@ -451,6 +463,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		tree: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "The files of a version (default: the head), optionally under a directory prefix",
 			params: { $$strict: "remove", id: idParam, version: { ...versionParam, optional: true }, prefix: { type: "string", max: 1024, optional: true } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; version?: number; prefix?: string }>) {
@@ -467,6 +480,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		file: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "One file's raw bytes at a version (default: the head), with its content type",
 			params: { id: idParam, path: { type: "string", min: 1, max: 8192 }, version: { ...versionParam, optional: true } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; path: string; version?: number }>) {
@@ -497,6 +511,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		diff: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "What changed between two versions: added, removed, modified and renamed paths, with unified diffs of text files",
 			params: { $$strict: "remove", id: idParam, from: versionParam, to: versionParam, patches: { type: "boolean", default: true, convert: true } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; from: number; to: number; patches: boolean }>) {
@@ -539,6 +554,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		sandbox: {
 			auth: "required",
+			scope: "projects:read",
 			summary: "The project's sandbox status",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -549,6 +565,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		setSandbox: {
 			auth: "required",
+			scope: "projects:write",
 			summary: "Start (state: provisioning, at a version; default the head) or stop (state: stopped) the sandbox (editor)",
 			params: { $$strict: "remove", id: idParam, state: { type: "enum", values: [...SANDBOX_STATES] }, version: { ...versionParam, optional: true, convert: false } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; state: SandboxState; version?: number }>) {

@@ -1,27 +1,36 @@
 /**
  * Authorization keyed on action metadata (kantab style): an action declares
  *   `permissions: ["admin"]`           only these roles may call it (through the gateway or not);
- *   `auth: "required"`                  a signed-in user must be on ctx.meta.user.
+ *   `auth: "required"`                  a signed-in user must be on ctx.meta.user;
+ *   `scope: "projects:write"`           an API key must hold this scope (sessions hold every scope of their role).
  * The check runs on the node that hosts the action, so a call that skipped the gateway is checked too.
  */
 import { Errors, Middleware } from "moleculer";
 import type { AuthUser } from "../auth/user";
+import { hasScope, type Scope } from "../auth/scopes";
 
 export const PermissionsMiddleware: Middleware = {
 	name: "Permissions",
 	localAction(nextHandler, action) {
 		const next = nextHandler as (ctx: import("moleculer").Context) => Promise<unknown>;
-		const schema = action as unknown as { permissions?: string[]; auth?: "required" | "optional" };
+		const schema = action as unknown as { permissions?: string[]; auth?: "required" | "optional"; scope?: Scope };
 		const permissions = schema.permissions;
+		const scope = schema.scope;
 		const needsUser = schema.auth === "required" || (permissions && permissions.length > 0);
-		if (!needsUser) return next;
+		if (!needsUser && !scope) return next;
 		return function checkPermissions(ctx) {
 			const user = (ctx.meta as { user?: AuthUser | null }).user;
-			if (!user) return Promise.reject(new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED"));
+			if (!user) {
+				if (!needsUser) return next(ctx);
+				return Promise.reject(new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED"));
+			}
 			if (permissions && permissions.length && !permissions.includes(user.role))
 				return Promise.reject(
 					new Errors.MoleculerClientError("You are not allowed to do this", 403, "FORBIDDEN", { required: permissions })
 				);
+			// Only API keys are narrowed: session tokens carry every scope of their role.
+			if (scope && user.keyId && !hasScope(user, scope))
+				return Promise.reject(new Errors.MoleculerClientError(`This needs the '${scope}' scope`, 403, "INSUFFICIENT_SCOPE"));
 			return next(ctx);
 		};
 	}
