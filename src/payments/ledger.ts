@@ -516,7 +516,9 @@ export class Ledger {
 		}
 	): Promise<{ taken: bigint; shortfall: bigint; duplicate: boolean }> {
 		await this.lockUser(tx, p.userId);
-		const lots = spendOrder(await this.spendableLots(tx, p.userId, true));
+		// Expired credit is worth nothing: swept to the expired account, never counted as recovered.
+		await this.expireLots(tx, p.userId);
+		const lots = spendOrder(await this.spendableLots(tx, p.userId, false));
 		const preferred = lots.filter(l => l.id === p.preferLotId);
 		const { allocations, shortfall } = allocate([...preferred, ...lots.filter(l => l.id !== p.preferLotId)], p.amount);
 		const taken = p.amount - shortfall;

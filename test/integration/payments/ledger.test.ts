@@ -6,6 +6,7 @@ import { ServiceBroker } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { NATS_URL, bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../src/runtime/node";
+import { Ledger } from "../../../src/payments/ledger";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
@@ -241,5 +242,41 @@ describe("lots, expiry and discounts", () => {
 		expect(await balance("u-grant")).toEqual({ available: 25, held: 0 });
 		const [t] = await sql<{ operator: string; description: string }>(`SELECT operator, description FROM ledger_transactions WHERE id = $1`, [a.transactionId]);
 		expect(t).toEqual({ operator: "test-operator", description: "test grant" });
+	});
+});
+
+describe("clawbacks", () => {
+	test("a clawback never counts expired promotional credit as recovered: it goes to the expired account, the rest is shortfall", async () => {
+		const ledger = new Ledger(node.runtime.sequelize);
+		await grant("u-claw", 1_000, { source: "paid", key: "claw-paid" });
+		await call("payments.reserve", { userId: "u-claw", taskId: "claw-1", maxCost: 600 });
+		await call("payments.settle", { userId: "u-claw", taskId: "claw-1", actualCost: 600 });
+		// Granted after the spend and already expired: worth nothing, but not swept yet (no reserve since).
+		await grant("u-claw", 500, { source: "promo", expiresAt: new Date(Date.now() - 1000).toISOString() });
+		const [paidLot] = await sql<{ id: string }>(`SELECT id FROM credit_lots WHERE user_id = 'u-claw' AND source = 'paid'`);
+
+		const r = await ledger.run(tx =>
+			ledger.clawback(tx, {
+				kind: "refund_clawback",
+				userId: "u-claw",
+				amount: 1_000n,
+				to: "sys:stripe",
+				preferLotId: String(paidLot.id),
+				causeType: "test_refund",
+				causeId: "claw-refund-1",
+				description: "test refund"
+			})
+		);
+		expect(r).toEqual({ taken: 400n, shortfall: 600n, duplicate: false });
+		const byAccount = await sql<{ account_key: string; total: string }>(
+			`SELECT e.account_key, SUM(e.amount) AS total FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+			 WHERE t.user_id = 'u-claw' AND e.account_key IN ('sys:expired', 'sys:stripe') GROUP BY e.account_key ORDER BY e.account_key`
+		);
+		expect(byAccount.map(a => [a.account_key, Number(a.total)])).toEqual([
+			["sys:expired", 500],
+			["sys:stripe", 400]
+		]);
+		expect(await balance("u-claw")).toEqual({ available: 0, held: 0 });
+		await expectInvariants();
 	});
 });
