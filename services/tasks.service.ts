@@ -220,7 +220,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			params: {
 				$$strict: "remove",
 				limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
-				cursor: { type: "string", optional: true, pattern: /^\d{13}\.[0-9a-f-]{36}$/, description: "nextCursor of the previous page" },
+				cursor: { type: "string", optional: true, pattern: /^\d{13}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, description: "nextCursor of the previous page" },
 				state: { type: "enum", values: ["queued", "running", "succeeded", "failed", "cancelled"], optional: true }
 			},
 			async handler(this: TasksThis, ctx: Ctx<{ limit: number; cursor?: string; state?: TaskState }>) {

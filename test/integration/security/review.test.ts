@@ -1,8 +1,9 @@
 /**
- * Security review regressions, through the real gateway: API-key scopes on every service's routes.
+ * Security review regressions, through the real gateway: API-key scopes on every service's routes,
+ * and bad inputs that must answer a 4xx in the contract's shape instead of a 500.
  */
 import { createTestDatabase, uniqueId, type TestDatabase } from "../../support/env";
-import { api, startTasksNode, type TestNode } from "../tasks/helpers";
+import { api, makeUser, startTasksNode, type TestNode } from "../tasks/helpers";
 
 jest.setTimeout(60_000);
 
@@ -79,5 +80,14 @@ describe("API-key scopes are enforced outside the users service", () => {
 		expectError(await api(node, "POST", "/billing/crypto/invoices", null, { credits: 100 }, withKey(reader.key)), 403, "INSUFFICIENT_SCOPE");
 		// Sessions keep every scope of their role.
 		expect((await api(node, "GET", "/billing/balance", reader.token)).status).toBe(200);
+	});
+});
+
+describe("bad inputs answer 4xx, never 500", () => {
+	test("GET /tasks with a cursor whose id part is not a UUID → 422", async () => {
+		const u = await makeUser(node, "free", 0);
+		const r = await api(node, "GET", `/tasks?cursor=${"1".repeat(13)}.${"-".repeat(36)}`, u.token);
+		expectError(r, 422, "VALIDATION_ERROR");
+		expect((await api(node, "GET", "/tasks", u.token)).status).toBe(200);
 	});
 });
