@@ -155,7 +155,16 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
 				const boost = (await ctx.call("payments.priorityBoost", { userId: user.id, purchaseMs, tier })) as { boostMs: number };
 				const taskId = randomUUID();
-				await ctx.call("payments.reserve", { userId: user.id, taskId, maxCost, boostMs: purchaseMs, tier });
+				try {
+					await ctx.call("payments.reserve", { userId: user.id, taskId, maxCost, boostMs: purchaseMs, tier });
+				} catch (err) {
+					// A refusal (4xx) held nothing; any other failure may have come after the hold committed
+					// (answer lost), and no task will ever settle it: give it back (404 when there was none).
+					const code = (err as { code?: unknown }).code;
+					if (!(typeof code === "number" && code >= 400 && code < 500))
+						await ctx.call("payments.release", { userId: user.id, taskId }).catch(e => this.logger.warn("release after failed reserve", (e as Error).message));
+					throw err;
+				}
 
 				const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
 				let row: TaskRow;
