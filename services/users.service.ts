@@ -160,10 +160,21 @@ function encodeCursor(createdAt: string, id: string): string {
 	return Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
 }
 
+/** `created_at::text` as Postgres writes it; anything else could fail the `::timestamptz` cast (a 500). */
+const PG_TIMESTAMPTZ = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?[+-](?:0\d|1[0-5])(?::[0-5]\d)?$/;
+
+function isPgTimestamp(text: string): boolean {
+	const m = PG_TIMESTAMPTZ.exec(text);
+	if (!m) return false;
+	const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number);
+	const t = new Date(Date.UTC(y, mo - 1, d));
+	return t.getUTCFullYear() === y && t.getUTCMonth() === mo - 1 && t.getUTCDate() === d && h < 24 && mi < 60 && s < 60;
+}
+
 function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
 	try {
 		const [createdAt, id] = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as unknown[];
-		if (typeof createdAt !== "string" || Number.isNaN(Date.parse(createdAt)) || !isUuid(id)) return null;
+		if (typeof createdAt !== "string" || !isPgTimestamp(createdAt) || !isUuid(id)) return null;
 		return { createdAt, id };
 	} catch {
 		return null;

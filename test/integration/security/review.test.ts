@@ -2,6 +2,7 @@
  * Security review regressions, through the real gateway: API-key scopes on every service's routes,
  * and bad inputs that must answer a 4xx in the contract's shape instead of a 500.
  */
+import { randomUUID } from "node:crypto";
 import { createTestDatabase, uniqueId, type TestDatabase } from "../../support/env";
 import { api, makeUser, startTasksNode, type TestNode } from "../tasks/helpers";
 
@@ -89,5 +90,20 @@ describe("bad inputs answer 4xx, never 500", () => {
 		const r = await api(node, "GET", `/tasks?cursor=${"1".repeat(13)}.${"-".repeat(36)}`, u.token);
 		expectError(r, 422, "VALIDATION_ERROR");
 		expect((await api(node, "GET", "/tasks", u.token)).status).toBe(200);
+	});
+
+	test("GET /admin/users with a forged cursor whose time Postgres cannot read → 422", async () => {
+		const email = `${uniqueId("admin")}@example.com`;
+		const reg = await api(node, "POST", "/auth/register", null, { email, password: "correct horse battery staple" });
+		await node.runtime.sequelize.query(`UPDATE users SET role = 'admin' WHERE id = $1`, { bind: [reg.body.user.id] });
+		const admin = (await api(node, "POST", "/auth/login", null, { email, password: "correct horse battery staple" })).body.accessToken as string;
+		for (const at of ["1", "March 7", "2020-01-01 00:00:00+99", "2021-02-31 00:00:00+00"]) {
+			const cursor = Buffer.from(JSON.stringify([at, randomUUID()])).toString("base64url");
+			expectError(await api(node, "GET", `/admin/users?cursor=${cursor}`, admin), 422, "VALIDATION_ERROR");
+		}
+		const page = await api(node, "GET", "/admin/users?limit=1", admin);
+		expect(page.status).toBe(200);
+		expect(page.body.nextCursor).toEqual(expect.any(String));
+		expect((await api(node, "GET", `/admin/users?limit=1&cursor=${page.body.nextCursor}`, admin)).status).toBe(200);
 	});
 });
