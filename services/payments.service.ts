@@ -10,7 +10,7 @@ import { durableEvents, DurableThis } from "../mixins/durable-events.mixin";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { Config } from "../src/config";
 import type { AuthUser } from "../src/auth/user";
-import { BadRequest, Unavailable } from "../src/errors";
+import { BadRequest, Unavailable, Unprocessable } from "../src/errors";
 import { MAX_PURCHASED_BOOST_MS, TIERS, TIER_ORDER, TierName, applyDiscount, priorityBoostMs } from "../src/domain/tiers";
 import { Ledger, credits } from "../src/payments/ledger";
 import { StripeBilling, createStripeClient } from "../src/payments/stripe-billing";
@@ -105,7 +105,11 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				cursor: { type: "string", optional: true, pattern: /^[0-9]{1,19}$/, description: "nextCursor of the previous page" }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ limit: number; cursor?: string }>) {
-				const page = await this.ledger.entries(me(ctx), ctx.params.limit, ctx.params.cursor ? BigInt(ctx.params.cursor) : null);
+				const before = ctx.params.cursor ? BigInt(ctx.params.cursor) : null;
+				// 19 digits can exceed BIGINT, which Postgres would refuse with an error (a 500).
+				if (before !== null && before > 9_223_372_036_854_775_807n)
+					throw Unprocessable("Some fields are invalid", [{ field: "cursor", message: "is not a cursor from this list", type: "cursor" }]);
+				const page = await this.ledger.entries(me(ctx), ctx.params.limit, before);
 				return { items: page.items, nextCursor: page.nextBefore?.toString() ?? null };
 			}
 		},

@@ -106,4 +106,10 @@ describe("bad inputs answer 4xx, never 500", () => {
 		expect(page.body.nextCursor).toEqual(expect.any(String));
 		expect((await api(node, "GET", `/admin/users?limit=1&cursor=${page.body.nextCursor}`, admin)).status).toBe(200);
 	});
+
+	test("GET /billing/ledger with a cursor beyond BIGINT → 422", async () => {
+		const u = await makeUser(node, "free", 0);
+		expectError(await api(node, "GET", "/billing/ledger?cursor=9999999999999999999", u.token), 422, "VALIDATION_ERROR");
+		expect((await api(node, "GET", "/billing/ledger?cursor=9223372036854775807", u.token)).status).toBe(200);
+	});
 });
