@@ -78,6 +78,7 @@ export interface SiweProof {
 }
 
 interface UsersThis extends Service {
+	announceWalletOwner(address: string): void;
 	cfg: UsersConfig;
 	jwt: Config["jwt"];
 	store: UsersStore;
@@ -406,7 +407,10 @@ const UsersService: UsersSchema = {
 				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				await this.store.touchWalletSignIn(proof.address, proof.kind);
 				await this.store.touchLogin(user.id);
-				if (created) await this.store.audit(undefined, user.id, user.id, "user.register", { method: "siwe", address: proof.address });
+				if (created) {
+					await this.store.audit(undefined, user.id, user.id, "user.register", { method: "siwe", address: proof.address });
+					this.announceWalletOwner(proof.address);
+				}
 				else await this.forget(user.id); // the wallet's kind may have changed (deployed since)
 				return { ...(await this.issueSession(user, "siwe", ctx.meta)), user: publicUser(user), created };
 			}
@@ -496,6 +500,7 @@ const UsersService: UsersSchema = {
 				if (r.result === "taken") throw Conflict("This wallet is linked to another account", "WALLET_TAKEN");
 				if (r.result === "limit") throw Conflict(`An account may link at most ${this.cfg.maxWalletsPerUser} wallets`, "WALLET_LIMIT");
 				await this.forget(user.id);
+				if (r.result !== "already") this.announceWalletOwner(proof.address);
 				ctx.meta.$location = "/api/v1/users/me";
 				return { ...walletView(r.wallet!), alreadyLinked: r.result === "already" };
 			}
@@ -512,6 +517,7 @@ const UsersService: UsersSchema = {
 				if (r === "not_found") throw NotFound("Wallet");
 				if (r === "last_method") throw Conflict("This wallet is the account's only way to sign in", "LAST_SIGN_IN_METHOD");
 				await this.forget(user.id);
+				this.announceWalletOwner(address);
 				return { address: getAddress(address), unlinked: true };
 			}
 		},
@@ -667,6 +673,17 @@ const UsersService: UsersSchema = {
 			}
 		},
 
+		/** Who owns a wallet (payments attributes on-chain stakes through it). */
+		walletOwner: {
+			visibility: "public",
+			retryPolicy: { enabled: true },
+			params: { address: { type: "string", pattern: ADDRESS_PATTERN } },
+			async handler(this: UsersThis, ctx: Context<{ address: string }>): Promise<{ userId: string } | null> {
+				const w = await this.store.walletByAddress(ctx.params.address.toLowerCase());
+				return w ? { userId: w.user_id } : null;
+			}
+		},
+
 		authState: {
 			visibility: "public",
 			cache: { keys: [...CACHED_ACTIONS.authState.keys] },
@@ -729,6 +746,18 @@ const UsersService: UsersSchema = {
 	},
 
 	methods: {
+		/**
+		 * Tells payments that a wallet changed hands, so its indexed stake is attributed (or no longer
+		 * attributed) to the right user at once. A hint: payments also re-asks `walletOwner` on its own,
+		 * so a failure (payments down, no chain configured) only delays the attribution.
+		 */
+		announceWalletOwner(this: UsersThis, address: string) {
+			this.broker.call("payments.refreshWalletOwner", { address: getAddress(address) }).catch((err: Error) => {
+				if (!["ServiceNotFoundError", "ServiceNotAvailableError"].includes(err.name) && (err as { code?: number }).code !== 503)
+					this.logger.warn(`could not announce the owner of ${address} to payments: ${err.message}`);
+			});
+		},
+
 		/** API keys are narrower than sessions: actions declare the scope they need, or that they need a session. */
 		checkCredential(this: UsersThis, ctx: Ctx<unknown>) {
 			const action = ctx.action as { scope?: Scope; sessionOnly?: boolean } | undefined;

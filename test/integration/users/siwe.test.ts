@@ -325,6 +325,10 @@ describe("linking wallets", () => {
 			type: "SELECT" as never
 		});
 		expect(n).toBe("1");
+
+		// Payments attributes on-chain stakes through this lookup (any address case).
+		expect(await node.broker.call("users.walletOwner", { address: w.address.toLowerCase() })).toEqual({ userId: a.userId });
+		expect(await node.broker.call("users.walletOwner", { address: mallory.address })).toBeNull();
 	});
 
 	test("unlinking: only one's own wallet, never the last way to sign in", async () => {

@@ -1,0 +1,106 @@
+/**
+ * A wallet linked with a SIWE proof in `users` owns the stake that `payments` indexes from the chain:
+ * payments asks users.walletOwner, publishes payments.stake.changed durably, and users shows the
+ * stake on /users/me. Real users and payments services, the dev chain, PostgreSQL, Redis, RabbitMQ.
+ */
+import { ethers } from "ethers";
+import { SiweMessage } from "siwe";
+import { privateKeyToAccount } from "viem/accounts";
+import { connectForgeContract, createChainProvider, deployForgeContracts, forgeChainEnv, type ForgeDeployment } from "../../../src/chain/deploy";
+import type { ForgeNode } from "../../../src/runtime/node";
+import { startDevChain, type DevChain } from "../../support/devchain";
+import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+
+jest.setTimeout(90_000);
+
+// Hardhat's well-known development account #3 (funded with FORGE by deployForgeContracts).
+const WALLET = privateKeyToAccount("0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6");
+const CONFIRMATIONS = 2;
+
+let chain: DevChain;
+let deployment: ForgeDeployment;
+let provider: ethers.JsonRpcProvider;
+let db: TestDatabase;
+let node: ForgeNode & { baseUrl: string };
+
+async function api(method: string, p: string, token?: string, body?: unknown) {
+	const res = await fetch(node.baseUrl + "/api/v1" + p, {
+		method,
+		headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
+		body: body ? JSON.stringify(body) : undefined
+	});
+	const text = await res.text();
+	return { status: res.status, json: text ? JSON.parse(text) : undefined };
+}
+
+beforeAll(async () => {
+	chain = await startDevChain();
+	deployment = await deployForgeContracts(chain.url);
+	provider = createChainProvider(chain.url);
+	db = await createTestDatabase();
+	node = await startTestNode({
+		db,
+		services: ["api", "users", "payments"],
+		env: {
+			...forgeChainEnv(deployment),
+			AUTH_SESSION_CHECK: "true",
+			CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
+			CHAIN_POLL_MS: "0",
+			CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
+			RATE_LIMIT_ANON_PER_MINUTE: "100000"
+		}
+	});
+});
+afterAll(async () => {
+	await node?.stop();
+	await db?.drop();
+	provider?.destroy();
+	await chain?.stop();
+});
+
+test("a linked wallet's stake is attributed to its owner across users and payments", async () => {
+	expect((await provider.send("eth_accounts", [])).map((a: string) => a.toLowerCase())).toContain(WALLET.address.toLowerCase());
+	const reg = await api("POST", "/auth/register", undefined, { email: "staker@example.com", password: "a long enough passphrase" });
+	expect(reg.status).toBe(201);
+	const token: string = reg.json.accessToken;
+	const userId: string = reg.json.user.id;
+
+	// Stake first, while nobody owns the wallet: payments indexes it by address.
+	const signer = new ethers.JsonRpcSigner(provider, WALLET.address);
+	const amount = ethers.parseUnits("1500", 18);
+	await (await (await connectForgeContract("ForgeToken", deployment.token, signer)).getFunction("approve")(deployment.staking, amount)).wait();
+	await (await (await connectForgeContract("ForgeStaking", deployment.staking, signer)).getFunction("stake")(amount)).wait();
+	await provider.send("hardhat_mine", [`0x${CONFIRMATIONS.toString(16)}`]);
+	await node.broker.call("payments.chainTick", {});
+	expect((await api("GET", "/staking", token)).json.totalStakeWei).toBe("0");
+
+	// Link the wallet with a SIWE proof; users announces the new owner to payments.
+	const nonce = (await api("GET", "/auth/siwe/nonce")).json;
+	const now = Date.now();
+	const message = new SiweMessage({
+		domain: "localhost:3000",
+		address: WALLET.address,
+		statement: "Link my wallet",
+		uri: "http://localhost:3000",
+		version: "1",
+		chainId: 31337,
+		nonce: nonce.nonce,
+		issuedAt: new Date(now - 1000).toISOString(),
+		expirationTime: new Date(now + 600_000).toISOString()
+	}).prepareMessage();
+	const linked = await api("POST", "/users/me/wallets", token, { message, signature: await WALLET.signMessage({ message }), nonceToken: nonce.nonceToken });
+	expect(linked.status).toBe(201);
+	expect(await node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({ userId });
+
+	// Payments now attributes the position to the user, and users receives the durable stake event.
+	let staking: { totalStakeWei: string } | undefined;
+	let me: { forge: unknown } | undefined;
+	for (let i = 0; i < 50; i++) {
+		staking = (await api("GET", "/staking", token)).json;
+		me = (await api("GET", "/users/me", token)).json;
+		if (staking!.totalStakeWei === amount.toString() && JSON.stringify(me!.forge).includes(amount.toString())) break;
+		await new Promise(r => setTimeout(r, 200));
+	}
+	expect(staking!.totalStakeWei).toBe(amount.toString());
+	expect(JSON.stringify(me!.forge)).toContain(amount.toString());
+});
