@@ -3,8 +3,9 @@
  * moved with evm_increaseTime), the unstake cooldown, tier and discount on ledger entries,
  * stake.changed events, lazy wallet owners, resuming after a restart, and reorgs.
  *
- * The users service's `users.walletOwner` is not written yet; `walletOwners` below stands in for
- * it with exactly the contract payments relies on ({ address } → { userId } or null).
+ * `walletOwners` below stands in for the users service's `users.walletOwner` with exactly the contract
+ * payments relies on ({ address } → { userId } or null), so owners can be set freely here; the real
+ * pair is exercised in test/integration/platform/stake-attribution.test.ts.
  */
 import { ethers } from "ethers";
 import type { ServiceSchema, Context } from "moleculer";
