@@ -450,7 +450,7 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			return this.chainPass;
 		},
 
-		/** users.walletOwner, written by the users service; until it answers, the owner stays unknown. */
+		/** users.walletOwner; when users cannot answer (down), the owner stays as it was and is asked again later. */
 		async resolveOwner(this: PaymentsThis, address: string): Promise<string | null | undefined> {
 			try {
 				const r = (await this.broker.call("users.walletOwner", { address })) as string | { userId?: string | null; id?: string | null } | null;
