@@ -69,7 +69,17 @@ export interface ApiThis extends Service<ApiSettings> {
 	sendJson(res: Res, status: number, body: unknown): void;
 }
 
-function clientIp(req: IncomingMessage): string {
+/**
+ * The client's address. With TRUST_PROXY_HOPS = n > 0 (the gateway sits behind n proxies that append
+ * to X-Forwarded-For), the n-th address from the right; anything further left is client-supplied and
+ * ignored. Without it, the socket's peer.
+ */
+function clientIp(req: IncomingMessage, trustedHops: number): string {
+	if (trustedHops > 0) {
+		const xff = req.headers["x-forwarded-for"];
+		const hops = (Array.isArray(xff) ? xff.join(",") : (xff ?? "")).split(",").map(s => s.trim()).filter(Boolean);
+		if (hops.length >= trustedHops) return hops[hops.length - trustedHops].slice(0, 64);
+	}
 	return req.socket.remoteAddress ?? "unknown";
 }
 
@@ -346,7 +356,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			},
 
 			async authenticate(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req) {
-				ctx.meta.ip = clientIp(req);
+				ctx.meta.ip = clientIp(req, this.config.http.trustProxyHops);
 				ctx.meta.userAgent = String(req.headers["user-agent"] ?? "").slice(0, 256);
 				const spec = this.specOf(req);
 				if (spec?.idempotent) {
@@ -365,13 +375,24 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				const authz = req.headers.authorization;
 				const apiKey = req.headers["x-api-key"];
 				let user: AuthUser | null = null;
+				const ip = ctx.meta.ip ?? "unknown";
+				// Failed credentials spend the caller's anonymous (per-IP) budget, so guessing tokens or keys
+				// is rate limited; an IP that has spent it gets 429 before any API-key lookup.
 				if (authz !== undefined) {
 					const m = /^Bearer ([A-Za-z0-9_\-.=]{10,4096})$/.exec(String(authz));
 					user = m ? await this.resolveBearer(ctx, m[1]) : null;
-					if (!user) throw Unauthorized("Invalid or expired access token", "INVALID_TOKEN");
+					if (!user) {
+						await this.consumeLimit(this.anonLimiter, ip);
+						throw Unauthorized("Invalid or expired access token", "INVALID_TOKEN");
+					}
 				} else if (apiKey !== undefined) {
+					const spent = await this.anonLimiter.get(ip);
+					if (spent && spent.remainingPoints <= 0) throw TooManyRequests("Too many requests; slow down", Math.ceil(spent.msBeforeNext / 1000));
 					user = await this.resolveApiKey(ctx, String(apiKey));
-					if (!user) throw Unauthorized("Invalid, expired or revoked API key", "INVALID_API_KEY");
+					if (!user) {
+						await this.consumeLimit(this.anonLimiter, ip);
+						throw Unauthorized("Invalid, expired or revoked API key", "INVALID_API_KEY");
+					}
 				}
 				if (!user && spec?.auth === "required") throw Unauthorized();
 				return user;

@@ -34,7 +34,7 @@ export interface Config {
 	redisPrefix: string;
 	amqpUrl: string | null;
 	amqpPrefix: string;
-	http: { host: string; port: number; publicUrl: string; bodyLimit: string; corsOrigins: string[] };
+	http: { host: string; port: number; publicUrl: string; bodyLimit: string; corsOrigins: string[]; trustProxyHops: number };
 	healthPort: number | null;
 	metricsPort: number | null;
 	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
@@ -197,7 +197,8 @@ export function loadConfig(env: Env = process.env): Config {
 			port,
 			publicUrl: str("PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`),
 			bodyLimit,
-			corsOrigins: str("CORS_ORIGINS", "*").split(",").map(s => s.trim()).filter(Boolean)
+			corsOrigins: str("CORS_ORIGINS", "*").split(",").map(s => s.trim()).filter(Boolean),
+			trustProxyHops: int("TRUST_PROXY_HOPS", 0, 0, 10)
 		},
 		healthPort: healthPortRaw || null,
 		metricsPort: metricsPortRaw || null,

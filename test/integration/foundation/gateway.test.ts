@@ -236,3 +236,41 @@ describe("rate limiting across gateway replicas (Redis)", () => {
 		expect(limited!.headers.get("x-request-id")).toBe(body.requestId);
 	});
 });
+
+describe("failed credentials and proxies", () => {
+	let db3: TestDatabase;
+	let g: ForgeNode & { baseUrl: string };
+	beforeAll(async () => {
+		db3 = await createTestDatabase();
+		g = await startTestNode({
+			db: db3,
+			services: [],
+			extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService],
+			env: { RATE_LIMIT_ANON_PER_MINUTE: "3", TRUST_PROXY_HOPS: "1" }
+		});
+	});
+	afterAll(async () => {
+		await g?.stop();
+		await db3?.drop();
+	});
+	const from = (ip: string, headers: Record<string, string> = {}) => ({ headers: { "x-forwarded-for": ip, ...headers } });
+
+	test("bad tokens spend the caller's anonymous budget; then even API keys are refused before any lookup", async () => {
+		const statuses: number[] = [];
+		for (let i = 0; i < 4; i++)
+			statuses.push((await fetch(g.baseUrl + "/api/v1/probe/whoami", from("10.0.0.1", { authorization: "Bearer not-a-valid-token-at-all" }))).status);
+		expect(statuses).toEqual([401, 401, 401, 429]);
+		// No users service runs here: a key that reached the lookup would answer 503, not 429.
+		const key = await fetch(g.baseUrl + "/api/v1/probe/whoami", from("10.0.0.1", { "x-api-key": "ff_abc_0123456789abcdef0123" }));
+		expect(key.status).toBe(429);
+		expect(Number(key.headers.get("retry-after"))).toBeGreaterThan(0);
+	});
+
+	test("with one trusted proxy the client is the last X-Forwarded-For hop; spoofed hops to its left change nothing", async () => {
+		const a = [];
+		for (let i = 0; i < 3; i++) a.push((await fetch(g.baseUrl + "/api/v1/probe/whoami", from("10.0.0.2"))).status);
+		expect(a).toEqual([200, 200, 200]);
+		expect((await fetch(g.baseUrl + "/api/v1/probe/whoami", from("6.6.6.6, 10.0.0.2"))).status).toBe(429);
+		expect((await fetch(g.baseUrl + "/api/v1/probe/whoami", from("10.0.0.3"))).status).toBe(200);
+	});
+});
