@@ -4,7 +4,7 @@
  * a service stopping, and the adapter reads and writes the real PostgreSQL.
  */
 import { DataTypes, QueryTypes, Sequelize } from "sequelize";
-import type { ServiceSchema } from "moleculer";
+import type { Context, ServiceSchema } from "moleculer";
 import { dbMixin, DbThis } from "../../../mixins/db.mixin";
 import type { ForgeNode } from "../../../src/runtime/node";
 import { createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
@@ -23,8 +23,8 @@ const Notes: ServiceSchema = {
 	actions: {
 		add: {
 			params: { body: "string" },
-			async handler(this: DbThis, ctx) {
-				const saved = await this.transaction(tx => this.model.create({ body: (ctx.params as { body: string }).body }, { transaction: tx }));
+			async handler(this: DbThis, ctx: Context<{ body: string }>) {
+				const saved = await this.transaction(tx => this.model.create({ body: ctx.params.body }, { transaction: tx }));
 				return saved.get({ plain: true });
 			}
 		},
@@ -32,7 +32,7 @@ const Notes: ServiceSchema = {
 			return (this as unknown as { adapter: { count(): Promise<number> } }).adapter.count();
 		}
 	}
-} as ServiceSchema;
+} as unknown as ServiceSchema;
 
 const Ghosts: ServiceSchema = { name: "ghosts", mixins: [dbMixin(defineGhost)] } as ServiceSchema;
 
