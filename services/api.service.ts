@@ -418,91 +418,74 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					(fn: (req: Req, res: Res) => Promise<void> | void) =>
 					(req: Req, res: Res) =>
 						Promise.resolve(fn.call(svc, req, res)).catch(err => svc.sendContractError(req, res, err));
-				return [
-					{
-						path: "/health",
-						authentication: false,
-						authorization: false,
-						mappingPolicy: "restrict",
-						logging: false,
-						bodyParsers: false,
-						aliases: {
-							"GET /live": handler((_req, res) => svc.sendJson(res, 200, { status: "ok", nodeID: svc.broker.nodeID })),
-							"GET /ready": handler(async (_req, res) => {
-								const report = (await svc.broker.call("ops.health", {}, { nodeID: svc.broker.nodeID })) as { ready: boolean };
-								svc.sendJson(res, report.ready ? 200 : 503, report);
-							})
-						},
-						onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-							this.sendContractError(req, res, err);
-						}
-					},
-					{
-						path: "/metrics",
-						authentication: false,
-						authorization: false,
-						mappingPolicy: "restrict",
-						logging: false,
-						bodyParsers: false,
-						aliases: {
-							"GET /": handler((_req, res) => {
-								const body = svc.promText();
-								res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
-								res.end(body);
-							})
-						}
-					},
-					{
-						path: "/api",
-						authentication: false,
-						authorization: false,
-						mappingPolicy: "restrict",
-						logging: false,
-						bodyParsers: false,
-						aliases: {
-							"GET /openapi.json": handler(async (_req, res) => {
-								const now = Date.now();
-								if (!svc.openapiCache || now - svc.openapiCache.at > 5000) {
-									const list = svc.broker.registry.getActionList({ onlyAvailable: false, withEndpoints: false }) as Array<{
-										name: string;
-										action?: { params?: Record<string, unknown> };
-									}>;
-									const params = new Map(list.map(a => [a.name, a.action?.params]));
-									svc.openapiCache = {
-										at: now,
-										doc: buildOpenApi({
-											routes,
-											actionParams: a => params.get(a),
-											basePath: API_BASE,
-											version: "1.0.0",
-											// Relative: the document is right for whichever host or proxy served it.
-											serverUrl: "/"
-										})
-									};
-								}
-								svc.sendJson(res, 200, svc.openapiCache.doc);
-							}),
-							"GET /docs": handler((_req, res) => {
-								res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache" });
-								res.end(SWAGGER_HTML);
-							}),
-							"GET /docs/:file": handler((req, res) => {
-								const file = (req as unknown as { $params: { file: string } }).$params.file;
-								if (file === "init.js") {
-									res.writeHead(200, { "Content-Type": "application/javascript; charset=utf-8" });
-									res.end(SWAGGER_INIT);
-									return;
-								}
-								const type = SWAGGER_FILES[file];
-								if (!type) throw Object.assign(new Error("Not found"), { name: "NotFoundError", code: 404 });
-								res.writeHead(200, { "Content-Type": type, "Cache-Control": "public, max-age=3600" });
-								fs.createReadStream(path.join(SWAGGER_DIR, file)).pipe(res);
-							})
-						},
-						onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-							this.sendContractError(req, res, err);
-						}
+				// Outside /api/v1: no authentication, no body parsing, the same error shape.
+				const opsRoute = (path: string, aliases: Record<string, unknown>) => ({
+					path,
+					authentication: false,
+					authorization: false,
+					mappingPolicy: "restrict",
+					logging: false,
+					bodyParsers: false,
+					aliases,
+					onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+						this.sendContractError(req, res, err);
 					}
+				});
+				return [
+					opsRoute("/health", {
+						"GET /live": handler((_req, res) => svc.sendJson(res, 200, { status: "ok", nodeID: svc.broker.nodeID })),
+						"GET /ready": handler(async (_req, res) => {
+							const report = (await svc.broker.call("ops.health", {}, { nodeID: svc.broker.nodeID })) as { ready: boolean };
+							svc.sendJson(res, report.ready ? 200 : 503, report);
+						})
+					}),
+					opsRoute("/metrics", {
+						"GET /": handler((_req, res) => {
+							const body = svc.promText();
+							res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+							res.end(body);
+						})
+					}),
+					opsRoute("/api", {
+						"GET /openapi.json": handler(async (_req, res) => {
+							const now = Date.now();
+							if (!svc.openapiCache || now - svc.openapiCache.at > 5000) {
+								const list = svc.broker.registry.getActionList({ onlyAvailable: false, withEndpoints: false }) as Array<{
+									name: string;
+									action?: { params?: Record<string, unknown> };
+								}>;
+								const params = new Map(list.map(a => [a.name, a.action?.params]));
+								svc.openapiCache = {
+									at: now,
+									doc: buildOpenApi({
+										routes,
+										actionParams: a => params.get(a),
+										basePath: API_BASE,
+										version: "1.0.0",
+										// Relative: the document is right for whichever host or proxy served it.
+										serverUrl: "/"
+									})
+								};
+							}
+							svc.sendJson(res, 200, svc.openapiCache.doc);
+						}),
+						"GET /docs": handler((_req, res) => {
+							res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache" });
+							res.end(SWAGGER_HTML);
+						}),
+						"GET /docs/:file": handler((req, res) => {
+							const file = (req as unknown as { $params: { file: string } }).$params.file;
+							if (file === "init.js") {
+								res.writeHead(200, { "Content-Type": "application/javascript; charset=utf-8" });
+								res.end(SWAGGER_INIT);
+								return;
+							}
+							const type = SWAGGER_FILES[file];
+							if (!type) throw Object.assign(new Error("Not found"), { name: "NotFoundError", code: 404 });
+							res.writeHead(200, { "Content-Type": type, "Cache-Control": "public, max-age=3600" });
+							fs.createReadStream(path.join(SWAGGER_DIR, file)).pipe(res);
+						})
+					})
 				];
 			}
 		},
