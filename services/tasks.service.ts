@@ -33,6 +33,8 @@ type Ctx<P = Record<string, never>> = Context<P, Meta>;
 const INTERNAL = "public" as const;
 const UUID = { type: "uuid" } as const;
 const SETTLE_GRACE_MS = 5_000;
+/** How long a hold intent may stay without its task before its hold counts as orphaned: well past any reserve call still in flight. */
+const holdIntentGraceMs = (requestTimeoutMs: number) => Math.max(60_000, 3 * requestTimeoutMs);
 
 export interface SubmitParams {
 	projectId: string;
@@ -63,7 +65,7 @@ interface TasksThis extends Service, DurableThis {
 	statsView(): Promise<Record<string, unknown>>;
 	announce(row: TaskRow, extra?: Partial<TaskStateEvent>): void;
 	settle(row: TaskRow): Promise<void>;
-	sweepOnce(now?: number): Promise<{ expired: number; settled: number }>;
+	sweepOnce(now?: number): Promise<{ expired: number; settled: number; orphansReleased: number }>;
 	snapshotOnce(force?: boolean): Promise<QueueSnapshot | null>;
 	buildSnapshot(now: number): Promise<{ snapshot: QueueSnapshot; positions: Map<string, number> }>;
 	setDepthGauges(snapshot: QueueSnapshot): void;
@@ -155,36 +157,46 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
 				const boost = (await ctx.call("payments.priorityBoost", { userId: user.id, purchaseMs, tier })) as { boostMs: number };
 				const taskId = randomUUID();
+				// The intent outlives a crash between reserve and insert; the sweeper then releases the hold.
+				await this.store.addHoldIntent(taskId, user.id);
 				try {
 					await ctx.call("payments.reserve", { userId: user.id, taskId, maxCost, boostMs: purchaseMs, tier });
 				} catch (err) {
 					// A refusal (4xx) held nothing; any other failure may have come after the hold committed
 					// (answer lost), and no task will ever settle it: give it back (404 when there was none).
+					// The intent stays for the sweeper in that case: a reserve still in flight may commit later.
 					const code = (err as { code?: unknown }).code;
-					if (!(typeof code === "number" && code >= 400 && code < 500))
-						await ctx.call("payments.release", { userId: user.id, taskId }).catch(e => this.logger.warn("release after failed reserve", (e as Error).message));
+					if (typeof code === "number" && code >= 400 && code < 500) await this.store.dropHoldIntent(taskId).catch(() => undefined);
+					else await ctx.call("payments.release", { userId: user.id, taskId }).catch(e => this.logger.warn("release after failed reserve", (e as Error).message));
 					throw err;
 				}
 
 				const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
 				let row: TaskRow;
 				try {
-					row = await this.store.insert({
-						id: taskId,
-						userId: user.id,
-						projectId: p.projectId,
-						tier,
-						kind: p.kind,
-						prompt: p.prompt,
-						request,
-						prepared,
-						requestHash: hash,
-						idempotencyKey: key,
-						maxCostCredits: maxCost,
-						boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
-						maxAttempts: this.cfg.maxAttempts,
-						enqueuedAt: deferredUntil ?? now,
-						notBefore: deferredUntil
+					row = await this.store.transaction(async tx => {
+						const inserted = await this.store.insert(
+							{
+								id: taskId,
+								userId: user.id,
+								projectId: p.projectId,
+								tier,
+								kind: p.kind,
+								prompt: p.prompt,
+								request,
+								prepared,
+								requestHash: hash,
+								idempotencyKey: key,
+								maxCostCredits: maxCost,
+								boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
+								maxAttempts: this.cfg.maxAttempts,
+								enqueuedAt: deferredUntil ?? now,
+								notBefore: deferredUntil
+							},
+							tx
+						);
+						await this.store.dropHoldIntent(taskId, tx);
+						return inserted;
 					});
 				} catch (err) {
 					await ctx.call("payments.release", { userId: user.id, taskId }).catch(e => this.logger.warn("release after failed insert", (e as Error).message));
@@ -613,7 +625,24 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			// Settlements whose first try failed (payments down, node died between commit and call).
 			const pending = await this.store.transaction(tx => this.store.lockPendingSettlements(now - SETTLE_GRACE_MS, 50, tx));
 			for (const row of pending) await this.settle(row);
-			return { expired: expired.length, settled: pending.length };
+			// Holds taken for tasks that never came to exist (the node died between reserve and insert,
+			// or a reserve committed after its caller gave up). The grace period outlasts any reserve
+			// still in flight; release is idempotent, and 404 means there was no hold at all.
+			const orphans = await this.store.transaction(tx => this.store.lockStaleHoldIntents(now - holdIntentGraceMs(this.config.requestTimeoutMs), 50, tx));
+			let released = 0;
+			for (const o of orphans) {
+				try {
+					await this.broker.call("payments.release", { userId: o.user_id, taskId: o.task_id });
+					released++;
+				} catch (err) {
+					if (!isCode(err, "NOT_FOUND")) {
+						this.logger.warn(`release of orphaned hold ${o.task_id} failed; the sweeper retries`, (err as Error).message);
+						continue;
+					}
+				}
+				await this.store.dropHoldIntent(o.task_id);
+			}
+			return { expired: expired.length, settled: pending.length, orphansReleased: released };
 		},
 
 		async buildSnapshot(this: TasksThis, now: number) {

@@ -292,6 +292,26 @@ export class TaskStore {
 		);
 	}
 
+	/** Records that a hold is about to be taken for a task that is not inserted yet. */
+	async addHoldIntent(taskId: string, userId: string): Promise<void> {
+		await this.q(`INSERT INTO task_hold_intents (task_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [taskId, userId]);
+	}
+
+	async dropHoldIntent(taskId: string, tx?: Transaction): Promise<void> {
+		await this.q(`DELETE FROM task_hold_intents WHERE task_id = $1`, [taskId], tx);
+	}
+
+	/** Intents older than `olderThan` whose task never came to exist: their holds are orphans. */
+	async lockStaleHoldIntents(olderThan: number, limit: number, tx: Transaction): Promise<Array<{ task_id: string; user_id: string }>> {
+		return this.q(
+			`SELECT i.task_id, i.user_id FROM task_hold_intents i
+			 WHERE i.created_at < $1 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
+			 ORDER BY i.created_at LIMIT $2 FOR UPDATE OF i SKIP LOCKED`,
+			[new Date(olderThan), limit],
+			tx
+		);
+	}
+
 	async markSettlement(taskId: string, settlement: "settled" | "released"): Promise<void> {
 		await this.q(`UPDATE tasks SET settlement = $2 WHERE id = $1 AND settlement = 'pending'`, [taskId, settlement]);
 	}

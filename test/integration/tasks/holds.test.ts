@@ -2,6 +2,7 @@
  * Money paths of task submission: a hold taken for a task that never came to exist is given back.
  * Real users, projects and payments services; the fake ai worker answers ai.prepare.
  */
+import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import type { Service } from "moleculer";
 import { createTestDatabase, type TestDatabase } from "../../support/env";
@@ -47,4 +48,38 @@ test("a reserve whose answer is lost after the hold committed: the submit fails 
 	expect(holds).toEqual([{ state: "released" }]);
 	const bal = await api(node, "GET", "/billing/balance", u.token);
 	expect(bal.body).toMatchObject({ available: 1_000, held: 0 });
+});
+
+test("a hold whose task never came to exist (node died between reserve and insert) is released by the sweeper", async () => {
+	const u = await makeUser(node, "pro", 1_000);
+	const tasks = node.broker.getLocalService("tasks") as Service & { store: { addHoldIntent(t: string, u: string): Promise<void> } };
+	const taskId = randomUUID();
+	// What submit does before the crash: the intent, then the hold.
+	await tasks.store.addHoldIntent(taskId, u.id);
+	await node.broker.call("payments.reserve", { userId: u.id, taskId, maxCost: 300, tier: "pro" });
+	const during = (await api(node, "GET", "/billing/balance", u.token)).body as { available: number; held: number };
+	expect(during.held).toBeGreaterThan(0); // 300 less the pro tier's fee discount
+	expect(during.available + during.held).toBe(1_000);
+
+	// Within the grace period nothing happens: a reserve may still be on its way.
+	expect(await node.broker.call("tasks.sweep")).toMatchObject({ orphansReleased: 0 });
+	expect(await sql(`SELECT task_id FROM task_hold_intents WHERE task_id = $1`, [taskId])).toHaveLength(1);
+
+	await sql(`UPDATE task_hold_intents SET created_at = now() - interval '1 hour' WHERE task_id = $1`, [taskId]);
+	expect(await node.broker.call("tasks.sweep")).toMatchObject({ orphansReleased: 1 });
+	expect(await sql<{ state: string }>(`SELECT state FROM credit_holds WHERE task_id = $1`, [taskId])).toEqual([{ state: "released" }]);
+	expect(await sql(`SELECT task_id FROM task_hold_intents WHERE task_id = $1`, [taskId])).toEqual([]);
+	expect((await api(node, "GET", "/billing/balance", u.token)).body).toMatchObject({ available: 1_000, held: 0 });
+	// A second sweep finds nothing more to do.
+	expect(await node.broker.call("tasks.sweep")).toMatchObject({ orphansReleased: 0 });
+});
+
+test("a successful submit leaves no hold intent behind, and a refused one (402) none either", async () => {
+	const u = await makeUser(node, "pro", 1_000);
+	const ok = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "hello" });
+	expect(ok.status).toBe(202);
+	const poor = await makeUser(node, "free", 0);
+	const refused = await api(node, "POST", "/tasks", poor.token, { projectId: poor.projectId, kind: "chat", prompt: "hello" });
+	expect(refused.status).toBe(402);
+	expect(await sql(`SELECT task_id FROM task_hold_intents WHERE user_id = ANY($1::text[])`, [[u.id, poor.id]])).toEqual([]);
 });
