@@ -276,24 +276,42 @@ export class CryptoPayments {
 		return out;
 	}
 
+	/**
+	 * Re-checks one payment. Only an answer about the chain reverses or rejects: a block at the
+	 * payment's height with another hash, on a chain that does not hold the transaction (or holds it
+	 * reverted, or without the log). A node that cannot answer (an error, a null block, a head below
+	 * the payment's block, answers that disagree with each other) proves nothing: the payment waits
+	 * for the next pass.
+	 */
 	private async watchOne(id: string, head: number): Promise<"credited" | "reversed" | "rejected" | null> {
 		const [snapshot] = await this.q<PaymentRow>(null, `SELECT * FROM crypto_payments WHERE id = $1`, [id]);
 		if (!snapshot) return null;
-		const block = await this.chain.block(Number(snapshot.block_number));
 		let blockNumber = Number(snapshot.block_number);
+		if (head < blockNumber) return null; // the node is behind the payment
+		const block = await this.chain.block(blockNumber);
+		if (!block) return null; // no answer for a height at or below the head: a lagging or failing node
 		let blockHash = snapshot.block_hash;
 		let blockTime = snapshot.block_time;
 		let gone = false;
-		if (!block || block.hash !== snapshot.block_hash) {
-			// Its block left the chain: is the transaction (with the same log) mined elsewhere?
+		if (block.hash !== snapshot.block_hash) {
+			// Another block at its height: is the transaction (with the same log) mined elsewhere?
 			const receipt = await this.chain.receipt(snapshot.tx_hash);
-			const same = receipt?.status === 1 && receipt.payments.find(p => p.logIndex === snapshot.log_index && p.invoiceId === snapshot.invoice_id);
-			const newBlock = same ? await this.chain.block(receipt!.blockNumber) : null;
-			if (same && newBlock && newBlock.hash === receipt!.blockHash && same.amountWei === BigInt(snapshot.amount_wei)) {
-				blockNumber = receipt!.blockNumber;
-				blockHash = receipt!.blockHash;
-				blockTime = newBlock.time;
-			} else gone = true;
+			if (!receipt) {
+				// "Not mined" counts only from a node that still shows the other block at that height.
+				const again = await this.chain.block(blockNumber);
+				if (!again || again.hash === snapshot.block_hash) return null;
+				gone = true;
+			} else {
+				const same = receipt.status === 1 && receipt.payments.find(p => p.logIndex === snapshot.log_index && p.invoiceId === snapshot.invoice_id);
+				if (!same || same.amountWei !== BigInt(snapshot.amount_wei)) gone = true;
+				else {
+					const newBlock = await this.chain.block(receipt.blockNumber);
+					if (!newBlock || newBlock.hash !== receipt.blockHash) return null; // mid-reorg or a lagging node: look again later
+					blockNumber = receipt.blockNumber;
+					blockHash = receipt.blockHash;
+					blockTime = newBlock.time;
+				}
+			}
 		}
 		return this.ledger.run(async tx => {
 			const [row] = await this.q<PaymentRow>(tx, `SELECT * FROM crypto_payments WHERE id = $1 FOR UPDATE`, [id]);

@@ -1,7 +1,13 @@
 /**
  * FORGE payments on the in-process EVM dev chain: invoices, claims, confirmations, every rejection
- * class, concurrent claims, and reorgs (evm_snapshot / evm_revert, then different blocks).
+ * class, concurrent claims, reorgs (evm_snapshot / evm_revert, then different blocks), a payment
+ * reversed then re-mined, and an RPC node that stops answering.
+ *
+ * The service talks to the chain through a JSON-RPC proxy (below) that the RPC tests switch to
+ * null answers, errors or a lagging head; otherwise it forwards every call unchanged.
  */
+import { createServer, Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { ethers } from "ethers";
 import { QueryTypes } from "sequelize";
 import { loadArtifacts } from "../../../src/chain/compile";
@@ -17,9 +23,80 @@ let provider: ethers.JsonRpcProvider;
 let accounts: string[];
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
+let rpc: RpcProxy;
+
+/** How the proxy misbehaves: "ok" forwards; "null" answers null for blocks and receipts; "error" fails them; "lag" reports a head of `lagHead`. */
+type RpcMode = "ok" | "null" | "error" | "lag";
+interface RpcProxy {
+	url: string;
+	mode: RpcMode;
+	lagHead: number;
+	/** Block and receipt requests that got a null or an error. */
+	tampered: number;
+	server: Server;
+}
+
+const BLOCK_OR_RECEIPT = new Set(["eth_getBlockByNumber", "eth_getBlockByHash", "eth_getTransactionReceipt"]);
+
+async function startRpcProxy(target: string): Promise<RpcProxy> {
+	const proxy = { url: "", mode: "ok" as RpcMode, lagHead: 0, tampered: 0, server: null as unknown as Server };
+	type Req = { id: unknown; method: string; params?: unknown[] };
+	type Res = { jsonrpc: "2.0"; id: unknown; result?: unknown; error?: { code: number; message: string } };
+	const answer = async (req: Req, forward: () => Promise<Res>): Promise<Res> => {
+		const mode = proxy.mode;
+		if (mode === "ok") return forward();
+		if (mode === "lag") {
+			if (req.method === "eth_blockNumber") return { jsonrpc: "2.0", id: req.id, result: `0x${proxy.lagHead.toString(16)}` };
+			const height = req.method === "eth_getBlockByNumber" && typeof req.params?.[0] === "string" && req.params[0].startsWith("0x") ? Number(req.params[0]) : null;
+			if (height != null && height > proxy.lagHead) {
+				proxy.tampered++;
+				return { jsonrpc: "2.0", id: req.id, result: null };
+			}
+			if (req.method === "eth_getTransactionReceipt") {
+				// A lagging node has not seen recent transactions.
+				const res = await forward();
+				const r = res.result as { blockNumber?: string } | null;
+				if (r?.blockNumber && Number(r.blockNumber) > proxy.lagHead) {
+					proxy.tampered++;
+					return { ...res, result: null };
+				}
+				return res;
+			}
+			return forward();
+		}
+		if (!BLOCK_OR_RECEIPT.has(req.method)) return forward();
+		proxy.tampered++;
+		if (mode === "null") return { jsonrpc: "2.0", id: req.id, result: null };
+		return { jsonrpc: "2.0", id: req.id, error: { code: -32000, message: "upstream unavailable" } };
+	};
+	const forwardOne = async (req: Req): Promise<Res> => {
+		const res = await fetch(target, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(req) });
+		return (await res.json()) as Res;
+	};
+	proxy.server = createServer((httpReq, httpRes) => {
+		let body = "";
+		httpReq.setEncoding("utf8");
+		httpReq.on("data", (c: string) => (body += c));
+		httpReq.on("end", async () => {
+			try {
+				const parsed = JSON.parse(body) as Req | Req[];
+				const out = Array.isArray(parsed)
+					? await Promise.all(parsed.map(r => answer(r, () => forwardOne(r))))
+					: await answer(parsed, () => forwardOne(parsed));
+				httpRes.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(out));
+			} catch (err) {
+				httpRes.writeHead(502).end(String(err));
+			}
+		});
+	});
+	await new Promise<void>(resolve => proxy.server.listen(0, "127.0.0.1", resolve));
+	proxy.url = `http://127.0.0.1:${(proxy.server.address() as AddressInfo).port}`;
+	return proxy;
+}
 
 beforeAll(async () => {
 	chain = await startDevChain();
+	rpc = await startRpcProxy(chain.url);
 	deployment = await deployForgeContracts(chain.url, { stakingCooldownSeconds: 3600n });
 	provider = createChainProvider(chain.url);
 	accounts = ((await provider.send("eth_accounts", [])) as string[]).map(a => ethers.getAddress(a));
@@ -29,6 +106,7 @@ beforeAll(async () => {
 		services: ["api", "payments"],
 		env: {
 			...forgeChainEnv(deployment),
+			CHAIN_RPC_URL: rpc.url,
 			CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
 			CHAIN_POLL_MS: "0",
 			CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
@@ -40,6 +118,8 @@ afterAll(async () => {
 	await node?.stop();
 	await db?.drop();
 	provider?.destroy();
+	rpc?.server.closeAllConnections();
+	await new Promise(resolve => rpc?.server.close(resolve));
 	await chain?.stop();
 });
 
@@ -245,5 +325,75 @@ describe("reorgs", () => {
 		expect((await tick()).payments).toMatchObject({ rejected: 1, credited: 0 });
 		expect((await http("GET", `/billing/crypto/payments/${claimed.json.id}`, "hal")).json).toMatchObject({ status: "rejected", reason: "REORGED_OUT" });
 		expect(await available("hal")).toBe(0);
+	});
+});
+
+const sql = <T extends object>(query: string, bind: unknown[] = []) => node.runtime.sequelize.query<T>(query, { bind, type: QueryTypes.SELECT });
+
+/** Double entry, stored balances equal to their entries and to the lots, nothing below zero. */
+async function expectLedgerInvariants() {
+	const [{ total }] = await sql<{ total: string | null }>(`SELECT SUM(amount) AS total FROM ledger_entries`);
+	expect(Number(total ?? 0)).toBe(0);
+	const unbalanced = await sql(`SELECT transaction_id FROM ledger_entries GROUP BY transaction_id HAVING SUM(amount) <> 0`);
+	expect(unbalanced).toEqual([]);
+	const drift = await sql(
+		`SELECT a.key FROM ledger_accounts a LEFT JOIN ledger_entries e ON e.account_key = a.key
+		 WHERE a.user_id IS NOT NULL GROUP BY a.key, a.balance HAVING a.balance <> COALESCE(SUM(e.amount), 0)`
+	);
+	expect(drift).toEqual([]);
+	const lotDrift = await sql(
+		`SELECT a.user_id FROM ledger_accounts a WHERE a.kind = 'available'
+		 AND a.balance <> (SELECT COALESCE(SUM(remaining), 0) FROM credit_lots l WHERE l.user_id = a.user_id)`
+	);
+	expect(lotDrift).toEqual([]);
+	expect(await sql(`SELECT key FROM ledger_accounts WHERE user_id IS NOT NULL AND balance < 0`)).toEqual([]);
+}
+
+describe("an RPC node that cannot answer", () => {
+	afterEach(() => {
+		rpc.mode = "ok";
+	});
+
+	test("null blocks and receipts, errors and a lagging head reverse and reject nothing; once it answers, payments go on", async () => {
+		const user = "kim";
+		const inv = await invoice(user, 2_000);
+		const hash = await pay(accounts[3], inv.invoiceId, BigInt(inv.amountWei));
+		await mine(CONFIRMATIONS);
+		const credited = await claim(user, hash);
+		expect(credited.json.status).toBe("credited");
+		const inv2 = await invoice(user, 1_000);
+		const pending = await claim(user, await pay(accounts[3], inv2.invoiceId, BigInt(inv2.amountWei)));
+		expect(pending.json.status).toBe("pending");
+		const state = async () =>
+			Promise.all([credited.json.id, pending.json.id].map(async id => (await http("GET", `/billing/crypto/payments/${id}`, user)).json.status));
+
+		rpc.mode = "null";
+		rpc.tampered = 0;
+		for (let i = 0; i < 3; i++) {
+			const r = await tick().catch(() => null); // the staking index may fail on the same answers
+			if (r) expect(r.payments).toEqual({ credited: 0, reversed: 0, rejected: 0 });
+		}
+		expect(rpc.tampered).toBeGreaterThan(0);
+		expect(await state()).toEqual(["credited", "pending"]);
+
+		rpc.mode = "error";
+		rpc.tampered = 0;
+		await tick().catch(() => null);
+		expect(rpc.tampered).toBeGreaterThan(0);
+		expect(await state()).toEqual(["credited", "pending"]);
+
+		// A node that is behind: its head is below both payments' blocks.
+		rpc.mode = "lag";
+		rpc.lagHead = credited.json.blockNumber - 1;
+		await tick().catch(() => null);
+		expect(await state()).toEqual(["credited", "pending"]);
+		expect(await available(user)).toBe(2_000);
+
+		rpc.mode = "ok";
+		await mine(CONFIRMATIONS);
+		expect((await tick()).payments).toEqual({ credited: 1, reversed: 0, rejected: 0 });
+		expect(await state()).toEqual(["credited", "credited"]);
+		expect(await available(user)).toBe(3_000);
+		await expectLedgerInvariants();
 	});
 });
