@@ -24,7 +24,7 @@ import { ForgeBalanceReader, type WalletBalance } from "../src/users/holdings";
 import { checkSiweMessage } from "../src/users/siwe";
 import { WalletSignatureVerifier, type WalletKind } from "../src/users/signatures";
 import { UsersStore, type ApiKeyRow, type SessionRow, type UserRow, type WalletRow } from "../src/users/store";
-import { ProgressiveThrottle, makeLimiter, throttleKey } from "../src/users/throttle";
+import { AccountGuessLimiter, KnownAddresses, ProgressiveThrottle, makeLimiter, throttleKey } from "../src/users/throttle";
 import { isUuid, parsePlanChanged, parseStakeChanged, summarizeTier, type TierSummary } from "../src/users/tier-facts";
 import { REFRESH_TOKEN_PATTERN, digestsEqual, newApiKey, newNonceToken, newRefreshToken, newSiweNonce, parseApiKey, sha256 } from "../src/users/tokens";
 import type { Meta } from "./api.service";
@@ -86,6 +86,8 @@ interface UsersThis extends Service {
 	hasher: PasswordHasher;
 	accountIpThrottle: ProgressiveThrottle;
 	ipThrottle: ProgressiveThrottle;
+	accountThrottle: AccountGuessLimiter;
+	knownAddresses: KnownAddresses;
 	registerLimiter: RateLimiterAbstract;
 	signatures: WalletSignatureVerifier;
 	balances: ForgeBalanceReader | null;
@@ -197,6 +199,8 @@ function tokenPair(jwt: Config["jwt"], user: Pick<UserRow, "id" | "role">, sessi
 }
 
 const INVALID_CREDENTIALS = () => Unauthorized("Invalid email or password", "INVALID_CREDENTIALS");
+/** One answer for every login limiter: which one refused must not tell whether the account exists. */
+const throttled = (retryAfterS: number) => TooManyRequests("Too many failed sign-in attempts; try again later", retryAfterS, "LOGIN_THROTTLED");
 
 async function consumeOrThrow(limiter: RateLimiterAbstract, key: string, message: string) {
 	try {
@@ -291,20 +295,34 @@ const UsersService: UsersSchema = {
 				const ip = ctx.meta.ip ?? "unknown";
 				const email = normalizeEmail(ctx.params.email) ?? ctx.params.email.trim().toLowerCase();
 				const accountKey = throttleKey(email, ip);
+				const emailKey = throttleKey("account", email);
 				// Throttled before any hashing: a guesser cannot make us burn CPU.
 				const wait = Math.max(await this.ipThrottle.retryAfterS(ip), await this.accountIpThrottle.retryAfterS(accountKey));
-				if (wait > 0) throw TooManyRequests("Too many failed sign-in attempts; try again later", wait, "LOGIN_THROTTLED");
+				if (wait > 0) throw throttled(wait);
+				// Guesses at one account spread over many addresses; the owner's usual addresses skip it.
+				const viaAccountLimiter = !(await this.knownAddresses.has(email, ctx.meta.ip));
+				if (viaAccountLimiter) {
+					const accountWait = await this.accountThrottle.admit(emailKey);
+					if (accountWait > 0) throw throttled(accountWait);
+				}
 
 				const user = await this.store.userByEmail(email);
 				const password = normalizePassword(ctx.params.password);
 				// Unknown users and password-less accounts verify a dummy hash: same answer, same time.
 				const ok = await this.hasher.verify(user?.password_hash ?? null, password);
 				if (!ok || !user) {
+					// The account-wide limiter counted this attempt when it admitted it.
 					await Promise.all([this.accountIpThrottle.recordFailure(accountKey), this.ipThrottle.recordFailure(ip)]);
 					throw INVALID_CREDENTIALS();
 				}
-				await this.accountIpThrottle.reset(accountKey);
+				// A success from a known address leaves the account-wide count alone: the owner signing in
+				// at home must not hand a guesser elsewhere a fresh allowance.
+				await Promise.all([
+					this.accountIpThrottle.reset(accountKey),
+					viaAccountLimiter ? this.accountThrottle.reset(emailKey) : undefined
+				]);
 				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+				await this.knownAddresses.remember(email, ctx.meta.ip);
 				if (this.hasher.needsRehash(user.password_hash!)) await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
 				await this.store.touchLogin(user.id);
 				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
@@ -846,6 +864,8 @@ const UsersService: UsersSchema = {
 		const prefix = `${rt.config.redisPrefix}users:throttle`;
 		this.accountIpThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:account-ip`, this.cfg.throttle.accountIp);
 		this.ipThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:ip`, this.cfg.throttle.ip);
+		this.accountThrottle = new AccountGuessLimiter(rt.redis, `${prefix}:account`, this.cfg.throttle.account);
+		this.knownAddresses = new KnownAddresses(rt.kv, "users:login-known", this.cfg.throttle.knownIpTtlS);
 		this.registerLimiter = makeLimiter(rt.redis, `${prefix}:register`, this.cfg.throttle.registerPerIpPerHour, 3600);
 		this.signatures = new WalletSignatureVerifier(this.cfg.chain.rpcUrls, this.cfg.chain.rpcTimeoutMs);
 		const rpcUrl = this.cfg.chain.rpcUrls[this.cfg.chain.forgeChainId];

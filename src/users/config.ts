@@ -57,6 +57,10 @@ export interface UsersConfig {
 	throttle: {
 		accountIp: ThrottleRule;
 		ip: ThrottleRule;
+		/** Per account from any address (keyed by the normalised e-mail): slows guessing spread over many IPs. */
+		account: ThrottleRule;
+		/** How long an address that signed in with the password skips the account-wide limiter (0 = never). */
+		knownIpTtlS: number;
 		registerPerIpPerHour: number;
 	};
 	apiKeys: { maxPerUser: number; lastUsedWriteIntervalS: number };
@@ -146,6 +150,9 @@ export function loadUsersConfig(r: EnvReader): UsersConfig {
 		throttle: {
 			accountIp: throttleRule(r, "LOGIN_THROTTLE_ACCOUNT", { freeFailures: 5, baseDelayS: 2, maxDelayS: 900, windowS: 3600 }),
 			ip: throttleRule(r, "LOGIN_THROTTLE_IP", { freeFailures: 50, baseDelayS: 2, maxDelayS: 900, windowS: 3600 }),
+			// A day's budget well above anyone's own typos; past it about one guess per 15 minutes.
+			account: throttleRule(r, "LOGIN_THROTTLE_EMAIL", { freeFailures: 20, baseDelayS: 2, maxDelayS: 900, windowS: 86_400 }),
+			knownIpTtlS: r.int("LOGIN_KNOWN_IP_TTL_S", 30 * 86_400, 0, 365 * 86_400),
 			registerPerIpPerHour: r.int("REGISTER_PER_IP_PER_HOUR", 30, 1, 1_000_000)
 		},
 		apiKeys: {

@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import type { KeyValueStore } from "../runtime/kv";
 import type { ThrottleRule } from "./config";
 
 /** Seconds a client must wait after its `failures`-th consecutive failure (0 while within the allowance). */
@@ -63,5 +64,76 @@ export class ProgressiveThrottle {
 
 	async reset(key: string): Promise<void> {
 		await Promise.all([this.failures.delete(key), this.blocks.delete(key)]);
+	}
+}
+
+/**
+ * Guesses against one account from any number of addresses (keyed by the normalised e-mail, so unknown
+ * accounts behave exactly like real ones). Every attempt is counted *before* hashing, so a burst of
+ * parallel requests cannot all slip through on a stale count. Past the allowance only one attempt per
+ * delay gets through, claimed atomically; the delay doubles up to a cap and never becomes a lockout.
+ * An admitted attempt stays counted (as a failure) until `reset`.
+ */
+export class AccountGuessLimiter {
+	private readonly attempts: RateLimiterAbstract;
+	private readonly gate: RateLimiterAbstract;
+
+	constructor(
+		redis: Redis | null,
+		keyPrefix: string,
+		private readonly rule: ThrottleRule
+	) {
+		this.attempts = makeLimiter(redis, `${keyPrefix}:tries`, 1_000_000, rule.windowS);
+		// One attempt per gate period; each claim sets its own period (`customDuration`).
+		this.gate = makeLimiter(redis, `${keyPrefix}:gate`, 1, 1);
+	}
+
+	/** 0 = this attempt may go on (and is now counted); otherwise the seconds to wait (nothing counted). */
+	async admit(key: string): Promise<number> {
+		const n = (await this.attempts.penalty(key, 1)).consumedPoints;
+		const delay = progressiveDelayS(n, this.rule);
+		if (delay === 0) return 0;
+		try {
+			// The attempt that takes the gate holds it for the delay its own failure would earn.
+			await this.gate.consume(key, 1, { customDuration: delay });
+			return 0;
+		} catch (rej) {
+			await this.attempts.reward(key, 1);
+			if (rej instanceof RateLimiterRes) return Math.max(1, Math.ceil(rej.msBeforeNext / 1000));
+			throw rej;
+		}
+	}
+
+	async reset(key: string): Promise<void> {
+		await Promise.all([this.attempts.delete(key), this.gate.delete(key)]);
+	}
+}
+
+/**
+ * Addresses that have signed in to an account with its password lately. They skip the account-wide
+ * limiter (the per account+IP and per-IP ones still apply), so a guesser spread over many addresses
+ * cannot keep the owner out from where they usually sign in. Only a correct password adds an address,
+ * so an attacker's addresses are never known for any account, real or not.
+ */
+export class KnownAddresses {
+	constructor(
+		private readonly kv: KeyValueStore,
+		private readonly keyPrefix: string,
+		/** 0 = remember nothing (every address goes through the account-wide limiter). */
+		private readonly ttlS: number
+	) {}
+
+	private key(account: string, ip: string) {
+		return `${this.keyPrefix}:${throttleKey(account, ip)}`;
+	}
+
+	async has(account: string, ip: string | undefined): Promise<boolean> {
+		if (!ip || this.ttlS === 0) return false;
+		return (await this.kv.get(this.key(account, ip))) !== null;
+	}
+
+	async remember(account: string, ip: string | undefined): Promise<void> {
+		if (!ip || this.ttlS === 0) return;
+		await this.kv.set(this.key(account, ip), "1", this.ttlS * 1000);
 	}
 }
