@@ -12,7 +12,7 @@ import { QueryTypes, Sequelize, Transaction } from "sequelize";
 import { Conflict, NotFound, Unprocessable } from "../errors";
 import type { ForgeChain } from "./chain";
 import { confirmationsOf, judgePayment, PaymentLog } from "./chain-rules";
-import { Ledger, credits } from "./ledger";
+import { Ledger, availableKey, credits } from "./ledger";
 import { creditsToWei } from "./prices";
 
 export type PaymentStatus = "pending" | "confirmed" | "credited" | "rejected" | "reversed";
@@ -33,6 +33,8 @@ interface PaymentRow {
 	status: PaymentStatus;
 	reason: string | null;
 	credit_transaction_id: string | null;
+	shortfall: string;
+	shortfall_recovered: string;
 	created_at: Date;
 	updated_at: Date;
 }
@@ -230,11 +232,27 @@ export class CryptoPayments {
 		});
 	}
 
+	/**
+	 * Credits a payment, first settling what earlier reversals of the same invoice could not take
+	 * back. A reorg reverses a credit with a clawback that never goes below zero; when the same
+	 * payment (the same transaction re-mined, or another one paying the same invoice) is credited
+	 * again, the part the user already spent is recovered from the new credit, so across reversal
+	 * and re-credit the user is credited the payment's value once. The invoice is the key: a
+	 * payment's invoice is the one its log names, so the same (chain, tx, log) is the same invoice.
+	 */
 	private async creditPayment(tx: Transaction, row: PaymentRow): Promise<PaymentRow> {
+		// Locked before the ledger moves (payment rows, then accounts, as in watchOne).
+		const open = await this.q<{ id: string; shortfall: string; shortfall_recovered: string }>(
+			tx,
+			`SELECT id, shortfall, shortfall_recovered FROM crypto_payments
+			 WHERE invoice_id = $1 AND user_id = $2 AND id <> $3 AND shortfall > shortfall_recovered ORDER BY created_at, id FOR UPDATE`,
+			[row.invoice_id, row.user_id, row.id]
+		);
+		const amount = BigInt(row.credits);
 		const posted = await this.ledger.credit(tx, {
 			kind: "crypto_payment",
 			userId: row.user_id,
-			credits: BigInt(row.credits),
+			credits: amount,
 			from: "sys:token_treasury",
 			source: "crypto",
 			expiresAt: null,
@@ -243,6 +261,38 @@ export class CryptoPayments {
 			description: "FORGE payment",
 			metadata: { chainId: row.chain_id, txHash: row.tx_hash, logIndex: row.log_index, invoiceId: row.invoice_id, amountWei: String(row.amount_wei) }
 		});
+		if (!posted.duplicate && open.length) {
+			let left = amount;
+			const recovered: Array<{ paymentId: string; amount: bigint }> = [];
+			for (const o of open) {
+				const outstanding = BigInt(o.shortfall) - BigInt(o.shortfall_recovered);
+				const take = outstanding < left ? outstanding : left;
+				if (take <= 0n) break;
+				recovered.push({ paymentId: o.id, amount: take });
+				left -= take;
+			}
+			const total = amount - left;
+			// A separate balanced transaction (not a smaller credit): the ledger shows the payment credited
+			// in full and the earlier shortfall settled from it, taken from the lot this credit just made.
+			await this.ledger.post(tx, {
+				kind: "crypto_shortfall_recovery",
+				userId: row.user_id,
+				causeType: "crypto_payment",
+				causeId: row.id,
+				description: "FORGE payment re-credited: settles the shortfall of its earlier reversal",
+				metadata: { invoiceId: row.invoice_id, recovered: recovered.map(r => ({ paymentId: r.paymentId, amount: r.amount.toString() })) },
+				entries: [
+					{ account: availableKey(row.user_id), amount: -total, lotId: posted.lotIds[0] },
+					{ account: "sys:token_treasury", amount: total }
+				]
+			});
+			for (const r of recovered)
+				await this.q(tx, `UPDATE crypto_payments SET shortfall_recovered = shortfall_recovered + $2, updated_at = now() WHERE id = $1 RETURNING id`, [
+					r.paymentId,
+					r.amount.toString()
+				]);
+			this.log.info(`crypto payment ${row.id}: ${total} credits settle the shortfall of earlier reversals of invoice ${row.invoice_id}`);
+		}
 		const [updated] = await this.q<PaymentRow>(
 			tx,
 			`UPDATE crypto_payments SET status = 'credited', credit_transaction_id = $2, updated_at = now() WHERE id = $1 RETURNING *`,
@@ -330,9 +380,11 @@ export class CryptoPayments {
 						description: "FORGE payment reversed: its block left the chain",
 						metadata: { txHash: row.tx_hash, blockNumber: Number(row.block_number), blockHash: row.block_hash }
 					});
-					await this.q(tx, `UPDATE crypto_payments SET status = 'reversed', reason = $2, updated_at = now() WHERE id = $1 RETURNING id`, [
+					// The shortfall stays open on this row until a re-credit of the same invoice settles it.
+					await this.q(tx, `UPDATE crypto_payments SET status = 'reversed', reason = $2, shortfall = $3, updated_at = now() WHERE id = $1 RETURNING id`, [
 						id,
-						r.shortfall > 0n ? `REORGED_OUT (shortfall ${r.shortfall})` : "REORGED_OUT"
+						r.shortfall > 0n ? `REORGED_OUT (shortfall ${r.shortfall})` : "REORGED_OUT",
+						r.shortfall.toString()
 					]);
 					this.log.warn(`crypto payment ${id} reversed: tx ${row.tx_hash} left the chain`);
 					return "reversed";

@@ -349,6 +349,152 @@ async function expectLedgerInvariants() {
 	expect(await sql(`SELECT key FROM ledger_accounts WHERE user_id IS NOT NULL AND balance < 0`)).toEqual([]);
 }
 
+/** What the user's FORGE payments put in their available balance, net of reversals and recoveries. */
+async function creditedByPayments(user: string) {
+	const [{ net }] = await sql<{ net: string | null }>(
+		`SELECT SUM(available_delta) AS net FROM ledger_transactions
+		 WHERE user_id = $1 AND kind IN ('crypto_payment', 'crypto_reversal', 'crypto_shortfall_recovery')`,
+		[user]
+	);
+	return Number(net ?? 0);
+}
+
+/** Spends `credits` the way a task does: a hold, then its settlement at the full amount. */
+async function spend(user: string, taskId: string, credits: number) {
+	const hold = (await node.broker.call("payments.reserve", { userId: user, taskId, maxCost: credits })) as Json;
+	expect(hold.held).toBe(credits);
+	const settled = (await node.broker.call("payments.settle", { userId: user, taskId, actualCost: credits })) as Json;
+	expect(settled.charged).toBe(credits);
+}
+
+/** Leaves the snapshot's branch for good: a different transaction and more blocks at the same heights. */
+async function anotherHistory() {
+	const token = await connectForgeContract("ForgeToken", deployment.token, signer(accounts[8]));
+	await ((await token.getFunction("transfer")(accounts[9], 1n)) as ethers.ContractTransactionResponse).wait();
+	await mine(CONFIRMATIONS + 3);
+}
+
+describe("a payment reversed by a reorg, then mined again", () => {
+	test("the same signed transaction re-mined is credited once in total, though the first credit was spent", async () => {
+		const user = "ivy";
+		const inv = await invoice(user, 3_000);
+		const amount = BigInt(inv.amountWei);
+		// A key of our own, so the exact signed transactions can be sent again after the revert.
+		const wallet = ethers.Wallet.createRandom();
+		await provider.send("hardhat_setBalance", [wallet.address, "0x56bc75e2d63100000"]);
+		const funder = await connectForgeContract("ForgeToken", deployment.token, signer(accounts[1]));
+		await ((await funder.getFunction("transfer")(wallet.address, amount)) as ethers.ContractTransactionResponse).wait();
+		const token = await connectForgeContract("ForgeToken", deployment.token, provider);
+		const router = await connectForgeContract("PaymentRouter", deployment.paymentRouter, provider);
+		const nonce = await provider.getTransactionCount(wallet.address);
+		const fees = { chainId: deployment.chainId, type: 2, gasLimit: 300_000n, maxFeePerGas: ethers.parseUnits("100", "gwei"), maxPriorityFeePerGas: 1n };
+		const signedApprove = await wallet.signTransaction({
+			...fees,
+			nonce,
+			to: deployment.token,
+			data: token.interface.encodeFunctionData("approve", [deployment.paymentRouter, amount])
+		});
+		const signedPay = await wallet.signTransaction({
+			...fees,
+			nonce: nonce + 1,
+			to: deployment.paymentRouter,
+			data: router.interface.encodeFunctionData("pay", [inv.invoiceId, amount])
+		});
+		const send = async (raw: string) => {
+			const hash = (await provider.send("eth_sendRawTransaction", [raw])) as string;
+			expect((await provider.getTransactionReceipt(hash))?.status).toBe(1);
+			return hash;
+		};
+
+		const snapshot = (await provider.send("evm_snapshot", [])) as string;
+		await send(signedApprove);
+		const hash = await send(signedPay);
+		await mine(CONFIRMATIONS);
+		const first = await claim(user, hash);
+		expect(first.status).toBe(201);
+		expect(first.json).toMatchObject({ status: "credited", credits: 3_000 });
+		await spend(user, "ivy-task-1", 3_000);
+		expect(await available(user)).toBe(0);
+
+		expect(await provider.send("evm_revert", [snapshot])).toBe(true);
+		await anotherHistory();
+		expect(await provider.getTransactionReceipt(hash)).toBeNull();
+		expect((await tick()).payments).toMatchObject({ reversed: 1 });
+		expect((await http("GET", `/billing/crypto/payments/${first.json.id}`, user)).json).toMatchObject({
+			status: "reversed",
+			reason: "REORGED_OUT (shortfall 3000)"
+		});
+		expect(await available(user)).toBe(0);
+		expect(await creditedByPayments(user)).toBe(3_000); // credited 3,000, nothing could be taken back
+
+		// The very same signed transactions, mined on the new chain: the same hash, the same log.
+		await send(signedApprove);
+		expect(await send(signedPay)).toBe(hash);
+		await mine(CONFIRMATIONS);
+		const again = await claim(user, hash);
+		expect(again.status).toBe(201);
+		expect(again.json).toMatchObject({ status: "credited", credits: 3_000, txHash: hash, logIndex: first.json.logIndex });
+		expect(again.json.id).not.toBe(first.json.id);
+		expect(await available(user)).toBe(0);
+		expect(await creditedByPayments(user)).toBe(3_000);
+
+		const recovery = await sql<{ cause_id: string; available_delta: string }>(
+			`SELECT cause_id, available_delta FROM ledger_transactions WHERE user_id = $1 AND kind = 'crypto_shortfall_recovery'`,
+			[user]
+		);
+		expect(recovery.map(r => ({ cause: r.cause_id, delta: Number(r.available_delta) }))).toEqual([{ cause: again.json.id, delta: -3_000 }]);
+		const rows = await sql<{ id: string; status: string; shortfall: string; shortfall_recovered: string }>(
+			`SELECT id, status, shortfall, shortfall_recovered FROM crypto_payments WHERE invoice_id = $1 ORDER BY created_at`,
+			[inv.invoiceId]
+		);
+		expect(rows.map(r => [r.id, r.status, Number(r.shortfall), Number(r.shortfall_recovered)])).toEqual([
+			[first.json.id, "reversed", 3_000, 3_000],
+			[again.json.id, "credited", 0, 0]
+		]);
+
+		// Replays change nothing: the claim again, more passes.
+		expect((await claim(user, hash)).status).toBe(200);
+		await mine(2);
+		await tick();
+		expect(await available(user)).toBe(0);
+		expect(await creditedByPayments(user)).toBe(3_000);
+		await expectLedgerInvariants();
+	});
+
+	test("another transaction paying the same invoice settles the part of the shortfall still open, and credits the rest", async () => {
+		const user = "jay";
+		const inv = await invoice(user, 2_000);
+		const snapshot = (await provider.send("evm_snapshot", [])) as string;
+		const hash = await pay(accounts[1], inv.invoiceId, BigInt(inv.amountWei));
+		await mine(CONFIRMATIONS);
+		const first = await claim(user, hash);
+		expect(first.json.status).toBe("credited");
+		await spend(user, "jay-task-1", 500);
+		expect(await available(user)).toBe(1_500);
+
+		await provider.send("evm_revert", [snapshot]);
+		await anotherHistory();
+		expect((await tick()).payments).toMatchObject({ reversed: 1 });
+		expect(await available(user)).toBe(0); // 1,500 taken back, 500 short
+		expect(await creditedByPayments(user)).toBe(500);
+
+		const other = await pay(accounts[2], inv.invoiceId, BigInt(inv.amountWei));
+		expect(other).not.toBe(hash);
+		const again = await claim(user, other);
+		expect(again.json.status).toBe("pending");
+		await mine(CONFIRMATIONS);
+		expect((await tick()).payments).toMatchObject({ credited: 1 });
+		expect(await available(user)).toBe(1_500);
+		expect(await creditedByPayments(user)).toBe(2_000);
+		const [reversed] = await sql<{ shortfall: string; shortfall_recovered: string }>(
+			`SELECT shortfall, shortfall_recovered FROM crypto_payments WHERE id = $1`,
+			[first.json.id]
+		);
+		expect([Number(reversed.shortfall), Number(reversed.shortfall_recovered)]).toEqual([500, 500]);
+		await expectLedgerInvariants();
+	});
+});
+
 describe("an RPC node that cannot answer", () => {
 	afterEach(() => {
 		rpc.mode = "ok";
