@@ -12,6 +12,11 @@ export async function up({ sequelize }: MigrationParams) {
 			ADD COLUMN shortfall_recovered BIGINT NOT NULL DEFAULT 0,
 			ADD CONSTRAINT crypto_payments_shortfall CHECK (shortfall >= 0 AND shortfall_recovered >= 0 AND shortfall_recovered <= shortfall);
 		CREATE INDEX crypto_payments_open_shortfall ON crypto_payments (invoice_id) WHERE shortfall > shortfall_recovered;
+		-- Reversals made before this column existed recorded their shortfall on the ledger transaction only.
+		UPDATE crypto_payments p SET shortfall = (t.metadata->>'shortfall')::bigint
+		FROM ledger_transactions t
+		WHERE p.status = 'reversed' AND t.kind = 'crypto_reversal' AND t.cause_type = 'crypto_payment' AND t.cause_id = p.id::text
+			AND COALESCE((t.metadata->>'shortfall')::bigint, 0) > 0;
 	`);
 }
 
