@@ -88,7 +88,12 @@ export class StakeIndexer {
 				const logs = await this.chain.stakeLogs(cursor.block + 1, to);
 				const times = new Map<number, Date>();
 				for (const l of logs) {
-					if (!times.has(l.blockNumber)) times.set(l.blockNumber, (await this.chain.block(l.blockNumber))?.time ?? new Date());
+					if (!times.has(l.blockNumber)) {
+						// Never index with a made-up time: a stake's holding period runs from its block's time.
+						const b = await this.chain.block(l.blockNumber);
+						if (!b) throw new Error(`staking index: the chain node did not return block ${l.blockNumber}; waiting for the next pass`);
+						times.set(l.blockNumber, b.time);
+					}
 					await this.q(
 						tx,
 						`INSERT INTO stake_events (chain_id, tx_hash, log_index, block_number, block_hash, block_time, address, kind, amount_wei, total_wei, available_at)
@@ -169,7 +174,9 @@ export class StakeIndexer {
 	private async checkReorg(tx: Transaction, cursor: Cursor, touched: Set<string>): Promise<Cursor> {
 		if (cursor.hash == null || cursor.block < 0) return cursor;
 		const block = await this.chain.block(cursor.block);
-		if (block?.hash === cursor.hash) return cursor;
+		// A node that cannot answer (lagging, failing) says nothing about a reorg: wait, do not rewind.
+		if (!block) throw new Error(`staking index: the chain node did not return block ${cursor.block}; waiting for the next pass`);
+		if (block.hash === cursor.hash) return cursor;
 		const back = Math.max(this.chain.settings.startBlock - 1, cursor.block - this.chain.settings.reorgWindowBlocks);
 		this.log.warn(`staking index: block ${cursor.block} is no longer canonical; re-indexing from ${back + 1}`);
 		const deleted = await this.q<{ address: string }>(tx, `DELETE FROM stake_events WHERE chain_id = $1 AND block_number > $2 RETURNING address`, [
