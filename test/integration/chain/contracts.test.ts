@@ -202,13 +202,14 @@ describe("FORGE contracts on the dev chain", () => {
 
       expect(await revertOf(staking.getFunction("withdraw")())).toEqual({ name: "CooldownNotOver", args: [availableAt] });
 
-      // One second short of the cooldown is still too early.
-      await provider.send("evm_increaseTime", [Number(COOLDOWN) - 2]);
+      // Ten minutes short of the cooldown is still too early. (Not one second short: the next block's
+      // time also advances with the wall clock, so a slow machine would cross the line by itself.)
+      await provider.send("evm_increaseTime", [Number(COOLDOWN) - 600]);
       await provider.send("evm_mine", []);
       expect(await latestTimestamp()).toBeLessThan(availableAt);
       expect(await revertOf(staking.getFunction("withdraw")())).toEqual({ name: "CooldownNotOver", args: [availableAt] });
 
-      await provider.send("evm_increaseTime", [2]);
+      await provider.send("evm_increaseTime", [600]);
       const withdrawReceipt = await send(staking, "withdraw");
       const [withdrawn] = eventsOf(staking, withdrawReceipt, "Withdrawn");
       expect(withdrawn?.args.toObject()).toEqual({ user, amount: FORGE("40") });
