@@ -6,7 +6,7 @@
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { TIERS, TIER_ORDER, type TierName, type TierTable } from "../domain/tiers";
-import { USER_RANK_SQL, vstSql, type QueuedTask, type RunningSummary } from "./scheduling";
+import { USER_RANK_SQL, vstSql, type QueuedTask } from "./scheduling";
 import { type Candidate, type TaskState, takeWithinCaps } from "./rules";
 
 export interface TaskRow {
@@ -155,21 +155,6 @@ export class TaskStore {
 		);
 	}
 
-	async runningSummary(totalWorkers: number, tx?: Transaction): Promise<RunningSummary> {
-		const rows = await this.q<{ user_id: string; tier: TierName; n: string }>(
-			`SELECT user_id, tier, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY user_id, tier`,
-			[],
-			tx
-		);
-		const byUser = new Map<string, number>();
-		const byTier: Partial<Record<TierName, number>> = {};
-		for (const r of rows) {
-			byUser.set(r.user_id, (byUser.get(r.user_id) ?? 0) + Number(r.n));
-			byTier[r.tier] = (byTier[r.tier] ?? 0) + Number(r.n);
-		}
-		return { byUser, byTier, totalWorkers };
-	}
-
 	/**
 	 * Leases up to `slots` tasks for `nodeId`: ranks in a CTE, locks the head of the queue with
 	 * SKIP LOCKED (rows another leaser holds are passed over, not waited for), applies the caps to
@@ -181,18 +166,32 @@ export class TaskStore {
 		if (p.slots <= 0) return [];
 		return this.transaction(async tx => {
 			const window = p.slots * 8 + 64;
-			const ordered = await this.queueOrder(p.now, window, tx);
-			if (!ordered.length) return [];
-			const locked = await this.q<{ id: string }>(
-				`SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND state = 'queued' FOR UPDATE SKIP LOCKED`,
-				[ordered.map(c => c.id)],
+			// One round trip: rank the queue (CTE), lock the head of it with SKIP LOCKED (rows another
+			// leaser holds are passed over, not waited for; FOR UPDATE cannot sit beside the window
+			// function, so it locks the joined base rows), and read the running counts for the caps.
+			const locked = await this.q<Candidate & { running: Array<{ u: string; t: TierName; n: number }> | null }>(
+				`WITH ${RANKED_CTE()},
+				 head AS (SELECT r.id, r.user_id, r.tier, r.enqueued_at, ${this.vst} AS vst FROM r ORDER BY vst, r.enqueued_at, r.id LIMIT $2)
+				 SELECT t.id, head.user_id AS "userId", head.tier,
+					(SELECT json_agg(json_build_object('u', x.user_id, 't', x.tier, 'n', x.n))
+					 FROM (SELECT user_id, tier, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY user_id, tier) x) AS running
+				 FROM head JOIN tasks t ON t.id = head.id
+				 WHERE t.state = 'queued'
+				 ORDER BY head.vst, head.enqueued_at, head.id
+				 FOR UPDATE OF t SKIP LOCKED`,
+				[new Date(p.now), window],
 				tx
 			);
-			const lockedIds = new Set(locked.map(r => r.id));
-			const running = await this.runningSummary(p.totalWorkers, tx);
+			if (!locked.length) return [];
+			const byUser = new Map<string, number>();
+			const byTier: Partial<Record<TierName, number>> = {};
+			for (const r of locked[0].running ?? []) {
+				byUser.set(r.u, (byUser.get(r.u) ?? 0) + Number(r.n));
+				byTier[r.t] = (byTier[r.t] ?? 0) + Number(r.n);
+			}
 			const picked = takeWithinCaps(
-				ordered.filter(c => lockedIds.has(c.id)),
-				running,
+				locked.map(({ id, userId, tier }) => ({ id, userId, tier })),
+				{ byUser, byTier, totalWorkers: p.totalWorkers },
 				p.slots,
 				this.tiers
 			);
