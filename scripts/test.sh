@@ -3,6 +3,12 @@
 # Prints a plain "tests: N passed, N failed" line at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$major" -lt 22 ]; then
+  echo "scripts/test.sh: Node $(node -v 2>/dev/null) is too old for this project (needs >= 22); run ./forge test, which uses the pinned Node" >&2
+  echo "tests: 0 passed, 1 failed (wrong Node version)"
+  exit 1
+fi
 npx tsc -p tsconfig.json --noEmit || { echo "tests: 0 passed, 1 failed (type check)"; exit 1; }
 out="$(mktemp --suffix=.json)"
 npx jest --runInBand --json --outputFile="$out" "$@"
