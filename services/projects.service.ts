@@ -18,7 +18,7 @@ import { withTransaction } from "../src/db/sequelize";
 import { Conflict, Forbidden, NotFound, Unprocessable } from "../src/errors";
 import { runtimeOf } from "../src/runtime/runtime";
 import { checkMemberChange, decodeCursor, encodeCursor, hasRole, PROJECT_ROLES } from "../src/projects/access";
-import type { ProjectRole } from "../src/projects/access";
+import type { MemberChange, ProjectRole } from "../src/projects/access";
 import type { BlobStore, GcResult } from "../src/projects/blob-store";
 import { applyChangeSet } from "../src/projects/changeset";
 import type { ChangeOp } from "../src/projects/changeset";
@@ -99,6 +99,7 @@ export interface SandboxChangedEvent {
 }
 
 interface ProjectsThis extends DurableThis {
+	memberChange(tx: Transaction, projectId: string, actorId: string, targetId: string, change: MemberChange, field: string): Promise<{ ok: true; noop: boolean }>;
 	config: Config;
 	cfg: ProjectsConfig;
 	sequelize: Sequelize;
@@ -357,20 +358,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string; role: ProjectRole }>) {
 				const actorId = this.userOf(ctx).id;
 				return withTransaction(this.sequelize, async (tx) => {
-					// The project row lock serialises member changes, so two owners cannot demote each other to zero owners.
-					const found = await this.repo.projectForMember(ctx.params.id, actorId, tx, true);
-					if (!found || found.project.status === "deleted") throw NotFound("Project");
-					const members = await this.repo.members(ctx.params.id, tx);
-					const target = members.find((m) => m.userId === ctx.params.userId);
-					const verdict = checkMemberChange({
-						actorId,
-						actorRole: found.role,
-						targetId: ctx.params.userId,
-						targetRole: target?.role ?? null,
-						change: { kind: "set", role: ctx.params.role },
-						ownerCount: members.filter((m) => m.role === "owner").length,
-					});
-					if (!verdict.ok) throw new Errors.MoleculerClientError(verdict.reason, verdict.status, verdict.code, { field: "role", reason: verdict.reason });
+					const verdict = await this.memberChange(tx, ctx.params.id, actorId, ctx.params.userId, { kind: "set", role: ctx.params.role }, "role");
 					if (!verdict.noop) await this.repo.setMember(tx, ctx.params.id, ctx.params.userId, ctx.params.role, actorId);
 					return { projectId: ctx.params.id, userId: ctx.params.userId, role: ctx.params.role };
 				});
@@ -385,19 +373,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string }>) {
 				const actorId = this.userOf(ctx).id;
 				return withTransaction(this.sequelize, async (tx) => {
-					const found = await this.repo.projectForMember(ctx.params.id, actorId, tx, true);
-					if (!found || found.project.status === "deleted") throw NotFound("Project");
-					const members = await this.repo.members(ctx.params.id, tx);
-					const target = members.find((m) => m.userId === ctx.params.userId);
-					const verdict = checkMemberChange({
-						actorId,
-						actorRole: found.role,
-						targetId: ctx.params.userId,
-						targetRole: target?.role ?? null,
-						change: { kind: "remove" },
-						ownerCount: members.filter((m) => m.role === "owner").length,
-					});
-					if (!verdict.ok) throw new Errors.MoleculerClientError(verdict.reason, verdict.status, verdict.code, { field: "userId", reason: verdict.reason });
+					await this.memberChange(tx, ctx.params.id, actorId, ctx.params.userId, { kind: "remove" }, "userId");
 					await this.repo.removeMember(tx, ctx.params.id, ctx.params.userId);
 					return { projectId: ctx.params.id, userId: ctx.params.userId, removed: true };
 				});
@@ -757,6 +733,27 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 	},
 
 	methods: {
+		/**
+		 * Checks a member change under the project row lock (which serialises member changes, so two
+		 * owners cannot demote each other to zero owners); throws the verdict's error, returns it otherwise.
+		 */
+		async memberChange(this: ProjectsThis, tx: Transaction, projectId: string, actorId: string, targetId: string, change: MemberChange, field: string) {
+			const found = await this.repo.projectForMember(projectId, actorId, tx, true);
+			if (!found || found.project.status === "deleted") throw NotFound("Project");
+			const members = await this.repo.members(projectId, tx);
+			const target = members.find((m) => m.userId === targetId);
+			const verdict = checkMemberChange({
+				actorId,
+				actorRole: found.role,
+				targetId,
+				targetRole: target?.role ?? null,
+				change,
+				ownerCount: members.filter((m) => m.role === "owner").length,
+			});
+			if (!verdict.ok) throw new Errors.MoleculerClientError(verdict.reason, verdict.status, verdict.code, { field, reason: verdict.reason });
+			return verdict;
+		},
+
 		userOf(ctx: Ctx<unknown>): AuthUser {
 			const user = ctx.meta.user;
 			if (!user) throw new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED");
