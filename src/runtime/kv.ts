@@ -54,14 +54,19 @@ export class RedisKeyValueStore implements KeyValueStore {
 		if (ttlMs && Number(res?.[1]?.[1]) < 0) await this.redis.pexpire(k, ttlMs);
 		return value;
 	}
-	async clear() {
-		let cursor = "0";
-		do {
-			const [next, keys] = await this.redis.scan(cursor, "MATCH", `${this.prefix}*`, "COUNT", 500);
-			if (keys.length) await this.redis.del(...keys);
-			cursor = next;
-		} while (cursor !== "0");
+	clear() {
+		return deleteKeysWithPrefix(this.redis, this.prefix);
 	}
+}
+
+/** Deletes every key under a prefix, in SCAN batches (never KEYS, which blocks Redis). */
+export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
+	let cursor = "0";
+	do {
+		const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 500);
+		if (keys.length) await redis.del(...keys);
+		cursor = next;
+	} while (cursor !== "0");
 }
 
 export class MemoryKeyValueStore implements KeyValueStore {

@@ -6,6 +6,7 @@
 import type Redis from "ioredis";
 import type { ServiceBroker } from "moleculer";
 import { TIER_ORDER, type TierName } from "../domain/tiers";
+import { deleteKeysWithPrefix } from "../runtime/kv";
 import { runtimeOf } from "../runtime/runtime";
 
 export interface QueueSnapshot {
@@ -92,13 +93,8 @@ export class RedisQueueMeta implements QueueMeta {
 		return (await this.redis.set(this.k(`lead:${job}`), owner, "PX", Math.max(1, Math.floor(ttlMs)), "NX")) === "OK";
 	}
 
-	async clear() {
-		let cursor = "0";
-		do {
-			const [next, keys] = await this.redis.scan(cursor, "MATCH", `${this.prefix}*`, "COUNT", 500);
-			if (keys.length) await this.redis.del(...keys);
-			cursor = next;
-		} while (cursor !== "0");
+	clear() {
+		return deleteKeysWithPrefix(this.redis, this.prefix);
 	}
 }
 
