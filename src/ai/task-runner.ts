@@ -51,30 +51,38 @@ export interface Candidate {
 }
 
 /**
- * The task's event stream: deltas that arrive within one event-loop turn are coalesced into one
- * `tasks.stream` event (fewer broadcasts under load; the first delta still leaves on the next
- * turn), and every other event flushes pending text first, so `seq` order is arrival order.
+ * The task's event stream. Leading edge, then coalescing: a delta that finds the stream idle is
+ * sent at once (time to first token and paced streams pay no deferral), and deltas arriving after
+ * it within the same event-loop turn are gathered into one `tasks.stream` event sent on the next
+ * turn (fewer broadcasts when a burst arrives at once). Every other event flushes pending text
+ * first, so `seq` order is arrival order.
  */
 export function streamPublisher(send: (ev: Record<string, unknown>) => void) {
 	let seq = 0;
 	let pending: { text: string; model?: string } | null = null;
-	let scheduled = false;
+	/** A delta was sent this turn: later ones wait for the turn to end. */
+	let busy = false;
+	const sendDelta = (p: { text: string; model?: string }) => send({ seq: seq++, type: "delta", text: p.text, ...(p.model ? { model: p.model } : {}) });
 	const flush = () => {
-		scheduled = false;
 		if (!pending) return;
 		const p = pending;
 		pending = null;
-		send({ seq: seq++, type: "delta", text: p.text, ...(p.model ? { model: p.model } : {}) });
+		sendDelta(p);
+	};
+	const endOfTurn = () => {
+		busy = false;
+		flush();
 	};
 	return {
 		delta(text: string, model?: string) {
 			if (pending && pending.model !== model) flush();
+			if (!busy) {
+				busy = true;
+				setImmediate(endOfTurn);
+				if (!pending) return sendDelta({ text, model });
+			}
 			if (pending) pending.text += text;
 			else pending = { text, model };
-			if (!scheduled) {
-				scheduled = true;
-				setImmediate(flush);
-			}
 		},
 		event(ev: Record<string, unknown>) {
 			flush();

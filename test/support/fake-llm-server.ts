@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 
 export type Behaviour =
 	/** A whole answer in chunks; honours max_tokens (one chunk = one token) unless `ignoreMaxTokens`. */
-	| { kind: "ok"; chunks?: string[]; chunkDelayMs?: number; ignoreMaxTokens?: boolean; usage?: boolean }
+	| { kind: "ok"; chunks?: string[]; chunkDelayMs?: number; firstChunkDelayMs?: number; ignoreMaxTokens?: boolean; usage?: boolean }
 	/** An HTTP error before any body. */
 	| { kind: "status"; status: number; retryAfter?: string; errorType?: string }
 	/** Connection reset before the response. */
@@ -84,10 +84,11 @@ export async function startFakeServer(pathSuffix: string, w: Writer, basePath: s
 			});
 			const b = queue.shift() ?? (typeof def === "function" ? def(body) : def);
 			const chunksOf = (c?: string[]) => c ?? DEFAULT_CHUNKS;
-			const send = async (chunks: string[], n: number, delay = 0) => {
+			const send = async (chunks: string[], n: number, delay = 0, firstDelay = delay) => {
 				for (let i = 0; i < n && i < chunks.length; i++) {
 					if (rec.aborted) return false;
-					if (delay) await sleep(delay);
+					const d = i === 0 ? firstDelay : delay;
+					if (d) await sleep(d);
 					w.chunk(res, chunks[i], i);
 					rec.chunksSent++;
 				}
@@ -105,7 +106,7 @@ export async function startFakeServer(pathSuffix: string, w: Writer, basePath: s
 					const max = b.ignoreMaxTokens ? Infinity : w.maxTokens(body);
 					const n = Math.min(all.length, max);
 					w.start(res, rec);
-					if (!(await send(all, n, b.chunkDelayMs))) return;
+					if (!(await send(all, n, b.chunkDelayMs, b.firstChunkDelayMs ?? b.chunkDelayMs))) return;
 					ended = true;
 					return w.finish(res, rec, n < all.length ? "length" : "stop", n, b.usage ?? w.wantsUsage(body));
 				}
