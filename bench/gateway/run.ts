@@ -4,7 +4,8 @@
  * another process over the real NATS. Same run, same machine. Prints req/s, latency p50/p99 and
  * the ratio. Run: ./forge bench:gateway   (options: DURATION_S=10 CONNECTIONS=50)
  */
-import { ChildProcess, spawn } from "node:child_process";
+import { ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import autocannon from "autocannon";
 import { Client } from "pg";
@@ -52,13 +53,47 @@ function start(role: string): Promise<{ proc: ChildProcess; port: number }> {
 	});
 }
 
-async function load(url: string, headers: Record<string, string> = {}) {
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); null elsewhere. */
+function cpuSeconds(pid: number | undefined): number | null {
+	if (!pid) return null;
+	try {
+		const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+		return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+	} catch {
+		return null;
+	}
+}
+
+const pidOf = (name: string): number | undefined => {
+	try {
+		return Number(execFileSync("pgrep", ["-o", "-x", name]).toString().trim()) || undefined;
+	} catch {
+		return undefined;
+	}
+};
+
+/** The processes a request crosses, named, whose CPU time per request the run reports. */
+type Watched = Record<string, number | undefined>;
+
+async function load(url: string, watched: Watched, headers: Record<string, string> = {}) {
 	// Warm-up, then the measured run.
 	await autocannon({ url, connections: CONNECTIONS, duration: 2, headers });
+	const before = Object.fromEntries(Object.entries(watched).map(([k, pid]) => [k, cpuSeconds(pid)]));
 	const r = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, headers });
 	if (r.non2xx || r.errors) throw new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`);
-	return { rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99 };
+	const cpu: Record<string, number | null> = {};
+	for (const [k, pid] of Object.entries(watched)) {
+		const a = before[k];
+		const b = cpuSeconds(pid);
+		cpu[k] = a === null || b === null ? null : Math.round(((b - a) * 1e6) / r.requests.total);
+	}
+	return { rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, cpu };
 }
+
+const cpuCell = (cpu: Record<string, number | null>) =>
+	Object.entries(cpu)
+		.map(([k, v]) => `${k} ${v ?? "?"}`)
+		.join(", ");
 
 async function main() {
 	const admin = new Client({ connectionString: PG_ADMIN });
@@ -68,13 +103,15 @@ async function main() {
 	try {
 		const bare = await start("bare");
 		procs.push(bare.proc);
-		const baseline = await load(`http://127.0.0.1:${bare.port}/hello?name=bench`);
+		const nats = pidOf("nats-server");
+		const redis = pidOf("redis-server");
+		const baseline = await load(`http://127.0.0.1:${bare.port}/hello?name=bench`, { gateway: bare.proc.pid });
 		bare.proc.kill("SIGTERM");
 
 		const bareWorker = await start("bare-worker");
 		const bareRemote = await start("bare-remote");
 		procs.push(bareWorker.proc, bareRemote.proc);
-		const hop = await load(`http://127.0.0.1:${bareRemote.port}/hello?name=bench`);
+		const hop = await load(`http://127.0.0.1:${bareRemote.port}/hello?name=bench`, { gateway: bareRemote.proc.pid, worker: bareWorker.proc.pid, "nats-server": nats });
 		bareWorker.proc.kill("SIGTERM");
 		bareRemote.proc.kill("SIGTERM");
 
@@ -83,18 +120,21 @@ async function main() {
 		procs.push(worker.proc, gateway.proc);
 		await new Promise(r => setTimeout(r, 1500)); // discovery over NATS
 		const token = signAccessToken(loadConfig(env).jwt, { sub: "bench-user", role: "user", scopes: [] });
-		const project = await load(`http://127.0.0.1:${gateway.port}/api/v1/hello?name=bench`, { authorization: `Bearer ${token}` });
+		const project = await load(`http://127.0.0.1:${gateway.port}/api/v1/hello?name=bench`, { gateway: gateway.proc.pid, worker: worker.proc.pid, "nats-server": nats, redis }, { authorization: `Bearer ${token}` });
 
 		const ratio = project.rps / baseline.rps;
 		console.log(`\nGateway benchmark — ${machine()}`);
 		console.log(`autocannon ${CONNECTIONS} connections, ${DURATION} s per target (after 2 s warm-up)\n`);
-		console.log("| target | req/s | p50 ms | p99 ms |");
-		console.log("|---|---:|---:|---:|");
-		console.log(`| bare moleculer-web, local action | ${baseline.rps} | ${baseline.p50} | ${baseline.p99} |`);
-		console.log(`| bare moleculer-web, remote action over NATS (no auth, validation or limits) | ${hop.rps} | ${hop.p50} | ${hop.p99} |`);
-		console.log(`| ForgeFluid gateway: JWT + validation + rate limit (Redis) + remote call over NATS | ${project.rps} | ${project.p50} | ${project.p99} |`);
+		console.log("| target | req/s | p50 ms | p99 ms | CPU µs per request, by process |");
+		console.log("|---|---:|---:|---:|---|");
+		console.log(`| bare moleculer-web, local action | ${baseline.rps} | ${baseline.p50} | ${baseline.p99} | ${cpuCell(baseline.cpu)} |`);
+		console.log(`| bare moleculer-web, remote action over NATS (no auth, validation or limits) | ${hop.rps} | ${hop.p50} | ${hop.p99} | ${cpuCell(hop.cpu)} |`);
+		console.log(`| ForgeFluid gateway: JWT + validation + rate limit (Redis) + remote call over NATS | ${project.rps} | ${project.p50} | ${project.p99} | ${cpuCell(project.cpu)} |`);
 		console.log(`\nratio (project / bare local req/s): ${ratio.toFixed(2)}  (target ≥ 0.70: ${ratio >= 0.7 ? "met" : "NOT met"})`);
 		console.log(`ratio (project / bare remote over NATS req/s): ${(project.rps / hop.rps).toFixed(2)}  (the cost of auth + validation + rate limit + metrics on the same hop)`);
+		const g = (x: { cpu: Record<string, number | null> }) => x.cpu.gateway;
+		if (g(baseline) && g(project))
+			console.log(`gateway-bound ratio (bare local gateway CPU / project gateway CPU per request): ${(g(baseline)! / g(project)!).toFixed(2)}  (the req/s ratio when the gateway process is the bottleneck and NATS, the worker and the load generator have their own cores)`);
 	} finally {
 		for (const p of procs) p.kill("SIGTERM");
 		await new Promise(r => setTimeout(r, 1000));
