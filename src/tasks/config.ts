@@ -24,6 +24,8 @@ export interface TasksConfig {
 	sseKeepAliveMs: number;
 	/** How often an SSE stream of a queued task looks for a changed position. */
 	ssePositionMs: number;
+	/** Open event streams one user may hold on one gateway node; more get 429 TOO_MANY_STREAMS. */
+	sseMaxPerUser: number;
 	promptMaxChars: number;
 }
 
@@ -53,6 +55,7 @@ export function loadTasksConfig(r: EnvReader): TasksConfig {
 		admission,
 		sseKeepAliveMs: r.int("TASKS_SSE_KEEPALIVE_MS", 15_000, 100, 600_000),
 		ssePositionMs: r.int("TASKS_SSE_POSITION_MS", 1_000, 50, 600_000),
+		sseMaxPerUser: r.int("TASKS_SSE_MAX_PER_USER", 32, 1, 100_000),
 		promptMaxChars: r.int("TASKS_PROMPT_MAX_CHARS", 200_000, 1, 10_000_000)
 	};
 }

@@ -45,6 +45,7 @@ const MAX_TASKS = 2_000;
 export class TaskStreamHub {
 	private readonly emitter = new EventEmitter();
 	private readonly buffers = new Map<string, Buffered>();
+	private readonly openByUser = new Map<string, number>();
 
 	constructor() {
 		// One listener per open SSE stream of a task; many clients may watch the same task.
@@ -88,6 +89,28 @@ export class TaskStreamHub {
 			this.emitter.off(s, handlers.state);
 			this.emitter.off(d, handlers.stream);
 		};
+	}
+
+	/**
+	 * Counts an open SSE stream of `userId` against `max` (per node). Returns the release function
+	 * (idempotent), or null when the user already holds `max` streams here.
+	 */
+	openStream(userId: string, max: number): (() => void) | null {
+		const n = this.openByUser.get(userId) ?? 0;
+		if (n >= max) return null;
+		this.openByUser.set(userId, n + 1);
+		let released = false;
+		return () => {
+			if (released) return;
+			released = true;
+			const left = (this.openByUser.get(userId) ?? 1) - 1;
+			if (left > 0) this.openByUser.set(userId, left);
+			else this.openByUser.delete(userId);
+		};
+	}
+
+	openStreams(userId: string): number {
+		return this.openByUser.get(userId) ?? 0;
 	}
 
 	listenerCount(taskId: string): number {

@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, Service } from "moleculer";
 import type { AuthUser } from "../../../src/auth/user";
+import { TooManyRequests } from "../../../src/errors";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { queueMetaOf } from "../../../src/tasks/queue-meta";
 import { type EventId, type TaskState, isTerminal, needsStateEvent, parseLastEventId, sseFrame, stateEventName } from "../../../src/tasks/rules";
@@ -51,6 +52,10 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 	const hub = taskStreamHubOf(api.broker);
 	const meta = queueMetaOf(api.broker);
 	const id = params.id;
+	// Each open stream holds a socket, listeners and timers on this node: a per-user cap keeps one
+	// client from exhausting them (counted per gateway node).
+	const release = hub.openStream(ctx.meta.user!.id, cfg.sseMaxPerUser);
+	if (!release) throw TooManyRequests(`At most ${cfg.sseMaxPerUser} event streams may be open at once; close one first`, 5, "TOO_MANY_STREAMS");
 
 	let ready = false;
 	const early: Array<() => void> = [];
@@ -68,6 +73,7 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 		if (closed) return;
 		closed = true;
 		unsubscribe();
+		release();
 		for (const t of timers) clearInterval(t);
 		if (!res.writableEnded) res.end();
 	};
@@ -106,6 +112,7 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 	} catch (err) {
 		closed = true;
 		unsubscribe();
+		release();
 		throw err;
 	}
 	if (closed) return;

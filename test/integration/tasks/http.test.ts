@@ -37,7 +37,7 @@ beforeAll(async () => {
 				}
 			})
 		],
-		{ TASKS_RETRY_BASE_MS: "50", TASKS_RETRY_MAX_MS: "100", TASKS_SSE_KEEPALIVE_MS: "300" }
+		{ TASKS_RETRY_BASE_MS: "50", TASKS_RETRY_MAX_MS: "100", TASKS_SSE_KEEPALIVE_MS: "300", TASKS_SSE_MAX_PER_USER: "2" }
 	);
 });
 
@@ -269,6 +269,38 @@ describe("events (SSE)", () => {
 		expect(sse.comments).toBeGreaterThanOrEqual(1);
 		await waitFor(async () => hub.listenerCount(waiting.body.task.id) === 0);
 		await finished(u.token, waiting.body.task.id);
+	});
+});
+
+describe("event stream cap", () => {
+	test("a user holds at most TASKS_SSE_MAX_PER_USER open streams: one more is 429 TOO_MANY_STREAMS; closing one frees a place; other users are not affected", async () => {
+		const u = await makeUser(node, "free");
+		const other = await makeUser(node, "free");
+		const blocker = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow cap blocker" });
+		const { taskStreamHubOf } = await import("../../../src/tasks/stream-hub");
+		const hub = taskStreamHubOf(node.broker);
+		const id = blocker.body.task.id as string;
+		const open = (token: string, timeoutMs: number) => readSse(node.baseUrl, `/tasks/${id}/events`, token, { timeoutMs });
+		// Two long-lived streams (they stay open while the blocker runs), then a third.
+		const first = open(u.token, 1_200);
+		const second = open(u.token, 1_200);
+		await waitFor(async () => hub.openStreams(u.id) === 2);
+		const third = await open(u.token, 1_000);
+		expect(third.status).toBe(429);
+		expect(third.headers["retry-after"]).toBe("5");
+		expect(JSON.parse(third.body!)).toMatchObject({ error: { code: "TOO_MANY_STREAMS" } });
+		expect(hub.openStreams(u.id)).toBe(2);
+		// Someone else's task is a 404 and counts nothing; another user's own streams are independent.
+		const foreign = await open(other.token, 1_000);
+		expect(foreign.status).toBe(404);
+		expect(hub.openStreams(other.id)).toBe(0);
+		// The two close (client timeout): the places are free again.
+		await Promise.all([first, second]);
+		await waitFor(async () => hub.openStreams(u.id) === 0);
+		const again = await open(u.token, 300);
+		expect(again.status).toBe(200);
+		await waitFor(async () => hub.openStreams(u.id) === 0);
+		await finished(u.token, id);
 	});
 });
 
