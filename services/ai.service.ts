@@ -168,6 +168,18 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	},
 
 	events: {
+		"ai.deployment.cooldown": {
+			params: {
+				id: { type: "string", min: 1, max: 200 },
+				coolForMs: { type: "number", integer: true, min: 0, max: 86_400_000 },
+				openForMs: { type: "number", integer: true, min: 0, max: 86_400_000 },
+				nodeID: { type: "string" }
+			},
+			handler(this: AiThis, ctx: Context<{ id: string; coolForMs: number; openForMs: number; nodeID: string }>) {
+				if (ctx.params.nodeID === this.broker.nodeID) return;
+				if (this.router.applyShared(ctx.params)) this.logger.info(`deployment ${ctx.params.id}: cooldown shared by ${ctx.params.nodeID}`, { coolForMs: ctx.params.coolForMs, openForMs: ctx.params.openForMs });
+			}
+		},
 		"tasks.available"(this: AiThis) {
 			void this.pump();
 		},
@@ -267,7 +279,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			balancing: this.cfg.balancing,
 			circuitFailures: this.cfg.circuitFailures,
 			circuitCooldownMs: this.cfg.circuitCooldownMs,
-			onChange: h => this.recordHealth(h)
+			onChange: h => this.recordHealth(h),
+			// Tell the other ai nodes (group "ai" only) so they leave the deployment alone too.
+			onShare: c => void this.broker.broadcast("ai.deployment.cooldown", { ...c, nodeID: this.broker.nodeID }, { groups: ["ai"] }).catch(() => undefined)
 		});
 		for (const h of this.router.health()) this.recordHealth(h);
 		const rt = runtimeOf(this.broker);

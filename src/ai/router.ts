@@ -7,6 +7,11 @@
  * overload that says `Retry-After` cools the deployment down until then (it is skipped, the
  * circuit is unaffected unless failures keep coming).
  *
+ * Shared across ai nodes: when a failure opens a circuit or sets a Retry-After cooldown, `onShare`
+ * reports it (the ai service broadcasts it to the other ai nodes) and `applyShared` takes one in,
+ * so a provider that said "stop" to one node is left alone by all of them for that long. Durations
+ * are sent, not clock times, so clocks need not agree. Failure counts stay per node.
+ *
  * Choice among the deployments that are usable now: `least-busy` takes the lowest
  * in-flight/weight (ties by weight), `weighted` draws by weight. Deployments already tried
  * in this generation come last.
@@ -44,6 +49,15 @@ interface State {
 	lastError: string | null;
 }
 
+/** A cooldown or open circuit one node tells the others about (durations from the moment it is sent). */
+export interface SharedCooldown {
+	id: string;
+	/** Retry-After cooldown left, ms (0: none). */
+	coolForMs: number;
+	/** Open-circuit time left, ms (0: not open). */
+	openForMs: number;
+}
+
 export interface Lease {
 	deployment: DeploymentConfig;
 	/** Exactly one of these is called when the attempt ends. */
@@ -58,7 +72,15 @@ export class DeploymentRouter {
 
 	constructor(
 		deployments: readonly DeploymentConfig[],
-		private readonly opts: { balancing: Balancing; circuitFailures: number; circuitCooldownMs: number; now?: () => number; random?: () => number; onChange?: (h: DeploymentHealth) => void }
+		private readonly opts: {
+			balancing: Balancing;
+			circuitFailures: number;
+			circuitCooldownMs: number;
+			now?: () => number;
+			random?: () => number;
+			onChange?: (h: DeploymentHealth) => void;
+			onShare?: (c: SharedCooldown) => void;
+		}
 	) {
 		for (const d of deployments)
 			this.states.set(d.id, { cfg: d, circuit: "closed", openedUntil: 0, coolUntil: 0, inflight: 0, trialInFlight: false, consecutiveFailures: 0, successes: 0, failures: 0, lastError: null });
@@ -156,12 +178,15 @@ export class DeploymentRouter {
 				s.failures++;
 				s.consecutiveFailures++;
 				s.lastError = reason;
-				if (retryAfterMs != null && retryAfterMs > 0) s.coolUntil = Math.max(s.coolUntil, now + retryAfterMs);
-				if (trial || s.consecutiveFailures >= this.opts.circuitFailures) {
+				const cooled = retryAfterMs != null && retryAfterMs > 0;
+				if (cooled) s.coolUntil = Math.max(s.coolUntil, now + retryAfterMs);
+				const opened = trial || s.consecutiveFailures >= this.opts.circuitFailures;
+				if (opened) {
 					s.circuit = "open";
 					s.openedUntil = now + this.opts.circuitCooldownMs;
 				}
 				this.opts.onChange?.(this.view(s));
+				if (cooled || opened) this.opts.onShare?.({ id: s.cfg.id, coolForMs: Math.max(0, s.coolUntil - now), openForMs: opened ? this.opts.circuitCooldownMs : 0 });
 			},
 			neutral: () => {
 				end();
@@ -191,6 +216,29 @@ export class DeploymentRouter {
 
 	health(): DeploymentHealth[] {
 		return [...this.states.values()].map(s => this.view(s));
+	}
+
+	/**
+	 * Takes in another node's cooldown or open circuit for a deployment this node also has (by id);
+	 * only ever extends what is already known. Returns false for an unknown deployment.
+	 */
+	applyShared(c: SharedCooldown): boolean {
+		const s = this.states.get(c.id);
+		if (!s) return false;
+		const now = this.now();
+		this.refresh(s, now);
+		let changed = false;
+		if (c.coolForMs > 0 && now + c.coolForMs > s.coolUntil) {
+			s.coolUntil = now + c.coolForMs;
+			changed = true;
+		}
+		if (c.openForMs > 0 && (s.circuit !== "open" || now + c.openForMs > s.openedUntil)) {
+			s.circuit = "open";
+			s.openedUntil = Math.max(s.openedUntil, now + c.openForMs);
+			changed = true;
+		}
+		if (changed) this.opts.onChange?.(this.view(s));
+		return changed;
 	}
 
 	/** Operator action: close a circuit and clear cooldowns now. */

@@ -186,6 +186,40 @@ describe("router", () => {
 		now = 2000;
 		expect(r.acquire("gpt-4o-mini")).not.toBeNull();
 	});
+
+	test("shared cooldowns: a cooldown or an opened circuit is reported once as durations; plain failures are not", () => {
+		const now = 10_000;
+		const shared: unknown[] = [];
+		const r = new DeploymentRouter(deps.slice(0, 1), { balancing: "least-busy", circuitFailures: 2, circuitCooldownMs: 500, now: () => now, onShare: c => shared.push(c) });
+		r.acquire("gpt-4o-mini")!.failure("500");
+		expect(shared).toEqual([]);
+		r.acquire("gpt-4o-mini")!.failure("500");
+		expect(shared).toEqual([{ id: "a", coolForMs: 0, openForMs: 500 }]);
+		r.reset();
+		r.acquire("gpt-4o-mini")!.failure("429", 3000);
+		expect(shared[1]).toEqual({ id: "a", coolForMs: 3000, openForMs: 0 });
+	});
+
+	test("applyShared takes in another node's cooldown or open circuit for a known deployment, and only ever extends it", () => {
+		let now = 0;
+		const changes: string[] = [];
+		const r = new DeploymentRouter(deps, { balancing: "least-busy", circuitFailures: 5, circuitCooldownMs: 500, now: () => now, onChange: h => changes.push(`${h.id}:${h.circuit}`) });
+		expect(r.applyShared({ id: "unknown", coolForMs: 1000, openForMs: 0 })).toBe(false);
+		expect(r.applyShared({ id: "b", coolForMs: 2000, openForMs: 0 })).toBe(true);
+		expect(r.acquire("gpt-4o-mini")!.deployment.id).toBe("a"); // b is cooling down here too
+		expect(r.applyShared({ id: "b", coolForMs: 1000, openForMs: 0 })).toBe(false); // shorter: ignored
+		expect(r.applyShared({ id: "a", coolForMs: 0, openForMs: 700 })).toBe(true);
+		expect(r.health().find(h => h.id === "a")).toMatchObject({ circuit: "open", availableAt: 700 });
+		expect(r.acquire("gpt-4o-mini")).toBeNull();
+		expect(changes).toEqual(["b:closed", "a:open"]);
+		now = 700;
+		const trial = r.acquire("gpt-4o-mini")!; // a half-open after the shared time, one trial
+		expect(trial.deployment.id).toBe("a");
+		trial.success();
+		expect(r.health().find(h => h.id === "a")?.circuit).toBe("closed");
+		now = 2000;
+		expect(r.nextAvailableAt("gpt-4o-mini")).toBe(2000);
+	});
 });
 
 describe("provider errors", () => {
