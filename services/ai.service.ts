@@ -235,7 +235,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					router: this.router,
 					call: (action, params) => this.broker.call(action, params),
 					broadcast: (event, payload) => void this.broker.broadcast(event, payload),
-					chargeTokens: (userId, tier, tokens) => this.limiter.charge(userId, tier, tokens),
+					settleTokens: (userId, tier, p) => this.limiter.settle(userId, tier, p),
 					onAttempt: ev => {
 						this.broker.metrics.increment("ai.attempts.total", { deployment: ev.deployment, outcome: ev.outcome, reason: ev.reason ?? "" });
 						if (ev.ttftMs !== undefined) this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });

@@ -329,7 +329,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					maxOutputTokens: r.prepared.maxOutputTokens,
 					maxCostCredits: Number(r.max_cost_credits),
 					idempotencyKey: r.id,
-					leaseExpiresAt: r.lease_expires_at!.toISOString()
+					leaseExpiresAt: r.lease_expires_at!.toISOString(),
+					submittedAt: r.created_at.toISOString()
 				}));
 			}
 		},

@@ -4,13 +4,20 @@
  * memory in embedded mode.
  *
  * A task counts one request and its worst case without project context (prompt + max output
- * tokens, per fan-out model) when `ai.prepare` admits it; context tokens actually used are added
- * when it finishes (`charge`). A refusal answers 429 `RATE_LIMITED` with the seconds until the
- * window frees enough room.
+ * tokens, per fan-out model) when `ai.prepare` admits it. When a run ends, `settle` brings the
+ * count to what the run really used: more (context, several attempts) is added; less is given back,
+ * but only while the fixed window that counted the admission is still the current one (a window
+ * that has expired already forgot the admission) and never more than that window holds. A retried
+ * task's later attempts add all their tokens (the admission was settled by the first). A refusal
+ * answers 429 `RATE_LIMITED` with the seconds until the window frees enough room, and counts
+ * nothing (rate-limiter-flexible counts a refused consume; it is given back at once).
  */
 import type Redis from "ioredis";
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { TIERS, TierName } from "../domain/tiers";
+
+/** Tolerated clock difference between the tasks node (submission time) and this ai node. */
+const CLOCK_SKEW_MS = 1_000;
 
 export class RateLimited extends Error {
 	constructor(
@@ -43,6 +50,11 @@ export class UsageLimiter {
 		return l;
 	}
 
+	/** What `admit` counts for a task whose worst case is `tokens`. */
+	private admitted(tier: TierName, tokens: number): number {
+		return Math.min(Math.max(1, tokens), TIERS[tier].rateLimits.tokensPerMinute);
+	}
+
 	/** Counts one request and `tokens`, or throws RateLimited (counting nothing). */
 	async admit(userId: string, tier: TierName, tokens: number): Promise<void> {
 		const requests = this.limiter(tier, "requests");
@@ -53,20 +65,44 @@ export class UsageLimiter {
 			throw err;
 		}
 		const tokenLimiter = this.limiter(tier, "tokens");
-		const max = TIERS[tier].rateLimits.tokensPerMinute;
 		try {
 			// A task larger than a whole minute's allowance could never run; it takes the whole window instead.
-			await tokenLimiter.consume(userId, Math.min(Math.max(1, tokens), max));
+			await tokenLimiter.consume(userId, this.admitted(tier, tokens));
 		} catch (err) {
 			await requests.reward(userId, 1).catch(() => undefined);
-			if (err instanceof RateLimiterRes) throw new RateLimited("tokens", Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
+			if (err instanceof RateLimiterRes) {
+				await tokenLimiter.reward(userId, this.admitted(tier, tokens)).catch(() => undefined);
+				throw new RateLimited("tokens", Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
+			}
 			throw err;
 		}
 	}
 
-	/** Adds tokens used beyond what `admit` counted (never refuses: the work is done). */
-	async charge(userId: string, tier: TierName, tokens: number): Promise<void> {
-		if (tokens <= 0) return;
-		await this.limiter(tier, "tokens").penalty(userId, tokens);
+	/**
+	 * After a run: `counted` is the worst case `admit` was given for the task, `admittedAt` (epoch
+	 * ms) the task's submission, just after its admission; `used` what this attempt used. Never
+	 * refuses: the work is done.
+	 */
+	async settle(userId: string, tier: TierName, p: { counted: number; used: number; admittedAt: number; firstAttempt: boolean }): Promise<void> {
+		const tokens = this.limiter(tier, "tokens");
+		const delta = Math.max(0, p.used) - (p.firstAttempt ? this.admitted(tier, p.counted) : 0);
+		if (delta > 0) {
+			await tokens.penalty(userId, delta);
+			return;
+		}
+		if (delta === 0) return;
+		const res = await tokens.get(userId);
+		if (!res) return; // the window that counted the admission has expired
+		// Submission comes just after admission, on the tasks node's clock: allow that much skew.
+		const windowStart = Date.now() + res.msBeforeNext - 60_000;
+		if (p.admittedAt + CLOCK_SKEW_MS < windowStart) return; // admitted in an earlier window: nothing of it is left to give back
+		const refund = Math.min(-delta, res.consumedPoints);
+		if (refund > 0) await tokens.reward(userId, refund);
+	}
+
+	/** Tokens counted for the user in the current window (operators, tests). */
+	async tokensCounted(userId: string, tier: TierName): Promise<number> {
+		const res = await this.limiter(tier, "tokens").get(userId);
+		return res ? Math.max(0, res.consumedPoints) : 0;
 	}
 }

@@ -23,8 +23,8 @@ export interface RunnerDeps {
 	broadcast(event: string, payload: unknown): void;
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
 	onFallback?(ev: { from: string; to: string; reason: string }): void;
-	/** Tokens used beyond what ai.prepare counted for the user's rate limit. */
-	chargeTokens?(userId: string, tier: TierName, tokens: number): Promise<void>;
+	/** Brings the user's tokens-per-minute count to what this attempt used (see UsageLimiter.settle). */
+	settleTokens?(userId: string, tier: TierName, p: { counted: number; used: number; admittedAt: number; firstAttempt: boolean }): Promise<void>;
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void };
 	stream?: (req: StreamRequest) => AsyncIterable<StreamEvent>;
 }
@@ -208,10 +208,13 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 			});
 		}
 		byModel = merged;
-		if (deps.chargeTokens) {
+		if (deps.settleTokens) {
 			const counted = prepared.models.reduce((n, m) => n + m.promptTokens + m.maxOutputTokens, 0);
 			const used = usageOf();
-			await deps.chargeTokens(task.userId, task.tier, used.promptTokens + used.completionTokens - counted).catch(() => undefined);
+			const admittedAt = Date.parse(task.submittedAt);
+			await deps
+				.settleTokens(task.userId, task.tier, { counted, used: used.promptTokens + used.completionTokens, admittedAt: Number.isFinite(admittedAt) ? admittedAt : 0, firstAttempt: task.attempt <= 1 })
+				.catch(() => undefined);
 		}
 
 		if (running.leaseLost) return "lost";

@@ -23,4 +23,6 @@ export interface LeasedTask {
 	/** The task id: payments settle once per task however often it runs. */
 	idempotencyKey: string;
 	leaseExpiresAt: string;
+	/** When the task was submitted (ISO; just after `ai.prepare` counted its rate limits), kept across retries and deferrals. */
+	submittedAt: string;
 }

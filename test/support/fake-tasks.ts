@@ -21,6 +21,8 @@ export interface FakeTask {
 	models?: string[];
 	maxOutputTokens?: number;
 	maxCostCredits: number;
+	/** Submission time (epoch ms): just after ai.prepare counted the rate limits. */
+	submittedAt: number;
 	state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
 	leaseId: string | null;
 	attempt: number;
@@ -78,12 +80,12 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 		name: "tasks",
 		actions: {
 			submit: {
-				async handler(ctx: Context<Omit<FakeTask, "taskId" | "state" | "leaseId" | "attempt" | "cancelRequested" | "events" | "maxCostCredits" | "settleCalls" | "leasedBy">>) {
+				async handler(ctx: Context<Omit<FakeTask, "taskId" | "state" | "leaseId" | "attempt" | "cancelRequested" | "events" | "maxCostCredits" | "settleCalls" | "leasedBy" | "submittedAt">>) {
 					const p = ctx.params;
 					const prepared = await ctx.call<{ maxCostCredits: number }, unknown>("ai.prepare", p);
 					const taskId = randomUUID();
 					await ctx.call("payments.reserve", { userId: p.userId, taskId, maxCost: prepared.maxCostCredits, tier: p.tier });
-					const t: FakeTask = { ...p, taskId, maxCostCredits: prepared.maxCostCredits, state: "queued", leaseId: null, attempt: 0, cancelRequested: false, events: [], settleCalls: 0, leasedBy: [] };
+					const t: FakeTask = { ...p, taskId, maxCostCredits: prepared.maxCostCredits, submittedAt: Date.now(), state: "queued", leaseId: null, attempt: 0, cancelRequested: false, events: [], settleCalls: 0, leasedBy: [] };
 					tasks.set(taskId, t);
 					ctx.broadcast("tasks.available", {});
 					return { taskId, maxCostCredits: prepared.maxCostCredits };
@@ -112,7 +114,8 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 							models: t.models,
 							maxOutputTokens: t.maxOutputTokens,
 							maxCostCredits: t.maxCostCredits,
-							idempotencyKey: t.taskId
+							idempotencyKey: t.taskId,
+							submittedAt: new Date(t.submittedAt).toISOString()
 						});
 					}
 					return out;

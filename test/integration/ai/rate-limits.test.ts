@@ -45,3 +45,61 @@ test("tokens per minute: worst-case tokens count on either node", async () => {
 	for (let i = 0; i < 5; i++) r.push(await prepare(i % 2 ? a : b, userId, { maxOutputTokens: 4_000 }));
 	expect(r).toEqual(["ok", "ok", "ok", "ok", "429 RATE_LIMITED true"]);
 });
+
+describe("tokens per minute are settled to what runs used (UsageLimiter on the real Redis)", () => {
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const { UsageLimiter } = require("../../../src/ai/limits") as typeof import("../../../src/ai/limits");
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const IORedis = require("ioredis") as typeof import("ioredis").default;
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const { REDIS_URL } = require("../../support/env") as typeof import("../../support/env");
+	let redis: InstanceType<typeof IORedis>;
+	let limiter: InstanceType<typeof UsageLimiter>;
+	beforeAll(() => {
+		redis = new IORedis(REDIS_URL);
+		limiter = new UsageLimiter(redis, `fftest:ai-settle:${randomUUID()}:`);
+	});
+	afterAll(async () => {
+		await redis.quit();
+	});
+
+	test("a run that used less gives the difference back: the tokens can be admitted again in the same minute", async () => {
+		const u = `u-${randomUUID()}`;
+		const max = TIERS.free.rateLimits.tokensPerMinute;
+		await limiter.admit(u, "free", max); // the whole minute's allowance, worst case
+		const admittedAt = Date.now(); // the task row is written just after its admission
+		await expect(limiter.admit(u, "free", 1_000)).rejects.toMatchObject({ what: "tokens" });
+		expect(await limiter.tokensCounted(u, "free")).toBe(max); // a refused admission counts nothing
+		await limiter.settle(u, "free", { counted: max, used: 1_500, admittedAt, firstAttempt: true });
+		expect(await limiter.tokensCounted(u, "free")).toBe(1_500);
+		await limiter.admit(u, "free", 1_000); // fits now
+		expect(await limiter.tokensCounted(u, "free")).toBe(2_500);
+	});
+
+	test("more than counted is added; a retry's attempt adds all it used; a task larger than the window was counted as the window", async () => {
+		const u = `u-${randomUUID()}`;
+		await limiter.admit(u, "free", 1_000);
+		const admittedAt = Date.now();
+		await limiter.settle(u, "free", { counted: 1_000, used: 1_300, admittedAt, firstAttempt: true });
+		expect(await limiter.tokensCounted(u, "free")).toBe(1_300);
+		await limiter.settle(u, "free", { counted: 1_000, used: 200, admittedAt, firstAttempt: false });
+		expect(await limiter.tokensCounted(u, "free")).toBe(1_500);
+
+		const big = `u-${randomUUID()}`;
+		const max = TIERS.free.rateLimits.tokensPerMinute;
+		await limiter.admit(big, "free", max * 3);
+		await limiter.settle(big, "free", { counted: max * 3, used: 100, admittedAt: Date.now(), firstAttempt: true });
+		expect(await limiter.tokensCounted(big, "free")).toBe(100); // never below what the run used
+	});
+
+	test("an admission from an earlier window gives nothing back to the current one", async () => {
+		const u = `u-${randomUUID()}`;
+		await limiter.admit(u, "free", 5_000); // this window's count: 5,000 from another task
+		await limiter.settle(u, "free", { counted: 10_000, used: 100, admittedAt: Date.now() - 120_000, firstAttempt: true });
+		expect(await limiter.tokensCounted(u, "free")).toBe(5_000);
+		// No window at all (nothing counted this minute): nothing to give back, nothing is created.
+		const idle = `u-${randomUUID()}`;
+		await limiter.settle(idle, "free", { counted: 10_000, used: 100, admittedAt: Date.now() - 120_000, firstAttempt: true });
+		expect(await limiter.tokensCounted(idle, "free")).toBe(0);
+	});
+});

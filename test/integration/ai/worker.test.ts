@@ -119,6 +119,9 @@ describe("happy paths", () => {
 		expect(t.costCredits).toBe(costCredits(findModel("gpt-4o-mini")!, usage.promptTokens, 6));
 		expect(t.costCredits).toBeLessThanOrEqual(maxCostCredits);
 		expect(t.settleCalls).toBe(1);
+		// The tokens-per-minute count was settled from the worst case down to what the run used.
+		const limiter = (broker.getLocalService("ai") as unknown as { limiter: { tokensCounted(u: string, t: string): Promise<number> } }).limiter;
+		expect(await limiter.tokensCounted(userId, "team")).toBe(usage.promptTokens + usage.completionTokens);
 		// The prompt carried the project's files.
 		const sent = JSON.stringify(oa.requests[0]?.body ?? oa2.requests[0]?.body);
 		expect(sent).toContain("--- src/hello.ts ---");
