@@ -489,11 +489,16 @@ const UsersService: UsersSchema = {
 					const key = throttleKey("password-change", user.id, ctx.meta.ip ?? "unknown");
 					const wait = await this.accountIpThrottle.retryAfterS(key);
 					if (wait > 0) throw TooManyRequests("Too many wrong passwords; try again later", wait, "LOGIN_THROTTLED");
+					// A stolen session used from many addresses: the current password is guessed per
+					// account too (the account-wide limiter, counted before hashing).
+					const accountKey = throttleKey("password-change-account", user.id);
+					const accountWait = await this.accountThrottle.admit(accountKey);
+					if (accountWait > 0) throw TooManyRequests("Too many wrong passwords; try again later", accountWait, "LOGIN_THROTTLED");
 					if (!(await this.hasher.verify(user.password_hash, normalizePassword(ctx.params.currentPassword ?? "")))) {
 						await this.accountIpThrottle.recordFailure(key);
 						throw Forbidden("The current password is wrong", "INVALID_CURRENT_PASSWORD");
 					}
-					await this.accountIpThrottle.reset(key);
+					await Promise.all([this.accountIpThrottle.reset(key), this.accountThrottle.reset(accountKey)]);
 				}
 				const password = normalizePassword(ctx.params.newPassword);
 				const problem = passwordProblem(password, this.cfg.passwords);

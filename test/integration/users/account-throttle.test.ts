@@ -170,6 +170,32 @@ describe("guessing one account from many IPs", () => {
 	});
 });
 
+describe("changing the password with a session used from many IPs", () => {
+	test("guesses of the current password are limited per account, not only per IP; the right one then works", async () => {
+		const email = await register();
+		const session = await loginFrom(freshIp(), email, PASSWORD, "a");
+		expect(session.status).toBe(200);
+		const token = session.json.accessToken as string;
+		const change = (ip: string, currentPassword: string, via: "a" | "b") =>
+			(via === "a" ? callA : callB)("POST", "/api/v1/users/me/password", {
+				token,
+				body: { currentPassword, newPassword: "another long password 123" },
+				headers: { "x-forwarded-for": ip }
+			});
+		// The allowance (4), each from a new address, alternating replicas.
+		for (let i = 0; i < 4; i++) expectError(await change(freshIp(), WRONG, i % 2 ? "b" : "a"), 403, "INVALID_CURRENT_PASSWORD");
+		// A fifth address is refused before any hashing, even with the right password.
+		const blocked = await change(freshIp(), PASSWORD, "b");
+		expectError(blocked, 429, "LOGIN_THROTTLED");
+		expect(Number(blocked.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+		await sleep(Number(blocked.headers.get("retry-after")) * 1000 + 200);
+		const ok = await change(freshIp(), PASSWORD, "a");
+		expect(ok.status).toBe(200);
+		// Signing in still works with the new password (the limiter keys of login and change differ).
+		expect((await loginFrom(freshIp(), email, "another long password 123")).status).toBe(200);
+	});
+});
+
 describe("the account-wide limiter on Redis", () => {
 	test("parallel attempts from replicas cannot slip past it: the allowance, then one per delay", async () => {
 		const Redis = (await import("ioredis")).default;
