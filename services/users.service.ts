@@ -334,7 +334,7 @@ const UsersService: UsersSchema = {
 			params: { $$strict: "remove", refreshToken: { type: "string", pattern: REFRESH_TOKEN_PATTERN } },
 			async handler(this: UsersThis, ctx: Ctx<{ refreshToken: string }>) {
 				const next = newRefreshToken();
-				const r = await this.store.rotateRefreshToken(sha256(ctx.params.refreshToken), next.hash, this.cfg.sessions.refreshTokenTtlS);
+				const r = await this.store.rotateRefreshToken(sha256(ctx.params.refreshToken), next.hash, this.cfg.sessions.refreshTokenTtlS, this.cfg.sessions.refreshReuseGraceS);
 				if (r.kind === "reused") {
 					// RFC 9700 §4.14.2: a spent token came back, so someone holds a copy; end the whole family.
 					await this.store.revokeSession(r.sessionId, null, "refresh_token_reuse");

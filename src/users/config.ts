@@ -39,6 +39,12 @@ export interface UsersConfig {
 	};
 	sessions: {
 		refreshTokenTtlS: number;
+		/**
+		 * A refresh token spent this recently may be presented once more while its family has not moved
+		 * on (parallel refreshes from two tabs): it gets its own successor instead of revoking the
+		 * family. 0 = strict RFC 9700 reuse detection.
+		 */
+		refreshReuseGraceS: number;
 		/** Absolute lifetime of a session (refresh-token family), however often it is refreshed. */
 		maxAgeS: number;
 		/** TTL of the cached `users.authState` answer the gateway asks on every bearer request. */
@@ -142,6 +148,7 @@ export function loadUsersConfig(r: EnvReader): UsersConfig {
 		},
 		sessions: {
 			refreshTokenTtlS: r.int("REFRESH_TOKEN_TTL_S", 30 * 86_400, 60, 365 * 86_400),
+			refreshReuseGraceS: r.int("REFRESH_REUSE_GRACE_S", 10, 0, 300),
 			maxAgeS: r.int("SESSION_MAX_AGE_S", 90 * 86_400, 60, 3 * 365 * 86_400),
 			authStateCacheTtlS: r.int("AUTH_STATE_CACHE_TTL_S", 60, 1, 3600),
 			gatewayCheck: r.bool("AUTH_SESSION_CHECK", true)

@@ -58,7 +58,7 @@ export interface ApiKeyRow {
 const USER_COLUMNS = "id, email, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
 
 export type RotateResult =
-	| { kind: "rotated"; sessionId: string; userId: string; role: Role; refreshToken: { expiresAt: Date } }
+	| { kind: "rotated"; sessionId: string; userId: string; role: Role; refreshToken: { expiresAt: Date }; graced?: boolean }
 	| { kind: "reused"; sessionId: string; userId: string }
 	| { kind: "invalid" };
 
@@ -305,10 +305,12 @@ export class UsersStore {
 
 	/**
 	 * Spends a refresh token and issues the next one of its family (RFC 9700 rotation). The spend is
-	 * one conditional UPDATE, so of two racing uses exactly one rotates; a token that was already
-	 * spent is a replay, and the caller revokes the family.
+	 * one conditional UPDATE, so of two racing uses exactly one rotates. A token that was already
+	 * spent is a replay, and the caller revokes the family — unless it was spent less than `graceS`
+	 * ago and the family has not moved on since (no later refresh: `last_refreshed_at` is still that
+	 * spend's time), which is a parallel refresh by the same client: it gets a successor of its own.
 	 */
-	async rotateRefreshToken(oldHash: Buffer, newHash: Buffer, ttlS: number): Promise<RotateResult> {
+	async rotateRefreshToken(oldHash: Buffer, newHash: Buffer, ttlS: number, graceS = 0): Promise<RotateResult> {
 		return this.transaction(async tx => {
 			const [spent] = await this.rows<{ session_id: string; user_id: string; role: Role; usable: boolean }>(
 				`WITH spent AS (
@@ -336,6 +338,26 @@ export class UsersStore {
 				[oldHash],
 				tx
 			);
+			if (known?.rotated_at && graceS > 0) {
+				// Locks the session row: parallel graced refreshes and a concurrent rotation serialise here.
+				const [graced] = await this.rows<{ session_id: string; user_id: string; role: Role; usable: boolean }>(
+					`SELECT s.id AS session_id, s.user_id, u.role,
+					        (s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL) AS usable
+					 FROM refresh_tokens t JOIN user_sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
+					 WHERE t.token_hash = $1 AND t.expires_at > now()
+					   AND t.rotated_at > now() - make_interval(secs => $2)
+					   AND s.last_refreshed_at = t.rotated_at
+					 FOR UPDATE OF s`,
+					[oldHash, graceS],
+					tx
+				);
+				if (graced) {
+					if (!graced.usable) return { kind: "invalid" };
+					// last_refreshed_at stays: the family has not moved on, the spent token's other racers are graced too.
+					const expiresAt = await this.insertRefreshToken(tx, graced.session_id, newHash, ttlS);
+					return { kind: "rotated", sessionId: graced.session_id, userId: graced.user_id, role: graced.role, refreshToken: { expiresAt }, graced: true };
+				}
+			}
 			if (known?.rotated_at) return { kind: "reused", sessionId: known.session_id, userId: known.user_id };
 			return { kind: "invalid" };
 		});

@@ -242,11 +242,32 @@ describe("sessions", () => {
 		expect((await login(u.email)).status).toBe(200);
 	});
 
-	test("two parallel refreshes with one token: one rotates, the other is a replay", async () => {
+	test("parallel refreshes with one token (two tabs) within the grace window each get their own successor; the session lives", async () => {
 		const u = await register();
-		const results = await Promise.all([0, 1].map(() => call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } })));
-		expect(results.map(r => r.status).sort()).toEqual([200, 401]);
-		expect(results.find(r => r.status === 401)!.json.error.code).toBe("REFRESH_TOKEN_REUSED");
+		const results = await Promise.all([0, 1, 2].map(() => call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } })));
+		expect(results.map(r => r.status)).toEqual([200, 200, 200]);
+		const tokens = results.map(r => r.json.refreshToken as string);
+		expect(new Set(tokens).size).toBe(3);
+		expect(new Set(results.map(r => r.json.sessionId)).size).toBe(1);
+		for (const r of results) expect((await call("GET", "/api/v1/users/me", { token: r.json.accessToken })).status).toBe(200);
+		// One tab refreshes again: the family has moved on, so the first token is now a replay and ends it.
+		expect((await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: tokens[0] } })).status).toBe(200);
+		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }), 401, "REFRESH_TOKEN_REUSED");
+		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: tokens[1] } }), 401, "INVALID_REFRESH_TOKEN");
+	});
+
+	test("with REFRESH_REUSE_GRACE_S=0, two parallel refreshes with one token: one rotates, the other is a replay", async () => {
+		const strict = await startTestNode({ db, services: ["api", "users"], env: { AUTH_SESSION_CHECK: "true", REFRESH_REUSE_GRACE_S: "0" } });
+		try {
+			const c = httpClient(() => strict.baseUrl);
+			const reg = await c("POST", "/api/v1/auth/register", { body: { email: `${uniqueId("strict")}@example.com`, password: PASSWORD } });
+			expect(reg.status).toBe(201);
+			const results = await Promise.all([0, 1].map(() => c("POST", "/api/v1/auth/refresh", { body: { refreshToken: reg.json.refreshToken } })));
+			expect(results.map(r => r.status).sort()).toEqual([200, 401]);
+			expect(results.find(r => r.status === 401)!.json.error.code).toBe("REFRESH_TOKEN_REUSED");
+		} finally {
+			await strict.stop();
+		}
 	});
 
 	test("logout revokes the session at once; unknown tokens answer the same", async () => {
