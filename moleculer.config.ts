@@ -7,6 +7,7 @@ import { Config } from "./src/config";
 import { PermissionsMiddleware } from "./src/middlewares/permissions";
 import { RequestLogMiddleware } from "./src/middlewares/request-log";
 import { DeadNodeDetector } from "./src/middlewares/dead-node-detector";
+import { BatchingNatsTransporter } from "./src/runtime/nats-transporter";
 
 /** Transient failures worth another attempt; only actions marked idempotent are retried at all. */
 export function isRetryableError(err: Errors.MoleculerError | Error): boolean {
@@ -32,7 +33,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 			options: { level: config.logLevel, formatter: config.logFormat === "json" ? "jsonext" : config.logFormat, colors: config.logFormat !== "json" }
 		},
 
-		transporter: cluster ? { type: "NATS", options: { url: config.transporter!, maxReconnectAttempts: -1 } } : null,
+		// Moleculer's NATS transporter, handing each event-loop turn's packets to the client at once (src/runtime/nats-transporter.ts).
+		transporter: cluster ? new BatchingNatsTransporter({ url: config.transporter!, maxReconnectAttempts: -1 }) : null,
 		serializer: "JSON",
 
 		cacher: config.redisUrl

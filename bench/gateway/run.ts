@@ -2,7 +2,7 @@
  * Gateway benchmark: autocannon against (1) a bare moleculer-web hello route (local action) and
  * (2) the project's gateway — JWT auth + param validation + rate limiting — calling the action on
  * another process over the real NATS. Same run, same machine. Prints req/s, latency p50/p99 and
- * the ratio. Run: ./forge bench:gateway   (options: DURATION_S=10 CONNECTIONS=50)
+ * the ratio. Run: ./forge bench:gateway   (options: DURATION_S=10 CONNECTIONS=50 BENCH_CPU_PROF=<dir>)
  */
 import { ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -40,7 +40,9 @@ const env: Record<string, string> = {
 
 function start(role: string): Promise<{ proc: ChildProcess; port: number }> {
 	return new Promise((resolve, reject) => {
-		const proc = spawn(process.execPath, ["-r", "@swc-node/register", path.join(__dirname, "node.ts")], {
+		// BENCH_CPU_PROF=<dir>: each process writes a V8 CPU profile there when it exits.
+		const prof = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+		const proc = spawn(process.execPath, [...prof, "-r", "@swc-node/register", path.join(__dirname, "node.ts")], {
 			cwd: ROOT,
 			env: { ...process.env, ...env, ROLE: role, NODE_ID: `bench-${role}` },
 			stdio: ["ignore", "pipe", "inherit"]
