@@ -5,9 +5,11 @@
  *     payments, the fake ai worker with zero run time), against BullMQ's priority queue on the same
  *     Redis with a zero-latency worker;
  *  3. per-tier p50/p99 wait under a 5× overload.
- * Run: node -r @swc-node/register bench/queue/run.ts   (options: N=1000 OVERLOAD_S=5 BENCH_PG_ADMIN_URL=… BENCH_REDIS_URL=…)
+ * Run: node -r @swc-node/register bench/queue/run.ts   (options: N=1000 OVERLOAD_S=5 BENCH_PG_ADMIN_URL=… BENCH_REDIS_URL=…
+ * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default)
  */
 import { randomUUID } from "node:crypto";
+import os from "node:os";
 import { Queue, Worker } from "bullmq";
 import { QueryTypes } from "sequelize";
 import { TIER_ORDER, type TierName } from "../../src/domain/tiers";
@@ -19,6 +21,7 @@ import { machine } from "../support/machine";
 
 const N = Number(process.env.N ?? 1000);
 const OVERLOAD_S = Number(process.env.OVERLOAD_S ?? 5);
+const PARTS = new Set((process.env.PARTS ?? "sched,e2e,overload").split(",").map(p => p.trim()));
 const ms = (n: number | null) => (n === null ? "–" : n.toFixed(n < 10 ? 2 : 0));
 
 type Node = Awaited<ReturnType<typeof startTestNode>>;
@@ -197,23 +200,29 @@ async function overload() {
 }
 
 async function main() {
-	console.log(`machine: ${machine()}`);
-	const s = await schedulingOverhead();
-	console.log(`\nscheduling overhead (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`);
-	console.log(`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}`);
-	console.log(`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)`);
-	console.log(`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)`);
-	const e2e = await endToEnd();
-	const bull = await bullmq();
-	console.log(`\nthroughput, submit → dispatch → complete, zero-latency worker, N=${N}:`);
-	console.log(`  forgefluid tasks (reserve + insert + lease + complete + settle): ${e2e.toFixed(0)} tasks/s`);
-	console.log(`  BullMQ priority queue, same Redis (add + process):              ${bull.toFixed(0)} jobs/s`);
-	const o = await overload();
-	console.log(`\n5× overload: ${o.total} submissions at ${o.rate}/s for capacity ${o.capacityPerS}/s (${OVERLOAD_S} s): accepted ${o.outcome.accepted}, deferred ${o.outcome.deferred}, refused ${o.outcome.refused}`);
-	console.log(`  wait (submission → start), ms:`);
-	for (const t of TIER_ORDER) console.log(`  ${t.padEnd(10)} n=${String(o.waits[t].n).padStart(4)}  p50 ${ms(o.waits[t].p50).padStart(6)}  p99 ${ms(o.waits[t].p99).padStart(6)}`);
-	const ratio = (o.waits.enterprise.p99 ?? 0) / (o.waits.free.p99 ?? 1);
-	console.log(`  enterprise p99 / free p99 = ${(ratio * 100).toFixed(1)} % (target ≤ 10 %)`);
+	console.log(`machine: ${machine()}, load average ${os.loadavg().map(l => l.toFixed(2)).join(" ")}`);
+	if (PARTS.has("sched")) {
+		const s = await schedulingOverhead();
+		console.log(`\nscheduling overhead (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`);
+		console.log(`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}`);
+		console.log(`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)`);
+		console.log(`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)`);
+	}
+	if (PARTS.has("e2e")) {
+		const e2e = await endToEnd();
+		const bull = await bullmq();
+		console.log(`\nthroughput, submit → dispatch → complete, zero-latency worker, N=${N}:`);
+		console.log(`  forgefluid tasks (reserve + insert + lease + complete + settle): ${e2e.toFixed(0)} tasks/s`);
+		console.log(`  BullMQ priority queue, same Redis (add + process):              ${bull.toFixed(0)} jobs/s`);
+	}
+	if (PARTS.has("overload")) {
+		const o = await overload();
+		console.log(`\n5× overload: ${o.total} submissions at ${o.rate}/s for capacity ${o.capacityPerS}/s (${OVERLOAD_S} s): accepted ${o.outcome.accepted}, deferred ${o.outcome.deferred}, refused ${o.outcome.refused}`);
+		console.log(`  wait (submission → start), ms:`);
+		for (const t of TIER_ORDER) console.log(`  ${t.padEnd(10)} n=${String(o.waits[t].n).padStart(4)}  p50 ${ms(o.waits[t].p50).padStart(6)}  p99 ${ms(o.waits[t].p99).padStart(6)}`);
+		const ratio = (o.waits.enterprise.p99 ?? 0) / (o.waits.free.p99 ?? 1);
+		console.log(`  enterprise p99 / free p99 = ${(ratio * 100).toFixed(1)} % (target ≤ 10 %)`);
+	}
 	process.exit(0);
 }
 
