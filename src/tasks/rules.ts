@@ -1,7 +1,7 @@
 /**
  * Pure rules of the tasks service besides the queue order (which is src/tasks/scheduling.ts):
- * caps over a locked candidate list, what an expired lease becomes, what a finished task settles,
- * wait percentiles, and the Server-Sent Events wire format.
+ * caps over a candidate list in queue order, what an expired lease becomes, what a finished task
+ * settles, wait percentiles, and the Server-Sent Events wire format.
  */
 import { createHash } from "node:crypto";
 import { TIERS, TIER_ORDER, type TierName, type TierTable, tierConcurrencyCap } from "../domain/tiers";
@@ -22,9 +22,11 @@ export interface Candidate {
 }
 
 /**
- * Walks candidates already in queue order (the SQL order of `vstSql`) and takes up to `capacity`
- * whose user and tier are below their caps, counting earlier picks — `pickNext`'s cap walk, applied
- * to the rows this lease call managed to lock. A capped candidate is skipped, not a barrier.
+ * Walks candidates already in queue order and takes up to `capacity` whose user and tier are below
+ * their caps, counting earlier picks — `pickNext`'s cap walk. tasks_lease (migration 20261126-4002)
+ * performs this walk in SQL over the head of the queue, passing over rows another leaser holds; this
+ * is its statement in TypeScript (the ordering integration tests hold the SQL to pickNext). A capped
+ * candidate is skipped, not a barrier.
  */
 export function takeWithinCaps<T extends Candidate>(ordered: readonly T[], running: RunningSummary, capacity: number, tiers: TierTable = TIERS): T[] {
 	const byUser = new Map(running.byUser);

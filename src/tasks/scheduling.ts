@@ -1,6 +1,8 @@
 /**
- * The pure scheduling core of the task queue. The Postgres scheduler (FOR UPDATE SKIP LOCKED)
- * orders by exactly the same key; `vstSql` builds that SQL from the same constants.
+ * The pure scheduling core of the task queue. The Postgres scheduler (tasks_queue_head and
+ * tasks_lease, migration 20261126-4002: FOR UPDATE SKIP LOCKED) orders by exactly the same key, with
+ * the boost ceilings and the quantum passed in from the same constants; `vstSql` builds that key for
+ * the reads over the whole queue (admission backlog, positions).
  *
  * THE RULE
  *
@@ -331,9 +333,9 @@ export interface VstSqlColumns {
 }
 
 /**
- * The user-rank window the DB layer computes over time-eligible queued rows (THE RULE, 2).
- * Window functions cannot sit beside FOR UPDATE, so rank in a CTE, order by `vstSql`, then
- * lock the chosen ids with FOR UPDATE SKIP LOCKED.
+ * The user-rank window over every time-eligible queued row (THE RULE, 2), for the reads that need
+ * every rank (admission backlog, positions). The lease and the queue head do not rank the whole
+ * queue: they rank each user's first tasks from the index (migration 20261126-4002).
  */
 export const USER_RANK_SQL = "(row_number() OVER (PARTITION BY user_id ORDER BY enqueued_at, id) - 1)";
 

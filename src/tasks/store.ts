@@ -1,13 +1,17 @@
 /**
- * The tasks table: the durable queue. Every read that orders the queue uses `vstSql` with the user
- * rank computed in a CTE (window functions cannot sit beside FOR UPDATE), then locks the chosen
- * ids with FOR UPDATE SKIP LOCKED, so many nodes lease at once and never hand out a task twice.
- * Every method takes `now` (epoch ms) from the caller: the service passes its clock, tests a fixed one.
+ * The tasks table: the durable queue. The queue head and the lease are the PostgreSQL functions
+ * tasks_queue_head / tasks_lease (migration 20261126-4002): they rank only the part of the queue that
+ * can reach the head, lock with FOR UPDATE SKIP LOCKED, so many nodes lease at once and never hand out
+ * a task twice, and take their tier ceilings, quantum and caps as arguments built here from the tier
+ * table. Reads over the whole queue (backlog, positions) use `vstSql` with the user rank computed in
+ * a CTE. Every method takes `now` (epoch ms) from the caller: the service passes its clock, tests a
+ * fixed one.
  */
+import type { Client as PgClient } from "pg";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { TIERS, TIER_ORDER, type TierName, type TierTable } from "../domain/tiers";
-import { USER_RANK_SQL, vstSql, type QueuedTask } from "./scheduling";
-import { type Candidate, type TaskState, takeWithinCaps } from "./rules";
+import { TIERS, TIER_ORDER, type TierName, type TierTable, boostCeilingMs, tierConcurrencyCap } from "../domain/tiers";
+import { FAIRNESS_QUANTUM_MS, USER_RANK_SQL, vstSql, type QueuedTask } from "./scheduling";
+import type { Candidate, TaskState } from "./rules";
 
 export interface TaskRow {
 	id: string;
@@ -81,16 +85,35 @@ const RANKED_CTE = (alias = "r") => `
 
 export class TaskStore {
 	private readonly vst: string;
+	/** The ordering arguments of tasks_queue_head / tasks_lease: tier names, their boost ceilings, the quantum. */
+	private readonly order: [string[], number[], number];
 
 	constructor(
 		readonly sequelize: Sequelize,
 		private readonly tiers: TierTable = TIERS
 	) {
 		this.vst = vstSql({ enqueuedAt: "r.enqueued_at", boostMs: "r.boost_ms", tier: "r.tier", userRank: "r.user_rank" }, { tiers });
+		this.order = [[...TIER_ORDER], TIER_ORDER.map(t => boostCeilingMs(t, tiers)), FAIRNESS_QUANTUM_MS];
 	}
 
 	q<T extends object>(sql: string, bind: unknown[] = [], tx?: Transaction): Promise<T[]> {
 		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
+	}
+
+	/**
+	 * A named prepared statement on a pooled connection (autocommit): parsed once per connection, then
+	 * only bound and executed. For the hottest call, the lease, where re-parsing and Sequelize's own
+	 * handling are a large share of a sub-millisecond statement. The connection is Sequelize's, so rows
+	 * come back through the same type parsers as `q`.
+	 */
+	private async prepared<T extends object>(name: string, text: string, values: unknown[]): Promise<T[]> {
+		const pool = this.sequelize.connectionManager;
+		const conn = (await pool.getConnection({ type: "write" })) as PgClient;
+		try {
+			return (await conn.query<T>({ name, text, values })).rows;
+		} finally {
+			pool.releaseConnection(conn);
+		}
 	}
 
 	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
@@ -148,65 +171,34 @@ export class TaskStore {
 	/** Time-eligible queued task ids in queue order (caps not applied). */
 	async queueOrder(now: number, limit: number, tx?: Transaction): Promise<Candidate[]> {
 		return this.q<Candidate>(
-			`WITH ${RANKED_CTE()}
-			 SELECT r.id, r.user_id AS "userId", r.tier FROM r ORDER BY ${this.vst}, r.enqueued_at, r.id LIMIT $2`,
-			[new Date(now), limit],
+			`SELECT h.id, h.user_id AS "userId", h.tier FROM tasks_queue_head($1::timestamptz, $2::integer, $3::text[], $4::integer[], $5::integer) WITH ORDINALITY h
+			 ORDER BY h.ordinality`,
+			[new Date(now), limit, ...this.order],
 			tx
 		);
 	}
 
 	/**
-	 * Leases up to `slots` tasks for `nodeId`: ranks in a CTE, locks the head of the queue with
-	 * SKIP LOCKED (rows another leaser holds are passed over, not waited for), applies the caps to
-	 * what it locked, and moves the picks to `running` with a fresh lease. Caps count running rows
-	 * committed before this call, so two lease calls racing can each take a task a cap had room for
-	 * only once; the overshoot is bounded by the number of concurrent lease calls.
+	 * Leases up to `slots` tasks for `nodeId` in one statement (tasks_lease): walks the first
+	 * `slots × 8 + 64` tasks of the queue in order, skips those whose user or tier is at its cap
+	 * (counting running tasks and earlier picks, as takeWithinCaps) and those another leaser holds
+	 * (SKIP LOCKED), and moves the picks to `running` with a fresh lease, in pick order. Caps count
+	 * running rows committed before this call, so two lease calls racing can each take a task a cap
+	 * had room for only once; the overshoot is bounded by the number of concurrent lease calls.
 	 */
 	async lease(p: { nodeId: string; slots: number; now: number; leaseMs: number; totalWorkers: number }): Promise<TaskRow[]> {
 		if (p.slots <= 0) return [];
-		return this.transaction(async tx => {
-			const window = p.slots * 8 + 64;
-			// One round trip: rank the queue (CTE), lock the head of it with SKIP LOCKED (rows another
-			// leaser holds are passed over, not waited for; FOR UPDATE cannot sit beside the window
-			// function, so it locks the joined base rows), and read the running counts for the caps.
-			const locked = await this.q<Candidate & { running: Array<{ u: string; t: TierName; n: number }> | null }>(
-				`WITH ${RANKED_CTE()},
-				 head AS (SELECT r.id, r.user_id, r.tier, r.enqueued_at, ${this.vst} AS vst FROM r ORDER BY vst, r.enqueued_at, r.id LIMIT $2)
-				 SELECT t.id, head.user_id AS "userId", head.tier,
-					(SELECT json_agg(json_build_object('u', x.user_id, 't', x.tier, 'n', x.n))
-					 FROM (SELECT user_id, tier, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY user_id, tier) x) AS running
-				 FROM head JOIN tasks t ON t.id = head.id
-				 WHERE t.state = 'queued'
-				 ORDER BY head.vst, head.enqueued_at, head.id
-				 FOR UPDATE OF t SKIP LOCKED`,
-				[new Date(p.now), window],
-				tx
-			);
-			if (!locked.length) return [];
-			const byUser = new Map<string, number>();
-			const byTier: Partial<Record<TierName, number>> = {};
-			for (const r of locked[0].running ?? []) {
-				byUser.set(r.u, (byUser.get(r.u) ?? 0) + Number(r.n));
-				byTier[r.t] = (byTier[r.t] ?? 0) + Number(r.n);
-			}
-			const picked = takeWithinCaps(
-				locked.map(({ id, userId, tier }) => ({ id, userId, tier })),
-				{ byUser, byTier, totalWorkers: p.totalWorkers },
-				p.slots,
-				this.tiers
-			);
-			if (!picked.length) return [];
-			const rows = await this.q<TaskRow>(
-				`UPDATE tasks SET state = 'running', lease_id = gen_random_uuid(), lease_expires_at = $2, node_id = $3,
-					attempts = attempts + 1, started_at = COALESCE(started_at, $4), last_started_at = $4, not_before = NULL,
-					version = version + 1, updated_at = $4
-				 WHERE id = ANY($1::uuid[]) RETURNING *`,
-				[picked.map(c => c.id), new Date(p.now + p.leaseMs), p.nodeId, new Date(p.now)],
-				tx
-			);
-			const order = new Map(picked.map((c, i) => [c.id, i]));
-			return rows.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+		const userCaps = TIER_ORDER.map(t => this.tiers[t].perUserConcurrency);
+		// No tier cap is NULL to the function (Infinity has no integer form).
+		const tierCaps = TIER_ORDER.map(t => {
+			const cap = tierConcurrencyCap(t, p.totalWorkers, this.tiers);
+			return Number.isFinite(cap) ? cap : null;
 		});
+		return this.prepared<TaskRow>(
+			"tasks_lease",
+			`SELECT * FROM tasks_lease($1::timestamptz, $2::integer, $3::integer, $4::text, $5::timestamptz, $6::text[], $7::integer[], $8::integer, $9::integer[], $10::integer[])`,
+			[new Date(p.now), p.slots * 8 + 64, p.slots, p.nodeId, new Date(p.now + p.leaseMs), ...this.order, userCaps, tierCaps]
+		);
 	}
 
 	async heartbeat(taskId: string, leaseId: string, now: number, leaseMs: number): Promise<{ cancelRequested: boolean } | null> {

@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { Sequelize } from "sequelize";
 import { createSequelize } from "../../../src/db/sequelize";
 import { migrate } from "../../../src/db/migrate";
-import { TIER_ORDER, boostCeilingMs, type TierName } from "../../../src/domain/tiers";
+import { TIERS, TIER_ORDER, boostCeilingMs, type TierName, type TierTable } from "../../../src/domain/tiers";
 import { orderQueue, pickNext, type QueuedTask, type RunningSummary } from "../../../src/tasks/scheduling";
 import { TaskStore } from "../../../src/tasks/store";
 import { createTestDatabase, type TestDatabase } from "../../support/env";
@@ -135,6 +135,88 @@ describe("the database orders the queue exactly as the pure rule", () => {
 		const got = await store.lease({ nodeId: "n1", slots: 10, now: NOW, leaseMs: 60_000, totalWorkers: 10 });
 		expect(ids(got)).toEqual(ids(pickNext(tasks, running, NOW, 10)));
 		expect(got.every(r => r.state === "running" && r.attempts === 1 && r.node_id === "n1" && r.lease_id)).toBe(true);
+	});
+});
+
+/**
+ * Shapes that stress the head's candidate bound (it reads only each user's first tasks, then the
+ * ranks the bound cannot exclude): many users with mixed tiers, backlogs with a heavily boosted task
+ * deep behind unboosted ones, users whose first tasks wait for notBefore, ties, out-of-range boosts.
+ */
+function boundMix(seed: number): QueuedTask[] {
+	const rnd = seeded(seed);
+	const tasks: QueuedTask[] = [];
+	const add = (userId: string, tier: TierName, enqueuedAt: number, boostMs: number, notBefore: number | null = null) =>
+		tasks.push({ id: randomUUID(), userId, tier, enqueuedAt, boostMs, attempts: 0, notBefore, estimatedRunMs: 1 });
+	// Users each with a backlog, a task every 5 s, tiers alternating per task (as the benchmark's).
+	for (let i = 0; i < 160; i++) add(`b-${i % 16}`, TIER_ORDER[i % 4], NOW - 500_000 + i * 1_000, (i % 4) * 30_000);
+	// A flooder whose 12th task carries the largest boost: it must reach the head through its rank.
+	for (let k = 0; k < 14; k++) add("deep", k === 11 ? "enterprise" : "free", NOW - 499_000 + k * 2_000, k === 11 ? 999_999 : 0);
+	// Users whose first tasks are not eligible yet, and single-task users, on a coarse grid (ties).
+	for (let k = 0; k < 6; k++) add("later", "pro", NOW - 480_000 + k * 10_000, 30_000, k < 3 ? NOW + 60_000 : null);
+	for (let i = 0; i < 20; i++) {
+		const r = rnd();
+		add(`one-${i}`, TIER_ORDER[i % 4], NOW - 500_000 + Math.floor(rnd() * 20) * 10_000, r < 0.2 ? -5_000 : r < 0.3 ? 999_999 : Math.floor(rnd() * 4) * 30_000, rnd() < 0.15 ? NOW + 1_000 : null);
+	}
+	return tasks;
+}
+
+describe("the queue head's candidate bound leaves nothing out", () => {
+	test.each([4, 19])("every prefix of the queue order (seed %i)", async seed => {
+		const tasks = boundMix(seed);
+		for (const t of tasks) await insert(t);
+		const empty: RunningSummary = { byUser: new Map(), byTier: {}, totalWorkers: 1_000 };
+		const expected = ids(orderQueue(tasks, empty, NOW));
+		expect(expected.length).toBeGreaterThan(180);
+		for (const limit of [1, 2, 3, 5, 8, 13, 40, 72, 150, expected.length, expected.length + 10]) {
+			expect(ids(await store.queueOrder(NOW, limit))).toEqual(expected.slice(0, limit));
+		}
+	});
+
+	test.each([4, 16])("a task exactly on the bound is read: rank K = (V* + B − enqueued_at) / quantum = %i, vst = V*", async rank => {
+		// User d queued rank + 1 tasks at e, unboosted but for the last, whose 180 s boost (B) gives it
+		// vst = e − 180 s + rank × 10 s. User h's one task, enqueued 10 s after e, is boosted to the
+		// same vst and holds V*; d's task is older, so it comes first (rank 4 is the first rank past
+		// the four the head reads of each user, rank 16 the last its bound lets it read).
+		const e = NOW - 300_000;
+		const dIds = Array.from({ length: rank + 1 }, () => randomUUID()).sort();
+		const d: QueuedTask[] = dIds.map((id, k) => ({ id, userId: "d", tier: k === rank ? "enterprise" : "free", enqueuedAt: e, boostMs: k === rank ? 999_999 : 0, attempts: 0, estimatedRunMs: 1 }));
+		const h: QueuedTask = { id: randomUUID(), userId: "h", tier: "enterprise", enqueuedAt: e + 10_000, boostMs: 190_000 - rank * 10_000, attempts: 0, estimatedRunMs: 1 };
+		for (const t of [...d, h]) await insert(t);
+		const empty: RunningSummary = { byUser: new Map(), byTier: {}, totalWorkers: 1_000 };
+		expect(ids(orderQueue([...d, h], empty, NOW)).slice(0, 2)).toEqual([dIds[rank], h.id]);
+		expect(ids(await store.queueOrder(NOW, 1))).toEqual([dIds[rank]]);
+		expect(ids(await store.lease({ nodeId: "n1", slots: 1, now: NOW, leaseMs: 60_000, totalWorkers: 1_000 }))).toEqual([dIds[rank]]);
+	});
+
+	test("the ceilings and the quantum are arguments: another tier table, and a quantum of 0, order exactly too", async () => {
+		const tasks = boundMix(7);
+		for (const t of tasks) await insert(t);
+		const empty: RunningSummary = { byUser: new Map(), byTier: {}, totalWorkers: 1_000 };
+		// Enterprise keeps almost no head start of its own; pro gets the most.
+		const tiers: TierTable = { ...TIERS, enterprise: { ...TIERS.enterprise, maxBoostMs: 0 }, pro: { ...TIERS.pro, maxBoostMs: 115_000 } };
+		const other = new TaskStore(sequelize, tiers);
+		const expected = ids(orderQueue(tasks, empty, NOW, { tiers }));
+		expect(expected).not.toEqual(ids(orderQueue(tasks, empty, NOW)));
+		for (const limit of [1, 6, 72]) expect(ids(await other.queueOrder(NOW, limit))).toEqual(expected.slice(0, limit));
+		const noQuantum = (await sequelize.query<{ id: string }>(
+			`SELECT id FROM tasks_queue_head($1::timestamptz, 20, $2::text[], $3::integer[], 0)`,
+			{ bind: [new Date(NOW), [...TIER_ORDER], TIER_ORDER.map(t => boostCeilingMs(t))], type: QueryTypes.SELECT }
+		)).map(r => r.id);
+		expect(noQuantum).toEqual(ids(orderQueue(tasks, empty, NOW, { fairnessQuantumMs: 0 })).slice(0, 20));
+	});
+
+	test("one-slot leases drain it in the pure order", async () => {
+		let queued = boundMix(31);
+		for (const t of queued) await insert(t);
+		const none: RunningSummary = { byUser: new Map(), byTier: {}, totalWorkers: 100_000 };
+		for (let k = 0; k < 60; k++) {
+			const expected = pickNext(queued, none, NOW, 1);
+			const got = await store.lease({ nodeId: "n1", slots: 1, now: NOW, leaseMs: 60_000, totalWorkers: 100_000 });
+			expect(ids(got)).toEqual(ids(expected));
+			queued = queued.filter(t => t.id !== got[0].id);
+			await sequelize.query(`UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = $1`, { bind: [got[0].id] });
+		}
 	});
 });
 
