@@ -22,7 +22,10 @@ import type { MigrationParams } from "../src/db/migrate";
  *     k ≤ (V* + B − enqueued_at(rank m − 1)) / quantum with enqueued_at ≤ V* + B can be in the answer.
  *     Phase 2 reads exactly those, for the users that have any (often none);
  *   - the answer is the first `limit` of both phases. When phase 1 saw fewer than `limit` tasks (or
- *     the quantum is not positive), V* is +infinity and phase 2 reads every eligible task.
+ *     the quantum is not positive), V* is +infinity and phase 2 reads every eligible task;
+ *   - the per-user reads cost ~10 µs a user, a pass over the whole queue ~1 µs a task: with more
+ *     users than about one per 16 queued tasks (many users, few tasks each), the head is one ordered
+ *     pass over tasks_queued with the rank window instead (the same rule).
  *
  * tasks_lease(now, window, slots, node, lease_expires_at, tiers, ceilings, quantum_ms, user_caps,
  * tier_caps): walks the first `window` tasks of the head in order and takes up to `slots` of them,
@@ -54,6 +57,14 @@ const head = (lim: string) => `
 		SELECT n.user_id FROM users u CROSS JOIN LATERAL (
 			SELECT t.user_id FROM tasks t WHERE t.state = 'queued' AND t.user_id > u.user_id ORDER BY t.user_id LIMIT 1
 		) n
+	),
+	few AS MATERIALIZED (
+		-- Whether the users are few enough for the per-user reads (~10 µs a user) to beat one pass over
+		-- the queue (~1 µs a task): at most one per 16 queued tasks, the tasks estimated from the size
+		-- of tasks_queued (~100 entries a page), and at least 64. Only that many users are enumerated
+		-- to find out, so a queue of many users with few tasks each pays ~1/4 of a pass for asking.
+		SELECT (SELECT count(*) FROM (SELECT 1 FROM users LIMIT c.n + 1) u) <= c.n AS ok
+		FROM (SELECT GREATEST(64, pg_relation_size('tasks_queued') / 8192 * 100 / 16) AS n) c
 	),
 	seen AS MATERIALIZED (
 		-- Phase 1: each user's first m time-eligible tasks, in rank order, so with exact ranks and vsts;
@@ -94,8 +105,21 @@ const head = (lim: string) => `
 		WHERE l.user_rank = ${depth(lim)} - 1
 			AND (b.open OR l.enqueued_at + (l.user_rank + 1) * p_quantum_ms * interval '1 millisecond' <= b.x)
 	)
-	SELECT c.id, c.user_id, c.tier, c.enqueued_at, c.vst FROM (SELECT * FROM top UNION ALL SELECT * FROM more) c
-	ORDER BY c.vst, c.enqueued_at, c.id LIMIT ${lim}`;
+	SELECT z.id, z.user_id, z.tier, z.enqueued_at, z.vst FROM (
+		SELECT * FROM top WHERE (SELECT f.ok FROM few f)
+		UNION ALL
+		SELECT * FROM more WHERE (SELECT f.ok FROM few f)
+		UNION ALL
+		-- Many users with few tasks each: one ordered pass over the whole queue costs less than a
+		-- descent or two per user (the same rule, ranked by a window over the index order).
+		SELECT r.id, r.user_id, r.tier, r.enqueued_at, ${vst("r")} AS vst FROM (
+			SELECT t.id, t.user_id, t.tier, t.enqueued_at, t.boost_ms,
+				row_number() OVER (PARTITION BY t.user_id ORDER BY t.enqueued_at, t.id ROWS UNBOUNDED PRECEDING) - 1 AS user_rank
+			FROM tasks t WHERE ${ELIGIBLE}
+		) r
+		WHERE NOT (SELECT f.ok FROM few f)
+	) z
+	ORDER BY z.vst, z.enqueued_at, z.id LIMIT ${lim}`;
 
 /**
  * Plans are made once per connection and kept (generic plans: re-planning this query costs more than

@@ -206,6 +206,27 @@ describe("the queue head's candidate bound leaves nothing out", () => {
 		expect(noQuantum).toEqual(ids(orderQueue(tasks, empty, NOW, { fairnessQuantumMs: 0 })).slice(0, 20));
 	});
 
+	test("many users with a task or two each: the one-pass ranking (more than 64 users) orders exactly too", async () => {
+		const rnd = seeded(5);
+		const tasks = boundMix(23);
+		for (let i = 0; i < 90; i++) {
+			for (let k = 0; k < 1 + (i % 2); k++) {
+				tasks.push({ id: randomUUID(), userId: `many-${i}`, tier: TIER_ORDER[i % 4], enqueuedAt: NOW - 450_000 + Math.floor(rnd() * 30) * 10_000, boostMs: Math.floor(rnd() * 4) * 30_000, attempts: 0, notBefore: rnd() < 0.1 ? NOW + 5_000 : null, estimatedRunMs: 1 });
+			}
+		}
+		for (const t of tasks) await insert(t);
+		const empty: RunningSummary = { byUser: new Map(), byTier: {}, totalWorkers: 1_000 };
+		const expected = ids(orderQueue(tasks, empty, NOW));
+		for (const limit of [1, 4, 72, expected.length]) expect(ids(await store.queueOrder(NOW, limit))).toEqual(expected.slice(0, limit));
+		let queued = tasks;
+		for (let k = 0; k < 10; k++) {
+			const got = await store.lease({ nodeId: "n1", slots: 1, now: NOW, leaseMs: 60_000, totalWorkers: 100_000 });
+			expect(ids(got)).toEqual(ids(pickNext(queued, { ...empty, totalWorkers: 100_000 }, NOW, 1)));
+			queued = queued.filter(t => t.id !== got[0].id);
+			await sequelize.query(`UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = $1`, { bind: [got[0].id] });
+		}
+	});
+
 	test("one-slot leases drain it in the pure order", async () => {
 		let queued = boundMix(31);
 		for (const t of queued) await insert(t);
