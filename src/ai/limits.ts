@@ -16,8 +16,28 @@ import type Redis from "ioredis";
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { TIERS, TierName } from "../domain/tiers";
 
-/** Tolerated clock difference between the tasks node (submission time) and this ai node. */
+/** Tolerated clock difference between the tasks node (submission time) and Redis / this ai node. */
 const CLOCK_SKEW_MS = 1_000;
+const WINDOW_MS = 60_000;
+
+/**
+ * Give-back in one step on the rate-limiter-flexible key (a counter with the window's expiry): only
+ * while the window that counted the admission is still the current one (its start = Redis time +
+ * pttl − window, compared with the admission time), never more than the window holds. Returns what
+ * was given back.
+ */
+const GIVE_BACK_LUA = `
+local consumed = tonumber(redis.call('GET', KEYS[1]) or '0')
+if consumed <= 0 then return 0 end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl <= 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(ARGV[2]) + tonumber(ARGV[4]) < now + pttl - tonumber(ARGV[3]) then return 0 end
+local give = math.min(tonumber(ARGV[1]), consumed)
+if give <= 0 then return 0 end
+redis.call('DECRBY', KEYS[1], give)
+return give`;
 
 export class RateLimited extends Error {
 	constructor(
@@ -43,8 +63,8 @@ export class UsageLimiter {
 			const points = what === "requests" ? TIERS[tier].rateLimits.requestsPerMinute : TIERS[tier].rateLimits.tokensPerMinute;
 			const keyPrefix = `${this.prefix}ai:rl:${key}`;
 			l = this.redis
-				? new RateLimiterRedis({ storeClient: this.redis, keyPrefix, points, duration: 60, insuranceLimiter: new RateLimiterMemory({ points, duration: 60 }) })
-				: new RateLimiterMemory({ points, duration: 60, keyPrefix });
+				? new RateLimiterRedis({ storeClient: this.redis, keyPrefix, points, duration: WINDOW_MS / 1000, insuranceLimiter: new RateLimiterMemory({ points, duration: WINDOW_MS / 1000 }) })
+				: new RateLimiterMemory({ points, duration: WINDOW_MS / 1000, keyPrefix });
 			this.limiters.set(key, l);
 		}
 		return l;
@@ -91,10 +111,16 @@ export class UsageLimiter {
 			return;
 		}
 		if (delta === 0) return;
+		if (this.redis) {
+			// One step on Redis: the window check and the give-back cannot be split by a window rolling over.
+			const key = (tokens as RateLimiterRedis).getKey(userId);
+			await this.redis.eval(GIVE_BACK_LUA, 1, key, String(-delta), String(p.admittedAt), String(WINDOW_MS), String(CLOCK_SKEW_MS));
+			return;
+		}
+		// In memory (one process, embedded mode): read, then reward.
 		const res = await tokens.get(userId);
 		if (!res) return; // the window that counted the admission has expired
-		// Submission comes just after admission, on the tasks node's clock: allow that much skew.
-		const windowStart = Date.now() + res.msBeforeNext - 60_000;
+		const windowStart = Date.now() + res.msBeforeNext - WINDOW_MS;
 		if (p.admittedAt + CLOCK_SKEW_MS < windowStart) return; // admitted in an earlier window: nothing of it is left to give back
 		const refund = Math.min(-delta, res.consumedPoints);
 		if (refund > 0) await tokens.reward(userId, refund);
