@@ -273,8 +273,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					return { row: await this.store.requestCancel(row.id, now, tx), changed: true };
 				});
 				if (out.changed && out.row.state === "cancelled") {
-					this.announce(out.row);
+					// Settled before it is announced: a client that sees the final state sees the final balance.
 					await this.settle(out.row);
+					this.announce(out.row);
 				} else if (out.changed) this.broker.broadcast("tasks.cancel", { taskId: out.row.id });
 				return this.view((await this.store.byId(out.row.id)) ?? out.row);
 			}
@@ -366,8 +367,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: total, usage: p.usage });
 					return done;
 				});
-				this.announce(row);
+				// Settled before it is announced: a client that sees `completed` sees the final balance.
 				await this.settle(row);
+				this.announce(row);
 				return { ok: true, state: row.state };
 			}
 		},
@@ -406,9 +408,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: spent, error });
 					return done;
 				});
-				this.announce(row);
 				if (isTerminal(row.state)) await this.settle(row);
-				else this.broker.broadcast("tasks.available", { tier: row.tier });
+				this.announce(row);
+				if (!isTerminal(row.state)) this.broker.broadcast("tasks.available", { tier: row.tier });
 				return { ok: true, state: row.state, notBefore: iso(row.not_before) };
 			}
 		},
@@ -599,8 +601,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				await this.store.markSettlement(r.id, s.action === "settle" ? "settled" : "released");
 			} catch (err) {
 				// Settled or released before (a retry after a lost answer): record what payments has.
-				if (isCode(err, "HOLD_ALREADY_SETTLED")) return this.store.markSettlement(r.id, "settled");
-				if (isCode(err, "HOLD_RELEASED")) return this.store.markSettlement(r.id, "released");
+				// Never throws: callers announce the final state after it, and the sweeper retries what is left pending.
+				const known = isCode(err, "HOLD_ALREADY_SETTLED") ? "settled" : isCode(err, "HOLD_RELEASED") ? "released" : null;
+				if (known) return this.store.markSettlement(r.id, known).catch(e => this.logger.warn(`settlement mark of task ${r.id} failed; the sweeper retries`, (e as Error).message));
 				this.logger.warn(`settlement of task ${r.id} failed; the sweeper retries`, (err as Error).message);
 			}
 		},
@@ -619,8 +622,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			});
 			for (const row of expired) {
 				this.broker.metrics.increment("tasks.lease.expired.total", { tier: row.tier });
-				this.announce(row);
 				if (isTerminal(row.state)) await this.settle(row);
+				this.announce(row);
 			}
 			if (expired.some(r => r.state === "queued")) this.broker.broadcast("tasks.available", {});
 			// Settlements whose first try failed (payments down, node died between commit and call).
