@@ -10,7 +10,7 @@ import { Forbidden, TooManyRequests, Unprocessable } from "../src/errors";
 import type { AiConfig } from "../src/ai/config";
 import { CATALOG, tiersForGroup } from "../src/ai/catalog";
 import { UsageLimiter, RateLimited } from "../src/ai/limits";
-import { PrepareError, TaskKind, prepareTask } from "../src/ai/prompt";
+import { PrepareError, TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { runtimeOf } from "../src/runtime/runtime";
@@ -117,7 +117,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					throw Unprocessable(err.message, [{ field: err.field, message: err.message, type: err.code }], err.code);
 				}
 				try {
-					await this.limiter.admit(p.userId, p.tier, prepared.models.reduce((n, m) => n + m.promptTokens + m.maxOutputTokens, 0));
+					await this.limiter.admit(p.userId, p.tier, worstCaseTokens(prepared));
 				} catch (err) {
 					if (err instanceof RateLimited) throw TooManyRequests(err.message, err.retryAfterS);
 					throw err;

@@ -70,6 +70,11 @@ export interface Prepared {
 	maxCostCredits: number;
 }
 
+/** The tokens a task's rate limit counts at admission: every fan-out model's prompt plus its output budget. */
+export function worstCaseTokens(p: Pick<Prepared, "models">): number {
+	return p.models.reduce((n, m) => n + m.promptTokens + m.maxOutputTokens, 0);
+}
+
 /** A refusal of `ai.prepare`, mapped to the contract's 4xx by the service. */
 export class PrepareError extends Error {
 	constructor(

@@ -10,7 +10,7 @@ import type { AiConfig } from "./config";
 import { CatalogModel, findModel } from "./catalog";
 import { parseCodeOutput, toChangeOps } from "./code-output";
 import { GenerationError, GenerationResult, ModelUsage, generate } from "./generate";
-import { BYTES_PER_TOKEN, PrepareError, TaskKind, buildMessages, prepareTask, servedModels } from "./prompt";
+import { BYTES_PER_TOKEN, PrepareError, TaskKind, buildMessages, prepareTask, servedModels, worstCaseTokens } from "./prompt";
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
 
@@ -77,9 +77,10 @@ export function streamPublisher(send: (ev: Record<string, unknown>) => void) {
 		delta(text: string, model?: string) {
 			if (pending && pending.model !== model) flush();
 			if (!busy) {
+				// Nothing is pending while idle: every turn ends with a flush.
 				busy = true;
 				setImmediate(endOfTurn);
-				if (!pending) return sendDelta({ text, model });
+				return sendDelta({ text, model });
 			}
 			if (pending) pending.text += text;
 			else pending = { text, model };
@@ -209,7 +210,7 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 		}
 		byModel = merged;
 		if (deps.settleTokens) {
-			const counted = prepared.models.reduce((n, m) => n + m.promptTokens + m.maxOutputTokens, 0);
+			const counted = worstCaseTokens(prepared);
 			const used = usageOf();
 			const admittedAt = Date.parse(task.submittedAt);
 			await deps
