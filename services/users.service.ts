@@ -865,7 +865,15 @@ const UsersService: UsersSchema = {
 		this.jwt = rt.config.jwt;
 		this.store = new UsersStore(rt.sequelize);
 		this.kv = rt.kv;
-		this.hasher = new PasswordHasher(this.cfg.passwords.argon2);
+		const m = this.broker.metrics;
+		if (!m.hasMetric("users.password.verifications.total"))
+			m.register({
+				type: "counter",
+				name: "users.password.verifications.total",
+				labelNames: ["against"],
+				description: "argon2 password verifications, against a stored hash or the dummy (unknown users)"
+			});
+		this.hasher = new PasswordHasher(this.cfg.passwords.argon2, against => m.increment("users.password.verifications.total", { against }));
 		const prefix = `${rt.config.redisPrefix}users:throttle`;
 		this.accountIpThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:account-ip`, this.cfg.throttle.accountIp);
 		this.ipThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:ip`, this.cfg.throttle.ip);

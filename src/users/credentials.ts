@@ -36,7 +36,15 @@ export class PasswordHasher {
 	private dummy: Promise<string> | null = null;
 	private readonly options: argon2.HashOptions & { raw?: false };
 
-	constructor(params: UsersConfig["passwords"]["argon2"]) {
+	/**
+	 * `onVerified` hears of every argon2 verification once it has run, with what it ran against: a
+	 * stored hash or the dummy. The service counts them as a metric (a failed-login dashboard, and the
+	 * proof that unknown users pay for a verification too).
+	 */
+	constructor(
+		params: UsersConfig["passwords"]["argon2"],
+		private readonly onVerified: (against: "stored" | "dummy") => void = () => undefined
+	) {
 		this.options = { type: argon2.argon2id, memoryCost: params.memoryCostKiB, timeCost: params.timeCost, parallelism: params.parallelism };
 	}
 
@@ -56,6 +64,7 @@ export class PasswordHasher {
 		} catch {
 			ok = false;
 		}
+		this.onVerified(hash === null ? "dummy" : "stored");
 		return hash !== null && ok;
 	}
 

@@ -132,7 +132,12 @@ test("two worker nodes and two tasks replicas: no double run; a killed worker's 
 	// Work was spread over both workers.
 	expect(new Set([...final.values()].map(r => r.nodeID))).toEqual(new Set(["worker-1", "worker-2"]));
 
-	// Exactly one settlement per task, at the reported cost.
+	// Exactly one settlement per task, at the reported cost. A task is settled after its state is
+	// written (and before it is announced); the sweeper retries a settlement that failed, so wait.
+	await waitFor(async () => {
+		const r = await pg.query(`SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND settlement <> 'pending'`, [ids]);
+		return r.rows[0].n === ids.length;
+	}, 30_000, 100);
 	const holds = await pg.query(`SELECT task_id, state, list_actual_cost FROM credit_holds WHERE task_id = ANY($1::text[])`, [ids]);
 	expect(holds.rows).toHaveLength(ids.length);
 	expect(holds.rows.every(h => h.state === "settled" && h.list_actual_cost === "40")).toBe(true);

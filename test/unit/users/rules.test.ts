@@ -25,13 +25,16 @@ describe("e-mail and password rules", () => {
 	});
 
 	test("argon2id hashing: verify, dummy verification for missing hashes, rehash detection", async () => {
-		const hasher = new PasswordHasher({ memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 });
+		const verified: string[] = [];
+		const hasher = new PasswordHasher({ memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 }, against => verified.push(against));
 		const hash = await hasher.hash("correct horse");
 		expect(hash).toMatch(/^\$argon2id\$/);
 		expect(await hasher.verify(hash, "correct horse")).toBe(true);
 		expect(await hasher.verify(hash, "wrong horse")).toBe(false);
 		expect(await hasher.verify(null, "anything")).toBe(false);
 		expect(await hasher.verify("not a hash", "anything")).toBe(false);
+		// A missing hash still costs one real argon2 verification, against the dummy.
+		expect(verified).toEqual(["stored", "stored", "dummy", "stored"]);
 		expect(hasher.needsRehash(hash)).toBe(false);
 		const stronger = new PasswordHasher({ memoryCostKiB: 19_456, timeCost: 3, parallelism: 1 });
 		expect(stronger.needsRehash(hash)).toBe(true);
