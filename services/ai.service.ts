@@ -13,6 +13,7 @@ import { UsageLimiter, RateLimited } from "../src/ai/limits";
 import { PrepareError, TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
+import { LeasePump } from "../src/ai/lease-pump";
 import { runtimeOf } from "../src/runtime/runtime";
 
 interface AiSettings extends ServiceSettingSchema {
@@ -24,7 +25,7 @@ interface AiThis extends Service<AiSettings> {
 	router: DeploymentRouter;
 	limiter: UsageLimiter;
 	running: Map<string, RunningTask>;
-	leasing: boolean;
+	leasePump: LeasePump<LeasedTask>;
 	stopping: boolean;
 	pollTimer: NodeJS.Timeout | null;
 	idle: Set<Promise<unknown>>;
@@ -197,32 +198,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			this.broker.metrics.set("ai.deployment.circuit", CIRCUIT_VALUE[h.circuit], { deployment: h.id, model: h.model });
 		},
 
-		/** Leases as many tasks as there are free slots (one lease call at a time per node). */
+		/** Fills the free slots with leases (see LeasePump: a slot freed during a lease call is not left idle). */
 		async pump(this: AiThis) {
-			if (this.leasing || this.stopping) return;
-			this.leasing = true;
-			try {
-				while (!this.stopping) {
-					const free = this.cfg.concurrency - this.running.size;
-					if (free <= 0) break;
-					// No tasks service in the cluster (yet): nothing to lease, and no warning per poll.
-					const endpoints = this.broker.registry.getActionEndpoints("tasks.lease") as unknown as { hasAvailable(): boolean } | undefined;
-					if (!endpoints?.hasAvailable()) break;
-					let tasks: LeasedTask[];
-					try {
-						tasks = await this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", { nodeID: this.broker.nodeID, slots: free });
-					} catch (err) {
-						const code = (err as { type?: string }).type;
-						if (code !== "SERVICE_NOT_FOUND" && code !== "SERVICE_NOT_AVAILABLE") this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
-						break;
-					}
-					if (!Array.isArray(tasks) || !tasks.length) break;
-					for (const t of tasks) this.startTask(t);
-					if (tasks.length < free) break;
-				}
-			} finally {
-				this.leasing = false;
-			}
+			await this.leasePump.pump();
 		},
 
 		startTask(this: AiThis, task: LeasedTask) {
@@ -263,8 +241,20 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		this.settings.capacity = { slots: this.cfg.concurrency };
 		this.running = new Map();
 		this.idle = new Set();
-		this.leasing = false;
 		this.stopping = false;
+		this.leasePump = new LeasePump<LeasedTask>({
+			free: () => this.cfg.concurrency - this.running.size,
+			// No tasks service in the cluster (yet): nothing to lease, and no warning per poll.
+			canLease: () =>
+				!this.stopping &&
+				!!(this.broker.registry.getActionEndpoints("tasks.lease") as unknown as { hasAvailable(): boolean } | undefined)?.hasAvailable(),
+			lease: slots => this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", { nodeID: this.broker.nodeID, slots }),
+			start: task => this.startTask(task),
+			onError: err => {
+				const code = (err as { type?: string }).type;
+				if (code !== "SERVICE_NOT_FOUND" && code !== "SERVICE_NOT_AVAILABLE") this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
+			}
+		});
 		this.pollTimer = null;
 		const m = this.broker.metrics;
 		m.register({ type: "gauge", name: "ai.deployment.circuit", labelNames: ["deployment", "model"], description: "0 closed, 1 half-open, 2 open" });

@@ -5,6 +5,7 @@
  * service is tested on its own; these tests must not depend on it.
  */
 import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
+import { LeasePump } from "../../src/ai/lease-pump";
 
 export interface FakeRun {
 	taskId: string;
@@ -53,7 +54,7 @@ interface FakeThis extends Service<ServiceSettingSchema & { capacity: { slots: n
 	opts: Required<Omit<FakeWorkerOptions, "failWith" | "record" | "refusePrompt">> & FakeWorkerOptions;
 	running: Map<string, Running>;
 	timer: NodeJS.Timeout | null;
-	pumping: boolean;
+	leasePump: LeasePump<LeasedTaskLike>;
 	stopping: boolean;
 	pump(): Promise<void>;
 	run(task: LeasedTaskLike): Promise<void>;
@@ -117,24 +118,7 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 		},
 		methods: {
 			async pump(this: FakeThis) {
-				if (this.pumping || this.stopping) return;
-				this.pumping = true;
-				try {
-					for (;;) {
-						const free = opts.slots - this.running.size;
-						if (free <= 0 || this.stopping) break;
-						let tasks: LeasedTaskLike[] = [];
-						try {
-							tasks = await this.broker.call("tasks.lease", { nodeID: this.broker.nodeID, slots: free });
-						} catch {
-							break;
-						}
-						for (const t of tasks) void this.run(t);
-						if (tasks.length < free) break;
-					}
-				} finally {
-					this.pumping = false;
-				}
+				await this.leasePump.pump(); // the real worker's pump (src/ai/lease-pump)
 			},
 
 			async run(this: FakeThis, task: LeasedTaskLike) {
@@ -205,7 +189,12 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 			this.opts = opts as FakeThis["opts"];
 			this.running = new Map();
 			this.timer = null;
-			this.pumping = false;
+			this.leasePump = new LeasePump<LeasedTaskLike>({
+				free: () => opts.slots - this.running.size,
+				canLease: () => !this.stopping,
+				lease: slots => this.broker.call("tasks.lease", { nodeID: this.broker.nodeID, slots }),
+				start: task => void this.run(task)
+			});
 			this.stopping = false;
 		},
 		started(this: FakeThis) {
