@@ -65,6 +65,8 @@ interface TasksThis extends Service, DurableThis {
 	statsView(): Promise<Record<string, unknown>>;
 	announce(row: TaskRow, extra?: Partial<TaskStateEvent>): void;
 	settle(row: TaskRow): Promise<void>;
+	settleThenAnnounce(row: TaskRow): void;
+	finishing: Set<Promise<void>>;
 	sweepOnce(now?: number): Promise<{ expired: number; settled: number; orphansReleased: number }>;
 	snapshotOnce(force?: boolean): Promise<QueueSnapshot | null>;
 	buildSnapshot(now: number): Promise<{ snapshot: QueueSnapshot; positions: Map<string, number> }>;
@@ -367,9 +369,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: total, usage: p.usage });
 					return done;
 				});
-				// Settled before it is announced: a client that sees `completed` sees the final balance.
-				await this.settle(row);
-				this.announce(row);
+				// The worker's slot is free once the state is written; settling and announcing follow.
+				this.settleThenAnnounce(row);
 				return { ok: true, state: row.state };
 			}
 		},
@@ -408,9 +409,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: spent, error });
 					return done;
 				});
-				if (isTerminal(row.state)) await this.settle(row);
-				this.announce(row);
-				if (!isTerminal(row.state)) this.broker.broadcast("tasks.available", { tier: row.tier });
+				if (isTerminal(row.state)) this.settleThenAnnounce(row);
+				else {
+					this.announce(row);
+					this.broker.broadcast("tasks.available", { tier: row.tier });
+				}
 				return { ok: true, state: row.state, notBefore: iso(row.not_before) };
 			}
 		},
@@ -591,6 +594,21 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			this.broker.broadcast("tasks.state", ev);
 		},
 
+		/**
+		 * Settles a finished task, then announces its final state, without keeping the caller (a worker
+		 * reporting its outcome) waiting: the worker's slot is free as soon as the state is written.
+		 * Settled before announced, so a client that sees `completed` sees the final balance. The
+		 * settlement is durable (`settlement = 'pending'` until it went through, the sweeper retries it),
+		 * and the service waits for these on stop.
+		 */
+		settleThenAnnounce(this: TasksThis, row: TaskRow) {
+			const p = this.settle(row)
+				.then(() => this.announce(row))
+				.catch(err => this.logger.warn(`announcing task ${row.id} failed`, (err as Error).message))
+				.finally(() => this.finishing.delete(p));
+			this.finishing.add(p);
+		},
+
 		/** Settles (or releases) a finished task's hold once; a failure leaves it pending for the sweeper. */
 		async settle(this: TasksThis, r: TaskRow) {
 			if (r.settlement !== "pending") return;
@@ -722,6 +740,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		this.timers = [];
 		this.sweeping = null;
 		this.snapshotting = null;
+		this.finishing = new Set();
 		this.p50Cache = null;
 		const m = this.broker.metrics;
 		if (!m.hasMetric("tasks.queue.depth")) {
@@ -746,7 +765,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 	async stopped(this: TasksThis) {
 		for (const t of this.timers) clearInterval(t);
 		this.timers = [];
-		await Promise.allSettled([this.sweeping, this.snapshotting]);
+		await Promise.allSettled([this.sweeping, this.snapshotting, ...this.finishing]);
 	}
 };
 

@@ -213,6 +213,7 @@ async function overload(shares: Record<TierName, number>) {
 			await new Promise(r => setTimeout(r, 1000 / rate));
 		}
 		const submitS = (performance.now() - t0) / 1000;
+		const windowEnd = new Date();
 		await Promise.all(calls);
 		await waitAllDone(node);
 		const rows = await node.runtime.sequelize.query<{ tier: TierName; wait: number }>(`SELECT tier, extract(epoch FROM started_at - created_at) * 1000 AS wait FROM tasks`, { type: QueryTypes.SELECT });
@@ -220,11 +221,17 @@ async function overload(shares: Record<TierName, number>) {
 			const xs = rows.filter(r => r.tier === t).map(r => Number(r.wait));
 			return [t, { n: xs.length, p50: percentile(xs, 50), p99: percentile(xs, 99) }];
 		})) as Record<TierName, { n: number; p50: number | null; p99: number | null }>;
+		// What the workers started while the submissions went on, per tier (tasks/s).
+		const during = await node.runtime.sequelize.query<{ tier: TierName; n: string }>(
+			`SELECT tier, count(*) AS n FROM tasks WHERE started_at <= $1 GROUP BY tier`,
+			{ type: QueryTypes.SELECT, bind: [windowEnd] }
+		);
+		const startedPerS = Object.fromEntries(TIER_ORDER.map(t => [t, Number(during.find(d => d.tier === t)?.n ?? 0) / submitS])) as Record<TierName, number>;
 		// However the queue is ordered, enterprise tasks beyond what the capacity can start during the
 		// submissions wait at least for that excess to drain: the last one no less than this.
 		const enterpriseSubmitted = seen.enterprise;
 		const floorMs = Math.max(0, (enterpriseSubmitted - capacityPerS * submitS) / capacityPerS) * 1000;
-		return { total, rate, capacityPerS, outcome, waits, submitS, enterpriseFloorMs: floorMs, submitted: seen };
+		return { total, rate, capacityPerS, outcome, waits, submitS, enterpriseFloorMs: floorMs, submitted: seen, startedPerS };
 	} finally {
 		await node.stop();
 		await db.drop();
@@ -257,6 +264,7 @@ async function main() {
 			for (const t of TIER_ORDER) console.log(`  ${t.padEnd(10)} n=${String(o.waits[t].n).padStart(4)}  p50 ${ms(o.waits[t].p50).padStart(6)}  p99 ${ms(o.waits[t].p99).padStart(6)}`);
 			const ratio = (t: TierName) => (((o.waits[t].p99 ?? 0) / (o.waits.free.p99 ?? 1)) * 100).toFixed(1);
 			console.log(`  p99 / free p99: enterprise ${ratio("enterprise")} % (target ≤ 10 %), team ${ratio("team")} %, pro ${ratio("pro")} %`);
+			console.log(`  started while submitting, per s: ${TIER_ORDER.map(t => `${t} ${o.startedPerS[t].toFixed(1)}`).join(", ")} (total ${TIER_ORDER.reduce((a, t) => a + o.startedPerS[t], 0).toFixed(1)})`);
 			console.log(`  enterprise demand ${((o.submitted.enterprise / o.submitS / o.capacityPerS) * 100).toFixed(0)} % of capacity; floor for the last enterprise task's wait under any order: ${ms(o.enterpriseFloorMs)} ms`);
 		}
 	}
