@@ -29,6 +29,8 @@ export interface Config {
 	services: ServiceName[];
 	transporter: string | null;
 	databaseUrl: string | null;
+	/** Connections in this node's PostgreSQL pool (shared by its services). */
+	dbPoolMax: number;
 	embeddedPg: { dir: string; port: number };
 	redisUrl: string | null;
 	redisPrefix: string;
@@ -187,6 +189,7 @@ export function loadConfig(env: Env = process.env): Config {
 		services: services as ServiceName[],
 		transporter,
 		databaseUrl,
+		dbPoolMax: int("DB_POOL_MAX", 10, 1, 1000),
 		embeddedPg: { dir: path.join(dataDir, "pg"), port: int("EMBEDDED_PG_PORT", 54329, 1024, 65535) },
 		redisUrl,
 		redisPrefix: str("REDIS_PREFIX", "ff:"),

@@ -59,7 +59,7 @@ export class Runtime {
 	get sequelize(): Sequelize {
 		if (!this._sequelize) {
 			if (!this.config.databaseUrl) throw new Error("this node has no database configured (DATABASE_URL)");
-			this._sequelize = createSequelize(this.config.databaseUrl);
+			this._sequelize = createSequelize(this.config.databaseUrl, { poolMax: this.config.dbPoolMax });
 		}
 		return this._sequelize;
 	}

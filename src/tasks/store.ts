@@ -332,11 +332,14 @@ export class TaskStore {
 	async backlog(now: number): Promise<{ ahead: Record<TierName, number>; running: number }> {
 		const filters = TIER_ORDER.map((tier, i) => `count(*) FILTER (WHERE v.vst <= $${i + 2}) AS "${tier}"`).join(", ");
 		const bind: unknown[] = [new Date(now), ...TIER_ORDER.map(t => new Date(now - this.tiers[t].maxBoostMs))];
-		const [row] = await this.q<Record<TierName, string>>(`WITH ${RANKED_CTE()}, v AS (SELECT ${this.vst} AS vst FROM r) SELECT ${filters} FROM v`, bind);
-		const [run] = await this.q<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE state = 'running'`);
+		const [row] = await this.q<Record<TierName | "running", string>>(
+			`WITH ${RANKED_CTE()}, v AS (SELECT ${this.vst} AS vst FROM r)
+			 SELECT ${filters}, (SELECT count(*) FROM tasks WHERE state = 'running') AS running FROM v`,
+			bind
+		);
 		const ahead = {} as Record<TierName, number>;
 		for (const t of TIER_ORDER) ahead[t] = Number(row?.[t] ?? 0);
-		return { ahead, running: Number(run.n) };
+		return { ahead, running: Number(row?.running ?? 0) };
 	}
 
 	/** 1-based place of a queued task in queue order; null when it is not time-eligible or not queued. */
