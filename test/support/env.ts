@@ -90,3 +90,12 @@ export function bearerFor(config: Config, sub: string, role: "user" | "admin" | 
 	const { signAccessToken } = require("../../src/auth/jwt") as typeof import("../../src/auth/jwt");
 	return signAccessToken(config.jwt, { sub, role, scopes: [], sid: "test-session" });
 }
+
+/** Polls `check` until it holds (true), failing after `timeoutMs`: for effects that land asynchronously. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 10): Promise<void> {
+	const end = Date.now() + timeoutMs;
+	while (!(await check())) {
+		if (Date.now() > end) throw new Error(`condition not reached within ${timeoutMs} ms: ${check.toString().slice(0, 200)}`);
+		await new Promise(r => setTimeout(r, stepMs));
+	}
+}

@@ -13,6 +13,7 @@ import { DeploymentRouter } from "../../../src/ai/router";
 import { startFakeOpenAI } from "../../support/fake-openai";
 import { startFakeAnthropic } from "../../support/fake-anthropic";
 import type { FakeServer } from "../../support/fake-llm-server";
+import { eventually } from "../../support/env";
 
 let oa: FakeServer, oa2: FakeServer, an: FakeServer, local: FakeServer;
 
@@ -265,8 +266,7 @@ describe("cancel and budget", () => {
 		const err = (await p.catch(e => e)) as GenerationError;
 		expect(err.code).toBe("CANCELLED");
 		expect(err.partial.text.length).toBeGreaterThan(0);
-		await new Promise(r => setTimeout(r, 50));
-		expect(oa.requests[0].aborted).toBe(true);
+		await eventually(() => oa.requests[0].aborted === true);
 		const sent = oa.requests[0].chunksSent;
 		await new Promise(r => setTimeout(r, 50));
 		expect(oa.requests[0].chunksSent).toBe(sent);
@@ -280,7 +280,6 @@ describe("cancel and budget", () => {
 		expect(r.finishReason).toBe("budget");
 		expect(Math.ceil(r.microCredits / 1_000_000)).toBeLessThanOrEqual(budget);
 		expect(oa.requests[0].body.max_tokens).toBeLessThan(1700);
-		await new Promise(r => setTimeout(r, 30));
-		expect(oa.requests[0].aborted).toBe(true);
+		await eventually(() => oa.requests[0].aborted === true);
 	});
 });

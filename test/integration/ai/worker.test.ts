@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import { TestDatabase, bearerFor, createTestDatabase, startTestNode } from "../../support/env";
+import { TestDatabase, bearerFor, createTestDatabase, eventually, startTestNode } from "../../support/env";
 import { startFakeOpenAI } from "../../support/fake-openai";
 import { startFakeAnthropic } from "../../support/fake-anthropic";
 import type { FakeServer } from "../../support/fake-llm-server";
@@ -226,10 +226,9 @@ describe("cancel", () => {
 		const t = await tasks.waitFinal(taskId);
 		expect(t.state).toBe("cancelled");
 		expect(t.error?.code).toBe("CANCELLED");
-		await new Promise(r => setTimeout(r, 50));
 		const req = [...oa.requests, ...oa2.requests];
 		expect(req).toHaveLength(1);
-		expect(req[0].aborted).toBe(true);
+		await eventually(() => req[0].aborted === true);
 		const sent = req[0].chunksSent;
 		await new Promise(r => setTimeout(r, 60));
 		expect(req[0].chunksSent).toBe(sent);

@@ -15,7 +15,7 @@ let owner: string;
 
 const env = {
 	RATE_LIMIT_PER_MINUTE: "100000",
-	PROJECTS_SANDBOX_HEARTBEAT_TIMEOUT_S: "1",
+	PROJECTS_SANDBOX_HEARTBEAT_TIMEOUT_S: "2", // beats every ~300 ms: a wide margin on a loaded CI machine
 	PROJECTS_SANDBOX_PROVISION_TIMEOUT_S: "2",
 	PROJECTS_SWEEP_MS: "150",
 };
@@ -80,7 +80,7 @@ describe("sandbox state machine", () => {
 			stoppedAt: null,
 			lastHeartbeatAt: null,
 			failureReason: null,
-			heartbeatTimeoutS: 1,
+			heartbeatTimeoutS: 2,
 		});
 	});
 
