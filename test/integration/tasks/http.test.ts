@@ -197,6 +197,29 @@ describe("cancel", () => {
 	});
 });
 
+describe("drain (operators)", () => {
+	test("a drained node leases nothing while its in-flight task finishes; undo resumes leasing", async () => {
+		const u = await makeUser(node, "pro");
+		const nodeID = node.broker.nodeID; // the fake worker runs on this node
+		const slow = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow drain" });
+		await waitFor(async () => (await api(node, "GET", `/tasks/${slow.body.task.id}`, u.token)).body.state === "running");
+		expect(await node.broker.call("tasks.drain", { nodeID })).toEqual({ nodeID, drained: true });
+
+		const queued = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "after drain" });
+		expect(queued.status).toBe(202);
+		// Asked directly, the drained node gets nothing although a task waits; another node would.
+		expect(await node.broker.call("tasks.lease", { nodeID, slots: 2 })).toEqual([]);
+		// The in-flight task finishes and settles; the queued one is still waiting (the worker has polled
+		// many times meanwhile: every 100 ms and on each submission).
+		expect((await finished(u.token, slow.body.task.id)).state).toBe("succeeded");
+		expect((await api(node, "GET", `/tasks/${queued.body.task.id}`, u.token)).body.state).toBe("queued");
+
+		expect(await node.broker.call("tasks.drain", { nodeID, undo: true })).toEqual({ nodeID, drained: false, changed: true });
+		expect((await finished(u.token, queued.body.task.id)).state).toBe("succeeded");
+		expect(await node.broker.call("tasks.drain", { nodeID, undo: true })).toEqual({ nodeID, drained: false, changed: false });
+	});
+});
+
 describe("failures", () => {
 	test("a retryable failure is retried with backoff and then succeeds; a terminal one fails with the reason", async () => {
 		const u = await makeUser(node, "team");
