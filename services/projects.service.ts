@@ -359,7 +359,13 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				const actorId = this.userOf(ctx).id;
 				return withTransaction(this.sequelize, async (tx) => {
 					const verdict = await this.memberChange(tx, ctx.params.id, actorId, ctx.params.userId, { kind: "set", role: ctx.params.role }, "role");
-					if (!verdict.noop) await this.repo.setMember(tx, ctx.params.id, ctx.params.userId, ctx.params.role, actorId);
+					if (!verdict.noop) {
+						// Only someone allowed to change the members learns whether an account exists.
+						const { known } = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", { userIds: [ctx.params.userId] });
+						if (!known.includes(ctx.params.userId))
+							throw new Errors.MoleculerClientError("No account has this user id", 404, "USER_NOT_FOUND", { field: "userId" });
+						await this.repo.setMember(tx, ctx.params.id, ctx.params.userId, ctx.params.role, actorId);
+					}
 					return { projectId: ctx.params.id, userId: ctx.params.userId, role: ctx.params.role };
 				});
 			},

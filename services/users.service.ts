@@ -717,6 +717,17 @@ const UsersService: UsersSchema = {
 			}
 		},
 
+		/** Which of these ids are accounts (disabled ones included); other strings are simply not. */
+		exist: {
+			visibility: "public",
+			retryPolicy: { enabled: true },
+			params: { userIds: { type: "array", items: { type: "string", min: 1, max: 200 }, min: 1, max: 500 } },
+			async handler(this: UsersThis, ctx: Context<{ userIds: string[] }>): Promise<{ known: string[] }> {
+				const ids = [...new Set(ctx.params.userIds.filter(isUuid))];
+				return { known: ids.length ? await this.store.existingUserIds(ids) : [] };
+			}
+		},
+
 		getTier: {
 			visibility: "public",
 			retryPolicy: { enabled: true },

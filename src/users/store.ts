@@ -502,6 +502,12 @@ export class UsersStore {
 
 	// ── tier facts (reported by payments) ────────────────────────────────────────────────────
 
+	/** The ids among `ids` (UUIDs) that are accounts. */
+	async existingUserIds(ids: string[]): Promise<string[]> {
+		const rows = await this.rows<{ id: string }>(`SELECT id FROM users WHERE id = ANY($1::uuid[])`, [ids]);
+		return rows.map(r => r.id);
+	}
+
 	async tierFacts(userId: string): Promise<TierFacts & { exists: boolean }> {
 		const [row] = await this.rows<{ tier_override: TierName | null; plan_tier: TierName | null; exists: boolean }>(
 			`SELECT u.tier_override, f.plan_tier, (u.id IS NOT NULL) AS exists

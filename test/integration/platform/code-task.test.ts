@@ -150,3 +150,20 @@ test("register → credits → project → code task over SSE → new version, s
 	expect(openai.requests).toHaveLength(1);
 	expect(openai.requests[0].body.stream).toBe(true);
 });
+
+test("project members are real accounts: a registered colleague is added and can read; an unknown id is 404", async () => {
+	const owner = await api("POST", "/auth/register", undefined, { email: "owner@example.com", password: "correct horse battery staple" });
+	const mate = await api("POST", "/auth/register", undefined, { email: "mate@example.com", password: "correct horse battery staple" });
+	expect([owner.status, mate.status]).toEqual([201, 201]);
+	const project = await api("POST", "/projects", owner.json.accessToken, { name: "shared" });
+	expect(project.status).toBe(201);
+	const id: string = project.json.id;
+	const added = await api("PUT", `/projects/${id}/members/${mate.json.user.id}`, owner.json.accessToken, { role: "viewer" });
+	expect(added.status).toBe(200);
+	expect((await api("GET", `/projects/${id}`, mate.json.accessToken)).status).toBe(200);
+	const ghost = await api("PUT", `/projects/${id}/members/5f0c9a8e-1d2b-4c3d-8e9f-0a1b2c3d4e5f`, owner.json.accessToken, { role: "viewer" });
+	expect(ghost.status).toBe(404);
+	expect(ghost.json.error.code).toBe("USER_NOT_FOUND");
+	const members = await api("GET", `/projects/${id}/members`, owner.json.accessToken);
+	expect(members.json.items.map((m: { userId: string }) => m.userId).sort()).toEqual([owner.json.user.id, mate.json.user.id].sort());
+});

@@ -2,6 +2,7 @@
  * Project metadata, membership and permissions over HTTP, and the internal actions other services
  * use (access, readContext, commitAsUser), against the real PostgreSQL and Redis.
  */
+import type { ServiceSchema } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../src/runtime/node";
@@ -10,12 +11,23 @@ import { binary, client, expectError, text } from "./http";
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 let api: ReturnType<typeof client>;
+/** The users service's `exist`, as these tests' accounts: every name except those starting with "ghost". */
+const knownUsers: ServiceSchema = {
+	name: "users",
+	actions: {
+		exist: {
+			visibility: "public",
+			handler: (ctx: { params: { userIds: string[] } }) => ({ known: ctx.params.userIds.filter(id => !id.startsWith("ghost")) }),
+		},
+	},
+};
+
 const tokens: Record<string, string> = {};
 const tok = (user: string) => (tokens[user] ??= bearerFor(node.config, user));
 
 beforeAll(async () => {
 	db = await createTestDatabase();
-	node = await startTestNode({ db, services: ["api", "projects"], env: { RATE_LIMIT_PER_MINUTE: "100000" } });
+	node = await startTestNode({ db, services: ["api", "projects"], extraServices: [knownUsers], env: { RATE_LIMIT_PER_MINUTE: "100000" } });
 	api = client(node.baseUrl);
 });
 afterAll(async () => {
@@ -132,6 +144,15 @@ describe("members and permissions", () => {
 		expect(r.json.authorId).toBe("ed");
 		expectError(await api.call("PATCH", `/api/v1/projects/${id}`, { token: tok("ed"), body: { archived: true } }), 403, "INSUFFICIENT_ROLE");
 		expectError(await api.call("PUT", `/api/v1/projects/${id}/members/x`, { token: tok("ed"), body: { role: "viewer" } }), 403, "FORBIDDEN");
+		// Not allowed to manage members: refused before anyone learns whether the account exists.
+		expectError(await api.call("PUT", `/api/v1/projects/${id}/members/ghost-ed`, { token: tok("ed"), body: { role: "viewer" } }), 403, "FORBIDDEN");
+	});
+
+	test("an owner cannot add an account that does not exist (404 USER_NOT_FOUND); nothing changes", async () => {
+		const before = (await api.call("GET", `/api/v1/projects/${id}/members`, { token: tok("boss") })).json.items;
+		const r = await api.call("PUT", `/api/v1/projects/${id}/members/ghost-1`, { token: tok("boss"), body: { role: "viewer" } });
+		expectError(r, 404, "USER_NOT_FOUND");
+		expect((await api.call("GET", `/api/v1/projects/${id}/members`, { token: tok("boss") })).json.items).toEqual(before);
 	});
 
 	test("a non-member gets 404 on every route, exactly as for a project that does not exist", async () => {

@@ -412,10 +412,18 @@ describe("authorization, IDOR and the gateway boundary", () => {
 
 	test("internal actions are not reachable through the gateway", async () => {
 		const u = await register();
-		for (const path of ["/api/v1/users/authState", "/api/v1/users/verifyApiKey", "/api/v1/users/getTier", "/api/v1/users.profile", "/api/v1/users/revokeUserSessions"]) {
+		for (const path of ["/api/v1/users/authState", "/api/v1/users/verifyApiKey", "/api/v1/users/getTier", "/api/v1/users.profile", "/api/v1/users/revokeUserSessions", "/api/v1/users/exist"]) {
 			const r = await call("GET", `${path}?userId=${u.userId}`, { token: u.access });
 			expectError(r, 404, "NOT_FOUND");
 		}
+	});
+
+	test("exist (for projects' members) names the ids that are accounts; unknown and malformed ids are not", async () => {
+		const [a, b] = await Promise.all([register(), register()]);
+		const unknown = "8b0f3d3e-6a4f-4d57-9a3e-2b1c0d9e8f7a";
+		const r = await node.broker.call<{ known: string[] }, unknown>("users.exist", { userIds: [a.userId, unknown, "not-a-uuid", b.userId, a.userId] });
+		expect([...r.known].sort()).toEqual([a.userId, b.userId].sort());
+		await expect(node.broker.call("users.exist", { userIds: [] })).rejects.toMatchObject({ code: 422 });
 	});
 
 	test("admin routes: 401 without a user, 403 for a plain user", async () => {
