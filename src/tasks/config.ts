@@ -26,6 +26,8 @@ export interface TasksConfig {
 	ssePositionMs: number;
 	/** Open event streams one user may hold on one gateway node; more get 429 TOO_MANY_STREAMS. */
 	sseMaxPerUser: number;
+	/** How long a gateway node's claim on a stream place lasts unless refreshed (it refreshes every third of it). */
+	sseSlotTtlMs: number;
 	promptMaxChars: number;
 }
 
@@ -56,6 +58,7 @@ export function loadTasksConfig(r: EnvReader): TasksConfig {
 		sseKeepAliveMs: r.int("TASKS_SSE_KEEPALIVE_MS", 15_000, 100, 600_000),
 		ssePositionMs: r.int("TASKS_SSE_POSITION_MS", 1_000, 50, 600_000),
 		sseMaxPerUser: r.int("TASKS_SSE_MAX_PER_USER", 32, 1, 100_000),
+		sseSlotTtlMs: r.int("TASKS_SSE_SLOT_TTL_MS", 30_000, 300, 3_600_000),
 		promptMaxChars: r.int("TASKS_PROMPT_MAX_CHARS", 200_000, 1, 10_000_000)
 	};
 }

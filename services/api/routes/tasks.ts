@@ -7,6 +7,7 @@ import { runtimeOf } from "../../../src/runtime/runtime";
 import { queueMetaOf } from "../../../src/tasks/queue-meta";
 import { type EventId, type TaskState, isTerminal, needsStateEvent, parseLastEventId, sseFrame, stateEventName } from "../../../src/tasks/rules";
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../../../src/tasks/stream-hub";
+import { streamSlotsOf } from "../../../src/tasks/stream-slots";
 import type { RouteSpec } from "../routes";
 
 const tag = "tasks";
@@ -52,10 +53,31 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 	const hub = taskStreamHubOf(api.broker);
 	const meta = queueMetaOf(api.broker);
 	const id = params.id;
-	// Each open stream holds a socket, listeners and timers on this node: a per-user cap keeps one
-	// client from exhausting them (counted per gateway node).
-	const release = hub.openStream(ctx.meta.user!.id, cfg.sseMaxPerUser);
-	if (!release) throw TooManyRequests(`At most ${cfg.sseMaxPerUser} event streams may be open at once; close one first`, 5, "TOO_MANY_STREAMS");
+	// Each open stream holds a socket, listeners and timers: a per-user cap keeps one client from
+	// exhausting them. Counted across the cluster in Redis, and on this node as the backstop that
+	// also holds when Redis cannot answer.
+	const userId = ctx.meta.user!.id;
+	const tooMany = () => TooManyRequests(`At most ${cfg.sseMaxPerUser} event streams may be open at once; close one first`, 5, "TOO_MANY_STREAMS");
+	const releaseHere = hub.openStream(userId, cfg.sseMaxPerUser);
+	if (!releaseHere) throw tooMany();
+	let releaseCluster: (() => void) | null = null;
+	const slots = streamSlotsOf(api.broker);
+	if (slots) {
+		try {
+			releaseCluster = await slots.acquire(userId, cfg.sseMaxPerUser);
+		} catch (err) {
+			api.logger.warn(`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`);
+			releaseCluster = () => undefined;
+		}
+		if (!releaseCluster) {
+			releaseHere();
+			throw tooMany();
+		}
+	}
+	const release = () => {
+		releaseHere();
+		releaseCluster?.();
+	};
 
 	let ready = false;
 	const early: Array<() => void> = [];

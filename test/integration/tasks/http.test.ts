@@ -327,6 +327,36 @@ describe("event stream cap", () => {
 	});
 });
 
+describe("event stream cap across gateway nodes", () => {
+	test("places are counted in Redis: streams open on one gateway node count on another", async () => {
+		// A second gateway node (with its own tasks replica) on the same database and Redis prefix.
+		const b = await startTasksNode(db, [], { REDIS_PREFIX: node.config.redisPrefix, TASKS_SSE_MAX_PER_USER: "2", TASKS_SSE_KEEPALIVE_MS: "300" });
+		try {
+			const u = await makeUser(node, "free");
+			const blocker = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow cross-node cap" });
+			const id = blocker.body.task.id as string;
+			const { taskStreamHubOf } = await import("../../../src/tasks/stream-hub");
+			const [hubA, hubB] = [taskStreamHubOf(node.broker), taskStreamHubOf(b.broker)];
+			const open = (base: string, timeoutMs: number) => readSse(base, `/tasks/${id}/events`, u.token, { timeoutMs });
+			const first = open(node.baseUrl, 1_500);
+			const second = open(b.baseUrl, 1_500);
+			await waitFor(async () => hubA.openStreams(u.id) === 1 && hubB.openStreams(u.id) === 1);
+			// Each node holds only one of the user's streams, yet both refuse a third.
+			for (const base of [b.baseUrl, node.baseUrl]) {
+				const third = await open(base, 1_000);
+				expect(third.status).toBe(429);
+				expect(JSON.parse(third.body!)).toMatchObject({ error: { code: "TOO_MANY_STREAMS" } });
+			}
+			await Promise.all([first, second]);
+			await waitFor(async () => hubA.openStreams(u.id) === 0 && hubB.openStreams(u.id) === 0);
+			expect((await open(b.baseUrl, 300)).status).toBe(200);
+			await finished(u.token, id);
+		} finally {
+			await b.stop();
+		}
+	});
+});
+
 describe("stats and metrics", () => {
 	test("GET /queue/stats shows depth and expected wait per tier; /metrics has the queue metrics", async () => {
 		const u = await makeUser(node, "pro");
