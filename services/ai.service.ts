@@ -117,8 +117,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					if (err.status === 403) throw Forbidden(err.message, err.code);
 					throw Unprocessable(err.message, [{ field: err.field, message: err.message, type: err.code }], err.code);
 				}
+				let window: { windowEndMs: number | null };
 				try {
-					await this.limiter.admit(p.userId, p.tier, worstCaseTokens(prepared));
+					window = await this.limiter.admit(p.userId, p.tier, worstCaseTokens(prepared));
 				} catch (err) {
 					if (err instanceof RateLimited) throw TooManyRequests(err.message, err.retryAfterS);
 					throw err;
@@ -128,7 +129,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					promptTokens: prepared.promptTokens,
 					contextTokensBudget: prepared.contextTokensBudget,
 					maxOutputTokens: prepared.maxOutputTokens,
-					maxCostCredits: prepared.maxCostCredits
+					maxCostCredits: prepared.maxCostCredits,
+					// Which rate-limit window counted the tokens: the run gives unused ones back to it only.
+					rateWindowEndMs: window.windowEndMs
 				};
 			}
 		},

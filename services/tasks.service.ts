@@ -333,7 +333,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					maxCostCredits: Number(r.max_cost_credits),
 					idempotencyKey: r.id,
 					leaseExpiresAt: r.lease_expires_at!.toISOString(),
-					submittedAt: r.created_at.toISOString()
+					submittedAt: r.created_at.toISOString(),
+					rateWindowEndMs: typeof r.prepared.rateWindowEndMs === "number" ? r.prepared.rateWindowEndMs : null
 				}));
 			}
 		},

@@ -7,7 +7,9 @@
  * tokens, per fan-out model) when `ai.prepare` admits it. When a run ends, `settle` brings the
  * count to what the run really used: more (context, several attempts) is added; less is given back,
  * but only while the fixed window that counted the admission is still the current one (a window
- * that has expired already forgot the admission) and never more than that window holds. A retried
+ * that has expired already forgot the admission) and never more than that window holds. Which window
+ * counted the admission is told by its end on Redis's clock (`windowEndMs`, returned by `admit`,
+ * carried by the task to the node that runs it), so no server's clock is trusted. A retried
  * task's later attempts add all their tokens (the admission was settled by the first). A refusal
  * answers 429 `RATE_LIMITED` with the seconds until the window frees enough room, and counts
  * nothing (rate-limiter-flexible counts a refused consume; it is given back at once).
@@ -16,15 +18,18 @@ import type Redis from "ioredis";
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { TIERS, TierName } from "../domain/tiers";
 
-/** Tolerated clock difference between the tasks node (submission time) and Redis / this ai node. */
-const CLOCK_SKEW_MS = 1_000;
 const WINDOW_MS = 60_000;
+/**
+ * How far a window's end as recorded at admission may be from its end as seen later and still be the
+ * same window. The record can be late by the round trip between the count and reading Redis's clock;
+ * the next window ends at least a whole window later.
+ */
+const SAME_WINDOW_MS = 5_000;
 
 /**
  * Give-back in one step on the rate-limiter-flexible key (a counter with the window's expiry): only
- * while the window that counted the admission is still the current one (its start = Redis time +
- * pttl − window, compared with the admission time), never more than the window holds. Returns what
- * was given back.
+ * while the window that counted the admission is still the current one (the key's end, Redis time +
+ * pttl, is the end recorded at admission), never more than the window holds. Returns what was given back.
  */
 const GIVE_BACK_LUA = `
 local consumed = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -33,7 +38,7 @@ local pttl = redis.call('PTTL', KEYS[1])
 if pttl <= 0 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if tonumber(ARGV[2]) + tonumber(ARGV[4]) < now + pttl - tonumber(ARGV[3]) then return 0 end
+if math.abs(now + pttl - tonumber(ARGV[2])) > tonumber(ARGV[3]) then return 0 end
 local give = math.min(tonumber(ARGV[1]), consumed)
 if give <= 0 then return 0 end
 redis.call('DECRBY', KEYS[1], give)
@@ -75,8 +80,12 @@ export class UsageLimiter {
 		return Math.min(Math.max(1, tokens), TIERS[tier].rateLimits.tokensPerMinute);
 	}
 
-	/** Counts one request and `tokens`, or throws RateLimited (counting nothing). */
-	async admit(userId: string, tier: TierName, tokens: number): Promise<void> {
+	/**
+	 * Counts one request and `tokens`, or throws RateLimited (counting nothing). Returns when the
+	 * window that counted the tokens ends, on Redis's clock (this process's in embedded mode), or null
+	 * when that cannot be told (then nothing will be given back).
+	 */
+	async admit(userId: string, tier: TierName, tokens: number): Promise<{ windowEndMs: number | null }> {
 		const requests = this.limiter(tier, "requests");
 		try {
 			await requests.consume(userId, 1);
@@ -85,9 +94,10 @@ export class UsageLimiter {
 			throw err;
 		}
 		const tokenLimiter = this.limiter(tier, "tokens");
+		let counted: RateLimiterRes;
 		try {
 			// A task larger than a whole minute's allowance could never run; it takes the whole window instead.
-			await tokenLimiter.consume(userId, this.admitted(tier, tokens));
+			counted = await tokenLimiter.consume(userId, this.admitted(tier, tokens));
 		} catch (err) {
 			await requests.reward(userId, 1).catch(() => undefined);
 			if (err instanceof RateLimiterRes) {
@@ -96,32 +106,39 @@ export class UsageLimiter {
 			}
 			throw err;
 		}
+		// msBeforeNext comes from the same atomic step as the count; Redis's clock is read just after,
+		// so the end is late by at most that round trip (SAME_WINDOW_MS covers it).
+		if (!this.redis) return { windowEndMs: Date.now() + counted.msBeforeNext };
+		try {
+			const [s, us] = await this.redis.time();
+			return { windowEndMs: Number(s) * 1000 + Math.floor(Number(us) / 1000) + counted.msBeforeNext };
+		} catch {
+			return { windowEndMs: null };
+		}
 	}
 
 	/**
-	 * After a run: `counted` is the worst case `admit` was given for the task, `admittedAt` (epoch
-	 * ms) the task's submission, just after its admission; `used` what this attempt used. Never
-	 * refuses: the work is done.
+	 * After a run: `counted` is the worst case `admit` was given for the task, `windowEndMs` what
+	 * `admit` returned for it; `used` what this attempt used. Never refuses: the work is done.
 	 */
-	async settle(userId: string, tier: TierName, p: { counted: number; used: number; admittedAt: number; firstAttempt: boolean }): Promise<void> {
+	async settle(userId: string, tier: TierName, p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }): Promise<void> {
 		const tokens = this.limiter(tier, "tokens");
 		const delta = Math.max(0, p.used) - (p.firstAttempt ? this.admitted(tier, p.counted) : 0);
 		if (delta > 0) {
 			await tokens.penalty(userId, delta);
 			return;
 		}
-		if (delta === 0) return;
+		if (delta === 0 || p.windowEndMs === null || !Number.isFinite(p.windowEndMs)) return;
 		if (this.redis) {
 			// One step on Redis: the window check and the give-back cannot be split by a window rolling over.
 			const key = (tokens as RateLimiterRedis).getKey(userId);
-			await this.redis.eval(GIVE_BACK_LUA, 1, key, String(-delta), String(p.admittedAt), String(WINDOW_MS), String(CLOCK_SKEW_MS));
+			await this.redis.eval(GIVE_BACK_LUA, 1, key, String(-delta), String(p.windowEndMs), String(SAME_WINDOW_MS));
 			return;
 		}
 		// In memory (one process, embedded mode): read, then reward.
 		const res = await tokens.get(userId);
 		if (!res) return; // the window that counted the admission has expired
-		const windowStart = Date.now() + res.msBeforeNext - WINDOW_MS;
-		if (p.admittedAt + CLOCK_SKEW_MS < windowStart) return; // admitted in an earlier window: nothing of it is left to give back
+		if (Math.abs(Date.now() + res.msBeforeNext - p.windowEndMs) > SAME_WINDOW_MS) return; // another window: nothing of the admission is left in it
 		const refund = Math.min(-delta, res.consumedPoints);
 		if (refund > 0) await tokens.reward(userId, refund);
 	}

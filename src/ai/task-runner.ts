@@ -24,7 +24,7 @@ export interface RunnerDeps {
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
 	onFallback?(ev: { from: string; to: string; reason: string }): void;
 	/** Brings the user's tokens-per-minute count to what this attempt used (see UsageLimiter.settle). */
-	settleTokens?(userId: string, tier: TierName, p: { counted: number; used: number; admittedAt: number; firstAttempt: boolean }): Promise<void>;
+	settleTokens?(userId: string, tier: TierName, p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }): Promise<void>;
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void };
 	stream?: (req: StreamRequest) => AsyncIterable<StreamEvent>;
 }
@@ -212,9 +212,8 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 		if (deps.settleTokens) {
 			const counted = worstCaseTokens(prepared);
 			const used = usageOf();
-			const admittedAt = Date.parse(task.submittedAt);
 			await deps
-				.settleTokens(task.userId, task.tier, { counted, used: used.promptTokens + used.completionTokens, admittedAt: Number.isFinite(admittedAt) ? admittedAt : 0, firstAttempt: task.attempt <= 1 })
+				.settleTokens(task.userId, task.tier, { counted, used: used.promptTokens + used.completionTokens, windowEndMs: task.rateWindowEndMs ?? null, firstAttempt: task.attempt <= 1 })
 				.catch(() => undefined);
 		}
 

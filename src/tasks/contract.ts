@@ -25,4 +25,6 @@ export interface LeasedTask {
 	leaseExpiresAt: string;
 	/** When the task was submitted (ISO; just after `ai.prepare` counted its rate limits), kept across retries and deferrals. */
 	submittedAt: string;
+	/** When the rate-limit window that counted the task's tokens at submission ends (Redis's clock, epoch ms); null: unknown. */
+	rateWindowEndMs: number | null;
 }

@@ -56,6 +56,8 @@ export interface PreparedTask {
 	contextTokensBudget: number;
 	maxOutputTokens: number;
 	maxCostCredits: number;
+	/** When the rate-limit window that counted the task's tokens ends (ai.prepare; absent on older rows). */
+	rateWindowEndMs?: number | null;
 }
 
 export interface NewTask {

@@ -23,6 +23,7 @@ export interface FakeTask {
 	maxCostCredits: number;
 	/** Submission time (epoch ms): just after ai.prepare counted the rate limits. */
 	submittedAt: number;
+	rateWindowEndMs: number | null;
 	state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
 	leaseId: string | null;
 	attempt: number;
@@ -80,12 +81,12 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 		name: "tasks",
 		actions: {
 			submit: {
-				async handler(ctx: Context<Omit<FakeTask, "taskId" | "state" | "leaseId" | "attempt" | "cancelRequested" | "events" | "maxCostCredits" | "settleCalls" | "leasedBy" | "submittedAt">>) {
+				async handler(ctx: Context<Omit<FakeTask, "taskId" | "state" | "leaseId" | "attempt" | "cancelRequested" | "events" | "maxCostCredits" | "settleCalls" | "leasedBy" | "submittedAt" | "rateWindowEndMs">>) {
 					const p = ctx.params;
-					const prepared = await ctx.call<{ maxCostCredits: number }, unknown>("ai.prepare", p);
+					const prepared = await ctx.call<{ maxCostCredits: number; rateWindowEndMs: number | null }, unknown>("ai.prepare", p);
 					const taskId = randomUUID();
 					await ctx.call("payments.reserve", { userId: p.userId, taskId, maxCost: prepared.maxCostCredits, tier: p.tier });
-					const t: FakeTask = { ...p, taskId, maxCostCredits: prepared.maxCostCredits, submittedAt: Date.now(), state: "queued", leaseId: null, attempt: 0, cancelRequested: false, events: [], settleCalls: 0, leasedBy: [] };
+					const t: FakeTask = { ...p, taskId, maxCostCredits: prepared.maxCostCredits, rateWindowEndMs: prepared.rateWindowEndMs, submittedAt: Date.now(), state: "queued", leaseId: null, attempt: 0, cancelRequested: false, events: [], settleCalls: 0, leasedBy: [] };
 					tasks.set(taskId, t);
 					ctx.broadcast("tasks.available", {});
 					return { taskId, maxCostCredits: prepared.maxCostCredits };
@@ -115,7 +116,8 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 							maxOutputTokens: t.maxOutputTokens,
 							maxCostCredits: t.maxCostCredits,
 							idempotencyKey: t.taskId,
-							submittedAt: new Date(t.submittedAt).toISOString()
+							submittedAt: new Date(t.submittedAt).toISOString(),
+							rateWindowEndMs: t.rateWindowEndMs
 						});
 					}
 					return out;

@@ -66,11 +66,10 @@ describe("tokens per minute are settled to what runs used (UsageLimiter on the r
 	test("a run that used less gives the difference back: the tokens can be admitted again in the same minute", async () => {
 		const u = `u-${randomUUID()}`;
 		const max = TIERS.free.rateLimits.tokensPerMinute;
-		await limiter.admit(u, "free", max); // the whole minute's allowance, worst case
-		const admittedAt = Date.now(); // the task row is written just after its admission
+		const { windowEndMs } = await limiter.admit(u, "free", max); // the whole minute's allowance, worst case
 		await expect(limiter.admit(u, "free", 1_000)).rejects.toMatchObject({ what: "tokens" });
 		expect(await limiter.tokensCounted(u, "free")).toBe(max); // a refused admission counts nothing
-		await limiter.settle(u, "free", { counted: max, used: 1_500, admittedAt, firstAttempt: true });
+		await limiter.settle(u, "free", { counted: max, used: 1_500, windowEndMs, firstAttempt: true });
 		expect(await limiter.tokensCounted(u, "free")).toBe(1_500);
 		await limiter.admit(u, "free", 1_000); // fits now
 		expect(await limiter.tokensCounted(u, "free")).toBe(2_500);
@@ -78,28 +77,48 @@ describe("tokens per minute are settled to what runs used (UsageLimiter on the r
 
 	test("more than counted is added; a retry's attempt adds all it used; a task larger than the window was counted as the window", async () => {
 		const u = `u-${randomUUID()}`;
-		await limiter.admit(u, "free", 1_000);
-		const admittedAt = Date.now();
-		await limiter.settle(u, "free", { counted: 1_000, used: 1_300, admittedAt, firstAttempt: true });
+		const { windowEndMs } = await limiter.admit(u, "free", 1_000);
+		await limiter.settle(u, "free", { counted: 1_000, used: 1_300, windowEndMs, firstAttempt: true });
 		expect(await limiter.tokensCounted(u, "free")).toBe(1_300);
-		await limiter.settle(u, "free", { counted: 1_000, used: 200, admittedAt, firstAttempt: false });
+		await limiter.settle(u, "free", { counted: 1_000, used: 200, windowEndMs, firstAttempt: false });
 		expect(await limiter.tokensCounted(u, "free")).toBe(1_500);
 
 		const big = `u-${randomUUID()}`;
 		const max = TIERS.free.rateLimits.tokensPerMinute;
-		await limiter.admit(big, "free", max * 3);
-		await limiter.settle(big, "free", { counted: max * 3, used: 100, admittedAt: Date.now(), firstAttempt: true });
+		const bigWindow = await limiter.admit(big, "free", max * 3);
+		await limiter.settle(big, "free", { counted: max * 3, used: 100, windowEndMs: bigWindow.windowEndMs, firstAttempt: true });
 		expect(await limiter.tokensCounted(big, "free")).toBe(100); // never below what the run used
 	});
 
 	test("an admission from an earlier window gives nothing back to the current one", async () => {
 		const u = `u-${randomUUID()}`;
-		await limiter.admit(u, "free", 5_000); // this window's count: 5,000 from another task
-		await limiter.settle(u, "free", { counted: 10_000, used: 100, admittedAt: Date.now() - 120_000, firstAttempt: true });
+		const { windowEndMs } = await limiter.admit(u, "free", 5_000); // this window's count: 5,000 from another task
+		// The task being settled was admitted in the window before this one (it ended a minute earlier).
+		await limiter.settle(u, "free", { counted: 10_000, used: 100, windowEndMs: windowEndMs! - 60_000, firstAttempt: true });
+		// A window not known (Redis's clock could not be read at admission): nothing either.
+		await limiter.settle(u, "free", { counted: 10_000, used: 100, windowEndMs: null, firstAttempt: true });
 		expect(await limiter.tokensCounted(u, "free")).toBe(5_000);
 		// No window at all (nothing counted this minute): nothing to give back, nothing is created.
 		const idle = `u-${randomUUID()}`;
-		await limiter.settle(idle, "free", { counted: 10_000, used: 100, admittedAt: Date.now() - 120_000, firstAttempt: true });
+		await limiter.settle(idle, "free", { counted: 10_000, used: 100, windowEndMs: windowEndMs! - 60_000, firstAttempt: true });
 		expect(await limiter.tokensCounted(idle, "free")).toBe(0);
+	});
+
+	test("the window is told on Redis's clock: this process's clock does not matter", async () => {
+		const u = `u-${randomUUID()}`;
+		const { windowEndMs } = await limiter.admit(u, "free", 5_000);
+		const [sec, usec] = await redis.time();
+		const redisNow = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+		// The window's end is a minute after Redis's now (less the moments since the count).
+		expect(windowEndMs! - redisNow).toBeGreaterThan(55_000);
+		expect(windowEndMs! - redisNow).toBeLessThanOrEqual(60_000);
+		const realNow = Date.now;
+		Date.now = () => realNow() + 90_000; // this node's clock 90 s ahead: would have looked like another window
+		try {
+			await limiter.settle(u, "free", { counted: 5_000, used: 1_000, windowEndMs, firstAttempt: true });
+		} finally {
+			Date.now = realNow;
+		}
+		expect(await limiter.tokensCounted(u, "free")).toBe(1_000);
 	});
 });

@@ -126,6 +126,12 @@ test("register → credits → project → code task over SSE → new version, s
 	expect(t.result.text).toContain("Here is the change.");
 	expect(t.costCredits).toBeGreaterThan(0);
 
+	// Tokens per minute: the admission counted the worst case; the run gave back what it did not use,
+	// to the window that counted it (named by its end on Redis's clock, carried by the task).
+	const { UsageLimiter } = await import("../../../src/ai/limits");
+	const counted = await new UsageLimiter(node.runtime.redis, node.config.redisPrefix).tokensCounted(userId, "free");
+	expect(counted).toBe(t.usage.promptTokens + t.usage.completionTokens);
+
 	// The model's change set became version 2, written on the user's behalf.
 	const file = await fetch(`${node.baseUrl}/api/v1/projects/${projectId}/files/src/greet.ts`, { headers: { authorization: `Bearer ${token}` } });
 	expect(file.status).toBe(200);
