@@ -357,11 +357,12 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			params: { $$strict: "remove", id: idParam, userId: { type: "string", min: 1, max: 128 }, role: { type: "enum", values: [...PROJECT_ROLES] } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string; role: ProjectRole }>) {
 				const actorId = this.userOf(ctx).id;
+				// Asked before the transaction (no row stays locked during the call), told only after the
+				// caller was found allowed to change the members: others learn nothing about accounts.
+				const { known } = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", { userIds: [ctx.params.userId] });
 				return withTransaction(this.sequelize, async (tx) => {
 					const verdict = await this.memberChange(tx, ctx.params.id, actorId, ctx.params.userId, { kind: "set", role: ctx.params.role }, "role");
 					if (!verdict.noop) {
-						// Only someone allowed to change the members learns whether an account exists.
-						const { known } = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", { userIds: [ctx.params.userId] });
 						if (!known.includes(ctx.params.userId))
 							throw new Errors.MoleculerClientError("No account has this user id", 404, "USER_NOT_FOUND", { field: "userId" });
 						await this.repo.setMember(tx, ctx.params.id, ctx.params.userId, ctx.params.role, actorId);

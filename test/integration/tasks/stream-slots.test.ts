@@ -68,3 +68,16 @@ test("a node that stops refreshing loses its places after the TTL; a refreshing 
 	dead.stop();
 	alive.stop();
 });
+
+test("with Redis unreachable, taking a place fails (the route then admits on the node's own count) instead of hanging", async () => {
+	const down = new Redis("redis://127.0.0.1:9", { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+	down.on("error", () => undefined);
+	try {
+		const slots = new RedisStreamSlots(down, prefix, "gw-down", { ttlMs: 1_000, refreshMs: 300 });
+		await expect(slots.acquire("u4", 2)).rejects.toThrow();
+		expect(slots.size).toBe(0);
+		slots.stop();
+	} finally {
+		down.disconnect();
+	}
+});
