@@ -115,7 +115,12 @@ test("a code task crosses three nodes and settles once", async () => {
 	expect(file.status).toBe(200);
 	expect(await file.text()).toBe("written by the model\n");
 
-	const balance = await api("GET", "/billing/balance", token);
+	// The task's state is written first, its settlement follows (retried by the sweeper if need be).
+	let balance = await api("GET", "/billing/balance", token);
+	for (let i = 0; i < 100 && balance.json.held !== 0; i++) {
+		await new Promise(r => setTimeout(r, 100));
+		balance = await api("GET", "/billing/balance", token);
+	}
 	expect(balance.json.held).toBe(0);
 	expect(balance.json.available).toBe(10_000 - task!.costCredits);
 	expect(openai.requests).toHaveLength(1);
