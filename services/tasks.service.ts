@@ -576,6 +576,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				result: r.result ?? null,
 				usage: r.usage ?? null,
 				error: r.error ?? null,
+				// Of the credits held for it: "none" while it is not finished, "pending" for the moment
+				// between the final state and the ledger's settlement, then "settled" or "released".
+				settlement: r.settlement,
 				version: r.version
 			};
 		},

@@ -59,7 +59,7 @@ describe("submit", () => {
 		const r = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "hello" });
 		expect(r.status).toBe(202);
 		expect(r.headers.get("x-request-id")).toBeTruthy();
-		expect(r.body.task).toMatchObject({ projectId: u.projectId, kind: "chat", state: "queued", tier: "pro", maxCostCredits: 100, attempts: 0 });
+		expect(r.body.task).toMatchObject({ projectId: u.projectId, kind: "chat", state: "queued", tier: "pro", maxCostCredits: 100, attempts: 0, settlement: "none" });
 		expect(r.body.position).toBe(1);
 		expect(Date.parse(r.body.expectedStartAt)).toBeGreaterThanOrEqual(Date.now() - 5_000);
 		expect(r.body.admission).toEqual({ action: "accepted" });
@@ -69,6 +69,7 @@ describe("submit", () => {
 		expect(done.nodeId).toBe(node.broker.nodeID);
 		await waitFor(async () => (await holdOf(node, r.body.task.id))?.state === "settled");
 		expect((await holdOf(node, r.body.task.id))!.list_actual_cost).toBe("40");
+		await waitFor(async () => (await api(node, "GET", `/tasks/${r.body.task.id}`, u.token)).body.settlement === "settled");
 
 		const list = await api(node, "GET", "/tasks?limit=10", u.token);
 		expect(list.status).toBe(200);
