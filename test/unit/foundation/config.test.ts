@@ -20,6 +20,8 @@ describe("config", () => {
 		expect(c.services).toContain("api");
 		expect(c.http.port).toBe(3000);
 		expect(c.heartbeat).toEqual({ intervalS: 5, timeoutS: 15 });
+		expect(c.dbPoolMax).toBe(10);
+		expect(c.tasks.sseSlotTtlMs).toBe(30_000);
 	});
 
 	test("cluster mode requires its stores and keys, naming each variable", () => {
@@ -31,14 +33,15 @@ describe("config", () => {
 	});
 
 	test("bad values fail fast with the variable named", () => {
-		const p = problemsOf({ PORT: "http", DATABASE_URL: "mysql://x", SERVICES: "api,billing", LOG_LEVEL: "loud", JWT_KEYS: "k1:short" });
+		const p = problemsOf({ PORT: "http", DATABASE_URL: "mysql://x", SERVICES: "api,billing", LOG_LEVEL: "loud", JWT_KEYS: "k1:short", DB_POOL_MAX: "0" });
 		expect(p).toEqual(
 			expect.arrayContaining([
 				expect.stringMatching(/^PORT must be an integer/),
 				expect.stringMatching(/^DATABASE_URL must be a URL with scheme postgres/),
 				expect.stringMatching(/^SERVICES names unknown services: billing/),
 				expect.stringMatching(/^LOG_LEVEL must be one of/),
-				expect.stringMatching(/^JWT_KEYS must be/)
+				expect.stringMatching(/^JWT_KEYS must be/),
+				expect.stringMatching(/^DB_POOL_MAX must be/)
 			])
 		);
 	});
