@@ -739,7 +739,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		const rt = runtimeOf(this.broker);
 		this.config = rt.config;
 		this.cfg = rt.config.tasks;
-		this.store = new TaskStore(rt.sequelize);
+		this.store = new TaskStore(rt.sequelize, TIERS, rt.config.dbNamedStatements);
 		this.meta = queueMetaOf(this.broker);
 		this.timers = [];
 		this.sweeping = null;

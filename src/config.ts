@@ -31,6 +31,8 @@ export interface Config {
 	databaseUrl: string | null;
 	/** Connections in this node's PostgreSQL pool (shared by its services). */
 	dbPoolMax: number;
+	/** Named prepared statements for the hottest queries (off behind a pooler in transaction mode). */
+	dbNamedStatements: boolean;
 	embeddedPg: { dir: string; port: number };
 	redisUrl: string | null;
 	redisPrefix: string;
@@ -190,6 +192,7 @@ export function loadConfig(env: Env = process.env): Config {
 		transporter,
 		databaseUrl,
 		dbPoolMax: int("DB_POOL_MAX", 10, 1, 1000),
+		dbNamedStatements: bool("DB_NAMED_STATEMENTS", true),
 		embeddedPg: { dir: path.join(dataDir, "pg"), port: int("EMBEDDED_PG_PORT", 54329, 1024, 65535) },
 		redisUrl,
 		redisPrefix: str("REDIS_PREFIX", "ff:"),

@@ -92,7 +92,9 @@ export class TaskStore {
 
 	constructor(
 		readonly sequelize: Sequelize,
-		private readonly tiers: TierTable = TIERS
+		private readonly tiers: TierTable = TIERS,
+		/** false: the lease goes as an unnamed statement (PgBouncer and other poolers in transaction mode). */
+		private readonly namedStatements = true
 	) {
 		this.vst = vstSql({ enqueuedAt: "r.enqueued_at", boostMs: "r.boost_ms", tier: "r.tier", userRank: "r.user_rank" }, { tiers });
 		this.order = [[...TIER_ORDER], TIER_ORDER.map(t => boostCeilingMs(t, tiers)), FAIRNESS_QUANTUM_MS];
@@ -106,13 +108,15 @@ export class TaskStore {
 	 * A named prepared statement on a pooled connection (autocommit): parsed once per connection, then
 	 * only bound and executed. For the hottest call, the lease, where re-parsing and Sequelize's own
 	 * handling are a large share of a sub-millisecond statement. The connection is Sequelize's, so rows
-	 * come back through the same type parsers as `q`.
+	 * come back through the same type parsers as `q`. A pooler in transaction mode hands each statement
+	 * any server connection, where the name may not exist: with `namedStatements` off (DB_NAMED_STATEMENTS=false)
+	 * the statement is unnamed, parsed every time (the function's own plans stay cached in the server).
 	 */
 	private async prepared<T extends object>(name: string, text: string, values: unknown[]): Promise<T[]> {
 		const pool = this.sequelize.connectionManager;
 		const conn = (await pool.getConnection({ type: "write" })) as PgClient;
 		try {
-			return (await conn.query<T>({ name, text, values })).rows;
+			return (await conn.query<T>(this.namedStatements ? { name, text, values } : { text, values })).rows;
 		} finally {
 			pool.releaseConnection(conn);
 		}

@@ -271,18 +271,22 @@ test("starvation bound: a free task starts before every enterprise task enqueued
 	expect(freeAt).toBeGreaterThan(0);
 });
 
-test("two leasers at once never take the same task (SKIP LOCKED)", async () => {
+test("two leasers at once never take the same task (SKIP LOCKED); named and unnamed lease statements alike", async () => {
 	const tasks = seededMix(3, 200).map(t => ({ ...t, notBefore: null }));
 	for (const t of tasks) await insert(t);
 	const seen = new Map<string, number>();
-	const stores = [store, new TaskStore(createSequelize(db.url)), new TaskStore(createSequelize(db.url))];
+	// The third leases with unnamed statements (DB_NAMED_STATEMENTS=false, for transaction-mode poolers).
+	const stores = [store, new TaskStore(createSequelize(db.url)), new TaskStore(createSequelize(db.url), TIERS, false)];
+	const perStore = [0, 0, 0];
 	const runs = stores.map(async (s, i) => {
 		for (let k = 0; k < 40; k++) {
 			const got = await s.lease({ nodeId: `n${i}`, slots: 3, now: NOW, leaseMs: 60_000, totalWorkers: 10_000 });
 			for (const r of got) seen.set(r.id, (seen.get(r.id) ?? 0) + 1);
+			perStore[i] += got.length;
 		}
 	});
 	await Promise.all(runs);
+	expect(perStore.every(n => n > 0)).toBe(true);
 	await Promise.all(stores.slice(1).map(s => s.sequelize.close()));
 	expect([...seen.values()].every(n => n === 1)).toBe(true);
 	const [{ n }] = (await sequelize.query(`SELECT count(*)::int AS n FROM tasks WHERE state = 'running'`, { type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;

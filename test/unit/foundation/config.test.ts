@@ -21,6 +21,8 @@ describe("config", () => {
 		expect(c.http.port).toBe(3000);
 		expect(c.heartbeat).toEqual({ intervalS: 5, timeoutS: 15 });
 		expect(c.dbPoolMax).toBe(10);
+		expect(c.dbNamedStatements).toBe(true);
+		expect(loadConfig({ DB_NAMED_STATEMENTS: "false" }).dbNamedStatements).toBe(false);
 		expect(c.tasks.sseSlotTtlMs).toBe(30_000);
 	});
 
