@@ -9,13 +9,14 @@
  *     and equal shares (enterprise alone submits 1.25× capacity, so its wait grows with the length
  *     of the overload whatever the order: the run prints that floor next to the measured p99).
  * Run: node -r @swc-node/register bench/queue/run.ts   (options: N=1000 OVERLOAD_S=5 BENCH_PG_ADMIN_URL=… BENCH_REDIS_URL=…
- * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default; MIXES=typical,equal)
+ * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default; MIXES=typical,equal;
+ * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement)
  */
 import { randomUUID } from "node:crypto";
 import os from "node:os";
 import { Queue, Worker } from "bullmq";
 import { QueryTypes } from "sequelize";
-import { TIER_ORDER, type TierName } from "../../src/domain/tiers";
+import { TIERS, TIER_ORDER, type TierName } from "../../src/domain/tiers";
 import { percentile } from "../../src/tasks/rules";
 import { TaskStore } from "../../src/tasks/store";
 import { createTestDatabase, REDIS_URL, startTestNode } from "../../test/support/env";
@@ -88,9 +89,10 @@ async function waitAllDone(node: Node, timeoutMs = 300_000) {
 
 async function schedulingOverhead() {
 	const db = await createTestDatabase("ff_bench");
-	const node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
+	// DB_NAMED_STATEMENTS=false measures the lease as an unnamed statement (transaction-mode poolers).
+	const node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error", DB_NAMED_STATEMENTS: process.env.DB_NAMED_STATEMENTS ?? "true" } });
 	try {
-		const store = new TaskStore(node.runtime.sequelize);
+		const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
 		const now = Date.now();
 		for (let i = 0; i < 2_000; i++) {
 			const tier = TIER_ORDER[i % 4];
