@@ -105,8 +105,9 @@ test("wiping Redis mid-run: positions and stats come back from PostgreSQL, no ta
 	const redis = node.runtime.redis!;
 	const keys = await redis.keys(`${node.config.redisPrefix}*`);
 	expect(keys.length).toBeGreaterThan(0);
-	await redis.del(...keys);
-	expect(await redis.keys(`${node.config.redisPrefix}tasks:*`)).toEqual([]);
+	expect(keys).toContain(`${node.config.redisPrefix}tasks:snapshot`);
+	// Gone (the snapshot job may write its keys again at once: that is the point, so no check for absence).
+	expect(await redis.del(...keys)).toBeGreaterThan(0);
 
 	// Immediately: positions fall back to PostgreSQL, stats rebuild on demand.
 	const t = await api(node, "GET", `/tasks/${last}`, u.token);
