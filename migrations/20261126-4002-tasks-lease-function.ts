@@ -29,7 +29,7 @@ import type { MigrationParams } from "../src/db/migrate";
  *
  * tasks_lease(now, window, slots, node, lease_expires_at, tiers, ceilings, quantum_ms, user_caps,
  * tier_caps): walks the first `window` tasks of the head in order and takes up to `slots` of them,
- * with the cap walk of takeWithinCaps (src/tasks/rules.ts): a task whose user runs user_caps[tier] or
+ * with the cap walk of pickNext (src/tasks/scheduling.ts): a task whose user runs user_caps[tier] or
  * more, or whose tier occupies tier_caps[tier] or more (NULL: no cap), counting running tasks and the
  * picks before it, is skipped, not a barrier; so is a task another leaser holds (FOR UPDATE SKIP
  * LOCKED, state re-checked on the latest row version), so no task is handed out twice. Only the tasks

@@ -65,7 +65,7 @@ interface TasksThis extends Service, DurableThis {
 	statsView(): Promise<Record<string, unknown>>;
 	announce(row: TaskRow, extra?: Partial<TaskStateEvent>): void;
 	settle(row: TaskRow): Promise<void>;
-	settleThenAnnounce(row: TaskRow): void;
+	settleThenAnnounce(row: TaskRow): Promise<void>;
 	finishing: Set<Promise<void>>;
 	sweepOnce(now?: number): Promise<{ expired: number; settled: number; orphansReleased: number }>;
 	snapshotOnce(force?: boolean): Promise<QueueSnapshot | null>;
@@ -274,11 +274,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 						return { row: await this.store.finish(row.id, { state: "cancelled", now, spentCredits: Number(row.spent_credits), costCredits: Number(row.spent_credits), error: { code: "CANCELLED", message: "Cancelled by the user" } }, tx), changed: true };
 					return { row: await this.store.requestCancel(row.id, now, tx), changed: true };
 				});
-				if (out.changed && out.row.state === "cancelled") {
-					// Settled before it is announced: a client that sees the final state sees the final balance.
-					await this.settle(out.row);
-					this.announce(out.row);
-				} else if (out.changed) this.broker.broadcast("tasks.cancel", { taskId: out.row.id });
+				if (out.changed && out.row.state === "cancelled") await this.settleThenAnnounce(out.row);
+				else if (out.changed) this.broker.broadcast("tasks.cancel", { taskId: out.row.id });
 				return this.view((await this.store.byId(out.row.id)) ?? out.row);
 			}
 		},
@@ -371,7 +368,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					return done;
 				});
 				// The worker's slot is free once the state is written; settling and announcing follow.
-				this.settleThenAnnounce(row);
+				void this.settleThenAnnounce(row);
 				return { ok: true, state: row.state };
 			}
 		},
@@ -410,7 +407,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: spent, error });
 					return done;
 				});
-				if (isTerminal(row.state)) this.settleThenAnnounce(row);
+				if (isTerminal(row.state)) void this.settleThenAnnounce(row);
 				else {
 					this.announce(row);
 					this.broker.broadcast("tasks.available", { tier: row.tier });
@@ -599,18 +596,19 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		},
 
 		/**
-		 * Settles a finished task, then announces its final state, without keeping the caller (a worker
-		 * reporting its outcome) waiting: the worker's slot is free as soon as the state is written.
-		 * Settled before announced, so a client that sees `completed` sees the final balance. The
-		 * settlement is durable (`settlement = 'pending'` until it went through, the sweeper retries it),
-		 * and the service waits for these on stop.
+		 * Settles a finished task, then announces its final state: a client that sees `completed` sees
+		 * the final balance. Every finisher goes through here. A worker reporting its outcome is not
+		 * kept waiting for it (its slot is free once the state is written); the settlement is durable
+		 * (`settlement = 'pending'` until it went through, the sweeper retries it), and the service
+		 * waits for these on stop. Never rejects.
 		 */
-		settleThenAnnounce(this: TasksThis, row: TaskRow) {
-			const p = this.settle(row)
+		settleThenAnnounce(this: TasksThis, row: TaskRow): Promise<void> {
+			const p: Promise<void> = this.settle(row)
 				.then(() => this.announce(row))
 				.catch(err => this.logger.warn(`announcing task ${row.id} failed`, (err as Error).message))
 				.finally(() => this.finishing.delete(p));
 			this.finishing.add(p);
+			return p;
 		},
 
 		/** Settles (or releases) a finished task's hold once; a failure leaves it pending for the sweeper. */
@@ -644,8 +642,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			});
 			for (const row of expired) {
 				this.broker.metrics.increment("tasks.lease.expired.total", { tier: row.tier });
-				if (isTerminal(row.state)) await this.settle(row);
-				this.announce(row);
+				if (isTerminal(row.state)) await this.settleThenAnnounce(row);
+				else this.announce(row);
 			}
 			if (expired.some(r => r.state === "queued")) this.broker.broadcast("tasks.available", {});
 			// Settlements whose first try failed (payments down, node died between commit and call).

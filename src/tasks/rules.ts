@@ -1,7 +1,7 @@
 /**
- * Pure rules of the tasks service besides the queue order (which is src/tasks/scheduling.ts):
- * caps over a candidate list in queue order, what an expired lease becomes, what a finished task
- * settles, wait percentiles, and the Server-Sent Events wire format.
+ * Pure rules of the tasks service besides the queue order and its caps (src/tasks/scheduling.ts):
+ * what an expired lease becomes, what a finished task settles, wait percentiles, and the
+ * Server-Sent Events wire format.
  */
 import { createHash } from "node:crypto";
 import { TIERS, TIER_ORDER, type TierName, type TierTable, tierConcurrencyCap } from "../domain/tiers";
@@ -19,30 +19,6 @@ export interface Candidate {
 	readonly id: string;
 	readonly userId: string;
 	readonly tier: TierName;
-}
-
-/**
- * Walks candidates already in queue order and takes up to `capacity` whose user and tier are below
- * their caps, counting earlier picks — `pickNext`'s cap walk. tasks_lease (migration 20261126-4002)
- * performs this walk in SQL over the head of the queue, passing over rows another leaser holds; this
- * is its statement in TypeScript (the ordering integration tests hold the SQL to pickNext). A capped
- * candidate is skipped, not a barrier.
- */
-export function takeWithinCaps<T extends Candidate>(ordered: readonly T[], running: RunningSummary, capacity: number, tiers: TierTable = TIERS): T[] {
-	const byUser = new Map(running.byUser);
-	const byTier = new Map<TierName, number>(TIER_ORDER.map(t => [t, running.byTier[t] ?? 0]));
-	const picked: T[] = [];
-	for (const c of ordered) {
-		if (picked.length >= capacity) break;
-		const u = byUser.get(c.userId) ?? 0;
-		const t = byTier.get(c.tier) ?? 0;
-		if (u >= tiers[c.tier].perUserConcurrency) continue;
-		if (t >= tierConcurrencyCap(c.tier, running.totalWorkers, tiers)) continue;
-		byUser.set(c.userId, u + 1);
-		byTier.set(c.tier, t + 1);
-		picked.push(c);
-	}
-	return picked;
 }
 
 /** A running task whose lease expired: cancelled if cancel was asked, failed when out of attempts, else queued again. */

@@ -187,12 +187,12 @@ export class TaskStore {
 	/**
 	 * Leases up to `slots` tasks for `nodeId` in one statement (tasks_lease): walks the first
 	 * `slots × 8 + 64` tasks of the queue in order, skips those whose user or tier is at its cap
-	 * (counting running tasks and earlier picks, as takeWithinCaps) and those another leaser holds
-	 * (SKIP LOCKED), and moves the picks to `running` with a fresh lease, in pick order. Caps count
-	 * running rows committed before this call, so two lease calls racing can each take a task a cap
-	 * had room for only once; the overshoot is bounded by the number of concurrent lease calls.
+	 * (counting running tasks and earlier picks, as pickNext) and those another leaser holds
+	 * (SKIP LOCKED), and moves the picks to `running` with a fresh lease, in pick order. None while
+	 * the node is drained. Caps count running rows committed before this call, so two lease calls
+	 * racing can each take a task a cap had room for only once; the overshoot is bounded by the
+	 * number of concurrent lease calls.
 	 */
-	/** Leases up to `slots` tasks for `nodeId` by THE RULE; none while the node is drained. */
 	async lease(p: { nodeId: string; slots: number; now: number; leaseMs: number; totalWorkers: number }): Promise<TaskRow[]> {
 		if (p.slots <= 0) return [];
 		const userCaps = TIER_ORDER.map(t => this.tiers[t].perUserConcurrency);
@@ -391,11 +391,6 @@ export class TaskStore {
 
 	async undrain(nodeId: string): Promise<boolean> {
 		const rows = await this.q<{ node_id: string }>(`DELETE FROM task_drained_nodes WHERE node_id = $1 RETURNING node_id`, [nodeId]);
-		return rows.length > 0;
-	}
-
-	async isDrained(nodeId: string): Promise<boolean> {
-		const rows = await this.q<{ node_id: string }>(`SELECT node_id FROM task_drained_nodes WHERE node_id = $1`, [nodeId]);
 		return rows.length > 0;
 	}
 

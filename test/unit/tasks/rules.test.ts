@@ -8,8 +8,7 @@ import {
 	requestHash,
 	settlementFor,
 	sseFrame,
-	stateEventName,
-	takeWithinCaps
+	stateEventName
 } from "../../../src/tasks/rules";
 import { pickNext, rankQueue, type QueuedTask, type RunningSummary } from "../../../src/tasks/scheduling";
 
@@ -34,34 +33,6 @@ function mix(seed: number, n: number): QueuedTask[] {
 		estimatedRunMs: 1000
 	}));
 }
-
-describe("takeWithinCaps", () => {
-	test.each([1, 2, 3, 4, 5])("walks the ranked queue exactly as pickNext does (seed %i)", seed => {
-		const tasks = mix(seed, 60);
-		const now = 1_800_000_400_000;
-		const running: RunningSummary = { byUser: new Map([["u1", 1]]), byTier: { free: 1, pro: 2 }, totalWorkers: 6 };
-		const ordered = rankQueue(tasks, now).map(r => ({ id: r.task.id, userId: r.task.userId, tier: r.task.tier }));
-		for (const capacity of [1, 3, 6, 20]) {
-			expect(takeWithinCaps(ordered, running, capacity).map(c => c.id)).toEqual(pickNext(tasks, running, now, capacity).map(t => t.id));
-		}
-	});
-
-	test("a capped candidate is skipped, not a barrier", () => {
-		const ordered = [
-			{ id: "a", userId: "f1", tier: "free" as const },
-			{ id: "b", userId: "f1", tier: "free" as const },
-			{ id: "c", userId: "p1", tier: "pro" as const }
-		];
-		const picked = takeWithinCaps(ordered, { byUser: new Map(), byTier: {}, totalWorkers: 10 }, 3);
-		expect(picked.map(c => c.id)).toEqual(["a", "c"]);
-	});
-
-	test("the tier share counts running tasks: free may hold half the workers", () => {
-		const ordered = [{ id: "a", userId: "f9", tier: "free" as const }];
-		expect(takeWithinCaps(ordered, { byUser: new Map(), byTier: { free: 2 }, totalWorkers: 4 }, 1)).toEqual([]);
-		expect(takeWithinCaps(ordered, { byUser: new Map(), byTier: { free: 1 }, totalWorkers: 4 }, 1)).toHaveLength(1);
-	});
-});
 
 describe("state rules", () => {
 	test("an expired lease re-queues, unless cancel was asked or attempts are used up", () => {
