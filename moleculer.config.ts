@@ -30,15 +30,29 @@ export function brokerOptions(config: Config): BrokerOptions {
 
 		logger: {
 			type: "Console",
-			options: { level: config.logLevel, formatter: config.logFormat === "json" ? "jsonext" : config.logFormat, colors: config.logFormat !== "json" }
+			options: {
+				level: config.logLevel,
+				formatter: config.logFormat === "json" ? "jsonext" : config.logFormat,
+				colors: config.logFormat !== "json"
+			}
 		},
 
 		// Moleculer's NATS transporter, handing each event-loop turn's packets to the client at once (src/runtime/nats-transporter.ts).
-		transporter: cluster ? new BatchingNatsTransporter({ url: config.transporter!, maxReconnectAttempts: -1 }) : null,
+		transporter: cluster
+			? new BatchingNatsTransporter({ url: config.transporter!, maxReconnectAttempts: -1 })
+			: null,
 		serializer: "JSON",
 
 		cacher: config.redisUrl
-			? { type: "Redis", options: { prefix: `${config.redisPrefix}cache`, ttl: 60, redis: config.redisUrl, maxParamsLength: 120 } }
+			? {
+					type: "Redis",
+					options: {
+						prefix: `${config.redisPrefix}cache`,
+						ttl: 60,
+						redis: config.redisUrl,
+						maxParamsLength: 120
+					}
+				}
 			: { type: "Memory", options: { ttl: 60, maxParamsLength: 120, clone: true } },
 
 		requestTimeout: config.requestTimeoutMs,
@@ -82,7 +96,9 @@ export function brokerOptions(config: Config): BrokerOptions {
 		errorHandler: null,
 		metrics: {
 			enabled: true,
-			reporter: config.metricsPort ? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] : []
+			reporter: config.metricsPort
+				? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }]
+				: []
 		},
 		tracing: {
 			enabled: config.tracing.exporter !== "none",

@@ -12,7 +12,10 @@ import http from "node:http";
 export const HEALTH_ROUTES = { live: "/health/live", ready: "/health/ready" } as const;
 
 /** The URL a probe of this node should hit, derived from the same variables the config reads. */
-export function healthTarget(env: Record<string, string | undefined>, route: keyof typeof HEALTH_ROUTES = "ready"): string {
+export function healthTarget(
+	env: Record<string, string | undefined>,
+	route: keyof typeof HEALTH_ROUTES = "ready"
+): string {
 	const health = Number((env.HEALTH_PORT ?? "").trim() || 0);
 	const port = health > 0 ? health : Number((env.PORT ?? "").trim() || 3000);
 	return `http://127.0.0.1:${port}${HEALTH_ROUTES[route]}`;

@@ -18,8 +18,15 @@ async function main() {
 		logLevel: (process.env.LOG_LEVEL as typeof config.logLevel) ?? "warn"
 	};
 	const node = await createNode(config, { services: cluster ? [] : config.services });
-	(node.broker.options as { replOptions?: unknown }).replOptions = { customCommands: allReplCommands(), delimiter: "forgefluid $ " };
-	console.log(cluster ? `REPL joined cluster namespace '${config.namespace}' as ${node.broker.nodeID}` : "REPL on the embedded platform (all services in this process)");
+	(node.broker.options as { replOptions?: unknown }).replOptions = {
+		customCommands: allReplCommands(),
+		delimiter: "forgefluid $ "
+	};
+	console.log(
+		cluster
+			? `REPL joined cluster namespace '${config.namespace}' as ${node.broker.nodeID}`
+			: "REPL on the embedded platform (all services in this process)"
+	);
 	const repl = (await node.broker.repl()) as unknown as { on?(ev: string, fn: () => void): void } | undefined;
 	const stop = () => node.stop().then(() => process.exit(0));
 	repl?.on?.("exit", () => void stop());

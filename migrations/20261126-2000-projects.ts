@@ -82,5 +82,7 @@ export async function up({ sequelize }: MigrationParams) {
 }
 
 export async function down({ sequelize }: MigrationParams) {
-	await sequelize.query(`DROP TABLE IF EXISTS project_sandboxes, project_blob_refs, project_versions, project_members, projects, project_blobs;`);
+	await sequelize.query(
+		`DROP TABLE IF EXISTS project_sandboxes, project_blob_refs, project_versions, project_members, projects, project_blobs;`
+	);
 }

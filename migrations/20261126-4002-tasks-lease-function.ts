@@ -43,7 +43,8 @@ const vst = (a: string, rank = `${a}.user_rank`) =>
 const ELIGIBLE = `t.state = 'queued' AND (t.not_before IS NULL OR t.not_before <= p_now)`;
 
 /** m, how many of each user's first tasks phase 1 ranks (over the CTE `users`). */
-const depth = (lim: string) => `(SELECT GREATEST(4, ceil(${lim}::numeric / NULLIF(count(*), 0)) + 1)::bigint FROM users)`;
+const depth = (lim: string) =>
+	`(SELECT GREATEST(4, ceil(${lim}::numeric / NULLIF(count(*), 0)) + 1)::bigint FROM users)`;
 
 /**
  * The first `lim` time-eligible queued tasks in queue order: (id, user_id, tier, enqueued_at, vst).

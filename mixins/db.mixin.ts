@@ -12,7 +12,9 @@ import { runtimeOf } from "../src/runtime/runtime";
 import { withTransaction } from "../src/db/sequelize";
 
 /** Keeps the shared Sequelize instance open when a service disconnects. */
-class SharedSequelizeAdapter extends (SequelizeAdapter as unknown as new (...args: unknown[]) => { disconnect(): Promise<void> }) {
+class SharedSequelizeAdapter extends (SequelizeAdapter as unknown as new (...args: unknown[]) => {
+	disconnect(): Promise<void>;
+}) {
 	override disconnect() {
 		return Promise.resolve();
 	}

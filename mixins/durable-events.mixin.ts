@@ -28,14 +28,28 @@ export interface DurableEventContext {
 export type DurableHandler = (this: any, payload: any, ctx: DurableEventContext) => Promise<void>;
 
 export interface DurableThis extends Service {
-	publishDurable(tx: Transaction, topic: string, payload: unknown, headers?: Record<string, string>): Promise<EventEnvelope>;
+	publishDurable(
+		tx: Transaction,
+		topic: string,
+		payload: unknown,
+		headers?: Record<string, string>
+	): Promise<EventEnvelope>;
 }
 
-export function durableEvents(opts: { group: string; handlers?: Record<string, DurableHandler> }): Partial<ServiceSchema> {
+export function durableEvents(opts: {
+	group: string;
+	handlers?: Record<string, DurableHandler>;
+}): Partial<ServiceSchema> {
 	const handlers = opts.handlers ?? {};
 	return {
 		methods: {
-			async publishDurable(this: DurableThis, tx: Transaction, topic: string, payload: unknown, headers: Record<string, string> = {}) {
+			async publishDurable(
+				this: DurableThis,
+				tx: Transaction,
+				topic: string,
+				payload: unknown,
+				headers: Record<string, string> = {}
+			) {
 				const rt = runtimeOf(this.broker);
 				const ev = await writeOutboxEvent(rt.sequelize, tx, topic, payload, headers);
 				tx.afterCommit(() => rt.relay.kick());

@@ -80,12 +80,23 @@ function parseCli() {
 	const roles = (values.role as string[]).map(r => {
 		const m = /^([A-Za-z0-9_-]+)=(.+)$/.exec(r);
 		if (!m) fail(`--role must look like name=svc[,svc] (got '${r}')`);
-		const services = m[2].split(",").map(s => s.trim()).filter(Boolean);
+		const services = m[2]
+			.split(",")
+			.map(s => s.trim())
+			.filter(Boolean);
 		const unknown = services.filter(s => !KNOWN.includes(s));
-		if (unknown.length) fail(`--role ${m[1]} names unknown services: ${unknown.join(", ")} (known: ${KNOWN.join(", ")})`);
+		if (unknown.length)
+			fail(`--role ${m[1]} names unknown services: ${unknown.join(", ")} (known: ${KNOWN.join(", ")})`);
 		return { name: m[1], services };
 	});
-	return { port, healthBase, roles, dist: values.dist as boolean, namespace: values.namespace ?? `ffcluster-${port}`, database: values.database as string };
+	return {
+		port,
+		healthBase,
+		roles,
+		dist: values.dist as boolean,
+		namespace: values.namespace ?? `ffcluster-${port}`,
+		database: values.database as string
+	};
 }
 
 /** The default layout, limited to the services that exist now. */
@@ -96,7 +107,10 @@ function defaultRoles(): Array<{ name: string; services: string[] }> {
 	workers[workers.length - 1].services.push(...KNOWN.filter(s => !placed.has(s)));
 	for (const w of workers) {
 		if (w.services.length) roles.push(w);
-		else console.log(`local-cluster: no "${w.name}" node: none of ${DEFAULT_WORKERS.find(d => d.name === w.name)!.services.join(", ")} exists yet`);
+		else
+			console.log(
+				`local-cluster: no "${w.name}" node: none of ${DEFAULT_WORKERS.find(d => d.name === w.name)!.services.join(", ")} exists yet`
+			);
 	}
 	return roles.filter(r => r.services.length);
 }
@@ -148,7 +162,12 @@ function startNode(spec: NodeSpec, command: string[], color: number): Running {
 	const label = `\x1b[${color}m[${spec.name}]\x1b[0m `;
 	// Own process group: a terminal Ctrl-C reaches only this script, which then stops each node once.
 	// (A node counts a second signal as "force exit".)
-	const child = spawn(command[0], command.slice(1), { cwd: ROOT, env: spec.env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+	const child = spawn(command[0], command.slice(1), {
+		cwd: ROOT,
+		env: spec.env,
+		stdio: ["ignore", "pipe", "pipe"],
+		detached: true
+	});
 	for (const stream of [child.stdout!, child.stderr!]) {
 		const out = stream === child.stderr ? process.stderr : process.stdout;
 		createInterface({ input: stream }).on("line", line => out.write(`${label}${line}\n`));
@@ -176,7 +195,8 @@ async function main(): Promise<void> {
 	await ensureDatabase(urls.DATABASE_URL);
 
 	const entry = cli.dist ? path.join(ROOT, "dist", "bin", "forgefluid.js") : path.join(ROOT, "bin", "forgefluid.ts");
-	if (!fs.existsSync(entry)) fail(`${path.relative(ROOT, entry)} is missing${cli.dist ? ": run `npm run build` first" : ""}`);
+	if (!fs.existsSync(entry))
+		fail(`${path.relative(ROOT, entry)} is missing${cli.dist ? ": run `npm run build` first" : ""}`);
 	const command = cli.dist ? [process.execPath, entry] : [process.execPath, "-r", "@swc-node/register", entry];
 
 	const shared = {
@@ -206,10 +226,17 @@ async function main(): Promise<void> {
 			METRICS_PORT: String(hostsApi ? 0 : hp + 100)
 		};
 		if (hostsApi) env.PUBLIC_URL = process.env.PUBLIC_URL || `http://localhost:${port}`;
-		return { name: role.name, services: role.services, env, healthUrl: `http://127.0.0.1:${port || hp}/health/ready` };
+		return {
+			name: role.name,
+			services: role.services,
+			env,
+			healthUrl: `http://127.0.0.1:${port || hp}/health/ready`
+		};
 	});
 
-	console.log(`local-cluster: namespace ${cli.namespace}, database ${new URL(urls.DATABASE_URL).pathname.slice(1)}, ${cli.dist ? "dist build" : "sources (swc)"}`);
+	console.log(
+		`local-cluster: namespace ${cli.namespace}, database ${new URL(urls.DATABASE_URL).pathname.slice(1)}, ${cli.dist ? "dist build" : "sources (swc)"}`
+	);
 	for (const s of specs) console.log(`  ${s.name.padEnd(10)} SERVICES=${s.env.SERVICES}  health ${s.healthUrl}`);
 	const nodes = specs.map((s, i) => startNode(s, command, COLORS[i % COLORS.length]));
 
@@ -219,10 +246,13 @@ async function main(): Promise<void> {
 			console.log("local-cluster: stopping every node (in-flight requests finish first)…");
 			for (const n of nodes) if (n.exitCode === undefined) n.child.kill("SIGTERM");
 			const timer = setTimeout(() => {
-				for (const n of nodes) if (n.exitCode === undefined) {
-					console.error(`local-cluster: ${n.name} did not stop in ${STOP_TIMEOUT_MS / 1000} s, killing it`);
-					n.child.kill("SIGKILL");
-				}
+				for (const n of nodes)
+					if (n.exitCode === undefined) {
+						console.error(
+							`local-cluster: ${n.name} did not stop in ${STOP_TIMEOUT_MS / 1000} s, killing it`
+						);
+						n.child.kill("SIGKILL");
+					}
 			}, STOP_TIMEOUT_MS);
 			const codes = await Promise.all(nodes.map(n => n.exited));
 			clearTimeout(timer);
@@ -258,7 +288,9 @@ async function main(): Promise<void> {
 		for (const n of [...pending]) if ((await getStatus(n.healthUrl)) === 200) pending.delete(n);
 		if (!pending.size) break;
 		if (Date.now() > deadline) {
-			console.error(`local-cluster: not ready after ${READY_TIMEOUT_MS / 1000} s: ${[...pending].map(n => n.name).join(", ")}`);
+			console.error(
+				`local-cluster: not ready after ${READY_TIMEOUT_MS / 1000} s: ${[...pending].map(n => n.name).join(", ")}`
+			);
 			await stopAll(1);
 			return;
 		}
@@ -270,8 +302,13 @@ async function main(): Promise<void> {
 	for (const n of nodes) {
 		if (n.services.includes("api")) {
 			const base = `http://localhost:${n.env.PORT}`;
-			lines.push(`  ${n.name}: API ${base}/api/v1   Docs ${base}/api/docs   Health ${base}/health/ready   Metrics ${base}/metrics`);
-		} else lines.push(`  ${n.name}: ${n.services.join(", ")}   Health ${n.healthUrl}   Metrics http://127.0.0.1:${n.env.METRICS_PORT}/metrics`);
+			lines.push(
+				`  ${n.name}: API ${base}/api/v1   Docs ${base}/api/docs   Health ${base}/health/ready   Metrics ${base}/metrics`
+			);
+		} else
+			lines.push(
+				`  ${n.name}: ${n.services.join(", ")}   Health ${n.healthUrl}   Metrics http://127.0.0.1:${n.env.METRICS_PORT}/metrics`
+			);
 	}
 	lines.push("Press Ctrl-C to stop.", "");
 	console.log(lines.join("\n"));

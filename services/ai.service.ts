@@ -72,9 +72,13 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				const user = ctx.meta.user;
 				if (user) {
 					try {
-						tier = (await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", { userId: user.id })).tier;
+						tier = (
+							await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", { userId: user.id })
+						).tier;
 					} catch (err) {
-						this.logger.warn(`users.getTier failed; models listed without the caller's tier: ${(err as Error).message}`);
+						this.logger.warn(
+							`users.getTier failed; models listed without the caller's tier: ${(err as Error).message}`
+						);
 					}
 				} else tier = ctx.params.tier ?? null;
 				const served = new Set(this.cfg.deployments.map(d => d.model));
@@ -115,7 +119,11 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				} catch (err) {
 					if (!(err instanceof PrepareError)) throw err;
 					if (err.status === 403) throw Forbidden(err.message, err.code);
-					throw Unprocessable(err.message, [{ field: err.field, message: err.message, type: err.code }], err.code);
+					throw Unprocessable(
+						err.message,
+						[{ field: err.field, message: err.message, type: err.code }],
+						err.code
+					);
 				}
 				let window: { windowEndMs: number | null };
 				try {
@@ -125,7 +133,12 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					throw err;
 				}
 				return {
-					models: prepared.models.map(m => ({ model: m.model, group: m.group, provider: m.provider, maxCostCredits: m.maxCostCredits })),
+					models: prepared.models.map(m => ({
+						model: m.model,
+						group: m.group,
+						provider: m.provider,
+						maxCostCredits: m.maxCostCredits
+					})),
 					promptTokens: prepared.promptTokens,
 					contextTokensBudget: prepared.contextTokensBudget,
 					maxOutputTokens: prepared.maxOutputTokens,
@@ -181,7 +194,11 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			},
 			handler(this: AiThis, ctx: Context<{ id: string; coolForMs: number; openForMs: number; nodeID: string }>) {
 				if (ctx.params.nodeID === this.broker.nodeID) return;
-				if (this.router.applyShared(ctx.params)) this.logger.info(`deployment ${ctx.params.id}: cooldown shared by ${ctx.params.nodeID}`, { coolForMs: ctx.params.coolForMs, openForMs: ctx.params.openForMs });
+				if (this.router.applyShared(ctx.params))
+					this.logger.info(`deployment ${ctx.params.id}: cooldown shared by ${ctx.params.nodeID}`, {
+						coolForMs: ctx.params.coolForMs,
+						openForMs: ctx.params.openForMs
+					});
 			}
 		},
 		"tasks.available"(this: AiThis) {
@@ -198,7 +215,10 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 
 	methods: {
 		recordHealth(this: AiThis, h: DeploymentHealth) {
-			this.broker.metrics.set("ai.deployment.circuit", CIRCUIT_VALUE[h.circuit], { deployment: h.id, model: h.model });
+			this.broker.metrics.set("ai.deployment.circuit", CIRCUIT_VALUE[h.circuit], {
+				deployment: h.id,
+				model: h.model
+			});
 		},
 
 		/** Fills the free slots with leases (see LeasePump: a slot freed during a lease call is not left idle). */
@@ -218,8 +238,13 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					broadcast: (event, payload) => void this.broker.broadcast(event, payload),
 					settleTokens: (userId, tier, p) => this.limiter.settle(userId, tier, p),
 					onAttempt: ev => {
-						this.broker.metrics.increment("ai.attempts.total", { deployment: ev.deployment, outcome: ev.outcome, reason: ev.reason ?? "" });
-						if (ev.ttftMs !== undefined) this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
+						this.broker.metrics.increment("ai.attempts.total", {
+							deployment: ev.deployment,
+							outcome: ev.outcome,
+							reason: ev.reason ?? ""
+						});
+						if (ev.ttftMs !== undefined)
+							this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
 					},
 					onFallback: ev => this.broker.metrics.increment("ai.fallbacks.total", { from: ev.from, to: ev.to }),
 					logger: this.logger
@@ -228,7 +253,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				running
 			)
 				.then(outcome => this.broker.metrics.increment("ai.tasks.total", { outcome }))
-				.catch(err => this.logger.error(`task ${task.taskId}: could not report its outcome: ${(err as Error).message}`))
+				.catch(err =>
+					this.logger.error(`task ${task.taskId}: could not report its outcome: ${(err as Error).message}`)
+				)
 				.finally(() => {
 					this.running.delete(task.taskId);
 					this.idle.delete(p);
@@ -250,21 +277,55 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			// No tasks service in the cluster (yet): nothing to lease, and no warning per poll.
 			canLease: () =>
 				!this.stopping &&
-				!!(this.broker.registry.getActionEndpoints("tasks.lease") as unknown as { hasAvailable(): boolean } | undefined)?.hasAvailable(),
-			lease: slots => this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", { nodeID: this.broker.nodeID, slots }),
+				!!(
+					this.broker.registry.getActionEndpoints("tasks.lease") as unknown as
+						{ hasAvailable(): boolean } | undefined
+				)?.hasAvailable(),
+			lease: slots =>
+				this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", {
+					nodeID: this.broker.nodeID,
+					slots
+				}),
 			start: task => this.startTask(task),
 			onError: err => {
 				const code = (err as { type?: string }).type;
-				if (code !== "SERVICE_NOT_FOUND" && code !== "SERVICE_NOT_AVAILABLE") this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
+				if (code !== "SERVICE_NOT_FOUND" && code !== "SERVICE_NOT_AVAILABLE")
+					this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
 			}
 		});
 		this.pollTimer = null;
 		const m = this.broker.metrics;
-		m.register({ type: "gauge", name: "ai.deployment.circuit", labelNames: ["deployment", "model"], description: "0 closed, 1 half-open, 2 open" });
-		m.register({ type: "counter", name: "ai.attempts.total", labelNames: ["deployment", "outcome", "reason"], description: "Provider attempts by outcome" });
-		m.register({ type: "counter", name: "ai.fallbacks.total", labelNames: ["from", "to"], description: "Switches to another deployment within a generation" });
-		m.register({ type: "counter", name: "ai.tasks.total", labelNames: ["outcome"], description: "Tasks run by this node" });
-		m.register({ type: "histogram", name: "ai.ttft.ms", labelNames: ["deployment"], buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10000], description: "Time to first token" });
+		m.register({
+			type: "gauge",
+			name: "ai.deployment.circuit",
+			labelNames: ["deployment", "model"],
+			description: "0 closed, 1 half-open, 2 open"
+		});
+		m.register({
+			type: "counter",
+			name: "ai.attempts.total",
+			labelNames: ["deployment", "outcome", "reason"],
+			description: "Provider attempts by outcome"
+		});
+		m.register({
+			type: "counter",
+			name: "ai.fallbacks.total",
+			labelNames: ["from", "to"],
+			description: "Switches to another deployment within a generation"
+		});
+		m.register({
+			type: "counter",
+			name: "ai.tasks.total",
+			labelNames: ["outcome"],
+			description: "Tasks run by this node"
+		});
+		m.register({
+			type: "histogram",
+			name: "ai.ttft.ms",
+			labelNames: ["deployment"],
+			buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10000],
+			description: "Time to first token"
+		});
 		m.register({ type: "gauge", name: "ai.worker.busy", description: "Tasks running on this node" });
 		m.register({ type: "gauge", name: "ai.worker.slots", description: "Worker slots of this node" });
 		m.set("ai.worker.slots", this.cfg.concurrency);
@@ -274,12 +335,16 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			circuitCooldownMs: this.cfg.circuitCooldownMs,
 			onChange: h => this.recordHealth(h),
 			// Tell the other ai nodes (group "ai" only) so they leave the deployment alone too.
-			onShare: c => void this.broker.broadcast("ai.deployment.cooldown", { ...c, nodeID: this.broker.nodeID }, { groups: ["ai"] }).catch(() => undefined)
+			onShare: c =>
+				void this.broker
+					.broadcast("ai.deployment.cooldown", { ...c, nodeID: this.broker.nodeID }, { groups: ["ai"] })
+					.catch(() => undefined)
 		});
 		for (const h of this.router.health()) this.recordHealth(h);
 		const rt = runtimeOf(this.broker);
 		this.limiter = new UsageLimiter(rt.redis, rt.config.redisPrefix);
-		if (rt.config.transporter && this.cfg.devProvider) this.logger.warn("AI_DEV_PROVIDER=true on a cluster node: dev-echo answers with canned text");
+		if (rt.config.transporter && this.cfg.devProvider)
+			this.logger.warn("AI_DEV_PROVIDER=true on a cluster node: dev-echo answers with canned text");
 	},
 
 	started(this: AiThis) {

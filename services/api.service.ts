@@ -34,7 +34,12 @@ const SWAGGER_FILES: Record<string, string> = {
 	"favicon-32x32.png": "image/png"
 };
 
-type Req = IncomingMessage & { $ctx: Context<unknown, Meta>; $route?: unknown; $alias?: { method: string; path: string }; body?: unknown };
+type Req = IncomingMessage & {
+	$ctx: Context<unknown, Meta>;
+	$route?: unknown;
+	$alias?: { method: string; path: string };
+	body?: unknown;
+};
 type Res = ServerResponse & { $ctx?: Context };
 export interface Meta {
 	user?: AuthUser | null;
@@ -77,7 +82,10 @@ export interface ApiThis extends Service<ApiSettings> {
 function clientIp(req: IncomingMessage, trustedHops: number): string {
 	if (trustedHops > 0) {
 		const xff = req.headers["x-forwarded-for"];
-		const hops = (Array.isArray(xff) ? xff.join(",") : (xff ?? "")).split(",").map(s => s.trim()).filter(Boolean);
+		const hops = (Array.isArray(xff) ? xff.join(",") : (xff ?? ""))
+			.split(",")
+			.map(s => s.trim())
+			.filter(Boolean);
 		if (hops.length >= trustedHops) return hops[hops.length - trustedHops].slice(0, 64);
 	}
 	return req.socket.remoteAddress ?? "unknown";
@@ -89,9 +97,17 @@ function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?
 	if (hasBody && ["POST", "PUT", "PATCH", "DELETE"].includes(req.method ?? "")) {
 		const ct = String(req.headers["content-type"] ?? "").toLowerCase();
 		const [type, ...paramsRaw] = ct.split(";").map(s => s.trim());
-		const charset = paramsRaw.find(p => p.startsWith("charset="))?.slice(8).replace(/"/g, "");
-		if ((type !== "application/json" && !type.endsWith("+json")) || (charset && charset !== "utf-8" && charset !== "utf8"))
-			return next(Object.assign(new Error("unsupported media type"), { type: "media.type.unsupported", status: 415 }));
+		const charset = paramsRaw
+			.find(p => p.startsWith("charset="))
+			?.slice(8)
+			.replace(/"/g, "");
+		if (
+			(type !== "application/json" && !type.endsWith("+json")) ||
+			(charset && charset !== "utf-8" && charset !== "utf8")
+		)
+			return next(
+				Object.assign(new Error("unsupported media type"), { type: "media.type.unsupported", status: 415 })
+			);
 	}
 	next();
 }
@@ -100,7 +116,9 @@ function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?
 function routeRegExp(routePath: string): RegExp {
 	const body = routePath
 		.split("/")
-		.map(seg => (seg.startsWith(":") ? "[^/]+" : seg.startsWith("*") ? ".+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+		.map(seg =>
+			seg.startsWith(":") ? "[^/]+" : seg.startsWith("*") ? ".+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+		)
 		.join("/");
 	return new RegExp(`^${body}/?$`, "i");
 }
@@ -115,7 +133,11 @@ function jsonBodyParser(defaultLimit: string, specs: RouteSpec[]) {
 	const fallback = bodyParser.json({ limit: defaultLimit, strict: true, type });
 	const own = specs
 		.filter(r => r.bodyLimit)
-		.map(r => ({ method: r.method, re: routeRegExp(`${API_BASE}${r.path}`), parse: bodyParser.json({ limit: r.bodyLimit, strict: true, type }) }));
+		.map(r => ({
+			method: r.method,
+			re: routeRegExp(`${API_BASE}${r.path}`),
+			parse: bodyParser.json({ limit: r.bodyLimit, strict: true, type })
+		}));
 	return (req: IncomingMessage & { parsedUrl?: string }, res: ServerResponse, next: (err?: unknown) => void) => {
 		const url = req.parsedUrl ?? "";
 		const match = own.find(o => o.method === req.method && o.re.test(url));
@@ -158,7 +180,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			// Express-style use: `rootCallOptions` assigns the request id before anything can fail.
 			rootCallOptions(this: ApiThis, options: { requestID?: string }, req: IncomingMessage, res: ServerResponse) {
 				const incoming = req.headers["x-request-id"];
-				const requestId = typeof incoming === "string" && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+				const requestId =
+					typeof incoming === "string" && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
 				options.requestID = requestId;
 				if (this.accessLog) {
 					// One structured access-log line per request (JSON in cluster mode), tagged with its request id.
@@ -167,7 +190,14 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					res.once("finish", () => {
 						const user = (req as Req).$ctx?.meta?.user;
 						this.logger.info(
-							{ requestId, method: req.method, path, status: res.statusCode, ms: Math.round((performance.now() - started) * 10) / 10, userId: user?.id },
+							{
+								requestId,
+								method: req.method,
+								path,
+								status: res.statusCode,
+								ms: Math.round((performance.now() - started) * 10) / 10,
+								userId: user?.id
+							},
 							"http"
 						);
 					});
@@ -193,7 +223,14 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			const cors = {
 				origin: this.config.http.corsOrigins.includes("*") ? "*" : this.config.http.corsOrigins,
 				methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-				allowedHeaders: ["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-Id", "Last-Event-ID"],
+				allowedHeaders: [
+					"Authorization",
+					"Content-Type",
+					"X-API-Key",
+					"Idempotency-Key",
+					"X-Request-Id",
+					"Last-Event-ID"
+				],
 				exposedHeaders: ["X-Request-Id", "Retry-After", "Location"],
 				credentials: false,
 				maxAge: 600
@@ -210,7 +247,12 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					bodyParsers: false,
 					use: [bodyParser.raw({ type: () => true, limit })],
 					aliases: { [`${r.method} ${r.path.slice(r.path.replace(/\/:.*$/, "").length) || "/"}`]: r.action },
-					onBeforeCall(this: ApiThis, ctx: Context<Record<string, unknown>, Meta>, _route: unknown, req: Req) {
+					onBeforeCall(
+						this: ApiThis,
+						ctx: Context<Record<string, unknown>, Meta>,
+						_route: unknown,
+						req: Req
+					) {
 						const body = req.body;
 						(req as unknown as { $params: Record<string, unknown> }).$params = {
 							rawBody: Buffer.isBuffer(body) ? body.toString("utf8") : "",
@@ -230,8 +272,11 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 							streams.map(r => [
 								`${r.method} ${r.path}`,
 								function streamAlias(this: ApiThis, req: Req, res: Res) {
-									const params = (req as unknown as { $params: Record<string, string> }).$params ?? {};
-									r.stream!.call(this, req, res, params).catch(err => this.sendContractError(req, res, err));
+									const params =
+										(req as unknown as { $params: Record<string, string> }).$params ?? {};
+									r.stream!.call(this, req, res, params).catch(err =>
+										this.sendContractError(req, res, err)
+									);
 								}
 							])
 						)
@@ -257,14 +302,18 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			this.routeLimiters = new Map(
 				routes
 					.filter(r => r.rateLimit)
-					.map(r => [`${r.method} ${API_BASE}${r.path}`, mkLimiter(r.rateLimit!.points, r.rateLimit!.durationS, `route:${r.method}:${r.path}`)])
+					.map(r => [
+						`${r.method} ${API_BASE}${r.path}`,
+						mkLimiter(r.rateLimit!.points, r.rateLimit!.durationS, `route:${r.method}:${r.path}`)
+					])
 			);
 			const reporter = new MetricReporters.Prometheus({});
 			let inited = false;
 			this.promText = () => {
 				if (!inited) {
 					// Only the text renderer is used; the reporter's own HTTP server is not started.
-					(reporter as unknown as { registry: unknown; broker: unknown; logger: unknown }).registry = this.broker.metrics;
+					(reporter as unknown as { registry: unknown; broker: unknown; logger: unknown }).registry =
+						this.broker.metrics;
 					(reporter as unknown as { broker: unknown }).broker = this.broker;
 					(reporter as unknown as { logger: unknown }).logger = this.logger;
 					inited = true;
@@ -300,7 +349,10 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			sendJson(res: Res, status: number, body: unknown) {
 				if (res.headersSent) return;
 				const payload = JSON.stringify(body);
-				res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(payload) });
+				res.writeHead(status, {
+					"Content-Type": "application/json; charset=utf-8",
+					"Content-Length": Buffer.byteLength(payload)
+				});
 				res.end(payload);
 			},
 
@@ -308,17 +360,24 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				const requestId = req.$ctx?.requestID ?? randomUUID();
 				let e = err as { type?: string; status?: number };
 				if (e?.type === "media.type.unsupported")
-					e = Object.assign(new Error("Content-Type must be application/json (UTF-8)"), { code: 415, type: "UNSUPPORTED_MEDIA_TYPE" });
+					e = Object.assign(new Error("Content-Type must be application/json (UTF-8)"), {
+						code: 415,
+						type: "UNSUPPORTED_MEDIA_TYPE"
+					});
 				const mapped = mapError(e);
 				if (mapped.internal)
-					this.logger.error({ requestId, method: req.method, url: req.url, err: (err as Error)?.stack ?? String(err) }, "request failed");
+					this.logger.error(
+						{ requestId, method: req.method, url: req.url, err: (err as Error)?.stack ?? String(err) },
+						"request failed"
+					);
 				if (res.headersSent) {
 					res.end();
 					return;
 				}
 				res.setHeader("X-Request-Id", requestId);
 				for (const [k, v] of Object.entries(mapped.headers)) res.setHeader(k, v);
-				for (const [k, v] of Object.entries(req.$ctx?.meta?.$responseHeaders ?? {})) if (k === "Retry-After") res.setHeader(k, v);
+				for (const [k, v] of Object.entries(req.$ctx?.meta?.$responseHeaders ?? {}))
+					if (k === "Retry-After") res.setHeader(k, v);
 				this.sendJson(res, mapped.status, { ...mapped.body, requestId });
 			},
 
@@ -326,7 +385,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				try {
 					await limiter.consume(key);
 				} catch (rej) {
-					if (rej instanceof RateLimiterRes) throw TooManyRequests("Too many requests; slow down", Math.ceil(rej.msBeforeNext / 1000));
+					if (rej instanceof RateLimiterRes)
+						throw TooManyRequests("Too many requests; slow down", Math.ceil(rej.msBeforeNext / 1000));
 					throw rej;
 				}
 			},
@@ -344,8 +404,12 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				// The users service's cached answer is read from the shared cacher directly (no transporter
 				// hop); on a miss the service is asked, and fills the cache.
 				const key = cacheKeyOf(this.broker, CACHED_ACTIONS.authState, params);
-				let state = key ? ((await this.broker.cacher!.get(key).catch(() => undefined)) as { role: AuthUser["role"] } | null | undefined) : undefined;
-				if (state === undefined) state = (await ctx.call("users.authState", params)) as { role: AuthUser["role"] } | null;
+				let state = key
+					? ((await this.broker.cacher!.get(key).catch(() => undefined)) as
+							{ role: AuthUser["role"] } | null | undefined)
+					: undefined;
+				if (state === undefined)
+					state = (await ctx.call("users.authState", params)) as { role: AuthUser["role"] } | null;
 				return state ? { ...user, role: state.role } : null;
 			},
 
@@ -363,11 +427,20 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					const key = req.headers["idempotency-key"];
 					if (key !== undefined) {
 						if (typeof key !== "string" || !IDEMPOTENCY_KEY_RE.test(key))
-							throw Object.assign(new Error("Idempotency-Key must be 8 to 128 printable ASCII characters"), {
-								code: 422,
-								name: "ValidationError",
-								data: [{ field: "Idempotency-Key", message: "must be 8 to 128 printable ASCII characters", type: "header" }]
-							});
+							throw Object.assign(
+								new Error("Idempotency-Key must be 8 to 128 printable ASCII characters"),
+								{
+									code: 422,
+									name: "ValidationError",
+									data: [
+										{
+											field: "Idempotency-Key",
+											message: "must be 8 to 128 printable ASCII characters",
+											type: "header"
+										}
+									]
+								}
+							);
 						ctx.meta.idempotencyKey = key;
 					}
 				}
@@ -387,7 +460,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					}
 				} else if (apiKey !== undefined) {
 					const spent = await this.anonLimiter.get(ip);
-					if (spent && spent.remainingPoints <= 0) throw TooManyRequests("Too many requests; slow down", Math.ceil(spent.msBeforeNext / 1000));
+					if (spent && spent.remainingPoints <= 0)
+						throw TooManyRequests("Too many requests; slow down", Math.ceil(spent.msBeforeNext / 1000));
 					user = await this.resolveApiKey(ctx, String(apiKey));
 					if (!user) {
 						await this.consumeLimit(this.anonLimiter, ip);
@@ -407,17 +481,18 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				}
 				if (spec?.rateLimit) {
 					const limiter = this.routeLimiters.get(`${spec.method} ${API_BASE}${spec.path}`)!;
-					await this.consumeLimit(limiter, spec.rateLimit.by === "user" && user ? user.id : (ctx.meta.ip ?? "unknown"));
+					await this.consumeLimit(
+						limiter,
+						spec.rateLimit.by === "user" && user ? user.id : (ctx.meta.ip ?? "unknown")
+					);
 				}
 				if (spec?.permissions?.length && (!user || !spec.permissions.includes(user.role))) throw Forbidden();
 			},
 
 			buildOpsRoutes(this: ApiThis) {
 				const svc = this;
-				const handler =
-					(fn: (req: Req, res: Res) => Promise<void> | void) =>
-					(req: Req, res: Res) =>
-						Promise.resolve(fn.call(svc, req, res)).catch(err => svc.sendContractError(req, res, err));
+				const handler = (fn: (req: Req, res: Res) => Promise<void> | void) => (req: Req, res: Res) =>
+					Promise.resolve(fn.call(svc, req, res)).catch(err => svc.sendContractError(req, res, err));
 				// Outside /api/v1: no authentication, no body parsing, the same error shape.
 				const opsRoute = (path: string, aliases: Record<string, unknown>) => ({
 					path,
@@ -433,9 +508,13 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				});
 				return [
 					opsRoute("/health", {
-						"GET /live": handler((_req, res) => svc.sendJson(res, 200, { status: "ok", nodeID: svc.broker.nodeID })),
+						"GET /live": handler((_req, res) =>
+							svc.sendJson(res, 200, { status: "ok", nodeID: svc.broker.nodeID })
+						),
 						"GET /ready": handler(async (_req, res) => {
-							const report = (await svc.broker.call("ops.health", {}, { nodeID: svc.broker.nodeID })) as { ready: boolean };
+							const report = (await svc.broker.call("ops.health", {}, { nodeID: svc.broker.nodeID })) as {
+								ready: boolean;
+							};
 							svc.sendJson(res, report.ready ? 200 : 503, report);
 						})
 					}),
@@ -450,7 +529,10 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 						"GET /openapi.json": handler(async (_req, res) => {
 							const now = Date.now();
 							if (!svc.openapiCache || now - svc.openapiCache.at > 5000) {
-								const list = svc.broker.registry.getActionList({ onlyAvailable: false, withEndpoints: false }) as Array<{
+								const list = svc.broker.registry.getActionList({
+									onlyAvailable: false,
+									withEndpoints: false
+								}) as Array<{
 									name: string;
 									action?: { params?: Record<string, unknown> };
 								}>;
@@ -470,7 +552,10 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 							svc.sendJson(res, 200, svc.openapiCache.doc);
 						}),
 						"GET /docs": handler((_req, res) => {
-							res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache" });
+							res.writeHead(200, {
+								"Content-Type": "text/html; charset=utf-8",
+								"Cache-Control": "no-cache"
+							});
 							res.end(SWAGGER_HTML);
 						}),
 						"GET /docs/:file": handler((req, res) => {
@@ -481,7 +566,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 								return;
 							}
 							const type = SWAGGER_FILES[file];
-							if (!type) throw Object.assign(new Error("Not found"), { name: "NotFoundError", code: 404 });
+							if (!type)
+								throw Object.assign(new Error("Not found"), { name: "NotFoundError", code: 404 });
 							res.writeHead(200, { "Content-Type": type, "Cache-Control": "public, max-age=3600" });
 							fs.createReadStream(path.join(SWAGGER_DIR, file)).pipe(res);
 						})
@@ -492,7 +578,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 
 		started(this: ApiThis) {
 			const addr = this.server?.address?.();
-			if (addr && typeof addr === "object") this.logger.info(`Gateway listening on ${this.config.http.host}:${addr.port}`);
+			if (addr && typeof addr === "object")
+				this.logger.info(`Gateway listening on ${this.config.http.host}:${addr.port}`);
 		}
 	};
 	return schema as unknown as ServiceSchema<ApiSettings>;

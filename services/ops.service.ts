@@ -38,7 +38,11 @@ const OpsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Rec
 				dependencies.push({ name: "nats", ok: !!transit?.connected });
 			}
 			const services: HealthReport["services"] = {};
-			const list = this.broker.registry.getServiceList({ onlyAvailable: false, skipInternal: true, withActions: false }) as Array<{
+			const list = this.broker.registry.getServiceList({
+				onlyAvailable: false,
+				skipInternal: true,
+				withActions: false
+			}) as Array<{
 				name: string;
 				available: boolean;
 			}>;
@@ -67,7 +71,8 @@ const OpsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Rec
 				res.writeHead(status, { "Content-Type": "application/json" });
 				res.end(JSON.stringify(body));
 			};
-			if (req.method === "GET" && req.url === "/health/live") return send(200, { status: "ok", nodeID: this.broker.nodeID });
+			if (req.method === "GET" && req.url === "/health/live")
+				return send(200, { status: "ok", nodeID: this.broker.nodeID });
 			if (req.method === "GET" && req.url === "/health/ready")
 				return void this.report().then(
 					r => send(r.ready ? 200 : 503, r),

@@ -11,7 +11,14 @@ import { runtimeOf } from "../src/runtime/runtime";
 import type { Config } from "../src/config";
 import type { AuthUser } from "../src/auth/user";
 import { BadRequest, Unavailable, Unprocessable } from "../src/errors";
-import { MAX_PURCHASED_BOOST_MS, TIERS, TIER_ORDER, TierName, applyDiscount, priorityBoostMs } from "../src/domain/tiers";
+import {
+	MAX_PURCHASED_BOOST_MS,
+	TIERS,
+	TIER_ORDER,
+	TierName,
+	applyDiscount,
+	priorityBoostMs
+} from "../src/domain/tiers";
 import { Ledger, credits } from "../src/payments/ledger";
 import { StripeBilling, createStripeClient } from "../src/payments/stripe-billing";
 import { ForgeChain } from "../src/payments/chain";
@@ -69,7 +76,12 @@ function factsView(f: StakeFacts) {
 	};
 }
 
-const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, PaymentsThis> = {
+const PaymentsService: ServiceSchema<
+	ServiceSettingSchema,
+	Record<string, never>,
+	Record<string, never>,
+	PaymentsThis
+> = {
 	name: "payments",
 	mixins: [durableEvents({ group: "payments" })],
 
@@ -102,13 +114,20 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			params: {
 				$$strict: "remove",
 				limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
-				cursor: { type: "string", optional: true, pattern: /^[0-9]{1,19}$/, description: "nextCursor of the previous page" }
+				cursor: {
+					type: "string",
+					optional: true,
+					pattern: /^[0-9]{1,19}$/,
+					description: "nextCursor of the previous page"
+				}
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ limit: number; cursor?: string }>) {
 				const before = ctx.params.cursor ? BigInt(ctx.params.cursor) : null;
 				// 19 digits can exceed BIGINT, which Postgres would refuse with an error (a 500).
 				if (before !== null && before > 9_223_372_036_854_775_807n)
-					throw Unprocessable("Some fields are invalid", [{ field: "cursor", message: "is not a cursor from this list", type: "cursor" }]);
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "cursor", message: "is not a cursor from this list", type: "cursor" }
+					]);
 				const page = await this.ledger.entries(me(ctx), ctx.params.limit, before);
 				return { items: page.items, nextCursor: page.nextBefore?.toString() ?? null };
 			}
@@ -118,7 +137,10 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			retryPolicy: { enabled: true },
 			params: { $$strict: "remove" },
 			handler(this: PaymentsThis) {
-				return priceList({ creditsPerForge: this.cfg.payments.chain.creditsPerForge, currency: this.cfg.payments.stripe.currency });
+				return priceList({
+					creditsPerForge: this.cfg.payments.chain.creditsPerForge,
+					currency: this.cfg.payments.stripe.currency
+				});
 			}
 		},
 
@@ -131,7 +153,12 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				itemId: { type: "string", min: 1, max: 64 }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ kind: "pack" | "plan"; itemId: string }>) {
-				const checkout = await this.billing.createCheckout(me(ctx), ctx.params.kind, ctx.params.itemId, ctx.meta.idempotencyKey ?? null);
+				const checkout = await this.billing.createCheckout(
+					me(ctx),
+					ctx.params.kind,
+					ctx.params.itemId,
+					ctx.meta.idempotencyKey ?? null
+				);
 				ctx.meta.$location = `/api/v1/billing/checkout/${checkout.checkoutId}`;
 				return checkout;
 			}
@@ -159,7 +186,11 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			scope: "billing:write",
 			params: { $$strict: true, credits: CREDITS(1) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ credits: number }>) {
-				const invoice = await this.requireChain().crypto.createInvoice(me(ctx), BigInt(ctx.params.credits), ctx.meta.idempotencyKey ?? null);
+				const invoice = await this.requireChain().crypto.createInvoice(
+					me(ctx),
+					BigInt(ctx.params.credits),
+					ctx.meta.idempotencyKey ?? null
+				);
 				ctx.meta.$location = `/api/v1/billing/crypto/invoices/${invoice.invoiceId}`;
 				return invoice;
 			}
@@ -183,7 +214,11 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				txHash: { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ chainId: number; txHash: string }>) {
-				const { duplicate, ...payment } = await this.requireChain().crypto.claim(me(ctx), ctx.params.chainId, ctx.params.txHash);
+				const { duplicate, ...payment } = await this.requireChain().crypto.claim(
+					me(ctx),
+					ctx.params.chainId,
+					ctx.params.txHash
+				);
 				// 202 while it waits for confirmations; 200 once credited (also when claimed before).
 				ctx.meta.$statusCode = payment.status === "pending" ? 202 : duplicate ? 200 : 201;
 				ctx.meta.$location = `/api/v1/billing/crypto/payments/${payment.id}`;
@@ -207,7 +242,10 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: PaymentsThis, ctx: Ctx) {
 				const userId = me(ctx);
 				const holdingMs = this.cfg.payments.stakeMinHoldingMs;
-				const [f, wallets] = await Promise.all([this.factsOf(userId), this.stakes ? this.stakes.walletsOf(userId) : Promise.resolve([])]);
+				const [f, wallets] = await Promise.all([
+					this.factsOf(userId),
+					this.stakes ? this.stakes.walletsOf(userId) : Promise.resolve([])
+				]);
 				return {
 					chainConfigured: this.chain != null,
 					chainId: this.cfg.payments.chain.chainId,
@@ -241,10 +279,25 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				userId: USER_ID,
 				taskId: TASK_ID,
 				maxCost: CREDITS(0),
-				boostMs: { type: "number", integer: true, min: 0, max: MAX_PURCHASED_BOOST_MS, default: 0, convert: true },
-				tier: { type: "enum", values: [...TIER_ORDER], optional: true, description: "the user's tier as the users service resolved it (admin override)" }
+				boostMs: {
+					type: "number",
+					integer: true,
+					min: 0,
+					max: MAX_PURCHASED_BOOST_MS,
+					default: 0,
+					convert: true
+				},
+				tier: {
+					type: "enum",
+					values: [...TIER_ORDER],
+					optional: true,
+					description: "the user's tier as the users service resolved it (admin override)"
+				}
 			},
-			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; maxCost: number; boostMs: number; tier?: TierName }>) {
+			async handler(
+				this: PaymentsThis,
+				ctx: Ctx<{ userId: string; taskId: string; maxCost: number; boostMs: number; tier?: TierName }>
+			) {
 				const p = ctx.params;
 				const f = await this.factsOf(p.userId, p.tier ?? null);
 				return this.ledger.reserve({
@@ -264,7 +317,11 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			retryPolicy: { enabled: true },
 			params: { userId: USER_ID, taskId: TASK_ID, actualCost: CREDITS(0) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; actualCost: number }>) {
-				return this.ledger.settle({ userId: ctx.params.userId, taskId: ctx.params.taskId, listActualCost: BigInt(ctx.params.actualCost) });
+				return this.ledger.settle({
+					userId: ctx.params.userId,
+					taskId: ctx.params.taskId,
+					listActualCost: BigInt(ctx.params.actualCost)
+				});
 			}
 		},
 
@@ -286,15 +343,30 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				reason: { type: "string", min: 1, max: 500 },
 				source: { type: "enum", values: ["promo", "paid"], default: "promo" },
 				expiresAt: { type: "date", convert: true, optional: true },
-				key: { type: "string", min: 1, max: 128, optional: true, description: "idempotency key; a repeated key grants once" }
+				key: {
+					type: "string",
+					min: 1,
+					max: 128,
+					optional: true,
+					description: "idempotency key; a repeated key grants once"
+				}
 			},
 			async handler(
 				this: PaymentsThis,
-				ctx: Ctx<{ userId: string; credits: number; operator: string; reason: string; source: "promo" | "paid"; expiresAt?: Date; key?: string }>
+				ctx: Ctx<{
+					userId: string;
+					credits: number;
+					operator: string;
+					reason: string;
+					source: "promo" | "paid";
+					expiresAt?: Date;
+					key?: string;
+				}>
 			) {
 				const p = ctx.params;
 				const ttl = this.cfg.payments.promoGrantTtlS;
-				const expiresAt = p.expiresAt ?? (p.source === "promo" && ttl > 0 ? new Date(Date.now() + ttl * 1000) : null);
+				const expiresAt =
+					p.expiresAt ?? (p.source === "promo" && ttl > 0 ? new Date(Date.now() + ttl * 1000) : null);
 				const posted = await this.ledger.run(tx =>
 					this.ledger.credit(tx, {
 						kind: "grant",
@@ -309,7 +381,12 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						description: p.reason
 					})
 				);
-				return { transactionId: posted.id, duplicate: posted.duplicate, credits: p.credits, expiresAt: expiresAt?.toISOString() ?? null };
+				return {
+					transactionId: posted.id,
+					duplicate: posted.duplicate,
+					credits: p.credits,
+					expiresAt: expiresAt?.toISOString() ?? null
+				};
 			}
 		},
 
@@ -328,7 +405,12 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string }>) {
 				const f = await this.factsOf(ctx.params.userId);
 				const positions = this.stakes ? await this.stakes.positionsOf(ctx.params.userId) : [];
-				return { userId: ctx.params.userId, ...factsView(f), positions, holdingPeriodMs: this.cfg.payments.stakeMinHoldingMs };
+				return {
+					userId: ctx.params.userId,
+					...factsView(f),
+					positions,
+					holdingPeriodMs: this.cfg.payments.stakeMinHoldingMs
+				};
 			}
 		},
 
@@ -337,7 +419,14 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			retryPolicy: { enabled: true },
 			params: {
 				userId: USER_ID,
-				purchaseMs: { type: "number", integer: true, min: 0, max: MAX_PURCHASED_BOOST_MS, default: 0, convert: true },
+				purchaseMs: {
+					type: "number",
+					integer: true,
+					min: 0,
+					max: MAX_PURCHASED_BOOST_MS,
+					default: 0,
+					convert: true
+				},
 				tier: { type: "enum", values: [...TIER_ORDER], optional: true }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; purchaseMs: number; tier?: TierName }>) {
@@ -358,9 +447,15 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		userLedger: {
 			visibility: INTERNAL,
-			params: { userId: USER_ID, limit: { type: "number", integer: true, min: 1, max: 500, default: 20, convert: true } },
+			params: {
+				userId: USER_ID,
+				limit: { type: "number", integer: true, min: 1, max: 500, default: 20, convert: true }
+			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; limit: number }>) {
-				const [balance, page] = await Promise.all([this.ledger.balance(ctx.params.userId), this.ledger.entries(ctx.params.userId, ctx.params.limit, null)]);
+				const [balance, page] = await Promise.all([
+					this.ledger.balance(ctx.params.userId),
+					this.ledger.entries(ctx.params.userId, ctx.params.limit, null)
+				]);
 				return { available: credits(balance.available), held: credits(balance.held), entries: page.items };
 			}
 		},
@@ -374,7 +469,9 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		reconcileStripe: {
 			visibility: INTERNAL,
-			params: { windowS: { type: "number", integer: true, min: 60, max: 30 * 86_400, optional: true, convert: true } },
+			params: {
+				windowS: { type: "number", integer: true, min: 60, max: 30 * 86_400, optional: true, convert: true }
+			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ windowS?: number }>) {
 				return this.billing.reconcile(ctx.params.windowS);
 			}
@@ -432,7 +529,10 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		requireChain(this: PaymentsThis) {
 			if (!this.crypto || !this.stakes)
-				throw Unavailable("FORGE payments are not configured on this platform (CHAIN_RPC_URL is not set)", "CHAIN_NOT_CONFIGURED");
+				throw Unavailable(
+					"FORGE payments are not configured on this platform (CHAIN_RPC_URL is not set)",
+					"CHAIN_NOT_CONFIGURED"
+				);
 			return { crypto: this.crypto, stakes: this.stakes };
 		},
 
@@ -453,13 +553,15 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		/** users.walletOwner; when users cannot answer (down), the owner stays as it was and is asked again later. */
 		async resolveOwner(this: PaymentsThis, address: string): Promise<string | null | undefined> {
 			try {
-				const r = (await this.broker.call("users.walletOwner", { address })) as string | { userId?: string | null; id?: string | null } | null;
+				const r = (await this.broker.call("users.walletOwner", { address })) as
+					string | { userId?: string | null; id?: string | null } | null;
 				if (r == null) return null;
 				if (typeof r === "string") return r;
 				return r.userId ?? r.id ?? null;
 			} catch (err) {
 				const name = (err as Error).name;
-				if (name !== "ServiceNotFoundError" && name !== "ServiceNotAvailableError") this.logger.warn("users.walletOwner failed", (err as Error).message);
+				if (name !== "ServiceNotFoundError" && name !== "ServiceNotAvailableError")
+					this.logger.warn("users.walletOwner failed", (err as Error).message);
 				return undefined;
 			}
 		}
@@ -471,10 +573,25 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		const pc = this.cfg.payments;
 		this.ledger = new Ledger(rt.sequelize);
 		const publish = (tx: Transaction, topic: string, payload: unknown) => this.publishDurable(tx, topic, payload);
-		this.billing = new StripeBilling(rt.sequelize, this.ledger, createStripeClient(pc.stripe), pc.stripe, publish, this.logger);
+		this.billing = new StripeBilling(
+			rt.sequelize,
+			this.ledger,
+			createStripeClient(pc.stripe),
+			pc.stripe,
+			publish,
+			this.logger
+		);
 		const c = pc.chain;
 		if (c.rpcUrl && c.chainId && c.token && c.staking && c.router && c.treasury) {
-			this.chain = new ForgeChain({ ...c, rpcUrl: c.rpcUrl, chainId: c.chainId, token: c.token, staking: c.staking, router: c.router, treasury: c.treasury });
+			this.chain = new ForgeChain({
+				...c,
+				rpcUrl: c.rpcUrl,
+				chainId: c.chainId,
+				token: c.token,
+				staking: c.staking,
+				router: c.router,
+				treasury: c.treasury
+			});
 			this.crypto = new CryptoPayments(rt.sequelize, this.ledger, this.chain, this.logger);
 			this.stakes = new StakeIndexer(rt.sequelize, this.chain, a => this.resolveOwner(a), publish, this.logger);
 		} else {
@@ -490,7 +607,10 @@ const PaymentsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		const pc = this.cfg.payments;
 		const every = (ms: number, fn: () => Promise<unknown>, what: string) => {
 			if (ms <= 0) return;
-			const t = setInterval(() => fn().catch(err => this.logger.warn(`${what} failed`, (err as Error).message)), ms);
+			const t = setInterval(
+				() => fn().catch(err => this.logger.warn(`${what} failed`, (err as Error).message)),
+				ms
+			);
 			t.unref();
 			this.timers.push(t);
 		};

@@ -99,7 +99,14 @@ export interface SandboxChangedEvent {
 }
 
 interface ProjectsThis extends DurableThis {
-	memberChange(tx: Transaction, projectId: string, actorId: string, targetId: string, change: MemberChange, field: string): Promise<{ ok: true; noop: boolean }>;
+	memberChange(
+		tx: Transaction,
+		projectId: string,
+		actorId: string,
+		targetId: string,
+		change: MemberChange,
+		field: string
+	): Promise<{ ok: true; noop: boolean }>;
 	config: Config;
 	cfg: ProjectsConfig;
 	sequelize: Sequelize;
@@ -111,13 +118,21 @@ interface ProjectsThis extends DurableThis {
 	hotManifests: Map<string, Manifest>;
 
 	userOf(ctx: Ctx<unknown>): AuthUser;
-	requireRole(projectId: string, userId: string, min: ProjectRole, opts?: { allowDeleted?: boolean }): Promise<{ project: ProjectRecord; role: ProjectRole }>;
+	requireRole(
+		projectId: string,
+		userId: string,
+		min: ProjectRole,
+		opts?: { allowDeleted?: boolean }
+	): Promise<{ project: ProjectRecord; role: ProjectRole }>;
 	resolveVersion(project: ProjectRecord, requested: number | undefined): number;
 	loadManifest(projectId: string, version: number): Promise<Manifest>;
 	readBlob(entry: ManifestEntry): Promise<Buffer>;
 	commit(input: CommitInput): Promise<VersionRecord>;
 	storeBlobs(tx: Transaction, blobs: Map<string, Buffer>): Promise<number>;
-	applySandbox(projectId: string, request: { to: SandboxState; actor: SandboxActor; version?: number; reason?: string }): Promise<SandboxRecord>;
+	applySandbox(
+		projectId: string,
+		request: { to: SandboxState; actor: SandboxActor; version?: number; reason?: string }
+	): Promise<SandboxRecord>;
 	sweepOnce(): Promise<{ failedSandboxes: number; purgedProjects: number }>;
 	scheduleSweep(): void;
 	runGc(opts: { dryRun: boolean; graceS: number }): Promise<GcResult & { removedTempFiles: number }>;
@@ -151,7 +166,7 @@ function projectView(p: ProjectRecord, role: ProjectRole) {
 		createdAt: iso(p.createdAt),
 		updatedAt: iso(p.updatedAt),
 		archivedAt: iso(p.archivedAt),
-		deletedAt: iso(p.deletedAt),
+		deletedAt: iso(p.deletedAt)
 	};
 }
 
@@ -165,7 +180,7 @@ function versionView(v: VersionRecord) {
 		taskId: v.taskId,
 		fileCount: v.fileCount,
 		totalBytes: v.totalBytes,
-		createdAt: iso(v.createdAt),
+		createdAt: iso(v.createdAt)
 	};
 }
 
@@ -183,12 +198,16 @@ function sandboxView(s: SandboxRecord, cfg: ProjectsConfig) {
 		stoppedAt: iso(s.stoppedAt),
 		lastHeartbeatAt: iso(s.lastHeartbeatAt),
 		failureReason: s.failureReason,
-		heartbeatTimeoutS: cfg.sandbox.heartbeatTimeoutS,
+		heartbeatTimeoutS: cfg.sandbox.heartbeatTimeoutS
 	};
 }
 
 function isUniqueViolation(err: unknown, constraint?: string): boolean {
-	const e = err as { name?: string; parent?: { code?: string; constraint?: string }; original?: { code?: string; constraint?: string } };
+	const e = err as {
+		name?: string;
+		parent?: { code?: string; constraint?: string };
+		original?: { code?: string; constraint?: string };
+	};
 	const pg = e?.parent ?? e?.original;
 	return pg?.code === "23505" && (constraint === undefined || pg.constraint === constraint);
 }
@@ -205,16 +224,21 @@ const changeItem = {
 		to: { type: "string", optional: true },
 		content: { type: "string", optional: true },
 		encoding: { type: "enum", values: ["utf8", "base64"], optional: true },
-		mode: { type: "number", integer: true, optional: true },
-	},
+		mode: { type: "number", integer: true, optional: true }
+	}
 } as const;
 const commitParams = {
 	baseVersion: { ...versionParam, convert: false },
 	message: { type: "string", min: 1, max: 2000, trim: true },
-	changes: { type: "array", min: 1, max: 100_000, items: changeItem },
+	changes: { type: "array", min: 1, max: 100_000, items: changeItem }
 } as const;
 
-const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, ProjectsThis> = {
+const ProjectsService: ServiceSchema<
+	ServiceSettingSchema,
+	Record<string, never>,
+	Record<string, never>,
+	ProjectsThis
+> = {
 	name: "projects",
 	mixins: [durableEvents({ group: "projects" })],
 
@@ -223,16 +247,25 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			auth: "required",
 			scope: "projects:write",
 			summary: "Create a project (you become its owner; it starts at version 0, empty)",
-			params: { $$strict: "remove", name: { type: "string", min: 1, max: 200, trim: true }, description: { type: "string", max: 5000, optional: true, default: "" } },
+			params: {
+				$$strict: "remove",
+				name: { type: "string", min: 1, max: 200, trim: true },
+				description: { type: "string", max: 5000, optional: true, default: "" }
+			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ name: string; description: string }>) {
 				const user = this.userOf(ctx);
 				const id = randomUUID();
-				const project = await withTransaction(this.sequelize, (tx) =>
-					this.repo.createProject(tx, { id, ownerId: user.id, name: ctx.params.name, description: ctx.params.description }),
+				const project = await withTransaction(this.sequelize, tx =>
+					this.repo.createProject(tx, {
+						id,
+						ownerId: user.id,
+						name: ctx.params.name,
+						description: ctx.params.description
+					})
 				);
 				ctx.meta.$location = `/api/v1/projects/${id}`;
 				return projectView(project, "owner");
-			},
+			}
 		},
 
 		list: {
@@ -244,21 +277,30 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				limit: { type: "number", integer: true, min: 1, max: LIST_MAX, default: 20, convert: true },
 				cursor: { type: "string", max: 64, optional: true },
 				scope: { type: "enum", values: ["all", "own", "shared"], default: "all" },
-				includeArchived: { type: "boolean", default: false, convert: true },
+				includeArchived: { type: "boolean", default: false, convert: true }
 			},
-			async handler(this: ProjectsThis, ctx: Ctx<{ limit: number; cursor?: string; scope: "all" | "own" | "shared"; includeArchived: boolean }>) {
+			async handler(
+				this: ProjectsThis,
+				ctx: Ctx<{ limit: number; cursor?: string; scope: "all" | "own" | "shared"; includeArchived: boolean }>
+			) {
 				const user = this.userOf(ctx);
 				const beforeSeq = ctx.params.cursor === undefined ? null : decodeCursor(ctx.params.cursor);
 				if (ctx.params.cursor !== undefined && beforeSeq === null) {
-					throw Unprocessable("Invalid cursor", [{ field: "cursor", message: "not a cursor from this list", type: "cursor" }]);
+					throw Unprocessable("Invalid cursor", [
+						{ field: "cursor", message: "not a cursor from this list", type: "cursor" }
+					]);
 				}
-				const rows = await this.repo.listForMember(user.id, { ...ctx.params, beforeSeq, limit: ctx.params.limit + 1 });
+				const rows = await this.repo.listForMember(user.id, {
+					...ctx.params,
+					beforeSeq,
+					limit: ctx.params.limit + 1
+				});
 				const page = rows.slice(0, ctx.params.limit);
 				return {
-					items: page.map((r) => projectView(r.project, r.role)),
-					nextCursor: rows.length > ctx.params.limit ? encodeCursor(page[page.length - 1].project.seq) : null,
+					items: page.map(r => projectView(r.project, r.role)),
+					nextCursor: rows.length > ctx.params.limit ? encodeCursor(page[page.length - 1].project.seq) : null
 				};
-			},
+			}
 		},
 
 		get: {
@@ -269,7 +311,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				const { project, role } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				return projectView(project, role);
-			},
+			}
 		},
 
 		update: {
@@ -281,19 +323,28 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				id: idParam,
 				name: { type: "string", min: 1, max: 200, trim: true, optional: true },
 				description: { type: "string", max: 5000, optional: true },
-				archived: { type: "boolean", optional: true },
+				archived: { type: "boolean", optional: true }
 			},
-			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; name?: string; description?: string; archived?: boolean }>) {
+			async handler(
+				this: ProjectsThis,
+				ctx: Ctx<{ id: string; name?: string; description?: string; archived?: boolean }>
+			) {
 				const userId = this.userOf(ctx).id;
-				return withTransaction(this.sequelize, async (tx) => {
+				return withTransaction(this.sequelize, async tx => {
 					const found = await this.repo.projectForMember(ctx.params.id, userId, tx, true);
 					if (!found || found.project.status === "deleted") throw NotFound("Project");
-					if (!hasRole(found.role, "owner")) throw Forbidden("Only an owner can change a project", "INSUFFICIENT_ROLE");
-					const status = ctx.params.archived === undefined ? undefined : ctx.params.archived ? "archived" : "active";
-					const project = await this.repo.updateProject(tx, ctx.params.id, { name: ctx.params.name, description: ctx.params.description, status });
+					if (!hasRole(found.role, "owner"))
+						throw Forbidden("Only an owner can change a project", "INSUFFICIENT_ROLE");
+					const status =
+						ctx.params.archived === undefined ? undefined : ctx.params.archived ? "archived" : "active";
+					const project = await this.repo.updateProject(tx, ctx.params.id, {
+						name: ctx.params.name,
+						description: ctx.params.description,
+						status
+					});
 					return projectView(project, found.role);
 				});
-			},
+			}
 		},
 
 		remove: {
@@ -303,22 +354,25 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				const userId = this.userOf(ctx).id;
-				const project = await withTransaction(this.sequelize, async (tx) => {
+				const project = await withTransaction(this.sequelize, async tx => {
 					const found = await this.repo.projectForMember(ctx.params.id, userId, tx, true);
 					if (!found || found.project.status === "deleted") throw NotFound("Project");
-					if (!hasRole(found.role, "owner")) throw Forbidden("Only an owner can delete a project", "INSUFFICIENT_ROLE");
+					if (!hasRole(found.role, "owner"))
+						throw Forbidden("Only an owner can delete a project", "INSUFFICIENT_ROLE");
 					return this.repo.updateProject(tx, ctx.params.id, { status: "deleted" });
 				});
 				// A deleted project's sandbox has nothing left to run.
 				const sandbox = await this.repo.sandbox(project.id);
 				if (sandbox && (sandbox.state === "running" || sandbox.state === "provisioning")) {
-					await this.applySandbox(project.id, { to: "stopped", actor: "user" }).catch((err) => this.logger.warn("could not stop the sandbox of a deleted project", err));
+					await this.applySandbox(project.id, { to: "stopped", actor: "user" }).catch(err =>
+						this.logger.warn("could not stop the sandbox of a deleted project", err)
+					);
 				}
 				return {
 					...projectView(project, "owner"),
-					purgeAfter: new Date(project.deletedAt!.getTime() + this.cfg.purgeAfterS * 1000).toISOString(),
+					purgeAfter: new Date(project.deletedAt!.getTime() + this.cfg.purgeAfterS * 1000).toISOString()
 				};
-			},
+			}
 		},
 
 		restore: {
@@ -328,14 +382,20 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				const userId = this.userOf(ctx).id;
-				return withTransaction(this.sequelize, async (tx) => {
+				return withTransaction(this.sequelize, async tx => {
 					const found = await this.repo.projectForMember(ctx.params.id, userId, tx, true);
-					if (!found || (found.project.status === "deleted" && found.role !== "owner")) throw NotFound("Project");
-					if (!hasRole(found.role, "owner")) throw Forbidden("Only an owner can restore a project", "INSUFFICIENT_ROLE");
-					if (found.project.status !== "deleted") throw Conflict("The project is not deleted", "PROJECT_NOT_DELETED");
-					return projectView(await this.repo.updateProject(tx, ctx.params.id, { status: "active" }), found.role);
+					if (!found || (found.project.status === "deleted" && found.role !== "owner"))
+						throw NotFound("Project");
+					if (!hasRole(found.role, "owner"))
+						throw Forbidden("Only an owner can restore a project", "INSUFFICIENT_ROLE");
+					if (found.project.status !== "deleted")
+						throw Conflict("The project is not deleted", "PROJECT_NOT_DELETED");
+					return projectView(
+						await this.repo.updateProject(tx, ctx.params.id, { status: "active" }),
+						found.role
+					);
 				});
-			},
+			}
 		},
 
 		members: {
@@ -346,30 +406,57 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				const members = await this.repo.members(ctx.params.id);
-				return { items: members.map((m) => ({ userId: m.userId, role: m.role, addedBy: m.addedBy, createdAt: iso(m.createdAt), updatedAt: iso(m.updatedAt) })) };
-			},
+				return {
+					items: members.map(m => ({
+						userId: m.userId,
+						role: m.role,
+						addedBy: m.addedBy,
+						createdAt: iso(m.createdAt),
+						updatedAt: iso(m.updatedAt)
+					}))
+				};
+			}
 		},
 
 		setMember: {
 			auth: "required",
 			scope: "projects:write",
 			summary: "Add a member or change their role (owner)",
-			params: { $$strict: "remove", id: idParam, userId: { type: "string", min: 1, max: 128 }, role: { type: "enum", values: [...PROJECT_ROLES] } },
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				userId: { type: "string", min: 1, max: 128 },
+				role: { type: "enum", values: [...PROJECT_ROLES] }
+			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string; role: ProjectRole }>) {
 				const actorId = this.userOf(ctx).id;
 				// Asked before the transaction (no row stays locked during the call), told only after the
 				// caller was found allowed to change the members: others learn nothing about accounts.
-				const { known } = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", { userIds: [ctx.params.userId] });
-				return withTransaction(this.sequelize, async (tx) => {
-					const verdict = await this.memberChange(tx, ctx.params.id, actorId, ctx.params.userId, { kind: "set", role: ctx.params.role }, "role");
+				const { known } = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", {
+					userIds: [ctx.params.userId]
+				});
+				return withTransaction(this.sequelize, async tx => {
+					const verdict = await this.memberChange(
+						tx,
+						ctx.params.id,
+						actorId,
+						ctx.params.userId,
+						{ kind: "set", role: ctx.params.role },
+						"role"
+					);
 					if (!verdict.noop) {
 						if (!known.includes(ctx.params.userId))
-							throw new Errors.MoleculerClientError("No account has this user id", 404, "USER_NOT_FOUND", { field: "userId" });
+							throw new Errors.MoleculerClientError(
+								"No account has this user id",
+								404,
+								"USER_NOT_FOUND",
+								{ field: "userId" }
+							);
 						await this.repo.setMember(tx, ctx.params.id, ctx.params.userId, ctx.params.role, actorId);
 					}
 					return { projectId: ctx.params.id, userId: ctx.params.userId, role: ctx.params.role };
 				});
-			},
+			}
 		},
 
 		removeMember: {
@@ -379,12 +466,19 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			params: { id: idParam, userId: { type: "string", min: 1, max: 128 } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string }>) {
 				const actorId = this.userOf(ctx).id;
-				return withTransaction(this.sequelize, async (tx) => {
-					await this.memberChange(tx, ctx.params.id, actorId, ctx.params.userId, { kind: "remove" }, "userId");
+				return withTransaction(this.sequelize, async tx => {
+					await this.memberChange(
+						tx,
+						ctx.params.id,
+						actorId,
+						ctx.params.userId,
+						{ kind: "remove" },
+						"userId"
+					);
 					await this.repo.removeMember(tx, ctx.params.id, ctx.params.userId);
 					return { projectId: ctx.params.id, userId: ctx.params.userId, removed: true };
 				});
-			},
+			}
 		},
 
 		versions: {
@@ -395,18 +489,23 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				$$strict: "remove",
 				id: idParam,
 				limit: { type: "number", integer: true, min: 1, max: LIST_MAX, default: 20, convert: true },
-				cursor: { type: "string", max: 64, optional: true },
+				cursor: { type: "string", max: 64, optional: true }
 			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; limit: number; cursor?: string }>) {
 				await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				const before = ctx.params.cursor === undefined ? null : decodeCursor(ctx.params.cursor);
 				if (ctx.params.cursor !== undefined && before === null) {
-					throw Unprocessable("Invalid cursor", [{ field: "cursor", message: "not a cursor from this list", type: "cursor" }]);
+					throw Unprocessable("Invalid cursor", [
+						{ field: "cursor", message: "not a cursor from this list", type: "cursor" }
+					]);
 				}
 				const rows = await this.repo.versions(ctx.params.id, before, ctx.params.limit + 1);
 				const page = rows.slice(0, ctx.params.limit);
-				return { items: page.map(versionView), nextCursor: rows.length > ctx.params.limit ? encodeCursor(page[page.length - 1].number) : null };
-			},
+				return {
+					items: page.map(versionView),
+					nextCursor: rows.length > ctx.params.limit ? encodeCursor(page[page.length - 1].number) : null
+				};
+			}
 		},
 
 		version: {
@@ -417,9 +516,15 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; n: number }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				const number = this.resolveVersion(project, ctx.params.n);
-				const [version, manifest] = await Promise.all([this.repo.version(project.id, number), this.loadManifest(project.id, number)]);
-				return { ...versionView(version!), files: Object.entries(manifest).map(([p, e]) => ({ path: p, ...entryView(e) })) };
-			},
+				const [version, manifest] = await Promise.all([
+					this.repo.version(project.id, number),
+					this.loadManifest(project.id, number)
+				]);
+				return {
+					...versionView(version!),
+					files: Object.entries(manifest).map(([p, e]) => ({ path: p, ...entryView(e) }))
+				};
+			}
 		},
 
 		commit: {
@@ -427,7 +532,10 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			scope: "projects:write",
 			summary: "Commit a change set on top of baseVersion (409 with the head when it is stale)",
 			params: { $$strict: "remove", id: idParam, ...commitParams },
-			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; baseVersion: number; message: string; changes: ChangeOp[] }>) {
+			async handler(
+				this: ProjectsThis,
+				ctx: Ctx<{ id: string; baseVersion: number; message: string; changes: ChangeOp[] }>
+			) {
 				const user = this.userOf(ctx);
 				await this.requireRole(ctx.params.id, user.id, "editor");
 				const version = await this.commit({
@@ -437,18 +545,23 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 					message: ctx.params.message,
 					changes: ctx.params.changes,
 					taskId: null,
-					idempotencyKey: ctx.meta.idempotencyKey ?? null,
+					idempotencyKey: ctx.meta.idempotencyKey ?? null
 				});
 				ctx.meta.$location = `/api/v1/projects/${version.projectId}/versions/${version.number}`;
 				return versionView(version);
-			},
+			}
 		},
 
 		tree: {
 			auth: "required",
 			scope: "projects:read",
 			summary: "The files of a version (default: the head), optionally under a directory prefix",
-			params: { $$strict: "remove", id: idParam, version: { ...versionParam, optional: true }, prefix: { type: "string", max: 1024, optional: true } },
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				version: { ...versionParam, optional: true },
+				prefix: { type: "string", max: 1024, optional: true }
+			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; version?: number; prefix?: string }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				const number = this.resolveVersion(project, ctx.params.version);
@@ -458,14 +571,18 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 					.filter(([p]) => p.startsWith(prefix))
 					.map(([p, e]) => ({ path: p, ...entryView(e) }));
 				return { projectId: project.id, version: number, files };
-			},
+			}
 		},
 
 		file: {
 			auth: "required",
 			scope: "projects:read",
 			summary: "One file's raw bytes at a version (default: the head), with its content type",
-			params: { id: idParam, path: { type: "string", min: 1, max: 8192 }, version: { ...versionParam, optional: true } },
+			params: {
+				id: idParam,
+				path: { type: "string", min: 1, max: 8192 },
+				version: { ...versionParam, optional: true }
+			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; path: string; version?: number }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				const filePath = (() => {
@@ -478,45 +595,78 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				const number = this.resolveVersion(project, ctx.params.version);
 				const manifest = await this.loadManifest(project.id, number);
 				const entry = Object.hasOwn(manifest, filePath) ? manifest[filePath] : undefined;
-				if (!entry) throw NotFound("File", { field: "path", reason: `no file "${filePath}" in version ${number}`, path: filePath });
+				if (!entry)
+					throw NotFound("File", {
+						field: "path",
+						reason: `no file "${filePath}" in version ${number}`,
+						path: filePath
+					});
 				const data = await this.readBlob(entry);
 				const contentType = contentTypeFor(filePath, data);
 				ctx.meta.$responseType = contentType;
 				ctx.meta.$responseHeaders = {
-					...fileResponseHeaders({ path: filePath, contentType, sha256: entry.sha256, version: number, pinned: ctx.params.version !== undefined }),
-					"Content-Length": String(data.length),
+					...fileResponseHeaders({
+						path: filePath,
+						contentType,
+						sha256: entry.sha256,
+						version: number,
+						pinned: ctx.params.version !== undefined
+					}),
+					"Content-Length": String(data.length)
 				};
 				// A stream, not a Buffer: across nodes Moleculer sends it in chunks, where one Buffer
 				// would be a single transporter message (NATS refuses those over max_payload, 1 MB by default).
 				return Readable.from(chunksOf(data, STREAM_CHUNK_BYTES));
-			},
+			}
 		},
 
 		diff: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "What changed between two versions: added, removed, modified and renamed paths, with unified diffs of text files",
-			params: { $$strict: "remove", id: idParam, from: versionParam, to: versionParam, patches: { type: "boolean", default: true, convert: true } },
+			summary:
+				"What changed between two versions: added, removed, modified and renamed paths, with unified diffs of text files",
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				from: versionParam,
+				to: versionParam,
+				patches: { type: "boolean", default: true, convert: true }
+			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; from: number; to: number; patches: boolean }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				const from = this.resolveVersion(project, ctx.params.from);
 				const to = this.resolveVersion(project, ctx.params.to);
-				const [a, b] = await Promise.all([this.loadManifest(project.id, from), this.loadManifest(project.id, to)]);
+				const [a, b] = await Promise.all([
+					this.loadManifest(project.id, from),
+					this.loadManifest(project.id, to)
+				]);
 				const d = manifestDiff(a, b);
 				const maxBytes = this.cfg.diff.maxFileBytes;
 				const patches: Array<{ path: string; fromPath?: string; kind: UnifiedDiffKind; patch: string }> = [];
-				const work: Array<{ path: string; fromPath?: string; old: ManifestEntry | null; new: ManifestEntry | null }> = [
-					...d.added.map((x) => ({ path: x.path, old: null, new: x.entry })),
-					...d.removed.map((x) => ({ path: x.path, old: x.entry, new: null })),
-					...d.modified.map((x) => ({ path: x.path, old: x.from, new: x.to })),
+				const work: Array<{
+					path: string;
+					fromPath?: string;
+					old: ManifestEntry | null;
+					new: ManifestEntry | null;
+				}> = [
+					...d.added.map(x => ({ path: x.path, old: null, new: x.entry })),
+					...d.removed.map(x => ({ path: x.path, old: x.entry, new: null })),
+					...d.modified.map(x => ({ path: x.path, old: x.from, new: x.to }))
 				];
 				const wanted = ctx.params.patches ? work.slice(0, this.cfg.diff.maxPatchFiles) : [];
 				for (const w of wanted) {
 					if ((w.old?.size ?? 0) > maxBytes || (w.new?.size ?? 0) > maxBytes) {
-						patches.push({ path: w.path, kind: "too-large", patch: `File too large to diff (limit ${maxBytes} bytes)\n` });
+						patches.push({
+							path: w.path,
+							kind: "too-large",
+							patch: `File too large to diff (limit ${maxBytes} bytes)\n`
+						});
 						continue;
 					}
-					const [oldBuf, newBuf] = await Promise.all([w.old ? this.readBlob(w.old) : null, w.new ? this.readBlob(w.new) : null]);
+					const [oldBuf, newBuf] = await Promise.all([
+						w.old ? this.readBlob(w.old) : null,
+						w.new ? this.readBlob(w.new) : null
+					]);
 					const u = unifiedDiff(w.path, oldBuf, newBuf, { maxBytes });
 					if (u.kind !== "identical") patches.push({ path: w.path, kind: u.kind, patch: u.patch });
 				}
@@ -525,14 +675,14 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 					projectId: project.id,
 					from,
 					to,
-					added: d.added.map((x) => ({ path: x.path, ...entryView(x.entry) })),
-					removed: d.removed.map((x) => ({ path: x.path, ...entryView(x.entry) })),
-					modified: d.modified.map((x) => ({ path: x.path, from: entryView(x.from), to: entryView(x.to) })),
-					renamed: d.renamed.map((x) => ({ from: x.from, to: x.to, ...entryView(x.entry) })),
+					added: d.added.map(x => ({ path: x.path, ...entryView(x.entry) })),
+					removed: d.removed.map(x => ({ path: x.path, ...entryView(x.entry) })),
+					modified: d.modified.map(x => ({ path: x.path, from: entryView(x.from), to: entryView(x.to) })),
+					renamed: d.renamed.map(x => ({ from: x.from, to: x.to, ...entryView(x.entry) })),
 					patches: ctx.params.patches ? patches : undefined,
-					patchesTruncated: ctx.params.patches && work.length > wanted.length,
+					patchesTruncated: ctx.params.patches && work.length > wanted.length
 				};
-			},
+			}
 		},
 
 		sandbox: {
@@ -543,23 +693,33 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
 				return sandboxView((await this.repo.sandbox(ctx.params.id))!, this.cfg);
-			},
+			}
 		},
 
 		setSandbox: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Start (state: provisioning, at a version; default the head) or stop (state: stopped) the sandbox (editor)",
-			params: { $$strict: "remove", id: idParam, state: { type: "enum", values: [...SANDBOX_STATES] }, version: { ...versionParam, optional: true, convert: false } },
+			summary:
+				"Start (state: provisioning, at a version; default the head) or stop (state: stopped) the sandbox (editor)",
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				state: { type: "enum", values: [...SANDBOX_STATES] },
+				version: { ...versionParam, optional: true, convert: false }
+			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; state: SandboxState; version?: number }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "editor");
 				let version: number | undefined;
 				if (ctx.params.state === "provisioning") {
-					if (project.status !== "active") throw Conflict("An archived project's sandbox cannot be started", "PROJECT_ARCHIVED");
+					if (project.status !== "active")
+						throw Conflict("An archived project's sandbox cannot be started", "PROJECT_ARCHIVED");
 					version = this.resolveVersion(project, ctx.params.version);
 				}
-				return sandboxView(await this.applySandbox(project.id, { to: ctx.params.state, actor: "user", version }), this.cfg);
-			},
+				return sandboxView(
+					await this.applySandbox(project.id, { to: ctx.params.state, actor: "user", version }),
+					this.cfg
+				);
+			}
 		},
 
 		// ---- Internal actions (other services, the sandbox runner, operators) ----
@@ -571,7 +731,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; userId: string }>) {
 				const { project, role } = await this.requireRole(ctx.params.projectId, ctx.params.userId, "viewer");
 				return { projectId: project.id, role, status: project.status, headVersion: project.headVersion };
-			},
+			}
 		},
 
 		readContext: {
@@ -582,9 +742,18 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				userId: { type: "string", min: 1, max: 128 },
 				version: { ...versionParam, optional: true },
 				maxBytes: { type: "number", integer: true, min: 1 },
-				paths: { type: "array", items: "string", max: 10_000, optional: true },
+				paths: { type: "array", items: "string", max: 10_000, optional: true }
 			},
-			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; userId: string; version?: number; maxBytes: number; paths?: string[] }>) {
+			async handler(
+				this: ProjectsThis,
+				ctx: Context<{
+					projectId: string;
+					userId: string;
+					version?: number;
+					maxBytes: number;
+					paths?: string[];
+				}>
+			) {
 				const { project } = await this.requireRole(ctx.params.projectId, ctx.params.userId, "viewer");
 				const number = this.resolveVersion(project, ctx.params.version);
 				const manifest = await this.loadManifest(project.id, number);
@@ -596,9 +765,9 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						throw toClientError(err);
 					}
 				});
-				const selection = await selectContext(manifest, (entry) => this.readBlob(entry), { maxBytes, paths });
+				const selection = await selectContext(manifest, entry => this.readBlob(entry), { maxBytes, paths });
 				return { projectId: project.id, version: number, maxBytes, ...selection };
-			},
+			}
 		},
 
 		commitAsUser: {
@@ -608,9 +777,20 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				userId: { type: "string", min: 1, max: 128 },
 				taskId: { type: "string", min: 1, max: 128 },
 				idempotencyKey: { type: "string", min: 1, max: 128, optional: true },
-				...commitParams,
+				...commitParams
 			},
-			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; userId: string; taskId: string; idempotencyKey?: string; baseVersion: number; message: string; changes: ChangeOp[] }>) {
+			async handler(
+				this: ProjectsThis,
+				ctx: Context<{
+					projectId: string;
+					userId: string;
+					taskId: string;
+					idempotencyKey?: string;
+					baseVersion: number;
+					message: string;
+					changes: ChangeOp[];
+				}>
+			) {
 				// The caller says who the user is; whether that user may commit here is decided here.
 				await this.requireRole(ctx.params.projectId, ctx.params.userId, "editor");
 				const version = await this.commit({
@@ -620,10 +800,10 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 					message: ctx.params.message,
 					changes: ctx.params.changes,
 					taskId: ctx.params.taskId,
-					idempotencyKey: ctx.params.idempotencyKey ?? null,
+					idempotencyKey: ctx.params.idempotencyKey ?? null
 				});
 				return versionView(version);
-			},
+			}
 		},
 
 		sandboxHeartbeat: {
@@ -636,13 +816,17 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				const current = await this.repo.sandbox(ctx.params.projectId);
 				if (!current) throw NotFound("Project");
 				// The runner should stop: this sandbox is not (or no longer) the running one.
-				throw Conflict(`The sandbox is ${current.state}${current.version !== null ? ` at version ${current.version}` : ""}, not running this version`, "SANDBOX_NOT_RUNNING", {
-					field: "state",
-					reason: "heartbeat from a sandbox that is not running",
-					state: current.state,
-					version: current.version,
-				});
-			},
+				throw Conflict(
+					`The sandbox is ${current.state}${current.version !== null ? ` at version ${current.version}` : ""}, not running this version`,
+					"SANDBOX_NOT_RUNNING",
+					{
+						field: "state",
+						reason: "heartbeat from a sandbox that is not running",
+						state: current.state,
+						version: current.version
+					}
+				);
+			}
 		},
 
 		sandboxReport: {
@@ -651,71 +835,96 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				projectId: idParam,
 				state: { type: "enum", values: ["running", "stopped", "failed"] },
 				version: { ...versionParam, optional: true },
-				reason: { type: "string", max: 500, optional: true },
+				reason: { type: "string", max: 500, optional: true }
 			},
-			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; state: SandboxState; version?: number; reason?: string }>) {
+			async handler(
+				this: ProjectsThis,
+				ctx: Context<{ projectId: string; state: SandboxState; version?: number; reason?: string }>
+			) {
 				if (!isProjectId(ctx.params.projectId)) throw NotFound("Project");
-				const record = await this.applySandbox(ctx.params.projectId, { to: ctx.params.state, actor: "runner", version: ctx.params.version, reason: ctx.params.reason });
+				const record = await this.applySandbox(ctx.params.projectId, {
+					to: ctx.params.state,
+					actor: "runner",
+					version: ctx.params.version,
+					reason: ctx.params.reason
+				});
 				return sandboxView(record, this.cfg);
-			},
+			}
 		},
 
 		sweep: {
 			visibility: "public", // callable from other nodes, never published by the gateway
 			async handler(this: ProjectsThis) {
 				return this.sweepOnce();
-			},
+			}
 		},
 
 		purge: {
 			visibility: "public", // callable from other nodes, never published by the gateway
-			params: { projectId: { ...idParam, optional: true }, olderThanS: { type: "number", integer: true, min: 0, optional: true } },
+			params: {
+				projectId: { ...idParam, optional: true },
+				olderThanS: { type: "number", integer: true, min: 0, optional: true }
+			},
 			async handler(this: ProjectsThis, ctx: Context<{ projectId?: string; olderThanS?: number }>) {
 				if (ctx.params.projectId !== undefined && !isProjectId(ctx.params.projectId)) throw NotFound("Project");
 				const olderThanS = ctx.params.olderThanS ?? (ctx.params.projectId ? 0 : this.cfg.purgeAfterS);
-				const purged = await this.repo.purge({ projectId: ctx.params.projectId, deletedBefore: new Date(Date.now() - olderThanS * 1000) });
+				const purged = await this.repo.purge({
+					projectId: ctx.params.projectId,
+					deletedBefore: new Date(Date.now() - olderThanS * 1000)
+				});
 				if (purged.length) this.logger.info(`Purged ${purged.length} deleted project(s): ${purged.join(", ")}`);
 				return { purged };
-			},
+			}
 		},
 
 		gc: {
 			visibility: "public", // callable from other nodes, never published by the gateway
-			params: { dryRun: { type: "boolean", default: false }, graceS: { type: "number", integer: true, min: 0, optional: true } },
+			params: {
+				dryRun: { type: "boolean", default: false },
+				graceS: { type: "number", integer: true, min: 0, optional: true }
+			},
 			async handler(this: ProjectsThis, ctx: Context<{ dryRun: boolean; graceS?: number }>) {
 				return this.runGc({ dryRun: ctx.params.dryRun, graceS: ctx.params.graceS ?? this.cfg.gcGraceS });
-			},
+			}
 		},
 
 		inspect: {
 			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { projectId: idParam, versions: { type: "number", integer: true, min: 1, max: 1000, default: 20 } },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; versions: number }>) {
-				const project = isProjectId(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
+				const project = isProjectId(ctx.params.projectId)
+					? await this.repo.project(ctx.params.projectId)
+					: null;
 				if (!project) throw NotFound("Project");
 				const [members, versions, sandbox] = await Promise.all([
 					this.repo.members(project.id),
 					this.repo.versions(project.id, null, ctx.params.versions),
-					this.repo.sandbox(project.id),
+					this.repo.sandbox(project.id)
 				]);
 				return {
 					project: { ...projectView(project, "owner"), role: undefined },
-					members: members.map((m) => ({ userId: m.userId, role: m.role })),
+					members: members.map(m => ({ userId: m.userId, role: m.role })),
 					versions: versions.map(versionView),
-					sandbox: sandbox ? sandboxView(sandbox, this.cfg) : null,
+					sandbox: sandbox ? sandboxView(sandbox, this.cfg) : null
 				};
-			},
+			}
 		},
 
 		verifyVersion: {
 			visibility: "public", // callable from other nodes, never published by the gateway
 			params: { projectId: idParam, version: versionParam },
 			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; version: number }>) {
-				const project = isProjectId(ctx.params.projectId) ? await this.repo.project(ctx.params.projectId) : null;
+				const project = isProjectId(ctx.params.projectId)
+					? await this.repo.project(ctx.params.projectId)
+					: null;
 				if (!project) throw NotFound("Project");
 				const manifest = await this.repo.manifest(project.id, ctx.params.version);
 				if (!manifest) throw NotFound("Version");
-				const problems: Array<{ path: string; sha256: string; problem: "missing" | "corrupt" | "size-mismatch" }> = [];
+				const problems: Array<{
+					path: string;
+					sha256: string;
+					problem: "missing" | "corrupt" | "size-mismatch";
+				}> = [];
 				let checked = 0;
 				// Straight from the store (never the cache), re-hashed here whatever the store's own setting.
 				for (const [p, entry] of Object.entries(manifest)) {
@@ -731,12 +940,20 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						throw err;
 					}
 					if (data === null) problems.push({ path: p, sha256: entry.sha256, problem: "missing" });
-					else if (sha256Hex(data) !== entry.sha256) problems.push({ path: p, sha256: entry.sha256, problem: "corrupt" });
-					else if (data.length !== entry.size) problems.push({ path: p, sha256: entry.sha256, problem: "size-mismatch" });
+					else if (sha256Hex(data) !== entry.sha256)
+						problems.push({ path: p, sha256: entry.sha256, problem: "corrupt" });
+					else if (data.length !== entry.size)
+						problems.push({ path: p, sha256: entry.sha256, problem: "size-mismatch" });
 				}
-				return { projectId: project.id, version: ctx.params.version, checked, ok: problems.length === 0, problems };
-			},
-		},
+				return {
+					projectId: project.id,
+					version: ctx.params.version,
+					checked,
+					ok: problems.length === 0,
+					problems
+				};
+			}
+		}
 	},
 
 	methods: {
@@ -744,20 +961,32 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		 * Checks a member change under the project row lock (which serialises member changes, so two
 		 * owners cannot demote each other to zero owners); throws the verdict's error, returns it otherwise.
 		 */
-		async memberChange(this: ProjectsThis, tx: Transaction, projectId: string, actorId: string, targetId: string, change: MemberChange, field: string) {
+		async memberChange(
+			this: ProjectsThis,
+			tx: Transaction,
+			projectId: string,
+			actorId: string,
+			targetId: string,
+			change: MemberChange,
+			field: string
+		) {
 			const found = await this.repo.projectForMember(projectId, actorId, tx, true);
 			if (!found || found.project.status === "deleted") throw NotFound("Project");
 			const members = await this.repo.members(projectId, tx);
-			const target = members.find((m) => m.userId === targetId);
+			const target = members.find(m => m.userId === targetId);
 			const verdict = checkMemberChange({
 				actorId,
 				actorRole: found.role,
 				targetId,
 				targetRole: target?.role ?? null,
 				change,
-				ownerCount: members.filter((m) => m.role === "owner").length,
+				ownerCount: members.filter(m => m.role === "owner").length
 			});
-			if (!verdict.ok) throw new Errors.MoleculerClientError(verdict.reason, verdict.status, verdict.code, { field, reason: verdict.reason });
+			if (!verdict.ok)
+				throw new Errors.MoleculerClientError(verdict.reason, verdict.status, verdict.code, {
+					field,
+					reason: verdict.reason
+				});
 			return verdict;
 		},
 
@@ -767,20 +996,33 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			return user;
 		},
 
-		async requireRole(this: ProjectsThis, projectId: string, userId: string, min: ProjectRole, opts: { allowDeleted?: boolean } = {}) {
+		async requireRole(
+			this: ProjectsThis,
+			projectId: string,
+			userId: string,
+			min: ProjectRole,
+			opts: { allowDeleted?: boolean } = {}
+		) {
 			// A malformed id names no project: the same 404 as someone else's project.
 			if (!isProjectId(projectId)) throw NotFound("Project");
 			const found = await this.repo.projectForMember(projectId, userId);
 			if (!found || (found.project.status === "deleted" && !opts.allowDeleted)) throw NotFound("Project");
 			if (!hasRole(found.role, min)) {
-				throw Forbidden(`This needs the ${min} role in the project; you are a ${found.role}`, "INSUFFICIENT_ROLE");
+				throw Forbidden(
+					`This needs the ${min} role in the project; you are a ${found.role}`,
+					"INSUFFICIENT_ROLE"
+				);
 			}
 			return found;
 		},
 
 		resolveVersion(project: ProjectRecord, requested: number | undefined): number {
 			if (requested === undefined) return project.headVersion;
-			if (requested > project.headVersion) throw NotFound("Version", { field: "version", reason: `the project's latest version is ${project.headVersion}` });
+			if (requested > project.headVersion)
+				throw NotFound("Version", {
+					field: "version",
+					reason: `the project's latest version is ${project.headVersion}`
+				});
 			return requested;
 		},
 
@@ -825,7 +1067,8 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				await this.cacheSet(key, Object.entries(manifest));
 			}
 			this.hotManifests.set(key, manifest);
-			if (this.hotManifests.size > HOT_MANIFESTS) this.hotManifests.delete(this.hotManifests.keys().next().value!);
+			if (this.hotManifests.size > HOT_MANIFESTS)
+				this.hotManifests.delete(this.hotManifests.keys().next().value!);
 			return manifest;
 		},
 
@@ -837,10 +1080,15 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 				const cached = await this.cacheGet<string>(key);
 				if (typeof cached === "string") return Buffer.from(cached, "base64");
 			}
-			const data = await this.blobs.get(entry.sha256).catch((err) => {
+			const data = await this.blobs.get(entry.sha256).catch(err => {
 				throw toClientError(err);
 			});
-			if (data === null) throw new Errors.MoleculerServerError(`Blob ${entry.sha256} is missing from the store`, 500, "BLOB_MISSING");
+			if (data === null)
+				throw new Errors.MoleculerServerError(
+					`Blob ${entry.sha256} is missing from the store`,
+					500,
+					"BLOB_MISSING"
+				);
 			if (cacheable) await this.cacheSet(key, data.toString("base64"));
 			return data;
 		},
@@ -859,7 +1107,9 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			// FsBlobStore.putMany writes (and fsyncs) one file after another; a few at a time overlap the syncs.
 			let created = 0;
 			for (let i = 0; i < missing.length; i += FS_PUT_PARALLEL) {
-				const done = await Promise.all(missing.slice(i, i + FS_PUT_PARALLEL).map(([sha, data]) => store.put(sha, data)));
+				const done = await Promise.all(
+					missing.slice(i, i + FS_PUT_PARALLEL).map(([sha, data]) => store.put(sha, data))
+				);
 				created += done.filter(Boolean).length;
 			}
 			return created;
@@ -874,13 +1124,18 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			const project = await this.repo.project(projectId);
 			if (!project || project.status === "deleted") throw NotFound("Project");
 			const stale = () =>
-				Conflict(`Version ${baseVersion} is not the head; the head is version ${project.headVersion}. Rebase your changes on it.`, "VERSION_CONFLICT", {
-					field: "baseVersion",
-					reason: "the base version is not the head",
-					baseVersion,
-					headVersion: project.headVersion,
-				});
-			if (project.status === "archived") throw Conflict("The project is archived; unarchive it to commit", "PROJECT_ARCHIVED");
+				Conflict(
+					`Version ${baseVersion} is not the head; the head is version ${project.headVersion}. Rebase your changes on it.`,
+					"VERSION_CONFLICT",
+					{
+						field: "baseVersion",
+						reason: "the base version is not the head",
+						baseVersion,
+						headVersion: project.headVersion
+					}
+				);
+			if (project.status === "archived")
+				throw Conflict("The project is archived; unarchive it to commit", "PROJECT_ARCHIVED");
 			if (baseVersion !== project.headVersion) throw stale();
 
 			const parent = await this.loadManifest(projectId, baseVersion);
@@ -894,12 +1149,13 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 			let version: VersionRecord;
 			try {
-				version = await withTransaction(this.sequelize, async (tx) => {
+				version = await withTransaction(this.sequelize, async tx => {
 					await this.repo.lockOutGc(tx);
 					if (!(await this.repo.advanceHead(tx, projectId, baseVersion, fileCount, totalBytes))) {
 						const now = await this.repo.project(projectId, tx);
 						if (!now || now.status === "deleted") throw NotFound("Project");
-						if (now.status === "archived") throw Conflict("The project is archived; unarchive it to commit", "PROJECT_ARCHIVED");
+						if (now.status === "archived")
+							throw Conflict("The project is archived; unarchive it to commit", "PROJECT_ARCHIVED");
 						project.headVersion = now.headVersion;
 						throw stale();
 					}
@@ -913,7 +1169,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						taskId: input.taskId,
 						idempotencyKey,
 						fileCount,
-						totalBytes,
+						totalBytes
 					});
 					await this.repo.addBlobRefs(tx, projectId, [...newBlobs.keys()]);
 					const d = manifestDiff(parent, manifest);
@@ -926,8 +1182,13 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						message: input.message,
 						fileCount,
 						totalBytes,
-						changes: { added: d.added.length, removed: d.removed.length, modified: d.modified.length, renamed: d.renamed.length },
-						createdAt: iso(created.createdAt)!,
+						changes: {
+							added: d.added.length,
+							removed: d.removed.length,
+							modified: d.modified.length,
+							renamed: d.renamed.length
+						},
+						createdAt: iso(created.createdAt)!
 					};
 					await this.publishDurable(tx, VERSION_CREATED, event);
 					return created;
@@ -945,17 +1206,26 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			return version;
 		},
 
-		async applySandbox(this: ProjectsThis, projectId: string, request: { to: SandboxState; actor: SandboxActor; version?: number; reason?: string }) {
+		async applySandbox(
+			this: ProjectsThis,
+			projectId: string,
+			request: { to: SandboxState; actor: SandboxActor; version?: number; reason?: string }
+		) {
 			// A concurrent transition moves the generation; plan again from what it left.
 			for (let attempt = 0; attempt < 3; attempt++) {
 				const current = await this.repo.sandbox(projectId);
 				if (!current) throw NotFound("Project");
 				const result = transitionSandbox(current, { ...request, now: new Date() });
 				if (!result.ok) {
-					throw Conflict(`Illegal sandbox transition: ${result.reason}`, result.code, { field: "state", reason: result.reason, state: current.state, requested: request.to });
+					throw Conflict(`Illegal sandbox transition: ${result.reason}`, result.code, {
+						field: "state",
+						reason: result.reason,
+						state: current.state,
+						requested: request.to
+					});
 				}
 				if (!result.changed) return current;
-				const updated = await withTransaction(this.sequelize, async (tx) => {
+				const updated = await withTransaction(this.sequelize, async tx => {
 					const row = await this.repo.updateSandbox(tx, projectId, current.generation, result.next);
 					if (!row) return null;
 					const event: SandboxChangedEvent = {
@@ -966,7 +1236,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						actor: request.actor,
 						failureReason: row.failureReason,
 						generation: row.generation,
-						at: iso(row.stateChangedAt)!,
+						at: iso(row.stateChangedAt)!
 					};
 					await this.publishDurable(tx, SANDBOX_CHANGED, event);
 					return row;
@@ -978,7 +1248,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 
 		async sweepOnce(this: ProjectsThis) {
 			const { heartbeatTimeoutS, provisionTimeoutS } = this.cfg.sandbox;
-			const failed = await withTransaction(this.sequelize, async (tx) => {
+			const failed = await withTransaction(this.sequelize, async tx => {
 				const rows = await this.repo.failTimedOutSandboxes(tx, heartbeatTimeoutS, provisionTimeoutS);
 				for (const row of rows) {
 					const event: SandboxChangedEvent = {
@@ -989,14 +1259,17 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 						actor: "sweep",
 						failureReason: row.failureReason,
 						generation: row.generation,
-						at: iso(row.stateChangedAt)!,
+						at: iso(row.stateChangedAt)!
 					};
 					await this.publishDurable(tx, SANDBOX_CHANGED, event);
 				}
 				return rows.length;
 			});
 			const purged = await this.repo.purge({ deletedBefore: new Date(Date.now() - this.cfg.purgeAfterS * 1000) });
-			if (failed || purged.length) this.logger.info(`Sweep: ${failed} sandbox(es) failed on timeout, ${purged.length} deleted project(s) purged`);
+			if (failed || purged.length)
+				this.logger.info(
+					`Sweep: ${failed} sandbox(es) failed on timeout, ${purged.length} deleted project(s) purged`
+				);
 			return { failedSandboxes: failed, purgedProjects: purged.length };
 		},
 
@@ -1004,14 +1277,17 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			const every = this.cfg.sandbox.sweepMs;
 			if (!every) return;
 			// Jitter spreads the nodes' sweeps; the conditional UPDATEs make overlapping ones harmless anyway.
-			this.sweepTimer = setTimeout(() => {
-				this.sweeping = this.sweepOnce()
-					.catch((err) => this.logger.warn("projects sweep failed", (err as Error).message))
-					.finally(() => {
-						this.sweeping = null;
-						if (this.sweepTimer) this.scheduleSweep();
-					});
-			}, Math.round(every * (0.75 + Math.random() * 0.5)));
+			this.sweepTimer = setTimeout(
+				() => {
+					this.sweeping = this.sweepOnce()
+						.catch(err => this.logger.warn("projects sweep failed", (err as Error).message))
+						.finally(() => {
+							this.sweeping = null;
+							if (this.sweepTimer) this.scheduleSweep();
+						});
+				},
+				Math.round(every * (0.75 + Math.random() * 0.5))
+			);
 			this.sweepTimer.unref();
 		},
 
@@ -1021,20 +1297,24 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			const result = await collectGarbage<Transaction>(
 				{
 					store,
-					exclusive: (fn) =>
-						withTransaction(this.sequelize, async (tx) => {
+					exclusive: fn =>
+						withTransaction(this.sequelize, async tx => {
 							await this.repo.lockForGc(tx);
 							return fn(tx);
 						}),
 					referenced: (shas, tx) => this.repo.referencedBlobs(shas, tx),
-					deleteBlobs: (shas, tx) => (store instanceof PgBlobStore ? store.delete(shas, { transaction: tx }) : store.delete(shas)),
+					deleteBlobs: (shas, tx) =>
+						store instanceof PgBlobStore ? store.delete(shas, { transaction: tx }) : store.delete(shas)
 				},
-				{ olderThan, dryRun: opts.dryRun },
+				{ olderThan, dryRun: opts.dryRun }
 			);
-			const removedTempFiles = store instanceof FsBlobStore && !opts.dryRun ? await store.removeStaleTempFiles(olderThan) : 0;
-			this.logger.info(`Blob GC${opts.dryRun ? " (dry run)" : ""}: scanned ${result.scanned}, deleted ${result.deleted}, spared ${result.spared}`);
+			const removedTempFiles =
+				store instanceof FsBlobStore && !opts.dryRun ? await store.removeStaleTempFiles(olderThan) : 0;
+			this.logger.info(
+				`Blob GC${opts.dryRun ? " (dry run)" : ""}: scanned ${result.scanned}, deleted ${result.deleted}, spared ${result.spared}`
+			);
 			return { ...result, removedTempFiles };
-		},
+		}
 	},
 
 	created(this: ProjectsThis) {
@@ -1045,7 +1325,9 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		this.repo = new ProjectsRepository(this.sequelize);
 		this.blobs =
 			this.cfg.blobStore === "fs"
-				? new FsBlobStore(this.cfg.blobDir ?? path.join(rt.config.dataDir, "blobs"), { fsync: this.cfg.blobFsync })
+				? new FsBlobStore(this.cfg.blobDir ?? path.join(rt.config.dataDir, "blobs"), {
+						fsync: this.cfg.blobFsync
+					})
 				: new PgBlobStore(this.sequelize);
 		this.sweepTimer = null;
 		this.sweeping = null;
@@ -1060,7 +1342,7 @@ const ProjectsService: ServiceSchema<ServiceSettingSchema, Record<string, never>
 		if (this.sweepTimer) clearTimeout(this.sweepTimer);
 		this.sweepTimer = null;
 		await this.sweeping;
-	},
+	}
 };
 
 export default ProjectsService as unknown as ServiceSchema;

@@ -17,8 +17,22 @@ import { Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable } from ".
 import { runtimeOf } from "../src/runtime/runtime";
 import type { TasksConfig } from "../src/tasks/config";
 import { emptyByTier, queueMetaOf, type QueueMeta, type QueueSnapshot } from "../src/tasks/queue-meta";
-import { afterFailure, afterLeaseExpiry, isTerminal, percentile, requestHash, settlementFor, type TaskState } from "../src/tasks/rules";
-import { admissionDecision, expectedWaitMs, queuePositions, retryBackoffMs, tierBacklogWaitMs } from "../src/tasks/scheduling";
+import {
+	afterFailure,
+	afterLeaseExpiry,
+	isTerminal,
+	percentile,
+	requestHash,
+	settlementFor,
+	type TaskState
+} from "../src/tasks/rules";
+import {
+	admissionDecision,
+	expectedWaitMs,
+	queuePositions,
+	retryBackoffMs,
+	tierBacklogWaitMs
+} from "../src/tasks/scheduling";
 import { TaskStore, type PreparedTask, type TaskRow } from "../src/tasks/store";
 import type { TaskStateEvent } from "../src/tasks/stream-hub";
 
@@ -101,7 +115,14 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				kind: { type: "enum", values: ["chat", "code", "compare"] },
 				prompt: { type: "string", min: 1, max: 10_000_000 },
 				model: { type: "string", min: 1, max: 200, optional: true },
-				models: { type: "array", items: { type: "string", min: 1, max: 200 }, min: 2, max: 3, unique: true, optional: true },
+				models: {
+					type: "array",
+					items: { type: "string", min: 1, max: 200 },
+					min: 2,
+					max: 3,
+					unique: true,
+					optional: true
+				},
 				maxOutputTokens: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true },
 				priorityBoost: { type: "enum", values: ["none", "paid"], default: "none" }
 			},
@@ -109,18 +130,43 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const user = this.userOf(ctx, "tasks:write");
 				const p = ctx.params;
 				if (p.prompt.length > this.cfg.promptMaxChars)
-					throw Unprocessable("Some fields are invalid", [{ field: "prompt", message: `is longer than ${this.cfg.promptMaxChars} characters`, type: "stringMax" }]);
+					throw Unprocessable("Some fields are invalid", [
+						{
+							field: "prompt",
+							message: `is longer than ${this.cfg.promptMaxChars} characters`,
+							type: "stringMax"
+						}
+					]);
 				if (p.kind === "compare" && !p.models)
-					throw Unprocessable("Some fields are invalid", [{ field: "models", message: "a compare task names 2 or 3 models", type: "required" }]);
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "models", message: "a compare task names 2 or 3 models", type: "required" }
+					]);
 				if (p.kind !== "compare" && p.models)
-					throw Unprocessable("Some fields are invalid", [{ field: "models", message: "only compare tasks take several models", type: "forbidden" }]);
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "models", message: "only compare tasks take several models", type: "forbidden" }
+					]);
 
-				const request = { model: p.model, models: p.models, maxOutputTokens: p.maxOutputTokens, priorityBoost: p.priorityBoost };
+				const request = {
+					model: p.model,
+					models: p.models,
+					maxOutputTokens: p.maxOutputTokens,
+					priorityBoost: p.priorityBoost
+				};
 				const hash = requestHash({ projectId: p.projectId, kind: p.kind, prompt: p.prompt, ...request });
 				const key = ctx.meta.idempotencyKey ?? null;
 				const replay = async (row: TaskRow) => {
 					if (row.request_hash !== hash)
-						throw Unprocessable("This Idempotency-Key was used for a different task", [{ field: "Idempotency-Key", message: "already used with another body", type: "idempotency" }], "IDEMPOTENCY_KEY_REUSED");
+						throw Unprocessable(
+							"This Idempotency-Key was used for a different task",
+							[
+								{
+									field: "Idempotency-Key",
+									message: "already used with another body",
+									type: "idempotency"
+								}
+							],
+							"IDEMPOTENCY_KEY_REUSED"
+						);
 					ctx.meta.$statusCode = 200;
 					const position = row.state === "queued" ? await this.meta.position(row.id) : null;
 					return { task: this.view(row, position), position, expectedStartAt: null, replayed: true };
@@ -151,13 +197,28 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const p50 = await this.p50RunMs();
 				const backlog = await this.store.backlog(now);
 				const idle = Math.max(0, capacity - backlog.running);
-				const wait = expectedWaitMs({ position: backlog.ahead[tier] + 1, capacity, p50RunMs: p50, idleWorkers: idle });
-				const decision = admissionDecision({ tier, expectedWaitMs: wait, thresholds: this.cfg.admission[tier] });
+				const wait = expectedWaitMs({
+					position: backlog.ahead[tier] + 1,
+					capacity,
+					p50RunMs: p50,
+					idleWorkers: idle
+				});
+				const decision = admissionDecision({
+					tier,
+					expectedWaitMs: wait,
+					thresholds: this.cfg.admission[tier]
+				});
 				if (decision.action === "reject")
-					throw TooManyRequests(`The queue is too long for the ${tier} tier right now; retry later`, decision.retryAfterS, "QUEUE_FULL");
+					throw TooManyRequests(
+						`The queue is too long for the ${tier} tier right now; retry later`,
+						decision.retryAfterS,
+						"QUEUE_FULL"
+					);
 
 				const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
-				const boost = (await ctx.call("payments.priorityBoost", { userId: user.id, purchaseMs, tier })) as { boostMs: number };
+				const boost = (await ctx.call("payments.priorityBoost", { userId: user.id, purchaseMs, tier })) as {
+					boostMs: number;
+				};
 				const taskId = randomUUID();
 				// The intent outlives a crash between reserve and insert; the sweeper then releases the hold.
 				await this.store.addHoldIntent(taskId, user.id);
@@ -168,8 +229,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					// (answer lost), and no task will ever settle it: give it back (404 when there was none).
 					// The intent stays for the sweeper in that case: a reserve still in flight may commit later.
 					const code = (err as { code?: unknown }).code;
-					if (typeof code === "number" && code >= 400 && code < 500) await this.store.dropHoldIntent(taskId).catch(() => undefined);
-					else await ctx.call("payments.release", { userId: user.id, taskId }).catch(e => this.logger.warn("release after failed reserve", (e as Error).message));
+					if (typeof code === "number" && code >= 400 && code < 500)
+						await this.store.dropHoldIntent(taskId).catch(() => undefined);
+					else
+						await ctx
+							.call("payments.release", { userId: user.id, taskId })
+							.catch(e => this.logger.warn("release after failed reserve", (e as Error).message));
 					throw err;
 				}
 
@@ -201,7 +266,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 						return inserted;
 					});
 				} catch (err) {
-					await ctx.call("payments.release", { userId: user.id, taskId }).catch(e => this.logger.warn("release after failed insert", (e as Error).message));
+					await ctx
+						.call("payments.release", { userId: user.id, taskId })
+						.catch(e => this.logger.warn("release after failed insert", (e as Error).message));
 					if (err instanceof UniqueConstraintError && key) {
 						const existing = await this.store.byIdempotencyKey(user.id, key);
 						if (existing) return replay(existing);
@@ -211,8 +278,19 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 				const position = deferredUntil ? null : await this.store.positionOf(taskId, now);
 				const expectedStartAt = deferredUntil
-					? new Date(deferredUntil + expectedWaitMs({ position: backlog.ahead[tier] + 1, capacity, p50RunMs: p50, idleWorkers: idle })).toISOString()
-					: new Date(now + expectedWaitMs({ position: position ?? 1, capacity, p50RunMs: p50, idleWorkers: idle })).toISOString();
+					? new Date(
+							deferredUntil +
+								expectedWaitMs({
+									position: backlog.ahead[tier] + 1,
+									capacity,
+									p50RunMs: p50,
+									idleWorkers: idle
+								})
+						).toISOString()
+					: new Date(
+							now +
+								expectedWaitMs({ position: position ?? 1, capacity, p50RunMs: p50, idleWorkers: idle })
+						).toISOString();
 				this.announce(row, { position });
 				this.broker.broadcast("tasks.available", { tier });
 				ctx.meta.$statusCode = 202;
@@ -220,7 +298,10 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					task: this.view(row, position),
 					position,
 					expectedStartAt,
-					admission: decision.action === "defer" ? { action: "deferred", retryAfterS: decision.retryAfterS } : { action: "accepted" }
+					admission:
+						decision.action === "defer"
+							? { action: "deferred", retryAfterS: decision.retryAfterS }
+							: { action: "accepted" }
 				};
 			}
 		},
@@ -232,7 +313,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
 				const row = await this.ownTask(ctx, ctx.params.id, "tasks:read");
 				let position: number | null = null;
-				if (row.state === "queued") position = (await this.meta.position(row.id)) ?? (await this.store.positionOf(row.id, Date.now()));
+				if (row.state === "queued")
+					position = (await this.meta.position(row.id)) ?? (await this.store.positionOf(row.id, Date.now()));
 				return this.view(row, position);
 			}
 		},
@@ -243,12 +325,23 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			params: {
 				$$strict: "remove",
 				limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
-				cursor: { type: "string", optional: true, pattern: /^\d{13}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, description: "nextCursor of the previous page" },
-				state: { type: "enum", values: ["queued", "running", "succeeded", "failed", "cancelled"], optional: true }
+				cursor: {
+					type: "string",
+					optional: true,
+					pattern: /^\d{13}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+					description: "nextCursor of the previous page"
+				},
+				state: {
+					type: "enum",
+					values: ["queued", "running", "succeeded", "failed", "cancelled"],
+					optional: true
+				}
 			},
 			async handler(this: TasksThis, ctx: Ctx<{ limit: number; cursor?: string; state?: TaskState }>) {
 				const user = this.userOf(ctx, "tasks:read");
-				const cursor = ctx.params.cursor ? { createdAt: new Date(Number(ctx.params.cursor.slice(0, 13))), id: ctx.params.cursor.slice(14) } : null;
+				const cursor = ctx.params.cursor
+					? { createdAt: new Date(Number(ctx.params.cursor.slice(0, 13))), id: ctx.params.cursor.slice(14) }
+					: null;
 				const rows = await this.store.list(user.id, ctx.params.limit, cursor, ctx.params.state);
 				const last = rows.length === ctx.params.limit ? rows[rows.length - 1] : null;
 				return {
@@ -269,9 +362,23 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					const row = await this.store.lockById(ctx.params.id, tx);
 					if (!row || row.user_id !== user.id) throw NotFound("Task");
 					if (row.state === "cancelled") return { row, changed: false };
-					if (isTerminal(row.state)) throw Conflict(`The task has already ${row.state}`, "TASK_FINISHED", { state: row.state });
+					if (isTerminal(row.state))
+						throw Conflict(`The task has already ${row.state}`, "TASK_FINISHED", { state: row.state });
 					if (row.state === "queued")
-						return { row: await this.store.finish(row.id, { state: "cancelled", now, spentCredits: Number(row.spent_credits), costCredits: Number(row.spent_credits), error: { code: "CANCELLED", message: "Cancelled by the user" } }, tx), changed: true };
+						return {
+							row: await this.store.finish(
+								row.id,
+								{
+									state: "cancelled",
+									now,
+									spentCredits: Number(row.spent_credits),
+									costCredits: Number(row.spent_credits),
+									error: { code: "CANCELLED", message: "Cancelled by the user" }
+								},
+								tx
+							),
+							changed: true
+						};
 					return { row: await this.store.requestCancel(row.id, now, tx), changed: true };
 				});
 				if (out.changed && out.row.state === "cancelled") await this.settleThenAnnounce(out.row);
@@ -300,18 +407,29 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		// ---- Workers (ai nodes) -------------------------------------------------------------------
 		lease: {
 			visibility: INTERNAL,
-			params: { nodeID: { type: "string", min: 1, max: 200 }, slots: { type: "number", integer: true, min: 0, max: 10_000, convert: true } },
+			params: {
+				nodeID: { type: "string", min: 1, max: 200 },
+				slots: { type: "number", integer: true, min: 0, max: 10_000, convert: true }
+			},
 			async handler(this: TasksThis, ctx: Context<{ nodeID: string; slots: number }>): Promise<LeasedTask[]> {
 				const slots = Math.min(ctx.params.slots, this.cfg.maxLeaseSlots);
 				if (!slots) return []; // a drained node gets none: the lease statement checks it
 				const now = Date.now();
-				const rows = await this.store.lease({ nodeId: ctx.params.nodeID, slots, now, leaseMs: this.cfg.leaseMs, totalWorkers: Math.max(this.capacity(), slots) });
+				const rows = await this.store.lease({
+					nodeId: ctx.params.nodeID,
+					slots,
+					now,
+					leaseMs: this.cfg.leaseMs,
+					totalWorkers: Math.max(this.capacity(), slots)
+				});
 				for (const row of rows) {
 					this.broker.metrics.increment("tasks.dispatched.total", { tier: row.tier });
 					if (row.attempts === 1) {
 						const waitMs = Math.max(0, now - row.enqueued_at.getTime());
 						this.broker.metrics.observe("tasks.queue.wait", waitMs / 1000, { tier: row.tier });
-						this.meta.pushWait(row.tier, waitMs).catch(err => this.logger.warn("wait sample not recorded", (err as Error).message));
+						this.meta
+							.pushWait(row.tier, waitMs)
+							.catch(err => this.logger.warn("wait sample not recorded", (err as Error).message));
 					}
 					this.announce(row);
 				}
@@ -340,7 +458,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			visibility: INTERNAL,
 			params: { taskId: UUID, leaseId: UUID },
 			async handler(this: TasksThis, ctx: Context<{ taskId: string; leaseId: string }>) {
-				const r = await this.store.heartbeat(ctx.params.taskId, ctx.params.leaseId, Date.now(), this.cfg.leaseMs);
+				const r = await this.store.heartbeat(
+					ctx.params.taskId,
+					ctx.params.leaseId,
+					Date.now(),
+					this.cfg.leaseMs
+				);
 				if (!r) throw Conflict("This lease is no longer valid", "LEASE_LOST");
 				return { ok: true, cancel: r.cancelRequested };
 			}
@@ -355,7 +478,16 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				usage: { type: "object" },
 				costCredits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER, convert: true }
 			},
-			async handler(this: TasksThis, ctx: Context<{ taskId: string; leaseId: string; result: Record<string, unknown>; usage: Record<string, unknown>; costCredits: number }>) {
+			async handler(
+				this: TasksThis,
+				ctx: Context<{
+					taskId: string;
+					leaseId: string;
+					result: Record<string, unknown>;
+					usage: Record<string, unknown>;
+					costCredits: number;
+				}>
+			) {
 				const p = ctx.params;
 				const row = await this.store.transaction(async tx => {
 					const cur = await this.store.lockLeased(p.taskId, p.leaseId, tx);
@@ -363,8 +495,27 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					const max = Number(cur.max_cost_credits);
 					const spent = Number(cur.spent_credits);
 					const total = Math.min(spent + p.costCredits, max);
-					const done = await this.store.finish(cur.id, { state: "succeeded", now: Date.now(), result: p.result, usage: p.usage, costCredits: total, spentCredits: spent }, tx);
-					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: total, usage: p.usage });
+					const done = await this.store.finish(
+						cur.id,
+						{
+							state: "succeeded",
+							now: Date.now(),
+							result: p.result,
+							usage: p.usage,
+							costCredits: total,
+							spentCredits: spent
+						},
+						tx
+					);
+					await this.publishDurable(tx, "tasks.finished", {
+						taskId: done.id,
+						userId: done.user_id,
+						projectId: done.project_id,
+						state: done.state,
+						kind: done.kind,
+						costCredits: total,
+						usage: p.usage
+					});
 					return done;
 				});
 				// The worker's slot is free once the state is written; settling and announcing follow.
@@ -378,14 +529,31 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			params: {
 				taskId: UUID,
 				leaseId: UUID,
-				error: { type: "object", props: { code: { type: "string", min: 1, max: 100 }, message: { type: "string", max: 2000 } } },
+				error: {
+					type: "object",
+					props: { code: { type: "string", min: 1, max: 100 }, message: { type: "string", max: 2000 } }
+				},
 				retryable: { type: "boolean" },
 				usage: { type: "object", optional: true },
-				costCredits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER, optional: true, convert: true }
+				costCredits: {
+					type: "number",
+					integer: true,
+					min: 0,
+					max: Number.MAX_SAFE_INTEGER,
+					optional: true,
+					convert: true
+				}
 			},
 			async handler(
 				this: TasksThis,
-				ctx: Context<{ taskId: string; leaseId: string; error: { code: string; message: string }; retryable: boolean; usage?: Record<string, unknown>; costCredits?: number }>
+				ctx: Context<{
+					taskId: string;
+					leaseId: string;
+					error: { code: string; message: string };
+					retryable: boolean;
+					usage?: Record<string, unknown>;
+					costCredits?: number;
+				}>
 			) {
 				const p = ctx.params;
 				const now = Date.now();
@@ -395,16 +563,40 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					const max = Number(cur.max_cost_credits);
 					const spent = Math.min(Number(cur.spent_credits) + (p.costCredits ?? 0), max);
 					const next = afterFailure(
-						{ cancelRequested: cur.cancel_requested, attempts: cur.attempts, maxAttempts: cur.max_attempts },
+						{
+							cancelRequested: cur.cancel_requested,
+							attempts: cur.attempts,
+							maxAttempts: cur.max_attempts
+						},
 						{ code: p.error.code, retryable: p.retryable }
 					);
 					const error = { code: p.error.code, message: p.error.message, attempt: cur.attempts };
 					if (next === "queued") {
-						const delay = retryBackoffMs(cur.attempts, { baseMs: this.cfg.retryBaseMs, maxMs: this.cfg.retryMaxMs, jitter: Math.random });
-						return this.store.requeue(cur.id, { now, notBefore: now + delay, spentCredits: spent, error }, tx);
+						const delay = retryBackoffMs(cur.attempts, {
+							baseMs: this.cfg.retryBaseMs,
+							maxMs: this.cfg.retryMaxMs,
+							jitter: Math.random
+						});
+						return this.store.requeue(
+							cur.id,
+							{ now, notBefore: now + delay, spentCredits: spent, error },
+							tx
+						);
 					}
-					const done = await this.store.finish(cur.id, { state: next, now, usage: p.usage, costCredits: spent, spentCredits: spent, error }, tx);
-					await this.publishDurable(tx, "tasks.finished", { taskId: done.id, userId: done.user_id, projectId: done.project_id, state: done.state, kind: done.kind, costCredits: spent, error });
+					const done = await this.store.finish(
+						cur.id,
+						{ state: next, now, usage: p.usage, costCredits: spent, spentCredits: spent, error },
+						tx
+					);
+					await this.publishDurable(tx, "tasks.finished", {
+						taskId: done.id,
+						userId: done.user_id,
+						projectId: done.project_id,
+						state: done.state,
+						kind: done.kind,
+						costCredits: spent,
+						error
+					});
 					return done;
 				});
 				if (isTerminal(row.state)) void this.settleThenAnnounce(row);
@@ -423,7 +615,14 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			async handler(this: TasksThis, ctx: Context<{ id: string }>) {
 				const row = await this.store.byId(ctx.params.id);
 				if (!row) throw NotFound("Task");
-				return { ...this.view(row, row.state === "queued" ? await this.store.positionOf(row.id, Date.now()) : null), userId: row.user_id, leaseId: row.lease_id, leaseExpiresAt: iso(row.lease_expires_at), settlement: row.settlement, boostMs: row.boost_ms };
+				return {
+					...this.view(row, row.state === "queued" ? await this.store.positionOf(row.id, Date.now()) : null),
+					userId: row.user_id,
+					leaseId: row.lease_id,
+					leaseExpiresAt: iso(row.lease_expires_at),
+					settlement: row.settlement,
+					boostMs: row.boost_ms
+				};
 			}
 		},
 
@@ -436,7 +635,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					const cur = await this.store.lockById(ctx.params.id, tx);
 					if (!cur) throw NotFound("Task");
 					if (cur.state !== "queued" && cur.state !== "running")
-						throw Conflict(`A ${cur.state} task's hold is gone; submit it again instead`, "TASK_FINISHED", { state: cur.state });
+						throw Conflict(`A ${cur.state} task's hold is gone; submit it again instead`, "TASK_FINISHED", {
+							state: cur.state
+						});
 					// Running: the lease is revoked (the worker's next heartbeat gets LEASE_LOST). Queued: any backoff is skipped.
 					return this.store.requeue(cur.id, { now, notBefore: null }, tx);
 				});
@@ -452,7 +653,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			async handler(this: TasksThis, ctx: Context<{ id: string }>) {
 				const row = await this.store.byId(ctx.params.id);
 				if (!row) throw NotFound("Task");
-				return ctx.call("tasks.cancel", { id: row.id }, { meta: { user: { id: row.user_id, role: "operator", scopes: ["*"] } } });
+				return ctx.call(
+					"tasks.cancel",
+					{ id: row.id },
+					{ meta: { user: { id: row.user_id, role: "operator", scopes: ["*"] } } }
+				);
 			}
 		},
 
@@ -460,7 +665,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			visibility: INTERNAL,
 			params: { nodeID: { type: "string", min: 1, max: 200 }, undo: { type: "boolean", default: false } },
 			async handler(this: TasksThis, ctx: Context<{ nodeID: string; undo: boolean }>) {
-				if (ctx.params.undo) return { nodeID: ctx.params.nodeID, drained: false, changed: await this.store.undrain(ctx.params.nodeID) };
+				if (ctx.params.undo)
+					return {
+						nodeID: ctx.params.nodeID,
+						drained: false,
+						changed: await this.store.undrain(ctx.params.nodeID)
+					};
 				await this.store.drain(ctx.params.nodeID, "operator");
 				return { nodeID: ctx.params.nodeID, drained: true };
 			}
@@ -486,7 +696,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 	methods: {
 		async statsView(this: TasksThis) {
 			const s = (await this.meta.readSnapshot()) ?? (await this.snapshotOnce(true));
-			if (!s) throw new Errors.MoleculerServerError("Queue statistics are not available", 503, "SERVICE_UNAVAILABLE");
+			if (!s)
+				throw new Errors.MoleculerServerError("Queue statistics are not available", 503, "SERVICE_UNAVAILABLE");
 			return {
 				at: new Date(s.at).toISOString(),
 				capacity: s.capacity,
@@ -513,7 +724,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			const user = ctx.meta.user;
 			if (!user) throw new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED");
 			// Sessions carry every scope of their role; API keys only those chosen for them.
-			if (user.keyId && !hasScope(user, scope)) throw Forbidden(`This needs the '${scope}' scope`, "INSUFFICIENT_SCOPE");
+			if (user.keyId && !hasScope(user, scope))
+				throw Forbidden(`This needs the '${scope}' scope`, "INSUFFICIENT_SCOPE");
 			return user;
 		},
 
@@ -526,7 +738,10 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		/** Worker slots of the available ai nodes, from each node's `settings.capacity` in the registry. */
 		capacity(this: TasksThis): number {
-			const list = this.broker.registry.getServiceList({ onlyAvailable: true, withActions: false }) as Array<{ name: string; settings?: { capacity?: unknown } }>;
+			const list = this.broker.registry.getServiceList({ onlyAvailable: true, withActions: false }) as Array<{
+				name: string;
+				settings?: { capacity?: unknown };
+			}>;
 			let total = 0;
 			for (const s of list) {
 				if (s.name !== "ai") continue;
@@ -614,16 +829,37 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		/** Settles (or releases) a finished task's hold once; a failure leaves it pending for the sweeper. */
 		async settle(this: TasksThis, r: TaskRow) {
 			if (r.settlement !== "pending") return;
-			const s = settlementFor(Number(r.spent_credits), r.state === "succeeded" ? Number(r.cost_credits ?? 0) - Number(r.spent_credits) : 0, Number(r.max_cost_credits));
+			const s = settlementFor(
+				Number(r.spent_credits),
+				r.state === "succeeded" ? Number(r.cost_credits ?? 0) - Number(r.spent_credits) : 0,
+				Number(r.max_cost_credits)
+			);
 			try {
-				if (s.action === "settle") await this.broker.call("payments.settle", { userId: r.user_id, taskId: r.id, actualCost: s.actualCost });
+				if (s.action === "settle")
+					await this.broker.call("payments.settle", {
+						userId: r.user_id,
+						taskId: r.id,
+						actualCost: s.actualCost
+					});
 				else await this.broker.call("payments.release", { userId: r.user_id, taskId: r.id });
 				await this.store.markSettlement(r.id, s.action === "settle" ? "settled" : "released");
 			} catch (err) {
 				// Settled or released before (a retry after a lost answer): record what payments has.
 				// Never throws: callers announce the final state after it, and the sweeper retries what is left pending.
-				const known = isCode(err, "HOLD_ALREADY_SETTLED") ? "settled" : isCode(err, "HOLD_RELEASED") ? "released" : null;
-				if (known) return this.store.markSettlement(r.id, known).catch(e => this.logger.warn(`settlement mark of task ${r.id} failed; the sweeper retries`, (e as Error).message));
+				const known = isCode(err, "HOLD_ALREADY_SETTLED")
+					? "settled"
+					: isCode(err, "HOLD_RELEASED")
+						? "released"
+						: null;
+				if (known)
+					return this.store
+						.markSettlement(r.id, known)
+						.catch(e =>
+							this.logger.warn(
+								`settlement mark of task ${r.id} failed; the sweeper retries`,
+								(e as Error).message
+							)
+						);
 				this.logger.warn(`settlement of task ${r.id} failed; the sweeper retries`, (err as Error).message);
 			}
 		},
@@ -633,10 +869,32 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const rows = await this.store.lockExpired(now, 100, tx);
 				const out: TaskRow[] = [];
 				for (const cur of rows) {
-					const next = afterLeaseExpiry({ cancelRequested: cur.cancel_requested, attempts: cur.attempts, maxAttempts: cur.max_attempts });
-					const error = { code: "LEASE_EXPIRED", message: `The worker on ${cur.node_id ?? "an unknown node"} stopped heartbeating`, attempt: cur.attempts };
-					if (next === "queued") out.push(await this.store.requeue(cur.id, { now, notBefore: null, error }, tx));
-					else out.push(await this.store.finish(cur.id, { state: next, now, spentCredits: Number(cur.spent_credits), costCredits: Number(cur.spent_credits), error }, tx));
+					const next = afterLeaseExpiry({
+						cancelRequested: cur.cancel_requested,
+						attempts: cur.attempts,
+						maxAttempts: cur.max_attempts
+					});
+					const error = {
+						code: "LEASE_EXPIRED",
+						message: `The worker on ${cur.node_id ?? "an unknown node"} stopped heartbeating`,
+						attempt: cur.attempts
+					};
+					if (next === "queued")
+						out.push(await this.store.requeue(cur.id, { now, notBefore: null, error }, tx));
+					else
+						out.push(
+							await this.store.finish(
+								cur.id,
+								{
+									state: next,
+									now,
+									spentCredits: Number(cur.spent_credits),
+									costCredits: Number(cur.spent_credits),
+									error
+								},
+								tx
+							)
+						);
 				}
 				return out;
 			});
@@ -647,12 +905,16 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			}
 			if (expired.some(r => r.state === "queued")) this.broker.broadcast("tasks.available", {});
 			// Settlements whose first try failed (payments down, node died between commit and call).
-			const pending = await this.store.transaction(tx => this.store.lockPendingSettlements(now - SETTLE_GRACE_MS, 50, tx));
+			const pending = await this.store.transaction(tx =>
+				this.store.lockPendingSettlements(now - SETTLE_GRACE_MS, 50, tx)
+			);
 			for (const row of pending) await this.settle(row);
 			// Holds taken for tasks that never came to exist (the node died between reserve and insert,
 			// or a reserve committed after its caller gave up). The grace period outlasts any reserve
 			// still in flight; release is idempotent, and 404 means there was no hold at all.
-			const orphans = await this.store.transaction(tx => this.store.lockStaleHoldIntents(now - holdIntentGraceMs(this.config.requestTimeoutMs), 50, tx));
+			const orphans = await this.store.transaction(tx =>
+				this.store.lockStaleHoldIntents(now - holdIntentGraceMs(this.config.requestTimeoutMs), 50, tx)
+			);
 			let released = 0;
 			for (const o of orphans) {
 				try {
@@ -660,7 +922,10 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					released++;
 				} catch (err) {
 					if (!isCode(err, "NOT_FOUND")) {
-						this.logger.warn(`release of orphaned hold ${o.task_id} failed; the sweeper retries`, (err as Error).message);
+						this.logger.warn(
+							`release of orphaned hold ${o.task_id} failed; the sweeper retries`,
+							(err as Error).message
+						);
 						continue;
 					}
 				}
@@ -682,7 +947,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			const capacity = this.capacity();
 			const p50RunMs = (await this.store.medianRunMs()) ?? this.cfg.defaultRunMs;
 			this.p50Cache = { at: Date.now(), value: Math.max(1, p50RunMs) };
-			const expected = tierBacklogWaitMs(queued, now, { capacity: Math.max(capacity, this.cfg.minCapacity), p50RunMs, idleWorkers: Math.max(0, capacity - counts.running) });
+			const expected = tierBacklogWaitMs(queued, now, {
+				capacity: Math.max(capacity, this.cfg.minCapacity),
+				p50RunMs,
+				idleWorkers: Math.max(0, capacity - counts.running)
+			});
 			const waitP50Ms = emptyByTier<number | null>(null);
 			const waitP99Ms = emptyByTier<number | null>(null);
 			for (const tier of TIER_ORDER) {
@@ -695,12 +964,25 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				waitP50Ms[tier] = percentile(samples, 50);
 				waitP99Ms[tier] = percentile(samples, 99);
 			}
-			const snapshot: QueueSnapshot = { at: now, depth, waiting, running: counts.running, capacity, p50RunMs, expectedWaitMs: expected, waitP50Ms, waitP99Ms };
+			const snapshot: QueueSnapshot = {
+				at: now,
+				depth,
+				waiting,
+				running: counts.running,
+				capacity,
+				p50RunMs,
+				expectedWaitMs: expected,
+				waitP50Ms,
+				waitP99Ms
+			};
 			return { snapshot, positions };
 		},
 
 		async snapshotOnce(this: TasksThis, force = false) {
-			if (!force && !(await this.meta.tryLead("snapshot", this.broker.nodeID, Math.max(50, this.cfg.snapshotMs - 20)))) {
+			if (
+				!force &&
+				!(await this.meta.tryLead("snapshot", this.broker.nodeID, Math.max(50, this.cfg.snapshotMs - 20)))
+			) {
 				const s = await this.meta.readSnapshot();
 				if (s) this.setDepthGauges(s);
 				return s;
@@ -746,7 +1028,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		this.p50Cache = null;
 		const m = this.broker.metrics;
 		if (!m.hasMetric("tasks.queue.depth")) {
-			m.register({ type: "gauge", name: "tasks.queue.depth", labelNames: ["tier"], description: "Queued tasks per tier" });
+			m.register({
+				type: "gauge",
+				name: "tasks.queue.depth",
+				labelNames: ["tier"],
+				description: "Queued tasks per tier"
+			});
 			m.register({
 				type: "histogram",
 				name: "tasks.queue.wait",
@@ -755,8 +1042,18 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				description: "Queue wait (submission to first start) per tier",
 				buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]
 			});
-			m.register({ type: "counter", name: "tasks.dispatched.total", labelNames: ["tier"], description: "Tasks leased to workers" });
-			m.register({ type: "counter", name: "tasks.lease.expired.total", labelNames: ["tier"], description: "Leases that expired (worker died or stalled)" });
+			m.register({
+				type: "counter",
+				name: "tasks.dispatched.total",
+				labelNames: ["tier"],
+				description: "Tasks leased to workers"
+			});
+			m.register({
+				type: "counter",
+				name: "tasks.lease.expired.total",
+				labelNames: ["tier"],
+				description: "Leases that expired (worker died or stalled)"
+			});
 		}
 	},
 

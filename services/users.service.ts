@@ -14,7 +14,15 @@ import { ALL_SCOPES, SCOPES, effectiveScopes, hasScope, scopesOfRole, type Scope
 import type { AuthUser, Role } from "../src/auth/user";
 import type { Config } from "../src/config";
 import { TIER_ORDER, type TierName } from "../src/domain/tiers";
-import { Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable, Unprocessable } from "../src/errors";
+import {
+	Conflict,
+	Forbidden,
+	NotFound,
+	TooManyRequests,
+	Unauthorized,
+	Unavailable,
+	Unprocessable
+} from "../src/errors";
 import type { KeyValueStore } from "../src/runtime/kv";
 import { runtimeOf } from "../src/runtime/runtime";
 import { CACHED_ACTIONS, UserCacheInvalidator } from "../src/users/cache";
@@ -24,9 +32,24 @@ import { ForgeBalanceReader, type WalletBalance } from "../src/users/holdings";
 import { checkSiweMessage } from "../src/users/siwe";
 import { WalletSignatureVerifier, type WalletKind } from "../src/users/signatures";
 import { UsersStore, type ApiKeyRow, type SessionRow, type UserRow, type WalletRow } from "../src/users/store";
-import { AccountGuessLimiter, KnownAddresses, ProgressiveThrottle, makeLimiter, throttleKey } from "../src/users/throttle";
+import {
+	AccountGuessLimiter,
+	KnownAddresses,
+	ProgressiveThrottle,
+	makeLimiter,
+	throttleKey
+} from "../src/users/throttle";
 import { isUuid, parsePlanChanged, parseStakeChanged, summarizeTier, type TierSummary } from "../src/users/tier-facts";
-import { REFRESH_TOKEN_PATTERN, digestsEqual, newApiKey, newNonceToken, newRefreshToken, newSiweNonce, parseApiKey, sha256 } from "../src/users/tokens";
+import {
+	REFRESH_TOKEN_PATTERN,
+	digestsEqual,
+	newApiKey,
+	newNonceToken,
+	newRefreshToken,
+	newSiweNonce,
+	parseApiKey,
+	sha256
+} from "../src/users/tokens";
 import type { Meta } from "./api.service";
 
 const ROLES: Role[] = ["user", "admin", "operator"];
@@ -171,7 +194,9 @@ function isPgTimestamp(text: string): boolean {
 	if (!m) return false;
 	const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number);
 	const t = new Date(Date.UTC(y, mo - 1, d));
-	return t.getUTCFullYear() === y && t.getUTCMonth() === mo - 1 && t.getUTCDate() === d && h < 24 && mi < 60 && s < 60;
+	return (
+		t.getUTCFullYear() === y && t.getUTCMonth() === mo - 1 && t.getUTCDate() === d && h < 24 && mi < 60 && s < 60
+	);
 }
 
 function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
@@ -187,7 +212,13 @@ function decodeCursor(cursor: string): { createdAt: string; id: string } | null 
 const nonceKey = (nonceToken: string) => `users:siwe-nonce:${createHash("sha256").update(nonceToken).digest("hex")}`;
 
 /** What every sign-in and refresh answers: a session's access token (every scope of the role) and its next refresh token. */
-function tokenPair(jwt: Config["jwt"], user: Pick<UserRow, "id" | "role">, sessionId: string, refreshToken: string, refreshExpiresAt: Date): TokenPair {
+function tokenPair(
+	jwt: Config["jwt"],
+	user: Pick<UserRow, "id" | "role">,
+	sessionId: string,
+	refreshToken: string,
+	refreshExpiresAt: Date
+): TokenPair {
 	return {
 		accessToken: signAccessToken(jwt, { sub: user.id, role: user.role, sid: sessionId, scopes: [ALL_SCOPES] }),
 		tokenType: "Bearer",
@@ -200,7 +231,8 @@ function tokenPair(jwt: Config["jwt"], user: Pick<UserRow, "id" | "role">, sessi
 
 const INVALID_CREDENTIALS = () => Unauthorized("Invalid email or password", "INVALID_CREDENTIALS");
 /** One answer for every login limiter: which one refused must not tell whether the account exists. */
-const throttled = (retryAfterS: number) => TooManyRequests("Too many failed sign-in attempts; try again later", retryAfterS, "LOGIN_THROTTLED");
+const throttled = (retryAfterS: number) =>
+	TooManyRequests("Too many failed sign-in attempts; try again later", retryAfterS, "LOGIN_THROTTLED");
 
 async function consumeOrThrow(limiter: RateLimiterAbstract, key: string, message: string) {
 	try {
@@ -215,8 +247,18 @@ async function consumeOrThrow(limiter: RateLimiterAbstract, key: string, message
 
 const siweParams = {
 	message: { type: "string", min: 1, max: 4096, description: "The exact EIP-4361 message that was signed" },
-	signature: { type: "string", min: 4, max: 20_000, pattern: SIGNATURE_PATTERN, description: "0x-hex signature (65-byte ECDSA, EIP-1271 or EIP-6492 wrapped)" },
-	nonceToken: { type: "string", pattern: NONCE_TOKEN_PATTERN, description: "The nonceToken returned with the nonce (binds it to this client)" }
+	signature: {
+		type: "string",
+		min: 4,
+		max: 20_000,
+		pattern: SIGNATURE_PATTERN,
+		description: "0x-hex signature (65-byte ECDSA, EIP-1271 or EIP-6492 wrapped)"
+	},
+	nonceToken: {
+		type: "string",
+		pattern: NONCE_TOKEN_PATTERN,
+		description: "The nonceToken returned with the nonce (binds it to this client)"
+	}
 } as const;
 
 // `merged` is a Moleculer lifecycle hook the typings leave out.
@@ -232,11 +274,13 @@ const UsersService: UsersSchema = {
 			handlers: {
 				async "payments.plan.changed"(this: UsersThis, payload, { tx, event }) {
 					const fact = parsePlanChanged(payload);
-					if (await this.store.applyPlanFact(tx, fact.userId, fact.planTier, event.occurredAt)) tx.afterCommit(() => this.forgetLater(fact.userId));
+					if (await this.store.applyPlanFact(tx, fact.userId, fact.planTier, event.occurredAt))
+						tx.afterCommit(() => this.forgetLater(fact.userId));
 				},
 				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {
 					const fact = parseStakeChanged(payload);
-					if (await this.store.applyStakeFact(tx, fact.userId, fact.positions, event.occurredAt)) tx.afterCommit(() => this.forgetLater(fact.userId));
+					if (await this.store.applyStakeFact(tx, fact.userId, fact.positions, event.occurredAt))
+						tx.afterCommit(() => this.forgetLater(fact.userId));
 				}
 			}
 		})
@@ -251,7 +295,8 @@ const UsersService: UsersSchema = {
 			getTier: cfg.tierCacheTtlS,
 			profile: cfg.tierCacheTtlS
 		};
-		for (const [name, seconds] of Object.entries(ttl)) actions[name] = { ...actions[name], cache: { ...actions[name].cache, ttl: seconds } };
+		for (const [name, seconds] of Object.entries(ttl))
+			actions[name] = { ...actions[name], cache: { ...actions[name].cache, ttl: seconds } };
 	},
 
 	hooks: {
@@ -271,13 +316,28 @@ const UsersService: UsersSchema = {
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ email: string; password: string; displayName?: string }>) {
 				const email = normalizeEmail(ctx.params.email);
-				if (!email) throw Unprocessable("Some fields are invalid", [{ field: "email", message: "is not a valid e-mail address" }]);
+				if (!email)
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "email", message: "is not a valid e-mail address" }
+					]);
 				const password = normalizePassword(ctx.params.password);
 				const problem = passwordProblem(password, this.cfg.passwords);
-				if (problem) throw Unprocessable("Some fields are invalid", [{ field: "password", message: problem, type: "passwordPolicy" }]);
-				await consumeOrThrow(this.registerLimiter, ctx.meta.ip ?? "unknown", "Too many sign-ups from this address; try again later");
-				if (await this.store.userByEmail(email)) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
-				const user = await this.store.createPasswordUser(email, await this.hasher.hash(password), ctx.params.displayName ?? null);
+				if (problem)
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "password", message: problem, type: "passwordPolicy" }
+					]);
+				await consumeOrThrow(
+					this.registerLimiter,
+					ctx.meta.ip ?? "unknown",
+					"Too many sign-ups from this address; try again later"
+				);
+				if (await this.store.userByEmail(email))
+					throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
+				const user = await this.store.createPasswordUser(
+					email,
+					await this.hasher.hash(password),
+					ctx.params.displayName ?? null
+				);
 				if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
 				await this.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
 				ctx.meta.$location = "/api/v1/users/me";
@@ -297,7 +357,10 @@ const UsersService: UsersSchema = {
 				const accountKey = throttleKey(email, ip);
 				const emailKey = throttleKey("account", email);
 				// Throttled before any hashing: a guesser cannot make us burn CPU.
-				const wait = Math.max(await this.ipThrottle.retryAfterS(ip), await this.accountIpThrottle.retryAfterS(accountKey));
+				const wait = Math.max(
+					await this.ipThrottle.retryAfterS(ip),
+					await this.accountIpThrottle.retryAfterS(accountKey)
+				);
 				if (wait > 0) throw throttled(wait);
 				// Guesses at one account spread over many addresses; the owner's usual addresses skip it.
 				const viaAccountLimiter = !(await this.knownAddresses.has(email, ctx.meta.ip));
@@ -312,7 +375,10 @@ const UsersService: UsersSchema = {
 				const ok = await this.hasher.verify(user?.password_hash ?? null, password);
 				if (!ok || !user) {
 					// The account-wide limiter counted this attempt when it admitted it.
-					await Promise.all([this.accountIpThrottle.recordFailure(accountKey), this.ipThrottle.recordFailure(ip)]);
+					await Promise.all([
+						this.accountIpThrottle.recordFailure(accountKey),
+						this.ipThrottle.recordFailure(ip)
+					]);
 					throw INVALID_CREDENTIALS();
 				}
 				// A success from a known address leaves the account-wide count alone: the owner signing in
@@ -323,7 +389,8 @@ const UsersService: UsersSchema = {
 				]);
 				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				await this.knownAddresses.remember(email, ctx.meta.ip);
-				if (this.hasher.needsRehash(user.password_hash!)) await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
+				if (this.hasher.needsRehash(user.password_hash!))
+					await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
 				await this.store.touchLogin(user.id);
 				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
 			}
@@ -334,16 +401,34 @@ const UsersService: UsersSchema = {
 			params: { $$strict: "remove", refreshToken: { type: "string", pattern: REFRESH_TOKEN_PATTERN } },
 			async handler(this: UsersThis, ctx: Ctx<{ refreshToken: string }>) {
 				const next = newRefreshToken();
-				const r = await this.store.rotateRefreshToken(sha256(ctx.params.refreshToken), next.hash, this.cfg.sessions.refreshTokenTtlS, this.cfg.sessions.refreshReuseGraceS);
+				const r = await this.store.rotateRefreshToken(
+					sha256(ctx.params.refreshToken),
+					next.hash,
+					this.cfg.sessions.refreshTokenTtlS,
+					this.cfg.sessions.refreshReuseGraceS
+				);
 				if (r.kind === "reused") {
 					// RFC 9700 §4.14.2: a spent token came back, so someone holds a copy; end the whole family.
 					await this.store.revokeSession(r.sessionId, null, "refresh_token_reuse");
 					await this.forget(r.userId, [r.sessionId]);
-					this.logger.warn({ userId: r.userId, sessionId: r.sessionId, ip: ctx.meta.ip }, "refresh token reuse: session revoked");
-					throw Unauthorized("This refresh token was already used; the session has been revoked", "REFRESH_TOKEN_REUSED");
+					this.logger.warn(
+						{ userId: r.userId, sessionId: r.sessionId, ip: ctx.meta.ip },
+						"refresh token reuse: session revoked"
+					);
+					throw Unauthorized(
+						"This refresh token was already used; the session has been revoked",
+						"REFRESH_TOKEN_REUSED"
+					);
 				}
-				if (r.kind !== "rotated") throw Unauthorized("Invalid or expired refresh token", "INVALID_REFRESH_TOKEN");
-				return tokenPair(this.jwt, { id: r.userId, role: r.role }, r.sessionId, next.token, r.refreshToken.expiresAt);
+				if (r.kind !== "rotated")
+					throw Unauthorized("Invalid or expired refresh token", "INVALID_REFRESH_TOKEN");
+				return tokenPair(
+					this.jwt,
+					{ id: r.userId, role: r.role },
+					r.sessionId,
+					next.token,
+					r.refreshToken.expiresAt
+				);
 			}
 		},
 
@@ -362,9 +447,13 @@ const UsersService: UsersSchema = {
 					return { revoked: ended.length };
 				}
 				let target: { sessionId: string; userId: string } | null = null;
-				if (ctx.params.refreshToken) target = await this.store.sessionOfRefreshToken(sha256(ctx.params.refreshToken));
+				if (ctx.params.refreshToken)
+					target = await this.store.sessionOfRefreshToken(sha256(ctx.params.refreshToken));
 				else if (user?.sid) target = { sessionId: user.sid, userId: user.id };
-				else throw Unprocessable("Some fields are invalid", [{ field: "refreshToken", message: "is required without a signed-in session", type: "required" }]);
+				else
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "refreshToken", message: "is required without a signed-in session", type: "required" }
+					]);
 				// An unknown token answers like a known one: logout is idempotent and reveals nothing.
 				if (!target) return { revoked: 0 };
 				const ended = await this.store.revokeSession(target.sessionId, null, "logout");
@@ -389,7 +478,8 @@ const UsersService: UsersSchema = {
 			params: { $$strict: "remove", id: { type: "uuid" } },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
 				const user = ctx.meta.user!;
-				if (!(await this.store.revokeSession(ctx.params.id, user.id, "user_revoked"))) throw NotFound("Session");
+				if (!(await this.store.revokeSession(ctx.params.id, user.id, "user_revoked")))
+					throw NotFound("Session");
 				await this.forget(user.id, [ctx.params.id]);
 				return { id: ctx.params.id, revoked: true };
 			}
@@ -419,17 +509,23 @@ const UsersService: UsersSchema = {
 			params: { $$strict: "remove", ...siweParams },
 			async handler(this: UsersThis, ctx: Ctx<{ message: string; signature: string; nonceToken: string }>) {
 				const proof = await this.verifySiweProof(ctx.params);
-				const { userId, created } = await this.store.userForWalletSignIn(proof.address, proof.chainId, proof.kind);
+				const { userId, created } = await this.store.userForWalletSignIn(
+					proof.address,
+					proof.chainId,
+					proof.kind
+				);
 				const user = await this.store.userById(userId);
 				if (!user) throw new Error(`user ${userId} of wallet ${proof.address} not found`);
 				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				await this.store.touchWalletSignIn(proof.address, proof.kind);
 				await this.store.touchLogin(user.id);
 				if (created) {
-					await this.store.audit(undefined, user.id, user.id, "user.register", { method: "siwe", address: proof.address });
+					await this.store.audit(undefined, user.id, user.id, "user.register", {
+						method: "siwe",
+						address: proof.address
+					});
 					this.announceWalletOwner(proof.address);
-				}
-				else await this.forget(user.id); // the wallet's kind may have changed (deployed since)
+				} else await this.forget(user.id); // the wallet's kind may have changed (deployed since)
 				return { ...(await this.issueSession(user, "siwe", ctx.meta)), user: publicUser(user), created };
 			}
 		},
@@ -438,7 +534,15 @@ const UsersService: UsersSchema = {
 		me: {
 			auth: "required",
 			scope: "users:read",
-			params: { $$strict: "remove", refresh: { type: "boolean", convert: true, optional: true, description: "Re-read $FORGE balances from the chain" } },
+			params: {
+				$$strict: "remove",
+				refresh: {
+					type: "boolean",
+					convert: true,
+					optional: true,
+					description: "Re-read $FORGE balances from the chain"
+				}
+			},
 			async handler(this: UsersThis, ctx: Ctx<{ refresh?: boolean }>) {
 				const user = ctx.meta.user!;
 				const profile = (await ctx.call(CACHED_ACTIONS.profile.name, { userId: user.id })) as Profile;
@@ -447,14 +551,23 @@ const UsersService: UsersSchema = {
 					tokenAddress: this.cfg.chain.forgeTokenAddress,
 					holdings: null,
 					holdingsUnavailableReason: null,
-					stake: { stakedWei: profile.tier.stakedWei, effectiveStakeWei: profile.tier.effectiveStakeWei, nextMaturityAt: profile.tier.nextStakeMaturityAt }
+					stake: {
+						stakedWei: profile.tier.stakedWei,
+						effectiveStakeWei: profile.tier.effectiveStakeWei,
+						nextMaturityAt: profile.tier.nextStakeMaturityAt
+					}
 				};
-				if (this.balances) forge.holdings = await this.holdingsOf(user.id, profile.wallets, ctx.params.refresh === true);
-				else forge.holdingsUnavailableReason = "CHAIN_NOT_CONFIGURED: set CHAIN_RPC_URL and FORGE_TOKEN_ADDRESS to show $FORGE balances";
+				if (this.balances)
+					forge.holdings = await this.holdingsOf(user.id, profile.wallets, ctx.params.refresh === true);
+				else
+					forge.holdingsUnavailableReason =
+						"CHAIN_NOT_CONFIGURED: set CHAIN_RPC_URL and FORGE_TOKEN_ADDRESS to show $FORGE balances";
 				return {
 					...profile,
 					permissions: effectiveScopes(user),
-					credential: user.keyId ? { type: "apiKey", keyId: user.keyId } : { type: "session", sessionId: user.sid ?? null },
+					credential: user.keyId
+						? { type: "apiKey", keyId: user.keyId }
+						: { type: "session", sessionId: user.sid ?? null },
 					forge
 				};
 			}
@@ -463,7 +576,10 @@ const UsersService: UsersSchema = {
 		updateMe: {
 			auth: "required",
 			scope: "users:write",
-			params: { $$strict: "remove", displayName: { type: "string", min: 1, max: 80, trim: true, nullable: true } },
+			params: {
+				$$strict: "remove",
+				displayName: { type: "string", min: 1, max: 80, trim: true, nullable: true }
+			},
 			async handler(this: UsersThis, ctx: Ctx<{ displayName: string | null }>) {
 				const user = ctx.meta.user!;
 				await this.store.setDisplayName(user.id, ctx.params.displayName);
@@ -484,17 +600,32 @@ const UsersService: UsersSchema = {
 				const auth = ctx.meta.user!;
 				const user = await this.store.userById(auth.id);
 				if (!user) throw NotFound("User");
-				if (!user.email) throw Conflict("An account needs an e-mail address before it can have a password", "EMAIL_REQUIRED");
+				if (!user.email)
+					throw Conflict(
+						"An account needs an e-mail address before it can have a password",
+						"EMAIL_REQUIRED"
+					);
 				if (user.password_hash) {
 					const key = throttleKey("password-change", user.id, ctx.meta.ip ?? "unknown");
 					const wait = await this.accountIpThrottle.retryAfterS(key);
-					if (wait > 0) throw TooManyRequests("Too many wrong passwords; try again later", wait, "LOGIN_THROTTLED");
+					if (wait > 0)
+						throw TooManyRequests("Too many wrong passwords; try again later", wait, "LOGIN_THROTTLED");
 					// A stolen session used from many addresses: the current password is guessed per
 					// account too (the account-wide limiter, counted before hashing).
 					const accountKey = throttleKey("password-change-account", user.id);
 					const accountWait = await this.accountThrottle.admit(accountKey);
-					if (accountWait > 0) throw TooManyRequests("Too many wrong passwords; try again later", accountWait, "LOGIN_THROTTLED");
-					if (!(await this.hasher.verify(user.password_hash, normalizePassword(ctx.params.currentPassword ?? "")))) {
+					if (accountWait > 0)
+						throw TooManyRequests(
+							"Too many wrong passwords; try again later",
+							accountWait,
+							"LOGIN_THROTTLED"
+						);
+					if (
+						!(await this.hasher.verify(
+							user.password_hash,
+							normalizePassword(ctx.params.currentPassword ?? "")
+						))
+					) {
 						await this.accountIpThrottle.recordFailure(key);
 						throw Forbidden("The current password is wrong", "INVALID_CURRENT_PASSWORD");
 					}
@@ -502,7 +633,10 @@ const UsersService: UsersSchema = {
 				}
 				const password = normalizePassword(ctx.params.newPassword);
 				const problem = passwordProblem(password, this.cfg.passwords);
-				if (problem) throw Unprocessable("Some fields are invalid", [{ field: "newPassword", message: problem, type: "passwordPolicy" }]);
+				if (problem)
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "newPassword", message: problem, type: "passwordPolicy" }
+					]);
 				await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
 				// Whoever else holds a session may know the old password: end every other session.
 				const ended = await this.store.revokeAllSessions(user.id, "password_changed", auth.sid);
@@ -519,9 +653,16 @@ const UsersService: UsersSchema = {
 			async handler(this: UsersThis, ctx: Ctx<{ message: string; signature: string; nonceToken: string }>) {
 				const user = ctx.meta.user!;
 				const proof = await this.verifySiweProof(ctx.params);
-				const r = await this.store.linkWallet(user.id, proof.address, proof.chainId, proof.kind, this.cfg.maxWalletsPerUser);
+				const r = await this.store.linkWallet(
+					user.id,
+					proof.address,
+					proof.chainId,
+					proof.kind,
+					this.cfg.maxWalletsPerUser
+				);
 				if (r.result === "taken") throw Conflict("This wallet is linked to another account", "WALLET_TAKEN");
-				if (r.result === "limit") throw Conflict(`An account may link at most ${this.cfg.maxWalletsPerUser} wallets`, "WALLET_LIMIT");
+				if (r.result === "limit")
+					throw Conflict(`An account may link at most ${this.cfg.maxWalletsPerUser} wallets`, "WALLET_LIMIT");
 				await this.forget(user.id);
 				if (r.result !== "already") this.announceWalletOwner(proof.address);
 				ctx.meta.$location = "/api/v1/users/me";
@@ -538,7 +679,8 @@ const UsersService: UsersSchema = {
 				const address = ctx.params.address.toLowerCase();
 				const r = await this.store.unlinkWallet(user.id, address);
 				if (r === "not_found") throw NotFound("Wallet");
-				if (r === "last_method") throw Conflict("This wallet is the account's only way to sign in", "LAST_SIGN_IN_METHOD");
+				if (r === "last_method")
+					throw Conflict("This wallet is the account's only way to sign in", "LAST_SIGN_IN_METHOD");
 				await this.forget(user.id);
 				this.announceWalletOwner(address);
 				return { address: getAddress(address), unlinked: true };
@@ -552,7 +694,13 @@ const UsersService: UsersSchema = {
 			params: {
 				$$strict: "remove",
 				name: { type: "string", min: 1, max: 64, trim: true },
-				scopes: { type: "array", items: { type: "enum", values: [...SCOPES] }, min: 1, max: SCOPES.length, unique: true },
+				scopes: {
+					type: "array",
+					items: { type: "enum", values: [...SCOPES] },
+					min: 1,
+					max: SCOPES.length,
+					unique: true
+				},
 				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true }
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ name: string; scopes: Scope[]; expiresInDays?: number }>) {
@@ -562,7 +710,11 @@ const UsersService: UsersSchema = {
 				if (denied.length)
 					throw Unprocessable(
 						"Some fields are invalid",
-						denied.map(s => ({ field: "scopes", message: `scope '${s}' is not available to role ${user.role}`, type: "scope" }))
+						denied.map(s => ({
+							field: "scopes",
+							message: `scope '${s}' is not available to role ${user.role}`,
+							type: "scope"
+						}))
 					);
 				const fresh = newApiKey();
 				const row = await this.store.createApiKey({
@@ -574,7 +726,11 @@ const UsersService: UsersSchema = {
 					expiresInDays: ctx.params.expiresInDays ?? null,
 					maxPerUser: this.cfg.apiKeys.maxPerUser
 				});
-				if (row === "limit") throw Conflict(`An account may hold at most ${this.cfg.apiKeys.maxPerUser} active API keys`, "API_KEY_LIMIT");
+				if (row === "limit")
+					throw Conflict(
+						`An account may hold at most ${this.cfg.apiKeys.maxPerUser} active API keys`,
+						"API_KEY_LIMIT"
+					);
 				ctx.meta.$location = "/api/v1/users/me/api-keys";
 				// The only time the secret is ever shown.
 				return { ...apiKeyView(row), key: fresh.key };
@@ -609,13 +765,26 @@ const UsersService: UsersSchema = {
 				$$strict: "remove",
 				limit: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
 				cursor: { type: "string", max: 200, optional: true },
-				q: { type: "string", min: 1, max: 254, trim: true, optional: true, description: "e-mail prefix, user id or wallet address (prefix)" },
+				q: {
+					type: "string",
+					min: 1,
+					max: 254,
+					trim: true,
+					optional: true,
+					description: "e-mail prefix, user id or wallet address (prefix)"
+				},
 				role: { type: "enum", values: ROLES, optional: true },
 				disabled: { type: "boolean", convert: true, optional: true }
 			},
-			async handler(this: UsersThis, ctx: Ctx<{ limit: number; cursor?: string; q?: string; role?: Role; disabled?: boolean }>) {
+			async handler(
+				this: UsersThis,
+				ctx: Ctx<{ limit: number; cursor?: string; q?: string; role?: Role; disabled?: boolean }>
+			) {
 				const after = ctx.params.cursor ? decodeCursor(ctx.params.cursor) : null;
-				if (ctx.params.cursor && !after) throw Unprocessable("Some fields are invalid", [{ field: "cursor", message: "is not a cursor from this list" }]);
+				if (ctx.params.cursor && !after)
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "cursor", message: "is not a cursor from this list" }
+					]);
 				const rows = await this.store.listUsers({
 					limit: ctx.params.limit + 1,
 					after,
@@ -625,7 +794,10 @@ const UsersService: UsersSchema = {
 				});
 				const page = rows.slice(0, ctx.params.limit);
 				const last = page[page.length - 1];
-				return { items: page.map(adminUserView), nextCursor: rows.length > ctx.params.limit && last ? encodeCursor(last.cursor_at, last.id) : null };
+				return {
+					items: page.map(adminUserView),
+					nextCursor: rows.length > ctx.params.limit && last ? encodeCursor(last.cursor_at, last.id) : null
+				};
 			}
 		},
 
@@ -657,15 +829,30 @@ const UsersService: UsersSchema = {
 				$$strict: "remove",
 				id: { type: "uuid" },
 				role: { type: "enum", values: ROLES, optional: true },
-				tierOverride: { type: "enum", values: [...TIER_ORDER], optional: true, nullable: true, description: "null clears the override" },
+				tierOverride: {
+					type: "enum",
+					values: [...TIER_ORDER],
+					optional: true,
+					nullable: true,
+					description: "null clears the override"
+				},
 				disabled: { type: "boolean", optional: true }
 			},
-			async handler(this: UsersThis, ctx: Ctx<{ id: string; role?: Role; tierOverride?: TierName | null; disabled?: boolean }>) {
+			async handler(
+				this: UsersThis,
+				ctx: Ctx<{ id: string; role?: Role; tierOverride?: TierName | null; disabled?: boolean }>
+			) {
 				const actor = ctx.meta.user!;
 				const { role, tierOverride, disabled } = ctx.params;
 				const id = ctx.params.id.toLowerCase();
 				if (role === undefined && tierOverride === undefined && disabled === undefined)
-					throw Unprocessable("Some fields are invalid", [{ field: "role", message: "give at least one of role, tierOverride, disabled", type: "required" }]);
+					throw Unprocessable("Some fields are invalid", [
+						{
+							field: "role",
+							message: "give at least one of role, tierOverride, disabled",
+							type: "required"
+						}
+					]);
 				if (id === actor.id && ((role !== undefined && role !== actor.role) || disabled === true))
 					throw Conflict("Administrators cannot demote or disable themselves", "SELF_CHANGE_FORBIDDEN");
 				const r = await this.store.adminUpdate(id, { role, tierOverride, disabled }, { actorId: actor.id });
@@ -673,7 +860,10 @@ const UsersService: UsersSchema = {
 				// Role and disabled state are read by the gateway per request: drop every cached session state.
 				if (role !== undefined || disabled !== undefined) await this.forgetAllSessions(id);
 				else await this.forget(id);
-				this.broker.broadcast("users.changed", { userId: id, fields: Object.keys(ctx.params).filter(k => k !== "id") });
+				this.broker.broadcast("users.changed", {
+					userId: id,
+					fields: Object.keys(ctx.params).filter(k => k !== "id")
+				});
 				return adminUserView(r.after);
 			}
 		},
@@ -691,8 +881,15 @@ const UsersService: UsersSchema = {
 				if (!row || !digestsEqual(row.secret_hash, sha256(parsed.secret)) || !row.usable) return null;
 				const interval = this.cfg.apiKeys.lastUsedWriteIntervalS * 1000;
 				if (!row.last_used_at || Date.now() - new Date(row.last_used_at).getTime() > interval)
-					this.store.touchApiKey(row.id, this.cfg.apiKeys.lastUsedWriteIntervalS).catch(err => this.logger.warn("api key last-used update failed", err.message));
-				return { id: row.user_id, role: row.role, keyId: row.id, scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope)) };
+					this.store
+						.touchApiKey(row.id, this.cfg.apiKeys.lastUsedWriteIntervalS)
+						.catch(err => this.logger.warn("api key last-used update failed", err.message));
+				return {
+					id: row.user_id,
+					role: row.role,
+					keyId: row.id,
+					scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope))
+				};
 			}
 		},
 
@@ -711,7 +908,10 @@ const UsersService: UsersSchema = {
 			visibility: "public",
 			cache: { keys: [...CACHED_ACTIONS.authState.keys] },
 			params: { userId: { type: "string", max: 64 }, sid: { type: "string", max: 64 } },
-			async handler(this: UsersThis, ctx: Context<{ userId: string; sid: string }>): Promise<{ role: Role } | null> {
+			async handler(
+				this: UsersThis,
+				ctx: Context<{ userId: string; sid: string }>
+			): Promise<{ role: Role } | null> {
 				if (!isUuid(ctx.params.userId) || !isUuid(ctx.params.sid)) return null;
 				return this.store.authState(ctx.params.userId, ctx.params.sid);
 			}
@@ -733,7 +933,10 @@ const UsersService: UsersSchema = {
 			retryPolicy: { enabled: true },
 			cache: { keys: [...CACHED_ACTIONS.getTier.keys] },
 			params: { userId: { type: "uuid" } },
-			async handler(this: UsersThis, ctx: Context<{ userId: string }>): Promise<TierSummary & { userId: string }> {
+			async handler(
+				this: UsersThis,
+				ctx: Context<{ userId: string }>
+			): Promise<TierSummary & { userId: string }> {
 				const facts = await this.store.tierFacts(ctx.params.userId);
 				if (!facts.exists) throw NotFound("User");
 				return { userId: ctx.params.userId, ...summarizeTier(facts, Date.now()) };
@@ -748,7 +951,10 @@ const UsersService: UsersSchema = {
 			async handler(this: UsersThis, ctx: Context<{ userId: string }>): Promise<Profile> {
 				const user = await this.store.userById(ctx.params.userId);
 				if (!user) throw NotFound("User");
-				const [facts, wallets] = await Promise.all([this.store.tierFacts(user.id), this.store.walletsOf(user.id)]);
+				const [facts, wallets] = await Promise.all([
+					this.store.tierFacts(user.id),
+					this.store.walletsOf(user.id)
+				]);
 				return {
 					...publicUser(user),
 					hasPassword: user.password_hash !== null,
@@ -762,7 +968,10 @@ const UsersService: UsersSchema = {
 			visibility: "public",
 			params: { userId: { type: "uuid" }, includeEnded: { type: "boolean", optional: true } },
 			async handler(this: UsersThis, ctx: Context<{ userId: string; includeEnded?: boolean }>) {
-				const sessions = await this.store.sessionsOf(ctx.params.userId, { includeEnded: ctx.params.includeEnded ?? false, limit: 100 });
+				const sessions = await this.store.sessionsOf(ctx.params.userId, {
+					includeEnded: ctx.params.includeEnded ?? false,
+					limit: 100
+				});
 				return { items: sessions.map(s => sessionView(s)) };
 			}
 		},
@@ -772,7 +981,10 @@ const UsersService: UsersSchema = {
 			params: { userId: { type: "uuid" }, reason: { type: "string", min: 1, max: 64, default: "operator" } },
 			async handler(this: UsersThis, ctx: Context<{ userId: string; reason: string }>) {
 				const ended = await this.store.revokeAllSessions(ctx.params.userId, ctx.params.reason);
-				await this.store.audit(undefined, ctx.params.userId, "operator", "sessions.revoke", { reason: ctx.params.reason, count: ended.length });
+				await this.store.audit(undefined, ctx.params.userId, "operator", "sessions.revoke", {
+					reason: ctx.params.reason,
+					count: ended.length
+				});
 				await this.forget(ctx.params.userId, ended);
 				return { userId: ctx.params.userId, revoked: ended.length };
 			}
@@ -787,7 +999,10 @@ const UsersService: UsersSchema = {
 		 */
 		announceWalletOwner(this: UsersThis, address: string) {
 			this.broker.call("payments.refreshWalletOwner", { address: getAddress(address) }).catch((err: Error) => {
-				if (!["ServiceNotFoundError", "ServiceNotAvailableError"].includes(err.name) && (err as { code?: number }).code !== 503)
+				if (
+					!["ServiceNotFoundError", "ServiceNotAvailableError"].includes(err.name) &&
+					(err as { code?: number }).code !== 503
+				)
 					this.logger.warn(`could not announce the owner of ${address} to payments: ${err.message}`);
 			});
 		},
@@ -797,11 +1012,18 @@ const UsersService: UsersSchema = {
 			const action = ctx.action as { scope?: Scope; sessionOnly?: boolean } | undefined;
 			const user = ctx.meta.user;
 			if (!user || !action) return;
-			if (action.sessionOnly && user.keyId) throw Forbidden("This needs a signed-in session, not an API key", "SESSION_REQUIRED");
-			if (action.scope && !hasScope(user, action.scope)) throw Forbidden(`This needs the '${action.scope}' scope`, "INSUFFICIENT_SCOPE");
+			if (action.sessionOnly && user.keyId)
+				throw Forbidden("This needs a signed-in session, not an API key", "SESSION_REQUIRED");
+			if (action.scope && !hasScope(user, action.scope))
+				throw Forbidden(`This needs the '${action.scope}' scope`, "INSUFFICIENT_SCOPE");
 		},
 
-		async issueSession(this: UsersThis, user: Pick<UserRow, "id" | "role">, method: SessionRow["method"], meta: Meta): Promise<TokenPair> {
+		async issueSession(
+			this: UsersThis,
+			user: Pick<UserRow, "id" | "role">,
+			method: SessionRow["method"],
+			meta: Meta
+		): Promise<TokenPair> {
 			const refresh = newRefreshToken();
 			const { sessionId, refreshExpiresAt } = await this.store.createSession({
 				userId: user.id,
@@ -820,17 +1042,26 @@ const UsersService: UsersSchema = {
 		 * fresh (issued, not before, expiry), its nonce is the one we gave *this* client and has not been
 		 * spent (consumed atomically, so of two parallel uses one wins), and the address signed it.
 		 */
-		async verifySiweProof(this: UsersThis, params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof> {
+		async verifySiweProof(
+			this: UsersThis,
+			params: { message: string; signature: string; nonceToken: string }
+		): Promise<SiweProof> {
 			const check = checkSiweMessage(params.message, this.cfg.siwe, Date.now());
 			if (!check.ok) {
 				if (check.code === "SIWE_INVALID_MESSAGE")
-					throw Unprocessable(check.message, [{ field: "message", message: check.message, type: "siwe" }], check.code);
+					throw Unprocessable(
+						check.message,
+						[{ field: "message", message: check.message, type: "siwe" }],
+						check.code
+					);
 				throw Unauthorized(check.message, check.code);
 			}
 			const { fields } = check;
 			const issued = await this.kv.getDel(nonceKey(params.nonceToken));
-			if (!issued) throw Unauthorized("Unknown, expired or already used nonce; ask for a new one", "SIWE_NONCE_INVALID");
-			if (issued !== fields.nonce) throw Unauthorized("The message's nonce was not issued to this client", "SIWE_NONCE_MISMATCH");
+			if (!issued)
+				throw Unauthorized("Unknown, expired or already used nonce; ask for a new one", "SIWE_NONCE_INVALID");
+			if (issued !== fields.nonce)
+				throw Unauthorized("The message's nonce was not issued to this client", "SIWE_NONCE_MISMATCH");
 			const verdict = await this.signatures.verify({
 				chainId: fields.chainId,
 				address: fields.address as Hex,
@@ -850,7 +1081,9 @@ const UsersService: UsersSchema = {
 
 		/** For callbacks that cannot wait (after a commit): a failure is logged; the cache TTL bounds the staleness. */
 		forgetLater(this: UsersThis, userId: string) {
-			this.invalidator.forget(userId).catch(err => this.logger.warn("cache invalidation failed", userId, (err as Error).message));
+			this.invalidator
+				.forget(userId)
+				.catch(err => this.logger.warn("cache invalidation failed", userId, (err as Error).message));
 		},
 
 		async forgetAllSessions(this: UsersThis, userId: string) {
@@ -859,11 +1092,19 @@ const UsersService: UsersSchema = {
 
 		async holdingsOf(this: UsersThis, userId: string, wallets: WalletView[], refresh: boolean) {
 			// A forced refresh costs RPC calls: at most one per user per interval, else the cache answers.
-			const refreshed = refresh && (await this.kv.setIfAbsent(`users:balance-refresh:${userId}`, "1", BALANCE_REFRESH_MIN_INTERVAL_MS));
-			const balances = await this.balances!.balances(wallets.map(w => w.address), refreshed);
+			const refreshed =
+				refresh &&
+				(await this.kv.setIfAbsent(`users:balance-refresh:${userId}`, "1", BALANCE_REFRESH_MIN_INTERVAL_MS));
+			const balances = await this.balances!.balances(
+				wallets.map(w => w.address),
+				refreshed
+			);
 			const known = balances.filter(b => b.balanceWei !== null);
 			return {
-				totalWei: known.length === balances.length ? balances.reduce((sum, b) => sum + BigInt(b.balanceWei!), 0n).toString() : null,
+				totalWei:
+					known.length === balances.length
+						? balances.reduce((sum, b) => sum + BigInt(b.balanceWei!), 0n).toString()
+						: null,
 				wallets: balances,
 				refreshed
 			};
@@ -884,13 +1125,20 @@ const UsersService: UsersSchema = {
 				labelNames: ["against"],
 				description: "argon2 password verifications, against a stored hash or the dummy (unknown users)"
 			});
-		this.hasher = new PasswordHasher(this.cfg.passwords.argon2, against => m.increment("users.password.verifications.total", { against }));
+		this.hasher = new PasswordHasher(this.cfg.passwords.argon2, against =>
+			m.increment("users.password.verifications.total", { against })
+		);
 		const prefix = `${rt.config.redisPrefix}users:throttle`;
 		this.accountIpThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:account-ip`, this.cfg.throttle.accountIp);
 		this.ipThrottle = new ProgressiveThrottle(rt.redis, `${prefix}:ip`, this.cfg.throttle.ip);
 		this.accountThrottle = new AccountGuessLimiter(rt.redis, `${prefix}:account`, this.cfg.throttle.account);
 		this.knownAddresses = new KnownAddresses(rt.kv, "users:login-known", this.cfg.throttle.knownIpTtlS);
-		this.registerLimiter = makeLimiter(rt.redis, `${prefix}:register`, this.cfg.throttle.registerPerIpPerHour, 3600);
+		this.registerLimiter = makeLimiter(
+			rt.redis,
+			`${prefix}:register`,
+			this.cfg.throttle.registerPerIpPerHour,
+			3600
+		);
 		this.signatures = new WalletSignatureVerifier(this.cfg.chain.rpcUrls, this.cfg.chain.rpcTimeoutMs);
 		const rpcUrl = this.cfg.chain.rpcUrls[this.cfg.chain.forgeChainId];
 		this.balances =
@@ -912,7 +1160,9 @@ const UsersService: UsersSchema = {
 		// Hash the dummy password now, so the first unknown-user login is not the one that pays for it.
 		await this.hasher.dummyHash();
 		this.pruneTimer = setInterval(() => {
-			this.store.pruneSessions(PRUNE_AFTER_S).catch(err => this.logger.warn("session pruning failed", err.message));
+			this.store
+				.pruneSessions(PRUNE_AFTER_S)
+				.catch(err => this.logger.warn("session pruning failed", err.message));
 		}, PRUNE_EVERY_MS);
 		this.pruneTimer.unref();
 	},

@@ -38,7 +38,14 @@ export interface Config {
 	redisPrefix: string;
 	amqpUrl: string | null;
 	amqpPrefix: string;
-	http: { host: string; port: number; publicUrl: string; bodyLimit: string; corsOrigins: string[]; trustProxyHops: number };
+	http: {
+		host: string;
+		port: number;
+		publicUrl: string;
+		bodyLimit: string;
+		corsOrigins: string[];
+		trustProxyHops: number;
+	};
 	healthPort: number | null;
 	metricsPort: number | null;
 	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
@@ -78,12 +85,17 @@ const checkInt = (name: string, min: number, max: number) =>
 function parseJwtKeys(raw: string | undefined, problems: string[]): JwtKey[] {
 	if (!raw) return [];
 	const keys: JwtKey[] = [];
-	for (const part of raw.split(",").map(s => s.trim()).filter(Boolean)) {
+	for (const part of raw
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean)) {
 		const idx = part.indexOf(":");
 		const kid = idx > 0 ? part.slice(0, idx) : "";
 		const secret = idx > 0 ? part.slice(idx + 1) : "";
 		if (!/^[A-Za-z0-9._-]{1,64}$/.test(kid) || secret.length < 32) {
-			problems.push("JWT_KEYS must be a comma-separated list of kid:secret pairs, each secret at least 32 characters");
+			problems.push(
+				"JWT_KEYS must be a comma-separated list of kid:secret pairs, each secret at least 32 characters"
+			);
 			return [];
 		}
 		keys.push({ kid, secret });
@@ -151,9 +163,16 @@ export function loadConfig(env: Env = process.env): Config {
 	const reader: EnvReader = { env, problems, str, optStr, optUrl, int, bool, oneOf };
 
 	const servicesRaw = str("SERVICES", ALL_SERVICES.join(","));
-	const services = servicesRaw === "*" ? [...ALL_SERVICES] : servicesRaw.split(",").map(s => s.trim()).filter(Boolean);
+	const services =
+		servicesRaw === "*"
+			? [...ALL_SERVICES]
+			: servicesRaw
+					.split(",")
+					.map(s => s.trim())
+					.filter(Boolean);
 	const unknown = services.filter(s => !(ALL_SERVICES as readonly string[]).includes(s));
-	if (unknown.length) problems.push(`SERVICES names unknown services: ${unknown.join(", ")} (known: ${ALL_SERVICES.join(", ")})`);
+	if (unknown.length)
+		problems.push(`SERVICES names unknown services: ${unknown.join(", ")} (known: ${ALL_SERVICES.join(", ")})`);
 	if (!services.length) problems.push("SERVICES must name at least one service");
 
 	const transporter = optUrl("TRANSPORTER", ["nats"]);
@@ -182,7 +201,8 @@ export function loadConfig(env: Env = process.env): Config {
 	const healthPortRaw = int("HEALTH_PORT", 0, 0, 65535);
 	const metricsPortRaw = int("METRICS_PORT", 0, 0, 65535);
 	const bodyLimit = str("BODY_LIMIT", "1mb");
-	if (!/^\d+(b|kb|mb)$/i.test(bodyLimit)) problems.push(`BODY_LIMIT must look like 512kb or 1mb (got '${bodyLimit}')`);
+	if (!/^\d+(b|kb|mb)$/i.test(bodyLimit))
+		problems.push(`BODY_LIMIT must look like 512kb or 1mb (got '${bodyLimit}')`);
 
 	const config: Config = {
 		nodeEnv,
@@ -203,7 +223,10 @@ export function loadConfig(env: Env = process.env): Config {
 			port,
 			publicUrl: str("PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`),
 			bodyLimit,
-			corsOrigins: str("CORS_ORIGINS", "*").split(",").map(s => s.trim()).filter(Boolean),
+			corsOrigins: str("CORS_ORIGINS", "*")
+				.split(",")
+				.map(s => s.trim())
+				.filter(Boolean),
 			trustProxyHops: int("TRUST_PROXY_HOPS", 0, 0, 10)
 		},
 		healthPort: healthPortRaw || null,
@@ -215,7 +238,10 @@ export function loadConfig(env: Env = process.env): Config {
 			zipkinUrl: optUrl("ZIPKIN_URL", ["http", "https"])
 		},
 		requestTimeoutMs: int("REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
-		heartbeat: { intervalS: int("HEARTBEAT_INTERVAL_S", 5, 1, 60), timeoutS: int("HEARTBEAT_TIMEOUT_S", 15, 2, 600) },
+		heartbeat: {
+			intervalS: int("HEARTBEAT_INTERVAL_S", 5, 1, 60),
+			timeoutS: int("HEARTBEAT_TIMEOUT_S", 15, 2, 600)
+		},
 		rateLimit: {
 			perMinute: int("RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000),
 			anonymousPerMinute: int("RATE_LIMIT_ANON_PER_MINUTE", 120, 1, 1_000_000)

@@ -9,7 +9,12 @@ const CHUNKS = Number(process.env.CHUNKS ?? 20);
 const CHUNK_DELAY_MS = Number(process.env.CHUNK_DELAY_MS ?? 0);
 const FIRST_TOKEN_MS = Number(process.env.FIRST_TOKEN_MS ?? CHUNK_DELAY_MS);
 startFakeOpenAI().then(fake => {
-	fake.setDefault({ kind: "ok", chunks: Array.from({ length: CHUNKS }, (_, i) => ` t${i}`), chunkDelayMs: CHUNK_DELAY_MS, firstChunkDelayMs: FIRST_TOKEN_MS });
+	fake.setDefault({
+		kind: "ok",
+		chunks: Array.from({ length: CHUNKS }, (_, i) => ` t${i}`),
+		chunkDelayMs: CHUNK_DELAY_MS,
+		firstChunkDelayMs: FIRST_TOKEN_MS
+	});
 	// Keep no request log: the bench sends hundreds of thousands.
 	setInterval(() => (fake.requests.length = 0), 1000).unref();
 	process.stdout.write(`${fake.url}\n`);

@@ -57,10 +57,17 @@ const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
 async function fakeServer(firstMs: number, delayMs: number) {
 	const child = spawn(process.execPath, ["-r", "@swc-node/register", path.join(__dirname, "fake-server.ts")], {
-		env: { ...process.env, CHUNKS: String(CHUNKS), FIRST_TOKEN_MS: String(firstMs), CHUNK_DELAY_MS: String(delayMs) },
+		env: {
+			...process.env,
+			CHUNKS: String(CHUNKS),
+			FIRST_TOKEN_MS: String(firstMs),
+			CHUNK_DELAY_MS: String(delayMs)
+		},
 		stdio: ["ignore", "pipe", "inherit"]
 	});
-	const url = await new Promise<string>(resolve => child.stdout.once("data", (d: Buffer) => resolve(d.toString().trim())));
+	const url = await new Promise<string>(resolve =>
+		child.stdout.once("data", (d: Buffer) => resolve(d.toString().trim()))
+	);
 	return { url, close: async () => void child.kill("SIGTERM") };
 }
 
@@ -82,8 +89,17 @@ async function main() {
 	const model = findModel("gpt-4o-mini")!;
 
 	function paths(url: string) {
-		const cfg = loadConfig({ AI_DEV_PROVIDER: "false", AI_DEPLOYMENTS: JSON.stringify([{ id: "fake", model: "gpt-4o-mini", provider: "openai", baseUrl: url, apiKey: "k" }]) }).ai;
-		const router = new DeploymentRouter(cfg.deployments, { balancing: "least-busy", circuitFailures: 1000, circuitCooldownMs: 1000 });
+		const cfg = loadConfig({
+			AI_DEV_PROVIDER: "false",
+			AI_DEPLOYMENTS: JSON.stringify([
+				{ id: "fake", model: "gpt-4o-mini", provider: "openai", baseUrl: url, apiKey: "k" }
+			])
+		}).ai;
+		const router = new DeploymentRouter(cfg.deployments, {
+			balancing: "least-busy",
+			circuitFailures: 1000,
+			circuitCooldownMs: 1000
+		});
 		const client = new OpenAI({ apiKey: "k", baseURL: url, maxRetries: 0 });
 		const served = servedModels(cfg);
 		let n = 0;
@@ -91,15 +107,24 @@ async function main() {
 			async direct(): Promise<Sample> {
 				const t0 = performance.now();
 				let ttft = -1;
-				const stream = await client.chat.completions.create({ model: "gpt-4o-mini", messages, stream: true, stream_options: { include_usage: true }, max_tokens: 1000 });
-				for await (const c of stream) if (ttft < 0 && c.choices?.[0]?.delta?.content) ttft = performance.now() - t0;
+				const stream = await client.chat.completions.create({
+					model: "gpt-4o-mini",
+					messages,
+					stream: true,
+					stream_options: { include_usage: true },
+					max_tokens: 1000
+				});
+				for await (const c of stream)
+					if (ttft < 0 && c.choices?.[0]?.delta?.content) ttft = performance.now() - t0;
 				return { ttft, total: performance.now() - t0 };
 			},
 			async service(): Promise<Sample> {
 				const taskId = `t${n++}`;
 				const t0 = performance.now();
 				let ttft = -1;
-				const events = streamPublisher(ev => void broker.broadcast("tasks.stream", { taskId, userId: "u", ...ev }));
+				const events = streamPublisher(
+					ev => void broker.broadcast("tasks.stream", { taskId, userId: "u", ...ev })
+				);
 				listeners.set(taskId, () => {
 					if (ttft < 0) ttft = performance.now() - t0;
 				});
@@ -131,7 +156,11 @@ async function main() {
 	 * stream length; each client alternates direct and service stream by stream (client i starts with
 	 * mode i mod 2), so both paths run at the same moments under the same load.
 	 */
-	async function paced(p: { direct(): Promise<Sample>; service(): Promise<Sample> }, c: number, only?: "direct" | "service"): Promise<{ direct: Sample[]; service: Sample[] }> {
+	async function paced(
+		p: { direct(): Promise<Sample>; service(): Promise<Sample> },
+		c: number,
+		only?: "direct" | "service"
+	): Promise<{ direct: Sample[]; service: Sample[] }> {
 		const streamMs = FIRST_TOKEN_MS + (CHUNKS - 1) * CHUNK_DELAY_MS;
 		const t0 = performance.now();
 		const end = t0 + ROUND_S * 1000;
@@ -151,17 +180,54 @@ async function main() {
 	}
 
 	console.log(`ai streaming path vs direct SDK — ${machine()}`);
-	console.log(`${CHUNKS} chunks per answer, ${ROUNDS} rounds per level and mode, fake OpenAI server in a child process`);
-	console.log(`paced: first token after ${FIRST_TOKEN_MS} ms, then one every ${CHUNK_DELAY_MS} ms, ${ROUND_S} s per round, c streams in flight; burst: whole answer at once, c streams started together\n`);
-	console.log("shape    | concurrency | mode    | streams | cpu µs/stream | ttft p50 | ttft p99 | total p50 | total p99  (ms)");
+	console.log(
+		`${CHUNKS} chunks per answer, ${ROUNDS} rounds per level and mode, fake OpenAI server in a child process`
+	);
+	console.log(
+		`paced: first token after ${FIRST_TOKEN_MS} ms, then one every ${CHUNK_DELAY_MS} ms, ${ROUND_S} s per round, c streams in flight; burst: whole answer at once, c streams started together\n`
+	);
+	console.log(
+		"shape    | concurrency | mode    | streams | cpu µs/stream | ttft p50 | ttft p99 | total p50 | total p99  (ms)"
+	);
 	const rows: string[] = [];
 	const f = (x: number) => x.toFixed(2).padStart(8);
 	const report = (shape: string, c: number, d: Sample[], s: Sample[], cpu?: { direct: number; service: number }) => {
-		for (const [name, xs] of [["direct", d], ["service", s]] as const)
+		for (const [name, xs] of [
+			["direct", d],
+			["service", s]
+		] as const)
 			console.log(
-				`${shape.padEnd(8)} | ${String(c).padStart(11)} | ${name.padEnd(7)} | ${String(xs.length).padStart(7)} | ${(cpu ? String(Math.round(cpu[name] / xs.length)) : "–").padStart(13)} | ${f(pct(xs.map(x => x.ttft), 50))} | ${f(pct(xs.map(x => x.ttft), 99))} | ${f(pct(xs.map(x => x.total), 50))} | ${f(pct(xs.map(x => x.total), 99))}`
+				`${shape.padEnd(8)} | ${String(c).padStart(11)} | ${name.padEnd(7)} | ${String(xs.length).padStart(7)} | ${(cpu ? String(Math.round(cpu[name] / xs.length)) : "–").padStart(13)} | ${f(
+					pct(
+						xs.map(x => x.ttft),
+						50
+					)
+				)} | ${f(
+					pct(
+						xs.map(x => x.ttft),
+						99
+					)
+				)} | ${f(
+					pct(
+						xs.map(x => x.total),
+						50
+					)
+				)} | ${f(
+					pct(
+						xs.map(x => x.total),
+						99
+					)
+				)}`
 			);
-		const over = (q: number, k: keyof Sample) => pct(s.map(x => x[k]), q) - pct(d.map(x => x[k]), q);
+		const over = (q: number, k: keyof Sample) =>
+			pct(
+				s.map(x => x[k]),
+				q
+			) -
+			pct(
+				d.map(x => x[k]),
+				q
+			);
 		rows.push(
 			`${shape.padEnd(8)} | ${String(c).padStart(4)} streams | overhead ttft p50 ${over(50, "ttft").toFixed(2)} ms, p99 ${over(99, "ttft").toFixed(2)} ms; total p50 ${over(50, "total").toFixed(2)} ms, p99 ${over(99, "total").toFixed(2)} ms`
 		);
@@ -199,7 +265,10 @@ async function main() {
 			}
 			const cpu = { direct: 0, service: 0 };
 			for (let r = 0; r < ROUNDS; r++) {
-				for (const [mode, fn, into] of [["direct", p.direct, d], ["service", p.service, s]] as const) {
+				for (const [mode, fn, into] of [
+					["direct", p.direct, d],
+					["service", p.service, s]
+				] as const) {
 					const before = process.cpuUsage();
 					into.push(...(await burst(fn, c)));
 					const used = process.cpuUsage(before);

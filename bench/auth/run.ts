@@ -75,7 +75,11 @@ async function load(opts: autocannon.Options): Promise<Figures> {
 }
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
-	const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+	const res = await fetch(url, {
+		method: "POST",
+		headers: { "content-type": "application/json", ...headers },
+		body: JSON.stringify(body)
+	});
 	if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`);
 	return res.json() as Promise<Record<string, string>>;
 }
@@ -89,7 +93,12 @@ function verifyRates(): { cold: { opsPerS: number; usPerOp: number }; repeat: { 
 	const jwt = loadConfig(env).jwt;
 	const n = 20_000;
 	const tokens = Array.from({ length: n }, (_, i) =>
-		signAccessToken(jwt, { sub: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`, role: "user", sid: "00000000-0000-4000-8000-000000000001", scopes: ["*"] })
+		signAccessToken(jwt, {
+			sub: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
+			role: "user",
+			sid: "00000000-0000-4000-8000-000000000001",
+			scopes: ["*"]
+		})
 	);
 	const rate = (fn: () => void) => {
 		const t = performance.now();
@@ -111,7 +120,9 @@ function writeReadme(markdown: string) {
 	const begin = "<!-- bench:auth:begin -->";
 	const end = "<!-- bench:auth:end -->";
 	const section = `${begin}\n${markdown.trim()}\n${end}`;
-	const current = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "# Benchmarks\n\nFigures measured on this project's machines; each section says how to rerun it.\n";
+	const current = fs.existsSync(file)
+		? fs.readFileSync(file, "utf8")
+		: "# Benchmarks\n\nFigures measured on this project's machines; each section says how to rerun it.\n";
 	const next = current.includes(begin)
 		? current.slice(0, current.indexOf(begin)) + section + current.slice(current.indexOf(end) + end.length)
 		: `${current.trimEnd()}\n\n${section}\n`;
@@ -128,7 +139,10 @@ async function main() {
 		// The baseline first, alone on the machine (the gateway bench's bare moleculer-web role).
 		const bare = await start(path.join(ROOT, "bench/gateway/node.ts"), { ROLE: "bare" });
 		procs.push(bare.proc);
-		const baseline = await load({ url: `http://127.0.0.1:${bare.port}/hello?name=bench`, connections: CONNECTIONS });
+		const baseline = await load({
+			url: `http://127.0.0.1:${bare.port}/hello?name=bench`,
+			connections: CONNECTIONS
+		});
 		bare.proc.kill("SIGTERM");
 
 		const users = await start(path.join(__dirname, "node.ts"), { SERVICES: "users", NODE_ID: "bench-users" });
@@ -138,7 +152,11 @@ async function main() {
 		const api = `http://127.0.0.1:${gateway.port}/api/v1`;
 
 		const account = await post(`${api}/auth/register`, { email: `bench-${id}@example.com`, password: PASSWORD });
-		const key = await post(`${api}/users/me/api-keys`, { name: "bench", scopes: ["users:read"] }, { authorization: `Bearer ${account.accessToken}` });
+		const key = await post(
+			`${api}/users/me/api-keys`,
+			{ name: "bench", scopes: ["users:read"] },
+			{ authorization: `Bearer ${account.accessToken}` }
+		);
 
 		const login = await load({
 			url: `${api}/auth/login`,
@@ -148,8 +166,16 @@ async function main() {
 			body: JSON.stringify({ email: `bench-${id}@example.com`, password: PASSWORD })
 		});
 		const verify = verifyRates();
-		const meJwt = await load({ url: `${api}/users/me`, connections: CONNECTIONS, headers: { authorization: `Bearer ${account.accessToken}` } });
-		const meKey = await load({ url: `${api}/users/me`, connections: CONNECTIONS, headers: { "x-api-key": key.key } });
+		const meJwt = await load({
+			url: `${api}/users/me`,
+			connections: CONNECTIONS,
+			headers: { authorization: `Bearer ${account.accessToken}` }
+		});
+		const meKey = await load({
+			url: `${api}/users/me`,
+			connections: CONNECTIONS,
+			headers: { "x-api-key": key.key }
+		});
 
 		const cfg = loadConfig(env).users.passwords.argon2;
 		const row = (name: string, f: Figures) => `| ${name} | ${f.rps} | ${f.p50} | ${f.p99} |`;
@@ -166,7 +192,10 @@ async function main() {
 			row("bare moleculer-web hello route, local action (baseline)", baseline),
 			row("GET /users/me, JWT: verify + cached session state + cached profile, over NATS", meJwt),
 			row("GET /users/me, X-API-Key: hashed key looked up in PostgreSQL, over NATS", meKey),
-			row(`POST /auth/login (argon2id m=${cfg.memoryCostKiB} KiB, t=${cfg.timeCost}, p=${cfg.parallelism}; ${LOGIN_CONNECTIONS} connections)`, login),
+			row(
+				`POST /auth/login (argon2id m=${cfg.memoryCostKiB} KiB, t=${cfg.timeCost}, p=${cfg.parallelism}; ${LOGIN_CONNECTIONS} connections)`,
+				login
+			),
 			"",
 			`Access-token verification in process, one core: ${verify.cold.opsPerS.toLocaleString("en")} tokens/s first time each (HS256 signature,`,
 			`issuer, audience, expiry; ${verify.cold.usPerOp} µs), ${verify.repeat.opsPerS.toLocaleString("en")} tokens/s for a token seen before (memoised until it expires).`,

@@ -45,7 +45,13 @@ async function main() {
 		broker.createService({
 			name: "api",
 			mixins: [ApiGateway as unknown as ServiceSchema],
-			settings: { port: 0, ip: "127.0.0.1", routes: [{ path: "/", aliases: { "GET /hello": "greeter.hello" }, mappingPolicy: "restrict", logging: false }] }
+			settings: {
+				port: 0,
+				ip: "127.0.0.1",
+				routes: [
+					{ path: "/", aliases: { "GET /hello": "greeter.hello" }, mappingPolicy: "restrict", logging: false }
+				]
+			}
 		} as ServiceSchema);
 		await broker.start();
 		if (remote) await broker.waitForServices(["greeter"], 10_000);
@@ -60,7 +66,16 @@ async function main() {
 			role === "gateway"
 				? [
 						createApiService({
-							routes: [{ method: "GET", path: "/hello", action: "greeter.hello", auth: "required", summary: "Hello", tag: "bench" }]
+							routes: [
+								{
+									method: "GET",
+									path: "/hello",
+									action: "greeter.hello",
+									auth: "required",
+									summary: "Hello",
+									tag: "bench"
+								}
+							]
 						})
 					]
 				: [Greeter]

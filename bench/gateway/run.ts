@@ -113,7 +113,11 @@ async function main() {
 		const bareWorker = await start("bare-worker");
 		const bareRemote = await start("bare-remote");
 		procs.push(bareWorker.proc, bareRemote.proc);
-		const hop = await load(`http://127.0.0.1:${bareRemote.port}/hello?name=bench`, { gateway: bareRemote.proc.pid, worker: bareWorker.proc.pid, "nats-server": nats });
+		const hop = await load(`http://127.0.0.1:${bareRemote.port}/hello?name=bench`, {
+			gateway: bareRemote.proc.pid,
+			worker: bareWorker.proc.pid,
+			"nats-server": nats
+		});
 		bareWorker.proc.kill("SIGTERM");
 		bareRemote.proc.kill("SIGTERM");
 
@@ -122,21 +126,37 @@ async function main() {
 		procs.push(worker.proc, gateway.proc);
 		await new Promise(r => setTimeout(r, 1500)); // discovery over NATS
 		const token = signAccessToken(loadConfig(env).jwt, { sub: "bench-user", role: "user", scopes: [] });
-		const project = await load(`http://127.0.0.1:${gateway.port}/api/v1/hello?name=bench`, { gateway: gateway.proc.pid, worker: worker.proc.pid, "nats-server": nats, redis }, { authorization: `Bearer ${token}` });
+		const project = await load(
+			`http://127.0.0.1:${gateway.port}/api/v1/hello?name=bench`,
+			{ gateway: gateway.proc.pid, worker: worker.proc.pid, "nats-server": nats, redis },
+			{ authorization: `Bearer ${token}` }
+		);
 
 		const ratio = project.rps / baseline.rps;
 		console.log(`\nGateway benchmark — ${machine()}`);
 		console.log(`autocannon ${CONNECTIONS} connections, ${DURATION} s per target (after 2 s warm-up)\n`);
 		console.log("| target | req/s | p50 ms | p99 ms | CPU µs per request, by process |");
 		console.log("|---|---:|---:|---:|---|");
-		console.log(`| bare moleculer-web, local action | ${baseline.rps} | ${baseline.p50} | ${baseline.p99} | ${cpuCell(baseline.cpu)} |`);
-		console.log(`| bare moleculer-web, remote action over NATS (no auth, validation or limits) | ${hop.rps} | ${hop.p50} | ${hop.p99} | ${cpuCell(hop.cpu)} |`);
-		console.log(`| ForgeFluid gateway: JWT + validation + rate limit (Redis) + remote call over NATS | ${project.rps} | ${project.p50} | ${project.p99} | ${cpuCell(project.cpu)} |`);
-		console.log(`\nratio (project / bare local req/s): ${ratio.toFixed(2)}  (target ≥ 0.70: ${ratio >= 0.7 ? "met" : "NOT met"})`);
-		console.log(`ratio (project / bare remote over NATS req/s): ${(project.rps / hop.rps).toFixed(2)}  (the cost of auth + validation + rate limit + metrics on the same hop)`);
+		console.log(
+			`| bare moleculer-web, local action | ${baseline.rps} | ${baseline.p50} | ${baseline.p99} | ${cpuCell(baseline.cpu)} |`
+		);
+		console.log(
+			`| bare moleculer-web, remote action over NATS (no auth, validation or limits) | ${hop.rps} | ${hop.p50} | ${hop.p99} | ${cpuCell(hop.cpu)} |`
+		);
+		console.log(
+			`| ForgeFluid gateway: JWT + validation + rate limit (Redis) + remote call over NATS | ${project.rps} | ${project.p50} | ${project.p99} | ${cpuCell(project.cpu)} |`
+		);
+		console.log(
+			`\nratio (project / bare local req/s): ${ratio.toFixed(2)}  (target ≥ 0.70: ${ratio >= 0.7 ? "met" : "NOT met"})`
+		);
+		console.log(
+			`ratio (project / bare remote over NATS req/s): ${(project.rps / hop.rps).toFixed(2)}  (the cost of auth + validation + rate limit + metrics on the same hop)`
+		);
 		const g = (x: { cpu: Record<string, number | null> }) => x.cpu.gateway;
 		if (g(baseline) && g(project))
-			console.log(`gateway-bound ratio (bare local gateway CPU / project gateway CPU per request): ${(g(baseline)! / g(project)!).toFixed(2)}  (the req/s ratio when the gateway process is the bottleneck and NATS, the worker and the load generator have their own cores)`);
+			console.log(
+				`gateway-bound ratio (bare local gateway CPU / project gateway CPU per request): ${(g(baseline)! / g(project)!).toFixed(2)}  (the req/s ratio when the gateway process is the bottleneck and NATS, the worker and the load generator have their own cores)`
+			);
 	} finally {
 		for (const p of procs) p.kill("SIGTERM");
 		await new Promise(r => setTimeout(r, 1000));

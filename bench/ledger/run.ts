@@ -41,7 +41,15 @@ async function scenario(ledger: Ledger, name: string, userOf: (worker: number, i
 				const taskId = `${name}-${w}-${i}`;
 				try {
 					let t = performance.now();
-					await ledger.reserve({ userId, taskId, listMaxCost: 100n, boostMs: 0, listBoostFee: 0n, tier: "pro", discountBps: 250 });
+					await ledger.reserve({
+						userId,
+						taskId,
+						listMaxCost: 100n,
+						boostMs: 0,
+						listBoostFee: 0n,
+						tier: "pro",
+						discountBps: 250
+					});
 					reserveLat.push(performance.now() - t);
 					t = performance.now();
 					await ledger.settle({ userId, taskId, listActualCost: 60n });
@@ -77,7 +85,9 @@ async function main() {
 	const sequelize = createSequelize(url, { poolMax: POOL });
 	try {
 		await migrate(url, sequelize);
-		const [{ server_version: version }] = await sequelize.query<{ server_version: string }>("SHOW server_version", { type: QueryTypes.SELECT });
+		const [{ server_version: version }] = await sequelize.query<{ server_version: string }>("SHOW server_version", {
+			type: QueryTypes.SELECT
+		});
 		const ledger = new Ledger(sequelize);
 		const users = Array.from({ length: USERS }, (_, i) => `bench-user-${i}`);
 		for (const u of [...users, "bench-hot"])
@@ -94,18 +104,35 @@ async function main() {
 					description: "bench funds"
 				})
 			);
-		console.log(`Ledger benchmark — ${machine()}, PostgreSQL ${version}, load average ${os.loadavg().map(l => l.toFixed(2)).join(" ")}`);
-		console.log(`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, ${DURATION_S} s per scenario\n`);
+		console.log(
+			`Ledger benchmark — ${machine()}, PostgreSQL ${version}, load average ${os
+				.loadavg()
+				.map(l => l.toFixed(2))
+				.join(" ")}`
+		);
+		console.log(
+			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, ${DURATION_S} s per scenario\n`
+		);
 		const rows = [
 			await scenario(ledger, `spread over ${USERS} users`, (w, i) => users[(w * 7919 + i) % USERS]),
 			await scenario(ledger, "hot: one user", () => "bench-hot")
 		];
 		console.table(rows);
 
-		const [{ total }] = await sequelize.query<{ total: string | null }>(`SELECT SUM(amount) AS total FROM ledger_entries`, { type: QueryTypes.SELECT });
-		const negative = await sequelize.query(`SELECT key FROM ledger_accounts WHERE user_id IS NOT NULL AND balance < 0`, { type: QueryTypes.SELECT });
-		const [{ n }] = await sequelize.query<{ n: string }>(`SELECT COUNT(*) AS n FROM ledger_entries`, { type: QueryTypes.SELECT });
-		console.log(`\ninvariants: entries ${n}, sum of all entries ${total ?? 0} (must be 0), negative user balances ${negative.length} (must be 0)`);
+		const [{ total }] = await sequelize.query<{ total: string | null }>(
+			`SELECT SUM(amount) AS total FROM ledger_entries`,
+			{ type: QueryTypes.SELECT }
+		);
+		const negative = await sequelize.query(
+			`SELECT key FROM ledger_accounts WHERE user_id IS NOT NULL AND balance < 0`,
+			{ type: QueryTypes.SELECT }
+		);
+		const [{ n }] = await sequelize.query<{ n: string }>(`SELECT COUNT(*) AS n FROM ledger_entries`, {
+			type: QueryTypes.SELECT
+		});
+		console.log(
+			`\ninvariants: entries ${n}, sum of all entries ${total ?? 0} (must be 0), negative user balances ${negative.length} (must be 0)`
+		);
 		if (Number(total ?? 0) !== 0 || negative.length) process.exitCode = 1;
 	} finally {
 		await sequelize.close();

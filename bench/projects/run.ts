@@ -43,7 +43,8 @@ function summary(ms: number[]): { p50: number; p95: number; max: number } {
 /** A source-like file of about 2 KiB. */
 function sourceFile(i: number): string {
 	const lines = [`// module ${i}`, `export const id${i} = ${i};`];
-	for (let l = 0; lines.join("\n").length < 2000; l++) lines.push(`export function f${i}_${l}(x: number): number { return x * ${l} + ${i}; }`);
+	for (let l = 0; lines.join("\n").length < 2000; l++)
+		lines.push(`export function f${i}_${l}(x: number): number { return x * ${l} + ${i}; }`);
 	return `${lines.join("\n")}\n`;
 }
 
@@ -62,7 +63,7 @@ async function main() {
 		// Tokens are signed here; no users service runs to confirm their sessions.
 		AUTH_SESSION_CHECK: "false",
 		PROJECTS_BLOB_STORE: STORE,
-		...(blobDir ? { PROJECTS_BLOB_DIR: blobDir } : {}),
+		...(blobDir ? { PROJECTS_BLOB_DIR: blobDir } : {})
 	};
 	const config = loadConfig(env);
 	const admin = new Client({ connectionString: PG_ADMIN });
@@ -76,13 +77,23 @@ async function main() {
 		const base = `http://127.0.0.1:${addr.port}/api/v1`;
 		const token = signAccessToken(config.jwt, { sub: "bench-user", role: "user", scopes: [] });
 		const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
-		const call = async (method: string, url: string, body?: unknown): Promise<{ status: number; bytes: Buffer }> => {
-			const res = await fetch(base + url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+		const call = async (
+			method: string,
+			url: string,
+			body?: unknown
+		): Promise<{ status: number; bytes: Buffer }> => {
+			const res = await fetch(base + url, {
+				method,
+				headers,
+				body: body === undefined ? undefined : JSON.stringify(body)
+			});
 			const bytes = Buffer.from(await res.arrayBuffer());
-			if (res.status >= 300) throw new Error(`${method} ${url}: ${res.status} ${bytes.toString("utf8").slice(0, 300)}`);
+			if (res.status >= 300)
+				throw new Error(`${method} ${url}: ${res.status} ${bytes.toString("utf8").slice(0, 300)}`);
 			return { status: res.status, bytes };
 		};
-		const json = async (method: string, url: string, body?: unknown) => JSON.parse((await call(method, url, body)).bytes.toString("utf8"));
+		const json = async (method: string, url: string, body?: unknown) =>
+			JSON.parse((await call(method, url, body)).bytes.toString("utf8"));
 		const timed = async <T>(fn: () => Promise<T>): Promise<[T, number]> => {
 			const t = performance.now();
 			const v = await fn();
@@ -90,15 +101,20 @@ async function main() {
 		};
 
 		// 1. The initial commit of a 1,000-file project, in fresh projects.
-		const files = Array.from({ length: FILES }, (_, i) => ({ path: `src/pkg${i % 20}/mod${i}.ts`, content: sourceFile(i) }));
+		const files = Array.from({ length: FILES }, (_, i) => ({
+			path: `src/pkg${i % 20}/mod${i}.ts`,
+			content: sourceFile(i)
+		}));
 		const projectBytes = files.reduce((n, f) => n + Buffer.byteLength(f.content), 0);
 		const initial: number[] = [];
 		let projectId = "";
 		for (let r = 0; r < ROUNDS; r++) {
 			const p = await json("POST", "/projects", { name: `bench ${r}` });
 			// Distinct content per round, so every round stores its blobs (no dedup against the last).
-			const changes = files.map((f) => ({ op: "add", path: f.path, content: `${f.content}// round ${r}\n` }));
-			const [, ms] = await timed(() => call("POST", `/projects/${p.id}/versions`, { baseVersion: 0, message: "import", changes }));
+			const changes = files.map(f => ({ op: "add", path: f.path, content: `${f.content}// round ${r}\n` }));
+			const [, ms] = await timed(() =>
+				call("POST", `/projects/${p.id}/versions`, { baseVersion: 0, message: "import", changes })
+			);
 			initial.push(ms);
 			projectId = p.id;
 		}
@@ -110,7 +126,9 @@ async function main() {
 				const f = files[(v * 10 + k) % FILES];
 				return { op: "modify", path: f.path, content: `${f.content}// edit ${v}\n` };
 			});
-			const [, ms] = await timed(() => call("POST", `/projects/${projectId}/versions`, { baseVersion: v, message: `edit ${v}`, changes }));
+			const [, ms] = await timed(() =>
+				call("POST", `/projects/${projectId}/versions`, { baseVersion: v, message: `edit ${v}`, changes })
+			);
 			small.push(ms);
 		}
 		const head = ROUNDS * 6 + 1;
@@ -123,11 +141,13 @@ async function main() {
 			Array.from({ length: CONCURRENCY }, async () => {
 				while (performance.now() < readUntil) {
 					const f = files[Math.floor(Math.random() * FILES)];
-					const [res, ms] = await timed(() => call("GET", `/projects/${projectId}/files/${f.path}?version=${head}`));
+					const [res, ms] = await timed(() =>
+						call("GET", `/projects/${projectId}/files/${f.path}?version=${head}`)
+					);
 					readLatencies.push(ms);
 					readBytes += res.bytes.length;
 				}
-			}),
+			})
 		);
 		const tree: number[] = [];
 		const diff: number[] = [];
@@ -144,10 +164,17 @@ async function main() {
 			const data = randomBytes(BIG);
 			const op = r === 0 ? "add" : "modify";
 			const [, c] = await timed(() =>
-				call("POST", `/projects/${bigP.id}/versions`, { baseVersion: r, message: `big ${r}`, changes: [{ op, path: "assets/big.bin", content: data.toString("base64"), encoding: "base64" }] }),
+				call("POST", `/projects/${bigP.id}/versions`, {
+					baseVersion: r,
+					message: `big ${r}`,
+					changes: [{ op, path: "assets/big.bin", content: data.toString("base64"), encoding: "base64" }]
+				})
 			);
-			const [res, g] = await timed(() => call("GET", `/projects/${bigP.id}/files/assets/big.bin?version=${r + 1}`));
-			if (Buffer.compare(res.bytes, data) !== 0) throw new Error("the 10 MiB file did not come back byte-identical");
+			const [res, g] = await timed(() =>
+				call("GET", `/projects/${bigP.id}/files/assets/big.bin?version=${r + 1}`)
+			);
+			if (Buffer.compare(res.bytes, data) !== 0)
+				throw new Error("the 10 MiB file did not come back byte-identical");
 			bigCommit.push(c);
 			bigRead.push(g);
 		}
@@ -161,22 +188,44 @@ async function main() {
 		const bc = summary(bigCommit);
 		const br = summary(bigRead);
 		console.log(`\nProjects benchmark — ${machine()}, PostgreSQL ${pgVersion}, Redis cacher, blob store ${STORE}`);
-		console.log(`rounds ${ROUNDS}, reads ${READ_S}s at concurrency ${CONCURRENCY}; latencies in ms (p50 / p95 / max)\n`);
+		console.log(
+			`rounds ${ROUNDS}, reads ${READ_S}s at concurrency ${CONCURRENCY}; latencies in ms (p50 / p95 / max)\n`
+		);
 		const rows: Array<[string, string, string]> = [
-			[`commit 1,000 files (${(projectBytes / 2 ** 20).toFixed(1)} MiB), one change set`, `${init.p50} / ${init.p95} / ${init.max}`, `${perS(FILES, init.p50)} files/s, ${mbs(projectBytes, init.p50)} MiB/s`],
-			["commit 10 modified files on a 1,000-file head", `${sm.p50} / ${sm.p95} / ${sm.max}`, `${perS(1, sm.p50)} commits/s (sequential)`],
+			[
+				`commit 1,000 files (${(projectBytes / 2 ** 20).toFixed(1)} MiB), one change set`,
+				`${init.p50} / ${init.p95} / ${init.max}`,
+				`${perS(FILES, init.p50)} files/s, ${mbs(projectBytes, init.p50)} MiB/s`
+			],
+			[
+				"commit 10 modified files on a 1,000-file head",
+				`${sm.p50} / ${sm.p95} / ${sm.max}`,
+				`${perS(1, sm.p50)} commits/s (sequential)`
+			],
 			[
 				`read one ~2 KiB file (random path), ${CONCURRENCY} in flight`,
 				`${rd.p50} / ${rd.p95} / ${rd.max}`,
-				`${Math.round(readLatencies.length / READ_S)} reads/s, ${mbs(readBytes, READ_S * 1000)} MiB/s`,
+				`${Math.round(readLatencies.length / READ_S)} reads/s, ${mbs(readBytes, READ_S * 1000)} MiB/s`
 			],
 			["tree of 1,000 files", (({ p50, p95, max }) => `${p50} / ${p95} / ${max}`)(summary(tree)), ""],
-			["diff over 5 versions (50 files, with patches)", (({ p50, p95, max }) => `${p50} / ${p95} / ${max}`)(summary(diff)), ""],
-			["commit one 10 MiB binary file (base64 JSON)", `${bc.p50} / ${bc.p95} / ${bc.max}`, `${mbs(BIG, bc.p50)} MiB/s`],
-			["read one 10 MiB binary file (raw bytes)", `${br.p50} / ${br.p95} / ${br.max}`, `${mbs(BIG, br.p50)} MiB/s`],
+			[
+				"diff over 5 versions (50 files, with patches)",
+				(({ p50, p95, max }) => `${p50} / ${p95} / ${max}`)(summary(diff)),
+				""
+			],
+			[
+				"commit one 10 MiB binary file (base64 JSON)",
+				`${bc.p50} / ${bc.p95} / ${bc.max}`,
+				`${mbs(BIG, bc.p50)} MiB/s`
+			],
+			[
+				"read one 10 MiB binary file (raw bytes)",
+				`${br.p50} / ${br.p95} / ${br.max}`,
+				`${mbs(BIG, br.p50)} MiB/s`
+			]
 		];
-		const w0 = Math.max(...rows.map((r) => r[0].length));
-		const w1 = Math.max(...rows.map((r) => r[1].length));
+		const w0 = Math.max(...rows.map(r => r[0].length));
+		const w1 = Math.max(...rows.map(r => r[1].length));
 		for (const [a, b, c] of rows) console.log(`${a.padEnd(w0)}  ${b.padStart(w1)}  ${c}`);
 	} finally {
 		await node?.stop();
@@ -188,8 +237,8 @@ async function main() {
 
 main().then(
 	() => process.exit(0),
-	(err) => {
+	err => {
 		console.error(err);
 		process.exit(1);
-	},
+	}
 );

@@ -32,7 +32,10 @@ const MIXES: Record<string, Record<TierName, number>> = {
 	typical: { free: 50, pro: 30, team: 12, enterprise: 8 },
 	equal: { free: 25, pro: 25, team: 25, enterprise: 25 }
 };
-const MIX_NAMES = (process.env.MIXES ?? "typical,equal").split(",").map(m => m.trim()).filter(m => m in MIXES);
+const MIX_NAMES = (process.env.MIXES ?? "typical,equal")
+	.split(",")
+	.map(m => m.trim())
+	.filter(m => m in MIXES);
 
 /** The tier of each submission: smooth weighted round robin over the shares (deterministic, evenly spread). */
 function tierSequence(shares: Record<TierName, number>, n: number): TierName[] {
@@ -55,32 +58,49 @@ async function users(node: Node, tier: TierName, n: number) {
 	const out: Array<{ id: string; projectId: string }> = [];
 	for (let i = 0; i < n; i++) {
 		const id = randomUUID();
-		await node.runtime.sequelize.query(`INSERT INTO users (id, email, tier_override) VALUES ($1, $2, $3)`, { bind: [id, `${id}@bench.test`, tier === "free" ? null : tier] });
+		await node.runtime.sequelize.query(`INSERT INTO users (id, email, tier_override) VALUES ($1, $2, $3)`, {
+			bind: [id, `${id}@bench.test`, tier === "free" ? null : tier]
+		});
 		const meta = { user: { id, role: "user", scopes: ["*"] } };
 		const p = (await node.broker.call("projects.create", { name: `bench-${i}` }, { meta })) as { id: string };
-		await node.broker.call("payments.grant", { userId: id, credits: 100_000_000, operator: "bench", reason: "bench", key: `g-${id}` });
+		await node.broker.call("payments.grant", {
+			userId: id,
+			credits: 100_000_000,
+			operator: "bench",
+			reason: "bench",
+			key: `g-${id}`
+		});
 		out.push({ id, projectId: p.id });
 	}
 	return out;
 }
 
 const submit = (node: Node, u: { id: string; projectId: string }, i: number) =>
-	node.broker.call("tasks.submit", { projectId: u.projectId, kind: "chat", prompt: `bench ${i}` }, { meta: { user: { id: u.id, role: "user", scopes: ["*"] } } });
+	node.broker.call(
+		"tasks.submit",
+		{ projectId: u.projectId, kind: "chat", prompt: `bench ${i}` },
+		{ meta: { user: { id: u.id, role: "user", scopes: ["*"] } } }
+	);
 
 async function pool<T>(items: T[], concurrency: number, fn: (x: T, i: number) => Promise<unknown>) {
 	let next = 0;
-	await Promise.all(Array.from({ length: concurrency }, async () => {
-		while (next < items.length) {
-			const i = next++;
-			await fn(items[i], i).catch(() => undefined);
-		}
-	}));
+	await Promise.all(
+		Array.from({ length: concurrency }, async () => {
+			while (next < items.length) {
+				const i = next++;
+				await fn(items[i], i).catch(() => undefined);
+			}
+		})
+	);
 }
 
 async function waitAllDone(node: Node, timeoutMs = 300_000) {
 	const end = Date.now() + timeoutMs;
 	for (;;) {
-		const [r] = await node.runtime.sequelize.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE state IN ('queued', 'running')`, { type: QueryTypes.SELECT });
+		const [r] = await node.runtime.sequelize.query<{ n: string }>(
+			`SELECT count(*) AS n FROM tasks WHERE state IN ('queued', 'running')`,
+			{ type: QueryTypes.SELECT }
+		);
 		if (Number(r.n) === 0) return;
 		if (Date.now() > end) throw new Error("tasks did not drain");
 		await new Promise(r => setTimeout(r, 20));
@@ -90,32 +110,69 @@ async function waitAllDone(node: Node, timeoutMs = 300_000) {
 async function schedulingOverhead() {
 	const db = await createTestDatabase("ff_bench");
 	// DB_NAMED_STATEMENTS=false measures the lease as an unnamed statement (transaction-mode poolers).
-	const node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error", DB_NAMED_STATEMENTS: process.env.DB_NAMED_STATEMENTS ?? "true" } });
+	const node = await startTestNode({
+		db,
+		services: ["tasks"],
+		env: { LOG_LEVEL: "error", DB_NAMED_STATEMENTS: process.env.DB_NAMED_STATEMENTS ?? "true" }
+	});
 	try {
 		const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
 		const now = Date.now();
 		for (let i = 0; i < 2_000; i++) {
 			const tier = TIER_ORDER[i % 4];
 			await store.insert({
-				id: randomUUID(), userId: `u${i % 50}`, projectId: "p", tier, kind: "chat", prompt: "x", request: {},
-				prepared: { models: [], promptTokens: 0, contextTokensBudget: 0, maxOutputTokens: 1, maxCostCredits: 1 },
-				requestHash: "h", idempotencyKey: null, maxCostCredits: 1, boostMs: (i % 4) * 30_000, maxAttempts: 3,
-				enqueuedAt: now - 600_000 + i * 100, notBefore: null
+				id: randomUUID(),
+				userId: `u${i % 50}`,
+				projectId: "p",
+				tier,
+				kind: "chat",
+				prompt: "x",
+				request: {},
+				prepared: {
+					models: [],
+					promptTokens: 0,
+					contextTokensBudget: 0,
+					maxOutputTokens: 1,
+					maxCostCredits: 1
+				},
+				requestHash: "h",
+				idempotencyKey: null,
+				maxCostCredits: 1,
+				boostMs: (i % 4) * 30_000,
+				maxAttempts: 3,
+				enqueuedAt: now - 600_000 + i * 100,
+				notBefore: null
 			});
 		}
 		// Leased tasks are finished at once (outside the timing), so per-user caps stay as in steady state.
-		const finish = (ids: string[]) => node.runtime.sequelize.query(`UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = ANY($1::uuid[])`, { bind: [ids] });
+		const finish = (ids: string[]) =>
+			node.runtime.sequelize.query(
+				`UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = ANY($1::uuid[])`,
+				{ bind: [ids] }
+			);
 		const one: number[] = [];
 		for (let i = 0; i < 300; i++) {
 			const t = performance.now();
-			const got = await store.lease({ nodeId: "bench", slots: 1, now: Date.now(), leaseMs: 60_000, totalWorkers: 100_000 });
+			const got = await store.lease({
+				nodeId: "bench",
+				slots: 1,
+				now: Date.now(),
+				leaseMs: 60_000,
+				totalWorkers: 100_000
+			});
 			one.push(performance.now() - t);
 			await finish(got.map(r => r.id));
 		}
 		const batch: number[] = [];
 		for (let i = 0; i < 50; i++) {
 			const t = performance.now();
-			const got = await store.lease({ nodeId: "bench", slots: 16, now: Date.now(), leaseMs: 60_000, totalWorkers: 100_000 });
+			const got = await store.lease({
+				nodeId: "bench",
+				slots: 16,
+				now: Date.now(),
+				leaseMs: 60_000,
+				totalWorkers: 100_000
+			});
 			batch.push((performance.now() - t) / Math.max(1, got.length));
 			await finish(got.map(r => r.id));
 		}
@@ -138,12 +195,21 @@ async function endToEnd() {
 		db,
 		services: ["tasks", "users", "projects", "payments"],
 		extraServices: [fakeAiWorker({ slots: 32, runMs: 0, deltas: 0, pollMs: 20 })],
-		env: { LOG_LEVEL: "error", TASKS_SNAPSHOT_MS: "1000", TASKS_ADMISSION_FREE_DEFER_MS: "100000000", TASKS_ADMISSION_FREE_REJECT_MS: "100000000" }
+		env: {
+			LOG_LEVEL: "error",
+			TASKS_SNAPSHOT_MS: "1000",
+			TASKS_ADMISSION_FREE_DEFER_MS: "100000000",
+			TASKS_ADMISSION_FREE_REJECT_MS: "100000000"
+		}
 	});
 	try {
 		const us = await users(node, "team", 20);
 		const t = performance.now();
-		await pool(Array.from({ length: N }, (_, i) => i), 32, (_x, i) => submit(node, us[i % us.length], i));
+		await pool(
+			Array.from({ length: N }, (_, i) => i),
+			32,
+			(_x, i) => submit(node, us[i % us.length], i)
+		);
 		await waitAllDone(node);
 		return N / ((performance.now() - t) / 1000);
 	} finally {
@@ -165,7 +231,11 @@ async function bullmq() {
 		if (++done === N) resolveDone();
 	});
 	const t = performance.now();
-	await pool(Array.from({ length: N }, (_, i) => i), 32, (_x, i) => queue.add("job", { i }, { priority: 1 + (i % 4), removeOnComplete: true }));
+	await pool(
+		Array.from({ length: N }, (_, i) => i),
+		32,
+		(_x, i) => queue.add("job", { i }, { priority: 1 + (i % 4), removeOnComplete: true })
+	);
 	await finished;
 	const rate = N / ((performance.now() - t) / 1000);
 	await worker.close();
@@ -194,7 +264,9 @@ async function overload(shares: Record<TierName, number>) {
 		}
 	});
 	try {
-		const byTier = Object.fromEntries(await Promise.all(TIER_ORDER.map(async t => [t, await users(node, t, 16)] as const))) as Record<TierName, Array<{ id: string; projectId: string }>>;
+		const byTier = Object.fromEntries(
+			await Promise.all(TIER_ORDER.map(async t => [t, await users(node, t, 16)] as const))
+		) as Record<TierName, Array<{ id: string; projectId: string }>>;
 		const capacityPerS = (slots * 1000) / runMs;
 		const rate = capacityPerS * 5;
 		const total = Math.round(rate * OVERLOAD_S);
@@ -208,7 +280,10 @@ async function overload(shares: Record<TierName, number>) {
 			const u = byTier[tier][seen[tier]++ % byTier[tier].length];
 			calls.push(
 				submit(node, u, i).then(
-					r => ((r as { admission: { action: string } }).admission.action === "deferred" ? outcome.deferred++ : outcome.accepted++),
+					r =>
+						(r as { admission: { action: string } }).admission.action === "deferred"
+							? outcome.deferred++
+							: outcome.accepted++,
 					() => outcome.refused++
 				)
 			);
@@ -218,22 +293,39 @@ async function overload(shares: Record<TierName, number>) {
 		const windowEnd = new Date();
 		await Promise.all(calls);
 		await waitAllDone(node);
-		const rows = await node.runtime.sequelize.query<{ tier: TierName; wait: number }>(`SELECT tier, extract(epoch FROM started_at - created_at) * 1000 AS wait FROM tasks`, { type: QueryTypes.SELECT });
-		const waits = Object.fromEntries(TIER_ORDER.map(t => {
-			const xs = rows.filter(r => r.tier === t).map(r => Number(r.wait));
-			return [t, { n: xs.length, p50: percentile(xs, 50), p99: percentile(xs, 99) }];
-		})) as Record<TierName, { n: number; p50: number | null; p99: number | null }>;
+		const rows = await node.runtime.sequelize.query<{ tier: TierName; wait: number }>(
+			`SELECT tier, extract(epoch FROM started_at - created_at) * 1000 AS wait FROM tasks`,
+			{ type: QueryTypes.SELECT }
+		);
+		const waits = Object.fromEntries(
+			TIER_ORDER.map(t => {
+				const xs = rows.filter(r => r.tier === t).map(r => Number(r.wait));
+				return [t, { n: xs.length, p50: percentile(xs, 50), p99: percentile(xs, 99) }];
+			})
+		) as Record<TierName, { n: number; p50: number | null; p99: number | null }>;
 		// What the workers started while the submissions went on, per tier (tasks/s).
 		const during = await node.runtime.sequelize.query<{ tier: TierName; n: string }>(
 			`SELECT tier, count(*) AS n FROM tasks WHERE started_at <= $1 GROUP BY tier`,
 			{ type: QueryTypes.SELECT, bind: [windowEnd] }
 		);
-		const startedPerS = Object.fromEntries(TIER_ORDER.map(t => [t, Number(during.find(d => d.tier === t)?.n ?? 0) / submitS])) as Record<TierName, number>;
+		const startedPerS = Object.fromEntries(
+			TIER_ORDER.map(t => [t, Number(during.find(d => d.tier === t)?.n ?? 0) / submitS])
+		) as Record<TierName, number>;
 		// However the queue is ordered, enterprise tasks beyond what the capacity can start during the
 		// submissions wait at least for that excess to drain: the last one no less than this.
 		const enterpriseSubmitted = seen.enterprise;
 		const floorMs = Math.max(0, (enterpriseSubmitted - capacityPerS * submitS) / capacityPerS) * 1000;
-		return { total, rate, capacityPerS, outcome, waits, submitS, enterpriseFloorMs: floorMs, submitted: seen, startedPerS };
+		return {
+			total,
+			rate,
+			capacityPerS,
+			outcome,
+			waits,
+			submitS,
+			enterpriseFloorMs: floorMs,
+			submitted: seen,
+			startedPerS
+		};
 	} finally {
 		await node.stop();
 		await db.drop();
@@ -241,13 +333,22 @@ async function overload(shares: Record<TierName, number>) {
 }
 
 async function main() {
-	console.log(`machine: ${machine()}, load average ${os.loadavg().map(l => l.toFixed(2)).join(" ")}`);
+	console.log(
+		`machine: ${machine()}, load average ${os
+			.loadavg()
+			.map(l => l.toFixed(2))
+			.join(" ")}`
+	);
 	if (PARTS.has("sched")) {
 		const s = await schedulingOverhead();
 		console.log(`\nscheduling overhead (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`);
 		console.log(`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}`);
-		console.log(`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)`);
-		console.log(`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)`);
+		console.log(
+			`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)`
+		);
+		console.log(
+			`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)`
+		);
 	}
 	if (PARTS.has("e2e")) {
 		const e2e = await endToEnd();
@@ -261,12 +362,21 @@ async function main() {
 			const shares = MIXES[mix];
 			const o = await overload(shares);
 			const mixText = TIER_ORDER.map(t => `${t} ${shares[t]} %`).join(", ");
-			console.log(`\n5× overload, ${mix} mix (${mixText}): ${o.total} submissions at ${o.rate}/s (sent in ${o.submitS.toFixed(1)} s) for capacity ${o.capacityPerS}/s: accepted ${o.outcome.accepted}, deferred ${o.outcome.deferred}, refused ${o.outcome.refused}`);
+			console.log(
+				`\n5× overload, ${mix} mix (${mixText}): ${o.total} submissions at ${o.rate}/s (sent in ${o.submitS.toFixed(1)} s) for capacity ${o.capacityPerS}/s: accepted ${o.outcome.accepted}, deferred ${o.outcome.deferred}, refused ${o.outcome.refused}`
+			);
 			console.log(`  wait (submission → start), ms:`);
-			for (const t of TIER_ORDER) console.log(`  ${t.padEnd(10)} n=${String(o.waits[t].n).padStart(4)}  p50 ${ms(o.waits[t].p50).padStart(6)}  p99 ${ms(o.waits[t].p99).padStart(6)}`);
+			for (const t of TIER_ORDER)
+				console.log(
+					`  ${t.padEnd(10)} n=${String(o.waits[t].n).padStart(4)}  p50 ${ms(o.waits[t].p50).padStart(6)}  p99 ${ms(o.waits[t].p99).padStart(6)}`
+				);
 			const ratio = (t: TierName) => (((o.waits[t].p99 ?? 0) / (o.waits.free.p99 ?? 1)) * 100).toFixed(1);
-			console.log(`  p99 / free p99: enterprise ${ratio("enterprise")} % (target ≤ 10 %), team ${ratio("team")} %, pro ${ratio("pro")} %`);
-			console.log(`  started while submitting, per s: ${TIER_ORDER.map(t => `${t} ${o.startedPerS[t].toFixed(1)}`).join(", ")} (total ${TIER_ORDER.reduce((a, t) => a + o.startedPerS[t], 0).toFixed(1)})`);
+			console.log(
+				`  p99 / free p99: enterprise ${ratio("enterprise")} % (target ≤ 10 %), team ${ratio("team")} %, pro ${ratio("pro")} %`
+			);
+			console.log(
+				`  started while submitting, per s: ${TIER_ORDER.map(t => `${t} ${o.startedPerS[t].toFixed(1)}`).join(", ")} (total ${TIER_ORDER.reduce((a, t) => a + o.startedPerS[t], 0).toFixed(1)})`
+			);
 			const served = TIER_ORDER.reduce((a, t) => a + o.startedPerS[t], 0);
 			const floorServed = Math.max(0, (o.submitted.enterprise - served * o.submitS) / served) * 1000;
 			console.log(

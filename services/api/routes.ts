@@ -41,11 +41,22 @@ export interface RouteSpec {
 	/** Accepts an Idempotency-Key header (passed as ctx.meta.idempotencyKey). */
 	idempotent?: boolean;
 	/** A streaming response (SSE): the gateway calls this instead of answering with the action's JSON. */
-	stream?: (this: unknown, req: IncomingMessage & { $ctx?: unknown }, res: ServerResponse, params: Record<string, string>) => Promise<void>;
+	stream?: (
+		this: unknown,
+		req: IncomingMessage & { $ctx?: unknown },
+		res: ServerResponse,
+		params: Record<string, string>
+	) => Promise<void>;
 }
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
-export const ROUTE_MODULES: Array<() => RouteSpec[]> = [projectRoutes, usersRoutes, paymentsRoutes, aiRoutes, tasksRoutes];
+export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
+	projectRoutes,
+	usersRoutes,
+	paymentsRoutes,
+	aiRoutes,
+	tasksRoutes
+];
 
 export function allRoutes(): RouteSpec[] {
 	return ROUTE_MODULES.flatMap(m => m());

@@ -31,16 +31,99 @@ export interface CatalogModel {
 	description: string;
 }
 
-export const CATALOG: readonly CatalogModel[] = Object.freeze([
-	{ id: "gpt-4o-mini", provider: "openai", upstreamModel: "gpt-4o-mini", group: "small", contextWindow: 128_000, maxOutputTokens: 16_384, inputPricePer1M: 150, outputPricePer1M: 600, description: "OpenAI GPT-4o mini" },
-	{ id: "claude-haiku", provider: "anthropic", upstreamModel: "claude-3-5-haiku-latest", group: "small", contextWindow: 200_000, maxOutputTokens: 8_192, inputPricePer1M: 800, outputPricePer1M: 4_000, description: "Anthropic Claude Haiku" },
-	{ id: "local-small", provider: "local", upstreamModel: "llama3.1:8b", group: "small", contextWindow: 8_192, maxOutputTokens: 4_096, inputPricePer1M: 20, outputPricePer1M: 20, description: "Self-hosted OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)" },
-	{ id: "gpt-4o", provider: "openai", upstreamModel: "gpt-4o", group: "large", contextWindow: 128_000, maxOutputTokens: 16_384, inputPricePer1M: 2_500, outputPricePer1M: 10_000, description: "OpenAI GPT-4o" },
-	{ id: "claude-sonnet", provider: "anthropic", upstreamModel: "claude-sonnet-4-20250514", group: "large", contextWindow: 200_000, maxOutputTokens: 16_000, inputPricePer1M: 3_000, outputPricePer1M: 15_000, description: "Anthropic Claude Sonnet" },
-	{ id: "o3-mini", provider: "openai", upstreamModel: "o3-mini", group: "reasoning", contextWindow: 200_000, maxOutputTokens: 100_000, inputPricePer1M: 1_100, outputPricePer1M: 4_400, description: "OpenAI o3-mini (reasoning)" },
-	{ id: "claude-opus", provider: "anthropic", upstreamModel: "claude-opus-4-20250514", group: "reasoning", contextWindow: 200_000, maxOutputTokens: 32_000, inputPricePer1M: 15_000, outputPricePer1M: 75_000, description: "Anthropic Claude Opus (extended reasoning)" },
-	{ id: "dev-echo", provider: "dev", upstreamModel: "dev-echo", group: "small", contextWindow: 32_000, maxOutputTokens: 4_096, inputPricePer1M: 1, outputPricePer1M: 1, dev: true, description: "DEV PROVIDER: canned local answers for development, not a real model" }
-].map(m => Object.freeze(m as CatalogModel)));
+export const CATALOG: readonly CatalogModel[] = Object.freeze(
+	[
+		{
+			id: "gpt-4o-mini",
+			provider: "openai",
+			upstreamModel: "gpt-4o-mini",
+			group: "small",
+			contextWindow: 128_000,
+			maxOutputTokens: 16_384,
+			inputPricePer1M: 150,
+			outputPricePer1M: 600,
+			description: "OpenAI GPT-4o mini"
+		},
+		{
+			id: "claude-haiku",
+			provider: "anthropic",
+			upstreamModel: "claude-3-5-haiku-latest",
+			group: "small",
+			contextWindow: 200_000,
+			maxOutputTokens: 8_192,
+			inputPricePer1M: 800,
+			outputPricePer1M: 4_000,
+			description: "Anthropic Claude Haiku"
+		},
+		{
+			id: "local-small",
+			provider: "local",
+			upstreamModel: "llama3.1:8b",
+			group: "small",
+			contextWindow: 8_192,
+			maxOutputTokens: 4_096,
+			inputPricePer1M: 20,
+			outputPricePer1M: 20,
+			description: "Self-hosted OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)"
+		},
+		{
+			id: "gpt-4o",
+			provider: "openai",
+			upstreamModel: "gpt-4o",
+			group: "large",
+			contextWindow: 128_000,
+			maxOutputTokens: 16_384,
+			inputPricePer1M: 2_500,
+			outputPricePer1M: 10_000,
+			description: "OpenAI GPT-4o"
+		},
+		{
+			id: "claude-sonnet",
+			provider: "anthropic",
+			upstreamModel: "claude-sonnet-4-20250514",
+			group: "large",
+			contextWindow: 200_000,
+			maxOutputTokens: 16_000,
+			inputPricePer1M: 3_000,
+			outputPricePer1M: 15_000,
+			description: "Anthropic Claude Sonnet"
+		},
+		{
+			id: "o3-mini",
+			provider: "openai",
+			upstreamModel: "o3-mini",
+			group: "reasoning",
+			contextWindow: 200_000,
+			maxOutputTokens: 100_000,
+			inputPricePer1M: 1_100,
+			outputPricePer1M: 4_400,
+			description: "OpenAI o3-mini (reasoning)"
+		},
+		{
+			id: "claude-opus",
+			provider: "anthropic",
+			upstreamModel: "claude-opus-4-20250514",
+			group: "reasoning",
+			contextWindow: 200_000,
+			maxOutputTokens: 32_000,
+			inputPricePer1M: 15_000,
+			outputPricePer1M: 75_000,
+			description: "Anthropic Claude Opus (extended reasoning)"
+		},
+		{
+			id: "dev-echo",
+			provider: "dev",
+			upstreamModel: "dev-echo",
+			group: "small",
+			contextWindow: 32_000,
+			maxOutputTokens: 4_096,
+			inputPricePer1M: 1,
+			outputPricePer1M: 1,
+			dev: true,
+			description: "DEV PROVIDER: canned local answers for development, not a real model"
+		}
+	].map(m => Object.freeze(m as CatalogModel))
+);
 
 export function findModel(id: string): CatalogModel | undefined {
 	return CATALOG.find(m => m.id === id);
@@ -51,7 +134,11 @@ export function tiersForGroup(group: ModelGroup): TierName[] {
 }
 
 /** Credits a usage costs on `model`, rounded up once. */
-export function costCredits(model: Pick<CatalogModel, "inputPricePer1M" | "outputPricePer1M">, promptTokens: number, completionTokens: number): number {
+export function costCredits(
+	model: Pick<CatalogModel, "inputPricePer1M" | "outputPricePer1M">,
+	promptTokens: number,
+	completionTokens: number
+): number {
 	const micro = promptTokens * model.inputPricePer1M + completionTokens * model.outputPricePer1M;
 	return Math.ceil(micro / 1_000_000);
 }
@@ -60,7 +147,11 @@ export function costCredits(model: Pick<CatalogModel, "inputPricePer1M" | "outpu
  * Most completion tokens that fit in `budgetCredits` after `promptTokens` of input, so that
  * `costCredits(model, promptTokens, result) <= budgetCredits`.
  */
-export function affordableOutputTokens(model: Pick<CatalogModel, "inputPricePer1M" | "outputPricePer1M">, promptTokens: number, budgetCredits: number): number {
+export function affordableOutputTokens(
+	model: Pick<CatalogModel, "inputPricePer1M" | "outputPricePer1M">,
+	promptTokens: number,
+	budgetCredits: number
+): number {
 	const left = budgetCredits * 1_000_000 - promptTokens * model.inputPricePer1M;
 	if (left <= 0) return 0;
 	return model.outputPricePer1M === 0 ? Number.MAX_SAFE_INTEGER : Math.floor(left / model.outputPricePer1M);

@@ -60,7 +60,11 @@ export function parseCodeOutput(text: string): ParsedCodeOutput {
 			else {
 				const isDelete = /^delete\b/i.test(info);
 				byPath.delete(path);
-				byPath.set(path, { path, action: isDelete ? "delete" : "write", content: isDelete ? "" : body.length ? body.join("\n") + "\n" : "" });
+				byPath.set(path, {
+					path,
+					action: isDelete ? "delete" : "write",
+					content: isDelete ? "" : body.length ? body.join("\n") + "\n" : ""
+				});
 			}
 		}
 		i = closed ? j + 1 : j;

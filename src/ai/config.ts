@@ -77,17 +77,26 @@ function parseDeployments(r: EnvReader): DeploymentConfig[] {
 	list.forEach((item: Record<string, unknown>, i) => {
 		const where = `AI_DEPLOYMENTS[${i}]`;
 		const model = CATALOG.find(m => m.id === item?.model);
-		if (!model) return void r.problems.push(`${where}.model must be a catalogue model id (got '${String(item?.model)}')`);
+		if (!model)
+			return void r.problems.push(`${where}.model must be a catalogue model id (got '${String(item?.model)}')`);
 		const provider = (item.provider ?? model.provider) as ProviderKind;
-		if (!PROVIDERS.includes(provider)) return void r.problems.push(`${where}.provider must be one of ${PROVIDERS.join(", ")}`);
+		if (!PROVIDERS.includes(provider))
+			return void r.problems.push(`${where}.provider must be one of ${PROVIDERS.join(", ")}`);
 		const baseUrl = item.baseUrl == null ? null : String(item.baseUrl);
-		if (baseUrl !== null && !/^https?:\/\//.test(baseUrl)) return void r.problems.push(`${where}.baseUrl must be an http(s) URL`);
+		if (baseUrl !== null && !/^https?:\/\//.test(baseUrl))
+			return void r.problems.push(`${where}.baseUrl must be an http(s) URL`);
 		const weight = item.weight == null ? 1 : Number(item.weight);
-		if (!Number.isInteger(weight) || weight < 1 || weight > 1000) return void r.problems.push(`${where}.weight must be an integer 1..1000`);
+		if (!Number.isInteger(weight) || weight < 1 || weight > 1000)
+			return void r.problems.push(`${where}.weight must be an integer 1..1000`);
 		const timeoutMs = item.timeoutMs == null ? null : Number(item.timeoutMs);
-		if (timeoutMs !== null && (!Number.isInteger(timeoutMs) || timeoutMs < 1)) return void r.problems.push(`${where}.timeoutMs must be a positive integer`);
+		if (timeoutMs !== null && (!Number.isInteger(timeoutMs) || timeoutMs < 1))
+			return void r.problems.push(`${where}.timeoutMs must be a positive integer`);
 		// A key may be named by variable so the JSON itself carries no secret.
-		const apiKey = item.apiKeyEnv ? (r.env[String(item.apiKeyEnv)] ?? null) : item.apiKey == null ? null : String(item.apiKey);
+		const apiKey = item.apiKeyEnv
+			? (r.env[String(item.apiKeyEnv)] ?? null)
+			: item.apiKey == null
+				? null
+				: String(item.apiKey);
 		out.push({
 			id: item.id == null ? `${provider}-${i + 1}` : String(item.id),
 			model: model.id,
@@ -114,9 +123,23 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 	const localBase = r.optUrl("LOCAL_LLM_BASE_URL", ["http", "https"]);
 	const localModel = r.optStr("LOCAL_LLM_MODEL");
 	const localKey = r.optStr("LOCAL_LLM_API_KEY");
-	const shortcut = (provider: ProviderKind, apiKey: string | null, baseUrl: string | null, upstream: string | null) => {
+	const shortcut = (
+		provider: ProviderKind,
+		apiKey: string | null,
+		baseUrl: string | null,
+		upstream: string | null
+	) => {
 		for (const m of CATALOG.filter(c => c.provider === provider))
-			deployments.push({ id: `${provider}:${m.id}`, model: m.id, provider, baseUrl, apiKey, upstreamModel: upstream ?? m.upstreamModel, weight: 1, timeoutMs: null });
+			deployments.push({
+				id: `${provider}:${m.id}`,
+				model: m.id,
+				provider,
+				baseUrl,
+				apiKey,
+				upstreamModel: upstream ?? m.upstreamModel,
+				weight: 1,
+				timeoutMs: null
+			});
 	};
 	if (openaiKey) shortcut("openai", openaiKey, openaiBase, null);
 	if (anthropicKey) shortcut("anthropic", anthropicKey, anthropicBase, null);
@@ -144,6 +167,7 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 		maxContextTokens: r.int("AI_MAX_CONTEXT_TOKENS", 16_000, 0, 10_000_000),
 		groupFallback: r.bool("AI_GROUP_FALLBACK", true)
 	};
-	if (cfg.stallTimeoutMs > cfg.streamTimeoutMs) r.problems.push("AI_STALL_TIMEOUT_MS must not exceed AI_STREAM_TIMEOUT_MS");
+	if (cfg.stallTimeoutMs > cfg.streamTimeoutMs)
+		r.problems.push("AI_STALL_TIMEOUT_MS must not exceed AI_STREAM_TIMEOUT_MS");
 	return cfg;
 }

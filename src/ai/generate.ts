@@ -51,7 +51,8 @@ export interface GenerationResult {
 
 export class GenerationError extends Error {
 	constructor(
-		readonly code: "CANCELLED" | "PROVIDER_FAILED" | "NO_DEPLOYMENT" | "DEADLINE" | "PROVIDER_REFUSED" | "BUDGET_EXHAUSTED",
+		readonly code:
+			"CANCELLED" | "PROVIDER_FAILED" | "NO_DEPLOYMENT" | "DEADLINE" | "PROVIDER_REFUSED" | "BUDGET_EXHAUSTED",
 		message: string,
 		readonly retryable: boolean,
 		readonly partial: { text: string; byModel: Record<string, ModelUsage>; microCredits: number }
@@ -102,7 +103,14 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 	const { cfg, router } = o;
 	const started = Date.now();
 	const deadline = started + cfg.streamTimeoutMs;
-	const chain = [o.model, ...(cfg.groupFallback ? (o.servedModels ?? []).filter(m => m.id !== o.model.id && m.group === o.model.group && !m.dev === !o.model.dev) : [])];
+	const chain = [
+		o.model,
+		...(cfg.groupFallback
+			? (o.servedModels ?? []).filter(
+					m => m.id !== o.model.id && m.group === o.model.group && !m.dev === !o.model.dev
+				)
+			: [])
+	];
 	chain.splice(1, chain.length, ...chain.slice(1).sort((a, b) => a.outputPricePer1M - b.outputPricePer1M));
 	const tried = new Set<string>();
 	const byModel: Record<string, ModelUsage> = {};
@@ -122,7 +130,13 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		finishReason,
 		model,
 		deployment,
-		usage: Object.values(byModel).reduce((a, u) => ({ promptTokens: a.promptTokens + u.promptTokens, completionTokens: a.completionTokens + u.completionTokens }), { promptTokens: 0, completionTokens: 0 }),
+		usage: Object.values(byModel).reduce(
+			(a, u) => ({
+				promptTokens: a.promptTokens + u.promptTokens,
+				completionTokens: a.completionTokens + u.completionTokens
+			}),
+			{ promptTokens: 0, completionTokens: 0 }
+		),
 		byModel,
 		microCredits: micro,
 		attempts
@@ -130,7 +144,13 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 
 	while (attempts < cfg.maxAttempts) {
 		if (o.signal.aborted) throw new GenerationError("CANCELLED", "The task was cancelled", false, snapshot());
-		if (Date.now() >= deadline) throw new GenerationError("DEADLINE", `No complete answer within ${cfg.streamTimeoutMs} ms (last failure: ${lastFailure})`, true, snapshot());
+		if (Date.now() >= deadline)
+			throw new GenerationError(
+				"DEADLINE",
+				`No complete answer within ${cfg.streamTimeoutMs} ms (last failure: ${lastFailure})`,
+				true,
+				snapshot()
+			);
 		let lease = null;
 		let model: CatalogModel = o.model;
 		// Every untried deployment of every model in the chain comes before a second try of any.
@@ -149,7 +169,12 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			const at = next.length ? Math.min(...next) : null;
 			const wait = at === null ? Infinity : at - Date.now();
 			if (wait > cfg.maxRetryWaitMs || Date.now() + wait >= deadline)
-				throw new GenerationError("NO_DEPLOYMENT", `No deployment of ${o.model.id} is available (last failure: ${lastFailure})`, true, snapshot());
+				throw new GenerationError(
+					"NO_DEPLOYMENT",
+					`No deployment of ${o.model.id} is available (last failure: ${lastFailure})`,
+					true,
+					snapshot()
+				);
 			await sleep(Math.max(wait, 1), o.signal);
 			continue;
 		}
@@ -158,14 +183,21 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		if (lastDeployment !== null) o.onFallback({ from: lastDeployment, to: dep.id, reason: lastFailure });
 		tried.add(dep.id);
 
-		const inTokens = o.messages.reduce((n, m) => n + estimateTokens(m.content), 0) + (partial ? estimateTokens(partial) + 32 : 0);
+		const inTokens =
+			o.messages.reduce((n, m) => n + estimateTokens(m.content), 0) +
+			(partial ? estimateTokens(partial) + 32 : 0);
 		const remainingCredits = o.budgetCredits - micro / 1_000_000;
 		const outLeft = o.maxOutputTokens - estimateOutputTokens(partial);
 		const maxTokens = Math.min(outLeft, affordableOutputTokens(model, inTokens, Math.floor(remainingCredits)));
 		if (maxTokens <= 0) {
 			lease.neutral();
 			if (partial) return finishEarly(outLeft <= 0 ? "length" : "budget", model.id, dep.id);
-			throw new GenerationError("BUDGET_EXHAUSTED", "The reservation does not cover this prompt on any available model", false, snapshot());
+			throw new GenerationError(
+				"BUDGET_EXHAUSTED",
+				"The reservation does not cover this prompt on any available model",
+				false,
+				snapshot()
+			);
 		}
 
 		const ctrl = new AbortController();
@@ -176,7 +208,10 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		};
 		const onCancel = () => abort("cancel");
 		o.signal.addEventListener("abort", onCancel, { once: true });
-		let timer = setTimeout(() => abort("timeout"), Math.min(dep.timeoutMs ?? cfg.firstTokenTimeoutMs, deadline - Date.now()));
+		let timer = setTimeout(
+			() => abort("timeout"),
+			Math.min(dep.timeoutMs ?? cfg.firstTokenTimeoutMs, deadline - Date.now())
+		);
 		const deadlineTimer = setTimeout(() => abort("deadline"), deadline - Date.now());
 		const attemptStart = Date.now();
 		let ttft: number | undefined;
@@ -197,7 +232,14 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			o.onDelta(t);
 		};
 		try {
-			const stream = (o.stream ?? streamChat)({ deployment: dep, messages: o.messages, maxTokens, prefix: partial, signal: ctrl.signal, timeoutMs: Math.max(1, deadline - Date.now()) });
+			const stream = (o.stream ?? streamChat)({
+				deployment: dep,
+				messages: o.messages,
+				maxTokens,
+				prefix: partial,
+				signal: ctrl.signal,
+				timeoutMs: Math.max(1, deadline - Date.now())
+			});
 			let done: Extract<StreamEvent, { type: "done" }> | null = null;
 			for await (const ev of stream) {
 				if (ev.type === "done") {
@@ -228,11 +270,18 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			if (abortReason === "budget") {
 				lease.neutral();
 				add(model.id, inTokens, estimateOutputTokens(text));
-				micro = Math.min(micro + inTokens * model.inputPricePer1M + estimateOutputTokens(text) * model.outputPricePer1M, o.budgetCredits * 1_000_000);
+				micro = Math.min(
+					micro + inTokens * model.inputPricePer1M + estimateOutputTokens(text) * model.outputPricePer1M,
+					o.budgetCredits * 1_000_000
+				);
 				partial += text;
 				return finishEarly("budget", model.id, dep.id);
 			}
-			if (abortReason) throw new ProviderError(abortReason === "cancel" ? "aborted" : abortReason === "stall" ? "stall" : "timeout", `${abortReason}`);
+			if (abortReason)
+				throw new ProviderError(
+					abortReason === "cancel" ? "aborted" : abortReason === "stall" ? "stall" : "timeout",
+					`${abortReason}`
+				);
 			if (!done) throw new ProviderError("truncated", "the stream ended without its finish signal");
 			const promptTokens = done.usage?.promptTokens ?? inTokens;
 			const completionTokens = done.usage?.completionTokens ?? estimateOutputTokens(text);
@@ -244,7 +293,19 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			const result = finishEarly(done.finishReason, model.id, dep.id);
 			return result;
 		} catch (err) {
-			const pe = abortReason === "cancel" || o.signal.aborted ? new ProviderError("aborted", "cancelled") : abortReason ? new ProviderError(abortReason === "stall" ? "stall" : "timeout", abortReason === "stall" ? `no chunk for ${cfg.stallTimeoutMs} ms` : abortReason === "deadline" ? "whole-stream deadline passed" : "no first token in time") : classify(err);
+			const pe =
+				abortReason === "cancel" || o.signal.aborted
+					? new ProviderError("aborted", "cancelled")
+					: abortReason
+						? new ProviderError(
+								abortReason === "stall" ? "stall" : "timeout",
+								abortReason === "stall"
+									? `no chunk for ${cfg.stallTimeoutMs} ms`
+									: abortReason === "deadline"
+										? "whole-stream deadline passed"
+										: "no first token in time"
+							)
+						: classify(err);
 			// Delivered text stays delivered: it is carried forward and charged as output.
 			if (held) text += held;
 			if (text) {
@@ -262,7 +323,12 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			if (pe.kind === "client") {
 				lease.neutral();
 				o.onAttempt?.({ deployment: dep.id, outcome: "failed", reason: pe.kind });
-				throw new GenerationError("PROVIDER_REFUSED", `The provider refused the request: ${lastFailure}`, false, snapshot());
+				throw new GenerationError(
+					"PROVIDER_REFUSED",
+					`The provider refused the request: ${lastFailure}`,
+					false,
+					snapshot()
+				);
 			}
 			lease.failure(lastFailure, pe.retryAfterMs);
 			o.onAttempt?.({ deployment: dep.id, outcome: "failed", reason: pe.kind });
@@ -272,7 +338,12 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			o.signal.removeEventListener("abort", onCancel);
 		}
 	}
-	throw new GenerationError("PROVIDER_FAILED", `No complete answer after ${attempts} attempt(s); last failure: ${lastFailure}`, true, snapshot());
+	throw new GenerationError(
+		"PROVIDER_FAILED",
+		`No complete answer after ${attempts} attempt(s); last failure: ${lastFailure}`,
+		true,
+		snapshot()
+	);
 }
 
 export function modelOf(id: string): CatalogModel {

@@ -65,10 +65,17 @@ export class UsageLimiter {
 		const key = `${tier}:${what}`;
 		let l = this.limiters.get(key);
 		if (!l) {
-			const points = what === "requests" ? TIERS[tier].rateLimits.requestsPerMinute : TIERS[tier].rateLimits.tokensPerMinute;
+			const points =
+				what === "requests" ? TIERS[tier].rateLimits.requestsPerMinute : TIERS[tier].rateLimits.tokensPerMinute;
 			const keyPrefix = `${this.prefix}ai:rl:${key}`;
 			l = this.redis
-				? new RateLimiterRedis({ storeClient: this.redis, keyPrefix, points, duration: WINDOW_MS / 1000, insuranceLimiter: new RateLimiterMemory({ points, duration: WINDOW_MS / 1000 }) })
+				? new RateLimiterRedis({
+						storeClient: this.redis,
+						keyPrefix,
+						points,
+						duration: WINDOW_MS / 1000,
+						insuranceLimiter: new RateLimiterMemory({ points, duration: WINDOW_MS / 1000 })
+					})
 				: new RateLimiterMemory({ points, duration: WINDOW_MS / 1000, keyPrefix });
 			this.limiters.set(key, l);
 		}
@@ -90,7 +97,8 @@ export class UsageLimiter {
 		try {
 			await requests.consume(userId, 1);
 		} catch (err) {
-			if (err instanceof RateLimiterRes) throw new RateLimited("requests", Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
+			if (err instanceof RateLimiterRes)
+				throw new RateLimited("requests", Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
 			throw err;
 		}
 		const tokenLimiter = this.limiter(tier, "tokens");
@@ -121,7 +129,11 @@ export class UsageLimiter {
 	 * After a run: `counted` is the worst case `admit` was given for the task, `windowEndMs` what
 	 * `admit` returned for it; `used` what this attempt used. Never refuses: the work is done.
 	 */
-	async settle(userId: string, tier: TierName, p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }): Promise<void> {
+	async settle(
+		userId: string,
+		tier: TierName,
+		p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }
+	): Promise<void> {
 		const tokens = this.limiter(tier, "tokens");
 		const delta = Math.max(0, p.used) - (p.firstAttempt ? this.admitted(tier, p.counted) : 0);
 		if (delta > 0) {

@@ -39,7 +39,8 @@ export const SYSTEM_PROMPTS: Record<TaskKind, string> = {
 		"To delete a file write an empty block: ```delete path=src/old.ts``` followed by a closing fence.",
 		"Text outside the blocks is your explanation."
 	].join("\n"),
-	compare: "You are ForgeFluid's assistant. Answer the user's question about their project. The project's files follow the question when available."
+	compare:
+		"You are ForgeFluid's assistant. Answer the user's question about their project. The project's files follow the question when available."
 };
 
 export interface PrepareInput {
@@ -79,7 +80,8 @@ export function worstCaseTokens(p: Pick<Prepared, "models">): number {
 export class PrepareError extends Error {
 	constructor(
 		readonly status: 403 | 422,
-		readonly code: "VALIDATION_ERROR" | "UNKNOWN_MODEL" | "MODEL_NOT_ALLOWED" | "PROMPT_TOO_LONG" | "MODEL_UNAVAILABLE",
+		readonly code:
+			"VALIDATION_ERROR" | "UNKNOWN_MODEL" | "MODEL_NOT_ALLOWED" | "PROMPT_TOO_LONG" | "MODEL_UNAVAILABLE",
 		message: string,
 		readonly field: string
 	) {
@@ -104,8 +106,16 @@ export function promptTokensOf(kind: TaskKind, prompt: string): number {
 	return estimateTokens(SYSTEM_PROMPTS[kind]) + estimateTokens(prompt);
 }
 
-export function contextBudget(cfg: AiConfig, model: CatalogModel, promptTokens: number, maxOutputTokens: number): number {
-	return Math.max(0, Math.min(cfg.maxContextTokens, model.contextWindow - maxOutputTokens - promptTokens - WINDOW_MARGIN_TOKENS));
+export function contextBudget(
+	cfg: AiConfig,
+	model: CatalogModel,
+	promptTokens: number,
+	maxOutputTokens: number
+): number {
+	return Math.max(
+		0,
+		Math.min(cfg.maxContextTokens, model.contextWindow - maxOutputTokens - promptTokens - WINDOW_MARGIN_TOKENS)
+	);
 }
 
 /** Validates a task against the catalogue and the tier, and computes its worst-case cost. Pure. */
@@ -114,8 +124,10 @@ export function prepareTask(cfg: AiConfig, input: PrepareInput): Prepared {
 	let ids: string[];
 	if (input.kind === "compare") {
 		ids = input.models ?? [];
-		if (ids.length < 2 || ids.length > 3) throw new PrepareError(422, "VALIDATION_ERROR", "A compare task names 2 or 3 models", "models");
-		if (new Set(ids).size !== ids.length) throw new PrepareError(422, "VALIDATION_ERROR", "A compare task names each model once", "models");
+		if (ids.length < 2 || ids.length > 3)
+			throw new PrepareError(422, "VALIDATION_ERROR", "A compare task names 2 or 3 models", "models");
+		if (new Set(ids).size !== ids.length)
+			throw new PrepareError(422, "VALIDATION_ERROR", "A compare task names each model once", "models");
 	} else if (input.model) {
 		ids = [input.model];
 	} else {
@@ -128,10 +140,17 @@ export function prepareTask(cfg: AiConfig, input: PrepareInput): Prepared {
 	const models = ids.map((id, i): PreparedModel => {
 		const field = input.kind === "compare" ? `models[${i}]` : "model";
 		const m = findModel(id);
-		if (!m || (m.dev && !cfg.devProvider)) throw new PrepareError(422, "UNKNOWN_MODEL", `Unknown model '${id}'`, field);
+		if (!m || (m.dev && !cfg.devProvider))
+			throw new PrepareError(422, "UNKNOWN_MODEL", `Unknown model '${id}'`, field);
 		if (!allowsModelGroup(input.tier, m.group, TIERS))
-			throw new PrepareError(403, "MODEL_NOT_ALLOWED", `The ${input.tier} tier may not use ${m.group} models such as '${id}'`, field);
-		if (!served.has(m.id)) throw new PrepareError(422, "MODEL_UNAVAILABLE", `Model '${id}' has no configured deployment`, field);
+			throw new PrepareError(
+				403,
+				"MODEL_NOT_ALLOWED",
+				`The ${input.tier} tier may not use ${m.group} models such as '${id}'`,
+				field
+			);
+		if (!served.has(m.id))
+			throw new PrepareError(422, "MODEL_UNAVAILABLE", `Model '${id}' has no configured deployment`, field);
 		const maxOutputTokens = Math.min(input.maxOutputTokens ?? cfg.defaultMaxOutputTokens, m.maxOutputTokens);
 		if (promptTokens + maxOutputTokens + WINDOW_MARGIN_TOKENS > m.contextWindow)
 			throw new PrepareError(
@@ -176,7 +195,13 @@ export interface ChatMessage {
  * files that fit `budgetTokens` (in the order given; a file that does not fit is left out and
  * named in a closing note, so the model knows what it did not see).
  */
-export function buildMessages(kind: TaskKind, prompt: string, files: readonly ContextFile[], budgetTokens: number, omitted: readonly string[] = []): { messages: ChatMessage[]; contextTokens: number } {
+export function buildMessages(
+	kind: TaskKind,
+	prompt: string,
+	files: readonly ContextFile[],
+	budgetTokens: number,
+	omitted: readonly string[] = []
+): { messages: ChatMessage[]; contextTokens: number } {
 	let used = 0;
 	const parts: string[] = [];
 	const left = [...omitted];
@@ -200,5 +225,11 @@ export function buildMessages(kind: TaskKind, prompt: string, files: readonly Co
 			used += t;
 		}
 	}
-	return { messages: [{ role: "system", content: SYSTEM_PROMPTS[kind] }, { role: "user", content: user }], contextTokens: used };
+	return {
+		messages: [
+			{ role: "system", content: SYSTEM_PROMPTS[kind] },
+			{ role: "user", content: user }
+		],
+		contextTokens: used
+	};
 }

@@ -14,7 +14,17 @@ import OpenAI from "openai";
 import type { DeploymentConfig } from "./config";
 import type { ChatMessage } from "./prompt";
 
-export type FailureKind = "rate_limited" | "overloaded" | "server" | "connection" | "timeout" | "stall" | "malformed" | "truncated" | "client" | "aborted";
+export type FailureKind =
+	| "rate_limited"
+	| "overloaded"
+	| "server"
+	| "connection"
+	| "timeout"
+	| "stall"
+	| "malformed"
+	| "truncated"
+	| "client"
+	| "aborted";
 
 export class ProviderError extends Error {
 	constructor(
@@ -35,7 +45,9 @@ export class ProviderError extends Error {
 
 export type FinishReason = "stop" | "length";
 
-export type StreamEvent = { type: "delta"; text: string } | { type: "done"; finishReason: FinishReason; usage: { promptTokens: number; completionTokens: number } | null };
+export type StreamEvent =
+	| { type: "delta"; text: string }
+	| { type: "done"; finishReason: FinishReason; usage: { promptTokens: number; completionTokens: number } | null };
 
 export interface StreamRequest {
 	deployment: DeploymentConfig;
@@ -49,9 +61,13 @@ export interface StreamRequest {
 }
 
 /** The instruction appended (OpenAI protocol) after the partial answer when continuing on a fallback. */
-export const CONTINUE_INSTRUCTION = "Your previous answer (above) was cut off. Continue it exactly where it stops, without repeating any of it and without any preamble.";
+export const CONTINUE_INSTRUCTION =
+	"Your previous answer (above) was cut off. Continue it exactly where it stops, without repeating any of it and without any preamble.";
 
-export function parseRetryAfterMs(headers: { get(name: string): string | null } | undefined | null, now = Date.now()): number | null {
+export function parseRetryAfterMs(
+	headers: { get(name: string): string | null } | undefined | null,
+	now = Date.now()
+): number | null {
 	if (!headers) return null;
 	const ms = headers.get("retry-after-ms");
 	if (ms && Number.isFinite(Number(ms))) return Math.max(0, Math.round(Number(ms)));
@@ -65,16 +81,25 @@ export function parseRetryAfterMs(headers: { get(name: string): string | null } 
 /** Maps whatever an SDK threw to a ProviderError. */
 export function classify(err: unknown): ProviderError {
 	if (err instanceof ProviderError) return err;
-	const e = err as { status?: number; headers?: { get(n: string): string | null }; name?: string; message?: string; type?: string; error?: { type?: string; error?: { type?: string } } };
+	const e = err as {
+		status?: number;
+		headers?: { get(n: string): string | null };
+		name?: string;
+		message?: string;
+		type?: string;
+		error?: { type?: string; error?: { type?: string } };
+	};
 	const message = e?.message ?? String(err);
 	const types = [e?.type, e?.error?.type, e?.error?.error?.type];
 	const errorType = types.find(t => t && t !== "error");
-	if (types.includes("overloaded_error")) return new ProviderError("overloaded", message, e.status ?? 529, parseRetryAfterMs(e.headers));
+	if (types.includes("overloaded_error"))
+		return new ProviderError("overloaded", message, e.status ?? 529, parseRetryAfterMs(e.headers));
 	if (typeof e?.status === "number") {
 		const retryAfter = parseRetryAfterMs(e.headers);
 		if (e.status === 429) return new ProviderError("rate_limited", message, 429, retryAfter);
 		if (e.status === 529) return new ProviderError("overloaded", message, 529, retryAfter);
-		if (e.status === 408 || e.status === 409 || e.status >= 500) return new ProviderError("server", message, e.status, retryAfter);
+		if (e.status === 408 || e.status === 409 || e.status >= 500)
+			return new ProviderError("server", message, e.status, retryAfter);
 		return new ProviderError("client", message, e.status);
 	}
 	if (err instanceof SyntaxError || /malformed|JSON/i.test(message)) return new ProviderError("malformed", message);
@@ -108,15 +133,23 @@ function anthropicClient(d: DeploymentConfig): Anthropic {
 
 async function* streamOpenAI(req: StreamRequest): AsyncGenerator<StreamEvent> {
 	const messages: ChatMessage[] = [...req.messages];
-	if (req.prefix) messages.push({ role: "assistant", content: req.prefix }, { role: "user", content: CONTINUE_INSTRUCTION });
+	if (req.prefix)
+		messages.push({ role: "assistant", content: req.prefix }, { role: "user", content: CONTINUE_INSTRUCTION });
 	const stream = await openaiClient(req.deployment).chat.completions.create(
-		{ model: req.deployment.upstreamModel, messages, stream: true, stream_options: { include_usage: true }, max_tokens: req.maxTokens },
+		{
+			model: req.deployment.upstreamModel,
+			messages,
+			stream: true,
+			stream_options: { include_usage: true },
+			max_tokens: req.maxTokens
+		},
 		{ signal: req.signal, maxRetries: 0, timeout: req.timeoutMs }
 	);
 	let finish: FinishReason | null = null;
 	let usage: { promptTokens: number; completionTokens: number } | null = null;
 	for await (const chunk of stream) {
-		if (chunk.usage) usage = { promptTokens: chunk.usage.prompt_tokens, completionTokens: chunk.usage.completion_tokens };
+		if (chunk.usage)
+			usage = { promptTokens: chunk.usage.prompt_tokens, completionTokens: chunk.usage.completion_tokens };
 		const choice = chunk.choices?.[0];
 		if (!choice) continue;
 		const text = choice.delta?.content;
@@ -128,13 +161,24 @@ async function* streamOpenAI(req: StreamRequest): AsyncGenerator<StreamEvent> {
 }
 
 async function* streamAnthropic(req: StreamRequest): AsyncGenerator<StreamEvent> {
-	const system = req.messages.filter(m => m.role === "system").map(m => m.content).join("\n\n");
-	const messages = req.messages.filter(m => m.role !== "system").map(m => ({ role: m.role as "user" | "assistant", content: m.content }));
+	const system = req.messages
+		.filter(m => m.role === "system")
+		.map(m => m.content)
+		.join("\n\n");
+	const messages = req.messages
+		.filter(m => m.role !== "system")
+		.map(m => ({ role: m.role as "user" | "assistant", content: m.content }));
 	// Anthropic continues a final assistant message natively; it refuses trailing whitespace there.
 	const prefill = req.prefix.trimEnd();
 	if (prefill) messages.push({ role: "assistant", content: prefill });
 	const stream = await anthropicClient(req.deployment).messages.create(
-		{ model: req.deployment.upstreamModel, system: system || undefined, messages, max_tokens: req.maxTokens, stream: true },
+		{
+			model: req.deployment.upstreamModel,
+			system: system || undefined,
+			messages,
+			max_tokens: req.maxTokens,
+			stream: true
+		},
 		{ signal: req.signal, maxRetries: 0, timeout: req.timeoutMs }
 	);
 	let promptTokens: number | null = null;

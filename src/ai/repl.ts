@@ -11,11 +11,20 @@ import type { ReplCommand } from "../repl/commands";
 import type { DeploymentHealth } from "./router";
 
 function aiNodes(broker: ServiceBroker): string[] {
-	const list = broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false }) as Array<{ name: string; nodeID: string }>;
+	const list = broker.registry.getServiceList({
+		onlyAvailable: true,
+		skipInternal: true,
+		withActions: false
+	}) as Array<{ name: string; nodeID: string }>;
 	return [...new Set(list.filter(s => s.name === "ai").map(s => s.nodeID))].sort();
 }
 
-async function eachNode<T>(broker: ServiceBroker, action: string, params: Record<string, unknown>, show: (nodeID: string, r: T) => void) {
+async function eachNode<T>(
+	broker: ServiceBroker,
+	action: string,
+	params: Record<string, unknown>,
+	show: (nodeID: string, r: T) => void
+) {
 	const nodes = aiNodes(broker);
 	if (!nodes.length) console.log("No ai node is available.");
 	for (const nodeID of nodes) {
@@ -53,7 +62,8 @@ export const aiReplCommands: ReplCommand[] = [
 	{
 		command: "ai-reset [deploymentId]",
 		description: "Close the circuit and clear the cooldown of a deployment (or all) on every ai node",
-		action: (broker, args) => eachNode(broker, "ai.resetDeployment", args.deploymentId ? { id: String(args.deploymentId) } : {}, table)
+		action: (broker, args) =>
+			eachNode(broker, "ai.resetDeployment", args.deploymentId ? { id: String(args.deploymentId) } : {}, table)
 	},
 	{
 		command: "ai-capacity",

@@ -83,7 +83,18 @@ export class DeploymentRouter {
 		}
 	) {
 		for (const d of deployments)
-			this.states.set(d.id, { cfg: d, circuit: "closed", openedUntil: 0, coolUntil: 0, inflight: 0, trialInFlight: false, consecutiveFailures: 0, successes: 0, failures: 0, lastError: null });
+			this.states.set(d.id, {
+				cfg: d,
+				circuit: "closed",
+				openedUntil: 0,
+				coolUntil: 0,
+				inflight: 0,
+				trialInFlight: false,
+				consecutiveFailures: 0,
+				successes: 0,
+				failures: 0,
+				lastError: null
+			});
 	}
 
 	private now() {
@@ -186,7 +197,12 @@ export class DeploymentRouter {
 					s.openedUntil = now + this.opts.circuitCooldownMs;
 				}
 				this.opts.onChange?.(this.view(s));
-				if (cooled || opened) this.opts.onShare?.({ id: s.cfg.id, coolForMs: Math.max(0, s.coolUntil - now), openForMs: opened ? this.opts.circuitCooldownMs : 0 });
+				if (cooled || opened)
+					this.opts.onShare?.({
+						id: s.cfg.id,
+						coolForMs: Math.max(0, s.coolUntil - now),
+						openForMs: opened ? this.opts.circuitCooldownMs : 0
+					});
 			},
 			neutral: () => {
 				end();

@@ -10,7 +10,15 @@ import type { AiConfig } from "./config";
 import { CatalogModel, findModel } from "./catalog";
 import { parseCodeOutput, toChangeOps } from "./code-output";
 import { GenerationError, GenerationResult, ModelUsage, generate } from "./generate";
-import { BYTES_PER_TOKEN, PrepareError, TaskKind, buildMessages, prepareTask, servedModels, worstCaseTokens } from "./prompt";
+import {
+	BYTES_PER_TOKEN,
+	PrepareError,
+	TaskKind,
+	buildMessages,
+	prepareTask,
+	servedModels,
+	worstCaseTokens
+} from "./prompt";
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
 
@@ -24,7 +32,11 @@ export interface RunnerDeps {
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
 	onFallback?(ev: { from: string; to: string; reason: string }): void;
 	/** Brings the user's tokens-per-minute count to what this attempt used (see UsageLimiter.settle). */
-	settleTokens?(userId: string, tier: TierName, p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }): Promise<void>;
+	settleTokens?(
+		userId: string,
+		tier: TierName,
+		p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }
+	): Promise<void>;
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void };
 	stream?: (req: StreamRequest) => AsyncIterable<StreamEvent>;
 }
@@ -62,7 +74,8 @@ export function streamPublisher(send: (ev: Record<string, unknown>) => void) {
 	let pending: { text: string; model?: string } | null = null;
 	/** A delta was sent this turn: later ones wait for the turn to end. */
 	let busy = false;
-	const sendDelta = (p: { text: string; model?: string }) => send({ seq: seq++, type: "delta", text: p.text, ...(p.model ? { model: p.model } : {}) });
+	const sendDelta = (p: { text: string; model?: string }) =>
+		send({ seq: seq++, type: "delta", text: p.text, ...(p.model ? { model: p.model } : {}) });
 	const flush = () => {
 		if (!pending) return;
 		const p = pending;
@@ -93,13 +106,24 @@ export function streamPublisher(send: (ev: Record<string, unknown>) => void) {
 	};
 }
 
-const isLeaseLost = (err: unknown) => (err as { code?: string; type?: string })?.code === "LEASE_LOST" || (err as { type?: string })?.type === "LEASE_LOST";
+const isLeaseLost = (err: unknown) =>
+	(err as { code?: string; type?: string })?.code === "LEASE_LOST" ||
+	(err as { type?: string })?.type === "LEASE_LOST";
 
-export async function runTask(deps: RunnerDeps, task: LeasedTask, running: RunningTask): Promise<"complete" | "fail" | "lost"> {
+export async function runTask(
+	deps: RunnerDeps,
+	task: LeasedTask,
+	running: RunningTask
+): Promise<"complete" | "fail" | "lost"> {
 	const { cfg } = deps;
-	const stream = streamPublisher(ev => deps.broadcast("tasks.stream", { taskId: task.taskId, userId: task.userId, ...ev }));
+	const stream = streamPublisher(ev =>
+		deps.broadcast("tasks.stream", { taskId: task.taskId, userId: task.userId, ...ev })
+	);
 	const heartbeat = setInterval(() => {
-		deps.call<{ ok: boolean; cancel: boolean }>("tasks.heartbeat", { taskId: task.taskId, leaseId: task.leaseId }).then(
+		deps.call<{ ok: boolean; cancel: boolean }>("tasks.heartbeat", {
+			taskId: task.taskId,
+			leaseId: task.leaseId
+		}).then(
 			r => {
 				if (r?.cancel) {
 					running.cancelled = true;
@@ -119,13 +143,26 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 	let byModel: Record<string, ModelUsage> = {};
 	let micro = 0;
 	const usageOf = () => {
-		const u = Object.values(byModel).reduce((a, m) => ({ promptTokens: a.promptTokens + m.promptTokens, completionTokens: a.completionTokens + m.completionTokens }), { promptTokens: 0, completionTokens: 0 });
+		const u = Object.values(byModel).reduce(
+			(a, m) => ({
+				promptTokens: a.promptTokens + m.promptTokens,
+				completionTokens: a.completionTokens + m.completionTokens
+			}),
+			{ promptTokens: 0, completionTokens: 0 }
+		);
 		return { ...u, byModel };
 	};
 	const costOf = () => Math.min(Math.ceil(micro / 1_000_000), task.maxCostCredits);
 	const fail = async (code: string, message: string, retryable: boolean) => {
 		if (running.leaseLost) return "lost" as const;
-		await deps.call("tasks.fail", { taskId: task.taskId, leaseId: task.leaseId, error: { code, message }, retryable, usage: usageOf(), costCredits: costOf() });
+		await deps.call("tasks.fail", {
+			taskId: task.taskId,
+			leaseId: task.leaseId,
+			error: { code, message },
+			retryable,
+			usage: usageOf(),
+			costCredits: costOf()
+		});
 		return "fail" as const;
 	};
 
@@ -147,7 +184,11 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 		const served = servedModels(cfg);
 		const budget = Math.max(0, ...prepared.models.map(m => m.contextTokensBudget));
 		// Read even with no room for files: the version read is the base a code task commits on.
-		const context = await deps.call<ContextResult>("projects.readContext", { projectId: task.projectId, userId: task.userId, maxBytes: Math.max(1, budget * BYTES_PER_TOKEN) });
+		const context = await deps.call<ContextResult>("projects.readContext", {
+			projectId: task.projectId,
+			userId: task.userId,
+			maxBytes: Math.max(1, budget * BYTES_PER_TOKEN)
+		});
 		if (budget === 0) context.files = [];
 		const omitted = context.omitted.filter(o => o.reason !== "binary").map(o => o.path);
 
@@ -194,8 +235,18 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 		};
 		const candidates: Candidate[] = [];
 		for (const [i, r] of results.entries()) {
-			const u = r.status === "fulfilled" ? r.value.byModel : r.reason instanceof GenerationError ? r.reason.partial.byModel : {};
-			const m = r.status === "fulfilled" ? r.value.microCredits : r.reason instanceof GenerationError ? r.reason.partial.microCredits : 0;
+			const u =
+				r.status === "fulfilled"
+					? r.value.byModel
+					: r.reason instanceof GenerationError
+						? r.reason.partial.byModel
+						: {};
+			const m =
+				r.status === "fulfilled"
+					? r.value.microCredits
+					: r.reason instanceof GenerationError
+						? r.reason.partial.microCredits
+						: 0;
 			mergeUsage(u);
 			micro += m;
 			const g: GenerationResult | null = r.status === "fulfilled" ? r.value : null;
@@ -205,7 +256,14 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 				finishReason: g?.finishReason ?? "error",
 				usage: g?.usage ?? { promptTokens: 0, completionTokens: 0 },
 				costCredits: Math.min(Math.ceil(m / 1_000_000), runs[i].budgetCredits),
-				...(r.status === "rejected" ? { error: { code: (r.reason as GenerationError).code ?? "INTERNAL", message: (r.reason as Error).message } } : {})
+				...(r.status === "rejected"
+					? {
+							error: {
+								code: (r.reason as GenerationError).code ?? "INTERNAL",
+								message: (r.reason as Error).message
+							}
+						}
+					: {})
 			});
 		}
 		byModel = merged;
@@ -213,12 +271,18 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 			const counted = worstCaseTokens(prepared);
 			const used = usageOf();
 			await deps
-				.settleTokens(task.userId, task.tier, { counted, used: used.promptTokens + used.completionTokens, windowEndMs: task.rateWindowEndMs ?? null, firstAttempt: task.attempt <= 1 })
+				.settleTokens(task.userId, task.tier, {
+					counted,
+					used: used.promptTokens + used.completionTokens,
+					windowEndMs: task.rateWindowEndMs ?? null,
+					firstAttempt: task.attempt <= 1
+				})
 				.catch(() => undefined);
 		}
 
 		if (running.leaseLost) return "lost";
-		if (running.cancelled || running.abort.signal.aborted) return await fail("CANCELLED", "The task was cancelled", false);
+		if (running.cancelled || running.abort.signal.aborted)
+			return await fail("CANCELLED", "The task was cancelled", false);
 		const failures = results.filter(r => r.status === "rejected");
 		if (failures.length === results.length) {
 			const e = (failures[0] as PromiseRejectedResult).reason;
@@ -229,7 +293,11 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 		let result: Record<string, unknown>;
 		if (task.kind === "compare") {
 			const ok = candidates.filter(c => !c.error);
-			result = { text: ok.map(c => `### ${c.model}\n\n${c.text}`).join("\n\n"), candidates, finishReason: ok.every(c => c.finishReason === "stop") ? "stop" : "partial" };
+			result = {
+				text: ok.map(c => `### ${c.model}\n\n${c.text}`).join("\n\n"),
+				candidates,
+				finishReason: ok.every(c => c.finishReason === "stop") ? "stop" : "partial"
+			};
 		} else {
 			const g = (results[0] as PromiseFulfilledResult<GenerationResult>).value;
 			result = { text: g.text, finishReason: g.finishReason, model: g.model };
@@ -238,7 +306,9 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 				if (parsed.files.length) {
 					try {
 						const ops = await changeOpsAgainst(deps, task, context.version, parsed.files);
-						result.changeSet = ops.map(o => ("content" in o ? { op: o.op, path: o.path, bytes: Buffer.byteLength(o.content, "utf8") } : o));
+						result.changeSet = ops.map(o =>
+							"content" in o ? { op: o.op, path: o.path, bytes: Buffer.byteLength(o.content, "utf8") } : o
+						);
 						if (ops.length) {
 							const version = await deps.call<{ number: number }>("projects.commitAsUser", {
 								projectId: task.projectId,
@@ -263,7 +333,13 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 			}
 		}
 		if (running.leaseLost) return "lost";
-		await deps.call("tasks.complete", { taskId: task.taskId, leaseId: task.leaseId, result, usage: usageOf(), costCredits: costOf() });
+		await deps.call("tasks.complete", {
+			taskId: task.taskId,
+			leaseId: task.leaseId,
+			result,
+			usage: usageOf(),
+			costCredits: costOf()
+		});
 		return "complete";
 	} catch (err) {
 		if (running.leaseLost || isLeaseLost(err)) return "lost";
@@ -277,9 +353,23 @@ export async function runTask(deps: RunnerDeps, task: LeasedTask, running: Runni
 }
 
 /** add vs. modify vs. delete, decided against the base version's paths. */
-async function changeOpsAgainst(deps: RunnerDeps, task: LeasedTask, version: number, files: ReturnType<typeof parseCodeOutput>["files"]): Promise<ChangeOp[]> {
+async function changeOpsAgainst(
+	deps: RunnerDeps,
+	task: LeasedTask,
+	version: number,
+	files: ReturnType<typeof parseCodeOutput>["files"]
+): Promise<ChangeOp[]> {
 	// With maxBytes 1 nothing is read: a path comes back omitted as "budget" (exists) or "not-found".
-	const probe = await deps.call<ContextResult>("projects.readContext", { projectId: task.projectId, userId: task.userId, version, maxBytes: 1, paths: files.map(f => f.path) });
-	const exists = new Set([...probe.files.map(f => f.path), ...probe.omitted.filter(o => o.reason !== "not-found").map(o => o.path)]);
+	const probe = await deps.call<ContextResult>("projects.readContext", {
+		projectId: task.projectId,
+		userId: task.userId,
+		version,
+		maxBytes: 1,
+		paths: files.map(f => f.path)
+	});
+	const exists = new Set([
+		...probe.files.map(f => f.path),
+		...probe.omitted.filter(o => o.reason !== "not-found").map(o => o.path)
+	]);
 	return toChangeOps(files, p => exists.has(p));
 }

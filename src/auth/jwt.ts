@@ -29,16 +29,24 @@ function keyObject(secret: string): KeyObject {
 	return k;
 }
 
-export function signAccessToken(cfg: Config["jwt"], claims: AccessClaims, nowS = Math.floor(Date.now() / 1000)): string {
+export function signAccessToken(
+	cfg: Config["jwt"],
+	claims: AccessClaims,
+	nowS = Math.floor(Date.now() / 1000)
+): string {
 	const key = cfg.keys.find(k => k.kid === cfg.activeKid);
 	if (!key) throw new Error(`no JWT key with kid ${cfg.activeKid}`);
-	return jwt.sign({ role: claims.role, sid: claims.sid, scp: claims.scopes, iat: nowS, exp: nowS + cfg.accessTtlS }, keyObject(key.secret), {
-		algorithm: "HS256",
-		keyid: key.kid,
-		issuer: cfg.issuer,
-		audience: cfg.audience,
-		subject: claims.sub
-	});
+	return jwt.sign(
+		{ role: claims.role, sid: claims.sid, scp: claims.scopes, iat: nowS, exp: nowS + cfg.accessTtlS },
+		keyObject(key.secret),
+		{
+			algorithm: "HS256",
+			keyid: key.kid,
+			issuer: cfg.issuer,
+			audience: cfg.audience,
+			subject: claims.sub
+		}
+	);
 }
 
 // Clients send the same access token for its whole life (minutes), so a verified token is remembered
@@ -77,7 +85,10 @@ function verifySignedToken(cfg: Config["jwt"], token: string): { user: AuthUser;
 		}) as JwtPayload & { role?: string; sid?: string; scp?: unknown };
 		if (typeof p.sub !== "string" || !ROLES.includes(p.role as Role) || typeof p.exp !== "number") return null;
 		const scopes = Array.isArray(p.scp) ? p.scp.filter((s): s is string => typeof s === "string") : [];
-		return { user: { id: p.sub, role: p.role as Role, sid: typeof p.sid === "string" ? p.sid : undefined, scopes }, expS: p.exp };
+		return {
+			user: { id: p.sub, role: p.role as Role, sid: typeof p.sid === "string" ? p.sid : undefined, scopes },
+			expS: p.exp
+		};
 	} catch {
 		return null;
 	}

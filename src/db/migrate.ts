@@ -21,7 +21,10 @@ export function createMigrator(sequelize: Sequelize) {
 			glob: [migrationsGlob(), { ignore: ["**/*.d.ts"] }],
 			resolve: ({ name, path: file, context }) => {
 				// eslint-disable-next-line @typescript-eslint/no-require-imports
-				const mod = require(file!) as { up: (c: unknown) => Promise<void>; down?: (c: unknown) => Promise<void> };
+				const mod = require(file!) as {
+					up: (c: unknown) => Promise<void>;
+					down?: (c: unknown) => Promise<void>;
+				};
 				return {
 					name: name.replace(/\.(ts|js)$/, ""),
 					up: () => mod.up({ context, sequelize }),

@@ -36,37 +36,37 @@ export type PriceUnit = "account" | "seat" | "contract";
  * the tier's rank, so under overload the lower tiers are shed first.
  */
 export interface AdmissionThresholds {
-  readonly deferAboveMs: number;
-  readonly rejectAboveMs: number;
+	readonly deferAboveMs: number;
+	readonly rejectAboveMs: number;
 }
 
 export interface RateLimits {
-  readonly requestsPerMinute: number;
-  readonly tokensPerMinute: number;
+	readonly requestsPerMinute: number;
+	readonly tokensPerMinute: number;
 }
 
 export interface TierDefinition {
-  readonly name: TierName;
-  /** 0 for free, rising by one per tier; compare tiers by rank, never by name. */
-  readonly rank: number;
-  /** Monthly plan price in credits; `null` when negotiated per contract. */
-  readonly monthlyPriceCredits: bigint | null;
-  readonly priceUnit: PriceUnit;
-  /** Head start in the task queue that the tier itself grants (purchased boost comes on top). */
-  readonly maxBoostMs: number;
-  /** Service-level target for the p99 queue wait of this tier's tasks. */
-  readonly waitTargetMs: number;
-  /** Tasks one user of this tier may run at once. */
-  readonly perUserConcurrency: number;
-  /** Largest share (0..1] of all workers this tier may occupy at once; `null` = no cap. */
-  readonly perTierConcurrency: number | null;
-  readonly admission: AdmissionThresholds;
-  readonly rateLimits: RateLimits;
-  /** Fee discount the tier grants by itself; a stake discount may be larger (see feeDiscountBps). */
-  readonly feeDiscountBps: number;
-  readonly modelGroups: readonly ModelGroup[];
-  /** Effective stake that qualifies for this tier without a plan; `null` = not reachable by stake. */
-  readonly minStakeWei: bigint | null;
+	readonly name: TierName;
+	/** 0 for free, rising by one per tier; compare tiers by rank, never by name. */
+	readonly rank: number;
+	/** Monthly plan price in credits; `null` when negotiated per contract. */
+	readonly monthlyPriceCredits: bigint | null;
+	readonly priceUnit: PriceUnit;
+	/** Head start in the task queue that the tier itself grants (purchased boost comes on top). */
+	readonly maxBoostMs: number;
+	/** Service-level target for the p99 queue wait of this tier's tasks. */
+	readonly waitTargetMs: number;
+	/** Tasks one user of this tier may run at once. */
+	readonly perUserConcurrency: number;
+	/** Largest share (0..1] of all workers this tier may occupy at once; `null` = no cap. */
+	readonly perTierConcurrency: number | null;
+	readonly admission: AdmissionThresholds;
+	readonly rateLimits: RateLimits;
+	/** Fee discount the tier grants by itself; a stake discount may be larger (see feeDiscountBps). */
+	readonly feeDiscountBps: number;
+	readonly modelGroups: readonly ModelGroup[];
+	/** Effective stake that qualifies for this tier without a plan; `null` = not reachable by stake. */
+	readonly minStakeWei: bigint | null;
 }
 
 export type TierTable = Readonly<Record<TierName, TierDefinition>>;
@@ -76,8 +76,8 @@ const WEI_PER_FORGE = 10n ** BigInt(FORGE_DECIMALS);
 
 /** Whole $FORGE to wei. */
 export function forgeToWei(wholeForge: bigint | number): bigint {
-  const whole = typeof wholeForge === "bigint" ? wholeForge : toSafeIntegerBigInt(wholeForge, "wholeForge");
-  return whole * WEI_PER_FORGE;
+	const whole = typeof wholeForge === "bigint" ? wholeForge : toSafeIntegerBigInt(wholeForge, "wholeForge");
+	return whole * WEI_PER_FORGE;
 }
 
 const SECOND = 1_000;
@@ -96,116 +96,116 @@ export const MAX_FEE_DISCOUNT_BPS = 3_000;
 export const BPS_DENOMINATOR = 10_000;
 
 function defineTier(tier: TierDefinition): TierDefinition {
-  return Object.freeze({
-    ...tier,
-    admission: Object.freeze({ ...tier.admission }),
-    rateLimits: Object.freeze({ ...tier.rateLimits }),
-    modelGroups: Object.freeze([...tier.modelGroups]),
-  });
+	return Object.freeze({
+		...tier,
+		admission: Object.freeze({ ...tier.admission }),
+		rateLimits: Object.freeze({ ...tier.rateLimits }),
+		modelGroups: Object.freeze([...tier.modelGroups])
+	});
 }
 
 export const TIERS: TierTable = Object.freeze({
-  free: defineTier({
-    name: "free",
-    rank: 0,
-    monthlyPriceCredits: 0n,
-    priceUnit: "account",
-    maxBoostMs: 0,
-    waitTargetMs: 10 * MINUTE,
-    perUserConcurrency: 1,
-    perTierConcurrency: 0.5,
-    admission: { deferAboveMs: 5 * MINUTE, rejectAboveMs: 20 * MINUTE },
-    rateLimits: { requestsPerMinute: 20, tokensPerMinute: 20_000 },
-    feeDiscountBps: 0,
-    modelGroups: ["small"],
-    minStakeWei: null,
-  }),
-  pro: defineTier({
-    name: "pro",
-    rank: 1,
-    monthlyPriceCredits: 20_000n,
-    priceUnit: "account",
-    maxBoostMs: 30 * SECOND,
-    waitTargetMs: 2 * MINUTE,
-    perUserConcurrency: 4,
-    perTierConcurrency: 0.8,
-    admission: { deferAboveMs: 15 * MINUTE, rejectAboveMs: 45 * MINUTE },
-    rateLimits: { requestsPerMinute: 120, tokensPerMinute: 200_000 },
-    feeDiscountBps: 250,
-    modelGroups: ["small", "large"],
-    minStakeWei: forgeToWei(1_000),
-  }),
-  team: defineTier({
-    name: "team",
-    rank: 2,
-    monthlyPriceCredits: 50_000n,
-    priceUnit: "seat",
-    maxBoostMs: 60 * SECOND,
-    waitTargetMs: 1 * MINUTE,
-    perUserConcurrency: 8,
-    perTierConcurrency: null,
-    admission: { deferAboveMs: 30 * MINUTE, rejectAboveMs: 2 * HOUR },
-    rateLimits: { requestsPerMinute: 600, tokensPerMinute: 1_000_000 },
-    feeDiscountBps: 500,
-    modelGroups: ["small", "large", "reasoning"],
-    minStakeWei: forgeToWei(10_000),
-  }),
-  enterprise: defineTier({
-    name: "enterprise",
-    rank: 3,
-    monthlyPriceCredits: null,
-    priceUnit: "contract",
-    maxBoostMs: 120 * SECOND,
-    waitTargetMs: 30 * SECOND,
-    perUserConcurrency: 32,
-    perTierConcurrency: null,
-    admission: { deferAboveMs: 1 * HOUR, rejectAboveMs: 4 * HOUR },
-    rateLimits: { requestsPerMinute: 3_000, tokensPerMinute: 5_000_000 },
-    feeDiscountBps: 1_000,
-    modelGroups: ["small", "large", "reasoning"],
-    minStakeWei: forgeToWei(100_000),
-  }),
+	free: defineTier({
+		name: "free",
+		rank: 0,
+		monthlyPriceCredits: 0n,
+		priceUnit: "account",
+		maxBoostMs: 0,
+		waitTargetMs: 10 * MINUTE,
+		perUserConcurrency: 1,
+		perTierConcurrency: 0.5,
+		admission: { deferAboveMs: 5 * MINUTE, rejectAboveMs: 20 * MINUTE },
+		rateLimits: { requestsPerMinute: 20, tokensPerMinute: 20_000 },
+		feeDiscountBps: 0,
+		modelGroups: ["small"],
+		minStakeWei: null
+	}),
+	pro: defineTier({
+		name: "pro",
+		rank: 1,
+		monthlyPriceCredits: 20_000n,
+		priceUnit: "account",
+		maxBoostMs: 30 * SECOND,
+		waitTargetMs: 2 * MINUTE,
+		perUserConcurrency: 4,
+		perTierConcurrency: 0.8,
+		admission: { deferAboveMs: 15 * MINUTE, rejectAboveMs: 45 * MINUTE },
+		rateLimits: { requestsPerMinute: 120, tokensPerMinute: 200_000 },
+		feeDiscountBps: 250,
+		modelGroups: ["small", "large"],
+		minStakeWei: forgeToWei(1_000)
+	}),
+	team: defineTier({
+		name: "team",
+		rank: 2,
+		monthlyPriceCredits: 50_000n,
+		priceUnit: "seat",
+		maxBoostMs: 60 * SECOND,
+		waitTargetMs: 1 * MINUTE,
+		perUserConcurrency: 8,
+		perTierConcurrency: null,
+		admission: { deferAboveMs: 30 * MINUTE, rejectAboveMs: 2 * HOUR },
+		rateLimits: { requestsPerMinute: 600, tokensPerMinute: 1_000_000 },
+		feeDiscountBps: 500,
+		modelGroups: ["small", "large", "reasoning"],
+		minStakeWei: forgeToWei(10_000)
+	}),
+	enterprise: defineTier({
+		name: "enterprise",
+		rank: 3,
+		monthlyPriceCredits: null,
+		priceUnit: "contract",
+		maxBoostMs: 120 * SECOND,
+		waitTargetMs: 30 * SECOND,
+		perUserConcurrency: 32,
+		perTierConcurrency: null,
+		admission: { deferAboveMs: 1 * HOUR, rejectAboveMs: 4 * HOUR },
+		rateLimits: { requestsPerMinute: 3_000, tokensPerMinute: 5_000_000 },
+		feeDiscountBps: 1_000,
+		modelGroups: ["small", "large", "reasoning"],
+		minStakeWei: forgeToWei(100_000)
+	})
 });
 
 export interface StakeDiscountStep {
-  readonly minStakeWei: bigint;
-  readonly bps: number;
+	readonly minStakeWei: bigint;
+	readonly bps: number;
 }
 
 /** Fee discount for effective stake, ascending; the highest step reached applies. */
 export const STAKE_DISCOUNTS: readonly StakeDiscountStep[] = Object.freeze([
-  Object.freeze({ minStakeWei: forgeToWei(1_000), bps: 500 }),
-  Object.freeze({ minStakeWei: forgeToWei(10_000), bps: 1_000 }),
-  Object.freeze({ minStakeWei: forgeToWei(100_000), bps: 2_000 }),
+	Object.freeze({ minStakeWei: forgeToWei(1_000), bps: 500 }),
+	Object.freeze({ minStakeWei: forgeToWei(10_000), bps: 1_000 }),
+	Object.freeze({ minStakeWei: forgeToWei(100_000), bps: 2_000 })
 ]);
 
 export function isTierName(value: unknown): value is TierName {
-  return typeof value === "string" && (TIER_ORDER as readonly string[]).includes(value);
+	return typeof value === "string" && (TIER_ORDER as readonly string[]).includes(value);
 }
 
 export function tierRank(tier: TierName, table: TierTable = TIERS): number {
-  return table[tier].rank;
+	return table[tier].rank;
 }
 
 /** The higher-ranked of two tiers. */
 export function higherTier(a: TierName, b: TierName, table: TierTable = TIERS): TierName {
-  return table[b].rank > table[a].rank ? b : a;
+	return table[b].rank > table[a].rank ? b : a;
 }
 
 /** Highest tier whose `minStakeWei` the (already effective) stake reaches; `free` otherwise. */
 export function stakeTier(stakeWei: bigint, table: TierTable = TIERS): TierName {
-  let best: TierName = "free";
-  for (const name of TIER_ORDER) {
-    const min = table[name].minStakeWei;
-    if (min !== null && stakeWei >= min && table[name].rank > table[best].rank) best = name;
-  }
-  return best;
+	let best: TierName = "free";
+	for (const name of TIER_ORDER) {
+		const min = table[name].minStakeWei;
+		if (min !== null && stakeWei >= min && table[name].rank > table[best].rank) best = name;
+	}
+	return best;
 }
 
 export interface StakePosition {
-  readonly amountWei: bigint;
-  /** Epoch ms since which this amount has been staked without interruption. */
-  readonly since: number;
+	readonly amountWei: bigint;
+	/** Epoch ms since which this amount has been staked without interruption. */
+	readonly since: number;
 }
 
 /**
@@ -215,49 +215,50 @@ export interface StakePosition {
  * unbonding (cooldown started) must not be passed in: they no longer back the tier.
  */
 export function effectiveStake(
-  positions: readonly StakePosition[],
-  now: number,
-  minHoldingMs: number = STAKE_MIN_HOLDING_MS,
+	positions: readonly StakePosition[],
+	now: number,
+	minHoldingMs: number = STAKE_MIN_HOLDING_MS
 ): bigint {
-  let total = 0n;
-  for (const position of positions) {
-    if (position.amountWei < 0n) throw new RangeError(`stake position amount must be >= 0, got ${position.amountWei}`);
-    if (now - position.since >= minHoldingMs) total += position.amountWei;
-  }
-  return total;
+	let total = 0n;
+	for (const position of positions) {
+		if (position.amountWei < 0n)
+			throw new RangeError(`stake position amount must be >= 0, got ${position.amountWei}`);
+		if (now - position.since >= minHoldingMs) total += position.amountWei;
+	}
+	return total;
 }
 
 export interface ResolveTierInput {
-  readonly planTier?: TierName | null;
-  readonly effectiveStakeWei: bigint;
-  readonly adminOverride?: TierName | null;
+	readonly planTier?: TierName | null;
+	readonly effectiveStakeWei: bigint;
+	readonly adminOverride?: TierName | null;
 }
 
 /** Admin override wins (even downwards); otherwise the higher of plan tier and stake tier. */
 export function resolveTier(input: ResolveTierInput, table: TierTable = TIERS): TierName {
-  if (input.adminOverride) return input.adminOverride;
-  return higherTier(input.planTier ?? "free", stakeTier(input.effectiveStakeWei, table), table);
+	if (input.adminOverride) return input.adminOverride;
+	return higherTier(input.planTier ?? "free", stakeTier(input.effectiveStakeWei, table), table);
 }
 
 /** Discount earned by effective stake alone (highest step reached, 0 below the first). */
 export function stakeDiscountBps(
-  effectiveStakeWei: bigint,
-  steps: readonly StakeDiscountStep[] = STAKE_DISCOUNTS,
+	effectiveStakeWei: bigint,
+	steps: readonly StakeDiscountStep[] = STAKE_DISCOUNTS
 ): number {
-  let bps = 0;
-  for (const step of steps) if (effectiveStakeWei >= step.minStakeWei && step.bps > bps) bps = step.bps;
-  return bps;
+	let bps = 0;
+	for (const step of steps) if (effectiveStakeWei >= step.minStakeWei && step.bps > bps) bps = step.bps;
+	return bps;
 }
 
 /** The larger of the tier's discount and the stake discount, capped at MAX_FEE_DISCOUNT_BPS. */
 export function feeDiscountBps(
-  tier: TierName,
-  effectiveStakeWei: bigint,
-  table: TierTable = TIERS,
-  steps: readonly StakeDiscountStep[] = STAKE_DISCOUNTS,
+	tier: TierName,
+	effectiveStakeWei: bigint,
+	table: TierTable = TIERS,
+	steps: readonly StakeDiscountStep[] = STAKE_DISCOUNTS
 ): number {
-  const bps = Math.max(table[tier].feeDiscountBps, stakeDiscountBps(effectiveStakeWei, steps));
-  return Math.min(bps, MAX_FEE_DISCOUNT_BPS);
+	const bps = Math.max(table[tier].feeDiscountBps, stakeDiscountBps(effectiveStakeWei, steps));
+	return Math.min(bps, MAX_FEE_DISCOUNT_BPS);
 }
 
 /**
@@ -267,19 +268,19 @@ export function feeDiscountBps(
  * summing discounted parts never totals less than the exact discount would.
  */
 export function applyDiscount(credits: bigint | number, bps: number): bigint {
-  const amount = typeof credits === "bigint" ? credits : toSafeIntegerBigInt(credits, "credits");
-  if (amount < 0n) throw new RangeError(`credits must be >= 0, got ${amount}`);
-  if (!Number.isInteger(bps) || bps < 0 || bps > BPS_DENOMINATOR) {
-    throw new RangeError(`bps must be an integer in [0, ${BPS_DENOMINATOR}], got ${bps}`);
-  }
-  const denominator = BigInt(BPS_DENOMINATOR);
-  const numerator = amount * (denominator - BigInt(bps));
-  return (numerator + denominator - 1n) / denominator;
+	const amount = typeof credits === "bigint" ? credits : toSafeIntegerBigInt(credits, "credits");
+	if (amount < 0n) throw new RangeError(`credits must be >= 0, got ${amount}`);
+	if (!Number.isInteger(bps) || bps < 0 || bps > BPS_DENOMINATOR) {
+		throw new RangeError(`bps must be an integer in [0, ${BPS_DENOMINATOR}], got ${bps}`);
+	}
+	const denominator = BigInt(BPS_DENOMINATOR);
+	const numerator = amount * (denominator - BigInt(bps));
+	return (numerator + denominator - 1n) / denominator;
 }
 
 /** Largest boost a task of `tier` can carry: tier boost plus the purchasable maximum, under the global cap. */
 export function boostCeilingMs(tier: TierName, table: TierTable = TIERS): number {
-  return Math.min(table[tier].maxBoostMs + MAX_PURCHASED_BOOST_MS, MAX_TOTAL_BOOST_MS);
+	return Math.min(table[tier].maxBoostMs + MAX_PURCHASED_BOOST_MS, MAX_TOTAL_BOOST_MS);
 }
 
 /**
@@ -287,24 +288,24 @@ export function boostCeilingMs(tier: TierName, table: TierTable = TIERS): number
  * [0, MAX_PURCHASED_BOOST_MS]), never above MAX_TOTAL_BOOST_MS.
  */
 export function priorityBoostMs(tier: TierName, purchasedBoostMs = 0, table: TierTable = TIERS): number {
-  if (Number.isNaN(purchasedBoostMs)) throw new RangeError("purchasedBoostMs must be a number");
-  const purchased = Math.min(Math.max(purchasedBoostMs, 0), MAX_PURCHASED_BOOST_MS);
-  return Math.min(Math.floor(table[tier].maxBoostMs + purchased), MAX_TOTAL_BOOST_MS);
+	if (Number.isNaN(purchasedBoostMs)) throw new RangeError("purchasedBoostMs must be a number");
+	const purchased = Math.min(Math.max(purchasedBoostMs, 0), MAX_PURCHASED_BOOST_MS);
+	return Math.min(Math.floor(table[tier].maxBoostMs + purchased), MAX_TOTAL_BOOST_MS);
 }
 
 /** Whether `tier` may use models of `group`. */
 export function allowsModelGroup(tier: TierName, group: ModelGroup, table: TierTable = TIERS): boolean {
-  return table[tier].modelGroups.includes(group);
+	return table[tier].modelGroups.includes(group);
 }
 
 /** Workers `tier` may occupy at once out of `totalWorkers`; at least one, so a capped tier never stops. */
 export function tierConcurrencyCap(tier: TierName, totalWorkers: number, table: TierTable = TIERS): number {
-  const share = table[tier].perTierConcurrency;
-  if (share === null) return Number.POSITIVE_INFINITY;
-  return Math.max(1, Math.floor(share * totalWorkers));
+	const share = table[tier].perTierConcurrency;
+	if (share === null) return Number.POSITIVE_INFINITY;
+	return Math.max(1, Math.floor(share * totalWorkers));
 }
 
 function toSafeIntegerBigInt(value: number, name: string): bigint {
-  if (!Number.isSafeInteger(value)) throw new RangeError(`${name} must be a safe integer, got ${value}`);
-  return BigInt(value);
+	if (!Number.isSafeInteger(value)) throw new RangeError(`${name} must be a safe integer, got ${value}`);
+	return BigInt(value);
 }

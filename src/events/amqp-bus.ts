@@ -160,7 +160,9 @@ export class AmqpEventBus implements EventBus {
 						headers: { "x-attempt": attempt + 1, "x-last-error": error.slice(0, 500) }
 					});
 				} else {
-					this.logger.error(`Event ${event.topic} ${event.id} dead-lettered by ${opts.group} after ${attempt} attempts: ${error}`);
+					this.logger.error(
+						`Event ${event.topic} ${event.id} dead-lettered by ${opts.group} after ${attempt} attempts: ${error}`
+					);
 					ch.sendToQueue(`${q}.dlq`, msg.content, {
 						persistent: true,
 						messageId: event.id,

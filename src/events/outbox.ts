@@ -42,7 +42,12 @@ export class OutboxRelay {
 	constructor(
 		private readonly sequelize: Sequelize,
 		private readonly bus: EventBus,
-		private readonly opts: { pollMs: number; retryBaseMs: number; batchSize?: number; logger: { warn(...a: unknown[]): void } }
+		private readonly opts: {
+			pollMs: number;
+			retryBaseMs: number;
+			batchSize?: number;
+			logger: { warn(...a: unknown[]): void };
+		}
 	) {}
 
 	start() {
@@ -115,7 +120,10 @@ export class OutboxRelay {
 				await this.sequelize.query(
 					`UPDATE outbox_events SET attempts = attempts + 1, last_error = $2,
 					 next_attempt_at = now() + ($3 || ' milliseconds')::interval WHERE id = ANY($1::bigint[])`,
-					{ bind: [ids, String((err as Error)?.message ?? err).slice(0, 1000), String(delay)], transaction: tx }
+					{
+						bind: [ids, String((err as Error)?.message ?? err).slice(0, 1000), String(delay)],
+						transaction: tx
+					}
 				);
 				return 0;
 			}

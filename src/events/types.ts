@@ -42,7 +42,12 @@ export interface EventBus {
 }
 
 /** Exponential backoff with full jitter, capped. */
-export function eventRetryDelayMs(attempt: number, baseMs: number, maxMs = 60_000, rand: () => number = Math.random): number {
+export function eventRetryDelayMs(
+	attempt: number,
+	baseMs: number,
+	maxMs = 60_000,
+	rand: () => number = Math.random
+): number {
 	const exp = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
 	return Math.max(1, Math.round(exp / 2 + (rand() * exp) / 2));
 }

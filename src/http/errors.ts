@@ -45,7 +45,11 @@ const BODY_PARSER: Record<string, { status: number; code: string; message: strin
 	"entity.too.large": { status: 413, code: "PAYLOAD_TOO_LARGE", message: "The request body is too large" },
 	"entity.verify.failed": { status: 400, code: "BAD_REQUEST", message: "The request body could not be verified" },
 	"request.aborted": { status: 400, code: "BAD_REQUEST", message: "The request was aborted" },
-	"request.size.invalid": { status: 400, code: "BAD_REQUEST", message: "The request body size does not match Content-Length" },
+	"request.size.invalid": {
+		status: 400,
+		code: "BAD_REQUEST",
+		message: "The request body size does not match Content-Length"
+	},
 	"encoding.unsupported": { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported content encoding" },
 	"charset.unsupported": { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported charset; use UTF-8" },
 	"stream.encoding.set": { status: 500, code: "INTERNAL_ERROR", message: "Internal error" }
@@ -68,7 +72,12 @@ export function mapError(err: unknown): MappedError {
 	// body-parser errors carry a `type` like "entity.parse.failed" and a numeric status.
 	if (typeof e.type === "string" && BODY_PARSER[e.type]) {
 		const m = BODY_PARSER[e.type];
-		return { status: m.status, body: { error: { code: m.code, message: m.message } }, headers, internal: m.status >= 500 };
+		return {
+			status: m.status,
+			body: { error: { code: m.code, message: m.message } },
+			headers,
+			internal: m.status >= 500
+		};
 	}
 
 	const name = e.name ?? "Error";
@@ -77,7 +86,13 @@ export function mapError(err: unknown): MappedError {
 	if (name === "ValidationError" && code === 422) {
 		return {
 			status: 422,
-			body: { error: { code: "VALIDATION_ERROR", message: "Some fields are invalid", details: validationDetails(e.data) } },
+			body: {
+				error: {
+					code: "VALIDATION_ERROR",
+					message: "Some fields are invalid",
+					details: validationDetails(e.data)
+				}
+			},
 			headers,
 			internal: false
 		};
@@ -88,9 +103,15 @@ export function mapError(err: unknown): MappedError {
 		let body: { code: string; message: string };
 		if (!UNAVAILABLE.has(name) && typeof e.type === "string" && /^[A-Z][A-Z0-9_]*$/.test(e.type))
 			body = { code: e.type, message: e.message ?? "Unavailable" }; // our own, e.g. STRIPE_NOT_CONFIGURED
-		else if (name === "RequestTimeoutError") body = { code: "UPSTREAM_TIMEOUT", message: "A service did not answer in time; try again" };
-		else if (name === "QueueIsFullError") body = { code: "OVERLOADED", message: "The service is overloaded; try again shortly" };
-		else body = { code: "SERVICE_UNAVAILABLE", message: "A service this request needs is unavailable; try again shortly" };
+		else if (name === "RequestTimeoutError")
+			body = { code: "UPSTREAM_TIMEOUT", message: "A service did not answer in time; try again" };
+		else if (name === "QueueIsFullError")
+			body = { code: "OVERLOADED", message: "The service is overloaded; try again shortly" };
+		else
+			body = {
+				code: "SERVICE_UNAVAILABLE",
+				message: "A service this request needs is unavailable; try again shortly"
+			};
 		return { status: 503, body: { error: body }, headers, internal: false };
 	}
 
@@ -99,7 +120,12 @@ export function mapError(err: unknown): MappedError {
 		headers["Retry-After"] = String(Math.max(1, Math.ceil(retryAfter ?? 60)));
 		return {
 			status: 429,
-			body: { error: { code: typeof e.type === "string" && e.type !== "RATE_LIMIT" ? e.type : "RATE_LIMITED", message: e.message || "Too many requests" } },
+			body: {
+				error: {
+					code: typeof e.type === "string" && e.type !== "RATE_LIMIT" ? e.type : "RATE_LIMITED",
+					message: e.message || "Too many requests"
+				}
+			},
 			headers,
 			internal: false
 		};
@@ -114,13 +140,24 @@ export function mapError(err: unknown): MappedError {
 		const details = e.data === undefined || e.data === null ? undefined : e.data;
 		return {
 			status: code,
-			body: { error: { code: typeCode, message: e.message || httpCodeName(code), ...(details !== undefined ? { details } : {}) } },
+			body: {
+				error: {
+					code: typeCode,
+					message: e.message || httpCodeName(code),
+					...(details !== undefined ? { details } : {})
+				}
+			},
 			headers,
 			internal: false
 		};
 	}
 
-	return { status: 500, body: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } }, headers, internal: true };
+	return {
+		status: 500,
+		body: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } },
+		headers,
+		internal: true
+	};
 }
 
 function httpCodeName(code: number): string {

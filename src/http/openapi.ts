@@ -19,7 +19,8 @@ export function fvRuleToJsonSchema(rule: FvRule): { schema: Json; optional: bool
 		r = { type };
 		for (const m of mods) {
 			const [k, v] = m.split(":");
-			r[k] = v === undefined ? true : v === "true" ? true : v === "false" ? false : isNaN(Number(v)) ? v : Number(v);
+			r[k] =
+				v === undefined ? true : v === "true" ? true : v === "false" ? false : isNaN(Number(v)) ? v : Number(v);
 		}
 	} else r = rule;
 	const optional = r.optional === true || r.default !== undefined;
@@ -144,24 +145,52 @@ export function buildOpenApi(opts: {
 			parameters: [
 				...pathParams.map(name => ({ name, in: "path", required: true, schema: { type: "string" } })),
 				...queryParams.map(([name, schema, optional]) => ({ name, in: "query", required: !optional, schema })),
-				...(r.idempotent ? [{ name: "Idempotency-Key", in: "header", required: false, schema: { type: "string", maxLength: 128 } }] : [])
+				...(r.idempotent
+					? [
+							{
+								name: "Idempotency-Key",
+								in: "header",
+								required: false,
+								schema: { type: "string", maxLength: 128 }
+							}
+						]
+					: [])
 			],
 			responses: {
-				[String(r.status ?? 200)]: { description: "Success", ...(r.stream ? { content: { "text/event-stream": {} } } : {}) },
-				"4XX": { description: "Client error", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } },
-				"503": { description: "A dependency is down", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } }
+				[String(r.status ?? 200)]: {
+					description: "Success",
+					...(r.stream ? { content: { "text/event-stream": {} } } : {})
+				},
+				"4XX": {
+					description: "Client error",
+					content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } }
+				},
+				"503": {
+					description: "A dependency is down",
+					content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } }
+				}
 			}
 		};
-		if (r.auth !== "none") op.security = r.auth === "required" ? [{ bearer: [] }, { apiKey: [] }] : [{}, { bearer: [] }, { apiKey: [] }];
+		if (r.auth !== "none")
+			op.security =
+				r.auth === "required" ? [{ bearer: [] }, { apiKey: [] }] : [{}, { bearer: [] }, { apiKey: [] }];
 		if (Object.keys(bodyParams).length && r.body !== "raw")
-			op.requestBody = { required: true, content: { "application/json": { schema: { type: "object", ...objectSchema(bodyParams) } } } };
-		if (r.body === "raw") op.requestBody = { required: true, content: { "application/json": { schema: { type: "object" } } } };
+			op.requestBody = {
+				required: true,
+				content: { "application/json": { schema: { type: "object", ...objectSchema(bodyParams) } } }
+			};
+		if (r.body === "raw")
+			op.requestBody = { required: true, content: { "application/json": { schema: { type: "object" } } } };
 		if (r.permissions?.length) op.description = `Roles: ${r.permissions.join(", ")}`;
 		paths[oaPath] = { ...(paths[oaPath] ?? {}), [r.method.toLowerCase()]: op };
 	}
 	return {
 		openapi: "3.1.0",
-		info: { title: "ForgeFluid API", version: opts.version, description: "The ForgeFluid platform REST contract (v1)." },
+		info: {
+			title: "ForgeFluid API",
+			version: opts.version,
+			description: "The ForgeFluid platform REST contract (v1)."
+		},
 		servers: [{ url: opts.serverUrl }],
 		paths,
 		components: {

@@ -22,8 +22,12 @@ export function DeadNodeDetector(opts: { pingTimeoutMs: number }): Middleware {
 		try {
 			const pong = await broker.ping(nodeID, opts.pingTimeoutMs);
 			if (!pong) {
-				broker.getLogger("dead-node-detector").warn(`Node '${nodeID}' timed out a request and did not answer a ping: evicting it.`);
-				(broker.registry as unknown as { nodes: { disconnected(id: string, unexpected: boolean): void } }).nodes.disconnected(nodeID, true);
+				broker
+					.getLogger("dead-node-detector")
+					.warn(`Node '${nodeID}' timed out a request and did not answer a ping: evicting it.`);
+				(
+					broker.registry as unknown as { nodes: { disconnected(id: string, unexpected: boolean): void } }
+				).nodes.disconnected(nodeID, true);
 			}
 		} finally {
 			probing.delete(nodeID);
@@ -39,7 +43,8 @@ export function DeadNodeDetector(opts: { pingTimeoutMs: number }): Middleware {
 			const handler = next as (ctx: import("moleculer").Context) => Promise<unknown>;
 			return function detectDeadNode(ctx) {
 				return handler(ctx).catch((err: { name?: string }) => {
-					if (err?.name === "RequestTimeoutError" && ctx.nodeID && ctx.nodeID !== broker.nodeID) void suspect(ctx.nodeID);
+					if (err?.name === "RequestTimeoutError" && ctx.nodeID && ctx.nodeID !== broker.nodeID)
+						void suspect(ctx.nodeID);
 					throw err;
 				});
 			};

@@ -26,11 +26,15 @@ export const PermissionsMiddleware: Middleware = {
 			}
 			if (permissions && permissions.length && !permissions.includes(user.role))
 				return Promise.reject(
-					new Errors.MoleculerClientError("You are not allowed to do this", 403, "FORBIDDEN", { required: permissions })
+					new Errors.MoleculerClientError("You are not allowed to do this", 403, "FORBIDDEN", {
+						required: permissions
+					})
 				);
 			// Only API keys are narrowed: session tokens carry every scope of their role.
 			if (scope && user.keyId && !hasScope(user, scope))
-				return Promise.reject(new Errors.MoleculerClientError(`This needs the '${scope}' scope`, 403, "INSUFFICIENT_SCOPE"));
+				return Promise.reject(
+					new Errors.MoleculerClientError(`This needs the '${scope}' scope`, 403, "INSUFFICIENT_SCOPE")
+				);
 			return next(ctx);
 		};
 	}

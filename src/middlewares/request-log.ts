@@ -12,10 +12,19 @@ export const RequestLogMiddleware: Middleware = {
 				const code = typeof err?.code === "number" ? err.code : 500;
 				// 503s are expected states (a dependency down, a provider not configured): a warning, no stack.
 				if (code === 503)
-					ctx.service?.logger.warn({ requestId: ctx.requestID, action: action.name, err: err?.name }, `action ${action.name} unavailable: ${err?.message}`);
+					ctx.service?.logger.warn(
+						{ requestId: ctx.requestID, action: action.name, err: err?.name },
+						`action ${action.name} unavailable: ${err?.message}`
+					);
 				else if (code >= 500 || !code)
 					ctx.service?.logger.error(
-						{ requestId: ctx.requestID, action: action.name, caller: ctx.caller, err: err?.name, stack: err?.stack },
+						{
+							requestId: ctx.requestID,
+							action: action.name,
+							caller: ctx.caller,
+							err: err?.name,
+							stack: err?.stack
+						},
 						`action ${action.name} failed: ${err?.message}`
 					);
 				throw err;

@@ -28,9 +28,7 @@ export interface InvoiceFacts {
 	expiresAt: Date;
 }
 
-export type Verdict =
-	| { ok: true }
-	| { ok: false; status: 404 | 409 | 422; code: string; message: string };
+export type Verdict = { ok: true } | { ok: false; status: 404 | 409 | 422; code: string; message: string };
 
 const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
@@ -39,14 +37,36 @@ const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
  * the least: whose invoice it is (someone else's is "not found", never confirmed to exist), then
  * the token, the recipient, the emitting contract, the amount and the invoice's lifetime.
  */
-export function judgePayment(log: PaymentLog, invoice: InvoiceFacts | null, claimantId: string, expected: Expected, blockTime: Date): Verdict {
+export function judgePayment(
+	log: PaymentLog,
+	invoice: InvoiceFacts | null,
+	claimantId: string,
+	expected: Expected,
+	blockTime: Date
+): Verdict {
 	if (!invoice || invoice.userId !== claimantId)
-		return { ok: false, status: 404, code: "INVOICE_NOT_FOUND", message: "This transaction pays no invoice of yours" };
-	if (!eq(log.token, expected.token)) return { ok: false, status: 422, code: "WRONG_TOKEN", message: "The payment is not in FORGE" };
+		return {
+			ok: false,
+			status: 404,
+			code: "INVOICE_NOT_FOUND",
+			message: "This transaction pays no invoice of yours"
+		};
+	if (!eq(log.token, expected.token))
+		return { ok: false, status: 422, code: "WRONG_TOKEN", message: "The payment is not in FORGE" };
 	if (!eq(log.treasury, expected.treasury))
-		return { ok: false, status: 422, code: "WRONG_RECIPIENT", message: "The payment did not go to the platform treasury" };
+		return {
+			ok: false,
+			status: 422,
+			code: "WRONG_RECIPIENT",
+			message: "The payment did not go to the platform treasury"
+		};
 	if (!eq(log.address, expected.router))
-		return { ok: false, status: 422, code: "WRONG_CONTRACT", message: "The payment was not made through the platform's payment router" };
+		return {
+			ok: false,
+			status: 422,
+			code: "WRONG_CONTRACT",
+			message: "The payment was not made through the platform's payment router"
+		};
 	if (log.amountWei !== invoice.amountWei)
 		return {
 			ok: false,
@@ -55,7 +75,12 @@ export function judgePayment(log: PaymentLog, invoice: InvoiceFacts | null, clai
 			message: `The invoice asks for ${invoice.amountWei} wei; the transaction paid ${log.amountWei}`
 		};
 	if (blockTime.getTime() > invoice.expiresAt.getTime())
-		return { ok: false, status: 422, code: "INVOICE_EXPIRED", message: "The payment was mined after the invoice expired" };
+		return {
+			ok: false,
+			status: 422,
+			code: "INVOICE_EXPIRED",
+			message: "The payment was mined after the invoice expired"
+		};
 	return { ok: true };
 }
 

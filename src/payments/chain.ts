@@ -37,11 +37,25 @@ export class ForgeChain {
 	readonly provider: ethers.JsonRpcProvider;
 	readonly iface = new ethers.Interface(FORGE_EVENTS_ABI);
 	private readonly paymentTopic = this.iface.getEvent("PaymentReceived")!.topicHash;
-	private readonly stakeTopics = ["Staked", "UnstakeRequested", "Withdrawn"].map(n => this.iface.getEvent(n)!.topicHash);
+	private readonly stakeTopics = ["Staked", "UnstakeRequested", "Withdrawn"].map(
+		n => this.iface.getEvent(n)!.topicHash
+	);
 
-	constructor(readonly settings: ChainSettings & { rpcUrl: string; chainId: number; token: string; staking: string; router: string; treasury: string }) {
+	constructor(
+		readonly settings: ChainSettings & {
+			rpcUrl: string;
+			chainId: number;
+			token: string;
+			staking: string;
+			router: string;
+			treasury: string;
+		}
+	) {
 		// No response cache (cacheTimeout -1): confirmations and reorg checks must see the chain as it is now.
-		this.provider = new ethers.JsonRpcProvider(settings.rpcUrl, settings.chainId, { cacheTimeout: -1, staticNetwork: true });
+		this.provider = new ethers.JsonRpcProvider(settings.rpcUrl, settings.chainId, {
+			cacheTimeout: -1,
+			staticNetwork: true
+		});
 	}
 
 	async head(): Promise<number> {
@@ -78,11 +92,22 @@ export class ForgeChain {
 				treasury: String(parsed.args.treasury).toLowerCase()
 			});
 		}
-		return { txHash: r.hash.toLowerCase(), status: r.status ?? 0, blockNumber: r.blockNumber, blockHash: r.blockHash, payments };
+		return {
+			txHash: r.hash.toLowerCase(),
+			status: r.status ?? 0,
+			blockNumber: r.blockNumber,
+			blockHash: r.blockHash,
+			payments
+		};
 	}
 
 	async stakeLogs(fromBlock: number, toBlock: number): Promise<RawStakeLog[]> {
-		const logs = await this.provider.getLogs({ address: this.settings.staking, fromBlock, toBlock, topics: [this.stakeTopics] });
+		const logs = await this.provider.getLogs({
+			address: this.settings.staking,
+			fromBlock,
+			toBlock,
+			topics: [this.stakeTopics]
+		});
 		const out: RawStakeLog[] = [];
 		for (const log of logs) {
 			const parsed = this.iface.parseLog(log);
@@ -95,7 +120,8 @@ export class ForgeChain {
 				address: String(parsed.args.user).toLowerCase(),
 				amountWei: parsed.args.amount as bigint
 			};
-			if (parsed.name === "Staked") out.push({ ...base, kind: "staked", totalWei: parsed.args.totalStaked as bigint, availableAt: null });
+			if (parsed.name === "Staked")
+				out.push({ ...base, kind: "staked", totalWei: parsed.args.totalStaked as bigint, availableAt: null });
 			else if (parsed.name === "UnstakeRequested")
 				out.push({
 					...base,

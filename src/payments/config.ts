@@ -106,7 +106,8 @@ export function loadPaymentsConfig(r: EnvReader): PaymentsConfig {
 	const webhookSecret = r.optStr("STRIPE_WEBHOOK_SECRET");
 	if (secretKey && !webhookSecret) r.problems.push("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set");
 	const currency = r.str("STRIPE_CURRENCY", "usd").toLowerCase();
-	if (!/^[a-z]{3}$/.test(currency)) r.problems.push(`STRIPE_CURRENCY must be a 3-letter ISO currency code (got '${currency}')`);
+	if (!/^[a-z]{3}$/.test(currency))
+		r.problems.push(`STRIPE_CURRENCY must be a 3-letter ISO currency code (got '${currency}')`);
 	return {
 		stripe: {
 			secretKey,

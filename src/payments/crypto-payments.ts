@@ -124,11 +124,20 @@ export class CryptoPayments {
 	}
 
 	/** A new invoice for `credits`; with a client key, a retried request returns the same invoice. */
-	async createInvoice(userId: string, credits: bigint, clientKey: string | null): Promise<ReturnType<typeof invoiceView>> {
+	async createInvoice(
+		userId: string,
+		credits: bigint,
+		clientKey: string | null
+	): Promise<ReturnType<typeof invoiceView>> {
 		if (clientKey) {
-			const [existing] = await this.q<InvoiceRow>(null, `SELECT * FROM crypto_invoices WHERE user_id = $1 AND client_key = $2`, [userId, clientKey]);
+			const [existing] = await this.q<InvoiceRow>(
+				null,
+				`SELECT * FROM crypto_invoices WHERE user_id = $1 AND client_key = $2`,
+				[userId, clientKey]
+			);
 			if (existing) {
-				if (BigInt(existing.credits) !== credits) throw Conflict("This Idempotency-Key was used for another invoice", "IDEMPOTENCY_KEY_REUSED");
+				if (BigInt(existing.credits) !== credits)
+					throw Conflict("This Idempotency-Key was used for another invoice", "IDEMPOTENCY_KEY_REUSED");
 				return invoiceView(existing, null);
 			}
 		}
@@ -139,21 +148,42 @@ export class CryptoPayments {
 			`INSERT INTO crypto_invoices (id, user_id, client_key, chain_id, token, router, treasury, amount_wei, credits, expires_at)
 			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + ($10 || ' seconds')::interval)
 			 ON CONFLICT (user_id, client_key) DO NOTHING RETURNING *`,
-			[id, userId, clientKey, this.s.chainId, this.s.token, this.s.router, this.s.treasury, amountWei.toString(), credits.toString(), String(this.s.invoiceTtlS)]
+			[
+				id,
+				userId,
+				clientKey,
+				this.s.chainId,
+				this.s.token,
+				this.s.router,
+				this.s.treasury,
+				amountWei.toString(),
+				credits.toString(),
+				String(this.s.invoiceTtlS)
+			]
 		);
 		if (!rows.length) return this.createInvoice(userId, credits, clientKey); // lost a race on the same key
 		return invoiceView(rows[0], null);
 	}
 
 	async getInvoice(userId: string, id: string): Promise<ReturnType<typeof invoiceView>> {
-		const [row] = await this.q<InvoiceRow>(null, `SELECT * FROM crypto_invoices WHERE id = $1 AND user_id = $2`, [id.toLowerCase(), userId]);
+		const [row] = await this.q<InvoiceRow>(null, `SELECT * FROM crypto_invoices WHERE id = $1 AND user_id = $2`, [
+			id.toLowerCase(),
+			userId
+		]);
 		if (!row) throw NotFound("Invoice");
-		const [live] = await this.q<{ status: PaymentStatus }>(null, `SELECT status FROM crypto_payments WHERE invoice_id = $1 AND status IN ${LIVE}`, [row.id]);
+		const [live] = await this.q<{ status: PaymentStatus }>(
+			null,
+			`SELECT status FROM crypto_payments WHERE invoice_id = $1 AND status IN ${LIVE}`,
+			[row.id]
+		);
 		return invoiceView(row, live?.status ?? null);
 	}
 
 	async getPayment(userId: string, id: string): Promise<PaymentView> {
-		const [row] = await this.q<PaymentRow>(null, `SELECT * FROM crypto_payments WHERE id = $1 AND user_id = $2`, [id, userId]);
+		const [row] = await this.q<PaymentRow>(null, `SELECT * FROM crypto_payments WHERE id = $1 AND user_id = $2`, [
+			id,
+			userId
+		]);
 		if (!row) throw NotFound("Payment");
 		let head: number | null = null;
 		try {
@@ -168,18 +198,32 @@ export class CryptoPayments {
 	async claim(userId: string, chainId: number, txHashRaw: string): Promise<PaymentView & { duplicate: boolean }> {
 		const txHash = txHashRaw.toLowerCase();
 		if (chainId !== this.s.chainId)
-			throw Unprocessable("This chain is not accepted", [{ field: "chainId", message: `must be ${this.s.chainId}`, type: "chain" }], "UNSUPPORTED_CHAIN");
-		const known = await this.q<PaymentRow>(null, `SELECT * FROM crypto_payments WHERE chain_id = $1 AND tx_hash = $2 AND status IN ${LIVE}`, [
-			chainId,
-			txHash
-		]);
+			throw Unprocessable(
+				"This chain is not accepted",
+				[{ field: "chainId", message: `must be ${this.s.chainId}`, type: "chain" }],
+				"UNSUPPORTED_CHAIN"
+			);
+		const known = await this.q<PaymentRow>(
+			null,
+			`SELECT * FROM crypto_payments WHERE chain_id = $1 AND tx_hash = $2 AND status IN ${LIVE}`,
+			[chainId, txHash]
+		);
 		const mine = known.find(r => r.user_id === userId);
 		if (mine) return { ...this.view(mine, await this.chain.head()), duplicate: true };
 
 		const receipt = await this.chain.receipt(txHash);
 		if (!receipt)
-			throw Unprocessable("No mined transaction with this hash", [{ field: "txHash", message: "unknown or not mined yet", type: "chain" }], "TX_NOT_FOUND");
-		if (receipt.status !== 1) throw Unprocessable("The transaction reverted", [{ field: "txHash", message: "reverted", type: "chain" }], "TX_REVERTED");
+			throw Unprocessable(
+				"No mined transaction with this hash",
+				[{ field: "txHash", message: "unknown or not mined yet", type: "chain" }],
+				"TX_NOT_FOUND"
+			);
+		if (receipt.status !== 1)
+			throw Unprocessable(
+				"The transaction reverted",
+				[{ field: "txHash", message: "reverted", type: "chain" }],
+				"TX_REVERTED"
+			);
 		if (!receipt.payments.length)
 			throw Unprocessable(
 				"The transaction contains no payment through the payment router",
@@ -190,13 +234,20 @@ export class CryptoPayments {
 			receipt.payments.map(p => p.invoiceId)
 		]);
 		const byId = new Map(invoices.map(i => [i.id, i]));
-		const log: PaymentLog = receipt.payments.find(p => byId.get(p.invoiceId)?.user_id === userId) ?? receipt.payments[0];
+		const log: PaymentLog =
+			receipt.payments.find(p => byId.get(p.invoiceId)?.user_id === userId) ?? receipt.payments[0];
 		const invoice = byId.get(log.invoiceId) ?? null;
 		const block = await this.chain.block(receipt.blockNumber);
-		if (!block || block.hash !== receipt.blockHash) throw Conflict("The chain is reorganising; try again shortly", "CHAIN_REORG");
+		if (!block || block.hash !== receipt.blockHash)
+			throw Conflict("The chain is reorganising; try again shortly", "CHAIN_REORG");
 		const verdict = judgePayment(
 			log,
-			invoice && { id: invoice.id, userId: invoice.user_id, amountWei: BigInt(invoice.amount_wei), expiresAt: new Date(invoice.expires_at) },
+			invoice && {
+				id: invoice.id,
+				userId: invoice.user_id,
+				amountWei: BigInt(invoice.amount_wei),
+				expiresAt: new Date(invoice.expires_at)
+			},
 			userId,
 			{ router: this.s.router, token: this.s.token, treasury: this.s.treasury },
 			block.time
@@ -204,7 +255,11 @@ export class CryptoPayments {
 		if (!verdict.ok) {
 			if (verdict.status === 404) throw NotFound("Invoice");
 			if (verdict.status === 409) throw Conflict(verdict.message, verdict.code);
-			throw Unprocessable(verdict.message, [{ field: "txHash", message: verdict.message, type: "chain" }], verdict.code);
+			throw Unprocessable(
+				verdict.message,
+				[{ field: "txHash", message: verdict.message, type: "chain" }],
+				verdict.code
+			);
 		}
 		const head = await this.chain.head();
 		const id = randomUUID();
@@ -215,7 +270,20 @@ export class CryptoPayments {
 					block_number, block_hash, block_time, status)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending')
 				 ON CONFLICT DO NOTHING RETURNING *`,
-				[id, userId, chainId, txHash, log.logIndex, invoice!.id, log.payer, log.amountWei.toString(), String(invoice!.credits), receipt.blockNumber, receipt.blockHash, block.time]
+				[
+					id,
+					userId,
+					chainId,
+					txHash,
+					log.logIndex,
+					invoice!.id,
+					log.payer,
+					log.amountWei.toString(),
+					String(invoice!.credits),
+					receipt.blockNumber,
+					receipt.blockHash,
+					block.time
+				]
 			);
 			if (!inserted.length) {
 				const [same] = await this.q<PaymentRow>(
@@ -227,7 +295,8 @@ export class CryptoPayments {
 				throw Conflict("This invoice is already paid", "INVOICE_ALREADY_PAID");
 			}
 			let row = inserted[0];
-			if (confirmationsOf(head, receipt.blockNumber) >= this.s.confirmations) row = await this.creditPayment(tx, row);
+			if (confirmationsOf(head, receipt.blockNumber) >= this.s.confirmations)
+				row = await this.creditPayment(tx, row);
 			return { ...this.view(row, head), duplicate: false };
 		});
 	}
@@ -259,7 +328,13 @@ export class CryptoPayments {
 			causeType: "crypto_payment",
 			causeId: row.id,
 			description: "FORGE payment",
-			metadata: { chainId: row.chain_id, txHash: row.tx_hash, logIndex: row.log_index, invoiceId: row.invoice_id, amountWei: String(row.amount_wei) }
+			metadata: {
+				chainId: row.chain_id,
+				txHash: row.tx_hash,
+				logIndex: row.log_index,
+				invoiceId: row.invoice_id,
+				amountWei: String(row.amount_wei)
+			}
 		});
 		if (!posted.duplicate && open.length) {
 			let left = amount;
@@ -280,18 +355,24 @@ export class CryptoPayments {
 				causeType: "crypto_payment",
 				causeId: row.id,
 				description: "FORGE payment re-credited: settles the shortfall of its earlier reversal",
-				metadata: { invoiceId: row.invoice_id, recovered: recovered.map(r => ({ paymentId: r.paymentId, amount: r.amount.toString() })) },
+				metadata: {
+					invoiceId: row.invoice_id,
+					recovered: recovered.map(r => ({ paymentId: r.paymentId, amount: r.amount.toString() }))
+				},
 				entries: [
 					{ account: availableKey(row.user_id), amount: -total, lotId: posted.lotIds[0] },
 					{ account: "sys:token_treasury", amount: total }
 				]
 			});
 			for (const r of recovered)
-				await this.q(tx, `UPDATE crypto_payments SET shortfall_recovered = shortfall_recovered + $2, updated_at = now() WHERE id = $1 RETURNING id`, [
-					r.paymentId,
-					r.amount.toString()
-				]);
-			this.log.info(`crypto payment ${row.id}: ${total} credits settle the shortfall of earlier reversals of invoice ${row.invoice_id}`);
+				await this.q(
+					tx,
+					`UPDATE crypto_payments SET shortfall_recovered = shortfall_recovered + $2, updated_at = now() WHERE id = $1 RETURNING id`,
+					[r.paymentId, r.amount.toString()]
+				);
+			this.log.info(
+				`crypto payment ${row.id}: ${total} credits settle the shortfall of earlier reversals of invoice ${row.invoice_id}`
+			);
 		}
 		const [updated] = await this.q<PaymentRow>(
 			tx,
@@ -352,7 +433,11 @@ export class CryptoPayments {
 				if (!again || again.hash === snapshot.block_hash) return null;
 				gone = true;
 			} else {
-				const same = receipt.status === 1 && receipt.payments.find(p => p.logIndex === snapshot.log_index && p.invoiceId === snapshot.invoice_id);
+				const same =
+					receipt.status === 1 &&
+					receipt.payments.find(
+						p => p.logIndex === snapshot.log_index && p.invoiceId === snapshot.invoice_id
+					);
 				if (!same || same.amountWei !== BigInt(snapshot.amount_wei)) gone = true;
 				else {
 					const newBlock = await this.chain.block(receipt.blockNumber);
@@ -368,7 +453,11 @@ export class CryptoPayments {
 			if (!row || row.status !== snapshot.status || row.block_hash !== snapshot.block_hash) return null; // someone else moved it
 			if (gone) {
 				if (row.status === "credited") {
-					const lot = await this.q<{ id: string }>(tx, `SELECT id FROM credit_lots WHERE transaction_id = $1`, [row.credit_transaction_id]);
+					const lot = await this.q<{ id: string }>(
+						tx,
+						`SELECT id FROM credit_lots WHERE transaction_id = $1`,
+						[row.credit_transaction_id]
+					);
 					const r = await this.ledger.clawback(tx, {
 						kind: "crypto_reversal",
 						userId: row.user_id,
@@ -378,27 +467,38 @@ export class CryptoPayments {
 						causeType: "crypto_payment",
 						causeId: row.id,
 						description: "FORGE payment reversed: its block left the chain",
-						metadata: { txHash: row.tx_hash, blockNumber: Number(row.block_number), blockHash: row.block_hash }
+						metadata: {
+							txHash: row.tx_hash,
+							blockNumber: Number(row.block_number),
+							blockHash: row.block_hash
+						}
 					});
 					// The shortfall stays open on this row until a re-credit of the same invoice settles it.
-					await this.q(tx, `UPDATE crypto_payments SET status = 'reversed', reason = $2, shortfall = $3, updated_at = now() WHERE id = $1 RETURNING id`, [
-						id,
-						r.shortfall > 0n ? `REORGED_OUT (shortfall ${r.shortfall})` : "REORGED_OUT",
-						r.shortfall.toString()
-					]);
+					await this.q(
+						tx,
+						`UPDATE crypto_payments SET status = 'reversed', reason = $2, shortfall = $3, updated_at = now() WHERE id = $1 RETURNING id`,
+						[
+							id,
+							r.shortfall > 0n ? `REORGED_OUT (shortfall ${r.shortfall})` : "REORGED_OUT",
+							r.shortfall.toString()
+						]
+					);
 					this.log.warn(`crypto payment ${id} reversed: tx ${row.tx_hash} left the chain`);
 					return "reversed";
 				}
-				await this.q(tx, `UPDATE crypto_payments SET status = 'rejected', reason = 'REORGED_OUT', updated_at = now() WHERE id = $1 RETURNING id`, [id]);
+				await this.q(
+					tx,
+					`UPDATE crypto_payments SET status = 'rejected', reason = 'REORGED_OUT', updated_at = now() WHERE id = $1 RETURNING id`,
+					[id]
+				);
 				return "rejected";
 			}
 			if (blockHash !== row.block_hash)
-				await this.q(tx, `UPDATE crypto_payments SET block_number = $2, block_hash = $3, block_time = $4, updated_at = now() WHERE id = $1 RETURNING id`, [
-					id,
-					blockNumber,
-					blockHash,
-					blockTime
-				]);
+				await this.q(
+					tx,
+					`UPDATE crypto_payments SET block_number = $2, block_hash = $3, block_time = $4, updated_at = now() WHERE id = $1 RETURNING id`,
+					[id, blockNumber, blockHash, blockTime]
+				);
 			if (row.status !== "credited" && confirmationsOf(head, blockNumber) >= this.s.confirmations) {
 				await this.creditPayment(tx, { ...row, block_number: String(blockNumber), block_hash: blockHash });
 				return "credited";
@@ -409,7 +509,11 @@ export class CryptoPayments {
 
 	/** Payments of a user, newest first (for the REPL and support). */
 	async listForUser(userId: string, limit = 20): Promise<PaymentView[]> {
-		const rows = await this.q<PaymentRow>(null, `SELECT * FROM crypto_payments WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2`, [userId, limit]);
+		const rows = await this.q<PaymentRow>(
+			null,
+			`SELECT * FROM crypto_payments WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2`,
+			[userId, limit]
+		);
 		return rows.map(r => this.view(r, null));
 	}
 }

@@ -43,7 +43,10 @@ export function spendOrder<T extends SpendableLot>(lots: readonly T[]): T[] {
  * Takes `amount` from lots in the order given. Returns the allocations and what could not be
  * covered (0n when the lots sufficed).
  */
-export function allocate(lots: readonly SpendableLot[], amount: bigint): { allocations: Allocation[]; shortfall: bigint } {
+export function allocate(
+	lots: readonly SpendableLot[],
+	amount: bigint
+): { allocations: Allocation[]; shortfall: bigint } {
 	if (amount < 0n) throw new RangeError(`amount must be >= 0, got ${amount}`);
 	const allocations: Allocation[] = [];
 	let left = amount;
@@ -62,7 +65,10 @@ export function allocate(lots: readonly SpendableLot[], amount: bigint): { alloc
  * consumes allocations in the order they were taken (spend order), so what is returned is the
  * tail: bought credit goes back before promotional credit.
  */
-export function splitAllocations(allocations: readonly Allocation[], charge: bigint): { consumed: Allocation[]; returned: Allocation[] } {
+export function splitAllocations(
+	allocations: readonly Allocation[],
+	charge: bigint
+): { consumed: Allocation[]; returned: Allocation[] } {
 	const total = allocations.reduce((s, a) => s + a.amount, 0n);
 	if (charge < 0n || charge > total) throw new RangeError(`charge ${charge} outside [0, ${total}]`);
 	const consumed: Allocation[] = [];
@@ -104,7 +110,12 @@ export function settlementCharge(held: bigint, listActualCost: bigint, discountB
  * down (the user keeps a partial credit), minus what was already clawed back. Refund events
  * carry the cumulative refunded amount, so replays and reordering converge on the same total.
  */
-export function refundClawback(purchasedCredits: bigint, amountCents: bigint, refundedCents: bigint, alreadyClawed: bigint): bigint {
+export function refundClawback(
+	purchasedCredits: bigint,
+	amountCents: bigint,
+	refundedCents: bigint,
+	alreadyClawed: bigint
+): bigint {
 	if (amountCents <= 0n) throw new RangeError("amountCents must be > 0");
 	const refunded = refundedCents > amountCents ? amountCents : refundedCents < 0n ? 0n : refundedCents;
 	const target = (purchasedCredits * refunded) / amountCents;

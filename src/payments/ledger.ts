@@ -16,7 +16,16 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes, Sequelize, Transaction } from "sequelize";
 import { Conflict, NotFound, PaymentRequired } from "../errors";
 import type { TierName } from "../domain/tiers";
-import { Allocation, LOT_PRIORITY, LotSource, allocate, holdAmount, settlementCharge, spendOrder, splitAllocations } from "./ledger-rules";
+import {
+	Allocation,
+	LOT_PRIORITY,
+	LotSource,
+	allocate,
+	holdAmount,
+	settlementCharge,
+	spendOrder,
+	splitAllocations
+} from "./ledger-rules";
 
 export type SystemAccount = "sys:revenue" | "sys:stripe" | "sys:token_treasury" | "sys:promo" | "sys:expired";
 export const availableKey = (userId: string) => `u:${userId}:available`;
@@ -134,7 +143,12 @@ function holdView(row: HoldRow, duplicate: boolean): HoldView {
 		tier: row.tier,
 		discountBps: row.discount_bps,
 		charged: charged == null ? null : credits(charged),
-		refunded: row.state === "settled" && charged != null ? credits(held - charged) : row.state === "released" ? credits(held) : null,
+		refunded:
+			row.state === "settled" && charged != null
+				? credits(held - charged)
+				: row.state === "released"
+					? credits(held)
+					: null,
 		listActualCost: row.list_actual_cost == null ? null : credits(row.list_actual_cost),
 		duplicate
 	};
@@ -226,7 +240,8 @@ export class Ledger {
 
 		// Stored balances move first, conditionally: a user account never goes below zero.
 		const deltas = new Map<string, bigint>();
-		for (const e of entries) if (e.account.startsWith("u:")) deltas.set(e.account, (deltas.get(e.account) ?? 0n) + e.amount);
+		for (const e of entries)
+			if (e.account.startsWith("u:")) deltas.set(e.account, (deltas.get(e.account) ?? 0n) + e.amount);
 		for (const [key, delta] of deltas) {
 			if (delta === 0n) continue;
 			const ok = await this.q(
@@ -243,12 +258,20 @@ export class Ledger {
 		for (const e of entries) {
 			let lotId = e.lotId ?? null;
 			if (e.newLot) {
-				if (!p.userId || e.account !== avail || e.amount <= 0n) throw new Error("a new lot is a positive entry on the user's available account");
+				if (!p.userId || e.account !== avail || e.amount <= 0n)
+					throw new Error("a new lot is a positive entry on the user's available account");
 				const [lot] = await this.q<{ id: string }>(
 					tx,
 					`INSERT INTO credit_lots (user_id, source, priority, original, remaining, expires_at, transaction_id)
 					 VALUES ($1, $2, $3, $4, $4, $5, $6) RETURNING id`,
-					[p.userId, e.newLot.source, LOT_PRIORITY[e.newLot.source], e.amount.toString(), e.newLot.expiresAt, txId]
+					[
+						p.userId,
+						e.newLot.source,
+						LOT_PRIORITY[e.newLot.source],
+						e.amount.toString(),
+						e.newLot.expiresAt,
+						txId
+					]
 				);
 				lotId = String(lot.id);
 				lotIds.push(lotId);
@@ -265,10 +288,13 @@ export class Ledger {
 			rows.push(`($1, $${n - 2}, $${n - 1}::bigint, $${n}::bigint)`);
 		}
 		if (rows.length)
-			await this.sequelize.query(`INSERT INTO ledger_entries (transaction_id, account_key, lot_id, amount) VALUES ${rows.join(", ")}`, {
-				bind,
-				transaction: tx
-			});
+			await this.sequelize.query(
+				`INSERT INTO ledger_entries (transaction_id, account_key, lot_id, amount) VALUES ${rows.join(", ")}`,
+				{
+					bind,
+					transaction: tx
+				}
+			);
 		return { id: txId, duplicate: false, lotIds };
 	}
 
@@ -289,14 +315,22 @@ export class Ledger {
 			description: "Promotional credit expired",
 			metadata: { lots: lots.map(l => l.id) },
 			entries: [
-				...lots.map(l => ({ account: availableKey(userId), amount: -BigInt(l.remaining), lotId: String(l.id) })),
+				...lots.map(l => ({
+					account: availableKey(userId),
+					amount: -BigInt(l.remaining),
+					lotId: String(l.id)
+				})),
 				{ account: "sys:expired", amount: total }
 			]
 		});
 		return total;
 	}
 
-	private async spendableLots(tx: Transaction, userId: string, includeExpired: boolean): Promise<ReturnType<typeof toLots>> {
+	private async spendableLots(
+		tx: Transaction,
+		userId: string,
+		includeExpired: boolean
+	): Promise<ReturnType<typeof toLots>> {
 		const rows = await this.q<LotRow>(
 			tx,
 			`SELECT id, remaining, priority, expires_at, COALESCE(expires_at <= now(), false) AS expired FROM credit_lots
@@ -328,7 +362,10 @@ export class Ledger {
 			const { allocations, shortfall } = allocate(lots, amount);
 			if (shortfall > 0n) {
 				const available = lots.reduce((s, l) => s + l.remaining, 0n);
-				throw PaymentRequired("Not enough credits for this task", { required: amount.toString(), available: available.toString() });
+				throw PaymentRequired("Not enough credits for this task", {
+					required: amount.toString(),
+					available: available.toString()
+				});
 			}
 			const posted = await this.post(tx, {
 				kind: "reserve",
@@ -372,7 +409,11 @@ export class Ledger {
 	}
 
 	private async findHold(tx: Transaction, taskId: string, lock: boolean): Promise<HoldRow | null> {
-		const [row] = await this.q<HoldRow>(tx, `SELECT * FROM credit_holds WHERE task_id = $1 ${lock ? "FOR UPDATE" : ""}`, [taskId]);
+		const [row] = await this.q<HoldRow>(
+			tx,
+			`SELECT * FROM credit_holds WHERE task_id = $1 ${lock ? "FOR UPDATE" : ""}`,
+			[taskId]
+		);
 		return row ?? null;
 	}
 
@@ -380,7 +421,9 @@ export class Ledger {
 		// Another user's task id is not revealed: it looks like a clash of ids.
 		if (row.user_id !== userId) throw Conflict("This task id is already in use", "HOLD_CONFLICT");
 		if (BigInt(row.list_max_cost) !== listMaxCost)
-			throw Conflict("This task already has a hold with a different amount", "HOLD_MISMATCH", { listMaxCost: String(row.list_max_cost) });
+			throw Conflict("This task already has a hold with a different amount", "HOLD_MISMATCH", {
+				listMaxCost: String(row.list_max_cost)
+			});
 		return holdView(row, true);
 	}
 
@@ -414,7 +457,11 @@ export class Ledger {
 				discountBps: hold.discount_bps,
 				listAmount: p.listActualCost,
 				description: "Task charged",
-				metadata: { held: held.toString(), charged: charge.toString(), capped: charge === held && p.listActualCost > 0n },
+				metadata: {
+					held: held.toString(),
+					charged: charge.toString(),
+					capped: charge === held && p.listActualCost > 0n
+				},
 				entries: [
 					{ account: heldKey(p.userId), amount: -held },
 					{ account: "sys:revenue", amount: charge },
@@ -434,7 +481,8 @@ export class Ledger {
 		return this.run(async tx => {
 			const hold = await this.ownHold(tx, p.taskId, p.userId);
 			if (hold.state === "released") return holdView(hold, true);
-			if (hold.state === "settled") throw Conflict("This task's hold was already settled", "HOLD_ALREADY_SETTLED");
+			if (hold.state === "settled")
+				throw Conflict("This task's hold was already settled", "HOLD_ALREADY_SETTLED");
 			await this.lockUser(tx, p.userId);
 			const held = BigInt(hold.amount);
 			await this.post(tx, {
@@ -447,7 +495,11 @@ export class Ledger {
 				description: "Task hold released",
 				entries: [
 					{ account: heldKey(p.userId), amount: -held },
-					...hold.allocations.map(a => ({ account: availableKey(p.userId), amount: BigInt(a.amount), lotId: a.lotId }))
+					...hold.allocations.map(a => ({
+						account: availableKey(p.userId),
+						amount: BigInt(a.amount),
+						lotId: a.lotId
+					}))
 				]
 			});
 			const [row] = await this.q<HoldRow>(
@@ -491,7 +543,11 @@ export class Ledger {
 			metadata: p.metadata,
 			entries: [
 				{ account: p.from, amount: -p.credits },
-				{ account: availableKey(p.userId), amount: p.credits, newLot: { source: p.source, expiresAt: p.expiresAt } }
+				{
+					account: availableKey(p.userId),
+					amount: p.credits,
+					newLot: { source: p.source, expiresAt: p.expiresAt }
+				}
 			]
 		});
 	}
@@ -520,7 +576,10 @@ export class Ledger {
 		await this.expireLots(tx, p.userId);
 		const lots = spendOrder(await this.spendableLots(tx, p.userId, false));
 		const preferred = lots.filter(l => l.id === p.preferLotId);
-		const { allocations, shortfall } = allocate([...preferred, ...lots.filter(l => l.id !== p.preferLotId)], p.amount);
+		const { allocations, shortfall } = allocate(
+			[...preferred, ...lots.filter(l => l.id !== p.preferLotId)],
+			p.amount
+		);
 		const taken = p.amount - shortfall;
 		const posted = await this.post(tx, {
 			kind: p.kind,
@@ -528,8 +587,16 @@ export class Ledger {
 			causeType: p.causeType,
 			causeId: p.causeId,
 			description: p.description,
-			metadata: { ...p.metadata, requested: p.amount.toString(), taken: taken.toString(), shortfall: shortfall.toString() },
-			entries: [...allocations.map(a => ({ account: availableKey(p.userId), amount: -a.amount, lotId: a.lotId })), { account: p.to, amount: taken }]
+			metadata: {
+				...p.metadata,
+				requested: p.amount.toString(),
+				taken: taken.toString(),
+				shortfall: shortfall.toString()
+			},
+			entries: [
+				...allocations.map(a => ({ account: availableKey(p.userId), amount: -a.amount, lotId: a.lotId })),
+				{ account: p.to, amount: taken }
+			]
 		});
 		if (posted.duplicate) return { taken: 0n, shortfall: 0n, duplicate: true };
 		return { taken, shortfall, duplicate: false };
@@ -537,10 +604,11 @@ export class Ledger {
 
 	/** Available (unexpired lots), held, and the stored balance that includes not-yet-swept expired credit. */
 	async balance(userId: string): Promise<{ available: bigint; held: bigint; expiredPending: bigint }> {
-		const rows = await this.q<{ key: string; balance: string }>(null, `SELECT key, balance FROM ledger_accounts WHERE key IN ($1, $2)`, [
-			availableKey(userId),
-			heldKey(userId)
-		]);
+		const rows = await this.q<{ key: string; balance: string }>(
+			null,
+			`SELECT key, balance FROM ledger_accounts WHERE key IN ($1, $2)`,
+			[availableKey(userId), heldKey(userId)]
+		);
 		const [exp] = await this.q<{ s: string | null }>(
 			null,
 			`SELECT SUM(remaining) AS s FROM credit_lots WHERE user_id = $1 AND remaining > 0 AND expires_at <= now()`,

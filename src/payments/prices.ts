@@ -110,7 +110,12 @@ export function priceList(opts: { creditsPerForge: number; currency: string }) {
 	return {
 		unit: "1 credit = 1/1000 USD",
 		currency: opts.currency,
-		creditPacks: CREDIT_PACKS.map(p => ({ id: p.id, name: p.name, credits: p.credits.toString(), priceCents: p.priceCents })),
+		creditPacks: CREDIT_PACKS.map(p => ({
+			id: p.id,
+			name: p.name,
+			credits: p.credits.toString(),
+			priceCents: p.priceCents
+		})),
 		plans: PLANS.map(p => ({
 			id: p.id,
 			name: p.name,

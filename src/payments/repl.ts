@@ -17,7 +17,8 @@ function operatorName(given: unknown): string {
 
 function positiveInt(raw: unknown, what: string): number {
 	const s = String(raw ?? "");
-	if (!/^\d+$/.test(s) || !Number.isSafeInteger(Number(s)) || Number(s) <= 0) throw new Error(`${what} must be a positive integer (got '${s}')`);
+	if (!/^\d+$/.test(s) || !Number.isSafeInteger(Number(s)) || Number(s) <= 0)
+		throw new Error(`${what} must be a positive integer (got '${s}')`);
 	return Number(s);
 }
 
@@ -33,10 +34,14 @@ export const paymentsReplCommands: ReplCommand[] = [
 	},
 	{
 		command: "payments-grant <userId> <credits> <reason...>",
-		description: "Grant credits to a user (promotional, expiring, unless --paid); recorded with the operator's name",
+		description:
+			"Grant credits to a user (promotional, expiring, unless --paid); recorded with the operator's name",
 		options: [
 			{ option: "-o, --operator <name>", description: "who grants (default: the OS login of this REPL)" },
-			{ option: "-e, --expires <iso>", description: "expiry (ISO-8601); default PROMO_GRANT_TTL_S from now for promotional credit" },
+			{
+				option: "-e, --expires <iso>",
+				description: "expiry (ISO-8601); default PROMO_GRANT_TTL_S from now for promotional credit"
+			},
 			{ option: "-p, --paid", description: "grant non-expiring credit, spent after promotional credit" },
 			{ option: "-k, --key <key>", description: "idempotency key: a repeated key grants once" }
 		],
@@ -67,7 +72,9 @@ export const paymentsReplCommands: ReplCommand[] = [
 	{
 		command: "payments-stripe-reconcile",
 		description: "List Stripe's recent events and apply those the webhook missed",
-		options: [{ option: "-w, --window <seconds>", description: "how far back (default STRIPE_RECONCILE_WINDOW_S)" }],
+		options: [
+			{ option: "-w, --window <seconds>", description: "how far back (default STRIPE_RECONCILE_WINDOW_S)" }
+		],
 		async action(broker, args) {
 			const windowS = args.options?.window ? positiveInt(args.options.window, "--window") : undefined;
 			print(await broker.call("payments.reconcileStripe", windowS ? { windowS } : {}));

@@ -76,7 +76,11 @@ export class StakeIndexer {
 	 */
 	async index(maxBatches = 20): Promise<{ cursor: number; events: number } | null> {
 		return this.sequelize.transaction(async tx => {
-			const [{ locked }] = await this.q<{ locked: boolean }>(tx, `SELECT pg_try_advisory_xact_lock($1) AS locked`, [INDEX_LOCK]);
+			const [{ locked }] = await this.q<{ locked: boolean }>(
+				tx,
+				`SELECT pg_try_advisory_xact_lock($1) AS locked`,
+				[INDEX_LOCK]
+			);
 			if (!locked) return null;
 			const touched = new Set<string>();
 			let cursor = await this.cursor(tx);
@@ -91,7 +95,10 @@ export class StakeIndexer {
 					if (!times.has(l.blockNumber)) {
 						// Never index with a made-up time: a stake's holding period runs from its block's time.
 						const b = await this.chain.block(l.blockNumber);
-						if (!b) throw new Error(`staking index: the chain node did not return block ${l.blockNumber}; waiting for the next pass`);
+						if (!b)
+							throw new Error(
+								`staking index: the chain node did not return block ${l.blockNumber}; waiting for the next pass`
+							);
 						times.set(l.blockNumber, b.time);
 					}
 					await this.q(
@@ -146,7 +153,11 @@ export class StakeIndexer {
 			[CURSOR, this.chainId]
 		);
 		return row
-			? { block: Number(row.block_number), hash: row.block_hash, time: row.block_time ? new Date(row.block_time) : null }
+			? {
+					block: Number(row.block_number),
+					hash: row.block_hash,
+					time: row.block_time ? new Date(row.block_time) : null
+				}
 			: { block: this.chain.settings.startBlock - 1, hash: null, time: null };
 	}
 
@@ -175,14 +186,18 @@ export class StakeIndexer {
 		if (cursor.hash == null || cursor.block < 0) return cursor;
 		const block = await this.chain.block(cursor.block);
 		// A node that cannot answer (lagging, failing) says nothing about a reorg: wait, do not rewind.
-		if (!block) throw new Error(`staking index: the chain node did not return block ${cursor.block}; waiting for the next pass`);
+		if (!block)
+			throw new Error(
+				`staking index: the chain node did not return block ${cursor.block}; waiting for the next pass`
+			);
 		if (block.hash === cursor.hash) return cursor;
 		const back = Math.max(this.chain.settings.startBlock - 1, cursor.block - this.chain.settings.reorgWindowBlocks);
 		this.log.warn(`staking index: block ${cursor.block} is no longer canonical; re-indexing from ${back + 1}`);
-		const deleted = await this.q<{ address: string }>(tx, `DELETE FROM stake_events WHERE chain_id = $1 AND block_number > $2 RETURNING address`, [
-			this.chainId,
-			back
-		]);
+		const deleted = await this.q<{ address: string }>(
+			tx,
+			`DELETE FROM stake_events WHERE chain_id = $1 AND block_number > $2 RETURNING address`,
+			[this.chainId, back]
+		);
 		for (const d of deleted) touched.add(d.address);
 		const backBlock = back >= 0 ? await this.chain.block(back) : null;
 		return { block: back, hash: backBlock?.hash ?? null, time: backBlock?.time ?? null };
@@ -204,10 +219,11 @@ export class StakeIndexer {
 				availableAt: r.available_at ? new Date(r.available_at) : null
 			}))
 		);
-		const [before] = await this.q<WalletRow>(tx, `SELECT * FROM stake_wallets WHERE chain_id = $1 AND address = $2 FOR UPDATE`, [
-			this.chainId,
-			address
-		]);
+		const [before] = await this.q<WalletRow>(
+			tx,
+			`SELECT * FROM stake_wallets WHERE chain_id = $1 AND address = $2 FOR UPDATE`,
+			[this.chainId, address]
+		);
 		const owner = await this.resolveOwner(address);
 		const userId = owner === undefined ? (before?.user_id ?? null) : owner;
 		const positions = serialise(stake.positions);
@@ -230,7 +246,8 @@ export class StakeIndexer {
 				owner !== undefined
 			]
 		);
-		const key = (ps: Array<{ amountWei: string; since: string }>) => ps.map(p => `${p.amountWei}@${p.since}`).join(",");
+		const key = (ps: Array<{ amountWei: string; since: string }>) =>
+			ps.map(p => `${p.amountWei}@${p.since}`).join(",");
 		const changed = !before || before.user_id !== userId || key(before.positions) !== key(positions);
 		if (!changed) return;
 		for (const user of new Set([before?.user_id, userId])) if (user) await this.publishUser(tx, user);
@@ -247,11 +264,11 @@ export class StakeIndexer {
 		for (const { address } of rows) {
 			const owner = await this.resolveOwner(address);
 			if (owner === undefined) continue;
-			await this.q(tx, `UPDATE stake_wallets SET user_id = $3, owner_checked_at = now() WHERE chain_id = $1 AND address = $2 RETURNING address`, [
-				this.chainId,
-				address,
-				owner
-			]);
+			await this.q(
+				tx,
+				`UPDATE stake_wallets SET user_id = $3, owner_checked_at = now() WHERE chain_id = $1 AND address = $2 RETURNING address`,
+				[this.chainId, address, owner]
+			);
 			if (owner) await this.publishUser(tx, owner);
 		}
 	}
@@ -267,11 +284,15 @@ export class StakeIndexer {
 	}
 
 	/** A user's active positions over all their wallets, oldest first. */
-	async positionsOf(userId: string, tx: Transaction | null = null): Promise<Array<{ amountWei: string; since: string }>> {
-		const rows = await this.q<{ positions: WalletRow["positions"] }>(tx, `SELECT positions FROM stake_wallets WHERE chain_id = $1 AND user_id = $2`, [
-			this.chainId,
-			userId
-		]);
+	async positionsOf(
+		userId: string,
+		tx: Transaction | null = null
+	): Promise<Array<{ amountWei: string; since: string }>> {
+		const rows = await this.q<{ positions: WalletRow["positions"] }>(
+			tx,
+			`SELECT positions FROM stake_wallets WHERE chain_id = $1 AND user_id = $2`,
+			[this.chainId, userId]
+		);
 		return rows
 			.flatMap(r => r.positions)
 			.map(p => ({ amountWei: p.amountWei, since: p.since }))
@@ -279,10 +300,11 @@ export class StakeIndexer {
 	}
 
 	async walletsOf(userId: string) {
-		const rows = await this.q<WalletRow>(null, `SELECT * FROM stake_wallets WHERE chain_id = $1 AND user_id = $2 ORDER BY address`, [
-			this.chainId,
-			userId
-		]);
+		const rows = await this.q<WalletRow>(
+			null,
+			`SELECT * FROM stake_wallets WHERE chain_id = $1 AND user_id = $2 ORDER BY address`,
+			[this.chainId, userId]
+		);
 		return rows.map(r => ({
 			address: r.address,
 			positions: r.positions,

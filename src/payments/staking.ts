@@ -75,7 +75,11 @@ export function replayStakeEvents(events: readonly StakeEvent[]): WalletStake {
 	let unbondingAvailableAt: Date | null = null;
 	for (const e of events) {
 		if (e.kind === "staked") {
-			positions = matchTotal([...positions, { amountWei: e.amountWei, since: e.blockTime }], e.totalWei, e.blockTime);
+			positions = matchTotal(
+				[...positions, { amountWei: e.amountWei, since: e.blockTime }],
+				e.totalWei,
+				e.blockTime
+			);
 		} else if (e.kind === "unstake_requested") {
 			positions = matchTotal(trimNewestFirst(positions, e.amountWei), e.totalWei, e.blockTime);
 			unbondingWei += e.amountWei;

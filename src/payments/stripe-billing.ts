@@ -133,7 +133,10 @@ export class StripeBilling {
 
 	private client(): Stripe {
 		if (!this.stripe || !this.settings.webhookSecret)
-			throw Unavailable("Card payments are not configured on this platform (STRIPE_SECRET_KEY is not set)", "STRIPE_NOT_CONFIGURED");
+			throw Unavailable(
+				"Card payments are not configured on this platform (STRIPE_SECRET_KEY is not set)",
+				"STRIPE_NOT_CONFIGURED"
+			);
 		return this.stripe;
 	}
 
@@ -143,16 +146,26 @@ export class StripeBilling {
 
 	// ---- Checkout ---------------------------------------------------------------------------
 
-	async createCheckout(userId: string, kind: "pack" | "plan", itemId: string, clientKey: string | null): Promise<ReturnType<typeof checkoutView>> {
+	async createCheckout(
+		userId: string,
+		kind: "pack" | "plan",
+		itemId: string,
+		clientKey: string | null
+	): Promise<ReturnType<typeof checkoutView>> {
 		const stripe = this.client();
 		const pack = kind === "pack" ? findPack(itemId) : null;
 		const plan = kind === "plan" ? findPlan(itemId) : null;
 		if (!pack && !plan)
-			throw Unprocessable("Unknown item", [{ field: "itemId", message: `no ${kind} '${itemId}' (see GET /billing/prices)`, type: "enum" }]);
+			throw Unprocessable("Unknown item", [
+				{ field: "itemId", message: `no ${kind} '${itemId}' (see GET /billing/prices)`, type: "enum" }
+			]);
 		if (plan) {
 			const current = await this.planOf(userId);
 			if (TIERS[current].rank >= TIERS[plan.tier].rank)
-				throw Conflict(`You already have the ${current} plan; manage it from your Stripe receipt or contact support`, "ALREADY_SUBSCRIBED");
+				throw Conflict(
+					`You already have the ${current} plan; manage it from your Stripe receipt or contact support`,
+					"ALREADY_SUBSCRIBED"
+				);
 		}
 		const credits = pack ? pack.credits : 0n;
 		const amountCents = pack ? pack.priceCents : plan!.priceCents;
@@ -160,7 +173,11 @@ export class StripeBilling {
 
 		let row: CheckoutRow | undefined;
 		if (clientKey) {
-			[row] = await this.q<CheckoutRow>(null, `SELECT * FROM stripe_checkouts WHERE user_id = $1 AND client_key = $2`, [userId, clientKey]);
+			[row] = await this.q<CheckoutRow>(
+				null,
+				`SELECT * FROM stripe_checkouts WHERE user_id = $1 AND client_key = $2`,
+				[userId, clientKey]
+			);
 			if (row && (row.kind !== kind || row.item_id !== itemId))
 				throw Conflict("This Idempotency-Key was used for another checkout", "IDEMPOTENCY_KEY_REUSED");
 		}
@@ -169,14 +186,30 @@ export class StripeBilling {
 				null,
 				`INSERT INTO stripe_checkouts (id, user_id, client_key, kind, item_id, credits, plan_tier, amount_cents, currency, status)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating') ON CONFLICT (user_id, client_key) DO NOTHING RETURNING *`,
-				[randomUUID(), userId, clientKey, kind, itemId, credits.toString(), plan?.tier ?? null, amountCents, this.settings.currency]
+				[
+					randomUUID(),
+					userId,
+					clientKey,
+					kind,
+					itemId,
+					credits.toString(),
+					plan?.tier ?? null,
+					amountCents,
+					this.settings.currency
+				]
 			);
 			if (!inserted.length) return this.createCheckout(userId, kind, itemId, clientKey); // a concurrent request with the same key won
 			row = inserted[0];
 		}
 		if (row.session_id) return checkoutView(row);
 
-		const metadata = { checkoutId: row.id, userId, kind, itemId, ...(plan ? { planTier: plan.tier } : { credits: credits.toString() }) };
+		const metadata = {
+			checkoutId: row.id,
+			userId,
+			kind,
+			itemId,
+			...(plan ? { planTier: plan.tier } : { credits: credits.toString() })
+		};
 		const fill = (s: string) => s.replace("{CHECKOUT_ID}", row!.id);
 		const params: Stripe.Checkout.SessionCreateParams = {
 			mode: kind === "pack" ? "payment" : "subscription",
@@ -202,7 +235,10 @@ export class StripeBilling {
 			session = await stripe.checkout.sessions.create(params, { idempotencyKey: checkoutIdempotencyKey(row.id) });
 		} catch (err) {
 			this.log.warn(`Stripe checkout ${row.id} failed`, (err as Error).message);
-			throw Unavailable("The card payment provider did not answer; retry with the same Idempotency-Key", "STRIPE_UNAVAILABLE");
+			throw Unavailable(
+				"The card payment provider did not answer; retry with the same Idempotency-Key",
+				"STRIPE_UNAVAILABLE"
+			);
 		}
 		const [updated] = await this.q<CheckoutRow>(
 			null,
@@ -219,7 +255,10 @@ export class StripeBilling {
 	 * success redirect may arrive before the webhook, and it credits through the same path.
 	 */
 	async checkoutStatus(userId: string, checkoutId: string) {
-		const [row] = await this.q<CheckoutRow>(null, `SELECT * FROM stripe_checkouts WHERE id = $1 AND user_id = $2`, [checkoutId, userId]);
+		const [row] = await this.q<CheckoutRow>(null, `SELECT * FROM stripe_checkouts WHERE id = $1 AND user_id = $2`, [
+			checkoutId,
+			userId
+		]);
 		if (!row) throw NotFound("Checkout");
 		if (!row.session_id || !["open", "processing"].includes(row.status) || !this.stripe) return checkoutView(row);
 		let session: SessionLike;
@@ -237,13 +276,24 @@ export class StripeBilling {
 	// ---- Webhook and inbox ------------------------------------------------------------------
 
 	/** Verifies and stores one webhook delivery. Processing happens after the answer. */
-	async receiveWebhook(rawBody: string, signature: string): Promise<{ received: true; duplicate: boolean; eventId: string }> {
+	async receiveWebhook(
+		rawBody: string,
+		signature: string
+	): Promise<{ received: true; duplicate: boolean; eventId: string }> {
 		const stripe = this.client();
 		let event: Stripe.Event;
 		try {
-			event = stripe.webhooks.constructEvent(rawBody, signature, this.settings.webhookSecret!, this.settings.webhookToleranceS);
+			event = stripe.webhooks.constructEvent(
+				rawBody,
+				signature,
+				this.settings.webhookSecret!,
+				this.settings.webhookToleranceS
+			);
 		} catch (err) {
-			throw BadRequest(`Invalid Stripe webhook: ${(err as Error).message.split(/[.\n]/)[0]}`, "INVALID_SIGNATURE");
+			throw BadRequest(
+				`Invalid Stripe webhook: ${(err as Error).message.split(/[.\n]/)[0]}`,
+				"INVALID_SIGNATURE"
+			);
 		}
 		const inserted = await this.storeEvent(event as unknown as StripeEventLike, "webhook");
 		setImmediate(() => this.kick());
@@ -314,18 +364,26 @@ export class StripeBilling {
 				if (outcome === "defer") {
 					const attempts = row.attempts + 1;
 					if (attempts >= MAX_ATTEMPTS) {
-						this.log.warn(`Stripe event ${row.id} (${row.type}) still unmatched after ${attempts} attempts; giving up`);
-						await this.q(tx, `UPDATE stripe_events SET processed_at = now(), outcome = 'unmatched', attempts = $2 WHERE id = $1 RETURNING id`, [
-							row.id,
-							attempts
-						]);
+						this.log.warn(
+							`Stripe event ${row.id} (${row.type}) still unmatched after ${attempts} attempts; giving up`
+						);
+						await this.q(
+							tx,
+							`UPDATE stripe_events SET processed_at = now(), outcome = 'unmatched', attempts = $2 WHERE id = $1 RETURNING id`,
+							[row.id, attempts]
+						);
 					} else
 						await this.q(
 							tx,
 							`UPDATE stripe_events SET attempts = $2, next_attempt_at = now() + ($3 || ' milliseconds')::interval, outcome = 'deferred' WHERE id = $1 RETURNING id`,
 							[row.id, attempts, String(Math.min(60_000, 200 * 2 ** Math.min(attempts, 10)))]
 						);
-				} else await this.q(tx, `UPDATE stripe_events SET processed_at = now(), outcome = $2 WHERE id = $1 RETURNING id`, [row.id, outcome]);
+				} else
+					await this.q(
+						tx,
+						`UPDATE stripe_events SET processed_at = now(), outcome = $2 WHERE id = $1 RETURNING id`,
+						[row.id, outcome]
+					);
 				return true;
 			});
 		} catch (err) {
@@ -353,25 +411,52 @@ export class StripeBilling {
 			case "checkout.session.expired":
 				return this.applySession(tx, obj as unknown as SessionLike, event.id, event.type);
 			case "payment_intent.succeeded":
-				return this.applyPaymentIntent(tx, obj as { id: string; amount_received?: number; currency?: string; metadata?: Record<string, string> });
+				return this.applyPaymentIntent(
+					tx,
+					obj as {
+						id: string;
+						amount_received?: number;
+						currency?: string;
+						metadata?: Record<string, string>;
+					}
+				);
 			case "charge.refunded":
-				return this.applyRefund(tx, obj as { id: string; payment_intent?: string | null; amount_refunded: number; metadata?: Record<string, string> }, event.id);
+				return this.applyRefund(
+					tx,
+					obj as {
+						id: string;
+						payment_intent?: string | null;
+						amount_refunded: number;
+						metadata?: Record<string, string>;
+					},
+					event.id
+				);
 			case "charge.dispute.created":
 			case "charge.dispute.updated":
 			case "charge.dispute.closed":
-				return this.applyDispute(tx, obj as { id: string; payment_intent?: string | null; amount: number; status: string });
+				return this.applyDispute(
+					tx,
+					obj as { id: string; payment_intent?: string | null; amount: number; status: string }
+				);
 			case "customer.subscription.created":
 			case "customer.subscription.updated":
 			case "customer.subscription.deleted":
 			case "customer.subscription.paused":
 			case "customer.subscription.resumed":
-				return this.applySubscription(tx, obj as { id: string; status: string; metadata?: Record<string, string> }, event);
+				return this.applySubscription(
+					tx,
+					obj as { id: string; status: string; metadata?: Record<string, string> },
+					event
+				);
 			default:
 				return "ignored";
 		}
 	}
 
-	private async lockCheckout(tx: Transaction, by: { id?: string | null; sessionId?: string | null; paymentIntentId?: string | null }) {
+	private async lockCheckout(
+		tx: Transaction,
+		by: { id?: string | null; sessionId?: string | null; paymentIntentId?: string | null }
+	) {
 		const uuid = by.id && /^[0-9a-f-]{36}$/i.test(by.id) ? by.id : null;
 		const [row] = await this.q<CheckoutRow>(
 			tx,
@@ -381,7 +466,12 @@ export class StripeBilling {
 		return row ?? null;
 	}
 
-	private async applySession(tx: Transaction, s: SessionLike, eventId: string, type = "checkout.session.completed"): Promise<Outcome> {
+	private async applySession(
+		tx: Transaction,
+		s: SessionLike,
+		eventId: string,
+		type = "checkout.session.completed"
+	): Promise<Outcome> {
 		const row = await this.lockCheckout(tx, { id: s.metadata?.checkoutId, sessionId: s.id });
 		if (!row) return "ignored"; // not a session this platform created
 		const pi = idOf(s.payment_intent);
@@ -393,7 +483,8 @@ export class StripeBilling {
 			[row.id, s.id, pi, sub]
 		);
 		if (type === "checkout.session.async_payment_failed" || type === "checkout.session.expired") {
-			if (row.status !== "paid") await this.setStatus(tx, row.id, type.endsWith("expired") ? "expired" : "failed");
+			if (row.status !== "paid")
+				await this.setStatus(tx, row.id, type.endsWith("expired") ? "expired" : "failed");
 			return "recorded";
 		}
 		if (s.payment_status !== "paid") {
@@ -401,27 +492,47 @@ export class StripeBilling {
 			if (row.status === "open" || row.status === "creating") await this.setStatus(tx, row.id, "processing");
 			return "recorded";
 		}
-		if (s.amount_total != null && (BigInt(s.amount_total) !== BigInt(row.amount_cents) || (s.currency ?? row.currency) !== row.currency)) {
-			this.log.error(`Stripe session ${s.id}: paid ${s.amount_total} ${s.currency}, expected ${row.amount_cents} ${row.currency}; not credited`);
+		if (
+			s.amount_total != null &&
+			(BigInt(s.amount_total) !== BigInt(row.amount_cents) || (s.currency ?? row.currency) !== row.currency)
+		) {
+			this.log.error(
+				`Stripe session ${s.id}: paid ${s.amount_total} ${s.currency}, expected ${row.amount_cents} ${row.currency}; not credited`
+			);
 			return "ignored";
 		}
 		return this.settleCheckout(tx, row, eventId);
 	}
 
-	private async applyPaymentIntent(tx: Transaction, pi: { id: string; amount_received?: number; currency?: string; metadata?: Record<string, string> }): Promise<Outcome> {
+	private async applyPaymentIntent(
+		tx: Transaction,
+		pi: { id: string; amount_received?: number; currency?: string; metadata?: Record<string, string> }
+	): Promise<Outcome> {
 		const row = await this.lockCheckout(tx, { id: pi.metadata?.checkoutId, paymentIntentId: pi.id });
 		if (!row) return "ignored";
 		if (row.kind !== "pack") return "ignored"; // subscription payments are tracked by subscription events
-		if (pi.amount_received != null && (BigInt(pi.amount_received) < BigInt(row.amount_cents) || (pi.currency ?? row.currency) !== row.currency)) {
-			this.log.error(`Stripe payment intent ${pi.id}: received ${pi.amount_received} ${pi.currency}, expected ${row.amount_cents}; not credited`);
+		if (
+			pi.amount_received != null &&
+			(BigInt(pi.amount_received) < BigInt(row.amount_cents) || (pi.currency ?? row.currency) !== row.currency)
+		) {
+			this.log.error(
+				`Stripe payment intent ${pi.id}: received ${pi.amount_received} ${pi.currency}, expected ${row.amount_cents}; not credited`
+			);
 			return "ignored";
 		}
-		await this.q(tx, `UPDATE stripe_checkouts SET payment_intent_id = COALESCE(payment_intent_id, $2) WHERE id = $1 RETURNING id`, [row.id, pi.id]);
+		await this.q(
+			tx,
+			`UPDATE stripe_checkouts SET payment_intent_id = COALESCE(payment_intent_id, $2) WHERE id = $1 RETURNING id`,
+			[row.id, pi.id]
+		);
 		return this.settleCheckout(tx, row, pi.id);
 	}
 
 	private async setStatus(tx: Transaction, id: string, status: CheckoutRow["status"]) {
-		await this.q(tx, `UPDATE stripe_checkouts SET status = $2, updated_at = now() WHERE id = $1 RETURNING id`, [id, status]);
+		await this.q(tx, `UPDATE stripe_checkouts SET status = $2, updated_at = now() WHERE id = $1 RETURNING id`, [
+			id,
+			status
+		]);
 	}
 
 	/** Marks a checkout paid and, for a credit pack, credits it: once per checkout, whatever reports it. */
@@ -444,29 +555,52 @@ export class StripeBilling {
 			description: `Credit pack '${row.item_id}'`,
 			metadata: { via, amountCents: Number(row.amount_cents), currency: row.currency }
 		});
-		await this.q(tx, `UPDATE stripe_checkouts SET status = 'paid', credit_transaction_id = $2, updated_at = now() WHERE id = $1 RETURNING id`, [
-			row.id,
-			posted.id
-		]);
+		await this.q(
+			tx,
+			`UPDATE stripe_checkouts SET status = 'paid', credit_transaction_id = $2, updated_at = now() WHERE id = $1 RETURNING id`,
+			[row.id, posted.id]
+		);
 		if (posted.duplicate) return "duplicate";
-		await this.publish(tx, "payments.credits.purchased", { userId: row.user_id, checkoutId: row.id, credits: credits.toString() });
+		await this.publish(tx, "payments.credits.purchased", {
+			userId: row.user_id,
+			checkoutId: row.id,
+			credits: credits.toString()
+		});
 		return "credited";
 	}
 
 	private async purchaseLot(tx: Transaction, row: CheckoutRow): Promise<string | null> {
 		if (!row.credit_transaction_id) return null;
-		const [lot] = await this.q<{ id: string }>(tx, `SELECT id FROM credit_lots WHERE transaction_id = $1`, [row.credit_transaction_id]);
+		const [lot] = await this.q<{ id: string }>(tx, `SELECT id FROM credit_lots WHERE transaction_id = $1`, [
+			row.credit_transaction_id
+		]);
 		return lot ? String(lot.id) : null;
 	}
 
-	private async applyRefund(tx: Transaction, charge: { id: string; payment_intent?: string | null; amount_refunded: number; metadata?: Record<string, string> }, eventId: string): Promise<Outcome> {
-		const row = await this.lockCheckout(tx, { id: charge.metadata?.checkoutId, paymentIntentId: charge.payment_intent ?? null });
+	private async applyRefund(
+		tx: Transaction,
+		charge: {
+			id: string;
+			payment_intent?: string | null;
+			amount_refunded: number;
+			metadata?: Record<string, string>;
+		},
+		eventId: string
+	): Promise<Outcome> {
+		const row = await this.lockCheckout(tx, {
+			id: charge.metadata?.checkoutId,
+			paymentIntentId: charge.payment_intent ?? null
+		});
 		if (!row) return charge.payment_intent ? "defer" : "ignored";
 		if (row.kind !== "pack") return "ignored";
 		if (row.credit_transaction_id == null) return "defer"; // the refund overtook the payment's own events
 		const refunded = BigInt(Math.max(Number(row.refunded_cents), charge.amount_refunded));
 		const delta = refundClawback(BigInt(row.credits), BigInt(row.amount_cents), refunded, BigInt(row.clawed_back));
-		await this.q(tx, `UPDATE stripe_checkouts SET refunded_cents = $2, updated_at = now() WHERE id = $1 RETURNING id`, [row.id, refunded.toString()]);
+		await this.q(
+			tx,
+			`UPDATE stripe_checkouts SET refunded_cents = $2, updated_at = now() WHERE id = $1 RETURNING id`,
+			[row.id, refunded.toString()]
+		);
 		if (delta === 0n) return "duplicate";
 		const r = await this.ledger.clawback(tx, {
 			kind: "refund_clawback",
@@ -487,7 +621,10 @@ export class StripeBilling {
 		return "clawed_back";
 	}
 
-	private async applyDispute(tx: Transaction, d: { id: string; payment_intent?: string | null; amount: number; status: string }): Promise<Outcome> {
+	private async applyDispute(
+		tx: Transaction,
+		d: { id: string; payment_intent?: string | null; amount: number; status: string }
+	): Promise<Outcome> {
 		const row = await this.lockCheckout(tx, { paymentIntentId: d.payment_intent ?? null });
 		if (!row) return d.payment_intent ? "defer" : "ignored";
 		if (row.kind !== "pack") return "ignored";
@@ -513,21 +650,24 @@ export class StripeBilling {
 				description: "Card payment disputed",
 				metadata: { disputeAmountCents: d.amount }
 			});
-			await this.q(tx, `INSERT INTO stripe_disputes (id, checkout_id, status, clawed_back) VALUES ($1, $2, $3, $4) RETURNING id`, [
-				d.id,
-				row.id,
-				d.status,
-				r.taken.toString()
-			]);
-			await this.q(tx, `UPDATE stripe_checkouts SET clawed_back = clawed_back + $2, clawback_shortfall = clawback_shortfall + $3 WHERE id = $1 RETURNING id`, [
-				row.id,
-				r.taken.toString(),
-				r.shortfall.toString()
-			]);
+			await this.q(
+				tx,
+				`INSERT INTO stripe_disputes (id, checkout_id, status, clawed_back) VALUES ($1, $2, $3, $4) RETURNING id`,
+				[d.id, row.id, d.status, r.taken.toString()]
+			);
+			await this.q(
+				tx,
+				`UPDATE stripe_checkouts SET clawed_back = clawed_back + $2, clawback_shortfall = clawback_shortfall + $3 WHERE id = $1 RETURNING id`,
+				[row.id, r.taken.toString(), r.shortfall.toString()]
+			);
 		}
 		const clawed = existing ? BigInt(existing.clawed_back) : null;
 		if (d.status === "won" && !(existing?.restored ?? false)) {
-			const [fresh] = await this.q<{ clawed_back: string }>(tx, `SELECT clawed_back FROM stripe_disputes WHERE id = $1`, [d.id]);
+			const [fresh] = await this.q<{ clawed_back: string }>(
+				tx,
+				`SELECT clawed_back FROM stripe_disputes WHERE id = $1`,
+				[d.id]
+			);
 			const amount = clawed ?? BigInt(fresh.clawed_back);
 			if (amount > 0n)
 				await this.ledger.credit(tx, {
@@ -542,17 +682,31 @@ export class StripeBilling {
 					description: "Card dispute won: credits restored"
 				});
 			await this.q(tx, `UPDATE stripe_disputes SET restored = true WHERE id = $1 RETURNING id`, [d.id]);
-			await this.q(tx, `UPDATE stripe_checkouts SET clawed_back = clawed_back - $2 WHERE id = $1 RETURNING id`, [row.id, amount.toString()]);
+			await this.q(tx, `UPDATE stripe_checkouts SET clawed_back = clawed_back - $2 WHERE id = $1 RETURNING id`, [
+				row.id,
+				amount.toString()
+			]);
 		}
-		await this.q(tx, `UPDATE stripe_disputes SET status = $2, updated_at = now() WHERE id = $1 RETURNING id`, [d.id, d.status]);
+		await this.q(tx, `UPDATE stripe_disputes SET status = $2, updated_at = now() WHERE id = $1 RETURNING id`, [
+			d.id,
+			d.status
+		]);
 		return existing ? "recorded" : "clawed_back";
 	}
 
-	private async applySubscription(tx: Transaction, sub: { id: string; status: string; metadata?: Record<string, string> }, event: StripeEventLike): Promise<Outcome> {
+	private async applySubscription(
+		tx: Transaction,
+		sub: { id: string; status: string; metadata?: Record<string, string> },
+		event: StripeEventLike
+	): Promise<Outcome> {
 		let userId = sub.metadata?.userId ?? null;
 		let planTier = sub.metadata?.planTier ?? null;
 		if (!userId || !planTier) {
-			const [row] = await this.q<CheckoutRow>(tx, `SELECT * FROM stripe_checkouts WHERE subscription_id = $1 AND kind = 'plan'`, [sub.id]);
+			const [row] = await this.q<CheckoutRow>(
+				tx,
+				`SELECT * FROM stripe_checkouts WHERE subscription_id = $1 AND kind = 'plan'`,
+				[sub.id]
+			);
 			if (!row) return "ignored";
 			userId = row.user_id;
 			planTier = row.plan_tier;
@@ -587,11 +741,24 @@ export class StripeBilling {
 
 	/** The user's plan tier: the highest tier among their live subscriptions. Publishes a change. */
 	private async recomputePlan(tx: Transaction, userId: string): Promise<boolean> {
-		const subs = await this.q<{ plan_tier: string; status: string }>(tx, `SELECT plan_tier, status FROM stripe_subscriptions WHERE user_id = $1`, [userId]);
+		const subs = await this.q<{ plan_tier: string; status: string }>(
+			tx,
+			`SELECT plan_tier, status FROM stripe_subscriptions WHERE user_id = $1`,
+			[userId]
+		);
 		let tier: TierName = "free";
 		for (const s of subs)
-			if (ACTIVE_SUBSCRIPTION.has(s.status) && isTierName(s.plan_tier) && TIERS[s.plan_tier].rank > TIERS[tier].rank) tier = s.plan_tier;
-		const [before] = await this.q<{ plan_tier: string }>(tx, `SELECT plan_tier FROM user_plans WHERE user_id = $1 FOR UPDATE`, [userId]);
+			if (
+				ACTIVE_SUBSCRIPTION.has(s.status) &&
+				isTierName(s.plan_tier) &&
+				TIERS[s.plan_tier].rank > TIERS[tier].rank
+			)
+				tier = s.plan_tier;
+		const [before] = await this.q<{ plan_tier: string }>(
+			tx,
+			`SELECT plan_tier FROM user_plans WHERE user_id = $1 FOR UPDATE`,
+			[userId]
+		);
 		if ((before?.plan_tier ?? "free") === tier) return false;
 		await this.q(
 			tx,
@@ -603,14 +770,18 @@ export class StripeBilling {
 	}
 
 	async planOf(userId: string): Promise<TierName> {
-		const [row] = await this.q<{ plan_tier: string }>(null, `SELECT plan_tier FROM user_plans WHERE user_id = $1`, [userId]);
+		const [row] = await this.q<{ plan_tier: string }>(null, `SELECT plan_tier FROM user_plans WHERE user_id = $1`, [
+			userId
+		]);
 		return row && isTierName(row.plan_tier) ? row.plan_tier : "free";
 	}
 
 	// ---- Reconciliation and replay -----------------------------------------------------------
 
 	/** Lists Stripe's recent events and feeds those the webhook missed through the inbox. */
-	async reconcile(windowS = this.settings.reconcileWindowS): Promise<{ listed: number; missed: number; processed: number }> {
+	async reconcile(
+		windowS = this.settings.reconcileWindowS
+	): Promise<{ listed: number; missed: number; processed: number }> {
 		const stripe = this.client();
 		let listed = 0;
 		let missed = 0;
@@ -620,7 +791,8 @@ export class StripeBilling {
 			if (await this.storeEvent(event as unknown as StripeEventLike, "reconcile")) missed++;
 		}
 		const processed = await this.drain();
-		if (missed) this.log.warn(`Stripe reconciliation: ${missed} of ${listed} recent events had not arrived by webhook`);
+		if (missed)
+			this.log.warn(`Stripe reconciliation: ${missed} of ${listed} recent events had not arrived by webhook`);
 		return { listed, missed, processed };
 	}
 
@@ -638,7 +810,11 @@ export class StripeBilling {
 			fetched = true;
 		}
 		await this.drain();
-		const [row] = await this.q<{ outcome: string | null }>(null, `SELECT outcome FROM stripe_events WHERE id = $1`, [eventId]);
+		const [row] = await this.q<{ outcome: string | null }>(
+			null,
+			`SELECT outcome FROM stripe_events WHERE id = $1`,
+			[eventId]
+		);
 		return { eventId, outcome: row?.outcome ?? null, fetched };
 	}
 }

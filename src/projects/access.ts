@@ -52,7 +52,12 @@ export function checkMemberChange(input: MemberChangeInput): MemberChangeVerdict
 	}
 	const losesOwner = targetRole === "owner" && (change.kind === "remove" || change.role !== "owner");
 	if (losesOwner && ownerCount <= 1) {
-		return { ok: false, status: 409, code: "LAST_OWNER", reason: "a project needs at least one owner; add another owner first" };
+		return {
+			ok: false,
+			status: 409,
+			code: "LAST_OWNER",
+			reason: "a project needs at least one owner; add another owner first"
+		};
 	}
 	return { ok: true, noop: change.kind === "set" && change.role === targetRole };
 }

@@ -55,9 +55,14 @@ export interface GcResult {
  * Deletes every blob in `store` that `referenced` does not contain (or for which it answers
  * false). See the module comment for the race with commits that the caller must exclude.
  */
-export async function gcUnreferenced(store: BlobStore, referenced: ReadonlySet<string> | ReferencePredicate, options: GcOptions = {}): Promise<GcResult> {
+export async function gcUnreferenced(
+	store: BlobStore,
+	referenced: ReadonlySet<string> | ReferencePredicate,
+	options: GcOptions = {}
+): Promise<GcResult> {
 	const { olderThan, batchSize = 500, dryRun = false } = options;
-	const isReferenced: ReferencePredicate = typeof referenced === "function" ? referenced : async (sha) => referenced.has(sha);
+	const isReferenced: ReferencePredicate =
+		typeof referenced === "function" ? referenced : async sha => referenced.has(sha);
 	const result: GcResult = { scanned: 0, deleted: 0, spared: 0 };
 	let batch: string[] = [];
 	const flush = async (): Promise<void> => {

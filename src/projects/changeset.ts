@@ -77,7 +77,7 @@ export const DEFAULT_CHANGESET_LIMITS: Readonly<ChangeSetLimits> = Object.freeze
 	maxFileBytes: 10 * MiB,
 	maxProjectBytes: 200 * MiB,
 	maxFiles: 10_000,
-	maxOps: 1_000,
+	maxOps: 1_000
 });
 
 export interface ChangeSetResult {
@@ -92,7 +92,15 @@ export interface ChangeSetResult {
 
 /** An operation after validation: normalised paths, content decoded later (it is the costly part). */
 type ParsedOp =
-	| { kind: "write"; op: "add" | "modify"; index: number; path: string; content: string; encoding: ContentEncoding; mode?: FileMode }
+	| {
+			kind: "write";
+			op: "add" | "modify";
+			index: number;
+			path: string;
+			content: string;
+			encoding: ContentEncoding;
+			mode?: FileMode;
+	  }
 	| { kind: "delete"; index: number; path: string }
 	| { kind: "rename"; index: number; from: string; to: string };
 
@@ -129,8 +137,17 @@ function parseOp(raw: unknown, index: number): ParsedOp {
 			const path = readPath(raw, "path", field);
 			if (typeof raw.content !== "string") invalid(`${field}.content`, '"content" must be a string');
 			const encoding = raw.encoding ?? "utf8";
-			if (encoding !== "utf8" && encoding !== "base64") invalid(`${field}.encoding`, 'encoding must be "utf8" or "base64"');
-			return { kind: "write", op: raw.op, index, path, content: raw.content, encoding, mode: readMode(raw, field) };
+			if (encoding !== "utf8" && encoding !== "base64")
+				invalid(`${field}.encoding`, 'encoding must be "utf8" or "base64"');
+			return {
+				kind: "write",
+				op: raw.op,
+				index,
+				path,
+				content: raw.content,
+				encoding,
+				mode: readMode(raw, field)
+			};
 		}
 		case "delete":
 			return { kind: "delete", index, path: readPath(raw, "path", field) };
@@ -150,7 +167,7 @@ function touchedPaths(op: ParsedOp): [path: string, field: string][] {
 	return op.kind === "rename"
 		? [
 				[op.from, `${field}.from`],
-				[op.to, `${field}.to`],
+				[op.to, `${field}.to`]
 			]
 		: [[op.path, `${field}.path`]];
 }
@@ -162,7 +179,11 @@ function refuseDuplicatePaths(ops: ParsedOp[]): void {
 			const earlier = firstUse.get(path);
 			if (earlier !== undefined) {
 				const reason = `"${path}" is already used by ${earlier}; one operation per path`;
-				throw new ChangeSetInvalidError("DUPLICATE_PATH_IN_CHANGESET", `Invalid change set: ${reason}`, { field, reason, path });
+				throw new ChangeSetInvalidError("DUPLICATE_PATH_IN_CHANGESET", `Invalid change set: ${reason}`, {
+					field,
+					reason,
+					path
+				});
 			}
 			firstUse.set(path, field);
 		}
@@ -209,7 +230,7 @@ function refuseCheckoutConflicts(files: Map<string, ManifestEntry>, placed: [pat
 	}
 	for (const [path, field] of placed) {
 		const fold = caseFoldKey(path);
-		const other = pathsByFold.get(fold)!.find((candidate) => candidate !== path);
+		const other = pathsByFold.get(fold)!.find(candidate => candidate !== path);
 		if (other !== undefined) {
 			const reason = `"${path}" differs from "${other}" only by case`;
 			throw new PathConflictError("CASE_CONFLICT", `Conflict: ${reason}`, { field, reason, path });
@@ -233,17 +254,29 @@ function refuseCheckoutConflicts(files: Map<string, ManifestEntry>, placed: [pat
  * Throws `ChangeSetInvalidError` (422), `PathInvalidError` (422), `PathConflictError` (409) or
  * `LimitExceededError` (413).
  */
-export function applyChangeSet(parent: Manifest, ops: readonly ChangeOp[], limits: Partial<ChangeSetLimits> = {}): ChangeSetResult {
+export function applyChangeSet(
+	parent: Manifest,
+	ops: readonly ChangeOp[],
+	limits: Partial<ChangeSetLimits> = {}
+): ChangeSetResult {
 	const { maxFileBytes, maxProjectBytes, maxFiles, maxOps } = { ...DEFAULT_CHANGESET_LIMITS, ...limits };
 	// Callers pass request bodies straight through, so the declared type is checked, not trusted.
 	const rawOps: unknown = ops;
 	if (!Array.isArray(rawOps)) invalid("ops", "ops must be an array");
 	if (rawOps.length === 0) {
-		throw new ChangeSetInvalidError("CHANGESET_EMPTY", "Invalid change set: no operations", { field: "ops", reason: "no operations" });
+		throw new ChangeSetInvalidError("CHANGESET_EMPTY", "Invalid change set: no operations", {
+			field: "ops",
+			reason: "no operations"
+		});
 	}
 	if (rawOps.length > maxOps) {
 		const reason = `${rawOps.length} operations, the limit is ${maxOps}`;
-		throw new LimitExceededError("TOO_MANY_OPS", `Change set too large: ${reason}`, { field: "ops", reason, limit: maxOps, actual: rawOps.length });
+		throw new LimitExceededError("TOO_MANY_OPS", `Change set too large: ${reason}`, {
+			field: "ops",
+			reason,
+			limit: maxOps,
+			actual: rawOps.length
+		});
 	}
 
 	const parsed = rawOps.map((raw: unknown, index) => parseOp(raw, index));
@@ -254,7 +287,13 @@ export function applyChangeSet(parent: Manifest, ops: readonly ChangeOp[], limit
 		const size = decodedLength(op.content, op.encoding, field);
 		if (size > maxFileBytes) {
 			const reason = `"${op.path}" is ${size} bytes, the limit is ${maxFileBytes}`;
-			throw new LimitExceededError("FILE_TOO_LARGE", `File too large: ${reason}`, { field, reason, path: op.path, limit: maxFileBytes, actual: size });
+			throw new LimitExceededError("FILE_TOO_LARGE", `File too large: ${reason}`, {
+				field,
+				reason,
+				path: op.path,
+				limit: maxFileBytes,
+				actual: size
+			});
 		}
 	}
 
@@ -285,7 +324,10 @@ export function applyChangeSet(parent: Manifest, ops: readonly ChangeOp[], limit
 		const sha256 = sha256Hex(data);
 		if (!parentShas.has(sha256) && !newBlobs.has(sha256)) newBlobs.set(sha256, data);
 		const mode = op.mode ?? (current ? fileModeOf(current) : DEFAULT_FILE_MODE);
-		files.set(op.path, mode === DEFAULT_FILE_MODE ? { sha256, size: data.length } : { sha256, size: data.length, mode });
+		files.set(
+			op.path,
+			mode === DEFAULT_FILE_MODE ? { sha256, size: data.length } : { sha256, size: data.length, mode }
+		);
 		if (op.op === "add") placed.push([op.path, `${field}.path`]);
 	}
 
@@ -294,12 +336,22 @@ export function applyChangeSet(parent: Manifest, ops: readonly ChangeOp[], limit
 	const parentCount = Object.keys(parent).length;
 	if (files.size > maxFiles && files.size > parentCount) {
 		const reason = `the project would have ${files.size} files, the limit is ${maxFiles}`;
-		throw new LimitExceededError("TOO_MANY_FILES", `Project too large: ${reason}`, { field: "ops", reason, limit: maxFiles, actual: files.size });
+		throw new LimitExceededError("TOO_MANY_FILES", `Project too large: ${reason}`, {
+			field: "ops",
+			reason,
+			limit: maxFiles,
+			actual: files.size
+		});
 	}
 	const totalBytes = sumSizes(files.values());
 	if (totalBytes > maxProjectBytes && totalBytes > sumSizes(Object.values(parent))) {
 		const reason = `the project would be ${totalBytes} bytes, the limit is ${maxProjectBytes}`;
-		throw new LimitExceededError("PROJECT_TOO_LARGE", `Project too large: ${reason}`, { field: "ops", reason, limit: maxProjectBytes, actual: totalBytes });
+		throw new LimitExceededError("PROJECT_TOO_LARGE", `Project too large: ${reason}`, {
+			field: "ops",
+			reason,
+			limit: maxProjectBytes,
+			actual: totalBytes
+		});
 	}
 
 	return { manifest: manifestFromEntries(files), newBlobs, fileCount: files.size, totalBytes };

@@ -44,9 +44,14 @@ export interface ProjectsConfig {
 export function loadProjectsConfig(r: EnvReader): ProjectsConfig {
 	const limits: ChangeSetLimits = {
 		maxFileBytes: r.int("PROJECTS_MAX_FILE_BYTES", DEFAULT_CHANGESET_LIMITS.maxFileBytes, 1, 64 * MiB),
-		maxProjectBytes: r.int("PROJECTS_MAX_PROJECT_BYTES", DEFAULT_CHANGESET_LIMITS.maxProjectBytes, 1, 16 * 1024 * MiB),
+		maxProjectBytes: r.int(
+			"PROJECTS_MAX_PROJECT_BYTES",
+			DEFAULT_CHANGESET_LIMITS.maxProjectBytes,
+			1,
+			16 * 1024 * MiB
+		),
 		maxFiles: r.int("PROJECTS_MAX_FILES", DEFAULT_CHANGESET_LIMITS.maxFiles, 1, 1_000_000),
-		maxOps: r.int("PROJECTS_MAX_CHANGESET_OPS", DEFAULT_CHANGESET_LIMITS.maxOps, 1, 100_000),
+		maxOps: r.int("PROJECTS_MAX_CHANGESET_OPS", DEFAULT_CHANGESET_LIMITS.maxOps, 1, 100_000)
 	};
 	if (limits.maxFileBytes > limits.maxProjectBytes) {
 		r.problems.push("PROJECTS_MAX_FILE_BYTES must not exceed PROJECTS_MAX_PROJECT_BYTES");
@@ -59,19 +64,19 @@ export function loadProjectsConfig(r: EnvReader): ProjectsConfig {
 		limits,
 		cache: {
 			ttlS: r.int("PROJECTS_CACHE_TTL_S", 3600, 1, 30 * 86_400),
-			blobMaxBytes: r.int("PROJECTS_CACHE_BLOB_MAX_BYTES", 64 * 1024, 0, 16 * MiB),
+			blobMaxBytes: r.int("PROJECTS_CACHE_BLOB_MAX_BYTES", 64 * 1024, 0, 16 * MiB)
 		},
 		diff: {
 			maxPatchFiles: r.int("PROJECTS_DIFF_MAX_PATCH_FILES", 200, 0, 10_000),
-			maxFileBytes: r.int("PROJECTS_DIFF_MAX_FILE_BYTES", MiB, 1, 64 * MiB),
+			maxFileBytes: r.int("PROJECTS_DIFF_MAX_FILE_BYTES", MiB, 1, 64 * MiB)
 		},
 		contextMaxBytes: r.int("PROJECTS_CONTEXT_MAX_BYTES", 2 * MiB, 1, 256 * MiB),
 		sandbox: {
 			heartbeatTimeoutS: r.int("PROJECTS_SANDBOX_HEARTBEAT_TIMEOUT_S", 60, 1, 86_400),
 			provisionTimeoutS: r.int("PROJECTS_SANDBOX_PROVISION_TIMEOUT_S", 600, 1, 86_400),
-			sweepMs: r.int("PROJECTS_SWEEP_MS", 10_000, 0, 3_600_000),
+			sweepMs: r.int("PROJECTS_SWEEP_MS", 10_000, 0, 3_600_000)
 		},
 		purgeAfterS: r.int("PROJECTS_PURGE_AFTER_S", 30 * 86_400, 0, 10 * 365 * 86_400),
-		gcGraceS: r.int("PROJECTS_GC_GRACE_S", 3600, 0, 30 * 86_400),
+		gcGraceS: r.int("PROJECTS_GC_GRACE_S", 3600, 0, 30 * 86_400)
 	};
 }

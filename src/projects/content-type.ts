@@ -41,7 +41,7 @@ const BINARY_TYPES: Readonly<Record<string, string>> = {
 	wav: "audio/wav",
 	ogg: "audio/ogg",
 	mp4: "video/mp4",
-	webm: "video/webm",
+	webm: "video/webm"
 };
 
 /** Types without the charset; it is added when the content turns out to be text. */
@@ -80,10 +80,17 @@ const TEXT_TYPES: Readonly<Record<string, string>> = {
 	cpp: "text/x-c++",
 	hpp: "text/x-c++",
 	sh: "text/x-shellscript",
-	sql: "application/sql",
+	sql: "application/sql"
 };
 
-const ACTIVE_TYPES = new Set(["text/html", "image/svg+xml", "application/xml", "text/xml", "application/xhtml+xml", "text/javascript"]);
+const ACTIVE_TYPES = new Set([
+	"text/html",
+	"image/svg+xml",
+	"application/xml",
+	"text/xml",
+	"application/xhtml+xml",
+	"text/javascript"
+]);
 
 function extensionOf(path: string): string {
 	const name = path.slice(path.lastIndexOf("/") + 1);

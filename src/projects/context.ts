@@ -30,7 +30,7 @@ export interface ContextSelection {
 export async function selectContext(
 	manifest: Manifest,
 	load: (entry: ManifestEntry) => Promise<Buffer>,
-	options: { maxBytes: number; paths?: readonly string[] },
+	options: { maxBytes: number; paths?: readonly string[] }
 ): Promise<ContextSelection> {
 	const order: string[] = options.paths ? [...new Set(options.paths)] : Object.keys(manifest);
 	const files: ContextFile[] = [];

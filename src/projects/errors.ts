@@ -44,7 +44,11 @@ export type ChangeSetInvalidCode =
 /** The change set itself is malformed, independent of the parent version. */
 export class ChangeSetInvalidError extends ProjectDomainError {
 	readonly httpStatus = 422;
-	constructor(readonly code: ChangeSetInvalidCode, message: string, details: ProjectErrorDetails) {
+	constructor(
+		readonly code: ChangeSetInvalidCode,
+		message: string,
+		details: ProjectErrorDetails
+	) {
 		super(message, details);
 	}
 }
@@ -58,7 +62,11 @@ export type PathConflictCode =
 /** The change set is well-formed but does not fit the parent manifest. */
 export class PathConflictError extends ProjectDomainError {
 	readonly httpStatus = 409;
-	constructor(readonly code: PathConflictCode, message: string, details: ProjectErrorDetails) {
+	constructor(
+		readonly code: PathConflictCode,
+		message: string,
+		details: ProjectErrorDetails
+	) {
 		super(message, details);
 	}
 }
@@ -67,7 +75,11 @@ export type LimitExceededCode = "FILE_TOO_LARGE" | "PROJECT_TOO_LARGE" | "TOO_MA
 
 export class LimitExceededError extends ProjectDomainError {
 	readonly httpStatus = 413;
-	constructor(readonly code: LimitExceededCode, message: string, details: ProjectErrorDetails) {
+	constructor(
+		readonly code: LimitExceededCode,
+		message: string,
+		details: ProjectErrorDetails
+	) {
 		super(message, details);
 	}
 }
@@ -80,7 +92,11 @@ export type BlobIntegrityCode = "BLOB_KEY_INVALID" | "BLOB_HASH_MISMATCH" | "BLO
  */
 export class BlobIntegrityError extends ProjectDomainError {
 	readonly httpStatus: 422 | 500;
-	constructor(readonly code: BlobIntegrityCode, message: string, details: ProjectErrorDetails) {
+	constructor(
+		readonly code: BlobIntegrityCode,
+		message: string,
+		details: ProjectErrorDetails
+	) {
 		super(message, details);
 		this.httpStatus = code === "BLOB_CORRUPT" ? 500 : 422;
 	}

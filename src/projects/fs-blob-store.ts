@@ -54,7 +54,7 @@ export class FsBlobStore implements BlobStore {
 
 	constructor(
 		readonly root: string,
-		options: FsBlobStoreOptions = {},
+		options: FsBlobStoreOptions = {}
 	) {
 		this.verifyOnRead = options.verifyOnRead ?? true;
 		this.fsync = options.fsync ?? true;
@@ -124,7 +124,7 @@ export class FsBlobStore implements BlobStore {
 
 	async has(shas: readonly string[]): Promise<Set<string>> {
 		const unique = [...new Set(shas)];
-		const paths = unique.map((sha) => this.pathFor(sha));
+		const paths = unique.map(sha => this.pathFor(sha));
 		const found = new Set<string>();
 		for (let i = 0; i < unique.length; i += PARALLEL_STATS) {
 			const slice = unique.slice(i, i + PARALLEL_STATS);

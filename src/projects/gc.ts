@@ -37,10 +37,10 @@ export async function collectGarbage<L>(deps: GcDeps<L>, options: CollectGarbage
 		batch = [];
 		young = [];
 		if (candidates.length === 0 && spare.length === 0) return;
-		const { deleted, spared } = await deps.exclusive(async (lock) => {
+		const { deleted, spared } = await deps.exclusive(async lock => {
 			const refs = await deps.referenced([...candidates, ...spare], lock);
-			const doomed = candidates.filter((sha) => !refs.has(sha));
-			const sparedCount = spare.filter((sha) => !refs.has(sha)).length;
+			const doomed = candidates.filter(sha => !refs.has(sha));
+			const sparedCount = spare.filter(sha => !refs.has(sha)).length;
 			if (doomed.length === 0 || dryRun) return { deleted: doomed.length, spared: sparedCount };
 			return { deleted: await deps.deleteBlobs(doomed, lock), spared: sparedCount };
 		});

@@ -42,7 +42,7 @@ export function fileModeOf(entry: ManifestEntry): FileMode {
 
 /** Every blob a manifest references, for GC and for `BlobStore.has`. */
 export function referencedBlobs(manifest: Manifest): Set<string> {
-	return new Set(Object.values(manifest).map((entry) => entry.sha256));
+	return new Set(Object.values(manifest).map(entry => entry.sha256));
 }
 
 export interface PathEntry {
@@ -95,7 +95,7 @@ function pairRenames(removed: PathEntry[], added: PathEntry[]): RenamedPath[] {
 	const unmatchedAdded = [...added];
 	const unmatchedRemoved: PathEntry[] = [];
 	for (const old of removed) {
-		const i = unmatchedAdded.findIndex((candidate) => basename(candidate.path) === basename(old.path));
+		const i = unmatchedAdded.findIndex(candidate => basename(candidate.path) === basename(old.path));
 		if (i >= 0) {
 			pairs.push({ from: old.path, to: unmatchedAdded[i].path, entry: unmatchedAdded[i].entry });
 			unmatchedAdded.splice(i, 1);
@@ -134,21 +134,21 @@ export function manifestDiff(a: Manifest, b: Manifest): ManifestDiff {
 	removedAll.sort(byPath);
 	addedAll.sort(byPath);
 
-	const addedBySha = groupBySha(addedAll.filter((item) => item.entry.size > 0));
+	const addedBySha = groupBySha(addedAll.filter(item => item.entry.size > 0));
 	const renamed: RenamedPath[] = [];
-	for (const [sha, removedGroup] of groupBySha(removedAll.filter((item) => item.entry.size > 0))) {
+	for (const [sha, removedGroup] of groupBySha(removedAll.filter(item => item.entry.size > 0))) {
 		const addedGroup = addedBySha.get(sha);
 		if (addedGroup) renamed.push(...pairRenames(removedGroup, addedGroup));
 	}
-	const renamedFrom = new Set(renamed.map((r) => r.from));
-	const renamedTo = new Set(renamed.map((r) => r.to));
+	const renamedFrom = new Set(renamed.map(r => r.from));
+	const renamedTo = new Set(renamed.map(r => r.to));
 	renamed.sort((x, y) => comparePaths(x.from, y.from) || comparePaths(x.to, y.to));
 	modified.sort((x, y) => comparePaths(x.path, y.path));
 
 	return {
-		added: addedAll.filter((item) => !renamedTo.has(item.path)),
-		removed: removedAll.filter((item) => !renamedFrom.has(item.path)),
+		added: addedAll.filter(item => !renamedTo.has(item.path)),
+		removed: removedAll.filter(item => !renamedFrom.has(item.path)),
 		modified,
-		renamed,
+		renamed
 	};
 }

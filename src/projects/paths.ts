@@ -73,7 +73,8 @@ function isWindowsDeviceName(segment: string): boolean {
 function checkCharacters(path: string, field: string): void {
 	for (const ch of path) {
 		if (CONTROL.test(ch)) refuse(path, field, `control character ${describe(ch)} is not allowed`);
-		if (BIDI_CONTROL.test(ch)) refuse(path, field, `bidirectional control character ${describe(ch)} is not allowed`);
+		if (BIDI_CONTROL.test(ch))
+			refuse(path, field, `bidirectional control character ${describe(ch)} is not allowed`);
 		if (INVISIBLE.test(ch)) refuse(path, field, `invisible character ${describe(ch)} is not allowed`);
 		if (LINE_SEPARATOR.test(ch)) refuse(path, field, `line separator ${describe(ch)} is not allowed`);
 		if (NONCHARACTER.test(ch)) refuse(path, field, `noncharacter ${describe(ch)} is not allowed`);
@@ -111,7 +112,11 @@ export function normaliseProjectPath(input: string, field = "path"): string {
 	}
 	segments.forEach((segment, i) => {
 		if (segment === "") {
-			refuse(path, field, i === segments.length - 1 ? "trailing slash is not allowed" : "empty path segment (//) is not allowed");
+			refuse(
+				path,
+				field,
+				i === segments.length - 1 ? "trailing slash is not allowed" : "empty path segment (//) is not allowed"
+			);
 		}
 		if (segment === "." || segment === "..") refuse(path, field, `"${segment}" segments are not allowed`);
 		const segmentBytes = Buffer.byteLength(segment, "utf8");

@@ -42,7 +42,7 @@ export class PgBlobStore implements BlobStore {
 
 	constructor(
 		private readonly sequelize: Sequelize,
-		options: PgBlobStoreOptions = {},
+		options: PgBlobStoreOptions = {}
 	) {
 		this.verifyOnRead = options.verifyOnRead ?? true;
 		this.pageSize = options.pageSize ?? 1000;
@@ -63,7 +63,10 @@ export class PgBlobStore implements BlobStore {
 		let batch: [string, Buffer][] = [];
 		let batchBytes = 0;
 		for (const blob of unique) {
-			if (batch.length > 0 && (batch.length >= INSERT_MAX_ROWS || batchBytes + blob[1].length > INSERT_MAX_BYTES)) {
+			if (
+				batch.length > 0 &&
+				(batch.length >= INSERT_MAX_ROWS || batchBytes + blob[1].length > INSERT_MAX_BYTES)
+			) {
 				for (const sha of await this.insert(batch, options)) created.add(sha);
 				batch = [];
 				batchBytes = 0;
@@ -80,7 +83,7 @@ export class PgBlobStore implements BlobStore {
 		const rows = await this.sequelize.query<{ data: Buffer }>("SELECT data FROM project_blobs WHERE sha256 = $1", {
 			bind: [sha256],
 			type: QueryTypes.SELECT,
-			transaction: options.transaction,
+			transaction: options.transaction
 		});
 		if (rows.length === 0) return null;
 		const data = rows[0].data;
@@ -94,23 +97,29 @@ export class PgBlobStore implements BlobStore {
 	async has(shas: readonly string[], options: PgCallOptions = {}): Promise<Set<string>> {
 		if (shas.length === 0) return new Set();
 		for (const sha of shas) assertSha256Hex(sha);
-		const rows = await this.sequelize.query<ShaRow>("SELECT sha256 FROM project_blobs WHERE sha256 = ANY($1::bpchar[])", {
-			bind: [[...new Set(shas)]],
-			type: QueryTypes.SELECT,
-			transaction: options.transaction,
-		});
-		return new Set(rows.map((row) => row.sha256));
+		const rows = await this.sequelize.query<ShaRow>(
+			"SELECT sha256 FROM project_blobs WHERE sha256 = ANY($1::bpchar[])",
+			{
+				bind: [[...new Set(shas)]],
+				type: QueryTypes.SELECT,
+				transaction: options.transaction
+			}
+		);
+		return new Set(rows.map(row => row.sha256));
 	}
 
 	async delete(shas: readonly string[], options: PgCallOptions = {}): Promise<number> {
 		if (shas.length === 0) return 0;
 		for (const sha of shas) assertSha256Hex(sha);
 		// RETURNING gives a row count that does not depend on how Sequelize reports DELETE results.
-		const rows = await this.sequelize.query<ShaRow>("DELETE FROM project_blobs WHERE sha256 = ANY($1::bpchar[]) RETURNING sha256", {
-			bind: [[...new Set(shas)]],
-			type: QueryTypes.SELECT,
-			transaction: options.transaction,
-		});
+		const rows = await this.sequelize.query<ShaRow>(
+			"DELETE FROM project_blobs WHERE sha256 = ANY($1::bpchar[]) RETURNING sha256",
+			{
+				bind: [[...new Set(shas)]],
+				type: QueryTypes.SELECT,
+				transaction: options.transaction
+			}
+		);
 		return rows.length;
 	}
 
@@ -120,7 +129,7 @@ export class PgBlobStore implements BlobStore {
 		for (;;) {
 			const rows = await this.sequelize.query<{ sha256: string; size: string | number; created_at: Date }>(
 				"SELECT sha256, size, created_at FROM project_blobs WHERE sha256 > $1 ORDER BY sha256 LIMIT $2",
-				{ bind: [after, this.pageSize], type: QueryTypes.SELECT },
+				{ bind: [after, this.pageSize], type: QueryTypes.SELECT }
 			);
 			for (const row of rows) yield { sha256: row.sha256, size: Number(row.size), createdAt: row.created_at };
 			if (rows.length < this.pageSize) return;
@@ -133,8 +142,12 @@ export class PgBlobStore implements BlobStore {
 		const values = blobs.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(", ");
 		const rows = await this.sequelize.query<ShaRow>(
 			`INSERT INTO project_blobs (sha256, size, data) VALUES ${values} ON CONFLICT (sha256) DO NOTHING RETURNING sha256`,
-			{ bind: blobs.flatMap(([sha256, data]) => [sha256, data.length, data]), type: QueryTypes.SELECT, transaction: options.transaction },
+			{
+				bind: blobs.flatMap(([sha256, data]) => [sha256, data.length, data]),
+				type: QueryTypes.SELECT,
+				transaction: options.transaction
+			}
 		);
-		return new Set(rows.map((row) => row.sha256));
+		return new Set(rows.map(row => row.sha256));
 	}
 }

@@ -103,9 +103,12 @@ interface SandboxRow {
 	generation: string;
 }
 
-const PROJECT_COLUMNS = "p.id, p.seq, p.owner_id, p.name, p.description, p.status, p.head_version, p.file_count, p.total_bytes, p.created_at, p.updated_at, p.archived_at, p.deleted_at";
-const VERSION_COLUMNS = "project_id, number, parent_number, message, author_id, task_id, file_count, total_bytes, created_at";
-const SANDBOX_COLUMNS = "project_id, state, version, state_changed_at, started_at, stopped_at, last_heartbeat_at, failure_reason, generation";
+const PROJECT_COLUMNS =
+	"p.id, p.seq, p.owner_id, p.name, p.description, p.status, p.head_version, p.file_count, p.total_bytes, p.created_at, p.updated_at, p.archived_at, p.deleted_at";
+const VERSION_COLUMNS =
+	"project_id, number, parent_number, message, author_id, task_id, file_count, total_bytes, created_at";
+const SANDBOX_COLUMNS =
+	"project_id, state, version, state_changed_at, started_at, stopped_at, last_heartbeat_at, failure_reason, generation";
 
 function toProject(row: ProjectRow): ProjectRecord {
 	return {
@@ -121,7 +124,7 @@ function toProject(row: ProjectRow): ProjectRecord {
 		createdAt: row.created_at,
 		updatedAt: row.updated_at,
 		archivedAt: row.archived_at,
-		deletedAt: row.deleted_at,
+		deletedAt: row.deleted_at
 	};
 }
 
@@ -135,7 +138,7 @@ function toVersion(row: VersionRow): VersionRecord {
 		taskId: row.task_id,
 		fileCount: row.file_count,
 		totalBytes: Number(row.total_bytes),
-		createdAt: row.created_at,
+		createdAt: row.created_at
 	};
 }
 
@@ -149,7 +152,7 @@ function toSandbox(row: SandboxRow): SandboxRecord {
 		stoppedAt: row.stopped_at,
 		lastHeartbeatAt: row.last_heartbeat_at,
 		failureReason: row.failure_reason,
-		generation: Number(row.generation),
+		generation: Number(row.generation)
 	};
 }
 
@@ -160,44 +163,59 @@ export class ProjectsRepository {
 		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
 	}
 
-	async createProject(tx: Transaction, p: { id: string; ownerId: string; name: string; description: string }): Promise<ProjectRecord> {
+	async createProject(
+		tx: Transaction,
+		p: { id: string; ownerId: string; name: string; description: string }
+	): Promise<ProjectRecord> {
 		const [row] = await this.select<ProjectRow>(
 			`INSERT INTO projects AS p (id, owner_id, name, description) VALUES ($1, $2, $3, $4) RETURNING ${PROJECT_COLUMNS}`,
 			[p.id, p.ownerId, p.name, p.description],
-			tx,
+			tx
 		);
 		// One statement per query: the extended protocol (bind parameters) refuses several.
 		const q = (sql: string) => this.sequelize.query(sql, { bind: [p.id, p.ownerId], transaction: tx });
 		await q(`INSERT INTO project_members (project_id, user_id, role, added_by) VALUES ($1, $2, 'owner', $2)`);
 		await q(
 			`INSERT INTO project_versions (project_id, number, parent_number, manifest, message, author_id, file_count, total_bytes)
-			 VALUES ($1, 0, NULL, '{}'::jsonb, 'Project created', $2, 0, 0)`,
+			 VALUES ($1, 0, NULL, '{}'::jsonb, 'Project created', $2, 0, 0)`
 		);
-		await this.sequelize.query(`INSERT INTO project_sandboxes (project_id) VALUES ($1)`, { bind: [p.id], transaction: tx });
+		await this.sequelize.query(`INSERT INTO project_sandboxes (project_id) VALUES ($1)`, {
+			bind: [p.id],
+			transaction: tx
+		});
 		return toProject(row);
 	}
 
 	/** The project and the user's role in it; null when the user is not a member (or it does not exist). */
-	async projectForMember(projectId: string, userId: string, tx?: Transaction, lock = false): Promise<{ project: ProjectRecord; role: ProjectRole } | null> {
+	async projectForMember(
+		projectId: string,
+		userId: string,
+		tx?: Transaction,
+		lock = false
+	): Promise<{ project: ProjectRecord; role: ProjectRole } | null> {
 		if (!isProjectId(projectId)) return null;
 		const rows = await this.select<ProjectRow & { role: ProjectRole }>(
 			`SELECT ${PROJECT_COLUMNS}, m.role FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
 			 WHERE p.id = $1${lock ? " FOR UPDATE OF p" : ""}`,
 			[projectId, userId],
-			tx,
+			tx
 		);
 		return rows.length ? { project: toProject(rows[0]), role: rows[0].role } : null;
 	}
 
 	async project(projectId: string, tx?: Transaction): Promise<ProjectRecord | null> {
 		if (!isProjectId(projectId)) return null;
-		const rows = await this.select<ProjectRow>(`SELECT ${PROJECT_COLUMNS} FROM projects p WHERE p.id = $1`, [projectId], tx);
+		const rows = await this.select<ProjectRow>(
+			`SELECT ${PROJECT_COLUMNS} FROM projects p WHERE p.id = $1`,
+			[projectId],
+			tx
+		);
 		return rows.length ? toProject(rows[0]) : null;
 	}
 
 	async listForMember(
 		userId: string,
-		opts: { scope: "all" | "own" | "shared"; includeArchived: boolean; beforeSeq: number | null; limit: number },
+		opts: { scope: "all" | "own" | "shared"; includeArchived: boolean; beforeSeq: number | null; limit: number }
 	): Promise<Array<{ project: ProjectRecord; role: ProjectRole }>> {
 		const rows = await this.select<ProjectRow & { role: ProjectRole }>(
 			`SELECT ${PROJECT_COLUMNS}, m.role FROM project_members m JOIN projects p ON p.id = m.project_id
@@ -205,12 +223,16 @@ export class ProjectsRepository {
 			   AND ($3 = 'all' OR ($3 = 'own' AND m.role = 'owner') OR ($3 = 'shared' AND m.role <> 'owner'))
 			   AND ($4::bigint IS NULL OR p.seq < $4::bigint)
 			 ORDER BY p.seq DESC LIMIT $5`,
-			[userId, opts.includeArchived, opts.scope, opts.beforeSeq, opts.limit],
+			[userId, opts.includeArchived, opts.scope, opts.beforeSeq, opts.limit]
 		);
-		return rows.map((row) => ({ project: toProject(row), role: row.role }));
+		return rows.map(row => ({ project: toProject(row), role: row.role }));
 	}
 
-	async updateProject(tx: Transaction, projectId: string, patch: { name?: string; description?: string; status?: ProjectStatus }): Promise<ProjectRecord> {
+	async updateProject(
+		tx: Transaction,
+		projectId: string,
+		patch: { name?: string; description?: string; status?: ProjectStatus }
+	): Promise<ProjectRecord> {
 		const [row] = await this.select<ProjectRow>(
 			`UPDATE projects AS p SET
 			   name = COALESCE($2, p.name),
@@ -221,44 +243,69 @@ export class ProjectsRepository {
 			   updated_at = now()
 			 WHERE p.id = $1 RETURNING ${PROJECT_COLUMNS}`,
 			[projectId, patch.name ?? null, patch.description ?? null, patch.status ?? null],
-			tx,
+			tx
 		);
 		return toProject(row);
 	}
 
 	async members(projectId: string, tx?: Transaction): Promise<MemberRecord[]> {
-		const rows = await this.select<{ user_id: string; role: ProjectRole; added_by: string | null; created_at: Date; updated_at: Date }>(
+		const rows = await this.select<{
+			user_id: string;
+			role: ProjectRole;
+			added_by: string | null;
+			created_at: Date;
+			updated_at: Date;
+		}>(
 			`SELECT user_id, role, added_by, created_at, updated_at FROM project_members WHERE project_id = $1
 			 ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'editor' THEN 1 ELSE 2 END, user_id`,
 			[projectId],
-			tx,
+			tx
 		);
-		return rows.map((r) => ({ userId: r.user_id, role: r.role, addedBy: r.added_by, createdAt: r.created_at, updatedAt: r.updated_at }));
+		return rows.map(r => ({
+			userId: r.user_id,
+			role: r.role,
+			addedBy: r.added_by,
+			createdAt: r.created_at,
+			updatedAt: r.updated_at
+		}));
 	}
 
-	async setMember(tx: Transaction, projectId: string, userId: string, role: ProjectRole, addedBy: string): Promise<void> {
+	async setMember(
+		tx: Transaction,
+		projectId: string,
+		userId: string,
+		role: ProjectRole,
+		addedBy: string
+	): Promise<void> {
 		await this.sequelize.query(
 			`INSERT INTO project_members (project_id, user_id, role, added_by) VALUES ($1, $2, $3, $4)
 			 ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()`,
-			{ bind: [projectId, userId, role, addedBy], transaction: tx },
+			{ bind: [projectId, userId, role, addedBy], transaction: tx }
 		);
 	}
 
 	async removeMember(tx: Transaction, projectId: string, userId: string): Promise<void> {
-		await this.sequelize.query(`DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, { bind: [projectId, userId], transaction: tx });
+		await this.sequelize.query(`DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, {
+			bind: [projectId, userId],
+			transaction: tx
+		});
 	}
 
 	async manifest(projectId: string, number: number): Promise<Manifest | null> {
 		const rows = await this.select<{ manifest: Record<string, ManifestEntry> }>(
 			`SELECT manifest FROM project_versions WHERE project_id = $1 AND number = $2`,
-			[projectId, number],
+			[projectId, number]
 		);
 		// JSONB does not keep key order; the manifest is rebuilt in path order.
 		return rows.length ? manifestFromEntries(Object.entries(rows[0].manifest)) : null;
 	}
 
 	async version(projectId: string, number: number, tx?: Transaction): Promise<VersionRecord | null> {
-		const rows = await this.select<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM project_versions WHERE project_id = $1 AND number = $2`, [projectId, number], tx);
+		const rows = await this.select<VersionRow>(
+			`SELECT ${VERSION_COLUMNS} FROM project_versions WHERE project_id = $1 AND number = $2`,
+			[projectId, number],
+			tx
+		);
 		return rows.length ? toVersion(rows[0]) : null;
 	}
 
@@ -266,7 +313,7 @@ export class ProjectsRepository {
 		const rows = await this.select<VersionRow>(
 			`SELECT ${VERSION_COLUMNS} FROM project_versions WHERE project_id = $1 AND ($2::int IS NULL OR number < $2::int)
 			 ORDER BY number DESC LIMIT $3`,
-			[projectId, beforeNumber, limit],
+			[projectId, beforeNumber, limit]
 		);
 		return rows.map(toVersion);
 	}
@@ -274,14 +321,17 @@ export class ProjectsRepository {
 	async versionByIdempotencyKey(projectId: string, authorId: string, key: string): Promise<VersionRecord | null> {
 		const rows = await this.select<VersionRow>(
 			`SELECT ${VERSION_COLUMNS} FROM project_versions WHERE project_id = $1 AND author_id = $2 AND idempotency_key = $3`,
-			[projectId, authorId, key],
+			[projectId, authorId, key]
 		);
 		return rows.length ? toVersion(rows[0]) : null;
 	}
 
 	/** Commits take the GC lock shared: many commit at once, none while GC deletes a batch. */
 	async lockOutGc(tx: Transaction): Promise<void> {
-		await this.sequelize.query(`SELECT pg_advisory_xact_lock_shared($1)`, { bind: [BLOB_GC_LOCK_KEY], transaction: tx });
+		await this.sequelize.query(`SELECT pg_advisory_xact_lock_shared($1)`, {
+			bind: [BLOB_GC_LOCK_KEY],
+			transaction: tx
+		});
 	}
 
 	async lockForGc(tx: Transaction): Promise<void> {
@@ -293,25 +343,52 @@ export class ProjectsRepository {
 	 * commits. A concurrent commit on the same base waits for the winner's row lock, then finds the
 	 * head moved and gets false.
 	 */
-	async advanceHead(tx: Transaction, projectId: string, base: number, fileCount: number, totalBytes: number): Promise<boolean> {
+	async advanceHead(
+		tx: Transaction,
+		projectId: string,
+		base: number,
+		fileCount: number,
+		totalBytes: number
+	): Promise<boolean> {
 		const rows = await this.select<{ head_version: number }>(
 			`UPDATE projects SET head_version = head_version + 1, file_count = $3, total_bytes = $4, updated_at = now()
 			 WHERE id = $1 AND head_version = $2 AND status = 'active' RETURNING head_version`,
 			[projectId, base, fileCount, totalBytes],
-			tx,
+			tx
 		);
 		return rows.length === 1;
 	}
 
 	async insertVersion(
 		tx: Transaction,
-		v: { projectId: string; number: number; manifest: Manifest; message: string; authorId: string; taskId: string | null; idempotencyKey: string | null; fileCount: number; totalBytes: number },
+		v: {
+			projectId: string;
+			number: number;
+			manifest: Manifest;
+			message: string;
+			authorId: string;
+			taskId: string | null;
+			idempotencyKey: string | null;
+			fileCount: number;
+			totalBytes: number;
+		}
 	): Promise<VersionRecord> {
 		const [row] = await this.select<VersionRow>(
 			`INSERT INTO project_versions (project_id, number, parent_number, manifest, message, author_id, task_id, idempotency_key, file_count, total_bytes)
 			 VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10) RETURNING ${VERSION_COLUMNS}`,
-			[v.projectId, v.number, v.number - 1, JSON.stringify(v.manifest), v.message, v.authorId, v.taskId, v.idempotencyKey, v.fileCount, v.totalBytes],
-			tx,
+			[
+				v.projectId,
+				v.number,
+				v.number - 1,
+				JSON.stringify(v.manifest),
+				v.message,
+				v.authorId,
+				v.taskId,
+				v.idempotencyKey,
+				v.fileCount,
+				v.totalBytes
+			],
+			tx
 		);
 		return toVersion(row);
 	}
@@ -320,7 +397,7 @@ export class ProjectsRepository {
 		if (shas.length === 0) return;
 		await this.sequelize.query(
 			`INSERT INTO project_blob_refs (project_id, sha256) SELECT $1, unnest($2::bpchar[]) ON CONFLICT DO NOTHING`,
-			{ bind: [projectId, [...shas]], transaction: tx },
+			{ bind: [projectId, [...shas]], transaction: tx }
 		);
 	}
 
@@ -330,25 +407,44 @@ export class ProjectsRepository {
 		const rows = await this.select<{ sha256: string }>(
 			`SELECT DISTINCT sha256 FROM project_blob_refs WHERE sha256 = ANY($1::bpchar[])`,
 			[[...shas]],
-			tx,
+			tx
 		);
-		return new Set(rows.map((r) => r.sha256));
+		return new Set(rows.map(r => r.sha256));
 	}
 
 	async sandbox(projectId: string, tx?: Transaction): Promise<SandboxRecord | null> {
 		if (!isProjectId(projectId)) return null;
-		const rows = await this.select<SandboxRow>(`SELECT ${SANDBOX_COLUMNS} FROM project_sandboxes WHERE project_id = $1`, [projectId], tx);
+		const rows = await this.select<SandboxRow>(
+			`SELECT ${SANDBOX_COLUMNS} FROM project_sandboxes WHERE project_id = $1`,
+			[projectId],
+			tx
+		);
 		return rows.length ? toSandbox(rows[0]) : null;
 	}
 
 	/** Writes `next` if the row is still at `generation`; null when another transition got there first. */
-	async updateSandbox(tx: Transaction, projectId: string, generation: number, next: SandboxStatus): Promise<SandboxRecord | null> {
+	async updateSandbox(
+		tx: Transaction,
+		projectId: string,
+		generation: number,
+		next: SandboxStatus
+	): Promise<SandboxRecord | null> {
 		const rows = await this.select<SandboxRow>(
 			`UPDATE project_sandboxes SET state = $3, version = $4, state_changed_at = $5, started_at = $6, stopped_at = $7,
 			   last_heartbeat_at = $8, failure_reason = $9, generation = generation + 1
 			 WHERE project_id = $1 AND generation = $2 RETURNING ${SANDBOX_COLUMNS}`,
-			[projectId, generation, next.state, next.version, next.stateChangedAt, next.startedAt, next.stoppedAt, next.lastHeartbeatAt, next.failureReason],
-			tx,
+			[
+				projectId,
+				generation,
+				next.state,
+				next.version,
+				next.stateChangedAt,
+				next.startedAt,
+				next.stoppedAt,
+				next.lastHeartbeatAt,
+				next.failureReason
+			],
+			tx
 		);
 		return rows.length ? toSandbox(rows[0]) : null;
 	}
@@ -358,7 +454,7 @@ export class ProjectsRepository {
 		const rows = await this.select<SandboxRow>(
 			`UPDATE project_sandboxes SET last_heartbeat_at = now()
 			 WHERE project_id = $1 AND state = 'running' AND ($2::int IS NULL OR version = $2::int) RETURNING ${SANDBOX_COLUMNS}`,
-			[projectId, version],
+			[projectId, version]
 		);
 		return rows.length ? toSandbox(rows[0]) : null;
 	}
@@ -368,7 +464,12 @@ export class ProjectsRepository {
 	 * one conditional UPDATE: on many nodes each sandbox fails once, and rows a heartbeat is
 	 * updating right now are skipped until the next sweep.
 	 */
-	async failTimedOutSandboxes(tx: Transaction, heartbeatTimeoutS: number, provisionTimeoutS: number, limit = 100): Promise<Array<SandboxRecord & { from: SandboxState }>> {
+	async failTimedOutSandboxes(
+		tx: Transaction,
+		heartbeatTimeoutS: number,
+		provisionTimeoutS: number,
+		limit = 100
+	): Promise<Array<SandboxRecord & { from: SandboxState }>> {
 		const rows = await this.select<SandboxRow & { from_state: SandboxState }>(
 			`WITH expired AS (
 			   SELECT project_id, state AS from_state FROM project_sandboxes
@@ -381,17 +482,17 @@ export class ProjectsRepository {
 			 FROM expired WHERE s.project_id = expired.project_id
 			 RETURNING s.project_id, s.state, s.version, s.state_changed_at, s.started_at, s.stopped_at, s.last_heartbeat_at, s.failure_reason, s.generation, expired.from_state`,
 			[heartbeatTimeoutS, provisionTimeoutS, limit],
-			tx,
+			tx
 		);
-		return rows.map((row) => ({ ...toSandbox(row), from: row.from_state }));
+		return rows.map(row => ({ ...toSandbox(row), from: row.from_state }));
 	}
 
 	/** Hard-deletes soft-deleted projects (one, or all deleted before `deletedBefore`); cascades to every row of theirs. */
 	async purge(opts: { projectId?: string; deletedBefore: Date }): Promise<string[]> {
 		const rows = await this.select<{ id: string }>(
 			`DELETE FROM projects WHERE status = 'deleted' AND deleted_at <= $2 AND ($1::uuid IS NULL OR id = $1::uuid) RETURNING id`,
-			[opts.projectId ?? null, opts.deletedBefore],
+			[opts.projectId ?? null, opts.deletedBefore]
 		);
-		return rows.map((r) => r.id);
+		return rows.map(r => r.id);
 	}
 }

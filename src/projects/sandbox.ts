@@ -20,12 +20,14 @@ export type SandboxState = (typeof SANDBOX_STATES)[number];
 /** user: through the API; runner: the sandbox runner's reports; sweep: the heartbeat/provisioning timeout. */
 export type SandboxActor = "user" | "runner" | "sweep";
 
-export const SANDBOX_TRANSITIONS: Readonly<Record<SandboxState, Readonly<Partial<Record<SandboxState, readonly SandboxActor[]>>>>> = {
+export const SANDBOX_TRANSITIONS: Readonly<
+	Record<SandboxState, Readonly<Partial<Record<SandboxState, readonly SandboxActor[]>>>>
+> = {
 	none: { provisioning: ["user"] },
 	provisioning: { running: ["runner"], stopped: ["user", "runner"], failed: ["runner", "sweep"] },
 	running: { stopped: ["user", "runner"], failed: ["runner", "sweep"] },
 	stopped: { provisioning: ["user"] },
-	failed: { provisioning: ["user"] },
+	failed: { provisioning: ["user"] }
 };
 
 export interface SandboxStatus {
@@ -54,14 +56,26 @@ export interface SandboxTransitionRequest {
 export type SandboxTransitionResult =
 	| { ok: true; changed: true; next: SandboxStatus }
 	| { ok: true; changed: false; next: SandboxStatus }
-	| { ok: false; code: "ILLEGAL_SANDBOX_TRANSITION" | "SANDBOX_TRANSITION_NOT_ALLOWED" | "SANDBOX_VERSION_REQUIRED"; reason: string };
+	| {
+			ok: false;
+			code: "ILLEGAL_SANDBOX_TRANSITION" | "SANDBOX_TRANSITION_NOT_ALLOWED" | "SANDBOX_VERSION_REQUIRED";
+			reason: string;
+	  };
 
 export function isSandboxState(value: unknown): value is SandboxState {
 	return typeof value === "string" && (SANDBOX_STATES as readonly string[]).includes(value);
 }
 
 export function initialSandboxStatus(now: Date): SandboxStatus {
-	return { state: "none", version: null, stateChangedAt: now, startedAt: null, stoppedAt: null, lastHeartbeatAt: null, failureReason: null };
+	return {
+		state: "none",
+		version: null,
+		stateChangedAt: now,
+		startedAt: null,
+		stoppedAt: null,
+		lastHeartbeatAt: null,
+		failureReason: null
+	};
 }
 
 /** Whether the table has the edge at all (for anyone). */
@@ -77,22 +91,50 @@ export function transitionSandbox(current: SandboxStatus, request: SandboxTransi
 	}
 	const actors = SANDBOX_TRANSITIONS[current.state][to];
 	if (actors === undefined) {
-		return { ok: false, code: "ILLEGAL_SANDBOX_TRANSITION", reason: `a sandbox cannot go from ${current.state} to ${to}` };
+		return {
+			ok: false,
+			code: "ILLEGAL_SANDBOX_TRANSITION",
+			reason: `a sandbox cannot go from ${current.state} to ${to}`
+		};
 	}
 	if (!actors.includes(actor)) {
-		return { ok: false, code: "SANDBOX_TRANSITION_NOT_ALLOWED", reason: `${current.state} → ${to} is reported by the ${actors.join(" or ")}, not the ${actor}` };
+		return {
+			ok: false,
+			code: "SANDBOX_TRANSITION_NOT_ALLOWED",
+			reason: `${current.state} → ${to} is reported by the ${actors.join(" or ")}, not the ${actor}`
+		};
 	}
 	const base = { ...current, state: to, stateChangedAt: now };
 	switch (to) {
 		case "provisioning":
-			if (request.version === undefined) return { ok: false, code: "SANDBOX_VERSION_REQUIRED", reason: "provisioning needs a version" };
-			return { ok: true, changed: true, next: { ...base, version: request.version, startedAt: null, stoppedAt: null, lastHeartbeatAt: null, failureReason: null } };
+			if (request.version === undefined)
+				return { ok: false, code: "SANDBOX_VERSION_REQUIRED", reason: "provisioning needs a version" };
+			return {
+				ok: true,
+				changed: true,
+				next: {
+					...base,
+					version: request.version,
+					startedAt: null,
+					stoppedAt: null,
+					lastHeartbeatAt: null,
+					failureReason: null
+				}
+			};
 		case "running":
-			return { ok: true, changed: true, next: { ...base, version: request.version ?? current.version, startedAt: now, lastHeartbeatAt: now } };
+			return {
+				ok: true,
+				changed: true,
+				next: { ...base, version: request.version ?? current.version, startedAt: now, lastHeartbeatAt: now }
+			};
 		case "stopped":
 			return { ok: true, changed: true, next: { ...base, stoppedAt: now } };
 		case "failed":
-			return { ok: true, changed: true, next: { ...base, stoppedAt: now, failureReason: request.reason?.slice(0, 500) || "unknown failure" } };
+			return {
+				ok: true,
+				changed: true,
+				next: { ...base, stoppedAt: now, failureReason: request.reason?.slice(0, 500) || "unknown failure" }
+			};
 		case "none":
 			return { ok: false, code: "ILLEGAL_SANDBOX_TRANSITION", reason: "a sandbox never returns to none" };
 	}

@@ -19,7 +19,7 @@ export interface FileServingInfo {
 export function contentDisposition(kind: "inline" | "attachment", path: string): string {
 	const name = path.slice(path.lastIndexOf("/") + 1);
 	const ascii = name.replace(/[^\x20-\x7e]|["\\%]/g, "_");
-	const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+	const encoded = encodeURIComponent(name).replace(/['()*]/g, c => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 	return `${kind}; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }
 
@@ -32,6 +32,6 @@ export function fileResponseHeaders(info: FileServingInfo): Record<string, strin
 		ETag: `"${info.sha256}"`,
 		"Cache-Control": info.pinned ? "private, max-age=31536000, immutable" : "private, no-cache",
 		"X-Project-Version": String(info.version),
-		"X-Content-SHA256": info.sha256,
+		"X-Content-SHA256": info.sha256
 	};
 }

@@ -49,9 +49,14 @@ export function unifiedDiff(
 	path: string | { from: string; to: string },
 	oldBuf: Uint8Array | null,
 	newBuf: Uint8Array | null,
-	options: UnifiedDiffOptions = {},
+	options: UnifiedDiffOptions = {}
 ): UnifiedDiff {
-	const { context = 3, maxBytes = DEFAULT_DIFF_MAX_BYTES, maxEditLength = DEFAULT_DIFF_MAX_EDIT_LENGTH, timeoutMs = DEFAULT_DIFF_TIMEOUT_MS } = options;
+	const {
+		context = 3,
+		maxBytes = DEFAULT_DIFF_MAX_BYTES,
+		maxEditLength = DEFAULT_DIFF_MAX_EDIT_LENGTH,
+		timeoutMs = DEFAULT_DIFF_TIMEOUT_MS
+	} = options;
 	const fromPath = typeof path === "string" ? path : path.from;
 	const toPath = typeof path === "string" ? path : path.to;
 	const oldName = oldBuf === null ? "/dev/null" : `a/${fromPath}`;
@@ -66,19 +71,33 @@ export function unifiedDiff(
 		return { kind: "binary", patch: `Binary files ${oldName} and ${newName} differ\n` };
 	}
 	if (oldData.byteLength > maxBytes || newData.byteLength > maxBytes) {
-		return { kind: "too-large", patch: `File too large to diff: ${oldName} and ${newName} (limit ${maxBytes} bytes)\n` };
+		return {
+			kind: "too-large",
+			patch: `File too large to diff: ${oldName} and ${newName} (limit ${maxBytes} bytes)\n`
+		};
 	}
 
 	// Keep a byte-order mark as text, so adding or removing one shows up in the diff.
 	const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
-	const patch = createTwoFilesPatch(oldName, newName, decoder.decode(oldData), decoder.decode(newData), undefined, undefined, {
-		context,
-		maxEditLength,
-		timeout: timeoutMs,
-		headerOptions: FILE_HEADERS_ONLY,
-	});
+	const patch = createTwoFilesPatch(
+		oldName,
+		newName,
+		decoder.decode(oldData),
+		decoder.decode(newData),
+		undefined,
+		undefined,
+		{
+			context,
+			maxEditLength,
+			timeout: timeoutMs,
+			headerOptions: FILE_HEADERS_ONLY
+		}
+	);
 	if (patch === undefined) {
-		return { kind: "too-large", patch: `Diff too large: ${oldName} and ${newName} (more than ${maxEditLength} edits or ${timeoutMs} ms)\n` };
+		return {
+			kind: "too-large",
+			patch: `Diff too large: ${oldName} and ${newName} (more than ${maxEditLength} edits or ${timeoutMs} ms)\n`
+		};
 	}
 	return { kind: "text", patch };
 }

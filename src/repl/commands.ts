@@ -14,7 +14,11 @@ export interface ReplCommand {
 	description: string;
 	alias?: string | string[];
 	options?: Array<{ option: string; description: string }>;
-	action(broker: ServiceBroker, args: Record<string, unknown> & { options: Record<string, unknown> }, helpers?: unknown): Promise<void> | void;
+	action(
+		broker: ServiceBroker,
+		args: Record<string, unknown> & { options: Record<string, unknown> },
+		helpers?: unknown
+	): Promise<void> | void;
 }
 
 const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
@@ -24,7 +28,9 @@ export const clusterReplCommands: ReplCommand[] = [
 		command: "health",
 		description: "Each node's dependencies and readiness (ops.health on every node)",
 		async action(broker) {
-			const nodes = broker.registry.getNodeList({ onlyAvailable: true, withServices: false }) as Array<{ id: string }>;
+			const nodes = broker.registry.getNodeList({ onlyAvailable: true, withServices: false }) as Array<{
+				id: string;
+			}>;
 			for (const n of nodes) {
 				try {
 					print(await broker.call("ops.health", {}, { nodeID: n.id, timeout: 3000 }));
@@ -38,8 +44,17 @@ export const clusterReplCommands: ReplCommand[] = [
 		command: "breakers",
 		description: "Circuit-breaker state of every endpoint this node has called",
 		action(broker) {
-			const store = (broker as unknown as { CircuitBreakerStore?: Map<string, { state: string; count: number; failures: number }> }).CircuitBreakerStore;
-			const rows = [...(store?.entries() ?? [])].map(([ep, s]) => ({ endpoint: ep, state: s.state, count: s.count, failures: s.failures }));
+			const store = (
+				broker as unknown as {
+					CircuitBreakerStore?: Map<string, { state: string; count: number; failures: number }>;
+				}
+			).CircuitBreakerStore;
+			const rows = [...(store?.entries() ?? [])].map(([ep, s]) => ({
+				endpoint: ep,
+				state: s.state,
+				count: s.count,
+				failures: s.failures
+			}));
 			console.table(rows);
 		}
 	}
@@ -47,5 +62,12 @@ export const clusterReplCommands: ReplCommand[] = [
 
 /** Every command the REPL offers; domain modules add theirs here. */
 export function allReplCommands(): ReplCommand[] {
-	return [...clusterReplCommands, ...usersReplCommands, ...projectsReplCommands, ...tasksReplCommands, ...paymentsReplCommands, ...aiReplCommands];
+	return [
+		...clusterReplCommands,
+		...usersReplCommands,
+		...projectsReplCommands,
+		...tasksReplCommands,
+		...paymentsReplCommands,
+		...aiReplCommands
+	];
 }

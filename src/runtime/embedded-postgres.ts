@@ -30,7 +30,10 @@ function portInUse(port: number): Promise<boolean> {
 }
 
 function chownToPostgresUser(dir: string): void {
-	const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").find(l => l.startsWith("postgres:"));
+	const passwd = fs
+		.readFileSync("/etc/passwd", "utf8")
+		.split("\n")
+		.find(l => l.startsWith("postgres:"));
 	if (!passwd) throw new Error("running as root needs a 'postgres' system user for the embedded PostgreSQL");
 	const [, , uid, gid] = passwd.split(":");
 	fs.chownSync(dir, Number(uid), Number(gid));
@@ -54,7 +57,8 @@ export async function startEmbeddedPostgres(opts: {
 	// The package installs signal hooks that stop PostgreSQL and exit(130) at once, racing the
 	// node's graceful shutdown (which drains in-flight requests, then stops the database itself).
 	// Its crash-time hooks (uncaught exceptions, exit) stay.
-	for (const s of signals) for (const l of process.listeners(s)) if (!before.get(s)!.has(l)) process.removeListener(s, l);
+	for (const s of signals)
+		for (const l of process.listeners(s)) if (!before.get(s)!.has(l)) process.removeListener(s, l);
 	const password = "forgefluid";
 	const pg = new mod.default({
 		databaseDir: opts.dir,

@@ -46,7 +46,11 @@ export async function createNode(
 		});
 		config = { ...config, databaseUrl: embedded.url };
 	}
-	if (!config.jwt.keys.length) config = { ...config, jwt: { ...config.jwt, keys: [{ kid: "dev", secret: devJwtKey(config.dataDir) }], activeKid: "dev" } };
+	if (!config.jwt.keys.length)
+		config = {
+			...config,
+			jwt: { ...config.jwt, keys: [{ kid: "dev", secret: devJwtKey(config.dataDir) }], activeKid: "dev" }
+		};
 
 	const broker = new ServiceBroker(brokerOptions(config));
 	const runtime = new Runtime(config, broker.getLogger("runtime"));

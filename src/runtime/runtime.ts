@@ -42,7 +42,11 @@ export class Runtime {
 		readonly logger: Logger
 	) {
 		if (config.redisUrl) {
-			this.redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false });
+			this.redis = new Redis(config.redisUrl, {
+				maxRetriesPerRequest: 2,
+				enableOfflineQueue: true,
+				lazyConnect: false
+			});
 			this.redis.on("error", err => logger.warn("Redis error", err.message));
 			this.kv = new RedisKeyValueStore(this.redis, `${config.redisPrefix}kv:`);
 		} else {
@@ -83,11 +87,22 @@ export class Runtime {
 				this._bus = bus;
 			} else {
 				this._bus = new MemoryEventBus(async dl => {
-					this.logger.error(`Event ${dl.event.topic} ${dl.event.id} dead-lettered by ${dl.consumer}: ${dl.error}`);
+					this.logger.error(
+						`Event ${dl.event.topic} ${dl.event.id} dead-lettered by ${dl.consumer}: ${dl.error}`
+					);
 					await this.sequelize.query(
 						`INSERT INTO event_dead_letters (consumer, event_id, topic, payload, attempts, last_error)
 						 VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING`,
-						{ bind: [dl.consumer, dl.event.id, dl.event.topic, JSON.stringify(dl.event.payload), dl.attempts, dl.error] }
+						{
+							bind: [
+								dl.consumer,
+								dl.event.id,
+								dl.event.topic,
+								JSON.stringify(dl.event.payload),
+								dl.attempts,
+								dl.error
+							]
+						}
 					);
 				});
 			}
@@ -117,13 +132,17 @@ export class Runtime {
 		const timed = async (name: string, fn: () => Promise<unknown>): Promise<DependencyState> => {
 			const t = performance.now();
 			try {
-				await Promise.race([fn(), new Promise((_, rej) => setTimeout(() => rej(new Error("timeout after 2000 ms")), 2000).unref())]);
+				await Promise.race([
+					fn(),
+					new Promise((_, rej) => setTimeout(() => rej(new Error("timeout after 2000 ms")), 2000).unref())
+				]);
 				return { name, ok: true, latencyMs: Math.round((performance.now() - t) * 10) / 10 };
 			} catch (err) {
 				return { name, ok: false, error: (err as Error).message };
 			}
 		};
-		if (this.config.databaseUrl) checks.push(timed("postgres", () => this.sequelize.query("SELECT 1", { type: QueryTypes.SELECT })));
+		if (this.config.databaseUrl)
+			checks.push(timed("postgres", () => this.sequelize.query("SELECT 1", { type: QueryTypes.SELECT })));
 		if (this.redis) checks.push(timed("redis", () => this.redis!.ping()));
 		if (this._bus)
 			checks.push(
@@ -135,7 +154,8 @@ export class Runtime {
 	}
 
 	async close() {
-		for (const fn of this.closers.reverse()) await fn().catch(err => this.logger.warn("close failed", (err as Error).message));
+		for (const fn of this.closers.reverse())
+			await fn().catch(err => this.logger.warn("close failed", (err as Error).message));
 		await this._relay?.stop();
 		await this._bus?.close();
 		await this._sequelize?.close().catch(() => undefined);

@@ -35,10 +35,22 @@ export function loadTasksConfig(r: EnvReader): TasksConfig {
 	const admission = {} as Record<TierName, AdmissionThresholds>;
 	for (const tier of TIER_ORDER) {
 		const up = tier.toUpperCase();
-		const deferAboveMs = r.int(`TASKS_ADMISSION_${up}_DEFER_MS`, TIERS[tier].admission.deferAboveMs, 0, 7 * 86_400_000);
-		const rejectAboveMs = r.int(`TASKS_ADMISSION_${up}_REJECT_MS`, TIERS[tier].admission.rejectAboveMs, 0, 7 * 86_400_000);
+		const deferAboveMs = r.int(
+			`TASKS_ADMISSION_${up}_DEFER_MS`,
+			TIERS[tier].admission.deferAboveMs,
+			0,
+			7 * 86_400_000
+		);
+		const rejectAboveMs = r.int(
+			`TASKS_ADMISSION_${up}_REJECT_MS`,
+			TIERS[tier].admission.rejectAboveMs,
+			0,
+			7 * 86_400_000
+		);
 		if (rejectAboveMs < deferAboveMs)
-			r.problems.push(`TASKS_ADMISSION_${up}_REJECT_MS must be at least TASKS_ADMISSION_${up}_DEFER_MS (${deferAboveMs})`);
+			r.problems.push(
+				`TASKS_ADMISSION_${up}_REJECT_MS must be at least TASKS_ADMISSION_${up}_DEFER_MS (${deferAboveMs})`
+			);
 		admission[tier] = { deferAboveMs, rejectAboveMs };
 	}
 	const retryBaseMs = r.int("TASKS_RETRY_BASE_MS", 1_000, 1, 3_600_000);

@@ -75,7 +75,11 @@ export class RedisQueueMeta implements QueueMeta {
 	}
 
 	async pushWait(tier: TierName, ms: number) {
-		await this.redis.multi().lpush(this.k(`waits:${tier}`), String(Math.round(ms))).ltrim(this.k(`waits:${tier}`), 0, WAIT_SAMPLES - 1).exec();
+		await this.redis
+			.multi()
+			.lpush(this.k(`waits:${tier}`), String(Math.round(ms)))
+			.ltrim(this.k(`waits:${tier}`), 0, WAIT_SAMPLES - 1)
+			.exec();
 	}
 
 	async waits(tier: TierName) {
@@ -90,7 +94,9 @@ export class RedisQueueMeta implements QueueMeta {
 	}
 
 	async tryLead(job: string, owner: string, ttlMs: number) {
-		return (await this.redis.set(this.k(`lead:${job}`), owner, "PX", Math.max(1, Math.floor(ttlMs)), "NX")) === "OK";
+		return (
+			(await this.redis.set(this.k(`lead:${job}`), owner, "PX", Math.max(1, Math.floor(ttlMs)), "NX")) === "OK"
+		);
 	}
 
 	clear() {

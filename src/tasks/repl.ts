@@ -40,12 +40,14 @@ export const tasksReplCommands: ReplCommand[] = [
 	{
 		command: "tasks-cancel <taskId>",
 		description: "Cancel a queued or running task; the unused hold is released",
-		action: (broker: ServiceBroker, args) => run(() => broker.call("tasks.adminCancel", { id: String(args.taskId) }))
+		action: (broker: ServiceBroker, args) =>
+			run(() => broker.call("tasks.adminCancel", { id: String(args.taskId) }))
 	},
 	{
 		command: "tasks-drain <nodeID>",
 		description: "Stop leasing tasks to an ai node (in-flight tasks finish); --undo resumes",
 		options: [{ option: "--undo", description: "resume leasing to the node" }],
-		action: (broker: ServiceBroker, args) => run(() => broker.call("tasks.drain", { nodeID: String(args.nodeID), undo: !!args.options?.undo }))
+		action: (broker: ServiceBroker, args) =>
+			run(() => broker.call("tasks.drain", { nodeID: String(args.nodeID), undo: !!args.options?.undo }))
 	}
 ];

@@ -22,14 +22,21 @@ export interface Candidate {
 }
 
 /** A running task whose lease expired: cancelled if cancel was asked, failed when out of attempts, else queued again. */
-export function afterLeaseExpiry(task: { cancelRequested: boolean; attempts: number; maxAttempts: number }): Exclude<TaskState, "running" | "succeeded"> {
+export function afterLeaseExpiry(task: {
+	cancelRequested: boolean;
+	attempts: number;
+	maxAttempts: number;
+}): Exclude<TaskState, "running" | "succeeded"> {
 	if (task.cancelRequested) return "cancelled";
 	if (task.attempts >= task.maxAttempts) return "failed";
 	return "queued";
 }
 
 /** What a worker's failure report does to the task. */
-export function afterFailure(task: { cancelRequested: boolean; attempts: number; maxAttempts: number }, report: { code: string; retryable: boolean }): "queued" | "failed" | "cancelled" {
+export function afterFailure(
+	task: { cancelRequested: boolean; attempts: number; maxAttempts: number },
+	report: { code: string; retryable: boolean }
+): "queued" | "failed" | "cancelled" {
 	if (report.code === "CANCELLED" || task.cancelRequested) return "cancelled";
 	if (report.retryable && task.attempts < task.maxAttempts) return "queued";
 	return "failed";

@@ -37,13 +37,13 @@
  *   than 180 s (the enterprise ceiling) after it.
  */
 import {
-  TIERS,
-  TIER_ORDER,
-  type AdmissionThresholds,
-  type TierName,
-  type TierTable,
-  boostCeilingMs,
-  tierConcurrencyCap,
+	TIERS,
+	TIER_ORDER,
+	type AdmissionThresholds,
+	type TierName,
+	type TierTable,
+	boostCeilingMs,
+	tierConcurrencyCap
 } from "../domain/tiers";
 
 /** Penalty per earlier queued task of the same user (see THE RULE, 2–3). */
@@ -52,56 +52,56 @@ export const FAIRNESS_QUANTUM_MS = 10_000;
 export const MAX_RETRY_AFTER_S = 3_600;
 
 export interface QueuedTask {
-  readonly id: string;
-  readonly userId: string;
-  readonly tier: TierName;
-  /** Epoch ms of the original submission (kept across retries). */
-  readonly enqueuedAt: number;
-  /** Head start stored at submission (priorityBoostMs); bounded again when ordering. */
-  readonly boostMs: number;
-  readonly attempts: number;
-  /** Epoch ms before which the task must not start (retry backoff, deferral). */
-  readonly notBefore?: number | null;
-  readonly estimatedRunMs: number;
+	readonly id: string;
+	readonly userId: string;
+	readonly tier: TierName;
+	/** Epoch ms of the original submission (kept across retries). */
+	readonly enqueuedAt: number;
+	/** Head start stored at submission (priorityBoostMs); bounded again when ordering. */
+	readonly boostMs: number;
+	readonly attempts: number;
+	/** Epoch ms before which the task must not start (retry backoff, deferral). */
+	readonly notBefore?: number | null;
+	readonly estimatedRunMs: number;
 }
 
 /** What is running now, summarised. */
 export interface RunningSummary {
-  readonly byUser: ReadonlyMap<string, number>;
-  readonly byTier: Readonly<Partial<Record<TierName, number>>>;
-  /** Size of the worker pool; tier caps are shares of it. */
-  readonly totalWorkers: number;
+	readonly byUser: ReadonlyMap<string, number>;
+	readonly byTier: Readonly<Partial<Record<TierName, number>>>;
+	/** Size of the worker pool; tier caps are shares of it. */
+	readonly totalWorkers: number;
 }
 
 export interface SchedulingOptions {
-  readonly tiers?: TierTable;
-  readonly fairnessQuantumMs?: number;
+	readonly tiers?: TierTable;
+	readonly fairnessQuantumMs?: number;
 }
 
 /** A time-eligible task with the values its place in the queue derives from. */
 export interface RankedTask {
-  readonly task: QueuedTask;
-  readonly userRank: number;
-  readonly vstMs: number;
+	readonly task: QueuedTask;
+	readonly userRank: number;
+	readonly vstMs: number;
 }
 
 function settings(options: SchedulingOptions | undefined): { tiers: TierTable; quantum: number } {
-  return { tiers: options?.tiers ?? TIERS, quantum: options?.fairnessQuantumMs ?? FAIRNESS_QUANTUM_MS };
+	return { tiers: options?.tiers ?? TIERS, quantum: options?.fairnessQuantumMs ?? FAIRNESS_QUANTUM_MS };
 }
 
 /** The task's boost re-bounded to [0, boostCeilingMs(tier)]. */
 export function boundedBoostMs(task: Pick<QueuedTask, "tier" | "boostMs">, tiers: TierTable = TIERS): number {
-  return Math.min(Math.max(task.boostMs, 0), boostCeilingMs(task.tier, tiers));
+	return Math.min(Math.max(task.boostMs, 0), boostCeilingMs(task.tier, tiers));
 }
 
 /** vst = enqueuedAt − bounded boost + userRank × quantum (THE RULE, 3). */
 export function virtualStartTime(
-  task: Pick<QueuedTask, "tier" | "boostMs" | "enqueuedAt">,
-  userRank: number,
-  options?: SchedulingOptions,
+	task: Pick<QueuedTask, "tier" | "boostMs" | "enqueuedAt">,
+	userRank: number,
+	options?: SchedulingOptions
 ): number {
-  const { tiers, quantum } = settings(options);
-  return task.enqueuedAt - boundedBoostMs(task, tiers) + userRank * quantum;
+	const { tiers, quantum } = settings(options);
+	return task.enqueuedAt - boundedBoostMs(task, tiers) + userRank * quantum;
 }
 
 /**
@@ -110,64 +110,66 @@ export function virtualStartTime(
  * `a` always comes after it (THE RULE, WHY).
  */
 export function maxJumpMs(tier: TierName, victimUserRank = 0, options?: SchedulingOptions): number {
-  const { tiers, quantum } = settings(options);
-  return boostCeilingMs(tier, tiers) + victimUserRank * quantum;
+	const { tiers, quantum } = settings(options);
+	return boostCeilingMs(tier, tiers) + victimUserRank * quantum;
 }
 
 function compareRanked(a: RankedTask, b: RankedTask): number {
-  if (a.vstMs !== b.vstMs) return a.vstMs - b.vstMs;
-  if (a.task.enqueuedAt !== b.task.enqueuedAt) return a.task.enqueuedAt - b.task.enqueuedAt;
-  return a.task.id < b.task.id ? -1 : a.task.id > b.task.id ? 1 : 0;
+	if (a.vstMs !== b.vstMs) return a.vstMs - b.vstMs;
+	if (a.task.enqueuedAt !== b.task.enqueuedAt) return a.task.enqueuedAt - b.task.enqueuedAt;
+	return a.task.id < b.task.id ? -1 : a.task.id > b.task.id ? 1 : 0;
 }
 
 function isTimeEligible(task: QueuedTask, now: number): boolean {
-  return task.notBefore === undefined || task.notBefore === null || task.notBefore <= now;
+	return task.notBefore === undefined || task.notBefore === null || task.notBefore <= now;
 }
 
 /** Time-eligible tasks with user rank and vst, in queue order; caps not applied. */
 export function rankQueue(tasks: readonly QueuedTask[], now: number, options?: SchedulingOptions): RankedTask[] {
-  const byUser = new Map<string, QueuedTask[]>();
-  for (const task of tasks) {
-    if (!isTimeEligible(task, now)) continue;
-    const own = byUser.get(task.userId);
-    if (own) own.push(task);
-    else byUser.set(task.userId, [task]);
-  }
-  const ranked: RankedTask[] = [];
-  for (const own of byUser.values()) {
-    own.sort((a, b) => a.enqueuedAt - b.enqueuedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    own.forEach((task, userRank) => ranked.push({ task, userRank, vstMs: virtualStartTime(task, userRank, options) }));
-  }
-  return ranked.sort(compareRanked);
+	const byUser = new Map<string, QueuedTask[]>();
+	for (const task of tasks) {
+		if (!isTimeEligible(task, now)) continue;
+		const own = byUser.get(task.userId);
+		if (own) own.push(task);
+		else byUser.set(task.userId, [task]);
+	}
+	const ranked: RankedTask[] = [];
+	for (const own of byUser.values()) {
+		own.sort((a, b) => a.enqueuedAt - b.enqueuedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+		own.forEach((task, userRank) =>
+			ranked.push({ task, userRank, vstMs: virtualStartTime(task, userRank, options) })
+		);
+	}
+	return ranked.sort(compareRanked);
 }
 
 class CapTracker {
-  private readonly byUser: Map<string, number>;
-  private readonly byTier: Map<TierName, number>;
-  private readonly totalWorkers: number;
+	private readonly byUser: Map<string, number>;
+	private readonly byTier: Map<TierName, number>;
+	private readonly totalWorkers: number;
 
-  constructor(
-    running: RunningSummary,
-    private readonly tiers: TierTable,
-  ) {
-    this.byUser = new Map(running.byUser);
-    this.byTier = new Map(TIER_ORDER.map((tier) => [tier, running.byTier[tier] ?? 0]));
-    this.totalWorkers = running.totalWorkers;
-  }
+	constructor(
+		running: RunningSummary,
+		private readonly tiers: TierTable
+	) {
+		this.byUser = new Map(running.byUser);
+		this.byTier = new Map(TIER_ORDER.map(tier => [tier, running.byTier[tier] ?? 0]));
+		this.totalWorkers = running.totalWorkers;
+	}
 
-  allows(task: QueuedTask): boolean {
-    const userRunning = this.byUser.get(task.userId) ?? 0;
-    const tierRunning = this.byTier.get(task.tier) ?? 0;
-    return (
-      userRunning < this.tiers[task.tier].perUserConcurrency &&
-      tierRunning < tierConcurrencyCap(task.tier, this.totalWorkers, this.tiers)
-    );
-  }
+	allows(task: QueuedTask): boolean {
+		const userRunning = this.byUser.get(task.userId) ?? 0;
+		const tierRunning = this.byTier.get(task.tier) ?? 0;
+		return (
+			userRunning < this.tiers[task.tier].perUserConcurrency &&
+			tierRunning < tierConcurrencyCap(task.tier, this.totalWorkers, this.tiers)
+		);
+	}
 
-  take(task: QueuedTask): void {
-    this.byUser.set(task.userId, (this.byUser.get(task.userId) ?? 0) + 1);
-    this.byTier.set(task.tier, (this.byTier.get(task.tier) ?? 0) + 1);
-  }
+	take(task: QueuedTask): void {
+		this.byUser.set(task.userId, (this.byUser.get(task.userId) ?? 0) + 1);
+		this.byTier.set(task.tier, (this.byTier.get(task.tier) ?? 0) + 1);
+	}
 }
 
 /**
@@ -175,35 +177,35 @@ class CapTracker {
  * given `running` alone (picks do not update caps here; pickNext does).
  */
 export function orderQueue(
-  tasks: readonly QueuedTask[],
-  running: RunningSummary,
-  now: number,
-  options?: SchedulingOptions,
+	tasks: readonly QueuedTask[],
+	running: RunningSummary,
+	now: number,
+	options?: SchedulingOptions
 ): QueuedTask[] {
-  const caps = new CapTracker(running, settings(options).tiers);
-  return rankQueue(tasks, now, options)
-    .filter((ranked) => caps.allows(ranked.task))
-    .map((ranked) => ranked.task);
+	const caps = new CapTracker(running, settings(options).tiers);
+	return rankQueue(tasks, now, options)
+		.filter(ranked => caps.allows(ranked.task))
+		.map(ranked => ranked.task);
 }
 
 /** Up to `capacity` tasks to start now, in queue order, with caps counting earlier picks. */
 export function pickNext(
-  tasks: readonly QueuedTask[],
-  running: RunningSummary,
-  now: number,
-  capacity: number,
-  options?: SchedulingOptions,
+	tasks: readonly QueuedTask[],
+	running: RunningSummary,
+	now: number,
+	capacity: number,
+	options?: SchedulingOptions
 ): QueuedTask[] {
-  const picked: QueuedTask[] = [];
-  if (capacity <= 0) return picked;
-  const caps = new CapTracker(running, settings(options).tiers);
-  for (const { task } of rankQueue(tasks, now, options)) {
-    if (!caps.allows(task)) continue;
-    caps.take(task);
-    picked.push(task);
-    if (picked.length >= capacity) break;
-  }
-  return picked;
+	const picked: QueuedTask[] = [];
+	if (capacity <= 0) return picked;
+	const caps = new CapTracker(running, settings(options).tiers);
+	for (const { task } of rankQueue(tasks, now, options)) {
+		if (!caps.allows(task)) continue;
+		caps.take(task);
+		picked.push(task);
+		if (picked.length >= capacity) break;
+	}
+	return picked;
 }
 
 /**
@@ -211,24 +213,24 @@ export function pickNext(
  * what runs when the task reaches the head). Tasks waiting for `notBefore` are absent.
  */
 export function queuePositions(
-  tasks: readonly QueuedTask[],
-  now: number,
-  options?: SchedulingOptions,
+	tasks: readonly QueuedTask[],
+	now: number,
+	options?: SchedulingOptions
 ): Map<string, number> {
-  const positions = new Map<string, number>();
-  rankQueue(tasks, now, options).forEach((ranked, index) => positions.set(ranked.task.id, index + 1));
-  return positions;
+	const positions = new Map<string, number>();
+	rankQueue(tasks, now, options).forEach((ranked, index) => positions.set(ranked.task.id, index + 1));
+	return positions;
 }
 
 export interface ExpectedWaitInput {
-  /** 1-based queue position. */
-  readonly position: number;
-  /** Workers serving the queue. */
-  readonly capacity: number;
-  /** Median run time of recent tasks. */
-  readonly p50RunMs: number;
-  /** Workers free right now (default 0: all busy). */
-  readonly idleWorkers?: number;
+	/** 1-based queue position. */
+	readonly position: number;
+	/** Workers serving the queue. */
+	readonly capacity: number;
+	/** Median run time of recent tasks. */
+	readonly p50RunMs: number;
+	/** Workers free right now (default 0: all busy). */
+	readonly idleWorkers?: number;
 }
 
 /**
@@ -239,10 +241,10 @@ export interface ExpectedWaitInput {
  * admission control. No capacity means an unbounded wait.
  */
 export function expectedWaitMs(input: ExpectedWaitInput): number {
-  if (input.position < 1) throw new RangeError(`position is 1-based, got ${input.position}`);
-  if (input.capacity <= 0) return Number.POSITIVE_INFINITY;
-  const ahead = Math.max(0, input.position - (input.idleWorkers ?? 0));
-  return Math.ceil(ahead / input.capacity) * input.p50RunMs;
+	if (input.position < 1) throw new RangeError(`position is 1-based, got ${input.position}`);
+	if (input.capacity <= 0) return Number.POSITIVE_INFINITY;
+	const ahead = Math.max(0, input.position - (input.idleWorkers ?? 0));
+	return Math.ceil(ahead / input.capacity) * input.p50RunMs;
 }
 
 /**
@@ -252,32 +254,32 @@ export function expectedWaitMs(input: ExpectedWaitInput): number {
  * longer waits for the same backlog, which with rising thresholds sheds them first.
  */
 export function tierBacklogWaitMs(
-  tasks: readonly QueuedTask[],
-  now: number,
-  load: Omit<ExpectedWaitInput, "position">,
-  options?: SchedulingOptions,
+	tasks: readonly QueuedTask[],
+	now: number,
+	load: Omit<ExpectedWaitInput, "position">,
+	options?: SchedulingOptions
 ): Record<TierName, number> {
-  const { tiers } = settings(options);
-  const ranked = rankQueue(tasks, now, options);
-  const result = {} as Record<TierName, number>;
-  for (const tier of TIER_ORDER) {
-    const newcomerVst = now - tiers[tier].maxBoostMs;
-    const ahead = ranked.filter((r) => r.vstMs <= newcomerVst).length;
-    result[tier] = expectedWaitMs({ ...load, position: ahead + 1 });
-  }
-  return result;
+	const { tiers } = settings(options);
+	const ranked = rankQueue(tasks, now, options);
+	const result = {} as Record<TierName, number>;
+	for (const tier of TIER_ORDER) {
+		const newcomerVst = now - tiers[tier].maxBoostMs;
+		const ahead = ranked.filter(r => r.vstMs <= newcomerVst).length;
+		result[tier] = expectedWaitMs({ ...load, position: ahead + 1 });
+	}
+	return result;
 }
 
 export type AdmissionDecision =
-  | { readonly action: "accept" }
-  | { readonly action: "defer"; readonly retryAfterS: number }
-  | { readonly action: "reject"; readonly retryAfterS: number };
+	| { readonly action: "accept" }
+	| { readonly action: "defer"; readonly retryAfterS: number }
+	| { readonly action: "reject"; readonly retryAfterS: number };
 
 export interface AdmissionInput {
-  readonly tier: TierName;
-  readonly expectedWaitMs: number;
-  /** Defaults to the tier's thresholds from the tier table. */
-  readonly thresholds?: AdmissionThresholds;
+	readonly tier: TierName;
+	readonly expectedWaitMs: number;
+	/** Defaults to the tier's thresholds from the tier table. */
+	readonly thresholds?: AdmissionThresholds;
 }
 
 /**
@@ -290,22 +292,22 @@ export interface AdmissionInput {
  * rank, a growing backlog defers and rejects free first and enterprise last.
  */
 export function admissionDecision(input: AdmissionInput): AdmissionDecision {
-  if (Number.isNaN(input.expectedWaitMs)) throw new RangeError("expectedWaitMs must be a number");
-  const thresholds = input.thresholds ?? TIERS[input.tier].admission;
-  if (input.expectedWaitMs <= thresholds.deferAboveMs) return { action: "accept" };
-  const retryAfterS = Math.min(
-    MAX_RETRY_AFTER_S,
-    Math.max(1, Math.ceil((input.expectedWaitMs - thresholds.deferAboveMs) / 1000)),
-  );
-  if (input.expectedWaitMs <= thresholds.rejectAboveMs) return { action: "defer", retryAfterS };
-  return { action: "reject", retryAfterS };
+	if (Number.isNaN(input.expectedWaitMs)) throw new RangeError("expectedWaitMs must be a number");
+	const thresholds = input.thresholds ?? TIERS[input.tier].admission;
+	if (input.expectedWaitMs <= thresholds.deferAboveMs) return { action: "accept" };
+	const retryAfterS = Math.min(
+		MAX_RETRY_AFTER_S,
+		Math.max(1, Math.ceil((input.expectedWaitMs - thresholds.deferAboveMs) / 1000))
+	);
+	if (input.expectedWaitMs <= thresholds.rejectAboveMs) return { action: "defer", retryAfterS };
+	return { action: "reject", retryAfterS };
 }
 
 export interface RetryBackoffOptions {
-  readonly baseMs: number;
-  readonly maxMs: number;
-  /** Uniform in [0, 1); values outside are clamped. Pass a seeded source in tests. */
-  readonly jitter: () => number;
+	readonly baseMs: number;
+	readonly maxMs: number;
+	/** Uniform in [0, 1); values outside are clamped. Pass a seeded source in tests. */
+	readonly jitter: () => number;
 }
 
 export const DEFAULT_RETRY_BACKOFF = Object.freeze({ baseMs: 1_000, maxMs: 5 * 60_000 });
@@ -316,20 +318,21 @@ export const DEFAULT_RETRY_BACKOFF = Object.freeze({ baseMs: 1_000, maxMs: 5 * 6
  * so 0 ≤ delay < ceiling ≤ maxMs. The task's `notBefore` becomes now + delay.
  */
 export function retryBackoffMs(attempt: number, options: RetryBackoffOptions): number {
-  if (!Number.isInteger(attempt) || attempt < 1) throw new RangeError(`attempt must be an integer >= 1, got ${attempt}`);
-  const ceiling = Math.min(options.maxMs, options.baseMs * 2 ** (attempt - 1));
-  const draw = Math.min(Math.max(options.jitter(), 0), 1 - Number.EPSILON);
-  return Math.floor(draw * ceiling);
+	if (!Number.isInteger(attempt) || attempt < 1)
+		throw new RangeError(`attempt must be an integer >= 1, got ${attempt}`);
+	const ceiling = Math.min(options.maxMs, options.baseMs * 2 ** (attempt - 1));
+	const draw = Math.min(Math.max(options.jitter(), 0), 1 - Number.EPSILON);
+	return Math.floor(draw * ceiling);
 }
 
 export interface VstSqlColumns {
-  /** Defaults: t.enqueued_at, t.boost_ms, t.tier, r.user_rank. */
-  readonly enqueuedAt?: string;
-  readonly boostMs?: string;
-  readonly tier?: string;
-  readonly userRank?: string;
-  /** `timestamptz` (default) or `epoch_ms` (a BIGINT column of epoch milliseconds). */
-  readonly enqueuedAtType?: "timestamptz" | "epoch_ms";
+	/** Defaults: t.enqueued_at, t.boost_ms, t.tier, r.user_rank. */
+	readonly enqueuedAt?: string;
+	readonly boostMs?: string;
+	readonly tier?: string;
+	readonly userRank?: string;
+	/** `timestamptz` (default) or `epoch_ms` (a BIGINT column of epoch milliseconds). */
+	readonly enqueuedAtType?: "timestamptz" | "epoch_ms";
 }
 
 /**
@@ -349,15 +352,15 @@ export const USER_RANK_SQL = "(row_number() OVER (PARTITION BY user_id ORDER BY 
  * against PostgreSQL 18 (seeded mixes with ties, uuid ids, both column types): same order.
  */
 export function vstSql(columns: VstSqlColumns = {}, options?: SchedulingOptions): string {
-  const { tiers, quantum } = settings(options);
-  const enqueuedAt = columns.enqueuedAt ?? "t.enqueued_at";
-  const boostMs = columns.boostMs ?? "t.boost_ms";
-  const tier = columns.tier ?? "t.tier";
-  const userRank = columns.userRank ?? "r.user_rank";
-  const ceilings = TIER_ORDER.map((name) => `WHEN '${name}' THEN ${boostCeilingMs(name, tiers)}`).join(" ");
-  const boost = `LEAST(GREATEST(${boostMs}, 0), CASE ${tier} ${ceilings} ELSE 0 END)`;
-  if (columns.enqueuedAtType === "epoch_ms") {
-    return `(${enqueuedAt} - ${boost} + ${userRank} * ${quantum})`;
-  }
-  return `(${enqueuedAt} - ${boost} * interval '1 millisecond' + ${userRank} * interval '${quantum} milliseconds')`;
+	const { tiers, quantum } = settings(options);
+	const enqueuedAt = columns.enqueuedAt ?? "t.enqueued_at";
+	const boostMs = columns.boostMs ?? "t.boost_ms";
+	const tier = columns.tier ?? "t.tier";
+	const userRank = columns.userRank ?? "r.user_rank";
+	const ceilings = TIER_ORDER.map(name => `WHEN '${name}' THEN ${boostCeilingMs(name, tiers)}`).join(" ");
+	const boost = `LEAST(GREATEST(${boostMs}, 0), CASE ${tier} ${ceilings} ELSE 0 END)`;
+	if (columns.enqueuedAtType === "epoch_ms") {
+		return `(${enqueuedAt} - ${boost} + ${userRank} * ${quantum})`;
+	}
+	return `(${enqueuedAt} - ${boost} * interval '1 millisecond' + ${userRank} * interval '${quantum} milliseconds')`;
 }

@@ -96,7 +96,10 @@ export class TaskStore {
 		/** false: the lease goes as an unnamed statement (PgBouncer and other poolers in transaction mode). */
 		private readonly namedStatements = true
 	) {
-		this.vst = vstSql({ enqueuedAt: "r.enqueued_at", boostMs: "r.boost_ms", tier: "r.tier", userRank: "r.user_rank" }, { tiers });
+		this.vst = vstSql(
+			{ enqueuedAt: "r.enqueued_at", boostMs: "r.boost_ms", tier: "r.tier", userRank: "r.user_rank" },
+			{ tiers }
+		);
 		this.order = [[...TIER_ORDER], TIER_ORDER.map(t => boostCeilingMs(t, tiers)), FAIRNESS_QUANTUM_MS];
 	}
 
@@ -161,15 +164,24 @@ export class TaskStore {
 	}
 
 	async byIdempotencyKey(userId: string, key: string): Promise<TaskRow | null> {
-		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE user_id = $1 AND idempotency_key = $2`, [userId, key]);
+		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE user_id = $1 AND idempotency_key = $2`, [
+			userId,
+			key
+		]);
 		return row ?? null;
 	}
 
 	/** A user's tasks, newest first; the cursor is the last row's `created_at|id`. */
-	async list(userId: string, limit: number, cursor: { createdAt: Date; id: string } | null, state?: TaskState): Promise<TaskRow[]> {
+	async list(
+		userId: string,
+		limit: number,
+		cursor: { createdAt: Date; id: string } | null,
+		state?: TaskState
+	): Promise<TaskRow[]> {
 		const bind: unknown[] = [userId, limit];
 		let where = "user_id = $1";
-		if (cursor) where += ` AND (created_at, id) < ($${bind.push(cursor.createdAt)}, $${bind.push(cursor.id)}::uuid)`;
+		if (cursor)
+			where += ` AND (created_at, id) < ($${bind.push(cursor.createdAt)}, $${bind.push(cursor.id)}::uuid)`;
 		if (state) where += ` AND state = $${bind.push(state)}`;
 		return this.q<TaskRow>(`SELECT * FROM tasks WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT $2`, bind);
 	}
@@ -193,7 +205,13 @@ export class TaskStore {
 	 * racing can each take a task a cap had room for only once; the overshoot is bounded by the
 	 * number of concurrent lease calls.
 	 */
-	async lease(p: { nodeId: string; slots: number; now: number; leaseMs: number; totalWorkers: number }): Promise<TaskRow[]> {
+	async lease(p: {
+		nodeId: string;
+		slots: number;
+		now: number;
+		leaseMs: number;
+		totalWorkers: number;
+	}): Promise<TaskRow[]> {
 		if (p.slots <= 0) return [];
 		const userCaps = TIER_ORDER.map(t => this.tiers[t].perUserConcurrency);
 		// No tier cap is NULL to the function (Infinity has no integer form).
@@ -208,11 +226,25 @@ export class TaskStore {
 			`SELECT * FROM tasks_lease($1::timestamptz, $2::integer,
 			   CASE WHEN EXISTS (SELECT 1 FROM task_drained_nodes WHERE node_id = $4::text) THEN 0 ELSE $3::integer END,
 			   $4::text, $5::timestamptz, $6::text[], $7::integer[], $8::integer, $9::integer[], $10::integer[])`,
-			[new Date(p.now), p.slots * 8 + 64, p.slots, p.nodeId, new Date(p.now + p.leaseMs), ...this.order, userCaps, tierCaps]
+			[
+				new Date(p.now),
+				p.slots * 8 + 64,
+				p.slots,
+				p.nodeId,
+				new Date(p.now + p.leaseMs),
+				...this.order,
+				userCaps,
+				tierCaps
+			]
 		);
 	}
 
-	async heartbeat(taskId: string, leaseId: string, now: number, leaseMs: number): Promise<{ cancelRequested: boolean } | null> {
+	async heartbeat(
+		taskId: string,
+		leaseId: string,
+		now: number,
+		leaseMs: number
+	): Promise<{ cancelRequested: boolean } | null> {
 		const [row] = await this.q<{ cancel_requested: boolean }>(
 			`UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_id = $2 AND state = 'running' RETURNING cancel_requested`,
 			[taskId, leaseId, new Date(now + leaseMs)]
@@ -222,7 +254,11 @@ export class TaskStore {
 
 	/** The running task under this lease, locked; null when the lease is stale. */
 	async lockLeased(taskId: string, leaseId: string, tx: Transaction): Promise<TaskRow | null> {
-		const [row] = await this.q<TaskRow>(`SELECT * FROM tasks WHERE id = $1 AND lease_id = $2 AND state = 'running' FOR UPDATE`, [taskId, leaseId], tx);
+		const [row] = await this.q<TaskRow>(
+			`SELECT * FROM tasks WHERE id = $1 AND lease_id = $2 AND state = 'running' FOR UPDATE`,
+			[taskId, leaseId],
+			tx
+		);
 		return row ?? null;
 	}
 
@@ -233,7 +269,15 @@ export class TaskStore {
 
 	async finish(
 		taskId: string,
-		p: { state: "succeeded" | "failed" | "cancelled"; now: number; result?: unknown; usage?: unknown; costCredits?: number | null; spentCredits: number; error?: unknown },
+		p: {
+			state: "succeeded" | "failed" | "cancelled";
+			now: number;
+			result?: unknown;
+			usage?: unknown;
+			costCredits?: number | null;
+			spentCredits: number;
+			error?: unknown;
+		},
 		tx: Transaction
 	): Promise<TaskRow> {
 		const [row] = await this.q<TaskRow>(
@@ -248,7 +292,7 @@ export class TaskStore {
 				p.usage === undefined ? null : JSON.stringify(p.usage),
 				p.costCredits ?? null,
 				p.spentCredits,
-				p.error === undefined ? null : JSON.stringify(p.error),
+				p.error === undefined ? null : JSON.stringify(p.error)
 			],
 			tx
 		);
@@ -256,12 +300,22 @@ export class TaskStore {
 	}
 
 	/** Back to the queue (retry or requeue): the lease goes, enqueued_at stays (THE RULE, 3). */
-	async requeue(taskId: string, p: { now: number; notBefore: number | null; spentCredits?: number; error?: unknown }, tx: Transaction): Promise<TaskRow> {
+	async requeue(
+		taskId: string,
+		p: { now: number; notBefore: number | null; spentCredits?: number; error?: unknown },
+		tx: Transaction
+	): Promise<TaskRow> {
 		const [row] = await this.q<TaskRow>(
 			`UPDATE tasks SET state = 'queued', not_before = $2, lease_id = NULL, lease_expires_at = NULL, updated_at = $3,
 				spent_credits = COALESCE($4, spent_credits), error = COALESCE($5::jsonb, error), version = version + 1
 			 WHERE id = $1 RETURNING *`,
-			[taskId, p.notBefore === null ? null : new Date(p.notBefore), new Date(p.now), p.spentCredits ?? null, p.error === undefined ? null : JSON.stringify(p.error)],
+			[
+				taskId,
+				p.notBefore === null ? null : new Date(p.notBefore),
+				new Date(p.now),
+				p.spentCredits ?? null,
+				p.error === undefined ? null : JSON.stringify(p.error)
+			],
 			tx
 		);
 		return row;
@@ -296,7 +350,10 @@ export class TaskStore {
 
 	/** Records that a hold is about to be taken for a task that is not inserted yet. */
 	async addHoldIntent(taskId: string, userId: string): Promise<void> {
-		await this.q(`INSERT INTO task_hold_intents (task_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [taskId, userId]);
+		await this.q(`INSERT INTO task_hold_intents (task_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
+			taskId,
+			userId
+		]);
 	}
 
 	async dropHoldIntent(taskId: string, tx?: Transaction): Promise<void> {
@@ -304,7 +361,11 @@ export class TaskStore {
 	}
 
 	/** Intents older than `olderThan` whose task never came to exist: their holds are orphans. */
-	async lockStaleHoldIntents(olderThan: number, limit: number, tx: Transaction): Promise<Array<{ task_id: string; user_id: string }>> {
+	async lockStaleHoldIntents(
+		olderThan: number,
+		limit: number,
+		tx: Transaction
+	): Promise<Array<{ task_id: string; user_id: string }>> {
 		return this.q(
 			`SELECT i.task_id, i.user_id FROM task_hold_intents i
 			 WHERE i.created_at < $1 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
@@ -320,9 +381,15 @@ export class TaskStore {
 
 	/** Every queued task, for the pure functions (positions, backlog waits) and the Redis snapshot. */
 	async queued(): Promise<QueuedTask[]> {
-		const rows = await this.q<{ id: string; user_id: string; tier: TierName; enqueued_at: Date; boost_ms: number; attempts: number; not_before: Date | null }>(
-			`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks WHERE state = 'queued'`
-		);
+		const rows = await this.q<{
+			id: string;
+			user_id: string;
+			tier: TierName;
+			enqueued_at: Date;
+			boost_ms: number;
+			attempts: number;
+			not_before: Date | null;
+		}>(`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks WHERE state = 'queued'`);
 		return rows.map(r => ({
 			id: r.id,
 			userId: r.user_id,
@@ -341,7 +408,9 @@ export class TaskStore {
 	 * the same count `tierBacklogWaitMs` makes in JS.
 	 */
 	async backlog(now: number): Promise<{ ahead: Record<TierName, number>; running: number }> {
-		const filters = TIER_ORDER.map((tier, i) => `count(*) FILTER (WHERE v.vst <= $${i + 2}) AS "${tier}"`).join(", ");
+		const filters = TIER_ORDER.map((tier, i) => `count(*) FILTER (WHERE v.vst <= $${i + 2}) AS "${tier}"`).join(
+			", "
+		);
 		const bind: unknown[] = [new Date(now), ...TIER_ORDER.map(t => new Date(now - this.tiers[t].maxBoostMs))];
 		const [row] = await this.q<Record<TierName | "running", string>>(
 			`WITH ${RANKED_CTE()}, v AS (SELECT ${this.vst} AS vst FROM r)
@@ -386,16 +455,24 @@ export class TaskStore {
 	}
 
 	async drain(nodeId: string, by: string | null): Promise<void> {
-		await this.q(`INSERT INTO task_drained_nodes (node_id, drained_by) VALUES ($1, $2) ON CONFLICT (node_id) DO NOTHING`, [nodeId, by]);
+		await this.q(
+			`INSERT INTO task_drained_nodes (node_id, drained_by) VALUES ($1, $2) ON CONFLICT (node_id) DO NOTHING`,
+			[nodeId, by]
+		);
 	}
 
 	async undrain(nodeId: string): Promise<boolean> {
-		const rows = await this.q<{ node_id: string }>(`DELETE FROM task_drained_nodes WHERE node_id = $1 RETURNING node_id`, [nodeId]);
+		const rows = await this.q<{ node_id: string }>(
+			`DELETE FROM task_drained_nodes WHERE node_id = $1 RETURNING node_id`,
+			[nodeId]
+		);
 		return rows.length > 0;
 	}
 
 	async countByState(): Promise<Record<TaskState, number>> {
-		const rows = await this.q<{ state: TaskState; n: string }>(`SELECT state, count(*) AS n FROM tasks GROUP BY state`);
+		const rows = await this.q<{ state: TaskState; n: string }>(
+			`SELECT state, count(*) AS n FROM tasks GROUP BY state`
+		);
 		const out = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 } as Record<TaskState, number>;
 		for (const r of rows) out[r.state] = Number(r.n);
 		return out;

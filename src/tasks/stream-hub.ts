@@ -53,7 +53,8 @@ export class TaskStreamHub {
 	}
 
 	onState(state: TaskStateEvent) {
-		if (state.state === "running") this.buffers.set(state.taskId, { version: state.version, deltas: [], touched: Date.now() });
+		if (state.state === "running")
+			this.buffers.set(state.taskId, { version: state.version, deltas: [], touched: Date.now() });
 		this.emitter.emit(`state:${state.taskId}`, state);
 		if (state.state !== "running" && state.state !== "queued") {
 			// Finished: a late reconnect gets the stored result, not deltas.
@@ -80,7 +81,10 @@ export class TaskStreamHub {
 		return buf.deltas.filter(d => d.seq > afterSeq);
 	}
 
-	subscribe(taskId: string, handlers: { state(s: TaskStateEvent): void; stream(e: TaskStreamEvent): void }): () => void {
+	subscribe(
+		taskId: string,
+		handlers: { state(s: TaskStateEvent): void; stream(e: TaskStreamEvent): void }
+	): () => void {
 		const s = `state:${taskId}`;
 		const d = `stream:${taskId}`;
 		this.emitter.on(s, handlers.state);
@@ -119,7 +123,9 @@ export class TaskStreamHub {
 
 	private evict() {
 		if (this.buffers.size <= MAX_TASKS) return;
-		const oldest = [...this.buffers.entries()].sort((a, b) => a[1].touched - b[1].touched).slice(0, this.buffers.size - MAX_TASKS);
+		const oldest = [...this.buffers.entries()]
+			.sort((a, b) => a[1].touched - b[1].touched)
+			.slice(0, this.buffers.size - MAX_TASKS);
 		for (const [id] of oldest) this.buffers.delete(id);
 	}
 }

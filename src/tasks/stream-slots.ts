@@ -81,7 +81,13 @@ export class RedisStreamSlots {
 		const entries = [...this.open.entries()];
 		for (let i = 0; i < entries.length; i += 500) {
 			const batch = entries.slice(i, i + 500);
-			await this.redis.eval(REFRESH, batch.length, ...batch.map(([, key]) => key), this.opts.ttlMs, ...batch.map(([member]) => member));
+			await this.redis.eval(
+				REFRESH,
+				batch.length,
+				...batch.map(([, key]) => key),
+				this.opts.ttlMs,
+				...batch.map(([member]) => member)
+			);
 		}
 	}
 
@@ -110,7 +116,12 @@ export function streamSlotsOf(broker: ServiceBroker): RedisStreamSlots | null {
 		const ttlMs = rt.config.tasks.sseSlotTtlMs;
 		slotsByBroker.set(
 			broker,
-			rt.redis ? new RedisStreamSlots(rt.redis, rt.config.redisPrefix, broker.nodeID, { ttlMs, refreshMs: Math.max(50, Math.floor(ttlMs / 3)) }) : null
+			rt.redis
+				? new RedisStreamSlots(rt.redis, rt.config.redisPrefix, broker.nodeID, {
+						ttlMs,
+						refreshMs: Math.max(50, Math.floor(ttlMs / 3))
+					})
+				: null
 		);
 	}
 	return slotsByBroker.get(broker) ?? null;

@@ -14,11 +14,19 @@ export const CACHED_ACTIONS = {
 type CachedAction = (typeof CACHED_ACTIONS)[keyof typeof CACHED_ACTIONS];
 
 interface KeyingCacher {
-	getCacheKey(action: { name: string }, opts: { keys: readonly string[] }, ctx: { params: Record<string, unknown>; meta: object }): string;
+	getCacheKey(
+		action: { name: string },
+		opts: { keys: readonly string[] },
+		ctx: { params: Record<string, unknown>; meta: object }
+	): string;
 	del(keys: string[]): Promise<void>;
 }
 
-export function cacheKeyOf(broker: ServiceBroker, action: CachedAction, params: Record<string, unknown>): string | null {
+export function cacheKeyOf(
+	broker: ServiceBroker,
+	action: CachedAction,
+	params: Record<string, unknown>
+): string | null {
 	// The typings name the first argument a string; the implementation reads `action.name`.
 	const cacher = broker.cacher as unknown as KeyingCacher | undefined;
 	return cacher ? cacher.getCacheKey({ name: action.name }, { keys: action.keys }, { params, meta: {} }) : null;

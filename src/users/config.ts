@@ -79,7 +79,10 @@ export const OWASP_ARGON2 = { memoryCostKiB: 19_456, timeCost: 2, parallelism: 1
 
 function parseChainIds(r: EnvReader): number[] {
 	const raw = r.str("SIWE_CHAIN_IDS", "31337");
-	const ids = raw.split(",").map(s => s.trim()).filter(Boolean);
+	const ids = raw
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
 	if (!ids.length || !ids.every(s => /^\d{1,12}$/.test(s) && Number(s) > 0)) {
 		r.problems.push(`SIWE_CHAIN_IDS must be a comma-separated list of positive chain ids (got '${raw}')`);
 		return [31337];
@@ -93,10 +96,17 @@ function parseRpcUrls(r: EnvReader, forgeChainId: number): Record<number, string
 	const main = r.optUrl("CHAIN_RPC_URL", ["http", "https"]);
 	if (main) urls[forgeChainId] = main;
 	const extra = r.optStr("SIWE_RPC_URLS");
-	for (const part of extra ? extra.split(",").map(s => s.trim()).filter(Boolean) : []) {
+	for (const part of extra
+		? extra
+				.split(",")
+				.map(s => s.trim())
+				.filter(Boolean)
+		: []) {
 		const m = /^(\d{1,12})=(https?:\/\/\S+)$/.exec(part);
 		if (!m) {
-			r.problems.push(`SIWE_RPC_URLS must be a comma-separated list of chainId=http(s)://url pairs (got '${part}')`);
+			r.problems.push(
+				`SIWE_RPC_URLS must be a comma-separated list of chainId=http(s)://url pairs (got '${part}')`
+			);
 			continue;
 		}
 		urls[Number(m[1])] = m[2];
@@ -115,14 +125,21 @@ function throttleRule(r: EnvReader, prefix: string, def: ThrottleRule): Throttle
 
 export function loadUsersConfig(r: EnvReader): UsersConfig {
 	const domain = r.str("SIWE_DOMAIN", "localhost:3000");
-	if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(domain)) r.problems.push(`SIWE_DOMAIN must be host[:port] (got '${domain}')`);
+	if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(domain))
+		r.problems.push(`SIWE_DOMAIN must be host[:port] (got '${domain}')`);
 	const uri = r.optUrl("SIWE_URI", ["http", "https"]) ?? "http://localhost:3000";
 	const forgeChainId = r.int("CHAIN_ID", 31337, 1, 1e12);
 	const token = r.optStr("FORGE_TOKEN_ADDRESS");
-	if (token && !/^0x[0-9a-fA-F]{40}$/.test(token)) r.problems.push(`FORGE_TOKEN_ADDRESS must be a 0x-prefixed 20-byte hex address (got '${token}')`);
+	if (token && !/^0x[0-9a-fA-F]{40}$/.test(token))
+		r.problems.push(`FORGE_TOKEN_ADDRESS must be a 0x-prefixed 20-byte hex address (got '${token}')`);
 
 	const argon2 = {
-		memoryCostKiB: r.int("ARGON2_MEMORY_KIB", OWASP_ARGON2.memoryCostKiB, OWASP_ARGON2.memoryCostKiB, 4 * 1024 * 1024),
+		memoryCostKiB: r.int(
+			"ARGON2_MEMORY_KIB",
+			OWASP_ARGON2.memoryCostKiB,
+			OWASP_ARGON2.memoryCostKiB,
+			4 * 1024 * 1024
+		),
 		timeCost: r.int("ARGON2_TIME_COST", OWASP_ARGON2.timeCost, OWASP_ARGON2.timeCost, 20),
 		parallelism: r.int("ARGON2_PARALLELISM", OWASP_ARGON2.parallelism, 1, 16)
 	};
@@ -155,10 +172,25 @@ export function loadUsersConfig(r: EnvReader): UsersConfig {
 		},
 		passwords: { minLength, maxLength: Math.max(minLength, maxLength), argon2 },
 		throttle: {
-			accountIp: throttleRule(r, "LOGIN_THROTTLE_ACCOUNT", { freeFailures: 5, baseDelayS: 2, maxDelayS: 900, windowS: 3600 }),
-			ip: throttleRule(r, "LOGIN_THROTTLE_IP", { freeFailures: 50, baseDelayS: 2, maxDelayS: 900, windowS: 3600 }),
+			accountIp: throttleRule(r, "LOGIN_THROTTLE_ACCOUNT", {
+				freeFailures: 5,
+				baseDelayS: 2,
+				maxDelayS: 900,
+				windowS: 3600
+			}),
+			ip: throttleRule(r, "LOGIN_THROTTLE_IP", {
+				freeFailures: 50,
+				baseDelayS: 2,
+				maxDelayS: 900,
+				windowS: 3600
+			}),
 			// A day's budget well above anyone's own typos; past it about one guess per 15 minutes.
-			account: throttleRule(r, "LOGIN_THROTTLE_EMAIL", { freeFailures: 20, baseDelayS: 2, maxDelayS: 900, windowS: 86_400 }),
+			account: throttleRule(r, "LOGIN_THROTTLE_EMAIL", {
+				freeFailures: 20,
+				baseDelayS: 2,
+				maxDelayS: 900,
+				windowS: 86_400
+			}),
 			knownIpTtlS: r.int("LOGIN_KNOWN_IP_TTL_S", 30 * 86_400, 0, 365 * 86_400),
 			registerPerIpPerHour: r.int("REGISTER_PER_IP_PER_HOUR", 30, 1, 1_000_000)
 		},

@@ -24,7 +24,10 @@ export function normalizePassword(raw: string): string {
 }
 
 /** Why a new password is refused, or null. Lengths count code points, not UTF-16 units. */
-export function passwordProblem(password: string, policy: Pick<UsersConfig["passwords"], "minLength" | "maxLength">): string | null {
+export function passwordProblem(
+	password: string,
+	policy: Pick<UsersConfig["passwords"], "minLength" | "maxLength">
+): string | null {
 	const length = [...password].length;
 	if (length < policy.minLength) return `must be at least ${policy.minLength} characters`;
 	if (length > policy.maxLength) return `must be at most ${policy.maxLength} characters`;
@@ -45,7 +48,12 @@ export class PasswordHasher {
 		params: UsersConfig["passwords"]["argon2"],
 		private readonly onVerified: (against: "stored" | "dummy") => void = () => undefined
 	) {
-		this.options = { type: argon2.argon2id, memoryCost: params.memoryCostKiB, timeCost: params.timeCost, parallelism: params.parallelism };
+		this.options = {
+			type: argon2.argon2id,
+			memoryCost: params.memoryCostKiB,
+			timeCost: params.timeCost,
+			parallelism: params.parallelism
+		};
 	}
 
 	hash(password: string): Promise<string> {

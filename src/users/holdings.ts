@@ -20,7 +20,14 @@ export class ForgeBalanceReader {
 	private readonly token: ethers.Contract;
 
 	constructor(
-		private readonly opts: { rpcUrl: string; chainId: number; tokenAddress: string; timeoutMs: number; ttlS: number; kv: KeyValueStore }
+		private readonly opts: {
+			rpcUrl: string;
+			chainId: number;
+			tokenAddress: string;
+			timeoutMs: number;
+			ttlS: number;
+			kv: KeyValueStore;
+		}
 	) {
 		const request = new ethers.FetchRequest(opts.rpcUrl);
 		request.timeout = opts.timeoutMs;
@@ -40,7 +47,8 @@ export class ForgeBalanceReader {
 			addresses.map(async address => {
 				if (!refresh) {
 					const cached = await this.opts.kv.get(this.key(address));
-					if (cached) return { address, ...(JSON.parse(cached) as { balanceWei: string; fetchedAt: string }) };
+					if (cached)
+						return { address, ...(JSON.parse(cached) as { balanceWei: string; fetchedAt: string }) };
 				}
 				try {
 					const wei = (await this.token.getFunction("balanceOf")(address)) as bigint;
@@ -49,7 +57,12 @@ export class ForgeBalanceReader {
 					return { address, ...entry };
 				} catch (err) {
 					const e = err as { shortMessage?: string; message?: string };
-					return { address, balanceWei: null, fetchedAt: null, error: `chain not reachable: ${(e.shortMessage ?? e.message ?? "error").split("\n")[0]}` };
+					return {
+						address,
+						balanceWei: null,
+						fetchedAt: null,
+						error: `chain not reachable: ${(e.shortMessage ?? e.message ?? "error").split("\n")[0]}`
+					};
 				}
 			})
 		);

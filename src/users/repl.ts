@@ -23,7 +23,11 @@ interface ListedUser {
 }
 
 async function findUsers(broker: ServiceBroker, query: string, limit = 20): Promise<ListedUser[]> {
-	const page = (await broker.call("users.adminListUsers", { q: query, limit }, { meta: { user: REPL_OPERATOR } })) as { items: ListedUser[] };
+	const page = (await broker.call(
+		"users.adminListUsers",
+		{ q: query, limit },
+		{ meta: { user: REPL_OPERATOR } }
+	)) as { items: ListedUser[] };
 	return page.items;
 }
 
@@ -32,7 +36,9 @@ async function resolveUser(broker: ServiceBroker, ref: string): Promise<string |
 	const asId: unknown = ref;
 	if (isUuid(asId)) return asId.toLowerCase();
 	const wanted = ref.trim().toLowerCase();
-	const exact = (await findUsers(broker, wanted)).filter(u => u.email === wanted || u.wallets?.some(w => w.toLowerCase() === wanted));
+	const exact = (await findUsers(broker, wanted)).filter(
+		u => u.email === wanted || u.wallets?.some(w => w.toLowerCase() === wanted)
+	);
 	if (exact.length === 1) return exact[0].id;
 	console.log(exact.length ? `'${ref}' matches ${exact.length} users; use the id` : `no user is '${ref}'`);
 	return null;
@@ -45,12 +51,22 @@ export const usersReplCommands: ReplCommand[] = [
 		async action(broker, args) {
 			const users = await findUsers(broker, String(args.query));
 			if (!users.length) return console.log(`no user matches '${String(args.query)}'`);
-			print(users.map(u => ({ id: u.id, email: u.email, role: u.role, disabled: u.disabled, wallets: u.wallets, createdAt: u.createdAt })));
+			print(
+				users.map(u => ({
+					id: u.id,
+					email: u.email,
+					role: u.role,
+					disabled: u.disabled,
+					wallets: u.wallets,
+					createdAt: u.createdAt
+				}))
+			);
 		}
 	},
 	{
 		command: "users-tier <user>",
-		description: "A user's tier and the facts behind it (plan, stake, admin override); <user> is an id, e-mail or wallet",
+		description:
+			"A user's tier and the facts behind it (plan, stake, admin override); <user> is an id, e-mail or wallet",
 		async action(broker, args) {
 			const userId = await resolveUser(broker, String(args.user));
 			if (userId) print(await broker.call("users.getTier", { userId }));
@@ -62,7 +78,8 @@ export const usersReplCommands: ReplCommand[] = [
 		options: [{ option: "-a, --all", description: "include revoked and expired sessions" }],
 		async action(broker, args) {
 			const userId = await resolveUser(broker, String(args.user));
-			if (userId) print(await broker.call("users.userSessions", { userId, includeEnded: args.options?.all === true }));
+			if (userId)
+				print(await broker.call("users.userSessions", { userId, includeEnded: args.options?.all === true }));
 		}
 	},
 	{

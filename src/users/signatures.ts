@@ -3,7 +3,17 @@
  * wallet (EIP-1271) or a not-yet-deployed smart account (EIP-6492 wrapper), the last two verified
  * with viem on the JSON-RPC of the message's own chain.
  */
-import { BaseError, HttpRequestError, TimeoutError, createPublicClient, http, isErc6492Signature, recoverMessageAddress, type Hex, type PublicClient } from "viem";
+import {
+	BaseError,
+	HttpRequestError,
+	TimeoutError,
+	createPublicClient,
+	http,
+	isErc6492Signature,
+	recoverMessageAddress,
+	type Hex,
+	type PublicClient
+} from "viem";
 
 export type WalletKind = "eoa" | "contract" | "counterfactual";
 
@@ -37,7 +47,9 @@ export class WalletSignatureVerifier {
 		if (!url) return null;
 		let entry = this.clients.get(chainId);
 		if (!entry) {
-			const client = createPublicClient({ transport: http(url, { timeout: this.timeoutMs, retryCount: 1 }) }) as PublicClient;
+			const client = createPublicClient({
+				transport: http(url, { timeout: this.timeoutMs, retryCount: 1 })
+			}) as PublicClient;
 			entry = { client, checked: null };
 			this.clients.set(chainId, entry);
 		}
@@ -48,7 +60,8 @@ export class WalletSignatureVerifier {
 	private async ensureChain(chainId: number, entry: { client: PublicClient; checked: Promise<void> | null }) {
 		entry.checked ??= entry.client.getChainId().then(
 			actual => {
-				if (actual !== chainId) throw new Error(`the RPC configured for chain ${chainId} serves chain ${actual}`);
+				if (actual !== chainId)
+					throw new Error(`the RPC configured for chain ${chainId} serves chain ${actual}`);
 			},
 			err => {
 				entry.checked = null; // retry next time: the node may just be down
@@ -75,19 +88,35 @@ export class WalletSignatureVerifier {
 				reason: "no_rpc",
 				detail: `Not signed by the address's key, and smart-contract wallets cannot be checked: no RPC is configured for chain ${input.chainId}`
 			};
-		const mismatch: SignatureCheck = { valid: false, reason: "mismatch", detail: "The signature does not match the address" };
+		const mismatch: SignatureCheck = {
+			valid: false,
+			reason: "mismatch",
+			detail: "The signature does not match the address"
+		};
 		try {
 			await this.ensureChain(input.chainId, entry);
 		} catch (err) {
-			return { valid: false, reason: "rpc_unavailable", detail: `Chain ${input.chainId} could not be asked: ${(err as Error).message.split("\n")[0]}` };
+			return {
+				valid: false,
+				reason: "rpc_unavailable",
+				detail: `Chain ${input.chainId} could not be asked: ${(err as Error).message.split("\n")[0]}`
+			};
 		}
 		try {
-			const ok = await entry.client.verifyMessage({ address: input.address, message: input.message, signature: input.signature });
+			const ok = await entry.client.verifyMessage({
+				address: input.address,
+				message: input.message,
+				signature: input.signature
+			});
 			return ok ? { valid: true, kind: wrapped ? "counterfactual" : "contract" } : mismatch;
 		} catch (err) {
 			// A call that reverted (e.g. a malformed wrapper or a factory that fails) is a bad signature, not an outage.
 			if (!isUnavailable(err)) return mismatch;
-			return { valid: false, reason: "rpc_unavailable", detail: `Chain ${input.chainId} could not be asked: ${(err as Error).message.split("\n")[0]}` };
+			return {
+				valid: false,
+				reason: "rpc_unavailable",
+				detail: `Chain ${input.chainId} could not be asked: ${(err as Error).message.split("\n")[0]}`
+			};
 		}
 	}
 }

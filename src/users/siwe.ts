@@ -55,15 +55,24 @@ export function checkSiweMessage(raw: string, expected: UsersConfig["siwe"], now
 	} catch {
 		return fail("SIWE_INVALID_MESSAGE", "The message is not a valid EIP-4361 message");
 	}
-	if (msg.prepareMessage() !== raw) return fail("SIWE_INVALID_MESSAGE", "The message is not in canonical EIP-4361 form");
+	if (msg.prepareMessage() !== raw)
+		return fail("SIWE_INVALID_MESSAGE", "The message is not in canonical EIP-4361 form");
 
-	if (msg.domain !== expected.domain) return fail("SIWE_DOMAIN_MISMATCH", `The message must be for domain ${expected.domain}`);
+	if (msg.domain !== expected.domain)
+		return fail("SIWE_DOMAIN_MISMATCH", `The message must be for domain ${expected.domain}`);
 	const expectedOrigin = originOf(expected.uri)!;
 	if (msg.scheme && `${msg.scheme}:` !== new URL(expected.uri).protocol)
-		return fail("SIWE_DOMAIN_MISMATCH", `The message's scheme must be ${new URL(expected.uri).protocol.slice(0, -1)}`);
-	if (originOf(msg.uri) !== expectedOrigin) return fail("SIWE_URI_MISMATCH", `The message's URI must be on ${expectedOrigin}`);
+		return fail(
+			"SIWE_DOMAIN_MISMATCH",
+			`The message's scheme must be ${new URL(expected.uri).protocol.slice(0, -1)}`
+		);
+	if (originOf(msg.uri) !== expectedOrigin)
+		return fail("SIWE_URI_MISMATCH", `The message's URI must be on ${expectedOrigin}`);
 	if (!expected.chainIds.includes(Number(msg.chainId)))
-		return fail("SIWE_CHAIN_NOT_ALLOWED", `Chain ${msg.chainId} is not accepted (accepted: ${expected.chainIds.join(", ")})`);
+		return fail(
+			"SIWE_CHAIN_NOT_ALLOWED",
+			`Chain ${msg.chainId} is not accepted (accepted: ${expected.chainIds.join(", ")})`
+		);
 
 	const skewMs = expected.clockSkewS * 1000;
 	const issuedAt = parseTime(msg.issuedAt);
@@ -84,7 +93,8 @@ export function checkSiweMessage(raw: string, expected: UsersConfig["siwe"], now
 	if (msg.notBefore) {
 		notBefore = parseTime(msg.notBefore);
 		if (!notBefore) return fail("SIWE_INVALID_MESSAGE", "Not Before is not a date");
-		if (notBefore.getTime() > nowMs + skewMs) return fail("SIWE_NOT_YET_VALID", "The message is not valid yet (Not Before)");
+		if (notBefore.getTime() > nowMs + skewMs)
+			return fail("SIWE_NOT_YET_VALID", "The message is not valid yet (Not Before)");
 	}
 
 	return {

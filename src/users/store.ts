@@ -55,10 +55,18 @@ export interface ApiKeyRow {
 	revoked_at: Date | null;
 }
 
-const USER_COLUMNS = "id, email, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
+const USER_COLUMNS =
+	"id, email, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
 
 export type RotateResult =
-	| { kind: "rotated"; sessionId: string; userId: string; role: Role; refreshToken: { expiresAt: Date }; graced?: boolean }
+	| {
+			kind: "rotated";
+			sessionId: string;
+			userId: string;
+			role: Role;
+			refreshToken: { expiresAt: Date };
+			graced?: boolean;
+	  }
 	| { kind: "reused"; sessionId: string; userId: string }
 	| { kind: "invalid" };
 
@@ -96,7 +104,9 @@ export class UsersStore {
 	}
 
 	async setPasswordHash(userId: string, hash: string): Promise<void> {
-		await this.db.query(`UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1`, { bind: [userId, hash] });
+		await this.db.query(`UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1`, {
+			bind: [userId, hash]
+		});
 	}
 
 	async touchLogin(userId: string): Promise<void> {
@@ -104,7 +114,9 @@ export class UsersStore {
 	}
 
 	async setDisplayName(userId: string, displayName: string | null): Promise<void> {
-		await this.db.query(`UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`, { bind: [userId, displayName] });
+		await this.db.query(`UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`, {
+			bind: [userId, displayName]
+		});
 	}
 
 	/** Applies an admin's changes; returns the row before and after, or null for an unknown user. */
@@ -114,13 +126,18 @@ export class UsersStore {
 		audit: { actorId: string }
 	): Promise<{ before: UserRow; after: UserRow } | null> {
 		return this.transaction(async tx => {
-			const [before] = await this.rows<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE`, [userId], tx);
+			const [before] = await this.rows<UserRow>(
+				`SELECT ${USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE`,
+				[userId],
+				tx
+			);
 			if (!before) return null;
 			const sets: string[] = [];
 			const bind: unknown[] = [userId];
 			if (patch.role !== undefined) sets.push(`role = $${bind.push(patch.role)}`);
 			if (patch.tierOverride !== undefined) sets.push(`tier_override = $${bind.push(patch.tierOverride)}`);
-			if (patch.disabled !== undefined) sets.push(patch.disabled ? "disabled_at = COALESCE(disabled_at, now())" : "disabled_at = NULL");
+			if (patch.disabled !== undefined)
+				sets.push(patch.disabled ? "disabled_at = COALESCE(disabled_at, now())" : "disabled_at = NULL");
 			if (!sets.length) return { before, after: before };
 			const [after] = await this.rows<UserRow>(
 				`UPDATE users SET ${sets.join(", ")}, updated_at = now() WHERE id = $1 RETURNING ${USER_COLUMNS}`,
@@ -133,11 +150,20 @@ export class UsersStore {
 		});
 	}
 
-	async audit(tx: Transaction | undefined, userId: string, actorId: string, action: string, details: unknown): Promise<void> {
-		await this.db.query(`INSERT INTO user_audit_events (user_id, actor_id, action, details) VALUES ($1, $2, $3, $4::jsonb)`, {
-			bind: [userId, actorId, action, JSON.stringify(details)],
-			transaction: tx
-		});
+	async audit(
+		tx: Transaction | undefined,
+		userId: string,
+		actorId: string,
+		action: string,
+		details: unknown
+	): Promise<void> {
+		await this.db.query(
+			`INSERT INTO user_audit_events (user_id, actor_id, action, details) VALUES ($1, $2, $3, $4::jsonb)`,
+			{
+				bind: [userId, actorId, action, JSON.stringify(details)],
+				transaction: tx
+			}
+		);
 	}
 
 	/**
@@ -153,21 +179,29 @@ export class UsersStore {
 	}): Promise<Array<UserRow & { wallets: string[]; cursor_at: string }>> {
 		const where: string[] = [];
 		const bind: unknown[] = [];
-		if (opts.after) where.push(`(u.created_at, u.id) < ($${bind.push(opts.after.createdAt)}::timestamptz, $${bind.push(opts.after.id)}::uuid)`);
+		if (opts.after)
+			where.push(
+				`(u.created_at, u.id) < ($${bind.push(opts.after.createdAt)}::timestamptz, $${bind.push(opts.after.id)}::uuid)`
+			);
 		if (opts.role) where.push(`u.role = $${bind.push(opts.role)}`);
 		if (opts.disabled !== null) where.push(opts.disabled ? "u.disabled_at IS NOT NULL" : "u.disabled_at IS NULL");
 		if (opts.q) {
 			const q = opts.q.toLowerCase();
 			const like = q.replace(/[\\%_]/g, m => `\\${m}`) + "%";
-			if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(q)) where.push(`u.id = $${bind.push(q)}::uuid`);
+			if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(q))
+				where.push(`u.id = $${bind.push(q)}::uuid`);
 			else if (/^0x[0-9a-f]{0,40}$/.test(q))
-				where.push(`EXISTS (SELECT 1 FROM user_wallets w WHERE w.user_id = u.id AND w.address LIKE $${bind.push(like)})`);
+				where.push(
+					`EXISTS (SELECT 1 FROM user_wallets w WHERE w.user_id = u.id AND w.address LIKE $${bind.push(like)})`
+				);
 			else where.push(`u.email LIKE $${bind.push(like)}`);
 		}
 		bind.push(opts.limit);
 		return this.rows(
 			// cursor_at: the exact (microsecond) timestamp as text, since a JS Date would drop precision.
-			`SELECT ${USER_COLUMNS.split(", ").map(c => `u.${c}`).join(", ")}, u.created_at::text AS cursor_at,
+			`SELECT ${USER_COLUMNS.split(", ")
+				.map(c => `u.${c}`)
+				.join(", ")}, u.created_at::text AS cursor_at,
 			        COALESCE((SELECT array_agg(w.address ORDER BY w.linked_at) FROM user_wallets w WHERE w.user_id = u.id), '{}') AS wallets
 			 FROM users u ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
 			 ORDER BY u.created_at DESC, u.id DESC LIMIT $${bind.length}`,
@@ -187,14 +221,20 @@ export class UsersStore {
 	}
 
 	async touchWalletSignIn(address: string, kind: WalletKind): Promise<void> {
-		await this.db.query(`UPDATE user_wallets SET last_sign_in_at = now(), kind = $2 WHERE address = $1`, { bind: [address, kind] });
+		await this.db.query(`UPDATE user_wallets SET last_sign_in_at = now(), kind = $2 WHERE address = $1`, {
+			bind: [address, kind]
+		});
 	}
 
 	/**
 	 * The account a wallet signs in to, creating one on its first sign-in. Two first sign-ins racing
 	 * for one address end in one account: the loser's new user is rolled back with its wallet claim.
 	 */
-	async userForWalletSignIn(address: string, chainId: number, kind: WalletKind): Promise<{ userId: string; created: boolean }> {
+	async userForWalletSignIn(
+		address: string,
+		chainId: number,
+		kind: WalletKind
+	): Promise<{ userId: string; created: boolean }> {
 		const existing = await this.walletByAddress(address);
 		if (existing) return { userId: existing.user_id, created: false };
 		const created = await this.transaction(async tx => {
@@ -232,9 +272,17 @@ export class UsersStore {
 		return this.transaction(async tx => {
 			// Serialises one user's concurrent links so the per-user limit holds.
 			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, { bind: [userId], transaction: tx });
-			const [current] = await this.rows<WalletRow>(`SELECT * FROM user_wallets WHERE address = $1`, [address], tx);
+			const [current] = await this.rows<WalletRow>(
+				`SELECT * FROM user_wallets WHERE address = $1`,
+				[address],
+				tx
+			);
 			if (current) return { result: current.user_id === userId ? "already" : "taken", wallet: current };
-			const [{ n }] = await this.rows<{ n: string }>(`SELECT count(*) AS n FROM user_wallets WHERE user_id = $1`, [userId], tx);
+			const [{ n }] = await this.rows<{ n: string }>(
+				`SELECT count(*) AS n FROM user_wallets WHERE user_id = $1`,
+				[userId],
+				tx
+			);
 			if (Number(n) >= maxWallets) return { result: "limit" };
 			const [wallet] = await this.rows<WalletRow>(
 				`INSERT INTO user_wallets (address, user_id, chain_id, kind) VALUES ($1, $2, $3, $4)
@@ -259,10 +307,17 @@ export class UsersStore {
 				[userId],
 				tx
 			);
-			const wallets = await this.rows<{ address: string }>(`SELECT address FROM user_wallets WHERE user_id = $1`, [userId], tx);
+			const wallets = await this.rows<{ address: string }>(
+				`SELECT address FROM user_wallets WHERE user_id = $1`,
+				[userId],
+				tx
+			);
 			if (!user || !wallets.some(w => w.address === address)) return "not_found";
 			if (!user.password_hash && wallets.length === 1) return "last_method";
-			await this.db.query(`DELETE FROM user_wallets WHERE address = $1 AND user_id = $2`, { bind: [address, userId], transaction: tx });
+			await this.db.query(`DELETE FROM user_wallets WHERE address = $1 AND user_id = $2`, {
+				bind: [address, userId],
+				transaction: tx
+			});
 			await this.audit(tx, userId, userId, "wallet.unlink", { address });
 			return "unlinked";
 		});
@@ -286,7 +341,12 @@ export class UsersStore {
 				 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
 				{ bind: [sessionId, opts.userId, opts.method, opts.ip, opts.userAgent, opts.maxAgeS], transaction: tx }
 			);
-			const refreshExpiresAt = await this.insertRefreshToken(tx, sessionId, opts.refreshTokenHash, opts.refreshTtlS);
+			const refreshExpiresAt = await this.insertRefreshToken(
+				tx,
+				sessionId,
+				opts.refreshTokenHash,
+				opts.refreshTtlS
+			);
 			return { sessionId, refreshExpiresAt };
 		});
 	}
@@ -330,7 +390,13 @@ export class UsersStore {
 					bind: [spent.session_id],
 					transaction: tx
 				});
-				return { kind: "rotated", sessionId: spent.session_id, userId: spent.user_id, role: spent.role, refreshToken: { expiresAt } };
+				return {
+					kind: "rotated",
+					sessionId: spent.session_id,
+					userId: spent.user_id,
+					role: spent.role,
+					refreshToken: { expiresAt }
+				};
 			}
 			const [known] = await this.rows<{ session_id: string; user_id: string; rotated_at: Date | null }>(
 				`SELECT t.session_id, s.user_id, t.rotated_at FROM refresh_tokens t JOIN user_sessions s ON s.id = t.session_id
@@ -355,7 +421,14 @@ export class UsersStore {
 					if (!graced.usable) return { kind: "invalid" };
 					// last_refreshed_at stays: the family has not moved on, the spent token's other racers are graced too.
 					const expiresAt = await this.insertRefreshToken(tx, graced.session_id, newHash, ttlS);
-					return { kind: "rotated", sessionId: graced.session_id, userId: graced.user_id, role: graced.role, refreshToken: { expiresAt }, graced: true };
+					return {
+						kind: "rotated",
+						sessionId: graced.session_id,
+						userId: graced.user_id,
+						role: graced.role,
+						refreshToken: { expiresAt },
+						graced: true
+					};
 				}
 			}
 			if (known?.rotated_at) return { kind: "reused", sessionId: known.session_id, userId: known.user_id };
@@ -382,7 +455,12 @@ export class UsersStore {
 		return rows.length > 0;
 	}
 
-	private async revokeAllSessionsTx(tx: Transaction | undefined, userId: string, reason: string, exceptSessionId?: string): Promise<string[]> {
+	private async revokeAllSessionsTx(
+		tx: Transaction | undefined,
+		userId: string,
+		reason: string,
+		exceptSessionId?: string
+	): Promise<string[]> {
 		const rows = await this.rows<{ id: string }>(
 			`UPDATE user_sessions SET revoked_at = now(), revoked_reason = $2
 			 WHERE user_id = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR id <> $3::uuid) RETURNING id`,
@@ -398,9 +476,10 @@ export class UsersStore {
 
 	/** Every session id the user ever had that might still be cached as live. */
 	async sessionIdsOf(userId: string): Promise<string[]> {
-		const rows = await this.rows<{ id: string }>(`SELECT id FROM user_sessions WHERE user_id = $1 AND expires_at > now() - interval '1 day'`, [
-			userId
-		]);
+		const rows = await this.rows<{ id: string }>(
+			`SELECT id FROM user_sessions WHERE user_id = $1 AND expires_at > now() - interval '1 day'`,
+			[userId]
+		);
 		return rows.map(r => r.id);
 	}
 
@@ -444,7 +523,10 @@ export class UsersStore {
 		maxPerUser: number;
 	}): Promise<ApiKeyRow | "limit"> {
 		return this.transaction(async tx => {
-			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, { bind: [opts.userId], transaction: tx });
+			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, {
+				bind: [opts.userId],
+				transaction: tx
+			});
 			const [{ n }] = await this.rows<{ n: string }>(
 				`SELECT count(*) AS n FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
 				[opts.userId],
@@ -479,11 +561,23 @@ export class UsersStore {
 		return rows.length > 0;
 	}
 
-	async apiKeyForVerification(id: string): Promise<
-		| (Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & { secret_hash: Buffer; role: Role; usable: boolean })
+	async apiKeyForVerification(
+		id: string
+	): Promise<
+		| (Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & {
+				secret_hash: Buffer;
+				role: Role;
+				usable: boolean;
+		  })
 		| null
 	> {
-		const [row] = await this.rows<Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & { secret_hash: Buffer; role: Role; usable: boolean }>(
+		const [row] = await this.rows<
+			Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & {
+				secret_hash: Buffer;
+				role: Role;
+				usable: boolean;
+			}
+		>(
 			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
 			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable
 			 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1`,
@@ -522,7 +616,10 @@ export class UsersStore {
 			exists: !!row?.exists,
 			tierOverride: row?.tier_override ?? null,
 			planTier: row?.plan_tier ?? null,
-			positions: positions.map((p): StakePosition => ({ amountWei: BigInt(p.amount_wei), since: new Date(p.since).getTime() }))
+			positions: positions.map((p): StakePosition => ({
+				amountWei: BigInt(p.amount_wei),
+				since: new Date(p.since).getTime()
+			}))
 		};
 	}
 
@@ -556,7 +653,11 @@ export class UsersStore {
 				`INSERT INTO user_stake_positions (user_id, amount_wei, since)
 				 SELECT $1, a::numeric, s FROM unnest($2::text[], $3::timestamptz[]) AS p(a, s)`,
 				{
-					bind: [userId, positions.map(p => p.amountWei.toString()), positions.map(p => new Date(p.since).toISOString())],
+					bind: [
+						userId,
+						positions.map(p => p.amountWei.toString()),
+						positions.map(p => new Date(p.since).toISOString())
+					],
 					transaction: tx
 				}
 			);

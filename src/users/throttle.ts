@@ -11,7 +11,10 @@ import type { KeyValueStore } from "../runtime/kv";
 import type { ThrottleRule } from "./config";
 
 /** Seconds a client must wait after its `failures`-th consecutive failure (0 while within the allowance). */
-export function progressiveDelayS(failures: number, rule: Pick<ThrottleRule, "freeFailures" | "baseDelayS" | "maxDelayS">): number {
+export function progressiveDelayS(
+	failures: number,
+	rule: Pick<ThrottleRule, "freeFailures" | "baseDelayS" | "maxDelayS">
+): number {
 	if (failures < rule.freeFailures) return 0;
 	const doublings = Math.min(failures - rule.freeFailures, 30);
 	return Math.min(rule.maxDelayS, rule.baseDelayS * 2 ** doublings);
@@ -22,7 +25,12 @@ export function throttleKey(...parts: string[]): string {
 	return createHash("sha256").update(parts.join("\u0000")).digest("base64url").slice(0, 32);
 }
 
-export function makeLimiter(redis: Redis | null, keyPrefix: string, points: number, durationS: number): RateLimiterAbstract {
+export function makeLimiter(
+	redis: Redis | null,
+	keyPrefix: string,
+	points: number,
+	durationS: number
+): RateLimiterAbstract {
 	if (!redis) return new RateLimiterMemory({ keyPrefix, points, duration: durationS });
 	return new RateLimiterRedis({
 		storeClient: redis,

@@ -44,7 +44,8 @@ function userIdOf(payload: unknown): string {
 export function parsePlanChanged(payload: unknown): PlanChanged {
 	const userId = userIdOf(payload);
 	const planTier = (payload as { planTier?: unknown }).planTier ?? null;
-	if (planTier !== null && !isTierName(planTier)) throw new InvalidEventPayload(`planTier must be one of ${TIER_ORDER.join(", ")} or null`);
+	if (planTier !== null && !isTierName(planTier))
+		throw new InvalidEventPayload(`planTier must be one of ${TIER_ORDER.join(", ")} or null`);
 	return { userId, planTier };
 }
 
@@ -85,7 +86,11 @@ export interface TierSummary {
 
 export function summarizeTier(facts: TierFacts, nowMs: number): TierSummary {
 	const effective = effectiveStake(facts.positions, nowMs);
-	const tier = resolveTier({ planTier: facts.planTier, effectiveStakeWei: effective, adminOverride: facts.tierOverride });
+	const tier = resolveTier({
+		planTier: facts.planTier,
+		effectiveStakeWei: effective,
+		adminOverride: facts.tierOverride
+	});
 	const maturing = facts.positions.map(p => p.since + STAKE_MIN_HOLDING_MS).filter(t => t > nowMs);
 	return {
 		tier,

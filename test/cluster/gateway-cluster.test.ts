@@ -84,7 +84,15 @@ describe("multi-node over NATS", () => {
 		setTimeout(() => void w2.kill("SIGKILL"), 300);
 		const results = await Promise.all(load);
 		const failed = results.filter(r => r.status !== 200);
-		if (failed.length) console.log(gateway.output.join("").split("\n").filter(l => /WARN|ERROR/.test(l)).slice(-40).join("\n"));
+		if (failed.length)
+			console.log(
+				gateway.output
+					.join("")
+					.split("\n")
+					.filter(l => /WARN|ERROR/.test(l))
+					.slice(-40)
+					.join("\n")
+			);
 		expect(failed).toEqual([]);
 		const after = results.slice(-10).map(r => r.json.nodeID);
 		expect(after.every(n => n === "worker-1")).toBe(true);
@@ -93,7 +101,12 @@ describe("multi-node over NATS", () => {
 	test("a worker that keeps failing trips the circuit breaker", async () => {
 		// The killed worker has left the registry (heartbeat timeout) before the next scenario.
 		await new Promise(r => setTimeout(r, 5000));
-		const broken = await spawnNode("test/cluster/node-main.ts", { ...env, ROLE: "worker", NODE_ID: "worker-broken", PROBE_MODE: "failing" });
+		const broken = await spawnNode("test/cluster/node-main.ts", {
+			...env,
+			ROLE: "worker",
+			NODE_ID: "worker-broken",
+			PROBE_MODE: "failing"
+		});
 		nodes.push(broken);
 		expect([...(await waitForWorkers(gateway.port, 2))].sort()).toEqual(["worker-1", "worker-broken"]);
 

@@ -32,8 +32,22 @@ const ClusterProbe: ServiceSchema = {
 
 const routes = [
 	...PROBE_ROUTES.filter(r => r.path !== "/probe/whoami"),
-	{ method: "GET" as const, path: "/probe/whoami", action: "probe.whoami", auth: "none" as const, summary: "Which node answered", tag: "probe" },
-	{ method: "GET" as const, path: "/probe/flaky", action: "probe.flaky", auth: "none" as const, summary: "Fails on a broken worker", tag: "probe" }
+	{
+		method: "GET" as const,
+		path: "/probe/whoami",
+		action: "probe.whoami",
+		auth: "none" as const,
+		summary: "Which node answered",
+		tag: "probe"
+	},
+	{
+		method: "GET" as const,
+		path: "/probe/flaky",
+		action: "probe.flaky",
+		auth: "none" as const,
+		summary: "Fails on a broken worker",
+		tag: "probe"
+	}
 ];
 
 async function main() {
@@ -45,7 +59,11 @@ async function main() {
 	const api = node.broker.getLocalService("api") as unknown as { server?: import("node:http").Server } | undefined;
 	const addr = api?.server?.address();
 	console.log(`NODE_READY ${node.broker.nodeID} ${addr && typeof addr === "object" ? addr.port : 0}`);
-	const stop = () => node.stop().then(() => process.exit(0), () => process.exit(1));
+	const stop = () =>
+		node.stop().then(
+			() => process.exit(0),
+			() => process.exit(1)
+		);
 	process.on("SIGTERM", stop);
 	process.on("SIGINT", stop);
 }

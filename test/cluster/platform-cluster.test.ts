@@ -33,7 +33,11 @@ function freePort(): Promise<number> {
 
 function startNode(env: Record<string, string>): Promise<ChildProcess> {
 	return new Promise((resolve, reject) => {
-		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], {
+			cwd: ROOT,
+			env: { PATH: process.env.PATH ?? "", ...env },
+			stdio: ["ignore", "pipe", "pipe"]
+		});
 		let out = "";
 		const timer = setTimeout(() => reject(new Error(`node did not start:\n${out}`)), 60_000);
 		proc.stdout!.on("data", b => {
@@ -51,7 +55,10 @@ function startNode(env: Record<string, string>): Promise<ChildProcess> {
 async function api(method: string, p: string, token?: string, body?: unknown) {
 	const res = await fetch(`http://127.0.0.1:${gatewayPort}/api/v1${p}`, {
 		method,
-		headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
+		headers: {
+			...(token ? { authorization: `Bearer ${token}` } : {}),
+			...(body ? { "content-type": "application/json" } : {})
+		},
 		body: body ? JSON.stringify(body) : undefined
 	});
 	const text = await res.text();
@@ -61,19 +68,36 @@ async function api(method: string, p: string, token?: string, body?: unknown) {
 beforeAll(async () => {
 	db = await createTestDatabase();
 	openai = await startFakeOpenAI();
-	openai.setDefault({ kind: "ok", chunks: ["Done.\n", "```txt path=notes.txt\n", "written by the model\n", "```\n"], usage: true });
+	openai.setDefault({
+		kind: "ok",
+		chunks: ["Done.\n", "```txt path=notes.txt\n", "written by the model\n", "```\n"],
+		usage: true
+	});
 	gatewayPort = await freePort();
-	const env = isolatedEnv(db, { TRANSPORTER: NATS_URL, LOG_LEVEL: "warn", OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: openai.url, RATE_LIMIT_ANON_PER_MINUTE: "10000" });
+	const env = isolatedEnv(db, {
+		TRANSPORTER: NATS_URL,
+		LOG_LEVEL: "warn",
+		OPENAI_API_KEY: "sk-test",
+		OPENAI_BASE_URL: openai.url,
+		RATE_LIMIT_ANON_PER_MINUTE: "10000"
+	});
 	// Started one by one: the first applies the migrations, the others find them applied.
 	procs.push(await startNode({ ...env, SERVICES: "users,projects,payments", NODE_ID: "core-1", PORT: "0" }));
 	procs.push(await startNode({ ...env, SERVICES: "tasks,ai", NODE_ID: "work-1", PORT: "0" }));
 	procs.push(await startNode({ ...env, SERVICES: "api", NODE_ID: "gateway-1", PORT: String(gatewayPort) }));
-	operator = new ServiceBroker({ namespace: env.NAMESPACE, nodeID: "test-operator", transporter: { type: "NATS", options: { url: NATS_URL } }, logger: false });
+	operator = new ServiceBroker({
+		namespace: env.NAMESPACE,
+		nodeID: "test-operator",
+		transporter: { type: "NATS", options: { url: NATS_URL } },
+		logger: false
+	});
 	await operator.start();
 	await operator.waitForServices(["users", "projects", "payments", "tasks", "ai", "api"], 30_000);
 	// The gateway must also see every service before the flow starts.
 	for (let i = 0; i < 100; i++) {
-		const r = await fetch(`http://127.0.0.1:${gatewayPort}/health/ready`).then(x => x.json() as Promise<{ services: Record<string, { available: boolean }> }>);
+		const r = await fetch(`http://127.0.0.1:${gatewayPort}/health/ready`).then(
+			x => x.json() as Promise<{ services: Record<string, { available: boolean }> }>
+		);
 		if (["users", "projects", "payments", "tasks", "ai"].every(s => r.services[s]?.available)) break;
 		await new Promise(r2 => setTimeout(r2, 200));
 	}
@@ -82,24 +106,40 @@ beforeAll(async () => {
 afterAll(async () => {
 	await operator?.stop();
 	await Promise.all(
-		procs.map(p => new Promise<void>(r => (p.exitCode != null ? r() : (p.once("exit", () => r()), p.kill("SIGTERM")))))
+		procs.map(
+			p => new Promise<void>(r => (p.exitCode != null ? r() : (p.once("exit", () => r()), p.kill("SIGTERM"))))
+		)
 	);
 	await openai?.close();
 	await db?.drop();
 });
 
 test("a code task crosses three nodes and settles once", async () => {
-	const reg = await api("POST", "/auth/register", undefined, { email: "cluster@example.com", password: "a long enough passphrase" });
+	const reg = await api("POST", "/auth/register", undefined, {
+		email: "cluster@example.com",
+		password: "a long enough passphrase"
+	});
 	expect(reg.status).toBe(201);
 	const token: string = reg.json.accessToken;
 	const userId: string = reg.json.user.id;
-	await operator.call("payments.grant", { userId, credits: 10_000, operator: "cluster-test", reason: "test", source: "paid" });
+	await operator.call("payments.grant", {
+		userId,
+		credits: 10_000,
+		operator: "cluster-test",
+		reason: "test",
+		source: "paid"
+	});
 
 	const project = await api("POST", "/projects", token, { name: "cluster" });
 	expect(project.status).toBe(201);
 	const projectId: string = project.json.id;
 
-	const submit = await api("POST", "/tasks", token, { projectId, kind: "code", prompt: "write notes", model: "gpt-4o-mini" });
+	const submit = await api("POST", "/tasks", token, {
+		projectId,
+		kind: "code",
+		prompt: "write notes",
+		model: "gpt-4o-mini"
+	});
 	expect(submit.status).toBe(202);
 	const taskId: string = submit.json.task.id;
 
@@ -111,7 +151,9 @@ test("a code task crosses three nodes and settles once", async () => {
 	}
 	expect(task!.state).toBe("succeeded");
 
-	const file = await fetch(`http://127.0.0.1:${gatewayPort}/api/v1/projects/${projectId}/files/notes.txt`, { headers: { authorization: `Bearer ${token}` } });
+	const file = await fetch(`http://127.0.0.1:${gatewayPort}/api/v1/projects/${projectId}/files/notes.txt`, {
+		headers: { authorization: `Bearer ${token}` }
+	});
 	expect(file.status).toBe(200);
 	expect(await file.text()).toBe("written by the model\n");
 

@@ -31,7 +31,10 @@ test("commit, read raw bytes with their headers, diff and conflicts through a re
 	expect(p.status).toBe(201);
 	expect(p.headers.get("location")).toBe(`/api/v1/projects/${p.json.id}`);
 	const data = randomBytes(300_000);
-	const c = await call("POST", `/api/v1/projects/${p.json.id}/versions`, { token: t, body: { baseVersion: 0, message: "m", changes: [binary("bin/data.bin", data), text("page.html", "<b>x</b>")] } });
+	const c = await call("POST", `/api/v1/projects/${p.json.id}/versions`, {
+		token: t,
+		body: { baseVersion: 0, message: "m", changes: [binary("bin/data.bin", data), text("page.html", "<b>x</b>")] }
+	});
 	expect(c.status).toBe(201);
 	const f = await call("GET", `/api/v1/projects/${p.json.id}/files/bin/data.bin?version=1`, { token: t });
 	expect(f.status).toBe(200);
@@ -40,10 +43,17 @@ test("commit, read raw bytes with their headers, diff and conflicts through a re
 	expect(Buffer.compare(f.bytes, data)).toBe(0);
 	const html = await call("GET", `/api/v1/projects/${p.json.id}/files/page.html`, { token: t });
 	expect(html.headers.get("content-disposition")).toMatch(/^attachment;/);
-	const stale = await call("POST", `/api/v1/projects/${p.json.id}/versions`, { token: t, body: { baseVersion: 0, message: "m", changes: [text("x", "y")] } });
+	const stale = await call("POST", `/api/v1/projects/${p.json.id}/versions`, {
+		token: t,
+		body: { baseVersion: 0, message: "m", changes: [text("x", "y")] }
+	});
 	expectError(stale, 409, "VERSION_CONFLICT");
 	expect(stale.json.error.details.headVersion).toBe(1);
-	expectError(await call("GET", `/api/v1/projects/${p.json.id}`, { token: bearerFor(gateway.config, "someone-else") }), 404, "NOT_FOUND");
+	expectError(
+		await call("GET", `/api/v1/projects/${p.json.id}`, { token: bearerFor(gateway.config, "someone-else") }),
+		404,
+		"NOT_FOUND"
+	);
 
 	// A file larger than one NATS message (max_payload, 1 MB by default) comes back in chunks. It is
 	// committed on the worker itself: a commit request that large needs a larger max_payload.
@@ -54,11 +64,18 @@ test("commit, read raw bytes with their headers, diff and conflicts through a re
 		taskId: "t-big",
 		baseVersion: 1,
 		message: "big",
-		changes: [binary("big.bin", big), text("empty.txt", "")],
+		changes: [binary("big.bin", big), text("empty.txt", "")]
 	});
 	const back = await call("GET", `/api/v1/projects/${p.json.id}/files/big.bin`, { token: t });
-	expect({ status: back.status, length: back.headers.get("content-length") }).toEqual({ status: 200, length: String(big.length) });
+	expect({ status: back.status, length: back.headers.get("content-length") }).toEqual({
+		status: 200,
+		length: String(big.length)
+	});
 	expect(Buffer.compare(back.bytes, big)).toBe(0);
 	const empty = await call("GET", `/api/v1/projects/${p.json.id}/files/empty.txt`, { token: t });
-	expect({ status: empty.status, length: empty.bytes.length, header: empty.headers.get("content-length") }).toEqual({ status: 200, length: 0, header: "0" });
+	expect({ status: empty.status, length: empty.bytes.length, header: empty.headers.get("content-length") }).toEqual({
+		status: 200,
+		length: 0,
+		header: "0"
+	});
 }, 30_000);

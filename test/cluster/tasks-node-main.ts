@@ -26,14 +26,23 @@ async function main() {
 			})
 		];
 	}
-	const services = role === "core" ? (["api", "users", "projects", "payments", "tasks"] as const) : role === "tasks" ? (["tasks"] as const) : ([] as const);
+	const services =
+		role === "core"
+			? (["api", "users", "projects", "payments", "tasks"] as const)
+			: role === "tasks"
+				? (["tasks"] as const)
+				: ([] as const);
 	const node = await createNode(config, { services: [...services], extraServices: extra });
 	const redis = runtimeOf(node.broker).redis!;
 	record = run => void redis.rpush(`${config.redisPrefix}test:runs`, JSON.stringify(run));
 	const api = node.broker.getLocalService("api") as unknown as { server?: import("node:http").Server } | undefined;
 	const addr = api?.server?.address();
 	console.log(`NODE_READY ${node.broker.nodeID} ${addr && typeof addr === "object" ? addr.port : 0}`);
-	const stop = () => node.stop().then(() => process.exit(0), () => process.exit(1));
+	const stop = () =>
+		node.stop().then(
+			() => process.exit(0),
+			() => process.exit(1)
+		);
 	process.on("SIGTERM", stop);
 	process.on("SIGINT", stop);
 }

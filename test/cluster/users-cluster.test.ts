@@ -33,7 +33,10 @@ beforeAll(async () => {
 	users = await startTestNode({ db, services: ["users"], env: { ...shared, NODE_ID: `users-${id}` } });
 	gateway = await startTestNode({ db, services: ["api"], env: { ...shared, NODE_ID: `gateway-${id}` } });
 	other = await startTestNode({ db, services: [], env: { ...shared, NODE_ID: `other-${id}` } });
-	await Promise.all([gateway.broker.waitForServices(["users"], 20_000), other.broker.waitForServices(["users"], 20_000)]);
+	await Promise.all([
+		gateway.broker.waitForServices(["users"], 20_000),
+		other.broker.waitForServices(["users"], 20_000)
+	]);
 });
 
 afterAll(async () => {
@@ -46,27 +49,48 @@ afterAll(async () => {
 test("sign-in, session check, API keys, tier and disabling across nodes", async () => {
 	expect(gateway.broker.getLocalService("users")).toBeFalsy();
 	const email = `${uniqueId("c")}@example.com`;
-	const reg = await call("POST", "/api/v1/auth/register", { body: { email, password: "correct horse battery staple" } });
+	const reg = await call("POST", "/api/v1/auth/register", {
+		body: { email, password: "correct horse battery staple" }
+	});
 	expect(reg.status).toBe(201);
 	const me = await call("GET", "/api/v1/users/me", { token: reg.json.accessToken });
 	expect(me.status).toBe(200);
 	expect(me.json.id).toBe(reg.json.user.id);
 
-	const key = await call("POST", "/api/v1/users/me/api-keys", { token: reg.json.accessToken, body: { name: "k", scopes: ["users:read"] } });
+	const key = await call("POST", "/api/v1/users/me/api-keys", {
+		token: reg.json.accessToken,
+		body: { name: "k", scopes: ["users:read"] }
+	});
 	expect((await call("GET", "/api/v1/users/me", { apiKey: key.json.key })).status).toBe(200);
 
-	expect(await other.broker.call("users.getTier", { userId: reg.json.user.id })).toEqual(expect.objectContaining({ tier: "free" }));
-	expect(await other.broker.call("users.authState", { userId: reg.json.user.id, sid: reg.json.sessionId })).toEqual({ role: "user" });
+	expect(await other.broker.call("users.getTier", { userId: reg.json.user.id })).toEqual(
+		expect.objectContaining({ tier: "free" })
+	);
+	expect(await other.broker.call("users.authState", { userId: reg.json.user.id, sid: reg.json.sessionId })).toEqual({
+		role: "user"
+	});
 
 	const adminEmail = `${uniqueId("a")}@example.com`;
-	await call("POST", "/api/v1/auth/register", { body: { email: adminEmail, password: "correct horse battery staple" } });
-	await runtimeOf(users.broker).sequelize.query(`UPDATE users SET role = 'admin' WHERE email = $1`, { bind: [adminEmail], type: QueryTypes.UPDATE });
-	const adm = await call("POST", "/api/v1/auth/login", { body: { email: adminEmail, password: "correct horse battery staple" } });
-	const off = await call("PATCH", `/api/v1/admin/users/${reg.json.user.id}`, { token: adm.json.accessToken, body: { disabled: true } });
+	await call("POST", "/api/v1/auth/register", {
+		body: { email: adminEmail, password: "correct horse battery staple" }
+	});
+	await runtimeOf(users.broker).sequelize.query(`UPDATE users SET role = 'admin' WHERE email = $1`, {
+		bind: [adminEmail],
+		type: QueryTypes.UPDATE
+	});
+	const adm = await call("POST", "/api/v1/auth/login", {
+		body: { email: adminEmail, password: "correct horse battery staple" }
+	});
+	const off = await call("PATCH", `/api/v1/admin/users/${reg.json.user.id}`, {
+		token: adm.json.accessToken,
+		body: { disabled: true }
+	});
 	expect(off.status).toBe(200);
 	expectError(await call("GET", "/api/v1/users/me", { token: reg.json.accessToken }), 401, "INVALID_TOKEN");
 	expectError(await call("GET", "/api/v1/users/me", { apiKey: key.json.key }), 401, "INVALID_API_KEY");
-	expect(await other.broker.call("users.authState", { userId: reg.json.user.id, sid: reg.json.sessionId })).toBeNull();
+	expect(
+		await other.broker.call("users.authState", { userId: reg.json.user.id, sid: reg.json.sessionId })
+	).toBeNull();
 });
 
 test("the gateway cannot be made to call internal actions, even though they are reachable over the transporter", async () => {

@@ -7,9 +7,9 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 
 export interface DevChain {
-  url: string;
-  chainId: number;
-  stop(): Promise<void>;
+	url: string;
+	chainId: number;
+	stop(): Promise<void>;
 }
 
 const DEVCHAIN_SCRIPT = path.resolve(__dirname, "../../scripts/devchain.mjs");
@@ -17,55 +17,59 @@ const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
 
 export interface StartDevChainOptions {
-  /** 0 (default) picks a free port, which parallel Jest workers need. */
-  port?: number;
+	/** 0 (default) picks a free port, which parallel Jest workers need. */
+	port?: number;
 }
 
 export function startDevChain(opts: StartDevChainOptions = {}): Promise<DevChain> {
-  // process.execPath: the pinned Node 24 that runs Jest, never whatever `node` is on PATH.
-  // stdin is a pipe the child watches, so a crashed test run does not leak chains.
-  const child = spawn(process.execPath, [DEVCHAIN_SCRIPT, "--port", String(opts.port ?? 0), "--exit-on-stdin-close"], {
-    stdio: ["pipe", "pipe", "pipe"]
-  });
-  let stderr = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (chunk: string) => {
-    stderr = (stderr + chunk).slice(-4000);
-  });
+	// process.execPath: the pinned Node 24 that runs Jest, never whatever `node` is on PATH.
+	// stdin is a pipe the child watches, so a crashed test run does not leak chains.
+	const child = spawn(
+		process.execPath,
+		[DEVCHAIN_SCRIPT, "--port", String(opts.port ?? 0), "--exit-on-stdin-close"],
+		{
+			stdio: ["pipe", "pipe", "pipe"]
+		}
+	);
+	let stderr = "";
+	child.stderr.setEncoding("utf8");
+	child.stderr.on("data", (chunk: string) => {
+		stderr = (stderr + chunk).slice(-4000);
+	});
 
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
-    await exited;
-    clearTimeout(timer);
-    child.stdin.destroy();
-  };
+	const exited = new Promise<void>(resolve => child.once("exit", () => resolve()));
+	const stop = async (): Promise<void> => {
+		if (child.exitCode !== null || child.signalCode !== null) return;
+		child.kill("SIGTERM");
+		const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+		await exited;
+		clearTimeout(timer);
+		child.stdin.destroy();
+	};
 
-  return new Promise<DevChain>((resolve, reject) => {
-    let settled = false;
-    const fail = (reason: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      void stop();
-      reject(new Error(`devchain did not start: ${reason}${stderr ? `\n${stderr}` : ""}`));
-    };
-    const timer = setTimeout(() => fail(`no DEVCHAIN_READY within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
-    child.once("error", (err) => fail(err.message));
-    const onEarlyExit = (code: number | null, signal: NodeJS.Signals | null): void =>
-      fail(`exited with ${signal ?? code}`);
-    child.once("exit", onEarlyExit);
+	return new Promise<DevChain>((resolve, reject) => {
+		let settled = false;
+		const fail = (reason: string): void => {
+			if (settled) return;
+			settled = true;
+			clearTimeout(timer);
+			void stop();
+			reject(new Error(`devchain did not start: ${reason}${stderr ? `\n${stderr}` : ""}`));
+		};
+		const timer = setTimeout(() => fail(`no DEVCHAIN_READY within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
+		child.once("error", err => fail(err.message));
+		const onEarlyExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+			fail(`exited with ${signal ?? code}`);
+		child.once("exit", onEarlyExit);
 
-    const lines = createInterface({ input: child.stdout });
-    lines.on("line", (line) => {
-      const match = /^DEVCHAIN_READY (\S+) (\d+)$/.exec(line);
-      if (!match || settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.off("exit", onEarlyExit);
-      resolve({ url: match[1]!, chainId: Number(match[2]), stop });
-    });
-  });
+		const lines = createInterface({ input: child.stdout });
+		lines.on("line", line => {
+			const match = /^DEVCHAIN_READY (\S+) (\d+)$/.exec(line);
+			if (!match || settled) return;
+			settled = true;
+			clearTimeout(timer);
+			child.off("exit", onEarlyExit);
+			resolve({ url: match[1]!, chainId: Number(match[2]), stop });
+		});
+	});
 }

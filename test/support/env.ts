@@ -12,7 +12,8 @@ export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgre
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/0";
 export const AMQP_URL = process.env.TEST_AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 export const NATS_URL = process.env.TEST_NATS_URL ?? "nats://127.0.0.1:4222";
-export const TEST_JWT_KEYS = "k1:test-secret-key-number-one-0123456789abcdef,k0:old-secret-key-number-zero-0123456789abcdef";
+export const TEST_JWT_KEYS =
+	"k1:test-secret-key-number-one-0123456789abcdef,k0:old-secret-key-number-zero-0123456789abcdef";
 
 export const uniqueId = (prefix: string) => `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString("hex")}`;
 
@@ -92,10 +93,15 @@ export function bearerFor(config: Config, sub: string, role: "user" | "admin" | 
 }
 
 /** Polls `check` until it holds (true), failing after `timeoutMs`: for effects that land asynchronously. */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 10): Promise<void> {
+export async function eventually(
+	check: () => boolean | Promise<boolean>,
+	timeoutMs = 10_000,
+	stepMs = 10
+): Promise<void> {
 	const end = Date.now() + timeoutMs;
 	while (!(await check())) {
-		if (Date.now() > end) throw new Error(`condition not reached within ${timeoutMs} ms: ${check.toString().slice(0, 200)}`);
+		if (Date.now() > end)
+			throw new Error(`condition not reached within ${timeoutMs} ms: ${check.toString().slice(0, 200)}`);
 		await new Promise(r => setTimeout(r, stepMs));
 	}
 }

@@ -71,7 +71,12 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 
 export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 	const opts = { slots: 2, price: 100, cost: 40, runMs: 50, deltas: 3, pollMs: 100, heartbeatMs: 200, ...options };
-	const schema: ServiceSchema<ServiceSettingSchema & { capacity: { slots: number } }, Record<string, never>, Record<string, never>, FakeThis> = {
+	const schema: ServiceSchema<
+		ServiceSettingSchema & { capacity: { slots: number } },
+		Record<string, never>,
+		Record<string, never>,
+		FakeThis
+	> = {
 		name: "ai",
 		settings: { capacity: { slots: opts.slots } },
 		actions: {
@@ -87,9 +92,17 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 					models: { type: "array", optional: true },
 					maxOutputTokens: { type: "number", optional: true }
 				},
-				handler(this: FakeThis, ctx: Context<{ prompt: string; model?: string; models?: string[]; maxOutputTokens?: number }>) {
+				handler(
+					this: FakeThis,
+					ctx: Context<{ prompt: string; model?: string; models?: string[]; maxOutputTokens?: number }>
+				) {
 					if (opts.refusePrompt && ctx.params.prompt.includes(opts.refusePrompt)) {
-						throw new Errors.MoleculerClientError("The prompt is too long for the model", 422, "PROMPT_TOO_LONG", [{ field: "prompt", message: "too long" }]);
+						throw new Errors.MoleculerClientError(
+							"The prompt is too long for the model",
+							422,
+							"PROMPT_TOO_LONG",
+							[{ field: "prompt", message: "too long" }]
+						);
 					}
 					const models = ctx.params.models ?? [ctx.params.model ?? "fake-small"];
 					return {
@@ -124,7 +137,12 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 			async run(this: FakeThis, task: LeasedTaskLike) {
 				const abort = new AbortController();
 				this.running.set(task.taskId, { task, abort });
-				const rec: FakeRun = { taskId: task.taskId, nodeID: this.broker.nodeID, attempt: task.attempt, startedAt: Date.now() };
+				const rec: FakeRun = {
+					taskId: task.taskId,
+					nodeID: this.broker.nodeID,
+					attempt: task.attempt,
+					startedAt: Date.now()
+				};
 				opts.record?.({ ...rec });
 				let lost = false;
 				const hb = setInterval(() => {
@@ -145,7 +163,13 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 					for (let i = 0; i < opts.deltas && !abort.signal.aborted; i++) {
 						await sleep(total / (opts.deltas + 1), abort.signal);
 						if (abort.signal.aborted) break;
-						this.broker.broadcast("tasks.stream", { taskId: task.taskId, userId: task.userId, seq: i, type: "delta", text: `part ${i} ` });
+						this.broker.broadcast("tasks.stream", {
+							taskId: task.taskId,
+							userId: task.userId,
+							seq: i,
+							type: "delta",
+							text: `part ${i} `
+						});
 					}
 					if (!abort.signal.aborted) await sleep(total / (opts.deltas + 1), abort.signal);
 					if (this.stopping) return;
@@ -156,13 +180,26 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 					const cost = Math.min(opts.cost, task.maxCostCredits);
 					if (abort.signal.aborted) {
 						rec.outcome = "cancelled";
-						await this.broker.call("tasks.fail", { taskId: task.taskId, leaseId: task.leaseId, error: { code: "CANCELLED", message: "cancelled" }, retryable: false, usage: { promptTokens: 1, completionTokens: 1 }, costCredits: Math.floor(cost / 2) });
+						await this.broker.call("tasks.fail", {
+							taskId: task.taskId,
+							leaseId: task.leaseId,
+							error: { code: "CANCELLED", message: "cancelled" },
+							retryable: false,
+							usage: { promptTokens: 1, completionTokens: 1 },
+							costCredits: Math.floor(cost / 2)
+						});
 						return;
 					}
 					const failure = opts.failWith?.(task) ?? null;
 					if (failure) {
 						rec.outcome = "fail";
-						await this.broker.call("tasks.fail", { taskId: task.taskId, leaseId: task.leaseId, error: { code: failure.code, message: failure.message ?? failure.code }, retryable: failure.retryable, costCredits: 0 });
+						await this.broker.call("tasks.fail", {
+							taskId: task.taskId,
+							leaseId: task.leaseId,
+							error: { code: failure.code, message: failure.message ?? failure.code },
+							retryable: failure.retryable,
+							costCredits: 0
+						});
 						return;
 					}
 					rec.outcome = "complete";

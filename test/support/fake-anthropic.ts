@@ -7,36 +7,68 @@
 import type http from "node:http";
 import { FakeServer, Writer, fakePromptTokens, startFakeServer } from "./fake-llm-server";
 
-const event = (res: http.ServerResponse, name: string, data: unknown) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+const event = (res: http.ServerResponse, name: string, data: unknown) =>
+	res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
 
 const writer: Writer = {
 	start(res, req) {
-		res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+		res.writeHead(200, {
+			"Content-Type": "text/event-stream",
+			"Cache-Control": "no-cache",
+			Connection: "keep-alive"
+		});
 		event(res, "message_start", {
 			type: "message_start",
-			message: { id: "msg_fake", type: "message", role: "assistant", content: [], model: req.body.model, stop_reason: null, stop_sequence: null, usage: { input_tokens: fakePromptTokens(req.body), output_tokens: 1 } }
+			message: {
+				id: "msg_fake",
+				type: "message",
+				role: "assistant",
+				content: [],
+				model: req.body.model,
+				stop_reason: null,
+				stop_sequence: null,
+				usage: { input_tokens: fakePromptTokens(req.body), output_tokens: 1 }
+			}
 		});
-		event(res, "content_block_start", { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } });
+		event(res, "content_block_start", {
+			type: "content_block_start",
+			index: 0,
+			content_block: { type: "text", text: "" }
+		});
 		event(res, "ping", { type: "ping" });
 	},
 	chunk(res, text) {
-		event(res, "content_block_delta", { type: "content_block_delta", index: 0, delta: { type: "text_delta", text } });
+		event(res, "content_block_delta", {
+			type: "content_block_delta",
+			index: 0,
+			delta: { type: "text_delta", text }
+		});
 	},
 	finish(res, _req, finish, chunks) {
 		event(res, "content_block_stop", { type: "content_block_stop", index: 0 });
-		event(res, "message_delta", { type: "message_delta", delta: { stop_reason: finish === "length" ? "max_tokens" : "end_turn", stop_sequence: null }, usage: { output_tokens: chunks } });
+		event(res, "message_delta", {
+			type: "message_delta",
+			delta: { stop_reason: finish === "length" ? "max_tokens" : "end_turn", stop_sequence: null },
+			usage: { output_tokens: chunks }
+		});
 		event(res, "message_stop", { type: "message_stop" });
 		res.end();
 	},
 	malformed(res) {
-		res.write('event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n');
+		res.write(
+			'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n'
+		);
 	},
 	overloaded(res) {
 		event(res, "error", { type: "error", error: { type: "overloaded_error", message: "Overloaded" } });
 	},
 	error(res, status, retryAfter, errorType) {
-		const type = errorType ?? (status === 429 ? "rate_limit_error" : status === 529 ? "overloaded_error" : "api_error");
-		res.writeHead(status, { "Content-Type": "application/json", ...(retryAfter ? { "retry-after": retryAfter } : {}) });
+		const type =
+			errorType ?? (status === 429 ? "rate_limit_error" : status === 529 ? "overloaded_error" : "api_error");
+		res.writeHead(status, {
+			"Content-Type": "application/json",
+			...(retryAfter ? { "retry-after": retryAfter } : {})
+		});
 		res.end(JSON.stringify({ type: "error", error: { type, message: `fake error ${status}` } }));
 	},
 	wantsUsage: () => true,

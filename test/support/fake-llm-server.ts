@@ -7,7 +7,14 @@ import type { AddressInfo } from "node:net";
 
 export type Behaviour =
 	/** A whole answer in chunks; honours max_tokens (one chunk = one token) unless `ignoreMaxTokens`. */
-	| { kind: "ok"; chunks?: string[]; chunkDelayMs?: number; firstChunkDelayMs?: number; ignoreMaxTokens?: boolean; usage?: boolean }
+	| {
+			kind: "ok";
+			chunks?: string[];
+			chunkDelayMs?: number;
+			firstChunkDelayMs?: number;
+			ignoreMaxTokens?: boolean;
+			usage?: boolean;
+	  }
 	/** An HTTP error before any body. */
 	| { kind: "status"; status: number; retryAfter?: string; errorType?: string }
 	/** Connection reset before the response. */
@@ -36,10 +43,21 @@ export interface RecordedRequest {
 export interface Writer {
 	start(res: http.ServerResponse, req: RecordedRequest): void;
 	chunk(res: http.ServerResponse, text: string, index: number): void;
-	finish(res: http.ServerResponse, req: RecordedRequest, finish: "stop" | "length", chunks: number, usage: boolean): void;
+	finish(
+		res: http.ServerResponse,
+		req: RecordedRequest,
+		finish: "stop" | "length",
+		chunks: number,
+		usage: boolean
+	): void;
 	malformed(res: http.ServerResponse): void;
 	overloaded(res: http.ServerResponse): void;
-	error(res: http.ServerResponse, status: number, retryAfter: string | undefined, errorType: string | undefined): void;
+	error(
+		res: http.ServerResponse,
+		status: number,
+		retryAfter: string | undefined,
+		errorType: string | undefined
+	): void;
 	wantsUsage(body: Record<string, unknown>): boolean;
 	maxTokens(body: Record<string, unknown>): number;
 }
@@ -156,7 +174,8 @@ export async function startFakeServer(pathSuffix: string, w: Writer, basePath: s
 		requests,
 		enqueue: (...b) => void queue.push(...b),
 		setDefault: b => void (def = b),
-		waitForRequests: n => (requests.length >= n ? Promise.resolve() : new Promise<void>(resolve => waiters.push({ n, resolve }))),
+		waitForRequests: n =>
+			requests.length >= n ? Promise.resolve() : new Promise<void>(resolve => waiters.push({ n, resolve })),
 		close: () =>
 			new Promise<void>(resolve => {
 				for (const s of sockets) s.destroy();

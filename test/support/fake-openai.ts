@@ -10,12 +10,22 @@ import { FakeServer, Writer, fakePromptTokens, startFakeServer } from "./fake-ll
 const line = (res: http.ServerResponse, obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
 
 function chunk(model: unknown, delta: Record<string, unknown>, finish: string | null) {
-	return { id: "chatcmpl-fake", object: "chat.completion.chunk", created: 1_700_000_000, model, choices: [{ index: 0, delta, finish_reason: finish }] };
+	return {
+		id: "chatcmpl-fake",
+		object: "chat.completion.chunk",
+		created: 1_700_000_000,
+		model,
+		choices: [{ index: 0, delta, finish_reason: finish }]
+	};
 }
 
 const writer: Writer = {
 	start(res, req) {
-		res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+		res.writeHead(200, {
+			"Content-Type": "text/event-stream",
+			"Cache-Control": "no-cache",
+			Connection: "keep-alive"
+		});
 		line(res, chunk(req.body.model, { role: "assistant", content: "" }, null));
 	},
 	chunk(res, text) {
@@ -25,7 +35,14 @@ const writer: Writer = {
 		line(res, chunk(req.body.model, {}, finish));
 		if (usage) {
 			const prompt = fakePromptTokens(req.body);
-			line(res, { id: "chatcmpl-fake", object: "chat.completion.chunk", created: 1_700_000_000, model: req.body.model, choices: [], usage: { prompt_tokens: prompt, completion_tokens: chunks, total_tokens: prompt + chunks } });
+			line(res, {
+				id: "chatcmpl-fake",
+				object: "chat.completion.chunk",
+				created: 1_700_000_000,
+				model: req.body.model,
+				choices: [],
+				usage: { prompt_tokens: prompt, completion_tokens: chunks, total_tokens: prompt + chunks }
+			});
 		}
 		res.write("data: [DONE]\n\n");
 		res.end();
@@ -37,8 +54,19 @@ const writer: Writer = {
 		line(res, { error: { message: "overloaded", type: "server_error" } });
 	},
 	error(res, status, retryAfter, errorType) {
-		res.writeHead(status, { "Content-Type": "application/json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) });
-		res.end(JSON.stringify({ error: { message: `fake error ${status}`, type: errorType ?? (status === 429 ? "rate_limit_exceeded" : "server_error"), code: null } }));
+		res.writeHead(status, {
+			"Content-Type": "application/json",
+			...(retryAfter ? { "Retry-After": retryAfter } : {})
+		});
+		res.end(
+			JSON.stringify({
+				error: {
+					message: `fake error ${status}`,
+					type: errorType ?? (status === 429 ? "rate_limit_exceeded" : "server_error"),
+					code: null
+				}
+			})
+		);
 	},
 	wantsUsage: body => !!(body.stream_options as { include_usage?: boolean } | undefined)?.include_usage,
 	maxTokens: body => Number(body.max_tokens ?? body.max_completion_tokens ?? Infinity)

@@ -47,7 +47,10 @@ export interface FakeTasksState {
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
-export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema: ServiceSchema; state: FakeTasksState } {
+export function fakeTasksService(opts: { maxAttempts?: number } = {}): {
+	schema: ServiceSchema;
+	state: FakeTasksState;
+} {
 	const tasks = new Map<string, FakeTask>();
 	const waiters = new Map<string, Array<(t: FakeTask) => void>>();
 	const finalise = (t: FakeTask) => {
@@ -61,7 +64,15 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 			const t = tasks.get(taskId);
 			if (t && FINAL.has(t.state)) return Promise.resolve(t);
 			return new Promise((resolve, reject) => {
-				const timer = setTimeout(() => reject(new Error(`task ${taskId} not final after ${timeoutMs} ms (state ${tasks.get(taskId)?.state})`)), timeoutMs);
+				const timer = setTimeout(
+					() =>
+						reject(
+							new Error(
+								`task ${taskId} not final after ${timeoutMs} ms (state ${tasks.get(taskId)?.state})`
+							)
+						),
+					timeoutMs
+				);
 				const list = waiters.get(taskId) ?? [];
 				list.push(t2 => {
 					clearTimeout(timer);
@@ -73,7 +84,8 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 	};
 	const own = (taskId: string, leaseId: string) => {
 		const t = tasks.get(taskId);
-		if (!t || t.state !== "running" || t.leaseId !== leaseId) throw new Errors.MoleculerClientError("The lease is no longer held", 409, "LEASE_LOST");
+		if (!t || t.state !== "running" || t.leaseId !== leaseId)
+			throw new Errors.MoleculerClientError("The lease is no longer held", 409, "LEASE_LOST");
 		return t;
 	};
 
@@ -81,12 +93,50 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 		name: "tasks",
 		actions: {
 			submit: {
-				async handler(ctx: Context<Omit<FakeTask, "taskId" | "state" | "leaseId" | "attempt" | "cancelRequested" | "events" | "maxCostCredits" | "settleCalls" | "leasedBy" | "submittedAt" | "rateWindowEndMs">>) {
+				async handler(
+					ctx: Context<
+						Omit<
+							FakeTask,
+							| "taskId"
+							| "state"
+							| "leaseId"
+							| "attempt"
+							| "cancelRequested"
+							| "events"
+							| "maxCostCredits"
+							| "settleCalls"
+							| "leasedBy"
+							| "submittedAt"
+							| "rateWindowEndMs"
+						>
+					>
+				) {
 					const p = ctx.params;
-					const prepared = await ctx.call<{ maxCostCredits: number; rateWindowEndMs: number | null }, unknown>("ai.prepare", p);
+					const prepared = await ctx.call<
+						{ maxCostCredits: number; rateWindowEndMs: number | null },
+						unknown
+					>("ai.prepare", p);
 					const taskId = randomUUID();
-					await ctx.call("payments.reserve", { userId: p.userId, taskId, maxCost: prepared.maxCostCredits, tier: p.tier });
-					const t: FakeTask = { ...p, taskId, maxCostCredits: prepared.maxCostCredits, rateWindowEndMs: prepared.rateWindowEndMs, submittedAt: Date.now(), state: "queued", leaseId: null, attempt: 0, cancelRequested: false, events: [], settleCalls: 0, leasedBy: [] };
+					await ctx.call("payments.reserve", {
+						userId: p.userId,
+						taskId,
+						maxCost: prepared.maxCostCredits,
+						tier: p.tier
+					});
+					const t: FakeTask = {
+						...p,
+						taskId,
+						maxCostCredits: prepared.maxCostCredits,
+						rateWindowEndMs: prepared.rateWindowEndMs,
+						submittedAt: Date.now(),
+						state: "queued",
+						leaseId: null,
+						attempt: 0,
+						cancelRequested: false,
+						events: [],
+						settleCalls: 0,
+						leasedBy: []
+					};
 					tasks.set(taskId, t);
 					ctx.broadcast("tasks.available", {});
 					return { taskId, maxCostCredits: prepared.maxCostCredits };
@@ -130,18 +180,50 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 				}
 			},
 			complete: {
-				async handler(ctx: Context<{ taskId: string; leaseId: string; result: Record<string, unknown>; usage: Record<string, unknown>; costCredits: number }>) {
+				async handler(
+					ctx: Context<{
+						taskId: string;
+						leaseId: string;
+						result: Record<string, unknown>;
+						usage: Record<string, unknown>;
+						costCredits: number;
+					}>
+				) {
 					const t = own(ctx.params.taskId, ctx.params.leaseId);
-					if (ctx.params.costCredits > t.maxCostCredits) throw new Errors.MoleculerClientError("cost over the reservation", 422, "COST_OVER_RESERVATION");
+					if (ctx.params.costCredits > t.maxCostCredits)
+						throw new Errors.MoleculerClientError(
+							"cost over the reservation",
+							422,
+							"COST_OVER_RESERVATION"
+						);
 					t.settleCalls++;
-					await ctx.call("payments.settle", { userId: t.userId, taskId: t.taskId, actualCost: ctx.params.costCredits });
-					Object.assign(t, { state: "succeeded", result: ctx.params.result, usage: ctx.params.usage, costCredits: ctx.params.costCredits, leaseId: null });
+					await ctx.call("payments.settle", {
+						userId: t.userId,
+						taskId: t.taskId,
+						actualCost: ctx.params.costCredits
+					});
+					Object.assign(t, {
+						state: "succeeded",
+						result: ctx.params.result,
+						usage: ctx.params.usage,
+						costCredits: ctx.params.costCredits,
+						leaseId: null
+					});
 					finalise(t);
 					return { ok: true };
 				}
 			},
 			fail: {
-				async handler(ctx: Context<{ taskId: string; leaseId: string; error: { code: string; message: string }; retryable: boolean; usage?: Record<string, unknown>; costCredits?: number }>) {
+				async handler(
+					ctx: Context<{
+						taskId: string;
+						leaseId: string;
+						error: { code: string; message: string };
+						retryable: boolean;
+						usage?: Record<string, unknown>;
+						costCredits?: number;
+					}>
+				) {
 					const t = own(ctx.params.taskId, ctx.params.leaseId);
 					const p = ctx.params;
 					t.error = p.error;
@@ -153,10 +235,19 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): { schema:
 						ctx.broadcast("tasks.available", {});
 						return { ok: true, requeued: true };
 					}
-					if ((p.costCredits ?? 0) > t.maxCostCredits) throw new Errors.MoleculerClientError("cost over the reservation", 422, "COST_OVER_RESERVATION");
+					if ((p.costCredits ?? 0) > t.maxCostCredits)
+						throw new Errors.MoleculerClientError(
+							"cost over the reservation",
+							422,
+							"COST_OVER_RESERVATION"
+						);
 					t.costCredits = p.costCredits ?? 0;
 					t.settleCalls++;
-					await ctx.call("payments.settle", { userId: t.userId, taskId: t.taskId, actualCost: t.costCredits });
+					await ctx.call("payments.settle", {
+						userId: t.userId,
+						taskId: t.taskId,
+						actualCost: t.costCredits
+					});
 					t.state = p.error.code === "CANCELLED" ? "cancelled" : "failed";
 					finalise(t);
 					return { ok: true, requeued: false };

@@ -7,11 +7,42 @@ import { runtimeOf } from "../../src/runtime/runtime";
 
 export const PROBE_ROUTES: RouteSpec[] = [
 	{ method: "POST", path: "/probe/echo", action: "probe.echo", auth: "required", summary: "Echo", tag: "probe" },
-	{ method: "GET", path: "/probe/whoami", action: "probe.whoami", auth: "optional", summary: "Who am I", tag: "probe" },
-	{ method: "GET", path: "/probe/admin", action: "probe.admin", auth: "required", permissions: ["admin"], summary: "Admin only", tag: "probe" },
+	{
+		method: "GET",
+		path: "/probe/whoami",
+		action: "probe.whoami",
+		auth: "optional",
+		summary: "Who am I",
+		tag: "probe"
+	},
+	{
+		method: "GET",
+		path: "/probe/admin",
+		action: "probe.admin",
+		auth: "required",
+		permissions: ["admin"],
+		summary: "Admin only",
+		tag: "probe"
+	},
 	{ method: "GET", path: "/probe/fail", action: "probe.fail", auth: "none", summary: "Always fails", tag: "probe" },
-	{ method: "GET", path: "/probe/missing", action: "absent.action", auth: "none", summary: "Nobody serves this", tag: "probe" },
-	{ method: "POST", path: "/probe/created", action: "probe.created", auth: "none", status: 201, summary: "Creates", tag: "probe", idempotent: true }
+	{
+		method: "GET",
+		path: "/probe/missing",
+		action: "absent.action",
+		auth: "none",
+		summary: "Nobody serves this",
+		tag: "probe"
+	},
+	{
+		method: "POST",
+		path: "/probe/created",
+		action: "probe.created",
+		auth: "none",
+		status: 201,
+		summary: "Creates",
+		tag: "probe",
+		idempotent: true
+	}
 ];
 
 export const ProbeService: ServiceSchema = {
@@ -24,7 +55,12 @@ export const ProbeService: ServiceSchema = {
 				tags: { type: "array", items: "string", optional: true, max: 3 }
 			},
 			handler(ctx: Context<{ name: string; count: number }, { user?: { id: string } }>) {
-				return { name: ctx.params.name, count: ctx.params.count, user: ctx.meta.user?.id, nodeID: this.broker.nodeID };
+				return {
+					name: ctx.params.name,
+					count: ctx.params.count,
+					user: ctx.meta.user?.id,
+					nodeID: this.broker.nodeID
+				};
 			}
 		},
 		whoami: {
@@ -66,7 +102,11 @@ export function ledgerFixture(opts: { failTimes?: number; failAlways?: boolean }
 			durableEvents({
 				group: "ledgerfx",
 				handlers: {
-					"fixture.credit": async function (this: { broker: import("moleculer").ServiceBroker }, payload: { account: string; amount: number }, { tx }) {
+					"fixture.credit": async function (
+						this: { broker: import("moleculer").ServiceBroker },
+						payload: { account: string; amount: number },
+						{ tx }
+					) {
 						if (opts.failAlways || failures < (opts.failTimes ?? 0)) {
 							failures++;
 							throw new Error("consumer failure (fixture)");
@@ -83,7 +123,10 @@ export function ledgerFixture(opts: { failTimes?: number; failAlways?: boolean }
 		actions: {
 			credit: {
 				params: { account: "string", amount: "number|integer" },
-				async handler(this: { publishDurable: Function; broker: import("moleculer").ServiceBroker }, ctx: Context<{ account: string; amount: number }>) {
+				async handler(
+					this: { publishDurable: Function; broker: import("moleculer").ServiceBroker },
+					ctx: Context<{ account: string; amount: number }>
+				) {
 					const seq = runtimeOf(this.broker).sequelize;
 					return seq.transaction(async tx => {
 						const ev = await this.publishDurable(tx, "fixture.credit", ctx.params);

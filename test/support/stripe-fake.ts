@@ -120,15 +120,23 @@ export class StripeFake {
 		const method = req.method ?? "GET";
 		const key = typeof req.headers["idempotency-key"] === "string" ? req.headers["idempotency-key"] : null;
 		const body = method === "POST" ? decodeForm(raw) : Object.fromEntries(url.searchParams);
-		const record = (status: number) => this.requests.push({ method, path: url.pathname, idempotencyKey: key, status, body });
+		const record = (status: number) =>
+			this.requests.push({ method, path: url.pathname, idempotencyKey: key, status, body });
 		if (req.headers.authorization !== `Bearer ${FAKE_SECRET_KEY}`) {
 			record(401);
-			return this.send(res, 401, { error: { type: "invalid_request_error", message: "Invalid API Key provided" } });
+			return this.send(res, 401, {
+				error: { type: "invalid_request_error", message: "Invalid API Key provided" }
+			});
 		}
 		if (method === "POST" && this.failures > 0) {
 			this.failures--;
 			record(500);
-			return this.send(res, 500, { error: { type: "api_error", message: "Injected failure" } }, { "Stripe-Should-Retry": "true" });
+			return this.send(
+				res,
+				500,
+				{ error: { type: "api_error", message: "Injected failure" } },
+				{ "Stripe-Should-Retry": "true" }
+			);
 		}
 		if (method === "POST" && key && this.replies.has(`${url.pathname}:${key}`)) {
 			const r = this.replies.get(`${url.pathname}:${key}`)!;
@@ -142,19 +150,34 @@ export class StripeFake {
 		if (method === "POST" && url.pathname === "/v1/checkout/sessions") out = this.createSession(body);
 		else if (method === "GET" && sessionMatch) {
 			const s = this.sessions.get(sessionMatch[1]);
-			[status, out] = s ? [200, s] : [404, { error: { type: "invalid_request_error", message: "No such checkout.session" } }];
+			[status, out] = s
+				? [200, s]
+				: [404, { error: { type: "invalid_request_error", message: "No such checkout.session" } }];
 		} else if (method === "GET" && url.pathname === "/v1/events") out = this.listEvents(url.searchParams);
 		else if (method === "GET" && eventMatch) {
 			const e = this.events.find(x => x.id === eventMatch[1]);
-			[status, out] = e ? [200, e as unknown as Json] : [404, { error: { type: "invalid_request_error", message: "No such event" } }];
-		} else [status, out] = [404, { error: { type: "invalid_request_error", message: `Unrecognized request URL (${method}: ${url.pathname})` } }];
+			[status, out] = e
+				? [200, e as unknown as Json]
+				: [404, { error: { type: "invalid_request_error", message: "No such event" } }];
+		} else
+			[status, out] = [
+				404,
+				{
+					error: {
+						type: "invalid_request_error",
+						message: `Unrecognized request URL (${method}: ${url.pathname})`
+					}
+				}
+			];
 		if (method === "POST" && key) this.replies.set(`${url.pathname}:${key}`, { status, body: out });
 		record(status);
 		this.send(res, status, out);
 	}
 
 	private createSession(p: Json): Json {
-		const items = (p.line_items as Array<{ quantity?: string; price_data?: { unit_amount?: string; currency?: string } }>) ?? [];
+		const items =
+			(p.line_items as Array<{ quantity?: string; price_data?: { unit_amount?: string; currency?: string } }>) ??
+			[];
 		const amount = items.reduce((s, i) => s + Number(i.price_data?.unit_amount ?? 0) * Number(i.quantity ?? 1), 0);
 		const id = rid("cs_test");
 		const session: Json = {
@@ -182,7 +205,9 @@ export class StripeFake {
 	private listEvents(q: URLSearchParams): Json {
 		const limit = Math.min(100, Number(q.get("limit") ?? 10));
 		const gte = q.get("created[gte]");
-		let list = [...this.events].sort((a, b) => b.created - a.created || this.events.indexOf(b) - this.events.indexOf(a));
+		let list = [...this.events].sort(
+			(a, b) => b.created - a.created || this.events.indexOf(b) - this.events.indexOf(a)
+		);
 		if (gte) list = list.filter(e => e.created >= Number(gte));
 		const after = q.get("starting_after");
 		if (after) list = list.slice(list.findIndex(e => e.id === after) + 1);
@@ -194,7 +219,15 @@ export class StripeFake {
 
 	/** Stores an event (visible to GET /v1/events) and returns it. */
 	event(type: string, object: Json, created = Math.floor(Date.now() / 1000)): FakeEvent {
-		const e: FakeEvent = { id: rid("evt"), object: "event", type, created, livemode: false, api_version: "2026-10-28.endive", data: { object } };
+		const e: FakeEvent = {
+			id: rid("evt"),
+			object: "event",
+			type,
+			created,
+			livemode: false,
+			api_version: "2026-10-28.endive",
+			data: { object }
+		};
 		this.events.push(e);
 		return e;
 	}
@@ -240,7 +273,10 @@ export class StripeFake {
 	}
 
 	/** A webhook delivery as Stripe sends it: the JSON body and its Stripe-Signature header. */
-	signed(event: FakeEvent | string, opts: { timestamp?: number; secret?: string } = {}): { body: string; signature: string } {
+	signed(
+		event: FakeEvent | string,
+		opts: { timestamp?: number; secret?: string } = {}
+	): { body: string; signature: string } {
 		const body = typeof event === "string" ? event : JSON.stringify(event, null, 2);
 		const signature = this.webhooks.generateTestHeaderString({
 			payload: body,

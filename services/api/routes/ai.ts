@@ -4,7 +4,22 @@ import type { RouteSpec } from "../routes";
 export function aiRoutes(): RouteSpec[] {
 	const tag = "ai";
 	return [
-		{ method: "GET", path: "/ai/models", action: "ai.models", auth: "optional", summary: "Model catalogue with prices (credits per 1M tokens); signed in: which models your tier may use", tag },
-		{ method: "GET", path: "/ai/deployments", action: "ai.deployments", auth: "required", permissions: ["admin", "operator"], summary: "This ai node's deployments: circuit state, cooldowns, in-flight attempts", tag }
+		{
+			method: "GET",
+			path: "/ai/models",
+			action: "ai.models",
+			auth: "optional",
+			summary: "Model catalogue with prices (credits per 1M tokens); signed in: which models your tier may use",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/ai/deployments",
+			action: "ai.deployments",
+			auth: "required",
+			permissions: ["admin", "operator"],
+			summary: "This ai node's deployments: circuit state, cooldowns, in-flight attempts",
+			tag
+		}
 	];
 }

@@ -5,9 +5,30 @@ const tag = "billing";
 
 export function paymentsRoutes(): RouteSpec[] {
 	return [
-		{ method: "GET", path: "/billing/balance", action: "payments.balance", auth: "required", tag, summary: "Credits available and held, tier and fee discount" },
-		{ method: "GET", path: "/billing/ledger", action: "payments.ledger", auth: "required", tag, summary: "The caller's ledger entries, newest first (cursor pagination)" },
-		{ method: "GET", path: "/billing/prices", action: "payments.prices", auth: "none", tag, summary: "Credit packs, plans, model prices, boost price and the tier table" },
+		{
+			method: "GET",
+			path: "/billing/balance",
+			action: "payments.balance",
+			auth: "required",
+			tag,
+			summary: "Credits available and held, tier and fee discount"
+		},
+		{
+			method: "GET",
+			path: "/billing/ledger",
+			action: "payments.ledger",
+			auth: "required",
+			tag,
+			summary: "The caller's ledger entries, newest first (cursor pagination)"
+		},
+		{
+			method: "GET",
+			path: "/billing/prices",
+			action: "payments.prices",
+			auth: "none",
+			tag,
+			summary: "Credit packs, plans, model prices, boost price and the tier table"
+		},
 		{
 			method: "POST",
 			path: "/billing/checkout",
@@ -75,6 +96,13 @@ export function paymentsRoutes(): RouteSpec[] {
 			tag,
 			summary: "A FORGE payment's state: pending, confirmed, credited, rejected or reversed"
 		},
-		{ method: "GET", path: "/staking", action: "payments.staking", auth: "required", tag: "staking", summary: "The caller's stake positions and what they unlock" }
+		{
+			method: "GET",
+			path: "/staking",
+			action: "payments.staking",
+			auth: "required",
+			tag: "staking",
+			summary: "The caller's stake positions and what they unlock"
+		}
 	];
 }

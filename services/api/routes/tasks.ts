@@ -5,7 +5,15 @@ import type { AuthUser } from "../../../src/auth/user";
 import { TooManyRequests } from "../../../src/errors";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { queueMetaOf } from "../../../src/tasks/queue-meta";
-import { type EventId, type TaskState, isTerminal, needsStateEvent, parseLastEventId, sseFrame, stateEventName } from "../../../src/tasks/rules";
+import {
+	type EventId,
+	type TaskState,
+	isTerminal,
+	needsStateEvent,
+	parseLastEventId,
+	sseFrame,
+	stateEventName
+} from "../../../src/tasks/rules";
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../../../src/tasks/stream-hub";
 import { streamSlotsOf } from "../../../src/tasks/stream-slots";
 import type { RouteSpec } from "../routes";
@@ -36,7 +44,9 @@ function stateData(t: TaskView) {
 		attempt: t.attempts,
 		nodeId: t.nodeId,
 		...(t.state === "succeeded" ? { result: t.result, usage: t.usage, costCredits: t.costCredits } : {}),
-		...(t.state === "failed" || t.state === "cancelled" ? { error: t.error, usage: t.usage, costCredits: t.costCredits } : {})
+		...(t.state === "failed" || t.state === "cancelled"
+			? { error: t.error, usage: t.usage, costCredits: t.costCredits }
+			: {})
 	};
 }
 
@@ -46,7 +56,12 @@ function stateData(t: TaskView) {
  * receives), then reads the task, so no transition can fall between the read and the subscription;
  * events not newer than what was already written are dropped by version and seq.
  */
-async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown }, res: ServerResponse, params: Record<string, string>): Promise<void> {
+async function taskEvents(
+	this: unknown,
+	req: IncomingMessage & { $ctx?: unknown },
+	res: ServerResponse,
+	params: Record<string, string>
+): Promise<void> {
 	const api = this as Service;
 	const ctx = req.$ctx as Context<unknown, { user?: AuthUser | null }>;
 	const cfg = runtimeOf(api.broker).config.tasks;
@@ -57,7 +72,12 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 	// exhausting them. Counted across the cluster in Redis, and on this node as the backstop that
 	// also holds when Redis cannot answer.
 	const userId = ctx.meta.user!.id;
-	const tooMany = () => TooManyRequests(`At most ${cfg.sseMaxPerUser} event streams may be open at once; close one first`, 5, "TOO_MANY_STREAMS");
+	const tooMany = () =>
+		TooManyRequests(
+			`At most ${cfg.sseMaxPerUser} event streams may be open at once; close one first`,
+			5,
+			"TOO_MANY_STREAMS"
+		);
 	const releaseHere = hub.openStream(userId, cfg.sseMaxPerUser);
 	if (!releaseHere) throw tooMany();
 	let releaseCluster: (() => void) | null = null;
@@ -66,7 +86,9 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 		try {
 			releaseCluster = await slots.acquire(userId, cfg.sseMaxPerUser);
 		} catch (err) {
-			api.logger.warn(`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`);
+			api.logger.warn(
+				`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`
+			);
 			releaseCluster = () => undefined;
 		}
 		if (!releaseCluster) {
@@ -117,7 +139,19 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 				.catch(() => finish());
 			return;
 		}
-		writeState({ id, state: s.state, version: s.version, position: s.position ?? null, attempts: s.attempt ?? 0, nodeId: s.nodeId ?? null, result: null, usage: null, costCredits: null, error: null, cancelRequested: false });
+		writeState({
+			id,
+			state: s.state,
+			version: s.version,
+			position: s.position ?? null,
+			attempts: s.attempt ?? 0,
+			nodeId: s.nodeId ?? null,
+			result: null,
+			usage: null,
+			costCredits: null,
+			error: null,
+			cancelRequested: false
+		});
 	};
 	const onStream = (e: TaskStreamEvent) => {
 		if (!ready) return void early.push(() => onStream(e));
@@ -167,8 +201,7 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 		setInterval(() => write(": keep-alive\n\n"), cfg.sseKeepAliveMs),
 		setInterval(() => {
 			if (state !== "queued" || closed) return;
-			meta
-				.position(id)
+			meta.position(id)
 				.then(p => {
 					if (p !== null && p !== position && state === "queued" && !closed) {
 						position = p;
@@ -185,15 +218,46 @@ async function taskEvents(this: unknown, req: IncomingMessage & { $ctx?: unknown
 		const idSeq = e.seq + 1;
 		if (idSeq <= lastSeq) return;
 		lastSeq = idSeq;
-		write(sseFrame(e.type, e.type === "delta" ? { seq: e.seq, text: e.text } : { seq: e.seq, from: e.from, to: e.to, reason: e.reason }, { version, seq: idSeq }));
+		write(
+			sseFrame(
+				e.type,
+				e.type === "delta"
+					? { seq: e.seq, text: e.text }
+					: { seq: e.seq, from: e.from, to: e.to, reason: e.reason },
+				{ version, seq: idSeq }
+			)
+		);
 	}
 }
 
 export function tasksRoutes(): RouteSpec[] {
 	return [
-		{ method: "POST", path: "/tasks", action: "tasks.submit", auth: "required", status: 202, idempotent: true, summary: "Submit an AI task → 202, queue position, expected start", tag },
-		{ method: "GET", path: "/tasks", action: "tasks.list", auth: "required", summary: "Your tasks, newest first", tag },
-		{ method: "GET", path: "/tasks/:id", action: "tasks.get", auth: "required", summary: "One task with result, usage and cost", tag },
+		{
+			method: "POST",
+			path: "/tasks",
+			action: "tasks.submit",
+			auth: "required",
+			status: 202,
+			idempotent: true,
+			summary: "Submit an AI task → 202, queue position, expected start",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/tasks",
+			action: "tasks.list",
+			auth: "required",
+			summary: "Your tasks, newest first",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/tasks/:id",
+			action: "tasks.get",
+			auth: "required",
+			summary: "One task with result, usage and cost",
+			tag
+		},
 		{
 			method: "GET",
 			path: "/tasks/:id/events",
@@ -203,7 +267,21 @@ export function tasksRoutes(): RouteSpec[] {
 			tag,
 			stream: taskEvents
 		},
-		{ method: "POST", path: "/tasks/:id/cancel", action: "tasks.cancel", auth: "required", summary: "Cancel queued or running work; the unused hold is released", tag },
-		{ method: "GET", path: "/queue/stats", action: "tasks.queueStats", auth: "required", summary: "Depth and expected wait per tier", tag }
+		{
+			method: "POST",
+			path: "/tasks/:id/cancel",
+			action: "tasks.cancel",
+			auth: "required",
+			summary: "Cancel queued or running work; the unused hold is released",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/queue/stats",
+			action: "tasks.queueStats",
+			auth: "required",
+			summary: "Depth and expected wait per tier",
+			tag
+		}
 	];
 }

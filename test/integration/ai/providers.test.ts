@@ -18,7 +18,12 @@ import { eventually } from "../../support/env";
 let oa: FakeServer, oa2: FakeServer, an: FakeServer, local: FakeServer;
 
 beforeAll(async () => {
-	[oa, oa2, an, local] = await Promise.all([startFakeOpenAI(), startFakeOpenAI(), startFakeAnthropic(), startFakeOpenAI()]);
+	[oa, oa2, an, local] = await Promise.all([
+		startFakeOpenAI(),
+		startFakeOpenAI(),
+		startFakeAnthropic(),
+		startFakeOpenAI()
+	]);
 });
 afterAll(() => Promise.all([oa, oa2, an, local].map(s => s.close())));
 beforeEach(() => {
@@ -40,7 +45,13 @@ function config(extra: Record<string, string> = {}, deployments?: unknown[]): Ai
 				{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k1" },
 				{ id: "oa-2", model: "gpt-4o-mini", provider: "openai", baseUrl: oa2.url, apiKey: "k2" },
 				{ id: "an-1", model: "claude-haiku", provider: "anthropic", baseUrl: an.url, apiKey: "k3" },
-				{ id: "local-1", model: "local-small", provider: "local", baseUrl: local.url, upstreamModel: "llama3.1:8b" }
+				{
+					id: "local-1",
+					model: "local-small",
+					provider: "local",
+					baseUrl: local.url,
+					upstreamModel: "llama3.1:8b"
+				}
 			]
 		),
 		...extra
@@ -48,10 +59,19 @@ function config(extra: Record<string, string> = {}, deployments?: unknown[]): Ai
 }
 
 function routerFor(cfg: AiConfig) {
-	return new DeploymentRouter(cfg.deployments, { balancing: "least-busy", circuitFailures: cfg.circuitFailures, circuitCooldownMs: cfg.circuitCooldownMs });
+	return new DeploymentRouter(cfg.deployments, {
+		balancing: "least-busy",
+		circuitFailures: cfg.circuitFailures,
+		circuitCooldownMs: cfg.circuitCooldownMs
+	});
 }
 
-async function run(cfg: AiConfig, router: DeploymentRouter, modelId: string, opts: { budget?: number; maxOutput?: number; signal?: AbortSignal } = {}) {
+async function run(
+	cfg: AiConfig,
+	router: DeploymentRouter,
+	modelId: string,
+	opts: { budget?: number; maxOutput?: number; signal?: AbortSignal } = {}
+) {
 	const deltas: string[] = [];
 	const fallbacks: Array<{ from: string; to: string; reason: string }> = [];
 	const { messages } = buildMessages("chat", "Say hello", [], 0);
@@ -72,7 +92,9 @@ async function run(cfg: AiConfig, router: DeploymentRouter, modelId: string, opt
 
 describe("happy paths", () => {
 	test("OpenAI: deltas in order, usage from the final chunk, proper finish", async () => {
-		const cfg = config({}, [{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k" }]);
+		const cfg = config({}, [
+			{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k" }
+		]);
 		const { p, deltas } = await run(cfg, routerFor(cfg), "gpt-4o-mini");
 		const r = await p;
 		expect(deltas).toEqual(["Hello", " from", " the", " fake", " model", "."]);
@@ -82,7 +104,12 @@ describe("happy paths", () => {
 		expect(r.usage.promptTokens).toBeGreaterThan(10);
 		expect(r.microCredits).toBe(r.usage.promptTokens * 150 + 6 * 600);
 		const body = oa.requests[0].body;
-		expect(body).toMatchObject({ model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 100 });
+		expect(body).toMatchObject({
+			model: "gpt-4o-mini",
+			stream: true,
+			stream_options: { include_usage: true },
+			max_tokens: 100
+		});
 		expect(oa.requests[0].headers.authorization).toBe("Bearer k");
 	});
 
@@ -114,10 +141,11 @@ describe("happy paths", () => {
 });
 
 describe("faults end in a fallback that completes the answer", () => {
-	const single = () => config({}, [
-		{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k" },
-		{ id: "oa-2", model: "gpt-4o-mini", provider: "openai", baseUrl: oa2.url, apiKey: "k" }
-	]);
+	const single = () =>
+		config({}, [
+			{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k" },
+			{ id: "oa-2", model: "gpt-4o-mini", provider: "openai", baseUrl: oa2.url, apiKey: "k" }
+		]);
 
 	test.each([
 		["429 with Retry-After", { kind: "status", status: 429, retryAfter: "30" }],
@@ -131,15 +159,23 @@ describe("faults end in a fallback that completes the answer", () => {
 		// least-busy with equal weights picks oa-1 first (first in the list)
 		const { p, fallbacks } = await run(cfg, router, "gpt-4o-mini");
 		const r = await p;
-		expect(r).toMatchObject({ text: "Hello from the fake model.", finishReason: "stop", deployment: "oa-2", attempts: 2 });
+		expect(r).toMatchObject({
+			text: "Hello from the fake model.",
+			finishReason: "stop",
+			deployment: "oa-2",
+			attempts: 2
+		});
 		expect(fallbacks).toEqual([expect.objectContaining({ from: "oa-1", to: "oa-2" })]);
 		const h = router.health().find(d => d.id === "oa-1")!;
 		expect(h.failures).toBe(1);
-		if (fault.kind === "status" && fault.status === 429) expect(h.availableAt! - Date.now()).toBeGreaterThan(25_000);
+		if (fault.kind === "status" && fault.status === 429)
+			expect(h.availableAt! - Date.now()).toBeGreaterThan(25_000);
 	});
 
 	test("429 with a short Retry-After on the only deployment: waits, then retries it", async () => {
-		const cfg = config({}, [{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k" }]);
+		const cfg = config({}, [
+			{ id: "oa-1", model: "gpt-4o-mini", provider: "openai", baseUrl: oa.url, apiKey: "k" }
+		]);
 		oa.enqueue({ kind: "status", status: 429, retryAfter: "1" });
 		const t = Date.now();
 		const r = await (await run(cfg, routerFor(cfg), "gpt-4o-mini")).p;
@@ -193,7 +229,9 @@ describe("faults end in a fallback that completes the answer", () => {
 	});
 
 	test("Anthropic stream cut before message_stop is not complete", async () => {
-		const cfg = config({ AI_GROUP_FALLBACK: "false", AI_MAX_ATTEMPTS: "2" }, [{ id: "an-1", model: "claude-haiku", provider: "anthropic", baseUrl: an.url, apiKey: "k" }]);
+		const cfg = config({ AI_GROUP_FALLBACK: "false", AI_MAX_ATTEMPTS: "2" }, [
+			{ id: "an-1", model: "claude-haiku", provider: "anthropic", baseUrl: an.url, apiKey: "k" }
+		]);
 		an.setDefault({ kind: "cut", after: 6 });
 		const { p } = await run(cfg, routerFor(cfg), "claude-haiku");
 		const err = (await p.catch(e => e)) as GenerationError;
@@ -242,7 +280,9 @@ describe("circuit per deployment", () => {
 		for (let i = 0; i < 2; i++) await (await run(cfg, router, "gpt-4o-mini")).p;
 		expect(router.health().find(d => d.id === "oa-1")!.circuit).toBe("open");
 		const before = oa.requests.length;
-		await (await run(cfg, router, "gpt-4o-mini")).p;
+		await (
+			await run(cfg, router, "gpt-4o-mini")
+		).p;
 		expect(oa.requests.length).toBe(before); // skipped while open
 		await new Promise(r => setTimeout(r, 450));
 		expect(router.health().find(d => d.id === "oa-1")!.circuit).toBe("half-open");
@@ -260,7 +300,11 @@ describe("cancel and budget", () => {
 		const cfg = config();
 		oa.setDefault({ kind: "endless", chunkDelayMs: 5 });
 		const ctrl = new AbortController();
-		const { p, deltas } = await run(cfg, routerFor(cfg), "gpt-4o-mini", { signal: ctrl.signal, maxOutput: 100_000, budget: 1_000_000 });
+		const { p, deltas } = await run(cfg, routerFor(cfg), "gpt-4o-mini", {
+			signal: ctrl.signal,
+			maxOutput: 100_000,
+			budget: 1_000_000
+		});
 		while (deltas.length < 5) await new Promise(r => setTimeout(r, 5));
 		ctrl.abort();
 		const err = (await p.catch(e => e)) as GenerationError;
@@ -276,7 +320,9 @@ describe("cancel and budget", () => {
 		const cfg = config();
 		oa.setDefault({ kind: "endless", chunkDelayMs: 1 });
 		const budget = 1; // credit: at 600 per 1M output, ~1,600 tokens after the prompt
-		const r: GenerationResult = await (await run(cfg, routerFor(cfg), "gpt-4o-mini", { budget, maxOutput: 1_000_000 })).p;
+		const r: GenerationResult = await (
+			await run(cfg, routerFor(cfg), "gpt-4o-mini", { budget, maxOutput: 1_000_000 })
+		).p;
 		expect(r.finishReason).toBe("budget");
 		expect(Math.ceil(r.microCredits / 1_000_000)).toBeLessThanOrEqual(budget);
 		expect(oa.requests[0].body.max_tokens).toBeLessThan(1700);

@@ -23,10 +23,22 @@ afterAll(async () => {
 });
 
 const prepare = (node: Node, userId: string, extra: Record<string, unknown> = {}) =>
-	node.broker.call("ai.prepare", { userId, tier: "free", projectId: randomUUID(), kind: "chat", prompt: "hello", model: "dev-echo", maxOutputTokens: 10, ...extra }).then(
-		() => "ok",
-		(e: { code: number; type: string; data: { retryAfter: number } }) => `${e.code} ${e.type} ${e.data?.retryAfter > 0}`
-	);
+	node.broker
+		.call("ai.prepare", {
+			userId,
+			tier: "free",
+			projectId: randomUUID(),
+			kind: "chat",
+			prompt: "hello",
+			model: "dev-echo",
+			maxOutputTokens: 10,
+			...extra
+		})
+		.then(
+			() => "ok",
+			(e: { code: number; type: string; data: { retryAfter: number } }) =>
+				`${e.code} ${e.type} ${e.data?.retryAfter > 0}`
+		);
 
 test("requests per minute of one user are counted once across both nodes", async () => {
 	const userId = `u-${randomUUID()}`;
@@ -86,7 +98,12 @@ describe("tokens per minute are settled to what runs used (UsageLimiter on the r
 		const big = `u-${randomUUID()}`;
 		const max = TIERS.free.rateLimits.tokensPerMinute;
 		const bigWindow = await limiter.admit(big, "free", max * 3);
-		await limiter.settle(big, "free", { counted: max * 3, used: 100, windowEndMs: bigWindow.windowEndMs, firstAttempt: true });
+		await limiter.settle(big, "free", {
+			counted: max * 3,
+			used: 100,
+			windowEndMs: bigWindow.windowEndMs,
+			firstAttempt: true
+		});
 		expect(await limiter.tokensCounted(big, "free")).toBe(100); // never below what the run used
 	});
 
@@ -94,13 +111,23 @@ describe("tokens per minute are settled to what runs used (UsageLimiter on the r
 		const u = `u-${randomUUID()}`;
 		const { windowEndMs } = await limiter.admit(u, "free", 5_000); // this window's count: 5,000 from another task
 		// The task being settled was admitted in the window before this one (it ended a minute earlier).
-		await limiter.settle(u, "free", { counted: 10_000, used: 100, windowEndMs: windowEndMs! - 60_000, firstAttempt: true });
+		await limiter.settle(u, "free", {
+			counted: 10_000,
+			used: 100,
+			windowEndMs: windowEndMs! - 60_000,
+			firstAttempt: true
+		});
 		// A window not known (Redis's clock could not be read at admission): nothing either.
 		await limiter.settle(u, "free", { counted: 10_000, used: 100, windowEndMs: null, firstAttempt: true });
 		expect(await limiter.tokensCounted(u, "free")).toBe(5_000);
 		// No window at all (nothing counted this minute): nothing to give back, nothing is created.
 		const idle = `u-${randomUUID()}`;
-		await limiter.settle(idle, "free", { counted: 10_000, used: 100, windowEndMs: windowEndMs! - 60_000, firstAttempt: true });
+		await limiter.settle(idle, "free", {
+			counted: 10_000,
+			used: 100,
+			windowEndMs: windowEndMs! - 60_000,
+			firstAttempt: true
+		});
 		expect(await limiter.tokensCounted(idle, "free")).toBe(0);
 	});
 

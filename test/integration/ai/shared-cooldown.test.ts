@@ -19,10 +19,14 @@ const deployments = JSON.stringify([
 	{ id: "oa-2", model: "gpt-4o-mini", provider: "openai", baseUrl: "http://127.0.0.1:9/v1", apiKey: "k" }
 ]);
 
-const routerOf = (broker: ServiceBroker) => (broker.getLocalService("ai") as unknown as { router: DeploymentRouter }).router;
+const routerOf = (broker: ServiceBroker) =>
+	(broker.getLocalService("ai") as unknown as { router: DeploymentRouter }).router;
 
 async function healthOn(from: Node, nodeID: string) {
-	const r = (await from.broker.call("ai.health", {}, { nodeID })) as { nodeID: string; deployments: Array<{ id: string; circuit: string; availableAt: number | null }> };
+	const r = (await from.broker.call("ai.health", {}, { nodeID })) as {
+		nodeID: string;
+		deployments: Array<{ id: string; circuit: string; availableAt: number | null }>;
+	};
 	return r;
 }
 
@@ -49,7 +53,12 @@ beforeAll(async () => {
 	});
 	a = await startTestNode({ db, services: ["ai"], env: env(`ai-a-${process.pid}`) });
 	b = await startTestNode({ db, services: ["ai"], env: env(`ai-b-${process.pid}`) });
-	await until(async () => (a.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string; nodeID: string }>).some(s => s.name === "ai" && s.nodeID === b.broker.nodeID) || null);
+	await until(
+		async () =>
+			(a.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string; nodeID: string }>).some(
+				s => s.name === "ai" && s.nodeID === b.broker.nodeID
+			) || null
+	);
 });
 
 afterAll(async () => {
@@ -83,13 +92,27 @@ test("a Retry-After on node A cools the deployment down on node B; an opened cir
 	expect(opened.availableAt).not.toBeNull();
 	expect(routerOf(b.broker).acquire("gpt-4o-mini")).toBeNull();
 	// Failure counts stay per node.
-	expect((await healthOn(b, b.broker.nodeID)).deployments.find(x => x.id === "oa-2")).toMatchObject({ circuit: "open" });
-	expect(routerOf(b.broker).health().find(x => x.id === "oa-2")?.failures).toBe(0);
+	expect((await healthOn(b, b.broker.nodeID)).deployments.find(x => x.id === "oa-2")).toMatchObject({
+		circuit: "open"
+	});
+	expect(
+		routerOf(b.broker)
+			.health()
+			.find(x => x.id === "oa-2")?.failures
+	).toBe(0);
 });
 
 test("a malformed cooldown event is refused by validation and changes nothing", async () => {
 	const before = routerOf(b.broker).health();
-	await a.broker.broadcast("ai.deployment.cooldown", { id: "oa-1", coolForMs: -5, openForMs: "x", nodeID: "evil" }, { groups: ["ai"] });
+	await a.broker.broadcast(
+		"ai.deployment.cooldown",
+		{ id: "oa-1", coolForMs: -5, openForMs: "x", nodeID: "evil" },
+		{ groups: ["ai"] }
+	);
 	await new Promise(r => setTimeout(r, 300));
-	expect(routerOf(b.broker).health().map(h => [h.id, h.circuit, h.availableAt])).toEqual(before.map(h => [h.id, h.circuit, h.availableAt]));
+	expect(
+		routerOf(b.broker)
+			.health()
+			.map(h => [h.id, h.circuit, h.availableAt])
+	).toEqual(before.map(h => [h.id, h.circuit, h.availableAt]));
 });

@@ -37,7 +37,12 @@ const CODE_ANSWER = [
 ];
 
 beforeAll(async () => {
-	[oa, oa2, an, local] = await Promise.all([startFakeOpenAI(), startFakeOpenAI(), startFakeAnthropic(), startFakeOpenAI()]);
+	[oa, oa2, an, local] = await Promise.all([
+		startFakeOpenAI(),
+		startFakeOpenAI(),
+		startFakeAnthropic(),
+		startFakeOpenAI()
+	]);
 	db = await createTestDatabase();
 	const fake = fakeTasksService({ maxAttempts: 2 });
 	tasks = fake.state;
@@ -77,7 +82,13 @@ beforeAll(async () => {
 		},
 		{ meta: { user } }
 	);
-	await broker.call("payments.grant", { userId, credits: GRANT, operator: "test", reason: "test credits", source: "paid" });
+	await broker.call("payments.grant", {
+		userId,
+		credits: GRANT,
+		operator: "test",
+		reason: "test credits",
+		source: "paid"
+	});
 });
 
 afterAll(async () => {
@@ -95,12 +106,22 @@ beforeEach(async () => {
 });
 
 const balance = async () => {
-	const b = await broker.call<{ available: string | number; held: string | number }, unknown>("payments.userLedger", { userId, limit: 1 });
+	const b = await broker.call<{ available: string | number; held: string | number }, unknown>("payments.userLedger", {
+		userId,
+		limit: 1
+	});
 	return { available: Number(b.available), held: Number(b.held) };
 };
 
 async function submit(p: Record<string, unknown>) {
-	return broker.call<{ taskId: string; maxCostCredits: number }, unknown>("tasks.submit", { userId, tier: "team", projectId, kind: "chat", prompt: "Say hello", ...p });
+	return broker.call<{ taskId: string; maxCostCredits: number }, unknown>("tasks.submit", {
+		userId,
+		tier: "team",
+		projectId,
+		kind: "chat",
+		prompt: "Say hello",
+		...p
+	});
 }
 
 describe("happy paths", () => {
@@ -109,7 +130,11 @@ describe("happy paths", () => {
 		const { taskId, maxCostCredits } = await submit({ model: "gpt-4o-mini" });
 		const t = await tasks.waitFinal(taskId);
 		expect(t.state).toBe("succeeded");
-		expect(t.result).toMatchObject({ text: "Hello from the fake model.", finishReason: "stop", model: "gpt-4o-mini" });
+		expect(t.result).toMatchObject({
+			text: "Hello from the fake model.",
+			finishReason: "stop",
+			model: "gpt-4o-mini"
+		});
 		const deltas = t.events.filter(e => e.type === "delta");
 		expect(deltas.map(e => e.text).join("")).toBe("Hello from the fake model.");
 		expect(deltas.map(e => e.seq)).toEqual(deltas.map((_, i) => i));
@@ -120,7 +145,11 @@ describe("happy paths", () => {
 		expect(t.costCredits).toBeLessThanOrEqual(maxCostCredits);
 		expect(t.settleCalls).toBe(1);
 		// The tokens-per-minute count was settled from the worst case down to what the run used.
-		const limiter = (broker.getLocalService("ai") as unknown as { limiter: { tokensCounted(u: string, t: string): Promise<number> } }).limiter;
+		const limiter = (
+			broker.getLocalService("ai") as unknown as {
+				limiter: { tokensCounted(u: string, t: string): Promise<number> };
+			}
+		).limiter;
 		expect(await limiter.tokensCounted(userId, "team")).toBe(usage.promptTokens + usage.completionTokens);
 		// The prompt carried the project's files.
 		const sent = JSON.stringify(oa.requests[0]?.body ?? oa2.requests[0]?.body);
@@ -132,7 +161,11 @@ describe("happy paths", () => {
 
 	test("code on Anthropic: the change set becomes a project version with the task id", async () => {
 		an.setDefault({ kind: "ok", chunks: CODE_ANSWER });
-		const { taskId } = await submit({ kind: "code", model: "claude-sonnet", prompt: "Change the greeting, add new.ts, delete old.txt" });
+		const { taskId } = await submit({
+			kind: "code",
+			model: "claude-sonnet",
+			prompt: "Change the greeting, add new.ts, delete old.txt"
+		});
 		const t = await tasks.waitFinal(taskId);
 		expect(t.state).toBe("succeeded");
 		expect(t.result).toMatchObject({
@@ -143,9 +176,15 @@ describe("happy paths", () => {
 				{ op: "delete", path: "old.txt" }
 			]
 		});
-		const inspect = await broker.call<{ versions: Array<{ number: number; taskId: string | null }> }, unknown>("projects.inspect", { projectId });
+		const inspect = await broker.call<{ versions: Array<{ number: number; taskId: string | null }> }, unknown>(
+			"projects.inspect",
+			{ projectId }
+		);
 		expect(inspect.versions.find(v => v.number === 2)?.taskId).toBe(taskId);
-		const ctx = await broker.call<{ files: Array<{ path: string; content: string }>; omitted: Array<{ path: string; reason: string }> }, unknown>("projects.readContext", {
+		const ctx = await broker.call<
+			{ files: Array<{ path: string; content: string }>; omitted: Array<{ path: string; reason: string }> },
+			unknown
+		>("projects.readContext", {
 			projectId,
 			userId,
 			maxBytes: 100_000,
@@ -244,7 +283,9 @@ describe("budgets under concurrency", () => {
 		oa.setDefault({ kind: "endless", chunkDelayMs: 1 });
 		oa2.setDefault({ kind: "endless", chunkDelayMs: 1 });
 		const before = await balance();
-		const subs = await Promise.all(Array.from({ length: 6 }, () => submit({ model: "gpt-4o-mini", maxOutputTokens: 300 })));
+		const subs = await Promise.all(
+			Array.from({ length: 6 }, () => submit({ model: "gpt-4o-mini", maxOutputTokens: 300 }))
+		);
 		const done = await Promise.all(subs.map(s => tasks.waitFinal(s.taskId)));
 		for (const [i, t] of done.entries()) {
 			expect([t.state, t.error]).toEqual(["succeeded", undefined]);
@@ -270,7 +311,13 @@ describe("ai.prepare refuses bad inputs with the contract's 4xx", () => {
 		["empty prompt", { prompt: "   " }, 422, "VALIDATION_ERROR", "prompt"],
 		["unknown model", { model: "gpt-99" }, 422, "UNKNOWN_MODEL", "model"],
 		["model not allowed for the tier", { model: "claude-sonnet" }, 403, "MODEL_NOT_ALLOWED", null],
-		["prompt over the context budget", { model: "local-small", prompt: "x".repeat(30_000) }, 422, "PROMPT_TOO_LONG", "prompt"],
+		[
+			"prompt over the context budget",
+			{ model: "local-small", prompt: "x".repeat(30_000) },
+			422,
+			"PROMPT_TOO_LONG",
+			"prompt"
+		],
 		["compare with one model", { kind: "compare", models: ["gpt-4o-mini"] }, 422, "VALIDATION_ERROR", "models"],
 		["dev model when the dev provider is off", { model: "dev-echo" }, 422, "UNKNOWN_MODEL", "model"]
 	])("%s", async (_n, p, code, type, field) => {
@@ -280,12 +327,26 @@ describe("ai.prepare refuses bad inputs with the contract's 4xx", () => {
 	});
 
 	test("a valid task: models, tokens, budget and the worst-case cost", async () => {
-		const r = await broker.call<Record<string, unknown>, unknown>("ai.prepare", { userId: `u-${randomUUID()}`, tier: "pro", projectId, kind: "compare", prompt: "hi", models: ["gpt-4o-mini", "claude-sonnet"], maxOutputTokens: 500 });
+		const r = await broker.call<Record<string, unknown>, unknown>("ai.prepare", {
+			userId: `u-${randomUUID()}`,
+			tier: "pro",
+			projectId,
+			kind: "compare",
+			prompt: "hi",
+			models: ["gpt-4o-mini", "claude-sonnet"],
+			maxOutputTokens: 500
+		});
 		const m1 = findModel("gpt-4o-mini")!;
 		const m2 = findModel("claude-sonnet")!;
 		const pt = r.promptTokens as number;
 		const budget = r.contextTokensBudget as number;
-		expect(r).toMatchObject({ maxOutputTokens: 500, models: [{ model: "gpt-4o-mini", group: "small", provider: "openai" }, { model: "claude-sonnet", group: "large", provider: "anthropic" }] });
+		expect(r).toMatchObject({
+			maxOutputTokens: 500,
+			models: [
+				{ model: "gpt-4o-mini", group: "small", provider: "openai" },
+				{ model: "claude-sonnet", group: "large", provider: "anthropic" }
+			]
+		});
 		expect(budget).toBe(16_000);
 		expect(r.maxCostCredits).toBe(costCredits(m1, pt + budget, 500) + costCredits(m2, pt + budget, 500));
 	});
@@ -298,25 +359,44 @@ describe("GET /ai/models", () => {
 		const body = (await res.json()) as { tier: null; models: Array<Record<string, unknown>> };
 		expect(body.tier).toBeNull();
 		const mini = body.models.find(m => m.id === "gpt-4o-mini")!;
-		expect(mini).toMatchObject({ provider: "openai", group: "small", prices: { input: 150, output: 600 }, tiers: ["free", "pro", "team", "enterprise"], available: true });
+		expect(mini).toMatchObject({
+			provider: "openai",
+			group: "small",
+			prices: { input: 150, output: 600 },
+			tiers: ["free", "pro", "team", "enterprise"],
+			available: true
+		});
 		expect(mini.allowed).toBeUndefined();
 		expect(body.models.find(m => m.id === "dev-echo")).toBeUndefined();
-		expect(body.models.find(m => m.id === "o3-mini")).toMatchObject({ available: false, tiers: ["team", "enterprise"] });
+		expect(body.models.find(m => m.id === "o3-mini")).toMatchObject({
+			available: false,
+			tiers: ["team", "enterprise"]
+		});
 	});
 
 	test("a tier marks what it may use", async () => {
 		const res = await fetch(`${node.baseUrl}/api/v1/ai/models?tier=free`);
 		const body = (await res.json()) as { tier: string; models: Array<{ id: string; allowed: boolean }> };
 		expect(body.tier).toBe("free");
-		expect(Object.fromEntries(body.models.map(m => [m.id, m.allowed]))).toMatchObject({ "gpt-4o-mini": true, "local-small": true, "claude-sonnet": false, "o3-mini": false, "claude-haiku": false });
+		expect(Object.fromEntries(body.models.map(m => [m.id, m.allowed]))).toMatchObject({
+			"gpt-4o-mini": true,
+			"local-small": true,
+			"claude-sonnet": false,
+			"o3-mini": false,
+			"claude-haiku": false
+		});
 	});
 
 	test("operators see deployment health; users get 403", async () => {
-		const op = await fetch(`${node.baseUrl}/api/v1/ai/deployments`, { headers: { authorization: `Bearer ${bearerFor(node.config, "op-1", "operator")}` } });
+		const op = await fetch(`${node.baseUrl}/api/v1/ai/deployments`, {
+			headers: { authorization: `Bearer ${bearerFor(node.config, "op-1", "operator")}` }
+		});
 		expect(op.status).toBe(200);
 		const body = (await op.json()) as { deployments: Array<{ id: string; circuit: string }> };
 		expect(body.deployments.map(d => d.id).sort()).toEqual(["an-1", "local-1", "oa-1", "oa-2"]);
-		const u = await fetch(`${node.baseUrl}/api/v1/ai/deployments`, { headers: { authorization: `Bearer ${bearerFor(node.config, userId)}` } });
+		const u = await fetch(`${node.baseUrl}/api/v1/ai/deployments`, {
+			headers: { authorization: `Bearer ${bearerFor(node.config, userId)}` }
+		});
 		expect(u.status).toBe(403);
 	});
 });

@@ -13,7 +13,14 @@ let db: TestDatabase;
 let node: ForgeNode;
 
 const defineNote = (sequelize: Sequelize) =>
-	sequelize.define("note", { id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true }, body: { type: DataTypes.TEXT, allowNull: false } }, { tableName: "fixture_notes" });
+	sequelize.define(
+		"note",
+		{
+			id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+			body: { type: DataTypes.TEXT, allowNull: false }
+		},
+		{ tableName: "fixture_notes" }
+	);
 const defineGhost = (sequelize: Sequelize) =>
 	sequelize.define("ghost", { id: { type: DataTypes.INTEGER, primaryKey: true } }, { tableName: "fixture_ghosts" });
 
@@ -24,7 +31,9 @@ const Notes: ServiceSchema = {
 		add: {
 			params: { body: "string" },
 			async handler(this: DbThis, ctx: Context<{ body: string }>) {
-				const saved = await this.transaction(tx => this.model.create({ body: ctx.params.body }, { transaction: tx }));
+				const saved = await this.transaction(tx =>
+					this.model.create({ body: ctx.params.body }, { transaction: tx })
+				);
 				return saved.get({ plain: true });
 			}
 		},
@@ -41,7 +50,9 @@ beforeAll(async () => {
 	node = await startTestNode({ db, services: [], extraServices: [Notes, Ghosts] });
 	// The table comes from a migration in real services; here the test creates it after start,
 	// which also proves the mixin did not need (or create) it.
-	await node.runtime.sequelize.query(`CREATE TABLE fixture_notes (id SERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)`);
+	await node.runtime.sequelize.query(
+		`CREATE TABLE fixture_notes (id SERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)`
+	);
 });
 afterAll(async () => {
 	await node?.stop();
@@ -49,9 +60,12 @@ afterAll(async () => {
 });
 
 test("no sync(): a model without a migration gets no table", async () => {
-	const rows = await node.runtime.sequelize.query<{ n: string }>(`SELECT count(*) AS n FROM information_schema.tables WHERE table_name IN ('fixture_ghosts', 'ghosts')`, {
-		type: QueryTypes.SELECT
-	});
+	const rows = await node.runtime.sequelize.query<{ n: string }>(
+		`SELECT count(*) AS n FROM information_schema.tables WHERE table_name IN ('fixture_ghosts', 'ghosts')`,
+		{
+			type: QueryTypes.SELECT
+		}
+	);
 	expect(rows[0].n).toBe("0");
 });
 
@@ -65,7 +79,8 @@ test("reads and writes through the adapter on the shared instance, in transactio
 
 test("moleculer-db's generic CRUD actions are not registered", () => {
 	const names = (node.broker.registry.getActionList({}) as Array<{ name: string }>).map(a => a.name);
-	for (const a of ["find", "count", "list", "create", "insert", "get", "update", "remove"]) expect(names).not.toContain(`ghosts.${a}`);
+	for (const a of ["find", "count", "list", "create", "insert", "get", "update", "remove"])
+		expect(names).not.toContain(`ghosts.${a}`);
 	expect(names).toContain("notes.count"); // the service's own action of that name
 });
 

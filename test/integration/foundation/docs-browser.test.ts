@@ -17,10 +17,23 @@ let browser: Browser;
 
 beforeAll(async () => {
 	db = await createTestDatabase();
-	node = await startTestNode({ db, services: [], extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService] });
+	node = await startTestNode({
+		db,
+		services: [],
+		extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService]
+	});
 	browser = await chromium.launch({
 		executablePath: "/usr/bin/chromium",
-		args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+		args: [
+			"--headless",
+			"--no-sandbox",
+			"--disable-gpu",
+			"--disable-background-networking",
+			"--disable-component-update",
+			"--disable-sync",
+			"--no-first-run",
+			"--disable-quic"
+		]
 	});
 });
 afterAll(async () => {
@@ -38,7 +51,9 @@ test("Swagger UI lists the routes of the OpenAPI document, with local assets onl
 	await page.goto(`${node.baseUrl}/api/docs`, { waitUntil: "networkidle" });
 	await page.waitForSelector(".opblock", { timeout: 20_000 });
 
-	const doc = (await (await fetch(`${node.baseUrl}/api/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+	const doc = (await (await fetch(`${node.baseUrl}/api/openapi.json`)).json()) as {
+		paths: Record<string, Record<string, unknown>>;
+	};
 	const expected = Object.entries(doc.paths)
 		.flatMap(([p, ops]) => Object.keys(ops).map(m => `${m.toUpperCase()} ${p}`))
 		.sort();
@@ -46,7 +61,10 @@ test("Swagger UI lists the routes of the OpenAPI document, with local assets onl
 		await page.$$eval(".opblock-summary", els =>
 			els.map(el => {
 				const method = el.querySelector(".opblock-summary-method")?.textContent?.trim() ?? "";
-				const path = el.querySelector(".opblock-summary-path")?.getAttribute("data-path") ?? el.querySelector(".opblock-summary-path")?.textContent?.trim() ?? "";
+				const path =
+					el.querySelector(".opblock-summary-path")?.getAttribute("data-path") ??
+					el.querySelector(".opblock-summary-path")?.textContent?.trim() ??
+					"";
 				return `${method} ${path.replace(/\u200b/g, "")}`;
 			})
 		)

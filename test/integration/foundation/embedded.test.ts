@@ -26,10 +26,21 @@ test("embedded defaults: starts, is ready, serves docs, stops on SIGINT, and kee
 	fs.chmodSync(dataDir, 0o755); // the embedded PostgreSQL runs as the postgres user when we are root
 	const [port, pgPort] = [await freePort(), await freePort()];
 	// Only what a developer's shell has: no cluster variables at all.
-	const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", DATA_DIR: dataDir, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), LOG_LEVEL: "warn" };
+	const env: Record<string, string> = {
+		PATH: process.env.PATH ?? "",
+		HOME: process.env.HOME ?? "/root",
+		DATA_DIR: dataDir,
+		PORT: String(port),
+		EMBEDDED_PG_PORT: String(pgPort),
+		LOG_LEVEL: "warn"
+	};
 
 	async function runOnce() {
-		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], {
+			cwd: ROOT,
+			env,
+			stdio: ["ignore", "pipe", "pipe"]
+		});
 		let out = "";
 		proc.stdout.on("data", b => (out += b));
 		proc.stderr.on("data", b => (out += b));
@@ -44,7 +55,9 @@ test("embedded defaults: starts, is ready, serves docs, stops on SIGINT, and kee
 		const ready = await fetch(`http://127.0.0.1:${port}/health/ready`);
 		const report = (await ready.json()) as { ready: boolean; dependencies: Array<{ name: string; ok: boolean }> };
 		expect(ready.status).toBe(200);
-		expect(report.dependencies).toEqual(expect.arrayContaining([expect.objectContaining({ name: "postgres", ok: true })]));
+		expect(report.dependencies).toEqual(
+			expect.arrayContaining([expect.objectContaining({ name: "postgres", ok: true })])
+		);
 		const docs = await fetch(`http://127.0.0.1:${port}/api/docs`);
 		expect(docs.status).toBe(200);
 		expect(await docs.text()).toContain("swagger-ui-bundle.js");

@@ -38,7 +38,10 @@ async function call(method: string, path: string, init: { body?: string; headers
 }
 
 function expectErrorShape(r: { json: any; headers: Headers; text: string }, code: string) {
-	expect(r.json).toEqual({ error: expect.objectContaining({ code, message: expect.any(String) }), requestId: expect.any(String) });
+	expect(r.json).toEqual({
+		error: expect.objectContaining({ code, message: expect.any(String) }),
+		requestId: expect.any(String)
+	});
 	expect(r.headers.get("x-request-id")).toBe(r.json.requestId);
 	expect(r.text).not.toMatch(/at .*\.(ts|js):\d+/); // no stack traces
 }
@@ -61,21 +64,33 @@ describe("gateway error contract", () => {
 	});
 
 	test("413 oversized body", async () => {
-		const r = await call("POST", "/api/v1/probe/echo", { body: JSON.stringify({ name: "x".repeat(5000), count: 1 }), headers: auth() });
+		const r = await call("POST", "/api/v1/probe/echo", {
+			body: JSON.stringify({ name: "x".repeat(5000), count: 1 }),
+			headers: auth()
+		});
 		expect(r.status).toBe(413);
 		expectErrorShape(r as any, "PAYLOAD_TOO_LARGE");
 	});
 
 	test("415 wrong content type, and non-UTF-8 charset", async () => {
-		const r = await call("POST", "/api/v1/probe/echo", { body: "name=x", headers: { ...auth(), "content-type": "application/x-www-form-urlencoded" } });
+		const r = await call("POST", "/api/v1/probe/echo", {
+			body: "name=x",
+			headers: { ...auth(), "content-type": "application/x-www-form-urlencoded" }
+		});
 		expect(r.status).toBe(415);
 		expectErrorShape(r as any, "UNSUPPORTED_MEDIA_TYPE");
-		const r2 = await call("POST", "/api/v1/probe/echo", { body: "{}", headers: { ...auth(), "content-type": "application/json; charset=latin1" } });
+		const r2 = await call("POST", "/api/v1/probe/echo", {
+			body: "{}",
+			headers: { ...auth(), "content-type": "application/json; charset=latin1" }
+		});
 		expect(r2.status).toBe(415);
 	});
 
 	test("422 names each bad field and never echoes values", async () => {
-		const r = await call("POST", "/api/v1/probe/echo", { body: JSON.stringify({ name: "", count: "lots", tags: [1] }), headers: auth() });
+		const r = await call("POST", "/api/v1/probe/echo", {
+			body: JSON.stringify({ name: "", count: "lots", tags: [1] }),
+			headers: auth()
+		});
 		expect(r.status).toBe(422);
 		expectErrorShape(r as any, "VALIDATION_ERROR");
 		const fields = r.json.error.details.map((d: { field: string }) => d.field).sort();
@@ -84,7 +99,10 @@ describe("gateway error contract", () => {
 	});
 
 	test("401 without or with a bad token; 403 for the wrong role", async () => {
-		const r = await call("POST", "/api/v1/probe/echo", { body: "{}", headers: { "content-type": "application/json" } });
+		const r = await call("POST", "/api/v1/probe/echo", {
+			body: "{}",
+			headers: { "content-type": "application/json" }
+		});
 		expect(r.status).toBe(401);
 		expectErrorShape(r as any, "UNAUTHORIZED");
 		const forged = token.slice(0, -4) + (token.endsWith("AAAA") ? "BBBB" : "AAAA");
@@ -141,10 +159,16 @@ describe("gateway error contract", () => {
 	});
 
 	test("success status and Idempotency-Key pass-through; a malformed key is 422", async () => {
-		const r = await call("POST", "/api/v1/probe/created", { body: '{"title":"t"}', headers: { "content-type": "application/json", "idempotency-key": "key-12345678" } });
+		const r = await call("POST", "/api/v1/probe/created", {
+			body: '{"title":"t"}',
+			headers: { "content-type": "application/json", "idempotency-key": "key-12345678" }
+		});
 		expect(r.status).toBe(201);
 		expect(r.json).toEqual({ title: "t", idempotencyKey: "key-12345678" });
-		const r2 = await call("POST", "/api/v1/probe/created", { body: '{"title":"t"}', headers: { "content-type": "application/json", "idempotency-key": "short" } });
+		const r2 = await call("POST", "/api/v1/probe/created", {
+			body: '{"title":"t"}',
+			headers: { "content-type": "application/json", "idempotency-key": "short" }
+		});
 		expect(r2.status).toBe(422);
 		expectErrorShape(r2 as any, "VALIDATION_ERROR");
 	});
@@ -152,7 +176,11 @@ describe("gateway error contract", () => {
 	test("CORS preflight", async () => {
 		const res = await fetch(node.baseUrl + "/api/v1/probe/echo", {
 			method: "OPTIONS",
-			headers: { origin: "https://app.example", "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" }
+			headers: {
+				origin: "https://app.example",
+				"access-control-request-method": "POST",
+				"access-control-request-headers": "authorization,content-type"
+			}
 		});
 		expect(res.status).toBe(204);
 		expect(res.headers.get("access-control-allow-origin")).toBe("*");
@@ -184,7 +212,11 @@ describe("operations routes", () => {
 		expect(r.status).toBe(200);
 		expect(r.json.openapi).toBe("3.1.0");
 		const echo = r.json.paths["/api/v1/probe/echo"].post;
-		expect(echo.requestBody.content["application/json"].schema.properties.name).toEqual({ type: "string", minLength: 1, maxLength: 20 });
+		expect(echo.requestBody.content["application/json"].schema.properties.name).toEqual({
+			type: "string",
+			minLength: 1,
+			maxLength: 20
+		});
 		expect(echo.requestBody.content["application/json"].schema.required).toEqual(["name", "count"]);
 		expect(echo.security).toBeDefined();
 		expect(r.json.paths["/api/v1/probe/whoami"].get).toBeDefined();
@@ -209,9 +241,22 @@ describe("rate limiting across gateway replicas (Redis)", () => {
 	let b: ForgeNode & { baseUrl: string };
 	beforeAll(async () => {
 		db2 = await createTestDatabase();
-		const shared = { REDIS_PREFIX: `fftest:rl:${Date.now()}:${Math.random().toString(36).slice(2)}:`, RATE_LIMIT_ANON_PER_MINUTE: "6" };
-		a = await startTestNode({ db: db2, services: [], extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService], env: shared });
-		b = await startTestNode({ db: db2, services: [], extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService], env: shared });
+		const shared = {
+			REDIS_PREFIX: `fftest:rl:${Date.now()}:${Math.random().toString(36).slice(2)}:`,
+			RATE_LIMIT_ANON_PER_MINUTE: "6"
+		};
+		a = await startTestNode({
+			db: db2,
+			services: [],
+			extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService],
+			env: shared
+		});
+		b = await startTestNode({
+			db: db2,
+			services: [],
+			extraServices: [createApiService({ routes: PROBE_ROUTES }), ProbeService],
+			env: shared
+		});
 	});
 	afterAll(async () => {
 		await a?.stop();
@@ -253,15 +298,27 @@ describe("failed credentials and proxies", () => {
 		await g?.stop();
 		await db3?.drop();
 	});
-	const from = (ip: string, headers: Record<string, string> = {}) => ({ headers: { "x-forwarded-for": ip, ...headers } });
+	const from = (ip: string, headers: Record<string, string> = {}) => ({
+		headers: { "x-forwarded-for": ip, ...headers }
+	});
 
 	test("bad tokens spend the caller's anonymous budget; then even API keys are refused before any lookup", async () => {
 		const statuses: number[] = [];
 		for (let i = 0; i < 4; i++)
-			statuses.push((await fetch(g.baseUrl + "/api/v1/probe/whoami", from("10.0.0.1", { authorization: "Bearer not-a-valid-token-at-all" }))).status);
+			statuses.push(
+				(
+					await fetch(
+						g.baseUrl + "/api/v1/probe/whoami",
+						from("10.0.0.1", { authorization: "Bearer not-a-valid-token-at-all" })
+					)
+				).status
+			);
 		expect(statuses).toEqual([401, 401, 401, 429]);
 		// No users service runs here: a key that reached the lookup would answer 503, not 429.
-		const key = await fetch(g.baseUrl + "/api/v1/probe/whoami", from("10.0.0.1", { "x-api-key": "ff_abc_0123456789abcdef0123" }));
+		const key = await fetch(
+			g.baseUrl + "/api/v1/probe/whoami",
+			from("10.0.0.1", { "x-api-key": "ff_abc_0123456789abcdef0123" })
+		);
 		expect(key.status).toBe(429);
 		expect(Number(key.headers.get("retry-after"))).toBeGreaterThan(0);
 	});

@@ -23,10 +23,13 @@ async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs
 
 const balance = (node: ForgeNode, account: string) =>
 	node.runtime.sequelize
-		.query<{ amount: string; applications: number }>(`SELECT amount, applications FROM fixture_balances WHERE account = $1`, {
-			bind: [account],
-			type: QueryTypes.SELECT
-		})
+		.query<{ amount: string; applications: number }>(
+			`SELECT amount, applications FROM fixture_balances WHERE account = $1`,
+			{
+				bind: [account],
+				type: QueryTypes.SELECT
+			}
+		)
 		.then(r => r[0] ?? null);
 
 describe("outbox relayed to RabbitMQ", () => {
@@ -37,8 +40,16 @@ describe("outbox relayed to RabbitMQ", () => {
 	beforeAll(async () => {
 		db = await createTestDatabase();
 		proxy = await startTcpProxy({ host: "127.0.0.1", port: 5672 });
-		node = await startTestNode({ db, services: [], extraServices: [ledgerFixture()], env: { AMQP_URL: proxy.url("amqp", "guest:guest") } });
-		await waitFor(async () => node.runtime.bus.isConnected(), v => v);
+		node = await startTestNode({
+			db,
+			services: [],
+			extraServices: [ledgerFixture()],
+			env: { AMQP_URL: proxy.url("amqp", "guest:guest") }
+		});
+		await waitFor(
+			async () => node.runtime.bus.isConnected(),
+			v => v
+		);
 	});
 	afterAll(async () => {
 		await (node.runtime.bus as AmqpEventBus).destroyTopology(["ledgerfx"]).catch(() => undefined);
@@ -49,11 +60,19 @@ describe("outbox relayed to RabbitMQ", () => {
 
 	test("an event committed while RabbitMQ is unreachable is delivered once it is back", async () => {
 		await node.broker.call("ledgerfx.credit", { account: "a", amount: 5 });
-		await waitFor(() => balance(node, "a"), b => b != null);
+		await waitFor(
+			() => balance(node, "a"),
+			b => b != null
+		);
 
 		await proxy.cut();
-		await waitFor(async () => node.runtime.bus.isConnected(), v => !v);
-		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "a", amount: 7 })) as { eventId: string };
+		await waitFor(
+			async () => node.runtime.bus.isConnected(),
+			v => !v
+		);
+		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "a", amount: 7 })) as {
+			eventId: string;
+		};
 		// Committed and waiting in the outbox, not lost.
 		await new Promise(r => setTimeout(r, 500));
 		const pending = await node.runtime.sequelize.query<{ published_at: Date | null; attempts: number }>(
@@ -64,17 +83,29 @@ describe("outbox relayed to RabbitMQ", () => {
 		expect((await balance(node, "a"))!.amount).toBe("5");
 
 		await proxy.restore();
-		const b = await waitFor(() => balance(node, "a"), v => v?.amount === "12");
+		const b = await waitFor(
+			() => balance(node, "a"),
+			v => v?.amount === "12"
+		);
 		expect(b!.applications).toBe(2);
 	});
 
 	test("a redelivered event is applied once", async () => {
 		const bus = node.runtime.bus as AmqpEventBus;
-		const ev = { id: "7b0a2b64-5c7e-4c39-9a54-2f5c3f7d2d11", topic: "fixture.credit", payload: { account: "dup", amount: 3 }, occurredAt: new Date().toISOString(), headers: {} };
+		const ev = {
+			id: "7b0a2b64-5c7e-4c39-9a54-2f5c3f7d2d11",
+			topic: "fixture.credit",
+			payload: { account: "dup", amount: 3 },
+			occurredAt: new Date().toISOString(),
+			headers: {}
+		};
 		await bus.publish([ev]);
 		await bus.publish([ev]);
 		await Promise.all([bus.publish([ev]), bus.publish([ev])]);
-		await waitFor(() => balance(node, "dup"), v => v != null);
+		await waitFor(
+			() => balance(node, "dup"),
+			v => v != null
+		);
 		await new Promise(r => setTimeout(r, 700));
 		const b = await balance(node, "dup");
 		expect(b).toEqual({ amount: "3", applications: 1 });
@@ -92,18 +123,36 @@ describe("failing consumers", () => {
 
 	test("a consumer that throws is retried, then succeeds", async () => {
 		db = await createTestDatabase();
-		node = await startTestNode({ db, services: [], extraServices: [ledgerFixture({ failTimes: 2 })], env: { AMQP_URL } });
+		node = await startTestNode({
+			db,
+			services: [],
+			extraServices: [ledgerFixture({ failTimes: 2 })],
+			env: { AMQP_URL }
+		});
 		await node.broker.call("ledgerfx.credit", { account: "r", amount: 4 });
-		const b = await waitFor(() => balance(node, "r"), v => v != null);
+		const b = await waitFor(
+			() => balance(node, "r"),
+			v => v != null
+		);
 		expect(b).toEqual({ amount: "4", applications: 1 });
 	});
 
 	test("a consumer that keeps throwing is dead-lettered with its error", async () => {
 		db = await createTestDatabase();
-		node = await startTestNode({ db, services: [], extraServices: [ledgerFixture({ failAlways: true })], env: { AMQP_URL, EVENT_MAX_ATTEMPTS: "3" } });
-		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "d", amount: 1 })) as { eventId: string };
+		node = await startTestNode({
+			db,
+			services: [],
+			extraServices: [ledgerFixture({ failAlways: true })],
+			env: { AMQP_URL, EVENT_MAX_ATTEMPTS: "3" }
+		});
+		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "d", amount: 1 })) as {
+			eventId: string;
+		};
 		const bus = node.runtime.bus as AmqpEventBus;
-		const dead = await waitFor(() => bus.drainDeadLetters("ledgerfx"), v => v.length > 0);
+		const dead = await waitFor(
+			() => bus.drainDeadLetters("ledgerfx"),
+			v => v.length > 0
+		);
 		expect(dead).toHaveLength(1);
 		expect(dead[0].event.id).toBe(eventId);
 		expect(dead[0].attempts).toBe(3);
@@ -122,11 +171,22 @@ describe("embedded mode (in-process bus)", () => {
 
 	test("delivers, retries and dead-letters to the table", async () => {
 		db = await createTestDatabase();
-		node = await startTestNode({ db, services: [], extraServices: [ledgerFixture({ failAlways: true })], env: { AMQP_URL: "", REDIS_URL: "", EVENT_MAX_ATTEMPTS: "2" } });
+		node = await startTestNode({
+			db,
+			services: [],
+			extraServices: [ledgerFixture({ failAlways: true })],
+			env: { AMQP_URL: "", REDIS_URL: "", EVENT_MAX_ATTEMPTS: "2" }
+		});
 		expect(node.runtime.bus.kind).toBe("memory");
-		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "m", amount: 1 })) as { eventId: string };
+		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "m", amount: 1 })) as {
+			eventId: string;
+		};
 		const rows = await waitFor(
-			() => node.runtime.sequelize.query<{ event_id: string; attempts: number }>(`SELECT event_id, attempts FROM event_dead_letters`, { type: QueryTypes.SELECT }),
+			() =>
+				node.runtime.sequelize.query<{ event_id: string; attempts: number }>(
+					`SELECT event_id, attempts FROM event_dead_letters`,
+					{ type: QueryTypes.SELECT }
+				),
 			r => r.length > 0
 		);
 		expect(rows).toEqual([{ event_id: eventId, attempts: 2 }]);

@@ -11,7 +11,13 @@ import type { AddressInfo } from "node:net";
 import { ethers } from "ethers";
 import { QueryTypes } from "sequelize";
 import { loadArtifacts } from "../../../src/chain/compile";
-import { connectForgeContract, createChainProvider, deployForgeContracts, forgeChainEnv, ForgeDeployment } from "../../../src/chain/deploy";
+import {
+	connectForgeContract,
+	createChainProvider,
+	deployForgeContracts,
+	forgeChainEnv,
+	ForgeDeployment
+} from "../../../src/chain/deploy";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { startDevChain, DevChain } from "../../support/devchain";
 import type { ForgeNode } from "../../../src/runtime/node";
@@ -46,8 +52,14 @@ async function startRpcProxy(target: string): Promise<RpcProxy> {
 		const mode = proxy.mode;
 		if (mode === "ok") return forward();
 		if (mode === "lag") {
-			if (req.method === "eth_blockNumber") return { jsonrpc: "2.0", id: req.id, result: `0x${proxy.lagHead.toString(16)}` };
-			const height = req.method === "eth_getBlockByNumber" && typeof req.params?.[0] === "string" && req.params[0].startsWith("0x") ? Number(req.params[0]) : null;
+			if (req.method === "eth_blockNumber")
+				return { jsonrpc: "2.0", id: req.id, result: `0x${proxy.lagHead.toString(16)}` };
+			const height =
+				req.method === "eth_getBlockByNumber" &&
+				typeof req.params?.[0] === "string" &&
+				req.params[0].startsWith("0x")
+					? Number(req.params[0])
+					: null;
 			if (height != null && height > proxy.lagHead) {
 				proxy.tampered++;
 				return { jsonrpc: "2.0", id: req.id, result: null };
@@ -70,7 +82,11 @@ async function startRpcProxy(target: string): Promise<RpcProxy> {
 		return { jsonrpc: "2.0", id: req.id, error: { code: -32000, message: "upstream unavailable" } };
 	};
 	const forwardOne = async (req: Req): Promise<Res> => {
-		const res = await fetch(target, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(req) });
+		const res = await fetch(target, {
+			method: "POST",
+			headers: { "content-type": "application/json" },
+			body: JSON.stringify(req)
+		});
 		return (await res.json()) as Res;
 	};
 	proxy.server = createServer((httpReq, httpRes) => {
@@ -127,7 +143,11 @@ type Json = Record<string, any>; // response bodies are checked field by field
 async function http(method: string, path: string, user: string, body?: unknown) {
 	const headers: Record<string, string> = { authorization: `Bearer ${bearerFor(node.config, user)}` };
 	if (body !== undefined) headers["content-type"] = "application/json";
-	const res = await fetch(node.baseUrl + "/api/v1" + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+	const res = await fetch(node.baseUrl + "/api/v1" + path, {
+		method,
+		headers,
+		body: body === undefined ? undefined : JSON.stringify(body)
+	});
 	return { status: res.status, json: (await res.json()) as Json, headers: res.headers };
 }
 
@@ -139,36 +159,60 @@ const available = async (user: string) => (await http("GET", "/billing/balance",
 async function invoice(user: string, credits: number) {
 	const r = await http("POST", "/billing/crypto/invoices", user, { credits });
 	expect(r.status).toBe(201);
-	return r.json as { invoiceId: string; amountWei: string; router: string; token: string; chainId: number; credits: number };
+	return r.json as {
+		invoiceId: string;
+		amountWei: string;
+		router: string;
+		token: string;
+		chainId: number;
+		credits: number;
+	};
 }
 
 /** Approves and pays through a router; returns the payment transaction's hash. */
 async function pay(from: string, invoiceId: string, amount: bigint, opts: { router?: string; token?: string } = {}) {
 	const token = await connectForgeContract("ForgeToken", opts.token ?? deployment.token, signer(from));
 	const router = await connectForgeContract("PaymentRouter", opts.router ?? deployment.paymentRouter, signer(from));
-	await ((await token.getFunction("approve")(await router.getAddress(), amount)) as ethers.ContractTransactionResponse).wait();
+	await (
+		(await token.getFunction("approve")(await router.getAddress(), amount)) as ethers.ContractTransactionResponse
+	).wait();
 	const tx = (await router.getFunction("pay")(invoiceId, amount)) as ethers.ContractTransactionResponse;
 	const receipt = await tx.wait();
 	expect(receipt?.status).toBe(1);
 	return tx.hash;
 }
 
-const claim = (user: string, txHash: string, chainId = deployment.chainId) => http("POST", "/billing/crypto/payments", user, { chainId, txHash });
+const claim = (user: string, txHash: string, chainId = deployment.chainId) =>
+	http("POST", "/billing/crypto/payments", user, { chainId, txHash });
 
 function expectError(r: { status: number; json: Json }, status: number, code: string) {
 	expect(r.status).toBe(status);
-	expect(r.json).toEqual({ error: expect.objectContaining({ code, message: expect.any(String) }), requestId: expect.any(String) });
+	expect(r.json).toEqual({
+		error: expect.objectContaining({ code, message: expect.any(String) }),
+		requestId: expect.any(String)
+	});
 }
 
 describe("a valid payment", () => {
 	test("is pending until it has its confirmations, then credited once", async () => {
 		const inv = await invoice("alice", 5_000);
-		expect(inv).toMatchObject({ chainId: deployment.chainId, router: deployment.paymentRouter.toLowerCase(), token: deployment.token.toLowerCase(), credits: 5_000 });
+		expect(inv).toMatchObject({
+			chainId: deployment.chainId,
+			router: deployment.paymentRouter.toLowerCase(),
+			token: deployment.token.toLowerCase(),
+			credits: 5_000
+		});
 		expect(inv.amountWei).toBe(ethers.parseUnits("5", 18).toString());
 		const hash = await pay(accounts[1], inv.invoiceId, BigInt(inv.amountWei));
 		const first = await claim("alice", hash);
 		expect(first.status).toBe(202);
-		expect(first.json).toMatchObject({ status: "pending", confirmations: 1, requiredConfirmations: CONFIRMATIONS, credits: 5_000, payer: accounts[1].toLowerCase() });
+		expect(first.json).toMatchObject({
+			status: "pending",
+			confirmations: 1,
+			requiredConfirmations: CONFIRMATIONS,
+			credits: 5_000,
+			payer: accounts[1].toLowerCase()
+		});
 		expect(await available("alice")).toBe(0);
 		await mine(1);
 		await tick();
@@ -178,7 +222,9 @@ describe("a valid payment", () => {
 		expect(await available("alice")).toBe(5_000);
 		const state = await http("GET", `/billing/crypto/payments/${first.json.id}`, "alice");
 		expect(state.json).toMatchObject({ status: "credited", confirmations: 3 });
-		expect((await http("GET", `/billing/crypto/invoices/${inv.invoiceId}`, "alice")).json).toMatchObject({ payment: "credited" });
+		expect((await http("GET", `/billing/crypto/invoices/${inv.invoiceId}`, "alice")).json).toMatchObject({
+			payment: "credited"
+		});
 
 		const again = await claim("alice", hash);
 		expect(again.status).toBe(200);
@@ -194,12 +240,17 @@ describe("a valid payment", () => {
 		const results = await Promise.all(Array.from({ length: 8 }, () => claim("bob", hash)));
 		expect(results.map(r => r.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201]);
 		expect(new Set(results.map(r => r.json.id)).size).toBe(1);
-		expect(results.find(r => r.status === 201)!.headers.get("location")).toBe(`/api/v1/billing/crypto/payments/${results[0].json.id}`);
+		expect(results.find(r => r.status === 201)!.headers.get("location")).toBe(
+			`/api/v1/billing/crypto/payments/${results[0].json.id}`
+		);
 		expect(results.every(r => r.json.status === "credited")).toBe(true);
 		expect(await available("bob")).toBe(2_000);
-		const rows = await node.runtime.sequelize.query(`SELECT id FROM ledger_transactions WHERE user_id = 'bob' AND kind = 'crypto_payment'`, {
-			type: QueryTypes.SELECT
-		});
+		const rows = await node.runtime.sequelize.query(
+			`SELECT id FROM ledger_transactions WHERE user_id = 'bob' AND kind = 'crypto_payment'`,
+			{
+				type: QueryTypes.SELECT
+			}
+		);
 		expect(rows).toHaveLength(1);
 	});
 });
@@ -209,11 +260,19 @@ describe("rejections", () => {
 		expectError(await claim("carol", `0x${"ab".repeat(32)}`), 422, "TX_NOT_FOUND");
 		expectError(await claim("carol", `0x${"ab".repeat(32)}`, 1), 422, "UNSUPPORTED_CHAIN");
 		expectError(await claim("carol", "0x1234"), 422, "VALIDATION_ERROR");
-		expectError(await http("POST", "/billing/crypto/payments", "carol", { chainId: "x", txHash: 5 }), 422, "VALIDATION_ERROR");
+		expectError(
+			await http("POST", "/billing/crypto/payments", "carol", { chainId: "x", txHash: 5 }),
+			422,
+			"VALIDATION_ERROR"
+		);
 		expectError(await http("POST", "/billing/crypto/invoices", "carol", { credits: 0 }), 422, "VALIDATION_ERROR");
 		expectError(await http("POST", "/billing/crypto/invoices", "carol", { credits: 1.5 }), 422, "VALIDATION_ERROR");
 		expectError(await http("GET", "/billing/crypto/payments/not-a-uuid", "carol"), 422, "VALIDATION_ERROR");
-		expectError(await http("GET", "/billing/crypto/payments/00000000-0000-4000-8000-000000000000", "carol"), 404, "NOT_FOUND");
+		expectError(
+			await http("GET", "/billing/crypto/payments/00000000-0000-4000-8000-000000000000", "carol"),
+			404,
+			"NOT_FOUND"
+		);
 	});
 
 	test("a reverted transaction", async () => {
@@ -222,7 +281,9 @@ describe("rejections", () => {
 		const data = router.interface.encodeFunctionData("pay", [inv.invoiceId, BigInt(inv.amountWei)]);
 		// No allowance: the call reverts. Sent with a fixed gas limit and mined explicitly, so it lands on chain.
 		await provider.send("evm_setAutomine", [false]);
-		const hash = (await provider.send("eth_sendTransaction", [{ from: accounts[3], to: deployment.paymentRouter, data, gas: "0x30d40" }])) as string;
+		const hash = (await provider.send("eth_sendTransaction", [
+			{ from: accounts[3], to: deployment.paymentRouter, data, gas: "0x30d40" }
+		])) as string;
 		await mine(1);
 		await provider.send("evm_setAutomine", [true]);
 		expect((await provider.getTransactionReceipt(hash))?.status).toBe(0);
@@ -242,7 +303,10 @@ describe("rejections", () => {
 		const amount = BigInt(inv.amountWei);
 		// Another FORGE-like token with its own router that even pays our treasury.
 		const other = await deployForgeContracts(chain.url, { treasury: deployment.treasury });
-		const wrongToken = await pay(accounts[4], inv.invoiceId, amount, { router: other.paymentRouter, token: other.token });
+		const wrongToken = await pay(accounts[4], inv.invoiceId, amount, {
+			router: other.paymentRouter,
+			token: other.token
+		});
 		expectError(await claim("dan", wrongToken), 422, "WRONG_TOKEN");
 
 		// Our token, but a router that sends it elsewhere.
@@ -323,18 +387,24 @@ describe("reorgs", () => {
 		await provider.send("evm_revert", [snapshot]);
 		await mine(CONFIRMATIONS + 2);
 		expect((await tick()).payments).toMatchObject({ rejected: 1, credited: 0 });
-		expect((await http("GET", `/billing/crypto/payments/${claimed.json.id}`, "hal")).json).toMatchObject({ status: "rejected", reason: "REORGED_OUT" });
+		expect((await http("GET", `/billing/crypto/payments/${claimed.json.id}`, "hal")).json).toMatchObject({
+			status: "rejected",
+			reason: "REORGED_OUT"
+		});
 		expect(await available("hal")).toBe(0);
 	});
 });
 
-const sql = <T extends object>(query: string, bind: unknown[] = []) => node.runtime.sequelize.query<T>(query, { bind, type: QueryTypes.SELECT });
+const sql = <T extends object>(query: string, bind: unknown[] = []) =>
+	node.runtime.sequelize.query<T>(query, { bind, type: QueryTypes.SELECT });
 
 /** Double entry, stored balances equal to their entries and to the lots, nothing below zero. */
 async function expectLedgerInvariants() {
 	const [{ total }] = await sql<{ total: string | null }>(`SELECT SUM(amount) AS total FROM ledger_entries`);
 	expect(Number(total ?? 0)).toBe(0);
-	const unbalanced = await sql(`SELECT transaction_id FROM ledger_entries GROUP BY transaction_id HAVING SUM(amount) <> 0`);
+	const unbalanced = await sql(
+		`SELECT transaction_id FROM ledger_entries GROUP BY transaction_id HAVING SUM(amount) <> 0`
+	);
 	expect(unbalanced).toEqual([]);
 	const drift = await sql(
 		`SELECT a.key FROM ledger_accounts a LEFT JOIN ledger_entries e ON e.account_key = a.key
@@ -383,11 +453,19 @@ describe("a payment reversed by a reorg, then mined again", () => {
 		const wallet = ethers.Wallet.createRandom();
 		await provider.send("hardhat_setBalance", [wallet.address, "0x56bc75e2d63100000"]);
 		const funder = await connectForgeContract("ForgeToken", deployment.token, signer(accounts[1]));
-		await ((await funder.getFunction("transfer")(wallet.address, amount)) as ethers.ContractTransactionResponse).wait();
+		await (
+			(await funder.getFunction("transfer")(wallet.address, amount)) as ethers.ContractTransactionResponse
+		).wait();
 		const token = await connectForgeContract("ForgeToken", deployment.token, provider);
 		const router = await connectForgeContract("PaymentRouter", deployment.paymentRouter, provider);
 		const nonce = await provider.getTransactionCount(wallet.address);
-		const fees = { chainId: deployment.chainId, type: 2, gasLimit: 300_000n, maxFeePerGas: ethers.parseUnits("100", "gwei"), maxPriorityFeePerGas: 1n };
+		const fees = {
+			chainId: deployment.chainId,
+			type: 2,
+			gasLimit: 300_000n,
+			maxFeePerGas: ethers.parseUnits("100", "gwei"),
+			maxPriorityFeePerGas: 1n
+		};
 		const signedApprove = await wallet.signTransaction({
 			...fees,
 			nonce,
@@ -433,7 +511,12 @@ describe("a payment reversed by a reorg, then mined again", () => {
 		await mine(CONFIRMATIONS);
 		const again = await claim(user, hash);
 		expect(again.status).toBe(201);
-		expect(again.json).toMatchObject({ status: "credited", credits: 3_000, txHash: hash, logIndex: first.json.logIndex });
+		expect(again.json).toMatchObject({
+			status: "credited",
+			credits: 3_000,
+			txHash: hash,
+			logIndex: first.json.logIndex
+		});
 		expect(again.json.id).not.toBe(first.json.id);
 		expect(await available(user)).toBe(0);
 		expect(await creditedByPayments(user)).toBe(3_000);
@@ -442,7 +525,9 @@ describe("a payment reversed by a reorg, then mined again", () => {
 			`SELECT cause_id, available_delta FROM ledger_transactions WHERE user_id = $1 AND kind = 'crypto_shortfall_recovery'`,
 			[user]
 		);
-		expect(recovery.map(r => ({ cause: r.cause_id, delta: Number(r.available_delta) }))).toEqual([{ cause: again.json.id, delta: -3_000 }]);
+		expect(recovery.map(r => ({ cause: r.cause_id, delta: Number(r.available_delta) }))).toEqual([
+			{ cause: again.json.id, delta: -3_000 }
+		]);
 		const rows = await sql<{ id: string; status: string; shortfall: string; shortfall_recovered: string }>(
 			`SELECT id, status, shortfall, shortfall_recovered FROM crypto_payments WHERE invoice_id = $1 ORDER BY created_at`,
 			[inv.invoiceId]
@@ -511,7 +596,11 @@ describe("an RPC node that cannot answer", () => {
 		const pending = await claim(user, await pay(accounts[3], inv2.invoiceId, BigInt(inv2.amountWei)));
 		expect(pending.json.status).toBe("pending");
 		const state = async () =>
-			Promise.all([credited.json.id, pending.json.id].map(async id => (await http("GET", `/billing/crypto/payments/${id}`, user)).json.status));
+			Promise.all(
+				[credited.json.id, pending.json.id].map(
+					async id => (await http("GET", `/billing/crypto/payments/${id}`, user)).json.status
+				)
+			);
 
 		rpc.mode = "null";
 		rpc.tampered = 0;

@@ -46,27 +46,54 @@ test("every command is declared for moleculer-repl", () => {
 });
 
 test("grant records the operator; balance shows it", async () => {
-	const g = await run("payments-grant", { userId: "zoe", credits: "1500", reason: ["goodwill", "for", "outage"] }, { operator: "ops-anna", paid: true, key: "outage-42" });
+	const g = await run(
+		"payments-grant",
+		{ userId: "zoe", credits: "1500", reason: ["goodwill", "for", "outage"] },
+		{ operator: "ops-anna", paid: true, key: "outage-42" }
+	);
 	expect(g).toMatchObject({ duplicate: false, credits: 1500, expiresAt: null });
-	expect(await run("payments-grant", { userId: "zoe", credits: "1500", reason: ["again"] }, { operator: "ops-anna", paid: true, key: "outage-42" })).toMatchObject({
+	expect(
+		await run(
+			"payments-grant",
+			{ userId: "zoe", credits: "1500", reason: ["again"] },
+			{ operator: "ops-anna", paid: true, key: "outage-42" }
+		)
+	).toMatchObject({
 		duplicate: true
 	});
 	const b = await run("payments-balance", { userId: "zoe" }, { limit: "5" });
 	expect(b).toMatchObject({ available: 1500, held: 0 });
-	expect(b.entries[0]).toMatchObject({ kind: "grant", operator: "ops-anna", description: "goodwill for outage", availableDelta: 1500 });
+	expect(b.entries[0]).toMatchObject({
+		kind: "grant",
+		operator: "ops-anna",
+		description: "goodwill for outage",
+		availableDelta: 1500
+	});
 	const promo = await run("payments-grant", { userId: "zoe", credits: "10", reason: ["welcome"] });
 	expect(promo.expiresAt).toEqual(expect.any(String));
-	const [row] = await node.runtime.sequelize.query<{ operator: string }>(`SELECT operator FROM ledger_transactions WHERE id = $1`, {
-		bind: [promo.transactionId],
-		type: QueryTypes.SELECT
-	});
+	const [row] = await node.runtime.sequelize.query<{ operator: string }>(
+		`SELECT operator FROM ledger_transactions WHERE id = $1`,
+		{
+			bind: [promo.transactionId],
+			type: QueryTypes.SELECT
+		}
+	);
 	expect(row.operator).toMatch(/^repl:.+@.+/);
-	await expect(run("payments-grant", { userId: "zoe", credits: "-5", reason: ["x"] })).rejects.toThrow(/positive integer/);
+	await expect(run("payments-grant", { userId: "zoe", credits: "-5", reason: ["x"] })).rejects.toThrow(
+		/positive integer/
+	);
 });
 
 test("replay and reconcile reach Stripe; re-index without a chain says so", async () => {
 	const e = fake.event("customer.created", { id: "cus_repl", object: "customer" });
-	expect(await run("payments-stripe-replay", { eventId: e.id })).toEqual({ eventId: e.id, outcome: "ignored", fetched: true });
+	expect(await run("payments-stripe-replay", { eventId: e.id })).toEqual({
+		eventId: e.id,
+		outcome: "ignored",
+		fetched: true
+	});
 	expect(await run("payments-stripe-reconcile", {}, { window: "3600" })).toMatchObject({ listed: 1, missed: 0 });
-	await expect(run("payments-chain-reindex", { fromBlock: "0" })).rejects.toMatchObject({ code: 503, type: "CHAIN_NOT_CONFIGURED" });
+	await expect(run("payments-chain-reindex", { fromBlock: "0" })).rejects.toMatchObject({
+		code: 503,
+		type: "CHAIN_NOT_CONFIGURED"
+	});
 });

@@ -10,7 +10,11 @@ let node: ForgeNode & { baseUrl: string };
 
 beforeAll(async () => {
 	db = await createTestDatabase();
-	node = await startTestNode({ db, services: ["api", "payments"], env: { RATE_LIMIT_PER_MINUTE: "100000", RATE_LIMIT_ANON_PER_MINUTE: "100000" } });
+	node = await startTestNode({
+		db,
+		services: ["api", "payments"],
+		env: { RATE_LIMIT_PER_MINUTE: "100000", RATE_LIMIT_ANON_PER_MINUTE: "100000" }
+	});
 });
 afterAll(async () => {
 	await node?.stop();
@@ -18,11 +22,16 @@ afterAll(async () => {
 });
 
 type Json = Record<string, any>; // response bodies are checked field by field
-async function call(method: string, path: string, opts: { user?: string; body?: string | object; headers?: Record<string, string> } = {}) {
+async function call(
+	method: string,
+	path: string,
+	opts: { user?: string; body?: string | object; headers?: Record<string, string> } = {}
+) {
 	const headers: Record<string, string> = { ...opts.headers };
 	if (opts.user) headers.authorization = `Bearer ${bearerFor(node.config, opts.user)}`;
 	if (opts.body !== undefined && !headers["content-type"]) headers["content-type"] = "application/json";
-	const body = opts.body === undefined ? undefined : typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
+	const body =
+		opts.body === undefined ? undefined : typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
 	const res = await fetch(node.baseUrl + "/api/v1" + path, { method, headers, body });
 	const text = await res.text();
 	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json, headers: res.headers, text };
@@ -30,7 +39,10 @@ async function call(method: string, path: string, opts: { user?: string; body?: 
 
 function expectError(r: { status: number; json: Json; headers: Headers; text: string }, status: number, code: string) {
 	expect(r.status).toBe(status);
-	expect(r.json).toEqual({ error: expect.objectContaining({ code, message: expect.any(String) }), requestId: expect.any(String) });
+	expect(r.json).toEqual({
+		error: expect.objectContaining({ code, message: expect.any(String) }),
+		requestId: expect.any(String)
+	});
 	expect(r.headers.get("x-request-id")).toBe(r.json.requestId);
 	expect(r.text).not.toMatch(/at .*\.(ts|js):\d+/);
 }
@@ -56,7 +68,12 @@ test("every signed-in route answers 401 without a token", async () => {
 test("prices are public: packs, plans, models, boost, FORGE rate and the tier table", async () => {
 	const r = await call("GET", "/billing/prices");
 	expect(r.status).toBe(200);
-	expect(r.json.creditPacks[0]).toEqual({ id: "starter", name: expect.any(String), credits: "10000", priceCents: 1000 });
+	expect(r.json.creditPacks[0]).toEqual({
+		id: "starter",
+		name: expect.any(String),
+		credits: "10000",
+		priceCents: 1000
+	});
 	expect(r.json.plans.map((p: Json) => p.id)).toEqual(["pro", "team"]);
 	expect(r.json.tiers.map((t: Json) => [t.name, t.feeDiscountBps])).toEqual([
 		["free", 0],
@@ -97,7 +114,11 @@ test("without Stripe keys the card routes answer 503 STRIPE_NOT_CONFIGURED", asy
 	expectError(r, 503, "STRIPE_NOT_CONFIGURED");
 	expect(r.json.error.message).toMatch(/STRIPE_SECRET_KEY/);
 	expect(r.headers.get("retry-after")).toBe("5");
-	expectError(await call("POST", "/billing/stripe/webhook", { body: "{}", headers: { "stripe-signature": "t=1,v1=x" } }), 503, "STRIPE_NOT_CONFIGURED");
+	expectError(
+		await call("POST", "/billing/stripe/webhook", { body: "{}", headers: { "stripe-signature": "t=1,v1=x" } }),
+		503,
+		"STRIPE_NOT_CONFIGURED"
+	);
 	expectError(await call("GET", `/billing/checkout/${UUID}`, { user: "u1" }), 404, "NOT_FOUND");
 });
 
@@ -105,33 +126,90 @@ test("without an RPC URL the FORGE routes answer 503 CHAIN_NOT_CONFIGURED", asyn
 	const r = await call("POST", "/billing/crypto/invoices", { user: "u1", body: { credits: 10 } });
 	expectError(r, 503, "CHAIN_NOT_CONFIGURED");
 	expect(r.json.error.message).toMatch(/CHAIN_RPC_URL/);
-	expectError(await call("POST", "/billing/crypto/payments", { user: "u1", body: { chainId: 31337, txHash: TX } }), 503, "CHAIN_NOT_CONFIGURED");
+	expectError(
+		await call("POST", "/billing/crypto/payments", { user: "u1", body: { chainId: 31337, txHash: TX } }),
+		503,
+		"CHAIN_NOT_CONFIGURED"
+	);
 	expectError(await call("GET", `/billing/crypto/payments/${UUID}`, { user: "u1" }), 503, "CHAIN_NOT_CONFIGURED");
-	expect((await node.broker.call("payments.facts", { userId: "u1" })) as Json).toMatchObject({ tier: "free", positions: [] });
+	expect((await node.broker.call("payments.facts", { userId: "u1" })) as Json).toMatchObject({
+		tier: "free",
+		positions: []
+	});
 });
 
 test("bad inputs are 4xx in the contract's shape", async () => {
 	for (const q of ["limit=0", "limit=101", "limit=abc", "cursor=abc", "cursor=-1"])
 		expectError(await call("GET", `/billing/ledger?${q}`, { user: "u1" }), 422, "VALIDATION_ERROR");
-	expectError(await call("POST", "/billing/checkout", { user: "u1", body: '{"kind": "pack",' }), 400, "MALFORMED_JSON");
-	expectError(await call("POST", "/billing/checkout", { user: "u1", body: "kind=pack", headers: { "content-type": "application/x-www-form-urlencoded" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
+	expectError(
+		await call("POST", "/billing/checkout", { user: "u1", body: '{"kind": "pack",' }),
+		400,
+		"MALFORMED_JSON"
+	);
+	expectError(
+		await call("POST", "/billing/checkout", {
+			user: "u1",
+			body: "kind=pack",
+			headers: { "content-type": "application/x-www-form-urlencoded" }
+		}),
+		415,
+		"UNSUPPORTED_MEDIA_TYPE"
+	);
 	const bad = await call("POST", "/billing/checkout", { user: "u1", body: { kind: "gift", itemId: "" } });
 	expectError(bad, 422, "VALIDATION_ERROR");
 	expect(bad.json.error.details.map((d: Json) => d.field).sort()).toEqual(["itemId", "kind"]);
-	expectError(await call("POST", "/billing/checkout", { user: "u1", body: { kind: "pack", itemId: "starter", userId: "admin" } }), 422, "VALIDATION_ERROR");
-	expectError(await call("POST", "/billing/checkout", { user: "u1", body: { kind: "pack", itemId: "starter" }, headers: { "idempotency-key": "short" } }), 422, "VALIDATION_ERROR");
+	expectError(
+		await call("POST", "/billing/checkout", {
+			user: "u1",
+			body: { kind: "pack", itemId: "starter", userId: "admin" }
+		}),
+		422,
+		"VALIDATION_ERROR"
+	);
+	expectError(
+		await call("POST", "/billing/checkout", {
+			user: "u1",
+			body: { kind: "pack", itemId: "starter" },
+			headers: { "idempotency-key": "short" }
+		}),
+		422,
+		"VALIDATION_ERROR"
+	);
 	expectError(await call("GET", "/billing/checkout/not-a-uuid", { user: "u1" }), 422, "VALIDATION_ERROR");
-	expectError(await call("POST", "/billing/crypto/invoices", { user: "u1", body: { credits: -5 } }), 422, "VALIDATION_ERROR");
-	expectError(await call("POST", "/billing/crypto/invoices", { user: "u1", body: { credits: "lots" } }), 422, "VALIDATION_ERROR");
-	expectError(await call("POST", "/billing/crypto/payments", { user: "u1", body: { chainId: 0, txHash: "0xzz" } }), 422, "VALIDATION_ERROR");
+	expectError(
+		await call("POST", "/billing/crypto/invoices", { user: "u1", body: { credits: -5 } }),
+		422,
+		"VALIDATION_ERROR"
+	);
+	expectError(
+		await call("POST", "/billing/crypto/invoices", { user: "u1", body: { credits: "lots" } }),
+		422,
+		"VALIDATION_ERROR"
+	);
+	expectError(
+		await call("POST", "/billing/crypto/payments", { user: "u1", body: { chainId: 0, txHash: "0xzz" } }),
+		422,
+		"VALIDATION_ERROR"
+	);
 	expectError(await call("GET", "/billing/crypto/invoices/0x1234", { user: "u1" }), 422, "VALIDATION_ERROR");
 });
 
 test("a user sees only their own ledger", async () => {
-	await node.broker.call("payments.grant", { userId: "anna", credits: 700, operator: "test", reason: "welcome", source: "promo" });
+	await node.broker.call("payments.grant", {
+		userId: "anna",
+		credits: 700,
+		operator: "test",
+		reason: "welcome",
+		source: "promo"
+	});
 	const a = await call("GET", "/billing/ledger", { user: "anna" });
 	expect(a.json.items).toHaveLength(1);
-	expect(a.json.items[0]).toMatchObject({ kind: "grant", availableDelta: 700, description: "welcome", operator: "test" });
+	expect(a.json.items[0]).toMatchObject({
+		kind: "grant",
+		availableDelta: 700,
+		description: "welcome",
+		operator: "test"
+	});
 	const b = await call("GET", "/billing/ledger", { user: "boris" });
 	expect(b.json).toEqual({ items: [], nextCursor: null });
 	// A client cannot pick the user: unknown query fields are dropped, the token decides.
@@ -142,7 +220,13 @@ test("a user sees only their own ledger", async () => {
 
 test("the OpenAPI document lists the billing routes with their parameters", async () => {
 	const doc = (await (await fetch(`${node.baseUrl}/api/openapi.json`)).json()) as Json;
-	for (const p of ["/api/v1/billing/balance", "/api/v1/billing/ledger", "/api/v1/billing/checkout", "/api/v1/billing/crypto/payments", "/api/v1/staking"])
+	for (const p of [
+		"/api/v1/billing/balance",
+		"/api/v1/billing/ledger",
+		"/api/v1/billing/checkout",
+		"/api/v1/billing/crypto/payments",
+		"/api/v1/staking"
+	])
 		expect(Object.keys(doc.paths).some(k => k.startsWith(p))).toBe(true);
 	expect(JSON.stringify(doc)).not.toContain("payments.reserve");
 });

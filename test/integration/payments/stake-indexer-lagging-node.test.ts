@@ -30,12 +30,23 @@ const T0 = Date.parse("2026-01-01T00:00:00Z");
 function standInChain() {
 	const state = { head: 12, answering: true };
 	const logs: RawStakeLog[] = [
-		{ txHash: hash(1001), logIndex: 0, blockNumber: 5, blockHash: hash(5), address: STAKER, kind: "staked", amountWei: 10n ** 21n, totalWei: 10n ** 21n, availableAt: null }
+		{
+			txHash: hash(1001),
+			logIndex: 0,
+			blockNumber: 5,
+			blockHash: hash(5),
+			address: STAKER,
+			kind: "staked",
+			amountWei: 10n ** 21n,
+			totalWei: 10n ** 21n,
+			availableAt: null
+		}
 	];
 	const chain = {
 		settings: { chainId: 31337, confirmations: 2, logBatchBlocks: 100, reorgWindowBlocks: 8, startBlock: 0 },
 		head: async () => state.head,
-		block: async (n: number) => (state.answering && n <= state.head ? { hash: hash(n), time: new Date(T0 + n * 12_000) } : null),
+		block: async (n: number) =>
+			state.answering && n <= state.head ? { hash: hash(n), time: new Date(T0 + n * 12_000) } : null,
 		stakeLogs: async (from: number, to: number) => logs.filter(l => l.blockNumber >= from && l.blockNumber <= to)
 	};
 	return { state, chain: chain as unknown as ForgeChain };
@@ -45,9 +56,18 @@ test("a node that stops answering rewinds nothing and invents no times; indexing
 	const { state, chain } = standInChain();
 	const published: unknown[] = [];
 	const warn = jest.fn();
-	const indexer = new StakeIndexer(node.runtime.sequelize, chain, async () => null, async (_tx, _t, p) => void published.push(p), { warn, info: () => undefined });
+	const indexer = new StakeIndexer(
+		node.runtime.sequelize,
+		chain,
+		async () => null,
+		async (_tx, _t, p) => void published.push(p),
+		{ warn, info: () => undefined }
+	);
 	const events = () =>
-		node.runtime.sequelize.query<{ block_number: string; block_time: Date }>(`SELECT block_number, block_time FROM stake_events ORDER BY block_number`, { type: QueryTypes.SELECT });
+		node.runtime.sequelize.query<{ block_number: string; block_time: Date }>(
+			`SELECT block_number, block_time FROM stake_events ORDER BY block_number`,
+			{ type: QueryTypes.SELECT }
+		);
 
 	expect(await indexer.index()).toEqual({ cursor: 11, events: 1 }); // head 12, 2 confirmations
 	const before = await events();

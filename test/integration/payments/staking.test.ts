@@ -10,7 +10,13 @@
 import { ethers } from "ethers";
 import type { ServiceSchema, Context } from "moleculer";
 import { QueryTypes } from "sequelize";
-import { connectForgeContract, createChainProvider, deployForgeContracts, forgeChainEnv, ForgeDeployment } from "../../../src/chain/deploy";
+import {
+	connectForgeContract,
+	createChainProvider,
+	deployForgeContracts,
+	forgeChainEnv,
+	ForgeDeployment
+} from "../../../src/chain/deploy";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { startDevChain, DevChain } from "../../support/devchain";
 import type { ForgeNode } from "../../../src/runtime/node";
@@ -71,9 +77,12 @@ afterAll(async () => {
 });
 
 type Json = Record<string, any>; // response bodies are checked field by field
-const sql = <T extends object>(q: string, bind: unknown[] = []) => node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
+const sql = <T extends object>(q: string, bind: unknown[] = []) =>
+	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
 const staking = async (user: string) => {
-	const res = await fetch(`${node.baseUrl}/api/v1/staking`, { headers: { authorization: `Bearer ${bearerFor(node.config, user)}` } });
+	const res = await fetch(`${node.baseUrl}/api/v1/staking`, {
+		headers: { authorization: `Bearer ${bearerFor(node.config, user)}` }
+	});
 	expect(res.status).toBe(200);
 	return (await res.json()) as Json;
 };
@@ -84,9 +93,10 @@ const advance = async (seconds: number) => {
 };
 const tick = () => node.broker.call("payments.chainTick", {}) as Promise<Json>;
 const stakeEvents = (user: string) =>
-	sql<{ payload: Json }>(`SELECT payload FROM outbox_events WHERE topic = 'payments.stake.changed' AND payload->>'userId' = $1 ORDER BY id`, [user]).then(r =>
-		r.map(x => x.payload)
-	);
+	sql<{ payload: Json }>(
+		`SELECT payload FROM outbox_events WHERE topic = 'payments.stake.changed' AND payload->>'userId' = $1 ORDER BY id`,
+		[user]
+	).then(r => r.map(x => x.payload));
 
 async function send(contract: ethers.Contract, method: string, ...args: unknown[]) {
 	const tx = (await contract.getFunction(method)(...args)) as ethers.ContractTransactionResponse;
@@ -101,7 +111,11 @@ async function stake(from: string, amount: bigint) {
 	return new Date((await provider.getBlock(receipt.blockNumber))!.timestamp * 1000).toISOString();
 }
 async function requestUnstake(from: string, amount: bigint) {
-	await send(await connectForgeContract("ForgeStaking", deployment.staking, new ethers.JsonRpcSigner(provider, from)), "requestUnstake", amount);
+	await send(
+		await connectForgeContract("ForgeStaking", deployment.staking, new ethers.JsonRpcSigner(provider, from)),
+		"requestUnstake",
+		amount
+	);
 }
 
 describe("holding period, tier and discount", () => {
@@ -127,13 +141,29 @@ describe("holding period, tier and discount", () => {
 				activeWei: FORGE(1000).toString(),
 				unbondingWei: "0",
 				unbondingAvailableAt: null,
-				positions: [{ amountWei: FORGE(1000).toString(), since, countsFrom: new Date(Date.parse(since) + 7 * DAY_S * 1000).toISOString() }]
+				positions: [
+					{
+						amountWei: FORGE(1000).toString(),
+						since,
+						countsFrom: new Date(Date.parse(since) + 7 * DAY_S * 1000).toISOString()
+					}
+				]
 			}
 		]);
-		expect(await stakeEvents("stan")).toEqual([{ userId: "stan", positions: [{ amountWei: FORGE(1000).toString(), since }] }]);
+		expect(await stakeEvents("stan")).toEqual([
+			{ userId: "stan", positions: [{ amountWei: FORGE(1000).toString(), since }] }
+		]);
 
-		await node.broker.call("payments.grant", { userId: "stan", credits: 10_000, operator: "test", reason: "test", source: "paid" });
-		expect(await node.broker.call("payments.reserve", { userId: "stan", taskId: "stan-1", maxCost: 1000 })).toMatchObject({ tier: "free", discountBps: 0, held: 1000 });
+		await node.broker.call("payments.grant", {
+			userId: "stan",
+			credits: 10_000,
+			operator: "test",
+			reason: "test",
+			source: "paid"
+		});
+		expect(
+			await node.broker.call("payments.reserve", { userId: "stan", taskId: "stan-1", maxCost: 1000 })
+		).toMatchObject({ tier: "free", discountBps: 0, held: 1000 });
 
 		await advance(7 * DAY_S - 120);
 		await tick();
@@ -141,7 +171,13 @@ describe("holding period, tier and discount", () => {
 
 		await advance(240);
 		await tick();
-		expect(await staking("stan")).toMatchObject({ effectiveStakeWei: FORGE(1000).toString(), stakeTier: "pro", tier: "pro", feeDiscountBps: 500, boostMs: 30_000 });
+		expect(await staking("stan")).toMatchObject({
+			effectiveStakeWei: FORGE(1000).toString(),
+			stakeTier: "pro",
+			tier: "pro",
+			feeDiscountBps: 500,
+			boostMs: 30_000
+		});
 		expect(await node.broker.call("payments.facts", { userId: "stan" })).toMatchObject({
 			userId: "stan",
 			planTier: "free",
@@ -149,10 +185,16 @@ describe("holding period, tier and discount", () => {
 			effectiveStakeWei: FORGE(1000).toString(),
 			positions: [{ amountWei: FORGE(1000).toString(), since }]
 		});
-		expect(await node.broker.call("payments.priorityBoost", { userId: "stan" })).toMatchObject({ tier: "pro", tierBoostMs: 30_000, boostMs: 30_000 });
+		expect(await node.broker.call("payments.priorityBoost", { userId: "stan" })).toMatchObject({
+			tier: "pro",
+			tierBoostMs: 30_000,
+			boostMs: 30_000
+		});
 		const hold = await node.broker.call("payments.reserve", { userId: "stan", taskId: "stan-2", maxCost: 1000 });
 		expect(hold).toMatchObject({ tier: "pro", discountBps: 500, held: 950 });
-		const [entry] = await sql<{ tier: string; discount_bps: number }>(`SELECT tier, discount_bps FROM ledger_transactions WHERE kind = 'reserve' AND cause_id = 'stan-2'`);
+		const [entry] = await sql<{ tier: string; discount_bps: number }>(
+			`SELECT tier, discount_bps FROM ledger_transactions WHERE kind = 'reserve' AND cause_id = 'stan-2'`
+		);
 		expect(entry).toEqual({ tier: "pro", discount_bps: 500 });
 	});
 
@@ -160,18 +202,36 @@ describe("holding period, tier and discount", () => {
 		await stake(accounts[2], FORGE(9000));
 		await mine(CONFIRMATIONS);
 		await tick();
-		expect(await staking("stan")).toMatchObject({ totalStakeWei: FORGE(10_000).toString(), effectiveStakeWei: FORGE(1000).toString(), tier: "pro" });
+		expect(await staking("stan")).toMatchObject({
+			totalStakeWei: FORGE(10_000).toString(),
+			effectiveStakeWei: FORGE(1000).toString(),
+			tier: "pro"
+		});
 		await advance(7 * DAY_S + 60);
 		await tick();
-		expect(await staking("stan")).toMatchObject({ effectiveStakeWei: FORGE(10_000).toString(), tier: "team", feeDiscountBps: 1000 });
+		expect(await staking("stan")).toMatchObject({
+			effectiveStakeWei: FORGE(10_000).toString(),
+			tier: "team",
+			feeDiscountBps: 1000
+		});
 		await requestUnstake(accounts[2], FORGE(9500));
 		await mine(CONFIRMATIONS);
 		await tick();
 		const after = await staking("stan");
-		expect(after).toMatchObject({ totalStakeWei: FORGE(500).toString(), effectiveStakeWei: FORGE(500).toString(), tier: "free", feeDiscountBps: 0 });
-		expect(after.wallets[0]).toMatchObject({ unbondingWei: FORGE(9500).toString(), unbondingAvailableAt: expect.any(String) });
+		expect(after).toMatchObject({
+			totalStakeWei: FORGE(500).toString(),
+			effectiveStakeWei: FORGE(500).toString(),
+			tier: "free",
+			feeDiscountBps: 0
+		});
+		expect(after.wallets[0]).toMatchObject({
+			unbondingWei: FORGE(9500).toString(),
+			unbondingAvailableAt: expect.any(String)
+		});
 		const events = await stakeEvents("stan");
-		expect(events[events.length - 1].positions).toEqual([{ amountWei: FORGE(500).toString(), since: expect.any(String) }]);
+		expect(events[events.length - 1].positions).toEqual([
+			{ amountWei: FORGE(500).toString(), since: expect.any(String) }
+		]);
 	});
 });
 
@@ -189,7 +249,11 @@ describe("cooldown", () => {
 		expect(availableAt - head).toBeGreaterThan((COOLDOWN_S - 60) * 1000);
 		expect(availableAt - head).toBeLessThanOrEqual(COOLDOWN_S * 1000);
 
-		const stakingAsQuinn = await connectForgeContract("ForgeStaking", deployment.staking, new ethers.JsonRpcSigner(provider, accounts[3]));
+		const stakingAsQuinn = await connectForgeContract(
+			"ForgeStaking",
+			deployment.staking,
+			new ethers.JsonRpcSigner(provider, accounts[3])
+		);
 		await expect(stakingAsQuinn.getFunction("withdraw")()).rejects.toThrow();
 		await advance(7 * DAY_S);
 		await tick();
@@ -197,7 +261,11 @@ describe("cooldown", () => {
 		await send(stakingAsQuinn, "withdraw");
 		await mine(CONFIRMATIONS);
 		await tick();
-		expect((await staking("quinn")).wallets[0]).toMatchObject({ activeWei: "0", unbondingWei: "0", unbondingAvailableAt: null });
+		expect((await staking("quinn")).wallets[0]).toMatchObject({
+			activeWei: "0",
+			unbondingWei: "0",
+			unbondingAvailableAt: null
+		});
 	});
 });
 
@@ -207,9 +275,10 @@ describe("wallet owners, restarts and reorgs", () => {
 		await stake(accounts[6], FORGE(60));
 		await mine(CONFIRMATIONS);
 		await tick();
-		const rows = await sql<{ address: string; user_id: string | null }>(`SELECT address, user_id FROM stake_wallets WHERE address = ANY($1::text[]) ORDER BY address`, [
-			[accounts[5].toLowerCase(), accounts[6].toLowerCase()]
-		]);
+		const rows = await sql<{ address: string; user_id: string | null }>(
+			`SELECT address, user_id FROM stake_wallets WHERE address = ANY($1::text[]) ORDER BY address`,
+			[[accounts[5].toLowerCase(), accounts[6].toLowerCase()]]
+		);
 		expect(rows.map(r => r.user_id)).toEqual([null, null]);
 		expect((await staking("ursula")).wallets).toEqual([]);
 
@@ -220,14 +289,19 @@ describe("wallet owners, restarts and reorgs", () => {
 
 		// The periodic pass asks again for wallets whose owner was unknown a while ago.
 		owners.set(accounts[6].toLowerCase(), "vera");
-		await sql(`UPDATE stake_wallets SET owner_checked_at = now() - interval '1 hour' WHERE address = $1 RETURNING address`, [accounts[6].toLowerCase()]);
+		await sql(
+			`UPDATE stake_wallets SET owner_checked_at = now() - interval '1 hour' WHERE address = $1 RETURNING address`,
+			[accounts[6].toLowerCase()]
+		);
 		await tick();
 		expect((await staking("vera")).totalStakeWei).toBe(FORGE(60).toString());
 		expect(await stakeEvents("vera")).toHaveLength(1);
 	});
 
 	test("a restarted node resumes from its cursor without indexing anything twice", async () => {
-		const [{ block_number: before }] = await sql<{ block_number: string }>(`SELECT block_number FROM chain_cursors WHERE name = 'staking'`);
+		const [{ block_number: before }] = await sql<{ block_number: string }>(
+			`SELECT block_number FROM chain_cursors WHERE name = 'staking'`
+		);
 		await node.stop();
 		owners.set(accounts[4].toLowerCase(), "rita");
 		await stake(accounts[4], FORGE(70));
@@ -235,7 +309,9 @@ describe("wallet owners, restarts and reorgs", () => {
 		node = await startNode();
 		await tick();
 		expect((await staking("rita")).totalStakeWei).toBe(FORGE(70).toString());
-		const [{ block_number: after }] = await sql<{ block_number: string }>(`SELECT block_number FROM chain_cursors WHERE name = 'staking'`);
+		const [{ block_number: after }] = await sql<{ block_number: string }>(
+			`SELECT block_number FROM chain_cursors WHERE name = 'staking'`
+		);
 		expect(Number(after)).toBeGreaterThan(Number(before));
 		const [{ n, distinct }] = await sql<{ n: string; distinct: string }>(
 			`SELECT COUNT(*) AS n, COUNT(DISTINCT (tx_hash, log_index)) AS distinct FROM stake_events`
@@ -264,7 +340,9 @@ describe("wallet owners, restarts and reorgs", () => {
 
 	test("re-indexing from a block rebuilds the same positions", async () => {
 		const before = await staking("stan");
-		const r = (await node.broker.call("payments.reindexChain", { fromBlock: deployment.deployedAtBlock })) as { events: number };
+		const r = (await node.broker.call("payments.reindexChain", { fromBlock: deployment.deployedAtBlock })) as {
+			events: number;
+		};
 		expect(r.events).toBeGreaterThan(0);
 		const after = await staking("stan");
 		expect(after.wallets).toEqual(before.wallets);

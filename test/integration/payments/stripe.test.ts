@@ -17,7 +17,12 @@ beforeAll(async () => {
 	node = await startTestNode({
 		db,
 		services: ["api", "payments"],
-		env: { ...fake.env(), RATE_LIMIT_PER_MINUTE: "100000", RATE_LIMIT_ANON_PER_MINUTE: "100000", STRIPE_INBOX_POLL_MS: "60000" }
+		env: {
+			...fake.env(),
+			RATE_LIMIT_PER_MINUTE: "100000",
+			RATE_LIMIT_ANON_PER_MINUTE: "100000",
+			STRIPE_INBOX_POLL_MS: "60000"
+		}
 	});
 });
 afterAll(async () => {
@@ -27,13 +32,22 @@ afterAll(async () => {
 });
 
 type Json = Record<string, any>; // response bodies are checked field by field
-const sql = <T extends object>(q: string, bind: unknown[] = []) => node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
+const sql = <T extends object>(q: string, bind: unknown[] = []) =>
+	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
 
-async function http(method: string, path: string, opts: { user?: string; body?: unknown; headers?: Record<string, string> } = {}) {
+async function http(
+	method: string,
+	path: string,
+	opts: { user?: string; body?: unknown; headers?: Record<string, string> } = {}
+) {
 	const headers: Record<string, string> = { ...opts.headers };
 	if (opts.user) headers.authorization = `Bearer ${bearerFor(node.config, opts.user)}`;
 	if (opts.body !== undefined) headers["content-type"] = "application/json";
-	const res = await fetch(node.baseUrl + "/api/v1" + path, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+	const res = await fetch(node.baseUrl + "/api/v1" + path, {
+		method,
+		headers,
+		body: opts.body === undefined ? undefined : JSON.stringify(opts.body)
+	});
 	const text = await res.text();
 	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json, headers: res.headers };
 }
@@ -41,7 +55,10 @@ async function http(method: string, path: string, opts: { user?: string; body?: 
 function deliver(body: string, signature: string | null) {
 	const headers: Record<string, string> = { "content-type": "application/json" };
 	if (signature !== null) headers["stripe-signature"] = signature;
-	return fetch(`${node.baseUrl}/api/v1/billing/stripe/webhook`, { method: "POST", headers, body }).then(async r => ({ status: r.status, json: (await r.json()) as Json }));
+	return fetch(`${node.baseUrl}/api/v1/billing/stripe/webhook`, { method: "POST", headers, body }).then(async r => ({
+		status: r.status,
+		json: (await r.json()) as Json
+	}));
 }
 
 const send = (event: FakeEvent) => {
@@ -52,7 +69,11 @@ const drain = () => node.broker.call("payments.processStripeInbox", {});
 const available = async (user: string) => (await http("GET", "/billing/balance", { user })).json.available as number;
 
 async function buyPack(user: string, itemId = "starter", key?: string) {
-	const r = await http("POST", "/billing/checkout", { user, body: { kind: "pack", itemId }, headers: key ? { "idempotency-key": key } : {} });
+	const r = await http("POST", "/billing/checkout", {
+		user,
+		body: { kind: "pack", itemId },
+		headers: key ? { "idempotency-key": key } : {}
+	});
 	expect(r.status).toBe(201);
 	return r.json;
 }
@@ -61,11 +82,24 @@ describe("checkout", () => {
 	test("creates a Checkout Session with metadata on the session and its payment intent, under a deterministic key", async () => {
 		const before = fake.requests.length;
 		const c = await buyPack("alice");
-		expect(c).toMatchObject({ kind: "pack", itemId: "starter", credits: 10_000, amountCents: 1000, currency: "usd", status: "open", credited: false });
+		expect(c).toMatchObject({
+			kind: "pack",
+			itemId: "starter",
+			credits: 10_000,
+			amountCents: 1000,
+			currency: "usd",
+			status: "open",
+			credited: false
+		});
 		expect(c.url).toMatch(/^https:\/\/checkout\.stripe\.test\//);
 		const reqs = fake.requests.slice(before);
 		expect(reqs).toHaveLength(1);
-		expect(reqs[0]).toMatchObject({ method: "POST", path: "/v1/checkout/sessions", idempotencyKey: `ff-checkout-${c.checkoutId}`, status: 200 });
+		expect(reqs[0]).toMatchObject({
+			method: "POST",
+			path: "/v1/checkout/sessions",
+			idempotencyKey: `ff-checkout-${c.checkoutId}`,
+			status: 200
+		});
 		expect(reqs[0].body).toMatchObject({
 			mode: "payment",
 			client_reference_id: "alice",
@@ -92,20 +126,34 @@ describe("checkout", () => {
 		expect(b.checkoutId).toBe(a.checkoutId);
 		expect(b.sessionId).toBe(a.sessionId);
 		expect(fake.requests.length).toBe(before);
-		const clash = await http("POST", "/billing/checkout", { user: "alice", body: { kind: "pack", itemId: "starter" }, headers: { "idempotency-key": "client-key-0001" } });
+		const clash = await http("POST", "/billing/checkout", {
+			user: "alice",
+			body: { kind: "pack", itemId: "starter" },
+			headers: { "idempotency-key": "client-key-0001" }
+		});
 		expect(clash.status).toBe(409);
 		expect(clash.json.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
 	});
 
 	test("when Stripe keeps failing: 503, and a retry with the same key resumes the same checkout", async () => {
 		fake.failNext(10);
-		const r = await http("POST", "/billing/checkout", { user: "bob", body: { kind: "plan", itemId: "pro" }, headers: { "idempotency-key": "client-key-0002" } });
+		const r = await http("POST", "/billing/checkout", {
+			user: "bob",
+			body: { kind: "plan", itemId: "pro" },
+			headers: { "idempotency-key": "client-key-0002" }
+		});
 		expect(r.status).toBe(503);
 		expect(r.json.error.code).toBe("STRIPE_UNAVAILABLE");
 		fake.failNext(0);
-		const ok = await http("POST", "/billing/checkout", { user: "bob", body: { kind: "plan", itemId: "pro" }, headers: { "idempotency-key": "client-key-0002" } });
+		const ok = await http("POST", "/billing/checkout", {
+			user: "bob",
+			body: { kind: "plan", itemId: "pro" },
+			headers: { "idempotency-key": "client-key-0002" }
+		});
 		expect(ok.status).toBe(201);
-		const keys = new Set(fake.requests.filter(q => q.body.client_reference_id === "bob").map(q => q.idempotencyKey));
+		const keys = new Set(
+			fake.requests.filter(q => q.body.client_reference_id === "bob").map(q => q.idempotencyKey)
+		);
 		expect(keys).toEqual(new Set([`ff-checkout-${ok.json.checkoutId}`]));
 	});
 
@@ -113,9 +161,15 @@ describe("checkout", () => {
 		const r = await http("POST", "/billing/checkout", { user: "alice", body: { kind: "pack", itemId: "nope" } });
 		expect(r.status).toBe(422);
 		expect(r.json.error.details[0].field).toBe("itemId");
-		const r2 = await http("POST", "/billing/checkout", { user: "alice", body: { kind: "gift", itemId: "starter" } });
+		const r2 = await http("POST", "/billing/checkout", {
+			user: "alice",
+			body: { kind: "gift", itemId: "starter" }
+		});
 		expect(r2.status).toBe(422);
-		const r3 = await http("POST", "/billing/checkout", { user: "alice", body: { kind: "pack", itemId: "starter", extra: 1 } });
+		const r3 = await http("POST", "/billing/checkout", {
+			user: "alice",
+			body: { kind: "pack", itemId: "starter", extra: 1 }
+		});
 		expect(r3.status).toBe(422);
 	});
 });
@@ -146,7 +200,10 @@ describe("webhook signature", () => {
 		] as const) {
 			const r = await deliver(b, s);
 			expect(r.status).toBe(400);
-			expect(r.json).toEqual({ error: { code: "INVALID_SIGNATURE", message: expect.any(String) }, requestId: expect.any(String) });
+			expect(r.json).toEqual({
+				error: { code: "INVALID_SIGNATURE", message: expect.any(String) },
+				requestId: expect.any(String)
+			});
 		}
 	});
 });
@@ -169,8 +226,14 @@ describe("crediting a paid checkout", () => {
 	test("session and payment-intent events of one payment, and the success redirect, credit once", async () => {
 		const c = await buyPack("dave");
 		const session = fake.completeSession(c.sessionId);
-		const events = [fake.event("payment_intent.succeeded", fake.paymentIntentOf(c.sessionId)), fake.event("checkout.session.completed", session)];
-		const [status] = await Promise.all([http("GET", `/billing/checkout/${c.checkoutId}`, { user: "dave" }), ...events.map(send)]);
+		const events = [
+			fake.event("payment_intent.succeeded", fake.paymentIntentOf(c.sessionId)),
+			fake.event("checkout.session.completed", session)
+		];
+		const [status] = await Promise.all([
+			http("GET", `/billing/checkout/${c.checkoutId}`, { user: "dave" }),
+			...events.map(send)
+		]);
 		expect(status.status).toBe(200);
 		await Promise.all([drain(), drain()]);
 		expect(await available("dave")).toBe(10_000);
@@ -178,7 +241,9 @@ describe("crediting a paid checkout", () => {
 		expect(after.json).toMatchObject({ status: "paid", credited: true });
 		const purchases = await sql(`SELECT id FROM ledger_transactions WHERE user_id = 'dave' AND kind = 'purchase'`);
 		expect(purchases).toHaveLength(1);
-		const outbox = await sql<{ payload: Json }>(`SELECT payload FROM outbox_events WHERE topic = 'payments.credits.purchased' AND payload->>'userId' = 'dave'`);
+		const outbox = await sql<{ payload: Json }>(
+			`SELECT payload FROM outbox_events WHERE topic = 'payments.credits.purchased' AND payload->>'userId' = 'dave'`
+		);
 		expect(outbox.map(o => o.payload)).toEqual([{ userId: "dave", checkoutId: c.checkoutId, credits: "10000" }]);
 	});
 
@@ -187,7 +252,10 @@ describe("crediting a paid checkout", () => {
 		await send(fake.event("checkout.session.completed", fake.completeSession(c.sessionId, false)));
 		await drain();
 		expect(await available("erin")).toBe(0);
-		expect((await http("GET", `/billing/checkout/${c.checkoutId}`, { user: "erin" })).json).toMatchObject({ status: "processing", credited: false });
+		expect((await http("GET", `/billing/checkout/${c.checkoutId}`, { user: "erin" })).json).toMatchObject({
+			status: "processing",
+			credited: false
+		});
 		await send(fake.event("checkout.session.async_payment_succeeded", fake.completeSession(c.sessionId, true)));
 		await drain();
 		expect(await available("erin")).toBe(10_000);
@@ -197,7 +265,8 @@ describe("crediting a paid checkout", () => {
 		const c = await buyPack("paula");
 		await send(fake.event("checkout.session.completed", fake.completeSession(c.sessionId)));
 		const deadline = Date.now() + 5000;
-		while ((await available("paula")) !== 10_000 && Date.now() < deadline) await new Promise(r => setTimeout(r, 50));
+		while ((await available("paula")) !== 10_000 && Date.now() < deadline)
+			await new Promise(r => setTimeout(r, 50));
 		expect(await available("paula")).toBe(10_000);
 	});
 
@@ -239,9 +308,10 @@ describe("refunds and disputes", () => {
 		await send(fake.event("charge.refunded", fake.chargeOf(c.sessionId, 1000)));
 		await drain();
 		expect(await available("hank")).toBe(0);
-		const [row] = await sql<{ clawed_back: string; clawback_shortfall: string }>(`SELECT clawed_back, clawback_shortfall FROM stripe_checkouts WHERE id = $1`, [
-			c.checkoutId
-		]);
+		const [row] = await sql<{ clawed_back: string; clawback_shortfall: string }>(
+			`SELECT clawed_back, clawback_shortfall FROM stripe_checkouts WHERE id = $1`,
+			[c.checkoutId]
+		);
 		expect([Number(row.clawed_back), Number(row.clawback_shortfall)]).toEqual([10_000, 7_000]);
 	});
 
@@ -264,7 +334,13 @@ describe("refunds and disputes", () => {
 
 	test("a dispute claws back; a won dispute restores", async () => {
 		const c = await paid("judy");
-		const dispute = { id: "dp_judy", object: "dispute", payment_intent: fake.sessions.get(c.sessionId)!.payment_intent, amount: 1000, status: "needs_response" };
+		const dispute = {
+			id: "dp_judy",
+			object: "dispute",
+			payment_intent: fake.sessions.get(c.sessionId)!.payment_intent,
+			amount: 1000,
+			status: "needs_response"
+		};
 		await send(fake.event("charge.dispute.created", dispute));
 		await drain();
 		expect(await available("judy")).toBe(0);
@@ -279,11 +355,17 @@ describe("subscriptions", () => {
 	async function plan(user: string, itemId = "pro") {
 		const r = await http("POST", "/billing/checkout", { user, body: { kind: "plan", itemId } });
 		expect(r.status).toBe(201);
-		expect(fake.sessions.get(r.json.sessionId)).toMatchObject({ mode: "subscription", subscription_data_metadata: { planTier: itemId, userId: user } });
+		expect(fake.sessions.get(r.json.sessionId)).toMatchObject({
+			mode: "subscription",
+			subscription_data_metadata: { planTier: itemId, userId: user }
+		});
 		return r.json;
 	}
 	const planEvents = (user: string) =>
-		sql<{ payload: Json }>(`SELECT payload FROM outbox_events WHERE topic = 'payments.plan.changed' AND payload->>'userId' = $1 ORDER BY id`, [user]);
+		sql<{ payload: Json }>(
+			`SELECT payload FROM outbox_events WHERE topic = 'payments.plan.changed' AND payload->>'userId' = $1 ORDER BY id`,
+			[user]
+		);
 
 	test("an active subscription sets the plan tier, with its discount, and publishes the change", async () => {
 		const c = await plan("kate");
@@ -291,7 +373,12 @@ describe("subscriptions", () => {
 		await send(fake.event("checkout.session.completed", fake.completeSession(c.sessionId), t));
 		await send(fake.event("customer.subscription.created", fake.subscriptionOf(c.sessionId, "active"), t));
 		await drain();
-		expect((await http("GET", "/billing/balance", { user: "kate" })).json).toMatchObject({ tier: "pro", planTier: "pro", feeDiscountBps: 250, available: 0 });
+		expect((await http("GET", "/billing/balance", { user: "kate" })).json).toMatchObject({
+			tier: "pro",
+			planTier: "pro",
+			feeDiscountBps: 250,
+			available: 0
+		});
 		expect((await planEvents("kate")).map(e => e.payload)).toEqual([{ userId: "kate", planTier: "pro" }]);
 		const again = await http("POST", "/billing/checkout", { user: "kate", body: { kind: "plan", itemId: "pro" } });
 		expect(again.status).toBe(409);
@@ -302,12 +389,23 @@ describe("subscriptions", () => {
 	test("out-of-order subscription events converge on the latest state", async () => {
 		const c = await plan("leo", "team");
 		const t = Math.floor(Date.now() / 1000);
-		const created = fake.event("customer.subscription.created", fake.subscriptionOf(c.sessionId, "incomplete"), t - 30);
+		const created = fake.event(
+			"customer.subscription.created",
+			fake.subscriptionOf(c.sessionId, "incomplete"),
+			t - 30
+		);
 		const active = fake.event("customer.subscription.updated", fake.subscriptionOf(c.sessionId, "active"), t - 20);
-		const deleted = fake.event("customer.subscription.deleted", fake.subscriptionOf(c.sessionId, "canceled"), t - 10);
+		const deleted = fake.event(
+			"customer.subscription.deleted",
+			fake.subscriptionOf(c.sessionId, "canceled"),
+			t - 10
+		);
 		for (const e of [deleted, active, created]) await send(e);
 		await drain();
-		expect((await http("GET", "/billing/balance", { user: "leo" })).json).toMatchObject({ tier: "free", planTier: "free" });
+		expect((await http("GET", "/billing/balance", { user: "leo" })).json).toMatchObject({
+			tier: "free",
+			planTier: "free"
+		});
 
 		const c2 = await plan("mia", "team");
 		const a = fake.event("customer.subscription.updated", fake.subscriptionOf(c2.sessionId, "active"), t - 5);
@@ -316,7 +414,11 @@ describe("subscriptions", () => {
 		await drain();
 		await send(b);
 		await drain();
-		expect((await http("GET", "/billing/balance", { user: "mia" })).json).toMatchObject({ tier: "team", planTier: "team", feeDiscountBps: 500 });
+		expect((await http("GET", "/billing/balance", { user: "mia" })).json).toMatchObject({
+			tier: "team",
+			planTier: "team",
+			feeDiscountBps: 500
+		});
 		expect((await planEvents("mia")).map(e => e.payload)).toEqual([{ userId: "mia", planTier: "team" }]);
 	});
 });

@@ -18,7 +18,7 @@ let openai: FakeServer;
 const CODE_ANSWER = [
 	"Here is the change.\n",
 	"```ts path=src/greet.ts\n",
-	'export const greet = (name: string) => `Hello, ${name}!`;\n',
+	"export const greet = (name: string) => `Hello, ${name}!`;\n",
 	"```\n",
 	"```delete path=README.old\n",
 	"```\n"
@@ -32,7 +32,13 @@ beforeAll(async () => {
 	node = await startTestNode({
 		db,
 		services: ["api", "users", "projects", "payments", "tasks", "ai"],
-		env: { OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: openai.url, AUTH_SESSION_CHECK: "true", RATE_LIMIT_ANON_PER_MINUTE: "10000", LOGIN_THROTTLE_DISABLED: "false" }
+		env: {
+			OPENAI_API_KEY: "sk-test",
+			OPENAI_BASE_URL: openai.url,
+			AUTH_SESSION_CHECK: "true",
+			RATE_LIMIT_ANON_PER_MINUTE: "10000",
+			LOGIN_THROTTLE_DISABLED: "false"
+		}
 	});
 });
 afterAll(async () => {
@@ -44,7 +50,10 @@ afterAll(async () => {
 async function api(method: string, path: string, token?: string, body?: unknown) {
 	const res = await fetch(node.baseUrl + "/api/v1" + path, {
 		method,
-		headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
+		headers: {
+			...(token ? { authorization: `Bearer ${token}` } : {}),
+			...(body ? { "content-type": "application/json" } : {})
+		},
 		body: body ? JSON.stringify(body) : undefined
 	});
 	const text = await res.text();
@@ -52,7 +61,9 @@ async function api(method: string, path: string, token?: string, body?: unknown)
 }
 
 async function readSse(path: string, token: string, until: (ev: string) => boolean) {
-	const res = await fetch(node.baseUrl + "/api/v1" + path, { headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } });
+	const res = await fetch(node.baseUrl + "/api/v1" + path, {
+		headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" }
+	});
 	expect(res.status).toBe(200);
 	expect(res.headers.get("content-type")).toContain("text/event-stream");
 	const reader = res.body!.getReader();
@@ -78,7 +89,10 @@ async function readSse(path: string, token: string, until: (ev: string) => boole
 }
 
 test("register → credits → project → code task over SSE → new version, settled once", async () => {
-	const reg = await api("POST", "/auth/register", undefined, { email: "Dev@Example.com", password: "correct horse battery staple" });
+	const reg = await api("POST", "/auth/register", undefined, {
+		email: "Dev@Example.com",
+		password: "correct horse battery staple"
+	});
 	expect(reg.status).toBe(201);
 	const token: string = reg.json.accessToken;
 	expect(typeof token).toBe("string");
@@ -86,7 +100,13 @@ test("register → credits → project → code task over SSE → new version, s
 	expect(me.status).toBe(200);
 	const userId: string = me.json.id;
 
-	await node.broker.call("payments.grant", { userId, credits: 50_000, operator: "e2e-test", reason: "test credit", source: "paid" });
+	await node.broker.call("payments.grant", {
+		userId,
+		credits: 50_000,
+		operator: "e2e-test",
+		reason: "test credit",
+		source: "paid"
+	});
 	const before = await api("GET", "/billing/balance", token);
 	expect(before.json).toMatchObject({ available: 50_000, held: 0, tier: "free" });
 
@@ -103,18 +123,28 @@ test("register → credits → project → code task over SSE → new version, s
 	});
 	expect(v1.status).toBe(201);
 
-	const submit = await api("POST", "/tasks", token, { projectId, kind: "code", prompt: "Make greet take a name", model: "gpt-4o-mini" });
+	const submit = await api("POST", "/tasks", token, {
+		projectId,
+		kind: "code",
+		prompt: "Make greet take a name",
+		model: "gpt-4o-mini"
+	});
 	expect(submit.status).toBe(202);
 	const taskId: string = submit.json.task.id;
 	expect(submit.json.position).toBeGreaterThanOrEqual(0);
 
-	const events = await readSse(`/tasks/${taskId}/events`, token, e => ["completed", "failed", "cancelled"].includes(e));
+	const events = await readSse(`/tasks/${taskId}/events`, token, e =>
+		["completed", "failed", "cancelled"].includes(e)
+	);
 	const names = events.map(e => e.event).filter(n => n !== "position");
 	// The current state comes first: queued, or started when a worker was quicker than the client.
 	expect(["queued", "started"]).toContain(names[0]);
 	expect(names[names.length - 1]).toBe("completed");
 	// Deltas arrive in order while it streams (a late client sees the tail; the result holds it all).
-	const deltas = events.filter(e => e.event === "delta").map(e => e.data.text).join("");
+	const deltas = events
+		.filter(e => e.event === "delta")
+		.map(e => e.data.text)
+		.join("");
 	expect(deltas.length).toBeGreaterThan(0);
 	expect(CODE_ANSWER.join("").endsWith(deltas)).toBe(true);
 	expect(events[events.length - 1].data.result.text.trimEnd()).toBe(CODE_ANSWER.join("").trimEnd());
@@ -133,10 +163,14 @@ test("register → credits → project → code task over SSE → new version, s
 	expect(counted).toBe(t.usage.promptTokens + t.usage.completionTokens);
 
 	// The model's change set became version 2, written on the user's behalf.
-	const file = await fetch(`${node.baseUrl}/api/v1/projects/${projectId}/files/src/greet.ts`, { headers: { authorization: `Bearer ${token}` } });
+	const file = await fetch(`${node.baseUrl}/api/v1/projects/${projectId}/files/src/greet.ts`, {
+		headers: { authorization: `Bearer ${token}` }
+	});
 	expect(file.status).toBe(200);
 	expect(await file.text()).toBe("export const greet = (name: string) => `Hello, ${name}!`;\n");
-	const gone = await fetch(`${node.baseUrl}/api/v1/projects/${projectId}/files/README.old`, { headers: { authorization: `Bearer ${token}` } });
+	const gone = await fetch(`${node.baseUrl}/api/v1/projects/${projectId}/files/README.old`, {
+		headers: { authorization: `Bearer ${token}` }
+	});
 	expect(gone.status).toBe(404);
 
 	// Exactly the task's cost left the balance, nothing is held, and the settlement happened once.
@@ -145,7 +179,9 @@ test("register → credits → project → code task over SSE → new version, s
 	expect(before.json.available - after.json.available).toBe(t.costCredits);
 	const ledger = await api("GET", "/billing/ledger?limit=50", token);
 	expect(ledger.status).toBe(200);
-	const forTask = (ledger.json.items as Array<Record<string, unknown>>).filter(e => JSON.stringify(e).includes(taskId));
+	const forTask = (ledger.json.items as Array<Record<string, unknown>>).filter(e =>
+		JSON.stringify(e).includes(taskId)
+	);
 	expect(forTask.map(e => e.kind).sort()).toEqual(["reserve", "settle"]);
 	const settle = forTask.find(e => e.kind === "settle")!;
 	const reserve = forTask.find(e => e.kind === "reserve")!;
@@ -158,18 +194,33 @@ test("register → credits → project → code task over SSE → new version, s
 });
 
 test("project members are real accounts: a registered colleague is added and can read; an unknown id is 404", async () => {
-	const owner = await api("POST", "/auth/register", undefined, { email: "owner@example.com", password: "correct horse battery staple" });
-	const mate = await api("POST", "/auth/register", undefined, { email: "mate@example.com", password: "correct horse battery staple" });
+	const owner = await api("POST", "/auth/register", undefined, {
+		email: "owner@example.com",
+		password: "correct horse battery staple"
+	});
+	const mate = await api("POST", "/auth/register", undefined, {
+		email: "mate@example.com",
+		password: "correct horse battery staple"
+	});
 	expect([owner.status, mate.status]).toEqual([201, 201]);
 	const project = await api("POST", "/projects", owner.json.accessToken, { name: "shared" });
 	expect(project.status).toBe(201);
 	const id: string = project.json.id;
-	const added = await api("PUT", `/projects/${id}/members/${mate.json.user.id}`, owner.json.accessToken, { role: "viewer" });
+	const added = await api("PUT", `/projects/${id}/members/${mate.json.user.id}`, owner.json.accessToken, {
+		role: "viewer"
+	});
 	expect(added.status).toBe(200);
 	expect((await api("GET", `/projects/${id}`, mate.json.accessToken)).status).toBe(200);
-	const ghost = await api("PUT", `/projects/${id}/members/5f0c9a8e-1d2b-4c3d-8e9f-0a1b2c3d4e5f`, owner.json.accessToken, { role: "viewer" });
+	const ghost = await api(
+		"PUT",
+		`/projects/${id}/members/5f0c9a8e-1d2b-4c3d-8e9f-0a1b2c3d4e5f`,
+		owner.json.accessToken,
+		{ role: "viewer" }
+	);
 	expect(ghost.status).toBe(404);
 	expect(ghost.json.error.code).toBe("USER_NOT_FOUND");
 	const members = await api("GET", `/projects/${id}/members`, owner.json.accessToken);
-	expect(members.json.items.map((m: { userId: string }) => m.userId).sort()).toEqual([owner.json.user.id, mate.json.user.id].sort());
+	expect(members.json.items.map((m: { userId: string }) => m.userId).sort()).toEqual(
+		[owner.json.user.id, mate.json.user.id].sort()
+	);
 });

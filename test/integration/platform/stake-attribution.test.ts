@@ -6,7 +6,13 @@
 import { ethers } from "ethers";
 import { SiweMessage } from "siwe";
 import { privateKeyToAccount } from "viem/accounts";
-import { connectForgeContract, createChainProvider, deployForgeContracts, forgeChainEnv, type ForgeDeployment } from "../../../src/chain/deploy";
+import {
+	connectForgeContract,
+	createChainProvider,
+	deployForgeContracts,
+	forgeChainEnv,
+	type ForgeDeployment
+} from "../../../src/chain/deploy";
 import type { ForgeNode } from "../../../src/runtime/node";
 import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
@@ -26,7 +32,10 @@ let node: ForgeNode & { baseUrl: string };
 async function api(method: string, p: string, token?: string, body?: unknown) {
 	const res = await fetch(node.baseUrl + "/api/v1" + p, {
 		method,
-		headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
+		headers: {
+			...(token ? { authorization: `Bearer ${token}` } : {}),
+			...(body ? { "content-type": "application/json" } : {})
+		},
 		body: body ? JSON.stringify(body) : undefined
 	});
 	const text = await res.text();
@@ -59,8 +68,13 @@ afterAll(async () => {
 });
 
 test("a linked wallet's stake is attributed to its owner across users and payments", async () => {
-	expect((await provider.send("eth_accounts", [])).map((a: string) => a.toLowerCase())).toContain(WALLET.address.toLowerCase());
-	const reg = await api("POST", "/auth/register", undefined, { email: "staker@example.com", password: "a long enough passphrase" });
+	expect((await provider.send("eth_accounts", [])).map((a: string) => a.toLowerCase())).toContain(
+		WALLET.address.toLowerCase()
+	);
+	const reg = await api("POST", "/auth/register", undefined, {
+		email: "staker@example.com",
+		password: "a long enough passphrase"
+	});
 	expect(reg.status).toBe(201);
 	const token: string = reg.json.accessToken;
 	const userId: string = reg.json.user.id;
@@ -68,8 +82,15 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 	// Stake first, while nobody owns the wallet: payments indexes it by address.
 	const signer = new ethers.JsonRpcSigner(provider, WALLET.address);
 	const amount = ethers.parseUnits("1500", 18);
-	await (await (await connectForgeContract("ForgeToken", deployment.token, signer)).getFunction("approve")(deployment.staking, amount)).wait();
-	await (await (await connectForgeContract("ForgeStaking", deployment.staking, signer)).getFunction("stake")(amount)).wait();
+	await (
+		await (await connectForgeContract("ForgeToken", deployment.token, signer)).getFunction("approve")(
+			deployment.staking,
+			amount
+		)
+	).wait();
+	await (
+		await (await connectForgeContract("ForgeStaking", deployment.staking, signer)).getFunction("stake")(amount)
+	).wait();
 	await provider.send("hardhat_mine", [`0x${CONFIRMATIONS.toString(16)}`]);
 	await node.broker.call("payments.chainTick", {});
 	expect((await api("GET", "/staking", token)).json.totalStakeWei).toBe("0");
@@ -88,7 +109,11 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 		issuedAt: new Date(now - 1000).toISOString(),
 		expirationTime: new Date(now + 600_000).toISOString()
 	}).prepareMessage();
-	const linked = await api("POST", "/users/me/wallets", token, { message, signature: await WALLET.signMessage({ message }), nonceToken: nonce.nonceToken });
+	const linked = await api("POST", "/users/me/wallets", token, {
+		message,
+		signature: await WALLET.signMessage({ message }),
+		nonceToken: nonce.nonceToken
+	});
 	expect(linked.status).toBe(201);
 	expect(await node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({ userId });
 
@@ -98,7 +123,8 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 	for (let i = 0; i < 50; i++) {
 		staking = (await api("GET", "/staking", token)).json;
 		me = (await api("GET", "/users/me", token)).json;
-		if (staking!.totalStakeWei === amount.toString() && JSON.stringify(me!.forge).includes(amount.toString())) break;
+		if (staking!.totalStakeWei === amount.toString() && JSON.stringify(me!.forge).includes(amount.toString()))
+			break;
 		await new Promise(r => setTimeout(r, 200));
 	}
 	expect(staking!.totalStakeWei).toBe(amount.toString());

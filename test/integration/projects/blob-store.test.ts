@@ -16,7 +16,10 @@ const PG_URL = process.env.FF_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432
 const blob = (data: Buffer): [string, Buffer] => [sha256Hex(data), data];
 /** Every byte value, plus bytes that break naive text handling. */
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
-const TRICKY = Buffer.concat([Buffer.from([0x00, 0xff, 0xfe, 0x5c, 0x27, 0x22, 0x0d, 0x0a]), Buffer.from("\\x00'; DROP TABLE x;--")]);
+const TRICKY = Buffer.concat([
+	Buffer.from([0x00, 0xff, 0xfe, 0x5c, 0x27, 0x22, 0x0d, 0x0a]),
+	Buffer.from("\\x00'; DROP TABLE x;--")
+]);
 
 /** Runs inside a describe whose beforeEach empties the store. */
 function sharedContract(name: string, store: () => BlobStore): void {
@@ -26,7 +29,7 @@ function sharedContract(name: string, store: () => BlobStore): void {
 			["tricky bytes", TRICKY],
 			["empty", Buffer.alloc(0)],
 			["utf-8 text", Buffer.from("héllo wörld 🎉\n")],
-			["1 MiB random", randomBytes(1024 * 1024)],
+			["1 MiB random", randomBytes(1024 * 1024)]
 		])("round-trips %s byte for byte", async (_label, data) => {
 			const [sha, bytes] = blob(data);
 			expect(await store().put(sha, bytes)).toBe(true);
@@ -41,17 +44,25 @@ function sharedContract(name: string, store: () => BlobStore): void {
 			expect(await store().put(sha, Buffer.from("same"))).toBe(false);
 			const listed = [];
 			for await (const info of store().iterate()) listed.push(info);
-			expect(listed.map((x) => x.sha256)).toEqual([sha]);
+			expect(listed.map(x => x.sha256)).toEqual([sha]);
 			expect(listed[0].size).toBe(4);
 			expect(listed[0].createdAt).toBeInstanceOf(Date);
 		});
 
 		it("refuses data that does not match its key", async () => {
 			const [sha] = blob(Buffer.from("right"));
-			await expect(store().put(sha, Buffer.from("wrong"))).rejects.toMatchObject({ code: "BLOB_HASH_MISMATCH", httpStatus: 422 });
+			await expect(store().put(sha, Buffer.from("wrong"))).rejects.toMatchObject({
+				code: "BLOB_HASH_MISMATCH",
+				httpStatus: 422
+			});
 			expect(await store().get(sha)).toBeNull();
 			const [okSha, ok] = blob(Buffer.from("ok"));
-			await expect(store().putMany([[okSha, ok], [sha, Buffer.from("wrong")]])).rejects.toBeInstanceOf(BlobIntegrityError);
+			await expect(
+				store().putMany([
+					[okSha, ok],
+					[sha, Buffer.from("wrong")]
+				])
+			).rejects.toBeInstanceOf(BlobIntegrityError);
 			expect(await store().has([okSha])).toEqual(new Set()); // nothing from a refused batch is stored
 		});
 
@@ -102,10 +113,18 @@ function sharedContract(name: string, store: () => BlobStore): void {
 			await store().putMany([...keep, ...drop]);
 			const referenced = new Set(keep.map(([sha]) => sha));
 
-			expect(await gcUnreferenced(store(), referenced, { dryRun: true })).toEqual({ scanned: 5, deleted: 3, spared: 0 });
+			expect(await gcUnreferenced(store(), referenced, { dryRun: true })).toEqual({
+				scanned: 5,
+				deleted: 3,
+				spared: 0
+			});
 			expect((await store().has(drop.map(([sha]) => sha))).size).toBe(3);
 
-			expect(await gcUnreferenced(store(), referenced, { batchSize: 2 })).toEqual({ scanned: 5, deleted: 3, spared: 0 });
+			expect(await gcUnreferenced(store(), referenced, { batchSize: 2 })).toEqual({
+				scanned: 5,
+				deleted: 3,
+				spared: 0
+			});
 			expect(await store().has([...keep, ...drop].map(([sha]) => sha))).toEqual(referenced);
 			expect(Buffer.compare((await store().get(keep[1][0]))!, ALL_BYTES)).toBe(0);
 		});
@@ -119,9 +138,17 @@ function sharedContract(name: string, store: () => BlobStore): void {
 				asked.push(sha);
 				return sha === keep[0];
 			};
-			expect(await gcUnreferenced(store(), predicate, { olderThan: new Date(Date.now() - 60_000) })).toEqual({ scanned: 2, deleted: 0, spared: 1 });
+			expect(await gcUnreferenced(store(), predicate, { olderThan: new Date(Date.now() - 60_000) })).toEqual({
+				scanned: 2,
+				deleted: 0,
+				spared: 1
+			});
 			expect(asked.sort()).toEqual([keep[0], drop[0]].sort());
-			expect(await gcUnreferenced(store(), predicate, { olderThan: new Date(Date.now() + 60_000) })).toEqual({ scanned: 2, deleted: 1, spared: 0 });
+			expect(await gcUnreferenced(store(), predicate, { olderThan: new Date(Date.now() + 60_000) })).toEqual({
+				scanned: 2,
+				deleted: 1,
+				spared: 0
+			});
 			expect(await store().has([keep[0], drop[0]])).toEqual(new Set([keep[0]]));
 		});
 	});
@@ -211,7 +238,9 @@ describe("PgBlobStore", () => {
 	it("stores size and data as declared", async () => {
 		const [sha, data] = blob(ALL_BYTES);
 		await store.put(sha, data);
-		const [rows] = await sequelize.query(`SELECT size, octet_length(data) AS len, encode(data, 'hex') AS hex FROM project_blobs WHERE sha256 = '${sha}'`);
+		const [rows] = await sequelize.query(
+			`SELECT size, octet_length(data) AS len, encode(data, 'hex') AS hex FROM project_blobs WHERE sha256 = '${sha}'`
+		);
 		expect(rows).toEqual([{ size: "256", len: 256, hex: ALL_BYTES.toString("hex") }]);
 	});
 
@@ -224,7 +253,7 @@ describe("PgBlobStore", () => {
 		await transaction.rollback();
 		expect(await store.has([sha])).toEqual(new Set());
 
-		await sequelize.transaction(async (t) => {
+		await sequelize.transaction(async t => {
 			await store.putMany([[sha, data]], { transaction: t });
 		});
 		expect((await store.get(sha))!.toString()).toBe("in a transaction");

@@ -15,7 +15,11 @@ let dir: string;
 beforeAll(async () => {
 	db = await createTestDatabase();
 	dir = await mkdtemp(join(tmpdir(), "ff-blobs-"));
-	node = await startTestNode({ db, services: ["api", "projects"], env: { PROJECTS_BLOB_STORE: "fs", PROJECTS_BLOB_DIR: dir, PROJECTS_BLOB_FSYNC: "false" } });
+	node = await startTestNode({
+		db,
+		services: ["api", "projects"],
+		env: { PROJECTS_BLOB_STORE: "fs", PROJECTS_BLOB_DIR: dir, PROJECTS_BLOB_FSYNC: "false" }
+	});
 });
 afterAll(async () => {
 	await node?.stop();
@@ -25,7 +29,8 @@ afterAll(async () => {
 
 async function filesOnDisk(): Promise<string[]> {
 	const out: string[] = [];
-	for (const a of await readdir(dir)) for (const b of await readdir(join(dir, a))) out.push(...(await readdir(join(dir, a, b))));
+	for (const a of await readdir(dir))
+		for (const b of await readdir(join(dir, a))) out.push(...(await readdir(join(dir, a, b))));
 	return out.sort();
 }
 
@@ -38,14 +43,24 @@ test("blobs live as files, shared across projects, collected after purge, verifi
 	for (const name of ["one", "two"]) {
 		const p = await call("POST", "/api/v1/projects", { token: t, body: { name } });
 		ids.push(p.json.id);
-		const c = await call("POST", `/api/v1/projects/${p.json.id}/versions`, { token: t, body: { baseVersion: 0, message: "m", changes: [binary("big.bin", shared), binary(`${name}.bin`, name === "one" ? own : Buffer.from(name))] } });
+		const c = await call("POST", `/api/v1/projects/${p.json.id}/versions`, {
+			token: t,
+			body: {
+				baseVersion: 0,
+				message: "m",
+				changes: [binary("big.bin", shared), binary(`${name}.bin`, name === "one" ? own : Buffer.from(name))]
+			}
+		});
 		expect(c.status).toBe(201);
 	}
 	expect(await filesOnDisk()).toEqual([sha256Hex(shared), sha256Hex(own), sha256Hex(Buffer.from("two"))].sort());
 	const back = await call("GET", `/api/v1/projects/${ids[1]}/files/big.bin?version=1`, { token: t });
 	expect(Buffer.compare(back.bytes, shared)).toBe(0);
 
-	expect(await node.broker.call("projects.verifyVersion", { projectId: ids[0], version: 1 })).toMatchObject({ ok: true, checked: 2 });
+	expect(await node.broker.call("projects.verifyVersion", { projectId: ids[0], version: 1 })).toMatchObject({
+		ok: true,
+		checked: 2
+	});
 	// Damage one file on disk: verification names it.
 	const victim = join(dir, sha256Hex(own).slice(0, 2), sha256Hex(own).slice(2, 4), sha256Hex(own));
 	await chmod(victim, 0o644);
@@ -55,7 +70,7 @@ test("blobs live as files, shared across projects, collected after purge, verifi
 		version: 1,
 		checked: 2,
 		ok: false,
-		problems: [{ path: "one.bin", sha256: sha256Hex(own), problem: "corrupt" }],
+		problems: [{ path: "one.bin", sha256: sha256Hex(own), problem: "corrupt" }]
 	});
 
 	await call("DELETE", `/api/v1/projects/${ids[0]}`, { token: t });

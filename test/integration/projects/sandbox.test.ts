@@ -17,7 +17,7 @@ const env = {
 	RATE_LIMIT_PER_MINUTE: "100000",
 	PROJECTS_SANDBOX_HEARTBEAT_TIMEOUT_S: "2", // beats every ~300 ms: a wide margin on a loaded CI machine
 	PROJECTS_SANDBOX_PROVISION_TIMEOUT_S: "2",
-	PROJECTS_SWEEP_MS: "150",
+	PROJECTS_SWEEP_MS: "150"
 };
 
 beforeAll(async () => {
@@ -38,7 +38,10 @@ async function project(): Promise<string> {
 	const r = await api.call("POST", "/api/v1/projects", { token: owner, body: { name: "sbx" } });
 	const id = r.json.id as string;
 	for (let v = 0; v < 2; v++) {
-		const c = await api.call("POST", `/api/v1/projects/${id}/versions`, { token: owner, body: { baseVersion: v, message: "m", changes: [text(`f${v}.txt`, `${v}`)] } });
+		const c = await api.call("POST", `/api/v1/projects/${id}/versions`, {
+			token: owner,
+			body: { baseVersion: v, message: "m", changes: [text(`f${v}.txt`, `${v}`)] }
+		});
 		expect(c.status).toBe(201);
 	}
 	return id;
@@ -46,15 +49,27 @@ async function project(): Promise<string> {
 
 const put = (id: string, body: unknown) => api.call("PUT", `/api/v1/projects/${id}/sandbox`, { token: owner, body });
 const get = (id: string) => api.call("GET", `/api/v1/projects/${id}/sandbox`, { token: owner });
-const report = (projectId: string, state: string, extra: Record<string, unknown> = {}) => node.broker.call("projects.sandboxReport", { projectId, state, ...extra });
-const beat = (projectId: string, version?: number) => node.broker.call("projects.sandboxHeartbeat", { projectId, version });
+const report = (projectId: string, state: string, extra: Record<string, unknown> = {}) =>
+	node.broker.call("projects.sandboxReport", { projectId, state, ...extra });
+const beat = (projectId: string, version?: number) =>
+	node.broker.call("projects.sandboxHeartbeat", { projectId, version });
 
-async function events(id: string): Promise<Array<{ from: string; to: string; actor: string; version: number | null; failureReason: string | null }>> {
-	const rows = await node.runtime.sequelize.query<{ payload: { from: string; to: string; actor: string; version: number | null; failureReason: string | null } }>(
+async function events(
+	id: string
+): Promise<Array<{ from: string; to: string; actor: string; version: number | null; failureReason: string | null }>> {
+	const rows = await node.runtime.sequelize.query<{
+		payload: { from: string; to: string; actor: string; version: number | null; failureReason: string | null };
+	}>(
 		`SELECT payload FROM outbox_events WHERE topic = 'projects.sandbox.changed' AND payload->>'projectId' = $1 ORDER BY id`,
-		{ bind: [id], type: QueryTypes.SELECT },
+		{ bind: [id], type: QueryTypes.SELECT }
 	);
-	return rows.map(({ payload: { from, to, actor, version, failureReason } }) => ({ from, to, actor, version, failureReason }));
+	return rows.map(({ payload: { from, to, actor, version, failureReason } }) => ({
+		from,
+		to,
+		actor,
+		version,
+		failureReason
+	}));
 }
 
 async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 6000): Promise<T> {
@@ -62,7 +77,7 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 6000):
 	for (;;) {
 		const v = await fn();
 		if (ok(v) || Date.now() > end) return v;
-		await new Promise((r) => setTimeout(r, 100));
+		await new Promise(r => setTimeout(r, 100));
 	}
 }
 
@@ -80,7 +95,7 @@ describe("sandbox state machine", () => {
 			stoppedAt: null,
 			lastHeartbeatAt: null,
 			failureReason: null,
-			heartbeatTimeoutS: 2,
+			heartbeatTimeoutS: 2
 		});
 	});
 
@@ -88,19 +103,33 @@ describe("sandbox state machine", () => {
 		const id = await project();
 		const started = await put(id, { state: "provisioning" });
 		expect(started.json).toMatchObject({ state: "provisioning", version: 2 });
-		expect(await report(id, "running", { version: 2 })).toMatchObject({ state: "running", version: 2, startedAt: expect.any(String) });
+		expect(await report(id, "running", { version: 2 })).toMatchObject({
+			state: "running",
+			version: 2,
+			startedAt: expect.any(String)
+		});
 		const b = (await beat(id, 2)) as { lastHeartbeatAt: string };
 		expect(new Date(b.lastHeartbeatAt).getTime()).toBeGreaterThan(Date.now() - 5000);
-		expect((await put(id, { state: "stopped" })).json).toMatchObject({ state: "stopped", stoppedAt: expect.any(String) });
+		expect((await put(id, { state: "stopped" })).json).toMatchObject({
+			state: "stopped",
+			stoppedAt: expect.any(String)
+		});
 		expect((await put(id, { state: "stopped" })).json.state).toBe("stopped"); // a retried stop is a no-op
-		expect((await put(id, { state: "provisioning", version: 1 })).json).toMatchObject({ state: "provisioning", version: 1, stoppedAt: null });
-		expect(await report(id, "failed", { reason: "image pull failed" })).toMatchObject({ state: "failed", failureReason: "image pull failed" });
+		expect((await put(id, { state: "provisioning", version: 1 })).json).toMatchObject({
+			state: "provisioning",
+			version: 1,
+			stoppedAt: null
+		});
+		expect(await report(id, "failed", { reason: "image pull failed" })).toMatchObject({
+			state: "failed",
+			failureReason: "image pull failed"
+		});
 		expect(await events(id)).toEqual([
 			{ from: "none", to: "provisioning", actor: "user", version: 2, failureReason: null },
 			{ from: "provisioning", to: "running", actor: "runner", version: 2, failureReason: null },
 			{ from: "running", to: "stopped", actor: "user", version: 2, failureReason: null },
 			{ from: "stopped", to: "provisioning", actor: "user", version: 1, failureReason: null },
-			{ from: "provisioning", to: "failed", actor: "runner", version: 1, failureReason: "image pull failed" },
+			{ from: "provisioning", to: "failed", actor: "runner", version: 1, failureReason: "image pull failed" }
 		]);
 	});
 
@@ -136,18 +165,28 @@ describe("sandbox state machine", () => {
 		// Heartbeats keep it alive past the timeout...
 		for (let i = 0; i < 6; i++) {
 			await beat(id);
-			await new Promise((r) => setTimeout(r, 300));
+			await new Promise(r => setTimeout(r, 300));
 		}
 		expect((await get(id)).json.state).toBe("running");
 		// ...and without them it fails.
 		const failed = await until(
 			() => get(id),
-			(r) => r.json.state === "failed",
+			r => r.json.state === "failed"
 		);
-		expect(failed.json).toMatchObject({ state: "failed", failureReason: "heartbeat timeout", stoppedAt: expect.any(String) });
-		await expect(beat(id)).rejects.toMatchObject({ code: 409, type: "SANDBOX_NOT_RUNNING", data: { state: "failed" } });
-		await new Promise((r) => setTimeout(r, 500));
-		expect((await events(id)).slice(2)).toEqual([{ from: "running", to: "failed", actor: "sweep", version: 2, failureReason: "heartbeat timeout" }]);
+		expect(failed.json).toMatchObject({
+			state: "failed",
+			failureReason: "heartbeat timeout",
+			stoppedAt: expect.any(String)
+		});
+		await expect(beat(id)).rejects.toMatchObject({
+			code: 409,
+			type: "SANDBOX_NOT_RUNNING",
+			data: { state: "failed" }
+		});
+		await new Promise(r => setTimeout(r, 500));
+		expect((await events(id)).slice(2)).toEqual([
+			{ from: "running", to: "failed", actor: "sweep", version: 2, failureReason: "heartbeat timeout" }
+		]);
 		// It can be started again.
 		expect((await put(id, { state: "provisioning" })).json.state).toBe("provisioning");
 	}, 20_000);
@@ -157,10 +196,13 @@ describe("sandbox state machine", () => {
 		await put(id, { state: "provisioning" });
 		const failed = await until(
 			() => get(id),
-			(r) => r.json.state === "failed",
+			r => r.json.state === "failed"
 		);
 		expect(failed.json).toMatchObject({ state: "failed", failureReason: "provisioning timeout" });
-		expect((await events(id)).map((e) => `${e.from}->${e.to}:${e.actor}`)).toEqual(["none->provisioning:user", "provisioning->failed:sweep"]);
+		expect((await events(id)).map(e => `${e.from}->${e.to}:${e.actor}`)).toEqual([
+			"none->provisioning:user",
+			"provisioning->failed:sweep"
+		]);
 	}, 20_000);
 
 	test("deleting a project stops its sandbox", async () => {
@@ -168,6 +210,6 @@ describe("sandbox state machine", () => {
 		await put(id, { state: "provisioning" });
 		await report(id, "running");
 		expect((await api.call("DELETE", `/api/v1/projects/${id}`, { token: owner })).status).toBe(200);
-		expect((await events(id)).map((e) => e.to)).toEqual(["provisioning", "running", "stopped"]);
+		expect((await events(id)).map(e => e.to)).toEqual(["provisioning", "running", "stopped"]);
 	});
 });

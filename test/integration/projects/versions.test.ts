@@ -23,7 +23,12 @@ beforeAll(async () => {
 	node = await startTestNode({
 		db,
 		services: ["api", "projects"],
-		env: { RATE_LIMIT_PER_MINUTE: "100000", PROJECTS_MAX_FILE_BYTES: String(MAX_FILE), PROJECTS_MAX_FILES: "50", BODY_LIMIT: "64kb" },
+		env: {
+			RATE_LIMIT_PER_MINUTE: "100000",
+			PROJECTS_MAX_FILE_BYTES: String(MAX_FILE),
+			PROJECTS_MAX_FILES: "50",
+			BODY_LIMIT: "64kb"
+		}
 	});
 	api = client(node.baseUrl);
 	alice = bearerFor(node.config, "alice");
@@ -44,13 +49,25 @@ async function newProject(token = alice, name = "demo"): Promise<string> {
 	return r.json.id;
 }
 
-async function commit(id: string, baseVersion: number, changes: unknown[], token = alice, headers?: Record<string, string>) {
-	return api.call("POST", `/api/v1/projects/${id}/versions`, { token, body: { baseVersion, message: `on ${baseVersion}`, changes }, headers });
+async function commit(
+	id: string,
+	baseVersion: number,
+	changes: unknown[],
+	token = alice,
+	headers?: Record<string, string>
+) {
+	return api.call("POST", `/api/v1/projects/${id}/versions`, {
+		token,
+		body: { baseVersion, message: `on ${baseVersion}`, changes },
+		headers
+	});
 }
 
 async function readFile(id: string, path: string, version?: number, token = alice) {
 	const q = version === undefined ? "" : `?version=${version}`;
-	return api.call("GET", `/api/v1/projects/${id}/files/${path.split("/").map(encodeURIComponent).join("/")}${q}`, { token });
+	return api.call("GET", `/api/v1/projects/${id}/files/${path.split("/").map(encodeURIComponent).join("/")}${q}`, {
+		token
+	});
 }
 
 /**
@@ -59,9 +76,12 @@ async function readFile(id: string, path: string, version?: number, token = alic
  */
 async function waitForLockWaiter(pg: Client, table: string): Promise<void> {
 	for (let i = 0; i < 200; i++) {
-		const r = await pg.query("SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = $1::regclass", [table]);
+		const r = await pg.query(
+			"SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = $1::regclass",
+			[table]
+		);
 		if (r.rows[0].n > 0) return;
-		await new Promise((resolve) => setTimeout(resolve, 25));
+		await new Promise(resolve => setTimeout(resolve, 25));
 	}
 	throw new Error(`nobody ever waited for a lock on ${table}`);
 }
@@ -73,13 +93,13 @@ describe("commit, read and diff round trips", () => {
 	let id: string;
 	const v1Files: Record<string, Buffer> = {
 		"README.md": Buffer.from("# Demo\n\nline two\nline three\n"),
-		"src/index.ts": Buffer.from('export const greet = (n: string) => `hi ${n}`;\n'),
+		"src/index.ts": Buffer.from("export const greet = (n: string) => `hi ${n}`;\n"),
 		"src/util/math.ts": Buffer.from("export const add = (a: number, b: number) => a + b;\n"),
 		"assets/logo.png": PNG,
 		"data/all-bytes.bin": ALL_BYTES,
 		"docs/ünïcødé 🎉.txt": Buffer.from("héllo wörld\n"),
 		"site/index.html": Buffer.from("<script>alert(1)</script>"),
-		["__proto__"]: Buffer.from("a file named __proto__\n"),
+		["__proto__"]: Buffer.from("a file named __proto__\n")
 	};
 
 	beforeAll(async () => {
@@ -87,10 +107,19 @@ describe("commit, read and diff round trips", () => {
 	});
 
 	test("version 1: text, binary and nested files, byte-identical on the way back", async () => {
-		const changes = Object.entries(v1Files).map(([p, data]) => (p.endsWith(".png") || p.endsWith(".bin") ? binary(p, data) : text(p, data.toString("utf8"))));
+		const changes = Object.entries(v1Files).map(([p, data]) =>
+			p.endsWith(".png") || p.endsWith(".bin") ? binary(p, data) : text(p, data.toString("utf8"))
+		);
 		const r = await commit(id, 0, changes);
 		expect(r.status).toBe(201);
-		expect(r.json).toMatchObject({ projectId: id, number: 1, parentNumber: 0, authorId: "alice", taskId: null, fileCount: 8 });
+		expect(r.json).toMatchObject({
+			projectId: id,
+			number: 1,
+			parentNumber: 0,
+			authorId: "alice",
+			taskId: null,
+			fileCount: 8
+		});
 		expect(r.headers.get("location")).toBe(`/api/v1/projects/${id}/versions/1`);
 		for (const [p, data] of Object.entries(v1Files)) {
 			const f = await readFile(id, p, 1);
@@ -111,7 +140,9 @@ describe("commit, read and diff round trips", () => {
 		expect(ts.headers.get("content-type")).toBe("text/typescript; charset=utf-8");
 		const html = await readFile(id, "site/index.html", 1);
 		expect(html.headers.get("content-type")).toBe("text/html; charset=utf-8");
-		expect(html.headers.get("content-disposition")).toBe(`attachment; filename="index.html"; filename*=UTF-8''index.html`);
+		expect(html.headers.get("content-disposition")).toBe(
+			`attachment; filename="index.html"; filename*=UTF-8''index.html`
+		);
 		expect(html.headers.get("content-security-policy")).toBe("sandbox; default-src 'none'");
 		expect(html.headers.get("cache-control")).toBe("private, max-age=31536000, immutable");
 		const head = await readFile(id, "src/index.ts");
@@ -125,11 +156,19 @@ describe("commit, read and diff round trips", () => {
 			{ op: "rename", from: "src/util/math.ts", to: "src/lib/math.ts" },
 			{ op: "delete", path: "site/index.html" },
 			binary("assets/icon.png", PNG.subarray(0, 100)),
-			{ op: "modify", path: "data/all-bytes.bin", content: Buffer.from(ALL_BYTES).reverse().toString("base64"), encoding: "base64" },
+			{
+				op: "modify",
+				path: "data/all-bytes.bin",
+				content: Buffer.from(ALL_BYTES).reverse().toString("base64"),
+				encoding: "base64"
+			}
 		]);
 		expect(v2.status).toBe(201);
 		expect(v2.json.number).toBe(2);
-		const v3 = await commit(id, 2, [{ op: "rename", from: "assets/logo.png", to: "img/logo.png" }, { op: "delete", path: "__proto__" }]);
+		const v3 = await commit(id, 2, [
+			{ op: "rename", from: "assets/logo.png", to: "img/logo.png" },
+			{ op: "delete", path: "__proto__" }
+		]);
 		expect(v3.status).toBe(201);
 		expect(v3.json).toMatchObject({ number: 3, fileCount: 7 });
 
@@ -155,18 +194,28 @@ describe("commit, read and diff round trips", () => {
 			"docs/ünïcødé 🎉.txt",
 			"site/index.html",
 			"src/index.ts",
-			"src/util/math.ts",
+			"src/util/math.ts"
 		]);
 		const t3 = await api.call("GET", `/api/v1/projects/${id}/files?prefix=src`, { token: alice });
 		expect(t3.json).toMatchObject({ version: 3, files: [{ path: "src/index.ts" }, { path: "src/lib/math.ts" }] });
 		const v2 = await api.call("GET", `/api/v1/projects/${id}/versions/2`, { token: alice });
 		expect(v2.status).toBe(200);
 		expect(v2.json).toMatchObject({ number: 2, parentNumber: 1, fileCount: 8 });
-		expect(v2.json.files.find((f: { path: string }) => f.path === "assets/icon.png")).toEqual({ path: "assets/icon.png", sha256: sha256Hex(PNG.subarray(0, 100)), size: 100, mode: 420 });
+		expect(v2.json.files.find((f: { path: string }) => f.path === "assets/icon.png")).toEqual({
+			path: "assets/icon.png",
+			sha256: sha256Hex(PNG.subarray(0, 100)),
+			size: 100,
+			mode: 420
+		});
 		const list = await api.call("GET", `/api/v1/projects/${id}/versions?limit=2`, { token: alice });
 		expect(list.json.items.map((v: { number: number }) => v.number)).toEqual([3, 2]);
-		const rest = await api.call("GET", `/api/v1/projects/${id}/versions?limit=2&cursor=${list.json.nextCursor}`, { token: alice });
-		expect(rest.json).toMatchObject({ items: [{ number: 1 }, { number: 0, message: "Project created" }], nextCursor: null });
+		const rest = await api.call("GET", `/api/v1/projects/${id}/versions?limit=2&cursor=${list.json.nextCursor}`, {
+			token: alice
+		});
+		expect(rest.json).toMatchObject({
+			items: [{ number: 1 }, { number: 0, message: "Project created" }],
+			nextCursor: null
+		});
 	});
 
 	test("diff between versions: added, removed, modified, renamed, with unified text patches", async () => {
@@ -177,16 +226,28 @@ describe("commit, read and diff round trips", () => {
 		expect(d.json.modified.map((x: { path: string }) => x.path)).toEqual(["README.md", "data/all-bytes.bin"]);
 		expect(d.json.renamed).toEqual([
 			{ from: "assets/logo.png", to: "img/logo.png", sha256: sha256Hex(PNG), size: PNG.length, mode: 420 },
-			{ from: "src/util/math.ts", to: "src/lib/math.ts", sha256: sha256Hex(v1Files["src/util/math.ts"]), size: v1Files["src/util/math.ts"].length, mode: 420 },
+			{
+				from: "src/util/math.ts",
+				to: "src/lib/math.ts",
+				sha256: sha256Hex(v1Files["src/util/math.ts"]),
+				size: v1Files["src/util/math.ts"].length,
+				mode: 420
+			}
 		]);
 		const patch = (p: string) => d.json.patches.find((x: { path: string }) => x.path === p);
 		expect(patch("README.md")).toEqual({
 			path: "README.md",
 			kind: "text",
-			patch: "--- a/README.md\n+++ b/README.md\n@@ -1,4 +1,4 @@\n # Demo\n \n-line two\n+line two changed\n line three\n",
+			patch: "--- a/README.md\n+++ b/README.md\n@@ -1,4 +1,4 @@\n # Demo\n \n-line two\n+line two changed\n line three\n"
 		});
-		expect(patch("data/all-bytes.bin")).toEqual({ path: "data/all-bytes.bin", kind: "binary", patch: "Binary files a/data/all-bytes.bin and b/data/all-bytes.bin differ\n" });
-		expect(patch("site/index.html").patch).toBe("--- a/site/index.html\n+++ /dev/null\n@@ -1,1 +0,0 @@\n-<script>alert(1)</script>\n\\ No newline at end of file\n");
+		expect(patch("data/all-bytes.bin")).toEqual({
+			path: "data/all-bytes.bin",
+			kind: "binary",
+			patch: "Binary files a/data/all-bytes.bin and b/data/all-bytes.bin differ\n"
+		});
+		expect(patch("site/index.html").patch).toBe(
+			"--- a/site/index.html\n+++ /dev/null\n@@ -1,1 +0,0 @@\n-<script>alert(1)</script>\n\\ No newline at end of file\n"
+		);
 		expect(patch("src/lib/math.ts")).toBeUndefined(); // a pure rename has no content change
 		expect(d.json.patchesTruncated).toBe(false);
 
@@ -194,19 +255,32 @@ describe("commit, read and diff round trips", () => {
 		expect(back.json.added.map((x: { path: string }) => x.path)).toEqual(["__proto__", "site/index.html"]);
 		expect(back.json.renamed.map((x: { from: string }) => x.from)).toEqual(["img/logo.png", "src/lib/math.ts"]);
 		expect(back.json.patches).toBeUndefined();
-		expectError(await api.call("GET", `/api/v1/projects/${id}/diff?from=1&to=9`, { token: alice }), 404, "NOT_FOUND");
-		expectError(await api.call("GET", `/api/v1/projects/${id}/diff?from=x&to=1`, { token: alice }), 422, "VALIDATION_ERROR");
+		expectError(
+			await api.call("GET", `/api/v1/projects/${id}/diff?from=1&to=9`, { token: alice }),
+			404,
+			"NOT_FOUND"
+		);
+		expectError(
+			await api.call("GET", `/api/v1/projects/${id}/diff?from=x&to=1`, { token: alice }),
+			422,
+			"VALIDATION_ERROR"
+		);
 	});
 
 	test("an empty file is an empty body; a path that names a directory is not a file", async () => {
 		const r = await commit(id, 3, [text("empty/nothing.txt", "")]);
 		expect(r.status).toBe(201);
 		const f = await readFile(id, "empty/nothing.txt", 4);
-		expect({ status: f.status, length: f.bytes.length, header: f.headers.get("content-length"), type: f.headers.get("content-type") }).toEqual({
+		expect({
+			status: f.status,
+			length: f.bytes.length,
+			header: f.headers.get("content-length"),
+			type: f.headers.get("content-type")
+		}).toEqual({
 			status: 200,
 			length: 0,
 			header: "0",
-			type: "text/plain; charset=utf-8",
+			type: "text/plain; charset=utf-8"
 		});
 		expectError(await readFile(id, "empty", 4), 404, "NOT_FOUND");
 	});
@@ -227,7 +301,10 @@ describe("commit, read and diff round trips", () => {
 		const r = await commit(id, 5, [text("big.txt", big)]);
 		expect(r.status).toBe(201);
 		expect((await readFile(id, "big.txt")).bytes.toString()).toBe(big);
-		const other = await api.call("POST", "/api/v1/projects", { token: alice, body: { name: "n", description: big } });
+		const other = await api.call("POST", "/api/v1/projects", {
+			token: alice,
+			body: { name: "n", description: big }
+		});
 		expectError(other, 413, "PAYLOAD_TOO_LARGE");
 	});
 });
@@ -236,9 +313,16 @@ describe("concurrent commits on one base", () => {
 	test("exactly one wins; the others get 409 with the head and can rebase", async () => {
 		const id = await newProject();
 		expect((await commit(id, 0, [text("counter.txt", "0")])).status).toBe(201);
-		const racers = await Promise.all(Array.from({ length: 6 }, (_, i) => commit(id, 1, [{ op: "modify", path: "counter.txt", content: `writer ${i}` }, text(`w${i}.txt`, `${i}`)])));
-		const winners = racers.filter((r) => r.status === 201);
-		const losers = racers.filter((r) => r.status !== 201);
+		const racers = await Promise.all(
+			Array.from({ length: 6 }, (_, i) =>
+				commit(id, 1, [
+					{ op: "modify", path: "counter.txt", content: `writer ${i}` },
+					text(`w${i}.txt`, `${i}`)
+				])
+			)
+		);
+		const winners = racers.filter(r => r.status === 201);
+		const losers = racers.filter(r => r.status !== 201);
 		expect(winners).toHaveLength(1);
 		expect(losers).toHaveLength(5);
 		for (const l of losers) {
@@ -252,7 +336,7 @@ describe("concurrent commits on one base", () => {
 		const rows = await sql<{ n: string }>("SELECT count(*) AS n FROM project_versions WHERE project_id = $1", [id]);
 		expect(Number(rows[0].n)).toBe(3);
 
-		const loser = racers.findIndex((r) => r.status === 409);
+		const loser = racers.findIndex(r => r.status === 409);
 		const rebased = await commit(id, losers[0].json.error.details.headVersion, [text(`w${loser}.txt`, `${loser}`)]);
 		expect(rebased.status).toBe(201);
 		expect(rebased.json.number).toBe(3);
@@ -284,7 +368,7 @@ describe("path attacks and limits store nothing", () => {
 		["git metadata", ".git/hooks/pre-commit"],
 		["git metadata, other case", "sub/.GIT/config"],
 		["windows device", "con.txt"],
-		["lone surrogate", "a\uD800b"],
+		["lone surrogate", "a\uD800b"]
 	];
 
 	async function blobCount(): Promise<number> {
@@ -309,7 +393,15 @@ describe("path attacks and limits store nothing", () => {
 	});
 
 	test("the same attacks on the read route, with the path sent verbatim, never escape", async () => {
-		for (const p of ["..%2F..%2Fetc%2Fpasswd", "a/%2e%2e/keep.txt", "%2Fetc%2Fpasswd", "a/./keep.txt", "a%00b", "a%EF%BC%8Fb", "keep.txt%2F"]) {
+		for (const p of [
+			"..%2F..%2Fetc%2Fpasswd",
+			"a/%2e%2e/keep.txt",
+			"%2Fetc%2Fpasswd",
+			"a/./keep.txt",
+			"a%00b",
+			"a%EF%BC%8Fb",
+			"keep.txt%2F"
+		]) {
 			const r = await api.rawGet(`/api/v1/projects/${id}/files/${p}`, alice);
 			expect({ p, status: r.status }).toEqual({ p, status: 422 });
 			expect(JSON.parse(r.body).error.code).toBe("PATH_INVALID");
@@ -324,7 +416,11 @@ describe("path attacks and limits store nothing", () => {
 		const before = await blobCount();
 		const r = await commit(id, 1, [text("ok.txt", "fits"), binary("huge.bin", randomBytes(MAX_FILE + 1))]);
 		expectError(r, 413, "FILE_TOO_LARGE");
-		expect(r.json.error.details).toMatchObject({ field: "changes[1].content", limit: MAX_FILE, actual: MAX_FILE + 1 });
+		expect(r.json.error.details).toMatchObject({
+			field: "changes[1].content",
+			limit: MAX_FILE,
+			actual: MAX_FILE + 1
+		});
 		expect(await blobCount()).toBe(before);
 		const exact = await commit(id, 1, [binary("exact.bin", randomBytes(MAX_FILE))]);
 		expect(exact.status).toBe(201);
@@ -333,12 +429,20 @@ describe("path attacks and limits store nothing", () => {
 	test("too many files, malformed change sets and conflicts with the parent are refused", async () => {
 		const many = Array.from({ length: 60 }, (_, i) => text(`f${i}.txt`, `${i}`));
 		expectError(await commit(id, 2, many), 413, "TOO_MANY_FILES");
-		expectError(await commit(id, 2, [{ op: "add", path: "x.bin", content: "not base64!", encoding: "base64" }]), 422, "CHANGESET_INVALID");
+		expectError(
+			await commit(id, 2, [{ op: "add", path: "x.bin", content: "not base64!", encoding: "base64" }]),
+			422,
+			"CHANGESET_INVALID"
+		);
 		expectError(await commit(id, 2, [text("keep.txt", "again")]), 409, "PATH_EXISTS");
 		expectError(await commit(id, 2, [{ op: "delete", path: "nope.txt" }]), 409, "PATH_NOT_FOUND");
 		expectError(await commit(id, 2, [text("KEEP.txt", "case")]), 409, "CASE_CONFLICT");
 		expectError(await commit(id, 2, [text("keep.txt/inner", "dir")]), 409, "FILE_DIRECTORY_CONFLICT");
-		expectError(await commit(id, 2, [text("d.txt", "1"), { op: "delete", path: "d.txt" }]), 422, "DUPLICATE_PATH_IN_CHANGESET");
+		expectError(
+			await commit(id, 2, [text("d.txt", "1"), { op: "delete", path: "d.txt" }]),
+			422,
+			"DUPLICATE_PATH_IN_CHANGESET"
+		);
 		expectError(await commit(id, 2, []), 422, "VALIDATION_ERROR");
 		expectError(await commit(id, 2, [{ op: "chmod", path: "keep.txt" }]), 422, "VALIDATION_ERROR");
 		expect((await api.call("GET", `/api/v1/projects/${id}`, { token: alice })).json.headVersion).toBe(2);
@@ -350,8 +454,11 @@ describe("dedup, purge and garbage collection", () => {
 	const sha = sha256Hex(sharedContent);
 
 	async function blobRows(shas: string[]): Promise<string[]> {
-		const rows = await sql<{ sha256: string }>("SELECT sha256 FROM project_blobs WHERE sha256 = ANY($1::bpchar[]) ORDER BY sha256", [shas]);
-		return rows.map((r) => r.sha256);
+		const rows = await sql<{ sha256: string }>(
+			"SELECT sha256 FROM project_blobs WHERE sha256 = ANY($1::bpchar[]) ORDER BY sha256",
+			[shas]
+		);
+		return rows.map(r => r.sha256);
 	}
 
 	test("the same content in two projects is stored once; purge then GC removes only unreferenced blobs", async () => {
@@ -359,13 +466,20 @@ describe("dedup, purge and garbage collection", () => {
 		const b = await newProject(bob, "b");
 		const onlyA = randomBytes(1000);
 		const onlyB = randomBytes(1000);
-		expect((await commit(a, 0, [binary("shared.bin", sharedContent), binary("a.bin", onlyA)], alice)).status).toBe(201);
-		expect((await commit(b, 0, [binary("copy/shared.bin", sharedContent), binary("b.bin", onlyB)], bob)).status).toBe(201);
+		expect((await commit(a, 0, [binary("shared.bin", sharedContent), binary("a.bin", onlyA)], alice)).status).toBe(
+			201
+		);
+		expect(
+			(await commit(b, 0, [binary("copy/shared.bin", sharedContent), binary("b.bin", onlyB)], bob)).status
+		).toBe(201);
 		// Twice in one project and again in a later version: still one blob.
 		expect((await commit(a, 1, [binary("again.bin", sharedContent)], alice)).status).toBe(201);
 		expect(await blobRows([sha])).toEqual([sha]);
-		const refs = await sql<{ project_id: string }>("SELECT project_id FROM project_blob_refs WHERE sha256 = $1 ORDER BY project_id", [sha]);
-		expect(refs.map((r) => r.project_id).sort()).toEqual([a, b].sort());
+		const refs = await sql<{ project_id: string }>(
+			"SELECT project_id FROM project_blob_refs WHERE sha256 = $1 ORDER BY project_id",
+			[sha]
+		);
+		expect(refs.map(r => r.project_id).sort()).toEqual([a, b].sort());
 
 		// Soft delete keeps everything; purge forgets the project; GC then deletes what nobody references.
 		expect((await api.call("DELETE", `/api/v1/projects/${a}`, { token: alice })).status).toBe(200);
@@ -389,7 +503,7 @@ describe("dedup, purge and garbage collection", () => {
 		expect(await blobRows([sha, sha256Hex(onlyB)])).toEqual([]);
 		// Every other project still reads all of its files.
 		const others = await sql<{ project_id: string; sha256: string }>(
-			"SELECT r.project_id, r.sha256 FROM project_blob_refs r LEFT JOIN project_blobs b ON b.sha256 = r.sha256 WHERE b.sha256 IS NULL",
+			"SELECT r.project_id, r.sha256 FROM project_blob_refs r LEFT JOIN project_blobs b ON b.sha256 = r.sha256 WHERE b.sha256 IS NULL"
 		);
 		expect(others).toEqual([]);
 	});
@@ -419,7 +533,10 @@ describe("dedup, purge and garbage collection", () => {
 			await waitForLockWaiter(blocker, "project_blob_refs");
 			const collecting = node.broker.call("projects.gc", { graceS: 0 });
 			// GC must now wait for the commit (it cannot take its lock); give it the chance to misbehave.
-			const early = await Promise.race([collecting.then(() => "finished"), new Promise((r) => setTimeout(() => r("waiting"), 500))]);
+			const early = await Promise.race([
+				collecting.then(() => "finished"),
+				new Promise(r => setTimeout(() => r("waiting"), 500))
+			]);
 			expect(early).toBe("waiting");
 			await blocker.query("ROLLBACK");
 			expect((await committing).status).toBe(201);

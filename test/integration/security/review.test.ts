@@ -22,12 +22,18 @@ afterAll(async () => {
 });
 
 function expectError(r: { status: number; body: unknown }, status: number, code: string) {
-	expect({ status: r.status, code: (r.body as { error?: { code?: string } })?.error?.code }).toEqual({ status, code });
+	expect({ status: r.status, code: (r.body as { error?: { code?: string } })?.error?.code }).toEqual({
+		status,
+		code
+	});
 }
 
 /** A registered user's session token and an API key holding only `scopes`. */
 async function keyWith(scopes: string[]) {
-	const reg = await api(node, "POST", "/auth/register", null, { email: `${uniqueId("sec")}@example.com`, password: "correct horse battery staple" });
+	const reg = await api(node, "POST", "/auth/register", null, {
+		email: `${uniqueId("sec")}@example.com`,
+		password: "correct horse battery staple"
+	});
 	expect(reg.status).toBe(201);
 	const token = reg.body.accessToken as string;
 	const key = await api(node, "POST", "/users/me/api-keys", token, { name: "narrow", scopes });
@@ -44,11 +50,38 @@ describe("API-key scopes are enforced outside the users service", () => {
 		expect(project.status).toBe(201);
 		const id = project.body.id as string;
 
-		expectError(await api(node, "POST", "/projects", null, { name: "by key" }, withKey(key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "PATCH", `/projects/${id}`, null, { name: "renamed" }, withKey(key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "POST", `/projects/${id}/versions`, null, { baseVersion: 0, message: "m", changes: [{ op: "add", path: "a.txt", content: "x" }] }, withKey(key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "PUT", `/projects/${id}/members/someone`, null, { role: "owner" }, withKey(key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "DELETE", `/projects/${id}`, null, undefined, withKey(key)), 403, "INSUFFICIENT_SCOPE");
+		expectError(
+			await api(node, "POST", "/projects", null, { name: "by key" }, withKey(key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(node, "PATCH", `/projects/${id}`, null, { name: "renamed" }, withKey(key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(
+				node,
+				"POST",
+				`/projects/${id}/versions`,
+				null,
+				{ baseVersion: 0, message: "m", changes: [{ op: "add", path: "a.txt", content: "x" }] },
+				withKey(key)
+			),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(node, "PUT", `/projects/${id}/members/someone`, null, { role: "owner" }, withKey(key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(node, "DELETE", `/projects/${id}`, null, undefined, withKey(key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
 		// Nothing changed.
 		const after = await api(node, "GET", `/projects/${id}`, token);
 		expect(after.body).toMatchObject({ name: "mine", status: "active", headVersion: 0 });
@@ -63,22 +96,50 @@ describe("API-key scopes are enforced outside the users service", () => {
 		const { token, key } = await keyWith(["tasks:read"]);
 		const id = (await api(node, "POST", "/projects", token, { name: "secret" })).body.id as string;
 		expectError(await api(node, "GET", "/projects", null, undefined, withKey(key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "GET", `/projects/${id}`, null, undefined, withKey(key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "GET", `/projects/${id}/files`, null, undefined, withKey(key)), 403, "INSUFFICIENT_SCOPE");
+		expectError(
+			await api(node, "GET", `/projects/${id}`, null, undefined, withKey(key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(node, "GET", `/projects/${id}/files`, null, undefined, withKey(key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
 	});
 
 	test("a key without billing scopes cannot read the ledger or start payments; billing:read reads only", async () => {
 		const none = await keyWith(["projects:read"]);
-		expectError(await api(node, "GET", "/billing/balance", null, undefined, withKey(none.key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "GET", "/billing/ledger", null, undefined, withKey(none.key)), 403, "INSUFFICIENT_SCOPE");
+		expectError(
+			await api(node, "GET", "/billing/balance", null, undefined, withKey(none.key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(node, "GET", "/billing/ledger", null, undefined, withKey(none.key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
 		expectError(await api(node, "GET", "/staking", null, undefined, withKey(none.key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "POST", "/billing/crypto/invoices", null, { credits: 100 }, withKey(none.key)), 403, "INSUFFICIENT_SCOPE");
-		expectError(await api(node, "POST", "/billing/checkout", null, { kind: "pack", itemId: "starter" }, withKey(none.key)), 403, "INSUFFICIENT_SCOPE");
+		expectError(
+			await api(node, "POST", "/billing/crypto/invoices", null, { credits: 100 }, withKey(none.key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
+		expectError(
+			await api(node, "POST", "/billing/checkout", null, { kind: "pack", itemId: "starter" }, withKey(none.key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
 
 		const reader = await keyWith(["billing:read"]);
 		expect((await api(node, "GET", "/billing/balance", null, undefined, withKey(reader.key))).status).toBe(200);
 		expect((await api(node, "GET", "/billing/ledger", null, undefined, withKey(reader.key))).status).toBe(200);
-		expectError(await api(node, "POST", "/billing/crypto/invoices", null, { credits: 100 }, withKey(reader.key)), 403, "INSUFFICIENT_SCOPE");
+		expectError(
+			await api(node, "POST", "/billing/crypto/invoices", null, { credits: 100 }, withKey(reader.key)),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
 		// Sessions keep every scope of their role.
 		expect((await api(node, "GET", "/billing/balance", reader.token)).status).toBe(200);
 	});
@@ -94,9 +155,16 @@ describe("bad inputs answer 4xx, never 500", () => {
 
 	test("GET /admin/users with a forged cursor whose time Postgres cannot read → 422", async () => {
 		const email = `${uniqueId("admin")}@example.com`;
-		const reg = await api(node, "POST", "/auth/register", null, { email, password: "correct horse battery staple" });
-		await node.runtime.sequelize.query(`UPDATE users SET role = 'admin' WHERE id = $1`, { bind: [reg.body.user.id] });
-		const admin = (await api(node, "POST", "/auth/login", null, { email, password: "correct horse battery staple" })).body.accessToken as string;
+		const reg = await api(node, "POST", "/auth/register", null, {
+			email,
+			password: "correct horse battery staple"
+		});
+		await node.runtime.sequelize.query(`UPDATE users SET role = 'admin' WHERE id = $1`, {
+			bind: [reg.body.user.id]
+		});
+		const admin = (
+			await api(node, "POST", "/auth/login", null, { email, password: "correct horse battery staple" })
+		).body.accessToken as string;
 		for (const at of ["1", "March 7", "2020-01-01 00:00:00+99", "2021-02-31 00:00:00+00"]) {
 			const cursor = Buffer.from(JSON.stringify([at, randomUUID()])).toString("base64url");
 			expectError(await api(node, "GET", `/admin/users?cursor=${cursor}`, admin), 422, "VALIDATION_ERROR");
@@ -109,7 +177,11 @@ describe("bad inputs answer 4xx, never 500", () => {
 
 	test("GET /billing/ledger with a cursor beyond BIGINT → 422", async () => {
 		const u = await makeUser(node, "free", 0);
-		expectError(await api(node, "GET", "/billing/ledger?cursor=9999999999999999999", u.token), 422, "VALIDATION_ERROR");
+		expectError(
+			await api(node, "GET", "/billing/ledger?cursor=9999999999999999999", u.token),
+			422,
+			"VALIDATION_ERROR"
+		);
 		expect((await api(node, "GET", "/billing/ledger?cursor=9223372036854775807", u.token)).status).toBe(200);
 	});
 });

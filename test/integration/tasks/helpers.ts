@@ -10,7 +10,11 @@ export type TestNode = Awaited<ReturnType<typeof startTestNode>>;
 
 export const ALL = ["api", "tasks", "users", "projects", "payments"] as const;
 
-export async function startTasksNode(db: TestDatabase, extraServices: ServiceSchema[], env: Record<string, string> = {}): Promise<TestNode> {
+export async function startTasksNode(
+	db: TestDatabase,
+	extraServices: ServiceSchema[],
+	env: Record<string, string> = {}
+): Promise<TestNode> {
 	return startTestNode({
 		db,
 		services: [...ALL],
@@ -28,11 +32,21 @@ export interface TestUser {
 /** A user row with a tier override (the users service resolves the tier from it), a project and credits. */
 export async function makeUser(node: TestNode, tier: TierName, credits = 1_000_000): Promise<TestUser> {
 	const id = randomUUID();
-	await node.runtime.sequelize.query(`INSERT INTO users (id, email, tier_override) VALUES ($1, $2, $3)`, { bind: [id, `${id}@example.test`, tier === "free" ? null : tier] });
+	await node.runtime.sequelize.query(`INSERT INTO users (id, email, tier_override) VALUES ($1, $2, $3)`, {
+		bind: [id, `${id}@example.test`, tier === "free" ? null : tier]
+	});
 	const token = bearerFor(node.config, id);
 	const project = await api(node, "POST", "/projects", token, { name: `p-${id.slice(0, 8)}` });
-	if (project.status !== 201) throw new Error(`project not created: ${project.status} ${JSON.stringify(project.body)}`);
-	if (credits > 0) await node.broker.call("payments.grant", { userId: id, credits, operator: "test", reason: "test credits", key: `grant-${id}` });
+	if (project.status !== 201)
+		throw new Error(`project not created: ${project.status} ${JSON.stringify(project.body)}`);
+	if (credits > 0)
+		await node.broker.call("payments.grant", {
+			userId: id,
+			credits,
+			operator: "test",
+			reason: "test credits",
+			key: `grant-${id}`
+		});
 	return { id, token, projectId: (project.body as { id: string }).id };
 }
 
@@ -43,7 +57,14 @@ export interface ApiResult<T = Record<string, unknown>> {
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- test bodies are checked field by field
-export async function api<T = any>(node: TestNode, method: string, path: string, token: string | null, body?: unknown, headers: Record<string, string> = {}): Promise<ApiResult<T>> {
+export async function api<T = any>(
+	node: TestNode,
+	method: string,
+	path: string,
+	token: string | null,
+	body?: unknown,
+	headers: Record<string, string> = {}
+): Promise<ApiResult<T>> {
 	const res = await fetch(`${node.baseUrl}/api/v1${path}`, {
 		method,
 		headers: {
@@ -74,7 +95,13 @@ export function readSse(
 		const url = new URL(`${baseUrl}/api/v1${path}`);
 		const req = http.get(
 			url,
-			{ headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream", ...(opts.lastEventId ? { "Last-Event-ID": opts.lastEventId } : {}) } },
+			{
+				headers: {
+					Authorization: `Bearer ${token}`,
+					Accept: "text/event-stream",
+					...(opts.lastEventId ? { "Last-Event-ID": opts.lastEventId } : {})
+				}
+			},
 			res => {
 				const events: SseEvent[] = [];
 				let comments = 0;
@@ -114,7 +141,13 @@ export function readSse(
 				});
 				res.on("end", () => {
 					clearTimeout(timer);
-					resolve({ status: res.statusCode ?? 0, headers: res.headers, events, comments, body: res.statusCode !== 200 ? raw : undefined });
+					resolve({
+						status: res.statusCode ?? 0,
+						headers: res.headers,
+						events,
+						comments,
+						body: res.statusCode !== 200 ? raw : undefined
+					});
 				});
 			}
 		);
@@ -125,7 +158,11 @@ export function readSse(
 	});
 }
 
-export async function waitFor<T>(fn: () => Promise<T | null | undefined | false>, timeoutMs = 15_000, stepMs = 50): Promise<T> {
+export async function waitFor<T>(
+	fn: () => Promise<T | null | undefined | false>,
+	timeoutMs = 15_000,
+	stepMs = 50
+): Promise<T> {
 	const end = Date.now() + timeoutMs;
 	for (;;) {
 		const v = await fn();
@@ -135,7 +172,13 @@ export async function waitFor<T>(fn: () => Promise<T | null | undefined | false>
 	}
 }
 
-export async function holdOf(node: TestNode, taskId: string): Promise<{ state: string; list_actual_cost: string | null } | null> {
-	const [row] = (await node.runtime.sequelize.query(`SELECT * FROM credit_holds WHERE task_id = $1`, { bind: [taskId], type: QueryTypes.SELECT })) as unknown as Array<{ state: string; list_actual_cost: string | null }>;
+export async function holdOf(
+	node: TestNode,
+	taskId: string
+): Promise<{ state: string; list_actual_cost: string | null } | null> {
+	const [row] = (await node.runtime.sequelize.query(`SELECT * FROM credit_holds WHERE task_id = $1`, {
+		bind: [taskId],
+		type: QueryTypes.SELECT
+	})) as unknown as Array<{ state: string; list_actual_cost: string | null }>;
 	return row ?? null;
 }

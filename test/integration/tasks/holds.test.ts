@@ -25,7 +25,8 @@ afterAll(async () => {
 	await db?.drop();
 });
 
-const sql = <T extends object>(q: string, bind: unknown[] = []) => node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
+const sql = <T extends object>(q: string, bind: unknown[] = []) =>
+	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
 
 test("a reserve whose answer is lost after the hold committed: the submit fails and the hold is released", async () => {
 	const u = await makeUser(node, "pro", 1_000);
@@ -52,7 +53,9 @@ test("a reserve whose answer is lost after the hold committed: the submit fails 
 
 test("a hold whose task never came to exist (node died between reserve and insert) is released by the sweeper", async () => {
 	const u = await makeUser(node, "pro", 1_000);
-	const tasks = node.broker.getLocalService("tasks") as Service & { store: { addHoldIntent(t: string, u: string): Promise<void> } };
+	const tasks = node.broker.getLocalService("tasks") as Service & {
+		store: { addHoldIntent(t: string, u: string): Promise<void> };
+	};
 	const taskId = randomUUID();
 	// What submit does before the crash: the intent, then the hold.
 	await tasks.store.addHoldIntent(taskId, u.id);
@@ -67,7 +70,9 @@ test("a hold whose task never came to exist (node died between reserve and inser
 
 	await sql(`UPDATE task_hold_intents SET created_at = now() - interval '1 hour' WHERE task_id = $1`, [taskId]);
 	expect(await node.broker.call("tasks.sweep")).toMatchObject({ orphansReleased: 1 });
-	expect(await sql<{ state: string }>(`SELECT state FROM credit_holds WHERE task_id = $1`, [taskId])).toEqual([{ state: "released" }]);
+	expect(await sql<{ state: string }>(`SELECT state FROM credit_holds WHERE task_id = $1`, [taskId])).toEqual([
+		{ state: "released" }
+	]);
 	expect(await sql(`SELECT task_id FROM task_hold_intents WHERE task_id = $1`, [taskId])).toEqual([]);
 	expect((await api(node, "GET", "/billing/balance", u.token)).body).toMatchObject({ available: 1_000, held: 0 });
 	// A second sweep finds nothing more to do.
@@ -79,7 +84,13 @@ test("a successful submit leaves no hold intent behind, and a refused one (402) 
 	const ok = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "hello" });
 	expect(ok.status).toBe(202);
 	const poor = await makeUser(node, "free", 0);
-	const refused = await api(node, "POST", "/tasks", poor.token, { projectId: poor.projectId, kind: "chat", prompt: "hello" });
+	const refused = await api(node, "POST", "/tasks", poor.token, {
+		projectId: poor.projectId,
+		kind: "chat",
+		prompt: "hello"
+	});
 	expect(refused.status).toBe(402);
-	expect(await sql(`SELECT task_id FROM task_hold_intents WHERE user_id = ANY($1::text[])`, [[u.id, poor.id]])).toEqual([]);
+	expect(
+		await sql(`SELECT task_id FROM task_hold_intents WHERE user_id = ANY($1::text[])`, [[u.id, poor.id]])
+	).toEqual([]);
 });

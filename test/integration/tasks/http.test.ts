@@ -30,14 +30,21 @@ beforeAll(async () => {
 				record: r => runs.push(r),
 				refusePrompt: "TOO_LONG",
 				failWith: task => {
-					if (task.prompt.includes("flaky") && task.attempt === 1) return { code: "PROVIDER_TIMEOUT", retryable: true };
-					if (task.prompt.includes("broken")) return { code: "BAD_OUTPUT", message: "unusable", retryable: false };
+					if (task.prompt.includes("flaky") && task.attempt === 1)
+						return { code: "PROVIDER_TIMEOUT", retryable: true };
+					if (task.prompt.includes("broken"))
+						return { code: "BAD_OUTPUT", message: "unusable", retryable: false };
 					if (failOnce.has(task.taskId)) return null;
 					return null;
 				}
 			})
 		],
-		{ TASKS_RETRY_BASE_MS: "50", TASKS_RETRY_MAX_MS: "100", TASKS_SSE_KEEPALIVE_MS: "300", TASKS_SSE_MAX_PER_USER: "2" }
+		{
+			TASKS_RETRY_BASE_MS: "50",
+			TASKS_RETRY_MAX_MS: "100",
+			TASKS_SSE_KEEPALIVE_MS: "300",
+			TASKS_SSE_MAX_PER_USER: "2"
+		}
 	);
 });
 
@@ -59,17 +66,33 @@ describe("submit", () => {
 		const r = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "hello" });
 		expect(r.status).toBe(202);
 		expect(r.headers.get("x-request-id")).toBeTruthy();
-		expect(r.body.task).toMatchObject({ projectId: u.projectId, kind: "chat", state: "queued", tier: "pro", maxCostCredits: 100, attempts: 0, settlement: "none" });
+		expect(r.body.task).toMatchObject({
+			projectId: u.projectId,
+			kind: "chat",
+			state: "queued",
+			tier: "pro",
+			maxCostCredits: 100,
+			attempts: 0,
+			settlement: "none"
+		});
 		expect(r.body.position).toBe(1);
 		expect(Date.parse(r.body.expectedStartAt)).toBeGreaterThanOrEqual(Date.now() - 5_000);
 		expect(r.body.admission).toEqual({ action: "accepted" });
 
 		const done = await finished(u.token, r.body.task.id);
-		expect(done).toMatchObject({ state: "succeeded", costCredits: 40, attempts: 1, result: { text: `done ${r.body.task.id}` }, usage: { promptTokens: 10, completionTokens: 20 } });
+		expect(done).toMatchObject({
+			state: "succeeded",
+			costCredits: 40,
+			attempts: 1,
+			result: { text: `done ${r.body.task.id}` },
+			usage: { promptTokens: 10, completionTokens: 20 }
+		});
 		expect(done.nodeId).toBe(node.broker.nodeID);
 		await waitFor(async () => (await holdOf(node, r.body.task.id))?.state === "settled");
 		expect((await holdOf(node, r.body.task.id))!.list_actual_cost).toBe("40");
-		await waitFor(async () => (await api(node, "GET", `/tasks/${r.body.task.id}`, u.token)).body.settlement === "settled");
+		await waitFor(
+			async () => (await api(node, "GET", `/tasks/${r.body.task.id}`, u.token)).body.settlement === "settled"
+		);
 
 		const list = await api(node, "GET", "/tasks?limit=10", u.token);
 		expect(list.status).toBe(200);
@@ -86,16 +109,28 @@ describe("submit", () => {
 		const again = await api(node, "POST", "/tasks", u.token, body, { "Idempotency-Key": key });
 		expect(again.status).toBe(200);
 		expect(again.body.task.id).toBe(first.body.task.id);
-		const other = await api(node, "POST", "/tasks", u.token, { ...body, prompt: "twice" }, { "Idempotency-Key": key });
+		const other = await api(
+			node,
+			"POST",
+			"/tasks",
+			u.token,
+			{ ...body, prompt: "twice" },
+			{ "Idempotency-Key": key }
+		);
 		expect(other.status).toBe(422);
 		expect(other.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
 		// Concurrent resubmissions: one task, one hold.
 		const key2 = `key-${randomUUID()}`;
-		const burst = await Promise.all([1, 2, 3, 4].map(() => api(node, "POST", "/tasks", u.token, body, { "Idempotency-Key": key2 })));
+		const burst = await Promise.all(
+			[1, 2, 3, 4].map(() => api(node, "POST", "/tasks", u.token, body, { "Idempotency-Key": key2 }))
+		);
 		const ids = new Set(burst.map(b => b.body.task.id));
 		expect(ids.size).toBe(1);
 		expect(burst.map(b => b.status).sort()).toEqual([200, 200, 200, 202]);
-		const [{ n }] = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1 AND state = 'held'`, { bind: [u.id], type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
+		const [{ n }] = (await node.runtime.sequelize.query(
+			`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1 AND state = 'held'`,
+			{ bind: [u.id], type: QueryTypes.SELECT }
+		)) as unknown as Array<{ n: number }>;
 		expect(n).toBeLessThanOrEqual(2); // the first key's task may still be running
 		await finished(u.token, first.body.task.id);
 		await finished(u.token, [...ids][0]);
@@ -104,16 +139,27 @@ describe("submit", () => {
 	test("someone else's project is 404 and no hold is made", async () => {
 		const owner = await makeUser(node, "pro");
 		const other = await makeUser(node, "pro");
-		const r = await api(node, "POST", "/tasks", other.token, { projectId: owner.projectId, kind: "chat", prompt: "peek" });
+		const r = await api(node, "POST", "/tasks", other.token, {
+			projectId: owner.projectId,
+			kind: "chat",
+			prompt: "peek"
+		});
 		expect(r.status).toBe(404);
 		expect(r.body.error.code).toBe("NOT_FOUND");
-		const [{ n }] = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1`, { bind: [other.id], type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
+		const [{ n }] = (await node.runtime.sequelize.query(
+			`SELECT count(*)::int AS n FROM credit_holds WHERE user_id = $1`,
+			{ bind: [other.id], type: QueryTypes.SELECT }
+		)) as unknown as Array<{ n: number }>;
 		expect(n).toBe(0);
 	});
 
 	test("without balance: 402 INSUFFICIENT_CREDITS and no task", async () => {
 		const u = await makeUser(node, "pro", 0);
-		const r = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "no money" });
+		const r = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "no money"
+		});
 		expect(r.status).toBe(402);
 		expect(r.body.error.code).toBe("INSUFFICIENT_CREDITS");
 		expect((await api(node, "GET", "/tasks", u.token)).body.items).toEqual([]);
@@ -133,14 +179,35 @@ describe("submit", () => {
 		await bad({ projectId: u.projectId, kind: "poem", prompt: "x" }, 422, "VALIDATION_ERROR", "kind");
 		await bad({ projectId: u.projectId, kind: "chat", prompt: "" }, 422, "VALIDATION_ERROR", "prompt");
 		await bad({ projectId: u.projectId, kind: "compare", prompt: "x" }, 422, "VALIDATION_ERROR", "models");
-		await bad({ projectId: u.projectId, kind: "chat", prompt: "x", models: ["a", "b"] }, 422, "VALIDATION_ERROR", "models");
-		await bad({ projectId: u.projectId, kind: "chat", prompt: "x", maxOutputTokens: -1 }, 422, "VALIDATION_ERROR", "maxOutputTokens");
+		await bad(
+			{ projectId: u.projectId, kind: "chat", prompt: "x", models: ["a", "b"] },
+			422,
+			"VALIDATION_ERROR",
+			"models"
+		);
+		await bad(
+			{ projectId: u.projectId, kind: "chat", prompt: "x", maxOutputTokens: -1 },
+			422,
+			"VALIDATION_ERROR",
+			"maxOutputTokens"
+		);
 		await bad({ projectId: u.projectId, kind: "chat", prompt: "TOO_LONG" }, 422, "PROMPT_TOO_LONG");
-		const noCt = await fetch(`${node.baseUrl}/api/v1/tasks`, { method: "POST", headers: { Authorization: `Bearer ${u.token}`, "Content-Type": "text/plain" }, body: "x" });
+		const noCt = await fetch(`${node.baseUrl}/api/v1/tasks`, {
+			method: "POST",
+			headers: { Authorization: `Bearer ${u.token}`, "Content-Type": "text/plain" },
+			body: "x"
+		});
 		expect(noCt.status).toBe(415);
 		const anon = await api(node, "POST", "/tasks", null, { projectId: u.projectId, kind: "chat", prompt: "x" });
 		expect(anon.status).toBe(401);
-		const badKey = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "x" }, { "Idempotency-Key": "short" });
+		const badKey = await api(
+			node,
+			"POST",
+			"/tasks",
+			u.token,
+			{ projectId: u.projectId, kind: "chat", prompt: "x" },
+			{ "Idempotency-Key": "short" }
+		);
 		expect(badKey.status).toBe(422);
 	});
 });
@@ -164,9 +231,19 @@ describe("cancel", () => {
 	test("a queued task is cancelled at once and its hold released", async () => {
 		const u = await makeUser(node, "free");
 		// free users run one task at a time: the second waits in the queue behind the slow first.
-		const first = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow one" });
-		await waitFor(async () => (await api(node, "GET", `/tasks/${first.body.task.id}`, u.token)).body.state === "running");
-		const second = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "waiting" });
+		const first = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "slow one"
+		});
+		await waitFor(
+			async () => (await api(node, "GET", `/tasks/${first.body.task.id}`, u.token)).body.state === "running"
+		);
+		const second = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "waiting"
+		});
 		expect(second.body.task.state).toBe("queued");
 		const c = await api(node, "POST", `/tasks/${second.body.task.id}/cancel`, u.token);
 		expect(c.status).toBe(200);
@@ -202,11 +279,21 @@ describe("drain (operators)", () => {
 	test("a drained node leases nothing while its in-flight task finishes; undo resumes leasing", async () => {
 		const u = await makeUser(node, "pro");
 		const nodeID = node.broker.nodeID; // the fake worker runs on this node
-		const slow = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow drain" });
-		await waitFor(async () => (await api(node, "GET", `/tasks/${slow.body.task.id}`, u.token)).body.state === "running");
+		const slow = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "slow drain"
+		});
+		await waitFor(
+			async () => (await api(node, "GET", `/tasks/${slow.body.task.id}`, u.token)).body.state === "running"
+		);
 		expect(await node.broker.call("tasks.drain", { nodeID })).toEqual({ nodeID, drained: true });
 
-		const queued = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "after drain" });
+		const queued = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "after drain"
+		});
 		expect(queued.status).toBe(202);
 		// Asked directly, the drained node gets nothing although a task waits; another node would.
 		expect(await node.broker.call("tasks.lease", { nodeID, slots: 2 })).toEqual([]);
@@ -215,17 +302,33 @@ describe("drain (operators)", () => {
 		expect((await finished(u.token, slow.body.task.id)).state).toBe("succeeded");
 		expect((await api(node, "GET", `/tasks/${queued.body.task.id}`, u.token)).body.state).toBe("queued");
 
-		expect(await node.broker.call("tasks.drain", { nodeID, undo: true })).toEqual({ nodeID, drained: false, changed: true });
+		expect(await node.broker.call("tasks.drain", { nodeID, undo: true })).toEqual({
+			nodeID,
+			drained: false,
+			changed: true
+		});
 		expect((await finished(u.token, queued.body.task.id)).state).toBe("succeeded");
-		expect(await node.broker.call("tasks.drain", { nodeID, undo: true })).toEqual({ nodeID, drained: false, changed: false });
+		expect(await node.broker.call("tasks.drain", { nodeID, undo: true })).toEqual({
+			nodeID,
+			drained: false,
+			changed: false
+		});
 	});
 });
 
 describe("failures", () => {
 	test("a retryable failure is retried with backoff and then succeeds; a terminal one fails with the reason", async () => {
 		const u = await makeUser(node, "team");
-		const flaky = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "flaky" });
-		const broken = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "broken" });
+		const flaky = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "flaky"
+		});
+		const broken = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "broken"
+		});
 		const f = await finished(u.token, flaky.body.task.id);
 		expect(f).toMatchObject({ state: "succeeded", attempts: 2 });
 		const b = await finished(u.token, broken.body.task.id);
@@ -249,7 +352,11 @@ describe("failures", () => {
 describe("events (SSE)", () => {
 	test("queued → started → deltas → completed, with ids, then the stream ends; a reconnect gets the final state", async () => {
 		const u = await makeUser(node, "enterprise");
-		const r = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "stream me" });
+		const r = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "stream me"
+		});
 		const sse = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token);
 		expect(sse.status).toBe(200);
 		expect(sse.headers["content-type"]).toMatch(/^text\/event-stream/);
@@ -259,33 +366,59 @@ describe("events (SSE)", () => {
 		const deltas = sse.events.filter(e => e.event === "delta");
 		expect(deltas.map(d => (d.data as { text: string }).text)).toEqual(["part 0 ", "part 1 ", "part 2 "]);
 		const completed = sse.events[sse.events.length - 1];
-		expect(completed.data).toMatchObject({ taskId: r.body.task.id, state: "succeeded", result: { text: `done ${r.body.task.id}` }, costCredits: 40 });
+		expect(completed.data).toMatchObject({
+			taskId: r.body.task.id,
+			state: "succeeded",
+			result: { text: `done ${r.body.task.id}` },
+			costCredits: 40
+		});
 		// ids grow along the stream
 		const ids = sse.events.filter(e => e.id).map(e => e.id!.split(":").map(Number));
-		for (let i = 1; i < ids.length; i++) expect(ids[i][0] * 1e6 + ids[i][1]).toBeGreaterThan(ids[i - 1][0] * 1e6 + ids[i - 1][1]);
+		for (let i = 1; i < ids.length; i++)
+			expect(ids[i][0] * 1e6 + ids[i][1]).toBeGreaterThan(ids[i - 1][0] * 1e6 + ids[i - 1][1]);
 
 		const late = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token);
 		expect(late.events.map(e => e.event)).toEqual(["completed"]);
-		const caughtUp = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token, { lastEventId: completed.id });
+		const caughtUp = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token, {
+			lastEventId: completed.id
+		});
 		expect(caughtUp.events).toEqual([]);
 	});
 
 	test("Last-Event-ID mid-run replays only the deltas after it", async () => {
 		const u = await makeUser(node, "enterprise");
-		const r = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow stream" });
-		const first = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token, { until: ev => ev.event === "delta" });
+		const r = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "slow stream"
+		});
+		const first = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token, {
+			until: ev => ev.event === "delta"
+		});
 		const lastDelta = first.events[first.events.length - 1];
 		expect(lastDelta.data).toMatchObject({ seq: 0 });
-		const rest = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token, { lastEventId: lastDelta.id });
+		const rest = await readSse(node.baseUrl, `/tasks/${r.body.task.id}/events`, u.token, {
+			lastEventId: lastDelta.id
+		});
 		expect(rest.events.map(e => e.event)).toEqual(["delta", "delta", "completed"]);
 		expect(rest.events.filter(e => e.event === "delta").map(e => (e.data as { seq: number }).seq)).toEqual([1, 2]);
 	});
 
 	test("keep-alive comments flow while a task waits, and the client going away cleans up", async () => {
 		const u = await makeUser(node, "free");
-		const blocker = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow blocker" });
-		await waitFor(async () => (await api(node, "GET", `/tasks/${blocker.body.task.id}`, u.token)).body.state === "running");
-		const waiting = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "patient" });
+		const blocker = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "slow blocker"
+		});
+		await waitFor(
+			async () => (await api(node, "GET", `/tasks/${blocker.body.task.id}`, u.token)).body.state === "running"
+		);
+		const waiting = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "patient"
+		});
 		const { taskStreamHubOf } = await import("../../../src/tasks/stream-hub");
 		const hub = taskStreamHubOf(node.broker);
 		const sse = await readSse(node.baseUrl, `/tasks/${waiting.body.task.id}/events`, u.token, { timeoutMs: 1_500 });
@@ -300,11 +433,16 @@ describe("event stream cap", () => {
 	test("a user holds at most TASKS_SSE_MAX_PER_USER open streams: one more is 429 TOO_MANY_STREAMS; closing one frees a place; other users are not affected", async () => {
 		const u = await makeUser(node, "free");
 		const other = await makeUser(node, "free");
-		const blocker = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow cap blocker" });
+		const blocker = await api(node, "POST", "/tasks", u.token, {
+			projectId: u.projectId,
+			kind: "chat",
+			prompt: "slow cap blocker"
+		});
 		const { taskStreamHubOf } = await import("../../../src/tasks/stream-hub");
 		const hub = taskStreamHubOf(node.broker);
 		const id = blocker.body.task.id as string;
-		const open = (token: string, timeoutMs: number) => readSse(node.baseUrl, `/tasks/${id}/events`, token, { timeoutMs });
+		const open = (token: string, timeoutMs: number) =>
+			readSse(node.baseUrl, `/tasks/${id}/events`, token, { timeoutMs });
 		// Two long-lived streams (they stay open while the blocker runs), then a third.
 		const first = open(u.token, 1_200);
 		const second = open(u.token, 1_200);
@@ -331,14 +469,23 @@ describe("event stream cap", () => {
 describe("event stream cap across gateway nodes", () => {
 	test("places are counted in Redis: streams open on one gateway node count on another", async () => {
 		// A second gateway node (with its own tasks replica) on the same database and Redis prefix.
-		const b = await startTasksNode(db, [], { REDIS_PREFIX: node.config.redisPrefix, TASKS_SSE_MAX_PER_USER: "2", TASKS_SSE_KEEPALIVE_MS: "300" });
+		const b = await startTasksNode(db, [], {
+			REDIS_PREFIX: node.config.redisPrefix,
+			TASKS_SSE_MAX_PER_USER: "2",
+			TASKS_SSE_KEEPALIVE_MS: "300"
+		});
 		try {
 			const u = await makeUser(node, "free");
-			const blocker = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: "slow cross-node cap" });
+			const blocker = await api(node, "POST", "/tasks", u.token, {
+				projectId: u.projectId,
+				kind: "chat",
+				prompt: "slow cross-node cap"
+			});
 			const id = blocker.body.task.id as string;
 			const { taskStreamHubOf } = await import("../../../src/tasks/stream-hub");
 			const [hubA, hubB] = [taskStreamHubOf(node.broker), taskStreamHubOf(b.broker)];
-			const open = (base: string, timeoutMs: number) => readSse(base, `/tasks/${id}/events`, u.token, { timeoutMs });
+			const open = (base: string, timeoutMs: number) =>
+				readSse(base, `/tasks/${id}/events`, u.token, { timeoutMs });
 			const first = open(node.baseUrl, 1_500);
 			const second = open(b.baseUrl, 1_500);
 			await waitFor(async () => hubA.openStreams(u.id) === 1 && hubB.openStreams(u.id) === 1);

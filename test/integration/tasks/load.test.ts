@@ -21,13 +21,17 @@ let node: TestNode;
 
 beforeAll(async () => {
 	db = await createTestDatabase();
-	node = await startTasksNode(db, [fakeAiWorker({ slots: SLOTS, runMs: RUN_MS, deltas: 0, pollMs: 50, price: 10, cost: 5 })], {
-		// Small thresholds so a few seconds of overload cross them; enterprise keeps the table's.
-		TASKS_ADMISSION_FREE_DEFER_MS: "1000",
-		TASKS_ADMISSION_FREE_REJECT_MS: "2500",
-		TASKS_DEFAULT_RUN_MS: String(RUN_MS),
-		TASKS_SNAPSHOT_MS: "250"
-	});
+	node = await startTasksNode(
+		db,
+		[fakeAiWorker({ slots: SLOTS, runMs: RUN_MS, deltas: 0, pollMs: 50, price: 10, cost: 5 })],
+		{
+			// Small thresholds so a few seconds of overload cross them; enterprise keeps the table's.
+			TASKS_ADMISSION_FREE_DEFER_MS: "1000",
+			TASKS_ADMISSION_FREE_REJECT_MS: "2500",
+			TASKS_DEFAULT_RUN_MS: String(RUN_MS),
+			TASKS_SNAPSHOT_MS: "250"
+		}
+	);
 });
 
 afterAll(async () => {
@@ -36,7 +40,9 @@ afterAll(async () => {
 });
 
 async function states() {
-	return (await node.runtime.sequelize.query(`SELECT state, count(*)::int AS n FROM tasks GROUP BY state`, { type: QueryTypes.SELECT })) as unknown as Array<{ state: string; n: number }>;
+	return (await node.runtime.sequelize.query(`SELECT state, count(*)::int AS n FROM tasks GROUP BY state`, {
+		type: QueryTypes.SELECT
+	})) as unknown as Array<{ state: string; n: number }>;
 }
 
 test("5× overload: enterprise p99 wait within target, free deferred or refused with Retry-After, nothing lost", async () => {
@@ -49,18 +55,28 @@ test("5× overload: enterprise p99 wait within target, free deferred or refused 
 	const capacityPerS = (SLOTS * 1000) / RUN_MS;
 	const ratePerS = capacityPerS * 5;
 	const total = ratePerS * 3;
-	const results: Array<Promise<{ tier: "free" | "enterprise"; status: number; retryAfter: string | null; id?: string; admission?: string }>> = [];
+	const results: Array<
+		Promise<{
+			tier: "free" | "enterprise";
+			status: number;
+			retryAfter: string | null;
+			id?: string;
+			admission?: string;
+		}>
+	> = [];
 	for (let i = 0; i < total; i++) {
 		const isFree = i % 5 < 3;
 		const u = isFree ? free[i % free.length] : ent[i % ent.length];
 		results.push(
-			api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: `load ${i}` }).then(r => ({
-				tier: isFree ? "free" : "enterprise",
-				status: r.status,
-				retryAfter: r.headers.get("retry-after"),
-				id: r.body?.task?.id,
-				admission: r.body?.admission?.action
-			}))
+			api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: `load ${i}` }).then(
+				r => ({
+					tier: isFree ? "free" : "enterprise",
+					status: r.status,
+					retryAfter: r.headers.get("retry-after"),
+					id: r.body?.task?.id,
+					admission: r.body?.admission?.action
+				})
+			)
 		);
 		await new Promise(r => setTimeout(r, 1000 / ratePerS));
 	}
@@ -70,21 +86,31 @@ test("5× overload: enterprise p99 wait within target, free deferred or refused 
 	expect(all.filter(r => r.status !== 202 && r.status !== 429)).toEqual([]);
 	expect(refused.every(r => r.tier === "free" && Number(r.retryAfter) >= 1)).toBe(true);
 	// Enterprise is never shed; free is (deferred or refused).
-	expect(all.filter(r => r.tier === "enterprise").every(r => r.status === 202 && r.admission === "accepted")).toBe(true);
+	expect(all.filter(r => r.tier === "enterprise").every(r => r.status === 202 && r.admission === "accepted")).toBe(
+		true
+	);
 	const shedFree = all.filter(r => r.tier === "free" && (r.status === 429 || r.admission === "deferred"));
 	expect(shedFree.length).toBeGreaterThan(10);
 
 	// Nothing lost: every accepted task finishes, and the table holds exactly the accepted tasks.
-	await waitFor(async () => {
-		const s = await states();
-		return s.every(x => x.state === "succeeded") ? s : null;
-	}, 90_000, 250);
+	await waitFor(
+		async () => {
+			const s = await states();
+			return s.every(x => x.state === "succeeded") ? s : null;
+		},
+		90_000,
+		250
+	);
 	const rows = (await node.runtime.sequelize.query(
 		`SELECT id, tier, extract(epoch FROM started_at - created_at) * 1000 AS wait FROM tasks`,
 		{ type: QueryTypes.SELECT }
 	)) as unknown as Array<{ id: string; tier: string; wait: number }>;
 	expect(new Set(rows.map(r => r.id))).toEqual(new Set(accepted.map(a => a.id)));
-	const p99 = (tier: string) => percentile(rows.filter(r => r.tier === tier).map(r => Number(r.wait)), 99)!;
+	const p99 = (tier: string) =>
+		percentile(
+			rows.filter(r => r.tier === tier).map(r => Number(r.wait)),
+			99
+		)!;
 	const entP99 = p99("enterprise");
 	const freeP99 = p99("free");
 	expect(entP99).toBeLessThanOrEqual(TIERS.enterprise.waitTargetMs);
@@ -94,7 +120,11 @@ test("5× overload: enterprise p99 wait within target, free deferred or refused 
 test("wiping Redis mid-run: positions and stats come back from PostgreSQL, no task lost", async () => {
 	const u = await makeUser(node, "team");
 	const ids: string[] = [];
-	for (let i = 0; i < 30; i++) ids.push((await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: `wipe ${i}` })).body.task.id);
+	for (let i = 0; i < 30; i++)
+		ids.push(
+			(await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt: `wipe ${i}` }))
+				.body.task.id
+		);
 	await node.broker.call("tasks.refreshStats");
 	const before = await api(node, "GET", "/queue/stats", u.token);
 	expect(before.body.tiers.team.depth).toBeGreaterThan(0);
@@ -118,10 +148,17 @@ test("wiping Redis mid-run: positions and stats come back from PostgreSQL, no ta
 	// And the snapshot job writes the positions back into Redis.
 	await waitFor(async () => (await redis.exists(`${node.config.redisPrefix}tasks:snapshot`)) === 1);
 
-	await waitFor(async () => {
-		const r = (await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND state = 'succeeded'`, { bind: [ids], type: QueryTypes.SELECT })) as unknown as Array<{ n: number }>;
-		return r[0].n === ids.length;
-	}, 60_000, 250);
+	await waitFor(
+		async () => {
+			const r = (await node.runtime.sequelize.query(
+				`SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND state = 'succeeded'`,
+				{ bind: [ids], type: QueryTypes.SELECT }
+			)) as unknown as Array<{ n: number }>;
+			return r[0].n === ids.length;
+		},
+		60_000,
+		250
+	);
 	const after = await api(node, "GET", "/queue/stats", u.token);
 	expect(after.body.tiers.team.depth).toBe(0);
 });

@@ -20,7 +20,8 @@ afterAll(async () => {
 	redis.disconnect();
 });
 
-const node = (id: string, ttlMs = 60_000, refreshMs = 20_000) => new RedisStreamSlots(redis, prefix, id, { ttlMs, refreshMs });
+const node = (id: string, ttlMs = 60_000, refreshMs = 20_000) =>
+	new RedisStreamSlots(redis, prefix, id, { ttlMs, refreshMs });
 
 test("places taken on one node count on another; closing one frees it at once; other users are apart", async () => {
 	const a = node("gw-a");
@@ -70,7 +71,12 @@ test("a node that stops refreshing loses its places after the TTL; a refreshing 
 });
 
 test("with Redis unreachable, taking a place fails (the route then admits on the node's own count) instead of hanging", async () => {
-	const down = new Redis("redis://127.0.0.1:9", { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+	const down = new Redis("redis://127.0.0.1:9", {
+		lazyConnect: true,
+		enableOfflineQueue: false,
+		maxRetriesPerRequest: 0,
+		retryStrategy: () => null
+	});
 	down.on("error", () => undefined);
 	try {
 		const slots = new RedisStreamSlots(down, prefix, "gw-down", { ttlMs: 1_000, refreshMs: 300 });

@@ -38,7 +38,10 @@ async function loginFrom(ip: string, email: string, password: string, via?: "a" 
 }
 
 async function register(email = `${uniqueId("u")}@example.com`) {
-	const r = await callA("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD }, headers: { "x-forwarded-for": freshIp() } });
+	const r = await callA("POST", "/api/v1/auth/register", {
+		body: { email, password: PASSWORD },
+		headers: { "x-forwarded-for": freshIp() }
+	});
 	expect(r.status).toBe(201);
 	return email;
 }
@@ -83,7 +86,9 @@ describe("guessing one account from many IPs", () => {
 	test("engages the account-wide limiter before any hashing, even for the right password, with 429 and Retry-After", async () => {
 		const email = await register();
 		await spendAllowance(email);
-		const users = a.broker.getLocalService("users") as unknown as { hasher: { verify: (...args: unknown[]) => Promise<boolean> } };
+		const users = a.broker.getLocalService("users") as unknown as {
+			hasher: { verify: (...args: unknown[]) => Promise<boolean> };
+		};
 		const verify = jest.spyOn(users.hasher, "verify");
 		try {
 			const blocked = await loginFrom(freshIp(), email, PASSWORD, "a");
@@ -110,7 +115,11 @@ describe("guessing one account from many IPs", () => {
 			out.push(seen(await loginFrom(freshIp(), email, PASSWORD)));
 			return out;
 		}
-		const invalid = { status: 401, error: expect.objectContaining({ code: "INVALID_CREDENTIALS", message: "Invalid email or password" }), retryAfter: null };
+		const invalid = {
+			status: 401,
+			error: expect.objectContaining({ code: "INVALID_CREDENTIALS", message: "Invalid email or password" }),
+			retryAfter: null
+		};
 		const expected = [
 			invalid,
 			invalid,
@@ -183,7 +192,8 @@ describe("changing the password with a session used from many IPs", () => {
 				headers: { "x-forwarded-for": ip }
 			});
 		// The allowance (4), each from a new address, alternating replicas.
-		for (let i = 0; i < 4; i++) expectError(await change(freshIp(), WRONG, i % 2 ? "b" : "a"), 403, "INVALID_CURRENT_PASSWORD");
+		for (let i = 0; i < 4; i++)
+			expectError(await change(freshIp(), WRONG, i % 2 ? "b" : "a"), 403, "INVALID_CURRENT_PASSWORD");
 		// A fifth address is refused before any hashing, even with the right password.
 		const blocked = await change(freshIp(), PASSWORD, "b");
 		expectError(blocked, 429, "LOGIN_THROTTLED");
@@ -203,7 +213,10 @@ describe("the account-wide limiter on Redis", () => {
 		try {
 			const prefix = `fftest:${uniqueId("acl")}`;
 			const rule = { freeFailures: 3, baseDelayS: 5, maxDelayS: 60, windowS: 60 };
-			const replicas = [new AccountGuessLimiter(redis, prefix, rule), new AccountGuessLimiter(redis, prefix, rule)];
+			const replicas = [
+				new AccountGuessLimiter(redis, prefix, rule),
+				new AccountGuessLimiter(redis, prefix, rule)
+			];
 			const waits = await Promise.all(Array.from({ length: 40 }, (_, i) => replicas[i % 2].admit("victim")));
 			// Attempts 1-2 are free, the 3rd takes the gate for 5 s; the other 37 must wait.
 			expect(waits.filter(w => w === 0)).toHaveLength(3);

@@ -31,8 +31,13 @@ const paymentsFixture: ServiceSchema = {
 	actions: {
 		publish: {
 			params: { topic: "string", payload: "object" },
-			async handler(this: { publishDurable: Function; broker: import("moleculer").ServiceBroker }, ctx: import("moleculer").Context<{ topic: string; payload: object }>) {
-				return runtimeOf(this.broker).sequelize.transaction(tx => this.publishDurable(tx, ctx.params.topic, ctx.params.payload));
+			async handler(
+				this: { publishDurable: Function; broker: import("moleculer").ServiceBroker },
+				ctx: import("moleculer").Context<{ topic: string; payload: object }>
+			) {
+				return runtimeOf(this.broker).sequelize.transaction(tx =>
+					this.publishDurable(tx, ctx.params.topic, ctx.params.payload)
+				);
 			}
 		}
 	}
@@ -47,7 +52,13 @@ const sql = <T extends object>(query: string, bind: unknown[] = []) =>
 async function register(email = `${uniqueId("u")}@example.com`, password = PASSWORD) {
 	const r = await call("POST", "/api/v1/auth/register", { body: { email, password } });
 	expect(r.status).toBe(201);
-	return { email, password, userId: r.json.user.id as string, access: r.json.accessToken as string, refresh: r.json.refreshToken as string };
+	return {
+		email,
+		password,
+		userId: r.json.user.id as string,
+		access: r.json.accessToken as string,
+		refresh: r.json.refreshToken as string
+	};
 }
 
 async function login(email: string, password = PASSWORD) {
@@ -65,7 +76,8 @@ async function admin() {
 
 /** argon2 verifications so far, read from the node's own metrics (what /metrics exports). */
 const verified = (against: "stored" | "dummy") =>
-	(node.broker.metrics.getMetric("users.password.verifications.total")?.get({ against })?.value as number | undefined) ?? 0;
+	(node.broker.metrics.getMetric("users.password.verifications.total")?.get({ against })?.value as
+		number | undefined) ?? 0;
 
 beforeAll(async () => {
 	db = await createTestDatabase();
@@ -98,7 +110,9 @@ afterAll(async () => {
 describe("registration and password sign-in", () => {
 	test("register returns tokens and the user; the e-mail is normalised and unique", async () => {
 		const email = `Mixed.Case+${uniqueId("x")}@Example.COM`;
-		const r = await call("POST", "/api/v1/auth/register", { body: { email: `  ${email} `, password: PASSWORD, displayName: "Ada" } });
+		const r = await call("POST", "/api/v1/auth/register", {
+			body: { email: `  ${email} `, password: PASSWORD, displayName: "Ada" }
+		});
 		expect(r.status).toBe(201);
 		expect(r.json).toEqual({
 			accessToken: expect.stringMatching(/^[\w-]+\.[\w-]+\.[\w-]+$/),
@@ -107,23 +121,41 @@ describe("registration and password sign-in", () => {
 			refreshToken: expect.stringMatching(/^ffr_[A-Za-z0-9_-]{43}$/),
 			refreshTokenExpiresAt: expect.any(String),
 			sessionId: expect.stringMatching(/^[0-9a-f-]{36}$/),
-			user: { id: expect.any(String), email: email.toLowerCase(), displayName: "Ada", role: "user", createdAt: expect.any(String) }
+			user: {
+				id: expect.any(String),
+				email: email.toLowerCase(),
+				displayName: "Ada",
+				role: "user",
+				createdAt: expect.any(String)
+			}
 		});
-		const dup = await call("POST", "/api/v1/auth/register", { body: { email: email.toUpperCase(), password: PASSWORD } });
+		const dup = await call("POST", "/api/v1/auth/register", {
+			body: { email: email.toUpperCase(), password: PASSWORD }
+		});
 		expectError(dup, 409, "EMAIL_TAKEN");
-		const [row] = await sql<{ password_hash: string }>(`SELECT password_hash FROM users WHERE id = $1`, [r.json.user.id]);
+		const [row] = await sql<{ password_hash: string }>(`SELECT password_hash FROM users WHERE id = $1`, [
+			r.json.user.id
+		]);
 		expect(row.password_hash).toMatch(OWASP_HASH);
 		expect(row.password_hash).not.toContain(PASSWORD);
 	});
 
 	test("password length limits are enforced in code points", async () => {
-		const short = await call("POST", "/api/v1/auth/register", { body: { email: `${uniqueId("s")}@example.com`, password: "short" } });
+		const short = await call("POST", "/api/v1/auth/register", {
+			body: { email: `${uniqueId("s")}@example.com`, password: "short" }
+		});
 		expectError(short, 422, "VALIDATION_ERROR");
-		expect(short.json.error.details).toEqual([{ field: "password", message: "must be at least 10 characters", type: "passwordPolicy" }]);
-		const long = await call("POST", "/api/v1/auth/register", { body: { email: `${uniqueId("l")}@example.com`, password: "x".repeat(129) } });
+		expect(short.json.error.details).toEqual([
+			{ field: "password", message: "must be at least 10 characters", type: "passwordPolicy" }
+		]);
+		const long = await call("POST", "/api/v1/auth/register", {
+			body: { email: `${uniqueId("l")}@example.com`, password: "x".repeat(129) }
+		});
 		expectError(long, 422, "VALIDATION_ERROR");
 		// 10 emoji are 20 UTF-16 units but 10 characters: accepted.
-		const emoji = await call("POST", "/api/v1/auth/register", { body: { email: `${uniqueId("e")}@example.com`, password: "🔥".repeat(10) } });
+		const emoji = await call("POST", "/api/v1/auth/register", {
+			body: { email: `${uniqueId("e")}@example.com`, password: "🔥".repeat(10) }
+		});
 		expect(emoji.status).toBe(201);
 	});
 
@@ -152,7 +184,10 @@ describe("registration and password sign-in", () => {
 		// Both paths paid for exactly one argon2id verification with the same parameters: the wrong
 		// passwords against their stored hashes, the unknown users against the dummy. That, not a
 		// stopwatch, is what makes their timing alike.
-		expect({ stored: verified("stored") - before.stored, dummy: verified("dummy") - before.dummy }).toEqual({ stored: 5, dummy: 5 });
+		expect({ stored: verified("stored") - before.stored, dummy: verified("dummy") - before.dummy }).toEqual({
+			stored: 5,
+			dummy: 5
+		});
 	});
 
 	test("throttling engages after repeated failures (before hashing), answers 429 with Retry-After, and releases", async () => {
@@ -177,7 +212,12 @@ describe("registration and password sign-in", () => {
 
 	test("a hash made with weaker parameters is upgraded on the next successful login", async () => {
 		const u = await register();
-		const weak = await argon2.hash(PASSWORD, { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+		const weak = await argon2.hash(PASSWORD, {
+			type: argon2.argon2id,
+			memoryCost: 4096,
+			timeCost: 1,
+			parallelism: 1
+		});
 		await sql(`UPDATE users SET password_hash = $2 WHERE id = $1 RETURNING id`, [u.userId, weak]);
 		expect((await login(u.email)).status).toBe(200);
 		const [row] = await sql<{ password_hash: string }>(`SELECT password_hash FROM users WHERE id = $1`, [u.userId]);
@@ -188,9 +228,15 @@ describe("registration and password sign-in", () => {
 	test("changing the password needs the current one and ends the other sessions", async () => {
 		const u = await register();
 		const second = await login(u.email);
-		const wrong = await call("POST", "/api/v1/users/me/password", { token: u.access, body: { currentPassword: "nope nope nope", newPassword: "a new long password" } });
+		const wrong = await call("POST", "/api/v1/users/me/password", {
+			token: u.access,
+			body: { currentPassword: "nope nope nope", newPassword: "a new long password" }
+		});
 		expectError(wrong, 403, "INVALID_CURRENT_PASSWORD");
-		const ok = await call("POST", "/api/v1/users/me/password", { token: u.access, body: { currentPassword: PASSWORD, newPassword: "a new long password" } });
+		const ok = await call("POST", "/api/v1/users/me/password", {
+			token: u.access,
+			body: { currentPassword: PASSWORD, newPassword: "a new long password" }
+		});
 		expect(ok.status).toBe(200);
 		expect(ok.json).toEqual({ changed: true, endedSessions: 1 });
 		expect((await call("GET", "/api/v1/users/me", { token: u.access })).status).toBe(200);
@@ -239,7 +285,11 @@ describe("sessions", () => {
 		const replay = await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } });
 		expectError(replay, 401, "REFRESH_TOKEN_REUSED");
 		// The family is gone: its newest refresh token and its access tokens stop at once.
-		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: r2.json.refreshToken } }), 401, "INVALID_REFRESH_TOKEN");
+		expectError(
+			await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: r2.json.refreshToken } }),
+			401,
+			"INVALID_REFRESH_TOKEN"
+		);
 		expectError(await call("GET", "/api/v1/users/me", { token: r2.json.accessToken }), 401, "INVALID_TOKEN");
 		expectError(await call("GET", "/api/v1/users/me", { token: u.access }), 401, "INVALID_TOKEN");
 		// Other sessions of the same user are untouched.
@@ -248,25 +298,44 @@ describe("sessions", () => {
 
 	test("parallel refreshes with one token (two tabs) within the grace window each get their own successor; the session lives", async () => {
 		const u = await register();
-		const results = await Promise.all([0, 1, 2].map(() => call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } })));
+		const results = await Promise.all(
+			[0, 1, 2].map(() => call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }))
+		);
 		expect(results.map(r => r.status)).toEqual([200, 200, 200]);
 		const tokens = results.map(r => r.json.refreshToken as string);
 		expect(new Set(tokens).size).toBe(3);
 		expect(new Set(results.map(r => r.json.sessionId)).size).toBe(1);
-		for (const r of results) expect((await call("GET", "/api/v1/users/me", { token: r.json.accessToken })).status).toBe(200);
+		for (const r of results)
+			expect((await call("GET", "/api/v1/users/me", { token: r.json.accessToken })).status).toBe(200);
 		// One tab refreshes again: the family has moved on, so the first token is now a replay and ends it.
 		expect((await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: tokens[0] } })).status).toBe(200);
-		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }), 401, "REFRESH_TOKEN_REUSED");
-		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: tokens[1] } }), 401, "INVALID_REFRESH_TOKEN");
+		expectError(
+			await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }),
+			401,
+			"REFRESH_TOKEN_REUSED"
+		);
+		expectError(
+			await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: tokens[1] } }),
+			401,
+			"INVALID_REFRESH_TOKEN"
+		);
 	});
 
 	test("with REFRESH_REUSE_GRACE_S=0, two parallel refreshes with one token: one rotates, the other is a replay", async () => {
-		const strict = await startTestNode({ db, services: ["api", "users"], env: { AUTH_SESSION_CHECK: "true", REFRESH_REUSE_GRACE_S: "0" } });
+		const strict = await startTestNode({
+			db,
+			services: ["api", "users"],
+			env: { AUTH_SESSION_CHECK: "true", REFRESH_REUSE_GRACE_S: "0" }
+		});
 		try {
 			const c = httpClient(() => strict.baseUrl);
-			const reg = await c("POST", "/api/v1/auth/register", { body: { email: `${uniqueId("strict")}@example.com`, password: PASSWORD } });
+			const reg = await c("POST", "/api/v1/auth/register", {
+				body: { email: `${uniqueId("strict")}@example.com`, password: PASSWORD }
+			});
 			expect(reg.status).toBe(201);
-			const results = await Promise.all([0, 1].map(() => c("POST", "/api/v1/auth/refresh", { body: { refreshToken: reg.json.refreshToken } })));
+			const results = await Promise.all(
+				[0, 1].map(() => c("POST", "/api/v1/auth/refresh", { body: { refreshToken: reg.json.refreshToken } }))
+			);
 			expect(results.map(r => r.status).sort()).toEqual([200, 401]);
 			expect(results.find(r => r.status === 401)!.json.error.code).toBe("REFRESH_TOKEN_REUSED");
 		} finally {
@@ -279,7 +348,11 @@ describe("sessions", () => {
 		const out = await call("POST", "/api/v1/auth/logout", { body: { refreshToken: u.refresh } });
 		expect(out.json).toEqual({ revoked: 1 });
 		expectError(await call("GET", "/api/v1/users/me", { token: u.access }), 401, "INVALID_TOKEN");
-		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }), 401, "INVALID_REFRESH_TOKEN");
+		expectError(
+			await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }),
+			401,
+			"INVALID_REFRESH_TOKEN"
+		);
 		const unknown = await call("POST", "/api/v1/auth/logout", { body: { refreshToken: `ffr_${"A".repeat(43)}` } });
 		expect({ status: unknown.status, body: unknown.json }).toEqual({ status: 200, body: { revoked: 0 } });
 	});
@@ -288,11 +361,17 @@ describe("sessions", () => {
 		const u = await register();
 		const s2 = await login(u.email);
 		const s3 = await login(u.email);
-		expect((await call("POST", "/api/v1/auth/logout", { token: s2.json.accessToken, body: {} })).json).toEqual({ revoked: 1 });
+		expect((await call("POST", "/api/v1/auth/logout", { token: s2.json.accessToken, body: {} })).json).toEqual({
+			revoked: 1
+		});
 		expectError(await call("GET", "/api/v1/users/me", { token: s2.json.accessToken }), 401, "INVALID_TOKEN");
 		const list = await call("GET", "/api/v1/users/me/sessions", { token: u.access });
-		expect(list.json.items.map((s: { id: string }) => s.id).sort()).toEqual([s3.json.sessionId, list.json.items.find((s: { current: boolean }) => s.current).id].sort());
-		expect((await call("POST", "/api/v1/auth/logout", { token: u.access, body: { all: true } })).json).toEqual({ revoked: 2 });
+		expect(list.json.items.map((s: { id: string }) => s.id).sort()).toEqual(
+			[s3.json.sessionId, list.json.items.find((s: { current: boolean }) => s.current).id].sort()
+		);
+		expect((await call("POST", "/api/v1/auth/logout", { token: u.access, body: { all: true } })).json).toEqual({
+			revoked: 2
+		});
 		expectError(await call("GET", "/api/v1/users/me", { token: s3.json.accessToken }), 401, "INVALID_TOKEN");
 	});
 
@@ -300,16 +379,27 @@ describe("sessions", () => {
 		const a = await register();
 		const b = await register();
 		const a2 = await login(a.email);
-		expectError(await call("DELETE", `/api/v1/users/me/sessions/${a2.json.sessionId}`, { token: b.access }), 404, "NOT_FOUND");
+		expectError(
+			await call("DELETE", `/api/v1/users/me/sessions/${a2.json.sessionId}`, { token: b.access }),
+			404,
+			"NOT_FOUND"
+		);
 		expect((await call("GET", "/api/v1/users/me", { token: a2.json.accessToken })).status).toBe(200);
-		expect((await call("DELETE", `/api/v1/users/me/sessions/${a2.json.sessionId}`, { token: a.access })).status).toBe(200);
+		expect(
+			(await call("DELETE", `/api/v1/users/me/sessions/${a2.json.sessionId}`, { token: a.access })).status
+		).toBe(200);
 		expectError(await call("GET", "/api/v1/users/me", { token: a2.json.accessToken }), 401, "INVALID_TOKEN");
 	});
 
 	test("a token for a session that was never issued is refused", async () => {
 		const { signAccessToken } = await import("../../../src/auth/jwt");
 		const u = await register();
-		const forged = signAccessToken(node.config.jwt, { sub: u.userId, role: "admin", sid: randomUUID(), scopes: ["*"] });
+		const forged = signAccessToken(node.config.jwt, {
+			sub: u.userId,
+			role: "admin",
+			sid: randomUUID(),
+			scopes: ["*"]
+		});
 		expectError(await call("GET", "/api/v1/users/me", { token: forged }), 401, "INVALID_TOKEN");
 	});
 });
@@ -317,7 +407,10 @@ describe("sessions", () => {
 describe("API keys", () => {
 	test("created with scopes, shown once, accepted through X-API-Key, listed without the secret, revoked", async () => {
 		const u = await register();
-		const created = await call("POST", "/api/v1/users/me/api-keys", { token: u.access, body: { name: "ci", scopes: ["users:read", "projects:read"] } });
+		const created = await call("POST", "/api/v1/users/me/api-keys", {
+			token: u.access,
+			body: { name: "ci", scopes: ["users:read", "projects:read"] }
+		});
 		expect(created.status).toBe(201);
 		expect(created.json).toEqual({
 			id: expect.stringMatching(/^[A-Za-z0-9]{16}$/),
@@ -329,7 +422,9 @@ describe("API keys", () => {
 			key: expect.stringMatching(/^ff_[A-Za-z0-9]{16}_[A-Za-z0-9_-]{43}$/)
 		});
 		const key = created.json.key as string;
-		const [row] = await sql<{ secret_hash: Buffer }>(`SELECT secret_hash FROM api_keys WHERE id = $1`, [created.json.id]);
+		const [row] = await sql<{ secret_hash: Buffer }>(`SELECT secret_hash FROM api_keys WHERE id = $1`, [
+			created.json.id
+		]);
 		expect(row.secret_hash.toString("hex")).not.toContain(key.split("_")[2]);
 
 		const me = await call("GET", "/api/v1/users/me", { apiKey: key });
@@ -344,24 +439,43 @@ describe("API keys", () => {
 		expect(list.json.items[0].lastUsedAt).not.toBeNull();
 
 		// A key cannot manage keys, and cannot do what its scopes do not allow.
-		expectError(await call("POST", "/api/v1/users/me/api-keys", { apiKey: key, body: { name: "x", scopes: ["users:read"] } }), 403, "SESSION_REQUIRED");
-		expectError(await call("PATCH", "/api/v1/users/me", { apiKey: key, body: { displayName: "x" } }), 403, "INSUFFICIENT_SCOPE");
+		expectError(
+			await call("POST", "/api/v1/users/me/api-keys", {
+				apiKey: key,
+				body: { name: "x", scopes: ["users:read"] }
+			}),
+			403,
+			"SESSION_REQUIRED"
+		);
+		expectError(
+			await call("PATCH", "/api/v1/users/me", { apiKey: key, body: { displayName: "x" } }),
+			403,
+			"INSUFFICIENT_SCOPE"
+		);
 
-		expect((await call("DELETE", `/api/v1/users/me/api-keys/${created.json.id}`, { token: u.access })).status).toBe(200);
+		expect((await call("DELETE", `/api/v1/users/me/api-keys/${created.json.id}`, { token: u.access })).status).toBe(
+			200
+		);
 		expectError(await call("GET", "/api/v1/users/me", { apiKey: key }), 401, "INVALID_API_KEY");
 	});
 
 	test("last-used time is written at most once per interval, not on every request", async () => {
 		const u = await register();
-		const { json } = await call("POST", "/api/v1/users/me/api-keys", { token: u.access, body: { name: "busy", scopes: ["users:read"] } });
+		const { json } = await call("POST", "/api/v1/users/me/api-keys", {
+			token: u.access,
+			body: { name: "busy", scopes: ["users:read"] }
+		});
 		expect((await call("GET", "/api/v1/users/me", { apiKey: json.key })).status).toBe(200);
 		// The write is off the request path: wait for it.
-		const lastUsed = async () => (await sql<{ last_used_at: Date | null }>(`SELECT last_used_at FROM api_keys WHERE id = $1`, [json.id]))[0].last_used_at;
+		const lastUsed = async () =>
+			(await sql<{ last_used_at: Date | null }>(`SELECT last_used_at FROM api_keys WHERE id = $1`, [json.id]))[0]
+				.last_used_at;
 		const deadline = Date.now() + 10_000;
 		while ((await lastUsed()) === null && Date.now() < deadline) await new Promise(r => setTimeout(r, 25));
 		const first = { last_used_at: await lastUsed() };
 		expect(first.last_used_at).not.toBeNull();
-		for (let i = 0; i < 3; i++) expect((await call("GET", "/api/v1/users/me", { apiKey: json.key })).status).toBe(200);
+		for (let i = 0; i < 3; i++)
+			expect((await call("GET", "/api/v1/users/me", { apiKey: json.key })).status).toBe(200);
 		// A write the later requests wrongly started would have landed by now.
 		await new Promise(r => setTimeout(r, 300));
 		expect((await lastUsed())!.getTime()).toBe(first.last_used_at!.getTime());
@@ -369,7 +483,10 @@ describe("API keys", () => {
 
 	test("wrong secret, unknown id, malformed and expired keys are refused alike", async () => {
 		const u = await register();
-		const { json } = await call("POST", "/api/v1/users/me/api-keys", { token: u.access, body: { name: "k", scopes: ["users:read"], expiresInDays: 30 } });
+		const { json } = await call("POST", "/api/v1/users/me/api-keys", {
+			token: u.access,
+			body: { name: "k", scopes: ["users:read"], expiresInDays: 30 }
+		});
 		expect(Date.parse(json.expiresAt) - Date.now()).toBeGreaterThan(29 * DAY_MS);
 		const [, id, secret] = (json.key as string).split(/^ff_([A-Za-z0-9]+)_/);
 		for (const bad of [`ff_${id}_${"x".repeat(43)}`, `ff_${"Z".repeat(16)}_${secret}`, "ff_bad", "not-a-key"])
@@ -381,12 +498,25 @@ describe("API keys", () => {
 	test("scopes are limited by the role; another user's key cannot be revoked", async () => {
 		const a = await register();
 		const b = await register();
-		const adminScope = await call("POST", "/api/v1/users/me/api-keys", { token: a.access, body: { name: "k", scopes: ["admin"] } });
+		const adminScope = await call("POST", "/api/v1/users/me/api-keys", {
+			token: a.access,
+			body: { name: "k", scopes: ["admin"] }
+		});
 		expectError(adminScope, 422, "VALIDATION_ERROR");
-		const unknownScope = await call("POST", "/api/v1/users/me/api-keys", { token: a.access, body: { name: "k", scopes: ["root"] } });
+		const unknownScope = await call("POST", "/api/v1/users/me/api-keys", {
+			token: a.access,
+			body: { name: "k", scopes: ["root"] }
+		});
 		expectError(unknownScope, 422, "VALIDATION_ERROR");
-		const { json } = await call("POST", "/api/v1/users/me/api-keys", { token: a.access, body: { name: "k", scopes: ["users:read"] } });
-		expectError(await call("DELETE", `/api/v1/users/me/api-keys/${json.id}`, { token: b.access }), 404, "NOT_FOUND");
+		const { json } = await call("POST", "/api/v1/users/me/api-keys", {
+			token: a.access,
+			body: { name: "k", scopes: ["users:read"] }
+		});
+		expectError(
+			await call("DELETE", `/api/v1/users/me/api-keys/${json.id}`, { token: b.access }),
+			404,
+			"NOT_FOUND"
+		);
 		expect((await call("GET", "/api/v1/users/me", { apiKey: json.key })).status).toBe(200);
 		expect((await call("GET", "/api/v1/users/me/api-keys", { token: b.access })).json.items).toEqual([]);
 	});
@@ -398,7 +528,13 @@ describe("authorization, IDOR and the gateway boundary", () => {
 		const b = await register();
 		const r = await call("PATCH", "/api/v1/users/me", {
 			token: b.access,
-			body: { displayName: "Bob", id: a.userId, userId: a.userId, user: { id: a.userId, role: "admin" }, meta: { user: { id: a.userId } } }
+			body: {
+				displayName: "Bob",
+				id: a.userId,
+				userId: a.userId,
+				user: { id: a.userId, role: "admin" },
+				meta: { user: { id: a.userId } }
+			}
 		});
 		expect(r.status).toBe(200);
 		expect(r.json.id).toBe(b.userId);
@@ -412,7 +548,14 @@ describe("authorization, IDOR and the gateway boundary", () => {
 
 	test("internal actions are not reachable through the gateway", async () => {
 		const u = await register();
-		for (const path of ["/api/v1/users/authState", "/api/v1/users/verifyApiKey", "/api/v1/users/getTier", "/api/v1/users.profile", "/api/v1/users/revokeUserSessions", "/api/v1/users/exist"]) {
+		for (const path of [
+			"/api/v1/users/authState",
+			"/api/v1/users/verifyApiKey",
+			"/api/v1/users/getTier",
+			"/api/v1/users.profile",
+			"/api/v1/users/revokeUserSessions",
+			"/api/v1/users/exist"
+		]) {
 			const r = await call("GET", `${path}?userId=${u.userId}`, { token: u.access });
 			expectError(r, 404, "NOT_FOUND");
 		}
@@ -421,7 +564,9 @@ describe("authorization, IDOR and the gateway boundary", () => {
 	test("exist (for projects' members) names the ids that are accounts; unknown and malformed ids are not", async () => {
 		const [a, b] = await Promise.all([register(), register()]);
 		const unknown = "8b0f3d3e-6a4f-4d57-9a3e-2b1c0d9e8f7a";
-		const r = await node.broker.call<{ known: string[] }, unknown>("users.exist", { userIds: [a.userId, unknown, "not-a-uuid", b.userId, a.userId] });
+		const r = await node.broker.call<{ known: string[] }, unknown>("users.exist", {
+			userIds: [a.userId, unknown, "not-a-uuid", b.userId, a.userId]
+		});
 		expect([...r.known].sort()).toEqual([a.userId, b.userId].sort());
 		await expect(node.broker.call("users.exist", { userIds: [] })).rejects.toMatchObject({ code: 422 });
 	});
@@ -430,7 +575,11 @@ describe("authorization, IDOR and the gateway boundary", () => {
 		const u = await register();
 		expectError(await call("GET", "/api/v1/admin/users"), 401, "UNAUTHORIZED");
 		expectError(await call("GET", "/api/v1/admin/users", { token: u.access }), 403, "FORBIDDEN");
-		expectError(await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: u.access, body: { role: "admin" } }), 403, "FORBIDDEN");
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: u.access, body: { role: "admin" } }),
+			403,
+			"FORBIDDEN"
+		);
 	});
 });
 
@@ -451,30 +600,60 @@ describe("administration", () => {
 			cursor = page.json.nextCursor;
 		} while (cursor);
 		expect(seen).toEqual(mine.map(u => u.userId).reverse()); // newest first, each once
-		expectError(await call("GET", "/api/v1/admin/users?limit=1000", { token: adm.access }), 422, "VALIDATION_ERROR");
-		expectError(await call("GET", "/api/v1/admin/users?cursor=garbage", { token: adm.access }), 422, "VALIDATION_ERROR");
+		expectError(
+			await call("GET", "/api/v1/admin/users?limit=1000", { token: adm.access }),
+			422,
+			"VALIDATION_ERROR"
+		);
+		expectError(
+			await call("GET", "/api/v1/admin/users?cursor=garbage", { token: adm.access }),
+			422,
+			"VALIDATION_ERROR"
+		);
 		const byId = await call("GET", `/api/v1/admin/users?q=${mine[2].userId}`, { token: adm.access });
 		expect(byId.json.items.map((u: { id: string }) => u.id)).toEqual([mine[2].userId]);
 		const one = await call("GET", `/api/v1/admin/users/${mine[2].userId}`, { token: adm.access });
-		expect(one.json).toEqual(expect.objectContaining({ id: mine[2].userId, email: mine[2].email, disabled: false, tier: expect.objectContaining({ tier: "free" }) }));
+		expect(one.json).toEqual(
+			expect.objectContaining({
+				id: mine[2].userId,
+				email: mine[2].email,
+				disabled: false,
+				tier: expect.objectContaining({ tier: "free" })
+			})
+		);
 		expect(one.json.sessions).toHaveLength(1);
 	});
 
 	test("disabling a user stops their access tokens, refresh tokens and API keys at once; enabling restores keys", async () => {
 		const adm = await admin();
 		const u = await register();
-		const { json: key } = await call("POST", "/api/v1/users/me/api-keys", { token: u.access, body: { name: "k", scopes: ["users:read"] } });
+		const { json: key } = await call("POST", "/api/v1/users/me/api-keys", {
+			token: u.access,
+			body: { name: "k", scopes: ["users:read"] }
+		});
 		// Warm the gateway's cached session state, so the test shows the cache is dropped, not just empty.
 		expect((await call("GET", "/api/v1/users/me", { token: u.access })).status).toBe(200);
-		const off = await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { disabled: true } });
+		const off = await call("PATCH", `/api/v1/admin/users/${u.userId}`, {
+			token: adm.access,
+			body: { disabled: true }
+		});
 		expect(off.status).toBe(200);
-		expect(off.json).toEqual(expect.objectContaining({ id: u.userId, disabled: true, disabledAt: expect.any(String) }));
+		expect(off.json).toEqual(
+			expect.objectContaining({ id: u.userId, disabled: true, disabledAt: expect.any(String) })
+		);
 		expectError(await call("GET", "/api/v1/users/me", { token: u.access }), 401, "INVALID_TOKEN");
 		expectError(await call("GET", "/api/v1/users/me", { apiKey: key.key }), 401, "INVALID_API_KEY");
-		expectError(await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }), 401, "INVALID_REFRESH_TOKEN");
+		expectError(
+			await call("POST", "/api/v1/auth/refresh", { body: { refreshToken: u.refresh } }),
+			401,
+			"INVALID_REFRESH_TOKEN"
+		);
 		expectError(await login(u.email), 403, "ACCOUNT_DISABLED");
 
-		expect((await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { disabled: false } })).json.disabled).toBe(false);
+		expect(
+			(await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { disabled: false } }))
+				.json.disabled
+		).toBe(false);
 		expect((await call("GET", "/api/v1/users/me", { apiKey: key.key })).status).toBe(200);
 		expectError(await call("GET", "/api/v1/users/me", { token: u.access }), 401, "INVALID_TOKEN"); // sessions stay ended
 		expect((await login(u.email)).status).toBe(200);
@@ -484,17 +663,27 @@ describe("administration", () => {
 		const adm = await admin();
 		const u = await register();
 		expectError(await call("GET", "/api/v1/admin/users", { token: u.access }), 403, "FORBIDDEN");
-		expect((await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { role: "operator" } })).json.role).toBe("operator");
+		expect(
+			(await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { role: "operator" } }))
+				.json.role
+		).toBe("operator");
 		expect((await call("GET", "/api/v1/admin/users", { token: u.access })).status).toBe(200);
 		// Operators may look but not change.
-		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: u.access, body: { disabled: true } }), 403, "FORBIDDEN");
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: u.access, body: { disabled: true } }),
+			403,
+			"FORBIDDEN"
+		);
 	});
 
 	test("tier override wins and is visible at once through the cached getTier; admins cannot demote themselves", async () => {
 		const adm = await admin();
 		const u = await register();
 		expect(((await node.broker.call("users.getTier", { userId: u.userId })) as { tier: string }).tier).toBe("free");
-		const r = await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { tierOverride: "enterprise" } });
+		const r = await call("PATCH", `/api/v1/admin/users/${u.userId}`, {
+			token: adm.access,
+			body: { tierOverride: "enterprise" }
+		});
 		expect(r.json.tierOverride).toBe("enterprise");
 		expect(await node.broker.call("users.getTier", { userId: u.userId })).toEqual(
 			expect.objectContaining({ tier: "enterprise", adminOverride: "enterprise", feeDiscountBps: 1000 })
@@ -503,12 +692,38 @@ describe("administration", () => {
 		await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: { tierOverride: null } });
 		expect(((await node.broker.call("users.getTier", { userId: u.userId })) as { tier: string }).tier).toBe("free");
 
-		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: adm.access, body: { role: "user" } }), 409, "SELF_CHANGE_FORBIDDEN");
-		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: adm.access, body: { disabled: true } }), 409, "SELF_CHANGE_FORBIDDEN");
-		expectError(await call("PATCH", `/api/v1/admin/users/${adm.userId.toUpperCase()}`, { token: adm.access, body: { disabled: true } }), 409, "SELF_CHANGE_FORBIDDEN");
-		expectError(await call("PATCH", `/api/v1/admin/users/${randomUUID()}`, { token: adm.access, body: { role: "user" } }), 404, "NOT_FOUND");
-		expectError(await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: {} }), 422, "VALIDATION_ERROR");
-		const audit = await sql<{ action: string; actor_id: string }>(`SELECT action, actor_id FROM user_audit_events WHERE user_id = $1 AND action = 'admin.update'`, [u.userId]);
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: adm.access, body: { role: "user" } }),
+			409,
+			"SELF_CHANGE_FORBIDDEN"
+		);
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${adm.userId}`, { token: adm.access, body: { disabled: true } }),
+			409,
+			"SELF_CHANGE_FORBIDDEN"
+		);
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${adm.userId.toUpperCase()}`, {
+				token: adm.access,
+				body: { disabled: true }
+			}),
+			409,
+			"SELF_CHANGE_FORBIDDEN"
+		);
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${randomUUID()}`, { token: adm.access, body: { role: "user" } }),
+			404,
+			"NOT_FOUND"
+		);
+		expectError(
+			await call("PATCH", `/api/v1/admin/users/${u.userId}`, { token: adm.access, body: {} }),
+			422,
+			"VALIDATION_ERROR"
+		);
+		const audit = await sql<{ action: string; actor_id: string }>(
+			`SELECT action, actor_id FROM user_audit_events WHERE user_id = $1 AND action = 'admin.update'`,
+			[u.userId]
+		);
 		expect(audit).toEqual([
 			{ action: "admin.update", actor_id: adm.userId },
 			{ action: "admin.update", actor_id: adm.userId }
@@ -525,41 +740,106 @@ describe("tier facts from payments (durable events)", () => {
 			await new Promise(r => setTimeout(r, 50));
 		}
 	};
-	const tierOf = (userId: string) => node.broker.call("users.getTier", { userId }) as Promise<{ tier: string; planTier: string | null; stakedWei: string; effectiveStakeWei: string }>;
+	const tierOf = (userId: string) =>
+		node.broker.call("users.getTier", { userId }) as Promise<{
+			tier: string;
+			planTier: string | null;
+			stakedWei: string;
+			effectiveStakeWei: string;
+		}>;
 
 	test("plan and stake facts set the tier (stake counts once matured); the cache follows", async () => {
 		const u = await register();
 		expect((await tierOf(u.userId)).tier).toBe("free"); // cached now
-		await node.broker.call("paymentsfx.publish", { topic: "payments.plan.changed", payload: { userId: u.userId, planTier: "pro" } });
-		expect((await waitFor(() => tierOf(u.userId), t => t.tier === "pro")).planTier).toBe("pro");
+		await node.broker.call("paymentsfx.publish", {
+			topic: "payments.plan.changed",
+			payload: { userId: u.userId, planTier: "pro" }
+		});
+		expect(
+			(
+				await waitFor(
+					() => tierOf(u.userId),
+					t => t.tier === "pro"
+				)
+			).planTier
+		).toBe("pro");
 
 		const matured = new Date(Date.now() - 8 * DAY_MS).toISOString();
 		const fresh = new Date(Date.now() - DAY_MS).toISOString();
 		await node.broker.call("paymentsfx.publish", {
 			topic: "payments.stake.changed",
-			payload: { userId: u.userId, positions: [{ amountWei: FORGE(10_000n), since: matured }, { amountWei: FORGE(90_000n), since: fresh }] }
+			payload: {
+				userId: u.userId,
+				positions: [
+					{ amountWei: FORGE(10_000n), since: matured },
+					{ amountWei: FORGE(90_000n), since: fresh }
+				]
+			}
 		});
-		const t = await waitFor(() => tierOf(u.userId), x => x.tier === "team");
-		expect(t).toEqual(expect.objectContaining({ tier: "team", stakedWei: FORGE(100_000n), effectiveStakeWei: FORGE(10_000n), feeDiscountBps: 1000 }));
+		const t = await waitFor(
+			() => tierOf(u.userId),
+			x => x.tier === "team"
+		);
+		expect(t).toEqual(
+			expect.objectContaining({
+				tier: "team",
+				stakedWei: FORGE(100_000n),
+				effectiveStakeWei: FORGE(10_000n),
+				feeDiscountBps: 1000
+			})
+		);
 		const me = await call("GET", "/api/v1/users/me", { token: u.access });
-		expect(me.json.forge.stake).toEqual({ stakedWei: FORGE(100_000n), effectiveStakeWei: FORGE(10_000n), nextMaturityAt: expect.any(String) });
+		expect(me.json.forge.stake).toEqual({
+			stakedWei: FORGE(100_000n),
+			effectiveStakeWei: FORGE(10_000n),
+			nextMaturityAt: expect.any(String)
+		});
 
-		await node.broker.call("paymentsfx.publish", { topic: "payments.stake.changed", payload: { userId: u.userId, positions: [] } });
-		await node.broker.call("paymentsfx.publish", { topic: "payments.plan.changed", payload: { userId: u.userId, planTier: null } });
-		expect((await waitFor(() => tierOf(u.userId), x => x.tier === "free" && x.stakedWei === "0")).tier).toBe("free");
+		await node.broker.call("paymentsfx.publish", {
+			topic: "payments.stake.changed",
+			payload: { userId: u.userId, positions: [] }
+		});
+		await node.broker.call("paymentsfx.publish", {
+			topic: "payments.plan.changed",
+			payload: { userId: u.userId, planTier: null }
+		});
+		expect(
+			(
+				await waitFor(
+					() => tierOf(u.userId),
+					x => x.tier === "free" && x.stakedWei === "0"
+				)
+			).tier
+		).toBe("free");
 	});
 
 	test("an event older than the stored fact is ignored; a redelivered event is applied once", async () => {
 		const u = await register();
 		const seq = runtimeOf(node.broker).sequelize;
 		const insert = (eventId: string, topic: string, payload: unknown, createdAt: string) =>
-			seq.query(`INSERT INTO outbox_events (event_id, topic, payload, created_at) VALUES ($1, $2, $3::jsonb, $4)`, {
-				bind: [eventId, topic, JSON.stringify(payload), createdAt]
-			});
-		await insert(randomUUID(), "payments.plan.changed", { userId: u.userId, planTier: "team" }, new Date().toISOString());
+			seq.query(
+				`INSERT INTO outbox_events (event_id, topic, payload, created_at) VALUES ($1, $2, $3::jsonb, $4)`,
+				{
+					bind: [eventId, topic, JSON.stringify(payload), createdAt]
+				}
+			);
+		await insert(
+			randomUUID(),
+			"payments.plan.changed",
+			{ userId: u.userId, planTier: "team" },
+			new Date().toISOString()
+		);
 		runtimeOf(node.broker).relay.kick();
-		await waitFor(() => tierOf(u.userId), t => t.tier === "team");
-		await insert(randomUUID(), "payments.plan.changed", { userId: u.userId, planTier: "pro" }, new Date(Date.now() - 60_000).toISOString());
+		await waitFor(
+			() => tierOf(u.userId),
+			t => t.tier === "team"
+		);
+		await insert(
+			randomUUID(),
+			"payments.plan.changed",
+			{ userId: u.userId, planTier: "pro" },
+			new Date(Date.now() - 60_000).toISOString()
+		);
 		runtimeOf(node.broker).relay.kick();
 		await waitFor(
 			() => sql<{ n: string }>(`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`),
@@ -576,7 +856,10 @@ describe("$FORGE holdings without a reachable chain", () => {
 	test("an unreachable RPC shows each wallet's balance as null with the reason; the profile still answers", async () => {
 		const u = await register();
 		const address = "0x" + "ab".repeat(20);
-		await sql(`INSERT INTO user_wallets (address, user_id, chain_id, kind) VALUES ($1, $2, 31337, 'eoa') RETURNING address`, [address, u.userId]);
+		await sql(
+			`INSERT INTO user_wallets (address, user_id, chain_id, kind) VALUES ($1, $2, 31337, 'eoa') RETURNING address`,
+			[address, u.userId]
+		);
 		await node.broker.cacher!.clean();
 		const me = await call("GET", "/api/v1/users/me", { token: u.access });
 		expect(me.status).toBe(200);
@@ -584,18 +867,30 @@ describe("$FORGE holdings without a reachable chain", () => {
 		expect(me.json.forge.holdings).toEqual({
 			totalWei: null,
 			refreshed: false,
-			wallets: [{ address: getAddress(address), balanceWei: null, fetchedAt: null, error: expect.stringMatching(/^chain not reachable/) }]
+			wallets: [
+				{
+					address: getAddress(address),
+					balanceWei: null,
+					fetchedAt: null,
+					error: expect.stringMatching(/^chain not reachable/)
+				}
+			]
 		});
 	});
 
 	test("with no chain configured, holdings are null with a reason", async () => {
 		const plain = await startTestNode({ db, services: ["api", "users"], env: { AUTH_SESSION_CHECK: "true" } });
 		try {
-			const r = await httpClient(() => plain.baseUrl)("POST", "/api/v1/auth/register", { body: { email: `${uniqueId("n")}@example.com`, password: PASSWORD } });
+			const r = await httpClient(() => plain.baseUrl)("POST", "/api/v1/auth/register", {
+				body: { email: `${uniqueId("n")}@example.com`, password: PASSWORD }
+			});
 			const me = await httpClient(() => plain.baseUrl)("GET", "/api/v1/users/me", { token: r.json.accessToken });
 			expect(me.status).toBe(200);
 			expect(me.json.forge).toEqual(
-				expect.objectContaining({ holdings: null, holdingsUnavailableReason: expect.stringContaining("CHAIN_NOT_CONFIGURED") })
+				expect.objectContaining({
+					holdings: null,
+					holdingsUnavailableReason: expect.stringContaining("CHAIN_NOT_CONFIGURED")
+				})
 			);
 		} finally {
 			await plain.stop();
@@ -619,17 +914,41 @@ describe("bad inputs give 4xx in the contract's shape", () => {
 		["POST", "/api/v1/auth/logout", { refreshToken: "nope" }, 422],
 		["POST", "/api/v1/auth/logout", {}, 422],
 		["POST", "/api/v1/auth/siwe/verify", {}, 422],
-		["POST", "/api/v1/auth/siwe/verify", { message: "hello", signature: "0x1234", nonceToken: "x".repeat(43) }, 422, "SIWE_INVALID_MESSAGE"],
-		["POST", "/api/v1/auth/siwe/verify", { message: "m".repeat(5000), signature: "0x12", nonceToken: "x".repeat(43) }, 422],
+		[
+			"POST",
+			"/api/v1/auth/siwe/verify",
+			{ message: "hello", signature: "0x1234", nonceToken: "x".repeat(43) },
+			422,
+			"SIWE_INVALID_MESSAGE"
+		],
+		[
+			"POST",
+			"/api/v1/auth/siwe/verify",
+			{ message: "m".repeat(5000), signature: "0x12", nonceToken: "x".repeat(43) },
+			422
+		],
 		["POST", "/api/v1/auth/siwe/verify", { message: "hello", signature: "zz", nonceToken: "x".repeat(43) }, 422],
 		["POST", "/api/v1/auth/siwe/verify", { message: "hello", signature: "0x123", nonceToken: "x".repeat(43) }, 422],
-		["POST", "/api/v1/auth/siwe/verify", { message: "hello", signature: "0x" + "ab".repeat(20_000), nonceToken: "x".repeat(43) }, 422],
-		["POST", "/api/v1/auth/siwe/verify", { message: "m".repeat(2_000_000), signature: "0x12", nonceToken: "x".repeat(43) }, 413]
+		[
+			"POST",
+			"/api/v1/auth/siwe/verify",
+			{ message: "hello", signature: "0x" + "ab".repeat(20_000), nonceToken: "x".repeat(43) },
+			422
+		],
+		[
+			"POST",
+			"/api/v1/auth/siwe/verify",
+			{ message: "m".repeat(2_000_000), signature: "0x12", nonceToken: "x".repeat(43) },
+			413
+		]
 	];
-	test.each(cases.map(([method, path, body, status, code], i) => ({ i, method, path, body, status, code })))("#$i $method $path → $status", async ({ method, path, body, status, code }) => {
-		const r = await call(method, path, { body });
-		expectError(r, status, code ?? (status === 413 ? "PAYLOAD_TOO_LARGE" : "VALIDATION_ERROR"));
-	});
+	test.each(cases.map(([method, path, body, status, code], i) => ({ i, method, path, body, status, code })))(
+		"#$i $method $path → $status",
+		async ({ method, path, body, status, code }) => {
+			const r = await call(method, path, { body });
+			expectError(r, status, code ?? (status === 413 ? "PAYLOAD_TOO_LARGE" : "VALIDATION_ERROR"));
+		}
+	);
 
 	test("authenticated routes refuse bad ids, addresses, scopes and names", async () => {
 		const u = await register();
@@ -664,8 +983,22 @@ describe("bad inputs give 4xx in the contract's shape", () => {
 	});
 
 	test("malformed JSON and wrong content type", async () => {
-		expectError(await call("POST", "/api/v1/auth/login", { body: '{"email":', headers: { "content-type": "application/json" } }), 400, "MALFORMED_JSON");
-		expectError(await call("POST", "/api/v1/auth/login", { body: "email=a", headers: { "content-type": "application/x-www-form-urlencoded" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
+		expectError(
+			await call("POST", "/api/v1/auth/login", {
+				body: '{"email":',
+				headers: { "content-type": "application/json" }
+			}),
+			400,
+			"MALFORMED_JSON"
+		);
+		expectError(
+			await call("POST", "/api/v1/auth/login", {
+				body: "email=a",
+				headers: { "content-type": "application/x-www-form-urlencoded" }
+			}),
+			415,
+			"UNSUPPORTED_MEDIA_TYPE"
+		);
 	});
 });
 
@@ -673,7 +1006,9 @@ describe("operator REPL commands", () => {
 	test("find a user, show their tier and sessions, revoke their sessions", async () => {
 		const u = await register(`${uniqueId("repl").toLowerCase()}@example.com`);
 		const out: string[] = [];
-		const log = jest.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.map(String).join(" ")));
+		const log = jest
+			.spyOn(console, "log")
+			.mockImplementation((...a: unknown[]) => void out.push(a.map(String).join(" ")));
 		const run = async (name: string, args: Record<string, unknown>) => {
 			const cmd = usersReplCommands.find(c => c.command.split(" ")[0] === name)!;
 			out.length = 0;

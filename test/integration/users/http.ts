@@ -23,7 +23,12 @@ export function httpClient(baseUrl: () => string) {
 		const res = await fetch(baseUrl() + path, {
 			method,
 			headers,
-			body: init.body === undefined ? undefined : typeof init.body === "string" ? init.body : JSON.stringify(init.body)
+			body:
+				init.body === undefined
+					? undefined
+					: typeof init.body === "string"
+						? init.body
+						: JSON.stringify(init.body)
 		});
 		const text = await res.text();
 		const ms = performance.now() - t;
@@ -40,7 +45,10 @@ export function httpClient(baseUrl: () => string) {
 /** The contract's error shape, with the expected code. */
 export function expectError(r: HttpResult, status: number, code: string) {
 	expect({ status: r.status, code: r.json?.error?.code }).toEqual({ status, code });
-	expect(r.json).toEqual({ error: expect.objectContaining({ code, message: expect.any(String) }), requestId: expect.any(String) });
+	expect(r.json).toEqual({
+		error: expect.objectContaining({ code, message: expect.any(String) }),
+		requestId: expect.any(String)
+	});
 	expect(r.headers.get("x-request-id")).toBe(r.json.requestId);
 	expect(r.text).not.toMatch(/at .*\.(ts|js):\d+/);
 }

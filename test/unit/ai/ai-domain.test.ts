@@ -11,7 +11,8 @@ const cfg = (env: Record<string, string> = {}) => loadConfig({ OPENAI_API_KEY: "
 
 describe("catalogue", () => {
 	test("prices are integers per 1M tokens; cost rounds up once", () => {
-		for (const m of CATALOG) expect([Number.isInteger(m.inputPricePer1M), Number.isInteger(m.outputPricePer1M)]).toEqual([true, true]);
+		for (const m of CATALOG)
+			expect([Number.isInteger(m.inputPricePer1M), Number.isInteger(m.outputPricePer1M)]).toEqual([true, true]);
 		const mini = findModel("gpt-4o-mini")!;
 		expect(costCredits(mini, 1_000_000, 0)).toBe(150);
 		expect(costCredits(mini, 1, 0)).toBe(1);
@@ -29,7 +30,12 @@ describe("catalogue", () => {
 
 	test("payments serves the catalogue's prices", () => {
 		expect(paymentsModelPrices().map(p => p.id)).toEqual(CATALOG.map(m => m.id));
-		expect(paymentsModelPrices().find(p => p.id === "gpt-4o-mini")).toMatchObject({ provider: "openai", group: "small", inputPricePer1M: 150, outputPricePer1M: 600 });
+		expect(paymentsModelPrices().find(p => p.id === "gpt-4o-mini")).toMatchObject({
+			provider: "openai",
+			group: "small",
+			inputPricePer1M: 150,
+			outputPricePer1M: 600
+		});
 	});
 });
 
@@ -42,7 +48,13 @@ describe("prepareTask", () => {
 	});
 
 	test("worst case = (prompt + context budget) × input + max output × output", () => {
-		const p = prepareTask(cfg(), { tier: "pro", kind: "chat", prompt: "hello world", model: "gpt-4o", maxOutputTokens: 2000 });
+		const p = prepareTask(cfg(), {
+			tier: "pro",
+			kind: "chat",
+			prompt: "hello world",
+			model: "gpt-4o",
+			maxOutputTokens: 2000
+		});
 		const m = findModel("gpt-4o")!;
 		expect(p.promptTokens).toBe(estimateTokens(SYSTEM_PROMPTS.chat) + estimateTokens("hello world"));
 		expect(p.contextTokensBudget).toBe(16_000);
@@ -50,7 +62,13 @@ describe("prepareTask", () => {
 	});
 
 	test("max output is capped by the model; the context budget shrinks to fit the window", () => {
-		const p = prepareTask(cfg({ LOCAL_LLM_BASE_URL: "http://127.0.0.1:1/v1" }), { tier: "free", kind: "chat", prompt: "x".repeat(3000), model: "local-small", maxOutputTokens: 100_000 });
+		const p = prepareTask(cfg({ LOCAL_LLM_BASE_URL: "http://127.0.0.1:1/v1" }), {
+			tier: "free",
+			kind: "chat",
+			prompt: "x".repeat(3000),
+			model: "local-small",
+			maxOutputTokens: 100_000
+		});
 		expect(p.maxOutputTokens).toBe(4096);
 		expect(p.contextTokensBudget).toBe(8192 - 4096 - p.promptTokens - 256);
 	});
@@ -148,7 +166,12 @@ describe("router", () => {
 	test("weighted draws by weight", () => {
 		let x = 0;
 		const seq = [0.1, 0.3, 0.6, 0.9];
-		const r = new DeploymentRouter(deps, { balancing: "weighted", circuitFailures: 2, circuitCooldownMs: 1000, random: () => seq[x++ % 4] });
+		const r = new DeploymentRouter(deps, {
+			balancing: "weighted",
+			circuitFailures: 2,
+			circuitCooldownMs: 1000,
+			random: () => seq[x++ % 4]
+		});
 		const ids = seq.map(() => {
 			const l = r.acquire("gpt-4o-mini")!;
 			l.neutral();
@@ -159,7 +182,12 @@ describe("router", () => {
 
 	test("circuit: open after N failures, half-open after cooldown with one trial, closes on success, reopens on failure", () => {
 		let now = 1000;
-		const r = new DeploymentRouter(deps.slice(0, 1), { balancing: "least-busy", circuitFailures: 2, circuitCooldownMs: 500, now: () => now });
+		const r = new DeploymentRouter(deps.slice(0, 1), {
+			balancing: "least-busy",
+			circuitFailures: 2,
+			circuitCooldownMs: 500,
+			now: () => now
+		});
 		r.acquire("gpt-4o-mini")!.failure("x");
 		expect(r.health()[0].circuit).toBe("closed");
 		r.acquire("gpt-4o-mini")!.failure("y");
@@ -179,7 +207,12 @@ describe("router", () => {
 
 	test("Retry-After cools a deployment down without opening its circuit", () => {
 		let now = 0;
-		const r = new DeploymentRouter(deps.slice(0, 1), { balancing: "least-busy", circuitFailures: 5, circuitCooldownMs: 500, now: () => now });
+		const r = new DeploymentRouter(deps.slice(0, 1), {
+			balancing: "least-busy",
+			circuitFailures: 5,
+			circuitCooldownMs: 500,
+			now: () => now
+		});
 		r.acquire("gpt-4o-mini")!.failure("429", 2000);
 		expect(r.health()[0]).toMatchObject({ circuit: "closed", availableAt: 2000 });
 		expect(r.acquire("gpt-4o-mini")).toBeNull();
@@ -190,7 +223,13 @@ describe("router", () => {
 	test("shared cooldowns: a cooldown or an opened circuit is reported once as durations; plain failures are not", () => {
 		const now = 10_000;
 		const shared: unknown[] = [];
-		const r = new DeploymentRouter(deps.slice(0, 1), { balancing: "least-busy", circuitFailures: 2, circuitCooldownMs: 500, now: () => now, onShare: c => shared.push(c) });
+		const r = new DeploymentRouter(deps.slice(0, 1), {
+			balancing: "least-busy",
+			circuitFailures: 2,
+			circuitCooldownMs: 500,
+			now: () => now,
+			onShare: c => shared.push(c)
+		});
 		r.acquire("gpt-4o-mini")!.failure("500");
 		expect(shared).toEqual([]);
 		r.acquire("gpt-4o-mini")!.failure("500");
@@ -203,7 +242,13 @@ describe("router", () => {
 	test("applyShared takes in another node's cooldown or open circuit for a known deployment, and only ever extends it", () => {
 		let now = 0;
 		const changes: string[] = [];
-		const r = new DeploymentRouter(deps, { balancing: "least-busy", circuitFailures: 5, circuitCooldownMs: 500, now: () => now, onChange: h => changes.push(`${h.id}:${h.circuit}`) });
+		const r = new DeploymentRouter(deps, {
+			balancing: "least-busy",
+			circuitFailures: 5,
+			circuitCooldownMs: 500,
+			now: () => now,
+			onChange: h => changes.push(`${h.id}:${h.circuit}`)
+		});
 		expect(r.applyShared({ id: "unknown", coolForMs: 1000, openForMs: 0 })).toBe(false);
 		expect(r.applyShared({ id: "b", coolForMs: 2000, openForMs: 0 })).toBe(true);
 		expect(r.acquire("gpt-4o-mini")!.deployment.id).toBe("a"); // b is cooling down here too
@@ -231,25 +276,49 @@ describe("provider errors", () => {
 		expect(parseRetryAfterMs(headers({}))).toBeNull();
 	});
 	test("classification", () => {
-		expect(classify({ status: 429, headers: headers({ "retry-after": "1" }), message: "x" })).toMatchObject({ kind: "rate_limited", retryAfterMs: 1000, retryable: true });
+		expect(classify({ status: 429, headers: headers({ "retry-after": "1" }), message: "x" })).toMatchObject({
+			kind: "rate_limited",
+			retryAfterMs: 1000,
+			retryable: true
+		});
 		expect(classify({ status: 503, message: "x" })).toMatchObject({ kind: "server", retryable: true });
 		expect(classify({ status: 401, message: "x" })).toMatchObject({ kind: "client", retryable: false });
-		expect(classify({ status: undefined, error: { type: "error", error: { type: "overloaded_error" } }, message: "Overloaded" })).toMatchObject({ kind: "overloaded" });
+		expect(
+			classify({
+				status: undefined,
+				error: { type: "error", error: { type: "overloaded_error" } },
+				message: "Overloaded"
+			})
+		).toMatchObject({ kind: "overloaded" });
 		expect(classify(new SyntaxError("Unexpected end of JSON input"))).toMatchObject({ kind: "malformed" });
-		expect(classify(Object.assign(new Error("socket hang up"), { name: "APIConnectionError" }))).toMatchObject({ kind: "connection" });
+		expect(classify(Object.assign(new Error("socket hang up"), { name: "APIConnectionError" }))).toMatchObject({
+			kind: "connection"
+		});
 	});
 });
 
 describe("config", () => {
 	test("embedded default: the dev provider only; cluster: not without AI_DEV_PROVIDER=true", () => {
 		expect(loadConfig({}).ai.deployments.map(d => d.id)).toEqual(["dev:dev-echo"]);
-		const cluster = { TRANSPORTER: "nats://n:4222", DATABASE_URL: "postgres://d/x", REDIS_URL: "redis://r", AMQP_URL: "amqp://a", JWT_KEYS: "k:" + "s".repeat(40) };
+		const cluster = {
+			TRANSPORTER: "nats://n:4222",
+			DATABASE_URL: "postgres://d/x",
+			REDIS_URL: "redis://r",
+			AMQP_URL: "amqp://a",
+			JWT_KEYS: "k:" + "s".repeat(40)
+		};
 		expect(loadConfig(cluster).ai.deployments).toEqual([]);
 		expect(loadConfig({ ...cluster, AI_DEV_PROVIDER: "true" }).ai.devProvider).toBe(true);
 	});
 
 	test("shortcuts and AI_DEPLOYMENTS", () => {
-		const c = loadConfig({ AI_DEV_PROVIDER: "false", ANTHROPIC_API_KEY: "a", ANTHROPIC_BASE_URL: "http://x", AI_DEPLOYMENTS: '[{"id":"o","model":"gpt-4o","apiKeyEnv":"MY_KEY","weight":2}]', MY_KEY: "secret" }).ai;
+		const c = loadConfig({
+			AI_DEV_PROVIDER: "false",
+			ANTHROPIC_API_KEY: "a",
+			ANTHROPIC_BASE_URL: "http://x",
+			AI_DEPLOYMENTS: '[{"id":"o","model":"gpt-4o","apiKeyEnv":"MY_KEY","weight":2}]',
+			MY_KEY: "secret"
+		}).ai;
 		expect(c.deployments.map(d => [d.id, d.model, d.provider, d.apiKey, d.baseUrl, d.weight])).toEqual([
 			["o", "gpt-4o", "openai", "secret", null, 2],
 			["anthropic:claude-haiku", "claude-haiku", "anthropic", "a", "http://x", 1],

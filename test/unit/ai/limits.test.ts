@@ -15,7 +15,12 @@ describe("UsageLimiter in memory", () => {
 		await l.settle("u", "free", { counted: max, used: 300, windowEndMs, firstAttempt: false });
 		expect(await l.tokensCounted("u", "free")).toBe(1_000);
 		// An admission from an earlier window gives nothing back now; nor one whose window is unknown.
-		await l.settle("u", "free", { counted: 5_000, used: 0, windowEndMs: windowEndMs! - 60_000, firstAttempt: true });
+		await l.settle("u", "free", {
+			counted: 5_000,
+			used: 0,
+			windowEndMs: windowEndMs! - 60_000,
+			firstAttempt: true
+		});
 		await l.settle("u", "free", { counted: 5_000, used: 0, windowEndMs: null, firstAttempt: true });
 		expect(await l.tokensCounted("u", "free")).toBe(1_000);
 	});

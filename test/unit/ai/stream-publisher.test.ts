@@ -51,7 +51,10 @@ describe("streamPublisher", () => {
 			{ seq: 3, type: "fallback", from: "m1", to: "m2" },
 			{ seq: 4, type: "delta", text: "e", model: "m2" }
 		]);
-		const text = sent.filter(e => e.type === "delta").map(e => e.text).join("");
+		const text = sent
+			.filter(e => e.type === "delta")
+			.map(e => e.text)
+			.join("");
 		expect(text).toBe("abcde");
 	});
 

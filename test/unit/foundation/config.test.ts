@@ -35,7 +35,14 @@ describe("config", () => {
 	});
 
 	test("bad values fail fast with the variable named", () => {
-		const p = problemsOf({ PORT: "http", DATABASE_URL: "mysql://x", SERVICES: "api,billing", LOG_LEVEL: "loud", JWT_KEYS: "k1:short", DB_POOL_MAX: "0" });
+		const p = problemsOf({
+			PORT: "http",
+			DATABASE_URL: "mysql://x",
+			SERVICES: "api,billing",
+			LOG_LEVEL: "loud",
+			JWT_KEYS: "k1:short",
+			DB_POOL_MAX: "0"
+		});
 		expect(p).toEqual(
 			expect.arrayContaining([
 				expect.stringMatching(/^PORT must be an integer/),
@@ -53,10 +60,14 @@ describe("config", () => {
 		const c = loadConfig({ JWT_KEYS: keys, JWT_ACTIVE_KID: "old" });
 		expect(c.jwt.keys.map(k => k.kid)).toEqual(["new", "old"]);
 		expect(c.jwt.activeKid).toBe("old");
-		expect(problemsOf({ JWT_KEYS: keys, JWT_ACTIVE_KID: "gone" })).toEqual([expect.stringMatching(/JWT_ACTIVE_KID 'gone'/)]);
+		expect(problemsOf({ JWT_KEYS: keys, JWT_ACTIVE_KID: "gone" })).toEqual([
+			expect.stringMatching(/JWT_ACTIVE_KID 'gone'/)
+		]);
 	});
 
 	test("heartbeat timeout must exceed the interval", () => {
-		expect(problemsOf({ HEARTBEAT_INTERVAL_S: "5", HEARTBEAT_TIMEOUT_S: "5" })).toEqual([expect.stringMatching(/HEARTBEAT_TIMEOUT_S/)]);
+		expect(problemsOf({ HEARTBEAT_INTERVAL_S: "5", HEARTBEAT_TIMEOUT_S: "5" })).toEqual([
+			expect.stringMatching(/HEARTBEAT_TIMEOUT_S/)
+		]);
 	});
 });

@@ -10,7 +10,11 @@ describe("mapError: everything thrown becomes the contract's error shape", () =>
 		const m = mapError(err);
 		expect(m.status).toBe(422);
 		expect(m.body).toEqual({
-			error: { code: "VALIDATION_ERROR", message: "Some fields are invalid", details: [{ field: "password", message: "too short", type: "stringMin" }] }
+			error: {
+				code: "VALIDATION_ERROR",
+				message: "Some fields are invalid",
+				details: [{ field: "password", message: "too short", type: "stringMin" }]
+			}
 		});
 		expect(JSON.stringify(m.body)).not.toContain("hunter2");
 	});
@@ -52,7 +56,12 @@ describe("mapError: everything thrown becomes the contract's error shape", () =>
 
 	test("unknown errors are a generic 500 without internals", () => {
 		const m = mapError(new TypeError("cannot read properties of undefined (secret)"));
-		expect(m).toEqual({ status: 500, body: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } }, headers: {}, internal: true });
+		expect(m).toEqual({
+			status: 500,
+			body: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } },
+			headers: {},
+			internal: true
+		});
 		expect(mapError(undefined).status).toBe(500);
 	});
 });

@@ -26,7 +26,13 @@ test("memory bus: every group gets its own copy, failures retry then dead-letter
 	const bus = new MemoryEventBus(async dl => void dead.push(`${dl.consumer}:${dl.attempts}`));
 	const seen: string[] = [];
 	let flaky = 0;
-	await bus.subscribe({ group: "a", topics: ["x.*"], maxAttempts: 3, retryBaseMs: 1, handler: async e => void seen.push(`a:${e.topic}`) });
+	await bus.subscribe({
+		group: "a",
+		topics: ["x.*"],
+		maxAttempts: 3,
+		retryBaseMs: 1,
+		handler: async e => void seen.push(`a:${e.topic}`)
+	});
 	await bus.subscribe({
 		group: "b",
 		topics: ["x.#"],

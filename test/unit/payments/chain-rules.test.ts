@@ -1,28 +1,72 @@
 import { confirmationsOf, judgePayment, safeBlock } from "../../../src/payments/chain-rules";
 import { creditsToWei, boostFeeCredits, findPack, findPlan, priceList, PLANS } from "../../../src/payments/prices";
 
-const expected = { router: "0x00000000000000000000000000000000000000aa", token: "0x00000000000000000000000000000000000000bb", treasury: "0x00000000000000000000000000000000000000cc" };
-const log = { address: expected.router, logIndex: 1, invoiceId: "0x01", payer: "0x00000000000000000000000000000000000000dd", token: expected.token, amountWei: 10n, treasury: expected.treasury };
+const expected = {
+	router: "0x00000000000000000000000000000000000000aa",
+	token: "0x00000000000000000000000000000000000000bb",
+	treasury: "0x00000000000000000000000000000000000000cc"
+};
+const log = {
+	address: expected.router,
+	logIndex: 1,
+	invoiceId: "0x01",
+	payer: "0x00000000000000000000000000000000000000dd",
+	token: expected.token,
+	amountWei: 10n,
+	treasury: expected.treasury
+};
 const invoice = { id: "0x01", userId: "alice", amountWei: 10n, expiresAt: new Date("2030-01-01T00:00:00Z") };
 const now = new Date("2029-01-01T00:00:00Z");
 
 describe("judgePayment", () => {
 	test("accepts a matching payment (addresses compared case-insensitively)", () => {
-		expect(judgePayment({ ...log, token: expected.token.toUpperCase().replace("0X", "0x") }, invoice, "alice", expected, now)).toEqual({ ok: true });
+		expect(
+			judgePayment(
+				{ ...log, token: expected.token.toUpperCase().replace("0X", "0x") },
+				invoice,
+				"alice",
+				expected,
+				now
+			)
+		).toEqual({ ok: true });
 	});
 	test.each([
 		["no invoice", log, null, "alice", "INVOICE_NOT_FOUND", 404],
 		["someone else's invoice", log, invoice, "bob", "INVOICE_NOT_FOUND", 404],
-		["wrong token", { ...log, token: "0x00000000000000000000000000000000000000ee" }, invoice, "alice", "WRONG_TOKEN", 422],
-		["wrong recipient", { ...log, treasury: "0x00000000000000000000000000000000000000ee" }, invoice, "alice", "WRONG_RECIPIENT", 422],
-		["another contract", { ...log, address: "0x00000000000000000000000000000000000000ee" }, invoice, "alice", "WRONG_CONTRACT", 422],
+		[
+			"wrong token",
+			{ ...log, token: "0x00000000000000000000000000000000000000ee" },
+			invoice,
+			"alice",
+			"WRONG_TOKEN",
+			422
+		],
+		[
+			"wrong recipient",
+			{ ...log, treasury: "0x00000000000000000000000000000000000000ee" },
+			invoice,
+			"alice",
+			"WRONG_RECIPIENT",
+			422
+		],
+		[
+			"another contract",
+			{ ...log, address: "0x00000000000000000000000000000000000000ee" },
+			invoice,
+			"alice",
+			"WRONG_CONTRACT",
+			422
+		],
 		["underpaid", { ...log, amountWei: 9n }, invoice, "alice", "AMOUNT_MISMATCH", 422],
 		["overpaid", { ...log, amountWei: 11n }, invoice, "alice", "AMOUNT_MISMATCH", 422]
 	])("rejects %s", (_name, l, inv, claimant, code, status) => {
 		expect(judgePayment(l, inv, claimant as string, expected, now)).toMatchObject({ ok: false, code, status });
 	});
 	test("rejects a payment mined after the invoice expired", () => {
-		expect(judgePayment(log, invoice, "alice", expected, new Date("2031-01-01T00:00:00Z"))).toMatchObject({ ok: false, code: "INVOICE_EXPIRED" });
+		expect(judgePayment(log, invoice, "alice", expected, new Date("2031-01-01T00:00:00Z"))).toMatchObject({
+			ok: false,
+			code: "INVOICE_EXPIRED"
+		});
 	});
 });
 

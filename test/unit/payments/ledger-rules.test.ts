@@ -1,4 +1,11 @@
-import { allocate, holdAmount, refundClawback, settlementCharge, spendOrder, splitAllocations } from "../../../src/payments/ledger-rules";
+import {
+	allocate,
+	holdAmount,
+	refundClawback,
+	settlementCharge,
+	spendOrder,
+	splitAllocations
+} from "../../../src/payments/ledger-rules";
 
 const lot = (id: string, remaining: bigint, priority: number, expiresAt: string | null = null) => ({
 	id,
@@ -27,8 +34,20 @@ describe("spendOrder", () => {
 describe("allocate", () => {
 	test("takes from lots in order and reports the shortfall", () => {
 		const lots = [lot("1", 5n, 0), lot("2", 0n, 0), lot("3", 10n, 1)];
-		expect(allocate(lots, 7n)).toEqual({ allocations: [{ lotId: "1", amount: 5n }, { lotId: "3", amount: 2n }], shortfall: 0n });
-		expect(allocate(lots, 20n)).toEqual({ allocations: [{ lotId: "1", amount: 5n }, { lotId: "3", amount: 10n }], shortfall: 5n });
+		expect(allocate(lots, 7n)).toEqual({
+			allocations: [
+				{ lotId: "1", amount: 5n },
+				{ lotId: "3", amount: 2n }
+			],
+			shortfall: 0n
+		});
+		expect(allocate(lots, 20n)).toEqual({
+			allocations: [
+				{ lotId: "1", amount: 5n },
+				{ lotId: "3", amount: 10n }
+			],
+			shortfall: 5n
+		});
 		expect(allocate(lots, 0n)).toEqual({ allocations: [], shortfall: 0n });
 		expect(() => allocate(lots, -1n)).toThrow(RangeError);
 	});
@@ -40,8 +59,20 @@ describe("splitAllocations", () => {
 		{ lotId: "paid", amount: 2n }
 	];
 	test("the charge consumes in spend order; the tail goes back", () => {
-		expect(splitAllocations(allocs, 3n)).toEqual({ consumed: [{ lotId: "promo", amount: 3n }], returned: [{ lotId: "promo", amount: 2n }, { lotId: "paid", amount: 2n }] });
-		expect(splitAllocations(allocs, 6n)).toEqual({ consumed: [{ lotId: "promo", amount: 5n }, { lotId: "paid", amount: 1n }], returned: [{ lotId: "paid", amount: 1n }] });
+		expect(splitAllocations(allocs, 3n)).toEqual({
+			consumed: [{ lotId: "promo", amount: 3n }],
+			returned: [
+				{ lotId: "promo", amount: 2n },
+				{ lotId: "paid", amount: 2n }
+			]
+		});
+		expect(splitAllocations(allocs, 6n)).toEqual({
+			consumed: [
+				{ lotId: "promo", amount: 5n },
+				{ lotId: "paid", amount: 1n }
+			],
+			returned: [{ lotId: "paid", amount: 1n }]
+		});
 		expect(splitAllocations(allocs, 0n).returned).toEqual(allocs);
 		expect(splitAllocations(allocs, 7n).returned).toEqual([]);
 	});

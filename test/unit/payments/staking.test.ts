@@ -5,7 +5,13 @@ const DAY = 86_400_000;
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const at = (days: number) => new Date(T0 + days * DAY);
 const F = (n: number) => forgeToWei(n);
-const staked = (amount: bigint, total: bigint, day: number): StakeEvent => ({ kind: "staked", amountWei: amount, totalWei: total, blockTime: at(day), availableAt: null });
+const staked = (amount: bigint, total: bigint, day: number): StakeEvent => ({
+	kind: "staked",
+	amountWei: amount,
+	totalWei: total,
+	blockTime: at(day),
+	availableAt: null
+});
 const unstake = (amount: bigint, total: bigint, day: number, cooldownDays = 7): StakeEvent => ({
 	kind: "unstake_requested",
 	amountWei: amount,
@@ -13,7 +19,13 @@ const unstake = (amount: bigint, total: bigint, day: number, cooldownDays = 7): 
 	blockTime: at(day),
 	availableAt: at(day + cooldownDays)
 });
-const withdrawn = (amount: bigint, day: number): StakeEvent => ({ kind: "withdrawn", amountWei: amount, totalWei: null, blockTime: at(day), availableAt: null });
+const withdrawn = (amount: bigint, day: number): StakeEvent => ({
+	kind: "withdrawn",
+	amountWei: amount,
+	totalWei: null,
+	blockTime: at(day),
+	availableAt: null
+});
 
 describe("replayStakeEvents", () => {
 	test("each deposit is its own position with its own clock", () => {
@@ -27,7 +39,11 @@ describe("replayStakeEvents", () => {
 	});
 
 	test("an unstake removes the newest stake first and starts the cooldown", () => {
-		const s = replayStakeEvents([staked(F(1000), F(1000), 0), staked(F(500), F(1500), 5), unstake(F(700), F(800), 6)]);
+		const s = replayStakeEvents([
+			staked(F(1000), F(1000), 0),
+			staked(F(500), F(1500), 5),
+			unstake(F(700), F(800), 6)
+		]);
 		expect(s.positions).toEqual([{ amountWei: F(800), since: at(0) }]);
 		expect(s.unbondingWei).toBe(F(700));
 		expect(s.unbondingAvailableAt).toEqual(at(13));
@@ -57,20 +73,47 @@ describe("stakeFacts", () => {
 
 	test("stake counts only after the holding period", () => {
 		const day3 = stakeFacts(positions, "free", at(3).getTime());
-		expect(day3).toMatchObject({ effectiveStakeWei: 0n, tier: "free", feeDiscountBps: 0, boostMs: 0, nextSeasonedAt: at(7) });
+		expect(day3).toMatchObject({
+			effectiveStakeWei: 0n,
+			tier: "free",
+			feeDiscountBps: 0,
+			boostMs: 0,
+			nextSeasonedAt: at(7)
+		});
 		const day7 = stakeFacts(positions, "free", at(7).getTime());
-		expect(day7).toMatchObject({ effectiveStakeWei: F(1000), stakeTier: "pro", tier: "pro", feeDiscountBps: 500, boostMs: 30_000, nextSeasonedAt: at(12) });
+		expect(day7).toMatchObject({
+			effectiveStakeWei: F(1000),
+			stakeTier: "pro",
+			tier: "pro",
+			feeDiscountBps: 500,
+			boostMs: 30_000,
+			nextSeasonedAt: at(12)
+		});
 		const day12 = stakeFacts(positions, "free", at(12).getTime());
-		expect(day12).toMatchObject({ effectiveStakeWei: F(10_000), tier: "team", feeDiscountBps: 1000, boostMs: 60_000, nextSeasonedAt: null });
+		expect(day12).toMatchObject({
+			effectiveStakeWei: F(10_000),
+			tier: "team",
+			feeDiscountBps: 1000,
+			boostMs: 60_000,
+			nextSeasonedAt: null
+		});
 	});
 
 	test("the plan and the stake: the higher tier, the larger discount", () => {
-		expect(stakeFacts(positions, "team", at(7).getTime())).toMatchObject({ planTier: "team", stakeTier: "pro", tier: "team", feeDiscountBps: 500 });
+		expect(stakeFacts(positions, "team", at(7).getTime())).toMatchObject({
+			planTier: "team",
+			stakeTier: "pro",
+			tier: "team",
+			feeDiscountBps: 500
+		});
 		expect(stakeFacts([], "pro", at(0).getTime())).toMatchObject({ tier: "pro", feeDiscountBps: 250 });
 	});
 
 	test("a tier override from the users service wins", () => {
-		expect(stakeFacts(positions, "team", at(12).getTime(), undefined, "free")).toMatchObject({ tier: "free", feeDiscountBps: 1000 });
+		expect(stakeFacts(positions, "team", at(12).getTime(), undefined, "free")).toMatchObject({
+			tier: "free",
+			feeDiscountBps: 1000
+		});
 	});
 
 	test("a custom holding period", () => {

@@ -27,7 +27,7 @@ describe("contentTypeFor", () => {
 		[".png", binary, "application/octet-stream"],
 		["dir.png/file", text, "text/plain; charset=utf-8"],
 		["constructor", text, "text/plain; charset=utf-8"],
-		["x.__proto__", text, "text/plain; charset=utf-8"],
+		["x.__proto__", text, "text/plain; charset=utf-8"]
 	])("%s → %s", (path, content, expected) => {
 		expect(contentTypeFor(path, content)).toBe(expected);
 	});

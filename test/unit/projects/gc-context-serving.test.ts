@@ -22,7 +22,7 @@ class MemoryStore implements BlobStore {
 		return this.blobs.get(sha)?.data ?? null;
 	}
 	async has(shas: readonly string[]) {
-		return new Set(shas.filter((s) => this.blobs.has(s)));
+		return new Set(shas.filter(s => this.blobs.has(s)));
 	}
 	async delete(shas: readonly string[]) {
 		let n = 0;
@@ -30,7 +30,8 @@ class MemoryStore implements BlobStore {
 		return n;
 	}
 	async *iterate(): AsyncIterable<BlobInfo> {
-		for (const [sha256, b] of [...this.blobs].sort(([a], [c]) => (a < c ? -1 : 1))) yield { sha256, size: b.data.length, createdAt: b.createdAt };
+		for (const [sha256, b] of [...this.blobs].sort(([a], [c]) => (a < c ? -1 : 1)))
+			yield { sha256, size: b.data.length, createdAt: b.createdAt };
 	}
 }
 
@@ -39,7 +40,8 @@ const sha = (s: string) => sha256Hex(Buffer.from(s));
 describe("collectGarbage", () => {
 	function setup(names: string[], referenced: string[], old = true) {
 		const store = new MemoryStore();
-		for (const n of names) store.blobs.set(sha(n), { data: Buffer.from(n), createdAt: old ? new Date(0) : new Date() });
+		for (const n of names)
+			store.blobs.set(sha(n), { data: Buffer.from(n), createdAt: old ? new Date(0) : new Date() });
 		const refs = new Set(referenced.map(sha));
 		const locks: string[] = [];
 		const deps = {
@@ -50,12 +52,12 @@ describe("collectGarbage", () => {
 			},
 			referenced: async (shas: string[], lock: string) => {
 				expect(lock).toBe("lock");
-				return new Set(shas.filter((s) => refs.has(s)));
+				return new Set(shas.filter(s => refs.has(s)));
 			},
 			deleteBlobs: async (shas: string[], lock: string) => {
 				expect(lock).toBe("lock");
 				return store.delete(shas);
-			},
+			}
 		};
 		return { store, refs, deps, locks };
 	}
@@ -72,7 +74,7 @@ describe("collectGarbage", () => {
 	test("a reference recorded after the scan but before the locked re-check saves the blob", async () => {
 		const { store, refs, deps } = setup(["a", "b"], []);
 		const original = deps.exclusive;
-		deps.exclusive = async (fn) => {
+		deps.exclusive = async fn => {
 			refs.add(sha("a")); // a commit that finished while GC was scanning
 			return original(fn);
 		};
@@ -83,7 +85,11 @@ describe("collectGarbage", () => {
 
 	test("young blobs are spared; dry runs delete nothing", async () => {
 		const young = setup(["x", "y"], ["y"], false);
-		expect(await collectGarbage(young.deps, { olderThan: new Date(Date.now() - 60_000) })).toEqual({ scanned: 2, deleted: 0, spared: 1 });
+		expect(await collectGarbage(young.deps, { olderThan: new Date(Date.now() - 60_000) })).toEqual({
+			scanned: 2,
+			deleted: 0,
+			spared: 1
+		});
 		expect(young.store.blobs.size).toBe(2);
 		const dry = setup(["x", "y"], []);
 		expect(await collectGarbage(dry.deps, { dryRun: true })).toEqual({ scanned: 2, deleted: 2, spared: 0 });
@@ -96,47 +102,63 @@ describe("selectContext", () => {
 		"a.ts": Buffer.from("export const a = 1;\n"),
 		"big.txt": Buffer.from("x".repeat(100)),
 		"img.png": Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0, 0]),
-		"z.md": Buffer.from("# z\n"),
+		"z.md": Buffer.from("# z\n")
 	};
-	const manifest = manifestFromEntries(Object.entries(files).map(([p, d]) => [p, { sha256: sha256Hex(d), size: d.length }] as [string, ManifestEntry]));
-	const bySha = new Map(Object.values(files).map((d) => [sha256Hex(d), d]));
+	const manifest = manifestFromEntries(
+		Object.entries(files).map(([p, d]) => [p, { sha256: sha256Hex(d), size: d.length }] as [string, ManifestEntry])
+	);
+	const bySha = new Map(Object.values(files).map(d => [sha256Hex(d), d]));
 	const load = async (e: ManifestEntry) => bySha.get(e.sha256)!;
 
 	test("text files in path order within the budget; big and binary ones listed as omitted", async () => {
 		const r = await selectContext(manifest, load, { maxBytes: 40 });
-		expect(r.files.map((f) => f.path)).toEqual(["a.ts", "z.md"]);
+		expect(r.files.map(f => f.path)).toEqual(["a.ts", "z.md"]);
 		expect(r.files[0].content).toBe("export const a = 1;\n");
 		expect(r.omitted).toEqual([
 			{ path: "big.txt", size: 100, reason: "budget" },
-			{ path: "img.png", size: 7, reason: "binary" },
+			{ path: "img.png", size: 7, reason: "binary" }
 		]);
 		expect(r.totalBytes).toBe(24);
 	});
 
 	test("requested paths come first, in the order asked; unknown ones are reported", async () => {
 		const r = await selectContext(manifest, load, { maxBytes: 1000, paths: ["z.md", "nope.txt", "a.ts"] });
-		expect(r.files.map((f) => f.path)).toEqual(["z.md", "a.ts"]);
+		expect(r.files.map(f => f.path)).toEqual(["z.md", "a.ts"]);
 		expect(r.omitted).toEqual([{ path: "nope.txt", size: 0, reason: "not-found" }]);
 	});
 });
 
 describe("file serving headers", () => {
 	test("active content is an attachment; everything is nosniff and CSP-sandboxed", () => {
-		const html = fileResponseHeaders({ path: "site/index.html", contentType: "text/html; charset=utf-8", sha256: "ab", version: 3, pinned: true });
+		const html = fileResponseHeaders({
+			path: "site/index.html",
+			contentType: "text/html; charset=utf-8",
+			sha256: "ab",
+			version: 3,
+			pinned: true
+		});
 		expect(html).toMatchObject({
 			"X-Content-Type-Options": "nosniff",
 			"Content-Security-Policy": "sandbox; default-src 'none'",
 			"Content-Disposition": `attachment; filename="index.html"; filename*=UTF-8''index.html`,
 			ETag: '"ab"',
 			"Cache-Control": "private, max-age=31536000, immutable",
-			"X-Project-Version": "3",
+			"X-Project-Version": "3"
 		});
-		const png = fileResponseHeaders({ path: "a.png", contentType: "image/png", sha256: "cd", version: 1, pinned: false });
+		const png = fileResponseHeaders({
+			path: "a.png",
+			contentType: "image/png",
+			sha256: "cd",
+			version: 1,
+			pinned: false
+		});
 		expect(png["Content-Disposition"]).toBe(`inline; filename="a.png"; filename*=UTF-8''a.png`);
 		expect(png["Cache-Control"]).toBe("private, no-cache");
 	});
 
 	test("file names are header-safe", () => {
-		expect(contentDisposition("inline", 'dir/é "q"\\.txt')).toBe(`inline; filename="_ _q__.txt"; filename*=UTF-8''%C3%A9%20%22q%22%5C.txt`);
+		expect(contentDisposition("inline", 'dir/é "q"\\.txt')).toBe(
+			`inline; filename="_ _q__.txt"; filename*=UTF-8''%C3%A9%20%22q%22%5C.txt`
+		);
 	});
 });

@@ -4,7 +4,9 @@ import { emptyManifest, manifestFromEntries, referencedBlobs } from "../../../sr
 import type { ManifestEntry } from "../../../src/projects/manifest";
 
 const entry = (content: string, mode?: 0o755): ManifestEntry =>
-	mode ? { sha256: sha256Hex(Buffer.from(content)), size: content.length, mode } : { sha256: sha256Hex(Buffer.from(content)), size: content.length };
+	mode
+		? { sha256: sha256Hex(Buffer.from(content)), size: content.length, mode }
+		: { sha256: sha256Hex(Buffer.from(content)), size: content.length };
 
 describe("manifestDiff", () => {
 	it("reports added, removed and modified paths, sorted", () => {
@@ -12,21 +14,21 @@ describe("manifestDiff", () => {
 			["z.txt", entry("z")],
 			["keep", entry("k")],
 			["b/changed", entry("old")],
-			["gone", entry("gone")],
+			["gone", entry("gone")]
 		]);
 		const b = manifestFromEntries([
 			["keep", entry("k")],
 			["b/changed", entry("new")],
 			["new2", entry("n2")],
 			["a-new", entry("n1")],
-			["z.txt", entry("z", 0o755)],
+			["z.txt", entry("z", 0o755)]
 		]);
 		const diff = manifestDiff(a, b);
-		expect(diff.added.map((x) => x.path)).toEqual(["a-new", "new2"]);
+		expect(diff.added.map(x => x.path)).toEqual(["a-new", "new2"]);
 		expect(diff.removed).toEqual([{ path: "gone", entry: entry("gone") }]);
 		expect(diff.modified).toEqual([
 			{ path: "b/changed", from: entry("old"), to: entry("new") },
-			{ path: "z.txt", from: entry("z"), to: entry("z", 0o755) },
+			{ path: "z.txt", from: entry("z"), to: entry("z", 0o755) }
 		]);
 		expect(diff.renamed).toEqual([]);
 	});
@@ -40,31 +42,36 @@ describe("manifestDiff", () => {
 	it("reports a removed and an added path with the same hash as a rename", () => {
 		const a = manifestFromEntries([
 			["src/util.ts", entry("util")],
-			["other", entry("other")],
+			["other", entry("other")]
 		]);
 		const b = manifestFromEntries([
 			["lib/util.ts", entry("util")],
-			["other", entry("other")],
+			["other", entry("other")]
 		]);
-		expect(manifestDiff(a, b)).toEqual({ added: [], removed: [], modified: [], renamed: [{ from: "src/util.ts", to: "lib/util.ts", entry: entry("util") }] });
+		expect(manifestDiff(a, b)).toEqual({
+			added: [],
+			removed: [],
+			modified: [],
+			renamed: [{ from: "src/util.ts", to: "lib/util.ts", entry: entry("util") }]
+		});
 	});
 
 	it("pairs several same-content renames by file name first, leaving extras as adds or removes", () => {
 		const a = manifestFromEntries([
 			["x/LICENSE", entry("mit")],
 			["y/COPYING", entry("mit")],
-			["z/LICENSE.txt", entry("mit")],
+			["z/LICENSE.txt", entry("mit")]
 		]);
 		const b = manifestFromEntries([
 			["new/COPYING", entry("mit")],
-			["new/LICENSE", entry("mit")],
+			["new/LICENSE", entry("mit")]
 		]);
 		const diff = manifestDiff(a, b);
 		expect(diff.renamed).toEqual([
 			{ from: "x/LICENSE", to: "new/LICENSE", entry: entry("mit") },
-			{ from: "y/COPYING", to: "new/COPYING", entry: entry("mit") },
+			{ from: "y/COPYING", to: "new/COPYING", entry: entry("mit") }
 		]);
-		expect(diff.removed.map((x) => x.path)).toEqual(["z/LICENSE.txt"]);
+		expect(diff.removed.map(x => x.path)).toEqual(["z/LICENSE.txt"]);
 		expect(diff.added).toEqual([]);
 	});
 
@@ -73,8 +80,8 @@ describe("manifestDiff", () => {
 		const b = manifestFromEntries([["other/.keep", entry("")]]);
 		const diff = manifestDiff(a, b);
 		expect(diff.renamed).toEqual([]);
-		expect(diff.added.map((x) => x.path)).toEqual(["other/.keep"]);
-		expect(diff.removed.map((x) => x.path)).toEqual(["pkg/__init__.py"]);
+		expect(diff.added.map(x => x.path)).toEqual(["other/.keep"]);
+		expect(diff.removed.map(x => x.path)).toEqual(["pkg/__init__.py"]);
 	});
 
 	it("is empty for identical manifests and complete against the empty manifest", () => {
@@ -87,7 +94,7 @@ describe("manifestDiff", () => {
 	it("works on manifests read back from JSON, including a __proto__ path", () => {
 		const a = JSON.parse('{"__proto__":{"sha256":"' + entry("p").sha256 + '","size":1}}');
 		const diff = manifestDiff(a, emptyManifest());
-		expect(diff.removed.map((x) => x.path)).toEqual(["__proto__"]);
+		expect(diff.removed.map(x => x.path)).toEqual(["__proto__"]);
 		expect(referencedBlobs(a)).toEqual(new Set([entry("p").sha256]));
 	});
 });

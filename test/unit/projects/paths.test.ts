@@ -35,8 +35,8 @@ describe("normaliseProjectPath", () => {
 		"lpt.txt",
 		"ab:c",
 		"x".repeat(255),
-		"日本語。txt",
-	])("accepts %j", (path) => {
+		"日本語。txt"
+	])("accepts %j", path => {
 		expect(normaliseProjectPath(path)).toBe(path.normalize("NFC"));
 		expect(isValidProjectPath(path)).toBe(true);
 	});
@@ -116,7 +116,7 @@ describe("normaliseProjectPath", () => {
 		["superscript com", "COM\u00B9", /reserved Windows device/],
 		["conout$", "CONOUT$", /reserved Windows device/],
 		[".git", ".git/hooks/pre-commit", /"\.git"/],
-		[".GIT nested", "vendor/.GIT/config", /"\.GIT"/],
+		[".GIT nested", "vendor/.GIT/config", /"\.GIT"/]
 	])("refuses %s", (_label, input, reason) => {
 		expect(reasonFor(input)).toMatch(reason);
 		expect(isValidProjectPath(input)).toBe(false);

@@ -22,13 +22,19 @@ describe("unifiedDiff", () => {
 	it("produces a git-style unified diff", () => {
 		const result = unifiedDiff("src/a.ts", buf("one\ntwo\nthree\n"), buf("one\n2\nthree\n"));
 		expect(result.kind).toBe("text");
-		expect(result.patch).toBe(["--- a/src/a.ts", "+++ b/src/a.ts", "@@ -1,3 +1,3 @@", " one", "-two", "+2", " three", ""].join("\n"));
+		expect(result.patch).toBe(
+			["--- a/src/a.ts", "+++ b/src/a.ts", "@@ -1,3 +1,3 @@", " one", "-two", "+2", " three", ""].join("\n")
+		);
 	});
 
 	it("uses /dev/null for added and deleted files, and both names for renames", () => {
-		expect(unifiedDiff("n.txt", null, buf("x\n")).patch).toMatch(/^--- \/dev\/null\n\+\+\+ b\/n.txt\n@@ -0,0 \+1,1 @@\n\+x\n$/);
+		expect(unifiedDiff("n.txt", null, buf("x\n")).patch).toMatch(
+			/^--- \/dev\/null\n\+\+\+ b\/n.txt\n@@ -0,0 \+1,1 @@\n\+x\n$/
+		);
 		expect(unifiedDiff("d.txt", buf("x\n"), null).patch).toMatch(/^--- a\/d.txt\n\+\+\+ \/dev\/null\n/);
-		expect(unifiedDiff({ from: "old.txt", to: "new.txt" }, buf("a\n"), buf("b\n")).patch).toMatch(/^--- a\/old.txt\n\+\+\+ b\/new.txt\n/);
+		expect(unifiedDiff({ from: "old.txt", to: "new.txt" }, buf("a\n"), buf("b\n")).patch).toMatch(
+			/^--- a\/old.txt\n\+\+\+ b\/new.txt\n/
+		);
 	});
 
 	it("marks a missing newline at end of file", () => {
@@ -66,7 +72,12 @@ describe("unifiedDiff", () => {
 	});
 
 	it("stays fast on the largest diffable inputs", () => {
-		const lines = (prefix: string): Buffer => buf(Array.from({ length: 100_000 }, (_, i) => `${prefix}${i}`).join("\n").slice(0, 1024 * 1024));
+		const lines = (prefix: string): Buffer =>
+			buf(
+				Array.from({ length: 100_000 }, (_, i) => `${prefix}${i}`)
+					.join("\n")
+					.slice(0, 1024 * 1024)
+			);
 		const started = Date.now();
 		const result = unifiedDiff("f", lines("a"), lines("b"));
 		expect(result.kind).toBe("too-large");

@@ -47,7 +47,9 @@ describe("state rules", () => {
 		expect(afterFailure({ ...t, attempts: 3 }, { code: "PROVIDER_TIMEOUT", retryable: true })).toBe("failed");
 		expect(afterFailure(t, { code: "BAD_OUTPUT", retryable: false })).toBe("failed");
 		expect(afterFailure(t, { code: "CANCELLED", retryable: false })).toBe("cancelled");
-		expect(afterFailure({ ...t, cancelRequested: true }, { code: "PROVIDER_TIMEOUT", retryable: true })).toBe("cancelled");
+		expect(afterFailure({ ...t, cancelRequested: true }, { code: "PROVIDER_TIMEOUT", retryable: true })).toBe(
+			"cancelled"
+		);
 	});
 
 	test("settlement charges what the attempts used, capped at the hold; nothing used releases", () => {
@@ -71,7 +73,9 @@ describe("percentile", () => {
 
 describe("SSE format", () => {
 	test("frames carry id, event and one-line JSON data", () => {
-		expect(sseFrame("delta", { text: "a\nb" }, { version: 3, seq: 2 })).toBe('id: 3:2\nevent: delta\ndata: {"text":"a\\nb"}\n\n');
+		expect(sseFrame("delta", { text: "a\nb" }, { version: 3, seq: 2 })).toBe(
+			'id: 3:2\nevent: delta\ndata: {"text":"a\\nb"}\n\n'
+		);
 		expect(sseFrame("position", { position: 4 })).toBe('event: position\ndata: {"position":4}\n\n');
 	});
 
@@ -90,7 +94,13 @@ describe("SSE format", () => {
 	});
 
 	test("event names", () => {
-		expect(["queued", "running", "succeeded", "failed", "cancelled"].map(s => stateEventName(s as never))).toEqual(["queued", "started", "completed", "failed", "cancelled"]);
+		expect(["queued", "running", "succeeded", "failed", "cancelled"].map(s => stateEventName(s as never))).toEqual([
+			"queued",
+			"started",
+			"completed",
+			"failed",
+			"cancelled"
+		]);
 	});
 });
 

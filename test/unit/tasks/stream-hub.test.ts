@@ -22,7 +22,8 @@ describe("TaskStreamHub", () => {
 	test("missed() replays the deltas of the current run after a seq, nothing from another run", () => {
 		const hub = new TaskStreamHub();
 		hub.onState({ taskId: "t", userId: "u", state: "running", version: 3 });
-		for (let seq = 0; seq < 4; seq++) hub.onStream({ taskId: "t", userId: "u", seq, type: "delta", text: `d${seq}` });
+		for (let seq = 0; seq < 4; seq++)
+			hub.onStream({ taskId: "t", userId: "u", seq, type: "delta", text: `d${seq}` });
 		expect(hub.missed("t", 3, 1).map(d => d.seq)).toEqual([2, 3]);
 		expect(hub.missed("t", 2, -1)).toEqual([]);
 		hub.onState({ taskId: "t", userId: "u", state: "succeeded", version: 4 });

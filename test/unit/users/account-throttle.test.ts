@@ -5,7 +5,12 @@ import { ConfigError, loadConfig } from "../../../src/config";
 
 describe("AccountGuessLimiter in memory", () => {
 	test("the allowance, then one attempt per doubling delay, capped; parallel attempts cannot slip past; reset clears", async () => {
-		const limiter = new AccountGuessLimiter(null, "t", { freeFailures: 2, baseDelayS: 3, maxDelayS: 6, windowS: 60 });
+		const limiter = new AccountGuessLimiter(null, "t", {
+			freeFailures: 2,
+			baseDelayS: 3,
+			maxDelayS: 6,
+			windowS: 60
+		});
 		expect(await limiter.admit("k")).toBe(0);
 		// The 2nd attempt is the last free one and takes the gate for the first delay.
 		expect(await Promise.all([limiter.admit("k"), limiter.admit("k"), limiter.admit("k")])).toEqual([0, 3, 3]);
@@ -19,7 +24,12 @@ describe("AccountGuessLimiter in memory", () => {
 	test("the delay doubles up to the cap once each gate has passed", async () => {
 		jest.useFakeTimers({ now: new Date("2026-01-01T00:00:00Z"), doNotFake: ["nextTick", "setImmediate"] });
 		try {
-			const limiter = new AccountGuessLimiter(null, "t", { freeFailures: 1, baseDelayS: 2, maxDelayS: 5, windowS: 3600 });
+			const limiter = new AccountGuessLimiter(null, "t", {
+				freeFailures: 1,
+				baseDelayS: 2,
+				maxDelayS: 5,
+				windowS: 3600
+			});
 			const waits: number[] = [];
 			for (const step of [0, 2, 4, 5, 5]) {
 				jest.setSystemTime(Date.now() + step * 1000 + 1);
@@ -54,9 +64,16 @@ describe("KnownAddresses", () => {
 describe("configuration", () => {
 	test("defaults, overrides, and bad values named", () => {
 		expect(loadConfig({}).users.throttle).toEqual(
-			expect.objectContaining({ account: { freeFailures: 20, baseDelayS: 2, maxDelayS: 900, windowS: 86_400 }, knownIpTtlS: 2_592_000 })
+			expect.objectContaining({
+				account: { freeFailures: 20, baseDelayS: 2, maxDelayS: 900, windowS: 86_400 },
+				knownIpTtlS: 2_592_000
+			})
 		);
-		const custom = loadConfig({ LOGIN_THROTTLE_EMAIL_FREE_FAILURES: "30", LOGIN_THROTTLE_EMAIL_WINDOW_S: "3600", LOGIN_KNOWN_IP_TTL_S: "0" }).users.throttle;
+		const custom = loadConfig({
+			LOGIN_THROTTLE_EMAIL_FREE_FAILURES: "30",
+			LOGIN_THROTTLE_EMAIL_WINDOW_S: "3600",
+			LOGIN_KNOWN_IP_TTL_S: "0"
+		}).users.throttle;
 		expect(custom.account).toEqual({ freeFailures: 30, baseDelayS: 2, maxDelayS: 900, windowS: 3600 });
 		expect(custom.knownIpTtlS).toBe(0);
 		let err: unknown;

@@ -1,7 +1,16 @@
 import { loadConfig } from "../../../src/config";
 import { PasswordHasher, normalizeEmail, normalizePassword, passwordProblem } from "../../../src/users/credentials";
 import { progressiveDelayS, throttleKey } from "../../../src/users/throttle";
-import { API_KEY_PATTERN, REFRESH_TOKEN_PATTERN, newApiKey, newNonceToken, newRefreshToken, newSiweNonce, parseApiKey, sha256 } from "../../../src/users/tokens";
+import {
+	API_KEY_PATTERN,
+	REFRESH_TOKEN_PATTERN,
+	newApiKey,
+	newNonceToken,
+	newRefreshToken,
+	newSiweNonce,
+	parseApiKey,
+	sha256
+} from "../../../src/users/tokens";
 import { InvalidEventPayload, parsePlanChanged, parseStakeChanged, summarizeTier } from "../../../src/users/tier-facts";
 import { effectiveScopes, hasScope, scopesOfRole } from "../../../src/auth/scopes";
 import { forgeToWei, STAKE_MIN_HOLDING_MS } from "../../../src/domain/tiers";
@@ -10,7 +19,16 @@ describe("e-mail and password rules", () => {
 	test("e-mails are trimmed, lower-cased and NFKC-normalised; malformed ones are refused", () => {
 		expect(normalizeEmail("  Ada.Lovelace@Example.COM ")).toBe("ada.lovelace@example.com");
 		expect(normalizeEmail("ａｄａ@example.com")).toBe("ada@example.com"); // full-width letters
-		for (const bad of ["", "ada", "ada@", "@example.com", "a b@example.com", "ada@example", `${"a".repeat(65)}@example.com`, `a@${"b".repeat(250)}.com`])
+		for (const bad of [
+			"",
+			"ada",
+			"ada@",
+			"@example.com",
+			"a b@example.com",
+			"ada@example",
+			`${"a".repeat(65)}@example.com`,
+			`a@${"b".repeat(250)}.com`
+		])
 			expect(normalizeEmail(bad)).toBeNull();
 	});
 
@@ -26,7 +44,9 @@ describe("e-mail and password rules", () => {
 
 	test("argon2id hashing: verify, dummy verification for missing hashes, rehash detection", async () => {
 		const verified: string[] = [];
-		const hasher = new PasswordHasher({ memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 }, against => verified.push(against));
+		const hasher = new PasswordHasher({ memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 }, against =>
+			verified.push(against)
+		);
 		const hash = await hasher.hash("correct horse");
 		expect(hash).toMatch(/^\$argon2id\$/);
 		expect(await hasher.verify(hash, "correct horse")).toBe(true);
@@ -46,7 +66,9 @@ describe("e-mail and password rules", () => {
 describe("progressive throttling", () => {
 	const rule = { freeFailures: 5, baseDelayS: 2, maxDelayS: 900 };
 	test("free failures, then doubling delays up to the cap", () => {
-		expect([0, 4, 5, 6, 7, 8, 13, 14, 100, 10_000].map(n => progressiveDelayS(n, rule))).toEqual([0, 0, 2, 4, 8, 16, 512, 900, 900, 900]);
+		expect([0, 4, 5, 6, 7, 8, 13, 14, 100, 10_000].map(n => progressiveDelayS(n, rule))).toEqual([
+			0, 0, 2, 4, 8, 16, 512, 900, 900, 900
+		]);
 	});
 	test("keys do not carry the e-mail in clear and separate account+IP pairs", () => {
 		expect(throttleKey("ada@example.com", "1.2.3.4")).not.toContain("ada");
@@ -80,7 +102,10 @@ describe("opaque credentials", () => {
 describe("tier facts", () => {
 	const userId = "8ba685c5-dca5-4166-b3bc-805311bd0955";
 	test("payloads are checked; bad ones are refused (and so dead-lettered)", () => {
-		expect(parsePlanChanged({ userId: userId.toUpperCase(), planTier: "pro" })).toEqual({ userId, planTier: "pro" });
+		expect(parsePlanChanged({ userId: userId.toUpperCase(), planTier: "pro" })).toEqual({
+			userId,
+			planTier: "pro"
+		});
 		expect(parsePlanChanged({ userId, planTier: null })).toEqual({ userId, planTier: null });
 		expect(parseStakeChanged({ userId, positions: [{ amountWei: "12", since: "2026-01-01T00:00:00Z" }] })).toEqual({
 			userId,
@@ -135,13 +160,24 @@ describe("users configuration", () => {
 	const base = { JWT_KEYS: `k:${"s".repeat(40)}` };
 	test("embedded defaults", () => {
 		const c = loadConfig(base).users;
-		expect(c.siwe).toEqual(expect.objectContaining({ domain: "localhost:3000", uri: "http://localhost:3000", chainIds: [31337], maxAgeS: 600 }));
+		expect(c.siwe).toEqual(
+			expect.objectContaining({
+				domain: "localhost:3000",
+				uri: "http://localhost:3000",
+				chainIds: [31337],
+				maxAgeS: 600
+			})
+		);
 		expect(c.passwords.argon2).toEqual({ memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 });
 		expect(c.chain).toEqual(expect.objectContaining({ rpcUrls: {}, forgeChainId: 31337, forgeTokenAddress: null }));
 		expect(c.sessions.gatewayCheck).toBe(true);
 	});
 	test("rpc URLs per chain; weaker argon2 and malformed values are refused, naming the variable", () => {
-		const c = loadConfig({ ...base, SIWE_RPC_URLS: "1=https://rpc.example/1,8453=http://127.0.0.1:8545", SIWE_CHAIN_IDS: "1, 8453" }).users;
+		const c = loadConfig({
+			...base,
+			SIWE_RPC_URLS: "1=https://rpc.example/1,8453=http://127.0.0.1:8545",
+			SIWE_CHAIN_IDS: "1, 8453"
+		}).users;
 		expect(c.chain.rpcUrls).toEqual({ 1: "https://rpc.example/1", 8453: "http://127.0.0.1:8545" });
 		expect(c.siwe.chainIds).toEqual([1, 8453]);
 		const problems = (env: Record<string, string>) => {

@@ -61,10 +61,22 @@ describe("checkSiweMessage", () => {
 		["http instead of https", { uri: "http://app.forgefluid.dev/" }, "SIWE_URI_MISMATCH"],
 		["a chain not accepted", { chainId: 31337 }, "SIWE_CHAIN_NOT_ALLOWED"],
 		["no expiration", { expirationTime: undefined }, "SIWE_EXPIRATION_REQUIRED"],
-		["expiration before issuance", { expirationTime: new Date(NOW - 20_000).toISOString() }, "SIWE_INVALID_MESSAGE"],
-		["expired", { issuedAt: new Date(NOW - 120_000).toISOString(), expirationTime: new Date(NOW - 1).toISOString() }, "SIWE_EXPIRED"],
+		[
+			"expiration before issuance",
+			{ expirationTime: new Date(NOW - 20_000).toISOString() },
+			"SIWE_INVALID_MESSAGE"
+		],
+		[
+			"expired",
+			{ issuedAt: new Date(NOW - 120_000).toISOString(), expirationTime: new Date(NOW - 1).toISOString() },
+			"SIWE_EXPIRED"
+		],
 		["issued too long ago", { issuedAt: new Date(NOW - 601_000).toISOString() }, "SIWE_STALE"],
-		["issued in the future beyond the skew", { issuedAt: new Date(NOW + 61_000).toISOString() }, "SIWE_ISSUED_IN_FUTURE"],
+		[
+			"issued in the future beyond the skew",
+			{ issuedAt: new Date(NOW + 61_000).toISOString() },
+			"SIWE_ISSUED_IN_FUTURE"
+		],
 		["valid for too long", { expirationTime: new Date(NOW + 3_600_000).toISOString() }, "SIWE_VALIDITY_TOO_LONG"],
 		["not before in the future", { notBefore: new Date(NOW + 120_000).toISOString() }, "SIWE_NOT_YET_VALID"]
 	])("refuses %s", (_name, over, code) => {
@@ -79,12 +91,22 @@ describe("checkSiweMessage", () => {
 
 	test("the boundaries: exactly max age passes, expiry at now fails", () => {
 		expect(codeOf(msg({ issuedAt: new Date(NOW - 600_000).toISOString() }))).toBe("OK");
-		expect(codeOf(msg({ issuedAt: new Date(NOW - 60_000).toISOString(), expirationTime: new Date(NOW).toISOString() }))).toBe("SIWE_EXPIRED");
+		expect(
+			codeOf(msg({ issuedAt: new Date(NOW - 60_000).toISOString(), expirationTime: new Date(NOW).toISOString() }))
+		).toBe("SIWE_EXPIRED");
 	});
 
 	test("refuses text that is not exactly one canonical EIP-4361 message", () => {
 		const m = msg();
-		for (const bad of ["", "hello", m + "\n", " " + m, m.replace("\n\n", "\n"), m.replace(ADDRESS, ADDRESS.toLowerCase()), m.replace("Nonce: abcdefgh12345678", "Nonce: short")])
+		for (const bad of [
+			"",
+			"hello",
+			m + "\n",
+			" " + m,
+			m.replace("\n\n", "\n"),
+			m.replace(ADDRESS, ADDRESS.toLowerCase()),
+			m.replace("Nonce: abcdefgh12345678", "Nonce: short")
+		])
 			expect(codeOf(bad)).toBe("SIWE_INVALID_MESSAGE");
 	});
 });
