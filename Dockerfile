@@ -9,6 +9,7 @@ ENV CI=true NPM_CONFIG_AUDIT=false NPM_CONFIG_FUND=false
 COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json moleculer.config.ts ./
+COPY app ./app
 COPY bin ./bin
 COPY src ./src
 COPY services ./services

@@ -4,7 +4,7 @@
  * hosting the services named in SERVICES.
  */
 import { loadConfigOrExit } from "../src/config";
-import { createNode } from "../src/runtime/node";
+import { createNode } from "../app/node";
 
 async function main() {
 	const config = loadConfigOrExit();

@@ -6,7 +6,7 @@
  * are listed by `help`.
  */
 import { loadConfigOrExit } from "../src/config";
-import { createNode } from "../src/runtime/node";
+import { createNode } from "../app/node";
 import { allReplCommands } from "../src/repl/commands";
 
 async function main() {

@@ -58,7 +58,7 @@ export function durableEvents(opts: {
 		},
 		async started(this: DurableThis) {
 			const rt = runtimeOf(this.broker);
-			rt.relay; // starts this node's relay
+			void rt.relay; // the getter starts this node's relay
 			const topics = Object.keys(handlers);
 			if (!topics.length) return;
 			await rt.bus.subscribe({

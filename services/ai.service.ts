@@ -15,6 +15,7 @@ import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { LeasePump } from "../src/ai/lease-pump";
 import { runtimeOf } from "../src/runtime/runtime";
+import { INTERNAL } from "../src/kit/service";
 
 interface AiSettings extends ServiceSettingSchema {
 	capacity: { slots: number };
@@ -46,13 +47,6 @@ interface PrepareParams {
 }
 
 const CIRCUIT_VALUE = { closed: 0, "half-open": 1, open: 2 } as const;
-
-/**
- * Service-to-service visibility. The contract says "protected" meaning "not through the gateway";
- * Moleculer's `protected` is local-only (a tasks node could not call it in cluster mode), and the
- * gateway exposes only declared routes, so `public` gives the intended reach.
- */
-const INTERNAL = "public" as const;
 
 const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string, never>, AiThis> = {
 	name: "ai",

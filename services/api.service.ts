@@ -19,9 +19,12 @@ import { buildOpenApi } from "../src/http/openapi";
 import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
 import { Forbidden, TooManyRequests, Unauthorized } from "../src/errors";
-import { RouteSpec, allRoutes } from "./api/routes";
+import { allRoutes } from "./api/routes";
+import type { RouteSpec } from "../src/http/route-spec";
 import { CACHED_ACTIONS, cacheKeyOf } from "../src/users/cache";
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../src/tasks/stream-hub";
+import type { RequestMeta } from "../src/kit/service";
+import { elapsedMs } from "../src/kit/timing";
 
 const API_BASE = "/api/v1";
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -35,20 +38,12 @@ const SWAGGER_FILES: Record<string, string> = {
 };
 
 type Req = IncomingMessage & {
-	$ctx: Context<unknown, Meta>;
+	$ctx: Context<unknown, RequestMeta>;
 	$route?: unknown;
 	$alias?: { method: string; path: string };
 	body?: unknown;
 };
 type Res = ServerResponse & { $ctx?: Context };
-export interface Meta {
-	user?: AuthUser | null;
-	ip?: string;
-	userAgent?: string;
-	idempotencyKey?: string;
-	$statusCode?: number;
-	$responseHeaders?: Record<string, string>;
-}
 
 // moleculer-web's settings are untyped JavaScript; the gateway reads and writes them freely.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -69,8 +64,8 @@ export interface ApiThis extends Service<ApiSettings> {
 	specOf(req: Req): RouteSpec | undefined;
 	sendContractError(req: Req, res: Res, err: unknown): void;
 	consumeLimit(limiter: RateLimiterAbstract, key: string): Promise<void>;
-	resolveBearer(ctx: Context<unknown, Meta>, token: string): Promise<AuthUser | null>;
-	resolveApiKey(ctx: Context<unknown, Meta>, key: string): Promise<AuthUser | null>;
+	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
+	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 	sendJson(res: Res, status: number, body: unknown): void;
 }
 
@@ -161,7 +156,14 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 		logging: false,
 		autoAliases: false,
 		callOptions: {},
-		onAfterCall(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req, _res: Res, data: unknown) {
+		onAfterCall(
+			this: ApiThis,
+			ctx: Context<unknown, RequestMeta>,
+			_route: unknown,
+			req: Req,
+			_res: Res,
+			data: unknown
+		) {
 			const spec = this.specOf(req);
 			if (spec?.status && ctx.meta.$statusCode == null) ctx.meta.$statusCode = spec.status;
 			return data;
@@ -195,7 +197,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 								method: req.method,
 								path,
 								status: res.statusCode,
-								ms: Math.round((performance.now() - started) * 10) / 10,
+								ms: elapsedMs(started),
 								userId: user?.id
 							},
 							"http"
@@ -249,7 +251,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					aliases: { [`${r.method} ${r.path.slice(r.path.replace(/\/:.*$/, "").length) || "/"}`]: r.action },
 					onBeforeCall(
 						this: ApiThis,
-						ctx: Context<Record<string, unknown>, Meta>,
+						ctx: Context<Record<string, unknown>, RequestMeta>,
 						_route: unknown,
 						req: Req
 					) {
@@ -396,7 +398,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			 * cached `authState` says whether the session is still live and the user still enabled, and
 			 * gives the current role, so revocation, disabling and role changes act on the next request.
 			 */
-			async resolveBearer(this: ApiThis, ctx: Context<unknown, Meta>, token: string) {
+			async resolveBearer(this: ApiThis, ctx: Context<unknown, RequestMeta>, token: string) {
 				const user = verifyAccessToken(this.config.jwt, token);
 				if (!user || !this.config.users.sessions.gatewayCheck) return user;
 				if (!user.sid) return null;
@@ -414,12 +416,12 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			},
 
 			/** X-API-Key → user, by the users service (keys are stored hashed there). */
-			async resolveApiKey(this: ApiThis, ctx: Context<unknown, Meta>, key: string) {
+			async resolveApiKey(this: ApiThis, ctx: Context<unknown, RequestMeta>, key: string) {
 				if (!/^ff_[A-Za-z0-9]{1,64}_[A-Za-z0-9_-]{16,128}$/.test(key)) return null;
 				return (await ctx.call("users.verifyApiKey", { key })) as AuthUser | null;
 			},
 
-			async authenticate(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req) {
+			async authenticate(this: ApiThis, ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {
 				ctx.meta.ip = clientIp(req, this.config.http.trustProxyHops);
 				ctx.meta.userAgent = String(req.headers["user-agent"] ?? "").slice(0, 256);
 				const spec = this.specOf(req);
@@ -472,7 +474,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				return user;
 			},
 
-			async authorize(this: ApiThis, ctx: Context<unknown, Meta>, _route: unknown, req: Req) {
+			async authorize(this: ApiThis, ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {
 				const spec = this.specOf(req);
 				const user = ctx.meta.user;
 				if (spec?.globalRateLimit !== false) {
@@ -490,6 +492,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			},
 
 			buildOpsRoutes(this: ApiThis) {
+				// moleculer-web calls alias functions with a `this` of its own; they need the service's.
+				// eslint-disable-next-line @typescript-eslint/no-this-alias
 				const svc = this;
 				const handler = (fn: (req: Req, res: Res) => Promise<void> | void) => (req: Req, res: Res) =>
 					Promise.resolve(fn.call(svc, req, res)).catch(err => svc.sendContractError(req, res, err));

@@ -3,13 +3,12 @@
  * staking on chain, and what stake and plan are worth (tier, fee discount, queue boost).
  * A thin shell: the rules live in src/payments/*, this file wires them to actions, routes and timers.
  */
-import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Errors } from "moleculer";
 import type { Transaction } from "sequelize";
 import { durableEvents, DurableThis } from "../mixins/durable-events.mixin";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { Config } from "../src/config";
-import type { AuthUser } from "../src/auth/user";
 import { BadRequest, Unavailable, Unprocessable } from "../src/errors";
 import {
 	MAX_PURCHASED_BOOST_MS,
@@ -26,9 +25,7 @@ import { CryptoPayments } from "../src/payments/crypto-payments";
 import { StakeIndexer } from "../src/payments/stake-indexer";
 import { stakeFacts, StakeFacts } from "../src/payments/staking";
 import { boostFeeCredits, priceList } from "../src/payments/prices";
-
-type Meta = { user?: AuthUser | null; idempotencyKey?: string; $statusCode?: number; $location?: string };
-type Ctx<P = Record<string, never>> = Context<P, Meta>;
+import { INTERNAL, type Ctx } from "../src/kit/service";
 
 interface PaymentsThis extends Service, DurableThis {
 	cfg: Config;
@@ -44,14 +41,6 @@ interface PaymentsThis extends Service, DurableThis {
 	chainTick(): Promise<unknown>;
 	resolveOwner(address: string): Promise<string | null | undefined>;
 }
-
-/**
- * Service-to-service actions: callable by other services over the transporter, never through the
- * gateway (moleculer-web refuses any visibility but "published"). Not "protected": Moleculer
- * registers protected actions for local callers only, so a tasks node could not reach them in
- * cluster mode (see docs/payments.md).
- */
-const INTERNAL = "public" as const;
 
 const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
 const TASK_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };

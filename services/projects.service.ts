@@ -40,6 +40,7 @@ import type { SandboxActor, SandboxState } from "../src/projects/sandbox";
 import { fileResponseHeaders } from "../src/projects/serving";
 import { unifiedDiff } from "../src/projects/textdiff";
 import type { UnifiedDiffKind } from "../src/projects/textdiff";
+import type { Ctx } from "../src/kit/service";
 
 const LIST_MAX = 100;
 /** Parsed manifests kept per process; at the 10,000-file limit one is a few MB. */
@@ -53,16 +54,6 @@ function* chunksOf(data: Buffer, size: number): Generator<Buffer> {
 
 export const VERSION_CREATED = "projects.version.created";
 export const SANDBOX_CHANGED = "projects.sandbox.changed";
-
-interface Meta {
-	user?: AuthUser | null;
-	idempotencyKey?: string;
-	$responseType?: string;
-	$responseHeaders?: Record<string, string>;
-	$location?: string;
-}
-
-type Ctx<P> = Context<P, Meta>;
 
 export interface CommitInput {
 	projectId: string;

@@ -35,16 +35,8 @@ import {
 } from "../src/tasks/scheduling";
 import { TaskStore, type PreparedTask, type TaskRow } from "../src/tasks/store";
 import type { TaskStateEvent } from "../src/tasks/stream-hub";
+import { INTERNAL, type Ctx } from "../src/kit/service";
 
-type Meta = { user?: AuthUser | null; idempotencyKey?: string; $statusCode?: number };
-type Ctx<P = Record<string, never>> = Context<P, Meta>;
-
-/**
- * Service-to-service actions (workers, operators). "public", not "protected": Moleculer registers
- * protected actions for local callers only, and the ai workers and the REPL run on other nodes.
- * The gateway cannot reach them (it publishes only `published` actions).
- */
-const INTERNAL = "public" as const;
 const UUID = { type: "uuid" } as const;
 const SETTLE_GRACE_MS = 5_000;
 /** How long a hold intent may stay without its task before its hold counts as orphaned: well past any reserve call still in flight. */

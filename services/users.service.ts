@@ -50,7 +50,7 @@ import {
 	parseApiKey,
 	sha256
 } from "../src/users/tokens";
-import type { Meta } from "./api.service";
+import type { RequestMeta, Ctx } from "../src/kit/service";
 
 const ROLES: Role[] = ["user", "admin", "operator"];
 const ADDRESS_PATTERN = /^0x[0-9a-fA-F]{40}$/;
@@ -62,7 +62,6 @@ const PRUNE_AFTER_S = 7 * 86_400;
 const BALANCE_REFRESH_MIN_INTERVAL_MS = 5_000;
 
 /** `$location`: moleculer-web's Location header for 201 answers. */
-type Ctx<P = Record<string, never>> = Context<P, Meta & { $location?: string }>;
 
 export interface TokenPair {
 	accessToken: string;
@@ -116,7 +115,11 @@ interface UsersThis extends Service {
 	balances: ForgeBalanceReader | null;
 	pruneTimer: NodeJS.Timeout | null;
 	invalidator: UserCacheInvalidator;
-	issueSession(user: Pick<UserRow, "id" | "role">, method: SessionRow["method"], meta: Meta): Promise<TokenPair>;
+	issueSession(
+		user: Pick<UserRow, "id" | "role">,
+		method: SessionRow["method"],
+		meta: RequestMeta
+	): Promise<TokenPair>;
 	verifySiweProof(params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof>;
 	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
 	forgetAllSessions(userId: string): Promise<void>;
@@ -446,7 +449,7 @@ const UsersService: UsersSchema = {
 					await this.forget(user.id, ended);
 					return { revoked: ended.length };
 				}
-				let target: { sessionId: string; userId: string } | null = null;
+				let target: { sessionId: string; userId: string } | null;
 				if (ctx.params.refreshToken)
 					target = await this.store.sessionOfRefreshToken(sha256(ctx.params.refreshToken));
 				else if (user?.sid) target = { sessionId: user.sid, userId: user.id };
@@ -1022,7 +1025,7 @@ const UsersService: UsersSchema = {
 			this: UsersThis,
 			user: Pick<UserRow, "id" | "role">,
 			method: SessionRow["method"],
-			meta: Meta
+			meta: RequestMeta
 		): Promise<TokenPair> {
 			const refresh = newRefreshToken();
 			const { sessionId, refreshExpiresAt } = await this.store.createSession({

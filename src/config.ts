@@ -13,6 +13,7 @@ import { ProjectsConfig, loadProjectsConfig } from "./projects/config";
 import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
 import { TasksConfig, loadTasksConfig } from "./tasks/config";
 import { AiConfig, loadAiConfig } from "./ai/config";
+import type { Env, EnvReader } from "./env-reader";
 
 export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -68,8 +69,6 @@ export interface Config {
 	ai: AiConfig;
 }
 
-type Env = Record<string, string | undefined>;
-
 export class ConfigError extends Error {
 	constructor(public readonly problems: string[]) {
 		super(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
@@ -101,18 +100,6 @@ function parseJwtKeys(raw: string | undefined, problems: string[]): JwtKey[] {
 		keys.push({ kid, secret });
 	}
 	return keys;
-}
-
-/** Typed readers over the environment; each records a problem naming the variable instead of throwing. */
-export interface EnvReader {
-	env: Env;
-	problems: string[];
-	str(name: string, def: string): string;
-	optStr(name: string): string | null;
-	optUrl(name: string, schemes: string[]): string | null;
-	int(name: string, def: number, min: number, max: number): number;
-	bool(name: string, def: boolean): boolean;
-	oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T;
 }
 
 /** Reads and validates the configuration. Throws ConfigError listing every bad variable. */

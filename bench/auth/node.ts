@@ -4,7 +4,7 @@
  */
 import http from "node:http";
 import { loadConfig } from "../../src/config";
-import { createNode } from "../../src/runtime/node";
+import { createNode } from "../../app/node";
 
 async function main() {
 	const node = await createNode(loadConfig());

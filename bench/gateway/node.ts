@@ -9,7 +9,7 @@ import http from "node:http";
 import { ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { loadConfig } from "../../src/config";
-import { createNode } from "../../src/runtime/node";
+import { createNode } from "../../app/node";
 import { createApiService } from "../../services/api.service";
 
 const Greeter: ServiceSchema = {

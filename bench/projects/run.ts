@@ -17,7 +17,7 @@ import path from "node:path";
 import { Client } from "pg";
 import { loadConfig } from "../../src/config";
 import { signAccessToken } from "../../src/auth/jwt";
-import { createNode } from "../../src/runtime/node";
+import { createNode } from "../../app/node";
 import { machine } from "../support/machine";
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);

@@ -11,7 +11,7 @@
  * uses it only when `AI_DEV_PROVIDER=true`, so a misconfigured cluster never answers from it
  * silently.
  */
-import type { EnvReader } from "../config";
+import type { EnvReader } from "../env-reader";
 import { CATALOG, ProviderKind } from "./catalog";
 
 export interface DeploymentConfig {

@@ -7,7 +7,7 @@
  *   ai-capacity                  worker slots and busy slots per node
  */
 import type { ServiceBroker } from "moleculer";
-import type { ReplCommand } from "../repl/commands";
+import type { ReplCommand } from "../repl/command";
 import type { DeploymentHealth } from "./router";
 
 function aiNodes(broker: ServiceBroker): string[] {

@@ -10,15 +10,7 @@ import type { AiConfig } from "./config";
 import { CatalogModel, findModel } from "./catalog";
 import { parseCodeOutput, toChangeOps } from "./code-output";
 import { GenerationError, GenerationResult, ModelUsage, generate } from "./generate";
-import {
-	BYTES_PER_TOKEN,
-	PrepareError,
-	TaskKind,
-	buildMessages,
-	prepareTask,
-	servedModels,
-	worstCaseTokens
-} from "./prompt";
+import { BYTES_PER_TOKEN, PrepareError, buildMessages, prepareTask, servedModels, worstCaseTokens } from "./prompt";
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
 

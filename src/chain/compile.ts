@@ -108,6 +108,7 @@ function runSolc(root: string, sources: Record<string, { content: string }>): Fo
 		}
 	};
 	// Loaded lazily: requiring solc-js costs ~300 ms, which a cache hit should not pay.
+	// eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy require keeps the cost off cache hits
 	const solc = require("solc") as SolcModule;
 	const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports })) as SolcOutput;
 	const errors = (output.errors ?? []).filter(e => e.severity === "error");

@@ -2,7 +2,7 @@
  * OpenAPI 3.1 document generated from the gateway's route declarations and the fastest-validator
  * param schemas of the actions they call (read from Moleculer's registry, so remote services count).
  */
-import type { RouteSpec } from "../../services/api/routes";
+import type { RouteSpec } from "./route-spec";
 
 type Json = Record<string, unknown>;
 type FvRule = string | Json | Json[];

@@ -75,7 +75,7 @@ export class ForgeChain {
 		const payments: PaymentLog[] = [];
 		for (const log of r.logs) {
 			if (log.topics[0] !== this.paymentTopic) continue;
-			let parsed: ethers.LogDescription | null = null;
+			let parsed: ethers.LogDescription | null;
 			try {
 				parsed = this.iface.parseLog(log);
 			} catch {

@@ -1,5 +1,5 @@
 /** The payments service's settings, read from the environment (documented in docs/payments.md). */
-import type { EnvReader } from "../config";
+import type { EnvReader } from "../env-reader";
 import { STAKE_MIN_HOLDING_MS } from "../domain/tiers";
 
 export interface StripeSettings {

@@ -185,7 +185,7 @@ export class CryptoPayments {
 			userId
 		]);
 		if (!row) throw NotFound("Payment");
-		let head: number | null = null;
+		let head: number | null;
 		try {
 			head = await this.chain.head();
 		} catch {

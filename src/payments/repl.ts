@@ -5,7 +5,7 @@
  * actions over the transporter, so a REPL node needs no local services.
  */
 import os from "node:os";
-import type { ReplCommand } from "../repl/commands";
+import type { ReplCommand } from "../repl/command";
 
 const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 

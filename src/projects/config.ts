@@ -1,5 +1,5 @@
 /** The projects service's settings, read from the environment (documented in docs/projects.md). */
-import type { EnvReader } from "../config";
+import type { EnvReader } from "../env-reader";
 import { DEFAULT_CHANGESET_LIMITS } from "./changeset";
 import type { ChangeSetLimits } from "./changeset";
 

@@ -45,12 +45,14 @@ export const MAX_SEGMENT_BYTES = 255;
 export const MAX_PATH_DEPTH = 32;
 
 const LONE_SURROGATE = /\p{Cs}/u;
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001F\u007F-\u009F]/u;
 const BIDI_CONTROL = /\p{Bidi_Control}/u;
 const INVISIBLE = /\p{Default_Ignorable_Code_Point}/u;
 const LINE_SEPARATOR = /[\u2028\u2029]/u;
 const NONCHARACTER = /\p{Noncharacter_Code_Point}/u;
 /** Slash look-alikes whose NFKC form is themselves, so rule 6's NFKC test misses them. */
+// eslint-disable-next-line no-misleading-character-class -- the combining overlays (U+0337, U+0338, U+20E5) are listed on purpose, each alone
 const SLASH_LOOKALIKE = /[\u0337\u0338\u1735\u2044\u20E5\u2215\u2216\u2571\u2572\u27CB\u27CD\u29F5\u29F8\u29F9]/u;
 const NFKC_SYNTAX = /[/.\\]/;
 const DRIVE_PREFIX = /^[A-Za-z]:/;

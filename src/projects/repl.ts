@@ -9,7 +9,7 @@
  *   projects-sweep                            run the sandbox-timeout and purge sweep now
  */
 import type { ServiceBroker } from "moleculer";
-import type { ReplCommand } from "../repl/commands";
+import type { ReplCommand } from "../repl/command";
 
 interface InspectResult {
 	project: {

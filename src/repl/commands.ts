@@ -2,24 +2,12 @@
  * Operator REPL commands (moleculer-repl custom commands). Each domain exports its own list from
  * src/<svc>/repl.ts; they call actions over the transporter, so a REPL node needs no local services.
  */
-import type { ServiceBroker } from "moleculer";
 import { aiReplCommands } from "../ai/repl";
 import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
 import { tasksReplCommands } from "../tasks/repl";
 import { usersReplCommands } from "../users/repl";
-
-export interface ReplCommand {
-	command: string;
-	description: string;
-	alias?: string | string[];
-	options?: Array<{ option: string; description: string }>;
-	action(
-		broker: ServiceBroker,
-		args: Record<string, unknown> & { options: Record<string, unknown> },
-		helpers?: unknown
-	): Promise<void> | void;
-}
+import type { ReplCommand } from "./command";
 
 const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 

@@ -14,6 +14,7 @@ import { MemoryEventBus } from "../events/memory-bus";
 import { OutboxRelay } from "../events/outbox";
 import { EventBus } from "../events/types";
 import { KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore } from "./kv";
+import { elapsedMs } from "../kit/timing";
 
 export interface Logger {
 	info(...a: unknown[]): void;
@@ -136,7 +137,7 @@ export class Runtime {
 					fn(),
 					new Promise((_, rej) => setTimeout(() => rej(new Error("timeout after 2000 ms")), 2000).unref())
 				]);
-				return { name, ok: true, latencyMs: Math.round((performance.now() - t) * 10) / 10 };
+				return { name, ok: true, latencyMs: elapsedMs(t) };
 			} catch (err) {
 				return { name, ok: false, error: (err as Error).message };
 			}

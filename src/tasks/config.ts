@@ -1,5 +1,5 @@
 /** The tasks service's settings, read from the environment (listed in .env.example and docs/tasks.md). */
-import type { EnvReader } from "../config";
+import type { EnvReader } from "../env-reader";
 import { TIERS, TIER_ORDER, type AdmissionThresholds, type TierName } from "../domain/tiers";
 
 export interface TasksConfig {

@@ -9,7 +9,7 @@
  *   tasks-drain <nodeID> [--undo]  stop (or resume) leasing to an ai node; its in-flight tasks finish
  */
 import type { ServiceBroker } from "moleculer";
-import type { ReplCommand } from "../repl/commands";
+import type { ReplCommand } from "../repl/command";
 
 const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 

@@ -4,8 +4,7 @@
  * Server-Sent Events wire format.
  */
 import { createHash } from "node:crypto";
-import { TIERS, TIER_ORDER, type TierName, type TierTable, tierConcurrencyCap } from "../domain/tiers";
-import type { RunningSummary } from "./scheduling";
+import type { TierName } from "../domain/tiers";
 
 export const TASK_STATES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type TaskState = (typeof TASK_STATES)[number];

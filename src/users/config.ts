@@ -1,5 +1,5 @@
 /** The users service's settings, read from the environment (documented in docs/users.md). */
-import type { EnvReader } from "../config";
+import type { EnvReader } from "../env-reader";
 
 export interface ThrottleRule {
 	/** Failures allowed before delays start. */

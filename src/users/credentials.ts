@@ -66,7 +66,7 @@ export class PasswordHasher {
 	 */
 	async verify(hash: string | null, password: string): Promise<boolean> {
 		const target = hash ?? (await this.dummyHash());
-		let ok = false;
+		let ok: boolean;
 		try {
 			ok = await argon2.verify(target, password);
 		} catch {

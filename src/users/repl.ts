@@ -5,7 +5,7 @@
  */
 import type { ServiceBroker } from "moleculer";
 import type { AuthUser } from "../auth/user";
-import type { ReplCommand } from "../repl/commands";
+import type { ReplCommand } from "../repl/command";
 import { isUuid } from "./tier-facts";
 
 /** Who the REPL acts as: read access to the admin listing (operators may look, not change). */

@@ -5,7 +5,7 @@
  */
 import { Errors, ServiceSchema } from "moleculer";
 import { loadConfig } from "../../src/config";
-import { createNode } from "../../src/runtime/node";
+import { createNode } from "../../app/node";
 import { createApiService } from "../../services/api.service";
 import { PROBE_ROUTES } from "../support/fixtures";
 

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { bearerFor, createTestDatabase, NATS_URL, startTestNode, TestDatabase, uniqueId } from "../support/env";
-import type { ForgeNode } from "../../src/runtime/node";
+import type { ForgeNode } from "../../app/node";
 import { binary, client, expectError, text } from "../integration/projects/http";
 
 let db: TestDatabase;

@@ -87,7 +87,7 @@ test("two worker nodes and two tasks replicas: no double run; a killed worker's 
 			method,
 			headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
 			body: body ? JSON.stringify(body) : undefined
-		}).then(async r => ({ status: r.status, body: (await r.json()) as Record<string, any> })); // eslint-disable-line @typescript-eslint/no-explicit-any -- checked field by field
+		}).then(async r => ({ status: r.status, body: (await r.json()) as Record<string, any> }));
 
 	// Both workers' capacity is visible to tasks (2 × 2 slots).
 	await waitFor(

@@ -4,7 +4,7 @@
  * (its runs are recorded in Redis so the test can check that no task ran twice at once).
  */
 import { loadConfig } from "../../src/config";
-import { createNode } from "../../src/runtime/node";
+import { createNode } from "../../app/node";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { fakeAiWorker } from "../support/fake-ai-worker";
 import type { ServiceSchema } from "moleculer";

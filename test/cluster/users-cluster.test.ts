@@ -6,7 +6,7 @@
  */
 import { QueryTypes } from "sequelize";
 import { createTestDatabase, NATS_URL, startTestNode, uniqueId, type TestDatabase } from "../support/env";
-import type { ForgeNode } from "../../src/runtime/node";
+import type { ForgeNode } from "../../app/node";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { expectError, httpClient } from "../integration/users/http";
 

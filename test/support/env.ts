@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { Client } from "pg";
 import type { ServiceSchema } from "moleculer";
 import { Config, ServiceName, loadConfig } from "../../src/config";
-import { ForgeNode, createNode } from "../../src/runtime/node";
+import { ForgeNode, createNode } from "../../app/node";
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/0";

@@ -1,8 +1,8 @@
 /** Fixture services for foundation tests: a validated, authenticated echo and a durable-event ledger. */
 import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import type { RouteSpec } from "../../services/api/routes";
-import { durableEvents } from "../../mixins/durable-events.mixin";
+import type { RouteSpec } from "../../src/http/route-spec";
+import { durableEvents, type DurableThis } from "../../mixins/durable-events.mixin";
 import { runtimeOf } from "../../src/runtime/runtime";
 
 export const PROBE_ROUTES: RouteSpec[] = [
@@ -124,7 +124,7 @@ export function ledgerFixture(opts: { failTimes?: number; failAlways?: boolean }
 			credit: {
 				params: { account: "string", amount: "number|integer" },
 				async handler(
-					this: { publishDurable: Function; broker: import("moleculer").ServiceBroker },
+					this: { publishDurable: DurableThis["publishDurable"]; broker: import("moleculer").ServiceBroker },
 					ctx: Context<{ account: string; amount: number }>
 				) {
 					const seq = runtimeOf(this.broker).sequelize;

@@ -1,5 +1,5 @@
 /** REST routes of the ai service (see docs/ai.md). Tasks are submitted through the tasks routes. */
-import type { RouteSpec } from "../routes";
+import type { RouteSpec } from "../../../src/http/route-spec";
 
 export function aiRoutes(): RouteSpec[] {
 	const tag = "ai";

@@ -1,5 +1,5 @@
 /** REST routes of the payments service (billing, card and FORGE payments, staking). */
-import type { RouteSpec } from "../routes";
+import type { RouteSpec } from "../../../src/http/route-spec";
 
 const tag = "billing";
 

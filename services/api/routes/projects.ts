@@ -1,5 +1,5 @@
 /** REST routes of the projects service (see docs/projects.md). */
-import type { RouteSpec } from "../routes";
+import type { RouteSpec } from "../../../src/http/route-spec";
 
 const tag = "projects";
 

@@ -16,7 +16,7 @@ import {
 } from "../../../src/tasks/rules";
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../../../src/tasks/stream-hub";
 import { streamSlotsOf } from "../../../src/tasks/stream-slots";
-import type { RouteSpec } from "../routes";
+import type { RouteSpec } from "../../../src/http/route-spec";
 
 const tag = "tasks";
 

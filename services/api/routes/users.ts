@@ -1,5 +1,5 @@
 /** REST routes of the users service: /auth/*, /users/*, /admin/users* (see docs/users.md). */
-import type { RouteSpec } from "../routes";
+import type { RouteSpec } from "../../../src/http/route-spec";
 
 export function usersRoutes(): RouteSpec[] {
 	const tag = "users";

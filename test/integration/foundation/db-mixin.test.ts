@@ -6,7 +6,7 @@
 import { DataTypes, QueryTypes, Sequelize } from "sequelize";
 import type { Context, ServiceSchema } from "moleculer";
 import { dbMixin, DbThis } from "../../../mixins/db.mixin";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 
 let db: TestDatabase;

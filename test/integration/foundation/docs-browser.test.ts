@@ -5,7 +5,7 @@
  */
 import { chromium, Browser } from "playwright-core";
 import { createApiService } from "../../../services/api.service";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { PROBE_ROUTES, ProbeService } from "../../support/fixtures";
 

@@ -2,7 +2,7 @@
 import { createApiService } from "../../../services/api.service";
 import { PROBE_ROUTES, ProbeService } from "../../support/fixtures";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };

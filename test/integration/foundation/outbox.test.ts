@@ -4,7 +4,7 @@
  */
 import { QueryTypes } from "sequelize";
 import { AmqpEventBus } from "../../../src/events/amqp-bus";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { AMQP_URL, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { ledgerFixture } from "../../support/fixtures";
 import { startTcpProxy, TcpProxy } from "../../support/tcp-proxy";

@@ -5,7 +5,7 @@
 import { ServiceBroker } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { NATS_URL, bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { Ledger } from "../../../src/payments/ledger";
 
 let db: TestDatabase;

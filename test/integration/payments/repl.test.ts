@@ -3,7 +3,7 @@ import { QueryTypes } from "sequelize";
 import { paymentsReplCommands } from "../../../src/payments/repl";
 import { createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { startStripeFake, StripeFake } from "../../support/stripe-fake";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };

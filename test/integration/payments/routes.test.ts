@@ -3,7 +3,7 @@
  * RPC URL): bad inputs in the contract's error shape, 503s that say what is missing, ownership.
  */
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };

@@ -8,7 +8,7 @@
 import { QueryTypes } from "sequelize";
 import type { ForgeChain, RawStakeLog } from "../../../src/payments/chain";
 import { StakeIndexer } from "../../../src/payments/stake-indexer";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 
 let db: TestDatabase;

@@ -19,7 +19,7 @@ import {
 } from "../../../src/chain/deploy";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { startDevChain, DevChain } from "../../support/devchain";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 
 const CONFIRMATIONS = 2;
 const COOLDOWN_S = 3600;

@@ -5,7 +5,7 @@
 import { QueryTypes } from "sequelize";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { FakeEvent, startStripeFake, StripeFake } from "../../support/stripe-fake";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };

@@ -4,7 +4,7 @@
  * creates a project, submits a code task, watches it over SSE, and ends with a new project version
  * written by the model and a ledger where exactly the task's cost was spent once.
  */
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { startFakeOpenAI } from "../../support/fake-openai";
 import type { FakeServer } from "../../support/fake-llm-server";

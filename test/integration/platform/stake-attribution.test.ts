@@ -13,7 +13,7 @@ import {
 	forgeChainEnv,
 	type ForgeDeployment
 } from "../../../src/chain/deploy";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm, chmod, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { sha256Hex } from "../../../src/projects/hash";
 import { binary, client } from "./http";
 

@@ -5,7 +5,7 @@ export interface HttpResult {
 	status: number;
 	headers: Headers;
 	/** Parsed JSON body when the body is JSON (tests check it field by field). */
-	// eslint-disable-next-line @typescript-eslint/no-explicit-any
+
 	json: any;
 	bytes: Buffer;
 }

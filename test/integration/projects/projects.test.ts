@@ -5,7 +5,7 @@
 import type { ServiceSchema } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { binary, client, expectError, text } from "./http";
 
 let db: TestDatabase;
@@ -486,8 +486,8 @@ describe("internal actions for other services", () => {
 });
 
 describe("REPL commands", () => {
-	// eslint-disable-next-line @typescript-eslint/no-require-imports
 	const { projectsReplCommands } =
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		require("../../../src/projects/repl") as typeof import("../../../src/projects/repl");
 	const run = async (
 		name: string,

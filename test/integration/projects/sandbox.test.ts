@@ -4,7 +4,7 @@
  */
 import { QueryTypes } from "sequelize";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { client, expectError, text } from "./http";
 
 let db: TestDatabase;

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { Client } from "pg";
 import { QueryTypes } from "sequelize";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { sha256Hex } from "../../../src/projects/hash";
 import { binary, client, expectError, text } from "./http";
 

@@ -56,7 +56,6 @@ export interface ApiResult<T = Record<string, unknown>> {
 	body: T;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- test bodies are checked field by field
 export async function api<T = any>(
 	node: TestNode,
 	method: string,

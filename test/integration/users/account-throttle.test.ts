@@ -7,7 +7,7 @@
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { AccountGuessLimiter } from "../../../src/users/throttle";
 import { createTestDatabase, startTestNode, REDIS_URL, uniqueId, type TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient, type HttpResult } from "./http";
 
 jest.setTimeout(60_000);

@@ -8,12 +8,12 @@ import argon2 from "argon2";
 import { getAddress } from "viem";
 import { QueryTypes } from "sequelize";
 import type { ServiceSchema } from "moleculer";
-import { durableEvents } from "../../../mixins/durable-events.mixin";
+import { durableEvents, type DurableThis } from "../../../mixins/durable-events.mixin";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { ProgressiveThrottle } from "../../../src/users/throttle";
 import { usersReplCommands } from "../../../src/users/repl";
 import { createTestDatabase, startTestNode, REDIS_URL, uniqueId, type TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient, type HttpResult } from "./http";
 
 jest.setTimeout(60_000);
@@ -32,7 +32,7 @@ const paymentsFixture: ServiceSchema = {
 		publish: {
 			params: { topic: "string", payload: "object" },
 			async handler(
-				this: { publishDurable: Function; broker: import("moleculer").ServiceBroker },
+				this: { publishDurable: DurableThis["publishDurable"]; broker: import("moleculer").ServiceBroker },
 				ctx: import("moleculer").Context<{ topic: string; payload: object }>
 			) {
 				return runtimeOf(this.broker).sequelize.transaction(tx =>

@@ -3,7 +3,7 @@ export interface HttpResult {
 	status: number;
 	headers: Headers;
 	// The body is checked field by field by each test.
-	// eslint-disable-next-line @typescript-eslint/no-explicit-any
+
 	json: any;
 	text: string;
 	ms: number;

@@ -15,7 +15,7 @@ import {
 	forgeChainEnv,
 	type ForgeDeployment
 } from "../../../src/chain/deploy";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "../../support/env";

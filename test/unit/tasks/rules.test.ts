@@ -1,4 +1,3 @@
-import { TIER_ORDER, type TierName } from "../../../src/domain/tiers";
 import {
 	afterFailure,
 	afterLeaseExpiry,
@@ -10,29 +9,6 @@ import {
 	sseFrame,
 	stateEventName
 } from "../../../src/tasks/rules";
-import { pickNext, rankQueue, type QueuedTask, type RunningSummary } from "../../../src/tasks/scheduling";
-
-function seeded(seed: number) {
-	let s = seed >>> 0;
-	return () => {
-		s = (s * 1664525 + 1013904223) >>> 0;
-		return s / 2 ** 32;
-	};
-}
-
-function mix(seed: number, n: number): QueuedTask[] {
-	const rnd = seeded(seed);
-	const t0 = 1_800_000_000_000;
-	return Array.from({ length: n }, (_, i) => ({
-		id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
-		userId: `u${Math.floor(rnd() * 8)}`,
-		tier: TIER_ORDER[Math.floor(rnd() * 4)] as TierName,
-		enqueuedAt: t0 + Math.floor(rnd() * 300_000),
-		boostMs: Math.floor(rnd() * 200_000),
-		attempts: 0,
-		estimatedRunMs: 1000
-	}));
-}
 
 describe("state rules", () => {
 	test("an expired lease re-queues, unless cancel was asked or attempts are used up", () => {

@@ -6,12 +6,12 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ServiceBroker, ServiceSchema } from "moleculer";
-import { brokerOptions } from "../../moleculer.config";
-import { Config, ServiceName } from "../config";
-import { startEmbeddedPostgres, EmbeddedPg } from "./embedded-postgres";
-import { Runtime, attachRuntime } from "./runtime";
+import { brokerOptions } from "../moleculer.config";
+import { Config, ServiceName } from "../src/config";
+import { startEmbeddedPostgres, EmbeddedPg } from "../src/runtime/embedded-postgres";
+import { Runtime, attachRuntime } from "../src/runtime/runtime";
 import { SERVICE_MODULES, DB_SERVICES } from "./services";
-import OpsService from "../../services/ops.service";
+import OpsService from "../services/ops.service";
 
 export interface ForgeNode {
 	broker: ServiceBroker;
