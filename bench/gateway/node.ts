@@ -11,6 +11,7 @@ import ApiGateway from "moleculer-web";
 import { loadConfig } from "../../src/config";
 import { createNode } from "../../app/node";
 import { createApiService } from "../../services/api.service";
+import { Type } from "@sinclair/typebox";
 
 const Greeter: ServiceSchema = {
 	name: "greeter",
@@ -71,6 +72,7 @@ async function main() {
 									method: "GET",
 									path: "/hello",
 									action: "greeter.hello",
+									response: Type.Object({ hello: Type.String({ maxLength: 64 }) }),
 									auth: "required",
 									summary: "Hello",
 									tag: "bench"

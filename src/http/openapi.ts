@@ -2,7 +2,9 @@
  * OpenAPI 3.1 document generated from the gateway's route declarations and the fastest-validator
  * param schemas of the actions they call (read from Moleculer's registry, so remote services count).
  */
-import type { RouteSpec } from "./route-spec";
+import type { TSchema } from "@sinclair/typebox";
+import type { ErrorStatus, RouteSpec } from "./route-spec";
+import { ErrorBody } from "./schema";
 
 type Json = Record<string, unknown>;
 type FvRule = string | Json | Json[];
@@ -103,18 +105,163 @@ export function objectSchema(params: Json): { properties: Json; required?: strin
 	return required.length ? { properties, required } : { properties };
 }
 
-const ERROR_SCHEMA = {
-	type: "object",
-	required: ["error", "requestId"],
-	properties: {
-		error: {
-			type: "object",
-			required: ["code", "message"],
-			properties: { code: { type: "string" }, message: { type: "string" }, details: {} }
-		},
-		requestId: { type: "string" }
+const ERROR_DESCRIPTIONS: Record<string, string> = {
+	"400": "Bad request (malformed JSON, bad header)",
+	"401": "Missing, invalid or expired credentials",
+	"402": "Not enough credits",
+	"403": "Signed in but not allowed",
+	"404": "Not found (or not visible to the caller)",
+	"409": "Conflicts with the current state",
+	"413": "Request body too large",
+	"415": "Body is not JSON (UTF-8)",
+	"422": "Some fields are invalid",
+	"429": "Rate limited; retry after Retry-After seconds",
+	"500": "Internal error (no internals are shown)",
+	"503": "A dependency is down or overloaded; retry after Retry-After seconds"
+};
+
+const STRING = { type: "string" } as const;
+const HEADERS = {
+	"X-Request-Id": {
+		description: "The request's id (echoed when the client sent a valid one)",
+		schema: { ...STRING, maxLength: 128 }
+	},
+	RateLimit: {
+		description: "Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers)",
+		schema: { ...STRING, maxLength: 512 }
+	},
+	"RateLimit-Policy": {
+		description: "Quota policies that apply: name, quota (q) and window in seconds (w)",
+		schema: { ...STRING, maxLength: 512 }
+	},
+	"Access-Control-Allow-Origin": {
+		description: "Present for allowed cross-origin callers (CORS_ORIGINS)",
+		schema: { ...STRING, maxLength: 2048 }
 	}
 };
+const RETRY_AFTER = {
+	description: "Seconds to wait",
+	schema: { type: "integer", format: "int32", minimum: 1, maximum: 86400 }
+};
+
+/**
+ * Fills the bounds a request schema leaves open with the ones the gateway enforces anyway: no string,
+ * array or number in a body can be larger than the body limit, none in a query string longer than a
+ * URL. Integers get int64 and the safe-integer range.
+ */
+export function bounded(schema: unknown, maxLength: number): unknown {
+	if (Array.isArray(schema)) return schema.map(s => bounded(s, maxLength));
+	if (!schema || typeof schema !== "object") return schema;
+	const s: Json = {};
+	for (const [k, v] of Object.entries(schema as Json))
+		s[k] =
+			k === "properties" || k === "patternProperties"
+				? Object.fromEntries(Object.entries(v as Json).map(([pk, pv]) => [pk, bounded(pv, maxLength)]))
+				: typeof v === "object"
+					? bounded(v, maxLength)
+					: v;
+	if (s.type === "string" && s.maxLength == null && s.enum == null && s.const == null) s.maxLength = maxLength;
+	if (s.type === "array" && s.maxItems == null) s.maxItems = maxLength;
+	if (s.type === "integer") {
+		s.format ??= "int64";
+		s.minimum ??= Number.MIN_SAFE_INTEGER;
+		s.maximum ??= Number.MAX_SAFE_INTEGER;
+	}
+	return s;
+}
+
+/** Moves every schema with an `$id` into `components.schemas` and points at it (a named type for clients). */
+function hoist(schema: unknown, components: Record<string, unknown>): unknown {
+	if (Array.isArray(schema)) return schema.map(s => hoist(s, components));
+	if (!schema || typeof schema !== "object") return schema;
+	const out: Json = {};
+	for (const [k, v] of Object.entries(schema as Json)) out[k] = hoist(v, components);
+	if (typeof out.$id === "string") {
+		const id = out.$id;
+		delete out.$id;
+		const known = components[id];
+		if (known && JSON.stringify(known) !== JSON.stringify(out))
+			throw new Error(`openapi: two different schemas are named ${id}`);
+		components[id] = out;
+		return { $ref: `#/components/schemas/${id}` };
+	}
+	return out;
+}
+
+/** The codes the gateway itself answers with, per status, for a route of this kind. */
+function gatewayCodes(r: RouteSpec, hasBody: boolean): Record<string, string[]> {
+	const codes: Record<string, string[]> = {
+		"400": hasBody ? ["MALFORMED_JSON", "BAD_REQUEST"] : ["BAD_REQUEST"],
+		"422": ["VALIDATION_ERROR"],
+		"429": ["RATE_LIMITED"],
+		"500": ["INTERNAL_ERROR"],
+		"503": ["SERVICE_UNAVAILABLE", "UPSTREAM_TIMEOUT", "OVERLOADED"]
+	};
+	if (r.auth !== "none") codes["401"] = ["UNAUTHORIZED", "INVALID_TOKEN", "INVALID_API_KEY"];
+	// Scopes (API keys narrower than the role), roles, per-resource rights.
+	if (r.auth !== "none") codes["403"] = ["FORBIDDEN", "INSUFFICIENT_SCOPE"];
+	if (/[:*]/.test(r.path)) codes["404"] = ["NOT_FOUND"];
+	if (hasBody) {
+		codes["413"] = ["PAYLOAD_TOO_LARGE"];
+		codes["415"] = ["UNSUPPORTED_MEDIA_TYPE"];
+	}
+	return codes;
+}
+/** Statuses only the gateway produces: their codes are always known. */
+const GATEWAY_ONLY = new Set(["401", "413", "415", "500"]);
+
+function errorResponse(status: string, codes: string[] | null): Json {
+	const schema = codes
+		? {
+				allOf: [
+					{ $ref: "#/components/schemas/Error" },
+					{
+						type: "object",
+						properties: {
+							error: {
+								type: "object",
+								properties: { code: { type: "string", enum: [...new Set(codes)], maxLength: 64 } }
+							}
+						}
+					}
+				]
+			}
+		: { $ref: "#/components/schemas/Error" };
+	const headers: Json = { "X-Request-Id": HEADERS["X-Request-Id"] };
+	if (status.startsWith("4")) {
+		headers.RateLimit = HEADERS.RateLimit;
+		headers["RateLimit-Policy"] = HEADERS["RateLimit-Policy"];
+	}
+	if (status === "429" || status === "503") headers["Retry-After"] = RETRY_AFTER;
+	headers["Access-Control-Allow-Origin"] = HEADERS["Access-Control-Allow-Origin"];
+	return {
+		description: ERROR_DESCRIPTIONS[status] ?? "Error",
+		headers,
+		content: { "application/json": { schema } }
+	};
+}
+
+/** SSE: each event's `data` is JSON; the stream is documented as the list of its frames. */
+function sseSchema(events: Record<string, TSchema>): Json {
+	return {
+		type: "array",
+		maxItems: 1_000_000,
+		description:
+			"A text/event-stream. Each frame has `event: <name>`, `id: <version>:<seq>` and one `data:` line of JSON; the items below list the event types and their data.",
+		items: {
+			oneOf: Object.entries(events).map(([name, data]) => ({
+				type: "object",
+				title: name,
+				required: ["event", "data"],
+				properties: {
+					event: { type: "string", const: name },
+					id: { type: "string", pattern: "^[0-9]+:[0-9]+$", maxLength: 40 },
+					data
+				}
+			}))
+		}
+	};
+}
 
 export function buildOpenApi(opts: {
 	routes: RouteSpec[];
@@ -122,7 +269,12 @@ export function buildOpenApi(opts: {
 	basePath: string;
 	version: string;
 	serverUrl: string;
+	/** Largest JSON body in characters (string bounds the action params leave open); default 1 MiB. */
+	bodyLimitChars?: number;
 }): Json {
+	const bodyMax = opts.bodyLimitChars ?? 1024 * 1024;
+	const QUERY_MAX = 8192;
+	const components: Record<string, unknown> = {};
 	const paths: Record<string, Json> = {};
 	for (const r of opts.routes) {
 		// `:name` parameters and path-to-regexp 8 wildcards (`*name`, which match across slashes).
@@ -135,15 +287,49 @@ export function buildOpenApi(opts: {
 			if (k.startsWith("$$") || pathParams.includes(k)) continue;
 			if (r.method === "GET" || r.method === "DELETE") {
 				const c = fvRuleToJsonSchema(rule as FvRule);
-				queryParams.push([k, c.schema, c.optional]);
+				queryParams.push([k, bounded(c.schema, QUERY_MAX) as Json, c.optional]);
 			} else bodyParams[k] = rule;
 		}
+		const pathParamSchema = (name: string): Json => {
+			const rule = params[name];
+			if (rule === undefined) return { type: "string", maxLength: QUERY_MAX };
+			return bounded(fvRuleToJsonSchema(rule as FvRule).schema, QUERY_MAX) as Json;
+		};
+		const hasBody = r.method !== "GET" && r.method !== "DELETE";
+		const known = gatewayCodes(r, hasBody);
+		for (const [status, codes] of Object.entries(r.errors ?? {}))
+			known[status] = [...(known[status] ?? []), ...(codes as string[])];
+		const admin = !!r.permissions?.length && !r.permissions.includes("user");
+		const successHeaders = {
+			"X-Request-Id": HEADERS["X-Request-Id"],
+			RateLimit: HEADERS.RateLimit,
+			"RateLimit-Policy": HEADERS["RateLimit-Policy"],
+			"Access-Control-Allow-Origin": HEADERS["Access-Control-Allow-Origin"]
+		};
+		const success: Json = r.stream
+			? {
+					description: "An event stream",
+					headers: successHeaders,
+					content: { "text/event-stream": { schema: sseSchema(r.events ?? {}) } }
+				}
+			: {
+					description: "Success",
+					headers: successHeaders,
+					content: { [r.contentType ?? "application/json"]: { schema: hoist(r.response, components) } }
+				};
+		const responses: Json = { [String(r.status ?? 200)]: success };
+		for (const s of r.alsoStatus ?? []) responses[String(s)] = success;
+		for (const status of Object.keys(known).sort())
+			responses[status] = errorResponse(
+				status,
+				r.errors?.[Number(status) as ErrorStatus] || GATEWAY_ONLY.has(status) ? known[status] : null
+			);
 		const op: Json = {
 			summary: r.summary,
 			tags: [r.tag],
-			operationId: `${r.method.toLowerCase()}${r.path.replace(/[/:{}-]+(\w)?/g, (_, c: string) => (c ? c.toUpperCase() : ""))}`,
+			operationId: `${r.method.toLowerCase()}${r.path.replace(/[/:{}*-]+(\w)?/g, (_, c: string) => (c ? c.toUpperCase() : ""))}`,
 			parameters: [
-				...pathParams.map(name => ({ name, in: "path", required: true, schema: { type: "string" } })),
+				...pathParams.map(name => ({ name, in: "path", required: true, schema: pathParamSchema(name) })),
 				...queryParams.map(([name, schema, optional]) => ({ name, in: "query", required: !optional, schema })),
 				...(r.idempotent
 					? [
@@ -151,53 +337,86 @@ export function buildOpenApi(opts: {
 								name: "Idempotency-Key",
 								in: "header",
 								required: false,
-								schema: { type: "string", maxLength: 128 }
+								schema: { type: "string", minLength: 8, maxLength: 128, pattern: "^[\\x21-\\x7e]+$" }
 							}
 						]
 					: [])
 			],
-			responses: {
-				[String(r.status ?? 200)]: {
-					description: "Success",
-					...(r.stream ? { content: { "text/event-stream": {} } } : {})
-				},
-				"4XX": {
-					description: "Client error",
-					content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } }
-				},
-				"503": {
-					description: "A dependency is down",
-					content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } }
-				}
-			}
+			responses
 		};
-		if (r.auth !== "none")
+		if (r.auth === "none") op.security = [];
+		else if (admin) op.security = [{ adminBearer: [] }, { adminApiKey: [] }];
+		else
 			op.security =
 				r.auth === "required" ? [{ bearer: [] }, { apiKey: [] }] : [{}, { bearer: [] }, { apiKey: [] }];
+		if (admin) op["x-admin"] = true;
 		if (Object.keys(bodyParams).length && r.body !== "raw")
 			op.requestBody = {
 				required: true,
-				content: { "application/json": { schema: { type: "object", ...objectSchema(bodyParams) } } }
+				content: {
+					"application/json": {
+						schema: bounded({ type: "object", ...objectSchema(bodyParams) }, bodyMax)
+					}
+				}
 			};
 		if (r.body === "raw")
-			op.requestBody = { required: true, content: { "application/json": { schema: { type: "object" } } } };
+			op.requestBody = {
+				required: true,
+				content: {
+					"application/json": {
+						schema: { type: "object", description: "The signed payload, passed on byte for byte" }
+					}
+				}
+			};
 		if (r.permissions?.length) op.description = `Roles: ${r.permissions.join(", ")}`;
 		paths[oaPath] = { ...(paths[oaPath] ?? {}), [r.method.toLowerCase()]: op };
 	}
+	hoist(ErrorBody, components);
 	return {
 		openapi: "3.1.0",
 		info: {
 			title: "ForgeFluid API",
 			version: opts.version,
-			description: "The ForgeFluid platform REST contract (v1)."
+			description: "The ForgeFluid platform REST contract (v1).",
+			license: { name: "Proprietary", identifier: "LicenseRef-ForgeFluid" }
 		},
-		servers: [{ url: opts.serverUrl }],
+		servers: [
+			{
+				url: opts.serverUrl,
+				description: "This deployment (production, staging or local: whichever host served the document)",
+				"x-internal": false
+			}
+		],
 		paths,
 		components: {
-			schemas: { Error: ERROR_SCHEMA },
+			schemas: components,
 			securitySchemes: {
-				bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" },
-				apiKey: { type: "apiKey", in: "header", name: "X-API-Key" }
+				bearer: {
+					type: "http",
+					scheme: "bearer",
+					bearerFormat: "JWT",
+					description:
+						"A short-lived access token (JWT, HS256, signed key id in `kid`; RFC8725 best practices) from /auth/login, /auth/register, /auth/refresh or /auth/siwe/verify"
+				},
+				apiKey: {
+					type: "apiKey",
+					in: "header",
+					name: "X-API-Key",
+					description: "A scoped API key (`ff_<id>_<secret>`)"
+				},
+				adminBearer: {
+					type: "http",
+					scheme: "bearer",
+					bearerFormat: "JWT",
+					description:
+						"An access token (JWT; RFC8725 best practices) of an account whose role is admin or operator (the route's Roles)"
+				},
+				adminApiKey: {
+					type: "apiKey",
+					in: "header",
+					name: "X-API-Key",
+					description: "An API key of an account whose role is admin or operator (the route's Roles)"
+				}
 			}
 		}
 	};

@@ -3,7 +3,11 @@
  * route modules and the OpenAPI generator all import it, and it imports none of them.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { TSchema } from "@sinclair/typebox";
 import type { Role } from "../auth/user";
+
+/** Statuses a route may declare error codes for (the gateway adds its own to each). */
+export type ErrorStatus = 400 | 401 | 402 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 503;
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
@@ -19,8 +23,25 @@ export interface RouteSpec {
 	permissions?: Role[];
 	summary: string;
 	tag: string;
+	/**
+	 * The success body's schema (TypeBox, src/http/schema.ts). The same value types the action's answer
+	 * (`Static<typeof X>`), is published in the OpenAPI document and is checked against every response
+	 * the integration tests see. For a stream route: the schema of the task it streams (see `events`).
+	 */
+	response: TSchema;
+	/**
+	 * Error codes this route answers with beyond the gateway's own (VALIDATION_ERROR, RATE_LIMITED,
+	 * UNAUTHORIZED, ...), per status. A status listed here is published with its codes enumerated.
+	 */
+	errors?: Partial<Record<ErrorStatus, string[]>>;
+	/** A stream route's SSE event types and the schema of each one's `data`. */
+	events?: Record<string, TSchema>;
 	/** HTTP status on success (default 200). */
 	status?: number;
+	/** Other success statuses the route answers with the same body (e.g. 202 while pending). */
+	alsoStatus?: number[];
+	/** The success body's media type when it is not JSON (e.g. a file's bytes; "*" + "/*" for the file's own type). */
+	contentType?: string;
 	/** "raw": the body is passed as a Buffer (`ctx.params.rawBody`), e.g. for signed webhooks. */
 	body?: "json" | "raw";
 	/**

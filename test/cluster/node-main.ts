@@ -7,7 +7,7 @@ import { Errors, ServiceSchema } from "moleculer";
 import { loadConfig } from "../../src/config";
 import { createNode } from "../../app/node";
 import { createApiService } from "../../services/api.service";
-import { PROBE_ROUTES } from "../support/fixtures";
+import { PROBE_BODY, PROBE_ROUTES } from "../support/fixtures";
 
 const role = process.env.ROLE ?? "worker";
 const failing = process.env.PROBE_MODE === "failing";
@@ -36,6 +36,7 @@ const routes = [
 		method: "GET" as const,
 		path: "/probe/whoami",
 		action: "probe.whoami",
+		response: PROBE_BODY,
 		auth: "none" as const,
 		summary: "Which node answered",
 		tag: "probe"
@@ -44,6 +45,7 @@ const routes = [
 		method: "GET" as const,
 		path: "/probe/flaky",
 		action: "probe.flaky",
+		response: PROBE_BODY,
 		auth: "none" as const,
 		summary: "Fails on a broken worker",
 		tag: "probe"

@@ -4,13 +4,26 @@ import { Errors } from "moleculer";
 import type { RouteSpec } from "../../src/http/route-spec";
 import { durableEvents, type DurableThis } from "../../mixins/durable-events.mixin";
 import { runtimeOf } from "../../src/runtime/runtime";
+import { Type } from "../../src/http/schema";
+
+/** The probe routes answer whatever each test makes them echo: no shape is promised. */
+export const PROBE_BODY = Type.Unknown();
 
 export const PROBE_ROUTES: RouteSpec[] = [
-	{ method: "POST", path: "/probe/echo", action: "probe.echo", auth: "required", summary: "Echo", tag: "probe" },
+	{
+		method: "POST",
+		path: "/probe/echo",
+		action: "probe.echo",
+		response: PROBE_BODY,
+		auth: "required",
+		summary: "Echo",
+		tag: "probe"
+	},
 	{
 		method: "GET",
 		path: "/probe/whoami",
 		action: "probe.whoami",
+		response: PROBE_BODY,
 		auth: "optional",
 		summary: "Who am I",
 		tag: "probe"
@@ -19,16 +32,26 @@ export const PROBE_ROUTES: RouteSpec[] = [
 		method: "GET",
 		path: "/probe/admin",
 		action: "probe.admin",
+		response: PROBE_BODY,
 		auth: "required",
 		permissions: ["admin"],
 		summary: "Admin only",
 		tag: "probe"
 	},
-	{ method: "GET", path: "/probe/fail", action: "probe.fail", auth: "none", summary: "Always fails", tag: "probe" },
+	{
+		method: "GET",
+		path: "/probe/fail",
+		action: "probe.fail",
+		response: PROBE_BODY,
+		auth: "none",
+		summary: "Always fails",
+		tag: "probe"
+	},
 	{
 		method: "GET",
 		path: "/probe/missing",
 		action: "absent.action",
+		response: PROBE_BODY,
 		auth: "none",
 		summary: "Nobody serves this",
 		tag: "probe"
@@ -37,6 +60,7 @@ export const PROBE_ROUTES: RouteSpec[] = [
 		method: "POST",
 		path: "/probe/created",
 		action: "probe.created",
+		response: PROBE_BODY,
 		auth: "none",
 		status: 201,
 		summary: "Creates",

@@ -1,5 +1,6 @@
 /** REST routes of the ai service (see docs/ai.md). Tasks are submitted through the tasks routes. */
 import type { RouteSpec } from "../../../src/http/route-spec";
+import { views } from "../../../src/ai/views";
 
 export function aiRoutes(): RouteSpec[] {
 	const tag = "ai";
@@ -8,6 +9,7 @@ export function aiRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/ai/models",
 			action: "ai.models",
+			response: views.models,
 			auth: "optional",
 			summary: "Model catalogue with prices (credits per 1M tokens); signed in: which models your tier may use",
 			tag
@@ -16,6 +18,7 @@ export function aiRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/ai/deployments",
 			action: "ai.deployments",
+			response: views.deployments,
 			auth: "required",
 			permissions: ["admin", "operator"],
 			summary: "This ai node's deployments: circuit state, cooldowns, in-flight attempts",

@@ -1,5 +1,6 @@
 /** REST routes of the payments service (billing, card and FORGE payments, staking). */
 import type { RouteSpec } from "../../../src/http/route-spec";
+import { views } from "../../../src/payments/views";
 
 const tag = "billing";
 
@@ -9,6 +10,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/billing/balance",
 			action: "payments.balance",
+			response: views.balance,
 			auth: "required",
 			tag,
 			summary: "Credits available and held, tier and fee discount"
@@ -17,6 +19,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/billing/ledger",
 			action: "payments.ledger",
+			response: views.ledger,
 			auth: "required",
 			tag,
 			summary: "The caller's ledger entries, newest first (cursor pagination)"
@@ -25,6 +28,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/billing/prices",
 			action: "payments.prices",
+			response: views.prices,
 			auth: "none",
 			tag,
 			summary: "Credit packs, plans, model prices, boost price and the tier table"
@@ -33,6 +37,11 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/checkout",
 			action: "payments.checkout",
+			response: views.checkout,
+			errors: {
+				409: ["IDEMPOTENCY_KEY_REUSED", "ALREADY_SUBSCRIBED"],
+				503: ["STRIPE_UNAVAILABLE", "STRIPE_NOT_CONFIGURED"]
+			},
 			auth: "required",
 			status: 201,
 			idempotent: true,
@@ -44,6 +53,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/billing/checkout/:id",
 			action: "payments.checkoutStatus",
+			response: views.checkoutStatus,
 			auth: "required",
 			tag,
 			summary: "A checkout's state (checks with Stripe while unsettled: use it from the success page)"
@@ -52,6 +62,8 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/stripe/webhook",
 			action: "payments.stripeWebhook",
+			response: views.stripeWebhook,
+			errors: { 400: ["INVALID_SIGNATURE"], 503: ["STRIPE_NOT_CONFIGURED"] },
 			auth: "none",
 			body: "raw",
 			// Stripe retries on 429 and sends from a few shared IPs: its own, wider limit instead of the anonymous one.
@@ -64,6 +76,8 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/crypto/invoices",
 			action: "payments.createInvoice",
+			response: views.createInvoice,
+			errors: { 409: ["IDEMPOTENCY_KEY_REUSED"], 503: ["CHAIN_NOT_CONFIGURED"] },
 			auth: "required",
 			status: 201,
 			idempotent: true,
@@ -75,6 +89,8 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/billing/crypto/invoices/:id",
 			action: "payments.invoice",
+			response: views.invoice,
+			errors: { 503: ["CHAIN_NOT_CONFIGURED"] },
 			auth: "required",
 			tag,
 			summary: "An invoice and the state of its payment, if any"
@@ -83,6 +99,11 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/crypto/payments",
 			action: "payments.claimCryptoPayment",
+			response: views.claimCryptoPayment,
+			errors: { 503: ["CHAIN_NOT_CONFIGURED"] },
+			// 202 while it waits for confirmations, 201 once credited, 200 when claimed before.
+			status: 201,
+			alsoStatus: [200, 202],
 			auth: "required",
 			rateLimit: { points: 30, durationS: 60, by: "user" },
 			tag,
@@ -92,6 +113,8 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/billing/crypto/payments/:id",
 			action: "payments.cryptoPayment",
+			response: views.cryptoPayment,
+			errors: { 503: ["CHAIN_NOT_CONFIGURED"] },
 			auth: "required",
 			tag,
 			summary: "A FORGE payment's state: pending, confirmed, credited, rejected or reversed"
@@ -100,6 +123,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/staking",
 			action: "payments.staking",
+			response: views.staking,
 			auth: "required",
 			tag: "staking",
 			summary: "The caller's stake positions and what they unlock"

@@ -17,6 +17,7 @@ import {
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../../../src/tasks/stream-hub";
 import { streamSlotsOf } from "../../../src/tasks/stream-slots";
 import type { RouteSpec } from "../../../src/http/route-spec";
+import { views, TASK_EVENTS, type TaskStateData, type PositionData } from "../../../src/tasks/views";
 
 const tag = "tasks";
 
@@ -35,7 +36,7 @@ interface TaskView {
 	cancelRequested: boolean;
 }
 
-function stateData(t: TaskView) {
+function stateData(t: TaskView): TaskStateData {
 	return {
 		taskId: t.id,
 		state: t.state,
@@ -205,7 +206,7 @@ async function taskEvents(
 				.then(p => {
 					if (p !== null && p !== position && state === "queued" && !closed) {
 						position = p;
-						write(sseFrame("position", { taskId: id, position: p }));
+						write(sseFrame("position", { taskId: id, position: p } satisfies PositionData));
 					}
 				})
 				.catch(() => undefined);
@@ -236,8 +237,16 @@ export function tasksRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/tasks",
 			action: "tasks.submit",
+			response: views.submit,
+			errors: {
+				402: ["INSUFFICIENT_CREDITS"],
+				404: ["NOT_FOUND"],
+				422: ["IDEMPOTENCY_KEY_REUSED", "PROMPT_TOO_LONG"]
+			},
 			auth: "required",
 			status: 202,
+			// 200: an Idempotency-Key seen before answers with the task it made (replayed: true).
+			alsoStatus: [200],
 			idempotent: true,
 			summary: "Submit an AI task → 202, queue position, expected start",
 			tag
@@ -246,6 +255,7 @@ export function tasksRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/tasks",
 			action: "tasks.list",
+			response: views.list,
 			auth: "required",
 			summary: "Your tasks, newest first",
 			tag
@@ -254,6 +264,7 @@ export function tasksRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/tasks/:id",
 			action: "tasks.get",
+			response: views.get,
 			auth: "required",
 			summary: "One task with result, usage and cost",
 			tag
@@ -262,15 +273,20 @@ export function tasksRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/tasks/:id/events",
 			action: "tasks.get",
+			response: views.get,
 			auth: "required",
 			summary: "Server-Sent Events: queued, position, started, delta, completed/failed/cancelled",
 			tag,
-			stream: taskEvents
+			stream: taskEvents,
+			events: TASK_EVENTS,
+			errors: { 429: ["TOO_MANY_STREAMS"] }
 		},
 		{
 			method: "POST",
 			path: "/tasks/:id/cancel",
 			action: "tasks.cancel",
+			response: views.cancel,
+			errors: { 409: ["TASK_FINISHED"] },
 			auth: "required",
 			summary: "Cancel queued or running work; the unused hold is released",
 			tag
@@ -279,6 +295,7 @@ export function tasksRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/queue/stats",
 			action: "tasks.queueStats",
+			response: views.queueStats,
 			auth: "required",
 			summary: "Depth and expected wait per tier",
 			tag

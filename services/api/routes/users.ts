@@ -1,5 +1,6 @@
 /** REST routes of the users service: /auth/*, /users/*, /admin/users* (see docs/users.md). */
 import type { RouteSpec } from "../../../src/http/route-spec";
+import { views } from "../../../src/users/views";
 
 export function usersRoutes(): RouteSpec[] {
 	const tag = "users";
@@ -10,6 +11,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/register",
 			action: "users.register",
+			response: views.register,
+			errors: { 409: ["EMAIL_TAKEN"] },
 			auth: "none",
 			status: 201,
 			summary: "Create an account with e-mail and password; returns tokens",
@@ -19,6 +22,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/login",
 			action: "users.login",
+			response: views.login,
+			errors: { 401: ["INVALID_CREDENTIALS"], 403: ["ACCOUNT_DISABLED"], 429: ["LOGIN_THROTTLED"] },
 			auth: "none",
 			summary: "E-mail and password → access and refresh token",
 			tag: auth
@@ -27,6 +32,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/refresh",
 			action: "users.refresh",
+			response: views.refresh,
+			errors: { 401: ["REFRESH_TOKEN_REUSED", "INVALID_REFRESH_TOKEN"], 403: ["ACCOUNT_DISABLED"] },
 			auth: "none",
 			summary: "Refresh token → new pair (rotation; reuse revokes the session)",
 			tag: auth
@@ -35,6 +42,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/logout",
 			action: "users.logout",
+			response: views.logout,
 			auth: "optional",
 			summary: "Revoke the session of a refresh token, the current session, or all (all: true)",
 			tag: auth
@@ -43,6 +51,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/auth/siwe/nonce",
 			action: "users.siweNonce",
+			response: views.siweNonce,
 			auth: "none",
 			summary: "Single-use SIWE nonce and the nonceToken that binds it to this client",
 			tag: auth,
@@ -52,6 +61,25 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/siwe/verify",
 			action: "users.siweVerify",
+			response: views.siweVerify,
+			errors: {
+				401: [
+					"SIWE_DOMAIN_MISMATCH",
+					"SIWE_URI_MISMATCH",
+					"SIWE_CHAIN_NOT_ALLOWED",
+					"SIWE_EXPIRED",
+					"SIWE_NOT_YET_VALID",
+					"SIWE_STALE",
+					"SIWE_ISSUED_IN_FUTURE",
+					"SIWE_EXPIRATION_REQUIRED",
+					"SIWE_VALIDITY_TOO_LONG",
+					"SIWE_NONCE_INVALID",
+					"SIWE_NONCE_MISMATCH",
+					"SIWE_SIGNATURE_INVALID"
+				],
+				403: ["ACCOUNT_DISABLED"],
+				422: ["SIWE_INVALID_MESSAGE"]
+			},
 			auth: "none",
 			summary: "EIP-4361 message + signature (EOA, EIP-1271, EIP-6492) → tokens",
 			tag: auth
@@ -60,6 +88,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/users/me",
 			action: "users.me",
+			response: views.me,
 			auth: "required",
 			summary: "Profile, role, tier, permissions, wallets, $FORGE holdings and stake",
 			tag
@@ -68,6 +97,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "PATCH",
 			path: "/users/me",
 			action: "users.updateMe",
+			response: views.updateMe,
 			auth: "required",
 			summary: "Change the display name",
 			tag
@@ -76,6 +106,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/users/me/password",
 			action: "users.changePassword",
+			response: views.changePassword,
+			errors: { 403: ["INVALID_CURRENT_PASSWORD", "SESSION_REQUIRED"] },
 			auth: "required",
 			summary: "Change the password (ends other sessions)",
 			tag
@@ -84,6 +116,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/users/me/sessions",
 			action: "users.listSessions",
+			response: views.listSessions,
 			auth: "required",
 			summary: "Live sessions of the signed-in user",
 			tag
@@ -92,6 +125,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/users/me/sessions/:id",
 			action: "users.revokeSession",
+			response: views.revokeSession,
 			auth: "required",
 			summary: "End one session",
 			tag
@@ -100,6 +134,25 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/users/me/wallets",
 			action: "users.linkWallet",
+			response: views.linkWallet,
+			errors: {
+				401: [
+					"SIWE_DOMAIN_MISMATCH",
+					"SIWE_URI_MISMATCH",
+					"SIWE_CHAIN_NOT_ALLOWED",
+					"SIWE_EXPIRED",
+					"SIWE_NOT_YET_VALID",
+					"SIWE_STALE",
+					"SIWE_ISSUED_IN_FUTURE",
+					"SIWE_EXPIRATION_REQUIRED",
+					"SIWE_VALIDITY_TOO_LONG",
+					"SIWE_NONCE_INVALID",
+					"SIWE_NONCE_MISMATCH",
+					"SIWE_SIGNATURE_INVALID"
+				],
+				409: ["WALLET_TAKEN"],
+				422: ["SIWE_INVALID_MESSAGE"]
+			},
 			auth: "required",
 			status: 201,
 			summary: "Link a wallet with a SIWE proof",
@@ -109,6 +162,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/users/me/wallets/:address",
 			action: "users.unlinkWallet",
+			response: views.unlinkWallet,
+			errors: { 409: ["LAST_SIGN_IN_METHOD"] },
 			auth: "required",
 			summary: "Unlink a wallet",
 			tag
@@ -117,6 +172,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/users/me/api-keys",
 			action: "users.createApiKey",
+			response: views.createApiKey,
+			errors: { 403: ["SESSION_REQUIRED"] },
 			auth: "required",
 			status: 201,
 			summary: "Create a scoped API key (the secret is shown once)",
@@ -126,6 +183,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/users/me/api-keys",
 			action: "users.listApiKeys",
+			response: views.listApiKeys,
 			auth: "required",
 			summary: "Active API keys (never their secrets)",
 			tag
@@ -134,6 +192,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/users/me/api-keys/:id",
 			action: "users.revokeApiKey",
+			response: views.revokeApiKey,
 			auth: "required",
 			summary: "Revoke an API key",
 			tag
@@ -142,6 +201,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/admin/users",
 			action: "users.adminListUsers",
+			response: views.adminListUsers,
 			auth: "required",
 			permissions: ["admin", "operator"],
 			summary: "List and search users (cursor pagination)",
@@ -151,6 +211,7 @@ export function usersRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/admin/users/:id",
 			action: "users.adminGetUser",
+			response: views.adminGetUser,
 			auth: "required",
 			permissions: ["admin", "operator"],
 			summary: "One user with tier, wallets and sessions",
@@ -160,6 +221,8 @@ export function usersRoutes(): RouteSpec[] {
 			method: "PATCH",
 			path: "/admin/users/:id",
 			action: "users.adminUpdateUser",
+			response: views.adminUpdateUser,
+			errors: { 409: ["SELF_CHANGE_FORBIDDEN"] },
 			auth: "required",
 			permissions: ["admin"],
 			summary: "Change role or tier override, disable or enable",

@@ -1,4 +1,5 @@
 import { buildOpenApi, fvRuleToJsonSchema } from "../../../src/http/openapi";
+import { Type } from "../../../src/http/schema";
 
 describe("fastest-validator → JSON Schema", () => {
 	test("shorthand and object rules", () => {
@@ -36,6 +37,7 @@ describe("buildOpenApi", () => {
 					method: "GET",
 					path: "/things/:id",
 					action: "things.get",
+					response: Type.Object({ id: Type.String({ maxLength: 36 }) }, { $id: "Thing" }),
 					auth: "required",
 					summary: "One",
 					tag: "things"
@@ -44,6 +46,7 @@ describe("buildOpenApi", () => {
 					method: "POST",
 					path: "/things",
 					action: "things.create",
+					response: Type.Object({ id: Type.String({ maxLength: 36 }) }, { $id: "Thing" }),
 					auth: "none",
 					summary: "Create",
 					tag: "things",
@@ -59,7 +62,8 @@ describe("buildOpenApi", () => {
 		}) as any; // a plain JSON document, inspected field by field
 		const get = doc.paths["/api/v1/things/{id}"].get;
 		expect(get.parameters).toEqual([
-			{ name: "id", in: "path", required: true, schema: { type: "string" } },
+			// A bound the action leaves open is the one a URL has anyway.
+			{ name: "id", in: "path", required: true, schema: { type: "string", maxLength: 8192 } },
 			{ name: "verbose", in: "query", required: false, schema: { type: "boolean" } }
 		]);
 		expect(get.security).toEqual([{ bearer: [] }, { apiKey: [] }]);
@@ -71,8 +75,88 @@ describe("buildOpenApi", () => {
 		});
 		expect(post.responses["201"]).toBeDefined();
 		expect(post.parameters).toEqual([
-			{ name: "Idempotency-Key", in: "header", required: false, schema: { type: "string", maxLength: 128 } }
+			{
+				name: "Idempotency-Key",
+				in: "header",
+				required: false,
+				schema: { type: "string", minLength: 8, maxLength: 128, pattern: "^[\\x21-\\x7e]+$" }
+			}
 		]);
-		expect(post.security).toBeUndefined();
+		expect(post.security).toEqual([]);
+	});
+
+	test("success bodies from the route's schema (named ones as components), errors per status, SSE events", () => {
+		const Thing = Type.Object({ id: Type.String({ maxLength: 36 }) }, { $id: "Thing" });
+		const doc = buildOpenApi({
+			routes: [
+				{
+					method: "GET",
+					path: "/things/:id",
+					action: "things.get",
+					response: Thing,
+					errors: { 409: ["THING_BUSY"] },
+					auth: "required",
+					summary: "One",
+					tag: "things"
+				},
+				{
+					method: "GET",
+					path: "/admin/things",
+					action: "things.all",
+					response: Type.Object({ items: Type.Array(Thing, { maxItems: 10 }) }),
+					auth: "required",
+					permissions: ["admin"],
+					summary: "All",
+					tag: "admin"
+				},
+				{
+					method: "GET",
+					path: "/things/:id/events",
+					action: "things.get",
+					response: Thing,
+					events: { tick: Type.Object({ n: Type.Integer({ minimum: 0, maximum: 9 }) }) },
+					stream: async () => undefined,
+					auth: "required",
+					summary: "Events",
+					tag: "things"
+				}
+			],
+			actionParams: a => (a === "things.get" ? { id: { type: "uuid" } } : {}),
+			basePath: "/api/v1",
+			version: "1",
+			serverUrl: "/"
+		}) as any; // a plain JSON document, inspected field by field
+		const get = doc.paths["/api/v1/things/{id}"].get;
+		expect(get.parameters[0].schema).toEqual({ type: "string", format: "uuid", maxLength: 8192 });
+		expect(get.responses["200"].content["application/json"].schema).toEqual({ $ref: "#/components/schemas/Thing" });
+		expect(doc.components.schemas.Thing).toEqual({
+			type: "object",
+			properties: { id: { type: "string", maxLength: 36 } },
+			required: ["id"]
+		});
+		expect(Object.keys(get.responses).sort()).toEqual([
+			"200",
+			"400",
+			"401",
+			"404",
+			"409",
+			"422",
+			"429",
+			"500",
+			"503"
+		]);
+		const codeOf = (r: any) =>
+			r.content["application/json"].schema.allOf?.[1].properties.error.properties.code.enum;
+		expect(codeOf(get.responses["409"])).toEqual(["THING_BUSY"]);
+		expect(codeOf(get.responses["401"])).toEqual(["UNAUTHORIZED", "INVALID_TOKEN", "INVALID_API_KEY"]);
+		expect(codeOf(get.responses["404"])).toBeUndefined(); // the action may have codes of its own
+		expect(get.responses["429"].headers["Retry-After"]).toBeDefined();
+		expect(get.responses["200"].headers.RateLimit).toBeDefined();
+		const admin = doc.paths["/api/v1/admin/things"].get;
+		expect(admin["x-admin"]).toBe(true);
+		expect(admin.security).toEqual([{ adminBearer: [] }, { adminApiKey: [] }]);
+		expect(admin.responses["403"]).toBeDefined();
+		const sse = doc.paths["/api/v1/things/{id}/events"].get.responses["200"].content["text/event-stream"].schema;
+		expect(sse.items.oneOf.map((e: any) => e.properties.event.const)).toEqual(["tick"]);
 	});
 });

@@ -1,0 +1,161 @@
+/** The payments service's answers over HTTP (response schemas of the REST contract; src/http/schema.ts). */
+import { Type, type Static } from "@sinclair/typebox";
+import {
+	Str,
+	Uuid,
+	DateTime,
+	Address,
+	Count,
+	Int,
+	Nullable,
+	List,
+	Named,
+	BigIntString,
+	Url,
+	AnyJson
+} from "../http/schema";
+
+const Hash32 = () => Type.String({ pattern: "^0x[0-9a-fA-F]{64}$", maxLength: 66 });
+const Tier = () => Str(32);
+
+export const Balance = Named("Balance", {
+	available: Int(),
+	held: Count(),
+	tier: Tier(),
+	planTier: Nullable(Tier()),
+	feeDiscountBps: Count(),
+	boostMs: Count(),
+	effectiveStakeWei: BigIntString()
+});
+
+export const LedgerEntry = Named("LedgerEntry", {
+	id: Type.String({ pattern: "^[0-9]+$", maxLength: 20 }),
+	kind: Str(64),
+	cause: Type.Object({ type: Str(64), id: Nullable(Str(256)) }),
+	availableDelta: Int(),
+	heldDelta: Int(),
+	tier: Nullable(Tier()),
+	discountBps: Nullable(Count()),
+	listAmount: Nullable(Int()),
+	operator: Nullable(Str(128)),
+	description: Nullable(Str(2000)),
+	createdAt: DateTime()
+});
+
+export const Checkout = Named("Checkout", {
+	checkoutId: Uuid(),
+	kind: Type.Union([Type.Literal("pack"), Type.Literal("plan")]),
+	itemId: Str(64),
+	credits: Count(),
+	planTier: Nullable(Tier()),
+	amountCents: Count(),
+	currency: Str(8),
+	status: Str(32),
+	credited: Type.Boolean(),
+	url: Nullable(Url()),
+	sessionId: Nullable(Str(256)),
+	createdAt: DateTime()
+});
+
+export const Invoice = Named("Invoice", {
+	invoiceId: Hash32(),
+	chainId: Count(),
+	token: Address(),
+	router: Address(),
+	treasury: Address(),
+	amountWei: BigIntString(),
+	credits: Count(),
+	expiresAt: DateTime(),
+	createdAt: DateTime(),
+	payment: Nullable(Str(32))
+});
+
+export const CryptoPayment = Named("CryptoPayment", {
+	id: Uuid(),
+	chainId: Count(),
+	txHash: Hash32(),
+	logIndex: Count(),
+	invoiceId: Hash32(),
+	payer: Address(),
+	amountWei: BigIntString(),
+	credits: Count(),
+	blockNumber: Count(),
+	confirmations: Nullable(Count()),
+	requiredConfirmations: Count(),
+	status: Str(32),
+	reason: Nullable(Str(2000)),
+	createdAt: DateTime(),
+	updatedAt: DateTime()
+});
+export type CryptoPayment = Static<typeof CryptoPayment>;
+
+export const PriceList = Named("PriceList", {
+	unit: Str(64),
+	currency: Str(8),
+	creditPacks: List(Type.Object({ id: Str(64), name: Str(200), credits: BigIntString(), priceCents: Count() }), 100),
+	plans: List(
+		Type.Object({
+			id: Str(64),
+			name: Str(200),
+			tier: Tier(),
+			monthlyPriceCredits: BigIntString(),
+			priceCents: Count(),
+			priceUnit: Str(64)
+		}),
+		100
+	),
+	forge: Type.Object({ creditsPerForge: Count() }),
+	boost: Type.Object({ creditsPerSecond: BigIntString(), maxPurchasedMs: Count() }),
+	models: List(AnyJson("A model's price per 1M tokens"), 1000),
+	tiers: List(Type.Object({ name: Str(64), rank: Count(), monthlyPriceCredits: Nullable(BigIntString()) }), 32)
+});
+
+export const Staking = Named("Staking", {
+	chainConfigured: Type.Boolean(),
+	chainId: Nullable(Count()),
+	holdingPeriodMs: Count(),
+	wallets: List(
+		Type.Object({
+			positions: List(
+				Type.Object({ amountWei: BigIntString(), since: DateTime(), countsFrom: DateTime() }),
+				10000
+			)
+		}),
+		100
+	),
+	planTier: Nullable(Tier()),
+	stakeTier: Tier(),
+	tier: Tier(),
+	feeDiscountBps: Count(),
+	boostMs: Count(),
+	totalStakeWei: BigIntString(),
+	effectiveStakeWei: BigIntString(),
+	nextSeasonedAt: Nullable(DateTime()),
+	unlocks: List(
+		Type.Object({
+			tier: Tier(),
+			minStakeWei: BigIntString(),
+			reached: Type.Boolean(),
+			maxBoostMs: Count(),
+			feeDiscountBps: Count()
+		}),
+		32
+	)
+});
+
+export const views = {
+	balance: Balance,
+	ledger: Type.Object({
+		items: List(LedgerEntry, 100),
+		nextCursor: Nullable(Type.String({ pattern: "^[0-9]+$", maxLength: 20 }))
+	}),
+	prices: PriceList,
+	checkout: Checkout,
+	checkoutStatus: Checkout,
+	stripeWebhook: Type.Object({ received: Type.Literal(true), duplicate: Type.Boolean(), eventId: Str(256) }),
+	createInvoice: Invoice,
+	invoice: Invoice,
+	claimCryptoPayment: CryptoPayment,
+	cryptoPayment: CryptoPayment,
+	staking: Staking
+};

@@ -1,0 +1,96 @@
+/** The projects service's answers over HTTP (response schemas of the REST contract; src/http/schema.ts). */
+import { Type } from "@sinclair/typebox";
+import { Str, Uuid, DateTime, Count, Nullable, List, Named } from "../http/schema";
+
+const UserId = () => Str(128);
+const Sha256 = () => Type.String({ pattern: "^[0-9a-f]{64}$", maxLength: 64 });
+const FilePath = () => Str(4096);
+const Mode = () => Type.Integer({ format: "int32", minimum: 0, maximum: 0o177777 });
+
+export const Project = Named("Project", {
+	id: Uuid(),
+	name: Str(200),
+	description: Str(5000),
+	status: Str(32),
+	ownerId: UserId(),
+	role: Str(32),
+	headVersion: Count(),
+	fileCount: Count(),
+	totalBytes: Count(),
+	createdAt: Nullable(DateTime()),
+	updatedAt: Nullable(DateTime()),
+	archivedAt: Nullable(DateTime()),
+	deletedAt: Nullable(DateTime()),
+	purgeAfter: Type.Optional(DateTime("When a deleted project is purged"))
+});
+
+export const Version = Named("Version", {
+	projectId: Uuid(),
+	number: Count(),
+	parentNumber: Nullable(Count()),
+	message: Str(2000),
+	authorId: UserId(),
+	taskId: Nullable(Str(128)),
+	fileCount: Count(),
+	totalBytes: Count(),
+	createdAt: Nullable(DateTime())
+});
+
+export const FileEntry = Named("FileEntry", { path: FilePath(), sha256: Sha256(), size: Count(), mode: Mode() });
+const Blob = Type.Object({ sha256: Sha256(), size: Count(), mode: Mode() });
+
+export const Member = Named("Member", {
+	userId: UserId(),
+	role: Str(32),
+	addedBy: Nullable(UserId()),
+	createdAt: Nullable(DateTime()),
+	updatedAt: Nullable(DateTime())
+});
+
+export const Sandbox = Named("Sandbox", {
+	projectId: Uuid(),
+	state: Str(32),
+	version: Nullable(Count()),
+	stateChangedAt: Nullable(DateTime()),
+	startedAt: Nullable(DateTime()),
+	stoppedAt: Nullable(DateTime()),
+	lastHeartbeatAt: Nullable(DateTime()),
+	failureReason: Nullable(Str(2000)),
+	heartbeatTimeoutS: Count()
+});
+
+export const Diff = Named("Diff", {
+	projectId: Uuid(),
+	from: Count(),
+	to: Count(),
+	added: List(FileEntry, 100_000),
+	removed: List(FileEntry, 100_000),
+	modified: List(Type.Object({ path: FilePath(), from: Blob, to: Blob }), 100_000),
+	renamed: List(
+		Type.Object({ from: FilePath(), to: FilePath(), sha256: Sha256(), size: Count(), mode: Mode() }),
+		100_000
+	),
+	patches: Type.Optional(
+		List(Type.Object({ path: FilePath(), kind: Str(32), patch: Type.Optional(Str(10_000_000)) }), 100_000)
+	)
+});
+
+export const views = {
+	create: Project,
+	list: Type.Object({ items: List(Project, 200), nextCursor: Nullable(Str(512)) }),
+	get: Project,
+	update: Project,
+	remove: Project,
+	restore: Project,
+	members: Type.Object({ items: List(Member, 10_000) }),
+	setMember: Type.Object({ projectId: Uuid(), userId: UserId(), role: Str(32) }),
+	removeMember: Type.Object({ projectId: Uuid(), userId: UserId(), removed: Type.Boolean() }),
+	versions: Type.Object({ items: List(Version, 200), nextCursor: Nullable(Str(512)) }),
+	version: Type.Composite([Version, Type.Object({ files: List(FileEntry, 100_000) })], { $id: "VersionWithFiles" }),
+	commit: Version,
+	tree: Type.Object({ projectId: Uuid(), version: Count(), files: List(FileEntry, 100_000) }),
+	file: Type.String({ contentEncoding: "binary", maxLength: 50 * 1024 * 1024, description: "The file's bytes" }),
+	diff: Diff,
+	sandbox: Sandbox,
+	setSandbox: Sandbox
+};
