@@ -561,9 +561,7 @@ export class UsersStore {
 		return rows.length > 0;
 	}
 
-	async apiKeyForVerification(
-		id: string
-	): Promise<
+	async apiKeyForVerification(id: string): Promise<
 		| (Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & {
 				secret_hash: Buffer;
 				role: Role;
