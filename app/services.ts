@@ -5,6 +5,7 @@ import type { ServiceName } from "../src/config";
 /* eslint-disable @typescript-eslint/no-require-imports */
 export const SERVICE_MODULES: Record<ServiceName, () => ServiceSchema> = {
 	ai: () => require("../services/ai.service").default,
+	"context-bridge": () => require("../services/context-bridge.service").default,
 	api: () => require("../services/api.service").default,
 	payments: () => require("../services/payments.service").default,
 	projects: () => require("../services/projects.service").default,
@@ -13,4 +14,4 @@ export const SERVICE_MODULES: Record<ServiceName, () => ServiceSchema> = {
 };
 
 /** Services that keep data in PostgreSQL (their node runs migrations and needs DATABASE_URL). */
-export const DB_SERVICES: ServiceName[] = ["projects", "users", "payments", "tasks"];
+export const DB_SERVICES: ServiceName[] = ["projects", "users", "payments", "tasks", "context-bridge"];

@@ -228,7 +228,12 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				{
 					cfg: this.cfg,
 					router: this.router,
-					call: (action, params) => this.broker.call(action, params),
+					call: (action, params, opts) => this.broker.call(action, params, opts),
+					contextTimeoutMs: runtimeOf(this.broker).config.context.timeoutMs,
+					onContext: ev => {
+						this.broker.metrics.increment("ai.context.total", { state: ev.state, reason: ev.reason ?? "" });
+						this.broker.metrics.observe("ai.context.select.ms", ev.ms, { state: ev.state });
+					},
 					broadcast: (event, payload) => void this.broker.broadcast(event, payload),
 					settleTokens: (userId, tier, p) => this.limiter.settle(userId, tier, p),
 					onAttempt: ev => {
@@ -319,6 +324,20 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			labelNames: ["deployment"],
 			buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10000],
 			description: "Time to first token"
+		});
+		m.register({
+			type: "counter",
+			name: "ai.context.total",
+			labelNames: ["state", "reason"],
+			description:
+				"Task contexts by how they were obtained: selected by the context service, or degraded (reason)"
+		});
+		m.register({
+			type: "histogram",
+			name: "ai.context.select.ms",
+			labelNames: ["state"],
+			buckets: [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+			description: "Time context.select took (or until it was given up on)"
 		});
 		m.register({ type: "gauge", name: "ai.worker.busy", description: "Tasks running on this node" });
 		m.register({ type: "gauge", name: "ai.worker.slots", description: "Worker slots of this node" });

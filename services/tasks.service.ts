@@ -36,10 +36,47 @@ import {
 import { TaskStore, type PreparedTask, type TaskRow } from "../src/tasks/store";
 import type { TaskStateEvent } from "../src/tasks/stream-hub";
 import { INTERNAL, type Ctx } from "../src/kit/service";
+import { MAX_GLOBS, MAX_GLOB_LENGTH, validateGlobs } from "../src/context/globs";
 
 const UUID = { type: "uuid" } as const;
+/** Path globs of the context (src/context/globs.ts); the patterns themselves are checked by validateGlobs. */
+const GLOBS = {
+	type: "array",
+	items: { type: "string", min: 1, max: MAX_GLOB_LENGTH },
+	max: MAX_GLOBS,
+	optional: true
+} as const;
 const SETTLE_GRACE_MS = 5_000;
 /** How long a hold intent may stay without its task before its hold counts as orphaned: well past any reserve call still in flight. */
+/** What the worker reports the model was shown (src/ai/context-frames.ts ContextRecord). */
+const CONTEXT_RECORD = {
+	type: "object",
+	optional: true,
+	props: {
+		state: { type: "enum", values: ["selected", "degraded"] },
+		reason: { type: "string", max: 100, optional: true },
+		tokenizer: { type: "string", max: 100 },
+		version: { type: "number", integer: true, min: 0 },
+		frames: {
+			type: "array",
+			max: 10_000,
+			items: {
+				type: "object",
+				props: {
+					kind: { type: "enum", values: ["file", "definitions", "map"] },
+					path: { type: "string", max: 4096, optional: true },
+					lines: {
+						type: "array",
+						items: { type: "number", integer: true, min: 0 },
+						length: 2,
+						optional: true
+					},
+					tokens: { type: "number", integer: true, min: 0 }
+				}
+			}
+		}
+	}
+} as const;
 const holdIntentGraceMs = (requestTimeoutMs: number) => Math.max(60_000, 3 * requestTimeoutMs);
 
 export interface SubmitParams {
@@ -50,6 +87,8 @@ export interface SubmitParams {
 	models?: string[];
 	maxOutputTokens?: number;
 	priorityBoost: "none" | "paid";
+	include?: string[];
+	exclude?: string[];
 }
 
 export type { LeasedTask };
@@ -67,7 +106,7 @@ interface TasksThis extends Service, DurableThis {
 	ownTask(ctx: Ctx<unknown>, id: string, scope: Scope): Promise<TaskRow>;
 	capacity(): number;
 	p50RunMs(): Promise<number>;
-	view(row: TaskRow, position?: number | null): Record<string, unknown>;
+	view(row: TaskRow, position?: number | null, context?: unknown): Record<string, unknown>;
 	statsView(): Promise<Record<string, unknown>>;
 	announce(row: TaskRow, extra?: Partial<TaskStateEvent>): void;
 	settle(row: TaskRow): Promise<void>;
@@ -116,7 +155,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					optional: true
 				},
 				maxOutputTokens: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true },
-				priorityBoost: { type: "enum", values: ["none", "paid"], default: "none" }
+				priorityBoost: { type: "enum", values: ["none", "paid"], default: "none" },
+				include: { ...GLOBS, description: "Path globs the context shows first (e.g. src/**/*.ts)" },
+				exclude: { ...GLOBS, description: "Path globs the context leaves out (wins over include)" }
 			},
 			async handler(this: TasksThis, ctx: Ctx<SubmitParams>) {
 				const user = this.userOf(ctx, "tasks:write");
@@ -137,12 +178,22 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					throw Unprocessable("Some fields are invalid", [
 						{ field: "models", message: "only compare tasks take several models", type: "forbidden" }
 					]);
+				const globProblems = (["include", "exclude"] as const).flatMap(field =>
+					validateGlobs(p[field] ?? []).map(g => ({
+						field: `${field}[${g.index}]`,
+						message: g.message,
+						type: "glob"
+					}))
+				);
+				if (globProblems.length) throw Unprocessable("Some fields are invalid", globProblems);
 
 				const request = {
 					model: p.model,
 					models: p.models,
 					maxOutputTokens: p.maxOutputTokens,
-					priorityBoost: p.priorityBoost
+					priorityBoost: p.priorityBoost,
+					...(p.include?.length ? { include: p.include } : {}),
+					...(p.exclude?.length ? { exclude: p.exclude } : {})
 				};
 				const hash = requestHash({ projectId: p.projectId, kind: p.kind, prompt: p.prompt, ...request });
 				const key = ctx.meta.idempotencyKey ?? null;
@@ -307,7 +358,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				let position: number | null = null;
 				if (row.state === "queued")
 					position = (await this.meta.position(row.id)) ?? (await this.store.positionOf(row.id, Date.now()));
-				return this.view(row, position);
+				const contexts = await this.store.contextsOf([row.id]);
+				return this.view(row, position, contexts.get(row.id));
 			}
 		},
 
@@ -336,8 +388,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					: null;
 				const rows = await this.store.list(user.id, ctx.params.limit, cursor, ctx.params.state);
 				const last = rows.length === ctx.params.limit ? rows[rows.length - 1] : null;
+				const contexts = await this.store.contextsOf(rows.map(r => r.id));
 				return {
-					items: rows.map(r => this.view(r)),
+					items: rows.map(r => this.view(r, null, contexts.get(r.id))),
 					nextCursor: last ? `${String(last.created_at.getTime()).padStart(13, "0")}.${last.id}` : null
 				};
 			}
@@ -441,7 +494,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					idempotencyKey: r.id,
 					leaseExpiresAt: r.lease_expires_at!.toISOString(),
 					submittedAt: r.created_at.toISOString(),
-					rateWindowEndMs: typeof r.prepared.rateWindowEndMs === "number" ? r.prepared.rateWindowEndMs : null
+					rateWindowEndMs: typeof r.prepared.rateWindowEndMs === "number" ? r.prepared.rateWindowEndMs : null,
+					include: r.request.include ?? null,
+					exclude: r.request.exclude ?? null
 				}));
 			}
 		},
@@ -468,7 +523,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				leaseId: UUID,
 				result: { type: "object" },
 				usage: { type: "object" },
-				costCredits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER, convert: true }
+				costCredits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER, convert: true },
+				context: CONTEXT_RECORD
 			},
 			async handler(
 				this: TasksThis,
@@ -478,12 +534,14 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					result: Record<string, unknown>;
 					usage: Record<string, unknown>;
 					costCredits: number;
+					context?: Record<string, unknown>;
 				}>
 			) {
 				const p = ctx.params;
 				const row = await this.store.transaction(async tx => {
 					const cur = await this.store.lockLeased(p.taskId, p.leaseId, tx);
 					if (!cur) throw Conflict("This lease is no longer valid", "LEASE_LOST");
+					if (p.context) await this.store.saveContext(cur.id, cur.attempts, p.context, tx);
 					const max = Number(cur.max_cost_credits);
 					const spent = Number(cur.spent_credits);
 					const total = Math.min(spent + p.costCredits, max);
@@ -534,7 +592,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					max: Number.MAX_SAFE_INTEGER,
 					optional: true,
 					convert: true
-				}
+				},
+				context: CONTEXT_RECORD
 			},
 			async handler(
 				this: TasksThis,
@@ -545,6 +604,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					retryable: boolean;
 					usage?: Record<string, unknown>;
 					costCredits?: number;
+					context?: Record<string, unknown>;
 				}>
 			) {
 				const p = ctx.params;
@@ -552,6 +612,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const row = await this.store.transaction(async tx => {
 					const cur = await this.store.lockLeased(p.taskId, p.leaseId, tx);
 					if (!cur) throw Conflict("This lease is no longer valid", "LEASE_LOST");
+					if (p.context) await this.store.saveContext(cur.id, cur.attempts, p.context, tx);
 					const max = Number(cur.max_cost_credits);
 					const spent = Math.min(Number(cur.spent_credits) + (p.costCredits ?? 0), max);
 					const next = afterFailure(
@@ -607,8 +668,13 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			async handler(this: TasksThis, ctx: Context<{ id: string }>) {
 				const row = await this.store.byId(ctx.params.id);
 				if (!row) throw NotFound("Task");
+				const contexts = await this.store.contextsOf([row.id]);
 				return {
-					...this.view(row, row.state === "queued" ? await this.store.positionOf(row.id, Date.now()) : null),
+					...this.view(
+						row,
+						row.state === "queued" ? await this.store.positionOf(row.id, Date.now()) : null,
+						contexts.get(row.id)
+					),
 					userId: row.user_id,
 					leaseId: row.lease_id,
 					leaseExpiresAt: iso(row.lease_expires_at),
@@ -753,7 +819,8 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			return this.p50Cache.value;
 		},
 
-		view(this: TasksThis, r: TaskRow, position: number | null = null) {
+		view(this: TasksThis, r: TaskRow, position: number | null = null, context: unknown = null) {
+			const c = context as { state?: string; reason?: string; frames?: unknown[] } | null;
 			return {
 				id: r.id,
 				projectId: r.project_id,
@@ -783,6 +850,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				// Of the credits held for it: "none" while it is not finished, "pending" for the moment
 				// between the final state and the ledger's settlement, then "settled" or "released".
 				settlement: r.settlement,
+				// What the model was shown on the latest attempt: frames (path, lines, tokens), and whether the
+				// context service chose them ("selected") or it did not answer ("degraded": included paths + map).
+				context: c?.frames ?? null,
+				contextState: c?.state ?? null,
+				contextReason: c?.reason ?? null,
 				version: r.version
 			};
 		},

@@ -14,8 +14,9 @@ import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
 import { TasksConfig, loadTasksConfig } from "./tasks/config";
 import { AiConfig, loadAiConfig } from "./ai/config";
 import type { Env, EnvReader } from "./env-reader";
+import { ContextConfig, loadContextConfig } from "./context/config";
 
-export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks"] as const;
+export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks", "context-bridge"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 export interface JwtKey {
@@ -67,6 +68,8 @@ export interface Config {
 	payments: PaymentsConfig;
 	tasks: TasksConfig;
 	ai: AiConfig;
+	/** The platform side of the context service (ai calls, embedded NATS + Python node). */
+	context: ContextConfig;
 }
 
 export class ConfigError extends Error {
@@ -265,7 +268,8 @@ export function loadConfig(env: Env = process.env): Config {
 		projects: loadProjectsConfig(reader),
 		payments: loadPaymentsConfig(reader),
 		tasks: loadTasksConfig(reader),
-		ai: loadAiConfig(reader)
+		ai: loadAiConfig(reader),
+		context: loadContextConfig(reader)
 	};
 	if (config.heartbeat.timeoutS <= config.heartbeat.intervalS)
 		problems.push("HEARTBEAT_TIMEOUT_S must be greater than HEARTBEAT_INTERVAL_S");

@@ -10,7 +10,9 @@ import type { AiConfig } from "./config";
 import { CatalogModel, findModel } from "./catalog";
 import { parseCodeOutput, toChangeOps } from "./code-output";
 import { GenerationError, GenerationResult, ModelUsage, generate } from "./generate";
-import { BYTES_PER_TOKEN, PrepareError, buildMessages, prepareTask, servedModels, worstCaseTokens } from "./prompt";
+import { PrepareError, prepareTask, servedModels, worstCaseTokens } from "./prompt";
+import { type ContextRecord, contextMessages, shownFrames } from "./context-frames";
+import { type ContextSourceDeps, taskContext } from "./context-source";
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
 
@@ -19,7 +21,10 @@ export type { LeasedTask };
 export interface RunnerDeps {
 	cfg: AiConfig;
 	router: DeploymentRouter;
-	call<T = unknown>(action: string, params: unknown): Promise<T>;
+	call<T = unknown>(action: string, params: unknown, opts?: { timeout?: number; retries?: number }): Promise<T>;
+	/** How long `context.select` may take before the task runs on the degraded context. */
+	contextTimeoutMs: number;
+	onContext?: ContextSourceDeps["onOutcome"];
 	broadcast(event: string, payload: unknown): void;
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
 	onFallback?(ev: { from: string; to: string; reason: string }): void;
@@ -145,6 +150,8 @@ export async function runTask(
 		return { ...u, byModel };
 	};
 	const costOf = () => Math.min(Math.ceil(micro / 1_000_000), task.maxCostCredits);
+	/** What the model was shown, reported with the outcome (GET /tasks/:id shows it). */
+	let contextRecord: ContextRecord | undefined;
 	const fail = async (code: string, message: string, retryable: boolean) => {
 		if (running.leaseLost) return "lost" as const;
 		await deps.call("tasks.fail", {
@@ -153,7 +160,8 @@ export async function runTask(
 			error: { code, message },
 			retryable,
 			usage: usageOf(),
-			costCredits: costOf()
+			costCredits: costOf(),
+			...(contextRecord ? { context: contextRecord } : {})
 		});
 		return "fail" as const;
 	};
@@ -176,13 +184,18 @@ export async function runTask(
 		const served = servedModels(cfg);
 		const budget = Math.max(0, ...prepared.models.map(m => m.contextTokensBudget));
 		// Read even with no room for files: the version read is the base a code task commits on.
-		const context = await deps.call<ContextResult>("projects.readContext", {
-			projectId: task.projectId,
-			userId: task.userId,
-			maxBytes: Math.max(1, budget * BYTES_PER_TOKEN)
-		});
-		if (budget === 0) context.files = [];
-		const omitted = context.omitted.filter(o => o.reason !== "binary").map(o => o.path);
+		const context = await taskContext(
+			{ call: deps.call, timeoutMs: deps.contextTimeoutMs, logger: deps.logger, onOutcome: deps.onContext },
+			{
+				taskId: task.taskId,
+				projectId: task.projectId,
+				userId: task.userId,
+				prompt: task.prompt,
+				include: task.include ?? undefined,
+				exclude: task.exclude ?? undefined
+			},
+			budget
+		);
 
 		// Each fan-out model gets the budget it was reserved for, never more than what is left of the hold.
 		let holdLeft = task.maxCostCredits;
@@ -190,9 +203,25 @@ export async function runTask(
 			const model = findModel(pm.model) as CatalogModel;
 			const budgetCredits = Math.min(pm.maxCostCredits, holdLeft);
 			holdLeft -= budgetCredits;
-			const { messages } = buildMessages(task.kind, task.prompt, context.files, pm.contextTokensBudget, omitted);
-			return { model, budgetCredits, messages, maxOutputTokens: pm.maxOutputTokens };
+			const built = contextMessages(task.kind, task.prompt, context.frames, pm.contextTokensBudget);
+			return {
+				model,
+				budgetCredits,
+				messages: built.messages,
+				frames: built.frames,
+				budget: pm.contextTokensBudget,
+				maxOutputTokens: pm.maxOutputTokens
+			};
 		});
+		// The frames of the largest budget (a compare task's models may have smaller windows).
+		const widest = runs.reduce((a, r) => (r.budget > a.budget ? r : a), runs[0]);
+		contextRecord = {
+			state: context.state,
+			...(context.reason ? { reason: context.reason } : {}),
+			tokenizer: context.tokenizer,
+			version: context.version,
+			frames: shownFrames(widest?.frames ?? [])
+		};
 
 		const tagged = task.kind === "compare";
 		const results = await Promise.allSettled(
@@ -330,7 +359,8 @@ export async function runTask(
 			leaseId: task.leaseId,
 			result,
 			usage: usageOf(),
-			costCredits: costOf()
+			costCredits: costOf(),
+			context: contextRecord
 		});
 		return "complete";
 	} catch (err) {

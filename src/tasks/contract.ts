@@ -27,4 +27,7 @@ export interface LeasedTask {
 	submittedAt: string;
 	/** When the rate-limit window that counted the task's tokens at submission ends (Redis's clock, epoch ms); null: unknown. */
 	rateWindowEndMs: number | null;
+	/** Path globs the context must include first / leave out (src/context/globs.ts); null: none given. */
+	include: string[] | null;
+	exclude: string[] | null;
 }

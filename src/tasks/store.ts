@@ -20,7 +20,14 @@ export interface TaskRow {
 	tier: TierName;
 	kind: "chat" | "code" | "compare";
 	prompt: string;
-	request: { model?: string; models?: string[]; maxOutputTokens?: number; priorityBoost?: "none" | "paid" };
+	request: {
+		model?: string;
+		models?: string[];
+		maxOutputTokens?: number;
+		priorityBoost?: "none" | "paid";
+		include?: string[];
+		exclude?: string[];
+	};
 	prepared: PreparedTask;
 	request_hash: string;
 	idempotency_key: string | null;
@@ -260,6 +267,25 @@ export class TaskStore {
 			tx
 		);
 		return row ?? null;
+	}
+
+	/** Records what the model was shown on the task's latest attempt (replaces an earlier attempt's). */
+	async saveContext(taskId: string, attempt: number, context: unknown, tx: Transaction): Promise<void> {
+		await this.sequelize.query(
+			`INSERT INTO task_contexts (task_id, attempt, context) VALUES ($1, $2, $3::jsonb)
+			 ON CONFLICT (task_id) DO UPDATE SET attempt = EXCLUDED.attempt, context = EXCLUDED.context, updated_at = now()`,
+			{ bind: [taskId, attempt, JSON.stringify(context)], transaction: tx }
+		);
+	}
+
+	/** The recorded contexts of these tasks, by task id (tasks without one are absent). */
+	async contextsOf(taskIds: readonly string[]): Promise<Map<string, unknown>> {
+		if (!taskIds.length) return new Map();
+		const rows = await this.q<{ task_id: string; context: unknown }>(
+			`SELECT task_id, context FROM task_contexts WHERE task_id = ANY($1::uuid[])`,
+			[taskIds]
+		);
+		return new Map(rows.map(r => [r.task_id, r.context]));
 	}
 
 	async lockById(taskId: string, tx: Transaction): Promise<TaskRow | null> {

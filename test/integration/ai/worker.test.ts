@@ -10,6 +10,7 @@ import { startFakeOpenAI } from "../../support/fake-openai";
 import { startFakeAnthropic } from "../../support/fake-anthropic";
 import type { FakeServer } from "../../support/fake-llm-server";
 import { FakeTasksState, fakeTasksService } from "../../support/fake-tasks";
+import { fakeContextService } from "../../support/fake-context";
 import { costCredits, findModel } from "../../../src/ai/catalog";
 
 type Node = Awaited<ReturnType<typeof startTestNode>>;
@@ -49,7 +50,8 @@ beforeAll(async () => {
 	node = await startTestNode({
 		db,
 		services: ["api", "projects", "payments", "ai"],
-		extraServices: [fake.schema],
+		// The prompt's files come from context.select (test/integration/ai/context-prompt.test.ts covers it).
+		extraServices: [fake.schema, fakeContextService().schema],
 		env: {
 			AI_DEV_PROVIDER: "false",
 			AI_POLL_MS: "50",
@@ -153,7 +155,7 @@ describe("happy paths", () => {
 		expect(await limiter.tokensCounted(userId, "team")).toBe(usage.promptTokens + usage.completionTokens);
 		// The prompt carried the project's files.
 		const sent = JSON.stringify(oa.requests[0]?.body ?? oa2.requests[0]?.body);
-		expect(sent).toContain("--- src/hello.ts ---");
+		expect(sent).toContain("--- src/hello.ts (lines 1-1) ---");
 		const after = await balance();
 		expect(after.held).toBe(before.held);
 		expect(before.available - after.available).toBe(t.costCredits);

@@ -1,0 +1,171 @@
+/**
+ * Where a task's context comes from: `context.select` when a context node answers within
+ * CONTEXT_TIMEOUT_MS, otherwise the degraded context (the included paths plus a repository map
+ * from the manifest, read from projects). Either way it returns, bounded by the timeout and the
+ * request timeout of the projects calls: a missing, dead or silent context node never hangs a task.
+ */
+import { selectPaths } from "../context/globs";
+import { BYTES_PER_TOKEN } from "./prompt";
+import { type ContextFrame, type ContextSelection, type ContextState, degradedFrames } from "./context-frames";
+
+export interface ContextSourceDeps {
+	call<T = unknown>(action: string, params: unknown, opts?: { timeout?: number; retries?: number }): Promise<T>;
+	timeoutMs: number;
+	logger: { warn(...a: unknown[]): void };
+	/** Called once per task with how the context was obtained (metrics). */
+	onOutcome?(ev: { state: ContextState; reason?: string; ms: number }): void;
+}
+
+export interface TaskContextRequest {
+	taskId: string;
+	projectId: string;
+	userId: string;
+	prompt: string;
+	include?: string[];
+	exclude?: string[];
+}
+
+export interface TaskContext {
+	version: number;
+	state: ContextState;
+	reason?: string;
+	tokenizer: string;
+	frames: ContextFrame[];
+}
+
+/** The query sent to `context.select`: the prompt, cut to what a ranker can use. */
+export const MAX_QUERY_CHARS = 10_000;
+/** Most included paths read on the degraded path (readContext reads in order until the budget is full anyway). */
+const MAX_DEGRADED_PATHS = 2_000;
+export const ESTIMATE_TOKENIZER = "estimate-bytes/3";
+
+interface ReadContextResult {
+	version: number;
+	files: Array<{ path: string; content: string }>;
+	omitted: Array<{ path: string; reason: string }>;
+}
+
+/**
+ * The budget asked of `context.select`: the task's context budget less room for the frame headers
+ * the platform adds (charged on the byte estimate, ~10-20 tokens each), so the service's frames are
+ * not cut at the end for want of header room. fitFrames still enforces the whole budget.
+ */
+export const selectBudget = (budgetTokens: number) => Math.max(0, budgetTokens - Math.ceil(budgetTokens / 25) - 32);
+
+/** Why `context.select` gave no context, as a stable code for the task view, the metric and the log. */
+export function degradedReason(err: unknown): string {
+	const type = (err as { type?: string })?.type;
+	if (type === "REQUEST_TIMEOUT") return "CONTEXT_TIMEOUT";
+	if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE") return "CONTEXT_UNAVAILABLE";
+	if (type === "INVALID_CONTEXT") return "CONTEXT_INVALID";
+	return "CONTEXT_ERROR";
+}
+
+function checkSelection(s: unknown, budget: number): ContextSelection {
+	const sel = s as ContextSelection;
+	const ok =
+		!!sel &&
+		Array.isArray(sel.frames) &&
+		sel.frames.every(
+			f =>
+				f &&
+				(f.kind === "file" || f.kind === "definitions" || f.kind === "map") &&
+				typeof f.text === "string" &&
+				Number.isInteger(f.tokens) &&
+				f.tokens >= 0 &&
+				(f.lines === undefined || (Array.isArray(f.lines) && f.lines.length === 2))
+		) &&
+		typeof sel.usedTokens === "number" &&
+		sel.usedTokens <= budget;
+	if (!ok)
+		throw Object.assign(new Error("context.select answered with a malformed selection"), {
+			type: "INVALID_CONTEXT"
+		});
+	return sel;
+}
+
+export async function taskContext(
+	deps: ContextSourceDeps,
+	req: TaskContextRequest,
+	budgetTokens: number
+): Promise<TaskContext> {
+	// Access (viewer or better) and the version the task reads (and a code task commits on) come from
+	// projects, whatever answers the context: the context service is never the authority on access.
+	const access = await deps.call<{ headVersion: number }>("projects.access", {
+		projectId: req.projectId,
+		userId: req.userId
+	});
+	const version = access.headVersion;
+	if (budgetTokens <= 0 || version <= 0)
+		return { version, state: "selected", tokenizer: ESTIMATE_TOKENIZER, frames: [] };
+
+	const t = performance.now();
+	try {
+		const sel = checkSelection(
+			await deps.call<ContextSelection>(
+				"context.select",
+				{
+					projectId: req.projectId,
+					version,
+					userId: req.userId,
+					query: req.prompt.slice(0, MAX_QUERY_CHARS),
+					budgetTokens: selectBudget(budgetTokens),
+					...(req.include?.length ? { include: req.include } : {}),
+					...(req.exclude?.length ? { exclude: req.exclude } : {})
+				},
+				{ timeout: deps.timeoutMs, retries: 0 }
+			),
+			selectBudget(budgetTokens)
+		);
+		deps.onOutcome?.({ state: "selected", ms: performance.now() - t });
+		return { version, state: "selected", tokenizer: sel.tokenizer, frames: sel.frames };
+	} catch (err) {
+		const reason = degradedReason(err);
+		deps.onOutcome?.({ state: "degraded", reason, ms: performance.now() - t });
+		deps.logger.warn(
+			`task ${req.taskId}: context degraded (${reason}): ${(err as Error).message}; running with the included paths and the repository map`
+		);
+		return {
+			version,
+			state: "degraded",
+			reason,
+			tokenizer: ESTIMATE_TOKENIZER,
+			frames: await degraded(deps, req, version, budgetTokens)
+		};
+	}
+}
+
+async function degraded(
+	deps: ContextSourceDeps,
+	req: TaskContextRequest,
+	version: number,
+	budgetTokens: number
+): Promise<ContextFrame[]> {
+	// maxBytes 1 reads (almost) nothing: every path comes back, most as omitted for the budget.
+	const probe = await deps.call<ReadContextResult>("projects.readContext", {
+		projectId: req.projectId,
+		userId: req.userId,
+		version,
+		maxBytes: 1
+	});
+	const all = [
+		...probe.files.map(f => f.path),
+		...probe.omitted.filter(o => o.reason !== "not-found").map(o => o.path)
+	].sort();
+	const mapPaths = selectPaths(all, undefined, req.exclude);
+	let files: ReadContextResult["files"] = [];
+	if (req.include?.length) {
+		const wanted = selectPaths(all, req.include, req.exclude).slice(0, MAX_DEGRADED_PATHS);
+		if (wanted.length)
+			files = (
+				await deps.call<ReadContextResult>("projects.readContext", {
+					projectId: req.projectId,
+					userId: req.userId,
+					version,
+					maxBytes: Math.max(1, budgetTokens * BYTES_PER_TOKEN),
+					paths: wanted
+				})
+			).files;
+	}
+	return degradedFrames(files, mapPaths, budgetTokens);
+}
