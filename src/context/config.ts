@@ -4,7 +4,7 @@
  * settings (CONTEXT_* read by the Python package) are documented there.
  */
 import path from "node:path";
-import type { EnvReader } from "../config";
+import type { EnvReader } from "../env-reader";
 
 export interface ContextConfig {
 	/** How long an ai node waits for `context.select` before running the task on the degraded context. */

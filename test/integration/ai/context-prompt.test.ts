@@ -11,6 +11,7 @@ import { startFakeOpenAI } from "../../support/fake-openai";
 import type { FakeServer } from "../../support/fake-llm-server";
 import { fakeContextService, fakeTokens, type FakeContextState } from "../../support/fake-context";
 import { selectBudget } from "../../../src/ai/context-source";
+import AiService from "../../../services/ai.service";
 import { api, makeUser, startTasksNode, type TestNode, type TestUser } from "../tasks/helpers";
 
 jest.setTimeout(60_000);
@@ -53,7 +54,7 @@ beforeAll(async () => {
 		CONTEXT_TIMEOUT_MS: String(CONTEXT_TIMEOUT_MS)
 	});
 	// The ai service runs in the node too (startTasksNode hosts the queue side only).
-	node.broker.createService(require("../../../services/ai.service").default);
+	node.broker.createService(AiService);
 	await eventually(() => !!node.broker.getLocalService("ai"), 10_000);
 	broker = node.broker;
 	user = await makeUser(node, "team");
