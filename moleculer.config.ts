@@ -5,6 +5,7 @@
 import type { BrokerOptions, Errors } from "moleculer";
 import { Config } from "./src/config";
 import { PermissionsMiddleware } from "./src/middlewares/permissions";
+import { DomainErrorMiddleware } from "./src/middlewares/domain-errors";
 import { RequestLogMiddleware } from "./src/middlewares/request-log";
 import { DeadNodeDetector } from "./src/middlewares/dead-node-detector";
 import { BatchingNatsTransporter } from "./src/runtime/nats-transporter";
@@ -115,8 +116,11 @@ export function brokerOptions(config: Config): BrokerOptions {
 		internalMiddlewares: false,
 		middlewares: [
 			PermissionsMiddleware,
-			RequestLogMiddleware,
 			"ActionHook",
+			// Innermost after the hooks: everything outside (request log, breaker, retry, the caller) sees
+			// Moleculer errors only.
+			DomainErrorMiddleware,
+			RequestLogMiddleware,
 			"Validator",
 			"Bulkhead",
 			"Cacher",

@@ -6,11 +6,10 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { TIER_ORDER, TIERS, TierName, allowsModelGroup } from "../src/domain/tiers";
 import type { AuthUser } from "../src/auth/user";
-import { Forbidden, TooManyRequests, Unprocessable } from "../src/errors";
 import type { AiConfig } from "../src/ai/config";
 import { CATALOG, tiersForGroup } from "../src/ai/catalog";
-import { UsageLimiter, RateLimited } from "../src/ai/limits";
-import { PrepareError, TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
+import { UsageLimiter } from "../src/ai/limits";
+import { TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { LeasePump } from "../src/ai/lease-pump";
@@ -107,25 +106,8 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			},
 			async handler(this: AiThis, ctx: Context<PrepareParams>) {
 				const p = ctx.params;
-				let prepared;
-				try {
-					prepared = prepareTask(this.cfg, p);
-				} catch (err) {
-					if (!(err instanceof PrepareError)) throw err;
-					if (err.status === 403) throw Forbidden(err.message, err.code);
-					throw Unprocessable(
-						err.message,
-						[{ field: err.field, message: err.message, type: err.code }],
-						err.code
-					);
-				}
-				let window: { windowEndMs: number | null };
-				try {
-					window = await this.limiter.admit(p.userId, p.tier, worstCaseTokens(prepared));
-				} catch (err) {
-					if (err instanceof RateLimited) throw TooManyRequests(err.message, err.retryAfterS);
-					throw err;
-				}
+				const prepared = prepareTask(this.cfg, p);
+				const window = await this.limiter.admit(p.userId, p.tier, worstCaseTokens(prepared));
 				return {
 					models: prepared.models.map(m => ({
 						model: m.model,

@@ -4,12 +4,11 @@
  * A thin shell: the rules live in src/payments/*, this file wires them to actions, routes and timers.
  */
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { Errors } from "moleculer";
 import type { Transaction } from "sequelize";
 import { durableEvents, DurableThis } from "../mixins/durable-events.mixin";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { Config } from "../src/config";
-import { BadRequest, Unavailable, Unprocessable } from "../src/errors";
+import { BadRequest, Unauthorized, Unavailable, Unprocessable } from "../src/errors";
 import {
 	MAX_PURCHASED_BOOST_MS,
 	TIERS,
@@ -48,7 +47,7 @@ const CREDITS = (min: number) => ({ type: "number", integer: true, min, max: Num
 
 function me(ctx: Ctx<unknown>): string {
 	const id = ctx.meta.user?.id;
-	if (!id) throw new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED");
+	if (!id) throw Unauthorized();
 	return id;
 }
 

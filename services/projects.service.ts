@@ -8,14 +8,13 @@ import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { Readable } from "node:stream";
 import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { Errors } from "moleculer";
 import type { Sequelize, Transaction } from "sequelize";
 import { durableEvents } from "../mixins/durable-events.mixin";
 import type { DurableThis } from "../mixins/durable-events.mixin";
 import type { AuthUser } from "../src/auth/user";
 import type { Config } from "../src/config";
 import { withTransaction } from "../src/db/sequelize";
-import { Conflict, Forbidden, NotFound, Unprocessable } from "../src/errors";
+import { Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable } from "../src/errors";
 import { runtimeOf } from "../src/runtime/runtime";
 import { checkMemberChange, decodeCursor, encodeCursor, hasRole, PROJECT_ROLES } from "../src/projects/access";
 import type { MemberChange, ProjectRole } from "../src/projects/access";
@@ -129,14 +128,6 @@ interface ProjectsThis extends DurableThis {
 	runGc(opts: { dryRun: boolean; graceS: number }): Promise<GcResult & { removedTempFiles: number }>;
 	cacheGet<T>(key: string): Promise<T | null>;
 	cacheSet(key: string, value: unknown): Promise<void>;
-}
-
-/** Domain errors become client errors with their stable code; request fields are named as the client sent them. */
-function toClientError(err: unknown): unknown {
-	if (!(err instanceof ProjectDomainError)) return err;
-	const details = { ...err.details, field: err.details.field.replace(/^ops(?=\[|$)/, "changes") };
-	if (err.httpStatus === 500) return new Errors.MoleculerServerError(err.message, 500, err.code, details);
-	return new Errors.MoleculerClientError(err.message, err.httpStatus, err.code, details);
 }
 
 function iso(d: Date | null): string | null {
@@ -437,12 +428,9 @@ const ProjectsService: ServiceSchema<
 					);
 					if (!verdict.noop) {
 						if (!known.includes(ctx.params.userId))
-							throw new Errors.MoleculerClientError(
-								"No account has this user id",
-								404,
-								"USER_NOT_FOUND",
-								{ field: "userId" }
-							);
+							throw new DomainError("USER_NOT_FOUND", 404, "No account has this user id", {
+								field: "userId"
+							});
 						await this.repo.setMember(tx, ctx.params.id, ctx.params.userId, ctx.params.role, actorId);
 					}
 					return { projectId: ctx.params.id, userId: ctx.params.userId, role: ctx.params.role };
@@ -576,13 +564,7 @@ const ProjectsService: ServiceSchema<
 			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; path: string; version?: number }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
-				const filePath = (() => {
-					try {
-						return normaliseProjectPath(ctx.params.path, "path");
-					} catch (err) {
-						throw toClientError(err);
-					}
-				})();
+				const filePath = normaliseProjectPath(ctx.params.path, "path");
 				const number = this.resolveVersion(project, ctx.params.version);
 				const manifest = await this.loadManifest(project.id, number);
 				const entry = Object.hasOwn(manifest, filePath) ? manifest[filePath] : undefined;
@@ -749,13 +731,7 @@ const ProjectsService: ServiceSchema<
 				const number = this.resolveVersion(project, ctx.params.version);
 				const manifest = await this.loadManifest(project.id, number);
 				const maxBytes = Math.min(ctx.params.maxBytes, this.cfg.contextMaxBytes);
-				const paths = ctx.params.paths?.map((p, i) => {
-					try {
-						return normaliseProjectPath(p, `paths[${i}]`);
-					} catch (err) {
-						throw toClientError(err);
-					}
-				});
+				const paths = ctx.params.paths?.map((p, i) => normaliseProjectPath(p, `paths[${i}]`));
 				const selection = await selectContext(manifest, entry => this.readBlob(entry), { maxBytes, paths });
 				return { projectId: project.id, version: number, maxBytes, ...selection };
 			}
@@ -974,16 +950,13 @@ const ProjectsService: ServiceSchema<
 				ownerCount: members.filter(m => m.role === "owner").length
 			});
 			if (!verdict.ok)
-				throw new Errors.MoleculerClientError(verdict.reason, verdict.status, verdict.code, {
-					field,
-					reason: verdict.reason
-				});
+				throw new DomainError(verdict.code, verdict.status, verdict.reason, { field, reason: verdict.reason });
 			return verdict;
 		},
 
 		userOf(ctx: Ctx<unknown>): AuthUser {
 			const user = ctx.meta.user;
-			if (!user) throw new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED");
+			if (!user) throw Unauthorized();
 			return user;
 		},
 
@@ -1071,15 +1044,9 @@ const ProjectsService: ServiceSchema<
 				const cached = await this.cacheGet<string>(key);
 				if (typeof cached === "string") return Buffer.from(cached, "base64");
 			}
-			const data = await this.blobs.get(entry.sha256).catch(err => {
-				throw toClientError(err);
-			});
+			const data = await this.blobs.get(entry.sha256);
 			if (data === null)
-				throw new Errors.MoleculerServerError(
-					`Blob ${entry.sha256} is missing from the store`,
-					500,
-					"BLOB_MISSING"
-				);
+				throw new DomainError("BLOB_MISSING", 500, `Blob ${entry.sha256} is missing from the store`);
 			if (cacheable) await this.cacheSet(key, data.toString("base64"));
 			return data;
 		},
@@ -1130,13 +1097,11 @@ const ProjectsService: ServiceSchema<
 			if (baseVersion !== project.headVersion) throw stale();
 
 			const parent = await this.loadManifest(projectId, baseVersion);
-			let result: ReturnType<typeof applyChangeSet>;
-			try {
-				result = applyChangeSet(parent, input.changes, this.cfg.limits);
-			} catch (err) {
-				throw toClientError(err);
-			}
-			const { manifest, newBlobs, fileCount, totalBytes } = result;
+			const { manifest, newBlobs, fileCount, totalBytes } = applyChangeSet(
+				parent,
+				input.changes,
+				this.cfg.limits
+			);
 
 			let version: VersionRecord;
 			try {
@@ -1191,7 +1156,7 @@ const ProjectsService: ServiceSchema<
 					if (earlier) return earlier;
 				}
 				if (isUniqueViolation(err)) throw stale();
-				throw toClientError(err);
+				throw err;
 			}
 			await this.cacheSet(`projects.manifest:${projectId}:${version.number}`, Object.entries(manifest));
 			return version;

@@ -6,14 +6,21 @@
 import type { LeasedTask } from "../src/tasks/contract";
 import { randomUUID } from "node:crypto";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { Errors } from "moleculer";
 import { UniqueConstraintError } from "sequelize";
 import { durableEvents, type DurableThis } from "../mixins/durable-events.mixin";
 import type { AuthUser } from "../src/auth/user";
 import { hasScope, type Scope } from "../src/auth/scopes";
 import type { Config } from "../src/config";
 import { MAX_PURCHASED_BOOST_MS, TIERS, TIER_ORDER, isTierName, type TierName } from "../src/domain/tiers";
-import { Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable } from "../src/errors";
+import {
+	Conflict,
+	Forbidden,
+	NotFound,
+	TooManyRequests,
+	Unauthorized,
+	Unavailable,
+	Unprocessable
+} from "../src/errors";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { TasksConfig } from "../src/tasks/config";
 import { emptyByTier, queueMetaOf, type QueueMeta, type QueueSnapshot } from "../src/tasks/queue-meta";
@@ -754,8 +761,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 	methods: {
 		async statsView(this: TasksThis) {
 			const s = (await this.meta.readSnapshot()) ?? (await this.snapshotOnce(true));
-			if (!s)
-				throw new Errors.MoleculerServerError("Queue statistics are not available", 503, "SERVICE_UNAVAILABLE");
+			if (!s) throw Unavailable("Queue statistics are not available");
 			return {
 				at: new Date(s.at).toISOString(),
 				capacity: s.capacity,
@@ -780,7 +786,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		userOf(this: TasksThis, ctx: Ctx<unknown>, scope: Scope): AuthUser {
 			const user = ctx.meta.user;
-			if (!user) throw new Errors.MoleculerClientError("Authentication required", 401, "UNAUTHORIZED");
+			if (!user) throw Unauthorized();
 			// Sessions carry every scope of their role; API keys only those chosen for them.
 			if (user.keyId && !hasScope(user, scope))
 				throw Forbidden(`This needs the '${scope}' scope`, "INSUFFICIENT_SCOPE");

@@ -1,22 +1,44 @@
-/** Typed client errors with stable codes; the gateway turns them into the contract's error shape. */
-import { Errors } from "moleculer";
+/**
+ * The one error vocabulary of the domain: a `DomainError` carries a stable `code` (what clients
+ * branch on), the HTTP `status` it stands for, a message and optional details. It does not depend on
+ * Moleculer: domain code throws it, and one middleware (src/middlewares/domain-errors.ts) turns it
+ * into a Moleculer error on the node that hosts the action, so it crosses the transporter with its
+ * code and the gateway (src/http/errors.ts) answers with the contract's error shape.
+ */
 
-const E = Errors.MoleculerClientError;
+/** One problem with one request field, the shape of a 422's details. */
+export interface FieldProblem {
+	field: string;
+	message: string;
+	type?: string;
+}
 
-export const NotFound = (what = "Resource", details?: unknown) => new E(`${what} not found`, 404, "NOT_FOUND", details);
-export const Conflict = (message: string, code = "CONFLICT", details?: unknown) => new E(message, 409, code, details);
-export const Unauthorized = (message = "Authentication required", code = "UNAUTHORIZED") => new E(message, 401, code);
-export const Forbidden = (message = "You are not allowed to do this", code = "FORBIDDEN") => new E(message, 403, code);
+export class DomainError extends Error {
+	constructor(
+		readonly code: string,
+		readonly status: number,
+		message: string,
+		readonly details?: unknown
+	) {
+		super(message);
+		this.name = "DomainError";
+	}
+}
+
+export const NotFound = (what = "Resource", details?: unknown) =>
+	new DomainError("NOT_FOUND", 404, `${what} not found`, details);
+export const Conflict = (message: string, code = "CONFLICT", details?: unknown) =>
+	new DomainError(code, 409, message, details);
+export const Unauthorized = (message = "Authentication required", code = "UNAUTHORIZED") =>
+	new DomainError(code, 401, message);
+export const Forbidden = (message = "You are not allowed to do this", code = "FORBIDDEN") =>
+	new DomainError(code, 403, message);
 export const BadRequest = (message: string, code = "BAD_REQUEST", details?: unknown) =>
-	new E(message, 400, code, details);
-export const Unprocessable = (
-	message: string,
-	details: Array<{ field: string; message: string; type?: string }>,
-	code = "VALIDATION_ERROR"
-) => new E(message, 422, code, details);
+	new DomainError(code, 400, message, details);
+export const Unprocessable = (message: string, details: FieldProblem[], code = "VALIDATION_ERROR") =>
+	new DomainError(code, 422, message, details);
 export const PaymentRequired = (message: string, details?: unknown) =>
-	new E(message, 402, "INSUFFICIENT_CREDITS", details);
+	new DomainError("INSUFFICIENT_CREDITS", 402, message, details);
 export const TooManyRequests = (message: string, retryAfterS: number, code = "RATE_LIMITED") =>
-	new E(message, 429, code, { retryAfter: retryAfterS });
-export const Unavailable = (message: string, code = "SERVICE_UNAVAILABLE") =>
-	new Errors.MoleculerServerError(message, 503, code);
+	new DomainError(code, 429, message, { retryAfter: retryAfterS });
+export const Unavailable = (message: string, code = "SERVICE_UNAVAILABLE") => new DomainError(code, 503, message);

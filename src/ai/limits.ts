@@ -17,6 +17,7 @@
 import type Redis from "ioredis";
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { TIERS, TierName } from "../domain/tiers";
+import { DomainError } from "../errors";
 
 const WINDOW_MS = 60_000;
 /**
@@ -44,12 +45,14 @@ if give <= 0 then return 0 end
 redis.call('DECRBY', KEYS[1], give)
 return give`;
 
-export class RateLimited extends Error {
+export class RateLimited extends DomainError {
 	constructor(
 		readonly what: "requests" | "tokens",
 		readonly retryAfterS: number
 	) {
-		super(`Too many ${what} per minute for this tier; retry in ${retryAfterS} s`);
+		super("RATE_LIMITED", 429, `Too many ${what} per minute for this tier; retry in ${retryAfterS} s`, {
+			retryAfter: retryAfterS
+		});
 	}
 }
 

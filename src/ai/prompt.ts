@@ -19,6 +19,7 @@ import { CATALOG, CatalogModel, costCredits, findModel } from "./catalog";
 
 export type { TaskKind } from "../tasks/contract";
 import type { TaskKind } from "../tasks/contract";
+import { DomainError } from "../errors";
 
 export const BYTES_PER_TOKEN = 3;
 const MESSAGE_OVERHEAD_TOKENS = 4;
@@ -76,16 +77,20 @@ export function worstCaseTokens(p: Pick<Prepared, "models">): number {
 	return p.models.reduce((n, m) => n + m.promptTokens + m.maxOutputTokens, 0);
 }
 
-/** A refusal of `ai.prepare`, mapped to the contract's 4xx by the service. */
-export class PrepareError extends Error {
+export type PrepareErrorCode =
+	"VALIDATION_ERROR" | "UNKNOWN_MODEL" | "MODEL_NOT_ALLOWED" | "PROMPT_TOO_LONG" | "MODEL_UNAVAILABLE";
+
+/** A refusal of `ai.prepare`: 403 for a model the tier may not use, 422 (naming the field) otherwise. */
+export class PrepareError extends DomainError {
+	declare readonly code: PrepareErrorCode;
+	declare readonly status: 403 | 422;
 	constructor(
-		readonly status: 403 | 422,
-		readonly code:
-			"VALIDATION_ERROR" | "UNKNOWN_MODEL" | "MODEL_NOT_ALLOWED" | "PROMPT_TOO_LONG" | "MODEL_UNAVAILABLE",
+		status: 403 | 422,
+		code: PrepareErrorCode,
 		message: string,
 		readonly field: string
 	) {
-		super(message);
+		super(code, status, message, status === 422 ? [{ field, message, type: code }] : undefined);
 	}
 }
 

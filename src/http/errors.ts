@@ -4,6 +4,8 @@
  * This module maps whatever was thrown (Moleculer errors from any node, body-parser errors, our own
  * domain errors) to a status and that shape. Unknown errors become a generic 500 without internals.
  */
+import { toMoleculerError } from "../middlewares/domain-errors";
+
 export interface ApiErrorBody {
 	error: { code: string; message: string; details?: unknown };
 	requestId: string;
@@ -66,7 +68,8 @@ function validationDetails(data: unknown) {
 }
 
 export function mapError(err: unknown): MappedError {
-	const e = (err ?? {}) as ErrorLike;
+	// Thrown in the gateway itself (authentication, routing), not through an action.
+	const e = (toMoleculerError(err) ?? {}) as ErrorLike;
 	const headers: Record<string, string> = {};
 
 	// body-parser errors carry a `type` like "entity.parse.failed" and a numeric status.

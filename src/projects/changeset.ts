@@ -129,7 +129,7 @@ function readMode(op: Record<string, unknown>, field: string): FileMode | undefi
 }
 
 function parseOp(raw: unknown, index: number): ParsedOp {
-	const field = `ops[${index}]`;
+	const field = `changes[${index}]`;
 	if (!isRecord(raw)) invalid(field, "operation must be an object");
 	switch (raw.op) {
 		case "add":
@@ -163,7 +163,7 @@ function parseOp(raw: unknown, index: number): ParsedOp {
 }
 
 function touchedPaths(op: ParsedOp): [path: string, field: string][] {
-	const field = `ops[${op.index}]`;
+	const field = `changes[${op.index}]`;
 	return op.kind === "rename"
 		? [
 				[op.from, `${field}.from`],
@@ -262,17 +262,17 @@ export function applyChangeSet(
 	const { maxFileBytes, maxProjectBytes, maxFiles, maxOps } = { ...DEFAULT_CHANGESET_LIMITS, ...limits };
 	// Callers pass request bodies straight through, so the declared type is checked, not trusted.
 	const rawOps: unknown = ops;
-	if (!Array.isArray(rawOps)) invalid("ops", "ops must be an array");
+	if (!Array.isArray(rawOps)) invalid("changes", "changes must be an array");
 	if (rawOps.length === 0) {
 		throw new ChangeSetInvalidError("CHANGESET_EMPTY", "Invalid change set: no operations", {
-			field: "ops",
+			field: "changes",
 			reason: "no operations"
 		});
 	}
 	if (rawOps.length > maxOps) {
 		const reason = `${rawOps.length} operations, the limit is ${maxOps}`;
 		throw new LimitExceededError("TOO_MANY_OPS", `Change set too large: ${reason}`, {
-			field: "ops",
+			field: "changes",
 			reason,
 			limit: maxOps,
 			actual: rawOps.length
@@ -283,7 +283,7 @@ export function applyChangeSet(
 	refuseDuplicatePaths(parsed);
 	for (const op of parsed) {
 		if (op.kind !== "write") continue;
-		const field = `ops[${op.index}].content`;
+		const field = `changes[${op.index}].content`;
 		const size = decodedLength(op.content, op.encoding, field);
 		if (size > maxFileBytes) {
 			const reason = `"${op.path}" is ${size} bytes, the limit is ${maxFileBytes}`;
@@ -302,7 +302,7 @@ export function applyChangeSet(
 	const newBlobs = new Map<string, Buffer>();
 	const placed: [string, string][] = [];
 	for (const op of parsed) {
-		const field = `ops[${op.index}]`;
+		const field = `changes[${op.index}]`;
 		if (op.kind === "rename") {
 			const entry = files.get(op.from);
 			if (entry === undefined) missing(op.from, `${field}.from`);
@@ -337,7 +337,7 @@ export function applyChangeSet(
 	if (files.size > maxFiles && files.size > parentCount) {
 		const reason = `the project would have ${files.size} files, the limit is ${maxFiles}`;
 		throw new LimitExceededError("TOO_MANY_FILES", `Project too large: ${reason}`, {
-			field: "ops",
+			field: "changes",
 			reason,
 			limit: maxFiles,
 			actual: files.size
@@ -347,7 +347,7 @@ export function applyChangeSet(
 	if (totalBytes > maxProjectBytes && totalBytes > sumSizes(Object.values(parent))) {
 		const reason = `the project would be ${totalBytes} bytes, the limit is ${maxProjectBytes}`;
 		throw new LimitExceededError("PROJECT_TOO_LARGE", `Project too large: ${reason}`, {
-			field: "ops",
+			field: "changes",
 			reason,
 			limit: maxProjectBytes,
 			actual: totalBytes

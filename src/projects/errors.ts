@@ -1,13 +1,12 @@
 /**
- * Typed errors of the projects domain core. Every error carries a stable `code` string and
- * `{ field, reason }` details; `httpStatus` is the status the service layer is expected to map
- * it to (422 invalid input, 413 over a limit, 409 conflicts with the parent version, 500 store
- * integrity). The core does not depend on Moleculer, so these are plain `Error` subclasses; the
- * service wraps them in `MoleculerClientError(message, httpStatus, code, details)`.
+ * Typed errors of the projects domain core: DomainErrors (src/errors.ts) whose details are always
+ * `{ field, reason }`, with the status each kind stands for (422 invalid input, 413 over a limit,
+ * 409 conflicts with the parent version, 500 store integrity).
  */
+import { DomainError } from "../errors";
 
 export interface ProjectErrorDetails {
-	/** Where in the request the problem is, e.g. `ops[3].path` or `path`. */
+	/** Where in the request the problem is, e.g. `changes[3].path` or `path`. */
 	field: string;
 	/** Human-readable, stable enough for clients to show. */
 	reason: string;
@@ -18,22 +17,20 @@ export interface ProjectErrorDetails {
 	actual?: number;
 }
 
-export abstract class ProjectDomainError extends Error {
-	abstract readonly code: string;
-	abstract readonly httpStatus: 409 | 413 | 422 | 500;
-	readonly details: ProjectErrorDetails;
+export abstract class ProjectDomainError extends DomainError {
+	declare readonly details: ProjectErrorDetails;
 
-	constructor(message: string, details: ProjectErrorDetails) {
-		super(message);
+	constructor(code: string, status: 409 | 413 | 422 | 500, message: string, details: ProjectErrorDetails) {
+		super(code, status, message, details);
 		this.name = new.target.name;
-		this.details = details;
 	}
 }
 
 /** A path breaks a rule in paths.ts. */
 export class PathInvalidError extends ProjectDomainError {
-	readonly code = "PATH_INVALID";
-	readonly httpStatus = 422;
+	constructor(message: string, details: ProjectErrorDetails) {
+		super("PATH_INVALID", 422, message, details);
+	}
 }
 
 export type ChangeSetInvalidCode =
@@ -43,13 +40,9 @@ export type ChangeSetInvalidCode =
 
 /** The change set itself is malformed, independent of the parent version. */
 export class ChangeSetInvalidError extends ProjectDomainError {
-	readonly httpStatus = 422;
-	constructor(
-		readonly code: ChangeSetInvalidCode,
-		message: string,
-		details: ProjectErrorDetails
-	) {
-		super(message, details);
+	declare readonly code: ChangeSetInvalidCode;
+	constructor(code: ChangeSetInvalidCode, message: string, details: ProjectErrorDetails) {
+		super(code, 422, message, details);
 	}
 }
 
@@ -61,26 +54,18 @@ export type PathConflictCode =
 
 /** The change set is well-formed but does not fit the parent manifest. */
 export class PathConflictError extends ProjectDomainError {
-	readonly httpStatus = 409;
-	constructor(
-		readonly code: PathConflictCode,
-		message: string,
-		details: ProjectErrorDetails
-	) {
-		super(message, details);
+	declare readonly code: PathConflictCode;
+	constructor(code: PathConflictCode, message: string, details: ProjectErrorDetails) {
+		super(code, 409, message, details);
 	}
 }
 
 export type LimitExceededCode = "FILE_TOO_LARGE" | "PROJECT_TOO_LARGE" | "TOO_MANY_FILES" | "TOO_MANY_OPS";
 
 export class LimitExceededError extends ProjectDomainError {
-	readonly httpStatus = 413;
-	constructor(
-		readonly code: LimitExceededCode,
-		message: string,
-		details: ProjectErrorDetails
-	) {
-		super(message, details);
+	declare readonly code: LimitExceededCode;
+	constructor(code: LimitExceededCode, message: string, details: ProjectErrorDetails) {
+		super(code, 413, message, details);
 	}
 }
 
@@ -91,13 +76,8 @@ export type BlobIntegrityCode = "BLOB_KEY_INVALID" | "BLOB_HASH_MISMATCH" | "BLO
  * data no longer hashes to its key on read (`BLOB_CORRUPT`, a server fault).
  */
 export class BlobIntegrityError extends ProjectDomainError {
-	readonly httpStatus: 422 | 500;
-	constructor(
-		readonly code: BlobIntegrityCode,
-		message: string,
-		details: ProjectErrorDetails
-	) {
-		super(message, details);
-		this.httpStatus = code === "BLOB_CORRUPT" ? 500 : 422;
+	declare readonly code: BlobIntegrityCode;
+	constructor(code: BlobIntegrityCode, message: string, details: ProjectErrorDetails) {
+		super(code, code === "BLOB_CORRUPT" ? 500 : 422, message, details);
 	}
 }

@@ -53,7 +53,7 @@ function sharedContract(name: string, store: () => BlobStore): void {
 			const [sha] = blob(Buffer.from("right"));
 			await expect(store().put(sha, Buffer.from("wrong"))).rejects.toMatchObject({
 				code: "BLOB_HASH_MISMATCH",
-				httpStatus: 422
+				status: 422
 			});
 			expect(await store().get(sha)).toBeNull();
 			const [okSha, ok] = blob(Buffer.from("ok"));
@@ -186,7 +186,7 @@ describe("FsBlobStore", () => {
 		await store.put(sha, data);
 		await chmod(store.pathFor(sha), 0o644);
 		await writeFile(store.pathFor(sha), "tampered");
-		await expect(store.get(sha)).rejects.toMatchObject({ code: "BLOB_CORRUPT", httpStatus: 500 });
+		await expect(store.get(sha)).rejects.toMatchObject({ code: "BLOB_CORRUPT", status: 500 });
 		expect((await new FsBlobStore(root, { verifyOnRead: false }).get(sha))!.toString()).toBe("tampered");
 	});
 

@@ -87,7 +87,7 @@ describe("applyChangeSet", () => {
 		).toBeUndefined();
 		const err = thrown(() => applyChangeSet(parent, [{ op: "add", path: "x", content: "", mode: 0o777 as 0o755 }]));
 		expect(err.code).toBe("CHANGESET_INVALID");
-		expect(err.details.field).toBe("ops[0].mode");
+		expect(err.details.field).toBe("changes[0].mode");
 	});
 
 	it("dedups content: within the change set and against the parent", () => {
@@ -108,47 +108,57 @@ describe("applyChangeSet", () => {
 				"add onto an existing path",
 				[{ op: "add", path: "README.md", content: "x" }],
 				"PATH_EXISTS",
-				"ops[0].path"
+				"changes[0].path"
 			],
-			["modify a missing path", [{ op: "modify", path: "nope", content: "x" }], "PATH_NOT_FOUND", "ops[0].path"],
-			["delete a missing path", [{ op: "delete", path: "nope" }], "PATH_NOT_FOUND", "ops[0].path"],
-			["rename a missing source", [{ op: "rename", from: "nope", to: "x" }], "PATH_NOT_FOUND", "ops[0].from"],
+			[
+				"modify a missing path",
+				[{ op: "modify", path: "nope", content: "x" }],
+				"PATH_NOT_FOUND",
+				"changes[0].path"
+			],
+			["delete a missing path", [{ op: "delete", path: "nope" }], "PATH_NOT_FOUND", "changes[0].path"],
+			["rename a missing source", [{ op: "rename", from: "nope", to: "x" }], "PATH_NOT_FOUND", "changes[0].from"],
 			[
 				"rename onto an existing target",
 				[{ op: "rename", from: "README.md", to: "src/index.ts" }],
 				"PATH_EXISTS",
-				"ops[0].to"
+				"changes[0].to"
 			],
-			["add a case variant", [{ op: "add", path: "readme.MD", content: "x" }], "CASE_CONFLICT", "ops[0].path"],
+			[
+				"add a case variant",
+				[{ op: "add", path: "readme.MD", content: "x" }],
+				"CASE_CONFLICT",
+				"changes[0].path"
+			],
 			[
 				"add a case-folding variant",
 				[{ op: "add", path: "SRC/INDEX.TS", content: "x" }],
 				"CASE_CONFLICT",
-				"ops[0].path"
+				"changes[0].path"
 			],
 			[
 				"rename onto a case variant",
 				[{ op: "rename", from: "src/index.ts", to: "Readme.md" }],
 				"CASE_CONFLICT",
-				"ops[0].to"
+				"changes[0].to"
 			],
 			[
 				"add a file where a directory is",
 				[{ op: "add", path: "src", content: "x" }],
 				"FILE_DIRECTORY_CONFLICT",
-				"ops[0].path"
+				"changes[0].path"
 			],
 			[
 				"add a file where a directory is, other case",
 				[{ op: "add", path: "Src", content: "x" }],
 				"FILE_DIRECTORY_CONFLICT",
-				"ops[0].path"
+				"changes[0].path"
 			],
 			[
 				"add under a file",
 				[{ op: "add", path: "README.md/x", content: "x" }],
 				"FILE_DIRECTORY_CONFLICT",
-				"ops[0].path"
+				"changes[0].path"
 			],
 			[
 				"two new paths differing by case",
@@ -157,12 +167,12 @@ describe("applyChangeSet", () => {
 					{ op: "add", path: "new/a.txt", content: "y" }
 				],
 				"CASE_CONFLICT",
-				"ops[0].path"
+				"changes[0].path"
 			]
 		])("%s", (_label, ops, code, field) => {
 			const err = thrown(() => applyChangeSet(base(), ops));
 			expect(err).toBeInstanceOf(PathConflictError);
-			expect(err.httpStatus).toBe(409);
+			expect(err.status).toBe(409);
 			expect(err.code).toBe(code);
 			expect(err.details.field).toBe(field);
 		});
@@ -189,41 +199,41 @@ describe("applyChangeSet", () => {
 
 	describe("malformed change sets (422)", () => {
 		it.each<[string, unknown, string, string]>([
-			["not an array", { op: "add" }, "CHANGESET_INVALID", "ops"],
-			["empty", [], "CHANGESET_EMPTY", "ops"],
-			["not an object", ["add"], "CHANGESET_INVALID", "ops[0]"],
-			["unknown op", [{ op: "chmod", path: "a" }], "CHANGESET_INVALID", "ops[0].op"],
-			["missing path", [{ op: "add", content: "x" }], "CHANGESET_INVALID", "ops[0].path"],
-			["missing content", [{ op: "add", path: "a" }], "CHANGESET_INVALID", "ops[0].content"],
+			["not an array", { op: "add" }, "CHANGESET_INVALID", "changes"],
+			["empty", [], "CHANGESET_EMPTY", "changes"],
+			["not an object", ["add"], "CHANGESET_INVALID", "changes[0]"],
+			["unknown op", [{ op: "chmod", path: "a" }], "CHANGESET_INVALID", "changes[0].op"],
+			["missing path", [{ op: "add", content: "x" }], "CHANGESET_INVALID", "changes[0].path"],
+			["missing content", [{ op: "add", path: "a" }], "CHANGESET_INVALID", "changes[0].content"],
 			[
 				"bad encoding",
 				[{ op: "add", path: "a", content: "x", encoding: "latin1" }],
 				"CHANGESET_INVALID",
-				"ops[0].encoding"
+				"changes[0].encoding"
 			],
 			[
 				"bad base64",
 				[{ op: "add", path: "a", content: "not base64!", encoding: "base64" }],
 				"CHANGESET_INVALID",
-				"ops[0].content"
+				"changes[0].content"
 			],
 			[
 				"truncated base64",
 				[{ op: "add", path: "a", content: "QUJDR", encoding: "base64" }],
 				"CHANGESET_INVALID",
-				"ops[0].content"
+				"changes[0].content"
 			],
 			[
 				"base64 with whitespace",
 				[{ op: "add", path: "a", content: "QUJD\nREVG", encoding: "base64" }],
 				"CHANGESET_INVALID",
-				"ops[0].content"
+				"changes[0].content"
 			],
 			[
 				"lone surrogate in utf8 content",
 				[{ op: "add", path: "a", content: "\uD800" }],
 				"CHANGESET_INVALID",
-				"ops[0].content"
+				"changes[0].content"
 			],
 			[
 				"rename onto itself",
@@ -232,7 +242,7 @@ describe("applyChangeSet", () => {
 					{ op: "rename", from: "README.md", to: "README.md" }
 				],
 				"CHANGESET_INVALID",
-				"ops[1].to"
+				"changes[1].to"
 			],
 			[
 				"two ops on one path",
@@ -241,7 +251,7 @@ describe("applyChangeSet", () => {
 					{ op: "delete", path: "README.md" }
 				],
 				"DUPLICATE_PATH_IN_CHANGESET",
-				"ops[1].path"
+				"changes[1].path"
 			],
 			[
 				"two ops on one path after normalisation",
@@ -250,7 +260,7 @@ describe("applyChangeSet", () => {
 					{ op: "add", path: "cafe\u0301", content: "y" }
 				],
 				"DUPLICATE_PATH_IN_CHANGESET",
-				"ops[1].path"
+				"changes[1].path"
 			],
 			[
 				"rename source used again",
@@ -259,7 +269,7 @@ describe("applyChangeSet", () => {
 					{ op: "add", path: "README.md", content: "new" }
 				],
 				"DUPLICATE_PATH_IN_CHANGESET",
-				"ops[1].path"
+				"changes[1].path"
 			],
 			[
 				"rename chain",
@@ -268,12 +278,12 @@ describe("applyChangeSet", () => {
 					{ op: "rename", from: "x", to: "y" }
 				],
 				"DUPLICATE_PATH_IN_CHANGESET",
-				"ops[1].from"
+				"changes[1].from"
 			]
 		])("%s", (_label, ops, code, field) => {
 			const err = thrown(() => applyChangeSet(base(), ops as ChangeOp[]));
 			expect(err).toBeInstanceOf(ChangeSetInvalidError);
-			expect(err.httpStatus).toBe(422);
+			expect(err.status).toBe(422);
 			expect(err.code).toBe(code);
 			expect(err.details.field).toBe(field);
 		});
@@ -286,7 +296,7 @@ describe("applyChangeSet", () => {
 				])
 			);
 			expect(err).toBeInstanceOf(PathInvalidError);
-			expect(err.details.field).toBe("ops[1].to");
+			expect(err.details.field).toBe("changes[1].to");
 		});
 
 		it("accepts unpadded base64", () => {
@@ -319,8 +329,8 @@ describe("applyChangeSet", () => {
 			);
 			expect(err).toBeInstanceOf(LimitExceededError);
 			expect(err.code).toBe("FILE_TOO_LARGE");
-			expect(err.httpStatus).toBe(413);
-			expect(err.details).toMatchObject({ field: "ops[0].content", path: "a", limit: 9, actual: 10 });
+			expect(err.status).toBe(413);
+			expect(err.details).toMatchObject({ field: "changes[0].content", path: "a", limit: 9, actual: 10 });
 		});
 
 		it("refuses the default 10 MiB + 1 byte", () => {
@@ -379,7 +389,7 @@ describe("applyChangeSet", () => {
 			const ops = Array.from({ length: 3 }, () => ({ op: "bogus" }) as unknown as ChangeOp);
 			const err = thrown(() => applyChangeSet(emptyManifest(), ops, { maxOps: 2 }));
 			expect(err.code).toBe("TOO_MANY_OPS");
-			expect(err.details).toMatchObject({ field: "ops", limit: 2, actual: 3 });
+			expect(err.details).toMatchObject({ field: "changes", limit: 2, actual: 3 });
 		});
 	});
 });

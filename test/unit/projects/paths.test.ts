@@ -3,13 +3,13 @@ import { caseFoldKey, comparePaths, isValidProjectPath, normaliseProjectPath } f
 
 function reasonFor(input: string): string {
 	try {
-		normaliseProjectPath(input, "ops[0].path");
+		normaliseProjectPath(input, "changes[0].path");
 	} catch (err) {
 		expect(err).toBeInstanceOf(PathInvalidError);
 		const e = err as PathInvalidError;
 		expect(e.code).toBe("PATH_INVALID");
-		expect(e.httpStatus).toBe(422);
-		expect(e.details.field).toBe("ops[0].path");
+		expect(e.status).toBe(422);
+		expect(e.details.field).toBe("changes[0].path");
 		return e.details.reason;
 	}
 	throw new Error(`expected ${JSON.stringify(input)} to be refused`);
