@@ -51,6 +51,7 @@ import {
 	sha256
 } from "../src/users/tokens";
 import type { RequestMeta, Ctx } from "../src/kit/service";
+import { accountsMixin, mfaCodeParam, type AccountsThis } from "./users/accounts.mixin";
 
 const ROLES: Role[] = ["user", "admin", "operator"];
 const ADDRESS_PATTERN = /^0x[0-9a-fA-F]{40}$/;
@@ -75,6 +76,7 @@ export interface TokenPair {
 export interface PublicUser {
 	id: string;
 	email: string | null;
+	emailVerified: boolean;
 	displayName: string | null;
 	role: Role;
 	createdAt: string;
@@ -99,7 +101,8 @@ export interface SiweProof {
 	kind: WalletKind;
 }
 
-interface UsersThis extends Service {
+interface UsersThis
+	extends Service, Pick<AccountsThis, "secondFactor" | "emailFlows" | "mfaChallenge" | "mailer" | "accounts"> {
 	announceWalletOwner(address: string): void;
 	cfg: UsersConfig;
 	jwt: Config["jwt"];
@@ -141,7 +144,14 @@ interface ForgeSection {
 const iso = (d: Date | string | null) => (d == null ? null : new Date(d).toISOString());
 
 function publicUser(u: UserRow): PublicUser {
-	return { id: u.id, email: u.email, displayName: u.display_name, role: u.role, createdAt: iso(u.created_at)! };
+	return {
+		id: u.id,
+		email: u.email,
+		emailVerified: u.email !== null && u.email_verified_at !== null,
+		displayName: u.display_name,
+		role: u.role,
+		createdAt: iso(u.created_at)!
+	};
 }
 
 function walletView(w: WalletRow): WalletView {
@@ -272,6 +282,7 @@ type UsersSchema = ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 const UsersService: UsersSchema = {
 	name: "users",
 	mixins: [
+		accountsMixin as unknown as ServiceSchema,
 		durableEvents({
 			group: "users",
 			handlers: {
@@ -343,6 +354,8 @@ const UsersService: UsersSchema = {
 				);
 				if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
 				await this.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
+				// Sign-ups are limited per IP above; the mail is limited per address only.
+				await this.emailFlows.sendVerification(user.id, email, false, null);
 				ctx.meta.$location = "/api/v1/users/me";
 				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
 			}
@@ -394,6 +407,16 @@ const UsersService: UsersSchema = {
 				await this.knownAddresses.remember(email, ctx.meta.ip);
 				if (this.hasher.needsRehash(user.password_hash!))
 					await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
+				if (await this.secondFactor.enabled(user.id)) return this.mfaChallenge(user.id, "password");
+				// An address the account never signed in from: tell the owner (a verified address only).
+				if (viaAccountLimiter && user.email_verified_at)
+					this.mailer.sendLater(user.email!, {
+						kind: "newSignIn",
+						method: "password",
+						ip: ctx.meta.ip ?? null,
+						userAgent: ctx.meta.userAgent || null,
+						at: new Date().toISOString()
+					});
 				await this.store.touchLogin(user.id);
 				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
 			}
@@ -521,6 +544,8 @@ const UsersService: UsersSchema = {
 				if (!user) throw new Error(`user ${userId} of wallet ${proof.address} not found`);
 				if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				await this.store.touchWalletSignIn(proof.address, proof.kind);
+				if (await this.secondFactor.enabled(user.id))
+					return { ...(await this.mfaChallenge(user.id, "siwe")), created };
 				await this.store.touchLogin(user.id);
 				if (created) {
 					await this.store.audit(undefined, user.id, user.id, "user.register", {
@@ -597,12 +622,17 @@ const UsersService: UsersSchema = {
 			params: {
 				$$strict: "remove",
 				currentPassword: { type: "string", min: 1, max: 1024, optional: true },
-				newPassword: { type: "string", min: 1, max: 1024 }
+				newPassword: { type: "string", min: 1, max: 1024 },
+				mfaCode: mfaCodeParam
 			},
-			async handler(this: UsersThis, ctx: Ctx<{ currentPassword?: string; newPassword: string }>) {
+			async handler(
+				this: UsersThis,
+				ctx: Ctx<{ currentPassword?: string; newPassword: string; mfaCode?: string }>
+			) {
 				const auth = ctx.meta.user!;
 				const user = await this.store.userById(auth.id);
 				if (!user) throw NotFound("User");
+				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
 				if (!user.email)
 					throw Conflict(
 						"An account needs an e-mail address before it can have a password",
@@ -652,9 +682,13 @@ const UsersService: UsersSchema = {
 		linkWallet: {
 			auth: "required",
 			sessionOnly: true,
-			params: { $$strict: "remove", ...siweParams },
-			async handler(this: UsersThis, ctx: Ctx<{ message: string; signature: string; nonceToken: string }>) {
+			params: { $$strict: "remove", ...siweParams, mfaCode: mfaCodeParam },
+			async handler(
+				this: UsersThis,
+				ctx: Ctx<{ message: string; signature: string; nonceToken: string; mfaCode?: string }>
+			) {
 				const user = ctx.meta.user!;
+				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
 				const proof = await this.verifySiweProof(ctx.params);
 				const r = await this.store.linkWallet(
 					user.id,
@@ -704,10 +738,15 @@ const UsersService: UsersSchema = {
 					max: SCOPES.length,
 					unique: true
 				},
-				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true }
+				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true },
+				mfaCode: mfaCodeParam
 			},
-			async handler(this: UsersThis, ctx: Ctx<{ name: string; scopes: Scope[]; expiresInDays?: number }>) {
+			async handler(
+				this: UsersThis,
+				ctx: Ctx<{ name: string; scopes: Scope[]; expiresInDays?: number; mfaCode?: string }>
+			) {
 				const user = ctx.meta.user!;
+				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
 				const allowed = scopesOfRole(user.role);
 				const denied = ctx.params.scopes.filter(s => !allowed.includes(s));
 				if (denied.length)

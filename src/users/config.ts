@@ -72,6 +72,42 @@ export interface UsersConfig {
 	apiKeys: { maxPerUser: number; lastUsedWriteIntervalS: number };
 	maxWalletsPerUser: number;
 	tierCacheTtlS: number;
+	mail: MailConfig;
+	accounts: AccountsConfig;
+}
+
+export interface MailConfig {
+	/** smtp(s)://user:pass@host:port; null: the development outbox (embedded mode only). */
+	smtpUrl: string | null;
+	/** The From header of every message. */
+	from: string;
+	/** Where the links in messages point (the web app); the token rides in the query. */
+	appUrl: string;
+	/** Messages kept by the development outbox (oldest dropped). */
+	outboxSize: number;
+	/** The outbox may be listed over HTTP (GET /dev/outbox): never with NODE_ENV=production. */
+	outboxRoute: boolean;
+}
+
+export interface AccountsConfig {
+	verifyTokenTtlS: number;
+	resetTokenTtlS: number;
+	/** Lifetime of the token between a correct password and the second factor. */
+	mfaTokenTtlS: number;
+	/** Wrong codes one mfaToken may take before it is spent. */
+	mfaTokenMaxAttempts: number;
+	/** Wrong codes per account (sign-in second step and step-up alike) before delays start. */
+	mfaThrottle: ThrottleRule;
+	/** Forgot-password and verification mails per address and per IP, per hour. */
+	mailPerAddressPerHour: number;
+	mailPerIpPerHour: number;
+	/** Password resets tried per IP per hour (a reset token is 256 bits; this only bounds the work). */
+	resetPerIpPerHour: number;
+	totpIssuer: string;
+	/** Time steps of tolerance either side of now (RFC 6238 §5.2). */
+	totpWindow: number;
+	/** Deleting a wallet-only account without 2FA needs a session at most this old (a fresh sign-in). */
+	recentSignInS: number;
 }
 
 /** OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); weaker settings are refused. */
@@ -146,6 +182,13 @@ export function loadUsersConfig(r: EnvReader): UsersConfig {
 	const minLength = r.int("PASSWORD_MIN_LENGTH", 10, 8, 64);
 	const maxLength = r.int("PASSWORD_MAX_LENGTH", 128, 64, 1024);
 
+	const smtpUrl = r.optUrl("SMTP_URL", ["smtp", "smtps"]);
+	const from = r.str("MAIL_FROM", "ForgeFluid <no-reply@localhost>");
+	if (!/^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/.test(from))
+		r.problems.push(`MAIL_FROM must be an address or 'Name <address>' (got '${from}')`);
+	const appUrl =
+		r.optUrl("APP_URL", ["http", "https"]) ?? r.optUrl("PUBLIC_URL", ["http", "https"]) ?? "http://localhost:3000";
+
 	return {
 		siwe: {
 			domain,
@@ -199,6 +242,31 @@ export function loadUsersConfig(r: EnvReader): UsersConfig {
 			lastUsedWriteIntervalS: r.int("API_KEY_LAST_USED_INTERVAL_S", 60, 1, 86_400)
 		},
 		maxWalletsPerUser: r.int("WALLETS_MAX_PER_USER", 10, 1, 100),
-		tierCacheTtlS: r.int("TIER_CACHE_TTL_S", 60, 1, 3600)
+		tierCacheTtlS: r.int("TIER_CACHE_TTL_S", 60, 1, 3600),
+		mail: {
+			smtpUrl,
+			from,
+			appUrl: appUrl.replace(/\/+$/, ""),
+			outboxSize: r.int("MAIL_OUTBOX_SIZE", 200, 1, 10_000),
+			outboxRoute: !smtpUrl && r.str("NODE_ENV", "development") !== "production"
+		},
+		accounts: {
+			verifyTokenTtlS: r.int("EMAIL_VERIFY_TOKEN_TTL_S", 86_400, 60, 30 * 86_400),
+			resetTokenTtlS: r.int("PASSWORD_RESET_TOKEN_TTL_S", 3600, 60, 86_400),
+			mfaTokenTtlS: r.int("MFA_TOKEN_TTL_S", 300, 30, 3600),
+			mfaTokenMaxAttempts: r.int("MFA_TOKEN_MAX_ATTEMPTS", 5, 1, 100),
+			mfaThrottle: throttleRule(r, "MFA_THROTTLE", {
+				freeFailures: 5,
+				baseDelayS: 2,
+				maxDelayS: 900,
+				windowS: 3600
+			}),
+			mailPerAddressPerHour: r.int("ACCOUNT_MAIL_PER_ADDRESS_PER_HOUR", 5, 1, 1000),
+			mailPerIpPerHour: r.int("ACCOUNT_MAIL_PER_IP_PER_HOUR", 30, 1, 1_000_000),
+			resetPerIpPerHour: r.int("PASSWORD_RESET_PER_IP_PER_HOUR", 30, 1, 1_000_000),
+			totpIssuer: r.str("TOTP_ISSUER", "ForgeFluid"),
+			totpWindow: r.int("TOTP_WINDOW", 1, 0, 10),
+			recentSignInS: r.int("RECENT_SIGN_IN_S", 600, 30, 86_400)
+		}
 	};
 }

@@ -89,5 +89,18 @@ export const usersReplCommands: ReplCommand[] = [
 			const userId = await resolveUser(broker, String(args.user));
 			if (userId) print(await broker.call("users.revokeUserSessions", { userId, reason: "operator" }));
 		}
+	},
+	{
+		command: "users-2fa-reset <user>",
+		description:
+			"Remove a user's two-factor authentication (TOTP and backup codes) after their identity was checked; audited, the user is told",
+		async action(broker, args) {
+			const userId = await resolveUser(broker, String(args.user));
+			if (!userId) return;
+			const r = (await broker.call("users.resetSecondFactor", { userId, actor: "operator:repl" })) as {
+				removed: boolean;
+			};
+			print({ userId, removed: r.removed, note: r.removed ? "2FA removed" : "the user had no 2FA" });
+		}
 	}
 ];

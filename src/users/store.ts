@@ -13,6 +13,7 @@ import type { TierFacts } from "./tier-facts";
 export interface UserRow {
 	id: string;
 	email: string | null;
+	email_verified_at: Date | null;
 	password_hash: string | null;
 	display_name: string | null;
 	role: Role;
@@ -56,7 +57,7 @@ export interface ApiKeyRow {
 }
 
 const USER_COLUMNS =
-	"id, email, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
+	"id, email, email_verified_at, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
 
 export type RotateResult =
 	| {

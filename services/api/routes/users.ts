@@ -227,6 +227,114 @@ export function usersRoutes(): RouteSpec[] {
 			permissions: ["admin"],
 			summary: "Change role or tier override, disable or enable",
 			tag: admin
+		},
+		...accountRoutes()
+	];
+}
+
+/** Issue 18: e-mail verification and change, password reset, TOTP, export and deletion, the dev outbox. */
+function accountRoutes(): RouteSpec[] {
+	const tag = "users";
+	const auth = "auth";
+	// Mail and reset limits per address and per IP are the service's (ACCOUNT_MAIL_*, PASSWORD_RESET_*).
+	return [
+		{
+			method: "POST",
+			path: "/auth/email/verify",
+			action: "users.verifyEmail",
+			auth: "none",
+			summary: "Prove an e-mail address with the token from its link (single use); applies a pending change",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/auth/email/verify/resend",
+			action: "users.resendVerification",
+			auth: "required",
+			summary: "Send the verification link again",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/auth/password/forgot",
+			action: "users.forgotPassword",
+			auth: "none",
+			status: 202,
+			summary: "Mail a reset link if the address has an account; always 202, whatever is on file",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/auth/password/reset",
+			action: "users.resetPassword",
+			auth: "none",
+			summary: "Set a new password with the reset token (single use); ends every session",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/auth/login/mfa",
+			action: "users.loginMfa",
+			auth: "none",
+			summary: "Second sign-in step: the mfaToken from /auth/login and a TOTP or backup code → tokens",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/users/me/email",
+			action: "users.changeEmail",
+			auth: "required",
+			status: 202,
+			summary: "Add or change the e-mail address: applies once the new address is verified (old one told)",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/users/me/2fa/totp",
+			action: "users.totpStart",
+			auth: "required",
+			summary: "Start TOTP enrolment: the secret and its otpauth:// URI",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/users/me/2fa/totp/confirm",
+			action: "users.totpConfirm",
+			auth: "required",
+			summary: "Confirm TOTP with a first code: 2FA on, 10 backup codes (shown once)",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/users/me/2fa/totp",
+			action: "users.totpDisable",
+			auth: "required",
+			summary: "Turn TOTP off (needs a code)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/users/me/export",
+			action: "users.exportMe",
+			auth: "required",
+			summary: "Everything held about the account, as JSON",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/users/me",
+			action: "users.deleteMe",
+			auth: "required",
+			summary: "Delete the account (step-up: 2FA code, else password, else a fresh sign-in)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/dev/outbox",
+			action: "users.devOutbox",
+			auth: "none",
+			summary: "Development only (no SMTP_URL, NODE_ENV not production): the mail the outbox holds",
+			tag: "dev"
 		}
 	];
 }

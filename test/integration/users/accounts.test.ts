@@ -124,6 +124,7 @@ describe("registration and password sign-in", () => {
 			user: {
 				id: expect.any(String),
 				email: email.toLowerCase(),
+				emailVerified: false,
 				displayName: "Ada",
 				role: "user",
 				createdAt: expect.any(String)

@@ -1,0 +1,346 @@
+/**
+ * The users service's account flows (issue 18), mixed into services/users.service.ts: e-mail
+ * verification and change, password reset, TOTP two-factor with the second sign-in step, export
+ * and deletion, and the development outbox. Each action validates its params and calls one use
+ * case from src/users/ (verification.ts, second-factor.ts, account-deletion.ts).
+ */
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { Config } from "../../src/config";
+import { Forbidden, NotFound, Unprocessable } from "../../src/errors";
+import { runtimeOf } from "../../src/runtime/runtime";
+import { ACCOUNT_TOKEN_PATTERN, AccountStore } from "../../src/users/account-store";
+import { deleteAccount, exportAccount } from "../../src/users/account-deletion";
+import type { UsersConfig } from "../../src/users/config";
+import { normalizeEmail, type PasswordHasher } from "../../src/users/credentials";
+import { Mailer } from "../../src/users/mailer";
+import { SecondFactor, mfaTokenInvalid } from "../../src/users/second-factor";
+import type { SessionRow, UsersStore } from "../../src/users/store";
+import { ProgressiveThrottle, makeLimiter } from "../../src/users/throttle";
+import { EmailFlows } from "../../src/users/verification";
+import { INTERNAL, type Ctx, type RequestMeta } from "../../src/kit/service";
+
+/** What the mixin uses of the users service it is mixed into. */
+export interface AccountsHost extends Service {
+	cfg: UsersConfig;
+	jwt: Config["jwt"];
+	store: UsersStore;
+	hasher: PasswordHasher;
+	issueSession(
+		user: { id: string; role: "user" | "admin" | "operator" },
+		method: SessionRow["method"],
+		meta: RequestMeta
+	): Promise<object>;
+	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
+	announceWalletOwner(address: string): void;
+}
+
+export interface AccountsThis extends AccountsHost {
+	accounts: AccountStore;
+	mailer: Mailer;
+	emailFlows: EmailFlows;
+	secondFactor: SecondFactor;
+	/** Login's answer for an account with 2FA on: no session yet, a token for the second step. */
+	mfaChallenge(
+		userId: string,
+		method: SessionRow["method"]
+	): Promise<{ mfaRequired: true; mfaToken: string; expiresIn: number; methods: string[] }>;
+	endAllSessions(userId: string, reason: string): Promise<number>;
+}
+
+const tokenParam = {
+	type: "string",
+	pattern: ACCOUNT_TOKEN_PATTERN,
+	description: "The token from the link (fft_…)"
+} as const;
+const codeParam = {
+	type: "string",
+	min: 6,
+	max: 32,
+	trim: true,
+	description: "A 6-digit code from the authenticator app, or a backup code (xxxx-xxxx-xxxx-xxxx)"
+} as const;
+export const mfaCodeParam = {
+	...codeParam,
+	optional: true,
+	description: "With 2FA on: a current code (step-up)"
+} as const;
+
+export const accountsMixin: ServiceSchema<
+	ServiceSettingSchema,
+	Record<string, never>,
+	Record<string, never>,
+	AccountsThis
+> = {
+	name: "users",
+	actions: {
+		// ── e-mail ─────────────────────────────────────────────────────────────────────────
+		verifyEmail: {
+			params: { $$strict: "remove", token: tokenParam },
+			async handler(this: AccountsThis, ctx: Ctx<{ token: string }>) {
+				const r = await this.emailFlows.verify(ctx.params.token);
+				await this.forget(r.userId);
+				return { verified: true, email: r.email, changed: r.changed };
+			}
+		},
+
+		resendVerification: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: AccountsThis, ctx: Ctx) {
+				const user = await this.store.userById(ctx.meta.user!.id);
+				if (!user) throw NotFound("User");
+				if (!user.email)
+					throw Forbidden("The account has no e-mail address (POST /users/me/email)", "EMAIL_REQUIRED");
+				if (await this.accounts.emailVerifiedAt(user.id))
+					throw Forbidden("The e-mail address is already verified", "EMAIL_ALREADY_VERIFIED");
+				await this.emailFlows.sendVerification(user.id, user.email, false, ctx.meta.ip);
+				return { sent: true };
+			}
+		},
+
+		changeEmail: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				email: { type: "email", max: 254, normalize: true },
+				mfaCode: mfaCodeParam
+			},
+			async handler(this: AccountsThis, ctx: Ctx<{ email: string; mfaCode?: string }>) {
+				const email = normalizeEmail(ctx.params.email);
+				if (!email)
+					throw Unprocessable("Some fields are invalid", [
+						{ field: "email", message: "is not a valid e-mail address" }
+					]);
+				const user = await this.store.userById(ctx.meta.user!.id);
+				if (!user) throw NotFound("User");
+				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
+				await this.emailFlows.requestChange(user.id, user.email, email, ctx.meta.ip);
+				return { pending: true, email };
+			}
+		},
+
+		forgotPassword: {
+			params: { $$strict: "remove", email: { type: "string", min: 1, max: 254 } },
+			async handler(this: AccountsThis, ctx: Ctx<{ email: string }>) {
+				// A malformed address answers like any other: nothing reveals what is on file.
+				const email = normalizeEmail(ctx.params.email) ?? ctx.params.email.trim().toLowerCase();
+				await this.emailFlows.forgotPassword(email, ctx.meta.ip);
+				return { accepted: true };
+			}
+		},
+
+		resetPassword: {
+			params: { $$strict: "remove", token: tokenParam, password: { type: "string", min: 1, max: 1024 } },
+			async handler(this: AccountsThis, ctx: Ctx<{ token: string; password: string }>) {
+				const r = await this.emailFlows.resetPassword(ctx.params.token, ctx.params.password, ctx.meta.ip);
+				return { reset: true, endedSessions: r.endedSessions };
+			}
+		},
+
+		// ── TOTP ───────────────────────────────────────────────────────────────────────────
+		totpStart: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: AccountsThis, ctx: Ctx) {
+				const user = await this.store.userById(ctx.meta.user!.id);
+				if (!user) throw NotFound("User");
+				// Notices of 2FA changes and the way back in go to the address: it must be proven first.
+				if (!user.email || !(await this.accounts.emailVerifiedAt(user.id)))
+					throw Forbidden("Two-factor authentication needs a verified e-mail address", "EMAIL_NOT_VERIFIED");
+				return this.secondFactor.start(user.id, user.email);
+			}
+		},
+
+		totpConfirm: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				code: { type: "string", pattern: /^\d{6}$/, description: "The app's current 6-digit code" }
+			},
+			async handler(this: AccountsThis, ctx: Ctx<{ code: string }>) {
+				return this.secondFactor.confirm(ctx.meta.user!.id, ctx.params.code);
+			}
+		},
+
+		totpDisable: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", code: codeParam },
+			async handler(this: AccountsThis, ctx: Ctx<{ code: string }>) {
+				await this.secondFactor.disable(ctx.meta.user!.id, ctx.params.code);
+				return { enabled: false };
+			}
+		},
+
+		loginMfa: {
+			params: { $$strict: "remove", mfaToken: tokenParam, code: codeParam },
+			async handler(this: AccountsThis, ctx: Ctx<{ mfaToken: string; code: string }>) {
+				const pending = await this.accounts.peekToken(ctx.params.mfaToken, "mfa_login");
+				if (!pending) throw mfaTokenInvalid();
+				const check = await this.secondFactor.check(pending.user_id, ctx.params.code);
+				if (!check.ok) {
+					await this.accounts.failTokenAttempt(ctx.params.mfaToken, this.cfg.accounts.mfaTokenMaxAttempts);
+					throw Forbidden("The two-factor code is wrong or was already used", "MFA_CODE_INVALID");
+				}
+				// Spent only now, and by one conditional UPDATE: of two racing finishes one gets a session.
+				if (!(await this.accounts.spendToken(ctx.params.mfaToken, "mfa_login"))) throw mfaTokenInvalid();
+				const user = await this.store.userById(pending.user_id);
+				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+				await this.store.touchLogin(user.id);
+				return {
+					...(await this.issueSession(user, pending.session_method ?? "password", ctx.meta)),
+					user: {
+						id: user.id,
+						email: user.email,
+						displayName: user.display_name,
+						role: user.role,
+						createdAt: new Date(user.created_at).toISOString()
+					}
+				};
+			}
+		},
+
+		// ── export and deletion ────────────────────────────────────────────────────────────
+		exportMe: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: AccountsThis, ctx: Ctx) {
+				return exportAccount(ctx.meta.user!.id, {
+					accounts: this.accounts,
+					ledger: userId => ctx.call("payments.userLedger", { userId, limit: 1000 }) as Promise<unknown>
+				});
+			}
+		},
+
+		deleteMe: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				password: {
+					type: "string",
+					min: 1,
+					max: 1024,
+					optional: true,
+					description: "The current password, if the account has one"
+				},
+				mfaCode: mfaCodeParam
+			},
+			async handler(this: AccountsThis, ctx: Ctx<{ password?: string; mfaCode?: string }>) {
+				const auth = ctx.meta.user!;
+				const r = await deleteAccount(
+					{
+						userId: auth.id,
+						sessionId: auth.sid ?? null,
+						password: ctx.params.password,
+						mfaCode: ctx.params.mfaCode
+					},
+					{
+						cfg: this.cfg,
+						store: this.store,
+						accounts: this.accounts,
+						hasher: this.hasher,
+						secondFactor: this.secondFactor,
+						mailer: this.mailer
+					}
+				);
+				await this.forget(auth.id, r.sessions);
+				for (const address of r.wallets) this.announceWalletOwner(address);
+				return { deleted: true };
+			}
+		},
+
+		// ── development ────────────────────────────────────────────────────────────────────
+		devOutbox: {
+			params: { $$strict: "remove", to: { type: "string", max: 254, optional: true } },
+			async handler(this: AccountsThis, ctx: Ctx<{ to?: string }>) {
+				if (!this.cfg.mail.outboxRoute) throw NotFound("Route");
+				return {
+					items: this.mailer.list(
+						ctx.params.to ? (normalizeEmail(ctx.params.to) ?? ctx.params.to) : undefined
+					)
+				};
+			}
+		},
+
+		/** REPL `users-2fa-reset <id>`: an operator removes a user's 2FA (audited). */
+		resetSecondFactor: {
+			visibility: INTERNAL,
+			params: { userId: { type: "uuid" }, actor: { type: "string", min: 1, max: 128, default: "operator" } },
+			async handler(this: AccountsThis, ctx: Context<{ userId: string; actor: string }>) {
+				const removed = await this.secondFactor.operatorReset(ctx.params.userId, ctx.params.actor);
+				return { userId: ctx.params.userId, removed };
+			}
+		}
+	},
+
+	methods: {
+		async mfaChallenge(this: AccountsThis, userId: string, method: SessionRow["method"]) {
+			const ttl = this.cfg.accounts.mfaTokenTtlS;
+			const mfaToken = await this.accounts.issueToken(userId, "mfa_login", ttl, { sessionMethod: method });
+			return { mfaRequired: true as const, mfaToken, expiresIn: ttl, methods: ["totp", "backup_code"] };
+		},
+
+		async endAllSessions(this: AccountsThis, userId: string, reason: string) {
+			const ended = await this.store.revokeAllSessions(userId, reason);
+			await this.forget(userId, ended);
+			return ended.length;
+		}
+	},
+
+	created(this: AccountsThis) {
+		const rt = runtimeOf(this.broker);
+		const cfg = rt.config.users;
+		this.accounts = new AccountStore(rt.sequelize);
+		this.mailer = new Mailer(cfg.mail, this.logger);
+		if (!cfg.mail.smtpUrl && rt.config.nodeEnv === "production")
+			this.logger.error(
+				"SMTP_URL is not set: account mail (verification, reset) goes to the in-memory outbox only"
+			);
+	},
+
+	started(this: AccountsThis) {
+		// The host's created() (store, hasher) has run by now; the mixin's ran before it.
+		const rt = runtimeOf(this.broker);
+		const cfg = this.cfg;
+		const prefix = `${rt.config.redisPrefix}users:accounts`;
+		const audit = (userId: string, actorId: string, action: string, details: object) =>
+			this.store.audit(undefined, userId, actorId, action, details);
+		this.emailFlows = new EmailFlows({
+			cfg,
+			accounts: this.accounts,
+			mailer: this.mailer,
+			hasher: this.hasher,
+			limits: {
+				mailPerAddress: makeLimiter(
+					rt.redis,
+					`${prefix}:mail-address`,
+					cfg.accounts.mailPerAddressPerHour,
+					3600
+				),
+				mailPerIp: makeLimiter(rt.redis, `${prefix}:mail-ip`, cfg.accounts.mailPerIpPerHour, 3600),
+				resetPerIp: makeLimiter(rt.redis, `${prefix}:reset-ip`, cfg.accounts.resetPerIpPerHour, 3600)
+			},
+			endAllSessions: (userId, reason) => this.endAllSessions(userId, reason),
+			audit: (userId, action, details) => audit(userId, userId, action, details)
+		});
+		this.secondFactor = new SecondFactor({
+			cfg,
+			accounts: this.accounts,
+			mailer: this.mailer,
+			guesses: new ProgressiveThrottle(rt.redis, `${prefix}:mfa`, cfg.accounts.mfaThrottle),
+			verifiedEmail: async userId => {
+				const user = await this.store.userById(userId);
+				return user?.email && (await this.accounts.emailVerifiedAt(userId)) ? user.email : null;
+			},
+			audit,
+			now: () => Date.now()
+		});
+	},
+
+	stopped(this: AccountsThis) {
+		this.mailer.close();
+	}
+};

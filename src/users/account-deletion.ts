@@ -1,0 +1,69 @@
+/**
+ * GET /users/me/export and DELETE /users/me.
+ *
+ * Deletion is a step-up action: with 2FA on, a current code; else, with a password, the password;
+ * else (a wallet-only account) a session that signed in within RECENT_SIGN_IN_S. What goes:
+ * sessions (ended, their IP and browser blanked), API keys, wallets (free to sign up again), 2FA,
+ * tokens, the e-mail (free at once), the password, the display name. What stays: the user id as a
+ * tombstone, because payments' ledger names it; those entries stay as they are, attached to an id
+ * that no longer leads to a person (pseudonymised, and payments' tables are not touched from here).
+ */
+import { Forbidden, NotFound } from "../errors";
+import type { AccountStore } from "./account-store";
+import type { UsersConfig } from "./config";
+import { normalizePassword, type PasswordHasher } from "./credentials";
+import type { Mailer } from "./mailer";
+import type { SecondFactor } from "./second-factor";
+import type { UsersStore } from "./store";
+
+export async function exportAccount(
+	userId: string,
+	d: { accounts: AccountStore; ledger(userId: string): Promise<unknown> }
+): Promise<object> {
+	const data = await d.accounts.exportOf(userId);
+	if (!data) throw NotFound("User");
+	let ledger: unknown;
+	try {
+		ledger = await d.ledger(userId);
+	} catch (err) {
+		// The export is still the user's data without payments; say what is missing rather than fail.
+		ledger = { unavailable: (err as Error).message };
+	}
+	return { exportedAt: new Date().toISOString(), format: "forgefluid-account-export/1", ...data, ledger };
+}
+
+export async function deleteAccount(
+	req: { userId: string; sessionId: string | null; password?: string; mfaCode?: string },
+	d: {
+		cfg: UsersConfig;
+		store: UsersStore;
+		accounts: AccountStore;
+		hasher: PasswordHasher;
+		secondFactor: SecondFactor;
+		mailer: Mailer;
+	}
+): Promise<{ sessions: string[]; wallets: string[] }> {
+	const user = await d.store.userById(req.userId);
+	if (!user) throw NotFound("User");
+	if (await d.secondFactor.enabled(user.id)) await d.secondFactor.stepUp(user.id, req.mfaCode);
+	else if (user.password_hash) {
+		if (!req.password) throw Forbidden("Deleting the account needs the current password", "PASSWORD_REQUIRED");
+		if (!(await d.hasher.verify(user.password_hash, normalizePassword(req.password))))
+			throw Forbidden("The current password is wrong", "INVALID_CURRENT_PASSWORD");
+	} else {
+		const session = req.sessionId
+			? (await d.store.sessionsOf(user.id, { includeEnded: false, limit: 100 })).find(s => s.id === req.sessionId)
+			: undefined;
+		const ageS = session ? (Date.now() - new Date(session.created_at).getTime()) / 1000 : Infinity;
+		if (ageS > d.cfg.accounts.recentSignInS)
+			throw Forbidden(
+				"Sign in again (a fresh sign-in is needed to delete the account)",
+				"RECENT_SIGN_IN_REQUIRED"
+			);
+	}
+	const verified = user.email ? await d.accounts.emailVerifiedAt(user.id) : null;
+	const r = await d.accounts.deleteAccount(user.id);
+	if (!r) throw NotFound("User");
+	if (r.email && verified) d.mailer.sendLater(r.email, { kind: "accountDeleted" });
+	return { sessions: r.sessions, wallets: r.wallets };
+}

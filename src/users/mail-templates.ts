@@ -1,0 +1,111 @@
+/**
+ * The account messages, in text and HTML. Pure: values in, a message out. Every value that came
+ * from a user (a display name, an address, a user agent) is escaped in the HTML part; links are
+ * built by the caller from MAIL's APP_URL and carry one-time tokens in their query.
+ */
+
+export interface MailContent {
+	subject: string;
+	text: string;
+	html: string;
+}
+
+export type AccountMail =
+	| { kind: "verifyEmail"; link: string; expiresInS: number; change: boolean }
+	| { kind: "resetPassword"; link: string; expiresInS: number }
+	| { kind: "emailChanged"; newEmail: string }
+	| { kind: "passwordChanged" }
+	| { kind: "newSignIn"; method: string; ip: string | null; userAgent: string | null; at: string }
+	| { kind: "twoFactorChanged"; change: "enabled" | "disabled" | "reset_by_operator" | "backup_code_used" }
+	| { kind: "accountDeleted" };
+
+const escapeHtml = (s: string) =>
+	s.replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c as "&"]);
+
+function duration(s: number): string {
+	if (s % 86_400 === 0) return `${s / 86_400} day${s === 86_400 ? "" : "s"}`;
+	if (s % 3600 === 0) return `${s / 3600} hour${s === 3600 ? "" : "s"}`;
+	return `${Math.round(s / 60)} minutes`;
+}
+
+/** One layout for every message: paragraphs, an optional button, and the footer. */
+function compose(subject: string, paragraphs: string[], action?: { label: string; link: string }): MailContent {
+	const footer = "If this was not you, reply to this message or contact support.";
+	const text = [
+		...paragraphs,
+		...(action ? [`${action.label}: ${action.link}`] : []),
+		"",
+		"-- ",
+		`ForgeFluid. ${footer}`
+	].join("\n\n");
+	const html = [
+		"<!doctype html>",
+		`<html><head><meta charset="utf-8"><title>${escapeHtml(subject)}</title></head>`,
+		'<body style="font-family:sans-serif;line-height:1.5">',
+		...paragraphs.map(p => `<p>${escapeHtml(p)}</p>`),
+		...(action
+			? [
+					`<p><a href="${escapeHtml(action.link)}" style="display:inline-block;padding:8px 16px;background:#2d5bd7;color:#fff;text-decoration:none;border-radius:4px">${escapeHtml(action.label)}</a></p>`,
+					`<p style="font-size:small">Or open this link: ${escapeHtml(action.link)}</p>`
+				]
+			: []),
+		`<hr><p style="font-size:small;color:#666">ForgeFluid. ${escapeHtml(footer)}</p>`,
+		"</body></html>"
+	].join("\n");
+	return { subject, text, html };
+}
+
+export function renderAccountMail(mail: AccountMail): MailContent {
+	switch (mail.kind) {
+		case "verifyEmail":
+			return compose(
+				mail.change ? "Confirm your new e-mail address" : "Confirm your e-mail address",
+				[
+					mail.change
+						? "You asked to use this address for your ForgeFluid account. Your account keeps its current address until you confirm."
+						: "Welcome to ForgeFluid. Please confirm that this address is yours.",
+					`The link works once and expires in ${duration(mail.expiresInS)}.`
+				],
+				{ label: "Confirm the address", link: mail.link }
+			);
+		case "resetPassword":
+			return compose(
+				"Reset your ForgeFluid password",
+				[
+					"Someone (hopefully you) asked to reset the password of the ForgeFluid account with this address.",
+					`The link works once and expires in ${duration(mail.expiresInS)}. Resetting signs you out everywhere.`,
+					"If you did not ask for this, ignore this message: your password stays as it is."
+				],
+				{ label: "Choose a new password", link: mail.link }
+			);
+		case "emailChanged":
+			return compose("Your ForgeFluid e-mail address was changed", [
+				`The e-mail address of your ForgeFluid account was changed to ${mail.newEmail}.`,
+				"Messages about the account now go there; this address no longer signs in."
+			]);
+		case "passwordChanged":
+			return compose("Your ForgeFluid password was changed", [
+				"The password of your ForgeFluid account was changed, and every other session was signed out."
+			]);
+		case "newSignIn":
+			return compose("New sign-in to your ForgeFluid account", [
+				`Your account was signed in to at ${mail.at} (${mail.method}).`,
+				`From: ${mail.ip ?? "an unknown address"}${mail.userAgent ? `, ${mail.userAgent}` : ""}.`
+			]);
+		case "twoFactorChanged": {
+			const what = {
+				enabled: "Two-factor authentication was turned on for your ForgeFluid account.",
+				disabled: "Two-factor authentication was turned off for your ForgeFluid account.",
+				reset_by_operator:
+					"An operator removed the two-factor authentication of your ForgeFluid account at your request.",
+				backup_code_used:
+					"A backup code of your ForgeFluid account was used. Each code works once; create new ones when few are left."
+			}[mail.change];
+			return compose("Two-factor authentication changed", [what]);
+		}
+		case "accountDeleted":
+			return compose("Your ForgeFluid account was deleted", [
+				"Your ForgeFluid account and its sign-in methods were deleted. This address is free to use again."
+			]);
+	}
+}
