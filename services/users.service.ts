@@ -345,13 +345,9 @@ const UsersService: UsersSchema = {
 					ctx.meta.ip ?? "unknown",
 					"Too many sign-ups from this address; try again later"
 				);
-				if (await this.store.userByEmail(email))
-					throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
-				const user = await this.store.createPasswordUser(
-					email,
-					await this.hasher.hash(password),
-					ctx.params.displayName ?? null
-				);
+				// Hashed before the address is looked at: a taken address costs the same hash as a new one.
+				const hash = await this.hasher.hash(password);
+				const user = await this.store.createPasswordUser(email, hash, ctx.params.displayName ?? null);
 				if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
 				await this.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
 				// Sign-ups are limited per IP above; the mail is limited per address only.
