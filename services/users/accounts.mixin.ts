@@ -194,6 +194,7 @@ export const accountsMixin: ServiceSchema<
 					user: {
 						id: user.id,
 						email: user.email,
+						emailVerified: user.email !== null && user.email_verified_at !== null,
 						displayName: user.display_name,
 						role: user.role,
 						createdAt: new Date(user.created_at).toISOString()

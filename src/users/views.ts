@@ -24,6 +24,7 @@ const UserId = () => Str(128, { description: "The account's id (a UUID for accou
 export const PublicUser = Named("PublicUser", {
 	id: UserId(),
 	email: Nullable(Email()),
+	emailVerified: Type.Boolean({ description: "The address was proven by a link sent to it" }),
 	displayName: Nullable(Str(200)),
 	role: RoleName,
 	createdAt: DateTime()
@@ -130,13 +131,67 @@ export const SiweNonce = Named("SiweNonce", {
 	maxValiditySeconds: Count()
 });
 
+/** Sign-in of an account with 2FA on: no session yet; POST /auth/login/mfa finishes it. */
+export const MfaChallenge = Named("MfaChallenge", {
+	mfaRequired: Type.Literal(true),
+	mfaToken: Str(64, { description: "Single use, for POST /auth/login/mfa" }),
+	expiresIn: Count("Seconds the mfaToken is valid"),
+	methods: List(Enum(["totp", "backup_code"] as const), 2)
+});
+
+const OutboxMessage = Named("OutboxMessage", {
+	id: Str(998),
+	to: Email(),
+	from: Str(320),
+	subject: Str(998),
+	text: Str(100_000),
+	html: Str(200_000),
+	links: List(Str(4096), 20),
+	sentAt: DateTime()
+});
+
+const Row = Type.Record(Type.String({ maxLength: 64 }), Type.Unknown());
+
+/** Issue 18's answers: e-mail, reset, TOTP, export, deletion, the dev outbox. */
+export const accountViews = {
+	verifyEmail: Type.Object({ verified: Type.Literal(true), email: Email(), changed: Type.Boolean() }),
+	resendVerification: Type.Object({ sent: Type.Literal(true) }),
+	forgotPassword: Type.Object({ accepted: Type.Literal(true) }),
+	resetPassword: Type.Object({ reset: Type.Literal(true), endedSessions: Count() }),
+	loginMfa: SignedIn,
+	changeEmail: Type.Object({ pending: Type.Literal(true), email: Email() }),
+	totpStart: Type.Object({
+		secret: Str(64, { description: "Base32 shared secret (show as text and as a QR code of otpauthUri)" }),
+		otpauthUri: Str(2048)
+	}),
+	totpConfirm: Type.Object({
+		backupCodes: List(Str(19, { description: "xxxx-xxxx-xxxx-xxxx, single use, shown once" }), 10)
+	}),
+	totpDisable: Type.Object({ enabled: Type.Literal(false) }),
+	exportMe: Type.Object({
+		exportedAt: DateTime(),
+		format: Type.Literal("forgefluid-account-export/1"),
+		user: Row,
+		wallets: List(Row, 1000),
+		sessions: List(Row, 100_000),
+		apiKeys: List(Row, 100_000),
+		audit: List(Row, 100_000),
+		twoFactor: Type.Object({ totpEnabledAt: Nullable(DateTime()) }),
+		ledger: Type.Unknown({
+			description: "payments.userLedger's answer, or {unavailable} when payments did not answer"
+		})
+	}),
+	deleteMe: Type.Object({ deleted: Type.Literal(true) }),
+	devOutbox: Type.Object({ items: List(OutboxMessage, 10_000) })
+};
+
 export const views = {
 	register: SignedIn,
-	login: SignedIn,
+	login: Type.Union([SignedIn, MfaChallenge]),
 	refresh: TokenPair,
 	logout: Type.Object({ revoked: Count() }),
 	siweNonce: SiweNonce,
-	siweVerify: SiweSignedIn,
+	siweVerify: Type.Union([SiweSignedIn, Type.Composite([MfaChallenge, Type.Object({ created: Type.Boolean() })])]),
 	me: Profile,
 	updateMe: Profile,
 	changePassword: Type.Object({ changed: Type.Boolean(), endedSessions: Count() }),

@@ -1,6 +1,6 @@
 /** REST routes of the users service: /auth/*, /users/*, /admin/users* (see docs/users.md). */
 import type { RouteSpec } from "../../../src/http/route-spec";
-import { views } from "../../../src/users/views";
+import { accountViews, views } from "../../../src/users/views";
 
 export function usersRoutes(): RouteSpec[] {
 	const tag = "users";
@@ -242,6 +242,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/email/verify",
 			action: "users.verifyEmail",
+			response: accountViews.verifyEmail,
+			errors: { 401: ["INVALID_TOKEN"], 409: ["EMAIL_TAKEN"] },
 			auth: "none",
 			summary: "Prove an e-mail address with the token from its link (single use); applies a pending change",
 			tag: auth
@@ -250,6 +252,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/email/verify/resend",
 			action: "users.resendVerification",
+			response: accountViews.resendVerification,
+			errors: { 403: ["EMAIL_ALREADY_VERIFIED", "EMAIL_REQUIRED", "SESSION_REQUIRED"], 429: ["RATE_LIMITED"] },
 			auth: "required",
 			summary: "Send the verification link again",
 			tag: auth
@@ -258,6 +262,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/password/forgot",
 			action: "users.forgotPassword",
+			response: accountViews.forgotPassword,
+			errors: { 429: ["RATE_LIMITED"] },
 			auth: "none",
 			status: 202,
 			summary: "Mail a reset link if the address has an account; always 202, whatever is on file",
@@ -267,6 +273,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/password/reset",
 			action: "users.resetPassword",
+			response: accountViews.resetPassword,
+			errors: { 401: ["INVALID_TOKEN"], 429: ["RATE_LIMITED"] },
 			auth: "none",
 			summary: "Set a new password with the reset token (single use); ends every session",
 			tag: auth
@@ -275,6 +283,12 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/auth/login/mfa",
 			action: "users.loginMfa",
+			response: accountViews.loginMfa,
+			errors: {
+				401: ["MFA_TOKEN_INVALID"],
+				403: ["MFA_CODE_INVALID", "ACCOUNT_DISABLED"],
+				429: ["MFA_THROTTLED"]
+			},
 			auth: "none",
 			summary: "Second sign-in step: the mfaToken from /auth/login and a TOTP or backup code → tokens",
 			tag: auth
@@ -283,6 +297,12 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/users/me/email",
 			action: "users.changeEmail",
+			response: accountViews.changeEmail,
+			errors: {
+				403: ["MFA_REQUIRED", "MFA_CODE_INVALID", "SESSION_REQUIRED"],
+				409: ["EMAIL_TAKEN"],
+				429: ["RATE_LIMITED", "MFA_THROTTLED"]
+			},
 			auth: "required",
 			status: 202,
 			summary: "Add or change the e-mail address: applies once the new address is verified (old one told)",
@@ -292,6 +312,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/users/me/2fa/totp",
 			action: "users.totpStart",
+			response: accountViews.totpStart,
+			errors: { 403: ["EMAIL_NOT_VERIFIED", "MFA_ALREADY_ENABLED", "SESSION_REQUIRED"] },
 			auth: "required",
 			summary: "Start TOTP enrolment: the secret and its otpauth:// URI",
 			tag
@@ -300,6 +322,11 @@ function accountRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/users/me/2fa/totp/confirm",
 			action: "users.totpConfirm",
+			response: accountViews.totpConfirm,
+			errors: {
+				403: ["MFA_CODE_INVALID", "MFA_NOT_STARTED", "MFA_ALREADY_ENABLED", "SESSION_REQUIRED"],
+				429: ["MFA_THROTTLED"]
+			},
 			auth: "required",
 			summary: "Confirm TOTP with a first code: 2FA on, 10 backup codes (shown once)",
 			tag
@@ -308,6 +335,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/users/me/2fa/totp",
 			action: "users.totpDisable",
+			response: accountViews.totpDisable,
+			errors: { 403: ["MFA_CODE_INVALID", "MFA_NOT_ENABLED", "SESSION_REQUIRED"], 429: ["MFA_THROTTLED"] },
 			auth: "required",
 			summary: "Turn TOTP off (needs a code)",
 			tag
@@ -316,6 +345,8 @@ function accountRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/users/me/export",
 			action: "users.exportMe",
+			response: accountViews.exportMe,
+			errors: { 403: ["SESSION_REQUIRED"] },
 			auth: "required",
 			summary: "Everything held about the account, as JSON",
 			tag
@@ -324,6 +355,18 @@ function accountRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/users/me",
 			action: "users.deleteMe",
+			response: accountViews.deleteMe,
+			errors: {
+				403: [
+					"MFA_REQUIRED",
+					"MFA_CODE_INVALID",
+					"PASSWORD_REQUIRED",
+					"INVALID_CURRENT_PASSWORD",
+					"RECENT_SIGN_IN_REQUIRED",
+					"SESSION_REQUIRED"
+				],
+				429: ["MFA_THROTTLED"]
+			},
 			auth: "required",
 			summary: "Delete the account (step-up: 2FA code, else password, else a fresh sign-in)",
 			tag
@@ -332,6 +375,7 @@ function accountRoutes(): RouteSpec[] {
 			method: "GET",
 			path: "/dev/outbox",
 			action: "users.devOutbox",
+			response: accountViews.devOutbox,
 			auth: "none",
 			summary: "Development only (no SMTP_URL, NODE_ENV not production): the mail the outbox holds",
 			tag: "dev"
