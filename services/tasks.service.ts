@@ -6,21 +6,12 @@
 import type { LeasedTask } from "../src/tasks/contract";
 import { randomUUID } from "node:crypto";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { UniqueConstraintError } from "sequelize";
 import { durableEvents, type DurableThis } from "../mixins/durable-events.mixin";
 import type { AuthUser } from "../src/auth/user";
 import { hasScope, type Scope } from "../src/auth/scopes";
 import type { Config } from "../src/config";
-import { MAX_PURCHASED_BOOST_MS, TIERS, TIER_ORDER, isTierName, type TierName } from "../src/domain/tiers";
-import {
-	Conflict,
-	Forbidden,
-	NotFound,
-	TooManyRequests,
-	Unauthorized,
-	Unavailable,
-	Unprocessable
-} from "../src/errors";
+import { TIERS, TIER_ORDER, isTierName } from "../src/domain/tiers";
+import { Conflict, Forbidden, NotFound, Unauthorized, Unavailable } from "../src/errors";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { TasksConfig } from "../src/tasks/config";
 import { emptyByTier, queueMetaOf, type QueueMeta, type QueueSnapshot } from "../src/tasks/queue-meta";
@@ -29,21 +20,15 @@ import {
 	afterLeaseExpiry,
 	isTerminal,
 	percentile,
-	requestHash,
 	settlementFor,
 	type TaskState
 } from "../src/tasks/rules";
-import {
-	admissionDecision,
-	expectedWaitMs,
-	queuePositions,
-	retryBackoffMs,
-	tierBacklogWaitMs
-} from "../src/tasks/scheduling";
+import { queuePositions, retryBackoffMs, tierBacklogWaitMs } from "../src/tasks/scheduling";
 import { TaskStore, type PreparedTask, type TaskRow } from "../src/tasks/store";
+import { submitTask, type SubmitDeps, type SubmitParams } from "../src/tasks/submit";
 import type { TaskStateEvent } from "../src/tasks/stream-hub";
 import { INTERNAL, type Ctx } from "../src/kit/service";
-import { MAX_GLOBS, MAX_GLOB_LENGTH, validateGlobs } from "../src/context/globs";
+import { MAX_GLOBS, MAX_GLOB_LENGTH } from "../src/context/globs";
 
 const UUID = { type: "uuid" } as const;
 /** Path globs of the context (src/context/globs.ts); the patterns themselves are checked by validateGlobs. */
@@ -86,17 +71,7 @@ const CONTEXT_RECORD = {
 } as const;
 const holdIntentGraceMs = (requestTimeoutMs: number) => Math.max(60_000, 3 * requestTimeoutMs);
 
-export interface SubmitParams {
-	projectId: string;
-	kind: "chat" | "code" | "compare";
-	prompt: string;
-	model?: string;
-	models?: string[];
-	maxOutputTokens?: number;
-	priorityBoost: "none" | "paid";
-	include?: string[];
-	exclude?: string[];
-}
+export type { SubmitParams };
 
 export type { LeasedTask };
 
@@ -112,6 +87,7 @@ interface TasksThis extends Service, DurableThis {
 	userOf(ctx: Ctx<unknown>, scope: Scope): AuthUser;
 	ownTask(ctx: Ctx<unknown>, id: string, scope: Scope): Promise<TaskRow>;
 	capacity(): number;
+	submitDeps(ctx: Ctx<unknown>): SubmitDeps;
 	p50RunMs(): Promise<number>;
 	view(row: TaskRow, position?: number | null, context?: unknown): Record<string, unknown>;
 	statsView(): Promise<Record<string, unknown>>;
@@ -168,191 +144,26 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			},
 			async handler(this: TasksThis, ctx: Ctx<SubmitParams>) {
 				const user = this.userOf(ctx, "tasks:write");
-				const p = ctx.params;
-				if (p.prompt.length > this.cfg.promptMaxChars)
-					throw Unprocessable("Some fields are invalid", [
-						{
-							field: "prompt",
-							message: `is longer than ${this.cfg.promptMaxChars} characters`,
-							type: "stringMax"
-						}
-					]);
-				if (p.kind === "compare" && !p.models)
-					throw Unprocessable("Some fields are invalid", [
-						{ field: "models", message: "a compare task names 2 or 3 models", type: "required" }
-					]);
-				if (p.kind !== "compare" && p.models)
-					throw Unprocessable("Some fields are invalid", [
-						{ field: "models", message: "only compare tasks take several models", type: "forbidden" }
-					]);
-				const globProblems = (["include", "exclude"] as const).flatMap(field =>
-					validateGlobs(p[field] ?? []).map(g => ({
-						field: `${field}[${g.index}]`,
-						message: g.message,
-						type: "glob"
-					}))
+				const out = await submitTask(
+					this.submitDeps(ctx),
+					user.id,
+					ctx.params,
+					ctx.meta.idempotencyKey ?? null
 				);
-				if (globProblems.length) throw Unprocessable("Some fields are invalid", globProblems);
-
-				const request = {
-					model: p.model,
-					models: p.models,
-					maxOutputTokens: p.maxOutputTokens,
-					priorityBoost: p.priorityBoost,
-					...(p.include?.length ? { include: p.include } : {}),
-					...(p.exclude?.length ? { exclude: p.exclude } : {})
-				};
-				const hash = requestHash({ projectId: p.projectId, kind: p.kind, prompt: p.prompt, ...request });
-				const key = ctx.meta.idempotencyKey ?? null;
-				const replay = async (row: TaskRow) => {
-					if (row.request_hash !== hash)
-						throw Unprocessable(
-							"This Idempotency-Key was used for a different task",
-							[
-								{
-									field: "Idempotency-Key",
-									message: "already used with another body",
-									type: "idempotency"
-								}
-							],
-							"IDEMPOTENCY_KEY_REUSED"
-						);
+				if (out.replayed) {
 					ctx.meta.$statusCode = 200;
-					const position = row.state === "queued" ? await this.meta.position(row.id) : null;
-					return { task: this.view(row, position), position, expectedStartAt: null, replayed: true };
-				};
-				if (key) {
-					const existing = await this.store.byIdempotencyKey(user.id, key);
-					if (existing) return replay(existing);
+					return {
+						task: this.view(out.row, out.position),
+						position: out.position,
+						expectedStartAt: null,
+						replayed: true
+					};
 				}
-
-				await ctx.call("projects.access", { projectId: p.projectId, userId: user.id });
-				const tierInfo = (await ctx.call("users.getTier", { userId: user.id })) as { tier: TierName };
-				const tier: TierName = isTierName(tierInfo?.tier) ? tierInfo.tier : "free";
-				const prepared = (await ctx.call("ai.prepare", {
-					userId: user.id,
-					tier,
-					projectId: p.projectId,
-					kind: p.kind,
-					prompt: p.prompt,
-					...(p.model !== undefined ? { model: p.model } : {}),
-					...(p.models !== undefined ? { models: p.models } : {}),
-					...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {})
-				})) as PreparedTask;
-				const maxCost = Math.max(0, Math.ceil(Number(prepared.maxCostCredits)));
-
-				// Admission: the backlog a newcomer of this tier would queue behind, in time.
-				const now = Date.now();
-				const capacity = this.capacity();
-				const p50 = await this.p50RunMs();
-				const backlog = await this.store.backlog(now);
-				const idle = Math.max(0, capacity - backlog.running);
-				const wait = expectedWaitMs({
-					position: backlog.ahead[tier] + 1,
-					capacity,
-					p50RunMs: p50,
-					idleWorkers: idle
-				});
-				const decision = admissionDecision({
-					tier,
-					expectedWaitMs: wait,
-					thresholds: this.cfg.admission[tier]
-				});
-				if (decision.action === "reject")
-					throw TooManyRequests(
-						`The queue is too long for the ${tier} tier right now; retry later`,
-						decision.retryAfterS,
-						"QUEUE_FULL"
-					);
-
-				const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
-				const boost = (await ctx.call("payments.priorityBoost", { userId: user.id, purchaseMs, tier })) as {
-					boostMs: number;
-				};
-				const taskId = randomUUID();
-				// The intent outlives a crash between reserve and insert; the sweeper then releases the hold.
-				await this.store.addHoldIntent(taskId, user.id);
-				try {
-					await ctx.call("payments.reserve", { userId: user.id, taskId, maxCost, boostMs: purchaseMs, tier });
-				} catch (err) {
-					// A refusal (4xx) held nothing; any other failure may have come after the hold committed
-					// (answer lost), and no task will ever settle it: give it back (404 when there was none).
-					// The intent stays for the sweeper in that case: a reserve still in flight may commit later.
-					const code = (err as { code?: unknown }).code;
-					if (typeof code === "number" && code >= 400 && code < 500)
-						await this.store.dropHoldIntent(taskId).catch(() => undefined);
-					else
-						await ctx
-							.call("payments.release", { userId: user.id, taskId })
-							.catch(e => this.logger.warn("release after failed reserve", (e as Error).message));
-					throw err;
-				}
-
-				const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
-				let row: TaskRow;
-				try {
-					row = await this.store.transaction(async tx => {
-						const inserted = await this.store.insert(
-							{
-								id: taskId,
-								userId: user.id,
-								projectId: p.projectId,
-								tier,
-								kind: p.kind,
-								prompt: p.prompt,
-								request,
-								prepared,
-								requestHash: hash,
-								idempotencyKey: key,
-								maxCostCredits: maxCost,
-								boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
-								maxAttempts: this.cfg.maxAttempts,
-								enqueuedAt: deferredUntil ?? now,
-								notBefore: deferredUntil
-							},
-							tx
-						);
-						await this.store.dropHoldIntent(taskId, tx);
-						return inserted;
-					});
-				} catch (err) {
-					await ctx
-						.call("payments.release", { userId: user.id, taskId })
-						.catch(e => this.logger.warn("release after failed insert", (e as Error).message));
-					if (err instanceof UniqueConstraintError && key) {
-						const existing = await this.store.byIdempotencyKey(user.id, key);
-						if (existing) return replay(existing);
-					}
-					throw err;
-				}
-
-				const position = deferredUntil ? null : await this.store.positionOf(taskId, now);
-				const expectedStartAt = deferredUntil
-					? new Date(
-							deferredUntil +
-								expectedWaitMs({
-									position: backlog.ahead[tier] + 1,
-									capacity,
-									p50RunMs: p50,
-									idleWorkers: idle
-								})
-						).toISOString()
-					: new Date(
-							now +
-								expectedWaitMs({ position: position ?? 1, capacity, p50RunMs: p50, idleWorkers: idle })
-						).toISOString();
-				this.announce(row, { position });
-				this.broker.broadcast("tasks.available", { tier });
+				this.announce(out.row, { position: out.position });
+				this.broker.broadcast("tasks.available", { tier: out.row.tier });
 				ctx.meta.$statusCode = 202;
-				return {
-					task: this.view(row, position),
-					position,
-					expectedStartAt,
-					admission:
-						decision.action === "defer"
-							? { action: "deferred", retryAfterS: decision.retryAfterS }
-							: { action: "accepted" }
-				};
+				const { position, expectedStartAt, admission } = out;
+				return { task: this.view(out.row, position), position, expectedStartAt, admission };
 			}
 		},
 
@@ -801,6 +612,33 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		},
 
 		/** Worker slots of the available ai nodes, from each node's `settings.capacity` in the registry. */
+		/** The collaborators of a submission, each a call over the broker on behalf of `ctx`. */
+		submitDeps(this: TasksThis, ctx: Ctx<unknown>): SubmitDeps {
+			return {
+				store: this.store,
+				services: {
+					checkProjectAccess: async (projectId, userId) => {
+						await ctx.call("projects.access", { projectId, userId });
+					},
+					tierOf: async userId => {
+						const info = (await ctx.call("users.getTier", { userId })) as { tier?: unknown } | null;
+						return isTierName(info?.tier) ? info.tier : "free";
+					},
+					prepare: input => ctx.call("ai.prepare", input) as Promise<PreparedTask>,
+					priorityBoost: input => ctx.call("payments.priorityBoost", input) as Promise<{ boostMs: number }>,
+					reserve: input => ctx.call("payments.reserve", input),
+					release: input => ctx.call("payments.release", input)
+				},
+				capacity: () => this.capacity(),
+				p50RunMs: () => this.p50RunMs(),
+				queuedPosition: taskId => this.meta.position(taskId),
+				config: this.cfg,
+				now: () => Date.now(),
+				newId: () => randomUUID(),
+				warn: message => this.logger.warn(message)
+			};
+		},
+
 		capacity(this: TasksThis): number {
 			const list = this.broker.registry.getServiceList({ onlyAvailable: true, withActions: false }) as Array<{
 				name: string;

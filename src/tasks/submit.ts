@@ -1,0 +1,250 @@
+/**
+ * Submitting an AI task, as one use case: check the request, replay an idempotent retry, ask the
+ * project, the tier and the model plan, admit against the backlog, hold the credits, insert the task.
+ *
+ * THE COMPENSATIONS. Credits are held (payments.reserve) before the task row exists, so every way
+ * out after the hold must give it back or leave a trace that will:
+ *   - a hold intent is written before reserve: if this process dies between reserve and insert, the
+ *     sweeper finds the intent without its task and releases the hold;
+ *   - reserve refused (4xx): nothing was held, the intent is dropped;
+ *   - reserve failed otherwise (timeout, 5xx): the hold may have committed with its answer lost, so it
+ *     is released now (a 404 there just means there was none); the intent stays for the sweeper, as a
+ *     reserve still in flight may commit after this release;
+ *   - the insert failed: the hold is released; when it failed because an idempotent twin won the
+ *     race, the twin's task is the answer.
+ * Collaborators come in as parameters, so unit tests drive each branch with fakes.
+ */
+import { UniqueConstraintError, type Transaction } from "sequelize";
+import { MAX_PURCHASED_BOOST_MS, type AdmissionThresholds, type TierName } from "../domain/tiers";
+import { TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
+import { validateGlobs } from "../context/globs";
+import { requestHash } from "./rules";
+import { admissionDecision, expectedWaitMs } from "./scheduling";
+import type { NewTask, PreparedTask, TaskRow } from "./store";
+
+export interface SubmitParams {
+	projectId: string;
+	kind: "chat" | "code" | "compare";
+	prompt: string;
+	model?: string;
+	models?: string[];
+	maxOutputTokens?: number;
+	priorityBoost: "none" | "paid";
+	include?: string[];
+	exclude?: string[];
+}
+
+/** The task store's part in a submission. */
+export interface SubmitStore {
+	byIdempotencyKey(userId: string, key: string): Promise<TaskRow | null>;
+	backlog(now: number): Promise<{ ahead: Record<TierName, number>; running: number }>;
+	addHoldIntent(taskId: string, userId: string): Promise<void>;
+	dropHoldIntent(taskId: string, tx?: Transaction): Promise<void>;
+	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
+	insert(t: NewTask, tx?: Transaction): Promise<TaskRow>;
+	positionOf(taskId: string, now: number): Promise<number | null>;
+}
+
+/** The other services a submission asks (over the broker in the service). */
+export interface SubmitServices {
+	/** Throws (404/403) unless the user may use the project. */
+	checkProjectAccess(projectId: string, userId: string): Promise<void>;
+	tierOf(userId: string): Promise<TierName>;
+	prepare(input: {
+		userId: string;
+		tier: TierName;
+		projectId: string;
+		kind: SubmitParams["kind"];
+		prompt: string;
+		model?: string;
+		models?: string[];
+		maxOutputTokens?: number;
+	}): Promise<PreparedTask>;
+	priorityBoost(input: { userId: string; purchaseMs: number; tier: TierName }): Promise<{ boostMs: number }>;
+	reserve(input: {
+		userId: string;
+		taskId: string;
+		maxCost: number;
+		boostMs: number;
+		tier: TierName;
+	}): Promise<unknown>;
+	release(input: { userId: string; taskId: string }): Promise<unknown>;
+}
+
+export interface SubmitDeps {
+	store: SubmitStore;
+	services: SubmitServices;
+	/** Worker slots across the cluster and the median run time, for the admission estimate. */
+	capacity(): number;
+	p50RunMs(): Promise<number>;
+	/** The cached queue position of a queued task (for a replay). */
+	queuedPosition(taskId: string): Promise<number | null>;
+	config: { promptMaxChars: number; maxAttempts: number; admission: Record<TierName, AdmissionThresholds> };
+	now(): number;
+	newId(): string;
+	warn(message: string): void;
+}
+
+export type SubmitOutcome =
+	| { replayed: true; row: TaskRow; position: number | null }
+	| {
+			replayed: false;
+			row: TaskRow;
+			position: number | null;
+			expectedStartAt: string;
+			admission: { action: "accepted" } | { action: "deferred"; retryAfterS: number };
+	  };
+
+/** What a request may not be, beyond its param schema. */
+export function submitProblems(p: SubmitParams, promptMaxChars: number): FieldProblem[] {
+	const problems: FieldProblem[] = [];
+	if (p.prompt.length > promptMaxChars)
+		problems.push({ field: "prompt", message: `is longer than ${promptMaxChars} characters`, type: "stringMax" });
+	if (p.kind === "compare" && !p.models)
+		problems.push({ field: "models", message: "a compare task names 2 or 3 models", type: "required" });
+	if (p.kind !== "compare" && p.models)
+		problems.push({ field: "models", message: "only compare tasks take several models", type: "forbidden" });
+	for (const field of ["include", "exclude"] as const)
+		for (const g of validateGlobs(p[field] ?? []))
+			problems.push({ field: `${field}[${g.index}]`, message: g.message, type: "glob" });
+	return problems;
+}
+
+const isClientError = (err: unknown) => {
+	const code = (err as { code?: unknown })?.code;
+	return typeof code === "number" && code >= 400 && code < 500;
+};
+
+export async function submitTask(
+	deps: SubmitDeps,
+	userId: string,
+	p: SubmitParams,
+	idempotencyKey: string | null
+): Promise<SubmitOutcome> {
+	const { store, services } = deps;
+	const problems = submitProblems(p, deps.config.promptMaxChars);
+	if (problems.length) throw Unprocessable("Some fields are invalid", problems);
+
+	const request = {
+		model: p.model,
+		models: p.models,
+		maxOutputTokens: p.maxOutputTokens,
+		priorityBoost: p.priorityBoost,
+		...(p.include?.length ? { include: p.include } : {}),
+		...(p.exclude?.length ? { exclude: p.exclude } : {})
+	};
+	const hash = requestHash({ projectId: p.projectId, kind: p.kind, prompt: p.prompt, ...request });
+	const replay = async (row: TaskRow): Promise<SubmitOutcome> => {
+		if (row.request_hash !== hash)
+			throw Unprocessable(
+				"This Idempotency-Key was used for a different task",
+				[{ field: "Idempotency-Key", message: "already used with another body", type: "idempotency" }],
+				"IDEMPOTENCY_KEY_REUSED"
+			);
+		const position = row.state === "queued" ? await deps.queuedPosition(row.id) : null;
+		return { replayed: true, row, position };
+	};
+	if (idempotencyKey) {
+		const existing = await store.byIdempotencyKey(userId, idempotencyKey);
+		if (existing) return replay(existing);
+	}
+
+	await services.checkProjectAccess(p.projectId, userId);
+	const tier = await services.tierOf(userId);
+	const prepared = await services.prepare({
+		userId,
+		tier,
+		projectId: p.projectId,
+		kind: p.kind,
+		prompt: p.prompt,
+		...(p.model !== undefined ? { model: p.model } : {}),
+		...(p.models !== undefined ? { models: p.models } : {}),
+		...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {})
+	});
+	const maxCost = Math.max(0, Math.ceil(Number(prepared.maxCostCredits)));
+
+	// Admission: the backlog a newcomer of this tier would queue behind, in time.
+	const now = deps.now();
+	const capacity = deps.capacity();
+	const p50RunMs = await deps.p50RunMs();
+	const backlog = await store.backlog(now);
+	const idleWorkers = Math.max(0, capacity - backlog.running);
+	const waitAt = (position: number) => expectedWaitMs({ position, capacity, p50RunMs, idleWorkers });
+	const decision = admissionDecision({
+		tier,
+		expectedWaitMs: waitAt(backlog.ahead[tier] + 1),
+		thresholds: deps.config.admission[tier]
+	});
+	if (decision.action === "reject")
+		throw TooManyRequests(
+			`The queue is too long for the ${tier} tier right now; retry later`,
+			decision.retryAfterS,
+			"QUEUE_FULL"
+		);
+
+	const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
+	const boost = await services.priorityBoost({ userId, purchaseMs, tier });
+	const taskId = deps.newId();
+	const release = (after: string) =>
+		services.release({ userId, taskId }).catch(e => deps.warn(`release after ${after}: ${(e as Error).message}`));
+
+	await store.addHoldIntent(taskId, userId);
+	try {
+		await services.reserve({ userId, taskId, maxCost, boostMs: purchaseMs, tier });
+	} catch (err) {
+		if (isClientError(err)) await store.dropHoldIntent(taskId).catch(() => undefined);
+		else await release("failed reserve");
+		throw err;
+	}
+
+	const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
+	let row: TaskRow;
+	try {
+		row = await store.transaction(async tx => {
+			const inserted = await store.insert(
+				{
+					id: taskId,
+					userId,
+					projectId: p.projectId,
+					tier,
+					kind: p.kind,
+					prompt: p.prompt,
+					request,
+					prepared,
+					requestHash: hash,
+					idempotencyKey,
+					maxCostCredits: maxCost,
+					boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
+					maxAttempts: deps.config.maxAttempts,
+					enqueuedAt: deferredUntil ?? now,
+					notBefore: deferredUntil
+				},
+				tx
+			);
+			await store.dropHoldIntent(taskId, tx);
+			return inserted;
+		});
+	} catch (err) {
+		await release("failed insert");
+		if (err instanceof UniqueConstraintError && idempotencyKey) {
+			const existing = await store.byIdempotencyKey(userId, idempotencyKey);
+			if (existing) return replay(existing);
+		}
+		throw err;
+	}
+
+	const position = deferredUntil ? null : await store.positionOf(taskId, now);
+	const expectedStartAt = new Date(
+		deferredUntil !== null ? deferredUntil + waitAt(backlog.ahead[tier] + 1) : now + waitAt(position ?? 1)
+	).toISOString();
+	return {
+		replayed: false,
+		row,
+		position,
+		expectedStartAt,
+		admission:
+			decision.action === "defer"
+				? { action: "deferred", retryAfterS: decision.retryAfterS }
+				: { action: "accepted" }
+	};
+}

@@ -1,0 +1,272 @@
+import { Errors } from "moleculer";
+import { UniqueConstraintError, type Transaction } from "sequelize";
+import { TIERS, TIER_ORDER, type TierName } from "../../../src/domain/tiers";
+import { DomainError } from "../../../src/errors";
+import type { NewTask, TaskRow } from "../../../src/tasks/store";
+import { submitTask, type SubmitDeps, type SubmitParams } from "../../../src/tasks/submit";
+
+const T0 = 1_800_000_000_000;
+const TX = {} as Transaction;
+
+function rowOf(t: NewTask): TaskRow {
+	return {
+		id: t.id,
+		user_id: t.userId,
+		project_id: t.projectId,
+		tier: t.tier,
+		kind: t.kind,
+		prompt: t.prompt,
+		request: t.request,
+		prepared: t.prepared,
+		request_hash: t.requestHash,
+		idempotency_key: t.idempotencyKey,
+		max_cost_credits: String(t.maxCostCredits),
+		boost_ms: t.boostMs,
+		state: "queued",
+		version: 1,
+		attempts: 0,
+		max_attempts: t.maxAttempts,
+		enqueued_at: new Date(t.enqueuedAt),
+		not_before: t.notBefore === null ? null : new Date(t.notBefore),
+		lease_id: null,
+		lease_expires_at: null,
+		node_id: null,
+		cancel_requested: false,
+		started_at: null,
+		last_started_at: null,
+		finished_at: null,
+		result: null,
+		usage: null,
+		cost_credits: null,
+		spent_credits: "0",
+		error: null,
+		settlement: "none",
+		created_at: new Date(T0),
+		updated_at: new Date(T0)
+	};
+}
+
+/** An in-memory world: the store, the other services, and a record of what was called in order. */
+function world(opts: { ahead?: number; running?: number; capacity?: number; p50?: number; tier?: TierName } = {}) {
+	const calls: string[] = [];
+	const tasks = new Map<string, TaskRow>();
+	const intents = new Set<string>();
+	const held = new Set<string>();
+	const fail: {
+		reserve?: unknown;
+		insert?: unknown;
+		release?: unknown;
+		access?: unknown;
+	} = {};
+	const warnings: string[] = [];
+	let ids = 0;
+	const ahead = Object.fromEntries(TIER_ORDER.map(t => [t, 0])) as Record<TierName, number>;
+	ahead[opts.tier ?? "free"] = opts.ahead ?? 0;
+	const deps: SubmitDeps = {
+		store: {
+			async byIdempotencyKey(userId, key) {
+				calls.push("byIdempotencyKey");
+				return [...tasks.values()].find(r => r.user_id === userId && r.idempotency_key === key) ?? null;
+			},
+			async backlog() {
+				return { ahead, running: opts.running ?? 0 };
+			},
+			async addHoldIntent(taskId) {
+				calls.push("addHoldIntent");
+				intents.add(taskId);
+			},
+			async dropHoldIntent(taskId, tx) {
+				calls.push(tx ? "dropHoldIntent(tx)" : "dropHoldIntent");
+				intents.delete(taskId);
+			},
+			async transaction(fn) {
+				return fn(TX);
+			},
+			async insert(t) {
+				calls.push("insert");
+				if (fail.insert) {
+					const err = fail.insert;
+					if (err instanceof UniqueConstraintError) {
+						// The idempotent twin that won the race.
+						const twin = rowOf({ ...t, id: "twin" });
+						tasks.set(twin.id, twin);
+					}
+					throw err;
+				}
+				const row = rowOf(t);
+				tasks.set(row.id, row);
+				return row;
+			},
+			async positionOf(taskId) {
+				return tasks.has(taskId) ? ahead[opts.tier ?? "free"] + 1 : null;
+			}
+		},
+		services: {
+			async checkProjectAccess() {
+				calls.push("access");
+				if (fail.access) throw fail.access;
+			},
+			async tierOf() {
+				return opts.tier ?? "free";
+			},
+			async prepare() {
+				calls.push("prepare");
+				return {
+					models: [{ model: "m", group: "small", provider: "dev" }],
+					promptTokens: 10,
+					contextTokensBudget: 0,
+					maxOutputTokens: 100,
+					maxCostCredits: 7.2
+				};
+			},
+			async priorityBoost() {
+				return { boostMs: 0 };
+			},
+			async reserve({ taskId, maxCost }) {
+				calls.push(`reserve(${maxCost})`);
+				if (fail.reserve) {
+					// A timeout may come after the hold committed: the hold exists, the answer is lost.
+					if (!(fail.reserve instanceof Errors.MoleculerClientError)) held.add(taskId);
+					throw fail.reserve;
+				}
+				held.add(taskId);
+			},
+			async release({ taskId }) {
+				calls.push("release");
+				if (fail.release) throw fail.release;
+				held.delete(taskId);
+			}
+		},
+		capacity: () => opts.capacity ?? 4,
+		p50RunMs: async () => opts.p50 ?? 60_000,
+		queuedPosition: async () => 3,
+		config: {
+			promptMaxChars: 1000,
+			maxAttempts: 3,
+			admission: Object.fromEntries(
+				TIER_ORDER.map(t => [t, TIERS[t].admission])
+			) as SubmitDeps["config"]["admission"]
+		},
+		now: () => T0,
+		newId: () => `task-${++ids}`,
+		warn: m => warnings.push(m)
+	};
+	return { deps, calls, tasks, intents, held, fail, warnings };
+}
+
+const params = (p: Partial<SubmitParams> = {}): SubmitParams => ({
+	projectId: "p1",
+	kind: "chat",
+	prompt: "hello",
+	priorityBoost: "none",
+	...p
+});
+
+describe("submitTask", () => {
+	test("accepted: intent, hold, insert with the intent dropped in the same transaction, nothing released", async () => {
+		const w = world();
+		const out = await submitTask(w.deps, "u1", params(), null);
+		expect(out).toMatchObject({ replayed: false, position: 1, admission: { action: "accepted" } });
+		expect(w.calls).toEqual(["access", "prepare", "addHoldIntent", "reserve(8)", "insert", "dropHoldIntent(tx)"]);
+		expect([...w.held]).toEqual(["task-1"]);
+		expect(w.intents.size).toBe(0);
+	});
+
+	test("bad fields: 422 naming each, before anything is asked", async () => {
+		const w = world();
+		const err = await submitTask(
+			w.deps,
+			"u1",
+			params({ prompt: "x".repeat(1001), models: ["a", "b"] }),
+			null
+		).catch(e => e);
+		expect(err).toBeInstanceOf(DomainError);
+		expect(err).toMatchObject({ status: 422, code: "VALIDATION_ERROR" });
+		expect((err.details as Array<{ field: string }>).map(d => d.field)).toEqual(["prompt", "models"]);
+		expect(w.calls).toEqual([]);
+	});
+
+	test("a full queue rejects with 429 before any hold", async () => {
+		const w = world({ ahead: 10_000, capacity: 1 });
+		const err = await submitTask(w.deps, "u1", params(), null).catch(e => e);
+		expect(err).toMatchObject({ status: 429, code: "QUEUE_FULL" });
+		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.held.size).toBe(0);
+	});
+
+	test("a long queue defers: the task waits with not_before set and no position", async () => {
+		const free = TIERS.free.admission;
+		// Enough ahead to exceed the defer threshold but not the reject one, with one worker of p50 = 1 min.
+		const ahead = Math.floor((free.deferAboveMs + free.rejectAboveMs) / 2 / 60_000);
+		const w = world({ ahead, capacity: 1, p50: 60_000 });
+		const out = await submitTask(w.deps, "u1", params(), null);
+		if (out.replayed) throw new Error("not a replay");
+		expect(out.admission.action).toBe("deferred");
+		expect(out.position).toBeNull();
+		expect(out.row.not_before).not.toBeNull();
+	});
+
+	test("reserve refused (4xx): nothing was held, the intent is dropped, nothing released", async () => {
+		const w = world();
+		w.fail.reserve = new Errors.MoleculerClientError("Not enough credits", 402, "INSUFFICIENT_CREDITS");
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ code: 402 });
+		expect(w.calls).toContain("dropHoldIntent");
+		expect(w.calls).not.toContain("release");
+		expect(w.intents.size).toBe(0);
+		expect(w.tasks.size).toBe(0);
+	});
+
+	test("reserve failed otherwise (timeout): the possibly committed hold is released, the intent stays for the sweeper", async () => {
+		const w = world();
+		w.fail.reserve = new Errors.RequestTimeoutError({ action: "payments.reserve", nodeID: "n1" });
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toBeInstanceOf(Errors.RequestTimeoutError);
+		expect(w.calls).toContain("release");
+		expect(w.held.size).toBe(0);
+		expect([...w.intents]).toEqual(["task-1"]);
+	});
+
+	test("the insert failed: the hold is released and the error surfaces", async () => {
+		const w = world();
+		w.fail.insert = new Error("connection terminated");
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("connection terminated");
+		expect(w.calls.slice(-2)).toEqual(["insert", "release"]);
+		expect(w.held.size).toBe(0);
+	});
+
+	test("a release that fails itself is logged, and the first error still surfaces", async () => {
+		const w = world();
+		w.fail.insert = new Error("connection terminated");
+		w.fail.release = new Error("payments down");
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("connection terminated");
+		expect(w.warnings).toEqual(["release after failed insert: payments down"]);
+	});
+
+	test("an idempotent twin won the insert race: our hold is released and the twin's task is the answer", async () => {
+		const w = world();
+		w.fail.insert = new UniqueConstraintError({});
+		const out = await submitTask(w.deps, "u1", params(), "key-1");
+		expect(out).toMatchObject({ replayed: true, row: { id: "twin" }, position: 3 });
+		expect(w.calls).toContain("release");
+		expect(w.held.size).toBe(0);
+	});
+
+	test("a retry with the same key and body replays without asking anyone; another body is refused", async () => {
+		const w = world();
+		const first = await submitTask(w.deps, "u1", params(), "key-1");
+		w.calls.length = 0;
+		const again = await submitTask(w.deps, "u1", params(), "key-1");
+		expect(again).toMatchObject({ replayed: true, row: { id: first.row.id } });
+		expect(w.calls).toEqual(["byIdempotencyKey"]);
+		await expect(submitTask(w.deps, "u1", params({ prompt: "other" }), "key-1")).rejects.toMatchObject({
+			status: 422,
+			code: "IDEMPOTENCY_KEY_REUSED"
+		});
+	});
+
+	test("no access to the project: refused before the plan, nothing held", async () => {
+		const w = world();
+		w.fail.access = new Errors.MoleculerClientError("Project not found", 404, "NOT_FOUND");
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ code: 404 });
+		expect(w.calls).toEqual(["access"]);
+	});
+});
