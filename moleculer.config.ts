@@ -22,7 +22,13 @@ export function countsForCircuitBreaker(err: Errors.MoleculerError | Error): boo
 	return !(typeof code === "number" && code >= 400 && code < 500);
 }
 
-export function brokerOptions(config: Config): BrokerOptions {
+/** A transporter given by the entry point rather than by TRANSPORTER: embedded mode's loopback NATS (app/embedded.ts). */
+export interface TransporterOverride {
+	url: string;
+	token?: string;
+}
+
+export function brokerOptions(config: Config, override?: TransporterOverride): BrokerOptions {
 	const cluster = config.transporter != null;
 	return {
 		namespace: config.namespace,
@@ -41,7 +47,13 @@ export function brokerOptions(config: Config): BrokerOptions {
 		// Moleculer's NATS transporter, handing each event-loop turn's packets to the client at once (src/runtime/nats-transporter.ts).
 		transporter: cluster
 			? new BatchingNatsTransporter({ url: config.transporter!, maxReconnectAttempts: -1 })
-			: null,
+			: override
+				? new BatchingNatsTransporter({
+						url: override.url,
+						...(override.token ? { token: override.token } : {}),
+						maxReconnectAttempts: -1
+					})
+				: null,
 		serializer: "JSON",
 
 		cacher: config.redisUrl

@@ -6,7 +6,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ServiceBroker, ServiceSchema } from "moleculer";
-import { brokerOptions } from "../moleculer.config";
+import { brokerOptions, type TransporterOverride } from "../moleculer.config";
 import { Config, ServiceName } from "../src/config";
 import { startEmbeddedPostgres, EmbeddedPg } from "../src/runtime/embedded-postgres";
 import { Runtime, attachRuntime } from "../src/runtime/runtime";
@@ -32,7 +32,13 @@ function devJwtKey(dataDir: string): string {
 
 export async function createNode(
 	config: Config,
-	opts: { extraServices?: ServiceSchema[]; services?: ServiceName[]; start?: boolean } = {}
+	opts: {
+		extraServices?: ServiceSchema[];
+		services?: ServiceName[];
+		start?: boolean;
+		/** Embedded mode's loopback NATS (app/embedded.ts); cluster nodes take TRANSPORTER from the config. */
+		transporter?: TransporterOverride;
+	} = {}
 ): Promise<ForgeNode> {
 	const services = opts.services ?? config.services;
 	let embedded: EmbeddedPg | null = null;
@@ -52,7 +58,7 @@ export async function createNode(
 			jwt: { ...config.jwt, keys: [{ kid: "dev", secret: devJwtKey(config.dataDir) }], activeKid: "dev" }
 		};
 
-	const broker = new ServiceBroker(brokerOptions(config));
+	const broker = new ServiceBroker(brokerOptions(config, opts.transporter));
 	const runtime = new Runtime(config, broker.getLogger("runtime"));
 	attachRuntime(broker, runtime);
 	try {

@@ -1,14 +1,17 @@
 /**
  * Starts a ForgeFluid node. With no environment: the whole platform in one process on an embedded
- * PostgreSQL under ./.data. With TRANSPORTER/DATABASE_URL/REDIS_URL/AMQP_URL: one cluster node
- * hosting the services named in SERVICES.
+ * PostgreSQL under ./.data, with the Python context node beside it over a loopback NATS
+ * (app/embedded.ts). With TRANSPORTER/DATABASE_URL/REDIS_URL/AMQP_URL: one cluster node hosting the
+ * services named in SERVICES.
  */
 import { loadConfigOrExit } from "../src/config";
 import { createNode } from "../app/node";
+import { startEmbeddedPlatform } from "../app/embedded";
 
 async function main() {
 	const config = loadConfigOrExit();
-	const node = await createNode(config);
+	const embedded = config.transporter ? null : await startEmbeddedPlatform(config);
+	const node = embedded?.node ?? (await createNode(config));
 	const base = node.config.http.publicUrl;
 	const mode = node.config.transporter ? `cluster node ${node.broker.nodeID}` : "embedded (single process)";
 	const lines = [`ForgeFluid is running — ${mode}; services: ${node.config.services.join(", ")}`];
@@ -20,6 +23,15 @@ async function main() {
 			`  Metrics  ${base}/metrics`
 		);
 	if (!node.config.transporter) lines.push(`  Data     ${node.config.dataDir}`);
+	if (embedded)
+		lines.push(
+			embedded.nats
+				? `  NATS     ${embedded.nats.url} (loopback; ./forge repl joins through ${node.config.dataDir}/embedded.json)`
+				: "  NATS     none (./forge repl cannot join)",
+			embedded.degraded
+				? `  Context  degraded: ${embedded.degraded}`
+				: `  Context  Python node pid ${embedded.contextPid()}`
+		);
 	lines.push("Press Ctrl-C to stop.");
 	console.log(lines.join("\n"));
 
@@ -31,7 +43,7 @@ async function main() {
 		}
 		console.log(`\n${sig}: shutting down (finishing in-flight requests)…`);
 		try {
-			await node.stop();
+			await (embedded ?? node).stop();
 			process.exit(0);
 		} catch (err) {
 			console.error("Shutdown failed:", err);

@@ -33,10 +33,9 @@ const OpsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Rec
 		async report(this: OpsThis): Promise<HealthReport> {
 			const rt = runtimeOf(this.broker);
 			const dependencies = await rt.checkDependencies();
-			if (rt.config.transporter) {
-				const transit = (this.broker as unknown as { transit?: { connected: boolean } }).transit;
-				dependencies.push({ name: "nats", ok: !!transit?.connected });
-			}
+			// Cluster nodes and embedded mode with its loopback NATS both have a transit.
+			const transit = (this.broker as unknown as { transit?: { connected: boolean } }).transit;
+			if (transit) dependencies.push({ name: "nats", ok: !!transit.connected });
 			const services: HealthReport["services"] = {};
 			const list = this.broker.registry.getServiceList({
 				onlyAvailable: false,

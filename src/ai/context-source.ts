@@ -96,8 +96,9 @@ export async function taskContext(
 		userId: req.userId
 	});
 	const version = access.headVersion;
-	if (budgetTokens <= 0 || version <= 0)
-		return { version, state: "selected", tokenizer: ESTIMATE_TOKENIZER, frames: [] };
+	// No room (or nothing to show): nothing to ask for. The service refuses a budget of 0.
+	const budget = selectBudget(budgetTokens);
+	if (budget <= 0 || version <= 0) return { version, state: "selected", tokenizer: ESTIMATE_TOKENIZER, frames: [] };
 
 	const t = performance.now();
 	try {
@@ -109,13 +110,13 @@ export async function taskContext(
 					version,
 					userId: req.userId,
 					query: req.prompt.slice(0, MAX_QUERY_CHARS),
-					budgetTokens: selectBudget(budgetTokens),
+					budgetTokens: budget,
 					...(req.include?.length ? { include: req.include } : {}),
 					...(req.exclude?.length ? { exclude: req.exclude } : {})
 				},
 				{ timeout: deps.timeoutMs, retries: 0 }
 			),
-			selectBudget(budgetTokens)
+			budget
 		);
 		deps.onOutcome?.({ state: "selected", ms: performance.now() - t });
 		return { version, state: "selected", tokenizer: sel.tokenizer, frames: sel.frames };

@@ -3,6 +3,7 @@
  * src/<svc>/repl.ts; they call actions over the transporter, so a REPL node needs no local services.
  */
 import { aiReplCommands } from "../ai/repl";
+import { contextReplCommands } from "../context/repl";
 import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
 import { tasksReplCommands } from "../tasks/repl";
@@ -56,6 +57,7 @@ export function allReplCommands(): ReplCommand[] {
 		...projectsReplCommands,
 		...tasksReplCommands,
 		...paymentsReplCommands,
-		...aiReplCommands
+		...aiReplCommands,
+		...contextReplCommands
 	];
 }
