@@ -104,7 +104,6 @@ async function http(p: Platform, method: string, route: string, token?: string, 
 		body: body ? JSON.stringify(body) : undefined
 	});
 	const text = await res.text();
-	// eslint-disable-next-line @typescript-eslint/no-explicit-any -- checked field by field
 	return { status: res.status, json: (text ? JSON.parse(text) : null) as any };
 }
 
