@@ -15,6 +15,13 @@ import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { LeasePump } from "../src/ai/lease-pump";
 import { runtimeOf } from "../src/runtime/runtime";
 import { INTERNAL } from "../src/kit/service";
+import { PassThrough } from "node:stream";
+import { SlotGate } from "../src/compat/admission";
+import { toWire } from "../src/compat/errors";
+import { ChatDeps, ChatInput, Refused, admitChat, runChat } from "../src/compat/run";
+import type { KeyLimits } from "../src/compat/prepare";
+import type { ChatRequest } from "../src/compat/types";
+import { KeyRateLimiter } from "../src/compat/key-limits";
 
 interface AiSettings extends ServiceSettingSchema {
 	capacity: { slots: number };
@@ -27,6 +34,12 @@ interface AiThis extends Service<AiSettings> {
 	running: Map<string, RunningTask>;
 	leasePump: LeasePump<LeasedTask>;
 	stopping: boolean;
+	/** Worker slots for compatible requests (shared with the task loop). */
+	gate: SlotGate;
+	chatDeps: ChatDeps;
+	/** Running compatible requests by id (ai.chat.cancel aborts them). */
+	chats: Map<string, AbortController>;
+	keyLimiter: KeyRateLimiter;
 	pollTimer: NodeJS.Timeout | null;
 	idle: Set<Promise<unknown>>;
 	pump(): Promise<void>;
@@ -125,6 +138,64 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			}
 		},
 
+		/**
+		 * One OpenAI/Anthropic-compatible request (src/compat/run.ts). Refusals are thrown before
+		 * anything streams; then the answer is a stream of ChatEvents (object mode, carried by the
+		 * transporter to the gateway node holding the client's connection).
+		 */
+		chat: {
+			visibility: INTERNAL,
+			params: {
+				id: { type: "string", pattern: /^[a-f0-9]{32}$/ },
+				userId: { type: "string", min: 1, max: 128 },
+				keyId: { type: "string", max: 64, optional: true, nullable: true },
+				key: { type: "object", optional: true, nullable: true },
+				request: { type: "object" }
+			},
+			async handler(
+				this: AiThis,
+				ctx: Context<{
+					id: string;
+					userId: string;
+					keyId?: string | null;
+					key?: KeyLimits | null;
+					request: ChatRequest;
+				}>
+			) {
+				const p = ctx.params;
+				const { tier } = await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", {
+					userId: p.userId
+				});
+				const ctrl = new AbortController();
+				const input: ChatInput = {
+					id: p.id,
+					userId: p.userId,
+					tier,
+					keyId: p.keyId ?? null,
+					key: p.key ?? null,
+					request: p.request
+				};
+				this.chats.set(p.id, ctrl);
+				let admitted;
+				try {
+					admitted = await admitChat(this.chatDeps, input, ctrl.signal);
+				} catch (err) {
+					this.chats.delete(p.id);
+					throw toWire(err);
+				}
+				this.leasePump.pump().catch(() => undefined);
+				const out = new PassThrough({ objectMode: true });
+				void runChat(this.chatDeps, input, admitted, ev => out.write(ev), ctrl.signal)
+					.catch(err => this.logger.error(`chat ${p.id}: ${(err as Error).message}`))
+					.finally(() => {
+						out.end();
+						this.chats.delete(p.id);
+						void this.pump();
+					});
+				return out;
+			}
+		},
+
 		capacity: {
 			visibility: INTERNAL,
 			handler(this: AiThis) {
@@ -179,6 +250,10 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		},
 		"tasks.available"(this: AiThis) {
 			void this.pump();
+		},
+		/** The client of a compatible request went away (sent by the gateway node that held it). */
+		"ai.chat.cancel"(this: AiThis, ctx: Context<{ id: string }>) {
+			this.chats.get(ctx.params.id)?.abort();
 		},
 		"tasks.cancel"(this: AiThis, ctx: Context<{ taskId: string }>) {
 			const r = this.running.get(ctx.params.taskId);
@@ -239,6 +314,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				)
 				.finally(() => {
 					this.running.delete(task.taskId);
+					this.gate.kick();
 					this.idle.delete(p);
 					this.broker.metrics.set("ai.worker.busy", this.running.size);
 					void this.pump();
@@ -253,8 +329,15 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		this.running = new Map();
 		this.idle = new Set();
 		this.stopping = false;
+		this.chats = new Map();
+		this.gate = new SlotGate({
+			slots: () => this.cfg.concurrency,
+			otherBusy: () => this.running.size,
+			maxWaitMs: this.cfg.compatMaxWaitMs
+		});
 		this.leasePump = new LeasePump<LeasedTask>({
-			free: () => this.cfg.concurrency - this.running.size,
+			// Compatible requests in a slot or waiting for one come before new task leases.
+			free: () => this.cfg.concurrency - this.running.size - this.gate.inUse - this.gate.queued,
 			// No tasks service in the cluster (yet): nothing to lease, and no warning per poll.
 			canLease: () =>
 				!this.stopping &&
@@ -338,6 +421,42 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		for (const h of this.router.health()) this.recordHealth(h);
 		const rt = runtimeOf(this.broker);
 		this.limiter = new UsageLimiter(rt.redis, rt.config.redisPrefix);
+		this.keyLimiter = new KeyRateLimiter(rt.redis, rt.config.redisPrefix);
+		const call = <T>(action: string, params: unknown) => this.broker.call<T, unknown>(action, params);
+		this.chatDeps = {
+			cfg: this.cfg,
+			router: this.router,
+			gate: this.gate,
+			admitTokens: async (userId, tier, tokens) => {
+				try {
+					return await this.limiter.admit(userId, tier, tokens);
+				} catch (err) {
+					if (err instanceof RateLimited) throw new Refused(err.message, err.retryAfterS);
+					throw err;
+				}
+			},
+			settleTokens: (userId, tier, p) => this.limiter.settle(userId, tier, p),
+			admitKey: (keyId, limits, tokens) => this.keyLimiter.admit(keyId, limits, tokens),
+			reserveKeyBudget: async (keyId, holdId, credits, limit) =>
+				void (await call("users.reserveKeyBudget", { keyId, holdId, credits, limit })),
+			settleKeyBudget: async (keyId, holdId, credits) =>
+				void (await call("users.settleKeyBudget", { keyId, holdId, credits })),
+			reserve: async (userId, taskId, maxCost, tier) =>
+				void (await call("payments.reserve", { userId, taskId, maxCost, tier })),
+			settle: async (userId, taskId, actualCost) =>
+				void (await call("payments.settle", { userId, taskId, actualCost })),
+			release: async (userId, taskId) => void (await call("payments.release", { userId, taskId })),
+			onAttempt: ev => {
+				this.broker.metrics.increment("ai.attempts.total", {
+					deployment: ev.deployment,
+					outcome: ev.outcome,
+					reason: ev.reason ?? ""
+				});
+				if (ev.ttftMs !== undefined)
+					this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
+			},
+			logger: this.logger
+		};
 		if (rt.config.transporter && this.cfg.devProvider)
 			this.logger.warn("AI_DEV_PROVIDER=true on a cluster node: dev-echo answers with canned text");
 	},

@@ -25,6 +25,8 @@ import { CACHED_ACTIONS, cacheKeyOf } from "../src/users/cache";
 import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../src/tasks/stream-hub";
 import type { RequestMeta } from "../src/kit/service";
 import { elapsedMs } from "../src/kit/timing";
+import { compatRoute } from "./api/compat";
+import { clientIp } from "../src/http/client-ip";
 
 const API_BASE = "/api/v1";
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -67,23 +69,6 @@ export interface ApiThis extends Service<ApiSettings> {
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 	sendJson(res: Res, status: number, body: unknown): void;
-}
-
-/**
- * The client's address. With TRUST_PROXY_HOPS = n > 0 (the gateway sits behind n proxies that append
- * to X-Forwarded-For), the n-th address from the right; anything further left is client-supplied and
- * ignored. Without it, the socket's peer.
- */
-function clientIp(req: IncomingMessage, trustedHops: number): string {
-	if (trustedHops > 0) {
-		const xff = req.headers["x-forwarded-for"];
-		const hops = (Array.isArray(xff) ? xff.join(",") : (xff ?? ""))
-			.split(",")
-			.map(s => s.trim())
-			.filter(Boolean);
-		if (hops.length >= trustedHops) return hops[hops.length - trustedHops].slice(0, 64);
-	}
-	return req.socket.remoteAddress ?? "unknown";
 }
 
 /** 415 before parsing: a body must be JSON (UTF-8). Runs before the JSON parser. */
@@ -242,6 +227,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			this.settings.cors = cors;
 			const gatewayRoutes = [
 				...ops,
+				// The OpenAI/Anthropic-compatible /v1 (its own auth, body parsing and error shapes).
+				compatRoute(this, cors),
 				...raw.map(r => ({
 					...common,
 					path: `${API_BASE}${r.path.replace(/\/:.*$/, "")}`,

@@ -31,6 +31,7 @@ import { PasswordHasher, normalizeEmail, normalizePassword, passwordProblem } fr
 import { ForgeBalanceReader, type WalletBalance } from "../src/users/holdings";
 import { checkSiweMessage } from "../src/users/siwe";
 import { WalletSignatureVerifier, type WalletKind } from "../src/users/signatures";
+import { CompatError, toWire } from "../src/compat/errors";
 import { UsersStore, type ApiKeyRow, type SessionRow, type UserRow, type WalletRow } from "../src/users/store";
 import {
 	AccountGuessLimiter,
@@ -163,6 +164,10 @@ function apiKeyView(k: ApiKeyRow) {
 		id: k.id,
 		name: k.name,
 		scopes: k.scopes,
+		models: k.allowed_models,
+		monthlyBudgetCredits: k.monthly_budget_credits == null ? null : Number(k.monthly_budget_credits),
+		rpm: k.rpm,
+		tpm: k.tpm,
 		createdAt: iso(k.created_at),
 		expiresAt: iso(k.expires_at),
 		lastUsedAt: iso(k.last_used_at)
@@ -735,11 +740,38 @@ const UsersService: UsersSchema = {
 					unique: true
 				},
 				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true },
-				mfaCode: mfaCodeParam
+				mfaCode: mfaCodeParam,
+				// Limits the /v1 compatible endpoints enforce (docs/compat.md).
+				models: {
+					type: "array",
+					items: { type: "string", min: 1, max: 200 },
+					min: 1,
+					max: 100,
+					unique: true,
+					optional: true
+				},
+				monthlyBudgetCredits: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: Number.MAX_SAFE_INTEGER,
+					optional: true
+				},
+				rpm: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true },
+				tpm: { type: "number", integer: true, min: 1, max: 1_000_000_000, optional: true }
 			},
 			async handler(
 				this: UsersThis,
-				ctx: Ctx<{ name: string; scopes: Scope[]; expiresInDays?: number; mfaCode?: string }>
+				ctx: Ctx<{
+					name: string;
+					scopes: Scope[];
+					expiresInDays?: number;
+					mfaCode?: string;
+					models?: string[];
+					monthlyBudgetCredits?: number;
+					rpm?: number;
+					tpm?: number;
+				}>
 			) {
 				const user = ctx.meta.user!;
 				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
@@ -762,7 +794,13 @@ const UsersService: UsersSchema = {
 					secretHash: fresh.secretHash,
 					scopes: ctx.params.scopes,
 					expiresInDays: ctx.params.expiresInDays ?? null,
-					maxPerUser: this.cfg.apiKeys.maxPerUser
+					maxPerUser: this.cfg.apiKeys.maxPerUser,
+					limits: {
+						models: ctx.params.models ?? null,
+						monthlyBudgetCredits: ctx.params.monthlyBudgetCredits ?? null,
+						rpm: ctx.params.rpm ?? null,
+						tpm: ctx.params.tpm ?? null
+					}
 				});
 				if (row === "limit")
 					throw Conflict(
@@ -926,8 +964,66 @@ const UsersService: UsersSchema = {
 					id: row.user_id,
 					role: row.role,
 					keyId: row.id,
-					scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope))
+					scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope)),
+					...(row.allowed_models || row.monthly_budget_credits || row.rpm || row.tpm
+						? {
+								keyLimits: {
+									models: row.allowed_models,
+									monthlyBudgetCredits:
+										row.monthly_budget_credits == null ? null : Number(row.monthly_budget_credits),
+									rpm: row.rpm,
+									tpm: row.tpm
+								}
+							}
+						: {})
 				};
+			}
+		},
+
+		/** Holds part of an API key's monthly budget (ai, for /v1 requests): 402-kind refusal when spent. */
+		reserveKeyBudget: {
+			visibility: "public",
+			retryPolicy: { enabled: true },
+			params: {
+				keyId: { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ },
+				holdId: { type: "string", min: 1, max: 128 },
+				credits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER },
+				limit: { type: "number", integer: true, min: 1, optional: true }
+			},
+			async handler(this: UsersThis, ctx: Context<{ keyId: string; holdId: string; credits: number }>) {
+				const r = await this.store.reserveKeyBudget(ctx.params.keyId, ctx.params.holdId, ctx.params.credits);
+				if (r === "over")
+					throw toWire(
+						new CompatError(
+							"insufficient_credits",
+							`This API key's monthly budget does not cover this request (at most ${ctx.params.credits} credits)`,
+							null,
+							"key_budget_exceeded"
+						)
+					);
+				return { held: r === "held" };
+			}
+		},
+
+		settleKeyBudget: {
+			visibility: "public",
+			retryPolicy: { enabled: true },
+			params: {
+				keyId: { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ },
+				holdId: { type: "string", min: 1, max: 128 },
+				credits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }
+			},
+			async handler(this: UsersThis, ctx: Context<{ keyId: string; holdId: string; credits: number }>) {
+				return { settled: await this.store.settleKeyBudget(ctx.params.holdId, ctx.params.credits) };
+			}
+		},
+
+		/** An API key's spend this month (tests, operators). */
+		keySpend: {
+			visibility: "public",
+			params: { keyId: { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ } },
+			async handler(this: UsersThis, ctx: Context<{ keyId: string }>) {
+				return this.store.keySpend(ctx.params.keyId);
 			}
 		},
 

@@ -26,6 +26,12 @@ export interface CatalogModel {
 	maxOutputTokens: number;
 	inputPricePer1M: number;
 	outputPricePer1M: number;
+	/** Input tokens read from the provider's prompt cache (OpenAI: half the input price; Anthropic: a tenth). */
+	cachedInputPricePer1M: number;
+	/** Input tokens written to the prompt cache (Anthropic: 1.25 × input; OpenAI charges no write). */
+	cacheWritePricePer1M: number;
+	/** Accepts image content parts. */
+	vision: boolean;
 	/** Served by the built-in dev provider (canned answers, no network). */
 	dev?: boolean;
 	description: string;
@@ -42,6 +48,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 16_384,
 			inputPricePer1M: 150,
 			outputPricePer1M: 600,
+			cachedInputPricePer1M: 75,
+			cacheWritePricePer1M: 150,
+			vision: true,
 			description: "OpenAI GPT-4o mini"
 		},
 		{
@@ -53,6 +62,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 8_192,
 			inputPricePer1M: 800,
 			outputPricePer1M: 4_000,
+			cachedInputPricePer1M: 80,
+			cacheWritePricePer1M: 1000,
+			vision: true,
 			description: "Anthropic Claude Haiku"
 		},
 		{
@@ -64,6 +76,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 4_096,
 			inputPricePer1M: 20,
 			outputPricePer1M: 20,
+			cachedInputPricePer1M: 20,
+			cacheWritePricePer1M: 20,
+			vision: false,
 			description: "Self-hosted OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)"
 		},
 		{
@@ -75,6 +90,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 16_384,
 			inputPricePer1M: 2_500,
 			outputPricePer1M: 10_000,
+			cachedInputPricePer1M: 1250,
+			cacheWritePricePer1M: 2500,
+			vision: true,
 			description: "OpenAI GPT-4o"
 		},
 		{
@@ -86,6 +104,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 16_000,
 			inputPricePer1M: 3_000,
 			outputPricePer1M: 15_000,
+			cachedInputPricePer1M: 300,
+			cacheWritePricePer1M: 3750,
+			vision: true,
 			description: "Anthropic Claude Sonnet"
 		},
 		{
@@ -97,6 +118,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 100_000,
 			inputPricePer1M: 1_100,
 			outputPricePer1M: 4_400,
+			cachedInputPricePer1M: 550,
+			cacheWritePricePer1M: 1100,
+			vision: false,
 			description: "OpenAI o3-mini (reasoning)"
 		},
 		{
@@ -108,6 +132,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 32_000,
 			inputPricePer1M: 15_000,
 			outputPricePer1M: 75_000,
+			cachedInputPricePer1M: 1500,
+			cacheWritePricePer1M: 18750,
+			vision: true,
 			description: "Anthropic Claude Opus (extended reasoning)"
 		},
 		{
@@ -119,6 +146,9 @@ export const CATALOG: readonly CatalogModel[] = Object.freeze(
 			maxOutputTokens: 4_096,
 			inputPricePer1M: 1,
 			outputPricePer1M: 1,
+			cachedInputPricePer1M: 1,
+			cacheWritePricePer1M: 1,
+			vision: false,
 			dev: true,
 			description: "DEV PROVIDER: canned local answers for development, not a real model"
 		}

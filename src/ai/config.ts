@@ -55,6 +55,8 @@ export interface AiConfig {
 	maxContextTokens: number;
 	/** Model groups may fall back to another model of the same group. */
 	groupFallback: boolean;
+	/** Longest a compatible request (/v1/chat/completions, /v1/messages) waits for a worker slot before a 429. */
+	compatMaxWaitMs: number;
 }
 
 const PROVIDERS: readonly ProviderKind[] = ["openai", "anthropic", "local", "dev"];
@@ -165,7 +167,8 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 		circuitCooldownMs: r.int("AI_CIRCUIT_COOLDOWN_MS", 30_000, 10, 3_600_000),
 		defaultMaxOutputTokens: r.int("AI_DEFAULT_MAX_OUTPUT_TOKENS", 1_024, 1, 1_000_000),
 		maxContextTokens: r.int("AI_MAX_CONTEXT_TOKENS", 16_000, 0, 10_000_000),
-		groupFallback: r.bool("AI_GROUP_FALLBACK", true)
+		groupFallback: r.bool("AI_GROUP_FALLBACK", true),
+		compatMaxWaitMs: r.int("AI_COMPAT_MAX_WAIT_MS", 5_000, 0, 600_000)
 	};
 	if (cfg.stallTimeoutMs > cfg.streamTimeoutMs)
 		r.problems.push("AI_STALL_TIMEOUT_MS must not exceed AI_STREAM_TIMEOUT_MS");

@@ -73,8 +73,13 @@ export interface GenerateOptions {
 	onDelta(text: string): void;
 	onFallback(ev: { from: string; to: string; reason: string }): void;
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
-	/** Injected for tests of the loop itself; production uses the SDK adapters. */
+	/**
+	 * The call of one attempt: tests of the loop inject fakes; the compatible endpoints (src/compat)
+	 * inject their richer request (tools, images, response formats). Default: the SDK adapters.
+	 */
 	stream?: (req: StreamRequest) => AsyncIterable<StreamEvent>;
+	/** The prompt's token estimate when `messages` do not carry the whole prompt (src/compat). */
+	promptTokens?: number;
 	servedModels?: readonly CatalogModel[];
 }
 
@@ -184,7 +189,7 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		tried.add(dep.id);
 
 		const inTokens =
-			o.messages.reduce((n, m) => n + estimateTokens(m.content), 0) +
+			(o.promptTokens ?? o.messages.reduce((n, m) => n + estimateTokens(m.content), 0)) +
 			(partial ? estimateTokens(partial) + 32 : 0);
 		const remainingCredits = o.budgetCredits - micro / 1_000_000;
 		const outLeft = o.maxOutputTokens - estimateOutputTokens(partial);

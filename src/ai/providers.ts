@@ -112,7 +112,7 @@ export function classify(err: unknown): ProviderError {
 const openaiClients = new Map<string, OpenAI>();
 const anthropicClients = new Map<string, Anthropic>();
 
-function openaiClient(d: DeploymentConfig): OpenAI {
+export function openaiClient(d: DeploymentConfig): OpenAI {
 	let c = openaiClients.get(d.id + d.baseUrl);
 	if (!c) {
 		// Local servers accept any key; the SDK refuses to start without one.
@@ -122,7 +122,7 @@ function openaiClient(d: DeploymentConfig): OpenAI {
 	return c;
 }
 
-function anthropicClient(d: DeploymentConfig): Anthropic {
+export function anthropicClient(d: DeploymentConfig): Anthropic {
 	let c = anthropicClients.get(d.id + d.baseUrl);
 	if (!c) {
 		c = new Anthropic({ apiKey: d.apiKey ?? "not-needed", baseURL: d.baseUrl ?? undefined, maxRetries: 0 });

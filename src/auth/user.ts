@@ -8,6 +8,13 @@ export interface AuthUser {
 	sid?: string;
 	/** API key id when authenticated with X-API-Key. */
 	keyId?: string;
+	/** API keys only: the key's model allow-list, monthly budget and rates (src/compat/prepare.ts). */
+	keyLimits?: {
+		models: string[] | null;
+		monthlyBudgetCredits: number | null;
+		rpm: number | null;
+		tpm: number | null;
+	};
 	/** Scopes granted (API keys may be narrower than the user's role). */
 	scopes: string[];
 }

@@ -54,7 +54,22 @@ export interface ApiKeyRow {
 	expires_at: Date | null;
 	last_used_at: Date | null;
 	revoked_at: Date | null;
+	allowed_models: string[] | null;
+	monthly_budget_credits: string | null;
+	rpm: number | null;
+	tpm: number | null;
 }
+
+/** What an API key may do beyond its scopes (null: no limit); see migration 1700. */
+export interface ApiKeyLimitsInput {
+	models: string[] | null;
+	monthlyBudgetCredits: number | null;
+	rpm: number | null;
+	tpm: number | null;
+}
+
+const API_KEY_COLUMNS =
+	"id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at, allowed_models, monthly_budget_credits, rpm, tpm";
 
 const USER_COLUMNS =
 	"id, email, email_verified_at, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
@@ -522,6 +537,7 @@ export class UsersStore {
 		scopes: string[];
 		expiresInDays: number | null;
 		maxPerUser: number;
+		limits?: ApiKeyLimitsInput;
 	}): Promise<ApiKeyRow | "limit"> {
 		return this.transaction(async tx => {
 			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, {
@@ -535,10 +551,22 @@ export class UsersStore {
 			);
 			if (Number(n) >= opts.maxPerUser) return "limit";
 			const [row] = await this.rows<ApiKeyRow>(
-				`INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at)
-				 VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::int IS NULL THEN NULL ELSE now() + make_interval(days => $6::int) END)
-				 RETURNING id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at`,
-				[opts.id, opts.userId, opts.name, opts.secretHash, opts.scopes, opts.expiresInDays],
+				`INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at, allowed_models, monthly_budget_credits, rpm, tpm)
+				 VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::int IS NULL THEN NULL ELSE now() + make_interval(days => $6::int) END,
+				         $7, $8, $9, $10)
+				 RETURNING ${API_KEY_COLUMNS}`,
+				[
+					opts.id,
+					opts.userId,
+					opts.name,
+					opts.secretHash,
+					opts.scopes,
+					opts.expiresInDays,
+					opts.limits?.models ?? null,
+					opts.limits?.monthlyBudgetCredits ?? null,
+					opts.limits?.rpm ?? null,
+					opts.limits?.tpm ?? null
+				],
 				tx
 			);
 			await this.audit(tx, opts.userId, opts.userId, "apiKey.create", { id: opts.id, scopes: opts.scopes });
@@ -548,7 +576,7 @@ export class UsersStore {
 
 	async apiKeysOf(userId: string): Promise<ApiKeyRow[]> {
 		return this.rows(
-			`SELECT id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_keys
+			`SELECT ${API_KEY_COLUMNS} FROM api_keys
 			 WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC`,
 			[userId]
 		);
@@ -563,7 +591,17 @@ export class UsersStore {
 	}
 
 	async apiKeyForVerification(id: string): Promise<
-		| (Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & {
+		| (Pick<
+				ApiKeyRow,
+				| "id"
+				| "user_id"
+				| "scopes"
+				| "last_used_at"
+				| "allowed_models"
+				| "monthly_budget_credits"
+				| "rpm"
+				| "tpm"
+		  > & {
 				secret_hash: Buffer;
 				role: Role;
 				usable: boolean;
@@ -571,18 +609,104 @@ export class UsersStore {
 		| null
 	> {
 		const [row] = await this.rows<
-			Pick<ApiKeyRow, "id" | "user_id" | "scopes" | "last_used_at"> & {
+			Pick<
+				ApiKeyRow,
+				| "id"
+				| "user_id"
+				| "scopes"
+				| "last_used_at"
+				| "allowed_models"
+				| "monthly_budget_credits"
+				| "rpm"
+				| "tpm"
+			> & {
 				secret_hash: Buffer;
 				role: Role;
 				usable: boolean;
 			}
 		>(
 			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
+			        k.allowed_models, k.monthly_budget_credits, k.rpm, k.tpm,
 			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable
 			 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1`,
 			[id]
 		);
 		return row ?? null;
+	}
+
+	/**
+	 * Holds `credits` of the key's monthly budget for `holdId`, or returns false when the month's
+	 * spent + reserved + credits would pass the budget. One conditional UPDATE on the key's row for
+	 * the month: concurrent holds serialise on it and can never pass the budget together. A retried
+	 * call with the same hold id holds once.
+	 */
+	async reserveKeyBudget(keyId: string, holdId: string, credits: number): Promise<"held" | "over" | "no-budget"> {
+		return this.transaction(async tx => {
+			const [known] = await this.rows<{ hold_id: string }>(
+				`SELECT hold_id FROM api_key_holds WHERE hold_id = $1`,
+				[holdId],
+				tx
+			);
+			if (known) return "held";
+			const month = `(date_trunc('month', now() AT TIME ZONE 'UTC'))::date`;
+			await this.rows(
+				`INSERT INTO api_key_spend (key_id, month) SELECT id, ${month} FROM api_keys WHERE id = $1 AND monthly_budget_credits IS NOT NULL
+				 ON CONFLICT DO NOTHING`,
+				[keyId],
+				tx
+			);
+			const [row] = await this.rows<{ month: string }>(
+				`UPDATE api_key_spend s SET reserved = s.reserved + $2
+				 FROM api_keys k
+				 WHERE s.key_id = $1 AND s.month = ${month} AND k.id = s.key_id
+				   AND s.spent + s.reserved + $2 <= k.monthly_budget_credits
+				 RETURNING s.month::text AS month`,
+				[keyId, credits],
+				tx
+			);
+			if (!row) {
+				const [b] = await this.rows<{ monthly_budget_credits: string | null }>(
+					`SELECT monthly_budget_credits FROM api_keys WHERE id = $1`,
+					[keyId],
+					tx
+				);
+				return b?.monthly_budget_credits == null ? "no-budget" : "over";
+			}
+			await this.rows(
+				`INSERT INTO api_key_holds (hold_id, key_id, month, amount) VALUES ($1, $2, $3::date, $4)`,
+				[holdId, keyId, row.month, credits],
+				tx
+			);
+			return "held";
+		});
+	}
+
+	/** Settles a hold at `credits` (0 = released): once; a repeated settlement changes nothing. */
+	async settleKeyBudget(holdId: string, credits: number): Promise<boolean> {
+		return this.transaction(async tx => {
+			const [h] = await this.rows<{ key_id: string; month: string; amount: string; charged: string }>(
+				`UPDATE api_key_holds SET charged = LEAST($2::bigint, amount), settled_at = now()
+				 WHERE hold_id = $1 AND settled_at IS NULL RETURNING key_id, month::text AS month, amount, charged`,
+				[holdId, credits],
+				tx
+			);
+			if (!h) return false;
+			await this.rows(
+				`UPDATE api_key_spend SET reserved = reserved - $3, spent = spent + $4 WHERE key_id = $1 AND month = $2::date`,
+				[h.key_id, h.month, h.amount, h.charged],
+				tx
+			);
+			return true;
+		});
+	}
+
+	/** This month's spend of a key (credits settled, credits held). */
+	async keySpend(keyId: string): Promise<{ spent: number; reserved: number }> {
+		const [r] = await this.rows<{ spent: string; reserved: string }>(
+			`SELECT spent, reserved FROM api_key_spend WHERE key_id = $1 AND month = (date_trunc('month', now() AT TIME ZONE 'UTC'))::date`,
+			[keyId]
+		);
+		return { spent: Number(r?.spent ?? 0), reserved: Number(r?.reserved ?? 0) };
 	}
 
 	/** Records use at most once per interval, whatever the request rate. */

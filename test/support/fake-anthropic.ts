@@ -27,7 +27,12 @@ const writer: Writer = {
 				model: req.body.model,
 				stop_reason: null,
 				stop_sequence: null,
-				usage: { input_tokens: fakePromptTokens(req.body), output_tokens: 1 }
+				usage: {
+					input_tokens: fakePromptTokens(req.body),
+					output_tokens: 1,
+					cache_read_input_tokens: req.usageExtra?.cachedTokens ?? 0,
+					cache_creation_input_tokens: req.usageExtra?.cacheWriteTokens ?? 0
+				}
 			}
 		});
 		event(res, "content_block_start", {
@@ -50,6 +55,32 @@ const writer: Writer = {
 			type: "message_delta",
 			delta: { stop_reason: finish === "length" ? "max_tokens" : "end_turn", stop_sequence: null },
 			usage: { output_tokens: chunks }
+		});
+		event(res, "message_stop", { type: "message_stop" });
+		res.end();
+	},
+	tools(res, _req, calls, textChunks) {
+		event(res, "content_block_stop", { type: "content_block_stop", index: 0 });
+		calls.forEach((c, i) => {
+			const index = i + 1;
+			event(res, "content_block_start", {
+				type: "content_block_start",
+				index,
+				content_block: { type: "tool_use", id: c.id, name: c.name, input: {} }
+			});
+			const half = Math.ceil(c.arguments.length / 2);
+			for (const piece of [c.arguments.slice(0, half), c.arguments.slice(half)])
+				event(res, "content_block_delta", {
+					type: "content_block_delta",
+					index,
+					delta: { type: "input_json_delta", partial_json: piece }
+				});
+			event(res, "content_block_stop", { type: "content_block_stop", index });
+		});
+		event(res, "message_delta", {
+			type: "message_delta",
+			delta: { stop_reason: "tool_use", stop_sequence: null },
+			usage: { output_tokens: textChunks + calls.length * 3 }
 		});
 		event(res, "message_stop", { type: "message_stop" });
 		res.end();

@@ -14,7 +14,11 @@ export type Behaviour =
 			firstChunkDelayMs?: number;
 			ignoreMaxTokens?: boolean;
 			usage?: boolean;
+			/** Extra usage fields to report (cache reads/writes, reasoning tokens). */
+			usageExtra?: UsageExtra;
 	  }
+	/** Optional text, then tool calls (arguments streamed in two pieces each); finish = tool calls. */
+	| { kind: "tools"; calls: FakeToolCall[]; text?: string[]; usageExtra?: UsageExtra }
 	/** An HTTP error before any body. */
 	| { kind: "status"; status: number; retryAfter?: string; errorType?: string }
 	/** Connection reset before the response. */
@@ -30,6 +34,19 @@ export type Behaviour =
 	/** Chunks forever (every `chunkDelayMs`), ignoring max_tokens, until the client goes away. */
 	| { kind: "endless"; chunkDelayMs: number };
 
+export interface UsageExtra {
+	cachedTokens?: number;
+	cacheWriteTokens?: number;
+	reasoningTokens?: number;
+}
+
+export interface FakeToolCall {
+	id: string;
+	name: string;
+	/** JSON text. */
+	arguments: string;
+}
+
 export interface RecordedRequest {
 	path: string;
 	headers: http.IncomingHttpHeaders;
@@ -38,6 +55,8 @@ export interface RecordedRequest {
 	aborted: boolean;
 	/** Chunks written before the end. */
 	chunksSent: number;
+	/** The behaviour's extra usage fields (read by the writers). */
+	usageExtra?: UsageExtra;
 }
 
 export interface Writer {
@@ -50,6 +69,8 @@ export interface Writer {
 		chunks: number,
 		usage: boolean
 	): void;
+	/** Text chunks (if any) then the tool calls, then the protocol's end (finish reason: tool calls). */
+	tools(res: http.ServerResponse, req: RecordedRequest, calls: FakeToolCall[], textChunks: number): void;
 	malformed(res: http.ServerResponse): void;
 	overloaded(res: http.ServerResponse): void;
 	error(
@@ -101,6 +122,7 @@ export async function startFakeServer(pathSuffix: string, w: Writer, basePath: s
 				if (!ended) rec.aborted = true;
 			});
 			const b = queue.shift() ?? (typeof def === "function" ? def(body) : def);
+			if ("usageExtra" in b && b.usageExtra) rec.usageExtra = b.usageExtra;
 			const chunksOf = (c?: string[]) => c ?? DEFAULT_CHUNKS;
 			const send = async (chunks: string[], n: number, delay = 0, firstDelay = delay) => {
 				for (let i = 0; i < n && i < chunks.length; i++) {
@@ -127,6 +149,13 @@ export async function startFakeServer(pathSuffix: string, w: Writer, basePath: s
 					if (!(await send(all, n, b.chunkDelayMs, b.firstChunkDelayMs ?? b.chunkDelayMs))) return;
 					ended = true;
 					return w.finish(res, rec, n < all.length ? "length" : "stop", n, b.usage ?? w.wantsUsage(body));
+				}
+				case "tools": {
+					w.start(res, rec);
+					const text = b.text ?? [];
+					if (!(await send(text, text.length))) return;
+					ended = true;
+					return w.tools(res, rec, b.calls, text.length);
 				}
 				case "cut":
 					w.start(res, rec);

@@ -5,7 +5,7 @@
  * Faults are scripted per request (see fake-llm-server.ts).
  */
 import type http from "node:http";
-import { FakeServer, Writer, fakePromptTokens, startFakeServer } from "./fake-llm-server";
+import { FakeServer, RecordedRequest, Writer, fakePromptTokens, startFakeServer } from "./fake-llm-server";
 
 const line = (res: http.ServerResponse, obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
 
@@ -16,6 +16,17 @@ function chunk(model: unknown, delta: Record<string, unknown>, finish: string | 
 		created: 1_700_000_000,
 		model,
 		choices: [{ index: 0, delta, finish_reason: finish }]
+	};
+}
+
+function usageOf(req: RecordedRequest, prompt: number, completion: number) {
+	const x = req.usageExtra ?? {};
+	return {
+		prompt_tokens: prompt,
+		completion_tokens: completion,
+		total_tokens: prompt + completion,
+		prompt_tokens_details: { cached_tokens: x.cachedTokens ?? 0 },
+		completion_tokens_details: { reasoning_tokens: x.reasoningTokens ?? 0 }
 	};
 }
 
@@ -41,9 +52,38 @@ const writer: Writer = {
 				created: 1_700_000_000,
 				model: req.body.model,
 				choices: [],
-				usage: { prompt_tokens: prompt, completion_tokens: chunks, total_tokens: prompt + chunks }
+				usage: usageOf(req, prompt, chunks)
 			});
 		}
+		res.write("data: [DONE]\n\n");
+		res.end();
+	},
+	tools(res, req, calls, textChunks) {
+		calls.forEach((c, index) => {
+			line(
+				res,
+				chunk(
+					req.body.model,
+					{ tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: "" } }] },
+					null
+				)
+			);
+			const half = Math.ceil(c.arguments.length / 2);
+			for (const piece of [c.arguments.slice(0, half), c.arguments.slice(half)])
+				line(res, chunk(req.body.model, { tool_calls: [{ index, function: { arguments: piece } }] }, null));
+		});
+		line(res, chunk(req.body.model, {}, "tool_calls"));
+		const prompt = fakePromptTokens(req.body);
+		const completion = textChunks + calls.length * 3;
+		if (writer.wantsUsage(req.body))
+			line(res, {
+				id: "chatcmpl-fake",
+				object: "chat.completion.chunk",
+				created: 1_700_000_000,
+				model: req.body.model,
+				choices: [],
+				usage: usageOf(req, prompt, completion)
+			});
 		res.write("data: [DONE]\n\n");
 		res.end();
 	},

@@ -1,0 +1,250 @@
+/**
+ * One compatible request on an ai worker, in two steps:
+ *
+ * 1. `admitChat` (before anything is streamed, every refusal is a proper HTTP error): prepare
+ *    (model, rights, capabilities, worst case), the tier's and the key's rate limits (Redis), the
+ *    key's monthly budget (SQL conditional update), the worst-case hold on the user's credits
+ *    (payments.reserve), then a worker slot (SlotGate: waits its turn or 429). Each step undoes the
+ *    earlier ones when a later one refuses.
+ * 2. `runChat`: the generation through `generate()` (the routing, cooldowns, circuits, timeouts,
+ *    budget and continuation of every ai call), its events sent as they come; then the slot is
+ *    freed and the bookkeeping runs (settle the hold at the actual charge, the key's budget, the
+ *    token-rate give-back). The bookkeeping is after the last event, so it never delays a token.
+ */
+import { randomUUID } from "node:crypto";
+import type { TierName } from "../domain/tiers";
+import type { AiConfig } from "../ai/config";
+import { GenerationError, generate } from "../ai/generate";
+import type { DeploymentRouter } from "../ai/router";
+import { AdmissionRefused, SlotGate } from "./admission";
+import { CompatError } from "./errors";
+import { KeyLimits, PreparedChat, chargeCredits, chargeMicroCredits, prepareChat } from "./prepare";
+import type { ChatEvent, ChatRequest, ChatUsage } from "./types";
+import { ZERO_USAGE } from "./types";
+import { AttemptSideChannel, platformStream } from "./upstream";
+
+export interface ChatInput {
+	/** Also the hold's id (`chat:<id>` in the ledger). */
+	id: string;
+	userId: string;
+	tier: TierName;
+	keyId: string | null;
+	key: KeyLimits | null;
+	request: ChatRequest;
+}
+
+export class Refused extends Error {
+	constructor(
+		readonly what: string,
+		readonly retryAfterS: number
+	) {
+		super(what);
+	}
+}
+
+export interface ChatDeps {
+	cfg: AiConfig;
+	router: DeploymentRouter;
+	gate: SlotGate;
+	/** Tier limits; throws Refused. */
+	admitTokens(userId: string, tier: TierName, tokens: number): Promise<{ windowEndMs: number | null }>;
+	settleTokens(
+		userId: string,
+		tier: TierName,
+		p: { counted: number; used: number; windowEndMs: number | null; firstAttempt: boolean }
+	): Promise<void>;
+	/** The key's own RPM/TPM; throws Refused. */
+	admitKey(keyId: string, limits: KeyLimits, tokens: number): Promise<void>;
+	/** The key's monthly budget: holds `credits` or throws (CompatError insufficient_credits). */
+	reserveKeyBudget(keyId: string, holdId: string, credits: number, limit: number): Promise<void>;
+	settleKeyBudget(keyId: string, holdId: string, credits: number): Promise<void>;
+	reserve(userId: string, holdId: string, maxCost: number, tier: TierName): Promise<void>;
+	settle(userId: string, holdId: string, cost: number): Promise<void>;
+	release(userId: string, holdId: string): Promise<void>;
+	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
+	logger: { warn(...a: unknown[]): void };
+}
+
+export const holdIdOf = (id: string) => `chat:${id}`;
+
+export interface Admitted {
+	prep: PreparedChat;
+	windowEndMs: number | null;
+	releaseSlot: () => void;
+}
+
+export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortSignal): Promise<Admitted> {
+	const prep = prepareChat(deps.cfg, input.request, input.tier, input.key);
+	const tokens = prep.promptTokens + prep.maxOutputTokens;
+	const undo: Array<() => Promise<void>> = [];
+	const unwind = async () => {
+		for (const u of undo.reverse())
+			await u().catch(err => deps.logger.warn(`chat ${input.id}: undo failed: ${(err as Error).message}`));
+	};
+	try {
+		const refusedToRate = (err: unknown) =>
+			err instanceof Refused
+				? new CompatError("rate_limited", err.what, null, "rate_limit_exceeded", err.retryAfterS)
+				: err;
+		if (input.keyId && input.key && (input.key.rpm || input.key.tpm))
+			await deps.admitKey(input.keyId, input.key, tokens).catch(err => {
+				throw refusedToRate(err);
+			});
+		const window = await deps.admitTokens(input.userId, input.tier, tokens).catch(err => {
+			throw refusedToRate(err);
+		});
+		undo.push(() =>
+			deps.settleTokens(input.userId, input.tier, {
+				counted: tokens,
+				used: 0,
+				windowEndMs: window.windowEndMs,
+				firstAttempt: true
+			})
+		);
+		const holdId = holdIdOf(input.id);
+		if (input.keyId && input.key?.monthlyBudgetCredits != null) {
+			await deps.reserveKeyBudget(input.keyId, holdId, prep.maxCostCredits, input.key.monthlyBudgetCredits);
+			undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
+		}
+		await deps.reserve(input.userId, holdId, prep.maxCostCredits, input.tier);
+		undo.push(() => deps.release(input.userId, holdId));
+		let releaseSlot: () => void;
+		try {
+			releaseSlot = await deps.gate.acquire(input.tier, signal);
+		} catch (err) {
+			if (err instanceof AdmissionRefused)
+				throw new CompatError("rate_limited", err.message, null, "queue_full", err.retryAfterS);
+			throw new CompatError("api_error", "The request was cancelled before it started");
+		}
+		return { prep, windowEndMs: window.windowEndMs, releaseSlot };
+	} catch (err) {
+		await unwind();
+		throw err;
+	}
+}
+
+const GENERATION_ERRORS: Record<GenerationError["code"], CompatError["kind"]> = {
+	CANCELLED: "api_error",
+	PROVIDER_FAILED: "overloaded",
+	NO_DEPLOYMENT: "overloaded",
+	DEADLINE: "timeout",
+	PROVIDER_REFUSED: "api_error",
+	BUDGET_EXHAUSTED: "insufficient_credits"
+};
+
+async function retrying(what: string, fn: () => Promise<void>, logger: ChatDeps["logger"]) {
+	for (let i = 0; ; i++) {
+		try {
+			return await fn();
+		} catch (err) {
+			if (i >= 4) {
+				logger.warn(`${what} failed for good: ${(err as Error).message}`);
+				return;
+			}
+			await new Promise(r => setTimeout(r, 200 * 2 ** i));
+		}
+	}
+}
+
+/** Runs an admitted request; `emit` gets every event, the last one being `done` or `error`. */
+export async function runChat(
+	deps: ChatDeps,
+	input: ChatInput,
+	a: Admitted,
+	emit: (ev: ChatEvent) => void,
+	signal: AbortSignal
+): Promise<{ costCredits: number; usage: ChatUsage }> {
+	const { prep } = a;
+	const model = prep.model;
+	emit({
+		t: "start",
+		id: input.id,
+		model: input.request.model,
+		created: Math.floor(Date.now() / 1000),
+		promptTokens: prep.promptTokens
+	});
+	const side: AttemptSideChannel = {
+		done: null,
+		toolSent: false,
+		onTool: ev =>
+			emit({
+				t: "tool",
+				index: ev.index,
+				...(ev.id ? { id: ev.id } : {}),
+				...(ev.name ? { name: ev.name } : {}),
+				args: ev.args
+			})
+	};
+	let micro = 0;
+	let usage: ChatUsage = { ...ZERO_USAGE };
+	try {
+		const result = await generate({
+			cfg: deps.cfg,
+			router: deps.router,
+			model,
+			messages: [],
+			promptTokens: prep.promptTokens,
+			maxOutputTokens: prep.maxOutputTokens,
+			budgetCredits: prep.maxCostCredits,
+			signal,
+			onDelta: text => emit({ t: "text", text }),
+			onFallback: () => undefined,
+			onAttempt: deps.onAttempt,
+			stream: platformStream(input.request, model, side),
+			// The client named its model: no fallback to another one (its deployments still fall back to each other).
+			servedModels: []
+		});
+		const last = side.done?.usage ?? null;
+		usage = {
+			promptTokens: result.usage.promptTokens,
+			completionTokens: result.usage.completionTokens,
+			cachedTokens: last?.cachedTokens ?? 0,
+			cacheWriteTokens: last?.cacheWriteTokens ?? 0,
+			reasoningTokens: last?.reasoningTokens ?? 0
+		};
+		micro = chargeMicroCredits(model, result.microCredits, last);
+		const costCredits = chargeCredits(micro, prep.maxCostCredits);
+		const finish =
+			result.finishReason === "budget" || result.finishReason === "length"
+				? "length"
+				: (side.done?.finish ?? "stop");
+		emit({ t: "done", finish, stopSequence: side.done?.stopSequence ?? null, usage, costCredits });
+	} catch (err) {
+		const g = err instanceof GenerationError ? err : null;
+		if (g) {
+			micro = g.partial.microCredits;
+			const u = Object.values(g.partial.byModel)[0];
+			if (u) usage = { ...usage, promptTokens: u.promptTokens, completionTokens: u.completionTokens };
+		} else deps.logger.warn(`chat ${input.id}: ${(err as Error).stack ?? String(err)}`);
+		const kind = g ? GENERATION_ERRORS[g.code] : "api_error";
+		emit({
+			t: "error",
+			status: 0,
+			code: kind,
+			message: g ? g.message : "Internal error"
+		});
+	} finally {
+		a.releaseSlot();
+	}
+	const costCredits = chargeCredits(micro, prep.maxCostCredits);
+	const holdId = holdIdOf(input.id);
+	// After the last event: none of this is between the client and its tokens.
+	await retrying(`chat ${input.id}: settle`, () => deps.settle(input.userId, holdId, costCredits), deps.logger);
+	if (input.keyId && input.key?.monthlyBudgetCredits != null)
+		await retrying(
+			`chat ${input.id}: key budget`,
+			() => deps.settleKeyBudget(input.keyId!, holdId, costCredits),
+			deps.logger
+		);
+	await deps
+		.settleTokens(input.userId, input.tier, {
+			counted: prep.promptTokens + prep.maxOutputTokens,
+			used: usage.promptTokens + usage.completionTokens,
+			windowEndMs: a.windowEndMs,
+			firstAttempt: true
+		})
+		.catch(err => deps.logger.warn(`chat ${input.id}: token settle failed: ${(err as Error).message}`));
+	return { costCredits, usage };
+}
+
+export const newChatId = () => randomUUID().replace(/-/g, "");
