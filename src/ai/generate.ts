@@ -193,7 +193,8 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 			(partial ? estimateTokens(partial) + 32 : 0);
 		const remainingCredits = o.budgetCredits - micro / 1_000_000;
 		const outLeft = o.maxOutputTokens - estimateOutputTokens(partial);
-		const maxTokens = Math.min(outLeft, affordableOutputTokens(model, inTokens, Math.floor(remainingCredits)));
+		// Fractional credits left still buy tokens (flooring them would stop a continuation under a small hold).
+		const maxTokens = Math.min(outLeft, affordableOutputTokens(model, inTokens, remainingCredits));
 		if (maxTokens <= 0) {
 			lease.neutral();
 			if (partial) return finishEarly(outLeft <= 0 ? "length" : "budget", model.id, dep.id);
