@@ -1,0 +1,120 @@
+/**
+ * API key limits on /v1: the monthly budget holds under 100 concurrent streams (a budget that
+ * covers 10 worst cases admits exactly 10; the rest are refused before any upstream call; what
+ * settles is exactly what the answers used, on the key and in the ledger), the model allow-list,
+ * and per-key requests and tokens per minute.
+ */
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+import { estimateChatTokens } from "../../../src/compat/prepare";
+import { eventually } from "../../support/env";
+import { CompatWorld, startCompatWorld } from "./support";
+
+jest.setTimeout(120_000);
+
+let w: CompatWorld;
+
+beforeAll(async () => {
+	w = await startCompatWorld({ AI_CONCURRENCY: "16" });
+});
+afterAll(() => w?.close());
+
+const keyIdOf = (key: string) => key.split("_")[1];
+
+test("100 concurrent streams on a key whose budget covers 10 worst cases: the rest get 402, spend settles exactly within budget", async () => {
+	const maxTokens = 2000;
+	const messages = [{ role: "user" as const, content: "hi" }];
+	const prompt = estimateChatTokens({ messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }] });
+	// claude-haiku: 800 input / 4000 output credits per 1M tokens.
+	const worst = Math.ceil((prompt * 800 + maxTokens * 4000) / 1e6);
+	const u = await w.user(100_000, ["ai:use"], { monthlyBudgetCredits: 10 * worst }, "team");
+	const before = await w.balance(u.token);
+	const upstreamBefore = w.anthropic.requests.length;
+	// Slow first token: every request is in flight before any finishes.
+	w.anthropic.setDefault({ kind: "ok", firstChunkDelayMs: 400 });
+	const client = new Anthropic({ apiKey: u.key, baseURL: w.node.baseUrl, maxRetries: 0 });
+	const outcomes = await Promise.all(
+		Array.from({ length: 100 }, () =>
+			client.messages
+				.stream({ model: "claude-haiku", max_tokens: maxTokens, messages })
+				.finalMessage()
+				.then(m => ({ ok: true as const, m }))
+				.catch(e => ({ ok: false as const, e }))
+		)
+	);
+	w.anthropic.setDefault({ kind: "ok" });
+	const ok = outcomes.filter(o => o.ok);
+	const refused = outcomes.filter(o => !o.ok);
+	// Ten worst cases fit at once; a request arriving after one of them settled (at its real, smaller
+	// cost) may fit too. Never more than the budget, whatever the interleaving.
+	expect(ok.length).toBeGreaterThanOrEqual(10);
+	expect(ok.length).toBeLessThan(100);
+	for (const r of refused) {
+		expect((r as { e: unknown }).e).toBeInstanceOf(Anthropic.PaymentRequiredError);
+		expect(((r as { e: Anthropic.APIError }).e.error as { error: { type: string } }).error.type).toBe(
+			"billing_error"
+		);
+	}
+	expect(w.anthropic.requests.length - upstreamBefore).toBe(ok.length);
+	const charged = ok.reduce((n, o) => {
+		const usage = (o as { m: Anthropic.Message }).m.usage;
+		return n + Math.ceil((usage.input_tokens * 800 + usage.output_tokens * 4000) / 1e6);
+	}, 0);
+	const after = await w.settled(u.token);
+	expect(before.available - after.available).toBe(charged);
+	const spendOf = () =>
+		w.node.broker.call<{ spent: number; reserved: number }, { keyId: string }>("users.keySpend", {
+			keyId: keyIdOf(u.key)
+		});
+	// The key's budget settles just after the ledger (both after the answer).
+	await eventually(async () => (await spendOf()).reserved === 0, 15_000, 20);
+	const spend = await spendOf();
+	expect(spend).toEqual({ spent: charged, reserved: 0 });
+	expect(spend.spent).toBeLessThanOrEqual(10 * worst);
+});
+
+test("model allow-list: other models are refused with 403 and not listed", async () => {
+	const u = await w.user(10_000, ["ai:use"], { models: ["gpt-4o-mini"] });
+	const oa = new OpenAI({ apiKey: u.key, baseURL: `${w.node.baseUrl}/v1`, maxRetries: 0 });
+	const r = await oa.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] });
+	expect(r.choices[0].message.content).toBeTruthy();
+	const e = await oa.chat.completions
+		.create({ model: "claude-haiku", messages: [{ role: "user", content: "hi" }] })
+		.catch(x => x);
+	expect(e).toBeInstanceOf(OpenAI.PermissionDeniedError);
+	expect(e.code).toBe("model_not_allowed");
+	expect((await oa.models.list()).data.map(m => m.id)).toEqual(["gpt-4o-mini"]);
+	await w.settled(u.token);
+});
+
+test("per-key requests per minute and tokens per minute: 429 with retry-after", async () => {
+	const u = await w.user(10_000, ["ai:use"], { rpm: 2 });
+	const oa = new OpenAI({ apiKey: u.key, baseURL: `${w.node.baseUrl}/v1`, maxRetries: 0 });
+	const ask = () =>
+		oa.chat.completions.create({
+			model: "gpt-4o-mini",
+			max_tokens: 20,
+			messages: [{ role: "user", content: "hi" }]
+		});
+	await ask();
+	await ask();
+	const e = await ask().catch(x => x);
+	expect(e).toBeInstanceOf(OpenAI.RateLimitError);
+	expect(Number(e.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+	expect(Number(e.headers.get("retry-after"))).toBeLessThanOrEqual(60);
+
+	const t = await w.user(10_000, ["ai:use"], { tpm: 100 });
+	const ot = new OpenAI({ apiKey: t.key, baseURL: `${w.node.baseUrl}/v1`, maxRetries: 0 });
+	await ot.chat.completions.create({
+		model: "gpt-4o-mini",
+		max_tokens: 60,
+		messages: [{ role: "user", content: "hi" }]
+	});
+	const e2 = await ot.chat.completions
+		.create({ model: "gpt-4o-mini", max_tokens: 60, messages: [{ role: "user", content: "hi" }] })
+		.catch(x => x);
+	expect(e2).toBeInstanceOf(OpenAI.RateLimitError);
+	expect(e2.message).toMatch(/tokens per minute/);
+	await w.settled(u.token);
+	await w.settled(t.token);
+});
