@@ -36,7 +36,8 @@ test("non-streaming message; cache_control passed through; cached tokens billed 
 		system: [{ type: "text", text: "A long, cached preamble.", cache_control: { type: "ephemeral" } }],
 		messages: [{ role: "user", content: "Say hello" }],
 		stop_sequences: ["END"],
-		temperature: 0.5
+		// This SDK's types no longer list temperature (newer models ignore it); the API still takes it.
+		...({ temperature: 0.5 } as object)
 	});
 	expect(m.type).toBe("message");
 	expect(m.content).toEqual([{ type: "text", text: ANSWER }]);
@@ -47,7 +48,8 @@ test("non-streaming message; cache_control passed through; cached tokens billed 
 		system: [{ type: "text", text: "A long, cached preamble.", cache_control: { type: "ephemeral" } }],
 		messages: [{ role: "user", content: [{ type: "text", text: "Say hello" }] }],
 		stop_sequences: ["END"],
-		temperature: 0.5
+		// This SDK's types no longer list temperature (newer models ignore it); the API still takes it.
+		...({ temperature: 0.5 } as object)
 	});
 	expect(m.usage.cache_read_input_tokens).toBe(1000);
 	expect(m.usage.cache_creation_input_tokens).toBe(200);

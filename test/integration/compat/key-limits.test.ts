@@ -51,9 +51,9 @@ test("100 concurrent streams on a key whose budget covers 10 worst cases: the re
 	expect(ok.length).toBeLessThan(100);
 	for (const r of refused) {
 		expect((r as { e: unknown }).e).toBeInstanceOf(Anthropic.PaymentRequiredError);
-		expect(((r as { e: Anthropic.APIError }).e.error as { error: { type: string } }).error.type).toBe(
-			"billing_error"
-		);
+		expect(
+			((r as { e: InstanceType<typeof Anthropic.APIError> }).e.error as { error: { type: string } }).error.type
+		).toBe("billing_error");
 	}
 	expect(w.anthropic.requests.length - upstreamBefore).toBe(ok.length);
 	const charged = ok.reduce((n, o) => {

@@ -3,7 +3,7 @@
  * behind it, a registered user with credits and API keys: what the compatible-endpoint suites share.
  */
 import { Client } from "pg";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { createTestDatabase, eventually, startTestNode, TestDatabase } from "../../support/env";
 import { startFakeAnthropic } from "../../support/fake-anthropic";
 import type { FakeServer } from "../../support/fake-llm-server";
@@ -14,7 +14,7 @@ export interface CompatWorld {
 	node: ForgeNode & { baseUrl: string };
 	openai: FakeServer;
 	anthropic: FakeServer;
-	api(method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; json: any }>; // eslint-disable-line @typescript-eslint/no-explicit-any -- test JSON
+	api(method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; json: any }>;
 	/** A registered user with `credits`, a session token and an API key of the given scopes. */
 	user(
 		credits: number,
