@@ -417,6 +417,11 @@ describe("API keys", () => {
 			id: expect.stringMatching(/^[A-Za-z0-9]{16}$/),
 			name: "ci",
 			scopes: ["users:read", "projects:read"],
+			// Limits of the /v1 compatible endpoints (none set here).
+			models: null,
+			monthlyBudgetCredits: null,
+			rpm: null,
+			tpm: null,
 			createdAt: expect.any(String),
 			expiresAt: null,
 			lastUsedAt: null,
