@@ -8,7 +8,7 @@ import { TIER_ORDER, TIERS, TierName, allowsModelGroup } from "../src/domain/tie
 import type { AuthUser } from "../src/auth/user";
 import type { AiConfig } from "../src/ai/config";
 import { CATALOG, tiersForGroup } from "../src/ai/catalog";
-import { UsageLimiter } from "../src/ai/limits";
+import { RateLimited, UsageLimiter } from "../src/ai/limits";
 import { TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
