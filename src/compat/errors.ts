@@ -10,10 +10,8 @@
  * - Rate limits and admission refusals: 429 with `retry-after`, which both SDKs wait for.
  * - No capacity upstream: Anthropic's 529 `overloaded_error`; OpenAI has no such status and uses 503.
  */
-import { Errors } from "moleculer";
+import { DomainError } from "../errors";
 import type { Protocol } from "./types";
-
-const { MoleculerClientError } = Errors;
 
 export type ErrorKind =
 	| "invalid_request"
@@ -124,12 +122,23 @@ export function fromPlatformError(err: unknown): CompatError {
 	if (err instanceof CompatError) return err;
 	const wired = fromWire(err);
 	if (wired) return wired;
-	const e = err as { code?: number; type?: string; message?: string; data?: Record<string, unknown> };
+	// A Moleculer error (after a broker hop: numeric code, string type, data) or a DomainError thrown
+	// in this process (string code, numeric status, details).
+	const e = err as {
+		code?: number | string;
+		status?: number;
+		type?: string;
+		message?: string;
+		data?: unknown;
+		details?: unknown;
+	};
+	const status = typeof e?.code === "number" ? e.code : e?.status;
 	const msg = e?.message ?? "internal error";
-	const type = e?.type ?? "";
-	const retryAfter = Number((e?.data as { retryAfter?: number } | undefined)?.retryAfter ?? NaN);
+	const type = (typeof e?.code === "string" ? e.code : e?.type) ?? "";
+	const data = (e?.data ?? e?.details) as { retryAfter?: number } | undefined;
+	const retryAfter = Number(data?.retryAfter ?? NaN);
 	const ra = Number.isFinite(retryAfter) ? retryAfter : null;
-	switch (e?.code) {
+	switch (status) {
 		case 400:
 		case 422:
 			if (type === "UNKNOWN_MODEL" || type === "MODEL_UNAVAILABLE")
@@ -168,14 +177,15 @@ export function fromPlatformError(err: unknown): CompatError {
 const WIRE_PREFIX = "COMPAT_";
 
 /**
- * A CompatError as a Moleculer client error, so it crosses the transporter with its kind, param,
- * code and retry-after (Moleculer serialises name, message, code, type and data); `fromPlatformError`
- * restores it on the gateway. Other errors pass unchanged.
+ * A CompatError as a DomainError (code `COMPAT_<kind>`), so it crosses the transporter with its kind,
+ * param, code and retry-after (the domain-error middleware turns it into a Moleculer error on the
+ * hosting node); `fromPlatformError` restores it on the gateway. Other errors pass unchanged.
  */
 export function toWire(err: unknown): unknown {
 	if (!(err instanceof CompatError)) return err;
 	const status = OPENAI_ERRORS[err.kind].status;
-	return new MoleculerClientError(err.message, status >= 500 ? 400 : status, `${WIRE_PREFIX}${err.kind}`, {
+	// A client refusal stays a 4xx on the wire (a 5xx would count against Moleculer's breaker).
+	return new DomainError(`${WIRE_PREFIX}${err.kind}`, status >= 500 ? 400 : status, err.message, {
 		param: err.param,
 		code: err.code,
 		retryAfterS: err.retryAfterS
@@ -183,19 +193,15 @@ export function toWire(err: unknown): unknown {
 }
 
 export function fromWire(err: unknown): CompatError | null {
-	const e = err as {
-		type?: string;
-		message?: string;
-		data?: { param?: string | null; code?: string | null; retryAfterS?: number | null };
-	};
-	if (typeof e?.type !== "string" || !e.type.startsWith(WIRE_PREFIX)) return null;
-	const kind = e.type.slice(WIRE_PREFIX.length) as ErrorKind;
+	const e = err as { code?: unknown; type?: string; message?: string; data?: unknown; details?: unknown };
+	const type = typeof e?.code === "string" ? e.code : e?.type;
+	if (typeof type !== "string" || !type.startsWith(WIRE_PREFIX)) return null;
+	const kind = type.slice(WIRE_PREFIX.length) as ErrorKind;
 	if (!(kind in OPENAI_ERRORS)) return null;
-	return new CompatError(
-		kind,
-		e.message ?? "",
-		e.data?.param ?? null,
-		e.data?.code ?? null,
-		e.data?.retryAfterS ?? null
-	);
+	const d = (e.data ?? e.details ?? {}) as {
+		param?: string | null;
+		code?: string | null;
+		retryAfterS?: number | null;
+	};
+	return new CompatError(kind, e.message ?? "", d.param ?? null, d.code ?? null, d.retryAfterS ?? null);
 }

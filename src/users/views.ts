@@ -83,7 +83,12 @@ export const ApiKey = Named("ApiKey", {
 	scopes: Scopes,
 	createdAt: Nullable(DateTime()),
 	expiresAt: Nullable(DateTime()),
-	lastUsedAt: Nullable(DateTime())
+	lastUsedAt: Nullable(DateTime()),
+	// Limits the /v1 compatible endpoints enforce (docs/compat.md); null: none.
+	models: Nullable(List(Str(200), 100)),
+	monthlyBudgetCredits: Nullable(Count("credits per UTC month")),
+	rpm: Nullable(Count("requests per minute")),
+	tpm: Nullable(Count("tokens per minute"))
 });
 export const NewApiKey = Type.Composite([ApiKey, Type.Object({ key: Str(256, { description: "Shown once" }) })], {
 	$id: "NewApiKey"

@@ -5,7 +5,9 @@
  */
 import { findModel } from "../../../src/ai/catalog";
 import { readAnthropicRequest } from "../../../src/compat/anthropic-in";
-import { CompatError, errorResponse } from "../../../src/compat/errors";
+import { CompatError, errorResponse, fromPlatformError, toWire } from "../../../src/compat/errors";
+import { PaymentRequired, TooManyRequests } from "../../../src/errors";
+import { toMoleculerError } from "../../../src/middlewares/domain-errors";
 import { readOpenAIRequest } from "../../../src/compat/openai-in";
 import type { ChatEvent, UpstreamEvent } from "../../../src/compat/types";
 import {
@@ -500,5 +502,20 @@ describe("neutral events → each protocol", () => {
 		expect(rl.headers).toEqual({ "retry-after": "2", "retry-after-ms": "1500" });
 		expect(errorResponse("anthropic", new CompatError("overloaded", "x"), "r").status).toBe(529);
 		expect(errorResponse("openai", new CompatError("overloaded", "x"), "r").status).toBe(503);
+	});
+
+	test("platform errors, with or without a broker hop, and CompatErrors across the wire", () => {
+		// In process: a DomainError (string code, numeric status); after a hop: Moleculer's shape.
+		expect(fromPlatformError(TooManyRequests("slow", 7))).toMatchObject({ kind: "rate_limited", retryAfterS: 7 });
+		expect(fromPlatformError(toMoleculerError(TooManyRequests("slow", 7)))).toMatchObject({
+			kind: "rate_limited",
+			retryAfterS: 7
+		});
+		expect(fromPlatformError(toMoleculerError(PaymentRequired("poor")))).toMatchObject({
+			kind: "insufficient_credits"
+		});
+		expect(fromPlatformError(new Error("boom"))).toMatchObject({ kind: "api_error", message: "Internal error" });
+		const c = new CompatError("permission", "no", "model", "model_not_allowed", null);
+		for (const wired of [toWire(c), toMoleculerError(toWire(c))]) expect(fromPlatformError(wired)).toEqual(c);
 	});
 });
