@@ -4,6 +4,7 @@
  * and deletion, and the development outbox. Each action validates its params and calls one use
  * case from src/users/ (verification.ts, second-factor.ts, account-deletion.ts).
  */
+import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Config } from "../../src/config";
 import { Forbidden, NotFound, Unprocessable } from "../../src/errors";
@@ -17,6 +18,7 @@ import { SecondFactor, mfaTokenInvalid } from "../../src/users/second-factor";
 import type { SessionRow, UsersStore } from "../../src/users/store";
 import { ProgressiveThrottle, makeLimiter } from "../../src/users/throttle";
 import { EmailFlows } from "../../src/users/verification";
+import { CHALLENGE_TOKEN_PATTERN, Passkeys, passkeyView } from "../../src/users/passkeys";
 import { INTERNAL, type Ctx, type RequestMeta } from "../../src/kit/service";
 
 /** What the mixin uses of the users service it is mixed into. */
@@ -39,6 +41,7 @@ export interface AccountsThis extends AccountsHost {
 	mailer: Mailer;
 	emailFlows: EmailFlows;
 	secondFactor: SecondFactor;
+	passkeys: Passkeys;
 	/** Login's answer for an account with 2FA on: no session yet, a token for the second step. */
 	mfaChallenge(
 		userId: string,
@@ -59,6 +62,27 @@ const codeParam = {
 	trim: true,
 	description: "A 6-digit code from the authenticator app, or a backup code (xxxx-xxxx-xxxx-xxxx)"
 } as const;
+const B64URL = /^[A-Za-z0-9_-]*$/;
+const challengeTokenParam = {
+	type: "string",
+	pattern: CHALLENGE_TOKEN_PATTERN,
+	description: "The challengeToken of the options answer (binds the challenge to this client)"
+} as const;
+/** A PublicKeyCredential as JSON (what @simplewebauthn/browser's start* functions return). */
+const credentialParam = (response: Record<string, object>) =>
+	({
+		type: "object",
+		strict: "remove",
+		props: {
+			id: { type: "string", min: 16, max: 1366, pattern: B64URL },
+			rawId: { type: "string", min: 16, max: 1366, pattern: B64URL },
+			type: { type: "equal", value: "public-key" },
+			authenticatorAttachment: { type: "enum", values: ["platform", "cross-platform"], optional: true },
+			clientExtensionResults: { type: "object", optional: true, default: {} },
+			response: { type: "object", strict: "remove", props: response }
+		}
+	}) as const;
+
 export const mfaCodeParam = {
 	...codeParam,
 	optional: true,
@@ -253,6 +277,117 @@ export const accountsMixin: ServiceSchema<
 			}
 		},
 
+		// ── passkeys ───────────────────────────────────────────────────────────────────────
+		passkeyRegistrationOptions: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: AccountsThis, ctx: Ctx) {
+				const user = await this.store.userById(ctx.meta.user!.id);
+				if (!user) throw NotFound("User");
+				return this.passkeys.registrationOptions({
+					id: user.id,
+					email: user.email,
+					displayName: user.display_name
+				});
+			}
+		},
+
+		registerPasskey: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				challengeToken: challengeTokenParam,
+				name: { type: "string", min: 1, max: 64, trim: true, optional: true },
+				response: credentialParam({
+					clientDataJSON: { type: "string", min: 1, max: 4096, pattern: B64URL },
+					attestationObject: { type: "string", min: 1, max: 65_536, pattern: B64URL },
+					transports: { type: "array", items: { type: "string", max: 32 }, max: 10, optional: true }
+				}),
+				mfaCode: mfaCodeParam
+			},
+			async handler(
+				this: AccountsThis,
+				ctx: Ctx<{
+					challengeToken: string;
+					name?: string;
+					response: RegistrationResponseJSON;
+					mfaCode?: string;
+				}>
+			) {
+				const userId = ctx.meta.user!.id;
+				await this.secondFactor.stepUp(userId, ctx.params.mfaCode);
+				const row = await this.passkeys.register(
+					userId,
+					ctx.params.challengeToken,
+					ctx.params.response,
+					ctx.params.name ?? "Passkey"
+				);
+				await this.store.audit(undefined, userId, userId, "user.passkey.add", { id: row.credential_id });
+				return passkeyView(row);
+			}
+		},
+
+		listPasskeys: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: AccountsThis, ctx: Ctx) {
+				return { items: (await this.passkeys.list(ctx.meta.user!.id)).map(passkeyView) };
+			}
+		},
+
+		removePasskey: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: { type: "string", min: 16, max: 1366, pattern: B64URL } },
+			async handler(this: AccountsThis, ctx: Ctx<{ id: string }>) {
+				const userId = ctx.meta.user!.id;
+				await this.passkeys.remove(userId, ctx.params.id);
+				await this.store.audit(undefined, userId, userId, "user.passkey.remove", { id: ctx.params.id });
+				return { id: ctx.params.id, removed: true };
+			}
+		},
+
+		passkeySignInOptions: {
+			async handler(this: AccountsThis) {
+				return this.passkeys.signInOptions();
+			}
+		},
+
+		passkeySignIn: {
+			params: {
+				$$strict: "remove",
+				challengeToken: challengeTokenParam,
+				response: credentialParam({
+					clientDataJSON: { type: "string", min: 1, max: 4096, pattern: B64URL },
+					authenticatorData: { type: "string", min: 1, max: 4096, pattern: B64URL },
+					signature: { type: "string", min: 1, max: 4096, pattern: B64URL },
+					userHandle: { type: "string", max: 1024, pattern: B64URL, optional: true }
+				})
+			},
+			async handler(
+				this: AccountsThis,
+				ctx: Ctx<{ challengeToken: string; response: AuthenticationResponseJSON }>
+			) {
+				const userId = await this.passkeys.signIn(ctx.params.challengeToken, ctx.params.response);
+				const user = await this.store.userById(userId);
+				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+				await this.store.touchLogin(user.id);
+				// A passkey is itself two factors (the device and its unlock): no TOTP step after it.
+				return {
+					...(await this.issueSession(user, "passkey", ctx.meta)),
+					user: {
+						id: user.id,
+						email: user.email,
+						emailVerified: user.email !== null && user.email_verified_at !== null,
+						displayName: user.display_name,
+						role: user.role,
+						createdAt: new Date(user.created_at).toISOString()
+					}
+				};
+			}
+		},
+
 		// ── development ────────────────────────────────────────────────────────────────────
 		devOutbox: {
 			params: { $$strict: "remove", to: { type: "string", max: 254, optional: true } },
@@ -278,7 +413,7 @@ export const accountsMixin: ServiceSchema<
 	},
 
 	methods: {
-		async mfaChallenge(this: AccountsThis, userId: string, method: SessionRow["method"]) {
+		async mfaChallenge(this: AccountsThis, userId: string, method: "password" | "siwe") {
 			const ttl = this.cfg.accounts.mfaTokenTtlS;
 			const mfaToken = await this.accounts.issueToken(userId, "mfa_login", ttl, { sessionMethod: method });
 			return { mfaRequired: true as const, mfaToken, expiresIn: ttl, methods: ["totp", "backup_code"] };
@@ -327,6 +462,7 @@ export const accountsMixin: ServiceSchema<
 			endAllSessions: (userId, reason) => this.endAllSessions(userId, reason),
 			audit: (userId, action, details) => audit(userId, userId, action, details)
 		});
+		this.passkeys = new Passkeys(cfg.webauthn, rt.sequelize, rt.kv);
 		this.secondFactor = new SecondFactor({
 			cfg,
 			accounts: this.accounts,

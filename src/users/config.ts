@@ -74,6 +74,18 @@ export interface UsersConfig {
 	tierCacheTtlS: number;
 	mail: MailConfig;
 	accounts: AccountsConfig;
+	webauthn: WebAuthnConfig;
+}
+
+export interface WebAuthnConfig {
+	/** The relying party id: the site's registrable domain (a passkey is bound to it). */
+	rpId: string;
+	rpName: string;
+	/** Origins the browser may report in clientDataJSON (the web app's). */
+	origins: string[];
+	/** Lifetime of a registration or sign-in challenge. */
+	challengeTtlS: number;
+	maxPerUser: number;
 }
 
 export interface MailConfig {
@@ -189,7 +201,25 @@ export function loadUsersConfig(r: EnvReader): UsersConfig {
 	const appUrl =
 		r.optUrl("APP_URL", ["http", "https"]) ?? r.optUrl("PUBLIC_URL", ["http", "https"]) ?? "http://localhost:3000";
 
+	const rpId = r.str("WEBAUTHN_RP_ID", "localhost");
+	if (!/^[a-z0-9.-]+$/.test(rpId)) r.problems.push(`WEBAUTHN_RP_ID must be a host name (got '${rpId}')`);
+	const origins = r
+		.str("WEBAUTHN_ORIGINS", "http://localhost:3000")
+		.split(",")
+		.map(o => o.trim())
+		.filter(Boolean);
+	for (const o of origins)
+		if (!/^https?:\/\/[^/\s]+$/.test(o))
+			r.problems.push(`WEBAUTHN_ORIGINS must be comma-separated origins like https://app.example (got '${o}')`);
+
 	return {
+		webauthn: {
+			rpId,
+			rpName: r.str("WEBAUTHN_RP_NAME", "ForgeFluid"),
+			origins,
+			challengeTtlS: r.int("WEBAUTHN_CHALLENGE_TTL_S", 300, 30, 3600),
+			maxPerUser: r.int("PASSKEYS_MAX_PER_USER", 10, 1, 100)
+		},
 		siwe: {
 			domain,
 			uri,

@@ -35,7 +35,7 @@ export interface WalletRow {
 export interface SessionRow {
 	id: string;
 	user_id: string;
-	method: "password" | "siwe";
+	method: "password" | "siwe" | "passkey";
 	ip: string | null;
 	user_agent: string | null;
 	created_at: Date;

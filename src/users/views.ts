@@ -157,6 +157,20 @@ const OutboxMessage = Named("OutboxMessage", {
 
 const Row = Type.Record(Type.String({ maxLength: 64 }), Type.Unknown());
 
+const Passkey = Named("Passkey", {
+	id: Str(1366, { description: "The credential id (base64url)" }),
+	name: Str(64),
+	transports: List(Str(32), 10),
+	createdAt: DateTime(),
+	lastUsedAt: Nullable(DateTime())
+});
+const PasskeyOptions = Type.Object({
+	options: Type.Unknown({
+		description: "PublicKeyCredentialCreationOptionsJSON / RequestOptionsJSON (WebAuthn Level 3)"
+	}),
+	challengeToken: Str(64, { description: "Send back with the credential; binds the challenge to this client" })
+});
+
 /** Issue 18's answers: e-mail, reset, TOTP, export, deletion, the dev outbox. */
 export const accountViews = {
 	verifyEmail: Type.Object({ verified: Type.Literal(true), email: Email(), changed: Type.Boolean() }),
@@ -187,7 +201,13 @@ export const accountViews = {
 		})
 	}),
 	deleteMe: Type.Object({ deleted: Type.Literal(true) }),
-	devOutbox: Type.Object({ items: List(OutboxMessage, 10_000) })
+	devOutbox: Type.Object({ items: List(OutboxMessage, 10_000) }),
+	passkeyRegistrationOptions: PasskeyOptions,
+	registerPasskey: Passkey,
+	listPasskeys: Type.Object({ items: List(Passkey, 100) }),
+	removePasskey: Type.Object({ id: Str(1366), removed: Type.Literal(true) }),
+	passkeySignInOptions: PasskeyOptions,
+	passkeySignIn: SignedIn
 };
 
 export const views = {

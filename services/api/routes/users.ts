@@ -372,6 +372,71 @@ function accountRoutes(): RouteSpec[] {
 			tag
 		},
 		{
+			method: "POST",
+			path: "/users/me/passkeys/options",
+			action: "users.passkeyRegistrationOptions",
+			response: accountViews.passkeyRegistrationOptions,
+			errors: { 403: ["SESSION_REQUIRED"], 409: ["PASSKEY_LIMIT"] },
+			auth: "required",
+			summary: "WebAuthn registration options and the challengeToken for POST /users/me/passkeys",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/users/me/passkeys",
+			action: "users.registerPasskey",
+			response: accountViews.registerPasskey,
+			errors: {
+				401: ["PASSKEY_CHALLENGE_INVALID", "PASSKEY_INVALID"],
+				403: ["SESSION_REQUIRED", "MFA_REQUIRED", "MFA_CODE_INVALID"],
+				409: ["PASSKEY_TAKEN"],
+				429: ["MFA_THROTTLED"]
+			},
+			auth: "required",
+			status: 201,
+			summary: "Register a passkey (the browser's credential for the options' challenge)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/users/me/passkeys",
+			action: "users.listPasskeys",
+			response: accountViews.listPasskeys,
+			errors: { 403: ["SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "The account's passkeys",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/users/me/passkeys/:id",
+			action: "users.removePasskey",
+			response: accountViews.removePasskey,
+			errors: { 403: ["SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "Remove a passkey",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/auth/passkey/options",
+			action: "users.passkeySignInOptions",
+			response: accountViews.passkeySignInOptions,
+			auth: "none",
+			summary: "WebAuthn sign-in options (discoverable credentials) and their challengeToken",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/auth/passkey/verify",
+			action: "users.passkeySignIn",
+			response: accountViews.passkeySignIn,
+			errors: { 401: ["PASSKEY_CHALLENGE_INVALID", "PASSKEY_INVALID"], 403: ["ACCOUNT_DISABLED"] },
+			auth: "none",
+			summary: "Sign in with a passkey → tokens",
+			tag: auth
+		},
+		{
 			method: "GET",
 			path: "/dev/outbox",
 			action: "users.devOutbox",
