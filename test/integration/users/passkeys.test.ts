@@ -100,10 +100,14 @@ async function register() {
 	return { email, userId: r.json.user.id as string, access: r.json.accessToken as string };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- WebAuthn JSON, checked by the server
-const create = (options: unknown) => page.evaluate(o => (globalThis as any).ffCreate(o), options);
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- WebAuthn JSON, checked by the server
-const get = (options: unknown) => page.evaluate(o => (globalThis as any).ffGet(o), options);
+/** The page's helpers; the credential JSON is checked by the server, the test reads only its id. */
+type CredentialJson = { id: string } & Record<string, unknown>;
+interface RpPage {
+	ffCreate(o: unknown): Promise<CredentialJson>;
+	ffGet(o: unknown): Promise<CredentialJson>;
+}
+const create = (options: unknown) => page.evaluate(o => (globalThis as unknown as RpPage).ffCreate(o), options);
+const get = (options: unknown) => page.evaluate(o => (globalThis as unknown as RpPage).ffGet(o), options);
 
 async function addPasskey(access: string, name = "laptop") {
 	const opts = await call("POST", "/api/v1/users/me/passkeys/options", { token: access });
