@@ -70,7 +70,7 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 
 		requestTimeout: config.requestTimeoutMs,
 		// Off by default: a retried write is a duplicated write. Idempotent actions opt in with
-		// `retryPolicy: { enabled: true }` (see IDEMPOTENT in src/moleculer.ts). Retries run on the
+		// `retryPolicy: { enabled: true }` on the action. Retries run on the
 		// caller only (Moleculer skips them on the callee), so they do not multiply across hops.
 		retryPolicy: {
 			enabled: false,

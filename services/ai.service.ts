@@ -71,7 +71,6 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	actions: {
 		models: {
 			auth: "optional",
-			summary: "The model catalogue; with a signed-in caller, which models their tier may use",
 			params: { $$strict: "remove", tier: { type: "enum", values: [...TIER_ORDER], optional: true } },
 			async handler(this: AiThis, ctx: Context<{ tier?: TierName }, { user?: AuthUser }>) {
 				let tier: TierName | null = null;
@@ -206,7 +205,6 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		deployments: {
 			auth: "required",
 			permissions: ["admin", "operator"],
-			summary: "Deployments of this ai node: circuit state, cooldown, in-flight attempts, failures",
 			handler(this: AiThis) {
 				return { nodeID: this.broker.nodeID, deployments: this.router.health() };
 			}

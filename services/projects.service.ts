@@ -228,7 +228,6 @@ const ProjectsService: ServiceSchema<
 		create: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Create a project (you become its owner; it starts at version 0, empty)",
 			params: {
 				$$strict: "remove",
 				name: { type: "string", min: 1, max: 200, trim: true },
@@ -253,7 +252,6 @@ const ProjectsService: ServiceSchema<
 		list: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "Projects you own or that are shared with you, newest first",
 			params: {
 				$$strict: "remove",
 				limit: { type: "number", integer: true, min: 1, max: LIST_MAX, default: 20, convert: true },
@@ -288,7 +286,6 @@ const ProjectsService: ServiceSchema<
 		get: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "One project",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				const { project, role } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
@@ -299,7 +296,6 @@ const ProjectsService: ServiceSchema<
 		update: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Rename, describe, archive or unarchive a project (owner)",
 			params: {
 				$$strict: "remove",
 				id: idParam,
@@ -332,7 +328,6 @@ const ProjectsService: ServiceSchema<
 		remove: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Delete a project (owner; soft: restorable until it is purged)",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				const userId = this.userOf(ctx).id;
@@ -360,7 +355,6 @@ const ProjectsService: ServiceSchema<
 		restore: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Restore a deleted project that has not been purged yet (owner)",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				const userId = this.userOf(ctx).id;
@@ -383,7 +377,6 @@ const ProjectsService: ServiceSchema<
 		members: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "A project's members and their roles",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
@@ -403,7 +396,6 @@ const ProjectsService: ServiceSchema<
 		setMember: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Add a member or change their role (owner)",
 			params: {
 				$$strict: "remove",
 				id: idParam,
@@ -441,7 +433,6 @@ const ProjectsService: ServiceSchema<
 		removeMember: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Remove a member (owner), or leave a project yourself",
 			params: { id: idParam, userId: { type: "string", min: 1, max: 128 } },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string }>) {
 				const actorId = this.userOf(ctx).id;
@@ -463,7 +454,6 @@ const ProjectsService: ServiceSchema<
 		versions: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "Version history, newest first",
 			params: {
 				$$strict: "remove",
 				id: idParam,
@@ -490,7 +480,6 @@ const ProjectsService: ServiceSchema<
 		version: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "One version: its metadata and manifest (path → SHA-256, size, mode)",
 			params: { id: idParam, n: versionParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; n: number }>) {
 				const { project } = await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
@@ -509,7 +498,6 @@ const ProjectsService: ServiceSchema<
 		commit: {
 			auth: "required",
 			scope: "projects:write",
-			summary: "Commit a change set on top of baseVersion (409 with the head when it is stale)",
 			params: { $$strict: "remove", id: idParam, ...commitParams },
 			async handler(
 				this: ProjectsThis,
@@ -534,7 +522,6 @@ const ProjectsService: ServiceSchema<
 		tree: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "The files of a version (default: the head), optionally under a directory prefix",
 			params: {
 				$$strict: "remove",
 				id: idParam,
@@ -556,7 +543,6 @@ const ProjectsService: ServiceSchema<
 		file: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "One file's raw bytes at a version (default: the head), with its content type",
 			params: {
 				id: idParam,
 				path: { type: "string", min: 1, max: 8192 },
@@ -596,8 +582,6 @@ const ProjectsService: ServiceSchema<
 		diff: {
 			auth: "required",
 			scope: "projects:read",
-			summary:
-				"What changed between two versions: added, removed, modified and renamed paths, with unified diffs of text files",
 			params: {
 				$$strict: "remove",
 				id: idParam,
@@ -661,7 +645,6 @@ const ProjectsService: ServiceSchema<
 		sandbox: {
 			auth: "required",
 			scope: "projects:read",
-			summary: "The project's sandbox status",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
 				await this.requireRole(ctx.params.id, this.userOf(ctx).id, "viewer");
@@ -672,8 +655,6 @@ const ProjectsService: ServiceSchema<
 		setSandbox: {
 			auth: "required",
 			scope: "projects:write",
-			summary:
-				"Start (state: provisioning, at a version; default the head) or stop (state: stopped) the sandbox (editor)",
 			params: {
 				$$strict: "remove",
 				id: idParam,

@@ -122,7 +122,6 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		// ---- Public (through the gateway) ---------------------------------------------------------
 		submit: {
 			auth: "required",
-			summary: "Submit an AI task: 202 with the task, its queue position and expected start",
 			params: {
 				$$strict: "remove",
 				projectId: UUID,
@@ -169,7 +168,6 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		get: {
 			auth: "required",
-			summary: "One of your tasks, with its result, usage and cost",
 			params: { id: UUID },
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
 				const row = await this.ownTask(ctx, ctx.params.id, "tasks:read");
@@ -183,7 +181,6 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		list: {
 			auth: "required",
-			summary: "Your tasks, newest first",
 			params: {
 				$$strict: "remove",
 				limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
@@ -216,7 +213,6 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		cancel: {
 			auth: "required",
-			summary: "Cancel a queued or running task; the unused hold is released",
 			params: { id: UUID },
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
 				const user = this.userOf(ctx, "tasks:write");
@@ -252,7 +248,6 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		queueStats: {
 			auth: "required",
-			summary: "Queue depth, expected wait and recent waits per tier",
 			params: { $$strict: "remove" },
 			handler(this: TasksThis) {
 				return this.statsView();
