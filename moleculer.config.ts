@@ -2,7 +2,7 @@
  * Moleculer broker options, built from the validated configuration. Fault tolerance is Moleculer's
  * own (circuit breaker, retries, timeouts, bulkhead, request tracking), configured here once.
  */
-import type { BrokerOptions, Errors } from "moleculer";
+import { Validators, type BrokerOptions, type Errors } from "moleculer";
 import { Config } from "./src/config";
 import { PermissionsMiddleware } from "./src/middlewares/permissions";
 import { DomainErrorMiddleware } from "./src/middlewares/domain-errors";
@@ -21,6 +21,14 @@ export function countsForCircuitBreaker(err: Errors.MoleculerError | Error): boo
 	const code = (err as Errors.MoleculerError)?.code;
 	return !(typeof code === "number" && code >= 400 && code < 500);
 }
+
+/**
+ * fastest-validator's own enum message shows the allowed values where the bad value belongs
+ * ("field value 'add, modify' does not match..."); this one names both.
+ */
+export const VALIDATOR_MESSAGES = {
+	enumValue: "The '{field}' field value '{actual}' does not match any of the allowed values ({expected})."
+};
 
 /** A transporter given by the entry point rather than by TRANSPORTER: embedded mode's loopback NATS (app/embedded.ts). */
 export interface TransporterOverride {
@@ -105,7 +113,7 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 			concurrency: config.bulkhead.concurrency,
 			maxQueueSize: config.bulkhead.maxQueueSize
 		},
-		validator: true,
+		validator: new Validators.Fastest({ messages: VALIDATOR_MESSAGES }),
 		errorHandler: null,
 		metrics: {
 			enabled: true,
