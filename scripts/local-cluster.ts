@@ -2,10 +2,12 @@
  * A multi-node ForgeFluid cluster on this machine, against the local NATS, PostgreSQL, Redis and
  * RabbitMQ: the same build, one child process per node, each with its own NODE_ID and SERVICES.
  *
- *   npm run cluster -- [--port 3000] [--role name=svc[,svc]]... [--dist] [--namespace ns] [--database db]
+ *   npm run cluster -- [--port 3000] [--role name=svc[,svc]]... [--context-nodes 1] [--dist] [--namespace ns] [--database db]
  *
  * Default nodes: "gateway" (api, on --port) and two workers hosting the other services that exist
- * (read from ALL_SERVICES at run time). Each --role adds a node. --dist runs the compiled build
+ * (read from ALL_SERVICES at run time). Each --role adds a node. --context-nodes Python context
+ * nodes (`$FORGE_PYTHON -m forgefluid_context`, default 1; none, with a warning, when the venv
+ * that ./forge creates is missing: tasks then run on the degraded context). --dist runs the compiled build
  * (dist/bin/forgefluid.js, `npm run build` first) as the image does. Waits until every node's
  * /health/ready answers 200, prints the URLs; Ctrl-C stops every node gracefully.
  *
@@ -21,6 +23,7 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Client } from "pg";
 import { ALL_SERVICES } from "../src/config";
+import { contextBinaries } from "../src/context/config";
 
 const ROOT = path.resolve(__dirname, "..").replace(/[\\/]dist$/, "");
 /** The services the nodes' own code knows: with --dist that is the build's list, not the sources'. */
@@ -39,10 +42,14 @@ interface NodeSpec {
 	services: string[];
 	env: Record<string, string>;
 	healthUrl: string;
+	/** A node that is not bin/forgefluid (the Python context node), ready once it prints this line. */
+	command?: string[];
+	readyLine?: RegExp;
 }
 
 interface Running extends NodeSpec {
 	child: ChildProcess;
+	saidReady: boolean;
 	exited: Promise<number | null>;
 	exitCode?: number | null;
 }
@@ -61,6 +68,7 @@ function parseCli() {
 			dist: { type: "boolean", default: false },
 			namespace: { type: "string" },
 			database: { type: "string", default: "forgefluid_cluster" },
+			"context-nodes": { type: "string", default: "1" },
 			help: { type: "boolean", short: "h", default: false }
 		}
 	});
@@ -89,8 +97,12 @@ function parseCli() {
 			fail(`--role ${m[1]} names unknown services: ${unknown.join(", ")} (known: ${KNOWN.join(", ")})`);
 		return { name: m[1], services };
 	});
+	const contextNodes = Number(values["context-nodes"]);
+	if (!Number.isInteger(contextNodes) || contextNodes < 0 || contextNodes > 16)
+		fail(`--context-nodes must be 0..16 (got '${values["context-nodes"]}')`);
 	return {
 		port,
+		contextNodes,
 		healthBase,
 		roles,
 		dist: values.dist as boolean,
@@ -162,21 +174,26 @@ function startNode(spec: NodeSpec, command: string[], color: number): Running {
 	const label = `\x1b[${color}m[${spec.name}]\x1b[0m `;
 	// Own process group: a terminal Ctrl-C reaches only this script, which then stops each node once.
 	// (A node counts a second signal as "force exit".)
-	const child = spawn(command[0], command.slice(1), {
+	const cmd = spec.command ?? command;
+	const child = spawn(cmd[0], cmd.slice(1), {
 		cwd: ROOT,
 		env: spec.env,
 		stdio: ["ignore", "pipe", "pipe"],
 		detached: true
 	});
-	for (const stream of [child.stdout!, child.stderr!]) {
-		const out = stream === child.stderr ? process.stderr : process.stdout;
-		createInterface({ input: stream }).on("line", line => out.write(`${label}${line}\n`));
-	}
 	const running: Running = {
 		...spec,
 		child,
+		saidReady: false,
 		exited: new Promise(resolve => child.on("exit", code => resolve(code)))
 	};
+	for (const stream of [child.stdout!, child.stderr!]) {
+		const out = stream === child.stderr ? process.stderr : process.stdout;
+		createInterface({ input: stream }).on("line", line => {
+			if (spec.readyLine?.test(line)) running.saidReady = true;
+			out.write(`${label}${line}\n`);
+		});
+	}
 	void running.exited.then(code => (running.exitCode = code));
 	return running;
 }
@@ -234,10 +251,53 @@ async function main(): Promise<void> {
 		};
 	});
 
+	// The Python context nodes: the same NATS, namespace and database; Moleculer balances select over them.
+	const { python } = contextBinaries(
+		{
+			python: process.env.FORGE_PYTHON ? path.resolve(process.env.FORGE_PYTHON) : null,
+			natsServerBin: null,
+			timeoutMs: 0,
+			indexTimeoutMs: 0,
+			embedded: false,
+			embeddedNatsPort: 0
+		},
+		ROOT
+	);
+	if (cli.contextNodes && !fs.existsSync(python))
+		console.log(
+			`local-cluster: no context node: ${python} is missing (./forge creates the venv); context is degraded`
+		);
+	else
+		for (let i = 1; i <= cli.contextNodes; i++) {
+			const nodeId = `${cli.namespace}-context-${i}`;
+			specs.push({
+				name: `context-${i}`,
+				services: ["context"],
+				command: [python, "-m", "forgefluid_context"],
+				readyLine: new RegExp(`node ${nodeId} ready`),
+				healthUrl: "(ready line)",
+				env: {
+					...(process.env as Record<string, string>),
+					TRANSPORTER: urls.TRANSPORTER,
+					DATABASE_URL: urls.DATABASE_URL,
+					NAMESPACE: cli.namespace,
+					NODE_ID: nodeId,
+					LOG_LEVEL: process.env.LOG_LEVEL || "info",
+					PYTHONPATH: process.env.FORGE_CONTEXT_SRC || path.join(ROOT, "context", "src"),
+					PYTHONUNBUFFERED: "1"
+				}
+			});
+		}
+
 	console.log(
 		`local-cluster: namespace ${cli.namespace}, database ${new URL(urls.DATABASE_URL).pathname.slice(1)}, ${cli.dist ? "dist build" : "sources (swc)"}`
 	);
-	for (const s of specs) console.log(`  ${s.name.padEnd(10)} SERVICES=${s.env.SERVICES}  health ${s.healthUrl}`);
+	for (const s of specs)
+		console.log(
+			s.command
+				? `  ${s.name.padEnd(10)} ${s.command.join(" ")}  (ready when it says so)`
+				: `  ${s.name.padEnd(10)} SERVICES=${s.env.SERVICES}  health ${s.healthUrl}`
+		);
 	const nodes = specs.map((s, i) => startNode(s, command, COLORS[i % COLORS.length]));
 
 	let stopping: Promise<void> | null = null;
@@ -285,7 +345,8 @@ async function main(): Promise<void> {
 	const deadline = Date.now() + READY_TIMEOUT_MS;
 	const pending = new Set(nodes);
 	while (pending.size && !stopping) {
-		for (const n of [...pending]) if ((await getStatus(n.healthUrl)) === 200) pending.delete(n);
+		for (const n of [...pending])
+			if (n.readyLine ? n.saidReady : (await getStatus(n.healthUrl)) === 200) pending.delete(n);
 		if (!pending.size) break;
 		if (Date.now() > deadline) {
 			console.error(
@@ -300,7 +361,8 @@ async function main(): Promise<void> {
 
 	const lines = ["", "local-cluster: every node is ready"];
 	for (const n of nodes) {
-		if (n.services.includes("api")) {
+		if (n.command) lines.push(`  ${n.name}: context (Python)   NODE_ID ${n.env.NODE_ID}`);
+		else if (n.services.includes("api")) {
 			const base = `http://localhost:${n.env.PORT}`;
 			lines.push(
 				`  ${n.name}: API ${base}/api/v1   Docs ${base}/api/docs   Health ${base}/health/ready   Metrics ${base}/metrics`
