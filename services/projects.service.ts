@@ -114,6 +114,7 @@ interface ProjectsThis extends DurableThis {
 		min: ProjectRole,
 		opts?: { allowDeleted?: boolean }
 	): Promise<{ project: ProjectRecord; role: ProjectRole }>;
+	contextProject(projectId: string, userId?: string): Promise<ProjectRecord>;
 	resolveVersion(project: ProjectRecord, requested: number | undefined): number;
 	loadManifest(projectId: string, version: number): Promise<Manifest>;
 	readBlob(entry: ManifestEntry): Promise<Buffer>;
@@ -718,6 +719,64 @@ const ProjectsService: ServiceSchema<
 			}
 		},
 
+		// The context service's reads (context/, Python): a version's file list, then its blobs in
+		// batches the caller sizes under the transporter's message limit. With userId, the caller's
+		// access is checked (viewer); without it (indexing on projects.version.created) only a live project.
+		contextManifest: {
+			visibility: "public", // callable from other nodes, never published by the gateway
+			retryPolicy: { enabled: true },
+			params: {
+				projectId: idParam,
+				userId: { type: "string", min: 1, max: 128, optional: true },
+				version: { ...versionParam, optional: true },
+				// pages in manifest order, so a 10,000-file version never becomes one oversized message
+				offset: { type: "number", integer: true, min: 0, default: 0 },
+				limit: { type: "number", integer: true, min: 1, max: 5000, default: 2000 }
+			},
+			async handler(
+				this: ProjectsThis,
+				ctx: Context<{ projectId: string; userId?: string; version?: number; offset: number; limit: number }>
+			) {
+				const project = await this.contextProject(ctx.params.projectId, ctx.params.userId);
+				const number = this.resolveVersion(project, ctx.params.version);
+				const entries = Object.entries(await this.loadManifest(project.id, number));
+				const { offset, limit } = ctx.params;
+				return {
+					projectId: project.id,
+					version: number,
+					headVersion: project.headVersion,
+					total: entries.length,
+					files: entries
+						.slice(offset, offset + limit)
+						.map(([path, e]) => ({ path, sha256: e.sha256, size: e.size }))
+				};
+			}
+		},
+
+		contextBlobs: {
+			visibility: "public", // callable from other nodes, never published by the gateway
+			retryPolicy: { enabled: true },
+			params: {
+				projectId: idParam,
+				version: versionParam,
+				sha256: { type: "array", items: { type: "string", length: 64 }, min: 1, max: 1000 }
+			},
+			async handler(this: ProjectsThis, ctx: Context<{ projectId: string; version: number; sha256: string[] }>) {
+				const project = await this.contextProject(ctx.params.projectId);
+				const number = this.resolveVersion(project, ctx.params.version);
+				// Only blobs of that version: a blob hash is no capability by itself.
+				const byHash = new Map(
+					Object.values(await this.loadManifest(project.id, number)).map(e => [e.sha256, e])
+				);
+				const blobs = [];
+				for (const sha of new Set(ctx.params.sha256)) {
+					const entry = byHash.get(sha);
+					if (entry) blobs.push({ sha256: sha, base64: (await this.readBlob(entry)).toString("base64") });
+				}
+				return { blobs };
+			}
+		},
+
 		commitAsUser: {
 			visibility: "public", // callable from other nodes, never published by the gateway
 			params: {
@@ -959,6 +1018,13 @@ const ProjectsService: ServiceSchema<
 				);
 			}
 			return found;
+		},
+
+		async contextProject(this: ProjectsThis, projectId: string, userId?: string): Promise<ProjectRecord> {
+			if (userId !== undefined) return (await this.requireRole(projectId, userId, "viewer")).project;
+			const project = isProjectId(projectId) ? await this.repo.project(projectId) : null;
+			if (!project || project.status === "deleted") throw NotFound("Project");
+			return project;
 		},
 
 		resolveVersion(project: ProjectRecord, requested: number | undefined): number {

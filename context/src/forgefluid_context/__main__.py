@@ -1,0 +1,73 @@
+"""`python -m forgefluid_context`: start a context node (config from the environment)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from . import store
+from .config import ConfigError, load_config
+from .engine import Engine
+from .moleculer import Broker
+from .service import context_service
+
+LEVELS = {
+    "fatal": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+}
+
+
+async def run() -> int:
+    try:
+        config = load_config()
+    except ConfigError as err:
+        print(f"context: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=LEVELS[config.log_level],
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s {config.node_id}/%(name)s: %(message)s",
+    )
+    pool = await store.connect(config.database_url)
+    applied = await store.migrate(pool)
+    if applied:
+        logging.getLogger("forgefluid_context").info("applied migrations: %s", ", ".join(applied))
+    broker = Broker(
+        transporter=config.transporter,
+        namespace=config.namespace,
+        node_id=config.node_id,
+        request_timeout_s=config.request_timeout_s,
+        heartbeat_interval_s=config.heartbeat_interval_s,
+        heartbeat_timeout_s=config.heartbeat_timeout_s,
+    )
+    engine = Engine(
+        pool,
+        max_file_bytes=config.max_file_bytes,
+        batch_bytes=config.fetch_batch_bytes,
+        cache_versions=config.cache_versions,
+    )
+    broker.add_service(context_service(broker, engine, config.projects_timeout_s))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await broker.start()
+    print(f"context: node {config.node_id} ready", file=sys.stderr, flush=True)
+    await stop.wait()
+    await broker.stop()
+    await pool.close()
+    return 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()

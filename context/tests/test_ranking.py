@@ -1,0 +1,131 @@
+"""Ranking and selection on a small fixture tree: lexical relevance, named identifiers and paths, the
+graph, recency, included/excluded paths, and the budget (never exceeded, real token counts)."""
+
+from __future__ import annotations
+
+from forgefluid_context.parsing import parse_file
+from forgefluid_context.ranking import IndexedFile, VersionIndex
+from forgefluid_context.selection import glob_match, plan, render
+from forgefluid_context.tokens import count_tokens
+
+TREE: dict[str, str] = {
+    "LICENSE": "MIT License\n" + "Permission is hereby granted, free of charge.\n" * 40,
+    ".editorconfig": "root = true\n[*]\nindent_style = tab\n",
+    "src/ledger.ts": (
+        "import { Money } from './money';\n\n"
+        "export function reserveCredits(balance: Money, amount: Money): Money {\n"
+        "  if (amount > balance) throw new Error('insufficient credits');\n  return balance - amount;\n}\n\n"
+        + "".join(f"export function helper{i}(x: number) {{\n  return x + {i};\n}}\n\n" for i in range(60))
+    ),
+    "src/money.ts": "export type Money = number;\nexport function formatMoney(m: Money) {\n  return String(m);\n}\n",
+    "src/billing.ts": (
+        "import { reserveCredits } from './ledger';\n\nexport function chargeTask(b: number) {\n"
+        "  return reserveCredits(b, 1);\n}\n"
+    ),
+    "src/unrelated.ts": "export function paintWidget() {\n  return 'blue';\n}\n",
+    "docs/nats-transporter.md": "# Transport\n\nHow packets are batched per event-loop turn.\n",
+}
+
+
+def build(tree: dict[str, str], changed: dict[str, int] | None = None) -> VersionIndex:
+    files = []
+    for path, text in sorted(tree.items()):
+        facts = parse_file(path, text.encode(), count_tokens)
+        files.append(IndexedFile(path, f"sha-{path}", len(text), facts, (changed or {}).get(path, 1)))
+    return VersionIndex(files)
+
+
+def texts(tree: dict[str, str]) -> dict[str, str]:
+    return {f"sha-{p}": t for p, t in tree.items()}
+
+
+def select(index: VersionIndex, query: str, budget: int, include=(), exclude=()):  # type: ignore[no-untyped-def]
+    units, order = plan(index, query, budget, list(include), list(exclude), count_tokens)
+    return render(index, units, order, budget, texts(TREE), count_tokens)
+
+
+def paths_ranked(index: VersionIndex, query: str) -> list[str]:
+    return [index.files[i].path for i in index.rank(query).order]
+
+
+def test_lexical_relevance_beats_path_order() -> None:
+    order = paths_ranked(build(TREE), "refuse to reserve credits when they are insufficient")
+    assert "src/ledger.ts" in order[:2]
+    assert "LICENSE" not in order[:3] and ".editorconfig" not in order[:3]
+
+
+def test_a_named_identifier_ranks_its_definer_first() -> None:
+    assert paths_ranked(build(TREE), "rename formatMoney")[0] == "src/money.ts"
+
+
+def test_a_named_path_ranks_that_file() -> None:
+    assert paths_ranked(build(TREE), "update nats-transporter docs")[0] == "docs/nats-transporter.md"
+
+
+def test_the_graph_brings_the_callers_of_what_matched() -> None:
+    order = paths_ranked(build(TREE), "reserveCredits")
+    assert order.index("src/billing.ts") < len(order)
+    assert "src/unrelated.ts" not in order
+
+
+def test_recency_breaks_ties_towards_recent_changes() -> None:
+    tree = {"a/x.ts": "export function load() {}\n", "b/x.ts": "export function load() {}\n"}
+    old_first = paths_ranked(build(tree, {"a/x.ts": 1, "b/x.ts": 9}), "load")
+    assert old_first[0] == "b/x.ts"
+
+
+def test_long_files_give_their_relevant_definitions_with_line_ranges() -> None:
+    index = build(TREE)
+    frames, used = select(index, "reserveCredits insufficient credits", 300)
+    assert used <= 300
+    ledger = [f for f in frames if f.get("path") == "src/ledger.ts"]
+    assert ledger and ledger[0]["kind"] == "definitions"
+    start, end = ledger[0]["lines"]
+    assert start <= 3 <= end < index.files[index.by_path["src/ledger.ts"]].facts.lines  # type: ignore[union-attr]
+    assert "reserveCredits" in ledger[0]["text"]
+
+
+def test_the_budget_is_never_exceeded_and_tokens_add_up() -> None:
+    index = build(TREE)
+    for budget in (1, 10, 50, 120, 500, 2000, 100_000):
+        frames, used = select(index, "credits money billing", budget)
+        assert used <= budget
+        assert used == sum(f["tokens"] for f in frames)
+        for f in frames:
+            if f["kind"] != "map":
+                assert f["tokens"] >= count_tokens(f["text"])
+
+
+def test_whole_files_where_they_fit_then_a_map() -> None:
+    frames, _ = select(build(TREE), "formatMoney", 5000)
+    kinds = {f.get("path"): f["kind"] for f in frames}
+    assert kinds["src/money.ts"] == "file"
+    assert frames[-1]["kind"] == "map"
+    assert "src/unrelated.ts: paintWidget" in frames[-1]["text"]
+
+
+def test_included_paths_come_first_and_excluded_are_never_shown() -> None:
+    frames, _ = select(build(TREE), "reserveCredits", 3000, include=["src/unrelated.ts"], exclude=["src/ledger.ts"])
+    assert frames[0]["path"] == "src/unrelated.ts"
+    assert all(f.get("path") != "src/ledger.ts" for f in frames)
+    assert "src/ledger.ts" not in frames[-1]["text"]
+
+
+def test_globs_that_match_nothing_give_the_ranked_context_and_excluding_all_gives_none() -> None:
+    frames, _ = select(build(TREE), "reserveCredits", 3000, include=["nothing/**"])
+    assert frames and frames[0]["path"] == "src/ledger.ts"
+    assert select(build(TREE), "reserveCredits", 3000, exclude=["**"]) == ([], 0)
+
+
+def test_glob_forms() -> None:
+    assert glob_match("src/a/b.ts", ["src/**/*.ts"])
+    assert glob_match("src/b.ts", ["src/**/*.ts"])
+    assert glob_match("docs/x.md", ["docs/"])
+    assert glob_match("deep/dir/README.md", ["*.md"])
+    assert not glob_match("src/b.ts", ["*.py", "lib/"])
+
+
+def test_an_empty_version_and_an_empty_query_are_fine() -> None:
+    assert select(VersionIndex([]), "anything", 100) == ([], 0)
+    frames, used = select(build(TREE), "", 200)
+    assert used <= 200 and all(f["kind"] == "map" for f in frames)
