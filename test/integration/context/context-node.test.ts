@@ -120,7 +120,10 @@ describe("the Python context node in a TS cluster", () => {
 	});
 
 	it("is discovered by the TS registry with its actions, and discovers projects (it reads them over NATS)", async () => {
-		const nodes = node.broker.registry.getNodeList({ onlyAvailable: true, withServices: true }) as Array<{
+		const nodes = node.broker.registry.getNodeList({
+			onlyAvailable: true,
+			withServices: true
+		}) as unknown as Array<{
 			id: string;
 			client: { type: string };
 			services: Array<{ name: string; actions: Record<string, unknown> }>;
@@ -248,7 +251,7 @@ describe("the Python context node in a TS cluster", () => {
 		const slow = new ServiceBroker({
 			namespace: node.config.namespace + "-slow",
 			nodeID: "ts-slow",
-			transporter: NATS_URL,
+			transporter: { type: "NATS", options: { url: NATS_URL } },
 			logger: false,
 			heartbeatInterval: 1,
 			heartbeatTimeout: 4
