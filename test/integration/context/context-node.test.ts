@@ -5,7 +5,7 @@
  */
 import { Errors, ServiceBroker } from "moleculer";
 import { bearerFor, createTestDatabase, eventually, NATS_URL, startTestNode, TestDatabase } from "../../support/env";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 import { client } from "../projects/http";
 import { ContextNode, startContextNode } from "../../support/context-node";
 
