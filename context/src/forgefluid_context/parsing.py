@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import tree_sitter as ts
@@ -344,22 +344,31 @@ STOPWORDS = frozenset(
 
 
 def split_identifier(word: str) -> list[str]:
-    """`readContextBlobs` -> read, context, blobs; `MAX_FILE` -> max, file; plus the whole word."""
+    """`readContextBlobs` -> read, context, blobs, readcontextblobs; `MAX_FILE` -> max, file, max_file."""
+    return list(_split_cached(word))
+
+
+@lru_cache(maxsize=200_000)
+def _split_cached(word: str) -> tuple[str, ...]:
     parts = [p.lower() for piece in word.split("_") for p in _SPLIT.findall(piece)]
     whole = word.lower().strip("_$")
     out = [p for p in parts if len(p) > 1]
     if whole and len(parts) > 1 and len(whole) > 2:
         out.append(whole)
-    return out
+    return tuple(out)
+
+
+@lru_cache(maxsize=200_000)
+def _terms_of_word(word: str) -> tuple[str, ...]:
+    return tuple(t for t in _split_cached(word) if t not in STOPWORDS)
 
 
 def terms_of(text: str) -> Counter[str]:
     """The lexical terms of a piece of code or prose (split identifiers, no stopwords)."""
     c: Counter[str] = Counter()
-    for w in _WORD.findall(text):
-        for t in split_identifier(w):
-            if t not in STOPWORDS:
-                c[t] += 1
+    for w, n in Counter(_WORD.findall(text)).items():
+        for t in _terms_of_word(w):
+            c[t] += n
     return c
 
 
@@ -370,6 +379,25 @@ def path_terms(path: str) -> Counter[str]:
             if t not in STOPWORDS:
                 c[t] += 1
     return c
+
+
+@cache
+def _query(language: str) -> ts.Query:
+    """One query per language capturing definition, import and call nodes (only the node types the
+    grammar has: the tables above are shared across dialects)."""
+    lang = _parser(language).language
+    assert lang is not None
+    parts = []
+    for kind in DEFINITIONS[language]:
+        if lang.id_for_node_kind(kind, True):
+            parts.append(f"({kind}) @def")
+    for kind in sorted(IMPORT_TYPES):
+        if lang.id_for_node_kind(kind, True):
+            parts.append(f"({kind}) @imp")
+    for kind in ("call_expression", "call"):
+        if lang.id_for_node_kind(kind, True):
+            parts.append(f"({kind}) @call")
+    return ts.Query(lang, "\n".join(parts))
 
 
 def _name_of(node: ts.Node, language: str) -> str | None:
@@ -430,31 +458,29 @@ def parse_file(path: str, data: bytes, count_tokens: Callable[[str], int] | None
     if language is not None and line_count > 0:
         kinds = DEFINITIONS[language]
         tree = _parser(language).parse(data)
-        stack = [tree.root_node]
-        while stack:
-            node = stack.pop()
-            t = node.type
+        caps = ts.QueryCursor(_query(language)).captures(tree.root_node)
+        for node in caps.get("def", []):
             if _is_definition(node, kinds):
                 name = _name_of(node, language)
                 if name:
-                    defs.append(Definition(name, kinds[t], node.start_point[0] + 1, node.end_point[0] + 1))
-            if t in IMPORT_TYPES:
-                imp = _import_text(node)
-                if imp:
-                    imports.append(imp)
-            elif t == "call_expression" or t == "call":
-                fn = node.child_by_field_name("function") or node.child_by_field_name("method")
-                if fn is not None and fn.text in (b"require", b"require_relative", b"import"):
-                    args = node.child_by_field_name("arguments")
-                    if args is not None and args.named_children:
-                        imports.append((args.named_children[0].text or b"").decode("utf-8", "replace").strip("'\"`"))
-            if t in IDENTIFIER_TYPES and node.child_count == 0:
-                refs[(node.text or b"").decode("utf-8", "replace")] += 1
-            stack.extend(reversed(node.children))
+                    defs.append(Definition(name, kinds[node.type], node.start_point[0] + 1, node.end_point[0] + 1))
+        for node in caps.get("imp", []):
+            imp = _import_text(node)
+            if imp:
+                imports.append(imp)
+        for node in caps.get("call", []):
+            fn = node.child_by_field_name("function") or node.child_by_field_name("method")
+            if fn is not None and fn.text in (b"require", b"require_relative", b"import"):
+                args = node.child_by_field_name("arguments")
+                if args is not None and args.named_children:
+                    imports.append((args.named_children[0].text or b"").decode("utf-8", "replace").strip("'\"`"))
         defs.sort(key=lambda d: (d.start, -d.end))
+        # references: identifiers as the lexer sees them (a regex over the text is as good for the
+        # graph as the syntax tree's identifier nodes, and far cheaper than visiting every node)
+        refs = Counter(w for w in _WORD.findall(text) if len(w) > 1)
         for d in defs:
             refs[d.name] -= 1
-        refs = Counter({k: v for k, v in refs.items() if v > 0 and len(k) > 1})
+        refs = Counter({k: v for k, v in refs.items() if v > 0})
     lines = text.split("\n")
     chunks = _chunks(defs, line_count)
     for c in chunks:

@@ -34,7 +34,7 @@ W_NAMED_PATH = 1.2
 W_GRAPH = 0.5
 W_RECENCY = 0.15
 PPR_ALPHA = 0.15
-PPR_EPSILON = 1e-4
+PPR_EPSILON = 2e-5
 MAX_DEFINERS = 6  # an identifier defined in more files than this is too common to make an edge
 
 
@@ -87,6 +87,7 @@ class VersionIndex:
                 self.postings[t].append((i, n))
         self.avg_length = total / len(files) if files else 1.0
         self.graph = self._graph()
+        self.out_weight = [sum(e.values()) for e in self.graph]
         versions = [f.changed_at for f in files]
         self.min_version = min(versions) if versions else 0
         self.max_version = max(versions) if versions else 0
@@ -167,32 +168,35 @@ class VersionIndex:
         return defs, paths, named_defs
 
     def personalised_pagerank(self, seeds: dict[int, float]) -> dict[int, float]:
-        """Andersen-Chung-Lang push: approximate PPR touching only the seeds' neighbourhood."""
+        """Andersen-Chung-Lang push: approximate PPR touching only the seeds' neighbourhood. A node is
+        pushed while its residual exceeds epsilon x its degree, which bounds the work by
+        1 / (epsilon x alpha) edge visits whatever the graph's size."""
         total = sum(seeds.values())
         if total <= 0:
             return {}
         p: dict[int, float] = defaultdict(float)
         r: dict[int, float] = {i: v / total for i, v in seeds.items()}
-        out_w = [sum(e.values()) for e in self.graph]
-        queue = [i for i, v in r.items() if v > PPR_EPSILON]
-        steps = 0
-        while queue and steps < 200_000:
+        graph = self.graph
+        out_w = self.out_weight
+        queue = [i for i in r if r[i] > PPR_EPSILON * max(1, len(graph[i]))]
+        while queue:
             i = queue.pop()
             ri = r.get(i, 0.0)
-            if ri <= PPR_EPSILON:
+            edges = graph[i]
+            if ri <= PPR_EPSILON * max(1, len(edges)):
                 continue
-            steps += 1
             p[i] += PPR_ALPHA * ri
             r[i] = 0.0
-            edges = self.graph[i]
             if not edges:
                 p[i] += (1 - PPR_ALPHA) * ri
                 continue
             spread = (1 - PPR_ALPHA) * ri / out_w[i]
             for j, w in edges.items():
                 before = r.get(j, 0.0)
-                r[j] = before + spread * w
-                if before <= PPR_EPSILON < r[j]:
+                after = before + spread * w
+                r[j] = after
+                limit = PPR_EPSILON * max(1, len(graph[j]))
+                if before <= limit < after:
                     queue.append(j)
         return p
 
