@@ -88,6 +88,8 @@ class ServiceDef:
     actions: dict[str, ActionHandler] = field(default_factory=dict)
     events: dict[str, EventHandler] = field(default_factory=dict)
     visibility: str = "public"
+    # actions TS callers may retry on another node (Moleculer reads `retryPolicy` from INFO)
+    idempotent: frozenset[str] = frozenset()
 
 
 class Broker:
@@ -199,7 +201,12 @@ class Broker:
                     "settings": {},
                     "metadata": {},
                     "actions": {
-                        f"{s.name}.{a}": {"name": f"{s.name}.{a}", "rawName": a, "visibility": s.visibility}
+                        f"{s.name}.{a}": {
+                            "name": f"{s.name}.{a}",
+                            "rawName": a,
+                            "visibility": s.visibility,
+                            **({"retryPolicy": {"enabled": True}} if a in s.idempotent else {}),
+                        }
                         for a in s.actions
                     },
                     "events": {e: {"name": e, "group": s.name} for e in s.events},

@@ -35,7 +35,9 @@ W_GRAPH = 0.5
 W_RECENCY = 0.15
 PPR_ALPHA = 0.15
 PPR_EPSILON = 2e-5
-MAX_DEFINERS = 6  # an identifier defined in more files than this is too common to make an edge
+MAX_DEFINERS = 6
+# A chunk's score is its file's times (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance within the file).
+CHUNK_FLOOR = 0.25  # an identifier defined in more files than this is too common to make an edge
 
 
 @dataclass
@@ -253,7 +255,7 @@ class VersionIndex:
         out = []
         for c, s in zip(chunks, raw, strict=True):
             rel = 1.0 if c.name in named else s / best
-            out.append(file_score * (0.25 + 0.75 * rel))
+            out.append(file_score * (CHUNK_FLOOR + (1 - CHUNK_FLOOR) * rel))
         return out
 
 

@@ -257,4 +257,6 @@ def context_service(broker: Broker, engine: Engine, projects_timeout_s: float) -
         name="context",
         actions={"select": select, "index": index, "status": status},
         events={"context.index.requested": on_index_requested},
+        # all three are safe to run twice: select and status read, index is idempotent
+        idempotent=frozenset({"select", "index", "status"}),
     )
