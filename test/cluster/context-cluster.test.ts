@@ -80,7 +80,7 @@ test("selections keep succeeding on the surviving context node when the other is
 	});
 	expect(c.status).toBe(201);
 	const projectId = p.json.id as string;
-	await gateway.broker.call("context.index", { projectId, version: 1 });
+	await gateway.broker.call("context.index", { projectId, version: 1 }, { timeout: 60_000 });
 
 	const select = (i: number) =>
 		gateway.broker.call<{ frames: Array<{ path?: string }>; usedTokens: number }, object>(

@@ -12,6 +12,7 @@ from .config import ConfigError, load_config
 from .engine import Engine
 from .moleculer import Broker
 from .service import context_service
+from .tokens import count_tokens
 
 LEVELS = {
     "fatal": logging.CRITICAL,
@@ -34,6 +35,8 @@ async def run() -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s {config.node_id}/%(name)s: %(message)s",
     )
+    # load the tokenizer's ranks now (seconds on a busy machine), not inside the first request
+    await asyncio.get_running_loop().run_in_executor(None, count_tokens, "warm up")
     pool = await store.connect(config.database_url)
     applied = await store.migrate(pool)
     if applied:

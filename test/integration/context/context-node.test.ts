@@ -132,7 +132,7 @@ describe("the Python context node in a TS cluster", () => {
 		expect(py?.client.type).toBe("python");
 		const svc = py!.services.find(s => s.name === "context");
 		expect(Object.keys(svc!.actions).sort()).toEqual(["context.index", "context.select", "context.status"]);
-		const result = await node.broker.call("context.index", { projectId, version });
+		const result = await node.broker.call("context.index", { projectId, version }, { timeout: 60_000 });
 		expect(result).toMatchObject({ projectId, version, files: Object.keys(FILES).length });
 	});
 
