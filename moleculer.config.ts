@@ -8,7 +8,11 @@ import { PermissionsMiddleware } from "./src/middlewares/permissions";
 import { DomainErrorMiddleware } from "./src/middlewares/domain-errors";
 import { RequestLogMiddleware } from "./src/middlewares/request-log";
 import { DeadNodeDetector } from "./src/middlewares/dead-node-detector";
+import { SettleTimedOutRequests } from "./src/middlewares/settle-timed-out";
+import { DependencyErrorsMiddleware } from "./src/middlewares/dependency-errors";
+import { ResilientRedisCacher } from "./src/runtime/resilient-cacher";
 import { BatchingNatsTransporter } from "./src/runtime/nats-transporter";
+import { redisClientOptions } from "./src/runtime/dependency-policy";
 
 /** Transient failures worth another attempt; only actions marked idempotent are retried at all. */
 export function isRetryableError(err: Errors.MoleculerError | Error): boolean {
@@ -54,7 +58,14 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 
 		// Moleculer's NATS transporter, handing each event-loop turn's packets to the client at once (src/runtime/nats-transporter.ts).
 		transporter: cluster
-			? new BatchingNatsTransporter({ url: config.transporter!, maxReconnectAttempts: -1 })
+			? new BatchingNatsTransporter({
+					url: config.transporter!,
+					maxReconnectAttempts: -1,
+					timeout: config.deps.nats.connectTimeoutMs,
+					reconnectTimeWait: config.deps.nats.reconnectWaitMs,
+					pingInterval: config.deps.nats.pingIntervalMs,
+					maxPingOut: config.deps.nats.maxPingOut
+				})
 			: override
 				? new BatchingNatsTransporter({
 						url: override.url,
@@ -64,16 +75,15 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 				: null,
 		serializer: "JSON",
 
+		// The cacher's ioredis client is built from the Redis policy (not the library's 20 retries per
+		// command), and a Redis that cannot answer is bypassed instead of failing the call.
 		cacher: config.redisUrl
-			? {
-					type: "Redis",
-					options: {
-						prefix: `${config.redisPrefix}cache`,
-						ttl: 60,
-						redis: config.redisUrl,
-						maxParamsLength: 120
-					}
-				}
+			? new ResilientRedisCacher({
+					prefix: `${config.redisPrefix}cache`,
+					ttl: 60,
+					redis: redisClientOptions(config.redisUrl, config.deps.redis),
+					maxParamsLength: 120
+				})
 			: { type: "Memory", options: { ttl: 60, maxParamsLength: 120, clone: true } },
 
 		requestTimeout: config.requestTimeoutMs,
@@ -131,10 +141,14 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 						: []
 		},
 		internalServices: true,
-		// Moleculer's internal middlewares in their own order (innermost first), with the dead-node
-		// detector placed right outside Timeout so that it sees request timeouts before Retry does.
+		// Moleculer's internal middlewares in their own order (innermost first), with two of ours right
+		// outside Timeout: one settles the transport's pending request on a timeout (else the tracker and
+		// the breaker inside Timeout wait forever: src/middlewares/settle-timed-out.ts), the dead-node
+		// detector sees request timeouts before Retry does.
 		internalMiddlewares: false,
 		middlewares: [
+			// Innermost: a driver's connection error becomes a 503 before anything else sees it.
+			DependencyErrorsMiddleware,
 			PermissionsMiddleware,
 			"ActionHook",
 			// Innermost after the hooks: everything outside (request log, breaker, retry, the caller) sees
@@ -147,6 +161,7 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 			"ContextTracker",
 			"CircuitBreaker",
 			"Timeout",
+			SettleTimedOutRequests(),
 			DeadNodeDetector({ pingTimeoutMs: Math.min(1000, config.requestTimeoutMs) }),
 			"Retry",
 			"Fallback",

@@ -5,6 +5,7 @@
 import http from "node:http";
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { runtimeOf } from "../src/runtime/runtime";
+import { NODE_EVICTED_EVENT, confirmEviction } from "../src/middlewares/dead-node-detector";
 
 interface OpsThis extends Service {
 	healthServer: http.Server | null;
@@ -15,7 +16,7 @@ export interface HealthReport {
 	ready: boolean;
 	nodeID: string;
 	uptimeS: number;
-	dependencies: Array<{ name: string; ok: boolean; latencyMs?: number; error?: string }>;
+	dependencies: Array<{ name: string; ok: boolean; required: boolean; latencyMs?: number; error?: string }>;
 	services: Record<string, { available: boolean; nodes: number }>;
 }
 
@@ -29,13 +30,24 @@ const OpsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Rec
 			}
 		}
 	},
+	events: {
+		// Another node evicted a node that stopped answering: check it from here too, at once, instead
+		// of waiting for this node's own heartbeat timeout (src/middlewares/dead-node-detector.ts).
+		[NODE_EVICTED_EVENT]: {
+			params: { nodeID: "string", by: "string" },
+			handler(this: OpsThis, ctx: { params: { nodeID: string } }) {
+				const pingMs = Math.min(1000, runtimeOf(this.broker).config.requestTimeoutMs);
+				return confirmEviction(this.broker, ctx.params.nodeID, pingMs).then(() => undefined);
+			}
+		}
+	},
 	methods: {
 		async report(this: OpsThis): Promise<HealthReport> {
 			const rt = runtimeOf(this.broker);
 			const dependencies = await rt.checkDependencies();
 			// Cluster nodes and embedded mode with its loopback NATS both have a transit.
 			const transit = (this.broker as unknown as { transit?: { connected: boolean } }).transit;
-			if (transit) dependencies.push({ name: "nats", ok: !!transit.connected });
+			if (transit) dependencies.push({ name: "nats", ok: !!transit.connected, required: true });
 			const services: HealthReport["services"] = {};
 			const list = this.broker.registry.getServiceList({
 				onlyAvailable: false,
@@ -53,7 +65,8 @@ const OpsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Rec
 				services[s.name] = cur;
 			}
 			return {
-				ready: dependencies.every(d => d.ok),
+				// Ready while every dependency the node cannot serve without answers (DependencyState.required).
+				ready: dependencies.every(d => d.ok || !d.required),
 				nodeID: this.broker.nodeID,
 				uptimeS: Math.round(process.uptime()),
 				dependencies,

@@ -578,7 +578,8 @@ const PaymentsService: ServiceSchema<
 				token: c.token,
 				staking: c.staking,
 				router: c.router,
-				treasury: c.treasury
+				treasury: c.treasury,
+				rpcTimeoutMs: rt.config.deps.chain.timeoutMs
 			});
 			this.crypto = new CryptoPayments(rt.sequelize, this.ledger, this.chain, this.logger);
 			this.stakes = new StakeIndexer(rt.sequelize, this.chain, a => this.resolveOwner(a), publish, this.logger);

@@ -1273,7 +1273,11 @@ const UsersService: UsersSchema = {
 			this.cfg.throttle.registerPerIpPerHour,
 			3600
 		);
-		this.signatures = new WalletSignatureVerifier(this.cfg.chain.rpcUrls, this.cfg.chain.rpcTimeoutMs);
+		this.signatures = new WalletSignatureVerifier(
+			this.cfg.chain.rpcUrls,
+			this.cfg.chain.rpcTimeoutMs,
+			runtimeOf(this.broker).config.deps.chain.retries
+		);
 		const rpcUrl = this.cfg.chain.rpcUrls[this.cfg.chain.forgeChainId];
 		this.balances =
 			rpcUrl && this.cfg.chain.forgeTokenAddress

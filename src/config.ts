@@ -15,6 +15,7 @@ import { TasksConfig, loadTasksConfig } from "./tasks/config";
 import { AiConfig, loadAiConfig } from "./ai/config";
 import type { Env, EnvReader } from "./env-reader";
 import { ContextConfig, loadContextConfig } from "./context/config";
+import { DependencyPolicy, loadDependencyPolicy } from "./runtime/dependency-policy";
 
 export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks", "context-bridge"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -61,6 +62,8 @@ export interface Config {
 	retry: { retries: number; delay: number; maxDelay: number };
 	jwt: { issuer: string; audience: string; keys: JwtKey[]; activeKid: string; accessTtlS: number };
 	outbox: { pollMs: number; maxAttempts: number; retryBaseMs: number };
+	/** Connect timeout, command timeout and retry bound of each dependency (src/runtime/dependency-policy.ts). */
+	deps: DependencyPolicy;
 	dataDir: string;
 	// Per-service sections, each read and validated by its service's own config module.
 	users: UsersConfig;
@@ -229,8 +232,9 @@ export function loadConfig(env: Env = process.env): Config {
 		},
 		requestTimeoutMs: int("REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
 		heartbeat: {
-			intervalS: int("HEARTBEAT_INTERVAL_S", 5, 1, 60),
-			timeoutS: int("HEARTBEAT_TIMEOUT_S", 15, 2, 600)
+			// A node killed without goodbye is dropped everywhere within about 5 s (docs/faults.md).
+			intervalS: int("HEARTBEAT_INTERVAL_S", 1, 1, 60),
+			timeoutS: int("HEARTBEAT_TIMEOUT_S", 3, 2, 600)
 		},
 		rateLimit: {
 			perMinute: int("RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000),
@@ -243,8 +247,10 @@ export function loadConfig(env: Env = process.env): Config {
 		circuitBreaker: {
 			threshold: int("CB_THRESHOLD_PERCENT", 50, 1, 100) / 100,
 			minRequestCount: int("CB_MIN_REQUESTS", 10, 1, 100_000),
-			windowTime: int("CB_WINDOW_S", 30, 1, 3600),
-			halfOpenTime: int("CB_HALF_OPEN_MS", 10_000, 100, 3_600_000)
+			// A short window and half-open delay: an open circuit is tried again 2 s later, so it closes
+			// within a few seconds of the callee's return (the issue saw 10 s and more).
+			windowTime: int("CB_WINDOW_S", 10, 1, 3600),
+			halfOpenTime: int("CB_HALF_OPEN_MS", 2_000, 100, 3_600_000)
 		},
 		retry: {
 			retries: int("RETRY_ATTEMPTS", 3, 0, 10),
@@ -263,6 +269,7 @@ export function loadConfig(env: Env = process.env): Config {
 			maxAttempts: int("EVENT_MAX_ATTEMPTS", 5, 1, 100),
 			retryBaseMs: int("EVENT_RETRY_BASE_MS", 500, 1, 600_000)
 		},
+		deps: loadDependencyPolicy(reader),
 		dataDir,
 		users: loadUsersConfig(reader),
 		projects: loadProjectsConfig(reader),

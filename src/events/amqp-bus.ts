@@ -27,12 +27,23 @@ export class AmqpEventBus implements EventBus {
 	private readonly subscriptions: SubscribeOptions[] = [];
 	private closed = false;
 	private reconnectTimer: NodeJS.Timeout | null = null;
+	private readonly connectedListeners: Array<() => void> = [];
 
 	constructor(
 		private readonly url: string,
 		private readonly prefix: string,
-		private readonly logger: Logger
+		private readonly logger: Logger,
+		private readonly policy: { connectTimeoutMs: number; confirmTimeoutMs: number; reconnectMaxMs: number } = {
+			connectTimeoutMs: 2000,
+			confirmTimeoutMs: 5000,
+			reconnectMaxMs: 1000
+		}
 	) {}
+
+	/** Runs `fn` after every (re)connection, once the publishing channel and the consumers are set up. */
+	onConnected(fn: () => void) {
+		this.connectedListeners.push(fn);
+	}
 
 	get exchange() {
 		return `${this.prefix}.events`;
@@ -56,12 +67,12 @@ export class AmqpEventBus implements EventBus {
 	}
 
 	private async doConnect() {
-		const conn = await amqp.connect(this.url, { timeout: 5000 });
+		const conn = await amqp.connect(this.url, { timeout: this.policy.connectTimeoutMs });
 		conn.on("error", err => this.logger.warn("AMQP connection error", err.message));
 		conn.on("close", () => {
 			this.conn = null;
 			this.pubChannel = null;
-			if (!this.closed) this.scheduleReconnect(500);
+			if (!this.closed) this.scheduleReconnect(Math.min(100, this.policy.reconnectMaxMs));
 		});
 		const ch = await conn.createConfirmChannel();
 		ch.on("error", err => this.logger.warn("AMQP channel error", err.message));
@@ -70,6 +81,7 @@ export class AmqpEventBus implements EventBus {
 		this.pubChannel = ch;
 		for (const sub of this.subscriptions) await this.setupConsumer(conn, sub);
 		this.logger.info("AMQP event bus connected");
+		for (const fn of this.connectedListeners) fn();
 	}
 
 	scheduleReconnect(delayMs: number) {
@@ -80,7 +92,8 @@ export class AmqpEventBus implements EventBus {
 				await this.connect();
 			} catch (err) {
 				this.logger.warn("AMQP reconnect failed", (err as Error).message);
-				this.scheduleReconnect(Math.min(delayMs * 2, 10_000));
+				// Capped low: the bus must be found again within about a second of RabbitMQ's return.
+				this.scheduleReconnect(Math.min(Math.max(delayMs, 50) * 2, this.policy.reconnectMaxMs));
 			}
 		}, delayMs);
 		this.reconnectTimer.unref();
@@ -101,7 +114,23 @@ export class AmqpEventBus implements EventBus {
 				headers: { "x-attempt": 1 }
 			});
 		}
-		await ch.waitForConfirms();
+		let timer: NodeJS.Timeout | undefined;
+		try {
+			await Promise.race([
+				ch.waitForConfirms(),
+				new Promise((_, reject) => {
+					timer = setTimeout(
+						() =>
+							reject(
+								new Error(`AMQP publisher confirms timed out after ${this.policy.confirmTimeoutMs} ms`)
+							),
+						this.policy.confirmTimeoutMs
+					);
+				})
+			]);
+		} finally {
+			clearTimeout(timer);
+		}
 	}
 
 	async subscribe(opts: SubscribeOptions): Promise<void> {

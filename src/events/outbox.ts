@@ -62,6 +62,22 @@ export class OutboxRelay {
 		await this.running?.catch(() => undefined);
 	}
 
+	/**
+	 * The bus is back: the rows that failed while it was away wait no longer for their backoff (up to
+	 * 30 s), they are due now, and a pass starts at once.
+	 */
+	async busReconnected(): Promise<void> {
+		if (this.stopped) return;
+		try {
+			await this.sequelize.query(
+				`UPDATE outbox_events SET next_attempt_at = now() WHERE published_at IS NULL AND next_attempt_at > now()`
+			);
+		} catch (err) {
+			this.opts.logger.warn("outbox backoff reset failed; rows wait for their backoff", (err as Error).message);
+		}
+		this.kick();
+	}
+
 	/** Asks for a relay pass soon (e.g. right after a commit that wrote events). */
 	kick() {
 		if (this.stopped) return;

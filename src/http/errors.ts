@@ -5,6 +5,7 @@
  * domain errors) to a status and that shape. Unknown errors become a generic 500 without internals.
  */
 import { toMoleculerError } from "../middlewares/domain-errors";
+import { isDependencyDown } from "../runtime/dependency-policy";
 
 export interface ApiErrorBody {
 	error: { code: string; message: string; details?: unknown };
@@ -94,6 +95,22 @@ export function mapError(err: unknown): MappedError {
 					code: "VALIDATION_ERROR",
 					message: "Some fields are invalid",
 					details: validationDetails(e.data)
+				}
+			},
+			headers,
+			internal: false
+		};
+	}
+
+	// A driver's connection error that reached the gateway as it was (its own Redis, a node without the middleware).
+	if (code !== 503 && !(code != null && code >= 400 && code < 500) && isDependencyDown(err)) {
+		headers["Retry-After"] = "2";
+		return {
+			status: 503,
+			body: {
+				error: {
+					code: "DEPENDENCY_UNAVAILABLE",
+					message: "A dependency of this service is unavailable; try again shortly"
 				}
 			},
 			headers,

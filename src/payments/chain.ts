@@ -49,10 +49,14 @@ export class ForgeChain {
 			staking: string;
 			router: string;
 			treasury: string;
+			/** Per-call timeout (CHAIN_RPC_TIMEOUT_MS; ethers' own default is 5 minutes). */
+			rpcTimeoutMs?: number;
 		}
 	) {
+		const request = new ethers.FetchRequest(settings.rpcUrl);
+		request.timeout = settings.rpcTimeoutMs ?? 5000;
 		// No response cache (cacheTimeout -1): confirmations and reorg checks must see the chain as it is now.
-		this.provider = new ethers.JsonRpcProvider(settings.rpcUrl, settings.chainId, {
+		this.provider = new ethers.JsonRpcProvider(request, settings.chainId, {
 			cacheTimeout: -1,
 			staticNetwork: true
 		});

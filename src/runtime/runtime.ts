@@ -15,6 +15,7 @@ import { OutboxRelay } from "../events/outbox";
 import { EventBus } from "../events/types";
 import { KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore } from "./kv";
 import { elapsedMs } from "../kit/timing";
+import { redisClientOptions } from "./dependency-policy";
 
 export interface Logger {
 	info(...a: unknown[]): void;
@@ -26,6 +27,12 @@ export interface Logger {
 export interface DependencyState {
 	name: string;
 	ok: boolean;
+	/**
+	 * Whether this node is unready without it. PostgreSQL and NATS are; Redis and RabbitMQ are not:
+	 * without Redis the node serves degraded (cache bypassed, rate limits on the node's own count),
+	 * without RabbitMQ events wait in the outbox. The same rule on every node.
+	 */
+	required: boolean;
 	latencyMs?: number;
 	error?: string;
 }
@@ -43,11 +50,7 @@ export class Runtime {
 		readonly logger: Logger
 	) {
 		if (config.redisUrl) {
-			this.redis = new Redis(config.redisUrl, {
-				maxRetriesPerRequest: 2,
-				enableOfflineQueue: true,
-				lazyConnect: false
-			});
+			this.redis = new Redis({ ...redisClientOptions(config.redisUrl, config.deps.redis), lazyConnect: false });
 			this.redis.on("error", err => logger.warn("Redis error", err.message));
 			this.kv = new RedisKeyValueStore(this.redis, `${config.redisPrefix}kv:`);
 		} else {
@@ -64,7 +67,10 @@ export class Runtime {
 	get sequelize(): Sequelize {
 		if (!this._sequelize) {
 			if (!this.config.databaseUrl) throw new Error("this node has no database configured (DATABASE_URL)");
-			this._sequelize = createSequelize(this.config.databaseUrl, { poolMax: this.config.dbPoolMax });
+			this._sequelize = createSequelize(this.config.databaseUrl, {
+				poolMax: this.config.dbPoolMax,
+				policy: this.config.deps.postgres
+			});
 		}
 		return this._sequelize;
 	}
@@ -79,7 +85,14 @@ export class Runtime {
 	get bus(): EventBus {
 		if (!this._bus) {
 			if (this.config.amqpUrl) {
-				const bus = new AmqpEventBus(this.config.amqpUrl, this.config.amqpPrefix, this.logger);
+				const bus = new AmqpEventBus(
+					this.config.amqpUrl,
+					this.config.amqpPrefix,
+					this.logger,
+					this.config.deps.amqp
+				);
+				// Events that failed while the bus was away are due the moment it is back.
+				bus.onConnected(() => void this._relay?.busReconnected());
 				// Connect in the background: a node starts (and its outbox keeps the events) while RabbitMQ is down.
 				bus.connect().catch(err => {
 					this.logger.warn("AMQP not reachable yet; events wait in the outbox", (err as Error).message);
@@ -130,24 +143,24 @@ export class Runtime {
 
 	async checkDependencies(): Promise<DependencyState[]> {
 		const checks: Array<Promise<DependencyState>> = [];
-		const timed = async (name: string, fn: () => Promise<unknown>): Promise<DependencyState> => {
+		const timed = async (name: string, required: boolean, fn: () => Promise<unknown>): Promise<DependencyState> => {
 			const t = performance.now();
 			try {
 				await Promise.race([
 					fn(),
 					new Promise((_, rej) => setTimeout(() => rej(new Error("timeout after 2000 ms")), 2000).unref())
 				]);
-				return { name, ok: true, latencyMs: elapsedMs(t) };
+				return { name, ok: true, required, latencyMs: elapsedMs(t) };
 			} catch (err) {
-				return { name, ok: false, error: (err as Error).message };
+				return { name, ok: false, required, error: (err as Error).message };
 			}
 		};
 		if (this.config.databaseUrl)
-			checks.push(timed("postgres", () => this.sequelize.query("SELECT 1", { type: QueryTypes.SELECT })));
-		if (this.redis) checks.push(timed("redis", () => this.redis!.ping()));
+			checks.push(timed("postgres", true, () => this.sequelize.query("SELECT 1", { type: QueryTypes.SELECT })));
+		if (this.redis) checks.push(timed("redis", false, () => this.redis!.ping()));
 		if (this._bus)
 			checks.push(
-				timed(this._bus.kind === "amqp" ? "rabbitmq" : "event-bus", async () => {
+				timed(this._bus.kind === "amqp" ? "rabbitmq" : "event-bus", false, async () => {
 					if (!this._bus!.isConnected()) throw new Error("not connected");
 				})
 			);

@@ -35,7 +35,9 @@ export class WalletSignatureVerifier {
 
 	constructor(
 		private readonly rpcUrls: Record<number, string>,
-		private readonly timeoutMs: number
+		private readonly timeoutMs: number,
+		/** Retries per RPC call (CHAIN_RPC_RETRIES). */
+		private readonly retries = 1
 	) {}
 
 	hasRpc(chainId: number): boolean {
@@ -48,7 +50,7 @@ export class WalletSignatureVerifier {
 		let entry = this.clients.get(chainId);
 		if (!entry) {
 			const client = createPublicClient({
-				transport: http(url, { timeout: this.timeoutMs, retryCount: 1 })
+				transport: http(url, { timeout: this.timeoutMs, retryCount: this.retries })
 			}) as PublicClient;
 			entry = { client, checked: null };
 			this.clients.set(chainId, entry);

@@ -90,6 +90,42 @@ describe("outbox relayed to RabbitMQ", () => {
 		expect(b!.applications).toBe(2);
 	});
 
+	test("rows backed off during an outage are relayed as soon as the bus reconnects, not when their backoff ends", async () => {
+		await proxy.cut();
+		await waitFor(
+			async () => node.runtime.bus.isConnected(),
+			v => !v
+		);
+		const { eventId } = (await node.broker.call("ledgerfx.credit", { account: "b", amount: 2 })) as {
+			eventId: string;
+		};
+		await waitFor(
+			() =>
+				node.runtime.sequelize.query<{ attempts: number }>(
+					`SELECT attempts FROM outbox_events WHERE event_id = $1`,
+					{ bind: [eventId], type: QueryTypes.SELECT }
+				),
+			r => r[0]?.attempts >= 1
+		);
+		// What a 30 s outage leaves behind: the row's next attempt far in the future.
+		await node.runtime.sequelize.query(
+			`UPDATE outbox_events SET next_attempt_at = now() + interval '60 seconds' WHERE event_id = $1`,
+			{ bind: [eventId] }
+		);
+		await proxy.restore();
+		await waitFor(
+			async () => node.runtime.bus.isConnected(),
+			v => v
+		);
+		const reconnectedAt = Date.now();
+		await waitFor(
+			() => balance(node, "b"),
+			v => v?.amount === "2",
+			10_000
+		);
+		expect(Date.now() - reconnectedAt).toBeLessThan(5_000);
+	});
+
 	test("a redelivered event is applied once", async () => {
 		const bus = node.runtime.bus as AmqpEventBus;
 		const ev = {
