@@ -301,7 +301,8 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 							this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
 					},
 					onFallback: ev => this.broker.metrics.increment("ai.fallbacks.total", { from: ev.from, to: ev.to }),
-					logger: this.logger
+					logger: this.logger,
+					stopping: () => this.stopping
 				},
 				task,
 				running

@@ -18,6 +18,7 @@ import { emptyByTier, queueMetaOf, type QueueMeta, type QueueSnapshot } from "..
 import {
 	afterFailure,
 	afterLeaseExpiry,
+	leaseIsLost,
 	isTerminal,
 	percentile,
 	settlementFor,
@@ -772,6 +773,16 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const rows = await this.store.lockExpired(now, 100, tx);
 				const out: TaskRow[] = [];
 				for (const cur of rows) {
+					const holder = cur.node_id ? this.broker.registry.nodes.get(cur.node_id) : null;
+					if (
+						!leaseIsLost({
+							expiresAt: cur.lease_expires_at!.getTime(),
+							now,
+							holderAlive: !!holder?.available,
+							graceMs: this.cfg.leaseGraceMs
+						})
+					)
+						continue;
 					const next = afterLeaseExpiry({
 						cancelRequested: cur.cancel_requested,
 						attempts: cur.attempts,
@@ -782,8 +793,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 						message: `The worker on ${cur.node_id ?? "an unknown node"} stopped heartbeating`,
 						attempt: cur.attempts
 					};
+					// The old lease id stays until another attempt leases the task: a late report is still taken.
 					if (next === "queued")
-						out.push(await this.store.requeue(cur.id, { now, notBefore: null, error }, tx));
+						out.push(
+							await this.store.requeue(cur.id, { now, notBefore: null, error, keepLeaseId: true }, tx)
+						);
 					else
 						out.push(
 							await this.store.finish(

@@ -15,6 +15,7 @@ import { type ContextRecord, contextMessages, shownFrames } from "./context-fram
 import { type ContextSourceDeps, taskContext } from "./context-source";
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
+import { reportOutcome } from "./report";
 
 export type { LeasedTask };
 
@@ -36,6 +37,10 @@ export interface RunnerDeps {
 	): Promise<void>;
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void };
 	stream?: (req: StreamRequest) => AsyncIterable<StreamEvent>;
+	/** True once the worker is stopping: an outcome still unreported is then given up (src/ai/report.ts). */
+	stopping?: () => boolean;
+	/** Backoff of the report loop (defaults: 100 ms doubling to 1 s). */
+	reportDelayMs?: { base: number; max: number };
 }
 
 export interface RunningTask {
@@ -111,8 +116,26 @@ export async function runTask(
 	deps: RunnerDeps,
 	task: LeasedTask,
 	running: RunningTask
-): Promise<"complete" | "fail" | "lost"> {
+): Promise<"complete" | "fail" | "lost" | "abandoned"> {
 	const { cfg } = deps;
+	// The outcome is sent until the tasks service has it (or the lease is definitely another's).
+	const report = async (
+		action: "tasks.complete" | "tasks.fail",
+		params: { taskId: string; leaseId: string } & Record<string, unknown>
+	) => {
+		const r = await reportOutcome(
+			{
+				call: deps.call,
+				stopping: deps.stopping ?? (() => false),
+				logger: deps.logger,
+				baseDelayMs: deps.reportDelayMs?.base,
+				maxDelayMs: deps.reportDelayMs?.max
+			},
+			action,
+			params
+		);
+		return r === "accepted" ? (action === "tasks.complete" ? ("complete" as const) : ("fail" as const)) : r;
+	};
 	const stream = streamPublisher(ev =>
 		deps.broadcast("tasks.stream", { taskId: task.taskId, userId: task.userId, ...ev })
 	);
@@ -152,9 +175,10 @@ export async function runTask(
 	const costOf = () => Math.min(Math.ceil(micro / 1_000_000), task.maxCostCredits);
 	/** What the model was shown, reported with the outcome (GET /tasks/:id shows it). */
 	let contextRecord: ContextRecord | undefined;
+	let finished = false;
 	const fail = async (code: string, message: string, retryable: boolean) => {
 		if (running.leaseLost) return "lost" as const;
-		await deps.call("tasks.fail", {
+		return report("tasks.fail", {
 			taskId: task.taskId,
 			leaseId: task.leaseId,
 			error: { code, message },
@@ -163,7 +187,6 @@ export async function runTask(
 			costCredits: costOf(),
 			...(contextRecord ? { context: contextRecord } : {})
 		});
-		return "fail" as const;
 	};
 
 	try {
@@ -354,7 +377,9 @@ export async function runTask(
 			}
 		}
 		if (running.leaseLost) return "lost";
-		await deps.call("tasks.complete", {
+		// Past this point the work is done: a report that fails is sent again, never turned into tasks.fail.
+		finished = true;
+		return await report("tasks.complete", {
 			taskId: task.taskId,
 			leaseId: task.leaseId,
 			result,
@@ -362,8 +387,8 @@ export async function runTask(
 			costCredits: costOf(),
 			context: contextRecord
 		});
-		return "complete";
 	} catch (err) {
+		if (finished) throw err;
 		if (running.leaseLost || isLeaseLost(err)) return "lost";
 		const e = err as { code?: string | number; type?: string; message?: string; retryable?: boolean };
 		deps.logger.warn(`task ${task.taskId} failed: ${e.message}`);

@@ -16,6 +16,11 @@ import type { EnvReader } from "../env-reader";
 export interface DependencyPolicy {
 	redis: {
 		connectTimeoutMs: number;
+		/**
+		 * Bounds a Redis that holds the connection but does not answer. A Redis that is down (refused,
+		 * closed) fails a command at once through the retry bound instead. Not lower: a loaded node's
+		 * own event-loop stalls would fire it against a healthy Redis.
+		 */
 		commandTimeoutMs: number;
 		/** Reconnections a queued command waits through before it fails (ioredis maxRetriesPerRequest). */
 		retries: number;
@@ -53,7 +58,7 @@ export function loadDependencyPolicy(r: EnvReader): DependencyPolicy {
 	return {
 		redis: {
 			connectTimeoutMs: r.int("REDIS_CONNECT_TIMEOUT_MS", 1000, 50, 60_000),
-			commandTimeoutMs: r.int("REDIS_COMMAND_TIMEOUT_MS", 500, 10, 60_000),
+			commandTimeoutMs: r.int("REDIS_COMMAND_TIMEOUT_MS", 2000, 10, 60_000),
 			retries: r.int("REDIS_MAX_RETRIES", 1, 0, 20),
 			reconnectMaxMs: r.int("REDIS_RECONNECT_MAX_MS", 500, 10, 60_000)
 		},

@@ -7,6 +7,11 @@ export interface TasksConfig {
 	leaseMs: number;
 	/** How often each node sweeps expired leases and unfinished settlements. */
 	sweepMs: number;
+	/**
+	 * Extra time an expired lease is left alone while the node holding it is still in the cluster
+	 * (it is alive and will report: its heartbeats and report may just be failing to reach PostgreSQL).
+	 */
+	leaseGraceMs: number;
 	/** Attempts a task gets (first run included) before a retryable failure becomes terminal. */
 	maxAttempts: number;
 	retryBaseMs: number;
@@ -59,6 +64,7 @@ export function loadTasksConfig(r: EnvReader): TasksConfig {
 	return {
 		leaseMs: r.int("TASKS_LEASE_MS", 30_000, 500, 3_600_000),
 		sweepMs: r.int("TASKS_SWEEP_MS", 1_000, 50, 600_000),
+		leaseGraceMs: r.int("TASKS_LEASE_GRACE_MS", 30_000, 0, 3_600_000),
 		maxAttempts: r.int("TASKS_MAX_ATTEMPTS", 3, 1, 100),
 		retryBaseMs,
 		retryMaxMs,

@@ -31,6 +31,16 @@ export function afterLeaseExpiry(task: {
 	return "queued";
 }
 
+/**
+ * Whether the sweeper takes an expired lease back. A lease whose holder is still in the cluster gets
+ * `graceMs` more: a live worker whose heartbeats cannot reach PostgreSQL right now has finished or
+ * is finishing, and will report; re-running its task would throw that work away. A holder that left
+ * the cluster (killed, evicted) gets no grace.
+ */
+export function leaseIsLost(p: { expiresAt: number; now: number; holderAlive: boolean; graceMs: number }): boolean {
+	return p.now > p.expiresAt + (p.holderAlive ? p.graceMs : 0);
+}
+
 /** What a worker's failure report does to the task. */
 export function afterFailure(
 	task: { cancelRequested: boolean; attempts: number; maxAttempts: number },

@@ -259,10 +259,13 @@ export class TaskStore {
 		return row ? { cancelRequested: row.cancel_requested } : null;
 	}
 
-	/** The running task under this lease, locked; null when the lease is stale. */
+	/**
+	 * The task under this lease, locked: running, or queued again after the lease expired but not yet
+	 * leased by another attempt (its outcome is still wanted); null when another attempt has it or it ended.
+	 */
 	async lockLeased(taskId: string, leaseId: string, tx: Transaction): Promise<TaskRow | null> {
 		const [row] = await this.q<TaskRow>(
-			`SELECT * FROM tasks WHERE id = $1 AND lease_id = $2 AND state = 'running' FOR UPDATE`,
+			`SELECT * FROM tasks WHERE id = $1 AND lease_id = $2 AND state IN ('running', 'queued') FOR UPDATE`,
 			[taskId, leaseId],
 			tx
 		);
@@ -325,14 +328,18 @@ export class TaskStore {
 		return row;
 	}
 
-	/** Back to the queue (retry or requeue): the lease goes, enqueued_at stays (THE RULE, 3). */
+	/**
+	 * Back to the queue (retry or requeue): the lease ends, enqueued_at stays (THE RULE, 3). With
+	 * `keepLeaseId` (an expired lease) the old lease id stays on the queued row until another attempt
+	 * leases it, so a late report of that attempt is still accepted (`lockLeased`).
+	 */
 	async requeue(
 		taskId: string,
-		p: { now: number; notBefore: number | null; spentCredits?: number; error?: unknown },
+		p: { now: number; notBefore: number | null; spentCredits?: number; error?: unknown; keepLeaseId?: boolean },
 		tx: Transaction
 	): Promise<TaskRow> {
 		const [row] = await this.q<TaskRow>(
-			`UPDATE tasks SET state = 'queued', not_before = $2, lease_id = NULL, lease_expires_at = NULL, updated_at = $3,
+			`UPDATE tasks SET state = 'queued', not_before = $2, lease_id = CASE WHEN $6 THEN lease_id END, lease_expires_at = NULL, updated_at = $3,
 				spent_credits = COALESCE($4, spent_credits), error = COALESCE($5::jsonb, error), version = version + 1
 			 WHERE id = $1 RETURNING *`,
 			[
@@ -340,7 +347,8 @@ export class TaskStore {
 				p.notBefore === null ? null : new Date(p.notBefore),
 				new Date(p.now),
 				p.spentCredits ?? null,
-				p.error === undefined ? null : JSON.stringify(p.error)
+				p.error === undefined ? null : JSON.stringify(p.error),
+				p.keepLeaseId === true
 			],
 			tx
 		);

@@ -10,6 +10,11 @@
  *
  * When Redis cannot answer, a stream is admitted on the node's own count (the caller's fallback):
  * a Redis outage must not stop users from watching their tasks.
+ *
+ * Before a user is refused, the places that count against them are checked: a place held by a node
+ * that is no longer in the cluster (a gateway killed with streams open: its clients reconnect to
+ * another gateway at once, long before its places lapse), or by an earlier process of this very node
+ * (restarted under the same node id), is released and the place is asked for again.
  */
 import { randomUUID } from "node:crypto";
 import type Redis from "ioredis";
@@ -42,7 +47,9 @@ export class RedisStreamSlots {
 		private readonly redis: Redis,
 		private readonly prefix: string,
 		private readonly nodeId: string,
-		private readonly opts: { ttlMs: number; refreshMs: number }
+		private readonly opts: { ttlMs: number; refreshMs: number },
+		/** Whether a node is in the cluster now; without it places lapse only by their TTL. */
+		private readonly isLive?: (nodeId: string) => boolean
 	) {}
 
 	private key(userId: string): string {
@@ -56,7 +63,9 @@ export class RedisStreamSlots {
 	async acquire(userId: string, max: number): Promise<(() => void) | null> {
 		const key = this.key(userId);
 		const member = `${this.nodeId}:${randomUUID()}`;
-		const ok = (await this.redis.eval(ACQUIRE, 1, key, max, this.opts.ttlMs, member)) as number;
+		let ok = (await this.redis.eval(ACQUIRE, 1, key, max, this.opts.ttlMs, member)) as number;
+		if (ok !== 1 && (await this.releaseDeadPlaces(key)) > 0)
+			ok = (await this.redis.eval(ACQUIRE, 1, key, max, this.opts.ttlMs, member)) as number;
 		if (ok !== 1) return null;
 		this.open.set(member, key);
 		this.startRefreshing();
@@ -68,6 +77,17 @@ export class RedisStreamSlots {
 			if (!this.open.size) this.stopRefreshing();
 			this.redis.zrem(key, member).catch(() => undefined); // lapses on its own otherwise
 		};
+	}
+
+	/** Removes the places of `key` held by nodes that left the cluster or by an earlier process of this node. */
+	private async releaseDeadPlaces(key: string): Promise<number> {
+		if (!this.isLive) return 0;
+		const members = await this.redis.zrange(key, 0, -1);
+		const dead = members.filter(m => {
+			const node = m.slice(0, m.lastIndexOf(":"));
+			return node === this.nodeId ? !this.open.has(m) : !this.isLive!(node);
+		});
+		return dead.length ? this.redis.zrem(key, ...dead) : 0;
 	}
 
 	/** Streams this node holds open (through this object). */
@@ -117,10 +137,18 @@ export function streamSlotsOf(broker: ServiceBroker): RedisStreamSlots | null {
 		slotsByBroker.set(
 			broker,
 			rt.redis
-				? new RedisStreamSlots(rt.redis, rt.config.redisPrefix, broker.nodeID, {
-						ttlMs,
-						refreshMs: Math.max(50, Math.floor(ttlMs / 3))
-					})
+				? new RedisStreamSlots(
+						rt.redis,
+						rt.config.redisPrefix,
+						broker.nodeID,
+						{ ttlMs, refreshMs: Math.max(50, Math.floor(ttlMs / 3)) },
+						id => {
+							const n = broker.registry.nodes.get(id);
+							// A node this one has not heard of yet may simply not be discovered yet (this node just
+							// started): its places count until discovery has had time (two heartbeat timeouts).
+							return n ? n.available : process.uptime() < 2 * rt.config.heartbeat.timeoutS;
+						}
+					)
 				: null
 		);
 	}

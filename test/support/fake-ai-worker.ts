@@ -6,6 +6,7 @@
  */
 import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
 import { LeasePump } from "../../src/ai/lease-pump";
+import { reportOutcome } from "../../src/ai/report";
 
 export interface FakeRun {
 	taskId: string;
@@ -33,6 +34,8 @@ export interface FakeWorkerOptions {
 	record?: (run: FakeRun) => void;
 	/** Prepare refuses prompts containing this (a 422 from the ai side). */
 	refusePrompt?: string;
+	/** false: publishes its capacity and answers ai.prepare but never leases (the test plays the worker). */
+	leases?: boolean;
 }
 
 export interface LeasedTaskLike {
@@ -51,13 +54,18 @@ interface Running {
 }
 
 interface FakeThis extends Service<ServiceSettingSchema & { capacity: { slots: number } }> {
-	opts: Required<Omit<FakeWorkerOptions, "failWith" | "record" | "refusePrompt">> & FakeWorkerOptions;
+	opts: Required<Omit<FakeWorkerOptions, "failWith" | "record" | "refusePrompt" | "leases">> & FakeWorkerOptions;
 	running: Map<string, Running>;
 	timer: NodeJS.Timeout | null;
 	leasePump: LeasePump<LeasedTaskLike>;
 	stopping: boolean;
 	pump(): Promise<void>;
 	run(task: LeasedTaskLike): Promise<void>;
+	report(
+		action: "tasks.complete" | "tasks.fail",
+		rec: FakeRun,
+		params: { taskId: string; leaseId: string } & Record<string, unknown>
+	): Promise<void>;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -134,6 +142,21 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 				await this.leasePump.pump(); // the real worker's pump (src/ai/lease-pump)
 			},
 
+			/** Like the real worker: the outcome is sent until tasks has it (src/ai/report.ts). */
+			async report(
+				this: FakeThis,
+				action: "tasks.complete" | "tasks.fail",
+				rec: FakeRun,
+				params: { taskId: string; leaseId: string } & Record<string, unknown>
+			) {
+				const r = await reportOutcome(
+					{ call: (a, p) => this.broker.call(a, p), stopping: () => this.stopping, logger: this.logger },
+					action,
+					params
+				);
+				if (r === "lost") rec.outcome = "lost";
+			},
+
 			async run(this: FakeThis, task: LeasedTaskLike) {
 				const abort = new AbortController();
 				this.running.set(task.taskId, { task, abort });
@@ -180,7 +203,7 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 					const cost = Math.min(opts.cost, task.maxCostCredits);
 					if (abort.signal.aborted) {
 						rec.outcome = "cancelled";
-						await this.broker.call("tasks.fail", {
+						await this.report("tasks.fail", rec, {
 							taskId: task.taskId,
 							leaseId: task.leaseId,
 							error: { code: "CANCELLED", message: "cancelled" },
@@ -193,7 +216,7 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 					const failure = opts.failWith?.(task) ?? null;
 					if (failure) {
 						rec.outcome = "fail";
-						await this.broker.call("tasks.fail", {
+						await this.report("tasks.fail", rec, {
 							taskId: task.taskId,
 							leaseId: task.leaseId,
 							error: { code: failure.code, message: failure.message ?? failure.code },
@@ -203,7 +226,7 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 						return;
 					}
 					rec.outcome = "complete";
-					await this.broker.call("tasks.complete", {
+					await this.report("tasks.complete", rec, {
 						taskId: task.taskId,
 						leaseId: task.leaseId,
 						result: { text: `done ${task.taskId}` },
@@ -228,7 +251,7 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 			this.timer = null;
 			this.leasePump = new LeasePump<LeasedTaskLike>({
 				free: () => opts.slots - this.running.size,
-				canLease: () => !this.stopping,
+				canLease: () => !this.stopping && opts.leases !== false,
 				lease: slots => this.broker.call("tasks.lease", { nodeID: this.broker.nodeID, slots }),
 				start: task => void this.run(task)
 			});

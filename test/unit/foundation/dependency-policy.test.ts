@@ -9,7 +9,7 @@ const named = (name: string, message = "x") => Object.assign(new Error(message),
 describe("dependency policy", () => {
 	test("defaults: every dependency has a connect timeout, a command timeout and a retry bound", () => {
 		const { deps } = loadConfig({});
-		expect(deps.redis).toEqual({ connectTimeoutMs: 1000, commandTimeoutMs: 500, retries: 1, reconnectMaxMs: 500 });
+		expect(deps.redis).toEqual({ connectTimeoutMs: 1000, commandTimeoutMs: 2000, retries: 1, reconnectMaxMs: 500 });
 		expect(deps.postgres).toEqual({
 			connectTimeoutMs: 2000,
 			statementTimeoutMs: 30_000,

@@ -1,6 +1,7 @@
 import {
 	afterFailure,
 	afterLeaseExpiry,
+	leaseIsLost,
 	needsStateEvent,
 	parseLastEventId,
 	percentile,
@@ -83,4 +84,16 @@ describe("SSE format", () => {
 test("the request hash ignores key order and absent fields", () => {
 	expect(requestHash({ a: 1, b: [1, { c: 2, d: undefined }] })).toBe(requestHash({ b: [1, { c: 2 }], a: 1 }));
 	expect(requestHash({ a: 1 })).not.toBe(requestHash({ a: 2 }));
+});
+
+describe("leaseIsLost: the sweeper's rule for expired leases", () => {
+	test("a holder that left the cluster loses the lease as soon as it expires", () => {
+		expect(leaseIsLost({ expiresAt: 1000, now: 1000, holderAlive: false, graceMs: 30_000 })).toBe(false);
+		expect(leaseIsLost({ expiresAt: 1000, now: 1001, holderAlive: false, graceMs: 30_000 })).toBe(true);
+	});
+	test("a holder still in the cluster keeps it for the grace period", () => {
+		expect(leaseIsLost({ expiresAt: 1000, now: 31_000, holderAlive: true, graceMs: 30_000 })).toBe(false);
+		expect(leaseIsLost({ expiresAt: 1000, now: 31_001, holderAlive: true, graceMs: 30_000 })).toBe(true);
+		expect(leaseIsLost({ expiresAt: 1000, now: 1001, holderAlive: true, graceMs: 0 })).toBe(true);
+	});
 });
