@@ -146,6 +146,57 @@ export class MemoryQueueMeta implements QueueMeta {
 	}
 }
 
+/**
+ * The Redis store, degraded instead of failing while Redis cannot answer: reads find nothing (the
+ * callers then compute from PostgreSQL: positions with `positionOf`, statistics with a fresh
+ * snapshot), writes are dropped (the snapshot job rewrites everything once Redis is back), and
+ * every node leads the periodic jobs (their writes are dropped; nothing runs twice that matters).
+ */
+export class DegradingQueueMeta implements QueueMeta {
+	private lastWarnAt = 0;
+	constructor(
+		private readonly inner: QueueMeta,
+		private readonly logger: { warn(...a: unknown[]): void }
+	) {}
+	private down<T>(value: T) {
+		return (err: unknown): T => {
+			const now = Date.now();
+			if (now - this.lastWarnAt > 5000) {
+				this.lastWarnAt = now;
+				this.logger.warn(
+					"queue metadata unavailable in Redis; served from PostgreSQL",
+					(err as Error)?.message
+				);
+			}
+			return value;
+		};
+	}
+	writeSnapshot(snapshot: QueueSnapshot, positions: ReadonlyMap<string, number>) {
+		return this.inner.writeSnapshot(snapshot, positions).catch(this.down(undefined));
+	}
+	readSnapshot() {
+		return this.inner.readSnapshot().catch(this.down(null));
+	}
+	position(taskId: string) {
+		return this.inner.position(taskId).catch(this.down(null));
+	}
+	pushWait(tier: TierName, ms: number) {
+		return this.inner.pushWait(tier, ms).catch(this.down(undefined));
+	}
+	waits(tier: TierName) {
+		return this.inner.waits(tier).catch(this.down([] as number[]));
+	}
+	replaceWaits(tier: TierName, samples: readonly number[]) {
+		return this.inner.replaceWaits(tier, samples).catch(this.down(undefined));
+	}
+	tryLead(job: string, owner: string, ttlMs: number) {
+		return this.inner.tryLead(job, owner, ttlMs).catch(this.down(true));
+	}
+	clear() {
+		return this.inner.clear();
+	}
+}
+
 const metas = new WeakMap<ServiceBroker, QueueMeta>();
 
 /** The node's queue metadata store (the gateway's SSE streams and the tasks service share it). */
@@ -153,7 +204,9 @@ export function queueMetaOf(broker: ServiceBroker): QueueMeta {
 	let meta = metas.get(broker);
 	if (!meta) {
 		const rt = runtimeOf(broker);
-		meta = rt.redis ? new RedisQueueMeta(rt.redis, `${rt.config.redisPrefix}tasks:`) : new MemoryQueueMeta();
+		meta = rt.redis
+			? new DegradingQueueMeta(new RedisQueueMeta(rt.redis, `${rt.config.redisPrefix}tasks:`), rt.logger)
+			: new MemoryQueueMeta();
 		metas.set(broker, meta);
 	}
 	return meta;

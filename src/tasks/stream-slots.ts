@@ -20,6 +20,7 @@ import { randomUUID } from "node:crypto";
 import type Redis from "ioredis";
 import type { ServiceBroker } from "moleculer";
 import { runtimeOf } from "../runtime/runtime";
+import { confirmEviction } from "../middlewares/dead-node-detector";
 
 const ACQUIRE = `
 local t = redis.call('TIME')
@@ -49,7 +50,7 @@ export class RedisStreamSlots {
 		private readonly nodeId: string,
 		private readonly opts: { ttlMs: number; refreshMs: number },
 		/** Whether a node is in the cluster now; without it places lapse only by their TTL. */
-		private readonly isLive?: (nodeId: string) => boolean
+		private readonly isLive?: (nodeId: string) => boolean | Promise<boolean>
 	) {}
 
 	private key(userId: string): string {
@@ -83,9 +84,12 @@ export class RedisStreamSlots {
 	private async releaseDeadPlaces(key: string): Promise<number> {
 		if (!this.isLive) return 0;
 		const members = await this.redis.zrange(key, 0, -1);
+		const nodeOf = (m: string) => m.slice(0, m.lastIndexOf(":"));
+		const holders = [...new Set(members.map(nodeOf).filter(n => n !== this.nodeId))];
+		const live = new Map(await Promise.all(holders.map(async n => [n, await this.isLive!(n)] as const)));
 		const dead = members.filter(m => {
-			const node = m.slice(0, m.lastIndexOf(":"));
-			return node === this.nodeId ? !this.open.has(m) : !this.isLive!(node);
+			const node = nodeOf(m);
+			return node === this.nodeId ? !this.open.has(m) : !live.get(node);
 		});
 		return dead.length ? this.redis.zrem(key, ...dead) : 0;
 	}
@@ -142,11 +146,15 @@ export function streamSlotsOf(broker: ServiceBroker): RedisStreamSlots | null {
 						rt.config.redisPrefix,
 						broker.nodeID,
 						{ ttlMs, refreshMs: Math.max(50, Math.floor(ttlMs / 3)) },
-						id => {
+						async id => {
 							const n = broker.registry.nodes.get(id);
 							// A node this one has not heard of yet may simply not be discovered yet (this node just
 							// started): its places count until discovery has had time (two heartbeat timeouts).
-							return n ? n.available : process.uptime() < 2 * rt.config.heartbeat.timeoutS;
+							if (!n) return process.uptime() < 2 * rt.config.heartbeat.timeoutS;
+							if (!n.available) return false;
+							// Still listed: a gateway killed a moment ago is listed until its heartbeat times out.
+							// A ping settles it (and evicts it cluster-wide when it does not answer).
+							return !(await confirmEviction(broker, id, 1000));
 						}
 					)
 				: null
