@@ -26,7 +26,9 @@ const isLeaseLost = (err: unknown) =>
 	(err as { type?: string })?.type === "LEASE_LOST" || (err as { code?: unknown })?.code === "LEASE_LOST";
 
 const isRefusal = (err: unknown) => {
-	const code = (err as { code?: unknown })?.code;
+	// Over the broker the status is `code`; a DomainError met without a hop carries it as `status`.
+	const e = err as { code?: unknown; status?: unknown };
+	const code = typeof e?.code === "number" ? e.code : e?.status;
 	// Moleculer's "no tasks node reachable right now" (ServiceNotAvailableError) is a retryable 404.
 	if ((err as { retryable?: boolean })?.retryable === true) return false;
 	// 408/429 are "not now", not "never".

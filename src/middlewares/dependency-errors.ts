@@ -7,6 +7,7 @@
 import { Errors } from "moleculer";
 import type { Context, Middleware } from "moleculer";
 import { isDependencyDown } from "../runtime/dependency-policy";
+import { DomainError } from "../errors";
 
 export class DependencyUnavailableError extends Errors.MoleculerError {
 	constructor(cause: unknown) {
@@ -18,7 +19,7 @@ export class DependencyUnavailableError extends Errors.MoleculerError {
 }
 
 export function asDependencyError(err: unknown): unknown {
-	if (err instanceof Errors.MoleculerError) return err;
+	if (err instanceof Errors.MoleculerError || err instanceof DomainError) return err;
 	return isDependencyDown(err) ? new DependencyUnavailableError(err) : err;
 }
 

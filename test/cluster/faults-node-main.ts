@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import type { ServiceSchema } from "moleculer";
 import { loadConfig } from "../../src/config";
-import { createNode } from "../../src/runtime/node";
+import { createNode } from "../../app/node";
 import { fakeAiWorker } from "../support/fake-ai-worker";
 
 const role = process.env.ROLE ?? "worker";

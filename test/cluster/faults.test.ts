@@ -124,7 +124,6 @@ function request(
 	token: string | null,
 	body?: unknown
 ): Promise<{ status: number; body: Record<string, any>; ms: number }> {
-	// eslint-disable-line @typescript-eslint/no-explicit-any -- checked field by field
 	const t = performance.now();
 	return fetch(`http://127.0.0.1:${port}${p}`, {
 		method,
@@ -136,7 +135,7 @@ function request(
 		signal: AbortSignal.timeout(30_000)
 	}).then(async r => {
 		const text = await r.text();
-		let parsed: Record<string, unknown> = {};
+		let parsed: Record<string, unknown>;
 		try {
 			parsed = text ? JSON.parse(text) : {};
 		} catch {
