@@ -80,17 +80,16 @@ export class RedisStreamSlots {
 		};
 	}
 
-	/** Removes the places of `key` held by nodes that left the cluster or by an earlier process of this node. */
+	/** Removes the places of `key` held by other nodes that left the cluster. */
 	private async releaseDeadPlaces(key: string): Promise<number> {
 		if (!this.isLive) return 0;
 		const members = await this.redis.zrange(key, 0, -1);
 		const nodeOf = (m: string) => m.slice(0, m.lastIndexOf(":"));
 		const holders = [...new Set(members.map(nodeOf).filter(n => n !== this.nodeId))];
 		const live = new Map(await Promise.all(holders.map(async n => [n, await this.isLive!(n)] as const)));
-		const dead = members.filter(m => {
-			const node = nodeOf(m);
-			return node === this.nodeId ? !this.open.has(m) : !live.get(node);
-		});
+		// This node's own places are never judged here: they are its streams (or, after a restart under
+		// the same id, lapse by their TTL).
+		const dead = members.filter(m => nodeOf(m) !== this.nodeId && !live.get(nodeOf(m)));
 		return dead.length ? this.redis.zrem(key, ...dead) : 0;
 	}
 
@@ -148,9 +147,9 @@ export function streamSlotsOf(broker: ServiceBroker): RedisStreamSlots | null {
 						{ ttlMs, refreshMs: Math.max(50, Math.floor(ttlMs / 3)) },
 						async id => {
 							const n = broker.registry.nodes.get(id);
-							// A node this one has not heard of yet may simply not be discovered yet (this node just
-							// started): its places count until discovery has had time (two heartbeat timeouts).
-							if (!n) return process.uptime() < 2 * rt.config.heartbeat.timeoutS;
+							// A node this one has not heard of may not be discovered yet (or share Redis from another
+							// namespace): its places count, and lapse by their TTL if it is gone.
+							if (!n) return true;
 							if (!n.available) return false;
 							// Still listed: a gateway killed a moment ago is listed until its heartbeat times out.
 							// A ping settles it (and evicts it cluster-wide when it does not answer).

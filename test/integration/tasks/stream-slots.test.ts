@@ -88,27 +88,23 @@ test("with Redis unreachable, taking a place fails (the route then admits on the
 	}
 });
 
-test("before refusing, the places of nodes no longer in the cluster (and of this node's earlier process) are released", async () => {
-	const live = new Set(["gw-live", "gw-me"]);
+test("before refusing, the places of nodes no longer in the cluster are released; live nodes' and its own stay", async () => {
+	const live = new Set(["gw-live"]);
 	const isLive = (id: string) => live.has(id);
 	const dead = node("gw-dead");
 	const alive = node("gw-live");
-	const before = node("gw-me"); // this node before a restart under the same id
+	const me = new RedisStreamSlots(redis, prefix, "gw-me", { ttlMs: 60_000, refreshMs: 20_000 }, isLive);
 	expect(await dead.acquire("u9", 3)).not.toBeNull();
 	expect(await alive.acquire("u9", 3)).not.toBeNull();
-	expect(await before.acquire("u9", 3)).not.toBeNull();
-	before.stop();
+	expect(await me.acquire("u9", 3)).not.toBeNull();
 	dead.stop();
-	const me = new RedisStreamSlots(redis, prefix, "gw-me", { ttlMs: 60_000, refreshMs: 20_000 }, isLive);
-	// Full with a live node's place among them: the dead node's and the earlier process's go, the live one stays.
-	const r = await me.acquire("u9", 3);
-	expect(r).not.toBeNull();
+	// Full, with a dead node's place among them: that one goes, the live node's and this node's stay.
+	expect(await me.acquire("u9", 3)).not.toBeNull();
 	const members = await redis.zrange(`${prefix}tasks:sse:u9`, 0, -1);
 	expect(members.filter(m => m.startsWith("gw-live:"))).toHaveLength(1);
 	expect(members.filter(m => m.startsWith("gw-dead:"))).toHaveLength(0);
-	expect(members.filter(m => m.startsWith("gw-me:"))).toHaveLength(1);
-	expect(await me.acquire("u9", 3)).not.toBeNull();
-	// Now every place is held by live holders: refused.
+	expect(members.filter(m => m.startsWith("gw-me:"))).toHaveLength(2);
+	// Every place is held by live holders now: refused.
 	expect(await me.acquire("u9", 3)).toBeNull();
 	me.stop();
 	alive.stop();
