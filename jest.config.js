@@ -10,8 +10,16 @@ module.exports = {
 			...common,
 			displayName: "integration",
 			testMatch: ["<rootDir>/test/integration/**/*.test.ts"],
+			// Every response from /api/v1 is checked against the OpenAPI document (test/support/contract.ts).
+			setupFilesAfterEnv: ["<rootDir>/test/support/validate-responses.ts"],
 			testTimeout: 60000
 		},
-		{ ...common, displayName: "cluster", testMatch: ["<rootDir>/test/cluster/**/*.test.ts"], testTimeout: 120000 }
+		{
+			...common,
+			displayName: "cluster",
+			testMatch: ["<rootDir>/test/cluster/**/*.test.ts"],
+			setupFilesAfterEnv: ["<rootDir>/test/support/validate-responses.ts"],
+			testTimeout: 120000
+		}
 	]
 };

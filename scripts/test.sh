@@ -49,6 +49,8 @@ npx tsc -p tsconfig.json --noEmit || { echo "tests: $py_passed passed, $((py_fai
 # type-only imports too), then Prettier. Fix with `npm run lint` / `npm run format`.
 npm run --silent lint || { echo "lint: FAILED (npm run lint: ESLint or an import cycle)" >&2; echo "tests: $py_passed passed, $((py_failed + 1)) failed (lint)"; exit 1; }
 npx prettier --check --log-level warn "**/*.{ts,js,mjs,cjs,json}" || { echo "format: FAILED (files above are not Prettier-formatted; run npm run format)" >&2; echo "tests: $py_passed passed, $((py_failed + 1)) failed (format)"; exit 1; }
+# The contract: the generated OpenAPI document lints at 0 errors (Redocly, Spectral OWASP).
+bash scripts/contract-check.sh || { echo "contract: FAILED (scripts/contract-check.sh)" >&2; echo "tests: $py_passed passed, $((py_failed + 1)) failed (contract)"; exit 1; }
 out="$(mktemp --suffix=.json)"
 npx jest --runInBand --json --outputFile="$out" "$@"
 status=$?

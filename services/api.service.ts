@@ -16,6 +16,7 @@ import { Config } from "../src/config";
 import { runtimeOf } from "../src/runtime/runtime";
 import { mapError } from "../src/http/errors";
 import { buildOpenApi } from "../src/http/openapi";
+import { edgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
 import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
 import { Forbidden, TooManyRequests, Unauthorized } from "../src/errors";
@@ -44,6 +45,10 @@ type Req = IncomingMessage & {
 	$route?: unknown;
 	$alias?: { method: string; path: string };
 	body?: unknown;
+	/** The response, for headers set before the action runs (rate limits). */
+	$edgeRes?: ServerResponse;
+	/** The rate-limit policies this request spent, for its RateLimit headers. */
+	$limits?: LimitState[];
 };
 type Res = ServerResponse & { $ctx?: Context };
 
@@ -65,7 +70,7 @@ export interface ApiThis extends Service<ApiSettings> {
 	promText: () => string;
 	specOf(req: Req): RouteSpec | undefined;
 	sendContractError(req: Req, res: Res, err: unknown): void;
-	consumeLimit(limiter: RateLimiterAbstract, key: string): Promise<void>;
+	consumeLimit(limiter: RateLimiterAbstract, key: string, req?: Req, name?: string): Promise<void>;
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 	sendJson(res: Res, status: number, body: unknown): void;
@@ -166,6 +171,14 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			ip: "0.0.0.0",
 			// Express-style use: `rootCallOptions` assigns the request id before anything can fail.
 			rootCallOptions(this: ApiThis, options: { requestID?: string }, req: IncomingMessage, res: ServerResponse) {
+				// The web's baseline headers on every response, errors and the docs page included (src/http/edge.ts).
+				const edge = edgeHeaders({
+					path: (req.url ?? "").split("?")[0],
+					credentials: req.headers.authorization !== undefined || req.headers["x-api-key"] !== undefined,
+					https: this.config.http.publicUrl.startsWith("https:")
+				});
+				for (const [k, v] of Object.entries(edge)) res.setHeader(k, v);
+				(req as Req).$edgeRes = res;
 				const incoming = req.headers["x-request-id"];
 				const requestId =
 					typeof incoming === "string" && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
@@ -218,7 +231,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					"X-Request-Id",
 					"Last-Event-ID"
 				],
-				exposedHeaders: ["X-Request-Id", "Retry-After", "Location"],
+				exposedHeaders: ["X-Request-Id", "Retry-After", "Location", "RateLimit", "RateLimit-Policy"],
 				credentials: false,
 				maxAge: 600
 			};
@@ -370,12 +383,27 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				this.sendJson(res, mapped.status, { ...mapped.body, requestId });
 			},
 
-			async consumeLimit(this: ApiThis, limiter: RateLimiterAbstract, key: string) {
+			async consumeLimit(this: ApiThis, limiter: RateLimiterAbstract, key: string, req?: Req, name?: string) {
+				const record = (r: RateLimiterRes) => {
+					if (!req || !name) return;
+					(req.$limits ??= []).push({
+						name,
+						quota: limiter.points,
+						windowS: limiter.duration,
+						remaining: r.remainingPoints,
+						resetS: r.msBeforeNext / 1000
+					});
+					const res = req.$edgeRes;
+					if (res && !res.headersSent)
+						for (const [k, v] of Object.entries(rateLimitHeaders(req.$limits))) res.setHeader(k, v);
+				};
 				try {
-					await limiter.consume(key);
+					record(await limiter.consume(key));
 				} catch (rej) {
-					if (rej instanceof RateLimiterRes)
+					if (rej instanceof RateLimiterRes) {
+						record(rej);
 						throw TooManyRequests("Too many requests; slow down", Math.ceil(rej.msBeforeNext / 1000));
+					}
 					throw rej;
 				}
 			},
@@ -465,14 +493,16 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				const spec = this.specOf(req);
 				const user = ctx.meta.user;
 				if (spec?.globalRateLimit !== false) {
-					if (user) await this.consumeLimit(this.limiter, user.id);
-					else await this.consumeLimit(this.anonLimiter, ctx.meta.ip ?? "unknown");
+					if (user) await this.consumeLimit(this.limiter, user.id, req, "user");
+					else await this.consumeLimit(this.anonLimiter, ctx.meta.ip ?? "unknown", req, "ip");
 				}
 				if (spec?.rateLimit) {
 					const limiter = this.routeLimiters.get(`${spec.method} ${API_BASE}${spec.path}`)!;
 					await this.consumeLimit(
 						limiter,
-						spec.rateLimit.by === "user" && user ? user.id : (ctx.meta.ip ?? "unknown")
+						spec.rateLimit.by === "user" && user ? user.id : (ctx.meta.ip ?? "unknown"),
+						req,
+						"route"
 					);
 				}
 				if (spec?.permissions?.length && (!user || !spec.permissions.includes(user.role))) throw Forbidden();

@@ -184,6 +184,13 @@ export function loadConfig(env: Env = process.env): Config {
 	}
 
 	const jwtKeys = parseJwtKeys(env.JWT_KEYS, problems);
+	// CORS: any origin only in embedded mode (a developer's machine); a cluster names its origins.
+	const corsOrigins = str("CORS_ORIGINS", transporter ? "" : "*")
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
+	if (transporter && corsOrigins.includes("*"))
+		problems.push("CORS_ORIGINS must list origins in cluster mode (* is for embedded mode only)");
 	if (!jwtKeys.length && transporter) problems.push("JWT_KEYS is required in cluster mode (kid:secret[,kid:secret])");
 	const activeKid = str("JWT_ACTIVE_KID", jwtKeys[0]?.kid ?? "dev");
 	if (jwtKeys.length && !jwtKeys.some(k => k.kid === activeKid))
@@ -216,10 +223,7 @@ export function loadConfig(env: Env = process.env): Config {
 			port,
 			publicUrl: str("PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`),
 			bodyLimit,
-			corsOrigins: str("CORS_ORIGINS", "*")
-				.split(",")
-				.map(s => s.trim())
-				.filter(Boolean),
+			corsOrigins,
 			trustProxyHops: int("TRUST_PROXY_HOPS", 0, 0, 10)
 		},
 		healthPort: healthPortRaw || null,

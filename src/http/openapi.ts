@@ -164,7 +164,7 @@ export function bounded(schema: unknown, maxLength: number): unknown {
 	if (s.type === "array" && s.maxItems == null) s.maxItems = maxLength;
 	if (s.type === "integer") {
 		s.format ??= "int64";
-		s.minimum ??= Number.MIN_SAFE_INTEGER;
+		if (s.exclusiveMinimum == null) s.minimum ??= Number.MIN_SAFE_INTEGER;
 		s.maximum ??= Number.MAX_SAFE_INTEGER;
 	}
 	return s;

@@ -176,7 +176,8 @@ async function taskEvents(
 
 	res.writeHead(200, {
 		"Content-Type": "text/event-stream; charset=utf-8",
-		"Cache-Control": "no-cache, no-transform",
+		// Authenticated: never stored (no-store); no-transform keeps proxies from buffering the stream.
+		"Cache-Control": "no-store, no-transform",
 		Connection: "keep-alive",
 		"X-Accel-Buffering": "no",
 		"X-Request-Id": ctx.requestID ?? ""
