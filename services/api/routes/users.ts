@@ -107,7 +107,7 @@ export function usersRoutes(): RouteSpec[] {
 			path: "/users/me/password",
 			action: "users.changePassword",
 			response: views.changePassword,
-			errors: { 403: ["INVALID_CURRENT_PASSWORD", "SESSION_REQUIRED"] },
+			errors: { 403: ["INVALID_CURRENT_PASSWORD", "SESSION_REQUIRED", "MFA_REQUIRED", "MFA_CODE_INVALID"] },
 			auth: "required",
 			summary: "Change the password (ends other sessions)",
 			tag
@@ -173,7 +173,7 @@ export function usersRoutes(): RouteSpec[] {
 			path: "/users/me/api-keys",
 			action: "users.createApiKey",
 			response: views.createApiKey,
-			errors: { 403: ["SESSION_REQUIRED"] },
+			errors: { 403: ["SESSION_REQUIRED", "MFA_REQUIRED", "MFA_CODE_INVALID"] },
 			auth: "required",
 			status: 201,
 			summary: "Create a scoped API key (the secret is shown once)",
@@ -441,6 +441,8 @@ function accountRoutes(): RouteSpec[] {
 			path: "/dev/outbox",
 			action: "users.devOutbox",
 			response: accountViews.devOutbox,
+			// 404 when the outbox is off (SMTP_URL set or production).
+			errors: { 404: ["NOT_FOUND"] },
 			auth: "none",
 			summary: "Development only (no SMTP_URL, NODE_ENV not production): the mail the outbox holds",
 			tag: "dev"
