@@ -285,7 +285,9 @@ export function buildOpenApi(opts: {
 		const queryParams: Array<[string, Json, boolean]> = [];
 		for (const [k, rule] of Object.entries(params)) {
 			if (k.startsWith("$$") || pathParams.includes(k)) continue;
-			if (r.method === "GET" || r.method === "DELETE") {
+			// GET: the query string. Everything else (DELETE too: the gateway reads its JSON body, and a
+			// password must never ride in a URL): the body.
+			if (r.method === "GET") {
 				const c = fvRuleToJsonSchema(rule as FvRule);
 				queryParams.push([k, bounded(c.schema, QUERY_MAX) as Json, c.optional]);
 			} else bodyParams[k] = rule;
@@ -352,7 +354,7 @@ export function buildOpenApi(opts: {
 		if (admin) op["x-admin"] = true;
 		if (Object.keys(bodyParams).length && r.body !== "raw")
 			op.requestBody = {
-				required: true,
+				required: r.method !== "DELETE",
 				content: {
 					"application/json": {
 						schema: bounded({ type: "object", ...objectSchema(bodyParams) }, bodyMax)

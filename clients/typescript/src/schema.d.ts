@@ -11765,15 +11765,21 @@ export interface operations {
 	};
 	deleteUsersMe: {
 		parameters: {
-			query?: {
-				mfaCode?: string;
-				password?: string;
-			};
+			query?: never;
 			header?: never;
 			path?: never;
 			cookie?: never;
 		};
-		requestBody?: never;
+		requestBody?: {
+			content: {
+				"application/json": {
+					/** @description With 2FA on: a current code (step-up) */
+					mfaCode?: string;
+					/** @description The current password, if the account has one */
+					password?: string;
+				};
+			};
+		};
 		responses: {
 			/** @description Success */
 			200: {
@@ -12356,14 +12362,19 @@ export interface operations {
 	};
 	deleteUsersMe2faTotp: {
 		parameters: {
-			query: {
-				code: string;
-			};
+			query?: never;
 			header?: never;
 			path?: never;
 			cookie?: never;
 		};
-		requestBody?: never;
+		requestBody?: {
+			content: {
+				"application/json": {
+					/** @description A 6-digit code from the authenticator app, or a backup code (xxxx-xxxx-xxxx-xxxx) */
+					code: string;
+				};
+			};
+		};
 		responses: {
 			/** @description Success */
 			200: {
