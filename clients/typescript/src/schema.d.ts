@@ -170,6 +170,40 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/api/v1/auth/passkey/options": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** WebAuthn sign-in options (discoverable credentials) and their challengeToken */
+		post: operations["postAuthPasskeyOptions"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/auth/passkey/verify": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Sign in with a passkey → tokens */
+		post: operations["postAuthPasskeyVerify"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	"/api/v1/auth/password/forgot": {
 		parameters: {
 			query?: never;
@@ -878,6 +912,58 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/api/v1/users/me/passkeys": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** The account's passkeys */
+		get: operations["getUsersMePasskeys"];
+		put?: never;
+		/** Register a passkey (the browser's credential for the options' challenge) */
+		post: operations["postUsersMePasskeys"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/users/me/passkeys/{id}": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		post?: never;
+		/** Remove a passkey */
+		delete: operations["deleteUsersMePasskeysId"];
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/users/me/passkeys/options": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** WebAuthn registration options and the challengeToken for POST /users/me/passkeys */
+		post: operations["postUsersMePasskeysOptions"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	"/api/v1/users/me/password": {
 		parameters: {
 			query?: never;
@@ -1246,6 +1332,15 @@ export interface components {
 			/** Format: email */
 			to: string;
 		};
+		Passkey: {
+			/** Format: date-time */
+			createdAt: string;
+			/** @description The credential id (base64url) */
+			id: string;
+			lastUsedAt: string | null;
+			name: string;
+			transports: string[];
+		};
 		PriceList: {
 			boost: {
 				creditsPerSecond: string;
@@ -1611,6 +1706,7 @@ export type SchemaMfaChallenge = components["schemas"]["MfaChallenge"];
 export type SchemaModel = components["schemas"]["Model"];
 export type SchemaNewApiKey = components["schemas"]["NewApiKey"];
 export type SchemaOutboxMessage = components["schemas"]["OutboxMessage"];
+export type SchemaPasskey = components["schemas"]["Passkey"];
 export type SchemaPriceList = components["schemas"]["PriceList"];
 export type SchemaProfile = components["schemas"]["Profile"];
 export type SchemaProject = components["schemas"]["Project"];
@@ -3482,6 +3578,394 @@ export interface operations {
 				};
 				content: {
 					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postAuthPasskeyOptions: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						/** @description Send back with the credential; binds the challenge to this client */
+						challengeToken: string;
+						/** @description PublicKeyCredentialCreationOptionsJSON / RequestOptionsJSON (WebAuthn Level 3) */
+						options: unknown;
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postAuthPasskeyVerify: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/** @description The challengeToken of the options answer (binds the challenge to this client) */
+					challengeToken: string;
+					response: {
+						/** @enum {unknown} */
+						authenticatorAttachment?: "platform" | "cross-platform";
+						/** @default {} */
+						clientExtensionResults?: Record<string, never>;
+						id: string;
+						rawId: string;
+						response: {
+							authenticatorData: string;
+							clientDataJSON: string;
+							signature: string;
+							userHandle?: string;
+						};
+						/** @constant */
+						type: "public-key";
+					};
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["SignedIn"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PASSKEY_CHALLENGE_INVALID" | "PASSKEY_INVALID";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "ACCOUNT_DISABLED";
+						};
+					};
 				};
 			};
 			/** @description Request body too large */
@@ -13682,6 +14166,840 @@ export interface operations {
 						error?: {
 							/** @enum {string} */
 							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getUsersMePasskeys: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						items: components["schemas"]["Passkey"][];
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postUsersMePasskeys: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/** @description The challengeToken of the options answer (binds the challenge to this client) */
+					challengeToken: string;
+					/** @description With 2FA on: a current code (step-up) */
+					mfaCode?: string;
+					name?: string;
+					response: {
+						/** @enum {unknown} */
+						authenticatorAttachment?: "platform" | "cross-platform";
+						/** @default {} */
+						clientExtensionResults?: Record<string, never>;
+						id: string;
+						rawId: string;
+						response: {
+							attestationObject: string;
+							clientDataJSON: string;
+							transports?: string[];
+						};
+						/** @constant */
+						type: "public-key";
+					};
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			201: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Passkey"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?:
+								| "UNAUTHORIZED"
+								| "INVALID_TOKEN"
+								| "INVALID_API_KEY"
+								| "PASSKEY_CHALLENGE_INVALID"
+								| "PASSKEY_INVALID";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?:
+								| "FORBIDDEN"
+								| "INSUFFICIENT_SCOPE"
+								| "SESSION_REQUIRED"
+								| "MFA_REQUIRED"
+								| "MFA_CODE_INVALID";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PASSKEY_TAKEN";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "RATE_LIMITED" | "MFA_THROTTLED";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	deleteUsersMePasskeysId: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						id: string;
+						/** @constant */
+						removed: true;
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postUsersMePasskeysOptions: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						/** @description Send back with the credential; binds the challenge to this client */
+						challengeToken: string;
+						/** @description PublicKeyCredentialCreationOptionsJSON / RequestOptionsJSON (WebAuthn Level 3) */
+						options: unknown;
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PASSKEY_LIMIT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
 						};
 					};
 				};
