@@ -13,6 +13,7 @@ import { DependencyErrorsMiddleware } from "./src/middlewares/dependency-errors"
 import { ResilientRedisCacher } from "./src/runtime/resilient-cacher";
 import { BatchingNatsTransporter } from "./src/runtime/nats-transporter";
 import { redisClientOptions } from "./src/runtime/dependency-policy";
+import { NullRefusingValidator } from "./src/runtime/validator";
 
 /** Transient failures worth another attempt; only actions marked idempotent are retried at all. */
 export function isRetryableError(err: Errors.MoleculerError | Error): boolean {
@@ -123,7 +124,8 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 			concurrency: config.bulkhead.concurrency,
 			maxQueueSize: config.bulkhead.maxQueueSize
 		},
-		validator: new Validators.Fastest({ messages: VALIDATOR_MESSAGES }),
+		// fastest-validator with the house messages, refusing `null` where a schema does not say `nullable: true` (src/runtime/validator.ts).
+		validator: new NullRefusingValidator({ messages: VALIDATOR_MESSAGES }),
 		errorHandler: null,
 		metrics: {
 			enabled: true,

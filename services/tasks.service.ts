@@ -249,6 +249,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		queueStats: {
 			auth: "required",
+			scope: "tasks:read",
 			params: { $$strict: "remove" },
 			handler(this: TasksThis) {
 				return this.statsView();
