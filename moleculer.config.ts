@@ -4,6 +4,7 @@
  */
 import { Validators, type BrokerOptions, type Errors } from "moleculer";
 import { Config } from "./src/config";
+import { EXPECTED_UNAVAILABLE_CODES } from "./src/errors";
 import { PermissionsMiddleware } from "./src/middlewares/permissions";
 import { DomainErrorMiddleware } from "./src/middlewares/domain-errors";
 import { RequestLogMiddleware } from "./src/middlewares/request-log";
@@ -21,10 +22,20 @@ export function isRetryableError(err: Errors.MoleculerError | Error): boolean {
 	return !!e && e.retryable === true;
 }
 
-/** Only server-side failures count towards opening a circuit; a 4xx is the caller's fault. */
+/**
+ * What counts towards opening a circuit: failures that say the callee is unwell (unexpected errors and
+ * 500s, connection errors, a 503 the callee did not mean). Never a 4xx (the caller's mistake), never a
+ * documented 503 the callee answers on purpose (EXPECTED_UNAVAILABLE_CODES: STRIPE_NOT_CONFIGURED...):
+ * else one client able to produce ten of them switches the action off for every user.
+ */
 export function countsForCircuitBreaker(err: Errors.MoleculerError | Error): boolean {
-	const code = (err as Errors.MoleculerError)?.code;
-	return !(typeof code === "number" && code >= 400 && code < 500);
+	// A Moleculer error: numeric `code`, string `type`. A DomainError (src/errors.ts): numeric `status`, string `code`.
+	const e = (err ?? {}) as { code?: unknown; type?: unknown; status?: unknown };
+	const status = typeof e.code === "number" ? e.code : typeof e.status === "number" ? e.status : undefined;
+	const name = typeof e.type === "string" ? e.type : typeof e.code === "string" ? e.code : undefined;
+	if (status !== undefined && status >= 400 && status < 500) return false;
+	if (status === 503 && name !== undefined && EXPECTED_UNAVAILABLE_CODES.has(name)) return false;
+	return true;
 }
 
 /**

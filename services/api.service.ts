@@ -14,7 +14,7 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterAbstract, RateLimiterRe
 import { MetricReporters } from "moleculer";
 import { Config } from "../src/config";
 import { runtimeOf } from "../src/runtime/runtime";
-import { mapError } from "../src/http/errors";
+import { bodyParserError, mapError } from "../src/http/errors";
 import { buildOpenApi } from "../src/http/openapi";
 import { edgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
 import { verifyAccessToken } from "../src/auth/jwt";
@@ -126,8 +126,14 @@ function jsonBodyParser(defaultLimit: string, specs: RouteSpec[]) {
 	return (req: IncomingMessage & { parsedUrl?: string }, res: ServerResponse, next: (err?: unknown) => void) => {
 		const url = req.parsedUrl ?? "";
 		const match = own.find(o => o.method === req.method && o.re.test(url));
-		(match?.parse ?? fallback)(req, res, next);
+		(match?.parse ?? fallback)(req, res, err => next(err ? bodyParserError(err) : undefined));
 	};
+}
+
+/** A body parser whose failures reach the error mapper as the client's (src/http/errors.ts bodyParserError). */
+function mappedBodyErrors(parse: ReturnType<typeof bodyParser.raw>) {
+	return (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) =>
+		parse(req, res, err => next(err ? bodyParserError(err) : undefined));
 }
 
 export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSchema<ApiSettings> {
@@ -247,7 +253,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					path: `${API_BASE}${r.path.replace(/\/:.*$/, "")}`,
 					cors,
 					bodyParsers: false,
-					use: [bodyParser.raw({ type: () => true, limit })],
+					use: [mappedBodyErrors(bodyParser.raw({ type: () => true, limit }))],
 					aliases: { [`${r.method} ${r.path.slice(r.path.replace(/\/:.*$/, "").length) || "/"}`]: r.action },
 					onBeforeCall(
 						this: ApiThis,

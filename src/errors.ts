@@ -42,3 +42,17 @@ export const PaymentRequired = (message: string, details?: unknown) =>
 export const TooManyRequests = (message: string, retryAfterS: number, code = "RATE_LIMITED") =>
 	new DomainError(code, 429, message, { retryAfter: retryAfterS });
 export const Unavailable = (message: string, code = "SERVICE_UNAVAILABLE") => new DomainError(code, 503, message);
+
+/**
+ * The 503s the platform answers on purpose while the service answering is healthy: a feature that is
+ * not configured here, or a third party that is down (the service said so itself, at once). The
+ * circuit breaker does not count them (moleculer.config.ts): opening a circuit on them would switch
+ * the action off for every caller, including those whose request deserves a 4xx. A 503 with any other
+ * code (SERVICE_UNAVAILABLE, a dependency the service cannot reach) says the service is unwell and counts.
+ */
+export const EXPECTED_UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
+	"STRIPE_NOT_CONFIGURED",
+	"CHAIN_NOT_CONFIGURED",
+	"STRIPE_UNAVAILABLE",
+	"CHAIN_UNAVAILABLE"
+]);

@@ -8,7 +8,7 @@ import { toMoleculerError } from "../middlewares/domain-errors";
 import { isDependencyDown } from "../runtime/dependency-policy";
 
 export interface ApiErrorBody {
-	error: { code: string; message: string; details?: unknown };
+	error: { code: string; message: string; details?: unknown; detailsTotal?: number };
 	requestId: string;
 }
 
@@ -54,18 +54,59 @@ const BODY_PARSER: Record<string, { status: number; code: string; message: strin
 		message: "The request body size does not match Content-Length"
 	},
 	"encoding.unsupported": { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported content encoding" },
+	"encoding.invalid": {
+		status: 400,
+		code: "MALFORMED_BODY",
+		message: "The request body could not be decoded with its Content-Encoding"
+	},
 	"charset.unsupported": { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported charset; use UTF-8" },
 	"stream.encoding.set": { status: 500, code: "INTERNAL_ERROR", message: "Internal error" }
 };
 
+/**
+ * At most this many details in an error body; `detailsTotal` says how many there were. One wrong item
+ * per array element of a 200 KB request would otherwise answer megabytes.
+ */
+export const MAX_ERROR_DETAILS = 20;
+/** Messages longer than this are cut: a message must never carry the client's input back in bulk. */
+const MAX_MESSAGE_CHARS = 500;
+
+function capDetails(details: unknown): { details?: unknown; detailsTotal?: number } {
+	if (!Array.isArray(details)) return details === undefined ? {} : { details };
+	if (details.length <= MAX_ERROR_DETAILS) return { details };
+	return { details: details.slice(0, MAX_ERROR_DETAILS), detailsTotal: details.length };
+}
+
+function capMessage(message: string): string {
+	return message.length > MAX_MESSAGE_CHARS ? `${message.slice(0, MAX_MESSAGE_CHARS)}…` : message;
+}
+
 function validationDetails(data: unknown) {
 	if (!Array.isArray(data)) return undefined;
 	// Never echo `actual` back: it may be a password.
-	return data.map((d: { field?: string; message?: string; type?: string }) => ({
-		field: d.field,
-		message: d.message,
+	return data.slice(0, MAX_ERROR_DETAILS).map((d: { field?: string; message?: string; type?: string }) => ({
+		field: typeof d.field === "string" ? capMessage(d.field) : d.field,
+		message: typeof d.message === "string" ? capMessage(d.message) : d.message,
 		type: d.type
 	}));
+}
+
+/**
+ * What body-parser passes on, made mappable. A body whose Content-Encoding does not decode (gzip that
+ * is not gzip) comes back as zlib's own error with a string `code` ("Z_DATA_ERROR") and no `type`, which
+ * moleculer-web would turn into a 500; it is the client's malformed body.
+ */
+export function bodyParserError(err: unknown): unknown {
+	const e = err as { type?: unknown; code?: unknown; status?: unknown; message?: string } | null;
+	if (!e || typeof e !== "object") return err;
+	if (typeof e.type === "string" && BODY_PARSER[e.type]) return err;
+	const zlib = typeof e.code === "string" && /^(Z_|ERR_ZLIB|ERR__?BROTLI)/.test(e.code);
+	if (zlib || (typeof e.status === "number" && e.status >= 400 && e.status < 500))
+		return Object.assign(new Error(BODY_PARSER["encoding.invalid"].message), {
+			type: "encoding.invalid",
+			status: 400
+		});
+	return err;
 }
 
 export function mapError(err: unknown): MappedError {
@@ -94,7 +135,10 @@ export function mapError(err: unknown): MappedError {
 				error: {
 					code: "VALIDATION_ERROR",
 					message: "Some fields are invalid",
-					details: validationDetails(e.data)
+					details: validationDetails(e.data),
+					...(Array.isArray(e.data) && e.data.length > MAX_ERROR_DETAILS
+						? { detailsTotal: e.data.length }
+						: {})
 				}
 			},
 			headers,
@@ -163,8 +207,8 @@ export function mapError(err: unknown): MappedError {
 			body: {
 				error: {
 					code: typeCode,
-					message: e.message || httpCodeName(code),
-					...(details !== undefined ? { details } : {})
+					message: capMessage(e.message || httpCodeName(code)),
+					...capDetails(details)
 				}
 			},
 			headers,

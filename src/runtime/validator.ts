@@ -11,6 +11,10 @@
  * forget it; so every schema is rewritten once, at compile time: with `considerNullAsAValue` on,
  * every rule that does not say `nullable: true` gets `nullable: false`, nested rules included.
  * A rule with a `default` and `nullable: false` replaces a `null` by its default.
+ *
+ * And one bound: a check returns at most MAX_VALIDATION_ERRORS errors. An array of 100,000 wrong
+ * items gives 100,000 errors, each carrying the offending value, and the ValidationError crosses the
+ * transporter before the gateway's error mapper caps what the client sees (src/http/errors.ts).
  */
 import { Validators } from "moleculer";
 
@@ -51,6 +55,22 @@ export function withNullRefusedProps(schema: Record<string, Rule>, parse: Shorth
 	return out;
 }
 
+/** The validator stops counting here; the error body's `detailsTotal` is exact below it. */
+export const MAX_VALIDATION_ERRORS = 1000;
+
+type Checker = ((value: unknown, opts?: unknown) => unknown) & { async?: boolean };
+
+function bounded(check: Checker): Checker {
+	const cap = (res: unknown) =>
+		Array.isArray(res) && res.length > MAX_VALIDATION_ERRORS ? res.slice(0, MAX_VALIDATION_ERRORS) : res;
+	const wrapped: Checker = (value, opts) => {
+		const res = check(value, opts);
+		return check.async ? (res as Promise<unknown>).then(cap) : cap(res);
+	};
+	wrapped.async = check.async;
+	return wrapped;
+}
+
 /** Moleculer's fastest-validator with the null policy; the broker's `validator` option. */
 export class NullRefusingValidator extends Validators.Fastest {
 	constructor(opts: ConstructorParameters<typeof Validators.Fastest>[0] = {}) {
@@ -65,7 +85,7 @@ export class NullRefusingValidator extends Validators.Fastest {
 	// Moleculer's params schemas are untyped records; the rewrite keeps their shape.
 	// eslint-disable-next-line @typescript-eslint/no-explicit-any
 	override compile(schema: Record<string, any>) {
-		return super.compile(withNullRefusedProps(schema, this.parseShorthand));
+		return bounded(super.compile(withNullRefusedProps(schema, this.parseShorthand)) as Checker) as never;
 	}
 
 	// eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -1,5 +1,6 @@
 import { Errors } from "moleculer";
-import { mapError } from "../../../src/http/errors";
+import zlib from "node:zlib";
+import { MAX_ERROR_DETAILS, bodyParserError, mapError } from "../../../src/http/errors";
 import { Conflict, PaymentRequired, TooManyRequests, Unavailable } from "../../../src/errors";
 
 describe("mapError: everything thrown becomes the contract's error shape", () => {
@@ -63,5 +64,58 @@ describe("mapError: everything thrown becomes the contract's error shape", () =>
 			internal: true
 		});
 		expect(mapError(undefined).status).toBe(500);
+	});
+});
+
+describe("error bodies stay small whatever the request held", () => {
+	const many = (n: number) =>
+		Array.from({ length: n }, (_, i) => ({ type: "enumValue", field: `scopes[${i}]`, message: "not a scope" }));
+
+	test("validation details are capped at MAX_ERROR_DETAILS with the total", () => {
+		const m = mapError(
+			new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", many(100_000))
+		);
+		expect(m.status).toBe(422);
+		const err = m.body.error as { details: Array<{ field: string }>; detailsTotal: number };
+		expect(err.details).toHaveLength(MAX_ERROR_DETAILS);
+		expect(err.details[0].field).toBe("scopes[0]");
+		expect(err.detailsTotal).toBe(100_000);
+		expect(JSON.stringify(m.body).length).toBeLessThan(4096);
+	});
+
+	test("up to the cap, all details and no total", () => {
+		const m = mapError(new Errors.ValidationError("x", "VALIDATION_ERROR", many(MAX_ERROR_DETAILS)));
+		expect((m.body.error.details as unknown[]).length).toBe(MAX_ERROR_DETAILS);
+		expect(m.body.error.detailsTotal).toBeUndefined();
+	});
+
+	test("a domain 4xx with an array of details is capped the same way; long messages are cut", () => {
+		const m = mapError(new Errors.MoleculerClientError("y".repeat(100_000), 422, "CHANGESET_INVALID", many(5000)));
+		expect(m.body.error.code).toBe("CHANGESET_INVALID");
+		expect((m.body.error.details as unknown[]).length).toBe(MAX_ERROR_DETAILS);
+		expect(m.body.error.detailsTotal).toBe(5000);
+		expect(m.body.error.message.length).toBeLessThanOrEqual(501);
+	});
+});
+
+describe("bodyParserError: what the body parser passes on is the client's mistake", () => {
+	test("a Content-Encoding that does not decode (zlib's own error) → 400 MALFORMED_BODY", async () => {
+		const zlibErr = await new Promise<Error>(resolve => {
+			const g = zlib.createGunzip();
+			g.on("error", resolve);
+			g.end(Buffer.from('{"not":"gzip"}'));
+		});
+		// body-parser hands it on as http-errors does: status 400, zlib's string code, no type.
+		const passed = Object.assign(zlibErr, { status: 400, statusCode: 400 });
+		const m = mapError(bodyParserError(passed));
+		expect(m).toMatchObject({ status: 400, internal: false });
+		expect(m.body.error.code).toBe("MALFORMED_BODY");
+		// Unmapped, it was a 500 (a string code is no status).
+		expect(mapError({ name: "MoleculerError", message: zlibErr.message, code: "Z_DATA_ERROR" }).status).toBe(500);
+	});
+
+	test("errors body-parser already typed pass unchanged", () => {
+		const tooLarge = Object.assign(new Error("too large"), { type: "entity.too.large", status: 413 });
+		expect(bodyParserError(tooLarge)).toBe(tooLarge);
 	});
 });

@@ -8,7 +8,7 @@ import { Validators, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "../../../moleculer.config";
 import { loadConfig } from "../../../src/config";
 import { SERVICE_MODULES } from "../../../src/runtime/services";
-import { NullRefusingValidator, withNullRefused } from "../../../src/runtime/validator";
+import { MAX_VALIDATION_ERRORS, NullRefusingValidator, withNullRefused } from "../../../src/runtime/validator";
 import opsService from "../../../services/ops.service";
 
 type Params = Record<string, unknown>;
@@ -93,4 +93,11 @@ describe("null is a value only where a schema says nullable: true", () => {
 			{ type: "string", nullable: true }
 		]);
 	});
+});
+
+test("a check returns at most MAX_VALIDATION_ERRORS errors (what crosses the transporter is bounded)", () => {
+	const check = validator.compile({ scopes: { type: "array", items: { type: "enum", values: ["a"] } } });
+	const res = check({ scopes: Array.from({ length: 5000 }, (_, i) => `x${i}`) });
+	expect(Array.isArray(res) && res.length).toBe(MAX_VALIDATION_ERRORS);
+	expect(check({ scopes: ["a"] })).toBe(true);
 });
