@@ -119,6 +119,7 @@ interface ProjectsThis extends DurableThis {
 	loadManifest(projectId: string, version: number): Promise<Manifest>;
 	readBlob(entry: ManifestEntry): Promise<Buffer>;
 	commit(input: CommitInput): Promise<VersionRecord>;
+	commitOnce(input: CommitInput): Promise<VersionRecord>;
 	storeBlobs(tx: Transaction, blobs: Map<string, Buffer>): Promise<number>;
 	applySandbox(
 		projectId: string,
@@ -1121,11 +1122,26 @@ const ProjectsService: ServiceSchema<
 		},
 
 		async commit(this: ProjectsThis, input: CommitInput): Promise<VersionRecord> {
-			const { projectId, userId, baseVersion, idempotencyKey } = input;
-			if (idempotencyKey) {
-				const earlier = await this.repo.versionByIdempotencyKey(projectId, userId, idempotencyKey);
-				if (earlier) return earlier;
+			const { projectId, userId, idempotencyKey } = input;
+			if (!idempotencyKey) return this.commitOnce(input);
+			const earlier = await this.repo.versionByIdempotencyKey(projectId, userId, idempotencyKey);
+			if (earlier) return earlier;
+			try {
+				return await this.commitOnce(input);
+			} catch (err) {
+				// Retries of one request that raced each other: one made the version, the others found the
+				// head moved (or the key taken). They are the same request: answer with that version.
+				const code = (err as { type?: unknown }).type;
+				if (code === "VERSION_CONFLICT" || isUniqueViolation(err)) {
+					const made = await this.repo.versionByIdempotencyKey(projectId, userId, idempotencyKey);
+					if (made) return made;
+				}
+				throw err;
 			}
+		},
+
+		async commitOnce(this: ProjectsThis, input: CommitInput): Promise<VersionRecord> {
+			const { projectId, userId, baseVersion, idempotencyKey } = input;
 			const project = await this.repo.project(projectId);
 			if (!project || project.status === "deleted") throw NotFound("Project");
 			const stale = () =>
@@ -1197,11 +1213,8 @@ const ProjectsService: ServiceSchema<
 					return created;
 				});
 			} catch (err) {
-				// A retry of the same request that raced its first attempt: answer with the version that attempt made.
-				if (idempotencyKey && isUniqueViolation(err)) {
-					const earlier = await this.repo.versionByIdempotencyKey(projectId, userId, idempotencyKey);
-					if (earlier) return earlier;
-				}
+				// A unique violation on the key is handled by commit(); on the number, another commit won.
+				if (idempotencyKey && isUniqueViolation(err)) throw err;
 				if (isUniqueViolation(err)) throw stale();
 				throw err;
 			}

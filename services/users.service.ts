@@ -47,6 +47,7 @@ import {
 	newApiKey,
 	newNonceToken,
 	newRefreshToken,
+	successorRefreshToken,
 	newSiweNonce,
 	parseApiKey,
 	sha256
@@ -126,6 +127,7 @@ interface UsersThis
 	): Promise<TokenPair>;
 	verifySiweProof(params: { message: string; signature: string; nonceToken: string }): Promise<SiweProof>;
 	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
+	refreshSecret(): string;
 	forgetAllSessions(userId: string): Promise<void>;
 	forgetLater(userId: string): void;
 	holdingsOf(userId: string, wallets: WalletView[], refresh: boolean): Promise<ForgeSection["holdings"] & object>;
@@ -427,7 +429,8 @@ const UsersService: UsersSchema = {
 		refresh: {
 			params: { $$strict: "remove", refreshToken: { type: "string", pattern: REFRESH_TOKEN_PATTERN } },
 			async handler(this: UsersThis, ctx: Ctx<{ refreshToken: string }>) {
-				const next = newRefreshToken();
+				// The spent token's one successor: racing refreshes with it (within the grace) get this same token.
+				const next = successorRefreshToken(this.refreshSecret(), ctx.params.refreshToken);
 				const r = await this.store.rotateRefreshToken(
 					sha256(ctx.params.refreshToken),
 					next.hash,
@@ -1207,6 +1210,12 @@ const UsersService: UsersSchema = {
 				throw Unauthorized(verdict.detail, "SIWE_SIGNATURE_INVALID");
 			}
 			return { address: fields.address.toLowerCase(), chainId: fields.chainId, kind: verdict.kind };
+		},
+
+		/** The key successors of refresh tokens are derived under: the active JWT signing key's secret. */
+		refreshSecret(this: UsersThis) {
+			const key = this.jwt.keys.find(k => k.kid === this.jwt.activeKid) ?? this.jwt.keys[0];
+			return key.secret;
 		},
 
 		forget(this: UsersThis, userId: string, sessionIds: readonly string[] = []) {

@@ -380,11 +380,12 @@ export class UsersStore {
 	}
 
 	/**
-	 * Spends a refresh token and issues the next one of its family (RFC 9700 rotation). The spend is
-	 * one conditional UPDATE, so of two racing uses exactly one rotates. A token that was already
-	 * spent is a replay, and the caller revokes the family — unless it was spent less than `graceS`
-	 * ago and the family has not moved on since (no later refresh: `last_refreshed_at` is still that
-	 * spend's time), which is a parallel refresh by the same client: it gets a successor of its own.
+	 * Spends a refresh token and issues its successor `newHash` (RFC 9700 rotation). The spend is one
+	 * conditional UPDATE, so of racing uses exactly one rotates. A token that was already spent is a
+	 * replay, and the caller revokes the family — unless it was spent less than `graceS` ago and its
+	 * successor is still unspent (the family has not moved on), which is a parallel refresh by the same
+	 * client: it is answered with that same successor (the caller derives `newHash` from the spent token,
+	 * src/users/tokens.ts successorRefreshToken), so one token never has two live successors.
 	 */
 	async rotateRefreshToken(oldHash: Buffer, newHash: Buffer, ttlS: number, graceS = 0): Promise<RotateResult> {
 		return this.transaction(async tx => {
@@ -421,28 +422,34 @@ export class UsersStore {
 				tx
 			);
 			if (known?.rotated_at && graceS > 0) {
-				// Locks the session row: parallel graced refreshes and a concurrent rotation serialise here.
-				const [graced] = await this.rows<{ session_id: string; user_id: string; role: Role; usable: boolean }>(
-					`SELECT s.id AS session_id, s.user_id, u.role,
+				// The racer that rotated committed its successor before this UPDATE could see the token spent
+				// (the UPDATE waits on its row lock), so the successor row is there to be found.
+				const [graced] = await this.rows<{
+					session_id: string;
+					user_id: string;
+					role: Role;
+					usable: boolean;
+					expires_at: Date;
+				}>(
+					`SELECT s.id AS session_id, s.user_id, u.role, n.expires_at,
 					        (s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL) AS usable
-					 FROM refresh_tokens t JOIN user_sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
+					 FROM refresh_tokens t
+					 JOIN refresh_tokens n ON n.token_hash = $3 AND n.session_id = t.session_id
+					 JOIN user_sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
 					 WHERE t.token_hash = $1 AND t.expires_at > now()
 					   AND t.rotated_at > now() - make_interval(secs => $2)
-					   AND s.last_refreshed_at = t.rotated_at
-					 FOR UPDATE OF s`,
-					[oldHash, graceS],
+					   AND n.rotated_at IS NULL AND n.expires_at > now()`,
+					[oldHash, graceS, newHash],
 					tx
 				);
 				if (graced) {
 					if (!graced.usable) return { kind: "invalid" };
-					// last_refreshed_at stays: the family has not moved on, the spent token's other racers are graced too.
-					const expiresAt = await this.insertRefreshToken(tx, graced.session_id, newHash, ttlS);
 					return {
 						kind: "rotated",
 						sessionId: graced.session_id,
 						userId: graced.user_id,
 						role: graced.role,
-						refreshToken: { expiresAt },
+						refreshToken: { expiresAt: graced.expires_at },
 						graced: true
 					};
 				}

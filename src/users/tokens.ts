@@ -2,7 +2,7 @@
  * Opaque credentials: refresh tokens and API keys are high-entropy random strings of which only a
  * SHA-256 digest is stored (a slow hash adds nothing for 256-bit secrets and would slow every request).
  */
-import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -24,6 +24,17 @@ export const REFRESH_TOKEN_PATTERN = /^ffr_[A-Za-z0-9_-]{43}$/;
 
 export function newRefreshToken(): { token: string; hash: Buffer } {
 	const token = `ffr_${randomBytes(32).toString("base64url")}`;
+	return { token, hash: sha256(token) };
+}
+
+/**
+ * The one successor of a refresh token: derived from it under a server secret, not drawn at random, so
+ * that refreshes racing with the same token (two tabs, within the reuse grace) are all handed the same
+ * successor without the plaintext ever being stored (RFC 9700 §4.14.2: one token, one successor).
+ * Only the holder of the spent token and the server can compute it.
+ */
+export function successorRefreshToken(serverSecret: string, spent: string): { token: string; hash: Buffer } {
+	const token = `ffr_${createHmac("sha256", serverSecret).update(`refresh-successor:${spent}`, "utf8").digest("base64url")}`;
 	return { token, hash: sha256(token) };
 }
 
