@@ -6,7 +6,8 @@
 import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Context, ServiceSchema, Service, ServiceSettingSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import bodyParser from "body-parser";
@@ -15,6 +16,7 @@ import { MetricReporters } from "moleculer";
 import { Config } from "../src/config";
 import { runtimeOf } from "../src/runtime/runtime";
 import { bodyParserError, mapError } from "../src/http/errors";
+import { clientErrorAnswer, rawErrorResponse } from "../src/http/client-errors";
 import { buildOpenApi } from "../src/http/openapi";
 import { edgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
 import { verifyAccessToken } from "../src/auth/jwt";
@@ -74,6 +76,7 @@ export interface ApiThis extends Service<ApiSettings> {
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 	sendJson(res: Res, status: number, body: unknown): void;
+	onClientError(err: Error & { code?: string }, socket: Duplex): void;
 }
 
 /** 415 before parsing: a body must be JSON (UTF-8). Runs before the JSON parser. */
@@ -228,7 +231,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			this.specs = new Map(routes.map(r => [`${r.method} ${API_BASE}${r.path}`, r]));
 			const cors = {
 				origin: this.config.http.corsOrigins.includes("*") ? "*" : this.config.http.corsOrigins,
-				methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+				methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
 				allowedHeaders: [
 					"Authorization",
 					"Content-Type",
@@ -342,6 +345,59 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 		},
 
 		methods: {
+			/**
+			 * moleculer-web's server, with the limits stated in config (README: HTTP_MAX_HEADER_BYTES,
+			 * HTTP_HEADERS_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS, BODY_LIMIT) and the contract's answer to
+			 * requests the HTTP parser refuses. Runs in moleculer-web's created(), before ours.
+			 */
+			createServer(this: ApiThis) {
+				if (this.server) return;
+				const limits = runtimeOf(this.broker).config.http;
+				const server = http.createServer(
+					{
+						maxHeaderSize: limits.maxHeaderBytes,
+						headersTimeout: limits.headersTimeoutMs,
+						requestTimeout: limits.requestTimeoutMs,
+						// How often Node looks for requests past those timeouts (its default is 30 s).
+						connectionsCheckingInterval: Math.max(
+							50,
+							Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))
+						)
+					},
+					(this as unknown as { httpHandler: http.RequestListener }).httpHandler
+				);
+				server.setTimeout(this.settings.httpServerTimeout);
+				server.on("clientError", (err: Error & { code?: string }, socket: Duplex) =>
+					this.onClientError(err, socket)
+				);
+				this.server = server;
+			},
+
+			onClientError(this: ApiThis, err: Error & { code?: string }, socket: Duplex) {
+				const answer = clientErrorAnswer(err);
+				// A response already under way on this connection (a slow body timed out mid-answer) cannot take another.
+				const pending = (socket as unknown as { _httpMessage?: ServerResponse })._httpMessage;
+				if (!answer || !socket.writable || pending?.headersSent) {
+					socket.destroy();
+					return;
+				}
+				const requestId = randomUUID();
+				if (this.accessLog)
+					this.logger.info({ requestId, status: answer.status, parserError: err.code }, "http");
+				socket.end(rawErrorResponse(answer, requestId));
+			},
+
+			/** HEAD is GET without the body (Node drops the body of an answer to HEAD itself). */
+			httpHandler(this: ApiThis, req: Req, res: Res, next?: unknown) {
+				if (req.method === "HEAD") req.method = "GET";
+				return (ApiGateway as unknown as { methods: { httpHandler: Function } }).methods.httpHandler.call(
+					this,
+					req,
+					res,
+					next
+				);
+			},
+
 			specOf(this: ApiThis, req: Req) {
 				const alias = req.$alias;
 				if (!alias) return undefined;

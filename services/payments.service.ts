@@ -36,6 +36,7 @@ interface PaymentsThis extends Service, DurableThis {
 	timers: NodeJS.Timeout[];
 	chainPass: Promise<unknown> | null;
 	factsOf(userId: string, tierOverride?: TierName | null): Promise<StakeFacts>;
+	adminOverrideOf(userId: string): Promise<TierName | null>;
 	requireChain(): { crypto: CryptoPayments; stakes: StakeIndexer };
 	chainTick(): Promise<unknown>;
 	resolveOwner(address: string): Promise<string | null | undefined>;
@@ -500,19 +501,37 @@ const PaymentsService: ServiceSchema<
 	},
 
 	methods: {
-		async factsOf(this: PaymentsThis, userId: string, tierOverride: TierName | null = null): Promise<StakeFacts> {
-			const [plan, positions, now] = await Promise.all([
+		/**
+		 * A user's tier facts. `tierOverride` given: the caller resolved the tier already (tasks passes the
+		 * users service's answer). Not given: the admin override is read from the users service (cached),
+		 * so /billing/balance names the same tier as /users/me.
+		 */
+		async factsOf(this: PaymentsThis, userId: string, tierOverride?: TierName | null): Promise<StakeFacts> {
+			const [plan, positions, now, override] = await Promise.all([
 				this.billing.planOf(userId),
 				this.stakes ? this.stakes.positionsOf(userId) : Promise.resolve([]),
-				this.stakes ? this.stakes.now() : Promise.resolve(Date.now())
+				this.stakes ? this.stakes.now() : Promise.resolve(Date.now()),
+				tierOverride !== undefined ? tierOverride : this.adminOverrideOf(userId)
 			]);
 			return stakeFacts(
 				positions.map(p => ({ amountWei: BigInt(p.amountWei), since: new Date(p.since) })),
 				plan,
 				now,
 				this.cfg.payments.stakeMinHoldingMs,
-				tierOverride
+				override
 			);
+		},
+
+		async adminOverrideOf(this: PaymentsThis, userId: string): Promise<TierName | null> {
+			try {
+				const t = (await this.broker.call("users.getTier", { userId })) as { adminOverride?: TierName | null };
+				return t?.adminOverride ?? null;
+			} catch (err) {
+				// No such user there (accounts of another deployment, or not a UUID): no override to honour.
+				const e = err as { code?: unknown; name?: string };
+				if (e.code === 404 || e.code === 422 || e.name === "ServiceNotFoundError") return null;
+				throw err;
+			}
 		},
 
 		requireChain(this: PaymentsThis) {

@@ -48,6 +48,12 @@ export interface Config {
 		bodyLimit: string;
 		corsOrigins: string[];
 		trustProxyHops: number;
+		/** Request line + headers, bytes (431 above it). */
+		maxHeaderBytes: number;
+		/** The headers must have arrived this long after the connection opened or the last request (408). */
+		headersTimeoutMs: number;
+		/** The whole request, body included, must have arrived within this (408): slow bodies. */
+		requestTimeoutMs: number;
 	};
 	healthPort: number | null;
 	metricsPort: number | null;
@@ -198,6 +204,7 @@ export function loadConfig(env: Env = process.env): Config {
 
 	const port = int("PORT", 3000, 0, 65535);
 	const host = str("HOST", "0.0.0.0");
+	const publicUrl = str("PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`);
 	const healthPortRaw = int("HEALTH_PORT", 0, 0, 65535);
 	const metricsPortRaw = int("METRICS_PORT", 0, 0, 65535);
 	const bodyLimit = str("BODY_LIMIT", "1mb");
@@ -221,10 +228,13 @@ export function loadConfig(env: Env = process.env): Config {
 		http: {
 			host,
 			port,
-			publicUrl: str("PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`),
+			publicUrl,
 			bodyLimit,
 			corsOrigins,
-			trustProxyHops: int("TRUST_PROXY_HOPS", 0, 0, 10)
+			trustProxyHops: int("TRUST_PROXY_HOPS", 0, 0, 10),
+			maxHeaderBytes: int("HTTP_MAX_HEADER_BYTES", 16_384, 1024, 1_048_576),
+			headersTimeoutMs: int("HTTP_HEADERS_TIMEOUT_MS", 10_000, 100, 600_000),
+			requestTimeoutMs: int("HTTP_REQUEST_TIMEOUT_MS", 60_000, 100, 3_600_000)
 		},
 		healthPort: healthPortRaw || null,
 		metricsPort: metricsPortRaw || null,
@@ -275,13 +285,15 @@ export function loadConfig(env: Env = process.env): Config {
 		},
 		deps: loadDependencyPolicy(reader),
 		dataDir,
-		users: loadUsersConfig(reader),
+		users: loadUsersConfig(reader, publicUrl),
 		projects: loadProjectsConfig(reader),
 		payments: loadPaymentsConfig(reader),
 		tasks: loadTasksConfig(reader),
 		ai: loadAiConfig(reader),
 		context: loadContextConfig(reader)
 	};
+	if (config.http.headersTimeoutMs > config.http.requestTimeoutMs)
+		problems.push("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS");
 	if (config.heartbeat.timeoutS <= config.heartbeat.intervalS)
 		problems.push("HEARTBEAT_TIMEOUT_S must be greater than HEARTBEAT_INTERVAL_S");
 	if (config.tracing.exporter === "zipkin" && !config.tracing.zipkinUrl)

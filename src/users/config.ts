@@ -171,11 +171,18 @@ function throttleRule(r: EnvReader, prefix: string, def: ThrottleRule): Throttle
 	};
 }
 
-export function loadUsersConfig(r: EnvReader): UsersConfig {
-	const domain = r.str("SIWE_DOMAIN", "localhost:3000");
+/** `publicUrl`: where clients reach the gateway (PUBLIC_URL, else HOST:PORT); SIWE's defaults follow it. */
+export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000"): UsersConfig {
+	let publicHost = "localhost:3000";
+	try {
+		publicHost = new URL(publicUrl).host;
+	} catch {
+		r.problems.push(`PUBLIC_URL must be an absolute http(s) URL (got '${publicUrl}')`);
+	}
+	const domain = r.str("SIWE_DOMAIN", publicHost);
 	if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(domain))
 		r.problems.push(`SIWE_DOMAIN must be host[:port] (got '${domain}')`);
-	const uri = r.optUrl("SIWE_URI", ["http", "https"]) ?? "http://localhost:3000";
+	const uri = r.optUrl("SIWE_URI", ["http", "https"]) ?? publicUrl;
 	const forgeChainId = r.int("CHAIN_ID", 31337, 1, 1e12);
 	const token = r.optStr("FORGE_TOKEN_ADDRESS");
 	if (token && !/^0x[0-9a-fA-F]{40}$/.test(token))

@@ -172,6 +172,18 @@ describe("users configuration", () => {
 		expect(c.chain).toEqual(expect.objectContaining({ rpcUrls: {}, forgeChainId: 31337, forgeTokenAddress: null }));
 		expect(c.sessions.gatewayCheck).toBe(true);
 	});
+	test("the SIWE domain and URI follow the gateway's port and PUBLIC_URL unless set", () => {
+		expect(loadConfig({ ...base, PORT: "4000" }).users.siwe).toEqual(
+			expect.objectContaining({ domain: "localhost:4000", uri: "http://localhost:4000" })
+		);
+		expect(loadConfig({ ...base, PUBLIC_URL: "https://app.example.com" }).users.siwe).toEqual(
+			expect.objectContaining({ domain: "app.example.com", uri: "https://app.example.com" })
+		);
+		expect(
+			loadConfig({ ...base, PUBLIC_URL: "https://app.example.com", SIWE_DOMAIN: "login.example.com" }).users.siwe
+				.domain
+		).toBe("login.example.com");
+	});
 	test("rpc URLs per chain; weaker argon2 and malformed values are refused, naming the variable", () => {
 		const c = loadConfig({
 			...base,
