@@ -73,7 +73,7 @@ beforeAll(async () => {
 	for (let i = 0; i < 150; i++) {
 		const r = await fetch(`http://127.0.0.1:${gatewayPort}/health/ready`)
 			.then(x => x.json() as Promise<{ services?: Record<string, { available: boolean }> }>)
-			.catch(() => ({ services: {} }));
+			.catch(() => ({ services: {} as Record<string, { available: boolean }> }));
 		if (["users", "projects", "payments", "tasks", "ai"].every(s => r.services?.[s]?.available)) break;
 		await new Promise(r2 => setTimeout(r2, 200));
 	}

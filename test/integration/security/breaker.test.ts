@@ -5,7 +5,7 @@
  */
 import { bearerFor, createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import { startStripeFake, type StripeFake } from "../../support/stripe-fake";
-import type { ForgeNode } from "../../../src/runtime/node";
+import type { ForgeNode } from "../../../app/node";
 
 jest.setTimeout(180_000);
 

@@ -7,7 +7,7 @@
 import { Validators, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "../../../moleculer.config";
 import { loadConfig } from "../../../src/config";
-import { SERVICE_MODULES } from "../../../src/runtime/services";
+import { SERVICE_MODULES } from "../../../app/services";
 import { MAX_VALIDATION_ERRORS, NullRefusingValidator, withNullRefused } from "../../../src/runtime/validator";
 import opsService from "../../../services/ops.service";
 
