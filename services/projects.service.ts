@@ -1131,8 +1131,7 @@ const ProjectsService: ServiceSchema<
 			} catch (err) {
 				// Retries of one request that raced each other: one made the version, the others found the
 				// head moved (or the key taken). They are the same request: answer with that version.
-				const code = (err as { type?: unknown }).type;
-				if (code === "VERSION_CONFLICT" || isUniqueViolation(err)) {
+				if ((err instanceof DomainError && err.code === "VERSION_CONFLICT") || isUniqueViolation(err)) {
 					const made = await this.repo.versionByIdempotencyKey(projectId, userId, idempotencyKey);
 					if (made) return made;
 				}

@@ -155,10 +155,13 @@ export function fuzzCases(doc: Json, creds: FuzzCredentials, seed: number): { ca
 	let operations = 0;
 	for (const [template, ops] of Object.entries(doc.paths as Record<string, Json>)) {
 		for (const [method, op] of Object.entries(ops as Record<string, Json>)) {
-			if (op.responses?.["200"]?.content?.["text/event-stream"]) continue; // streams are not request/answer
+			const streams = Object.values((op.responses ?? {}) as Record<string, Json>).some(
+				r => r?.content?.["text/event-stream"]
+			);
+			if (streams) continue; // streams are not request/answer
 			operations++;
 			const M = method.toUpperCase();
-			const admin = String(op.description ?? "").includes("admin");
+			const admin = op["x-admin"] === true || String(op.description ?? "").includes("admin");
 			const own = admin ? creds.admin : creds.user;
 			const fill = (segment: string) =>
 				template.replace(/\{([^}]+)\}/g, (_, name: string) => {
