@@ -56,7 +56,10 @@ beforeAll(async () => {
 			CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
 			CHAIN_POLL_MS: "0",
 			CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
-			RATE_LIMIT_ANON_PER_MINUTE: "100000"
+			RATE_LIMIT_ANON_PER_MINUTE: "100000",
+			// The node listens on an ephemeral port; the messages name the public origin.
+			SIWE_DOMAIN: "localhost:3000",
+			SIWE_URI: "http://localhost:3000"
 		}
 	});
 });

@@ -89,7 +89,10 @@ beforeAll(async () => {
 			RATE_LIMIT_PER_MINUTE: "100000",
 			// Chain 1 is accepted but has no RPC: plain keys still sign in there, smart accounts cannot.
 			SIWE_CHAIN_IDS: "31337,1",
-			SIWE_MAX_AGE_S: "600"
+			SIWE_MAX_AGE_S: "600",
+			// The node listens on an ephemeral port; the messages name the public origin.
+			SIWE_DOMAIN: DOMAIN,
+			SIWE_URI: URI
 		}
 	});
 });
