@@ -390,12 +390,9 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			/** HEAD is GET without the body (Node drops the body of an answer to HEAD itself). */
 			httpHandler(this: ApiThis, req: Req, res: Res, next?: unknown) {
 				if (req.method === "HEAD") req.method = "GET";
-				return (ApiGateway as unknown as { methods: { httpHandler: Function } }).methods.httpHandler.call(
-					this,
-					req,
-					res,
-					next
-				);
+				return (
+					ApiGateway as unknown as { methods: { httpHandler: (...args: unknown[]) => unknown } }
+				).methods.httpHandler.call(this, req, res, next);
 			},
 
 			specOf(this: ApiThis, req: Req) {

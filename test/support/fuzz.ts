@@ -311,7 +311,7 @@ export async function runFuzz(opts: {
 				const text = buf.toString("utf8");
 				if (buf.length > MAX_RESPONSE_BYTES) fail(res.status, buf.length, "response over 64 KB", text);
 				if (res.status < 400) continue;
-				let body: Json | null = null;
+				let body: Json | null;
 				try {
 					body = JSON.parse(text) as Json;
 				} catch {
