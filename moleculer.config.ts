@@ -2,7 +2,7 @@
  * Moleculer broker options, built from the validated configuration. Fault tolerance is Moleculer's
  * own (circuit breaker, retries, timeouts, bulkhead, request tracking), configured here once.
  */
-import { Validators, type BrokerOptions, type Errors } from "moleculer";
+import type { BrokerOptions, Errors } from "moleculer";
 import { Config } from "./src/config";
 import { EXPECTED_UNAVAILABLE_CODES } from "./src/errors";
 import { PermissionsMiddleware } from "./src/middlewares/permissions";
