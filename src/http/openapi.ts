@@ -191,7 +191,7 @@ function hoist(schema: unknown, components: Record<string, unknown>): unknown {
 /** The codes the gateway itself answers with, per status, for a route of this kind. */
 function gatewayCodes(r: RouteSpec, hasBody: boolean): Record<string, string[]> {
 	const codes: Record<string, string[]> = {
-		"400": hasBody ? ["MALFORMED_JSON", "BAD_REQUEST"] : ["BAD_REQUEST"],
+		"400": hasBody ? ["MALFORMED_JSON", "MALFORMED_BODY", "BAD_REQUEST"] : ["BAD_REQUEST"],
 		"422": ["VALIDATION_ERROR"],
 		"429": ["RATE_LIMITED"],
 		"500": ["INTERNAL_ERROR"],
