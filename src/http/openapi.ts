@@ -111,11 +111,13 @@ const ERROR_DESCRIPTIONS: Record<string, string> = {
 	"402": "Not enough credits",
 	"403": "Signed in but not allowed",
 	"404": "Not found (or not visible to the caller)",
+	"408": "The request headers or body arrived too slowly",
 	"409": "Conflicts with the current state",
 	"413": "Request body too large",
 	"415": "Body is not JSON (UTF-8)",
 	"422": "Some fields are invalid",
 	"429": "Rate limited; retry after Retry-After seconds",
+	"431": "Request headers too large",
 	"500": "Internal error (no internals are shown)",
 	"503": "A dependency is down or overloaded; retry after Retry-After seconds"
 };
@@ -191,7 +193,11 @@ function hoist(schema: unknown, components: Record<string, unknown>): unknown {
 /** The codes the gateway itself answers with, per status, for a route of this kind. */
 function gatewayCodes(r: RouteSpec, hasBody: boolean): Record<string, string[]> {
 	const codes: Record<string, string[]> = {
-		"400": hasBody ? ["MALFORMED_JSON", "MALFORMED_BODY", "BAD_REQUEST"] : ["BAD_REQUEST"],
+		"400": hasBody
+			? ["MALFORMED_JSON", "MALFORMED_BODY", "MALFORMED_REQUEST", "BAD_REQUEST"]
+			: ["MALFORMED_REQUEST", "BAD_REQUEST"],
+		"408": ["REQUEST_TIMEOUT"],
+		"431": ["HEADERS_TOO_LARGE"],
 		"422": ["VALIDATION_ERROR"],
 		"429": ["RATE_LIMITED"],
 		"500": ["INTERNAL_ERROR"],
@@ -208,7 +214,7 @@ function gatewayCodes(r: RouteSpec, hasBody: boolean): Record<string, string[]> 
 	return codes;
 }
 /** Statuses only the gateway produces: their codes are always known. */
-const GATEWAY_ONLY = new Set(["401", "413", "415", "500"]);
+const GATEWAY_ONLY = new Set(["401", "408", "413", "415", "431", "500"]);
 
 function errorResponse(status: string, codes: string[] | null): Json {
 	const schema = codes
