@@ -100,7 +100,11 @@ export function paymentsRoutes(): RouteSpec[] {
 			path: "/billing/crypto/payments",
 			action: "payments.claimCryptoPayment",
 			response: views.claimCryptoPayment,
-			errors: { 503: ["CHAIN_NOT_CONFIGURED"] },
+			errors: {
+				404: ["NOT_FOUND"],
+				409: ["INVOICE_ALREADY_PAID", "CHAIN_REORG", "CONFLICT"],
+				503: ["CHAIN_NOT_CONFIGURED"]
+			},
 			// 202 while it waits for confirmations, 201 once credited, 200 when claimed before.
 			status: 201,
 			alsoStatus: [200, 202],
