@@ -18,7 +18,7 @@ import { runtimeOf } from "../src/runtime/runtime";
 import { bodyParserError, mapError } from "../src/http/errors";
 import { clientErrorAnswer, rawErrorResponse } from "../src/http/client-errors";
 import { buildOpenApi } from "../src/http/openapi";
-import { edgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
+import { applyEdgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
 import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
 import { Forbidden, TooManyRequests, Unauthorized } from "../src/errors";
@@ -181,12 +181,11 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			// Express-style use: `rootCallOptions` assigns the request id before anything can fail.
 			rootCallOptions(this: ApiThis, options: { requestID?: string }, req: IncomingMessage, res: ServerResponse) {
 				// The web's baseline headers on every response, errors and the docs page included (src/http/edge.ts).
-				const edge = edgeHeaders({
+				applyEdgeHeaders(req, res, {
 					path: (req.url ?? "").split("?")[0],
 					credentials: req.headers.authorization !== undefined || req.headers["x-api-key"] !== undefined,
 					https: this.config.http.publicUrl.startsWith("https:")
 				});
-				for (const [k, v] of Object.entries(edge)) res.setHeader(k, v);
 				(req as Req).$edgeRes = res;
 				const incoming = req.headers["x-request-id"];
 				const requestId =

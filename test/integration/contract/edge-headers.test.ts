@@ -4,6 +4,8 @@
  * fields of the policies a request spent.
  */
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { fakeAiWorker } from "../../support/fake-ai-worker";
+import { api, readSse } from "../tasks/helpers";
 
 let db: TestDatabase;
 let node: Awaited<ReturnType<typeof startTestNode>>;
@@ -12,7 +14,8 @@ beforeAll(async () => {
 	db = await createTestDatabase();
 	node = await startTestNode({
 		db,
-		services: ["api", "users", "payments", "tasks"],
+		services: ["api", "users", "payments", "tasks", "projects"],
+		extraServices: [fakeAiWorker({ runMs: 300, deltas: 3 })],
 		env: { PUBLIC_URL: "https://api.example.test", AUTH_SESSION_CHECK: "true" }
 	});
 });
@@ -23,12 +26,23 @@ afterAll(async () => {
 
 const get = (path: string, init: RequestInit = {}) => fetch(`${node.baseUrl}${path}`, init);
 
-function expectBaseline(res: Response, csp: RegExp = /^default-src 'none'; frame-ancestors 'none'/) {
+type HeaderBag = { get(name: string): string | null };
+/** node:http's incoming headers read like fetch's. */
+const bag = (h: Record<string, string | string[] | undefined>): HeaderBag => ({
+	get: name => {
+		const v = h[name.toLowerCase()];
+		return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
+	}
+});
+
+function expectBaseline(res: { headers: HeaderBag }, csp: RegExp = /^default-src 'none';frame-ancestors 'none'/) {
 	expect(res.headers.get("x-content-type-options")).toBe("nosniff");
 	expect(res.headers.get("referrer-policy")).toBe("no-referrer");
+	expect(res.headers.get("x-frame-options")).toBe("DENY");
 	expect(res.headers.get("content-security-policy")).toMatch(csp);
 	expect(res.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
 	expect(res.headers.get("strict-transport-security")).toBe("max-age=31536000; includeSubDomains");
+	expect(res.headers.get("x-powered-by")).toBeNull();
 }
 
 test("public: baseline headers, the anonymous rate-limit policy, cacheable", async () => {
@@ -64,6 +78,40 @@ test("token and authenticated answers are never stored; the per-user policy appl
 	expect(sse.status).toBe(404); // not this user's task: the stream's error answer carries the headers too
 	expectBaseline(sse);
 	expect(sse.headers.get("cache-control")).toBe("no-store");
+});
+
+test("SSE: the live stream of a running task carries the baseline and is never stored", async () => {
+	// A real session (this node checks sessions), a project and credits.
+	const reg = await api(node, "POST", "/auth/register", null, {
+		email: `sse_${Date.now()}@example.com`,
+		password: "correct horse battery staple"
+	});
+	expect(reg.status).toBe(201);
+	const token = reg.body.accessToken as string;
+	const project = await api(node, "POST", "/projects", token, { name: "edge-sse" });
+	expect(project.status).toBe(201);
+	await node.broker.call("payments.grant", {
+		userId: reg.body.user.id,
+		credits: 100_000,
+		operator: "test",
+		reason: "test credits",
+		key: `grant-${reg.body.user.id}`
+	});
+	const submitted = await api(node, "POST", "/tasks", token, {
+		projectId: project.body.id,
+		kind: "chat",
+		prompt: "hi"
+	});
+	expect(submitted.status).toBe(202);
+	const sse = await readSse(node.baseUrl, `/tasks/${submitted.body.task.id}/events`, token, {
+		until: ev => ev.event === "completed"
+	});
+	expect(sse.status).toBe(200);
+	expect(sse.headers["content-type"]).toMatch(/^text\/event-stream/);
+	expect(sse.events.map(e => e.event)).toContain("completed");
+	expectBaseline({ headers: bag(sse.headers) });
+	expect(sse.headers["cache-control"]).toMatch(/no-store/);
+	expect(sse.headers["ratelimit-policy"]).toMatch(/^"user";q=\d+;w=60$/);
 });
 
 test("errors: a 401 and an unknown route carry the baseline", async () => {
