@@ -15,6 +15,7 @@ import type { UsersConfig } from "../../src/users/config";
 import { normalizeEmail, type PasswordHasher } from "../../src/users/credentials";
 import { Mailer } from "../../src/users/mailer";
 import { SecondFactor, mfaTokenInvalid } from "../../src/users/second-factor";
+import { SecretBox, derivedSecretKey } from "../../src/users/secret-box";
 import type { SessionRow, UsersStore } from "../../src/users/store";
 import { ProgressiveThrottle, makeLimiter } from "../../src/users/throttle";
 import { EmailFlows } from "../../src/users/verification";
@@ -429,7 +430,12 @@ export const accountsMixin: ServiceSchema<
 	created(this: AccountsThis) {
 		const rt = runtimeOf(this.broker);
 		const cfg = rt.config.users;
-		this.accounts = new AccountStore(rt.sequelize);
+		const jwt = rt.config.jwt;
+		const active = jwt.keys.find(k => k.kid === jwt.activeKid);
+		const derived = [...(active ? [active] : []), ...jwt.keys.filter(k => k !== active)].map(k =>
+			derivedSecretKey(k.kid, k.secret)
+		);
+		this.accounts = new AccountStore(rt.sequelize, new SecretBox([...cfg.accounts.mfaEncryptionKeys, ...derived]));
 		this.mailer = new Mailer(cfg.mail, this.logger);
 		if (!cfg.mail.smtpUrl && rt.config.nodeEnv === "production")
 			this.logger.error(

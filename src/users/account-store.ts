@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { SecretBox } from "./secret-box";
 import { sha256 } from "./tokens";
 
 export type TokenKind = "email_verify" | "password_reset" | "mfa_login";
@@ -31,7 +32,11 @@ export function newAccountToken(): { token: string; hash: Buffer } {
 }
 
 export class AccountStore {
-	constructor(private readonly db: Sequelize) {}
+	/** `box` seals the TOTP secrets at rest (src/users/secret-box.ts). */
+	constructor(
+		private readonly db: Sequelize,
+		private readonly box: SecretBox
+	) {}
 
 	private rows<T extends object>(sql: string, bind: unknown[] = [], transaction?: Transaction): Promise<T[]> {
 		return this.db.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
@@ -194,12 +199,21 @@ export class AccountStore {
 
 	// ── TOTP ─────────────────────────────────────────────────────────────────────────────────
 
+	/** The row with its secret opened; a secret sealed under an old key is resealed under the current one. */
 	async totpOf(userId: string): Promise<TotpRow | null> {
 		const [row] = await this.rows<TotpRow>(
 			`SELECT user_id, secret, confirmed_at, last_step FROM user_totp WHERE user_id = $1`,
 			[userId]
 		);
-		return row ?? null;
+		if (!row) return null;
+		const secret = this.box.open(row.secret, userId);
+		if (this.box.needsReseal(row.secret))
+			await this.rows(`UPDATE user_totp SET secret = $3 WHERE user_id = $1 AND secret = $2 RETURNING user_id`, [
+				userId,
+				row.secret,
+				this.box.seal(secret, userId)
+			]);
+		return { ...row, secret };
 	}
 
 	/** Starts (or restarts) an enrolment; false when 2FA is already on (it must be turned off first). */
@@ -209,7 +223,7 @@ export class AccountStore {
 			 ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = now(), last_step = NULL
 			 WHERE user_totp.confirmed_at IS NULL
 			 RETURNING user_id`,
-			[userId, secret]
+			[userId, this.box.seal(secret, userId)]
 		);
 		return rows.length > 0;
 	}

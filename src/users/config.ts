@@ -1,5 +1,6 @@
 /** The users service's settings, read from the environment (documented in docs/users.md). */
 import type { EnvReader } from "../env-reader";
+import { parseSecretKeys, type SecretKey } from "./secret-box";
 
 export interface ThrottleRule {
 	/** Failures allowed before delays start. */
@@ -120,6 +121,8 @@ export interface AccountsConfig {
 	totpWindow: number;
 	/** Deleting a wallet-only account without 2FA needs a session at most this old (a fresh sign-in). */
 	recentSignInS: number;
+	/** MFA_ENCRYPTION_KEYS: seal the TOTP secrets (the first seals); none → derived from the JWT keys. */
+	mfaEncryptionKeys: SecretKey[];
 }
 
 /** OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); weaker settings are refused. */
@@ -303,7 +306,8 @@ export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000
 			resetPerIpPerHour: r.int("PASSWORD_RESET_PER_IP_PER_HOUR", 30, 1, 1_000_000),
 			totpIssuer: r.str("TOTP_ISSUER", "ForgeFluid"),
 			totpWindow: r.int("TOTP_WINDOW", 1, 0, 10),
-			recentSignInS: r.int("RECENT_SIGN_IN_S", 600, 30, 86_400)
+			recentSignInS: r.int("RECENT_SIGN_IN_S", 600, 30, 86_400),
+			mfaEncryptionKeys: parseSecretKeys(r.optStr("MFA_ENCRYPTION_KEYS"), "MFA_ENCRYPTION_KEYS", r.problems)
 		}
 	};
 }

@@ -135,6 +135,20 @@ describe("enrolment", () => {
 		expectError(await call("POST", "/api/v1/users/me/2fa/totp", { token: u.access }), 403, "MFA_ALREADY_ENABLED");
 		expect((await outbox(u.email, 2))[0].subject).toBe("Two-factor authentication changed");
 	});
+
+	test("the secret is sealed at rest (AES-256-GCM under the configured key), and still opens for the service", async () => {
+		const a = await verifiedUser();
+		const start = await call("POST", "/api/v1/users/me/2fa/totp", { token: a.access });
+		const [row] = await sql<{ secret: string }>(`SELECT secret FROM user_totp WHERE user_id = $1`, [a.userId]);
+		expect(row.secret).toMatch(/^v1\.jwt-[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+$/);
+		expect(row.secret).not.toContain(start.json.secret);
+		// Still usable through the service: the confirmation opens it.
+		const confirm = await call("POST", "/api/v1/users/me/2fa/totp/confirm", {
+			token: a.access,
+			body: { code: codeFor(start.json.secret) }
+		});
+		expect(confirm.status).toBe(200);
+	});
 });
 
 describe("sign-in with 2FA", () => {
