@@ -25,6 +25,7 @@ import { StakeIndexer } from "../src/payments/stake-indexer";
 import { stakeFacts, StakeFacts } from "../src/payments/staking";
 import { boostFeeCredits, priceList } from "../src/payments/prices";
 import { INTERNAL, type Ctx } from "../src/kit/service";
+import { SIGNUP_GRANTED, parseSignupGranted } from "../src/users/signup-grant";
 
 interface PaymentsThis extends Service, DurableThis {
 	cfg: Config;
@@ -72,7 +73,30 @@ const PaymentsService: ServiceSchema<
 	PaymentsThis
 > = {
 	name: "payments",
-	mixins: [durableEvents({ group: "payments" })],
+	mixins: [
+		durableEvents({
+			group: "payments",
+			handlers: {
+				// The welcome grant (src/users/signup-grant.ts): same cause as the users service's direct
+				// payments.grant call, so whichever comes second is a no-op.
+				async [SIGNUP_GRANTED](this: PaymentsThis, payload, { tx }) {
+					const g = parseSignupGranted(payload);
+					await this.ledger.credit(tx, {
+						kind: "grant",
+						userId: g.userId,
+						credits: BigInt(g.credits),
+						from: "sys:promo",
+						source: "promo",
+						expiresAt: new Date(g.expiresAt),
+						causeType: "grant",
+						causeId: g.key,
+						operator: "signup",
+						description: "Welcome credit"
+					});
+				}
+			}
+		})
+	],
 
 	actions: {
 		// ---- Public (through the gateway) -------------------------------------------------------

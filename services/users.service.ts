@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { getAddress, type Hex } from "viem";
-import { durableEvents } from "../mixins/durable-events.mixin";
+import { durableEvents, type DurableThis } from "../mixins/durable-events.mixin";
 import { signAccessToken } from "../src/auth/jwt";
 import { ALL_SCOPES, SCOPES, effectiveScopes, hasScope, scopesOfRole, type Scope } from "../src/auth/scopes";
 import type { AuthUser, Role } from "../src/auth/user";
@@ -30,6 +30,7 @@ import type { UsersConfig } from "../src/users/config";
 import { PasswordHasher, normalizeEmail, normalizePassword, passwordProblem } from "../src/users/credentials";
 import { ForgeBalanceReader, type WalletBalance } from "../src/users/holdings";
 import { checkSiweMessage } from "../src/users/siwe";
+import { SignupGrants, type GrantIdentity, type GrantMoment } from "../src/users/signup-grant";
 import { WalletSignatureVerifier, type WalletKind } from "../src/users/signatures";
 import { CompatError, toWire } from "../src/compat/errors";
 import { UsersStore, type ApiKeyRow, type SessionRow, type UserRow, type WalletRow } from "../src/users/store";
@@ -104,7 +105,10 @@ export interface SiweProof {
 }
 
 interface UsersThis
-	extends Service, Pick<AccountsThis, "secondFactor" | "emailFlows" | "mfaChallenge" | "mailer" | "accounts"> {
+	extends
+		Service,
+		Pick<DurableThis, "publishDurable">,
+		Pick<AccountsThis, "secondFactor" | "emailFlows" | "mfaChallenge" | "mailer" | "accounts"> {
 	announceWalletOwner(address: string): void;
 	cfg: UsersConfig;
 	jwt: Config["jwt"];
@@ -132,6 +136,8 @@ interface UsersThis
 	forgetLater(userId: string): void;
 	holdingsOf(userId: string, wallets: WalletView[], refresh: boolean): Promise<ForgeSection["holdings"] & object>;
 	checkCredential(ctx: Ctx<unknown>): void;
+	signupGrants: SignupGrants;
+	offerSignupGrant(userId: string, id: GrantIdentity, moment: GrantMoment, ip: string | undefined): Promise<void>;
 }
 
 interface ForgeSection {
@@ -359,6 +365,7 @@ const UsersService: UsersSchema = {
 				await this.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
 				// Sign-ups are limited per IP above; the mail is limited per address only.
 				await this.emailFlows.sendVerification(user.id, email, false, null);
+				await this.offerSignupGrant(user.id, { kind: "email", email }, "signup", ctx.meta.ip);
 				ctx.meta.$location = "/api/v1/users/me";
 				return { ...(await this.issueSession(user, "password", ctx.meta)), user: publicUser(user) };
 			}
@@ -557,6 +564,12 @@ const UsersService: UsersSchema = {
 						address: proof.address
 					});
 					this.announceWalletOwner(proof.address);
+					await this.offerSignupGrant(
+						user.id,
+						{ kind: "wallet", address: proof.address },
+						"wallet",
+						ctx.meta.ip
+					);
 				} else await this.forget(user.id); // the wallet's kind may have changed (deployed since)
 				return { ...(await this.issueSession(user, "siwe", ctx.meta)), user: publicUser(user), created };
 			}
@@ -705,7 +718,15 @@ const UsersService: UsersSchema = {
 				if (r.result === "limit")
 					throw Conflict(`An account may link at most ${this.cfg.maxWalletsPerUser} wallets`, "WALLET_LIMIT");
 				await this.forget(user.id);
-				if (r.result !== "already") this.announceWalletOwner(proof.address);
+				if (r.result !== "already") {
+					this.announceWalletOwner(proof.address);
+					await this.offerSignupGrant(
+						user.id,
+						{ kind: "wallet", address: proof.address },
+						"wallet",
+						ctx.meta.ip
+					);
+				}
 				ctx.meta.$location = "/api/v1/users/me";
 				return { ...walletView(r.wallet!), alreadyLinked: r.result === "already" };
 			}
@@ -1130,6 +1151,35 @@ const UsersService: UsersSchema = {
 
 	methods: {
 		/**
+		 * The welcome grant for a newly proven identity (src/users/signup-grant.ts). Recorded with its
+		 * durable event; then asked of payments at once so the credit is there for the next request.
+		 * Never fails the caller's request: a refusal is silent, a failure is logged (the event delivers).
+		 */
+		async offerSignupGrant(
+			this: UsersThis,
+			userId: string,
+			id: GrantIdentity,
+			moment: GrantMoment,
+			ip: string | undefined
+		) {
+			try {
+				const r = await this.signupGrants.offer(userId, id, moment, ip);
+				if (!r.granted) return;
+				await this.broker.call("payments.grant", {
+					userId,
+					credits: r.event.credits,
+					operator: "signup",
+					reason: "Welcome credit",
+					source: "promo",
+					expiresAt: r.event.expiresAt,
+					key: r.event.key
+				});
+			} catch (err) {
+				this.logger.warn("welcome grant: delivered later by its event", (err as Error).message);
+			}
+		},
+
+		/**
 		 * Tells payments that a wallet changed hands, so its indexed stake is attributed (or no longer
 		 * attributed) to the right user at once. A hint: payments also re-asks `walletOwner` on its own,
 		 * so a failure (payments down, no chain configured) only delays the attribution.
@@ -1301,6 +1351,12 @@ const UsersService: UsersSchema = {
 				: null;
 		this.pruneTimer = null;
 		this.invalidator = new UserCacheInvalidator(this.broker);
+		this.signupGrants = new SignupGrants({
+			sequelize: rt.sequelize,
+			cfg: this.cfg.signupGrant,
+			ipLimiter: makeLimiter(rt.redis, `${prefix}:signup-grant`, this.cfg.signupGrant.perIpPerDay, 86_400),
+			publish: (tx, topic, payload) => this.publishDurable(tx, topic, payload)
+		});
 	},
 
 	async started(this: UsersThis) {

@@ -285,7 +285,7 @@ export function loadConfig(env: Env = process.env): Config {
 		},
 		deps: loadDependencyPolicy(reader),
 		dataDir,
-		users: loadUsersConfig(reader, publicUrl),
+		users: loadUsersConfig(reader, publicUrl, !transporter),
 		projects: loadProjectsConfig(reader),
 		payments: loadPaymentsConfig(reader),
 		tasks: loadTasksConfig(reader),

@@ -4,6 +4,7 @@
  * and deletion, and the development outbox. Each action validates its params and calls one use
  * case from src/users/ (verification.ts, second-factor.ts, account-deletion.ts).
  */
+import type { GrantIdentity, GrantMoment } from "../../src/users/signup-grant";
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Config } from "../../src/config";
@@ -35,6 +36,7 @@ export interface AccountsHost extends Service {
 	): Promise<object>;
 	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
 	announceWalletOwner(address: string): void;
+	offerSignupGrant(userId: string, id: GrantIdentity, moment: GrantMoment, ip: string | undefined): Promise<void>;
 }
 
 export interface AccountsThis extends AccountsHost {
@@ -104,6 +106,7 @@ export const accountsMixin: ServiceSchema<
 			async handler(this: AccountsThis, ctx: Ctx<{ token: string }>) {
 				const r = await this.emailFlows.verify(ctx.params.token);
 				await this.forget(r.userId);
+				await this.offerSignupGrant(r.userId, { kind: "email", email: r.email }, "verified", ctx.meta.ip);
 				return { verified: true, email: r.email, changed: r.changed };
 			}
 		},

@@ -354,6 +354,8 @@ export class AccountStore {
 			await this.rows(`DELETE FROM user_backup_codes WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			await this.rows(`DELETE FROM user_tokens WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			await this.rows(`DELETE FROM user_passkeys WHERE user_id = $1 RETURNING user_id`, [userId], tx);
+			// The welcome grant's row stays (no second grant for the same address), without the IP.
+			await this.rows(`UPDATE signup_grants SET ip = NULL WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			// Sessions keep no address or browser of a deleted person either.
 			await this.rows(
 				`UPDATE user_sessions SET ip = NULL, user_agent = NULL WHERE user_id = $1 RETURNING id`,

@@ -13,7 +13,24 @@ export interface ThrottleRule {
 	windowS: number;
 }
 
+/** The welcome grant (SIGNUP_GRANT_*): promotional credit once per proven e-mail address or wallet. */
+export interface SignupGrantConfig {
+	/** Credits per grant; 0 = no grant. */
+	credits: number;
+	/** Lifetime of the promotional lot. */
+	ttlS: number;
+	/** Grants per client IP per day (its own limit, apart from the sign-up limit). */
+	perIpPerDay: number;
+	/**
+	 * When an e-mail address earns it: `verified` (the verification link was followed) or `signup`
+	 * (at registration; embedded mode's default, where a developer is alone with the outbox).
+	 * A wallet earns it at its first SIWE sign-in or link either way (the signature proves it).
+	 */
+	emailOn: "verified" | "signup";
+}
+
 export interface UsersConfig {
+	signupGrant: SignupGrantConfig;
 	siwe: {
 		/** EIP-4361 `domain` (host[:port]) a message must name exactly. */
 		domain: string;
@@ -174,8 +191,11 @@ function throttleRule(r: EnvReader, prefix: string, def: ThrottleRule): Throttle
 	};
 }
 
-/** `publicUrl`: where clients reach the gateway (PUBLIC_URL, else HOST:PORT); SIWE's defaults follow it. */
-export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000"): UsersConfig {
+/**
+ * `publicUrl`: where clients reach the gateway (PUBLIC_URL, else HOST:PORT); SIWE's defaults follow it.
+ * `embedded`: no TRANSPORTER (one process on a developer's machine); the welcome grant is on by default there.
+ */
+export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000", embedded = false): UsersConfig {
 	let publicHost = "localhost:3000";
 	try {
 		publicHost = new URL(publicUrl).host;
@@ -223,6 +243,12 @@ export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000
 			r.problems.push(`WEBAUTHN_ORIGINS must be comma-separated origins like https://app.example (got '${o}')`);
 
 	return {
+		signupGrant: {
+			credits: r.int("SIGNUP_GRANT_CREDITS", embedded ? 5000 : 0, 0, 100_000_000),
+			ttlS: r.int("SIGNUP_GRANT_TTL_S", 30 * 86_400, 60, 10 * 365 * 86_400),
+			perIpPerDay: r.int("SIGNUP_GRANT_PER_IP_PER_DAY", 3, 1, 1_000_000),
+			emailOn: r.oneOf("SIGNUP_GRANT_EMAIL_ON", embedded ? "signup" : "verified", ["verified", "signup"] as const)
+		},
 		webauthn: {
 			rpId,
 			rpName: r.str("WEBAUTHN_RP_NAME", "ForgeFluid"),
