@@ -62,6 +62,9 @@ export function isolatedEnv(db: TestDatabase, extra: Record<string, string> = {}
 		// Tests that sign their own tokens with bearerFor() have no users service to ask about sessions;
 		// the users service's own tests turn the gateway's session check back on.
 		AUTH_SESSION_CHECK: "false",
+		// No welcome grant (on by default with no TRANSPORTER): suites count credits exactly; its own
+		// suites turn it on.
+		SIGNUP_GRANT_CREDITS: "0",
 		...extra
 	};
 }
