@@ -1,6 +1,19 @@
 /** Three projects: fast pure-logic tests, tests against the real servers, and multi-node cluster tests. */
-const transform = { "^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2023" } }] };
-const common = { testEnvironment: "node", transform, moduleFileExtensions: ["ts", "js", "json"] };
+// openid-client and its dependencies ship ES modules only; Jest's CommonJS runtime gets them compiled.
+const ESM_ONLY = ["openid-client", "oauth4webapi", "jose"];
+const transform = {
+	"^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2023" } }],
+	[`node_modules/(${ESM_ONLY.join("|")})/.+\\.js$`]: [
+		"@swc/jest",
+		{ jsc: { parser: { syntax: "ecmascript" }, target: "es2023" }, module: { type: "commonjs" } }
+	]
+};
+const common = {
+	testEnvironment: "node",
+	transform,
+	transformIgnorePatterns: [`/node_modules/(?!(${ESM_ONLY.join("|")})/)`],
+	moduleFileExtensions: ["ts", "js", "json"]
+};
 module.exports = {
 	// Hooks start real servers (dev chain, nodes); Jest applies only the top-level timeout to them.
 	testTimeout: 60000,

@@ -55,6 +55,7 @@ import {
 } from "../src/users/tokens";
 import type { RequestMeta, Ctx } from "../src/kit/service";
 import { accountsMixin, mfaCodeParam, type AccountsThis } from "./users/accounts.mixin";
+import { ssoMixin } from "./users/sso.mixin";
 
 const ROLES: Role[] = ["user", "admin", "operator"];
 const ADDRESS_PATTERN = /^0x[0-9a-fA-F]{40}$/;
@@ -296,6 +297,7 @@ const UsersService: UsersSchema = {
 	name: "users",
 	mixins: [
 		accountsMixin as unknown as ServiceSchema,
+		ssoMixin as unknown as ServiceSchema,
 		durableEvents({
 			group: "users",
 			handlers: {

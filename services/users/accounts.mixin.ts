@@ -417,7 +417,7 @@ export const accountsMixin: ServiceSchema<
 	},
 
 	methods: {
-		async mfaChallenge(this: AccountsThis, userId: string, method: "password" | "siwe") {
+		async mfaChallenge(this: AccountsThis, userId: string, method: "password" | "siwe" | "sso") {
 			const ttl = this.cfg.accounts.mfaTokenTtlS;
 			const mfaToken = await this.accounts.issueToken(userId, "mfa_login", ttl, { sessionMethod: method });
 			return { mfaRequired: true as const, mfaToken, expiresIn: ttl, methods: ["totp", "backup_code"] };

@@ -16,7 +16,7 @@ export const ACCOUNT_TOKEN_PATTERN = /^fft_[A-Za-z0-9_-]{43}$/;
 export interface SpentToken {
 	user_id: string;
 	email: string | null;
-	session_method: "password" | "siwe" | null;
+	session_method: "password" | "siwe" | "sso" | null;
 }
 
 export interface TotpRow {
@@ -48,7 +48,7 @@ export class AccountStore {
 		userId: string,
 		kind: TokenKind,
 		ttlS: number,
-		extra: { email?: string | null; sessionMethod?: "password" | "siwe" } = {}
+		extra: { email?: string | null; sessionMethod?: "password" | "siwe" | "sso" } = {}
 	): Promise<string> {
 		const t = newAccountToken();
 		await this.rows(
@@ -299,7 +299,7 @@ export class AccountStore {
 			[userId]
 		);
 		if (!user) return null;
-		const [wallets, sessions, apiKeys, audit, totp] = await Promise.all([
+		const [wallets, sessions, apiKeys, audit, totp, identities, passkeys] = await Promise.all([
 			this.rows(
 				`SELECT address, chain_id::text AS chain_id, kind, linked_at, last_sign_in_at FROM user_wallets WHERE user_id = $1 ORDER BY linked_at`,
 				[userId]
@@ -317,9 +317,26 @@ export class AccountStore {
 				`SELECT actor_id, action, details, created_at FROM user_audit_events WHERE user_id = $1 ORDER BY id`,
 				[userId]
 			),
-			this.rows<{ confirmed_at: Date | null }>(`SELECT confirmed_at FROM user_totp WHERE user_id = $1`, [userId])
+			this.rows<{ confirmed_at: Date | null }>(`SELECT confirmed_at FROM user_totp WHERE user_id = $1`, [userId]),
+			this.rows(
+				`SELECT provider, subject, email, email_verified, created_at, last_used_at FROM user_identities WHERE user_id = $1 ORDER BY created_at`,
+				[userId]
+			),
+			this.rows(
+				`SELECT credential_id, name, transports, created_at, last_used_at FROM user_passkeys WHERE user_id = $1 ORDER BY created_at`,
+				[userId]
+			)
 		]);
-		return { user, wallets, sessions, apiKeys, audit, twoFactor: { totpEnabledAt: totp[0]?.confirmed_at ?? null } };
+		return {
+			user,
+			wallets,
+			sessions,
+			apiKeys,
+			audit,
+			identities,
+			passkeys,
+			twoFactor: { totpEnabledAt: totp[0]?.confirmed_at ?? null }
+		};
 	}
 
 	/**
@@ -354,6 +371,7 @@ export class AccountStore {
 			await this.rows(`DELETE FROM user_backup_codes WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			await this.rows(`DELETE FROM user_tokens WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			await this.rows(`DELETE FROM user_passkeys WHERE user_id = $1 RETURNING user_id`, [userId], tx);
+			await this.rows(`DELETE FROM user_identities WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			// The welcome grant's row stays (no second grant for the same address), without the IP.
 			await this.rows(`UPDATE signup_grants SET ip = NULL WHERE user_id = $1 RETURNING user_id`, [userId], tx);
 			// Sessions keep no address or browser of a deleted person either.

@@ -1,6 +1,7 @@
 /** The users service's settings, read from the environment (documented in docs/users.md). */
 import type { EnvReader } from "../env-reader";
 import { parseSecretKeys, type SecretKey } from "./secret-box";
+import { loadSsoConfig, type SsoConfig } from "./sso-config";
 
 export interface ThrottleRule {
 	/** Failures allowed before delays start. */
@@ -92,6 +93,7 @@ export interface UsersConfig {
 	tierCacheTtlS: number;
 	mail: MailConfig;
 	accounts: AccountsConfig;
+	sso: SsoConfig;
 	webauthn: WebAuthnConfig;
 }
 
@@ -334,6 +336,7 @@ export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000
 			totpWindow: r.int("TOTP_WINDOW", 1, 0, 10),
 			recentSignInS: r.int("RECENT_SIGN_IN_S", 600, 30, 86_400),
 			mfaEncryptionKeys: parseSecretKeys(r.optStr("MFA_ENCRYPTION_KEYS"), "MFA_ENCRYPTION_KEYS", r.problems)
-		}
+		},
+		sso: loadSsoConfig(r, appUrl.replace(/\/+$/, ""))
 	};
 }

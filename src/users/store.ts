@@ -35,7 +35,7 @@ export interface WalletRow {
 export interface SessionRow {
 	id: string;
 	user_id: string;
-	method: "password" | "siwe" | "passkey";
+	method: "password" | "siwe" | "passkey" | "sso";
 	ip: string | null;
 	user_agent: string | null;
 	created_at: Date;

@@ -171,6 +171,38 @@ const PasskeyOptions = Type.Object({
 	challengeToken: Str(64, { description: "Send back with the credential; binds the challenge to this client" })
 });
 
+const Identity = Named("Identity", {
+	id: Uuid(),
+	provider: Str(32),
+	email: Nullable(Str(320, { description: "The address the provider gave (display only unless it vouched for it)" })),
+	emailVerified: Type.Boolean({ description: "The provider vouched for the address" }),
+	createdAt: DateTime(),
+	lastUsedAt: Nullable(DateTime())
+});
+const SsoStart = Named("SsoStart", {
+	authorizationUrl: Str(8192, { description: "Send the browser here" }),
+	flowToken: Str(64, {
+		description: "Keep it (e.g. sessionStorage) and send it back with the callback's code and state"
+	}),
+	expiresIn: Count("Seconds the flow stays valid")
+});
+
+/** Single sign-on answers (OpenID Connect, GitHub). */
+export const ssoViews = {
+	ssoProviders: Type.Object({
+		items: List(Type.Object({ id: Str(32), name: Str(64), kind: Enum(["oidc", "github"] as const) }), 100)
+	}),
+	ssoStart: SsoStart,
+	ssoCallback: Type.Union([
+		Type.Composite([SignedIn, Type.Object({ created: Type.Boolean() })]),
+		Type.Composite([MfaChallenge, Type.Object({ created: Type.Boolean() })])
+	]),
+	identityLinkStart: SsoStart,
+	linkIdentity: Type.Composite([Identity, Type.Object({ alreadyLinked: Type.Boolean() })]),
+	listIdentities: Type.Object({ items: List(Identity, 100) }),
+	removeIdentity: Type.Object({ id: Uuid(), removed: Type.Literal(true) })
+};
+
 /** Issue 18's answers: e-mail, reset, TOTP, export, deletion, the dev outbox. */
 export const accountViews = {
 	verifyEmail: Type.Object({ verified: Type.Literal(true), email: Email(), changed: Type.Boolean() }),
@@ -195,6 +227,8 @@ export const accountViews = {
 		sessions: List(Row, 100_000),
 		apiKeys: List(Row, 100_000),
 		audit: List(Row, 100_000),
+		identities: List(Row, 100),
+		passkeys: List(Row, 100),
 		twoFactor: Type.Object({ totpEnabledAt: Nullable(DateTime()) }),
 		ledger: Type.Unknown({
 			description: "payments.userLedger's answer, or {unavailable} when payments did not answer"

@@ -1,6 +1,16 @@
 /** REST routes of the users service: /auth/*, /users/*, /admin/users* (see docs/users.md). */
 import type { RouteSpec } from "../../../src/http/route-spec";
-import { accountViews, views } from "../../../src/users/views";
+import { accountViews, ssoViews, views } from "../../../src/users/views";
+
+/** What a callback's values can fail on (state, issuer, nonce, code, the ID token, the flow). */
+const SSO_CALLBACK_401 = [
+	"SSO_FLOW_INVALID",
+	"SSO_STATE_MISMATCH",
+	"SSO_ISSUER_MISMATCH",
+	"SSO_NONCE_MISMATCH",
+	"SSO_CODE_INVALID",
+	"SSO_RESPONSE_INVALID"
+] as const;
 
 export function usersRoutes(): RouteSpec[] {
 	const tag = "users";
@@ -435,6 +445,91 @@ function accountRoutes(): RouteSpec[] {
 			auth: "none",
 			summary: "Sign in with a passkey → tokens",
 			tag: auth
+		},
+		{
+			method: "GET",
+			path: "/auth/sso/providers",
+			action: "users.ssoProviders",
+			response: ssoViews.ssoProviders,
+			auth: "none",
+			summary: "The configured single sign-on providers (OpenID Connect issuers, GitHub)",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/auth/sso/:provider/start",
+			action: "users.ssoStart",
+			response: ssoViews.ssoStart,
+			errors: { 404: ["NOT_FOUND"], 503: ["SSO_PROVIDER_UNAVAILABLE"] },
+			auth: "none",
+			summary: "Start a sign-in at a provider (code flow with PKCE, state and nonce): the URL and a flowToken",
+			tag: auth,
+			rateLimit: { points: 60, durationS: 60, by: "ip" }
+		},
+		{
+			method: "POST",
+			path: "/auth/sso/:provider/callback",
+			action: "users.ssoCallback",
+			response: ssoViews.ssoCallback,
+			errors: {
+				401: [...SSO_CALLBACK_401],
+				403: ["ACCOUNT_DISABLED"],
+				404: ["NOT_FOUND"],
+				409: ["SSO_ACCOUNT_EXISTS"],
+				503: ["SSO_PROVIDER_UNAVAILABLE"]
+			},
+			auth: "none",
+			summary:
+				"Finish a sign-in with the callback's code and state → tokens (a first sign-in creates the account)",
+			tag: auth
+		},
+		{
+			method: "POST",
+			path: "/users/me/identities/:provider/start",
+			action: "users.identityLinkStart",
+			response: ssoViews.identityLinkStart,
+			errors: { 403: ["SESSION_REQUIRED"], 404: ["NOT_FOUND"], 503: ["SSO_PROVIDER_UNAVAILABLE"] },
+			auth: "required",
+			summary: "Start linking a provider's identity to this account",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/users/me/identities/:provider/callback",
+			action: "users.linkIdentity",
+			response: ssoViews.linkIdentity,
+			errors: {
+				401: [...SSO_CALLBACK_401],
+				403: ["SESSION_REQUIRED", "MFA_REQUIRED", "MFA_CODE_INVALID"],
+				404: ["NOT_FOUND"],
+				409: ["IDENTITY_TAKEN"],
+				429: ["MFA_THROTTLED"],
+				503: ["SSO_PROVIDER_UNAVAILABLE"]
+			},
+			auth: "required",
+			status: 201,
+			summary: "Finish linking with the callback's code and state (the flow must be this account's)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/users/me/identities",
+			action: "users.listIdentities",
+			response: ssoViews.listIdentities,
+			errors: { 403: ["SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "The account's single sign-on identities",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/users/me/identities/:id",
+			action: "users.removeIdentity",
+			response: ssoViews.removeIdentity,
+			errors: { 403: ["SESSION_REQUIRED"], 404: ["NOT_FOUND"], 409: ["LAST_SIGN_IN_METHOD"] },
+			auth: "required",
+			summary: "Unlink an identity (refused when it is the only way to sign in)",
+			tag
 		},
 		{
 			method: "GET",

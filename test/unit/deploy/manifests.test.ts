@@ -26,12 +26,18 @@ const TEST_JWT_KEYS = `t1:${"x".repeat(40)}`;
 
 // ---------- the variables the config reads ----------
 
+/** src/config.ts, each domain's src/<domain>/config.ts, and the sections it reads from <topic>-config.ts. */
 const CONFIG_FILES = [
 	"src/config.ts",
 	...fs
 		.readdirSync(path.join(ROOT, "src"), { withFileTypes: true })
-		.filter(d => d.isDirectory() && fs.existsSync(path.join(ROOT, "src", d.name, "config.ts")))
-		.map(d => `src/${d.name}/config.ts`)
+		.filter(d => d.isDirectory())
+		.flatMap(d =>
+			fs
+				.readdirSync(path.join(ROOT, "src", d.name))
+				.filter(f => f === "config.ts" || f.endsWith("-config.ts"))
+				.map(f => `src/${d.name}/${f}`)
+		)
 ];
 
 /** Every variable named in a reader call (`str("X"`, `r.int("X"`, ...) or read as `env.X` / `env["X"]`. */

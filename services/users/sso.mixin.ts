@@ -1,0 +1,149 @@
+/**
+ * Single sign-on actions of the users service (issue 18), mixed into services/users.service.ts:
+ * OpenID Connect and GitHub sign-in, and linking identities to a signed-in account. Each action
+ * validates its params and calls src/users/sso.ts.
+ */
+import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { Forbidden } from "../../src/errors";
+import { runtimeOf } from "../../src/runtime/runtime";
+import { IdentityStore } from "../../src/users/identity-store";
+import type { Ctx } from "../../src/kit/service";
+import { SSO_PROVIDER_ID } from "../../src/users/sso-config";
+import { ssoProviders, type CallbackParams } from "../../src/users/sso-providers";
+import { FLOW_TOKEN_PATTERN, SingleSignOn, identityView } from "../../src/users/sso";
+import type { AccountsThis } from "./accounts.mixin";
+import { mfaCodeParam } from "./accounts.mixin";
+
+interface SsoThis extends AccountsThis {
+	sso: SingleSignOn;
+}
+
+const providerParam = { type: "string", pattern: SSO_PROVIDER_ID, description: "The provider's id" } as const;
+const callbackParams = {
+	provider: providerParam,
+	flowToken: {
+		type: "string",
+		pattern: FLOW_TOKEN_PATTERN,
+		description: "The flowToken of the start answer (kept by the client that started)"
+	},
+	code: { type: "string", min: 1, max: 2048, description: "The `code` parameter of the callback" },
+	state: { type: "string", min: 1, max: 512, description: "The `state` parameter of the callback" },
+	iss: {
+		type: "string",
+		min: 1,
+		max: 2048,
+		optional: true,
+		description: "The `iss` parameter of the callback, when the provider sends one (RFC 9207)"
+	}
+} as const;
+
+type CallbackCtx = Ctx<CallbackParams & { provider: string; flowToken: string; mfaCode?: string }>;
+const callbackOf = (p: CallbackParams): CallbackParams => ({ code: p.code, state: p.state, iss: p.iss });
+
+export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, SsoThis> = {
+	name: "users",
+	actions: {
+		ssoProviders: {
+			async handler(this: SsoThis) {
+				return { items: this.sso.providerList() };
+			}
+		},
+
+		ssoStart: {
+			params: { $$strict: "remove", provider: providerParam },
+			async handler(this: SsoThis, ctx: Ctx<{ provider: string }>) {
+				return this.sso.start(ctx.params.provider, "sign_in", null);
+			}
+		},
+
+		ssoCallback: {
+			params: { $$strict: "remove", ...callbackParams },
+			async handler(this: SsoThis, ctx: CallbackCtx) {
+				const p = ctx.params;
+				const { userId, created } = await this.sso.signIn(p.provider, p.flowToken, callbackOf(p));
+				const user = await this.store.userById(userId);
+				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+				if (created)
+					await this.store.audit(undefined, user.id, user.id, "user.register", {
+						method: "sso",
+						provider: p.provider
+					});
+				if (await this.secondFactor.enabled(user.id))
+					return { ...(await this.mfaChallenge(user.id, "sso")), created };
+				await this.store.touchLogin(user.id);
+				return {
+					...(await this.issueSession(user, "sso", ctx.meta)),
+					user: {
+						id: user.id,
+						email: user.email,
+						emailVerified: user.email !== null && user.email_verified_at !== null,
+						displayName: user.display_name,
+						role: user.role,
+						createdAt: new Date(user.created_at).toISOString()
+					},
+					created
+				};
+			}
+		},
+
+		identityLinkStart: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", provider: providerParam },
+			async handler(this: SsoThis, ctx: Ctx<{ provider: string }>) {
+				return this.sso.start(ctx.params.provider, "link", ctx.meta.user!.id);
+			}
+		},
+
+		linkIdentity: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", ...callbackParams, mfaCode: mfaCodeParam },
+			async handler(this: SsoThis, ctx: CallbackCtx) {
+				const userId = ctx.meta.user!.id;
+				const p = ctx.params;
+				// A new way into the account is a sensitive change, as a wallet or a passkey is.
+				await this.secondFactor.stepUp(userId, p.mfaCode);
+				const r = await this.sso.link(userId, p.provider, p.flowToken, callbackOf(p));
+				if (!r.alreadyLinked)
+					await this.store.audit(undefined, userId, userId, "user.identity.link", {
+						provider: p.provider,
+						id: r.identity.id
+					});
+				return { ...identityView(r.identity), alreadyLinked: r.alreadyLinked };
+			}
+		},
+
+		listIdentities: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: SsoThis, ctx: Ctx) {
+				return { items: (await this.sso.list(ctx.meta.user!.id)).map(identityView) };
+			}
+		},
+
+		removeIdentity: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: { type: "uuid" } },
+			async handler(this: SsoThis, ctx: Ctx<{ id: string }>) {
+				const userId = ctx.meta.user!.id;
+				await this.sso.remove(userId, ctx.params.id);
+				await this.store.audit(undefined, userId, userId, "user.identity.remove", { id: ctx.params.id });
+				return { id: ctx.params.id, removed: true };
+			}
+		}
+	},
+
+	created(this: SsoThis) {
+		const rt = runtimeOf(this.broker);
+		this.sso = new SingleSignOn({
+			cfg: rt.config.users.sso,
+			providers: ssoProviders(rt.config.users.sso, this.logger),
+			identities: new IdentityStore(rt.sequelize),
+			db: rt.sequelize,
+			kv: rt.kv,
+			userIdByEmail: async email => (await this.store.userByEmail(email))?.id ?? null
+		});
+	}
+};
