@@ -16,16 +16,8 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes, Sequelize, Transaction } from "sequelize";
 import { Conflict, NotFound, PaymentRequired } from "../errors";
 import type { TierName } from "../domain/tiers";
-import {
-	Allocation,
-	LOT_PRIORITY,
-	LotSource,
-	allocate,
-	holdAmount,
-	settlementCharge,
-	spendOrder,
-	splitAllocations
-} from "./ledger-rules";
+import { LOT_PRIORITY, LotSource, allocate, holdAmount, spendOrder } from "./ledger-rules";
+import { GroupCommit } from "./group-commit";
 
 export type SystemAccount = "sys:revenue" | "sys:stripe" | "sys:token_treasury" | "sys:promo" | "sys:expired";
 export const availableKey = (userId: string) => `u:${userId}:available`;
@@ -154,10 +146,66 @@ function holdView(row: HoldRow, duplicate: boolean): HoldView {
 	};
 }
 
+/** One operation of `ledger_apply` (bigints as decimal strings). */
+type HoldOp =
+	| {
+			op: "reserve";
+			userId: string;
+			taskId: string;
+			listMaxCost: string;
+			boostMs: number;
+			boostFee: string;
+			amount: string;
+			tier: TierName;
+			discountBps: number;
+	  }
+	| { op: "settle"; userId: string; taskId: string; listActualCost: string }
+	| { op: "release"; userId: string; taskId: string };
+
+/** One answer of `ledger_apply`. */
+type HoldAnswer =
+	| { hold: HoldRow; duplicate: boolean }
+	| { error: "INTERNAL"; sqlstate: string; message: string }
+	| { error: string; message: string; details: Record<string, string> | null };
+
+/** A deadlock or serialization failure inside one operation of a batch (rolled back alone). */
+const retryableAnswer = (a: HoldAnswer) => "sqlstate" in a && RETRYABLE_PG.has(a.sqlstate);
+
+/** The refusals of the ledger functions as the errors the TypeScript ledger threw. */
+function settledAnswer(a: HoldAnswer): PromiseSettledResult<HoldView> {
+	if ("hold" in a) return { status: "fulfilled", value: holdView(a.hold, a.duplicate) };
+	const reason =
+		"sqlstate" in a
+			? new Error(`ledger: ${a.message} (SQLSTATE ${a.sqlstate})`)
+			: a.error === "NOT_FOUND"
+				? NotFound("Hold")
+				: a.error === "INSUFFICIENT_CREDITS"
+					? PaymentRequired(a.message, a.details ?? undefined)
+					: Conflict(a.message, a.error, a.details ?? undefined);
+	return { status: "rejected", reason };
+}
+
+export interface LedgerOptions {
+	/** Most hold operations in one `ledger_apply` statement. */
+	batchMax?: number;
+	/** Most `ledger_apply` statements in flight; what arrives meanwhile waits for the next batch. */
+	batchInFlight?: number;
+}
+
 export class Ledger {
 	private readonly knownUsers = new Set<string>();
+	private readonly holds: GroupCommit<HoldOp, HoldView>;
 
-	constructor(readonly sequelize: Sequelize) {}
+	constructor(
+		readonly sequelize: Sequelize,
+		opts: LedgerOptions = {}
+	) {
+		this.holds = new GroupCommit({
+			maxBatch: opts.batchMax ?? 64,
+			maxInFlight: opts.batchInFlight ?? 2,
+			run: ops => this.applyHolds(ops)
+		});
+	}
 
 	/** Runs `fn` in a transaction, retried on deadlock or serialization failure (both roll back cleanly). */
 	async run<T>(fn: (tx: Transaction) => Promise<T>, attempts = 4): Promise<T> {
@@ -341,6 +389,10 @@ export class Ledger {
 		return toLots(rows);
 	}
 
+	/**
+	 * Holds the worst case of a task (one `ledger_reserve` in a group-committed `ledger_apply`; the
+	 * rules are in migration 20261202-3003-ledger-functions). Idempotent on the task id.
+	 */
 	async reserve(p: {
 		userId: string;
 		taskId: string;
@@ -350,165 +402,90 @@ export class Ledger {
 		tier: TierName;
 		discountBps: number;
 	}): Promise<HoldView> {
-		return this.run(async tx => {
-			await this.lockUser(tx, p.userId);
-			const existing = await this.findHold(tx, p.taskId, false);
-			if (existing) return this.sameHold(existing, p.userId, p.listMaxCost);
-			// One locked read of every lot with credit left: the expired ones are swept, the rest spent.
-			const all = await this.spendableLots(tx, p.userId, true);
-			if (all.some(l => l.expired)) await this.expireLots(tx, p.userId);
-			const { amount, boostFee } = holdAmount(p.listMaxCost, p.discountBps, p.listBoostFee);
-			const lots = spendOrder(all.filter(l => !l.expired));
-			const { allocations, shortfall } = allocate(lots, amount);
-			if (shortfall > 0n) {
-				const available = lots.reduce((s, l) => s + l.remaining, 0n);
-				throw PaymentRequired("Not enough credits for this task", {
-					required: amount.toString(),
-					available: available.toString()
-				});
-			}
-			const posted = await this.post(tx, {
-				kind: "reserve",
-				userId: p.userId,
-				causeType: "task",
-				causeId: p.taskId,
-				tier: p.tier,
-				discountBps: p.discountBps,
-				listAmount: p.listMaxCost,
-				description: "Credits held for a task",
-				metadata: p.boostMs ? { boostMs: p.boostMs, boostFee: boostFee.toString() } : {},
-				entries: [
-					...allocations.map(a => ({ account: availableKey(p.userId), amount: -a.amount, lotId: a.lotId })),
-					{ account: heldKey(p.userId), amount }
-				]
-			});
-			if (posted.duplicate) {
-				// The same task id was reserved under another user at the same moment (different user locks).
-				const other = await this.findHold(tx, p.taskId, false);
-				if (other) return this.sameHold(other, p.userId, p.listMaxCost);
-				throw Conflict("This task already has a hold", "HOLD_CONFLICT");
-			}
-			const [row] = await this.q<HoldRow>(
-				tx,
-				`INSERT INTO credit_holds (task_id, user_id, state, list_max_cost, boost_ms, boost_fee, amount, tier, discount_bps, allocations)
-				 VALUES ($1, $2, 'held', $3, $4, $5, $6, $7, $8, $9::jsonb) RETURNING *`,
-				[
-					p.taskId,
-					p.userId,
-					p.listMaxCost.toString(),
-					p.boostMs,
-					boostFee.toString(),
-					amount.toString(),
-					p.tier,
-					p.discountBps,
-					JSON.stringify(allocations.map(a => ({ lotId: a.lotId, amount: a.amount.toString() })))
-				]
-			);
-			return holdView(row, false);
+		const { amount, boostFee } = holdAmount(p.listMaxCost, p.discountBps, p.listBoostFee);
+		return this.holds.submit({
+			op: "reserve",
+			userId: p.userId,
+			taskId: p.taskId,
+			listMaxCost: p.listMaxCost.toString(),
+			boostMs: p.boostMs,
+			boostFee: boostFee.toString(),
+			amount: amount.toString(),
+			tier: p.tier,
+			discountBps: p.discountBps
 		});
 	}
 
-	private async findHold(tx: Transaction, taskId: string, lock: boolean): Promise<HoldRow | null> {
-		const [row] = await this.q<HoldRow>(
-			tx,
-			`SELECT * FROM credit_holds WHERE task_id = $1 ${lock ? "FOR UPDATE" : ""}`,
-			[taskId]
-		);
-		return row ?? null;
-	}
-
-	private sameHold(row: HoldRow, userId: string, listMaxCost: bigint): HoldView {
-		// Another user's task id is not revealed: it looks like a clash of ids.
-		if (row.user_id !== userId) throw Conflict("This task id is already in use", "HOLD_CONFLICT");
-		if (BigInt(row.list_max_cost) !== listMaxCost)
-			throw Conflict("This task already has a hold with a different amount", "HOLD_MISMATCH", {
-				listMaxCost: String(row.list_max_cost)
-			});
-		return holdView(row, true);
-	}
-
-	private async ownHold(tx: Transaction, taskId: string, userId: string): Promise<HoldRow> {
-		const row = await this.findHold(tx, taskId, true);
-		if (!row || row.user_id !== userId) throw NotFound("Hold");
-		return row;
-	}
-
+	/** Charges a held task its actual cost (capped at the hold) and returns the rest. Idempotent on the cost. */
 	async settle(p: { userId: string; taskId: string; listActualCost: bigint }): Promise<HoldView> {
-		return this.run(async tx => {
-			const hold = await this.ownHold(tx, p.taskId, p.userId);
-			if (hold.state === "settled") {
-				if (BigInt(hold.list_actual_cost ?? -1) === p.listActualCost) return holdView(hold, true);
-				throw Conflict("This task was already settled with another cost", "HOLD_ALREADY_SETTLED", {
-					listActualCost: String(hold.list_actual_cost)
-				});
-			}
-			if (hold.state === "released") throw Conflict("This task's hold was released", "HOLD_RELEASED");
-			await this.lockUser(tx, p.userId);
-			const held = BigInt(hold.amount);
-			const charge = settlementCharge(held, p.listActualCost, hold.discount_bps, BigInt(hold.boost_fee));
-			const allocations: Allocation[] = hold.allocations.map(a => ({ lotId: a.lotId, amount: BigInt(a.amount) }));
-			const { returned } = splitAllocations(allocations, charge);
-			await this.post(tx, {
-				kind: "settle",
-				userId: p.userId,
-				causeType: "task",
-				causeId: p.taskId,
-				tier: hold.tier,
-				discountBps: hold.discount_bps,
-				listAmount: p.listActualCost,
-				description: "Task charged",
-				metadata: {
-					held: held.toString(),
-					charged: charge.toString(),
-					capped: charge === held && p.listActualCost > 0n
-				},
-				entries: [
-					{ account: heldKey(p.userId), amount: -held },
-					{ account: "sys:revenue", amount: charge },
-					...returned.map(a => ({ account: availableKey(p.userId), amount: a.amount, lotId: a.lotId }))
-				]
-			});
-			const [row] = await this.q<HoldRow>(
-				tx,
-				`UPDATE credit_holds SET state = 'settled', list_actual_cost = $2, charged = $3, finished_at = now() WHERE task_id = $1 RETURNING *`,
-				[p.taskId, p.listActualCost.toString(), charge.toString()]
-			);
-			return holdView(row, false);
+		if (p.listActualCost < 0n) throw new RangeError(`actual cost must be >= 0, got ${p.listActualCost}`);
+		return this.holds.submit({
+			op: "settle",
+			userId: p.userId,
+			taskId: p.taskId,
+			listActualCost: p.listActualCost.toString()
 		});
 	}
 
+	/** Returns a held task's whole hold. Idempotent. */
 	async release(p: { userId: string; taskId: string }): Promise<HoldView> {
-		return this.run(async tx => {
-			const hold = await this.ownHold(tx, p.taskId, p.userId);
-			if (hold.state === "released") return holdView(hold, true);
-			if (hold.state === "settled")
-				throw Conflict("This task's hold was already settled", "HOLD_ALREADY_SETTLED");
-			await this.lockUser(tx, p.userId);
-			const held = BigInt(hold.amount);
-			await this.post(tx, {
-				kind: "release",
-				userId: p.userId,
-				causeType: "task",
-				causeId: p.taskId,
-				tier: hold.tier,
-				discountBps: hold.discount_bps,
-				description: "Task hold released",
-				entries: [
-					{ account: heldKey(p.userId), amount: -held },
-					...hold.allocations.map(a => ({
-						account: availableKey(p.userId),
-						amount: BigInt(a.amount),
-						lotId: a.lotId
-					}))
-				]
-			});
-			const [row] = await this.q<HoldRow>(
-				tx,
-				`UPDATE credit_holds SET state = 'released', finished_at = now() WHERE task_id = $1 RETURNING *`,
-				[p.taskId]
-			);
-			return holdView(row, false);
+		return this.holds.submit({ op: "release", userId: p.userId, taskId: p.taskId });
+	}
+
+	/**
+	 * One statement for a batch of hold operations. Sorted by user (stable, so one user's operations
+	 * keep their order): every batch takes user locks in the same order, so batches do not deadlock
+	 * each other. A batch that fails as a whole (connection lost, commit refused) is retried one
+	 * operation at a time: every operation is idempotent, so one that did commit answers its duplicate.
+	 */
+	private async applyHolds(ops: HoldOp[]): Promise<Array<PromiseSettledResult<HoldView>>> {
+		const order = ops
+			.map((op, i) => ({ op, i }))
+			.sort((a, b) => (a.op.userId < b.op.userId ? -1 : a.op.userId > b.op.userId ? 1 : a.i - b.i));
+		let answers: HoldAnswer[];
+		try {
+			answers = await this.applyOnce(order.map(o => o.op));
+		} catch (err) {
+			if (ops.length === 1) return [{ status: "rejected", reason: err }];
+			return Promise.all(ops.map(op => this.applyAlone(op)));
+		}
+		const out: Array<PromiseSettledResult<HoldView>> = new Array(ops.length);
+		await Promise.all(
+			order.map(async ({ op, i }, k) => {
+				const a = answers[k];
+				out[i] = retryableAnswer(a) ? await this.applyAlone(op) : settledAnswer(a);
+			})
+		);
+		return out;
+	}
+
+	private async applyOnce(ops: HoldOp[]): Promise<HoldAnswer[]> {
+		const [row] = await this.sequelize.query<{ r: HoldAnswer[] }>(`SELECT ledger_apply($1::jsonb) AS r`, {
+			bind: [JSON.stringify(ops)],
+			type: QueryTypes.SELECT
 		});
+		if (!Array.isArray(row?.r) || row.r.length !== ops.length)
+			throw new Error("ledger_apply answered a different number of outcomes");
+		return row.r;
+	}
+
+	/** One operation in its own statement, retried on deadlock or serialization failure. */
+	private async applyAlone(op: HoldOp, attempts = 4): Promise<PromiseSettledResult<HoldView>> {
+		for (let i = 1; ; i++) {
+			let a: HoldAnswer;
+			try {
+				[a] = await this.applyOnce([op]);
+			} catch (err) {
+				if (i >= attempts || !RETRYABLE_PG.has(pgCode(err) ?? "")) return { status: "rejected", reason: err };
+				await new Promise(r => setTimeout(r, 5 * i + Math.random() * 10));
+				continue;
+			}
+			if (i < attempts && retryableAnswer(a)) {
+				await new Promise(r => setTimeout(r, 5 * i + Math.random() * 10));
+				continue;
+			}
+			return settledAnswer(a);
+		}
 	}
 
 	/**
