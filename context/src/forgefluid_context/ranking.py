@@ -34,7 +34,7 @@ W_NAMED_PATH = 1.2
 W_GRAPH = 0.5
 W_RECENCY = 0.15
 PPR_ALPHA = 0.15
-PPR_EPSILON = 2e-5
+PPR_EPSILON = 2e-4
 MAX_DEFINERS = 6
 # A chunk's score is its file's times (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance within the file).
 CHUNK_FLOOR = 0.25  # an identifier defined in more files than this is too common to make an edge
@@ -90,6 +90,15 @@ class VersionIndex:
         self.avg_length = total / len(files) if files else 1.0
         self.graph = self._graph()
         self.out_weight = [sum(e.values()) for e in self.graph]
+        # query-independent, so computed once: each node's edges as (target, share of its out-weight)
+        # and the residual above which the push visits it
+        self.edges: list[list[tuple[int, float]]] = [
+            [(j, w / ow) for j, w in e.items()] if ow > 0 else []
+            for e, ow in zip(self.graph, self.out_weight, strict=True)
+        ]
+        self.push_limit = [PPR_EPSILON * max(1, len(e)) for e in self.graph]
+        # token counts that do not depend on the query (frame headers, map lines), filled on first use
+        self.token_cache: dict[str, int] = {}
         versions = [f.changed_at for f in files]
         self.min_version = min(versions) if versions else 0
         self.max_version = max(versions) if versions else 0
@@ -177,28 +186,30 @@ class VersionIndex:
         if total <= 0:
             return {}
         p: dict[int, float] = defaultdict(float)
-        r: dict[int, float] = {i: v / total for i, v in seeds.items()}
-        graph = self.graph
-        out_w = self.out_weight
-        queue = [i for i in r if r[i] > PPR_EPSILON * max(1, len(graph[i]))]
+        r: dict[int, float] = defaultdict(float)
+        for i, v in seeds.items():
+            r[i] = v / total
+        edges_of = self.edges
+        limit = self.push_limit
+        keep = 1 - PPR_ALPHA
+        queue = [i for i in r if r[i] > limit[i]]
         while queue:
             i = queue.pop()
-            ri = r.get(i, 0.0)
-            edges = graph[i]
-            if ri <= PPR_EPSILON * max(1, len(edges)):
+            ri = r[i]
+            if ri <= limit[i]:
                 continue
             p[i] += PPR_ALPHA * ri
             r[i] = 0.0
+            edges = edges_of[i]
             if not edges:
-                p[i] += (1 - PPR_ALPHA) * ri
+                p[i] += keep * ri
                 continue
-            spread = (1 - PPR_ALPHA) * ri / out_w[i]
-            for j, w in edges.items():
-                before = r.get(j, 0.0)
-                after = before + spread * w
+            spread = keep * ri
+            for j, share in edges:
+                before = r[j]
+                after = before + spread * share
                 r[j] = after
-                limit = PPR_EPSILON * max(1, len(graph[j]))
-                if before <= limit < after:
+                if before <= limit[j] < after:
                     queue.append(j)
         return p
 
@@ -228,6 +239,35 @@ class VersionIndex:
             scores[i] = s
         order = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], self.files[i].path))
         return Ranked(scores, order, named_defs)
+
+    def chunk_relevance(self, file_index: int, query_terms: dict[str, int], named: set[str]) -> list[float]:
+        """Each chunk's BM25 against the query (chunks of the file as the documents, the version's
+        document frequencies); a chunk defining a named identifier gets the file's best plus one."""
+        f = self.files[file_index]
+        if f.facts is None or not f.facts.chunks:
+            return []
+        n = len(self.files)
+        chunks = f.facts.chunks
+        lengths = [sum(c.terms.values()) for c in chunks]
+        avg = sum(lengths) / len(chunks) or 1.0
+        idfs = {}
+        for t in query_terms:
+            df = len(self.postings.get(t, ()))
+            if df:
+                idfs[t] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        raw: list[float] = []
+        for c, dl in zip(chunks, lengths, strict=True):
+            s = 0.0
+            norm = K1 * (1 - B + B * dl / avg)
+            for t, idf in idfs.items():
+                tf = c.terms.get(t, 0)
+                if tf:
+                    s += idf * tf * (K1 + 1) / (tf + norm)
+            raw.append(s)
+        if named:
+            top = max(raw, default=0.0) + 1.0
+            raw = [top if c.name in named else s for c, s in zip(chunks, raw, strict=True)]
+        return raw
 
     def chunk_scores(
         self, file_index: int, query_terms: dict[str, int], file_score: float, named: set[str]

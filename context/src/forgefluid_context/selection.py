@@ -2,8 +2,10 @@
 
 THE RULE, in order:
 1. included paths (globs) first: each whole when it fits, else its best chunks;
-2. then units by score: a well-ranked file that takes at most a quarter of the budget is one unit
-   (whole), a longer file offers its chunks (definitions with their line ranges) one by one;
+2. then units of the best-ranked files: a file of at most WHOLE_FILE_SHARE of the budget is one unit
+   (whole), a longer file offers its chunks (definitions with their line ranges) one by one, scored
+   by the file's rank and the chunk's own BM25; units go in by score per token^DENSITY, so the
+   budget holds the relevant definitions of many files rather than all of a few;
 3. then a repository map (path: main symbols), best files first, in whatever space is left.
 Excluded paths are never shown, not even in the map. Every frame's `tokens` counts its text plus a
 header allowance (path and line range, as the prompt prints them), with the real tokenizer, and the
@@ -19,8 +21,17 @@ from typing import Any
 
 from .ranking import VersionIndex, query_terms
 
-WHOLE_FILE_SHARE = 0.25
+# A candidate file this small (share of the budget) is one unit, shown whole; a longer one offers
+# its chunks.
+WHOLE_FILE_SHARE = 0.05
 TOP_FILES = 60
+# A chunk's score: its file's score x (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance), the
+# relevance mixing its BM25 against the file's best chunk (LOCAL_WEIGHT) and the best chunk of all
+# candidates; units are packed by score / tokens^DENSITY, so a short relevant definition beats a long
+# window of the same score.
+CHUNK_FLOOR = 0.25
+LOCAL_WEIGHT = 0.5
+DENSITY = 0.5
 MAP_MIN_TOKENS = 24
 
 
@@ -50,6 +61,19 @@ def header_tokens(path: str, count: Callable[[str], int]) -> int:
     return count(path) + 8
 
 
+def _memo(index: VersionIndex, count: Callable[[str], int]) -> Callable[[str], int]:
+    """`count` for the short, query-independent strings (paths, map lines), remembered per version."""
+    cache = index.token_cache
+
+    def counted(text: str) -> int:
+        n = cache.get(text)
+        if n is None:
+            n = cache[text] = count(text)
+        return n
+
+    return counted
+
+
 def plan(
     index: VersionIndex,
     query: str,
@@ -59,6 +83,7 @@ def plan(
     count: Callable[[str], int],
 ) -> tuple[list[Unit], list[int]]:
     """The units to show and the files ranked for the map (both by file index)."""
+    count = _memo(index, count)
     ranked = index.rank(query)
     qterms = query_terms(query)
     allowed = [i for i in range(len(index.files)) if not (exclude and glob_match(index.files[i].path, exclude))]
@@ -99,13 +124,33 @@ def plan(
         units = units_of(i, ranked.file_scores[i] + 1.0, whole, True)
         offer(sorted(units, key=lambda u: -u.score))
     inc_set = set(included)
-    pool: list[Unit] = []
     candidates = [i for i in ranked.order if i in allowed_set and i not in inc_set][:TOP_FILES]
-    for i in candidates:
-        f = index.files[i]
-        whole = f.tokens <= WHOLE_FILE_SHARE * budget
-        pool.extend(units_of(i, ranked.file_scores[i], whole, False))
-    pool.sort(key=lambda u: (-u.score, u.file, u.start))
+    pool: list[Unit] = []
+    if candidates:
+        top = ranked.file_scores[candidates[0]] or 1.0
+        raw: list[tuple[int, list[float]]] = []
+        best = 0.0
+        for i in candidates:
+            rel = index.chunk_relevance(i, qterms, ranked.named_defs)
+            raw.append((i, rel))
+            best = max(best, max(rel, default=0.0))
+        best = best or 1.0
+        for i, rel in raw:
+            f = index.files[i]
+            if f.facts is None or not f.facts.chunks:
+                continue
+            fnorm = ranked.file_scores[i] / top
+            if f.tokens <= WHOLE_FILE_SHARE * budget or len(f.facts.chunks) == 1:
+                pool.append(Unit(i, 1, f.facts.lines, f.tokens, fnorm * (1 + CHUNK_FLOOR) / 2))
+                continue
+            local = max(rel, default=0.0) or 1.0
+            for c, r in zip(f.facts.chunks, rel, strict=True):
+                if c.tokens <= 0:
+                    continue
+                mix = LOCAL_WEIGHT * r / local + (1 - LOCAL_WEIGHT) * r / best
+                pool.append(Unit(i, c.start, c.end, c.tokens, fnorm * (CHUNK_FLOOR + (1 - CHUNK_FLOOR) * mix)))
+    header = {u.file: header_tokens(index.files[u.file].path, count) for u in pool}
+    pool.sort(key=lambda u: (-u.score / (u.tokens + header[u.file]) ** DENSITY, u.file, u.start))
     offer(pool)
     map_order = [i for i in ranked.order if i in allowed_set] + [i for i in allowed if ranked.file_scores[i] <= 0]
     return chosen, map_order
@@ -120,9 +165,10 @@ def render(
     count: Callable[[str], int],
 ) -> tuple[list[dict[str, Any]], int]:
     """Frames from the chosen units (adjacent ranges of a file merged), then the map; exact tokens."""
+    short = _memo(index, count)
     units = list(units)
     while True:
-        frames = _content_frames(index, units, texts, count)
+        frames = _content_frames(index, units, texts, count, short)
         used = sum(f["tokens"] for f in frames)
         if used <= budget or not units:
             break
@@ -133,7 +179,7 @@ def render(
     shown_whole = {f["path"] for f in frames if f["kind"] == "file"}
     if left >= MAP_MIN_TOKENS:
         lines: list[str] = []
-        spent = count("Repository map (path: main symbols)\n")
+        spent = short("Repository map (path: main symbols)\n")
         for i in map_order:
             f = index.files[i]
             if f.path in shown_whole:
@@ -147,11 +193,11 @@ def render(
                     if len(symbols) == 8:
                         break
             line = f.path + (": " + ", ".join(symbols) if symbols else "")
-            cost = count(line + "\n")
+            cost = short(line + "\n")
             if spent + cost > left:
-                if spent + count(f.path + "\n") > left:
+                if spent + short(f.path + "\n") > left:
                     break
-                line, cost = f.path, count(f.path + "\n")
+                line, cost = f.path, short(f.path + "\n")
             lines.append(line)
             spent += cost
         if lines:
@@ -168,7 +214,11 @@ def render(
 
 
 def _content_frames(
-    index: VersionIndex, units: list[Unit], texts: dict[str, str], count: Callable[[str], int]
+    index: VersionIndex,
+    units: list[Unit],
+    texts: dict[str, str],
+    count: Callable[[str], int],
+    short: Callable[[str], int],
 ) -> list[dict[str, Any]]:
     by_file: dict[int, list[Unit]] = {}
     order: list[int] = []
@@ -191,14 +241,17 @@ def _content_frames(
             else:
                 ranges.append([u.start, u.end])
         whole = len(ranges) == 1 and ranges[0][0] == 1 and ranges[0][1] >= f.facts.lines
+        # a range that is one chunk has its exact count from indexing (same text); others are counted
+        known = {(c.start, c.end): c.tokens for c in f.facts.chunks}
         for s, e in ranges:
             body = "\n".join(lines[s - 1 : e])
+            n = known.get((s, e))
             frames.append(
                 {
                     "kind": "file" if whole else "definitions",
                     "path": f.path,
                     "lines": [s, e],
-                    "tokens": count(body) + header_tokens(f.path, count),
+                    "tokens": (count(body) if n is None else n) + header_tokens(f.path, short),
                     "text": body,
                 }
             )
