@@ -391,7 +391,8 @@ const UsersService: UsersSchema = {
 				);
 				if (wait > 0) throw throttled(wait);
 				// Guesses at one account spread over many addresses; the owner's usual addresses skip it.
-				const viaAccountLimiter = !(await this.knownAddresses.has(email, ctx.meta.ip));
+				const known = await this.knownAddresses.has(email, ctx.meta.ip);
+				const viaAccountLimiter = known !== true;
 				if (viaAccountLimiter) {
 					const accountWait = await this.accountThrottle.admit(emailKey);
 					if (accountWait > 0) throw throttled(accountWait);
@@ -421,7 +422,7 @@ const UsersService: UsersSchema = {
 					await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
 				if (await this.secondFactor.enabled(user.id)) return this.mfaChallenge(user.id, "password");
 				// An address the account never signed in from: tell the owner (a verified address only).
-				if (viaAccountLimiter && user.email_verified_at)
+				if (known === false && user.email_verified_at)
 					this.mailer.sendLater(user.email!, {
 						kind: "newSignIn",
 						method: "password",

@@ -10,6 +10,7 @@
  * span an outage belong to the caller (Moleculer's retry policy, the outbox, the worker's report
  * loop), which knows whether the work is idempotent; the drivers retry at most `retries` times.
  */
+import type Redis from "ioredis";
 import type { RedisOptions } from "ioredis";
 import type { EnvReader } from "../env-reader";
 
@@ -101,10 +102,26 @@ export function redisClientOptions(url: string, p: DependencyPolicy["redis"]): R
 		commandTimeout: p.commandTimeoutMs,
 		maxRetriesPerRequest: p.retries,
 		// Commands issued while connecting wait for the connection (bounded by the command timeout),
-		// so a node's start does not race its own connection.
+		// so a node's start does not race its own connection. Once connected, `failFastWhenDown`
+		// turns the queue off.
 		enableOfflineQueue: true,
 		retryStrategy: times => Math.min(50 * 2 ** Math.min(times, 10), p.reconnectMaxMs)
 	};
+}
+
+/**
+ * After a client's first connection, a command sent while Redis is down (reconnecting) fails at
+ * once ("Stream isn't writeable") instead of waiting in ioredis's offline queue for the next
+ * reconnection attempt: every caller degrades (cache miss, per-node rate limits, queue metadata
+ * from PostgreSQL) without paying up to `reconnectMaxMs` per command, which added up to a second
+ * per request when a request touched Redis more than once. Only the first connection queues (a
+ * node's start does not race its own connection).
+ */
+export function failFastWhenDown(client: Redis): Redis {
+	client.once("ready", () => {
+		client.options.enableOfflineQueue = false;
+	});
+	return client;
 }
 
 const DRIVER_DOWN_NAMES = new Set([

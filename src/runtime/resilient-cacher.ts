@@ -3,12 +3,15 @@
  * is a miss (the action runs), a write or an invalidation that fails is logged and dropped. The
  * cache holds only what can be rebuilt, so a Redis outage costs speed, never a 5xx. Its ioredis
  * client is built from the Redis policy by the caller (`redisClientOptions`), so a command fails
- * within the policy's command timeout instead of the library's 20 retries.
+ * within the policy's command timeout instead of the library's 20 retries, and at once while Redis is
+ * known down (`failFastWhenDown`).
  *
  * What is lost: an invalidation dropped while Redis was unreachable (but not restarted) leaves the
  * entry until its TTL (60 s) ends.
  */
-import { Cachers } from "moleculer";
+import { Cachers, type ServiceBroker } from "moleculer";
+import type Redis from "ioredis";
+import { failFastWhenDown } from "./dependency-policy";
 
 type Options = ConstructorParameters<typeof Cachers.Redis>[0];
 
@@ -19,6 +22,12 @@ export class ResilientRedisCacher extends Cachers.Redis {
 		// No redlock: no action asks for cache locks, and a lock against a Redis that is down retries for seconds.
 		// (Moleculer checks `redlock !== false`; its type says only an object.)
 		super({ ...opts, redlock: false as unknown as Record<string, never> });
+	}
+
+	override init(broker: ServiceBroker) {
+		super.init(broker);
+		// Down is a miss at once, not a wait for the next reconnection.
+		failFastWhenDown((this as unknown as { client: Redis }).client);
 	}
 
 	private degraded(op: string, err: unknown) {

@@ -15,7 +15,7 @@ import { OutboxRelay } from "../events/outbox";
 import { EventBus } from "../events/types";
 import { KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore } from "./kv";
 import { elapsedMs } from "../kit/timing";
-import { redisClientOptions } from "./dependency-policy";
+import { failFastWhenDown, redisClientOptions } from "./dependency-policy";
 
 export interface Logger {
 	info(...a: unknown[]): void;
@@ -50,7 +50,9 @@ export class Runtime {
 		readonly logger: Logger
 	) {
 		if (config.redisUrl) {
-			this.redis = new Redis({ ...redisClientOptions(config.redisUrl, config.deps.redis), lazyConnect: false });
+			this.redis = failFastWhenDown(
+				new Redis({ ...redisClientOptions(config.redisUrl, config.deps.redis), lazyConnect: false })
+			);
 			this.redis.on("error", err => logger.warn("Redis error", err.message));
 			this.kv = new RedisKeyValueStore(this.redis, `${config.redisPrefix}kv:`);
 		} else {

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import type { KeyValueStore } from "../runtime/kv";
+import { isDependencyDown } from "../runtime/dependency-policy";
 import type { ThrottleRule } from "./config";
 
 /** Seconds a client must wait after its `failures`-th consecutive failure (0 while within the allowance). */
@@ -135,13 +136,29 @@ export class KnownAddresses {
 		return `${this.keyPrefix}:${throttleKey(account, ip)}`;
 	}
 
-	async has(account: string, ip: string | undefined): Promise<boolean> {
+	/**
+	 * Whether the address is known; null while the store (Redis) cannot answer. Signing in keeps
+	 * working through a Redis outage (docs/faults.md): an address that cannot be looked up goes
+	 * through the account-wide limiter like an unknown one (the stricter path), without the
+	 * new-address mail.
+	 */
+	async has(account: string, ip: string | undefined): Promise<boolean | null> {
 		if (!ip || this.ttlS === 0) return false;
-		return (await this.kv.get(this.key(account, ip))) !== null;
+		try {
+			return (await this.kv.get(this.key(account, ip))) !== null;
+		} catch (err) {
+			if (isDependencyDown(err)) return null;
+			throw err;
+		}
 	}
 
+	/** Dropped while the store cannot answer: the address is then asked about again next time. */
 	async remember(account: string, ip: string | undefined): Promise<void> {
 		if (!ip || this.ttlS === 0) return;
-		await this.kv.set(this.key(account, ip), "1", this.ttlS * 1000);
+		try {
+			await this.kv.set(this.key(account, ip), "1", this.ttlS * 1000);
+		} catch (err) {
+			if (!isDependencyDown(err)) throw err;
+		}
 	}
 }
