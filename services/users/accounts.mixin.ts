@@ -45,6 +45,8 @@ export interface AccountsThis extends AccountsHost {
 	emailFlows: EmailFlows;
 	secondFactor: SecondFactor;
 	passkeys: Passkeys;
+	/** Wrong passwords given as step-up (account deletion), keyed by user id. */
+	stepUpPasswords: ProgressiveThrottle;
 	/** Login's answer for an account with 2FA on: no session yet, a token for the second step. */
 	mfaChallenge(
 		userId: string,
@@ -272,7 +274,8 @@ export const accountsMixin: ServiceSchema<
 						accounts: this.accounts,
 						hasher: this.hasher,
 						secondFactor: this.secondFactor,
-						mailer: this.mailer
+						mailer: this.mailer,
+						passwordGuesses: this.stepUpPasswords
 					}
 				);
 				await this.forget(auth.id, r.sessions);
@@ -472,6 +475,7 @@ export const accountsMixin: ServiceSchema<
 			audit: (userId, action, details) => audit(userId, userId, action, details)
 		});
 		this.passkeys = new Passkeys(cfg.webauthn, rt.sequelize, rt.kv);
+		this.stepUpPasswords = new ProgressiveThrottle(rt.redis, `${prefix}:stepup-password`, cfg.accounts.mfaThrottle);
 		this.secondFactor = new SecondFactor({
 			cfg,
 			accounts: this.accounts,

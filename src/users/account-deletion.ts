@@ -8,12 +8,13 @@
  * tombstone, because payments' ledger names it; those entries stay as they are, attached to an id
  * that no longer leads to a person (pseudonymised, and payments' tables are not touched from here).
  */
-import { Forbidden, NotFound } from "../errors";
+import { Forbidden, NotFound, TooManyRequests } from "../errors";
 import type { AccountStore } from "./account-store";
 import type { UsersConfig } from "./config";
 import { normalizePassword, type PasswordHasher } from "./credentials";
 import type { Mailer } from "./mailer";
 import type { SecondFactor } from "./second-factor";
+import type { ProgressiveThrottle } from "./throttle";
 import type { UsersStore } from "./store";
 
 export async function exportAccount(
@@ -41,6 +42,8 @@ export async function deleteAccount(
 		hasher: PasswordHasher;
 		secondFactor: SecondFactor;
 		mailer: Mailer;
+		/** Wrong step-up passwords, keyed by user id. */
+		passwordGuesses: ProgressiveThrottle;
 	}
 ): Promise<{ sessions: string[]; wallets: string[] }> {
 	const user = await d.store.userById(req.userId);
@@ -48,8 +51,14 @@ export async function deleteAccount(
 	if (await d.secondFactor.enabled(user.id)) await d.secondFactor.stepUp(user.id, req.mfaCode);
 	else if (user.password_hash) {
 		if (!req.password) throw Forbidden("Deleting the account needs the current password", "PASSWORD_REQUIRED");
-		if (!(await d.hasher.verify(user.password_hash, normalizePassword(req.password))))
+		// Guessing the password here is throttled per account as the sign-in step's codes are, checked first.
+		const wait = await d.passwordGuesses.retryAfterS(user.id);
+		if (wait > 0) throw TooManyRequests("Too many wrong passwords; try again later", wait, "STEP_UP_THROTTLED");
+		if (!(await d.hasher.verify(user.password_hash, normalizePassword(req.password)))) {
+			await d.passwordGuesses.recordFailure(user.id);
 			throw Forbidden("The current password is wrong", "INVALID_CURRENT_PASSWORD");
+		}
+		await d.passwordGuesses.reset(user.id);
 	} else {
 		const session = req.sessionId
 			? (await d.store.sessionsOf(user.id, { includeEnded: false, limit: 100 })).find(s => s.id === req.sessionId)

@@ -23,6 +23,7 @@ import { QueryTypes, type Sequelize } from "sequelize";
 import { Conflict, NotFound, Unauthorized } from "../errors";
 import type { KeyValueStore } from "../runtime/kv";
 import type { WebAuthnConfig } from "./config";
+import { removeUnlessLast } from "./sign-in-methods";
 
 export interface PasskeyRow {
 	credential_id: string;
@@ -183,11 +184,20 @@ export class Passkeys {
 		return row.user_id;
 	}
 
+	/** Refused when the passkey is the account's only way to sign in (no password, wallet or other key). */
 	async remove(userId: string, credentialId: string): Promise<void> {
-		const rows = await this.rows(
-			`DELETE FROM user_passkeys WHERE user_id = $1 AND credential_id = $2 RETURNING credential_id`,
-			[userId, credentialId]
-		);
-		if (!rows.length) throw NotFound("Passkey");
+		const r = await removeUnlessLast(this.db, userId, async transaction => {
+			const rows = await this.db.query(
+				`DELETE FROM user_passkeys WHERE user_id = $1 AND credential_id = $2 RETURNING credential_id`,
+				{ bind: [userId, credentialId], type: QueryTypes.SELECT, transaction }
+			);
+			return rows.length > 0;
+		});
+		if (r === "not_found") throw NotFound("Passkey");
+		if (r === "last_method")
+			throw Conflict(
+				"This passkey is the account's only way to sign in; add a password, wallet or another passkey first",
+				"LAST_SIGN_IN_METHOD"
+			);
 	}
 }

@@ -1059,7 +1059,7 @@ export interface paths {
 		get?: never;
 		put?: never;
 		post?: never;
-		/** Remove a passkey */
+		/** Remove a passkey (refused when it is the only way to sign in) */
 		delete: operations["deleteUsersMePasskeysId"];
 		options?: never;
 		head?: never;
@@ -15725,7 +15725,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "RATE_LIMITED" | "MFA_THROTTLED";
+							code?: "RATE_LIMITED" | "MFA_THROTTLED" | "STEP_UP_THROTTLED";
 						};
 					};
 				};
@@ -19695,7 +19695,12 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content: {
-					"application/json": components["schemas"]["Error"];
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
 				};
 			};
 			/** @description The request headers or body arrived too slowly */
@@ -19716,6 +19721,28 @@ export interface operations {
 						error?: {
 							/** @enum {string} */
 							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "LAST_SIGN_IN_METHOD";
 						};
 					};
 				};

@@ -375,7 +375,7 @@ function accountRoutes(): RouteSpec[] {
 					"RECENT_SIGN_IN_REQUIRED",
 					"SESSION_REQUIRED"
 				],
-				429: ["MFA_THROTTLED"]
+				429: ["MFA_THROTTLED", "STEP_UP_THROTTLED"]
 			},
 			auth: "required",
 			summary: "Delete the account (step-up: 2FA code, else password, else a fresh sign-in)",
@@ -422,9 +422,9 @@ function accountRoutes(): RouteSpec[] {
 			path: "/users/me/passkeys/:id",
 			action: "users.removePasskey",
 			response: accountViews.removePasskey,
-			errors: { 403: ["SESSION_REQUIRED"] },
+			errors: { 403: ["SESSION_REQUIRED"], 404: ["NOT_FOUND"], 409: ["LAST_SIGN_IN_METHOD"] },
 			auth: "required",
-			summary: "Remove a passkey",
+			summary: "Remove a passkey (refused when it is the only way to sign in)",
 			tag
 		},
 		{

@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import { chromium, type Browser, type CDPSession, type Page } from "playwright-core";
 import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
+import { runtimeOf } from "../../../src/runtime/runtime";
 import { expectError, httpClient } from "./http";
 
 jest.setTimeout(120_000);
@@ -206,6 +207,16 @@ test("an assertion answered for another challenge, someone else's passkey, bad i
 		404,
 		"NOT_FOUND"
 	);
+	// With no password (and no wallet or other way in), the only passkey stays: 409, still listed.
+	await runtimeOf(node.broker).sequelize.query(`UPDATE users SET password_hash = NULL WHERE id = $1`, {
+		bind: [u.userId]
+	});
+	expectError(
+		await call("DELETE", `/api/v1/users/me/passkeys/${forA.id}`, { token: u.access }),
+		409,
+		"LAST_SIGN_IN_METHOD"
+	);
+	expect((await call("GET", "/api/v1/users/me/passkeys", { token: u.access })).json.items).toHaveLength(1);
 	expectError(
 		await call("POST", "/api/v1/auth/passkey/verify", { body: { challengeToken: "x", response: {} } }),
 		422,

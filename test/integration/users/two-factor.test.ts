@@ -435,6 +435,53 @@ describe("export and deletion", () => {
 			(await call("DELETE", "/api/v1/users/me", { token: u.access, body: { password: PASSWORD } })).status
 		).toBe(200);
 	});
+	test("wrong step-up passwords are throttled per account (429 STEP_UP_THROTTLED), before the password is checked", async () => {
+		const u = await verifiedUser();
+		const statuses: number[] = [];
+		for (let i = 0; i < 6 && !statuses.includes(429); i++)
+			statuses.push(
+				(
+					await call("DELETE", "/api/v1/users/me", {
+						token: u.access,
+						body: { password: `wrong password ${i}` }
+					})
+				).status
+			);
+		// MFA_THROTTLE_FREE_FAILURES=3 here: three wrong passwords are answered, then the wait starts.
+		expect(statuses).toEqual([403, 403, 403, 429]);
+		const right = await call("DELETE", "/api/v1/users/me", { token: u.access, body: { password: PASSWORD } });
+		expectError(right, 429, "STEP_UP_THROTTLED");
+		expect(Number(right.headers.get("retry-after"))).toBeGreaterThan(0);
+		expect((await call("GET", "/api/v1/users/me", { token: u.access })).status).toBe(200);
+	});
+});
+
+describe("forgot-password per IP", () => {
+	test("past ACCOUNT_MAIL_PER_IP_PER_HOUR the same IP gets 429, for known and unknown addresses alike", async () => {
+		const ipDb = await createTestDatabase();
+		const limited = await startTestNode({
+			db: ipDb,
+			services: ["api", "users"],
+			env: { ACCOUNT_MAIL_PER_IP_PER_HOUR: "3" }
+		});
+		const c = httpClient(() => limited.baseUrl);
+		try {
+			for (let i = 0; i < 3; i++)
+				expect(
+					(
+						await c("POST", "/api/v1/auth/password/forgot", {
+							body: { email: `${uniqueId("ip")}@example.com` }
+						})
+					).status
+				).toBe(202);
+			const over = await c("POST", "/api/v1/auth/password/forgot", { body: { email: "someone@example.com" } });
+			expectError(over, 429, "RATE_LIMITED");
+			expect(Number(over.headers.get("retry-after"))).toBeGreaterThan(0);
+		} finally {
+			await limited.stop();
+			await ipDb.drop();
+		}
+	});
 });
 
 describe("the development outbox", () => {
