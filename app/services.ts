@@ -10,8 +10,9 @@ export const SERVICE_MODULES: Record<ServiceName, () => ServiceSchema> = {
 	payments: () => require("../services/payments.service").default,
 	projects: () => require("../services/projects.service").default,
 	tasks: () => require("../services/tasks.service").default,
-	users: () => require("../services/users.service").default
+	users: () => require("../services/users.service").default,
+	orgs: () => require("../services/orgs.service").default
 };
 
 /** Services that keep data in PostgreSQL (their node runs migrations and needs DATABASE_URL). */
-export const DB_SERVICES: ServiceName[] = ["projects", "users", "payments", "tasks", "context-bridge"];
+export const DB_SERVICES: ServiceName[] = ["projects", "users", "payments", "tasks", "context-bridge", "orgs"];

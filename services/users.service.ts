@@ -1054,6 +1054,46 @@ const UsersService: UsersSchema = {
 			}
 		},
 
+		/**
+		 * Mails an organisation invitation through the account mailer (orgs service; the dev outbox in
+		 * embedded mode). The link is built here from APP_URL; the token travels only in the message.
+		 */
+		sendOrgInvitation: {
+			visibility: "public",
+			params: {
+				to: { type: "email", max: 254 },
+				orgName: { type: "string", min: 1, max: 100 },
+				role: { type: "string", min: 1, max: 32 },
+				inviterId: { type: "uuid" },
+				token: { type: "string", pattern: /^ffi_[A-Za-z0-9_-]{43}$/ },
+				expiresInS: { type: "number", integer: true, min: 1 }
+			},
+			async handler(
+				this: UsersThis,
+				ctx: Context<{
+					to: string;
+					orgName: string;
+					role: string;
+					inviterId: string;
+					token: string;
+					expiresInS: number;
+				}>
+			) {
+				const p = ctx.params;
+				const inviter = await this.store.userById(p.inviterId);
+				const link = `${this.cfg.mail.appUrl}/invitations/accept?token=${encodeURIComponent(p.token)}`;
+				this.mailer.sendLater(p.to, {
+					kind: "orgInvitation",
+					orgName: p.orgName,
+					role: p.role,
+					inviter: inviter?.display_name ?? inviter?.email ?? null,
+					link,
+					expiresInS: p.expiresInS
+				});
+				return { sent: true };
+			}
+		},
+
 		/** Who owns a wallet (payments attributes on-chain stakes through it). */
 		walletOwner: {
 			visibility: "public",

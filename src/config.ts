@@ -11,13 +11,14 @@ import Validator from "fastest-validator";
 import { UsersConfig, loadUsersConfig } from "./users/config";
 import { ProjectsConfig, loadProjectsConfig } from "./projects/config";
 import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
+import { OrgsConfig, loadOrgsConfig } from "./orgs/config";
 import { TasksConfig, loadTasksConfig } from "./tasks/config";
 import { AiConfig, loadAiConfig } from "./ai/config";
 import type { Env, EnvReader } from "./env-reader";
 import { ContextConfig, loadContextConfig } from "./context/config";
 import { DependencyPolicy, loadDependencyPolicy } from "./runtime/dependency-policy";
 
-export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks", "context-bridge"] as const;
+export const ALL_SERVICES = ["api", "projects", "users", "payments", "ai", "tasks", "context-bridge", "orgs"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 export interface JwtKey {
@@ -75,6 +76,7 @@ export interface Config {
 	users: UsersConfig;
 	projects: ProjectsConfig;
 	payments: PaymentsConfig;
+	orgs: OrgsConfig;
 	tasks: TasksConfig;
 	ai: AiConfig;
 	/** The platform side of the context service (ai calls, embedded NATS + Python node). */
@@ -288,6 +290,7 @@ export function loadConfig(env: Env = process.env): Config {
 		users: loadUsersConfig(reader, publicUrl, !transporter),
 		projects: loadProjectsConfig(reader),
 		payments: loadPaymentsConfig(reader),
+		orgs: loadOrgsConfig(reader),
 		tasks: loadTasksConfig(reader),
 		ai: loadAiConfig(reader),
 		context: loadContextConfig(reader)

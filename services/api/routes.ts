@@ -9,6 +9,7 @@ import { projectRoutes } from "./routes/projects";
 import { aiRoutes } from "./routes/ai";
 import { tasksRoutes } from "./routes/tasks";
 import { usersRoutes } from "./routes/users";
+import { orgsRoutes } from "./routes/orgs";
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
 export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
@@ -16,7 +17,8 @@ export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
 	usersRoutes,
 	paymentsRoutes,
 	aiRoutes,
-	tasksRoutes
+	tasksRoutes,
+	orgsRoutes
 ];
 
 export function allRoutes(): RouteSpec[] {

@@ -12,6 +12,8 @@ export const SCOPES = [
 	"projects:write",
 	"tasks:read",
 	"tasks:write",
+	"orgs:read",
+	"orgs:write",
 	"billing:read",
 	"billing:write",
 	"ai:use",

@@ -17,7 +17,15 @@ export type AccountMail =
 	| { kind: "passwordChanged" }
 	| { kind: "newSignIn"; method: string; ip: string | null; userAgent: string | null; at: string }
 	| { kind: "twoFactorChanged"; change: "enabled" | "disabled" | "reset_by_operator" | "backup_code_used" }
-	| { kind: "accountDeleted" };
+	| { kind: "accountDeleted" }
+	| {
+			kind: "orgInvitation";
+			orgName: string;
+			role: string;
+			inviter: string | null;
+			link: string;
+			expiresInS: number;
+	  };
 
 const escapeHtml = (s: string) =>
 	s.replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c as "&"]);
@@ -107,5 +115,15 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 			return compose("Your ForgeFluid account was deleted", [
 				"Your ForgeFluid account and its sign-in methods were deleted. This address is free to use again."
 			]);
+		case "orgInvitation":
+			return compose(
+				`You are invited to ${mail.orgName} on ForgeFluid`,
+				[
+					`${mail.inviter ?? "A member"} invited this address to join the organisation ${mail.orgName} on ForgeFluid as ${mail.role}.`,
+					`Sign in (or create an account) with this address and confirm it, then accept. The link works once and expires in ${duration(mail.expiresInS)}.`,
+					"If you do not know this organisation, ignore this message."
+				],
+				{ label: "Accept the invitation", link: mail.link }
+			);
 	}
 }

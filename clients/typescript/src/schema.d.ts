@@ -544,6 +544,111 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/api/v1/invitations/accept": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Accept an invitation (signed in with the invited, verified address) */
+		post: operations["postInvitationsAccept"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/orgs": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** Organisations you are a member of, with your role */
+		get: operations["getOrgs"];
+		put?: never;
+		/** Create an organisation (you are its owner) */
+		post: operations["postOrgs"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/orgs/{id}": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** One organisation (members only; 404 otherwise) */
+		get: operations["getOrgsId"];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		/** Rename (owner, admin) */
+		patch: operations["patchOrgsId"];
+		trace?: never;
+	};
+	"/api/v1/orgs/{id}/invitations": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Invite an address (the single-use token goes by e-mail only) */
+		post: operations["postOrgsIdInvitations"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/orgs/{id}/members": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** Members, roles and monthly caps */
+		get: operations["getOrgsIdMembers"];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/orgs/{id}/members/{userId}": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		post?: never;
+		/** Remove a member, or leave (your own user id); the last owner cannot leave */
+		delete: operations["deleteOrgsIdMembersUserId"];
+		options?: never;
+		head?: never;
+		/** Change a member's role or monthly cap (owner, admin; owners only for owners) */
+		patch: operations["patchOrgsIdMembersUserId"];
+		trace?: never;
+	};
 	"/api/v1/projects": {
 		parameters: {
 			query?: never;
@@ -1450,6 +1555,49 @@ export interface components {
 			scopes: string[];
 			tpm: number | null;
 		};
+		Org: {
+			/** Format: date-time */
+			createdAt: string;
+			/** Format: uuid */
+			createdBy: string;
+			/** Format: uuid */
+			id: string;
+			/** Format: int64 */
+			members: number;
+			name: string;
+			/** @enum {string} */
+			role: "owner" | "admin" | "billing" | "member";
+			/** Format: date-time */
+			updatedAt: string;
+		};
+		OrgInvitation: {
+			/** Format: date-time */
+			createdAt: string;
+			/** Format: email */
+			email: string;
+			/** Format: date-time */
+			expiresAt: string;
+			/** Format: uuid */
+			id: string;
+			/** Format: uuid */
+			orgId: string;
+			/** @enum {string} */
+			role: "admin" | "billing" | "member";
+		};
+		OrgMember: {
+			addedBy: string | null;
+			/** Format: date-time */
+			createdAt: string;
+			monthlyCapCredits: number | null;
+			/** Format: uuid */
+			orgId: string;
+			/** @enum {string} */
+			role: "owner" | "admin" | "billing" | "member";
+			/** Format: date-time */
+			updatedAt: string;
+			/** Format: uuid */
+			userId: string;
+		};
 		OutboxMessage: {
 			from: string;
 			html: string;
@@ -1847,6 +1995,9 @@ export type SchemaMember = components["schemas"]["Member"];
 export type SchemaMfaChallenge = components["schemas"]["MfaChallenge"];
 export type SchemaModel = components["schemas"]["Model"];
 export type SchemaNewApiKey = components["schemas"]["NewApiKey"];
+export type SchemaOrg = components["schemas"]["Org"];
+export type SchemaOrgInvitation = components["schemas"]["OrgInvitation"];
+export type SchemaOrgMember = components["schemas"]["OrgMember"];
 export type SchemaOutboxMessage = components["schemas"]["OutboxMessage"];
 export type SchemaPasskey = components["schemas"]["Passkey"];
 export type SchemaPriceList = components["schemas"]["PriceList"];
@@ -9309,6 +9460,2302 @@ export interface operations {
 						error?: {
 							/** @enum {string} */
 							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postInvitationsAccept: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					token: string;
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						alreadyMember: boolean;
+						member: components["schemas"]["OrgMember"];
+						org: components["schemas"]["Org"];
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "MEMBER_LIMIT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getOrgs: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						items: components["schemas"]["Org"][];
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postOrgs: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					name: string;
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			201: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Org"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "ORG_LIMIT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getOrgsId: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Org"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	patchOrgsId: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					name: string;
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Org"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postOrgsIdInvitations: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/** Format: email */
+					email: string;
+					/**
+					 * @default member
+					 * @enum {unknown}
+					 */
+					role?: "admin" | "billing" | "member";
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			201: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OrgInvitation"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INVITATION_LIMIT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getOrgsIdMembers: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						items: components["schemas"]["OrgMember"][];
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	deleteOrgsIdMembersUserId: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+				userId: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						/** Format: uuid */
+						orgId: string;
+						/** @constant */
+						removed: true;
+						/** Format: uuid */
+						userId: string;
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE" | "OWNER_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "LAST_OWNER";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	patchOrgsIdMembersUserId: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+				userId: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/**
+					 * Format: int64
+					 * @description Monthly spend cap on the organisation's wallet (null removes it)
+					 */
+					monthlyCapCredits?: number;
+					/** @enum {unknown} */
+					role?: "owner" | "admin" | "billing" | "member";
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OrgMember"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE" | "OWNER_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "LAST_OWNER";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
 						};
 					};
 				};
@@ -17003,6 +19450,8 @@ export interface operations {
 						| "projects:write"
 						| "tasks:read"
 						| "tasks:write"
+						| "orgs:read"
+						| "orgs:write"
 						| "billing:read"
 						| "billing:write"
 						| "ai:use"

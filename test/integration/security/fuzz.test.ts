@@ -22,7 +22,7 @@ beforeAll(async () => {
 	db = await createTestDatabase();
 	node = await startTestNode({
 		db,
-		services: ["api", "users", "projects", "payments", "tasks", "ai"],
+		services: ["api", "users", "projects", "payments", "tasks", "ai", "orgs"],
 		env: {
 			...fake.env(),
 			STRIPE_MAX_NETWORK_RETRIES: "0",

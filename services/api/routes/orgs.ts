@@ -1,0 +1,102 @@
+/** REST routes of the orgs service (see docs/orgs.md). */
+import type { RouteSpec } from "../../../src/http/route-spec";
+import { views } from "../../../src/orgs/views";
+
+const tag = "orgs";
+const ROLE = { 403: ["INSUFFICIENT_ROLE"] };
+
+export function orgsRoutes(): RouteSpec[] {
+	return [
+		{
+			method: "POST",
+			path: "/orgs",
+			action: "orgs.create",
+			response: views.create,
+			errors: { 409: ["ORG_LIMIT"] },
+			auth: "required",
+			status: 201,
+			summary: "Create an organisation (you are its owner)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/orgs",
+			action: "orgs.list",
+			response: views.list,
+			auth: "required",
+			summary: "Organisations you are a member of, with your role",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/orgs/:id",
+			action: "orgs.get",
+			response: views.get,
+			auth: "required",
+			summary: "One organisation (members only; 404 otherwise)",
+			tag
+		},
+		{
+			method: "PATCH",
+			path: "/orgs/:id",
+			action: "orgs.update",
+			response: views.update,
+			errors: { ...ROLE },
+			auth: "required",
+			summary: "Rename (owner, admin)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/orgs/:id/members",
+			action: "orgs.members",
+			response: views.members,
+			auth: "required",
+			summary: "Members, roles and monthly caps",
+			tag
+		},
+		{
+			method: "PATCH",
+			path: "/orgs/:id/members/:userId",
+			action: "orgs.updateMember",
+			response: views.updateMember,
+			errors: { 403: ["INSUFFICIENT_ROLE", "OWNER_REQUIRED"], 409: ["LAST_OWNER"] },
+			auth: "required",
+			summary: "Change a member's role or monthly cap (owner, admin; owners only for owners)",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/orgs/:id/members/:userId",
+			action: "orgs.removeMember",
+			response: views.removeMember,
+			errors: { 403: ["INSUFFICIENT_ROLE", "OWNER_REQUIRED"], 409: ["LAST_OWNER"] },
+			auth: "required",
+			summary: "Remove a member, or leave (your own user id); the last owner cannot leave",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/orgs/:id/invitations",
+			action: "orgs.invite",
+			response: views.invite,
+			errors: { ...ROLE, 409: ["INVITATION_LIMIT"] },
+			auth: "required",
+			status: 201,
+			rateLimit: { points: 30, durationS: 3600, by: "user" },
+			summary: "Invite an address (the single-use token goes by e-mail only)",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/invitations/accept",
+			action: "orgs.acceptInvitation",
+			response: views.accept,
+			errors: { 401: ["INVALID_TOKEN"], 409: ["MEMBER_LIMIT"] },
+			auth: "required",
+			rateLimit: { points: 30, durationS: 600, by: "user" },
+			summary: "Accept an invitation (signed in with the invited, verified address)",
+			tag
+		}
+	];
+}

@@ -1,0 +1,207 @@
+/**
+ * orgs: organisations, their members and roles, and e-mail invitations. A thin shell: the rules are
+ * in src/orgs/rules.ts, the SQL in src/orgs/store.ts, the answers in src/orgs/views.ts (docs/orgs.md).
+ */
+import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { Sequelize } from "sequelize";
+import { runtimeOf } from "../src/runtime/runtime";
+import { Unauthorized } from "../src/errors";
+import type { OrgsConfig } from "../src/orgs/config";
+import { INVITABLE_ROLES, ORG_ROLES, type OrgRole } from "../src/orgs/rules";
+import { INVITATION_TOKEN_PATTERN, OrgStore } from "../src/orgs/store";
+import { invitationView, memberView, orgView } from "../src/orgs/views";
+import { normalizeEmail } from "../src/users/credentials";
+import { INTERNAL, type Ctx } from "../src/kit/service";
+
+interface OrgsThis extends Service {
+	cfg: OrgsConfig;
+	sequelize: Sequelize;
+	store: OrgStore;
+}
+
+const idParam = { type: "uuid" } as const;
+const nameParam = { type: "string", min: 1, max: 100, trim: true } as const;
+
+function me(ctx: Ctx<unknown>): string {
+	const id = ctx.meta.user?.id;
+	if (!id) throw Unauthorized();
+	return id;
+}
+
+const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, OrgsThis> = {
+	name: "orgs",
+
+	actions: {
+		create: {
+			auth: "required",
+			scope: "orgs:write",
+			params: { $$strict: "remove", name: nameParam },
+			async handler(this: OrgsThis, ctx: Ctx<{ name: string }>) {
+				const { org } = await this.store.create(me(ctx), ctx.params.name, this.cfg.maxOwnedPerUser);
+				ctx.meta.$location = `/api/v1/orgs/${org.id}`;
+				return orgView(org, "owner", 1);
+			}
+		},
+
+		list: {
+			auth: "required",
+			scope: "orgs:read",
+			params: { $$strict: "remove" },
+			async handler(this: OrgsThis, ctx: Ctx) {
+				const rows = await this.store.listFor(me(ctx));
+				return { items: rows.map(r => orgView(r, r.role, Number(r.members))) };
+			}
+		},
+
+		get: {
+			auth: "required",
+			scope: "orgs:read",
+			params: { $$strict: "remove", id: idParam },
+			async handler(this: OrgsThis, ctx: Ctx<{ id: string }>) {
+				const { org, role } = await this.store.authorize(ctx.params.id, me(ctx), "view");
+				return orgView(org, role, await this.store.memberCount(org.id));
+			}
+		},
+
+		update: {
+			auth: "required",
+			scope: "orgs:write",
+			params: { $$strict: "remove", id: idParam, name: nameParam },
+			async handler(this: OrgsThis, ctx: Ctx<{ id: string; name: string }>) {
+				const userId = me(ctx);
+				const org = await this.store.rename(ctx.params.id, userId, ctx.params.name);
+				const { role } = await this.store.authorize(org.id, userId, "view");
+				return orgView(org, role, await this.store.memberCount(org.id));
+			}
+		},
+
+		members: {
+			auth: "required",
+			scope: "orgs:read",
+			params: { $$strict: "remove", id: idParam },
+			async handler(this: OrgsThis, ctx: Ctx<{ id: string }>) {
+				await this.store.authorize(ctx.params.id, me(ctx), "view");
+				return { items: (await this.store.members(ctx.params.id)).map(memberView) };
+			}
+		},
+
+		updateMember: {
+			auth: "required",
+			scope: "orgs:write",
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				userId: { type: "uuid" },
+				role: { type: "enum", values: [...ORG_ROLES], optional: true },
+				monthlyCapCredits: {
+					type: "number",
+					integer: true,
+					min: 0,
+					max: Number.MAX_SAFE_INTEGER,
+					optional: true,
+					nullable: true,
+					description: "Monthly spend cap on the organisation's wallet (null removes it)"
+				}
+			},
+			async handler(
+				this: OrgsThis,
+				ctx: Ctx<{ id: string; userId: string; role?: OrgRole; monthlyCapCredits?: number | null }>
+			) {
+				const { member } = await this.store.changeMember(ctx.params.id, me(ctx), ctx.params.userId, {
+					role: ctx.params.role,
+					monthlyCapCredits: ctx.params.monthlyCapCredits
+				});
+				return memberView(member!);
+			}
+		},
+
+		removeMember: {
+			auth: "required",
+			scope: "orgs:write",
+			params: { $$strict: "remove", id: idParam, userId: { type: "uuid" } },
+			async handler(this: OrgsThis, ctx: Ctx<{ id: string; userId: string }>) {
+				await this.store.changeMember(ctx.params.id, me(ctx), ctx.params.userId, { remove: true });
+				// Org API keys and sessions act on membership read per request: nothing is cached to drop.
+				return { orgId: ctx.params.id, userId: ctx.params.userId, removed: true as const };
+			}
+		},
+
+		invite: {
+			auth: "required",
+			scope: "orgs:write",
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				email: { type: "email", max: 254, normalize: true },
+				role: { type: "enum", values: [...INVITABLE_ROLES], default: "member" }
+			},
+			async handler(this: OrgsThis, ctx: Ctx<{ id: string; email: string; role: OrgRole }>) {
+				const userId = me(ctx);
+				const email = normalizeEmail(ctx.params.email) ?? ctx.params.email;
+				const { invitation, token, org } = await this.store.invite(
+					ctx.params.id,
+					userId,
+					email,
+					ctx.params.role,
+					this.cfg.invitationTtlS,
+					this.cfg.maxPendingInvitations
+				);
+				// The token leaves only in the message; the answer never carries it.
+				await ctx.call("users.sendOrgInvitation", {
+					to: email,
+					orgName: org.name,
+					role: ctx.params.role,
+					inviterId: userId,
+					token,
+					expiresInS: this.cfg.invitationTtlS
+				});
+				ctx.meta.$location = `/api/v1/orgs/${org.id}/members`;
+				return invitationView(invitation);
+			}
+		},
+
+		acceptInvitation: {
+			auth: "required",
+			scope: "orgs:write",
+			params: { $$strict: "remove", token: { type: "string", pattern: INVITATION_TOKEN_PATTERN } },
+			async handler(this: OrgsThis, ctx: Ctx<{ token: string }>) {
+				const userId = me(ctx);
+				const profile = (await ctx.call("users.profile", { userId })) as {
+					email: string | null;
+					emailVerified: boolean;
+				};
+				const verified = profile.email && profile.emailVerified ? profile.email : null;
+				const r = await this.store.accept(ctx.params.token, userId, verified, this.cfg.maxMembers);
+				return {
+					org: orgView(r.org, r.member.role, await this.store.memberCount(r.org.id)),
+					member: memberView(r.member),
+					alreadyMember: r.alreadyMember
+				};
+			}
+		},
+
+		/** The caller's role in an organisation, or null (other services authorise org resources with it). */
+		roleOf: {
+			visibility: INTERNAL,
+			params: { orgId: idParam, userId: { type: "string", min: 1, max: 128 } },
+			async handler(this: OrgsThis, ctx: Ctx<{ orgId: string; userId: string }>) {
+				const m = await this.store.membership(ctx.params.orgId, ctx.params.userId);
+				return m
+					? {
+							role: m.role,
+							monthlyCapCredits: m.monthly_cap_credits == null ? null : Number(m.monthly_cap_credits)
+						}
+					: null;
+			}
+		}
+	},
+
+	created(this: OrgsThis) {
+		const rt = runtimeOf(this.broker);
+		this.cfg = rt.config.orgs;
+		this.sequelize = rt.sequelize;
+		this.store = new OrgStore(rt.sequelize);
+	}
+};
+
+export default OrgsService as unknown as ServiceSchema;
