@@ -37,7 +37,10 @@ export async function startContextNode(env: Record<string, string>, readyTimeout
 	let out = "";
 	const exited = new Promise<number | null>(resolve => proc.once("exit", code => resolve(code)));
 	await new Promise<void>((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`context node ${nodeId} not ready:\n${out}`)), readyTimeoutMs);
+		const timer = setTimeout(() => {
+			proc.kill("SIGKILL"); // a node that never said ready is not left behind
+			reject(new Error(`context node ${nodeId} not ready:\n${out}`));
+		}, readyTimeoutMs);
 		const onData = (b: Buffer) => {
 			out += b.toString();
 			if (out.includes(`node ${nodeId} ready`)) {

@@ -10,6 +10,7 @@ import sys
 from . import store
 from .config import ConfigError, load_config
 from .engine import Engine
+from .health import HealthServer
 from .moleculer import Broker
 from .service import context_service
 from .tokens import count_tokens
@@ -61,9 +62,23 @@ async def run() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await broker.start()
+    health: HealthServer | None = None
+    if config.health_port:
+
+        async def nats_up() -> bool:
+            return broker.connected
+
+        async def db_up() -> bool:
+            async with pool.acquire(timeout=1) as con:
+                return bool(await con.fetchval("SELECT 1") == 1)
+
+        health = HealthServer(config.health_host, config.health_port, {"nats": nats_up, "database": db_up})
+        await health.start()
     print(f"context: node {config.node_id} ready", file=sys.stderr, flush=True)
     await stop.wait()
     await broker.stop()
+    if health is not None:
+        await health.stop()
     await pool.close()
     return 0
 

@@ -27,6 +27,8 @@ class Config:
     fetch_batch_bytes: int
     cache_versions: int
     projects_timeout_s: float
+    health_port: int  # 0: no health server
+    health_host: str
 
 
 LOG_LEVELS = ("fatal", "error", "warn", "info", "debug", "trace")
@@ -78,6 +80,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     batch = int(_number(env, "CONTEXT_FETCH_BATCH_BYTES", 512 * 1024, 16 * 1024, 8 * 1024 * 1024, errors))
     cache_versions = int(_number(env, "CONTEXT_CACHE_VERSIONS", 8, 1, 1000, errors))
     projects_timeout_s = _number(env, "CONTEXT_PROJECTS_TIMEOUT_MS", 10_000, 50, 600_000, errors) / 1000
+    health_port = int(_number(env, "HEALTH_PORT", 0, 0, 65535, errors))
+    health_host = env.get("HEALTH_HOST") or "0.0.0.0"
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
     return Config(
@@ -93,4 +97,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fetch_batch_bytes=batch,
         cache_versions=cache_versions,
         projects_timeout_s=projects_timeout_s,
+        health_port=health_port,
+        health_host=health_host,
     )

@@ -128,6 +128,11 @@ class Broker:
 
     # ---- lifecycle ----
 
+    @property
+    def connected(self) -> bool:
+        """The NATS connection is up (not connecting, reconnecting, draining or closed)."""
+        return self._nc is not None and self._nc.is_connected and not self._stopping
+
     def add_service(self, service: ServiceDef) -> None:
         self.services.append(service)
 
