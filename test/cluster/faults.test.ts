@@ -424,13 +424,17 @@ test("PostgreSQL cut: no 500, recovery within 3 s, no task re-run or failed beca
 	const during = await l.stop();
 	await pgProxy.restore();
 	const upAt = Date.now();
+	// Recovered: reads and task submission answer again (submissions during the cut were 503s, nothing kept).
+	const afterIds: string[] = [];
 	await waitFor(
 		async () => {
-			const [a, b] = await Promise.all([
+			const [a, b, c] = await Promise.all([
 				api("GET", `/tasks/${ids[0]}`, u.token),
-				api("GET", "/billing/balance", u.token)
+				api("GET", "/billing/balance", u.token),
+				submit(users[0])
 			]);
-			return a.status === 200 && b.status === 200;
+			if (c.status === 202) afterIds.push(c.body.task.id);
+			return a.status === 200 && b.status === 200 && c.status === 202;
 		},
 		10_000,
 		50
@@ -449,6 +453,7 @@ test("PostgreSQL cut: no 500, recovery within 3 s, no task re-run or failed beca
 	expect(recoveryMs).toBeLessThanOrEqual(3000);
 	expect(settledAfter.every(s => s.status === 200)).toBe(true);
 
+	expect((await allSettled(afterIds)).every(r => r.state === "succeeded")).toBe(true);
 	const rows = await allSettled(ids);
 	expect(rows.map(r => r.state)).toEqual(ids.map(() => "succeeded"));
 	// One run each: no outcome was thrown away and run again.

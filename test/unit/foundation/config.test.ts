@@ -20,7 +20,7 @@ describe("config", () => {
 		expect(c.services).toContain("api");
 		expect(c.http.port).toBe(3000);
 		expect(c.heartbeat).toEqual({ intervalS: 1, timeoutS: 3 });
-		expect(c.circuitBreaker).toMatchObject({ windowTime: 10, halfOpenTime: 2000 });
+		expect(c.circuitBreaker).toMatchObject({ windowTime: 10, halfOpenTime: 1000 });
 		expect(c.dbPoolMax).toBe(10);
 		expect(c.dbNamedStatements).toBe(true);
 		expect(loadConfig({ DB_NAMED_STATEMENTS: "false" }).dbNamedStatements).toBe(false);
