@@ -88,6 +88,15 @@ class VersionIndex:
             for t, n in terms.items():
                 self.postings[t].append((i, n))
         self.avg_length = total / len(files) if files else 1.0
+        # BM25's per-document factor tf x (K1 + 1) / (tf + K1 x length norm) does not depend on the
+        # query: computed once, a query's score is then idf x factor summed over its terms' postings
+        self.weighted: dict[str, list[tuple[int, float]]] = {}
+        for t, posting in self.postings.items():
+            self.weighted[t] = [
+                (i, tf * (K1 + 1) / (tf + K1 * (1 - B + B * files[i].length / self.avg_length))) for i, tf in posting
+            ]
+        self.lower_paths = [f.path.lower() for f in files]
+        self.stem_of = [p.rsplit("/", 1)[-1].split(".", 1)[0] for p in self.lower_paths]
         self.graph = self._graph()
         self.out_weight = [sum(e.values()) for e in self.graph]
         # query-independent, so computed once: each node's edges as (target, share of its out-weight)
@@ -142,9 +151,8 @@ class VersionIndex:
             if not posting:
                 continue
             idf = math.log(1 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for i, tf in posting:
-                dl = self.files[i].length
-                scores[i] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / self.avg_length))
+            for i, w in self.weighted[t]:
+                scores[i] += idf * w
         return scores
 
     def named(self, query: str) -> tuple[dict[int, float], dict[int, float], set[str]]:
@@ -165,14 +173,16 @@ class VersionIndex:
             if "/" not in tok and "." not in tok and "-" not in tok:
                 continue
             tok = tok.strip("./").lower()
+            suffix, dotted, under = "/" + tok, tok + ".", tok.rstrip("/") + "/"
+            stems = self.stem_of
             hits = [
                 i
-                for i, f in enumerate(self.files)
-                if f.path.lower() == tok
-                or f.path.lower().endswith("/" + tok)
-                or f.path.lower().rsplit("/", 1)[-1].split(".", 1)[0] == tok
-                or f.path.lower().startswith(tok + ".")
-                or ("/" in tok and f.path.lower().startswith(tok.rstrip("/") + "/"))
+                for i, lp in enumerate(self.lower_paths)
+                if lp == tok
+                or stems[i] == tok
+                or lp.endswith(suffix)
+                or lp.startswith(dotted)
+                or ("/" in tok and lp.startswith(under))
             ]
             for i in hits[:50]:
                 paths[i] += 1 / math.sqrt(len(hits))
@@ -232,12 +242,14 @@ class VersionIndex:
         top_ppr = max(ppr.values(), default=0.0) or 1.0
         span = self.max_version - self.min_version
         scores = [0.0] * len(self.files)
-        for i, f in enumerate(self.files):
+        for i in set(base) | set(ppr):  # every other file scores 0
             s = base.get(i, 0.0) + W_GRAPH * ppr.get(i, 0.0) / top_ppr
             if s > 0 and span > 0:
-                s += W_RECENCY * (f.changed_at - self.min_version) / span
+                s += W_RECENCY * (self.files[i].changed_at - self.min_version) / span
             scores[i] = s
-        order = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], self.files[i].path))
+        order = sorted(
+            (i for i in set(base) | set(ppr) if scores[i] > 0), key=lambda i: (-scores[i], self.files[i].path)
+        )
         return Ranked(scores, order, named_defs)
 
     def chunk_relevance(self, file_index: int, query_terms: dict[str, int], named: set[str]) -> list[float]:
