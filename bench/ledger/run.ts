@@ -5,7 +5,8 @@
  *   - hot:    every worker on one user (all serialise on that user's lock: the worst case).
  * Prints pairs/s, latency p50/p99 of each call, the machine, and checks the ledger's invariants.
  *
- *   node -r @swc-node/register bench/ledger/run.ts     (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10)
+ *   node -r @swc-node/register bench/ledger/run.ts
+ *   (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10 BATCH_MAX=64 BATCH_IN_FLIGHT=2)
  */
 import os from "node:os";
 import { Client } from "pg";
@@ -19,6 +20,9 @@ const DURATION_S = Number(process.env.DURATION_S ?? 10);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 32);
 const USERS = Number(process.env.USERS ?? 200);
 const POOL = Number(process.env.POOL ?? 10);
+/** Group commit: most operations per ledger_apply statement, most statements in flight (the Ledger's defaults: 64, 2). */
+const BATCH_MAX = Number(process.env.BATCH_MAX ?? 64);
+const BATCH_IN_FLIGHT = Number(process.env.BATCH_IN_FLIGHT ?? 2);
 const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const DB = `ff_bench_ledger_${Date.now().toString(36)}`;
 
@@ -88,7 +92,7 @@ async function main() {
 		const [{ server_version: version }] = await sequelize.query<{ server_version: string }>("SHOW server_version", {
 			type: QueryTypes.SELECT
 		});
-		const ledger = new Ledger(sequelize);
+		const ledger = new Ledger(sequelize, { batchMax: BATCH_MAX, batchInFlight: BATCH_IN_FLIGHT });
 		const users = Array.from({ length: USERS }, (_, i) => `bench-user-${i}`);
 		for (const u of [...users, "bench-hot"])
 			await ledger.run(tx =>
@@ -111,7 +115,7 @@ async function main() {
 				.join(" ")}`
 		);
 		console.log(
-			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, ${DURATION_S} s per scenario\n`
+			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, group commit of up to ${BATCH_MAX} operations with ${BATCH_IN_FLIGHT} statements in flight, ${DURATION_S} s per scenario\n`
 		);
 		const rows = [
 			await scenario(ledger, `spread over ${USERS} users`, (w, i) => users[(w * 7919 + i) % USERS]),

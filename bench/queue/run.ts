@@ -15,6 +15,7 @@
 import { randomUUID } from "node:crypto";
 import os from "node:os";
 import { Queue, Worker } from "bullmq";
+import pg from "pg";
 import { QueryTypes } from "sequelize";
 import { TIERS, TIER_ORDER, type TierName } from "../../src/domain/tiers";
 import { percentile } from "../../src/tasks/rules";
@@ -53,6 +54,42 @@ function tierSequence(shares: Record<TierName, number>, n: number): TierName[] {
 const ms = (n: number | null) => (n === null ? "–" : n.toFixed(n < 10 ? 2 : 0));
 
 type Node = Awaited<ReturnType<typeof startTestNode>>;
+
+/**
+ * Statements counted, not estimated: every query any pg client of this process sends while
+ * `counting` is on (Sequelize's BEGIN/COMMIT included, the timers' queries too), except the
+ * bench's own, marked with a leading comment. Grouped by the statement's opening text.
+ */
+const BENCH = "/* bench */ ";
+const statements = new Map<string, number>();
+let counting = false;
+const sendQuery = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+(pg.Client.prototype as { query: unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+	if (counting) {
+		const q = args[0] as string | { text?: string; name?: string };
+		const text = typeof q === "string" ? q : (q?.text ?? q?.name ?? "");
+		if (!text.startsWith(BENCH)) {
+			const key = text.replace(/\s+/g, " ").trim().slice(0, 70);
+			statements.set(key, (statements.get(key) ?? 0) + 1);
+		}
+	}
+	return sendQuery.apply(this, args);
+};
+function countStatements<T>(fn: () => Promise<T>): Promise<{ value: T; total: number; top: Array<[string, number]> }> {
+	statements.clear();
+	counting = true;
+	return fn().then(
+		value => {
+			counting = false;
+			const top = [...statements.entries()].sort((a, b) => b[1] - a[1]);
+			return { value, total: top.reduce((a, [, n]) => a + n, 0), top };
+		},
+		err => {
+			counting = false;
+			throw err;
+		}
+	);
+}
 
 async function users(node: Node, tier: TierName, n: number) {
 	const out: Array<{ id: string; projectId: string }> = [];
@@ -98,7 +135,7 @@ async function waitAllDone(node: Node, timeoutMs = 300_000) {
 	const end = Date.now() + timeoutMs;
 	for (;;) {
 		const [r] = await node.runtime.sequelize.query<{ n: string }>(
-			`SELECT count(*) AS n FROM tasks WHERE state IN ('queued', 'running')`,
+			`${BENCH}SELECT count(*) AS n FROM tasks WHERE state IN ('queued', 'running') OR settlement = 'pending'`,
 			{ type: QueryTypes.SELECT }
 		);
 		if (Number(r.n) === 0) return;
@@ -205,13 +242,15 @@ async function endToEnd() {
 	try {
 		const us = await users(node, "team", 20);
 		const t = performance.now();
-		await pool(
-			Array.from({ length: N }, (_, i) => i),
-			32,
-			(_x, i) => submit(node, us[i % us.length], i)
-		);
-		await waitAllDone(node);
-		return N / ((performance.now() - t) / 1000);
+		const counted = await countStatements(async () => {
+			await pool(
+				Array.from({ length: N }, (_, i) => i),
+				32,
+				(_x, i) => submit(node, us[i % us.length], i)
+			);
+			await waitAllDone(node);
+		});
+		return { rate: N / ((performance.now() - t) / 1000), statements: counted.total / N, top: counted.top };
 	} finally {
 		await node.stop();
 		await db.drop();
@@ -354,8 +393,13 @@ async function main() {
 		const e2e = await endToEnd();
 		const bull = await bullmq();
 		console.log(`\nthroughput, submit → dispatch → complete, zero-latency worker, N=${N}:`);
-		console.log(`  forgefluid tasks (reserve + insert + lease + complete + settle): ${e2e.toFixed(0)} tasks/s`);
+		console.log(
+			`  forgefluid tasks (reserve + insert + lease + complete + settle): ${e2e.rate.toFixed(0)} tasks/s`
+		);
 		console.log(`  BullMQ priority queue, same Redis (add + process):              ${bull.toFixed(0)} jobs/s`);
+		console.log(`  ratio: ${(e2e.rate / bull).toFixed(3)}× BullMQ`);
+		console.log(`  SQL statements per task, counted (every pg query of the process): ${e2e.statements.toFixed(1)}`);
+		for (const [text, n] of e2e.top.slice(0, 25)) console.log(`    ${(n / N).toFixed(2).padStart(6)}  ${text}`);
 	}
 	if (PARTS.has("overload")) {
 		for (const mix of MIX_NAMES) {

@@ -136,9 +136,14 @@ export class TaskStore {
 		return this.sequelize.transaction(fn);
 	}
 
+	/**
+	 * Inserts a queued task and deletes its hold intent in the same statement (a data-modifying CTE:
+	 * both or neither, without a BEGIN/COMMIT pair around them).
+	 */
 	async insert(t: NewTask, tx?: Transaction): Promise<TaskRow> {
 		const [row] = await this.q<TaskRow>(
-			`INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
+			`WITH intent AS (DELETE FROM task_hold_intents WHERE task_id = $1)
+			 INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
 				max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at)
 			 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, 'queued', $13, $14, $15, $16, $16)
 			 RETURNING *`,

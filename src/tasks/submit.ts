@@ -5,7 +5,8 @@
  * THE COMPENSATIONS. Credits are held (payments.reserve) before the task row exists, so every way
  * out after the hold must give it back or leave a trace that will:
  *   - a hold intent is written before reserve: if this process dies between reserve and insert, the
- *     sweeper finds the intent without its task and releases the hold;
+ *     sweeper finds the intent without its task and releases the hold (the insert deletes the intent
+ *     in the same statement);
  *   - reserve refused (4xx): nothing was held, the intent is dropped;
  *   - reserve failed otherwise (timeout, 5xx): the hold may have committed with its answer lost, so it
  *     is released now (a 404 there just means there was none); the intent stays for the sweeper, as a
@@ -14,7 +15,7 @@
  *     race, the twin's task is the answer.
  * Collaborators come in as parameters, so unit tests drive each branch with fakes.
  */
-import { UniqueConstraintError, type Transaction } from "sequelize";
+import { UniqueConstraintError } from "sequelize";
 import { MAX_PURCHASED_BOOST_MS, type AdmissionThresholds, type TierName } from "../domain/tiers";
 import { TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
 import { validateGlobs } from "../context/globs";
@@ -39,9 +40,9 @@ export interface SubmitStore {
 	byIdempotencyKey(userId: string, key: string): Promise<TaskRow | null>;
 	backlog(now: number): Promise<{ ahead: Record<TierName, number>; running: number }>;
 	addHoldIntent(taskId: string, userId: string): Promise<void>;
-	dropHoldIntent(taskId: string, tx?: Transaction): Promise<void>;
-	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
-	insert(t: NewTask, tx?: Transaction): Promise<TaskRow>;
+	dropHoldIntent(taskId: string): Promise<void>;
+	/** Inserts the task and deletes its hold intent, atomically. */
+	insert(t: NewTask): Promise<TaskRow>;
 	positionOf(taskId: string, now: number): Promise<number | null>;
 }
 
@@ -200,29 +201,23 @@ export async function submitTask(
 	const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
 	let row: TaskRow;
 	try {
-		row = await store.transaction(async tx => {
-			const inserted = await store.insert(
-				{
-					id: taskId,
-					userId,
-					projectId: p.projectId,
-					tier,
-					kind: p.kind,
-					prompt: p.prompt,
-					request,
-					prepared,
-					requestHash: hash,
-					idempotencyKey,
-					maxCostCredits: maxCost,
-					boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
-					maxAttempts: deps.config.maxAttempts,
-					enqueuedAt: deferredUntil ?? now,
-					notBefore: deferredUntil
-				},
-				tx
-			);
-			await store.dropHoldIntent(taskId, tx);
-			return inserted;
+		// The insert deletes the hold intent in the same statement.
+		row = await store.insert({
+			id: taskId,
+			userId,
+			projectId: p.projectId,
+			tier,
+			kind: p.kind,
+			prompt: p.prompt,
+			request,
+			prepared,
+			requestHash: hash,
+			idempotencyKey,
+			maxCostCredits: maxCost,
+			boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
+			maxAttempts: deps.config.maxAttempts,
+			enqueuedAt: deferredUntil ?? now,
+			notBefore: deferredUntil
 		});
 	} catch (err) {
 		await release("failed insert");

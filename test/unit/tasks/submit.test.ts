@@ -1,12 +1,11 @@
 import { Errors } from "moleculer";
-import { UniqueConstraintError, type Transaction } from "sequelize";
+import { UniqueConstraintError } from "sequelize";
 import { TIERS, TIER_ORDER, type TierName } from "../../../src/domain/tiers";
 import { DomainError } from "../../../src/errors";
 import type { NewTask, TaskRow } from "../../../src/tasks/store";
 import { submitTask, type SubmitDeps, type SubmitParams } from "../../../src/tasks/submit";
 
 const T0 = 1_800_000_000_000;
-const TX = {} as Transaction;
 
 function rowOf(t: NewTask): TaskRow {
 	return {
@@ -75,15 +74,12 @@ function world(opts: { ahead?: number; running?: number; capacity?: number; p50?
 				calls.push("addHoldIntent");
 				intents.add(taskId);
 			},
-			async dropHoldIntent(taskId, tx) {
-				calls.push(tx ? "dropHoldIntent(tx)" : "dropHoldIntent");
+			async dropHoldIntent(taskId) {
+				calls.push("dropHoldIntent");
 				intents.delete(taskId);
 			},
-			async transaction(fn) {
-				return fn(TX);
-			},
 			async insert(t) {
-				calls.push("insert");
+				calls.push("insert (drops the intent)");
 				if (fail.insert) {
 					const err = fail.insert;
 					if (err instanceof UniqueConstraintError) {
@@ -95,6 +91,7 @@ function world(opts: { ahead?: number; running?: number; capacity?: number; p50?
 				}
 				const row = rowOf(t);
 				tasks.set(row.id, row);
+				intents.delete(t.id);
 				return row;
 			},
 			async positionOf(taskId) {
@@ -163,11 +160,11 @@ const params = (p: Partial<SubmitParams> = {}): SubmitParams => ({
 });
 
 describe("submitTask", () => {
-	test("accepted: intent, hold, insert with the intent dropped in the same transaction, nothing released", async () => {
+	test("accepted: intent, hold, insert that drops the intent in the same statement, nothing released", async () => {
 		const w = world();
 		const out = await submitTask(w.deps, "u1", params(), null);
 		expect(out).toMatchObject({ replayed: false, position: 1, admission: { action: "accepted" } });
-		expect(w.calls).toEqual(["access", "prepare", "addHoldIntent", "reserve(8)", "insert", "dropHoldIntent(tx)"]);
+		expect(w.calls).toEqual(["access", "prepare", "addHoldIntent", "reserve(8)", "insert (drops the intent)"]);
 		expect([...w.held]).toEqual(["task-1"]);
 		expect(w.intents.size).toBe(0);
 	});
@@ -229,7 +226,7 @@ describe("submitTask", () => {
 		const w = world();
 		w.fail.insert = new Error("connection terminated");
 		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("connection terminated");
-		expect(w.calls.slice(-2)).toEqual(["insert", "release"]);
+		expect(w.calls.slice(-2)).toEqual(["insert (drops the intent)", "release"]);
 		expect(w.held.size).toBe(0);
 	});
 
