@@ -121,7 +121,18 @@ def test_glob_forms() -> None:
     assert glob_match("src/a/b.ts", ["src/**/*.ts"])
     assert glob_match("src/b.ts", ["src/**/*.ts"])
     assert glob_match("docs/x.md", ["docs/"])
-    assert glob_match("deep/dir/README.md", ["*.md"])
+    assert glob_match("deep/dir/README.md", ["**/*.md"])
+    # the TS nodes' rules (src/context/globs.ts): `*` stays within a segment, directories by name
+    assert not glob_match("deep/dir/README.md", ["*.md"])
+    assert glob_match("README.md", ["*.md"])
+    assert not glob_match("src/a/b.ts", ["src/*.ts"])
+    for directory in ("src", "src/", "src/**", "./src"):
+        assert glob_match("src/a/b.ts", [directory]), directory
+        assert not glob_match("srcx/a.ts", [directory]), directory
+    assert glob_match("src", ["src/**"])
+    assert glob_match("a/x/y/b/c.ts", ["a/**/b/*.ts"]) and glob_match("a/b/c.ts", ["a/**/b/*.ts"])
+    assert glob_match("src/b1.ts", ["src/b[0-9].ts"]) and not glob_match("src/b1.ts", ["src/b[!0-9].ts"])
+    assert glob_match("a.b/c", ["a.b"]) and not glob_match("axb/c", ["a.b"])
     assert not glob_match("src/b.ts", ["*.py", "lib/"])
 
 

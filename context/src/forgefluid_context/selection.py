@@ -14,9 +14,10 @@ frames' sum never exceeds the budget: the plan is checked after rendering and tr
 
 from __future__ import annotations
 
-import fnmatch
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .ranking import VersionIndex, query_terms
@@ -45,16 +46,57 @@ class Unit:
     included: bool = False
 
 
+_GLOB_CHARS = re.compile(r"[*?[]")
+
+
+def _segment_source(seg: str) -> str:
+    out = ""
+    i = 0
+    while i < len(seg):
+        c = seg[i]
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            end = seg.find("]", i + 2)
+            if end < 0:
+                raise ValueError("unclosed character class")
+            cls = seg[i + 1 : end]
+            negate = cls.startswith(("!", "^"))
+            if negate:
+                cls = cls[1:]
+            cls = re.sub(r"[\\\]^]", lambda m: "\\" + m.group(0), cls)
+            out += f"[^/{cls}]" if negate else f"[{cls}]"
+            i = end
+        else:
+            out += re.escape(c)
+        i += 1
+    return out
+
+
+@lru_cache(maxsize=4096)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """The same rules as the TS nodes' src/context/globs.ts: `*` / `?` / `[abc]` / `[!abc]` within one
+    segment, `**` as a whole segment any number of segments (none included), and a pattern with no glob
+    character also names a directory (`src`, `src/` match everything under src)."""
+    body = re.sub(r"/+$", "", re.sub(r"^(\./)+", "", pattern))
+    if not _GLOB_CHARS.search(body):
+        return re.compile(f"^{re.escape(body)}(?:/.*)?$", re.S)
+    segs = body.split("/")
+    src = ""
+    for i, seg in enumerate(segs):
+        last = i == len(segs) - 1
+        if seg == "**":
+            src += (".*" if i == 0 else "(?:/.*)?") if last else ("(?:.*/)?" if i == 0 else "(?:/.*)?/")
+        else:
+            src += ("/" if i > 0 and segs[i - 1] != "**" else "") + _segment_source(seg)
+    return re.compile(f"^{src}$", re.S)
+
+
 def glob_match(path: str, patterns: Sequence[str]) -> bool:
-    """`src/**/*.ts`, `*.md`, `docs/` (a directory), or an exact path."""
-    for p in patterns:
-        if p.endswith("/") and path.startswith(p):
-            return True
-        if fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, p.replace("**/", "")):
-            return True
-        if "/" not in p and fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], p):
-            return True
-    return False
+    """Whether any pattern matches the path (see `glob_regex`)."""
+    return any(glob_regex(p).match(path) for p in patterns)
 
 
 def header_tokens(path: str, count: Callable[[str], int]) -> int:
