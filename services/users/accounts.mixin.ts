@@ -442,7 +442,7 @@ export const accountsMixin: ServiceSchema<
 			derivedSecretKey(k.kid, k.secret)
 		);
 		this.accounts = new AccountStore(rt.sequelize, new SecretBox([...cfg.accounts.mfaEncryptionKeys, ...derived]));
-		this.mailer = new Mailer(cfg.mail, this.logger);
+		this.mailer = new Mailer(cfg.mail, this.logger, rt.sequelize);
 		if (!cfg.mail.smtpUrl && rt.config.nodeEnv === "production")
 			this.logger.error(
 				"SMTP_URL is not set: account mail (verification, reset) goes to the in-memory outbox only"
@@ -475,6 +475,7 @@ export const accountsMixin: ServiceSchema<
 			audit: (userId, action, details) => audit(userId, userId, action, details)
 		});
 		this.passkeys = new Passkeys(cfg.webauthn, rt.sequelize, rt.kv);
+		this.mailer.startQueue();
 		this.stepUpPasswords = new ProgressiveThrottle(rt.redis, `${prefix}:stepup-password`, cfg.accounts.mfaThrottle);
 		this.secondFactor = new SecondFactor({
 			cfg,
@@ -490,7 +491,7 @@ export const accountsMixin: ServiceSchema<
 		});
 	},
 
-	stopped(this: AccountsThis) {
-		this.mailer.close();
+	async stopped(this: AccountsThis) {
+		await this.mailer.close();
 	}
 };

@@ -111,6 +111,12 @@ export interface WebAuthnConfig {
 export interface MailConfig {
 	/** smtp(s)://user:pass@host:port; null: the development outbox (embedded mode only). */
 	smtpUrl: string | null;
+	/** SMTP mode: the queue (mail_outbox) is polled this often for due messages. */
+	queuePollMs: number;
+	/** A refused or failed send is retried after base·2^(attempt-1) seconds, at most max, up to maxAttempts. */
+	retryBaseS: number;
+	retryMaxS: number;
+	maxAttempts: number;
 	/** The From header of every message. */
 	from: string;
 	/** Where the links in messages point (the web app); the token rides in the query. */
@@ -316,7 +322,11 @@ export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000
 			from,
 			appUrl: appUrl.replace(/\/+$/, ""),
 			outboxSize: r.int("MAIL_OUTBOX_SIZE", 200, 1, 10_000),
-			outboxRoute: !smtpUrl && r.str("NODE_ENV", "development") !== "production"
+			outboxRoute: !smtpUrl && r.str("NODE_ENV", "development") !== "production",
+			queuePollMs: r.int("MAIL_QUEUE_POLL_MS", 2000, 50, 600_000),
+			retryBaseS: r.int("MAIL_RETRY_BASE_S", 30, 1, 3600),
+			retryMaxS: r.int("MAIL_RETRY_MAX_S", 3600, 1, 86_400),
+			maxAttempts: r.int("MAIL_MAX_ATTEMPTS", 12, 1, 100)
 		},
 		accounts: {
 			verifyTokenTtlS: r.int("EMAIL_VERIFY_TOKEN_TTL_S", 86_400, 60, 30 * 86_400),
