@@ -1,6 +1,18 @@
 /** Three projects: fast pure-logic tests, tests against the real servers, and multi-node cluster tests. */
-// openid-client and its dependencies ship ES modules only; Jest's CommonJS runtime gets them compiled.
-const ESM_ONLY = ["openid-client", "oauth4webapi", "jose"];
+// Packages that ship ES modules only (openid-client and its dependencies; the Vercel AI SDK and
+// its parts): Jest's CommonJS runtime gets them compiled.
+const ESM_ONLY = [
+	"openid-client",
+	"oauth4webapi",
+	"jose",
+	"ai",
+	"@ai-sdk",
+	"eventsource-parser",
+	"@standard-schema",
+	"@vercel/oidc",
+	"@workflow",
+	"zod"
+];
 const transform = {
 	"^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2023" } }],
 	[`node_modules/(${ESM_ONLY.join("|")})/.+\\.js$`]: [

@@ -13,6 +13,8 @@ export type Behaviour =
 			chunkDelayMs?: number;
 			firstChunkDelayMs?: number;
 			ignoreMaxTokens?: boolean;
+			/** Nothing is written until this settles (hold every answer until a test lets them go). */
+			until?: Promise<unknown>;
 			usage?: boolean;
 			/** Extra usage fields to report (cache reads/writes, reasoning tokens). */
 			usageExtra?: UsageExtra;
@@ -145,6 +147,7 @@ export async function startFakeServer(pathSuffix: string, w: Writer, basePath: s
 					const all = chunksOf(b.chunks);
 					const max = b.ignoreMaxTokens ? Infinity : w.maxTokens(body);
 					const n = Math.min(all.length, max);
+					if (b.until) await b.until;
 					w.start(res, rec);
 					if (!(await send(all, n, b.chunkDelayMs, b.firstChunkDelayMs ?? b.chunkDelayMs))) return;
 					ended = true;
