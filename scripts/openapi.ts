@@ -8,6 +8,7 @@ import type { ServiceSchema } from "moleculer";
 import { SERVICE_MODULES } from "../app/services";
 import { allRoutes } from "../services/api/routes";
 import { buildOpenApi } from "../src/http/openapi";
+import { compatOpenApi } from "../src/compat/openapi";
 
 type Params = Record<string, unknown>;
 
@@ -26,7 +27,8 @@ export function offlineDocument(): Record<string, unknown> {
 		actionParams: a => params.get(a),
 		basePath: "/api/v1",
 		version: "1.0.0",
-		serverUrl: "/"
+		serverUrl: "/",
+		extra: compatOpenApi()
 	});
 }
 

@@ -18,6 +18,7 @@ import { runtimeOf } from "../src/runtime/runtime";
 import { bodyParserError, mapError } from "../src/http/errors";
 import { clientErrorAnswer, rawErrorResponse } from "../src/http/client-errors";
 import { buildOpenApi } from "../src/http/openapi";
+import { compatOpenApi } from "../src/compat/openapi";
 import { applyEdgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
 import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
@@ -624,7 +625,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 										basePath: API_BASE,
 										version: "1.0.0",
 										// Relative: the document is right for whichever host or proxy served it.
-										serverUrl: "/"
+										serverUrl: "/",
+										extra: compatOpenApi()
 									})
 								};
 							}

@@ -36,13 +36,20 @@ import type { RateLimiterAbstract } from "rate-limiter-flexible";
 export interface GatewayParts extends Service {
 	limiter: RateLimiterAbstract;
 	anonLimiter: RateLimiterAbstract;
-	consumeLimit(limiter: RateLimiterAbstract, key: string): Promise<void>;
+	/** With `req` and `name`: the RateLimit headers go on `req.$edgeRes`. */
+	consumeLimit(limiter: RateLimiterAbstract, key: string, req?: Req, name?: string): Promise<void>;
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 }
 type ApiThis = GatewayParts;
 
-type Req = IncomingMessage & { $ctx: Context<unknown, RequestMeta>; $params?: Record<string, string>; body?: unknown };
+type Req = IncomingMessage & {
+	$ctx: Context<unknown, RequestMeta>;
+	$params?: Record<string, string>;
+	body?: unknown;
+	/** Where the gateway's limiter writes the RateLimit headers. */
+	$edgeRes?: ServerResponse;
+};
 
 const API_KEY_RE = /^ff_[A-Za-z0-9]{1,64}_[A-Za-z0-9_-]{16,128}$/;
 
@@ -93,8 +100,9 @@ function parseBody(req: Req, res: ServerResponse, limit: string): Promise<unknow
 	);
 }
 
-async function authenticate(svc: ApiThis, req: Req): Promise<AuthUser> {
+async function authenticate(svc: ApiThis, req: Req, res: ServerResponse): Promise<AuthUser> {
 	const ctx = req.$ctx;
+	req.$edgeRes = res;
 	const ip = (ctx.meta.ip = clientIp(req, runtimeOf(svc.broker).config.http.trustProxyHops));
 	ctx.meta.userAgent = String(req.headers["user-agent"] ?? "").slice(0, 256);
 	const authz = req.headers.authorization;
@@ -120,7 +128,7 @@ async function authenticate(svc: ApiThis, req: Req): Promise<AuthUser> {
 	}
 	if (!user) {
 		// Failed credentials spend the caller's per-IP budget, as on /api/v1.
-		await svc.consumeLimit(svc.anonLimiter, ip);
+		await svc.consumeLimit(svc.anonLimiter, ip, req, "ip");
 		throw new CompatError(
 			"authentication",
 			presented
@@ -131,9 +139,9 @@ async function authenticate(svc: ApiThis, req: Req): Promise<AuthUser> {
 		);
 	}
 	ctx.meta.user = user;
+	await svc.consumeLimit(svc.limiter, user.id, req, "user");
 	if (!hasScope(user, "ai:use"))
 		throw new CompatError("permission", "This API key lacks the 'ai:use' scope", null, "missing_scope");
-	await svc.consumeLimit(svc.limiter, user.id);
 	return user;
 }
 
@@ -163,7 +171,7 @@ const eventError = (ev: Extract<ChatEvent, { t: "error" }>) =>
 
 async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerResponse) {
 	const cfg = runtimeOf(svc.broker).config;
-	const user = await authenticate(svc, req);
+	const user = await authenticate(svc, req, res);
 	const body = await parseBody(req, res, cfg.http.bodyLimit);
 	const request: ChatRequest = protocol === "openai" ? readOpenAIRequest(body) : readAnthropicRequest(body);
 	const id = newChatId();
@@ -237,7 +245,7 @@ async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerRespo
 
 async function models(svc: ApiThis, req: Req, res: ServerResponse, one: string | null) {
 	const protocol = protocolOf(req);
-	const user = await authenticate(svc, req);
+	const user = await authenticate(svc, req, res);
 	const list = await req.$ctx.call<
 		{ models: Array<{ id: string; provider: string; description: string; allowed?: boolean }> },
 		Record<string, never>
@@ -286,7 +294,7 @@ async function models(svc: ApiThis, req: Req, res: ServerResponse, one: string |
 
 async function countTokens(svc: ApiThis, req: Req, res: ServerResponse) {
 	const cfg = runtimeOf(svc.broker).config;
-	await authenticate(svc, req);
+	await authenticate(svc, req, res);
 	const body = await parseBody(req, res, cfg.http.bodyLimit);
 	const request = readAnthropicRequest(body, true);
 	if (!resolveModel(request.model, cfg.ai.devProvider))

@@ -277,6 +277,8 @@ export function buildOpenApi(opts: {
 	serverUrl: string;
 	/** Largest JSON body in characters (string bounds the action params leave open); default 1 MiB. */
 	bodyLimitChars?: number;
+	/** Routes outside basePath that document themselves (the compatible /v1: src/compat/openapi.ts). */
+	extra?: { paths: Json; schemas: Record<string, unknown>; securitySchemes: Json };
 }): Json {
 	const bodyMax = opts.bodyLimitChars ?? 1024 * 1024;
 	const QUERY_MAX = 8192;
@@ -380,6 +382,8 @@ export function buildOpenApi(opts: {
 		paths[oaPath] = { ...(paths[oaPath] ?? {}), [r.method.toLowerCase()]: op };
 	}
 	hoist(ErrorBody, components);
+	Object.assign(paths, opts.extra?.paths ?? {});
+	Object.assign(components, opts.extra?.schemas ?? {});
 	return {
 		openapi: "3.1.0",
 		info: {
@@ -399,6 +403,7 @@ export function buildOpenApi(opts: {
 		components: {
 			schemas: components,
 			securitySchemes: {
+				...(opts.extra?.securitySchemes ?? {}),
 				bearer: {
 					type: "http",
 					scheme: "bearer",

@@ -8,13 +8,21 @@ import addFormats from "ajv-formats";
 import { allRoutes } from "../../services/api/routes";
 import type { RouteSpec } from "../../src/http/route-spec";
 import { buildOpenApi } from "../../src/http/openapi";
+import { compatOpenApi } from "../../src/compat/openapi";
 
 type Json = Record<string, unknown>;
 export const API_BASE = "/api/v1";
 
 /** The document the gateway publishes, from the same route declarations (responses do not depend on params). */
 export function contractDocument(routes: RouteSpec[] = allRoutes()): Json {
-	return buildOpenApi({ routes, actionParams: () => undefined, basePath: API_BASE, version: "test", serverUrl: "/" });
+	return buildOpenApi({
+		routes,
+		actionParams: () => undefined,
+		basePath: API_BASE,
+		version: "test",
+		serverUrl: "/",
+		extra: compatOpenApi()
+	});
 }
 
 function rewriteRefs(schema: unknown): unknown {

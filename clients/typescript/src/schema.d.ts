@@ -1273,6 +1273,91 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/v1/chat/completions": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** OpenAI Chat Completions on ForgeFluid credits (docs/compat.md) */
+		post: operations["postV1ChatCompletions"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/v1/messages": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Anthropic Messages on ForgeFluid credits (docs/compat.md) */
+		post: operations["postV1Messages"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/v1/messages/count_tokens": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Anthropic's token count (the platform's deliberately high estimate) */
+		post: operations["postV1MessagesCountTokens"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/v1/models": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** The models the caller's tier and key may use, that are served (OpenAI's list; Anthropic's with anthropic-version) */
+		get: operations["getV1Models"];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/v1/models/{id}": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** One model the caller may use (OpenAI's shape; Anthropic's with anthropic-version) */
+		get: operations["getV1Model"];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1312,6 +1397,438 @@ export interface components {
 			tier: components["schemas"]["TierFacts"];
 			tierOverride: string | null;
 			wallets: components["schemas"]["Wallet"][];
+		};
+		AnthropicCountTokensRequest: {
+			/** @description Refused with 400: server tools are not supported */
+			container?: unknown;
+			/** @description Refused with 400: MCP servers are not supported */
+			mcp_servers?: unknown;
+			messages: {
+				content:
+					| string
+					| (
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									citations?:
+										| {
+												[key: string]: unknown;
+										  }[]
+										| null;
+									text: string;
+									/** @enum {string} */
+									type: "text";
+							  }
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									source:
+										| {
+												data: string;
+												/** @enum {string} */
+												media_type: "image/jpeg" | "image/png" | "image/gif" | "image/webp";
+												/** @enum {string} */
+												type: "base64";
+										  }
+										| {
+												/** @enum {string} */
+												type: "url";
+												url: string;
+										  };
+									/** @enum {string} */
+									type: "image";
+							  }
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									id: string;
+									/** @description The tool's arguments */
+									input: {
+										[key: string]: unknown;
+									};
+									name: string;
+									/** @enum {string} */
+									type: "tool_use";
+							  }
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									content?:
+										| string
+										| (
+												| {
+														cache_control?: {
+															/** @enum {string} */
+															ttl?: "5m" | "1h";
+															/** @enum {string} */
+															type: "ephemeral";
+														};
+														citations?:
+															| {
+																	[key: string]: unknown;
+															  }[]
+															| null;
+														text: string;
+														/** @enum {string} */
+														type: "text";
+												  }
+												| {
+														cache_control?: {
+															/** @enum {string} */
+															ttl?: "5m" | "1h";
+															/** @enum {string} */
+															type: "ephemeral";
+														};
+														source:
+															| {
+																	data: string;
+																	/** @enum {string} */
+																	media_type:
+																		| "image/jpeg"
+																		| "image/png"
+																		| "image/gif"
+																		| "image/webp";
+																	/** @enum {string} */
+																	type: "base64";
+															  }
+															| {
+																	/** @enum {string} */
+																	type: "url";
+																	url: string;
+															  };
+														/** @enum {string} */
+														type: "image";
+												  }
+										  )[];
+									is_error?: boolean;
+									tool_use_id: string;
+									/** @enum {string} */
+									type: "tool_result";
+							  }
+					  )[];
+				/** @enum {string} */
+				role: "user" | "assistant";
+			}[];
+			metadata?: {
+				user_id?: string;
+			};
+			model: string;
+			service_tier?: string;
+			stop_sequences?: string[];
+			stream?: boolean;
+			system?:
+				| string
+				| {
+						cache_control?: {
+							/** @enum {string} */
+							ttl?: "5m" | "1h";
+							/** @enum {string} */
+							type: "ephemeral";
+						};
+						citations?:
+							| {
+									[key: string]: unknown;
+							  }[]
+							| null;
+						text: string;
+						/** @enum {string} */
+						type: "text";
+				  }[];
+			temperature?: number;
+			/** @description Refused with 400: extended thinking is not supported */
+			thinking?: unknown;
+			tool_choice?: {
+				disable_parallel_tool_use?: boolean;
+				name?: string;
+				/** @enum {string} */
+				type: "auto" | "any" | "tool" | "none";
+			};
+			tools?: {
+				cache_control?: {
+					/** @enum {string} */
+					ttl?: "5m" | "1h";
+					/** @enum {string} */
+					type: "ephemeral";
+				};
+				description?: string;
+				/** @description The input's JSON Schema (must compile) */
+				input_schema: {
+					[key: string]: unknown;
+				};
+				name: string;
+			}[];
+			/** @description Refused with 400: top_k is not supported */
+			top_k?: unknown;
+			top_p?: number;
+		};
+		AnthropicError: {
+			error: {
+				message: string;
+				/** @enum {string} */
+				type:
+					| "invalid_request_error"
+					| "authentication_error"
+					| "permission_error"
+					| "not_found_error"
+					| "billing_error"
+					| "request_too_large"
+					| "rate_limit_error"
+					| "overloaded_error"
+					| "timeout_error"
+					| "api_error";
+			};
+			request_id?: string;
+			/** @enum {string} */
+			type: "error";
+		};
+		AnthropicMessage: {
+			content: (
+				| {
+						text: string;
+						/** @enum {string} */
+						type: "text";
+				  }
+				| {
+						cache_control?: {
+							/** @enum {string} */
+							ttl?: "5m" | "1h";
+							/** @enum {string} */
+							type: "ephemeral";
+						};
+						id: string;
+						/** @description The tool's arguments */
+						input: {
+							[key: string]: unknown;
+						};
+						name: string;
+						/** @enum {string} */
+						type: "tool_use";
+				  }
+			)[];
+			id: string;
+			model: string;
+			/** @enum {string} */
+			role: "assistant";
+			/** @enum {string} */
+			stop_reason: "end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "refusal";
+			stop_sequence: string | null;
+			/** @enum {string} */
+			type: "message";
+			usage: {
+				/** Format: int64 */
+				cache_creation_input_tokens?: number;
+				/** Format: int64 */
+				cache_read_input_tokens?: number;
+				/** Format: int64 */
+				input_tokens: number;
+				/** Format: int64 */
+				output_tokens: number;
+			};
+		};
+		AnthropicMessagesRequest: {
+			/** @description Refused with 400: server tools are not supported */
+			container?: unknown;
+			/** Format: int64 */
+			max_tokens: number;
+			/** @description Refused with 400: MCP servers are not supported */
+			mcp_servers?: unknown;
+			messages: {
+				content:
+					| string
+					| (
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									citations?:
+										| {
+												[key: string]: unknown;
+										  }[]
+										| null;
+									text: string;
+									/** @enum {string} */
+									type: "text";
+							  }
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									source:
+										| {
+												data: string;
+												/** @enum {string} */
+												media_type: "image/jpeg" | "image/png" | "image/gif" | "image/webp";
+												/** @enum {string} */
+												type: "base64";
+										  }
+										| {
+												/** @enum {string} */
+												type: "url";
+												url: string;
+										  };
+									/** @enum {string} */
+									type: "image";
+							  }
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									id: string;
+									/** @description The tool's arguments */
+									input: {
+										[key: string]: unknown;
+									};
+									name: string;
+									/** @enum {string} */
+									type: "tool_use";
+							  }
+							| {
+									cache_control?: {
+										/** @enum {string} */
+										ttl?: "5m" | "1h";
+										/** @enum {string} */
+										type: "ephemeral";
+									};
+									content?:
+										| string
+										| (
+												| {
+														cache_control?: {
+															/** @enum {string} */
+															ttl?: "5m" | "1h";
+															/** @enum {string} */
+															type: "ephemeral";
+														};
+														citations?:
+															| {
+																	[key: string]: unknown;
+															  }[]
+															| null;
+														text: string;
+														/** @enum {string} */
+														type: "text";
+												  }
+												| {
+														cache_control?: {
+															/** @enum {string} */
+															ttl?: "5m" | "1h";
+															/** @enum {string} */
+															type: "ephemeral";
+														};
+														source:
+															| {
+																	data: string;
+																	/** @enum {string} */
+																	media_type:
+																		| "image/jpeg"
+																		| "image/png"
+																		| "image/gif"
+																		| "image/webp";
+																	/** @enum {string} */
+																	type: "base64";
+															  }
+															| {
+																	/** @enum {string} */
+																	type: "url";
+																	url: string;
+															  };
+														/** @enum {string} */
+														type: "image";
+												  }
+										  )[];
+									is_error?: boolean;
+									tool_use_id: string;
+									/** @enum {string} */
+									type: "tool_result";
+							  }
+					  )[];
+				/** @enum {string} */
+				role: "user" | "assistant";
+			}[];
+			metadata?: {
+				user_id?: string;
+			};
+			model: string;
+			service_tier?: string;
+			stop_sequences?: string[];
+			stream?: boolean;
+			system?:
+				| string
+				| {
+						cache_control?: {
+							/** @enum {string} */
+							ttl?: "5m" | "1h";
+							/** @enum {string} */
+							type: "ephemeral";
+						};
+						citations?:
+							| {
+									[key: string]: unknown;
+							  }[]
+							| null;
+						text: string;
+						/** @enum {string} */
+						type: "text";
+				  }[];
+			temperature?: number;
+			/** @description Refused with 400: extended thinking is not supported */
+			thinking?: unknown;
+			tool_choice?: {
+				disable_parallel_tool_use?: boolean;
+				name?: string;
+				/** @enum {string} */
+				type: "auto" | "any" | "tool" | "none";
+			};
+			tools?: {
+				cache_control?: {
+					/** @enum {string} */
+					ttl?: "5m" | "1h";
+					/** @enum {string} */
+					type: "ephemeral";
+				};
+				description?: string;
+				/** @description The input's JSON Schema (must compile) */
+				input_schema: {
+					[key: string]: unknown;
+				};
+				name: string;
+			}[];
+			/** @description Refused with 400: top_k is not supported */
+			top_k?: unknown;
+			top_p?: number;
+		};
+		AnthropicModel: {
+			/** Format: date-time */
+			created_at: string;
+			display_name: string;
+			id: string;
+			/** @enum {string} */
+			type: "model";
 		};
 		ApiKey: {
 			createdAt: string | null;
@@ -1554,6 +2071,239 @@ export interface components {
 			rpm: number | null;
 			scopes: string[];
 			tpm: number | null;
+		};
+		OpenAIChatCompletion: {
+			choices: {
+				/** @enum {string} */
+				finish_reason: "stop" | "length" | "tool_calls" | "content_filter";
+				/** Format: int64 */
+				index: number;
+				logprobs?: null;
+				message: {
+					content: string | null;
+					refusal?: null;
+					/** @enum {string} */
+					role: "assistant";
+					tool_calls?: {
+						function: {
+							arguments: string;
+							name: string;
+						};
+						id: string;
+						/** @enum {string} */
+						type: "function";
+					}[];
+				};
+			}[];
+			/** Format: int64 */
+			created: number;
+			id: string;
+			model: string;
+			/** @enum {string} */
+			object: "chat.completion";
+			usage: {
+				/** Format: int64 */
+				completion_tokens: number;
+				completion_tokens_details?: {
+					/** Format: int64 */
+					reasoning_tokens?: number;
+				};
+				/** Format: int64 */
+				prompt_tokens: number;
+				prompt_tokens_details?: {
+					/** Format: int64 */
+					cached_tokens?: number;
+				};
+				/** Format: int64 */
+				total_tokens: number;
+			};
+		};
+		OpenAIChatRequest: {
+			/** @description Refused with 400: audio output is not supported */
+			audio?: unknown;
+			/** @description Refused with 400: penalties are not supported (0 is accepted) */
+			frequency_penalty?: unknown;
+			/** @description Refused with 400: deprecated; use tool_choice */
+			function_call?: unknown;
+			/** @description Refused with 400: deprecated; use tools */
+			functions?: unknown;
+			/** @description Refused with 400: logit_bias is not supported (an empty object is accepted) */
+			logit_bias?: unknown;
+			/** @description Refused with 400: logprobs are not supported (false is accepted) */
+			logprobs?: unknown;
+			max_completion_tokens?: number | null;
+			max_tokens?: number | null;
+			messages: (
+				| {
+						content:
+							| string
+							| {
+									text: string;
+									/** @enum {string} */
+									type: "text";
+							  }[];
+						name?: string;
+						/** @enum {string} */
+						role: "system" | "developer";
+				  }
+				| {
+						content:
+							| string
+							| (
+									| {
+											text: string;
+											/** @enum {string} */
+											type: "text";
+									  }
+									| {
+											image_url: {
+												/** @enum {string} */
+												detail?: "auto" | "low" | "high";
+												url: string;
+											};
+											/** @enum {string} */
+											type: "image_url";
+									  }
+							  )[];
+						name?: string;
+						/** @enum {string} */
+						role: "user";
+				  }
+				| {
+						content?:
+							| (
+									| string
+									| {
+											text: string;
+											/** @enum {string} */
+											type: "text";
+									  }[]
+							  )
+							| null;
+						name?: string;
+						refusal?: string | null;
+						/** @enum {string} */
+						role: "assistant";
+						tool_calls?: {
+							function: {
+								arguments: string;
+								name: string;
+							};
+							id: string;
+							/** @enum {string} */
+							type: "function";
+						}[];
+				  }
+				| {
+						content:
+							| string
+							| {
+									text: string;
+									/** @enum {string} */
+									type: "text";
+							  }[];
+						/** @enum {string} */
+						role: "tool";
+						tool_call_id: string;
+				  }
+			)[];
+			/** @description Accepted and not stored */
+			metadata?: {
+				[key: string]: unknown;
+			};
+			/** @description Refused with 400: only text */
+			modalities?: unknown;
+			model: string;
+			/**
+			 * Format: int64
+			 * @description Only 1 (n > 1 is refused with 400)
+			 */
+			n?: number;
+			parallel_tool_calls?: boolean | null;
+			/** @description Refused with 400: predicted outputs are not supported */
+			prediction?: unknown;
+			/** @description Refused with 400: penalties are not supported (0 is accepted) */
+			presence_penalty?: unknown;
+			reasoning_effort?: ("minimal" | "low" | "medium" | "high") | null;
+			response_format?:
+				| {
+						/** @enum {string} */
+						type: "text" | "json_object";
+				  }
+				| {
+						json_schema: {
+							description?: string;
+							name: string;
+							/** @description The answer's JSON Schema (must compile) */
+							schema?: {
+								[key: string]: unknown;
+							};
+							strict?: boolean | null;
+						};
+						/** @enum {string} */
+						type: "json_schema";
+				  };
+			seed?: number | null;
+			service_tier?: string;
+			stop?: (string | string[]) | null;
+			store?: boolean;
+			stream?: boolean | null;
+			stream_options?: {
+				include_usage?: boolean;
+			} | null;
+			temperature?: number | null;
+			tool_choice?:
+				| ("auto" | "none" | "required")
+				| {
+						function: {
+							name: string;
+						};
+						/** @enum {string} */
+						type: "function";
+				  };
+			tools?: {
+				function: {
+					description?: string;
+					name: string;
+					/** @description The arguments' JSON Schema (must compile) */
+					parameters?: {
+						[key: string]: unknown;
+					};
+					strict?: boolean | null;
+				};
+				/** @enum {string} */
+				type: "function";
+			}[];
+			/** @description Refused with 400: logprobs are not supported */
+			top_logprobs?: unknown;
+			top_p?: number | null;
+			user?: string;
+			/** @description Refused with 400: web search is not supported */
+			web_search_options?: unknown;
+		};
+		OpenAIError: {
+			error: {
+				code: string | null;
+				message: string;
+				param: string | null;
+				/** @enum {string} */
+				type:
+					| "invalid_request_error"
+					| "authentication_error"
+					| "permission_error"
+					| "insufficient_quota"
+					| "rate_limit_error"
+					| "server_error"
+					| "timeout_error";
+			};
+		};
+		OpenAIModel: {
+			/** Format: int64 */
+			created: number;
+			id: string;
+			/** @enum {string} */
+			object: "model";
+			owned_by: string;
 		};
 		Org: {
 			/** Format: date-time */
@@ -1980,6 +2730,11 @@ export interface components {
 }
 export type SchemaAdminUser = components["schemas"]["AdminUser"];
 export type SchemaAdminUserDetail = components["schemas"]["AdminUserDetail"];
+export type SchemaAnthropicCountTokensRequest = components["schemas"]["AnthropicCountTokensRequest"];
+export type SchemaAnthropicError = components["schemas"]["AnthropicError"];
+export type SchemaAnthropicMessage = components["schemas"]["AnthropicMessage"];
+export type SchemaAnthropicMessagesRequest = components["schemas"]["AnthropicMessagesRequest"];
+export type SchemaAnthropicModel = components["schemas"]["AnthropicModel"];
 export type SchemaApiKey = components["schemas"]["ApiKey"];
 export type SchemaBalance = components["schemas"]["Balance"];
 export type SchemaCheckout = components["schemas"]["Checkout"];
@@ -1995,6 +2750,10 @@ export type SchemaMember = components["schemas"]["Member"];
 export type SchemaMfaChallenge = components["schemas"]["MfaChallenge"];
 export type SchemaModel = components["schemas"]["Model"];
 export type SchemaNewApiKey = components["schemas"]["NewApiKey"];
+export type SchemaOpenAiChatCompletion = components["schemas"]["OpenAIChatCompletion"];
+export type SchemaOpenAiChatRequest = components["schemas"]["OpenAIChatRequest"];
+export type SchemaOpenAiError = components["schemas"]["OpenAIError"];
+export type SchemaOpenAiModel = components["schemas"]["OpenAIModel"];
 export type SchemaOrg = components["schemas"]["Org"];
 export type SchemaOrgInvitation = components["schemas"]["OrgInvitation"];
 export type SchemaOrgMember = components["schemas"]["OrgMember"];
@@ -23787,6 +24546,1028 @@ export interface operations {
 				};
 				content: {
 					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postV1ChatCompletions: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": components["schemas"]["OpenAIChatRequest"];
+			};
+		};
+		responses: {
+			/** @description The answer (JSON), or its event stream when `stream` is true */
+			200: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIChatCompletion"];
+					"text/event-stream": (
+						| {
+								choices: {
+									delta: {
+										content?: string | null;
+										refusal?: null;
+										/** @enum {string} */
+										role?: "assistant";
+										tool_calls?: {
+											function?: {
+												arguments?: string;
+												name?: string;
+											};
+											id?: string;
+											/** Format: int64 */
+											index: number;
+											/** @enum {string} */
+											type?: "function";
+										}[];
+									};
+									finish_reason: ("stop" | "length" | "tool_calls" | "content_filter") | null;
+									/** Format: int64 */
+									index: number;
+									logprobs?: null;
+								}[];
+								/** Format: int64 */
+								created: number;
+								id: string;
+								model: string;
+								/** @enum {string} */
+								object: "chat.completion.chunk";
+								usage?: {
+									/** Format: int64 */
+									completion_tokens: number;
+									completion_tokens_details?: {
+										/** Format: int64 */
+										reasoning_tokens?: number;
+									};
+									/** Format: int64 */
+									prompt_tokens: number;
+									prompt_tokens_details?: {
+										/** Format: int64 */
+										cached_tokens?: number;
+									};
+									/** Format: int64 */
+									total_tokens: number;
+								} | null;
+						  }
+						| {
+								error: {
+									code: string | null;
+									message: string;
+									param: string | null;
+									/** @enum {string} */
+									type:
+										| "invalid_request_error"
+										| "authentication_error"
+										| "permission_error"
+										| "insufficient_quota"
+										| "rate_limit_error"
+										| "server_error"
+										| "timeout_error";
+								};
+						  }
+						| "[DONE]"
+					)[];
+				};
+			};
+			/** @description Malformed JSON, an unknown or refused field, a bad role, a tool schema that does not compile, an image for a text model */
+			400: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description No key, or an invalid, expired or revoked one */
+			401: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description The key lacks the ai:use scope, or its model allow-list excludes the model */
+			403: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description Unknown model (or one the caller's tier or key may not use) */
+			404: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description The body is larger than BODY_LIMIT */
+			413: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description Not enough credits (or the key's monthly budget) for the request's worst case; x-should-retry: false; A rate limit (the user's, the key's RPM/TPM, the tier's) or admission refused it */
+			429: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					/** @description false: the SDKs do not retry */
+					"x-should-retry"?: "false";
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description An internal error */
+			500: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description No deployment could answer before the first byte */
+			503: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description The worker did not answer in time */
+			504: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+		};
+	};
+	postV1Messages: {
+		parameters: {
+			query?: never;
+			header?: {
+				/** @description Sent by Anthropic SDKs; on /v1/models it selects Anthropic's list shape */
+				"anthropic-version"?: string;
+			};
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": components["schemas"]["AnthropicMessagesRequest"];
+			};
+		};
+		responses: {
+			/** @description The answer (JSON), or its event stream when `stream` is true */
+			200: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicMessage"];
+					"text/event-stream": (
+						| {
+								data: {
+									message?: {
+										content: (
+											| {
+													text: string;
+													/** @enum {string} */
+													type: "text";
+											  }
+											| {
+													cache_control?: {
+														/** @enum {string} */
+														ttl?: "5m" | "1h";
+														/** @enum {string} */
+														type: "ephemeral";
+													};
+													id: string;
+													/** @description The tool's arguments */
+													input: {
+														[key: string]: unknown;
+													};
+													name: string;
+													/** @enum {string} */
+													type: "tool_use";
+											  }
+										)[];
+										id: string;
+										model: string;
+										/** @enum {string} */
+										role: "assistant";
+										/** @enum {string} */
+										stop_reason:
+											"end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "refusal";
+										stop_sequence: string | null;
+										/** @enum {string} */
+										type: "message";
+										usage: {
+											/** Format: int64 */
+											cache_creation_input_tokens?: number;
+											/** Format: int64 */
+											cache_read_input_tokens?: number;
+											/** Format: int64 */
+											input_tokens: number;
+											/** Format: int64 */
+											output_tokens: number;
+										};
+									};
+								};
+								/** @constant */
+								event: "message_start";
+						  }
+						| {
+								data: {
+									/** @description The block, empty */
+									content_block?: {
+										[key: string]: unknown;
+									};
+									/** Format: int64 */
+									index?: number;
+								};
+								/** @constant */
+								event: "content_block_start";
+						  }
+						| {
+								data: {
+									delta?:
+										| {
+												text: string;
+												/** @enum {string} */
+												type: "text_delta";
+										  }
+										| {
+												partial_json: string;
+												/** @enum {string} */
+												type: "input_json_delta";
+										  };
+									/** Format: int64 */
+									index?: number;
+								};
+								/** @constant */
+								event: "content_block_delta";
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									index?: number;
+								};
+								/** @constant */
+								event: "content_block_stop";
+						  }
+						| {
+								data: {
+									delta?: {
+										/** @enum {string} */
+										stop_reason?:
+											"end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "refusal";
+										stop_sequence?: string | null;
+									};
+									usage?: {
+										/** Format: int64 */
+										cache_creation_input_tokens?: number;
+										/** Format: int64 */
+										cache_read_input_tokens?: number;
+										/** Format: int64 */
+										input_tokens: number;
+										/** Format: int64 */
+										output_tokens: number;
+									};
+								};
+								/** @constant */
+								event: "message_delta";
+						  }
+						| {
+								data: {
+									/** @constant */
+									type: "message_stop";
+								};
+								/** @constant */
+								event: "message_stop";
+						  }
+						| {
+								data: {
+									/** @constant */
+									type: "ping";
+								};
+								/** @constant */
+								event: "ping";
+						  }
+						| {
+								data: {
+									error?: {
+										message: string;
+										/** @enum {string} */
+										type:
+											| "invalid_request_error"
+											| "authentication_error"
+											| "permission_error"
+											| "not_found_error"
+											| "billing_error"
+											| "request_too_large"
+											| "rate_limit_error"
+											| "overloaded_error"
+											| "timeout_error"
+											| "api_error";
+									};
+								};
+								/** @constant */
+								event: "error";
+						  }
+					)[];
+				};
+			};
+			/** @description Malformed JSON, an unknown or refused field, a bad role, a tool schema that does not compile, an image for a text model */
+			400: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description No key, or an invalid, expired or revoked one */
+			401: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description Not enough credits (or the key's monthly budget) for the request's worst case; x-should-retry: false */
+			402: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					/** @description false: the SDKs do not retry */
+					"x-should-retry"?: "false";
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description The key lacks the ai:use scope, or its model allow-list excludes the model */
+			403: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description Unknown model (or one the caller's tier or key may not use) */
+			404: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description The body is larger than BODY_LIMIT */
+			413: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description A rate limit (the user's, the key's RPM/TPM, the tier's) or admission refused it */
+			429: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description An internal error */
+			500: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description The worker did not answer in time */
+			504: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description No deployment could answer before the first byte */
+			529: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+		};
+	};
+	postV1MessagesCountTokens: {
+		parameters: {
+			query?: never;
+			header?: {
+				/** @description Sent by Anthropic SDKs; on /v1/models it selects Anthropic's list shape */
+				"anthropic-version"?: string;
+			};
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": components["schemas"]["AnthropicCountTokensRequest"];
+			};
+		};
+		responses: {
+			/** @description The estimate */
+			200: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						/** Format: int64 */
+						input_tokens: number;
+					};
+				};
+			};
+			/** @description Malformed JSON, an unknown or refused field, a bad role, a tool schema that does not compile, an image for a text model */
+			400: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description No key, or an invalid, expired or revoked one */
+			401: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description The key lacks the ai:use scope, or its model allow-list excludes the model */
+			403: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description Unknown model (or one the caller's tier or key may not use) */
+			404: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description The body is larger than BODY_LIMIT */
+			413: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description A rate limit (the user's, the key's RPM/TPM, the tier's) or admission refused it */
+			429: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+			/** @description An internal error */
+			500: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AnthropicError"];
+				};
+			};
+		};
+	};
+	getV1Models: {
+		parameters: {
+			query?: never;
+			header?: {
+				/** @description Sent by Anthropic SDKs; on /v1/models it selects Anthropic's list shape */
+				"anthropic-version"?: string;
+			};
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description The list */
+			200: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json":
+						| {
+								data: components["schemas"]["OpenAIModel"][];
+								/** @enum {string} */
+								object: "list";
+						  }
+						| {
+								data: components["schemas"]["AnthropicModel"][];
+								first_id: string | null;
+								has_more: boolean;
+								last_id: string | null;
+						  };
+				};
+			};
+			/** @description No key, or an invalid, expired or revoked one */
+			401: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description The key lacks the ai:use scope, or its model allow-list excludes the model */
+			403: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description A rate limit (the user's, the key's RPM/TPM, the tier's) or admission refused it */
+			429: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description An internal error */
+			500: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description No ai worker is available */
+			503: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+		};
+	};
+	getV1Model: {
+		parameters: {
+			query?: never;
+			header?: {
+				/** @description Sent by Anthropic SDKs; on /v1/models it selects Anthropic's list shape */
+				"anthropic-version"?: string;
+			};
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description The model */
+			200: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIModel"] | components["schemas"]["AnthropicModel"];
+				};
+			};
+			/** @description No key, or an invalid, expired or revoked one */
+			401: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description The key lacks the ai:use scope, or its model allow-list excludes the model */
+			403: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description Unknown model (or one the caller's tier or key may not use) */
+			404: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description A rate limit (the user's, the key's RPM/TPM, the tier's) or admission refused it */
+			429: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each gateway policy spent (user, or ip for failed keys) */
+					RateLimit?: string;
+					/** @description The policies: name, quota (q), window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description An internal error */
+			500: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
+				};
+			};
+			/** @description No ai worker is available */
+			503: {
+				headers: {
+					/** @description CORS (the gateway's CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait (both SDKs wait for it) */
+					"Retry-After"?: number;
+					/** @description Milliseconds to wait */
+					"Retry-After-Ms"?: number;
+					/** @description The request's id */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["OpenAIError"];
 				};
 			};
 		};
