@@ -15,6 +15,7 @@ import { ResilientRedisCacher } from "./src/runtime/resilient-cacher";
 import { BatchingNatsTransporter } from "./src/runtime/nats-transporter";
 import { redisClientOptions } from "./src/runtime/dependency-policy";
 import { NullRefusingValidator } from "./src/runtime/validator";
+import { ForgePrometheusReporter } from "./src/runtime/prometheus";
 
 /** Transient failures worth another attempt; only actions marked idempotent are retried at all. */
 export function isRetryableError(err: Errors.MoleculerError | Error): boolean {
@@ -140,9 +141,11 @@ export function brokerOptions(config: Config, override?: TransporterOverride): B
 		errorHandler: null,
 		metrics: {
 			enabled: true,
-			reporter: config.metricsPort
-				? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }]
-				: []
+			// Prometheus text on METRICS_PORT, never on the API port in cluster mode (src/runtime/prometheus.ts).
+			// Moleculer accepts a reporter instance (reporters/index.js resolve()); its types list named ones only.
+			reporter: (config.metricsPort
+				? [new ForgePrometheusReporter({ port: config.metricsPort })]
+				: []) as unknown as Exclude<BrokerOptions["metrics"], boolean | undefined>["reporter"]
 		},
 		tracing: {
 			enabled: config.tracing.exporter !== "none",

@@ -19,9 +19,11 @@ async function main() {
 		lines.push(
 			`  API      ${base}/api/v1`,
 			`  Docs     ${base}/api/docs   (OpenAPI: ${base}/api/openapi.json)`,
-			`  Health   ${base}/health/ready`,
-			`  Metrics  ${base}/metrics`
+			`  Health   ${base}/health/ready`
 		);
+	// Embedded mode: on the API port; a cluster node: on METRICS_PORT only.
+	if (!node.config.transporter) lines.push(`  Metrics  ${base}/metrics`);
+	if (node.config.metricsPort) lines.push(`  Metrics  http://127.0.0.1:${node.config.metricsPort}/metrics`);
 	if (!node.config.transporter) lines.push(`  Data     ${node.config.dataDir}`);
 	if (embedded)
 		lines.push(

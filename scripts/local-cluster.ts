@@ -239,8 +239,8 @@ async function main(): Promise<void> {
 			SERVICES: role.services.join(","),
 			PORT: String(port || cli.port),
 			HEALTH_PORT: String(hp),
-			// Workers expose Moleculer's Prometheus reporter as in the image (gateways serve /metrics on PORT).
-			METRICS_PORT: String(hostsApi ? 0 : hp + 100)
+			// Every node serves /metrics on METRICS_PORT, as in the image (cluster mode: never on the API port).
+			METRICS_PORT: String(hostsApi ? port + 300 : hp + 100)
 		};
 		if (hostsApi) env.PUBLIC_URL = process.env.PUBLIC_URL || `http://localhost:${port}`;
 		return {
@@ -365,7 +365,7 @@ async function main(): Promise<void> {
 		else if (n.services.includes("api")) {
 			const base = `http://localhost:${n.env.PORT}`;
 			lines.push(
-				`  ${n.name}: API ${base}/api/v1   Docs ${base}/api/docs   Health ${base}/health/ready   Metrics ${base}/metrics`
+				`  ${n.name}: API ${base}/api/v1   Docs ${base}/api/docs   Health ${base}/health/ready   Metrics http://127.0.0.1:${n.env.METRICS_PORT}/metrics`
 			);
 		} else
 			lines.push(

@@ -287,7 +287,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					contextTimeoutMs: runtimeOf(this.broker).config.context.timeoutMs,
 					onContext: ev => {
 						this.broker.metrics.increment("ai.context.total", { state: ev.state, reason: ev.reason ?? "" });
-						this.broker.metrics.observe("ai.context.select.ms", ev.ms, { state: ev.state });
+						this.broker.metrics.observe("ai.context.select.seconds", ev.ms / 1000, { state: ev.state });
 					},
 					broadcast: (event, payload) => void this.broker.broadcast(event, payload),
 					settleTokens: (userId, tier, p) => this.limiter.settle(userId, tier, p),
@@ -298,7 +298,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 							reason: ev.reason ?? ""
 						});
 						if (ev.ttftMs !== undefined)
-							this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
+							this.broker.metrics.observe("ai.ttft.seconds", ev.ttftMs / 1000, {
+								deployment: ev.deployment
+							});
 					},
 					onFallback: ev => this.broker.metrics.increment("ai.fallbacks.total", { from: ev.from, to: ev.to }),
 					logger: this.logger,
@@ -362,7 +364,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			type: "gauge",
 			name: "ai.deployment.circuit",
 			labelNames: ["deployment", "model"],
-			description: "0 closed, 1 half-open, 2 open"
+			description: "Circuit state of a provider deployment: 0 closed, 1 half-open, 2 open"
 		});
 		m.register({
 			type: "counter",
@@ -384,9 +386,10 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		});
 		m.register({
 			type: "histogram",
-			name: "ai.ttft.ms",
+			name: "ai.ttft.seconds",
 			labelNames: ["deployment"],
-			buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10000],
+			unit: "seconds",
+			buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
 			description: "Time to first token"
 		});
 		m.register({
@@ -398,9 +401,10 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		});
 		m.register({
 			type: "histogram",
-			name: "ai.context.select.ms",
+			name: "ai.context.select.seconds",
 			labelNames: ["state"],
-			buckets: [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+			unit: "seconds",
+			buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
 			description: "Time context.select took (or until it was given up on)"
 		});
 		m.register({ type: "gauge", name: "ai.worker.busy", description: "Tasks running on this node" });
@@ -452,7 +456,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					reason: ev.reason ?? ""
 				});
 				if (ev.ttftMs !== undefined)
-					this.broker.metrics.observe("ai.ttft.ms", ev.ttftMs, { deployment: ev.deployment });
+					this.broker.metrics.observe("ai.ttft.seconds", ev.ttftMs / 1000, { deployment: ev.deployment });
 			},
 			logger: this.logger
 		};

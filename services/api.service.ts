@@ -12,7 +12,7 @@ import type { Context, ServiceSchema, Service, ServiceSettingSchema } from "mole
 import ApiGateway from "moleculer-web";
 import bodyParser from "body-parser";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterAbstract, RateLimiterRes } from "rate-limiter-flexible";
-import { MetricReporters } from "moleculer";
+import { renderPrometheus } from "../src/runtime/prometheus";
 import { Config } from "../src/config";
 import { runtimeOf } from "../src/runtime/runtime";
 import { bodyParserError, mapError } from "../src/http/errors";
@@ -318,19 +318,8 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 						mkLimiter(r.rateLimit!.points, r.rateLimit!.durationS, `route:${r.method}:${r.path}`)
 					])
 			);
-			const reporter = new MetricReporters.Prometheus({});
-			let inited = false;
-			this.promText = () => {
-				if (!inited) {
-					// Only the text renderer is used; the reporter's own HTTP server is not started.
-					(reporter as unknown as { registry: unknown; broker: unknown; logger: unknown }).registry =
-						this.broker.metrics;
-					(reporter as unknown as { broker: unknown }).broker = this.broker;
-					(reporter as unknown as { logger: unknown }).logger = this.logger;
-					inited = true;
-				}
-				return (reporter as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse();
-			};
+			// Embedded mode only: a cluster serves metrics on METRICS_PORT, never on the API port.
+			this.promText = () => renderPrometheus(this.broker.metrics, { namespace: this.broker.namespace });
 			this.openapiCache = null;
 		},
 
@@ -598,13 +587,20 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 							svc.sendJson(res, report.ready ? 200 : 503, report);
 						})
 					}),
-					opsRoute("/metrics", {
-						"GET /": handler((_req, res) => {
-							const body = svc.promText();
-							res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
-							res.end(body);
-						})
-					}),
+					// On the API port in embedded mode only; a cluster's nodes serve it on METRICS_PORT.
+					...(svc.config.transporter
+						? []
+						: [
+								opsRoute("/metrics", {
+									"GET /": handler((_req, res) => {
+										const body = svc.promText();
+										res.writeHead(200, {
+											"Content-Type": "text/plain; version=0.0.4; charset=utf-8"
+										});
+										res.end(body);
+									})
+								})
+							]),
 					opsRoute("/api", {
 						"GET /openapi.json": handler(async (_req, res) => {
 							const now = Date.now();

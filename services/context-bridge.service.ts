@@ -43,7 +43,7 @@ const ContextBridgeService: ServiceSchema<
 							{ timeout: this.indexTimeoutMs, retries: 0 }
 						);
 						this.broker.metrics.increment("context.bridge.index.total", { outcome: "ok" });
-						this.broker.metrics.observe("context.bridge.index.ms", performance.now() - t);
+						this.broker.metrics.observe("context.bridge.index.seconds", (performance.now() - t) / 1000);
 					} catch (err) {
 						this.broker.metrics.increment("context.bridge.index.total", { outcome: "failed" });
 						this.logger.warn(
@@ -68,8 +68,9 @@ const ContextBridgeService: ServiceSchema<
 			});
 			m.register({
 				type: "histogram",
-				name: "context.bridge.index.ms",
-				buckets: [10, 50, 100, 250, 500, 1000, 5000, 30000, 120000],
+				name: "context.bridge.index.seconds",
+				unit: "seconds",
+				buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120],
 				description: "Time context.index took for one new version"
 			});
 		}

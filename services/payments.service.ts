@@ -26,6 +26,8 @@ import { stakeFacts, StakeFacts } from "../src/payments/staking";
 import { boostFeeCredits, priceList } from "../src/payments/prices";
 import { INTERNAL, type Ctx } from "../src/kit/service";
 import { SIGNUP_GRANTED, parseSignupGranted } from "../src/users/signup-grant";
+import { PAYMENTS_METRICS, registerPaymentsMetrics, stripeTypeLabel } from "../src/payments/metrics";
+import type { HoldView } from "../src/payments/ledger";
 
 interface PaymentsThis extends Service, DurableThis {
 	cfg: Config;
@@ -41,6 +43,8 @@ interface PaymentsThis extends Service, DurableThis {
 	requireChain(): { crypto: CryptoPayments; stakes: StakeIndexer };
 	chainTick(): Promise<unknown>;
 	resolveOwner(address: string): Promise<string | null | undefined>;
+	countHold(event: "placed" | "settled" | "released", hold: HoldView): HoldView;
+	reconcileStripe(windowS?: number): Promise<{ listed: number; missed: number; processed: number }>;
 }
 
 const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
@@ -313,15 +317,18 @@ const PaymentsService: ServiceSchema<
 			) {
 				const p = ctx.params;
 				const f = await this.factsOf(p.userId, p.tier ?? null);
-				return this.ledger.reserve({
-					userId: p.userId,
-					taskId: p.taskId,
-					listMaxCost: BigInt(p.maxCost),
-					boostMs: p.boostMs,
-					listBoostFee: boostFeeCredits(p.boostMs),
-					tier: f.tier,
-					discountBps: f.feeDiscountBps
-				});
+				return this.countHold(
+					"placed",
+					await this.ledger.reserve({
+						userId: p.userId,
+						taskId: p.taskId,
+						listMaxCost: BigInt(p.maxCost),
+						boostMs: p.boostMs,
+						listBoostFee: boostFeeCredits(p.boostMs),
+						tier: f.tier,
+						discountBps: f.feeDiscountBps
+					})
+				);
 			}
 		},
 
@@ -330,11 +337,14 @@ const PaymentsService: ServiceSchema<
 			retryPolicy: { enabled: true },
 			params: { userId: USER_ID, taskId: TASK_ID, actualCost: CREDITS(0) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; actualCost: number }>) {
-				return this.ledger.settle({
-					userId: ctx.params.userId,
-					taskId: ctx.params.taskId,
-					listActualCost: BigInt(ctx.params.actualCost)
-				});
+				return this.countHold(
+					"settled",
+					await this.ledger.settle({
+						userId: ctx.params.userId,
+						taskId: ctx.params.taskId,
+						listActualCost: BigInt(ctx.params.actualCost)
+					})
+				);
 			}
 		},
 
@@ -343,7 +353,10 @@ const PaymentsService: ServiceSchema<
 			retryPolicy: { enabled: true },
 			params: { userId: USER_ID, taskId: TASK_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string }>) {
-				return this.ledger.release({ userId: ctx.params.userId, taskId: ctx.params.taskId });
+				return this.countHold(
+					"released",
+					await this.ledger.release({ userId: ctx.params.userId, taskId: ctx.params.taskId })
+				);
 			}
 		},
 
@@ -486,7 +499,7 @@ const PaymentsService: ServiceSchema<
 				windowS: { type: "number", integer: true, min: 60, max: 30 * 86_400, optional: true, convert: true }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ windowS?: number }>) {
-				return this.billing.reconcile(ctx.params.windowS);
+				return this.reconcileStripe(ctx.params.windowS);
 			}
 		},
 
@@ -574,11 +587,36 @@ const PaymentsService: ServiceSchema<
 			this.chainPass = (async () => {
 				const payments = await crypto.watch();
 				const staking = await stakes.index();
+				if (staking) {
+					const head = await this.chain!.head();
+					this.broker.metrics.set(PAYMENTS_METRICS.chainHead, head);
+					this.broker.metrics.set(PAYMENTS_METRICS.chainLag, Math.max(0, head - staking.cursor));
+				}
 				return { payments, staking };
 			})().finally(() => {
 				this.chainPass = null;
 			});
 			return this.chainPass;
+		},
+
+		/** Counts a hold's change once: an idempotent repeat (`duplicate`) was counted the first time. */
+		countHold(this: PaymentsThis, event: "placed" | "settled" | "released", hold: HoldView): HoldView {
+			if (!hold.duplicate) {
+				this.broker.metrics.increment(PAYMENTS_METRICS.holds, { event });
+				if (event === "settled" && hold.charged)
+					this.broker.metrics.increment(PAYMENTS_METRICS.settledCredits, {}, hold.charged);
+			}
+			return hold;
+		},
+
+		/** One Stripe reconciliation run, with its drift (events that only the listing found) as metrics. */
+		async reconcileStripe(this: PaymentsThis, windowS?: number) {
+			const r = await this.billing.reconcile(windowS);
+			const m = this.broker.metrics;
+			m.increment(PAYMENTS_METRICS.reconcileRuns);
+			if (r.missed) m.increment(PAYMENTS_METRICS.reconcileMissed, {}, r.missed);
+			m.set(PAYMENTS_METRICS.reconcileDrift, r.missed);
+			return r;
 		},
 
 		/** users.walletOwner; when users cannot answer (down), the owner stays as it was and is asked again later. */
@@ -633,6 +671,9 @@ const PaymentsService: ServiceSchema<
 		}
 		this.timers = [];
 		this.chainPass = null;
+		registerPaymentsMetrics(this.broker.metrics);
+		this.billing.onProcessed = (type, outcome) =>
+			this.broker.metrics.increment(PAYMENTS_METRICS.stripeEvents, { type: stripeTypeLabel(type), outcome });
 	},
 
 	started(this: PaymentsThis) {
@@ -649,7 +690,7 @@ const PaymentsService: ServiceSchema<
 		if (this.billing.configured) {
 			// Events left by a crash or waiting for an earlier event are picked up by the poll.
 			every(pc.stripe.inboxPollMs, async () => this.billing.kick(), "Stripe inbox");
-			every(pc.stripe.reconcileIntervalMs, () => this.billing.reconcile(), "Stripe reconciliation");
+			every(pc.stripe.reconcileIntervalMs, () => this.reconcileStripe(), "Stripe reconciliation");
 		}
 		if (this.chain) every(pc.chain.pollMs, () => this.chainTick(), "chain pass");
 	},

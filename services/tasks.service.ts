@@ -286,7 +286,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					this.broker.metrics.increment("tasks.dispatched.total", { tier: row.tier });
 					if (row.attempts === 1) {
 						const waitMs = Math.max(0, now - row.enqueued_at.getTime());
-						this.broker.metrics.observe("tasks.queue.wait", waitMs / 1000, { tier: row.tier });
+						this.broker.metrics.observe("tasks.queue.wait.seconds", waitMs / 1000, { tier: row.tier });
 						this.meta
 							.pushWait(row.tier, waitMs)
 							.catch(err => this.logger.warn("wait sample not recorded", (err as Error).message));
@@ -954,7 +954,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			});
 			m.register({
 				type: "histogram",
-				name: "tasks.queue.wait",
+				name: "tasks.queue.wait.seconds",
 				labelNames: ["tier"],
 				unit: "seconds",
 				description: "Queue wait (submission to first start) per tier",

@@ -117,6 +117,8 @@ export function checkoutView(r: CheckoutRow) {
 export class StripeBilling {
 	private processing: Promise<number> | null = null;
 	private again = false;
+	/** Told of every inbox event once its outcome is committed (metrics); `failed` when processing threw. */
+	onProcessed: (type: string, outcome: string) => void = () => undefined;
 
 	constructor(
 		private readonly sequelize: Sequelize,
@@ -349,8 +351,11 @@ export class StripeBilling {
 
 	private async processOne(): Promise<boolean> {
 		let claimed: InboxRow | null = null;
+		// Set inside the transaction, reported once it committed (a retried transaction sets it again).
+		let recorded: string | null = null;
 		try {
-			return await this.ledger.run(async tx => {
+			const processed = await this.ledger.run(async tx => {
+				recorded = null;
 				const [row] = await this.q<InboxRow>(
 					tx,
 					`SELECT id, type, stripe_created, payload, attempts FROM stripe_events
@@ -372,23 +377,33 @@ export class StripeBilling {
 							`UPDATE stripe_events SET processed_at = now(), outcome = 'unmatched', attempts = $2 WHERE id = $1 RETURNING id`,
 							[row.id, attempts]
 						);
-					} else
+						recorded = "unmatched";
+					} else {
 						await this.q(
 							tx,
 							`UPDATE stripe_events SET attempts = $2, next_attempt_at = now() + ($3 || ' milliseconds')::interval, outcome = 'deferred' WHERE id = $1 RETURNING id`,
 							[row.id, attempts, String(Math.min(60_000, 200 * 2 ** Math.min(attempts, 10)))]
 						);
-				} else
+						recorded = "deferred";
+					}
+				} else {
 					await this.q(
 						tx,
 						`UPDATE stripe_events SET processed_at = now(), outcome = $2 WHERE id = $1 RETURNING id`,
 						[row.id, outcome]
 					);
+					recorded = outcome;
+				}
 				return true;
 			});
+			const row = claimed as InboxRow | null;
+			const seen = recorded as string | null;
+			if (row && seen) this.onProcessed(row.type, seen);
+			return processed;
 		} catch (err) {
 			const row = claimed as InboxRow | null;
 			if (!row) throw err;
+			this.onProcessed(row.type, "failed");
 			this.log.warn(`Stripe event ${row.id} (${row.type}) failed; will retry`, (err as Error).message);
 			await this.q(
 				null,

@@ -3,7 +3,7 @@
  * balanced across the workers, a worker killed mid-load loses no idempotent request, and a worker
  * that keeps failing trips the circuit breaker so traffic moves to the healthy one.
  */
-import { createTestDatabase, isolatedEnv, NATS_URL, TestDatabase } from "../support/env";
+import { createTestDatabase, freePort, isolatedEnv, NATS_URL, TestDatabase } from "../support/env";
 import { spawnNode, SpawnedNode } from "../support/cluster";
 
 jest.setTimeout(120_000);
@@ -33,6 +33,7 @@ async function waitForWorkers(port: number, expected: number) {
 describe("multi-node over NATS", () => {
 	let env: Record<string, string>;
 	let gateway: SpawnedNode;
+	let metricsPort: number;
 
 	beforeAll(async () => {
 		db = await createTestDatabase();
@@ -62,7 +63,13 @@ describe("multi-node over NATS", () => {
 			spawnNode("test/cluster/node-main.ts", { ...env, ROLE: "worker", NODE_ID: "worker-1" }),
 			spawnNode("test/cluster/node-main.ts", { ...env, ROLE: "worker", NODE_ID: "worker-2" })
 		]);
-		gateway = await spawnNode("test/cluster/node-main.ts", { ...env, ROLE: "gateway", NODE_ID: "gateway-1" });
+		metricsPort = await freePort();
+		gateway = await spawnNode("test/cluster/node-main.ts", {
+			...env,
+			ROLE: "gateway",
+			NODE_ID: "gateway-1",
+			METRICS_PORT: String(metricsPort)
+		});
 		nodes.push(w1, w2, gateway);
 		const seen = await waitForWorkers(gateway.port, 2);
 		expect([...seen].sort()).toEqual(["worker-1", "worker-2"]);
@@ -125,7 +132,9 @@ describe("multi-node over NATS", () => {
 		}
 		expect(after.every(r => r.status === 200 && r.node === "worker-1")).toBe(true);
 
-		const metrics = await fetch(`http://127.0.0.1:${gateway.port}/metrics`).then(r => r.text());
+		// Cluster mode: metrics on METRICS_PORT only, never on the API port.
+		expect((await fetch(`http://127.0.0.1:${gateway.port}/metrics`)).status).toBe(404);
+		const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(r => r.text());
 		expect(metrics).toMatch(/moleculer_circuit_breaker_opened_total\{[^}]*action="probe.flaky"[^}]*\} [1-9]/);
 	});
 });

@@ -2,6 +2,7 @@
  * Test isolation: each suite gets its own PostgreSQL database, Redis key prefix, RabbitMQ names and
  * Moleculer namespace, so runs (and suites) never see each other's data.
  */
+import net from "node:net";
 import { randomBytes } from "node:crypto";
 import { Client } from "pg";
 import type { ServiceSchema } from "moleculer";
@@ -107,4 +108,16 @@ export async function eventually(
 			throw new Error(`condition not reached within ${timeoutMs} ms: ${check.toString().slice(0, 200)}`);
 		await new Promise(r => setTimeout(r, stepMs));
 	}
+}
+
+/** A TCP port free on 127.0.0.1 right now (for a listener the test starts next, e.g. METRICS_PORT). */
+export function freePort(): Promise<number> {
+	return new Promise((resolve, reject) => {
+		const s = net.createServer();
+		s.once("error", reject);
+		s.listen(0, "127.0.0.1", () => {
+			const port = (s.address() as net.AddressInfo).port;
+			s.close(() => resolve(port));
+		});
+	});
 }

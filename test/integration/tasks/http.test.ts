@@ -519,7 +519,7 @@ describe("stats and metrics", () => {
 		const metrics = await (await fetch(`${node.baseUrl}/metrics`)).text();
 		expect(metrics).toMatch(/tasks_queue_depth\{.*tier="free".*\} \d+/);
 		expect(metrics).toMatch(/tasks_dispatched_total\{.*tier="pro".*\} \d+/);
-		expect(metrics).toMatch(/tasks_queue_wait_bucket\{/);
+		expect(metrics).toMatch(/tasks_queue_wait_seconds_bucket\{/);
 		expect((await api(node, "GET", "/queue/stats", null)).status).toBe(401);
 	});
 });

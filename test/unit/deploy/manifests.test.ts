@@ -127,10 +127,10 @@ function healthPorts(env: Record<string, string>): number[] {
 	return ports;
 }
 
-/** Ports on which it serves /metrics: the gateway on PORT, Moleculer's Prometheus reporter on METRICS_PORT. */
+/** Ports on which it serves /metrics: METRICS_PORT; the gateway's PORT in embedded mode only (no TRANSPORTER). */
 function metricsPorts(env: Record<string, string>): number[] {
 	const ports: number[] = [];
-	if (parseServices(env.SERVICES).includes("api")) ports.push(Number(env.PORT || 3000));
+	if (parseServices(env.SERVICES).includes("api") && !env.TRANSPORTER) ports.push(Number(env.PORT || 3000));
 	if (Number(env.METRICS_PORT || 0) > 0) ports.push(Number(env.METRICS_PORT));
 	return ports;
 }
@@ -412,7 +412,7 @@ describe("health checks and metrics", () => {
 		}
 	});
 
-	test("the gateway Service routes port 3000 to the pods' PORT and is annotated for scraping /metrics", () => {
+	test("the gateway Service routes port 3000 to the pods' PORT and only that; it is not a scrape target", () => {
 		const svc = ofKind<K8sDoc & { spec: { selector: Record<string, string>; ports: Array<{ port: number; targetPort: number | string }> } }>("Service");
 		const gw = svc.find(s => s.metadata.name === "forgefluid-gateway");
 		expect(gw).toBeDefined();
@@ -421,8 +421,10 @@ describe("health checks and metrics", () => {
 		const role = K8S_ROLES.find(r => r.name === "forgefluid-gateway")!;
 		expect(gw!.spec.ports[0].port).toBe(3000);
 		expect(containerPort(pods[0].spec.template.spec.containers[0], gw!.spec.ports[0].targetPort)).toBe(Number(role.env.PORT || 3000));
-		expect(gw!.metadata.annotations?.["prometheus.io/path"]).toBe("/metrics");
-		expect(metricsPorts(role.env)).toContain(Number(gw!.metadata.annotations?.["prometheus.io/port"]));
+		expect(gw!.spec.ports.map(p => p.port)).toEqual([3000]);
+		// Scraping a Service would reach a different pod each time; pods are scraped on METRICS_PORT.
+		expect(gw!.metadata.annotations?.["prometheus.io/scrape"]).toBeUndefined();
+		expect(metricsPorts(role.env)).not.toContain(Number(role.env.PORT || 3000));
 	});
 });
 
