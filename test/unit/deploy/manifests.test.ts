@@ -544,6 +544,15 @@ describe("k8s", () => {
 		expect(scaled.has("tasks")).toBe(true);
 	});
 
+	test("Deployments an HPA scales leave replicas unset (a re-apply would reset the HPA's count)", () => {
+		const hpas = ofKind<K8sDoc & { spec: { scaleTargetRef: { kind: string; name: string } } }>("HorizontalPodAutoscaler");
+		expect(hpas.length).toBeGreaterThan(0);
+		for (const h of hpas) {
+			const d = deployments.find(x => x.metadata.name === h.spec.scaleTargetRef.name);
+			expect([h.spec.scaleTargetRef.name, d?.spec.replicas]).toEqual([h.spec.scaleTargetRef.name, undefined]);
+		}
+	});
+
 	test("the gateway PodDisruptionBudget selects the gateway pods and leaves room to drain", () => {
 		const pdbs = ofKind<K8sDoc & { spec: { minAvailable?: number; selector: { matchLabels: Record<string, string> } } }>("PodDisruptionBudget");
 		const gw = deployments.find(d => d.metadata.name === "forgefluid-gateway")!;
