@@ -67,7 +67,7 @@ beforeAll(async () => {
 		AI_DEV_PROVIDER: "true"
 	});
 	// One by one: the first applies the migrations, the others find them applied.
-	procs.push(await startNode({ ...env, SERVICES: "users,projects,payments", NODE_ID: "fuzz-core", PORT: "0" }));
+	procs.push(await startNode({ ...env, SERVICES: "users,projects,payments,orgs", NODE_ID: "fuzz-core", PORT: "0" }));
 	procs.push(await startNode({ ...env, SERVICES: "tasks,ai", NODE_ID: "fuzz-work", PORT: "0" }));
 	procs.push(await startNode({ ...env, SERVICES: "api", NODE_ID: "fuzz-gateway", PORT: String(gatewayPort) }));
 	for (let i = 0; i < 150; i++) {
