@@ -3,6 +3,7 @@
  */
 import type { Context } from "moleculer";
 import type { AuthUser } from "../auth/user";
+import { Unauthorized } from "../errors";
 
 /**
  * Visibility of service-to-service actions (workers, operators, other services; never the gateway).
@@ -33,3 +34,14 @@ export interface RequestMeta {
 
 /** The context of an action called with params `P` and the request meta. */
 export type Ctx<P = Record<string, never>> = Context<P, RequestMeta>;
+
+/**
+ * The signed-in caller of a request, or a 401 `UNAUTHORIZED`. The one way an action reads its user:
+ * roles, scopes and `sessionOnly` are already checked from the action's metadata by the permissions
+ * middleware (src/middlewares/permissions.ts) before the handler runs.
+ */
+export function currentUser(ctx: Context<unknown, RequestMeta>): AuthUser {
+	const user = ctx.meta.user;
+	if (!user) throw Unauthorized();
+	return user;
+}

@@ -2,7 +2,8 @@
  * Authorization keyed on action metadata (kantab style): an action declares
  *   `permissions: ["admin"]`           only these roles may call it (through the gateway or not);
  *   `auth: "required"`                  a signed-in user must be on ctx.meta.user;
- *   `scope: "projects:write"`           an API key must hold this scope (sessions hold every scope of their role).
+ *   `scope: "projects:write"`           an API key must hold this scope (sessions hold every scope of their role);
+ *   `sessionOnly: true`                 a signed-in session is needed: an API key is refused (403 SESSION_REQUIRED).
  * The check runs on the node that hosts the action, so a call that skipped the gateway is checked too.
  */
 import { Errors, Middleware } from "moleculer";
@@ -13,11 +14,17 @@ export const PermissionsMiddleware: Middleware = {
 	name: "Permissions",
 	localAction(nextHandler, action) {
 		const next = nextHandler as (ctx: import("moleculer").Context) => Promise<unknown>;
-		const schema = action as unknown as { permissions?: string[]; auth?: "required" | "optional"; scope?: Scope };
+		const schema = action as unknown as {
+			permissions?: string[];
+			auth?: "required" | "optional";
+			scope?: Scope;
+			sessionOnly?: boolean;
+		};
 		const permissions = schema.permissions;
 		const scope = schema.scope;
+		const sessionOnly = schema.sessionOnly === true;
 		const needsUser = schema.auth === "required" || (permissions && permissions.length > 0);
-		if (!needsUser && !scope) return next;
+		if (!needsUser && !scope && !sessionOnly) return next;
 		return function checkPermissions(ctx) {
 			const user = (ctx.meta as { user?: AuthUser | null }).user;
 			if (!user) {
@@ -29,6 +36,14 @@ export const PermissionsMiddleware: Middleware = {
 					new Errors.MoleculerClientError("You are not allowed to do this", 403, "FORBIDDEN", {
 						required: permissions
 					})
+				);
+			if (sessionOnly && user.keyId)
+				return Promise.reject(
+					new Errors.MoleculerClientError(
+						"This needs a signed-in session, not an API key",
+						403,
+						"SESSION_REQUIRED"
+					)
 				);
 			// Only API keys are narrowed: session tokens carry every scope of their role.
 			if (scope && user.keyId && !hasScope(user, scope))
