@@ -42,15 +42,7 @@ class BlobSource(Protocol):
 
 
 @dataclass
-class IndexResult:
-    project_id: str
-    version: int
-    files: int
-    parsed: int
-    reused: int
-    skipped: int
-    took_ms: int
-
+class IndexResult(store.IndexCounts):
     def view(self) -> dict[str, Any]:
         return {
             "projectId": self.project_id,

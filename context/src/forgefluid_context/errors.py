@@ -68,34 +68,32 @@ def validation_error(message: str, details: list[dict[str, Any]]) -> MoleculerEr
     return client_error(message, 422, "VALIDATION_ERROR", details)
 
 
+def _retryable(name: str, status: int, code: str, message: str, data: dict[str, Any]) -> MoleculerError:
+    """One of Moleculer's retryable transit errors, with the name and message Moleculer gives it."""
+    return MoleculerError(message, status, code, data, name=name, retryable=True)
+
+
 def request_timeout(action: str, node_id: str | None) -> MoleculerError:
-    return MoleculerError(
-        f"Request is timed out when call '{action}' action on '{node_id}' node.",
+    return _retryable(
+        "RequestTimeoutError",
         504,
         "REQUEST_TIMEOUT",
+        f"Request is timed out when call '{action}' action on '{node_id}' node.",
         {"action": action, "nodeID": node_id},
-        name="RequestTimeoutError",
-        retryable=True,
     )
 
 
 def service_not_found(action: str) -> MoleculerError:
-    return MoleculerError(
-        f"Service '{action}' is not found.",
-        404,
-        "SERVICE_NOT_FOUND",
-        {"action": action},
-        name="ServiceNotFoundError",
-        retryable=True,
+    return _retryable(
+        "ServiceNotFoundError", 404, "SERVICE_NOT_FOUND", f"Service '{action}' is not found.", {"action": action}
     )
 
 
 def service_not_available(action: str, node_id: str | None) -> MoleculerError:
-    return MoleculerError(
-        f"Service '{action}' is not available on '{node_id}' node.",
+    return _retryable(
+        "ServiceNotAvailableError",
         404,
         "SERVICE_NOT_AVAILABLE",
+        f"Service '{action}' is not available on '{node_id}' node.",
         {"action": action, "nodeID": node_id},
-        name="ServiceNotAvailableError",
-        retryable=True,
     )

@@ -434,6 +434,17 @@ class Broker:
             error = payload.get("error")
             pending.future.set_exception(MoleculerError.from_plain(error if isinstance(error, dict) else {}, sender))
 
+    def _failure(self, req_id: Any, meta: dict[str, Any], err: MoleculerError) -> dict[str, Any]:
+        """The RESPONSE packet of a request that failed with `err`."""
+        return {
+            "id": req_id,
+            "meta": meta,
+            "headers": {},
+            "success": False,
+            "data": None,
+            "error": err.to_plain(self.node_id),
+        }
+
     def _local_action(self, name: str) -> ActionHandler | None:
         for s in self.services:
             prefix = s.name + "."
@@ -469,24 +480,9 @@ class Broker:
                 data = await handler(ctx)
             response: dict[str, Any] = {"id": req_id, "meta": meta, "headers": {}, "success": True, "data": data}
         except MoleculerError as err:
-            response = {
-                "id": req_id,
-                "meta": meta,
-                "headers": {},
-                "success": False,
-                "data": None,
-                "error": err.to_plain(self.node_id),
-            }
+            response = self._failure(req_id, meta, err)
         except TimeoutError:
-            timeout_err = request_timeout(action, self.node_id)
-            response = {
-                "id": req_id,
-                "meta": meta,
-                "headers": {},
-                "success": False,
-                "data": None,
-                "error": timeout_err.to_plain(self.node_id),
-            }
+            response = self._failure(req_id, meta, request_timeout(action, self.node_id))
         except Exception as exc:  # an unexpected failure is a 500 with no internals in the message
             log.exception("action %s failed", action)
             internal = MoleculerError(
@@ -496,14 +492,7 @@ class Broker:
                 {"error": type(exc).__name__},
                 name="MoleculerServerError",
             )
-            response = {
-                "id": req_id,
-                "meta": meta,
-                "headers": {},
-                "success": False,
-                "data": None,
-                "error": internal.to_plain(self.node_id),
-            }
+            response = self._failure(req_id, meta, internal)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

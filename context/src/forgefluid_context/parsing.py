@@ -8,6 +8,7 @@ lexical index, only no definitions or graph edges.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -102,52 +103,26 @@ def language_of(path: str) -> str | None:
     return EXTENSIONS.get(path[dot:].lower()) if dot >= 0 else None
 
 
+# language -> (grammar module, the function of it that returns the language)
+_GRAMMARS: dict[str, tuple[str, str]] = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+    "ruby": ("tree_sitter_ruby", "language"),
+    "php": ("tree_sitter_php", "language_php"),
+}
+
+
 def _loader(language: str) -> Callable[[], Any]:
-    if language == "python":
-        import tree_sitter_python as m
-
-        return m.language
-    if language == "javascript":
-        import tree_sitter_javascript as m2
-
-        return m2.language
-    if language == "typescript":
-        import tree_sitter_typescript as m3
-
-        return m3.language_typescript
-    if language == "tsx":
-        import tree_sitter_typescript as m4
-
-        return m4.language_tsx
-    if language == "go":
-        import tree_sitter_go as m5
-
-        return m5.language
-    if language == "rust":
-        import tree_sitter_rust as m6
-
-        return m6.language
-    if language == "java":
-        import tree_sitter_java as m7
-
-        return m7.language
-    if language == "c":
-        import tree_sitter_c as m8
-
-        return m8.language
-    if language == "cpp":
-        import tree_sitter_cpp as m9
-
-        return m9.language
-    if language == "ruby":
-        import tree_sitter_ruby as m10
-
-        return m10.language
-    if language == "php":
-        import tree_sitter_php as m11
-
-        return m11.language_php
-    raise KeyError(language)
+    module, fn = _GRAMMARS[language]
+    loaded: Callable[[], Any] = getattr(importlib.import_module(module), fn)
+    return loaded
 
 
 @cache

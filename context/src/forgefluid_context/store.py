@@ -49,7 +49,9 @@ MIGRATION_LOCK = 0x636F6E74
 
 
 @dataclass
-class VersionRow:
+class IndexCounts:
+    """What one indexing run of a project version did."""
+
     project_id: str
     version: int
     files: int
@@ -57,6 +59,10 @@ class VersionRow:
     reused: int
     skipped: int
     took_ms: int
+
+
+@dataclass
+class VersionRow(IndexCounts):
     manifest: list[list[Any]]  # [path, sha256, size, changed_at]
     indexed_at: str
 
