@@ -5,13 +5,12 @@
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Sequelize } from "sequelize";
 import { runtimeOf } from "../src/runtime/runtime";
-import { Unauthorized } from "../src/errors";
 import type { OrgsConfig } from "../src/orgs/config";
 import { INVITABLE_ROLES, ORG_ROLES, type OrgRole } from "../src/orgs/rules";
 import { INVITATION_TOKEN_PATTERN, OrgStore } from "../src/orgs/store";
 import { invitationView, memberView, orgView } from "../src/orgs/views";
 import { normalizeEmail } from "../src/users/credentials";
-import { INTERNAL, type Ctx } from "../src/kit/service";
+import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
 
 interface OrgsThis extends Service {
 	cfg: OrgsConfig;
@@ -22,12 +21,6 @@ interface OrgsThis extends Service {
 const idParam = { type: "uuid" } as const;
 const nameParam = { type: "string", min: 1, max: 100, trim: true } as const;
 
-function me(ctx: Ctx<unknown>): string {
-	const id = ctx.meta.user?.id;
-	if (!id) throw Unauthorized();
-	return id;
-}
-
 const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, OrgsThis> = {
 	name: "orgs",
 
@@ -37,7 +30,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:write",
 			params: { $$strict: "remove", name: nameParam },
 			async handler(this: OrgsThis, ctx: Ctx<{ name: string }>) {
-				const { org } = await this.store.create(me(ctx), ctx.params.name, this.cfg.maxOwnedPerUser);
+				const { org } = await this.store.create(currentUser(ctx).id, ctx.params.name, this.cfg.maxOwnedPerUser);
 				ctx.meta.$location = `/api/v1/orgs/${org.id}`;
 				return orgView(org, "owner", 1);
 			}
@@ -48,7 +41,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:read",
 			params: { $$strict: "remove" },
 			async handler(this: OrgsThis, ctx: Ctx) {
-				const rows = await this.store.listFor(me(ctx));
+				const rows = await this.store.listFor(currentUser(ctx).id);
 				return { items: rows.map(r => orgView(r, r.role, Number(r.members))) };
 			}
 		},
@@ -58,7 +51,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:read",
 			params: { $$strict: "remove", id: idParam },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string }>) {
-				const { org, role } = await this.store.authorize(ctx.params.id, me(ctx), "view");
+				const { org, role } = await this.store.authorize(ctx.params.id, currentUser(ctx).id, "view");
 				return orgView(org, role, await this.store.memberCount(org.id));
 			}
 		},
@@ -68,7 +61,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:write",
 			params: { $$strict: "remove", id: idParam, name: nameParam },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string; name: string }>) {
-				const userId = me(ctx);
+				const userId = currentUser(ctx).id;
 				const org = await this.store.rename(ctx.params.id, userId, ctx.params.name);
 				const { role } = await this.store.authorize(org.id, userId, "view");
 				return orgView(org, role, await this.store.memberCount(org.id));
@@ -80,7 +73,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:read",
 			params: { $$strict: "remove", id: idParam },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string }>) {
-				await this.store.authorize(ctx.params.id, me(ctx), "view");
+				await this.store.authorize(ctx.params.id, currentUser(ctx).id, "view");
 				return { items: (await this.store.members(ctx.params.id)).map(memberView) };
 			}
 		},
@@ -107,10 +100,15 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 				this: OrgsThis,
 				ctx: Ctx<{ id: string; userId: string; role?: OrgRole; monthlyCapCredits?: number | null }>
 			) {
-				const { member } = await this.store.changeMember(ctx.params.id, me(ctx), ctx.params.userId, {
-					role: ctx.params.role,
-					monthlyCapCredits: ctx.params.monthlyCapCredits
-				});
+				const { member } = await this.store.changeMember(
+					ctx.params.id,
+					currentUser(ctx).id,
+					ctx.params.userId,
+					{
+						role: ctx.params.role,
+						monthlyCapCredits: ctx.params.monthlyCapCredits
+					}
+				);
 				return memberView(member!);
 			}
 		},
@@ -120,7 +118,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:write",
 			params: { $$strict: "remove", id: idParam, userId: { type: "uuid" } },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string; userId: string }>) {
-				await this.store.changeMember(ctx.params.id, me(ctx), ctx.params.userId, { remove: true });
+				await this.store.changeMember(ctx.params.id, currentUser(ctx).id, ctx.params.userId, { remove: true });
 				// Org API keys and sessions act on membership read per request: nothing is cached to drop.
 				return { orgId: ctx.params.id, userId: ctx.params.userId, removed: true as const };
 			}
@@ -136,7 +134,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 				role: { type: "enum", values: [...INVITABLE_ROLES], default: "member" }
 			},
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string; email: string; role: OrgRole }>) {
-				const userId = me(ctx);
+				const userId = currentUser(ctx).id;
 				const email = normalizeEmail(ctx.params.email) ?? ctx.params.email;
 				const { invitation, token, org } = await this.store.invite(
 					ctx.params.id,
@@ -165,7 +163,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:write",
 			params: { $$strict: "remove", token: { type: "string", pattern: INVITATION_TOKEN_PATTERN } },
 			async handler(this: OrgsThis, ctx: Ctx<{ token: string }>) {
-				const userId = me(ctx);
+				const userId = currentUser(ctx).id;
 				const profile = (await ctx.call("users.profile", { userId })) as {
 					email: string | null;
 					emailVerified: boolean;

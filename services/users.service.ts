@@ -10,7 +10,7 @@ import { RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible"
 import { getAddress, type Hex } from "viem";
 import { durableEvents, type DurableThis } from "../mixins/durable-events.mixin";
 import { signAccessToken } from "../src/auth/jwt";
-import { ALL_SCOPES, SCOPES, effectiveScopes, hasScope, scopesOfRole, type Scope } from "../src/auth/scopes";
+import { ALL_SCOPES, SCOPES, effectiveScopes, scopesOfRole, type Scope } from "../src/auth/scopes";
 import type { AuthUser, Role } from "../src/auth/user";
 import type { Config } from "../src/config";
 import { TIER_ORDER, type TierName } from "../src/domain/tiers";
@@ -53,7 +53,7 @@ import {
 	parseApiKey,
 	sha256
 } from "../src/users/tokens";
-import type { RequestMeta, Ctx } from "../src/kit/service";
+import { currentUser, type RequestMeta, type Ctx } from "../src/kit/service";
 import { accountsMixin, mfaCodeParam, type AccountsThis } from "./users/accounts.mixin";
 import { ssoMixin } from "./users/sso.mixin";
 
@@ -136,7 +136,6 @@ interface UsersThis
 	forgetAllSessions(userId: string): Promise<void>;
 	forgetLater(userId: string): void;
 	holdingsOf(userId: string, wallets: WalletView[], refresh: boolean): Promise<ForgeSection["holdings"] & object>;
-	checkCredential(ctx: Ctx<unknown>): void;
 	signupGrants: SignupGrants;
 	offerSignupGrant(userId: string, id: GrantIdentity, moment: GrantMoment, ip: string | undefined): Promise<void>;
 }
@@ -328,12 +327,6 @@ const UsersService: UsersSchema = {
 			actions[name] = { ...actions[name], cache: { ...actions[name].cache, ttl: seconds } };
 	},
 
-	hooks: {
-		before: {
-			"*": "checkCredential"
-		}
-	},
-
 	actions: {
 		// ── passwords ──────────────────────────────────────────────────────────────────────
 		register: {
@@ -506,7 +499,7 @@ const UsersService: UsersSchema = {
 			auth: "required",
 			scope: "users:read",
 			async handler(this: UsersThis, ctx: Ctx) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				const sessions = await this.store.sessionsOf(user.id, { includeEnded: false, limit: 100 });
 				return { items: sessions.map(s => sessionView(s, user.sid)) };
 			}
@@ -517,7 +510,7 @@ const UsersService: UsersSchema = {
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "uuid" } },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				if (!(await this.store.revokeSession(ctx.params.id, user.id, "user_revoked")))
 					throw NotFound("Session");
 				await this.forget(user.id, [ctx.params.id]);
@@ -592,7 +585,7 @@ const UsersService: UsersSchema = {
 				}
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ refresh?: boolean }>) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				const profile = (await ctx.call(CACHED_ACTIONS.profile.name, { userId: user.id })) as Profile;
 				const forge: ForgeSection = {
 					chainId: this.cfg.chain.forgeChainId,
@@ -629,7 +622,7 @@ const UsersService: UsersSchema = {
 				displayName: { type: "string", min: 1, max: 80, trim: true, nullable: true }
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ displayName: string | null }>) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				await this.store.setDisplayName(user.id, ctx.params.displayName);
 				await this.forget(user.id);
 				return ctx.call(CACHED_ACTIONS.profile.name, { userId: user.id });
@@ -649,7 +642,7 @@ const UsersService: UsersSchema = {
 				this: UsersThis,
 				ctx: Ctx<{ currentPassword?: string; newPassword: string; mfaCode?: string }>
 			) {
-				const auth = ctx.meta.user!;
+				const auth = currentUser(ctx);
 				const user = await this.store.userById(auth.id);
 				if (!user) throw NotFound("User");
 				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
@@ -707,7 +700,7 @@ const UsersService: UsersSchema = {
 				this: UsersThis,
 				ctx: Ctx<{ message: string; signature: string; nonceToken: string; mfaCode?: string }>
 			) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
 				const proof = await this.verifySiweProof(ctx.params);
 				const r = await this.store.linkWallet(
@@ -740,7 +733,7 @@ const UsersService: UsersSchema = {
 			sessionOnly: true,
 			params: { $$strict: "remove", address: { type: "string", pattern: ADDRESS_PATTERN } },
 			async handler(this: UsersThis, ctx: Ctx<{ address: string }>) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				const address = ctx.params.address.toLowerCase();
 				const r = await this.store.unlinkWallet(user.id, address);
 				if (r === "not_found") throw NotFound("Wallet");
@@ -800,7 +793,7 @@ const UsersService: UsersSchema = {
 					tpm?: number;
 				}>
 			) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
 				const allowed = scopesOfRole(user.role);
 				const denied = ctx.params.scopes.filter(s => !allowed.includes(s));
@@ -844,7 +837,7 @@ const UsersService: UsersSchema = {
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: UsersThis, ctx: Ctx) {
-				return { items: (await this.store.apiKeysOf(ctx.meta.user!.id)).map(apiKeyView) };
+				return { items: (await this.store.apiKeysOf(currentUser(ctx).id)).map(apiKeyView) };
 			}
 		},
 
@@ -853,7 +846,7 @@ const UsersService: UsersSchema = {
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ } },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
-				const user = ctx.meta.user!;
+				const user = currentUser(ctx);
 				if (!(await this.store.revokeApiKey(user.id, ctx.params.id))) throw NotFound("API key");
 				await this.store.audit(undefined, user.id, user.id, "apiKey.revoke", { id: ctx.params.id });
 				return { id: ctx.params.id, revoked: true };
@@ -945,7 +938,7 @@ const UsersService: UsersSchema = {
 				this: UsersThis,
 				ctx: Ctx<{ id: string; role?: Role; tierOverride?: TierName | null; disabled?: boolean }>
 			) {
-				const actor = ctx.meta.user!;
+				const actor = currentUser(ctx);
 				const { role, tierOverride, disabled } = ctx.params;
 				const id = ctx.params.id.toLowerCase();
 				if (role === undefined && tierOverride === undefined && disabled === undefined)
@@ -1235,17 +1228,6 @@ const UsersService: UsersSchema = {
 				)
 					this.logger.warn(`could not announce the owner of ${address} to payments: ${err.message}`);
 			});
-		},
-
-		/** API keys are narrower than sessions: actions declare the scope they need, or that they need a session. */
-		checkCredential(this: UsersThis, ctx: Ctx<unknown>) {
-			const action = ctx.action as { scope?: Scope; sessionOnly?: boolean } | undefined;
-			const user = ctx.meta.user;
-			if (!user || !action) return;
-			if (action.sessionOnly && user.keyId)
-				throw Forbidden("This needs a signed-in session, not an API key", "SESSION_REQUIRED");
-			if (action.scope && !hasScope(user, action.scope))
-				throw Forbidden(`This needs the '${action.scope}' scope`, "INSUFFICIENT_SCOPE");
 		},
 
 		async issueSession(

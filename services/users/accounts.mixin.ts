@@ -21,7 +21,7 @@ import type { SessionRow, UsersStore } from "../../src/users/store";
 import { ProgressiveThrottle, makeLimiter } from "../../src/users/throttle";
 import { EmailFlows } from "../../src/users/verification";
 import { CHALLENGE_TOKEN_PATTERN, Passkeys, passkeyView } from "../../src/users/passkeys";
-import { INTERNAL, type Ctx, type RequestMeta } from "../../src/kit/service";
+import { INTERNAL, currentUser, type Ctx, type RequestMeta } from "../../src/kit/service";
 
 /** What the mixin uses of the users service it is mixed into. */
 export interface AccountsHost extends Service {
@@ -117,7 +117,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: AccountsThis, ctx: Ctx) {
-				const user = await this.store.userById(ctx.meta.user!.id);
+				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				if (!user.email)
 					throw Forbidden("The account has no e-mail address (POST /users/me/email)", "EMAIL_REQUIRED");
@@ -142,7 +142,7 @@ export const accountsMixin: ServiceSchema<
 					throw Unprocessable("Some fields are invalid", [
 						{ field: "email", message: "is not a valid e-mail address" }
 					]);
-				const user = await this.store.userById(ctx.meta.user!.id);
+				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
 				await this.emailFlows.requestChange(user.id, user.email, email, ctx.meta.ip);
@@ -173,7 +173,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: AccountsThis, ctx: Ctx) {
-				const user = await this.store.userById(ctx.meta.user!.id);
+				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				// Notices of 2FA changes and the way back in go to the address: it must be proven first.
 				if (!user.email || !(await this.accounts.emailVerifiedAt(user.id)))
@@ -190,7 +190,7 @@ export const accountsMixin: ServiceSchema<
 				code: { type: "string", pattern: /^\d{6}$/, description: "The app's current 6-digit code" }
 			},
 			async handler(this: AccountsThis, ctx: Ctx<{ code: string }>) {
-				return this.secondFactor.confirm(ctx.meta.user!.id, ctx.params.code);
+				return this.secondFactor.confirm(currentUser(ctx).id, ctx.params.code);
 			}
 		},
 
@@ -199,7 +199,7 @@ export const accountsMixin: ServiceSchema<
 			sessionOnly: true,
 			params: { $$strict: "remove", code: codeParam },
 			async handler(this: AccountsThis, ctx: Ctx<{ code: string }>) {
-				await this.secondFactor.disable(ctx.meta.user!.id, ctx.params.code);
+				await this.secondFactor.disable(currentUser(ctx).id, ctx.params.code);
 				return { enabled: false };
 			}
 		},
@@ -238,7 +238,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: AccountsThis, ctx: Ctx) {
-				return exportAccount(ctx.meta.user!.id, {
+				return exportAccount(currentUser(ctx).id, {
 					accounts: this.accounts,
 					ledger: userId => ctx.call("payments.userLedger", { userId, limit: 1000 }) as Promise<unknown>
 				});
@@ -260,7 +260,7 @@ export const accountsMixin: ServiceSchema<
 				mfaCode: mfaCodeParam
 			},
 			async handler(this: AccountsThis, ctx: Ctx<{ password?: string; mfaCode?: string }>) {
-				const auth = ctx.meta.user!;
+				const auth = currentUser(ctx);
 				const r = await deleteAccount(
 					{
 						userId: auth.id,
@@ -289,7 +289,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: AccountsThis, ctx: Ctx) {
-				const user = await this.store.userById(ctx.meta.user!.id);
+				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				return this.passkeys.registrationOptions({
 					id: user.id,
@@ -322,7 +322,7 @@ export const accountsMixin: ServiceSchema<
 					mfaCode?: string;
 				}>
 			) {
-				const userId = ctx.meta.user!.id;
+				const userId = currentUser(ctx).id;
 				await this.secondFactor.stepUp(userId, ctx.params.mfaCode);
 				const row = await this.passkeys.register(
 					userId,
@@ -339,7 +339,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: AccountsThis, ctx: Ctx) {
-				return { items: (await this.passkeys.list(ctx.meta.user!.id)).map(passkeyView) };
+				return { items: (await this.passkeys.list(currentUser(ctx).id)).map(passkeyView) };
 			}
 		},
 
@@ -348,7 +348,7 @@ export const accountsMixin: ServiceSchema<
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "string", min: 16, max: 1366, pattern: B64URL } },
 			async handler(this: AccountsThis, ctx: Ctx<{ id: string }>) {
-				const userId = ctx.meta.user!.id;
+				const userId = currentUser(ctx).id;
 				await this.passkeys.remove(userId, ctx.params.id);
 				await this.store.audit(undefined, userId, userId, "user.passkey.remove", { id: ctx.params.id });
 				return { id: ctx.params.id, removed: true };

@@ -7,7 +7,7 @@ import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Forbidden } from "../../src/errors";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { IdentityStore } from "../../src/users/identity-store";
-import type { Ctx } from "../../src/kit/service";
+import { currentUser, type Ctx } from "../../src/kit/service";
 import { SSO_PROVIDER_ID } from "../../src/users/sso-config";
 import { ssoProviders, type CallbackParams } from "../../src/users/sso-providers";
 import { FLOW_TOKEN_PATTERN, SingleSignOn, identityView } from "../../src/users/sso";
@@ -91,7 +91,7 @@ export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			sessionOnly: true,
 			params: { $$strict: "remove", provider: providerParam },
 			async handler(this: SsoThis, ctx: Ctx<{ provider: string }>) {
-				return this.sso.start(ctx.params.provider, "link", ctx.meta.user!.id);
+				return this.sso.start(ctx.params.provider, "link", currentUser(ctx).id);
 			}
 		},
 
@@ -100,7 +100,7 @@ export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			sessionOnly: true,
 			params: { $$strict: "remove", ...callbackParams, mfaCode: mfaCodeParam },
 			async handler(this: SsoThis, ctx: CallbackCtx) {
-				const userId = ctx.meta.user!.id;
+				const userId = currentUser(ctx).id;
 				const p = ctx.params;
 				// A new way into the account is a sensitive change, as a wallet or a passkey is.
 				await this.secondFactor.stepUp(userId, p.mfaCode);
@@ -118,7 +118,7 @@ export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: SsoThis, ctx: Ctx) {
-				return { items: (await this.sso.list(ctx.meta.user!.id)).map(identityView) };
+				return { items: (await this.sso.list(currentUser(ctx).id)).map(identityView) };
 			}
 		},
 
@@ -127,7 +127,7 @@ export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "uuid" } },
 			async handler(this: SsoThis, ctx: Ctx<{ id: string }>) {
-				const userId = ctx.meta.user!.id;
+				const userId = currentUser(ctx).id;
 				await this.sso.remove(userId, ctx.params.id);
 				await this.store.audit(undefined, userId, userId, "user.identity.remove", { id: ctx.params.id });
 				return { id: ctx.params.id, removed: true };

@@ -93,7 +93,8 @@ export async function startTestNode(opts: {
 export function bearerFor(config: Config, sub: string, role: "user" | "admin" | "operator" = "user"): string {
 	// eslint-disable-next-line @typescript-eslint/no-require-imports
 	const { signAccessToken } = require("../../src/auth/jwt") as typeof import("../../src/auth/jwt");
-	return signAccessToken(config.jwt, { sub, role, scopes: [], sid: "test-session" });
+	// A session id shaped like the real ones (a UUID); with the gateway check off no session row is read.
+	return signAccessToken(config.jwt, { sub, role, scopes: [], sid: "00000000-0000-4000-8000-000000000001" });
 }
 
 /** Polls `check` until it holds (true), failing after `timeoutMs`: for effects that land asynchronously. */
