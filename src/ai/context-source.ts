@@ -52,11 +52,32 @@ interface ReadContextResult {
  */
 export const selectBudget = (budgetTokens: number) => Math.max(0, budgetTokens - Math.ceil(budgetTokens / 25) - 32);
 
+/** The failures that say the node went away with the request, not that the selection failed. */
+const NODE_GONE = new Set(["REQUEST_REJECTED", "SERVICE_NOT_AVAILABLE"]);
+/** Below this much time left, a second node is not asked. */
+const MIN_RETRY_MS = 50;
+
+/**
+ * `context.select` within one deadline for the whole attempt. A selection is a read, so when the node
+ * that had the request is gone (killed, evicted by the registry: REQUEST_REJECTED), the call goes once
+ * more to another node with the time that is left, instead of degrading a task for one lost node.
+ */
+async function selectWithinDeadline(deps: ContextSourceDeps, params: object, deadline: number): Promise<unknown> {
+	try {
+		return await deps.call<ContextSelection>("context.select", params, { timeout: deps.timeoutMs, retries: 0 });
+	} catch (err) {
+		const left = deadline - performance.now();
+		if (!NODE_GONE.has(String((err as { type?: string })?.type)) || left < MIN_RETRY_MS) throw err;
+		return await deps.call<ContextSelection>("context.select", params, { timeout: Math.floor(left), retries: 0 });
+	}
+}
+
 /** Why `context.select` gave no context, as a stable code for the task view, the metric and the log. */
 export function degradedReason(err: unknown): string {
 	const type = (err as { type?: string })?.type;
 	if (type === "REQUEST_TIMEOUT") return "CONTEXT_TIMEOUT";
-	if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE") return "CONTEXT_UNAVAILABLE";
+	if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_REJECTED")
+		return "CONTEXT_UNAVAILABLE";
 	if (type === "INVALID_CONTEXT") return "CONTEXT_INVALID";
 	return "CONTEXT_ERROR";
 }
@@ -101,23 +122,17 @@ export async function taskContext(
 	if (budget <= 0 || version <= 0) return { version, state: "selected", tokenizer: ESTIMATE_TOKENIZER, frames: [] };
 
 	const t = performance.now();
+	const params = {
+		projectId: req.projectId,
+		version,
+		userId: req.userId,
+		query: req.prompt.slice(0, MAX_QUERY_CHARS),
+		budgetTokens: budget,
+		...(req.include?.length ? { include: req.include } : {}),
+		...(req.exclude?.length ? { exclude: req.exclude } : {})
+	};
 	try {
-		const sel = checkSelection(
-			await deps.call<ContextSelection>(
-				"context.select",
-				{
-					projectId: req.projectId,
-					version,
-					userId: req.userId,
-					query: req.prompt.slice(0, MAX_QUERY_CHARS),
-					budgetTokens: budget,
-					...(req.include?.length ? { include: req.include } : {}),
-					...(req.exclude?.length ? { exclude: req.exclude } : {})
-				},
-				{ timeout: deps.timeoutMs, retries: 0 }
-			),
-			budget
-		);
+		const sel = checkSelection(await selectWithinDeadline(deps, params, t + deps.timeoutMs), budget);
 		deps.onOutcome?.({ state: "selected", ms: performance.now() - t });
 		return { version, state: "selected", tokenizer: sel.tokenizer, frames: sel.frames };
 	} catch (err) {
