@@ -1,5 +1,5 @@
 /**
- * Who may do what in a project, and the list cursors. Pure.
+ * Who may do what in a project. Pure.
  *
  * Roles are ordered viewer < editor < owner: viewers read (files, versions, diffs, sandbox
  * status, members); editors also commit and start/stop the sandbox; owners also rename, archive,
@@ -60,20 +60,4 @@ export function checkMemberChange(input: MemberChangeInput): MemberChangeVerdict
 		};
 	}
 	return { ok: true, noop: change.kind === "set" && change.role === targetRole };
-}
-
-const CURSOR_PREFIX = "c1.";
-
-/** An opaque list cursor for a position in a descending integer sequence. */
-export function encodeCursor(position: number): string {
-	return CURSOR_PREFIX + Buffer.from(String(position), "utf8").toString("base64url");
-}
-
-/** The position in a cursor, or null when it is not one of ours. */
-export function decodeCursor(cursor: string): number | null {
-	if (!cursor.startsWith(CURSOR_PREFIX)) return null;
-	const text = Buffer.from(cursor.slice(CURSOR_PREFIX.length), "base64url").toString("utf8");
-	if (!/^(0|[1-9][0-9]{0,15})$/.test(text)) return null;
-	const n = Number(text);
-	return Number.isSafeInteger(n) ? n : null;
 }

@@ -10,7 +10,13 @@
  * `olderThan` protects freshly created blobs but not old ones being re-used, so the caller must
  * keep GC and commits apart (e.g. a PostgreSQL advisory lock taken by both) or re-check
  * references inside the predicate under that lock.
+ *
+ * Every call takes the caller's database transaction (`{ transaction }`), so a commit uses any store
+ * alike: a store that keeps blobs in the database (pg) reads and writes inside it, so its writes
+ * commit or roll back with the version; one that keeps them elsewhere (fs) ignores it, and what a
+ * rolled-back commit wrote is unreferenced, left for GC after its grace period.
  */
+import type { Transaction } from "sequelize";
 
 export interface BlobInfo {
 	sha256: string;
@@ -18,19 +24,26 @@ export interface BlobInfo {
 	createdAt: Date;
 }
 
+/** The caller's transaction, for stores that keep blobs in the database. */
+export interface BlobCallOptions {
+	transaction?: Transaction;
+}
+
 export interface BlobStore {
 	/** Stores `data` under `sha256`; false if the blob was already there. */
-	put(sha256: string, data: Buffer): Promise<boolean>;
+	put(sha256: string, data: Buffer, options?: BlobCallOptions): Promise<boolean>;
 	/** Stores several blobs; returns the keys that were newly created. */
-	putMany(blobs: Iterable<readonly [string, Buffer]>): Promise<Set<string>>;
+	putMany(blobs: Iterable<readonly [string, Buffer]>, options?: BlobCallOptions): Promise<Set<string>>;
 	/** The blob's bytes, or null if it is not stored. */
-	get(sha256: string): Promise<Buffer | null>;
+	get(sha256: string, options?: BlobCallOptions): Promise<Buffer | null>;
 	/** Which of `shas` are stored. */
-	has(shas: readonly string[]): Promise<Set<string>>;
+	has(shas: readonly string[], options?: BlobCallOptions): Promise<Set<string>>;
 	/** Deletes the blobs that exist among `shas`; returns how many were deleted. */
-	delete(shas: readonly string[]): Promise<number>;
+	delete(shas: readonly string[], options?: BlobCallOptions): Promise<number>;
 	/** Every stored blob, without its data, for GC and audits. */
 	iterate(): AsyncIterable<BlobInfo>;
+	/** Removes what crashed writers left behind before `olderThan` (files of the fs store); how many. */
+	removeStaleTempFiles?(olderThan: Date): Promise<number>;
 }
 
 export type ReferencePredicate = (sha256: string) => Promise<boolean>;

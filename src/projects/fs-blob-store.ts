@@ -6,7 +6,8 @@
  * created read-only (0444): blobs are immutable.
  *
  * Two concurrent puts of the same new blob may both report `true`; the content is identical,
- * so only the count is off.
+ * so only the count is off. The files are outside any database transaction, so the store takes
+ * none (blob-store.ts).
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
@@ -25,6 +26,8 @@ export interface FsBlobStoreOptions {
 const FAN_OUT = /^[0-9a-f]{2}$/;
 const TEMP_PREFIX = ".tmp-";
 const PARALLEL_STATS = 64;
+/** `put` fsyncs each file; a few at a time overlap the syncs. */
+const PARALLEL_PUTS = 16;
 
 function isMissing(err: unknown): boolean {
 	return (err as NodeJS.ErrnoException | null)?.code === "ENOENT";
@@ -98,11 +101,13 @@ export class FsBlobStore implements BlobStore {
 	}
 
 	async putMany(blobs: Iterable<readonly [string, Buffer]>): Promise<Set<string>> {
-		const list = [...blobs];
+		const list = [...new Map(blobs)];
 		for (const [sha256, data] of list) verifyBlob(sha256, data);
 		const created = new Set<string>();
-		for (const [sha256, data] of list) {
-			if (await this.put(sha256, data)) created.add(sha256);
+		for (let i = 0; i < list.length; i += PARALLEL_PUTS) {
+			const slice = list.slice(i, i + PARALLEL_PUTS);
+			const done = await Promise.all(slice.map(([sha256, data]) => this.put(sha256, data)));
+			slice.forEach(([sha256], j) => done[j] && created.add(sha256));
 		}
 		return created;
 	}

@@ -6,7 +6,9 @@
  * finished before the batch's lock (its references are visible to the re-check) or starts after
  * it (and, holding the shared lock, finds the blob missing and stores it again).
  */
+import type { Transaction } from "sequelize";
 import type { BlobStore, GcResult } from "./blob-store";
+import type { ProjectsRepository } from "./repository";
 
 export interface GcDeps<L> {
 	store: BlobStore;
@@ -55,4 +57,38 @@ export async function collectGarbage<L>(deps: GcDeps<L>, options: CollectGarbage
 	}
 	await flush();
 	return result;
+}
+
+export interface BlobGcDeps {
+	store: BlobStore;
+	repo: Pick<ProjectsRepository, "lockForGc" | "referencedBlobs">;
+	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
+}
+
+/**
+ * The service's GC: `collectGarbage` with the exclusive side of the advisory lock commits share
+ * (repository.ts), deleting in the lock's transaction, then the store's own leftovers (temporary
+ * files of crashed fs writers) older than the grace period.
+ */
+export async function runBlobGc(
+	deps: BlobGcDeps,
+	opts: { dryRun: boolean; graceS: number }
+): Promise<GcResult & { removedTempFiles: number }> {
+	const { store, repo } = deps;
+	const olderThan = new Date(Date.now() - opts.graceS * 1000);
+	const result = await collectGarbage<Transaction>(
+		{
+			store,
+			exclusive: fn =>
+				deps.transaction(async tx => {
+					await repo.lockForGc(tx);
+					return fn(tx);
+				}),
+			referenced: (shas, tx) => repo.referencedBlobs(shas, tx),
+			deleteBlobs: (shas, tx) => store.delete(shas, { transaction: tx })
+		},
+		{ olderThan, dryRun: opts.dryRun }
+	);
+	const removedTempFiles = opts.dryRun ? 0 : ((await store.removeStaleTempFiles?.(olderThan)) ?? 0);
+	return { ...result, removedTempFiles };
 }

@@ -1,11 +1,11 @@
 /**
  * Blobs as rows of `project_blobs` in PostgreSQL, over a Sequelize instance the caller owns.
- * Raw SQL with bind parameters; every method takes an optional transaction so a commit can put
- * its blobs and record its version atomically.
+ * Raw SQL with bind parameters; every method runs in the caller's transaction when given one, so a
+ * commit puts its blobs and records its version atomically.
  */
 import { QueryTypes } from "sequelize";
-import type { Sequelize, Transaction } from "sequelize";
-import type { BlobInfo, BlobStore } from "./blob-store";
+import type { Sequelize } from "sequelize";
+import type { BlobCallOptions, BlobInfo, BlobStore } from "./blob-store";
 import { BlobIntegrityError } from "./errors";
 import { assertSha256Hex, sha256Hex, verifyBlob } from "./hash";
 
@@ -22,10 +22,6 @@ export interface PgBlobStoreOptions {
 	verifyOnRead?: boolean;
 	/** Rows per `iterate` page. Default 1000. */
 	pageSize?: number;
-}
-
-export interface PgCallOptions {
-	transaction?: Transaction;
 }
 
 /** A multi-row INSERT stays under both: PostgreSQL's 65,535 bind parameters and a sane message size. */
@@ -48,12 +44,12 @@ export class PgBlobStore implements BlobStore {
 		this.pageSize = options.pageSize ?? 1000;
 	}
 
-	async put(sha256: string, data: Buffer, options: PgCallOptions = {}): Promise<boolean> {
+	async put(sha256: string, data: Buffer, options: BlobCallOptions = {}): Promise<boolean> {
 		verifyBlob(sha256, data);
 		return (await this.insert([[sha256, data]], options)).size === 1;
 	}
 
-	async putMany(blobs: Iterable<readonly [string, Buffer]>, options: PgCallOptions = {}): Promise<Set<string>> {
+	async putMany(blobs: Iterable<readonly [string, Buffer]>, options: BlobCallOptions = {}): Promise<Set<string>> {
 		const unique = new Map<string, Buffer>();
 		for (const [sha256, data] of blobs) {
 			verifyBlob(sha256, data);
@@ -78,7 +74,7 @@ export class PgBlobStore implements BlobStore {
 		return created;
 	}
 
-	async get(sha256: string, options: PgCallOptions = {}): Promise<Buffer | null> {
+	async get(sha256: string, options: BlobCallOptions = {}): Promise<Buffer | null> {
 		assertSha256Hex(sha256);
 		const rows = await this.sequelize.query<{ data: Buffer }>("SELECT data FROM project_blobs WHERE sha256 = $1", {
 			bind: [sha256],
@@ -94,7 +90,7 @@ export class PgBlobStore implements BlobStore {
 		return data;
 	}
 
-	async has(shas: readonly string[], options: PgCallOptions = {}): Promise<Set<string>> {
+	async has(shas: readonly string[], options: BlobCallOptions = {}): Promise<Set<string>> {
 		if (shas.length === 0) return new Set();
 		for (const sha of shas) assertSha256Hex(sha);
 		const rows = await this.sequelize.query<ShaRow>(
@@ -108,7 +104,7 @@ export class PgBlobStore implements BlobStore {
 		return new Set(rows.map(row => row.sha256));
 	}
 
-	async delete(shas: readonly string[], options: PgCallOptions = {}): Promise<number> {
+	async delete(shas: readonly string[], options: BlobCallOptions = {}): Promise<number> {
 		if (shas.length === 0) return 0;
 		for (const sha of shas) assertSha256Hex(sha);
 		// RETURNING gives a row count that does not depend on how Sequelize reports DELETE results.
@@ -138,7 +134,10 @@ export class PgBlobStore implements BlobStore {
 	}
 
 	/** Inserts verified blobs; returns the keys that were new. */
-	private async insert(blobs: readonly (readonly [string, Buffer])[], options: PgCallOptions): Promise<Set<string>> {
+	private async insert(
+		blobs: readonly (readonly [string, Buffer])[],
+		options: BlobCallOptions
+	): Promise<Set<string>> {
 		const values = blobs.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(", ");
 		const rows = await this.sequelize.query<ShaRow>(
 			`INSERT INTO project_blobs (sha256, size, data) VALUES ${values} ON CONFLICT (sha256) DO NOTHING RETURNING sha256`,

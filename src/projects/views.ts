@@ -1,6 +1,84 @@
-/** The projects service's answers over HTTP (response schemas of the REST contract; src/http/schema.ts). */
+/**
+ * The projects service's answers: the functions that turn records into response bodies, and the
+ * response schemas of the REST contract they satisfy (src/http/schema.ts).
+ */
 import { Type } from "@sinclair/typebox";
 import { Str, Uuid, DateTime, Count, Nullable, List, Named } from "../http/schema";
+import type { ProjectRole } from "./access";
+import { fileModeOf } from "./manifest";
+import type { Manifest, ManifestEntry } from "./manifest";
+import type { MemberRecord, ProjectRecord, SandboxRecord, VersionRecord } from "./repository";
+
+export function iso(d: Date | null): string | null {
+	return d ? new Date(d).toISOString() : null;
+}
+
+export function projectView(p: ProjectRecord, role: ProjectRole) {
+	return {
+		id: p.id,
+		name: p.name,
+		description: p.description,
+		status: p.status,
+		ownerId: p.ownerId,
+		role,
+		headVersion: p.headVersion,
+		fileCount: p.fileCount,
+		totalBytes: p.totalBytes,
+		createdAt: iso(p.createdAt),
+		updatedAt: iso(p.updatedAt),
+		archivedAt: iso(p.archivedAt),
+		deletedAt: iso(p.deletedAt)
+	};
+}
+
+export function versionView(v: VersionRecord) {
+	return {
+		projectId: v.projectId,
+		number: v.number,
+		parentNumber: v.parentNumber,
+		message: v.message,
+		authorId: v.authorId,
+		taskId: v.taskId,
+		fileCount: v.fileCount,
+		totalBytes: v.totalBytes,
+		createdAt: iso(v.createdAt)
+	};
+}
+
+export function entryView(entry: ManifestEntry) {
+	return { sha256: entry.sha256, size: entry.size, mode: fileModeOf(entry) };
+}
+
+/** A manifest's files in path order, optionally only those under `prefix` (ending in "/"). */
+export function filesView(manifest: Manifest, prefix = "") {
+	return Object.entries(manifest)
+		.filter(([p]) => p.startsWith(prefix))
+		.map(([p, e]) => ({ path: p, ...entryView(e) }));
+}
+
+export function memberView(m: MemberRecord) {
+	return {
+		userId: m.userId,
+		role: m.role,
+		addedBy: m.addedBy,
+		createdAt: iso(m.createdAt),
+		updatedAt: iso(m.updatedAt)
+	};
+}
+
+export function sandboxView(s: SandboxRecord, heartbeatTimeoutS: number) {
+	return {
+		projectId: s.projectId,
+		state: s.state,
+		version: s.version,
+		stateChangedAt: iso(s.stateChangedAt),
+		startedAt: iso(s.startedAt),
+		stoppedAt: iso(s.stoppedAt),
+		lastHeartbeatAt: iso(s.lastHeartbeatAt),
+		failureReason: s.failureReason,
+		heartbeatTimeoutS
+	};
+}
 
 const UserId = () => Str(128);
 const Sha256 = () => Type.String({ pattern: "^[0-9a-f]{64}$", maxLength: 64 });
