@@ -62,9 +62,11 @@ export async function createNode(
 	const runtime = new Runtime(config, broker.getLogger("runtime"));
 	attachRuntime(broker, runtime);
 	try {
-		// Every node with a database applies pending migrations (under an advisory lock), so a cluster
-		// converges on one schema whichever node starts first.
-		if (config.databaseUrl) await runtime.migrate();
+		// Every node that hosts a service of the database applies pending migrations (under an advisory
+		// lock), so a cluster converges on one schema whichever node starts first. A node without one (an
+		// ai worker, a gateway) does not wait for PostgreSQL to start: a worker restarted during a
+		// PostgreSQL outage is back in the cluster, replaying its spooled outcomes, before it returns.
+		if (config.databaseUrl && needsDb) await runtime.migrate();
 		broker.createService(OpsService);
 		for (const name of services) broker.createService(SERVICE_MODULES[name]());
 		for (const schema of opts.extraServices ?? []) broker.createService(schema);

@@ -13,6 +13,8 @@ import { TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { LeasePump } from "../src/ai/lease-pump";
+import { OutcomeSpool } from "../src/ai/outcome-spool";
+import { replaySpool } from "../src/ai/report";
 import { runtimeOf } from "../src/runtime/runtime";
 import { INTERNAL } from "../src/kit/service";
 import { PassThrough } from "node:stream";
@@ -33,6 +35,8 @@ interface AiThis extends Service<AiSettings> {
 	limiter: UsageLimiter;
 	running: Map<string, RunningTask>;
 	leasePump: LeasePump<LeasedTask>;
+	/** Finished outcomes on disk until tasks has them; replayed at start (docs/faults.md). */
+	spool: OutcomeSpool;
 	stopping: boolean;
 	/** Worker slots for compatible requests (shared with the task loop). */
 	gate: SlotGate;
@@ -304,7 +308,8 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					},
 					onFallback: ev => this.broker.metrics.increment("ai.fallbacks.total", { from: ev.from, to: ev.to }),
 					logger: this.logger,
-					stopping: () => this.stopping
+					stopping: () => this.stopping,
+					spool: this.spool
 				},
 				task,
 				running
@@ -326,6 +331,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 
 	created(this: AiThis) {
 		this.cfg = runtimeOf(this.broker).config.ai;
+		this.spool = new OutcomeSpool(this.cfg.outcomeSpoolDir, this.broker.namespace || "default");
 		this.settings.capacity = { slots: this.cfg.concurrency };
 		this.running = new Map();
 		this.idle = new Set();
@@ -468,6 +474,17 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		this.pollTimer = setInterval(() => void this.pump(), this.cfg.pollMs);
 		this.pollTimer.unref?.();
 		void this.pump();
+		// Outcomes a previous run of this worker finished but could not report (killed, restarted).
+		const replay = replaySpool(
+			{ call: (a, p) => this.broker.call(a, p), stopping: () => this.stopping, logger: this.logger },
+			this.spool
+		)
+			.then(s => {
+				if (s.found || s.corrupt) this.logger.info(`outcome spool replayed: ${JSON.stringify(s)}`);
+			})
+			.catch(err => this.logger.warn(`outcome spool not replayed: ${(err as Error).message}`))
+			.finally(() => this.idle.delete(replay));
+		this.idle.add(replay);
 	},
 
 	async stopped(this: AiThis) {

@@ -11,6 +11,8 @@
  * uses it only when `AI_DEV_PROVIDER=true`, so a misconfigured cluster never answers from it
  * silently.
  */
+import os from "node:os";
+import path from "node:path";
 import type { EnvReader } from "../env-reader";
 import { CATALOG, ProviderKind } from "./catalog";
 
@@ -57,6 +59,11 @@ export interface AiConfig {
 	groupFallback: boolean;
 	/** Longest a compatible request (/v1/chat/completions, /v1/messages) waits for a worker slot before a 429. */
 	compatMaxWaitMs: number;
+	/**
+	 * Where finished outcomes wait until the tasks service has them (src/ai/outcome-spool.ts); it must
+	 * survive a restart of the worker process. Default: `forgefluid-outcomes` under the OS temp dir.
+	 */
+	outcomeSpoolDir: string;
 }
 
 const PROVIDERS: readonly ProviderKind[] = ["openai", "anthropic", "local", "dev"];
@@ -168,7 +175,8 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 		defaultMaxOutputTokens: r.int("AI_DEFAULT_MAX_OUTPUT_TOKENS", 1_024, 1, 1_000_000),
 		maxContextTokens: r.int("AI_MAX_CONTEXT_TOKENS", 16_000, 0, 10_000_000),
 		groupFallback: r.bool("AI_GROUP_FALLBACK", true),
-		compatMaxWaitMs: r.int("AI_COMPAT_MAX_WAIT_MS", 5_000, 0, 600_000)
+		compatMaxWaitMs: r.int("AI_COMPAT_MAX_WAIT_MS", 5_000, 0, 600_000),
+		outcomeSpoolDir: path.resolve(r.optStr("OUTCOME_SPOOL_DIR") ?? path.join(os.tmpdir(), "forgefluid-outcomes"))
 	};
 	if (cfg.stallTimeoutMs > cfg.streamTimeoutMs)
 		r.problems.push("AI_STALL_TIMEOUT_MS must not exceed AI_STREAM_TIMEOUT_MS");

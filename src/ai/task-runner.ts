@@ -15,7 +15,8 @@ import { type ContextRecord, contextMessages, shownFrames } from "./context-fram
 import { type ContextSourceDeps, taskContext } from "./context-source";
 import type { StreamEvent, StreamRequest } from "./providers";
 import type { DeploymentRouter } from "./router";
-import { reportOutcome } from "./report";
+import { reportDurably } from "./report";
+import type { OutcomeSpool } from "./outcome-spool";
 
 export type { LeasedTask };
 
@@ -41,6 +42,8 @@ export interface RunnerDeps {
 	stopping?: () => boolean;
 	/** Backoff of the report loop (defaults: 100 ms doubling to 1 s). */
 	reportDelayMs?: { base: number; max: number };
+	/** Keeps each outcome on disk until the tasks service has it (src/ai/outcome-spool.ts). */
+	spool?: OutcomeSpool | null;
 }
 
 export interface RunningTask {
@@ -118,13 +121,15 @@ export async function runTask(
 	running: RunningTask
 ): Promise<"complete" | "fail" | "lost" | "abandoned"> {
 	const { cfg } = deps;
-	// The outcome is sent until the tasks service has it (or the lease is definitely another's).
+	// The outcome is kept (on disk with a spool) and sent until the tasks service has it (or the lease
+	// is definitely another's).
 	const report = async (
 		action: "tasks.complete" | "tasks.fail",
 		params: { taskId: string; leaseId: string } & Record<string, unknown>
 	) => {
-		const r = await reportOutcome(
+		const r = await reportDurably(
 			{
+				spool: deps.spool,
 				call: deps.call,
 				stopping: deps.stopping ?? (() => false),
 				logger: deps.logger,

@@ -1,13 +1,15 @@
 /**
  * One node of the fault-injection suite (test/cluster/faults.test.ts), in its own process.
  * ROLE=core: gateway, users, projects, payments, tasks. ROLE=gateway: a second gateway only.
- * ROLE=worker: the fake ai worker; every run is appended to RUNS_FILE (a file, not Redis or
- * PostgreSQL: both are cut during the suite) so the test can count how often each task ran.
+ * ROLE=worker: the fake ai worker, with the real outcome spool (OUTCOME_SPOOL_DIR); every run is
+ * appended to RUNS_FILE (a file, not Redis or PostgreSQL: both are cut during the suite) so the test
+ * can count how often each task ran.
  */
 import fs from "node:fs";
 import type { ServiceSchema } from "moleculer";
 import { loadConfig } from "../../src/config";
 import { createNode } from "../../app/node";
+import { OutcomeSpool } from "../../src/ai/outcome-spool";
 import { fakeAiWorker } from "../support/fake-ai-worker";
 
 const role = process.env.ROLE ?? "worker";
@@ -25,6 +27,8 @@ async function main() {
 							task.prompt.includes("slow") ? 30_000 : Number(process.env.WORKER_RUN_MS ?? 1000),
 						heartbeatMs: 300,
 						pollMs: 100,
+						// The real worker's outcome spool (OUTCOME_SPOOL_DIR, one directory per worker here).
+						spool: new OutcomeSpool(config.ai.outcomeSpoolDir, config.namespace),
 						record: run => {
 							if (runsFile) fs.appendFileSync(runsFile, JSON.stringify(run) + "\n");
 						}

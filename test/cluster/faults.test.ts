@@ -111,6 +111,8 @@ let pgProxy: TcpProxy;
 let amqpProxy: TcpProxy;
 let env: Record<string, string>;
 let runsFile: string;
+/** Each worker's OUTCOME_SPOOL_DIR (kept across its restarts). */
+const spoolDirs: Record<string, string> = {};
 let client: ServiceBroker;
 let probeBus: AmqpEventBus | null = null;
 const nodes: Record<string, SpawnedNode> = {};
@@ -257,10 +259,12 @@ beforeAll(async () => {
 		{ ...env, ROLE: "core", NODE_ID: "core-1" },
 		90_000
 	);
+	const spoolRoot = fs.mkdtempSync(path.join(os.tmpdir(), "faults-spool-"));
+	for (const w of ["worker-1", "worker-2"]) spoolDirs[w] = path.join(spoolRoot, w);
 	const [gw2, w1, w2] = await Promise.all([
 		spawnNode("test/cluster/faults-node-main.ts", { ...env, ROLE: "gateway", NODE_ID: "gw-2" }, 90_000),
-		spawnNode("test/cluster/faults-node-main.ts", { ...env, ROLE: "worker", NODE_ID: "worker-1" }, 90_000),
-		spawnNode("test/cluster/faults-node-main.ts", { ...env, ROLE: "worker", NODE_ID: "worker-2" }, 90_000)
+		spawnWorker("worker-1"),
+		spawnWorker("worker-2")
 	]);
 	Object.assign(nodes, { gw2, w1, w2 });
 
@@ -318,7 +322,29 @@ afterAll(async () => {
 	await amqpProxy?.close();
 	await db?.drop();
 	if (runsFile) fs.rmSync(runsFile, { force: true });
+	if (spoolDirs["worker-1"]) fs.rmSync(path.dirname(spoolDirs["worker-1"]), { recursive: true, force: true });
 });
+
+function spawnWorker(nodeID: string) {
+	return spawnNode(
+		"test/cluster/faults-node-main.ts",
+		{ ...env, ROLE: "worker", NODE_ID: nodeID, OUTCOME_SPOOL_DIR: spoolDirs[nodeID] },
+		90_000
+	);
+}
+
+/** Task ids with an outcome in this worker's spool. */
+function spooled(nodeID: string): string[] {
+	const dir = spoolDirs[nodeID];
+	if (!fs.existsSync(dir)) return [];
+	return fs
+		.readdirSync(dir)
+		.filter(f => f.endsWith(".json"))
+		.map(
+			f =>
+				(JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as { params: { taskId: string } }).params.taskId
+		);
+}
 
 test("Redis killed and restarted empty: no 5xx but 503, routes without Redis fast, submission keeps working, recovery within 3 s", async () => {
 	const u = users[0];
@@ -473,6 +499,67 @@ test("PostgreSQL cut: no 500, recovery within 3 s, no task re-run or failed beca
 		20_000,
 		200
 	);
+});
+
+test("PostgreSQL cut as generations finish, the worker killed -9 and restarted during the cut: each task completes once from the spooled outcome", async () => {
+	const u = users[1];
+	const ids: string[] = [];
+	for (let i = 0; i < 2; i++) {
+		const r = await submit(u);
+		expect({ status: r.status, body: r.body }).toMatchObject({ status: 202 });
+		ids.push(r.body.task.id);
+	}
+	await waitFor(async () => (await taskRows(ids)).every(r => r.state === "running"), 20_000, 50);
+	// The runs are 1 s long: cut now, so each generation finishes and its report meets the cut.
+	await pgProxy.cut();
+	const cutAt = Date.now();
+	// The outcomes are on the workers' disks (the report is failing meanwhile).
+	const holders = await waitFor(
+		async () => {
+			const by = Object.keys(spoolDirs).filter(w => spooled(w).some(id => ids.includes(id)));
+			const all = by.flatMap(w => spooled(w)).filter(id => ids.includes(id));
+			return new Set(all).size === ids.length ? by : null;
+		},
+		15_000,
+		20
+	);
+	const spooledAt = Date.now() - cutAt;
+	const key = { "worker-1": "w1", "worker-2": "w2" } as const;
+	await Promise.all(holders.map(w => nodes[key[w as keyof typeof key]].kill("SIGKILL")));
+	const killedAt = Date.now() - cutAt;
+	// Restarted (same node id and spool directory, as a supervisor restarts a container) before PostgreSQL returns.
+	const restarted = await Promise.all(holders.map(w => spawnWorker(w)));
+	holders.forEach((w, i) => (nodes[key[w as keyof typeof key]] = restarted[i]));
+	const restartedAt = Date.now() - cutAt;
+	await sleep(Math.max(0, PG_OUTAGE_MS - (Date.now() - cutAt)));
+	const stillSpooled = holders.flatMap(w => spooled(w)).filter(id => ids.includes(id)).length;
+	await pgProxy.restore();
+	const upAt = Date.now();
+	const rows = await allSettled(ids, 30_000);
+	const completedMs = Date.now() - upAt;
+	const runs = readRuns().filter(r => ids.includes(r.taskId));
+	console.log(
+		`[faults] PostgreSQL cut + worker kill -9 (${holders.join(", ")}): spooled ${spooledAt} ms after the cut, ` +
+			`killed at ${killedAt} ms, restarted at ${restartedAt} ms, restored at ${upAt - cutAt} ms (${stillSpooled} outcomes still spooled); ` +
+			`settled ${completedMs} ms after the restore; runs ${runs.length} for ${ids.length} tasks`
+	);
+	expect(stillSpooled).toBe(ids.length); // nothing could be reported during the cut
+	expect(rows.map(r => r.state)).toEqual(ids.map(() => "succeeded"));
+	expect(rows.every(r => r.attempts === 1 && r.settlement === "settled")).toBe(true);
+	// 0 re-runs: one run each, the one killed after it finished generating (its end was never recorded).
+	expect(runs).toHaveLength(ids.length);
+	expect(runs.every(r => holders.includes(r.nodeID) && r.endedAt === undefined)).toBe(true);
+	const settles = await pg.query(
+		`SELECT cause_id, count(*)::int AS n FROM ledger_transactions WHERE kind = 'settle' AND cause_id = ANY($1::text[]) GROUP BY cause_id`,
+		[ids]
+	);
+	expect(settles.rows.map(r => r.n)).toEqual(ids.map(() => 1));
+	const held = await pg.query(`SELECT task_id FROM credit_holds WHERE task_id = ANY($1::text[]) AND state = 'held'`, [
+		ids
+	]);
+	expect(held.rows).toEqual([]);
+	// The spool is empty once the tasks service has the outcomes.
+	await waitFor(async () => holders.every(w => spooled(w).every(id => !ids.includes(id))), 5_000, 50);
 });
 
 test("a worker killed with kill -9: every node stops routing to it within 5 s, no request waits longer, every task completes once", async () => {

@@ -6,7 +6,8 @@
  */
 import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
 import { LeasePump } from "../../src/ai/lease-pump";
-import { reportOutcome } from "../../src/ai/report";
+import { replaySpool, reportDurably } from "../../src/ai/report";
+import type { OutcomeSpool } from "../../src/ai/outcome-spool";
 
 export interface FakeRun {
 	taskId: string;
@@ -36,6 +37,8 @@ export interface FakeWorkerOptions {
 	refusePrompt?: string;
 	/** false: publishes its capacity and answers ai.prepare but never leases (the test plays the worker). */
 	leases?: boolean;
+	/** Keeps outcomes on disk until tasks has them and replays what is left at start, like the real worker. */
+	spool?: OutcomeSpool;
 }
 
 export interface LeasedTaskLike {
@@ -54,7 +57,8 @@ interface Running {
 }
 
 interface FakeThis extends Service<ServiceSettingSchema & { capacity: { slots: number } }> {
-	opts: Required<Omit<FakeWorkerOptions, "failWith" | "record" | "refusePrompt" | "leases">> & FakeWorkerOptions;
+	opts: Required<Omit<FakeWorkerOptions, "failWith" | "record" | "refusePrompt" | "leases" | "spool">> &
+		FakeWorkerOptions;
 	running: Map<string, Running>;
 	timer: NodeJS.Timeout | null;
 	leasePump: LeasePump<LeasedTaskLike>;
@@ -149,8 +153,13 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 				rec: FakeRun,
 				params: { taskId: string; leaseId: string } & Record<string, unknown>
 			) {
-				const r = await reportOutcome(
-					{ call: (a, p) => this.broker.call(a, p), stopping: () => this.stopping, logger: this.logger },
+				const r = await reportDurably(
+					{
+						spool: opts.spool,
+						call: (a, p) => this.broker.call(a, p),
+						stopping: () => this.stopping,
+						logger: this.logger
+					},
 					action,
 					params
 				);
@@ -260,6 +269,14 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 		started(this: FakeThis) {
 			this.timer = setInterval(() => void this.pump(), opts.pollMs);
 			this.timer.unref();
+			if (opts.spool)
+				void replaySpool(
+					{ call: (a, p) => this.broker.call(a, p), stopping: () => this.stopping, logger: this.logger },
+					opts.spool
+				).then(
+					s => s.found && this.logger.info(`fake worker: spool replayed ${JSON.stringify(s)}`),
+					err => this.logger.warn(`fake worker: spool not replayed: ${(err as Error).message}`)
+				);
 		},
 		stopped(this: FakeThis) {
 			this.stopping = true;
