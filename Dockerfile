@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # ForgeFluid: one image, many roles. SERVICES picks what a container hosts (see docker-compose.yml, k8s/).
-# Node 24 matches .node-version; the tag is pinned to the major + Debian release (bump both together).
+# Base image: the exact Node of .node-version on Debian bookworm slim, pinned by tag and by the digest of
+# its multi-platform index (docker-library's published digest for that tag; see docs/deploy.md, "Images").
+# Bump .node-version, the tag and the digest together.
 
 # ---------- build: full dependencies, TypeScript -> dist/, then drop dev dependencies ----------
-FROM node:24-bookworm-slim AS build
+FROM node:24.21.0-bookworm-slim@sha256:0e0ff40c39bc087845bfb27465a0df4ea419520094bc35842ff83dd8cbe6f9b6 AS build
 WORKDIR /app
 ENV CI=true NPM_CONFIG_AUDIT=false NPM_CONFIG_FUND=false
 COPY package.json package-lock.json ./
@@ -25,7 +27,7 @@ RUN npm run build && test -f dist/bin/forgefluid.js && test -f dist/bin/healthch
 RUN npm prune --omit=dev && npm cache clean --force
 
 # ---------- runtime: compiled code + production node_modules only, non-root ----------
-FROM node:24-bookworm-slim AS runtime
+FROM node:24.21.0-bookworm-slim@sha256:0e0ff40c39bc087845bfb27465a0df4ea419520094bc35842ff83dd8cbe6f9b6 AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
 # Code stays root-owned (read-only to the app user); only the data dir (embedded mode) is writable.
