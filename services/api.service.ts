@@ -4,8 +4,6 @@
  * mode), one error shape, X-Request-Id on every response, health, metrics, OpenAPI and Swagger UI.
  */
 import { randomUUID } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Context, ServiceSchema, Service, ServiceSettingSchema } from "moleculer";
@@ -15,10 +13,8 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterAbstract, RateLimiterRe
 import { renderPrometheus } from "../src/runtime/prometheus";
 import { Config } from "../src/config";
 import { runtimeOf } from "../src/runtime/runtime";
-import { bodyParserError, mapError } from "../src/http/errors";
+import { mapError } from "../src/http/errors";
 import { clientErrorAnswer, rawErrorResponse } from "../src/http/client-errors";
-import { buildOpenApi } from "../src/http/openapi";
-import { compatOpenApi } from "../src/compat/openapi";
 import { applyEdgeHeaders, rateLimitHeaders, type LimitState } from "../src/http/edge";
 import { verifyAccessToken } from "../src/auth/jwt";
 import type { AuthUser } from "../src/auth/user";
@@ -30,18 +26,12 @@ import { taskStreamHubOf, type TaskStateEvent, type TaskStreamEvent } from "../s
 import type { RequestMeta } from "../src/kit/service";
 import { elapsedMs } from "../src/kit/timing";
 import { compatRoute } from "./api/compat";
+import { API_BASE, jsonBodyParser, mappedBodyErrors, requireJsonBody } from "./api/body";
+import { opsRoutes } from "./api/ops";
 import { clientIp } from "../src/http/client-ip";
 
-const API_BASE = "/api/v1";
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
 const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{8,128}$/;
-const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
-const SWAGGER_FILES: Record<string, string> = {
-	"swagger-ui.css": "text/css; charset=utf-8",
-	"swagger-ui-bundle.js": "application/javascript; charset=utf-8",
-	"swagger-ui-standalone-preset.js": "application/javascript; charset=utf-8",
-	"favicon-32x32.png": "image/png"
-};
 
 type Req = IncomingMessage & {
 	$ctx: Context<unknown, RequestMeta>;
@@ -62,7 +52,6 @@ type ApiSettings = ServiceSettingSchema & Record<string, any>;
 export interface ApiThis extends Service<ApiSettings> {
 	accessLog: boolean;
 	server?: import("node:http").Server;
-	buildOpsRoutes(): unknown[];
 	addRoute(route: unknown, toBottom: boolean): unknown;
 	config: Config;
 	specs: Map<string, RouteSpec>;
@@ -78,66 +67,6 @@ export interface ApiThis extends Service<ApiSettings> {
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 	sendJson(res: Res, status: number, body: unknown): void;
 	onClientError(err: Error & { code?: string }, socket: Duplex): void;
-}
-
-/** 415 before parsing: a body must be JSON (UTF-8). Runs before the JSON parser. */
-function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void) {
-	const hasBody = req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"] ?? 0) > 0;
-	if (hasBody && ["POST", "PUT", "PATCH", "DELETE"].includes(req.method ?? "")) {
-		const ct = String(req.headers["content-type"] ?? "").toLowerCase();
-		const [type, ...paramsRaw] = ct.split(";").map(s => s.trim());
-		const charset = paramsRaw
-			.find(p => p.startsWith("charset="))
-			?.slice(8)
-			.replace(/"/g, "");
-		if (
-			(type !== "application/json" && !type.endsWith("+json")) ||
-			(charset && charset !== "utf-8" && charset !== "utf8")
-		)
-			return next(
-				Object.assign(new Error("unsupported media type"), { type: "media.type.unsupported", status: 415 })
-			);
-	}
-	next();
-}
-
-/** `/a/:id/*rest` → a RegExp over the full request path (no query), as moleculer-web matches it. */
-function routeRegExp(routePath: string): RegExp {
-	const body = routePath
-		.split("/")
-		.map(seg =>
-			seg.startsWith(":") ? "[^/]+" : seg.startsWith("*") ? ".+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
-		)
-		.join("/");
-	return new RegExp(`^${body}/?$`, "i");
-}
-
-/**
- * The JSON body parser: BODY_LIMIT for every route, except routes that declare their own
- * `bodyLimit` (file uploads), which get theirs. The route is known only by method and path here:
- * body parsing runs before moleculer-web hands the request to the alias.
- */
-function jsonBodyParser(defaultLimit: string, specs: RouteSpec[]) {
-	const type = ["application/json", "application/*+json"];
-	const fallback = bodyParser.json({ limit: defaultLimit, strict: true, type });
-	const own = specs
-		.filter(r => r.bodyLimit)
-		.map(r => ({
-			method: r.method,
-			re: routeRegExp(`${API_BASE}${r.path}`),
-			parse: bodyParser.json({ limit: r.bodyLimit, strict: true, type })
-		}));
-	return (req: IncomingMessage & { parsedUrl?: string }, res: ServerResponse, next: (err?: unknown) => void) => {
-		const url = req.parsedUrl ?? "";
-		const match = own.find(o => o.method === req.method && o.re.test(url));
-		(match?.parse ?? fallback)(req, res, err => next(err ? bodyParserError(err) : undefined));
-	};
-}
-
-/** A body parser whose failures reach the error mapper as the client's (src/http/errors.ts bodyParserError). */
-function mappedBodyErrors(parse: ReturnType<typeof bodyParser.raw>) {
-	return (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) =>
-		parse(req, res, err => next(err ? bodyParserError(err) : undefined));
 }
 
 export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSchema<ApiSettings> {
@@ -245,7 +174,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				maxAge: 600
 			};
 			const limit = this.config.http.bodyLimit;
-			const ops = this.buildOpsRoutes();
+			const ops = opsRoutes(this, routes);
 			this.settings.cors = cors;
 			const gatewayRoutes = [
 				...ops,
@@ -554,102 +483,6 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					);
 				}
 				if (spec?.permissions?.length && (!user || !spec.permissions.includes(user.role))) throw Forbidden();
-			},
-
-			buildOpsRoutes(this: ApiThis) {
-				// moleculer-web calls alias functions with a `this` of its own; they need the service's.
-				// eslint-disable-next-line @typescript-eslint/no-this-alias
-				const svc = this;
-				const handler = (fn: (req: Req, res: Res) => Promise<void> | void) => (req: Req, res: Res) =>
-					Promise.resolve(fn.call(svc, req, res)).catch(err => svc.sendContractError(req, res, err));
-				// Outside /api/v1: no authentication, no body parsing, the same error shape.
-				const opsRoute = (path: string, aliases: Record<string, unknown>) => ({
-					path,
-					authentication: false,
-					authorization: false,
-					mappingPolicy: "restrict",
-					logging: false,
-					bodyParsers: false,
-					aliases,
-					onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-						this.sendContractError(req, res, err);
-					}
-				});
-				return [
-					opsRoute("/health", {
-						"GET /live": handler((_req, res) =>
-							svc.sendJson(res, 200, { status: "ok", nodeID: svc.broker.nodeID })
-						),
-						"GET /ready": handler(async (_req, res) => {
-							const report = (await svc.broker.call("ops.health", {}, { nodeID: svc.broker.nodeID })) as {
-								ready: boolean;
-							};
-							svc.sendJson(res, report.ready ? 200 : 503, report);
-						})
-					}),
-					// On the API port in embedded mode only; a cluster's nodes serve it on METRICS_PORT.
-					...(svc.config.transporter
-						? []
-						: [
-								opsRoute("/metrics", {
-									"GET /": handler((_req, res) => {
-										const body = svc.promText();
-										res.writeHead(200, {
-											"Content-Type": "text/plain; version=0.0.4; charset=utf-8"
-										});
-										res.end(body);
-									})
-								})
-							]),
-					opsRoute("/api", {
-						"GET /openapi.json": handler(async (_req, res) => {
-							const now = Date.now();
-							if (!svc.openapiCache || now - svc.openapiCache.at > 5000) {
-								const list = svc.broker.registry.getActionList({
-									onlyAvailable: false,
-									withEndpoints: false
-								}) as Array<{
-									name: string;
-									action?: { params?: Record<string, unknown> };
-								}>;
-								const params = new Map(list.map(a => [a.name, a.action?.params]));
-								svc.openapiCache = {
-									at: now,
-									doc: buildOpenApi({
-										routes,
-										actionParams: a => params.get(a),
-										basePath: API_BASE,
-										version: "1.0.0",
-										// Relative: the document is right for whichever host or proxy served it.
-										serverUrl: "/",
-										extra: compatOpenApi()
-									})
-								};
-							}
-							svc.sendJson(res, 200, svc.openapiCache.doc);
-						}),
-						"GET /docs": handler((_req, res) => {
-							res.writeHead(200, {
-								"Content-Type": "text/html; charset=utf-8",
-								"Cache-Control": "no-cache"
-							});
-							res.end(SWAGGER_HTML);
-						}),
-						"GET /docs/:file": handler((req, res) => {
-							const file = (req as unknown as { $params: { file: string } }).$params.file;
-							if (file === "init.js") {
-								res.writeHead(200, { "Content-Type": "application/javascript; charset=utf-8" });
-								res.end(SWAGGER_INIT);
-								return;
-							}
-							const type = SWAGGER_FILES[file];
-							if (!type)
-								throw Object.assign(new Error("Not found"), { name: "NotFoundError", code: 404 });
-							res.writeHead(200, { "Content-Type": type, "Cache-Control": "public, max-age=3600" });
-							fs.createReadStream(path.join(SWAGGER_DIR, file)).pipe(res);
-						})
-					})
-				];
 			}
 		},
 
@@ -661,15 +494,5 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 	};
 	return schema as unknown as ServiceSchema<ApiSettings>;
 }
-
-const SWAGGER_HTML = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ForgeFluid API</title>
-<link rel="stylesheet" href="/api/docs/swagger-ui.css"><link rel="icon" type="image/png" href="/api/docs/favicon-32x32.png">
-</head><body><div id="swagger-ui"></div>
-<script src="/api/docs/swagger-ui-bundle.js"></script><script src="/api/docs/swagger-ui-standalone-preset.js"></script>
-<script src="/api/docs/init.js"></script></body></html>`;
-
-const SWAGGER_INIT = `window.ui = SwaggerUIBundle({ url: "/api/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout", validatorUrl: null });`;
 
 export default createApiService();
