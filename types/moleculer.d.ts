@@ -7,8 +7,8 @@ declare module "moleculer" {
 		permissions?: string[];
 		/** "required": a signed-in user must be present in ctx.meta.user. */
 		auth?: "required" | "optional";
-		/** Scope an API key needs for this action (sessions hold every scope of their role); see src/auth/scopes.ts. */
-		scope?: import("../src/auth/scopes").Scope;
+		/** Scope(s) an API key needs for this action, each of them (sessions hold every scope of their role); see src/auth/scopes.ts. */
+		scope?: import("../src/auth/scopes").Scope | readonly import("../src/auth/scopes").Scope[];
 		/** Refused to API keys: credentials management needs a signed-in session. */
 		sessionOnly?: boolean;
 	}

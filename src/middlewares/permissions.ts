@@ -3,6 +3,7 @@
  *   `permissions: ["admin"]`           only these roles may call it (through the gateway or not);
  *   `auth: "required"`                  a signed-in user must be on ctx.meta.user;
  *   `scope: "projects:write"`           an API key must hold this scope (sessions hold every scope of their role);
+ *   `scope: ["tasks:write", "ai:use"]`  an API key must hold each of these;
  *   `sessionOnly: true`                 a signed-in session is needed: an API key is refused (403 SESSION_REQUIRED).
  * The check runs on the node that hosts the action, so a call that skipped the gateway is checked too.
  */
@@ -17,14 +18,14 @@ export const PermissionsMiddleware: Middleware = {
 		const schema = action as unknown as {
 			permissions?: string[];
 			auth?: "required" | "optional";
-			scope?: Scope;
+			scope?: Scope | readonly Scope[];
 			sessionOnly?: boolean;
 		};
 		const permissions = schema.permissions;
-		const scope = schema.scope;
+		const scopes: readonly Scope[] = schema.scope === undefined ? [] : [schema.scope].flat();
 		const sessionOnly = schema.sessionOnly === true;
 		const needsUser = schema.auth === "required" || (permissions && permissions.length > 0);
-		if (!needsUser && !scope && !sessionOnly) return next;
+		if (!needsUser && !scopes.length && !sessionOnly) return next;
 		return function checkPermissions(ctx) {
 			const user = (ctx.meta as { user?: AuthUser | null }).user;
 			if (!user) {
@@ -46,9 +47,10 @@ export const PermissionsMiddleware: Middleware = {
 					)
 				);
 			// Only API keys are narrowed: session tokens carry every scope of their role.
-			if (scope && user.keyId && !hasScope(user, scope))
+			const missing = user.keyId ? scopes.find(s => !hasScope(user, s)) : undefined;
+			if (missing)
 				return Promise.reject(
-					new Errors.MoleculerClientError(`This needs the '${scope}' scope`, 403, "INSUFFICIENT_SCOPE")
+					new Errors.MoleculerClientError(`This needs the '${missing}' scope`, 403, "INSUFFICIENT_SCOPE")
 				);
 			return next(ctx);
 		};

@@ -1,7 +1,11 @@
 /** The tasks service's answers over HTTP, and the SSE events of a task (response schemas; src/http/schema.ts). */
 import { Type, type Static } from "@sinclair/typebox";
 import { Str, Uuid, DateTime, Count, Num, Nullable, List, Named, AnyJson, Enum } from "../http/schema";
+import { TIERS, TIER_ORDER, type AdmissionThresholds, type TierName } from "../domain/tiers";
+import type { LeasedTask } from "./contract";
+import type { QueueSnapshot } from "./queue-meta";
 import { TASK_STATES } from "./rules";
+import type { TaskRow } from "./store";
 
 const State = Enum(TASK_STATES);
 
@@ -97,3 +101,107 @@ export const views = {
 	cancel: Task,
 	queueStats: QueueStats
 };
+
+const iso = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
+const num = (v: string | number | null): number | null => (v === null ? null : Number(v));
+
+/** A task as its owner sees it (`Task`); `context` is the latest attempt's record (src/ai/context-frames.ts). */
+export function taskView(r: TaskRow, position: number | null = null, context: unknown = null) {
+	const c = context as { state?: string; reason?: string; frames?: unknown[] } | null;
+	return {
+		id: r.id,
+		projectId: r.project_id,
+		kind: r.kind,
+		state: r.state,
+		tier: r.tier,
+		prompt: r.prompt,
+		model: r.request.model ?? r.prepared.models?.[0]?.model ?? null,
+		models: (r.prepared.models ?? []).map(m => m.model),
+		maxOutputTokens: r.prepared.maxOutputTokens ?? r.request.maxOutputTokens ?? null,
+		priorityBoost: r.request.priorityBoost ?? "none",
+		position: r.state === "queued" ? position : null,
+		attempts: r.attempts,
+		maxAttempts: r.max_attempts,
+		cancelRequested: r.cancel_requested,
+		createdAt: iso(r.created_at),
+		enqueuedAt: iso(r.enqueued_at),
+		notBefore: iso(r.not_before),
+		startedAt: iso(r.started_at),
+		finishedAt: iso(r.finished_at),
+		nodeId: r.node_id,
+		maxCostCredits: Number(r.max_cost_credits),
+		costCredits: num(r.cost_credits),
+		result: r.result ?? null,
+		usage: r.usage ?? null,
+		error: r.error ?? null,
+		// Of the credits held for it: "none" while it is not finished, "pending" for the moment
+		// between the final state and the ledger's settlement, then "settled" or "released".
+		settlement: r.settlement,
+		// What the model was shown on the latest attempt: frames (path, lines, tokens), and whether the
+		// context service chose them ("selected") or it did not answer ("degraded": included paths + map).
+		context: c?.frames ?? null,
+		contextState: c?.state ?? null,
+		contextReason: c?.reason ?? null,
+		version: r.version
+	};
+}
+
+/** The operators' view of a task (REPL `tasks inspect`): the owner's view plus lease and hold details. */
+export function inspectView(r: TaskRow, position: number | null, context: unknown) {
+	return {
+		...taskView(r, position, context),
+		userId: r.user_id,
+		leaseId: r.lease_id,
+		leaseExpiresAt: iso(r.lease_expires_at),
+		settlement: r.settlement,
+		boostMs: r.boost_ms
+	};
+}
+
+/** What a worker gets for a leased row (src/tasks/contract.ts). */
+export function leasedTask(r: TaskRow): LeasedTask {
+	return {
+		taskId: r.id,
+		leaseId: r.lease_id!,
+		attempt: r.attempts,
+		userId: r.user_id,
+		tier: r.tier,
+		projectId: r.project_id,
+		kind: r.kind,
+		prompt: r.prompt,
+		model: r.prepared.models?.[0]?.model ?? r.request.model ?? null,
+		models: (r.prepared.models ?? []).map(m => m.model),
+		maxOutputTokens: r.prepared.maxOutputTokens,
+		maxCostCredits: Number(r.max_cost_credits),
+		idempotencyKey: r.id,
+		leaseExpiresAt: r.lease_expires_at!.toISOString(),
+		submittedAt: r.created_at.toISOString(),
+		rateWindowEndMs: typeof r.prepared.rateWindowEndMs === "number" ? r.prepared.rateWindowEndMs : null,
+		include: r.request.include ?? null,
+		exclude: r.request.exclude ?? null
+	};
+}
+
+/** `QueueStats` of a snapshot, with each tier's admission thresholds. */
+export function queueStatsView(s: QueueSnapshot, admission: Record<TierName, AdmissionThresholds>) {
+	return {
+		at: new Date(s.at).toISOString(),
+		capacity: s.capacity,
+		running: s.running,
+		p50RunMs: s.p50RunMs,
+		tiers: Object.fromEntries(
+			TIER_ORDER.map(t => [
+				t,
+				{
+					depth: s.depth[t],
+					waiting: s.waiting[t],
+					expectedWaitMs: Number.isFinite(s.expectedWaitMs[t]) ? s.expectedWaitMs[t] : null,
+					waitP50Ms: s.waitP50Ms[t],
+					waitP99Ms: s.waitP99Ms[t],
+					waitTargetMs: TIERS[t].waitTargetMs,
+					admission: admission[t]
+				}
+			])
+		)
+	};
+}

@@ -523,3 +523,66 @@ describe("stats and metrics", () => {
 		expect((await api(node, "GET", "/queue/stats", null)).status).toBe(401);
 	});
 });
+
+describe("list pages", () => {
+	test("newest first in pages of `limit`; the last page has no cursor, even when it is exactly full", async () => {
+		const u = await makeUser(node, "pro");
+		const ids: string[] = [];
+		for (const prompt of ["one", "two", "three", "four"]) {
+			const r = await api(node, "POST", "/tasks", u.token, { projectId: u.projectId, kind: "chat", prompt });
+			expect(r.status).toBe(202);
+			ids.unshift(r.body.task.id);
+		}
+		const first = await api(node, "GET", "/tasks?limit=2", u.token);
+		expect(first.body.items.map((t: { id: string }) => t.id)).toEqual(ids.slice(0, 2));
+		expect(first.body.nextCursor).toMatch(/^c1\./);
+		const second = await api(node, "GET", `/tasks?limit=2&cursor=${first.body.nextCursor}`, u.token);
+		expect(second.status).toBe(200);
+		expect(second.body.items.map((t: { id: string }) => t.id)).toEqual(ids.slice(2));
+		expect(second.body.nextCursor).toBeNull();
+		const all = await api(node, "GET", "/tasks?limit=4", u.token);
+		expect(all.body.items).toHaveLength(4);
+		expect(all.body.nextCursor).toBeNull();
+	});
+
+	test("a cursor that is not one of this list's → 422 on the cursor field", async () => {
+		const u = await makeUser(node, "free", 0);
+		const other = Buffer.from(JSON.stringify([42])).toString("base64url");
+		for (const cursor of ["abc", `${"1".repeat(13)}.${randomUUID()}`, `c1.${other}`]) {
+			const r = await api(node, "GET", `/tasks?cursor=${cursor}`, u.token);
+			expect(r.status).toBe(422);
+			expect(r.body.error).toMatchObject({
+				code: "VALIDATION_ERROR",
+				details: [{ field: "cursor", message: "not a cursor from this list", type: "cursor" }]
+			});
+		}
+	});
+});
+
+describe("API keys and credit-spending routes", () => {
+	async function keyOf(u: { token: string }, scopes: string[]) {
+		const r = await api(node, "POST", "/users/me/api-keys", u.token, { name: `k-${randomUUID()}`, scopes });
+		expect(r.status).toBe(201);
+		return { "X-API-Key": r.body.key as string };
+	}
+
+	test("POST /tasks needs ai:use as well as tasks:write; a key holding both submits", async () => {
+		const u = await makeUser(node, "pro");
+		const body = { projectId: u.projectId, kind: "chat", prompt: "by key" };
+		for (const scopes of [["tasks:write", "tasks:read"], ["ai:use"]]) {
+			const r = await api(node, "POST", "/tasks", null, body, await keyOf(u, scopes));
+			expect(r.status).toBe(403);
+			expect(r.body.error).toMatchObject({ code: "INSUFFICIENT_SCOPE" });
+		}
+		const ok = await api(node, "POST", "/tasks", null, body, await keyOf(u, ["tasks:write", "ai:use"]));
+		expect(ok.status).toBe(202);
+		await finished(u.token, ok.body.task.id);
+	});
+
+	test("the OpenAPI document declares the 403 of POST /tasks", async () => {
+		const doc = (await (await fetch(`${node.baseUrl}/api/openapi.json`)).json()) as {
+			paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+		};
+		expect(Object.keys(doc.paths["/api/v1/tasks"].post.responses)).toContain("403");
+	});
+});
