@@ -4,68 +4,27 @@
  * and deletion, and the development outbox. Each action validates its params and calls one use
  * case from src/users/ (verification.ts, second-factor.ts, account-deletion.ts).
  */
-import type { GrantIdentity, GrantMoment } from "../../src/users/signup-grant";
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
-import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import type { Config } from "../../src/config";
+import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Forbidden, NotFound, Unprocessable } from "../../src/errors";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { ACCOUNT_TOKEN_PATTERN, AccountStore } from "../../src/users/account-store";
 import { deleteAccount, exportAccount } from "../../src/users/account-deletion";
-import type { UsersConfig } from "../../src/users/config";
-import { normalizeEmail, type PasswordHasher } from "../../src/users/credentials";
+import { normalizeEmail } from "../../src/users/credentials";
 import { Mailer } from "../../src/users/mailer";
 import { SecondFactor, mfaTokenInvalid } from "../../src/users/second-factor";
 import { SecretBox, derivedSecretKey } from "../../src/users/secret-box";
-import type { SessionRow, UsersStore } from "../../src/users/store";
 import { ProgressiveThrottle, makeLimiter } from "../../src/users/throttle";
 import { EmailFlows } from "../../src/users/verification";
 import { CHALLENGE_TOKEN_PATTERN, Passkeys, passkeyView } from "../../src/users/passkeys";
-import { INTERNAL, currentUser, type Ctx, type RequestMeta } from "../../src/kit/service";
-
-/** What the mixin uses of the users service it is mixed into. */
-export interface AccountsHost extends Service {
-	cfg: UsersConfig;
-	jwt: Config["jwt"];
-	store: UsersStore;
-	hasher: PasswordHasher;
-	issueSession(
-		user: { id: string; role: "user" | "admin" | "operator" },
-		method: SessionRow["method"],
-		meta: RequestMeta
-	): Promise<object>;
-	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
-	announceWalletOwner(address: string): void;
-	offerSignupGrant(userId: string, id: GrantIdentity, moment: GrantMoment, ip: string | undefined): Promise<void>;
-}
-
-export interface AccountsThis extends AccountsHost {
-	accounts: AccountStore;
-	mailer: Mailer;
-	emailFlows: EmailFlows;
-	secondFactor: SecondFactor;
-	passkeys: Passkeys;
-	/** Wrong passwords given as step-up (account deletion), keyed by user id. */
-	stepUpPasswords: ProgressiveThrottle;
-	/** Login's answer for an account with 2FA on: no session yet, a token for the second step. */
-	mfaChallenge(
-		userId: string,
-		method: SessionRow["method"]
-	): Promise<{ mfaRequired: true; mfaToken: string; expiresIn: number; methods: string[] }>;
-	endAllSessions(userId: string, reason: string): Promise<number>;
-}
+import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
+import { publicUser } from "../../src/users/views";
+import { codeParam, mfaCodeParam, type UsersThis } from "./host";
 
 const tokenParam = {
 	type: "string",
 	pattern: ACCOUNT_TOKEN_PATTERN,
 	description: "The token from the link (fft_…)"
-} as const;
-const codeParam = {
-	type: "string",
-	min: 6,
-	max: 32,
-	trim: true,
-	description: "A 6-digit code from the authenticator app, or a backup code (xxxx-xxxx-xxxx-xxxx)"
 } as const;
 const B64URL = /^[A-Za-z0-9_-]*$/;
 const challengeTokenParam = {
@@ -88,24 +47,18 @@ const credentialParam = (response: Record<string, object>) =>
 		}
 	}) as const;
 
-export const mfaCodeParam = {
-	...codeParam,
-	optional: true,
-	description: "With 2FA on: a current code (step-up)"
-} as const;
-
 export const accountsMixin: ServiceSchema<
 	ServiceSettingSchema,
 	Record<string, never>,
 	Record<string, never>,
-	AccountsThis
+	UsersThis
 > = {
 	name: "users",
 	actions: {
 		// ── e-mail ─────────────────────────────────────────────────────────────────────────
 		verifyEmail: {
 			params: { $$strict: "remove", token: tokenParam },
-			async handler(this: AccountsThis, ctx: Ctx<{ token: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ token: string }>) {
 				const r = await this.emailFlows.verify(ctx.params.token);
 				await this.forget(r.userId);
 				await this.offerSignupGrant(r.userId, { kind: "email", email: r.email }, "verified", ctx.meta.ip);
@@ -116,7 +69,7 @@ export const accountsMixin: ServiceSchema<
 		resendVerification: {
 			auth: "required",
 			sessionOnly: true,
-			async handler(this: AccountsThis, ctx: Ctx) {
+			async handler(this: UsersThis, ctx: Ctx) {
 				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				if (!user.email)
@@ -136,7 +89,7 @@ export const accountsMixin: ServiceSchema<
 				email: { type: "email", max: 254, normalize: true },
 				mfaCode: mfaCodeParam
 			},
-			async handler(this: AccountsThis, ctx: Ctx<{ email: string; mfaCode?: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ email: string; mfaCode?: string }>) {
 				const email = normalizeEmail(ctx.params.email);
 				if (!email)
 					throw Unprocessable("Some fields are invalid", [
@@ -152,7 +105,7 @@ export const accountsMixin: ServiceSchema<
 
 		forgotPassword: {
 			params: { $$strict: "remove", email: { type: "string", min: 1, max: 254 } },
-			async handler(this: AccountsThis, ctx: Ctx<{ email: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ email: string }>) {
 				// A malformed address answers like any other: nothing reveals what is on file.
 				const email = normalizeEmail(ctx.params.email) ?? ctx.params.email.trim().toLowerCase();
 				await this.emailFlows.forgotPassword(email, ctx.meta.ip);
@@ -162,7 +115,7 @@ export const accountsMixin: ServiceSchema<
 
 		resetPassword: {
 			params: { $$strict: "remove", token: tokenParam, password: { type: "string", min: 1, max: 1024 } },
-			async handler(this: AccountsThis, ctx: Ctx<{ token: string; password: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ token: string; password: string }>) {
 				const r = await this.emailFlows.resetPassword(ctx.params.token, ctx.params.password, ctx.meta.ip);
 				return { reset: true, endedSessions: r.endedSessions };
 			}
@@ -172,7 +125,7 @@ export const accountsMixin: ServiceSchema<
 		totpStart: {
 			auth: "required",
 			sessionOnly: true,
-			async handler(this: AccountsThis, ctx: Ctx) {
+			async handler(this: UsersThis, ctx: Ctx) {
 				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				// Notices of 2FA changes and the way back in go to the address: it must be proven first.
@@ -189,7 +142,7 @@ export const accountsMixin: ServiceSchema<
 				$$strict: "remove",
 				code: { type: "string", pattern: /^\d{6}$/, description: "The app's current 6-digit code" }
 			},
-			async handler(this: AccountsThis, ctx: Ctx<{ code: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ code: string }>) {
 				return this.secondFactor.confirm(currentUser(ctx).id, ctx.params.code);
 			}
 		},
@@ -198,7 +151,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			params: { $$strict: "remove", code: codeParam },
-			async handler(this: AccountsThis, ctx: Ctx<{ code: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ code: string }>) {
 				await this.secondFactor.disable(currentUser(ctx).id, ctx.params.code);
 				return { enabled: false };
 			}
@@ -206,7 +159,7 @@ export const accountsMixin: ServiceSchema<
 
 		loginMfa: {
 			params: { $$strict: "remove", mfaToken: tokenParam, code: codeParam },
-			async handler(this: AccountsThis, ctx: Ctx<{ mfaToken: string; code: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ mfaToken: string; code: string }>) {
 				const pending = await this.accounts.peekToken(ctx.params.mfaToken, "mfa_login");
 				if (!pending) throw mfaTokenInvalid();
 				const check = await this.secondFactor.check(pending.user_id, ctx.params.code);
@@ -220,15 +173,8 @@ export const accountsMixin: ServiceSchema<
 				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				await this.store.touchLogin(user.id);
 				return {
-					...(await this.issueSession(user, pending.session_method ?? "password", ctx.meta)),
-					user: {
-						id: user.id,
-						email: user.email,
-						emailVerified: user.email !== null && user.email_verified_at !== null,
-						displayName: user.display_name,
-						role: user.role,
-						createdAt: new Date(user.created_at).toISOString()
-					}
+					...(await this.sessions.issue(user, pending.session_method ?? "password", ctx.meta)),
+					user: publicUser(user)
 				};
 			}
 		},
@@ -237,7 +183,7 @@ export const accountsMixin: ServiceSchema<
 		exportMe: {
 			auth: "required",
 			sessionOnly: true,
-			async handler(this: AccountsThis, ctx: Ctx) {
+			async handler(this: UsersThis, ctx: Ctx) {
 				return exportAccount(currentUser(ctx).id, {
 					accounts: this.accounts,
 					ledger: userId => ctx.call("payments.userLedger", { userId, limit: 1000 }) as Promise<unknown>
@@ -259,7 +205,7 @@ export const accountsMixin: ServiceSchema<
 				},
 				mfaCode: mfaCodeParam
 			},
-			async handler(this: AccountsThis, ctx: Ctx<{ password?: string; mfaCode?: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ password?: string; mfaCode?: string }>) {
 				const auth = currentUser(ctx);
 				const r = await deleteAccount(
 					{
@@ -288,7 +234,7 @@ export const accountsMixin: ServiceSchema<
 		passkeyRegistrationOptions: {
 			auth: "required",
 			sessionOnly: true,
-			async handler(this: AccountsThis, ctx: Ctx) {
+			async handler(this: UsersThis, ctx: Ctx) {
 				const user = await this.store.userById(currentUser(ctx).id);
 				if (!user) throw NotFound("User");
 				return this.passkeys.registrationOptions({
@@ -314,7 +260,7 @@ export const accountsMixin: ServiceSchema<
 				mfaCode: mfaCodeParam
 			},
 			async handler(
-				this: AccountsThis,
+				this: UsersThis,
 				ctx: Ctx<{
 					challengeToken: string;
 					name?: string;
@@ -338,7 +284,7 @@ export const accountsMixin: ServiceSchema<
 		listPasskeys: {
 			auth: "required",
 			sessionOnly: true,
-			async handler(this: AccountsThis, ctx: Ctx) {
+			async handler(this: UsersThis, ctx: Ctx) {
 				return { items: (await this.passkeys.list(currentUser(ctx).id)).map(passkeyView) };
 			}
 		},
@@ -347,7 +293,7 @@ export const accountsMixin: ServiceSchema<
 			auth: "required",
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "string", min: 16, max: 1366, pattern: B64URL } },
-			async handler(this: AccountsThis, ctx: Ctx<{ id: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
 				const userId = currentUser(ctx).id;
 				await this.passkeys.remove(userId, ctx.params.id);
 				await this.store.audit(undefined, userId, userId, "user.passkey.remove", { id: ctx.params.id });
@@ -356,7 +302,7 @@ export const accountsMixin: ServiceSchema<
 		},
 
 		passkeySignInOptions: {
-			async handler(this: AccountsThis) {
+			async handler(this: UsersThis) {
 				return this.passkeys.signInOptions();
 			}
 		},
@@ -372,25 +318,15 @@ export const accountsMixin: ServiceSchema<
 					userHandle: { type: "string", max: 1024, pattern: B64URL, optional: true }
 				})
 			},
-			async handler(
-				this: AccountsThis,
-				ctx: Ctx<{ challengeToken: string; response: AuthenticationResponseJSON }>
-			) {
+			async handler(this: UsersThis, ctx: Ctx<{ challengeToken: string; response: AuthenticationResponseJSON }>) {
 				const userId = await this.passkeys.signIn(ctx.params.challengeToken, ctx.params.response);
 				const user = await this.store.userById(userId);
 				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				await this.store.touchLogin(user.id);
 				// A passkey is itself two factors (the device and its unlock): no TOTP step after it.
 				return {
-					...(await this.issueSession(user, "passkey", ctx.meta)),
-					user: {
-						id: user.id,
-						email: user.email,
-						emailVerified: user.email !== null && user.email_verified_at !== null,
-						displayName: user.display_name,
-						role: user.role,
-						createdAt: new Date(user.created_at).toISOString()
-					}
+					...(await this.sessions.issue(user, "passkey", ctx.meta)),
+					user: publicUser(user)
 				};
 			}
 		},
@@ -398,7 +334,7 @@ export const accountsMixin: ServiceSchema<
 		// ── development ────────────────────────────────────────────────────────────────────
 		devOutbox: {
 			params: { $$strict: "remove", to: { type: "string", max: 254, optional: true } },
-			async handler(this: AccountsThis, ctx: Ctx<{ to?: string }>) {
+			async handler(this: UsersThis, ctx: Ctx<{ to?: string }>) {
 				if (!this.cfg.mail.outboxRoute) throw NotFound("Route");
 				return {
 					items: this.mailer.list(
@@ -412,7 +348,7 @@ export const accountsMixin: ServiceSchema<
 		resetSecondFactor: {
 			visibility: INTERNAL,
 			params: { userId: { type: "uuid" }, actor: { type: "string", min: 1, max: 128, default: "operator" } },
-			async handler(this: AccountsThis, ctx: Context<{ userId: string; actor: string }>) {
+			async handler(this: UsersThis, ctx: Context<{ userId: string; actor: string }>) {
 				const removed = await this.secondFactor.operatorReset(ctx.params.userId, ctx.params.actor);
 				return { userId: ctx.params.userId, removed };
 			}
@@ -420,20 +356,14 @@ export const accountsMixin: ServiceSchema<
 	},
 
 	methods: {
-		async mfaChallenge(this: AccountsThis, userId: string, method: "password" | "siwe" | "sso") {
+		async mfaChallenge(this: UsersThis, userId: string, method: "password" | "siwe" | "sso") {
 			const ttl = this.cfg.accounts.mfaTokenTtlS;
 			const mfaToken = await this.accounts.issueToken(userId, "mfa_login", ttl, { sessionMethod: method });
 			return { mfaRequired: true as const, mfaToken, expiresIn: ttl, methods: ["totp", "backup_code"] };
-		},
-
-		async endAllSessions(this: AccountsThis, userId: string, reason: string) {
-			const ended = await this.store.revokeAllSessions(userId, reason);
-			await this.forget(userId, ended);
-			return ended.length;
 		}
 	},
 
-	created(this: AccountsThis) {
+	created(this: UsersThis) {
 		const rt = runtimeOf(this.broker);
 		const cfg = rt.config.users;
 		const jwt = rt.config.jwt;
@@ -449,7 +379,7 @@ export const accountsMixin: ServiceSchema<
 			);
 	},
 
-	started(this: AccountsThis) {
+	started(this: UsersThis) {
 		// The host's created() (store, hasher) has run by now; the mixin's ran before it.
 		const rt = runtimeOf(this.broker);
 		const cfg = this.cfg;
@@ -471,7 +401,7 @@ export const accountsMixin: ServiceSchema<
 				mailPerIp: makeLimiter(rt.redis, `${prefix}:mail-ip`, cfg.accounts.mailPerIpPerHour, 3600),
 				resetPerIp: makeLimiter(rt.redis, `${prefix}:reset-ip`, cfg.accounts.resetPerIpPerHour, 3600)
 			},
-			endAllSessions: (userId, reason) => this.endAllSessions(userId, reason),
+			endAllSessions: (userId, reason) => this.sessions.endAll(userId, reason),
 			audit: (userId, action, details) => audit(userId, userId, action, details)
 		});
 		this.passkeys = new Passkeys(cfg.webauthn, rt.sequelize, rt.kv);
@@ -491,7 +421,7 @@ export const accountsMixin: ServiceSchema<
 		});
 	},
 
-	async stopped(this: AccountsThis) {
+	async stopped(this: UsersThis) {
 		await this.mailer.close();
 	}
 };

@@ -11,10 +11,10 @@ import { currentUser, type Ctx } from "../../src/kit/service";
 import { SSO_PROVIDER_ID } from "../../src/users/sso-config";
 import { ssoProviders, type CallbackParams } from "../../src/users/sso-providers";
 import { FLOW_TOKEN_PATTERN, SingleSignOn, identityView } from "../../src/users/sso";
-import type { AccountsThis } from "./accounts.mixin";
-import { mfaCodeParam } from "./accounts.mixin";
+import { publicUser } from "../../src/users/views";
+import { mfaCodeParam, type UsersThis } from "./host";
 
-interface SsoThis extends AccountsThis {
+interface SsoThis extends UsersThis {
 	sso: SingleSignOn;
 }
 
@@ -72,15 +72,8 @@ export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>
 					return { ...(await this.mfaChallenge(user.id, "sso")), created };
 				await this.store.touchLogin(user.id);
 				return {
-					...(await this.issueSession(user, "sso", ctx.meta)),
-					user: {
-						id: user.id,
-						email: user.email,
-						emailVerified: user.email !== null && user.email_verified_at !== null,
-						displayName: user.display_name,
-						role: user.role,
-						createdAt: new Date(user.created_at).toISOString()
-					},
+					...(await this.sessions.issue(user, "sso", ctx.meta)),
+					user: publicUser(user),
 					created
 				};
 			}

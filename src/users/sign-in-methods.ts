@@ -5,34 +5,81 @@
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 
-export async function removeUnlessLast(
-	db: Sequelize,
+/** The ways a user can sign in. */
+export interface SignInMethods {
+	password: boolean;
+	wallets: number;
+	passkeys: number;
+	identities: number;
+}
+
+export const methodCount = (m: SignInMethods): number => (m.password ? 1 : 0) + m.wallets + m.passkeys + m.identities;
+
+/** Where the methods are counted: one transaction, and the user's methods read under a lock on the user. */
+export interface MethodLock<Tx> {
+	/** Runs `fn` in one transaction; a throw rolls it back. */
+	transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+	/** The user's methods, the user's row locked until the transaction ends; null for no such user. */
+	lockedMethods(tx: Tx, userId: string): Promise<SignInMethods | null>;
+}
+
+export type RemoveOutcome = "removed" | "not_found" | "last_method";
+
+/**
+ * Runs `remove` (true when it removed something) unless what it removes is the user's last method:
+ * then the removal is rolled back and the answer is "last_method". A missing item stays "not_found".
+ */
+export async function removeUnlessLastWith<Tx>(
+	lock: MethodLock<Tx>,
 	userId: string,
-	remove: (tx: Transaction) => Promise<boolean>
-): Promise<"removed" | "not_found" | "last_method"> {
-	return db
+	remove: (tx: Tx) => Promise<boolean>
+): Promise<RemoveOutcome> {
+	return lock
 		.transaction(async tx => {
-			const [row] = await db.query<{ n: string }>(
-				`SELECT (u.password_hash IS NOT NULL)::int
-			      + (SELECT count(*) FROM user_wallets w WHERE w.user_id = u.id)
-			      + (SELECT count(*) FROM user_passkeys p WHERE p.user_id = u.id)
-			      + (SELECT count(*) FROM user_identities i WHERE i.user_id = u.id) AS n
-			 FROM users u WHERE u.id = $1 FOR UPDATE OF u`,
-				{ bind: [userId], type: QueryTypes.SELECT, transaction: tx }
-			);
-			if (!row) return "not_found";
-			if (Number(row.n) <= 1) {
-				// Only refuse what exists: a missing item is still a 404, not a 409.
-				const removed = await remove(tx);
-				if (!removed) return "not_found";
-				throw new LastMethod();
-			}
-			return (await remove(tx)) ? "removed" : "not_found";
+			const methods = await lock.lockedMethods(tx, userId);
+			if (!methods) return "not_found" as const;
+			const removed = await remove(tx);
+			if (!removed) return "not_found" as const;
+			// Only refuse what exists: a missing item is still a 404, not a 409.
+			if (methodCount(methods) <= 1) throw new LastMethod();
+			return "removed" as const;
 		})
 		.catch(err => {
 			if (err instanceof LastMethod) return "last_method" as const;
 			throw err;
 		});
+}
+
+/** The methods as PostgreSQL holds them. */
+export function pgMethodLock(db: Sequelize): MethodLock<Transaction> {
+	return {
+		transaction: fn => db.transaction(fn),
+		async lockedMethods(tx, userId) {
+			const [row] = await db.query<{ password: boolean; wallets: string; passkeys: string; identities: string }>(
+				`SELECT u.password_hash IS NOT NULL AS password,
+				        (SELECT count(*) FROM user_wallets w WHERE w.user_id = u.id) AS wallets,
+				        (SELECT count(*) FROM user_passkeys p WHERE p.user_id = u.id) AS passkeys,
+				        (SELECT count(*) FROM user_identities i WHERE i.user_id = u.id) AS identities
+				 FROM users u WHERE u.id = $1 FOR UPDATE OF u`,
+				{ bind: [userId], type: QueryTypes.SELECT, transaction: tx }
+			);
+			if (!row) return null;
+			return {
+				password: row.password,
+				wallets: Number(row.wallets),
+				passkeys: Number(row.passkeys),
+				identities: Number(row.identities)
+			};
+		}
+	};
+}
+
+export function removeUnlessLast(
+	db: Sequelize,
+	userId: string,
+	remove: (tx: Transaction) => Promise<boolean>
+): Promise<RemoveOutcome> {
+	return removeUnlessLastWith(pgMethodLock(db), userId, remove);
 }
 
 /** Thrown inside the transaction so that the removal it tried is rolled back. */

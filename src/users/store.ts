@@ -74,6 +74,12 @@ const API_KEY_COLUMNS =
 const USER_COLUMNS =
 	"id, email, email_verified_at, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
 
+/** What verifying an API key reads: the key, its owner's role, and whether it may be used now. */
+export type ApiKeyForVerification = Pick<
+	ApiKeyRow,
+	"id" | "user_id" | "scopes" | "last_used_at" | "allowed_models" | "monthly_budget_credits" | "rpm" | "tpm"
+> & { secret_hash: Buffer; role: Role; usable: boolean };
+
 export type RotateResult =
 	| {
 			kind: "rotated";
@@ -188,6 +194,7 @@ export class UsersStore {
 	 */
 	async listUsers(opts: {
 		limit: number;
+		/** The (created_at, id) of the last row of the previous page: an ISO instant to the microsecond. */
 		after: { createdAt: string; id: string } | null;
 		q: string | null;
 		role: Role | null;
@@ -214,10 +221,10 @@ export class UsersStore {
 		}
 		bind.push(opts.limit);
 		return this.rows(
-			// cursor_at: the exact (microsecond) timestamp as text, since a JS Date would drop precision.
+			// cursor_at: the exact (microsecond) instant in ISO form, since a JS Date would drop precision.
 			`SELECT ${USER_COLUMNS.split(", ")
 				.map(c => `u.${c}`)
-				.join(", ")}, u.created_at::text AS cursor_at,
+				.join(", ")}, to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at,
 			        COALESCE((SELECT array_agg(w.address ORDER BY w.linked_at) FROM user_wallets w WHERE w.user_id = u.id), '{}') AS wallets
 			 FROM users u ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
 			 ORDER BY u.created_at DESC, u.id DESC LIMIT $${bind.length}`,
@@ -312,31 +319,16 @@ export class UsersStore {
 		});
 	}
 
-	/**
-	 * "not_found" for a wallet the user does not hold (someone else's included); "last_method" when it
-	 * is the account's only way to sign in.
-	 */
-	async unlinkWallet(userId: string, address: string): Promise<"unlinked" | "not_found" | "last_method"> {
-		return this.transaction(async tx => {
-			const [user] = await this.rows<{ password_hash: string | null }>(
-				`SELECT password_hash FROM users WHERE id = $1 FOR UPDATE`,
-				[userId],
-				tx
-			);
-			const wallets = await this.rows<{ address: string }>(
-				`SELECT address FROM user_wallets WHERE user_id = $1`,
-				[userId],
-				tx
-			);
-			if (!user || !wallets.some(w => w.address === address)) return "not_found";
-			if (!user.password_hash && wallets.length === 1) return "last_method";
-			await this.db.query(`DELETE FROM user_wallets WHERE address = $1 AND user_id = $2`, {
-				bind: [address, userId],
-				transaction: tx
-			});
-			await this.audit(tx, userId, userId, "wallet.unlink", { address });
-			return "unlinked";
-		});
+	/** Removes the user's wallet in `tx` (audited); false when the user holds no such wallet. */
+	async deleteWallet(tx: Transaction, userId: string, address: string): Promise<boolean> {
+		const rows = await this.rows<{ address: string }>(
+			`DELETE FROM user_wallets WHERE address = $1 AND user_id = $2 RETURNING address`,
+			[address, userId],
+			tx
+		);
+		if (!rows.length) return false;
+		await this.audit(tx, userId, userId, "wallet.unlink", { address });
+		return true;
 	}
 
 	// ── sessions and refresh tokens ──────────────────────────────────────────────────────────
@@ -597,41 +589,8 @@ export class UsersStore {
 		return rows.length > 0;
 	}
 
-	async apiKeyForVerification(id: string): Promise<
-		| (Pick<
-				ApiKeyRow,
-				| "id"
-				| "user_id"
-				| "scopes"
-				| "last_used_at"
-				| "allowed_models"
-				| "monthly_budget_credits"
-				| "rpm"
-				| "tpm"
-		  > & {
-				secret_hash: Buffer;
-				role: Role;
-				usable: boolean;
-		  })
-		| null
-	> {
-		const [row] = await this.rows<
-			Pick<
-				ApiKeyRow,
-				| "id"
-				| "user_id"
-				| "scopes"
-				| "last_used_at"
-				| "allowed_models"
-				| "monthly_budget_credits"
-				| "rpm"
-				| "tpm"
-			> & {
-				secret_hash: Buffer;
-				role: Role;
-				usable: boolean;
-			}
-		>(
+	async apiKeyForVerification(id: string): Promise<ApiKeyForVerification | null> {
+		const [row] = await this.rows<ApiKeyForVerification>(
 			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
 			        k.allowed_models, k.monthly_budget_credits, k.rpm, k.tpm,
 			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable

@@ -1,6 +1,6 @@
 /**
- * The users service's answers over HTTP (the REST contract's response schemas; see src/http/schema.ts).
- * The service's view functions are typed with these, so the published schema and the code are one.
+ * The users service's answers over HTTP: the REST contract's response schemas (src/http/schema.ts),
+ * and the view functions that turn rows into them, typed with these so the schema and the code are one.
  */
 import { Type, type Static } from "@sinclair/typebox";
 import {
@@ -17,6 +17,10 @@ import {
 	Page,
 	BigIntString
 } from "../http/schema";
+import { getAddress } from "viem";
+import type { WalletKind } from "./signatures";
+import type { ApiKeyRow, SessionRow, UserRow, WalletRow } from "./store";
+import type { TierSummary } from "./tier-facts";
 
 export const RoleName = Enum(["user", "admin", "operator"] as const);
 const UserId = () => Str(128, { description: "The account's id (a UUID for accounts made here)" });
@@ -265,3 +269,77 @@ export const views = {
 	adminGetUser: AdminUserDetail,
 	adminUpdateUser: AdminUser
 };
+
+// ── view functions: rows to the answers above ────────────────────────────────────────────────
+
+const iso = (d: Date | string) => new Date(d).toISOString();
+const isoOrNull = (d: Date | string | null) => (d == null ? null : iso(d));
+
+export interface WalletView {
+	address: string;
+	chainId: number;
+	kind: WalletKind;
+	linkedAt: string;
+}
+
+export interface ProfileView extends PublicUser {
+	hasPassword: boolean;
+	tier: TierSummary;
+	wallets: WalletView[];
+}
+
+export function publicUser(u: UserRow): PublicUser {
+	return {
+		id: u.id,
+		email: u.email,
+		emailVerified: u.email !== null && u.email_verified_at !== null,
+		displayName: u.display_name,
+		role: u.role,
+		createdAt: iso(u.created_at)
+	};
+}
+
+export function walletView(w: WalletRow): WalletView {
+	return { address: getAddress(w.address), chainId: Number(w.chain_id), kind: w.kind, linkedAt: iso(w.linked_at) };
+}
+
+export function apiKeyView(k: ApiKeyRow) {
+	return {
+		id: k.id,
+		name: k.name,
+		scopes: k.scopes,
+		models: k.allowed_models,
+		monthlyBudgetCredits: k.monthly_budget_credits == null ? null : Number(k.monthly_budget_credits),
+		rpm: k.rpm,
+		tpm: k.tpm,
+		createdAt: isoOrNull(k.created_at),
+		expiresAt: isoOrNull(k.expires_at),
+		lastUsedAt: isoOrNull(k.last_used_at)
+	};
+}
+
+export function sessionView(s: SessionRow, currentSid?: string) {
+	return {
+		id: s.id,
+		method: s.method,
+		createdAt: isoOrNull(s.created_at),
+		lastRefreshedAt: isoOrNull(s.last_refreshed_at),
+		expiresAt: isoOrNull(s.expires_at),
+		revokedAt: isoOrNull(s.revoked_at),
+		revokedReason: s.revoked_reason,
+		ip: s.ip,
+		userAgent: s.user_agent,
+		current: s.id === currentSid
+	};
+}
+
+export function adminUserView(u: UserRow & { wallets?: string[] }) {
+	return {
+		...publicUser(u),
+		tierOverride: u.tier_override,
+		disabled: u.disabled_at !== null,
+		disabledAt: isoOrNull(u.disabled_at),
+		lastLoginAt: isoOrNull(u.last_login_at),
+		...(u.wallets ? { wallets: u.wallets.map(a => getAddress(a)) } : {})
+	};
+}

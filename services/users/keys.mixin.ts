@@ -1,0 +1,118 @@
+/**
+ * API keys of the users service, mixed into services/users.service.ts: a signed-in session makes,
+ * lists and revokes them; the gateway verifies them; the /v1 compatible endpoints hold and settle a
+ * key's monthly budget. Each action calls src/users/api-keys.ts.
+ */
+import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { SCOPES, type Scope } from "../../src/auth/scopes";
+import type { AuthUser } from "../../src/auth/user";
+import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
+import type { NewApiKeyInput } from "../../src/users/api-keys";
+import { mfaCodeParam, type UsersThis } from "./host";
+
+const keyIdParam = { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ } as const;
+const holdParams = {
+	keyId: keyIdParam,
+	holdId: { type: "string", min: 1, max: 128 },
+	credits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }
+} as const;
+type HoldCtx = Context<{ keyId: string; holdId: string; credits: number }>;
+
+export const keysMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, UsersThis> = {
+	name: "users",
+	actions: {
+		createApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				name: { type: "string", min: 1, max: 64, trim: true },
+				scopes: {
+					type: "array",
+					items: { type: "enum", values: [...SCOPES] },
+					min: 1,
+					max: SCOPES.length,
+					unique: true
+				},
+				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true },
+				mfaCode: mfaCodeParam,
+				// Limits the /v1 compatible endpoints enforce (docs/compat.md).
+				models: {
+					type: "array",
+					items: { type: "string", min: 1, max: 200 },
+					min: 1,
+					max: 100,
+					unique: true,
+					optional: true
+				},
+				monthlyBudgetCredits: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: Number.MAX_SAFE_INTEGER,
+					optional: true
+				},
+				rpm: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true },
+				tpm: { type: "number", integer: true, min: 1, max: 1_000_000_000, optional: true }
+			},
+			async handler(this: UsersThis, ctx: Ctx<NewApiKeyInput & { scopes: Scope[] }>) {
+				const created = await this.apiKeys.create(currentUser(ctx), ctx.params);
+				ctx.meta.$location = "/api/v1/users/me/api-keys";
+				return created;
+			}
+		},
+
+		listApiKeys: {
+			auth: "required",
+			sessionOnly: true,
+			async handler(this: UsersThis, ctx: Ctx) {
+				return this.apiKeys.list(currentUser(ctx).id);
+			}
+		},
+
+		revokeApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: keyIdParam },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
+				return this.apiKeys.revoke(currentUser(ctx).id, ctx.params.id);
+			}
+		},
+
+		verifyApiKey: {
+			visibility: INTERNAL,
+			params: { key: { type: "string", max: 256 } },
+			async handler(this: UsersThis, ctx: Context<{ key: string }>): Promise<AuthUser | null> {
+				return this.apiKeys.verify(ctx.params.key);
+			}
+		},
+
+		/** Holds part of an API key's monthly budget (ai, for /v1 requests): 402-kind refusal when spent. */
+		reserveKeyBudget: {
+			visibility: INTERNAL,
+			retryPolicy: { enabled: true },
+			params: { ...holdParams, limit: { type: "number", integer: true, min: 1, optional: true } },
+			async handler(this: UsersThis, ctx: HoldCtx) {
+				return this.apiKeys.reserveBudget(ctx.params.keyId, ctx.params.holdId, ctx.params.credits);
+			}
+		},
+
+		settleKeyBudget: {
+			visibility: INTERNAL,
+			retryPolicy: { enabled: true },
+			params: holdParams,
+			async handler(this: UsersThis, ctx: HoldCtx) {
+				return { settled: await this.store.settleKeyBudget(ctx.params.holdId, ctx.params.credits) };
+			}
+		},
+
+		/** An API key's spend this month (tests, operators). */
+		keySpend: {
+			visibility: INTERNAL,
+			params: { keyId: keyIdParam },
+			async handler(this: UsersThis, ctx: Context<{ keyId: string }>) {
+				return this.store.keySpend(ctx.params.keyId);
+			}
+		}
+	}
+};

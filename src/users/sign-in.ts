@@ -1,0 +1,196 @@
+/**
+ * Password accounts: sign-up, sign-in and password change, woven through four throttles.
+ *
+ * THE THROTTLES (src/users/throttle.ts)
+ * - per IP and per account+IP (progressive delays after failures): checked before any hashing, so a
+ *   guesser cannot make us burn CPU;
+ * - account-wide (every attempt counted before hashing, one attempt per delay past the allowance):
+ *   guesses at one account spread over many addresses; the owner's usual addresses skip it;
+ * - sign-ups per IP.
+ * Every refusal by a login limiter is the same 429 LOGIN_THROTTLED: which one refused must not tell
+ * whether the account exists. Unknown users and password-less accounts verify a dummy hash, so they
+ * cost the same time and give the same answer as a wrong password.
+ */
+import { RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
+import type { AuthUser } from "../auth/user";
+import { Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable } from "../errors";
+import type { UsersConfig } from "./config";
+import { normalizeEmail, normalizePassword, passwordProblem, type PasswordHasher } from "./credentials";
+import type { AccountMail } from "./mail-templates";
+import type { SecondFactor } from "./second-factor";
+import type { ClientInfo, Sessions, TokenPair } from "./sessions";
+import type { SessionRow, UserRow, UsersStore } from "./store";
+import { throttleKey, type AccountGuessLimiter, type KnownAddresses, type ProgressiveThrottle } from "./throttle";
+import { publicUser, type PublicUser } from "./views";
+
+export interface MfaChallenge {
+	mfaRequired: true;
+	mfaToken: string;
+	expiresIn: number;
+	methods: string[];
+}
+
+export type SignInResult = (TokenPair & { user: PublicUser }) | MfaChallenge;
+
+type Throttle = Pick<ProgressiveThrottle, "retryAfterS" | "recordFailure" | "reset">;
+
+export interface SignInDeps {
+	store: Pick<
+		UsersStore,
+		"userByEmail" | "userById" | "createPasswordUser" | "setPasswordHash" | "touchLogin" | "audit"
+	>;
+	hasher: Pick<PasswordHasher, "hash" | "verify" | "needsRehash">;
+	passwords: UsersConfig["passwords"];
+	throttles: {
+		/** Failures per client address. */
+		ip: Throttle;
+		/** Failures per account and address (and per user and address for password changes). */
+		accountIp: Throttle;
+		/** Attempts at one account from anywhere. */
+		account: Pick<AccountGuessLimiter, "admit" | "reset">;
+		/** The addresses an account signed in from lately (they skip the account-wide limiter). */
+		known: Pick<KnownAddresses, "has" | "remember">;
+		/** Sign-ups per address. */
+		register: Pick<RateLimiterAbstract, "consume">;
+	};
+	secondFactor: Pick<SecondFactor, "enabled" | "stepUp">;
+	/** The answer for an account with 2FA on: no session yet, a token for the second step. */
+	mfaChallenge(userId: string, method: SessionRow["method"]): Promise<MfaChallenge>;
+	sessions: Pick<Sessions, "issue" | "endAllExcept">;
+	/** Queues an account mail. */
+	mail(to: string, mail: AccountMail): void;
+	/** After a sign-up: the verification mail and the welcome grant. */
+	signedUp(userId: string, email: string, client: ClientInfo): Promise<void>;
+	now(): Date;
+}
+
+const invalidCredentials = () => Unauthorized("Invalid email or password", "INVALID_CREDENTIALS");
+const throttled = (retryAfterS: number) =>
+	TooManyRequests("Too many failed sign-in attempts; try again later", retryAfterS, "LOGIN_THROTTLED");
+const wrongPasswords = (retryAfterS: number) =>
+	TooManyRequests("Too many wrong passwords; try again later", retryAfterS, "LOGIN_THROTTLED");
+const invalidField = (field: string, message: string, type?: string) =>
+	Unprocessable("Some fields are invalid", [{ field, message, ...(type ? { type } : {}) }]);
+
+export class PasswordAccounts {
+	constructor(private readonly d: SignInDeps) {}
+
+	async register(
+		input: { email: string; password: string; displayName?: string },
+		client: ClientInfo
+	): Promise<TokenPair & { user: PublicUser }> {
+		const email = normalizeEmail(input.email);
+		if (!email) throw invalidField("email", "is not a valid e-mail address");
+		const password = this.acceptable(input.password, "password");
+		try {
+			await this.d.throttles.register.consume(client.ip ?? "unknown");
+		} catch (rej) {
+			if (rej instanceof RateLimiterRes)
+				throw TooManyRequests(
+					"Too many sign-ups from this address; try again later",
+					Math.ceil(rej.msBeforeNext / 1000)
+				);
+			throw rej;
+		}
+		// Hashed before the address is looked at: a taken address costs the same hash as a new one.
+		const hash = await this.d.hasher.hash(password);
+		const user = await this.d.store.createPasswordUser(email, hash, input.displayName ?? null);
+		if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
+		await this.d.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
+		await this.d.signedUp(user.id, email, client);
+		return { ...(await this.d.sessions.issue(user, "password", client)), user: publicUser(user) };
+	}
+
+	async login(input: { email: string; password: string }, client: ClientInfo): Promise<SignInResult> {
+		const t = this.d.throttles;
+		const ip = client.ip ?? "unknown";
+		const email = normalizeEmail(input.email) ?? input.email.trim().toLowerCase();
+		const accountKey = throttleKey(email, ip);
+		const emailKey = throttleKey("account", email);
+		const wait = Math.max(await t.ip.retryAfterS(ip), await t.accountIp.retryAfterS(accountKey));
+		if (wait > 0) throw throttled(wait);
+		const known = await t.known.has(email, client.ip);
+		const viaAccountLimiter = known !== true;
+		if (viaAccountLimiter) {
+			const accountWait = await t.account.admit(emailKey);
+			if (accountWait > 0) throw throttled(accountWait);
+		}
+
+		const user = await this.d.store.userByEmail(email);
+		const password = normalizePassword(input.password);
+		const ok = await this.d.hasher.verify(user?.password_hash ?? null, password);
+		if (!ok || !user) {
+			// The account-wide limiter counted this attempt when it admitted it.
+			await Promise.all([t.accountIp.recordFailure(accountKey), t.ip.recordFailure(ip)]);
+			throw invalidCredentials();
+		}
+		// A success from a known address leaves the account-wide count alone: the owner signing in
+		// at home must not hand a guesser elsewhere a fresh allowance.
+		await Promise.all([t.accountIp.reset(accountKey), viaAccountLimiter ? t.account.reset(emailKey) : undefined]);
+		if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+		await t.known.remember(email, client.ip);
+		if (this.d.hasher.needsRehash(user.password_hash!))
+			await this.d.store.setPasswordHash(user.id, await this.d.hasher.hash(password));
+		if (await this.d.secondFactor.enabled(user.id)) return this.d.mfaChallenge(user.id, "password");
+		// An address the account never signed in from: tell the owner (a verified address only).
+		if (known === false && user.email_verified_at) this.newSignInNotice(user, client);
+		await this.d.store.touchLogin(user.id);
+		return { ...(await this.d.sessions.issue(user, "password", client)), user: publicUser(user) };
+	}
+
+	/**
+	 * Sets a new password, proving the current one when there is one (throttled like a login, per user
+	 * and address and per user), and ends every other session: whoever else holds one may know the old
+	 * password.
+	 */
+	async changePassword(
+		caller: AuthUser,
+		input: { currentPassword?: string; newPassword: string; mfaCode?: string },
+		client: ClientInfo
+	): Promise<{ changed: true; endedSessions: number }> {
+		const t = this.d.throttles;
+		const user = await this.d.store.userById(caller.id);
+		if (!user) throw NotFound("User");
+		await this.d.secondFactor.stepUp(user.id, input.mfaCode);
+		if (!user.email)
+			throw Conflict("An account needs an e-mail address before it can have a password", "EMAIL_REQUIRED");
+		if (user.password_hash) {
+			const key = throttleKey("password-change", user.id, client.ip ?? "unknown");
+			const wait = await t.accountIp.retryAfterS(key);
+			if (wait > 0) throw wrongPasswords(wait);
+			// A stolen session used from many addresses: the current password is guessed per account
+			// too (the account-wide limiter, counted before hashing).
+			const accountKey = throttleKey("password-change-account", user.id);
+			const accountWait = await t.account.admit(accountKey);
+			if (accountWait > 0) throw wrongPasswords(accountWait);
+			if (!(await this.d.hasher.verify(user.password_hash, normalizePassword(input.currentPassword ?? "")))) {
+				await t.accountIp.recordFailure(key);
+				throw Forbidden("The current password is wrong", "INVALID_CURRENT_PASSWORD");
+			}
+			await Promise.all([t.accountIp.reset(key), t.account.reset(accountKey)]);
+		}
+		const password = this.acceptable(input.newPassword, "newPassword");
+		await this.d.store.setPasswordHash(user.id, await this.d.hasher.hash(password));
+		const ended = await this.d.sessions.endAllExcept(user.id, "password_changed", caller.sid);
+		await this.d.store.audit(undefined, user.id, user.id, "user.password", { endedSessions: ended.length });
+		return { changed: true, endedSessions: ended.length };
+	}
+
+	/** The normalised password, or a 422 on `field` naming the policy it breaks. */
+	private acceptable(raw: string, field: string): string {
+		const password = normalizePassword(raw);
+		const problem = passwordProblem(password, this.d.passwords);
+		if (problem) throw invalidField(field, problem, "passwordPolicy");
+		return password;
+	}
+
+	private newSignInNotice(user: UserRow, client: ClientInfo) {
+		this.d.mail(user.email!, {
+			kind: "newSignIn",
+			method: "password",
+			ip: client.ip ?? null,
+			userAgent: client.userAgent || null,
+			at: this.d.now().toISOString()
+		});
+	}
+}
