@@ -1049,7 +1049,30 @@ describe("compose limits and users", () => {
 			expect({ name, user: s.user }).toEqual({ name, user: imageUser });
 			expect({ name, cap_drop: s.cap_drop }).toEqual({ name, cap_drop: ["ALL"] });
 			expect({ name, no_new_privileges: s.security_opt?.includes("no-new-privileges:true") }).toEqual({ name, no_new_privileges: true });
-			expect({ name, read_only: s.read_only }).toEqual({ name, read_only: true });
+		}
+	});
+
+	test("the ai workers' outcome spool survives a restart of the container (docs/faults.md)", () => {
+		const spoolDir = (env: Record<string, string>) => env.OUTCOME_SPOOL_DIR || "/tmp/forgefluid-outcomes";
+		const workers = ALL_ROLES.filter(r => r.services.includes("ai"));
+		expect(workers.map(r => r.where).sort()).toEqual(["compose:ai", "k8s:forgefluid-ai"]);
+		for (const r of workers) {
+			const dir = spoolDir(r.env);
+			if (r.where.startsWith("compose:")) {
+				// The container's own filesystem survives `restart`; a tmpfs (or a read-only root) would not keep it.
+				const s = compose.services[r.name] as ComposeService & { tmpfs?: string[] };
+				const tmpfs = (s.tmpfs ?? []).map(t => t.split(":")[0]);
+				expect({ dir, tmpfs: tmpfs.filter(t => dir === t || dir.startsWith(`${t}/`)), read_only: !!s.read_only }).toEqual({ dir, tmpfs: [], read_only: false });
+			} else {
+				// The root filesystem is read-only: the spool must be on a volume of the pod (an emptyDir survives a container restart).
+				const d = deployments.find(x => x.metadata.name === r.name)! as Deployment & { spec: { template: { spec: { volumes?: Array<{ name: string; emptyDir?: { sizeLimit?: string } }> } } } };
+				const c = d.spec.template.spec.containers[0] as Container & { volumeMounts?: Array<{ name: string; mountPath: string }> };
+				const mount = (c.volumeMounts ?? []).find(m => dir === m.mountPath || dir.startsWith(`${m.mountPath}/`));
+				expect({ dir, mount: mount?.name }).toEqual({ dir, mount: expect.any(String) });
+				expect(d.spec.template.spec.volumes?.find(v => v.name === mount!.name)?.emptyDir).toBeDefined();
+				// Not the small /tmp: an emptyDir past its sizeLimit gets the pod evicted.
+				expect(mount!.mountPath).not.toBe("/tmp");
+			}
 		}
 	});
 
