@@ -641,6 +641,47 @@ describe("administration", () => {
 		expect(one.json.sessions).toHaveLength(1);
 	});
 
+	test("pages keep microsecond order: rows of one millisecond, and ties on the same instant, each once", async () => {
+		const adm = await admin();
+		const tag = uniqueId("tie").toLowerCase();
+		// Newest first by (created_at, id): two rows on one microsecond, three more within one millisecond.
+		const at = [
+			"2030-01-01 00:00:00.124+00",
+			"2030-01-01 00:00:00.123999+00",
+			"2030-01-01 00:00:00.123457+00",
+			"2030-01-01 00:00:00.123456+00",
+			"2030-01-01 00:00:00.123456+00",
+			"2030-01-01 00:00:00.123+00"
+		];
+		const rows = at.map((createdAt, i) => ({ id: randomUUID(), email: `${tag}.${i}@example.com`, createdAt }));
+		for (const r of rows)
+			await sql(`INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3::timestamptz) RETURNING id`, [
+				r.id,
+				r.email,
+				r.createdAt
+			]);
+		const expected = [...rows]
+			.sort((a, b) => (a.createdAt === b.createdAt ? (a.id < b.id ? 1 : -1) : a.createdAt < b.createdAt ? 1 : -1))
+			.map(r => r.id);
+		const seen: string[] = [];
+		let cursor: string | null = null;
+		do {
+			const q = `/api/v1/admin/users?q=${tag}&limit=1${cursor ? `&cursor=${cursor}` : ""}`;
+			const page: HttpResult = await call("GET", q, { token: adm.access });
+			expect(page.status).toBe(200);
+			seen.push(...page.json.items.map((u: { id: string }) => u.id));
+			cursor = page.json.nextCursor;
+		} while (cursor && seen.length <= rows.length);
+		expect(seen).toEqual(expected);
+		// A cursor of the right shape on a day the calendar lacks: the list's 422, never a failed cast.
+		const impossible = `c1.${Buffer.from(JSON.stringify(["2021-02-31T00:00:00.000000Z", randomUUID()])).toString("base64url")}`;
+		const bad = await call("GET", `/api/v1/admin/users?cursor=${impossible}`, { token: adm.access });
+		expectError(bad, 422, "VALIDATION_ERROR");
+		expect(bad.json.error.details).toEqual([
+			{ field: "cursor", message: "not a cursor from this list", type: "cursor" }
+		]);
+	});
+
 	test("disabling a user stops their access tokens, refresh tokens and API keys at once; enabling restores keys", async () => {
 		const adm = await admin();
 		const u = await register();
