@@ -821,10 +821,13 @@ describe("Dockerfile.context", () => {
 interface SchemaResult {
 	kind: string;
 	name: string;
+	/** The Kubernetes API schema's verdict (types, enums, required fields). */
 	errors: string[];
+	/** Fields the API does not know (the schemas allow them; the API server's strict field validation does not). */
+	fieldErrors: string[];
 }
 
-/** kubernetes-models is ES modules only: k8s-schema.mjs validates in a child Node process. */
+/** kubernetes-models is ES modules only: k8s-schema.mjs checks in a child Node process. */
 function k8sSchemaErrors(docs: unknown[]): SchemaResult[] {
 	const out = execFileSync(process.execPath, [path.join(__dirname, "k8s-schema.mjs")], { input: JSON.stringify(docs), encoding: "utf8", cwd: ROOT });
 	return JSON.parse(out) as SchemaResult[];
@@ -855,19 +858,26 @@ function interpolateAll(v: unknown): unknown {
 }
 
 describe("schemas", () => {
-	test("every k8s document is valid against the Kubernetes API schema of its kind (kubernetes-models)", () => {
+	test("every k8s document is valid against the Kubernetes API schema of its kind and names only known fields (kubernetes-models)", () => {
 		const results = k8sSchemaErrors(K8S);
 		expect(results.map(r => `${r.kind}/${r.name}`)).toEqual(K8S.map(d => `${d.kind}/${d.metadata.name}`));
-		expect(results.filter(r => r.errors.length)).toEqual([]);
+		expect(results.filter(r => r.errors.length || r.fieldErrors.length)).toEqual([]);
 	});
 
-	test("the Kubernetes schema check fails a document that breaks its schema, and a kind it has no schema for", () => {
-		const d = JSON.parse(JSON.stringify(deployments[0])) as { spec: { replicas?: unknown; template: { spec: { containers: Array<Record<string, unknown>> } } } };
+	test("the Kubernetes check fails a document that breaks its schema, a misspelt field, and a kind it has no schema for", () => {
+		type Loose = { spec: { replicas?: unknown; template: { spec: { containers: Array<Record<string, unknown>>; topologySpreadConstraints?: Array<Record<string, unknown>> } } } };
+		const d = JSON.parse(JSON.stringify(deployments[0])) as Loose;
 		d.spec.replicas = "two";
 		d.spec.template.spec.containers[0].imagePullPolicy = "Sometimes";
-		const [broken, unknown] = k8sSchemaErrors([d, { apiVersion: "apps/v1", kind: "Deploymant", metadata: { name: "x" } }]);
+		const typo = JSON.parse(JSON.stringify(deployments[0])) as Loose;
+		const c = typo.spec.template.spec.topologySpreadConstraints![0];
+		c.nodeTaintPolicy = c.nodeTaintsPolicy;
+		delete c.nodeTaintsPolicy;
+		const [broken, misspelt, unknown] = k8sSchemaErrors([d, typo, { apiVersion: "apps/v1", kind: "Deploymant", metadata: { name: "x" } }]);
 		expect(broken.errors.join()).toMatch(/replicas must be integer/);
 		expect(broken.errors.join()).toMatch(/imagePullPolicy/);
+		expect(misspelt.errors).toEqual([]);
+		expect(misspelt.fieldErrors.join()).toMatch(/'"?nodeTaintPolicy"?' does not exist in type 'ITopologySpreadConstraint'/);
 		expect(unknown.errors.join()).toMatch(/no schema/);
 	});
 
