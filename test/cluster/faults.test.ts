@@ -5,7 +5,7 @@
  * TCP proxies in front of the shared PostgreSQL and RabbitMQ (cut and restored); the machine's
  * shared servers are never touched.
  *
- * FAULTS_OUTAGE_SCALE (default 1) scales the outages (Redis 20 s, PostgreSQL 10 s, RabbitMQ 30 s).
+ * FAULTS_OUTAGE_SCALE (default 1) scales the outages (Redis 20 s, PostgreSQL 10 s, RabbitMQ 30 s, NATS 10 s).
  * The figures checked do not depend on the length: latency bounds hold during the outage and
  * recovery is measured from the restore.
  */
@@ -32,6 +32,7 @@ const SCALE = Number(process.env.FAULTS_OUTAGE_SCALE ?? 1);
 const REDIS_OUTAGE_MS = 20_000 * SCALE;
 const PG_OUTAGE_MS = 10_000 * SCALE;
 const AMQP_OUTAGE_MS = 30_000 * SCALE;
+const NATS_OUTAGE_MS = 10_000 * SCALE;
 
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
@@ -560,6 +561,78 @@ test("PostgreSQL cut as generations finish, the worker killed -9 and restarted d
 	expect(held.rows).toEqual([]);
 	// The spool is empty once the tasks service has the outcomes.
 	await waitFor(async () => holders.every(w => spooled(w).every(id => !ids.includes(id))), 5_000, 50);
+});
+
+test("NATS stopped for 10 s: every node reconnects, no 5xx but 503, every task completes once", async () => {
+	const u = users[0];
+	const ids: string[] = [];
+	for (let i = 0; i < 4; i++) {
+		const r = await submit(u);
+		expect({ status: r.status, body: r.body }).toMatchObject({ status: 202 });
+		ids.push(r.body.task.id);
+	}
+	await waitFor(async () => (await taskRows(ids)).some(r => r.state === "running"), 20_000, 50);
+	const routes = [
+		// Served by the core node's own services.
+		{ name: "GET /tasks/:id (core)", run: () => api("GET", `/tasks/${ids[0]}`, u.token) },
+		// Every call crosses NATS.
+		{ name: "GET /projects (gw-2)", run: () => api("GET", "/projects", u.token, undefined, nodes.gw2.port) },
+		{
+			name: "POST /tasks (core)",
+			run: async () => {
+				const r = await submit(u);
+				if (r.status === 202) ids.push(r.body.task.id);
+				return r;
+			},
+			pauseMs: 300
+		}
+	];
+	await natsServer.kill();
+	const downAt = Date.now();
+	const l = load(routes);
+	await sleep(NATS_OUTAGE_MS);
+	const during = await l.stop();
+	await natsServer.start();
+	const upAt = Date.now();
+	// Recovered: the second gateway reaches the core node's services, a submission is accepted (ai.prepare
+	// on a worker), and every node sees both workers again.
+	await waitFor(
+		async () => {
+			const [a, b] = await Promise.all([api("GET", "/projects", u.token, undefined, nodes.gw2.port), submit(u)]);
+			if (b.status === 202) ids.push(b.body.task.id);
+			if (a.status !== 200 || b.status !== 202) return false;
+			for (const nodeID of ["core-1", "gw-2", "worker-1", "worker-2"]) {
+				const h = (await client.call("ops.health", {}, { nodeID, timeout: 1000 })) as {
+					services: Record<string, { nodes: number }>;
+				};
+				if (h.services.ai?.nodes !== 2 || h.services.tasks?.nodes !== 1) return false;
+			}
+			return true;
+		},
+		20_000,
+		100
+	);
+	const recoveryMs = Date.now() - upAt;
+	const after = load(routes.slice(0, 2));
+	await sleep(1000);
+	const settledAfter = await after.stop();
+	const bad = [...during, ...settledAfter].filter(s => (s.status >= 500 && s.status !== 503) || s.status === 0);
+	const rows = await allSettled(ids, 60_000);
+	const runs = readRuns().filter(r => ids.includes(r.taskId));
+	console.log(
+		`[faults] NATS down ${upAt - downAt} ms: ${during.length} requests, non-503 5xx ${bad.length}, ` +
+			`${JSON.stringify(byRoute(during))}; recovery ${recoveryMs} ms; ${ids.length} tasks, ${runs.length} runs, ` +
+			`states ${JSON.stringify(countBy(rows.map(r => (r.state === "succeeded" ? 1 : 0))))}`
+	);
+	expect(bad).toEqual([]);
+	expect(recoveryMs).toBeLessThanOrEqual(5000);
+	expect(settledAfter.every(s => s.status === 200)).toBe(true);
+	expect(rows.map(r => r.state)).toEqual(ids.map(() => "succeeded"));
+	const settles = await pg.query(
+		`SELECT cause_id, count(*)::int AS n FROM ledger_transactions WHERE kind = 'settle' AND cause_id = ANY($1::text[]) GROUP BY cause_id`,
+		[ids]
+	);
+	expect(settles.rows.map(r => r.n)).toEqual(ids.map(() => 1));
 });
 
 test("a worker killed with kill -9: every node stops routing to it within 5 s, no request waits longer, every task completes once", async () => {
