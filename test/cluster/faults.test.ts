@@ -635,6 +635,87 @@ test("NATS stopped for 10 s: every node reconnects, no 5xx but 503, every task c
 	expect(settles.rows.map(r => r.n)).toEqual(ids.map(() => 1));
 });
 
+test("the core node killed with kill -9 and restarted: no request waits longer than 5 s, no 5xx but 503, recovery within 3 s of its start, running tasks complete once", async () => {
+	const u = users[2];
+	const ids: string[] = [];
+	for (let i = 0; i < 4; i++) {
+		const r = await submit(u);
+		expect({ status: r.status, body: r.body }).toMatchObject({ status: 202 });
+		ids.push(r.body.task.id);
+	}
+	await waitFor(async () => (await taskRows(ids)).filter(r => r.state === "running").length >= 2, 20_000, 50);
+	// At the second gateway: every route needs a service of the core node.
+	const gw = () => nodes.gw2.port;
+	const routes = [
+		{ name: "GET /projects", run: () => api("GET", "/projects", u.token, undefined, gw()) },
+		{ name: "GET /billing/balance", run: () => api("GET", "/billing/balance", u.token, undefined, gw()) },
+		{ name: "GET /tasks/:id", run: () => api("GET", `/tasks/${ids[0]}`, u.token, undefined, gw()) }
+	];
+	const l = load(routes);
+	await sleep(500);
+	await nodes.core.kill("SIGKILL");
+	const killedAt = Date.now();
+	const seenBy: Record<string, number> = {};
+	await waitFor(
+		async () => {
+			for (const nodeID of ["gw-2", "worker-1", "worker-2"]) {
+				if (seenBy[nodeID]) continue;
+				const h = (await client.call("ops.health", {}, { nodeID, timeout: 1000 })) as {
+					services: Record<string, { nodes: number }>;
+				};
+				if (!h.services.tasks?.nodes) seenBy[nodeID] = Date.now() - killedAt;
+			}
+			return Object.keys(seenBy).length === 3;
+		},
+		15_000,
+		100
+	);
+	// Restarted as a supervisor would: same node id, same environment (a new HTTP port: PORT=0).
+	nodes.core = await spawnNode(
+		"test/cluster/faults-node-main.ts",
+		{ ...env, ROLE: "core", NODE_ID: "core-1" },
+		90_000
+	);
+	const readyAt = Date.now();
+	await waitFor(
+		async () => {
+			const [a, b, c] = await Promise.all([
+				api("GET", "/projects", u.token, undefined, gw()),
+				api("GET", "/billing/balance", u.token, undefined, gw()),
+				submit(u)
+			]);
+			if (c.status === 202) ids.push(c.body.task.id);
+			return a.status === 200 && b.status === 200 && c.status === 202;
+		},
+		15_000,
+		50
+	);
+	const recoveryMs = Date.now() - readyAt;
+	await sleep(1000);
+	const samples = await l.stop();
+	const bad = samples.filter(s => (s.status >= 500 && s.status !== 503) || s.status === 0);
+	const slowest = Math.max(...samples.map(s => s.ms));
+	const rows = await allSettled(ids, 60_000);
+	const runs = readRuns().filter(r => ids.includes(r.taskId));
+	console.log(
+		`[faults] core kill -9: dropped by ${JSON.stringify(seenBy)} ms; restarted (ready) ${readyAt - killedAt} ms after the kill; ` +
+			`recovery ${recoveryMs} ms after it was ready; ${samples.length} requests at gw-2, slowest ${Math.round(slowest)} ms, ` +
+			`${JSON.stringify(byRoute(samples))}; ${ids.length} tasks, ${runs.length} runs`
+	);
+	expect(bad).toEqual([]);
+	expect(Math.max(...Object.values(seenBy))).toBeLessThanOrEqual(5000);
+	expect(slowest).toBeLessThanOrEqual(5000);
+	expect(recoveryMs).toBeLessThanOrEqual(3000);
+	expect(rows.map(r => r.state)).toEqual(ids.map(() => "succeeded"));
+	expect(rows.every(r => r.attempts === 1)).toBe(true);
+	expect(runs).toHaveLength(ids.length);
+	const settles = await pg.query(
+		`SELECT cause_id, count(*)::int AS n FROM ledger_transactions WHERE kind = 'settle' AND cause_id = ANY($1::text[]) GROUP BY cause_id`,
+		[ids]
+	);
+	expect(settles.rows.map(r => r.n)).toEqual(ids.map(() => 1));
+});
+
 test("a worker killed with kill -9: every node stops routing to it within 5 s, no request waits longer, every task completes once", async () => {
 	const u = users[0];
 	const ids: string[] = [];
