@@ -4,11 +4,10 @@
  * rules and use cases live in src/projects/ (role checks in guard.ts, commits, diffs and checks in
  * versions.ts, caches.ts, sandboxes.ts, GC in gc.ts, answers in views.ts). See docs/projects.md.
  */
-import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { durableEvents } from "../mixins/durable-events.mixin";
-import { Conflict, DomainError, NotFound } from "../src/errors";
+import { Conflict, NotFound } from "../src/errors";
 import { pageOf, readCursor } from "../src/http/cursor";
 import { currentUser, INTERNAL } from "../src/kit/service";
 import type { Ctx } from "../src/kit/service";
@@ -25,7 +24,6 @@ import type { SandboxState } from "../src/projects/sandbox";
 import { fileResponseHeaders } from "../src/projects/serving";
 import { projectsUseCases } from "../src/projects/use-cases";
 import { commitVersion, diffManifests } from "../src/projects/versions";
-import type { CommitInput } from "../src/projects/versions";
 import { filesView, memberView, projectView, sandboxView, versionView } from "../src/projects/views";
 import { internalActions } from "./projects/internal.mixin";
 import { commitParams, idParam, userIdParam, versionParam } from "./projects/this";
@@ -65,13 +63,8 @@ const ProjectsService: ServiceSchema<
 				description: { type: "string", max: 5000, optional: true, default: "" }
 			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ name: string; description: string }>) {
-				const id = randomUUID();
-				const { name, description } = ctx.params;
-				const ownerId = currentUser(ctx).id;
-				const project = await this.transaction(tx =>
-					this.repo.createProject(tx, { id, ownerId, name, description })
-				);
-				ctx.meta.$location = `/api/v1/projects/${id}`;
+				const project = await this.lifecycle.create(currentUser(ctx).id, ctx.params);
+				ctx.meta.$location = `/api/v1/projects/${project.id}`;
 				return projectView(project, "owner");
 			}
 		},
@@ -123,12 +116,9 @@ const ProjectsService: ServiceSchema<
 				this: ProjectsThis,
 				ctx: Ctx<{ id: string; name?: string; description?: string; archived?: boolean }>
 			) {
-				const { id, name, description, archived } = ctx.params;
-				const status = archived === undefined ? undefined : archived ? "archived" : "active";
-				return this.transaction(async tx => {
-					const { role } = await this.guard.forOwner(tx, id, currentUser(ctx).id, "change a project");
-					return projectView(await this.repo.updateProject(tx, id, { name, description, status }), role);
-				});
+				const { id, ...patch } = ctx.params;
+				const { project, role } = await this.lifecycle.update(currentUser(ctx).id, id, patch);
+				return projectView(project, role);
 			}
 		},
 
@@ -137,13 +127,7 @@ const ProjectsService: ServiceSchema<
 			scope: "projects:write",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
-				const project = await this.transaction(async tx => {
-					await this.guard.forOwner(tx, ctx.params.id, currentUser(ctx).id, "delete a project");
-					return this.repo.updateProject(tx, ctx.params.id, { status: "deleted" });
-				});
-				await this.sandboxes
-					.stopIfUp(project.id)
-					.catch(err => this.logger.warn("could not stop the sandbox of a deleted project", err));
+				const project = await this.lifecycle.remove(currentUser(ctx).id, ctx.params.id);
 				const purgeAt = project.deletedAt!.getTime() + this.cfg.purgeAfterS * 1000;
 				return { ...projectView(project, "owner"), purgeAfter: new Date(purgeAt).toISOString() };
 			}
@@ -154,14 +138,8 @@ const ProjectsService: ServiceSchema<
 			scope: "projects:write",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
-				return this.transaction(async tx => {
-					const { id } = ctx.params;
-					const opts = { deleted: true };
-					const found = await this.guard.forOwner(tx, id, currentUser(ctx).id, "restore a project", opts);
-					if (found.project.status !== "deleted")
-						throw Conflict("The project is not deleted", "PROJECT_NOT_DELETED");
-					return projectView(await this.repo.updateProject(tx, id, { status: "active" }), found.role);
-				});
+				const { project, role } = await this.lifecycle.restore(currentUser(ctx).id, ctx.params.id);
+				return projectView(project, role);
 			}
 		},
 
@@ -186,27 +164,12 @@ const ProjectsService: ServiceSchema<
 			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string; role: ProjectRole }>) {
 				const { id, userId, role } = ctx.params;
-				const actorId = currentUser(ctx).id;
-				// Asked before the transaction (no row stays locked during the call), told only after the
-				// caller was found allowed to change the members: others learn nothing about accounts.
-				const { known } = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", {
+				const exist = await ctx.call<{ known: string[] }, { userIds: string[] }>("users.exist", {
 					userIds: [userId]
 				});
-				return this.transaction(async tx => {
-					const change = { kind: "set", role } as const;
-					const { noop } = await this.guard.memberChange(tx, id, {
-						actorId,
-						targetId: userId,
-						change,
-						field: "role"
-					});
-					if (!noop && !known.includes(userId))
-						throw new DomainError("USER_NOT_FOUND", 404, "No account has this user id", {
-							field: "userId"
-						});
-					if (!noop) await this.repo.setMember(tx, id, userId, role, actorId);
-					return { projectId: id, userId, role };
-				});
+				const accountExists = exist.known.includes(userId);
+				await this.lifecycle.setMember(currentUser(ctx).id, id, { userId, role, accountExists });
+				return { projectId: id, userId, role };
 			}
 		},
 
@@ -216,13 +179,8 @@ const ProjectsService: ServiceSchema<
 			params: { id: idParam, userId: userIdParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string }>) {
 				const { id, userId } = ctx.params;
-				const actorId = currentUser(ctx).id;
-				return this.transaction(async tx => {
-					const change = { kind: "remove" } as const;
-					await this.guard.memberChange(tx, id, { actorId, targetId: userId, change, field: "userId" });
-					await this.repo.removeMember(tx, id, userId);
-					return { projectId: id, userId, removed: true };
-				});
+				await this.lifecycle.removeMember(currentUser(ctx).id, id, userId);
+				return { projectId: id, userId, removed: true };
 			}
 		},
 
@@ -264,7 +222,7 @@ const ProjectsService: ServiceSchema<
 				await this.guard.require(projectId, userId, "editor");
 				const idempotencyKey = ctx.meta.idempotencyKey ?? null;
 				const input = { projectId, userId, baseVersion, message, changes, taskId: null, idempotencyKey };
-				const version = await this.commit(input);
+				const version = await commitVersion(this.commitDeps, input);
 				ctx.meta.$location = `/api/v1/projects/${projectId}/versions/${version.number}`;
 				return versionView(version);
 			}
@@ -442,10 +400,6 @@ const ProjectsService: ServiceSchema<
 	},
 
 	methods: {
-		commit(this: ProjectsThis, input: CommitInput) {
-			return commitVersion(this.commitDeps, input);
-		},
-
 		sandboxOut(this: ProjectsThis, s: SandboxRecord) {
 			return sandboxView(s, this.cfg.sandbox.heartbeatTimeoutS);
 		},

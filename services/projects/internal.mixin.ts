@@ -15,7 +15,7 @@ import { resolveVersion } from "../../src/projects/guard";
 import { normaliseProjectPath } from "../../src/projects/paths";
 import { isProjectId } from "../../src/projects/repository";
 import type { SandboxState } from "../../src/projects/sandbox";
-import { verifyManifest } from "../../src/projects/versions";
+import { commitVersion, verifyManifest } from "../../src/projects/versions";
 import { projectView, versionView } from "../../src/projects/views";
 import { commitParams, idParam, userIdParam, versionParam } from "./this";
 import type { ProjectsThis } from "./this";
@@ -76,7 +76,10 @@ const InternalActions: Partial<
 				// The caller says who the user is; whether that user may commit here is decided here.
 				await this.guard.require(ctx.params.projectId, ctx.params.userId, "editor");
 				return versionView(
-					await this.commit({ ...ctx.params, idempotencyKey: ctx.params.idempotencyKey ?? null })
+					await commitVersion(this.commitDeps, {
+						...ctx.params,
+						idempotencyKey: ctx.params.idempotencyKey ?? null
+					})
 				);
 			}
 		},

@@ -1,16 +1,14 @@
 /** What the projects service's handlers see as `this`: the wired use cases and a few shell helpers. */
 import type { DurableThis } from "../../mixins/durable-events.mixin";
 import type { ProjectsConfig } from "../../src/projects/config";
-import type { SandboxRecord, VersionRecord } from "../../src/projects/repository";
+import type { SandboxRecord } from "../../src/projects/repository";
 import type { ProjectsUseCases } from "../../src/projects/use-cases";
-import type { CommitInput } from "../../src/projects/versions";
 import type { sandboxView } from "../../src/projects/views";
 
 export interface ProjectsThis extends DurableThis, ProjectsUseCases {
 	cfg: ProjectsConfig;
 	sweepTimer: NodeJS.Timeout | null;
 	sweeping: Promise<unknown> | null;
-	commit(input: CommitInput): Promise<VersionRecord>;
 	sandboxOut(s: SandboxRecord): ReturnType<typeof sandboxView>;
 	sweepOnce(): Promise<{ failedSandboxes: number; purgedProjects: number }>;
 	scheduleSweep(): void;

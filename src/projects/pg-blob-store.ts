@@ -92,31 +92,16 @@ export class PgBlobStore implements BlobStore {
 
 	async has(shas: readonly string[], options: BlobCallOptions = {}): Promise<Set<string>> {
 		if (shas.length === 0) return new Set();
-		for (const sha of shas) assertSha256Hex(sha);
-		const rows = await this.sequelize.query<ShaRow>(
-			"SELECT sha256 FROM project_blobs WHERE sha256 = ANY($1::bpchar[])",
-			{
-				bind: [[...new Set(shas)]],
-				type: QueryTypes.SELECT,
-				transaction: options.transaction
-			}
+		return new Set(
+			await this.keysQuery("SELECT sha256 FROM project_blobs WHERE sha256 = ANY($1::bpchar[])", shas, options)
 		);
-		return new Set(rows.map(row => row.sha256));
 	}
 
 	async delete(shas: readonly string[], options: BlobCallOptions = {}): Promise<number> {
 		if (shas.length === 0) return 0;
-		for (const sha of shas) assertSha256Hex(sha);
 		// RETURNING gives a row count that does not depend on how Sequelize reports DELETE results.
-		const rows = await this.sequelize.query<ShaRow>(
-			"DELETE FROM project_blobs WHERE sha256 = ANY($1::bpchar[]) RETURNING sha256",
-			{
-				bind: [[...new Set(shas)]],
-				type: QueryTypes.SELECT,
-				transaction: options.transaction
-			}
-		);
-		return rows.length;
+		const sql = "DELETE FROM project_blobs WHERE sha256 = ANY($1::bpchar[]) RETURNING sha256";
+		return (await this.keysQuery(sql, shas, options)).length;
 	}
 
 	/** Pages through the table in key order; rows added or deleted meanwhile may or may not appear. */
@@ -131,6 +116,17 @@ export class PgBlobStore implements BlobStore {
 			if (rows.length < this.pageSize) return;
 			after = rows[rows.length - 1].sha256;
 		}
+	}
+
+	/** The keys `sql` returns, run over `$1`: the distinct, validated `shas`. */
+	private async keysQuery(sql: string, shas: readonly string[], options: BlobCallOptions): Promise<string[]> {
+		for (const sha of shas) assertSha256Hex(sha);
+		const rows = await this.sequelize.query<ShaRow>(sql, {
+			bind: [[...new Set(shas)]],
+			type: QueryTypes.SELECT,
+			transaction: options.transaction
+		});
+		return rows.map(row => row.sha256);
 	}
 
 	/** Inserts verified blobs; returns the keys that were new. */

@@ -12,6 +12,7 @@ import type { CacheBackend } from "./caches";
 import type { ProjectsConfig } from "./config";
 import { FsBlobStore } from "./fs-blob-store";
 import { ProjectGuard } from "./guard";
+import { ProjectLifecycle } from "./lifecycle";
 import { PgBlobStore } from "./pg-blob-store";
 import { ProjectsRepository } from "./repository";
 import { Sandboxes } from "./sandboxes";
@@ -21,6 +22,7 @@ export interface ProjectsUseCases {
 	repo: ProjectsRepository;
 	blobs: BlobStore;
 	guard: ProjectGuard;
+	lifecycle: ProjectLifecycle;
 	caches: ProjectCaches;
 	sandboxes: Sandboxes;
 	/** What `commitVersion` (versions.ts) commits with. */
@@ -34,7 +36,7 @@ export interface ProjectsWiring {
 	/** The node's data directory: the fs store's default root is `<dataDir>/blobs`. */
 	dataDir: string;
 	cacher: CacheBackend | null;
-	warn(message: string, detail: string): void;
+	warn(message: string, detail: unknown): void;
 	/** Writes a durable event in `tx` (the service's transactional outbox). */
 	publish(tx: Transaction, topic: string, payload: unknown): Promise<unknown>;
 }
@@ -62,10 +64,12 @@ export function projectsUseCases(w: ProjectsWiring): ProjectsUseCases {
 		timeouts: cfg.sandbox,
 		purgeAfterS: cfg.purgeAfterS
 	});
+	const guard = new ProjectGuard(repo);
 	return {
 		repo,
 		blobs,
-		guard: new ProjectGuard(repo),
+		guard,
+		lifecycle: new ProjectLifecycle({ repo, guard, sandboxes, transaction, warn: w.warn }),
 		caches,
 		sandboxes,
 		commitDeps: { repo, blobs, caches, transaction, publish, limits: cfg.limits },

@@ -4,6 +4,7 @@ import { ProjectCaches } from "../../../src/projects/caches";
 import { runBlobGc } from "../../../src/projects/gc";
 import { ProjectGuard, resolveVersion } from "../../../src/projects/guard";
 import type { GuardRepo } from "../../../src/projects/guard";
+import { ProjectLifecycle } from "../../../src/projects/lifecycle";
 import { sha256Hex } from "../../../src/projects/hash";
 import type { Manifest } from "../../../src/projects/manifest";
 import type { MemberRecord, ProjectRecord, SandboxRecord } from "../../../src/projects/repository";
@@ -318,5 +319,77 @@ describe("runBlobGc", () => {
 		});
 		expect(s.store.keys()).toHaveLength(1);
 		expect(s.removeStaleTempFiles).not.toHaveBeenCalled();
+	});
+});
+
+describe("ProjectLifecycle", () => {
+	function setup(opts: { role?: MemberRecord["role"]; status?: ProjectRecord["status"]; noop?: boolean } = {}) {
+		const db = new FakeDb();
+		const project = { ...db.project, status: opts.status ?? "active" };
+		const calls: string[] = [];
+		const warnings: string[] = [];
+		let stopFails = false;
+		const lifecycle = new ProjectLifecycle({
+			repo: {
+				createProject: async (_tx, p) => ({ ...project, id: p.id, ownerId: p.ownerId, name: p.name }),
+				updateProject: async (_tx, _id, patch) => {
+					calls.push(`update:${patch.status ?? ""}`);
+					return { ...project, status: patch.status ?? project.status, deletedAt: new Date() };
+				},
+				setMember: async (_tx, _id, userId, role) => void calls.push(`set:${userId}:${role}`),
+				removeMember: async (_tx, _id, userId) => void calls.push(`remove:${userId}`)
+			},
+			guard: {
+				forOwner: async () => ({ project, role: opts.role ?? "owner" }),
+				memberChange: async () => ({ noop: opts.noop ?? false })
+			},
+			sandboxes: {
+				stopIfUp: async id => {
+					calls.push(`stop:${id}`);
+					if (stopFails) throw new Error("runner gone");
+				}
+			},
+			transaction: db.transaction,
+			warn: m => warnings.push(m)
+		});
+		return { db, lifecycle, calls, warnings, failStop: () => (stopFails = true) };
+	}
+
+	test("create gives a fresh id owned by the creator", async () => {
+		const { lifecycle } = setup();
+		const a = await lifecycle.create("u1", { name: "a", description: "" });
+		const b = await lifecycle.create("u1", { name: "b", description: "" });
+		expect(a.ownerId).toBe("u1");
+		expect(a.id).not.toBe(b.id);
+	});
+
+	test("update maps archived to the status; remove deletes, then stops the sandbox, logging a failure to", async () => {
+		const s = setup();
+		await s.lifecycle.update("u1", PROJECT_ID, { archived: true });
+		await s.lifecycle.update("u1", PROJECT_ID, { name: "n" });
+		s.failStop();
+		expect((await s.lifecycle.remove("u1", PROJECT_ID)).status).toBe("deleted");
+		expect(s.calls).toEqual(["update:archived", "update:", "update:deleted", `stop:${PROJECT_ID}`]);
+		expect(s.warnings).toEqual(["could not stop the sandbox of a deleted project"]);
+	});
+
+	test("restore needs a deleted project", async () => {
+		expect((await rejection(setup().lifecycle.restore("u1", PROJECT_ID))).code).toBe("PROJECT_NOT_DELETED");
+		const r = await setup({ status: "deleted" }).lifecycle.restore("u1", PROJECT_ID);
+		expect(r.project.status).toBe("active");
+	});
+
+	test("setMember: an unknown account is 404 USER_NOT_FOUND, told only for a real change", async () => {
+		const s = setup();
+		const err = await rejection(
+			s.lifecycle.setMember("u1", PROJECT_ID, { userId: "x", role: "viewer", accountExists: false })
+		);
+		expect([err.status, err.code]).toEqual([404, "USER_NOT_FOUND"]);
+		const noop = setup({ noop: true });
+		await noop.lifecycle.setMember("u1", PROJECT_ID, { userId: "x", role: "viewer", accountExists: false });
+		expect(noop.calls).toEqual([]);
+		await s.lifecycle.setMember("u1", PROJECT_ID, { userId: "y", role: "editor", accountExists: true });
+		await s.lifecycle.removeMember("u1", PROJECT_ID, "y");
+		expect(s.calls).toEqual(["set:y:editor", "remove:y"]);
 	});
 });

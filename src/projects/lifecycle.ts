@@ -1,0 +1,101 @@
+/**
+ * A project's metadata and members: create, change, delete (soft) and restore, add, change and
+ * remove members. Each change runs in one transaction under the project row lock that the owner
+ * and member checks (guard.ts) take, so two owners cannot, say, demote each other to none.
+ */
+import { randomUUID } from "node:crypto";
+import type { Transaction } from "sequelize";
+import { Conflict, DomainError } from "../errors";
+import type { ProjectRole } from "./access";
+import type { ProjectGuard } from "./guard";
+import type { ProjectRecord, ProjectsRepository } from "./repository";
+import type { Sandboxes } from "./sandboxes";
+
+export interface LifecycleDeps {
+	repo: Pick<ProjectsRepository, "createProject" | "updateProject" | "setMember" | "removeMember">;
+	guard: Pick<ProjectGuard, "forOwner" | "memberChange">;
+	sandboxes: Pick<Sandboxes, "stopIfUp">;
+	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
+	warn(message: string, err: unknown): void;
+}
+
+type Owned = { project: ProjectRecord; role: ProjectRole };
+
+export class ProjectLifecycle {
+	constructor(private readonly deps: LifecycleDeps) {}
+
+	/** A new project at version 0 (empty), owned by its creator. */
+	create(ownerId: string, p: { name: string; description: string }): Promise<ProjectRecord> {
+		const id = randomUUID();
+		return this.deps.transaction(tx => this.deps.repo.createProject(tx, { id, ownerId, ...p }));
+	}
+
+	/** Renames, describes, archives or unarchives (owner). */
+	update(
+		userId: string,
+		id: string,
+		patch: { name?: string; description?: string; archived?: boolean }
+	): Promise<Owned> {
+		const status = patch.archived === undefined ? undefined : patch.archived ? "archived" : "active";
+		return this.deps.transaction(async tx => {
+			const { role } = await this.deps.guard.forOwner(tx, id, userId, "change a project");
+			const { name, description } = patch;
+			return { project: await this.deps.repo.updateProject(tx, id, { name, description, status }), role };
+		});
+	}
+
+	/** Soft-deletes (owner), then stops the sandbox: a deleted project has nothing left to run. */
+	async remove(userId: string, id: string): Promise<ProjectRecord> {
+		const project = await this.deps.transaction(async tx => {
+			await this.deps.guard.forOwner(tx, id, userId, "delete a project");
+			return this.deps.repo.updateProject(tx, id, { status: "deleted" });
+		});
+		await this.deps.sandboxes
+			.stopIfUp(project.id)
+			.catch(err => this.deps.warn("could not stop the sandbox of a deleted project", err));
+		return project;
+	}
+
+	/** Undoes a delete before the purge (owner); 409 `PROJECT_NOT_DELETED` for a live project. */
+	restore(userId: string, id: string): Promise<Owned> {
+		return this.deps.transaction(async tx => {
+			const found = await this.deps.guard.forOwner(tx, id, userId, "restore a project", { deleted: true });
+			if (found.project.status !== "deleted") throw Conflict("The project is not deleted", "PROJECT_NOT_DELETED");
+			return { project: await this.deps.repo.updateProject(tx, id, { status: "active" }), role: found.role };
+		});
+	}
+
+	/**
+	 * Adds a member or changes a role. `accountExists` was asked before (no row stays locked during
+	 * that call) and is told only once the actor was found allowed: others learn nothing about accounts.
+	 */
+	setMember(
+		actorId: string,
+		id: string,
+		member: { userId: string; role: ProjectRole; accountExists: boolean }
+	): Promise<void> {
+		const { userId, role } = member;
+		return this.deps.transaction(async tx => {
+			const change = { kind: "set", role } as const;
+			const verdict = await this.deps.guard.memberChange(tx, id, {
+				actorId,
+				targetId: userId,
+				change,
+				field: "role"
+			});
+			if (verdict.noop) return;
+			if (!member.accountExists)
+				throw new DomainError("USER_NOT_FOUND", 404, "No account has this user id", { field: "userId" });
+			await this.deps.repo.setMember(tx, id, userId, role, actorId);
+		});
+	}
+
+	/** Removes a member (owner), or the actor leaves. */
+	removeMember(actorId: string, id: string, userId: string): Promise<void> {
+		return this.deps.transaction(async tx => {
+			const change = { kind: "remove" } as const;
+			await this.deps.guard.memberChange(tx, id, { actorId, targetId: userId, change, field: "userId" });
+			await this.deps.repo.removeMember(tx, id, userId);
+		});
+	}
+}
