@@ -8,26 +8,29 @@ import type { Transaction } from "sequelize";
 import { durableEvents, DurableThis } from "../mixins/durable-events.mixin";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { Config } from "../src/config";
-import { BadRequest, Unauthorized, Unavailable, Unprocessable } from "../src/errors";
-import {
-	MAX_PURCHASED_BOOST_MS,
-	TIERS,
-	TIER_ORDER,
-	TierName,
-	applyDiscount,
-	priorityBoostMs
-} from "../src/domain/tiers";
+import { BadRequest, Unavailable } from "../src/errors";
+import { MAX_PURCHASED_BOOST_MS, TIER_ORDER, TierName } from "../src/domain/tiers";
+import { pageOf, readCursor } from "../src/http/cursor";
+import { PAGE_PARAMS } from "../src/http/list-params";
 import { Ledger, credits } from "../src/payments/ledger";
 import { StripeBilling, createStripeClient } from "../src/payments/stripe-billing";
 import { ForgeChain } from "../src/payments/chain";
 import { CryptoPayments } from "../src/payments/crypto-payments";
 import { StakeIndexer } from "../src/payments/stake-indexer";
-import { stakeFacts, StakeFacts } from "../src/payments/staking";
+import type { StakeFacts } from "../src/payments/staking";
 import { boostFeeCredits, priceList } from "../src/payments/prices";
-import { INTERNAL, type Ctx } from "../src/kit/service";
+import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
 import { SIGNUP_GRANTED, parseSignupGranted } from "../src/users/signup-grant";
-import { PAYMENTS_METRICS, registerPaymentsMetrics, stripeTypeLabel } from "../src/payments/metrics";
-import type { HoldView } from "../src/payments/ledger";
+import {
+	PAYMENTS_METRICS,
+	countHold,
+	countReconcile,
+	registerPaymentsMetrics,
+	stripeTypeLabel
+} from "../src/payments/metrics";
+import { adminOverrideVia, tierFactsOf, walletOwnerVia } from "../src/payments/facts";
+import { grantCredits, postGrant, type GrantRequest } from "../src/payments/grants";
+import { balanceView, boostQuote, factsView, stakingView } from "../src/payments/views";
 
 interface PaymentsThis extends Service, DurableThis {
 	cfg: Config;
@@ -39,36 +42,16 @@ interface PaymentsThis extends Service, DurableThis {
 	timers: NodeJS.Timeout[];
 	chainPass: Promise<unknown> | null;
 	factsOf(userId: string, tierOverride?: TierName | null): Promise<StakeFacts>;
-	adminOverrideOf(userId: string): Promise<TierName | null>;
 	requireChain(): { crypto: CryptoPayments; stakes: StakeIndexer };
 	chainTick(): Promise<unknown>;
-	resolveOwner(address: string): Promise<string | null | undefined>;
-	countHold(event: "placed" | "settled" | "released", hold: HoldView): HoldView;
 	reconcileStripe(windowS?: number): Promise<{ listed: number; missed: number; processed: number }>;
 }
 
 const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
 const TASK_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
+/** The params of a read of one of the caller's own records by its id. */
+const BY_UUID = { $$strict: "remove", id: { type: "uuid" } } as const;
 const CREDITS = (min: number) => ({ type: "number", integer: true, min, max: Number.MAX_SAFE_INTEGER, convert: true });
-
-function me(ctx: Ctx<unknown>): string {
-	const id = ctx.meta.user?.id;
-	if (!id) throw Unauthorized();
-	return id;
-}
-
-function factsView(f: StakeFacts) {
-	return {
-		planTier: f.planTier,
-		stakeTier: f.stakeTier,
-		tier: f.tier,
-		feeDiscountBps: f.feeDiscountBps,
-		boostMs: f.boostMs,
-		totalStakeWei: f.totalStakeWei.toString(),
-		effectiveStakeWei: f.effectiveStakeWei.toString(),
-		nextSeasonedAt: f.nextSeasonedAt?.toISOString() ?? null
-	};
-}
 
 const PaymentsService: ServiceSchema<
 	ServiceSettingSchema,
@@ -85,15 +68,12 @@ const PaymentsService: ServiceSchema<
 				// payments.grant call, so whichever comes second is a no-op.
 				async [SIGNUP_GRANTED](this: PaymentsThis, payload, { tx }) {
 					const g = parseSignupGranted(payload);
-					await this.ledger.credit(tx, {
-						kind: "grant",
+					await postGrant(this.ledger, tx, {
 						userId: g.userId,
 						credits: BigInt(g.credits),
-						from: "sys:promo",
 						source: "promo",
 						expiresAt: new Date(g.expiresAt),
-						causeType: "grant",
-						causeId: g.key,
+						key: g.key,
 						operator: "signup",
 						description: "Welcome credit"
 					});
@@ -110,17 +90,9 @@ const PaymentsService: ServiceSchema<
 			retryPolicy: { enabled: true },
 			params: { $$strict: "remove" },
 			async handler(this: PaymentsThis, ctx: Ctx) {
-				const userId = me(ctx);
+				const userId = currentUser(ctx).id;
 				const [b, f] = await Promise.all([this.ledger.balance(userId), this.factsOf(userId)]);
-				return {
-					available: credits(b.available),
-					held: credits(b.held),
-					tier: f.tier,
-					planTier: f.planTier,
-					feeDiscountBps: f.feeDiscountBps,
-					boostMs: f.boostMs,
-					effectiveStakeWei: f.effectiveStakeWei.toString()
-				};
+				return balanceView(b, f);
 			}
 		},
 
@@ -128,25 +100,12 @@ const PaymentsService: ServiceSchema<
 			auth: "required",
 			scope: "billing:read",
 			retryPolicy: { enabled: true },
-			params: {
-				$$strict: "remove",
-				limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
-				cursor: {
-					type: "string",
-					optional: true,
-					pattern: /^[0-9]{1,19}$/,
-					description: "nextCursor of the previous page"
-				}
-			},
+			params: { $$strict: "remove", ...PAGE_PARAMS },
 			async handler(this: PaymentsThis, ctx: Ctx<{ limit: number; cursor?: string }>) {
-				const before = ctx.params.cursor ? BigInt(ctx.params.cursor) : null;
-				// 19 digits can exceed BIGINT, which Postgres would refuse with an error (a 500).
-				if (before !== null && before > 9_223_372_036_854_775_807n)
-					throw Unprocessable("Some fields are invalid", [
-						{ field: "cursor", message: "is not a cursor from this list", type: "cursor" }
-					]);
-				const page = await this.ledger.entries(me(ctx), ctx.params.limit, before);
-				return { items: page.items, nextCursor: page.nextBefore?.toString() ?? null };
+				const { limit } = ctx.params;
+				const before = readCursor(ctx.params.cursor, ["int"] as const)?.[0] ?? null;
+				const rows = await this.ledger.entries(currentUser(ctx).id, limit + 1, before);
+				return pageOf(rows, limit, e => [Number(e.id)]);
 			}
 		},
 
@@ -171,7 +130,7 @@ const PaymentsService: ServiceSchema<
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ kind: "pack" | "plan"; itemId: string }>) {
 				const checkout = await this.billing.createCheckout(
-					me(ctx),
+					currentUser(ctx).id,
 					ctx.params.kind,
 					ctx.params.itemId,
 					ctx.meta.idempotencyKey ?? null
@@ -184,9 +143,9 @@ const PaymentsService: ServiceSchema<
 		checkoutStatus: {
 			auth: "required",
 			scope: "billing:read",
-			params: { $$strict: "remove", id: { type: "uuid" } },
+			params: BY_UUID,
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
-				return this.billing.checkoutStatus(me(ctx), ctx.params.id);
+				return this.billing.checkoutStatus(currentUser(ctx).id, ctx.params.id);
 			}
 		},
 
@@ -204,7 +163,7 @@ const PaymentsService: ServiceSchema<
 			params: { $$strict: true, credits: CREDITS(1) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ credits: number }>) {
 				const invoice = await this.requireChain().crypto.createInvoice(
-					me(ctx),
+					currentUser(ctx).id,
 					BigInt(ctx.params.credits),
 					ctx.meta.idempotencyKey ?? null
 				);
@@ -218,7 +177,7 @@ const PaymentsService: ServiceSchema<
 			scope: "billing:read",
 			params: { $$strict: "remove", id: { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ } },
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
-				return this.requireChain().crypto.getInvoice(me(ctx), ctx.params.id);
+				return this.requireChain().crypto.getInvoice(currentUser(ctx).id, ctx.params.id);
 			}
 		},
 
@@ -232,7 +191,7 @@ const PaymentsService: ServiceSchema<
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ chainId: number; txHash: string }>) {
 				const { duplicate, ...payment } = await this.requireChain().crypto.claim(
-					me(ctx),
+					currentUser(ctx).id,
 					ctx.params.chainId,
 					ctx.params.txHash
 				);
@@ -246,9 +205,9 @@ const PaymentsService: ServiceSchema<
 		cryptoPayment: {
 			auth: "required",
 			scope: "billing:read",
-			params: { $$strict: "remove", id: { type: "uuid" } },
+			params: BY_UUID,
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
-				return this.requireChain().crypto.getPayment(me(ctx), ctx.params.id);
+				return this.requireChain().crypto.getPayment(currentUser(ctx).id, ctx.params.id);
 			}
 		},
 
@@ -257,33 +216,18 @@ const PaymentsService: ServiceSchema<
 			scope: "billing:read",
 			params: { $$strict: "remove" },
 			async handler(this: PaymentsThis, ctx: Ctx) {
-				const userId = me(ctx);
-				const holdingMs = this.cfg.payments.stakeMinHoldingMs;
+				const userId = currentUser(ctx).id;
 				const [f, wallets] = await Promise.all([
 					this.factsOf(userId),
 					this.stakes ? this.stakes.walletsOf(userId) : Promise.resolve([])
 				]);
-				return {
-					chainConfigured: this.chain != null,
-					chainId: this.cfg.payments.chain.chainId,
-					holdingPeriodMs: holdingMs,
-					wallets: wallets.map(w => ({
-						...w,
-						positions: w.positions.map(p => ({
-							amountWei: p.amountWei,
-							since: p.since,
-							countsFrom: new Date(new Date(p.since).getTime() + holdingMs).toISOString()
-						}))
-					})),
-					...factsView(f),
-					unlocks: TIER_ORDER.filter(t => TIERS[t].minStakeWei != null).map(t => ({
-						tier: t,
-						minStakeWei: TIERS[t].minStakeWei!.toString(),
-						reached: f.effectiveStakeWei >= TIERS[t].minStakeWei!,
-						maxBoostMs: TIERS[t].maxBoostMs,
-						feeDiscountBps: TIERS[t].feeDiscountBps
-					}))
+				const pc = this.cfg.payments;
+				const chain = {
+					configured: this.chain != null,
+					chainId: pc.chain.chainId,
+					holdingMs: pc.stakeMinHoldingMs
 				};
+				return stakingView(f, wallets, chain);
 			}
 		},
 
@@ -317,7 +261,8 @@ const PaymentsService: ServiceSchema<
 			) {
 				const p = ctx.params;
 				const f = await this.factsOf(p.userId, p.tier ?? null);
-				return this.countHold(
+				return countHold(
+					this.broker.metrics,
 					"placed",
 					await this.ledger.reserve({
 						userId: p.userId,
@@ -337,7 +282,8 @@ const PaymentsService: ServiceSchema<
 			retryPolicy: { enabled: true },
 			params: { userId: USER_ID, taskId: TASK_ID, actualCost: CREDITS(0) },
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; actualCost: number }>) {
-				return this.countHold(
+				return countHold(
+					this.broker.metrics,
 					"settled",
 					await this.ledger.settle({
 						userId: ctx.params.userId,
@@ -353,7 +299,8 @@ const PaymentsService: ServiceSchema<
 			retryPolicy: { enabled: true },
 			params: { userId: USER_ID, taskId: TASK_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string }>) {
-				return this.countHold(
+				return countHold(
+					this.broker.metrics,
 					"released",
 					await this.ledger.release({ userId: ctx.params.userId, taskId: ctx.params.taskId })
 				);
@@ -377,42 +324,9 @@ const PaymentsService: ServiceSchema<
 					description: "idempotency key; a repeated key grants once"
 				}
 			},
-			async handler(
-				this: PaymentsThis,
-				ctx: Ctx<{
-					userId: string;
-					credits: number;
-					operator: string;
-					reason: string;
-					source: "promo" | "paid";
-					expiresAt?: Date;
-					key?: string;
-				}>
-			) {
-				const p = ctx.params;
-				const ttl = this.cfg.payments.promoGrantTtlS;
-				const expiresAt =
-					p.expiresAt ?? (p.source === "promo" && ttl > 0 ? new Date(Date.now() + ttl * 1000) : null);
-				const posted = await this.ledger.run(tx =>
-					this.ledger.credit(tx, {
-						kind: "grant",
-						userId: p.userId,
-						credits: BigInt(p.credits),
-						from: "sys:promo",
-						source: p.source,
-						expiresAt,
-						causeType: "grant",
-						causeId: p.key ?? `${p.operator}:${Date.now()}:${Math.random().toString(36).slice(2)}`,
-						operator: p.operator,
-						description: p.reason
-					})
-				);
-				return {
-					transactionId: posted.id,
-					duplicate: posted.duplicate,
-					credits: p.credits,
-					expiresAt: expiresAt?.toISOString() ?? null
-				};
+			async handler(this: PaymentsThis, ctx: Ctx<GrantRequest>) {
+				const opts = { promoTtlS: this.cfg.payments.promoGrantTtlS, now: Date.now() };
+				return grantCredits(this.ledger, ctx.params, opts);
 			}
 		},
 
@@ -457,17 +371,7 @@ const PaymentsService: ServiceSchema<
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; purchaseMs: number; tier?: TierName }>) {
 				const f = await this.factsOf(ctx.params.userId, ctx.params.tier ?? null);
-				const listFee = boostFeeCredits(ctx.params.purchaseMs);
-				const fee = credits(applyDiscount(listFee, f.feeDiscountBps));
-				return {
-					userId: ctx.params.userId,
-					tier: f.tier,
-					tierBoostMs: priorityBoostMs(f.tier),
-					purchasedBoostMs: ctx.params.purchaseMs,
-					boostMs: priorityBoostMs(f.tier, ctx.params.purchaseMs),
-					purchaseFeeCredits: fee,
-					feeDiscountBps: f.feeDiscountBps
-				};
+				return boostQuote(ctx.params.userId, f, ctx.params.purchaseMs);
 			}
 		},
 
@@ -478,11 +382,11 @@ const PaymentsService: ServiceSchema<
 				limit: { type: "number", integer: true, min: 1, max: 500, default: 20, convert: true }
 			},
 			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; limit: number }>) {
-				const [balance, page] = await Promise.all([
+				const [balance, entries] = await Promise.all([
 					this.ledger.balance(ctx.params.userId),
 					this.ledger.entries(ctx.params.userId, ctx.params.limit, null)
 				]);
-				return { available: credits(balance.available), held: credits(balance.held), entries: page.items };
+				return { available: credits(balance.available), held: credits(balance.held), entries };
 			}
 		},
 
@@ -538,37 +442,15 @@ const PaymentsService: ServiceSchema<
 	},
 
 	methods: {
-		/**
-		 * A user's tier facts. `tierOverride` given: the caller resolved the tier already (tasks passes the
-		 * users service's answer). Not given: the admin override is read from the users service (cached),
-		 * so /billing/balance names the same tier as /users/me.
-		 */
-		async factsOf(this: PaymentsThis, userId: string, tierOverride?: TierName | null): Promise<StakeFacts> {
-			const [plan, positions, now, override] = await Promise.all([
-				this.billing.planOf(userId),
-				this.stakes ? this.stakes.positionsOf(userId) : Promise.resolve([]),
-				this.stakes ? this.stakes.now() : Promise.resolve(Date.now()),
-				tierOverride !== undefined ? tierOverride : this.adminOverrideOf(userId)
-			]);
-			return stakeFacts(
-				positions.map(p => ({ amountWei: BigInt(p.amountWei), since: new Date(p.since) })),
-				plan,
-				now,
-				this.cfg.payments.stakeMinHoldingMs,
-				override
-			);
-		},
-
-		async adminOverrideOf(this: PaymentsThis, userId: string): Promise<TierName | null> {
-			try {
-				const t = (await this.broker.call("users.getTier", { userId })) as { adminOverride?: TierName | null };
-				return t?.adminOverride ?? null;
-			} catch (err) {
-				// No such user there (accounts of another deployment, or not a UUID): no override to honour.
-				const e = err as { code?: unknown; name?: string };
-				if (e.code === 404 || e.code === 422 || e.name === "ServiceNotFoundError") return null;
-				throw err;
-			}
+		/** A user's tier facts (src/payments/facts.ts); `tierOverride` given: the caller resolved the tier already. */
+		factsOf(this: PaymentsThis, userId: string, tierOverride?: TierName | null): Promise<StakeFacts> {
+			const src = {
+				planOf: (id: string) => this.billing.planOf(id),
+				stakes: this.stakes,
+				adminOverrideOf: (id: string) => adminOverrideVia((a, p) => this.broker.call(a, p), id),
+				minHoldingMs: this.cfg.payments.stakeMinHoldingMs
+			};
+			return tierFactsOf(src, userId, tierOverride);
 		},
 
 		requireChain(this: PaymentsThis) {
@@ -599,40 +481,11 @@ const PaymentsService: ServiceSchema<
 			return this.chainPass;
 		},
 
-		/** Counts a hold's change once: an idempotent repeat (`duplicate`) was counted the first time. */
-		countHold(this: PaymentsThis, event: "placed" | "settled" | "released", hold: HoldView): HoldView {
-			if (!hold.duplicate) {
-				this.broker.metrics.increment(PAYMENTS_METRICS.holds, { event });
-				if (event === "settled" && hold.charged)
-					this.broker.metrics.increment(PAYMENTS_METRICS.settledCredits, {}, hold.charged);
-			}
-			return hold;
-		},
-
 		/** One Stripe reconciliation run, with its drift (events that only the listing found) as metrics. */
 		async reconcileStripe(this: PaymentsThis, windowS?: number) {
 			const r = await this.billing.reconcile(windowS);
-			const m = this.broker.metrics;
-			m.increment(PAYMENTS_METRICS.reconcileRuns);
-			if (r.missed) m.increment(PAYMENTS_METRICS.reconcileMissed, {}, r.missed);
-			m.set(PAYMENTS_METRICS.reconcileDrift, r.missed);
+			countReconcile(this.broker.metrics, r.missed);
 			return r;
-		},
-
-		/** users.walletOwner; when users cannot answer (down), the owner stays as it was and is asked again later. */
-		async resolveOwner(this: PaymentsThis, address: string): Promise<string | null | undefined> {
-			try {
-				const r = (await this.broker.call("users.walletOwner", { address })) as
-					string | { userId?: string | null; id?: string | null } | null;
-				if (r == null) return null;
-				if (typeof r === "string") return r;
-				return r.userId ?? r.id ?? null;
-			} catch (err) {
-				const name = (err as Error).name;
-				if (name !== "ServiceNotFoundError" && name !== "ServiceNotAvailableError")
-					this.logger.warn("users.walletOwner failed", (err as Error).message);
-				return undefined;
-			}
 		}
 	},
 
@@ -663,7 +516,13 @@ const PaymentsService: ServiceSchema<
 				rpcTimeoutMs: rt.config.deps.chain.timeoutMs
 			});
 			this.crypto = new CryptoPayments(rt.sequelize, this.ledger, this.chain, this.logger);
-			this.stakes = new StakeIndexer(rt.sequelize, this.chain, a => this.resolveOwner(a), publish, this.logger);
+			const owner = (a: string) =>
+				walletOwnerVia(
+					(act, p) => this.broker.call(act, p),
+					a,
+					(m, d) => this.logger.warn(m, d)
+				);
+			this.stakes = new StakeIndexer(rt.sequelize, this.chain, owner, publish, this.logger);
 		} else {
 			this.chain = null;
 			this.crypto = null;

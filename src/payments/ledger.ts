@@ -601,8 +601,8 @@ export class Ledger {
 		return row ? holdView(row, false) : null;
 	}
 
-	/** The user's ledger, newest first; `before` is the id of the last transaction of the previous page. */
-	async entries(userId: string, limit: number, before: bigint | null) {
+	/** At most `limit` of the user's ledger entries, newest first; `before`: the id of the last entry of the previous page. */
+	async entries(userId: string, limit: number, before: number | null) {
 		const rows = await this.q<{
 			id: string;
 			kind: string;
@@ -620,24 +620,20 @@ export class Ledger {
 			null,
 			`SELECT id, kind, cause_type, cause_id, available_delta, held_delta, tier, discount_bps, list_amount, operator, description, created_at
 			 FROM ledger_transactions WHERE user_id = $1 ${before != null ? "AND id < $3" : ""} ORDER BY id DESC LIMIT $2`,
-			before != null ? [userId, limit + 1, before.toString()] : [userId, limit + 1]
+			before != null ? [userId, limit, before] : [userId, limit]
 		);
-		const page = rows.slice(0, limit);
-		return {
-			items: page.map(r => ({
-				id: String(r.id),
-				kind: r.kind,
-				cause: { type: r.cause_type, id: r.cause_id },
-				availableDelta: credits(r.available_delta),
-				heldDelta: credits(r.held_delta),
-				tier: r.tier,
-				discountBps: r.discount_bps,
-				listAmount: r.list_amount == null ? null : credits(r.list_amount),
-				operator: r.operator,
-				description: r.description,
-				createdAt: new Date(r.created_at).toISOString()
-			})),
-			nextBefore: rows.length > limit ? BigInt(page[page.length - 1].id) : null
-		};
+		return rows.map(r => ({
+			id: String(r.id),
+			kind: r.kind,
+			cause: { type: r.cause_type, id: r.cause_id },
+			availableDelta: credits(r.available_delta),
+			heldDelta: credits(r.held_delta),
+			tier: r.tier,
+			discountBps: r.discount_bps,
+			listAmount: r.list_amount == null ? null : credits(r.list_amount),
+			operator: r.operator,
+			description: r.description,
+			createdAt: new Date(r.created_at).toISOString()
+		}));
 	}
 }

@@ -6,6 +6,7 @@
  * repeats (`duplicate: true`) are not counted again.
  */
 import type { MetricRegistry } from "moleculer";
+import type { HoldView } from "./ledger";
 
 /** Stripe event types the billing code handles; any other type is counted as `other` (bounded labels). */
 const STRIPE_TYPES = new Set([
@@ -82,4 +83,23 @@ export function registerPaymentsMetrics(m: MetricRegistry): void {
 		name: PAYMENTS_METRICS.reconcileDrift,
 		description: "Stripe events the last reconciliation run found missing from the inbox (0 when in step)"
 	});
+}
+
+/** Counts a hold's change once: an idempotent repeat (`duplicate`) was counted the first time. */
+export function countHold<H extends Pick<HoldView, "duplicate" | "charged">>(
+	m: MetricRegistry,
+	event: "placed" | "settled" | "released",
+	hold: H
+): H {
+	if (hold.duplicate) return hold;
+	m.increment(PAYMENTS_METRICS.holds, { event });
+	if (event === "settled" && hold.charged) m.increment(PAYMENTS_METRICS.settledCredits, {}, hold.charged);
+	return hold;
+}
+
+/** One Stripe reconciliation run and its drift (events that only the listing found). */
+export function countReconcile(m: MetricRegistry, missed: number): void {
+	m.increment(PAYMENTS_METRICS.reconcileRuns);
+	if (missed) m.increment(PAYMENTS_METRICS.reconcileMissed, {}, missed);
+	m.set(PAYMENTS_METRICS.reconcileDrift, missed);
 }

@@ -14,6 +14,11 @@ import {
 	Url,
 	AnyJson
 } from "../http/schema";
+import { TIERS, TIER_ORDER, applyDiscount, priorityBoostMs } from "../domain/tiers";
+import { credits } from "./ledger";
+import { boostFeeCredits } from "./prices";
+import type { StakeIndexer } from "./stake-indexer";
+import type { StakeFacts } from "./staking";
 
 const Hash32 = () => Type.String({ pattern: "^0x[0-9a-fA-F]{64}$", maxLength: 66 });
 const Tier = () => Str(32);
@@ -147,7 +152,7 @@ export const views = {
 	balance: Balance,
 	ledger: Type.Object({
 		items: List(LedgerEntry, 100),
-		nextCursor: Nullable(Type.String({ pattern: "^[0-9]+$", maxLength: 20 }))
+		nextCursor: Nullable(Type.String({ pattern: "^c1\\.[A-Za-z0-9_-]+$", maxLength: 512 }))
 	}),
 	prices: PriceList,
 	checkout: Checkout,
@@ -159,3 +164,75 @@ export const views = {
 	cryptoPayment: CryptoPayment,
 	staking: Staking
 };
+
+/** A user's tier facts as the API writes them (wei as decimal strings). */
+export function factsView(f: StakeFacts) {
+	return {
+		planTier: f.planTier,
+		stakeTier: f.stakeTier,
+		tier: f.tier,
+		feeDiscountBps: f.feeDiscountBps,
+		boostMs: f.boostMs,
+		totalStakeWei: f.totalStakeWei.toString(),
+		effectiveStakeWei: f.effectiveStakeWei.toString(),
+		nextSeasonedAt: f.nextSeasonedAt?.toISOString() ?? null
+	};
+}
+
+/** `Balance`: the ledger balance with what the plan and stake give. */
+export function balanceView(b: { available: bigint; held: bigint }, f: StakeFacts) {
+	return {
+		available: credits(b.available),
+		held: credits(b.held),
+		tier: f.tier,
+		planTier: f.planTier,
+		feeDiscountBps: f.feeDiscountBps,
+		boostMs: f.boostMs,
+		effectiveStakeWei: f.effectiveStakeWei.toString()
+	};
+}
+
+type Wallets = Awaited<ReturnType<StakeIndexer["walletsOf"]>>;
+
+/** GET /staking: the wallets, when each position starts to count, the facts, and what each stake tier unlocks. */
+export function stakingView(
+	f: StakeFacts,
+	wallets: Wallets,
+	chain: { configured: boolean; chainId: number | null; holdingMs: number }
+) {
+	const holdingMs = chain.holdingMs;
+	return {
+		chainConfigured: chain.configured,
+		chainId: chain.chainId,
+		holdingPeriodMs: holdingMs,
+		wallets: wallets.map(w => ({
+			...w,
+			positions: w.positions.map(p => ({
+				amountWei: p.amountWei,
+				since: p.since,
+				countsFrom: new Date(new Date(p.since).getTime() + holdingMs).toISOString()
+			}))
+		})),
+		...factsView(f),
+		unlocks: TIER_ORDER.filter(t => TIERS[t].minStakeWei != null).map(t => ({
+			tier: t,
+			minStakeWei: TIERS[t].minStakeWei!.toString(),
+			reached: f.effectiveStakeWei >= TIERS[t].minStakeWei!,
+			maxBoostMs: TIERS[t].maxBoostMs,
+			feeDiscountBps: TIERS[t].feeDiscountBps
+		}))
+	};
+}
+
+/** payments.priorityBoost: the queue boost of the tier plus the purchased one, and the purchase's fee after discount. */
+export function boostQuote(userId: string, f: StakeFacts, purchaseMs: number) {
+	return {
+		userId,
+		tier: f.tier,
+		tierBoostMs: priorityBoostMs(f.tier),
+		purchasedBoostMs: purchaseMs,
+		boostMs: priorityBoostMs(f.tier, purchaseMs),
+		purchaseFeeCredits: credits(applyDiscount(boostFeeCredits(purchaseMs), f.feeDiscountBps)),
+		feeDiscountBps: f.feeDiscountBps
+	};
+}

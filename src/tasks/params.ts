@@ -1,5 +1,6 @@
 /** Param schemas of the tasks service's actions (fastest-validator), the long ones kept apart from the handlers. */
 import { MAX_GLOBS, MAX_GLOB_LENGTH } from "../context/globs";
+import { PAGE_PARAMS } from "../http/list-params";
 import { TASK_STATES } from "./rules";
 
 export const UUID = { type: "uuid" } as const;
@@ -36,8 +37,7 @@ export const SUBMIT_PARAMS = {
 /** GET /tasks: a page of the caller's tasks, newest first (src/http/cursor.ts checks the cursor). */
 export const LIST_PARAMS = {
 	$$strict: "remove",
-	limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
-	cursor: { type: "string", optional: true, description: "nextCursor of the previous page" },
+	...PAGE_PARAMS,
 	state: { type: "enum", values: [...TASK_STATES], optional: true }
 } as const;
 

@@ -19,13 +19,14 @@ import { UniqueConstraintError } from "sequelize";
 import { MAX_PURCHASED_BOOST_MS, type AdmissionThresholds, type TierName } from "../domain/tiers";
 import { TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
 import { validateGlobs } from "../context/globs";
+import type { TaskKind } from "./contract";
 import { requestHash } from "./rules";
 import { admissionDecision, expectedWaitMs } from "./scheduling";
 import type { NewTask, PreparedTask, TaskRow } from "./store";
 
 export interface SubmitParams {
 	projectId: string;
-	kind: "chat" | "code" | "compare";
+	kind: TaskKind;
 	prompt: string;
 	model?: string;
 	models?: string[];
