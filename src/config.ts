@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import Validator from "fastest-validator";
 import { UsersConfig, loadUsersConfig } from "./users/config";
+import { parseKeyList } from "./users/key-list";
 import { ProjectsConfig, loadProjectsConfig } from "./projects/config";
 import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
 import { OrgsConfig, loadOrgsConfig } from "./orgs/config";
@@ -97,23 +98,12 @@ const checkInt = (name: string, min: number, max: number) =>
 
 function parseJwtKeys(raw: string | undefined, problems: string[]): JwtKey[] {
 	if (!raw) return [];
-	const keys: JwtKey[] = [];
-	for (const part of raw
-		.split(",")
-		.map(s => s.trim())
-		.filter(Boolean)) {
-		const idx = part.indexOf(":");
-		const kid = idx > 0 ? part.slice(0, idx) : "";
-		const secret = idx > 0 ? part.slice(idx + 1) : "";
-		if (!/^[A-Za-z0-9._-]{1,64}$/.test(kid) || secret.length < 32) {
-			problems.push(
-				"JWT_KEYS must be a comma-separated list of kid:secret pairs, each secret at least 32 characters"
-			);
-			return [];
-		}
-		keys.push({ kid, secret });
-	}
-	return keys;
+	const keys = parseKeyList(raw, (kid, secret) =>
+		/^[A-Za-z0-9._-]{1,64}$/.test(kid) && secret.length >= 32 ? { kid, secret } : null
+	);
+	if (keys) return keys;
+	problems.push("JWT_KEYS must be a comma-separated list of kid:secret pairs, each secret at least 32 characters");
+	return [];
 }
 
 /** Reads and validates the configuration. Throws ConfigError listing every bad variable. */

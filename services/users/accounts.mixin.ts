@@ -5,7 +5,7 @@
  * case from src/users/ (verification.ts, second-factor.ts, account-deletion.ts).
  */
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
-import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { Context } from "moleculer";
 import { Forbidden, NotFound, Unprocessable } from "../../src/errors";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { ACCOUNT_TOKEN_PATTERN, AccountStore } from "../../src/users/account-store";
@@ -19,7 +19,7 @@ import { EmailFlows } from "../../src/users/verification";
 import { CHALLENGE_TOKEN_PATTERN, Passkeys, passkeyView } from "../../src/users/passkeys";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
 import { publicUser } from "../../src/users/views";
-import { codeParam, mfaCodeParam, type UsersThis } from "./host";
+import { codeParam, mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
 
 const tokenParam = {
 	type: "string",
@@ -47,12 +47,7 @@ const credentialParam = (response: Record<string, object>) =>
 		}
 	}) as const;
 
-export const accountsMixin: ServiceSchema<
-	ServiceSettingSchema,
-	Record<string, never>,
-	Record<string, never>,
-	UsersThis
-> = {
+export const accountsMixin: UsersMixin = {
 	name: "users",
 	actions: {
 		// ── e-mail ─────────────────────────────────────────────────────────────────────────

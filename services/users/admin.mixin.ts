@@ -2,21 +2,15 @@
  * Account administration of the users service, mixed into services/users.service.ts: the user list
  * and search, one user in detail, and an administrator's changes. Each action calls src/users/admin.ts.
  */
-import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Role } from "../../src/auth/user";
 import { TIER_ORDER } from "../../src/domain/tiers";
 import { currentUser, type Ctx } from "../../src/kit/service";
 import type { AdminPatch, UserFilter } from "../../src/users/admin";
-import type { UsersThis } from "./host";
+import type { UsersMixin, UsersThis } from "./host";
 
 const ROLES: Role[] = ["user", "admin", "operator"];
 
-export const adminMixin: ServiceSchema<
-	ServiceSettingSchema,
-	Record<string, never>,
-	Record<string, never>,
-	UsersThis
-> = {
+export const adminMixin: UsersMixin = {
 	name: "users",
 	actions: {
 		adminListUsers: {

@@ -3,7 +3,7 @@
  * created() of services/users.service.ts and of the accounts mixin) and the params several actions
  * validate alike.
  */
-import type { Service } from "moleculer";
+import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import type { DurableThis } from "../../mixins/durable-events.mixin";
 import type { Config } from "../../src/config";
@@ -60,6 +60,14 @@ export interface UsersThis extends Service, Pick<DurableThis, "publishDurable"> 
 	announceWalletOwner(address: string): void;
 	offerSignupGrant(userId: string, id: GrantIdentity, moment: GrantMoment, ip: string | undefined): Promise<void>;
 }
+
+/** A part of the users service (services/users/*.mixin.ts), typed with the service's `this`. */
+export type UsersMixin<This = UsersThis> = ServiceSchema<
+	ServiceSettingSchema,
+	Record<string, never>,
+	Record<string, never>,
+	This
+>;
 
 export const ADDRESS_PATTERN = /^0x[0-9a-fA-F]{40}$/;
 

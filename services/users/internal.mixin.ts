@@ -3,7 +3,7 @@
  * gateway), mixed into services/users.service.ts: session state, tiers, profiles, wallet owners,
  * operator session actions, and the invitation mail of orgs.
  */
-import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { Context } from "moleculer";
 import type { Role } from "../../src/auth/user";
 import { NotFound } from "../../src/errors";
 import { INTERNAL } from "../../src/kit/service";
@@ -11,14 +11,9 @@ import { CACHED_ACTIONS } from "../../src/users/cache";
 import { profileOf } from "../../src/users/profile";
 import { isUuid, summarizeTier, type TierSummary } from "../../src/users/tier-facts";
 import { sessionView, type ProfileView } from "../../src/users/views";
-import { ADDRESS_PATTERN, type UsersThis } from "./host";
+import { ADDRESS_PATTERN, type UsersMixin, type UsersThis } from "./host";
 
-export const internalMixin: ServiceSchema<
-	ServiceSettingSchema,
-	Record<string, never>,
-	Record<string, never>,
-	UsersThis
-> = {
+export const internalMixin: UsersMixin = {
 	name: "users",
 	actions: {
 		/**

@@ -3,12 +3,12 @@
  * lists and revokes them; the gateway verifies them; the /v1 compatible endpoints hold and settle a
  * key's monthly budget. Each action calls src/users/api-keys.ts.
  */
-import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { Context } from "moleculer";
 import { SCOPES, type Scope } from "../../src/auth/scopes";
 import type { AuthUser } from "../../src/auth/user";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
 import type { NewApiKeyInput } from "../../src/users/api-keys";
-import { mfaCodeParam, type UsersThis } from "./host";
+import { mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
 
 const keyIdParam = { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ } as const;
 const holdParams = {
@@ -18,7 +18,7 @@ const holdParams = {
 } as const;
 type HoldCtx = Context<{ keyId: string; holdId: string; credits: number }>;
 
-export const keysMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, UsersThis> = {
+export const keysMixin: UsersMixin = {
 	name: "users",
 	actions: {
 		createApiKey: {

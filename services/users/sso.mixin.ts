@@ -3,7 +3,6 @@
  * OpenID Connect and GitHub sign-in, and linking identities to a signed-in account. Each action
  * validates its params and calls src/users/sso.ts.
  */
-import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Forbidden } from "../../src/errors";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { IdentityStore } from "../../src/users/identity-store";
@@ -12,7 +11,7 @@ import { SSO_PROVIDER_ID } from "../../src/users/sso-config";
 import { ssoProviders, type CallbackParams } from "../../src/users/sso-providers";
 import { FLOW_TOKEN_PATTERN, SingleSignOn, identityView } from "../../src/users/sso";
 import { publicUser } from "../../src/users/views";
-import { mfaCodeParam, type UsersThis } from "./host";
+import { mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
 
 interface SsoThis extends UsersThis {
 	sso: SingleSignOn;
@@ -40,7 +39,7 @@ const callbackParams = {
 type CallbackCtx = Ctx<CallbackParams & { provider: string; flowToken: string; mfaCode?: string }>;
 const callbackOf = (p: CallbackParams): CallbackParams => ({ code: p.code, state: p.state, iss: p.iss });
 
-export const ssoMixin: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, SsoThis> = {
+export const ssoMixin: UsersMixin<SsoThis> = {
 	name: "users",
 	actions: {
 		ssoProviders: {

@@ -13,6 +13,7 @@
  * no row names its kid.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
+import { parseKeyList } from "./key-list";
 
 export interface SecretKey {
 	kid: string;
@@ -25,23 +26,15 @@ const KID = /^[A-Za-z0-9_-]{1,64}$/;
 /** Parses `kid:base64key[,kid:base64key]`; a problem names the variable. */
 export function parseSecretKeys(raw: string | null, name: string, problems: string[]): SecretKey[] {
 	if (!raw) return [];
-	const keys: SecretKey[] = [];
-	for (const part of raw
-		.split(",")
-		.map(s => s.trim())
-		.filter(Boolean)) {
-		const idx = part.indexOf(":");
-		const kid = idx > 0 ? part.slice(0, idx) : "";
-		const key = Buffer.from(idx > 0 ? part.slice(idx + 1) : "", "base64");
-		if (!KID.test(kid) || kid.startsWith("jwt-") || key.length !== 32) {
-			problems.push(
-				`${name} must be a comma-separated list of kid:key pairs, each key 32 bytes in base64 (e.g. openssl rand -base64 32), kids not starting with jwt-`
-			);
-			return [];
-		}
-		keys.push({ kid, key });
-	}
-	return keys;
+	const keys = parseKeyList(raw, (kid, value) => {
+		const key = Buffer.from(value, "base64");
+		return KID.test(kid) && !kid.startsWith("jwt-") && key.length === 32 ? { kid, key } : null;
+	});
+	if (keys) return keys;
+	problems.push(
+		`${name} must be a comma-separated list of kid:key pairs, each key 32 bytes in base64 (e.g. openssl rand -base64 32), kids not starting with jwt-`
+	);
+	return [];
 }
 
 /** The key derived from a JWT signing secret (so a node has one without extra configuration). */

@@ -12,10 +12,28 @@ const SSO_CALLBACK_401 = [
 	"SSO_RESPONSE_INVALID"
 ] as const;
 
+/** What a SIWE proof can fail on (src/users/siwe.ts, src/users/siwe-proof.ts). */
+const SIWE_PROOF_401 = [
+	"SIWE_DOMAIN_MISMATCH",
+	"SIWE_URI_MISMATCH",
+	"SIWE_CHAIN_NOT_ALLOWED",
+	"SIWE_EXPIRED",
+	"SIWE_NOT_YET_VALID",
+	"SIWE_STALE",
+	"SIWE_ISSUED_IN_FUTURE",
+	"SIWE_EXPIRATION_REQUIRED",
+	"SIWE_VALIDITY_TOO_LONG",
+	"SIWE_NONCE_INVALID",
+	"SIWE_NONCE_MISMATCH",
+	"SIWE_SIGNATURE_INVALID"
+] as const;
+
+/** The OpenAPI tags of these routes. */
+const tag = "users";
+const auth = "auth";
+const admin = "admin";
+
 export function usersRoutes(): RouteSpec[] {
-	const tag = "users";
-	const auth = "auth";
-	const admin = "admin";
 	return [
 		{
 			method: "POST",
@@ -73,20 +91,7 @@ export function usersRoutes(): RouteSpec[] {
 			action: "users.siweVerify",
 			response: views.siweVerify,
 			errors: {
-				401: [
-					"SIWE_DOMAIN_MISMATCH",
-					"SIWE_URI_MISMATCH",
-					"SIWE_CHAIN_NOT_ALLOWED",
-					"SIWE_EXPIRED",
-					"SIWE_NOT_YET_VALID",
-					"SIWE_STALE",
-					"SIWE_ISSUED_IN_FUTURE",
-					"SIWE_EXPIRATION_REQUIRED",
-					"SIWE_VALIDITY_TOO_LONG",
-					"SIWE_NONCE_INVALID",
-					"SIWE_NONCE_MISMATCH",
-					"SIWE_SIGNATURE_INVALID"
-				],
+				401: [...SIWE_PROOF_401],
 				403: ["ACCOUNT_DISABLED"],
 				422: ["SIWE_INVALID_MESSAGE"]
 			},
@@ -146,20 +151,7 @@ export function usersRoutes(): RouteSpec[] {
 			action: "users.linkWallet",
 			response: views.linkWallet,
 			errors: {
-				401: [
-					"SIWE_DOMAIN_MISMATCH",
-					"SIWE_URI_MISMATCH",
-					"SIWE_CHAIN_NOT_ALLOWED",
-					"SIWE_EXPIRED",
-					"SIWE_NOT_YET_VALID",
-					"SIWE_STALE",
-					"SIWE_ISSUED_IN_FUTURE",
-					"SIWE_EXPIRATION_REQUIRED",
-					"SIWE_VALIDITY_TOO_LONG",
-					"SIWE_NONCE_INVALID",
-					"SIWE_NONCE_MISMATCH",
-					"SIWE_SIGNATURE_INVALID"
-				],
+				401: [...SIWE_PROOF_401],
 				409: ["WALLET_TAKEN"],
 				422: ["SIWE_INVALID_MESSAGE"]
 			},
@@ -244,8 +236,6 @@ export function usersRoutes(): RouteSpec[] {
 
 /** Issue 18: e-mail verification and change, password reset, TOTP, export and deletion, the dev outbox. */
 function accountRoutes(): RouteSpec[] {
-	const tag = "users";
-	const auth = "auth";
 	// Mail and reset limits per address and per IP are the service's (ACCOUNT_MAIL_*, PASSWORD_RESET_*).
 	return [
 		{
