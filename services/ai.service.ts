@@ -148,6 +148,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		 */
 		chat: {
 			visibility: INTERNAL,
+			// Spends credits. The gateway's /v1 route refuses a key without `ai:use` in its protocol's shape
+			// first (services/api/compat.ts); this holds for any other caller carrying a key.
+			scope: "ai:use",
 			params: {
 				id: { type: "string", pattern: /^[a-f0-9]{32}$/ },
 				userId: { type: "string", min: 1, max: 128 },

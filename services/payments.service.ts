@@ -234,6 +234,9 @@ const PaymentsService: ServiceSchema<
 		// ---- Service to service (protected: not reachable through the gateway) -------------------
 		reserve: {
 			visibility: INTERNAL,
+			// Holds credits for a caller's AI work: a key on the caller's meta needs `ai:use` (tasks.submit and
+			// ai.chat check it first). Calls without a user (the platform's own) are not narrowed.
+			scope: "ai:use",
 			// Idempotent on the task id, so a retried call holds once.
 			retryPolicy: { enabled: true },
 			params: {
@@ -277,6 +280,8 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
+		// settle and release need no scope: they finish a hold whose reserve was authorized, and run
+		// without a caller (the worker's report, the sweeper).
 		settle: {
 			visibility: INTERNAL,
 			retryPolicy: { enabled: true },

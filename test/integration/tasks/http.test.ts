@@ -579,6 +579,18 @@ describe("API keys and credit-spending routes", () => {
 		await finished(u.token, ok.body.task.id);
 	});
 
+	test("payments.reserve refuses a caller's key without ai:use; the platform's own calls are not narrowed", async () => {
+		const u = await makeUser(node, "pro");
+		const input = { userId: u.id, taskId: randomUUID(), maxCost: 10, tier: "pro" };
+		const key = { id: u.id, role: "user", keyId: "k1", scopes: ["tasks:write"] };
+		await expect(node.broker.call("payments.reserve", input, { meta: { user: key } })).rejects.toMatchObject({
+			code: 403,
+			type: "INSUFFICIENT_SCOPE"
+		});
+		await expect(node.broker.call("payments.reserve", input)).resolves.toMatchObject({ taskId: input.taskId });
+		await node.broker.call("payments.release", { userId: u.id, taskId: input.taskId });
+	});
+
 	test("the OpenAPI document declares the 403 of POST /tasks", async () => {
 		const doc = (await (await fetch(`${node.baseUrl}/api/openapi.json`)).json()) as {
 			paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
