@@ -4,6 +4,7 @@
  */
 import type { Role } from "../../src/auth/user";
 import { TIER_ORDER } from "../../src/domain/tiers";
+import { PAGE_PARAMS } from "../../src/http/list-params";
 import { currentUser, type Ctx } from "../../src/kit/service";
 import type { AdminPatch, UserFilter } from "../../src/users/admin";
 import type { UsersMixin, UsersThis } from "./host";
@@ -18,8 +19,7 @@ export const adminMixin: UsersMixin = {
 			scope: "admin",
 			params: {
 				$$strict: "remove",
-				limit: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
-				cursor: { type: "string", max: 200, optional: true },
+				...PAGE_PARAMS,
 				q: {
 					type: "string",
 					min: 1,
