@@ -84,7 +84,7 @@ export function fitFrames(
 	return { frames: kept, tokens: used };
 }
 
-export function renderFrames(frames: readonly ContextFrame[]): string {
+function renderFrames(frames: readonly ContextFrame[]): string {
 	return frames.length ? `\n\nProject context:${frames.map(renderFrame).join("")}` : "";
 }
 

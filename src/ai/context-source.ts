@@ -34,10 +34,10 @@ export interface TaskContext {
 }
 
 /** The query sent to `context.select`: the prompt, cut to what a ranker can use. */
-export const MAX_QUERY_CHARS = 10_000;
+const MAX_QUERY_CHARS = 10_000;
 /** Most included paths read on the degraded path (readContext reads in order until the budget is full anyway). */
 const MAX_DEGRADED_PATHS = 2_000;
-export const ESTIMATE_TOKENIZER = "estimate-bytes/3";
+const ESTIMATE_TOKENIZER = "estimate-bytes/3";
 
 interface ReadContextResult {
 	version: number;

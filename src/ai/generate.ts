@@ -25,7 +25,7 @@
  * otherwise; the total is capped at the budget.
  */
 import type { AiConfig, DeploymentConfig } from "./config";
-import { CatalogModel, affordableOutputTokens, findModel } from "./catalog";
+import { CatalogModel, affordableOutputTokens } from "./catalog";
 import { ChatMessage, estimateTokens } from "./prompt";
 import { ProviderError, StreamEvent, StreamRequest, classify, streamChat } from "./providers";
 import type { DeploymentRouter } from "./router";
@@ -83,7 +83,7 @@ export interface GenerateOptions {
 	servedModels?: readonly CatalogModel[];
 }
 
-export const estimateOutputTokens = (text: string) => Math.ceil(Buffer.byteLength(text, "utf8") / 4);
+const estimateOutputTokens = (text: string) => Math.ceil(Buffer.byteLength(text, "utf8") / 4);
 const HOLD_BACK_CHARS = 64;
 const MIN_OVERLAP = 8;
 
@@ -350,10 +350,4 @@ export async function generate(o: GenerateOptions): Promise<GenerationResult> {
 		true,
 		snapshot()
 	);
-}
-
-export function modelOf(id: string): CatalogModel {
-	const m = findModel(id);
-	if (!m) throw new Error(`unknown model ${id}`);
-	return m;
 }

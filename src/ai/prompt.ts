@@ -101,17 +101,17 @@ export function servedModels(cfg: AiConfig): CatalogModel[] {
 }
 
 /** The model a task without `model` gets: the cheapest served model of the tier's groups. */
-export function defaultModel(cfg: AiConfig, tier: TierName): CatalogModel | undefined {
+function defaultModel(cfg: AiConfig, tier: TierName): CatalogModel | undefined {
 	return servedModels(cfg)
 		.filter(m => allowsModelGroup(tier, m.group, TIERS))
 		.sort((a, b) => a.inputPricePer1M + a.outputPricePer1M - (b.inputPricePer1M + b.outputPricePer1M))[0];
 }
 
-export function promptTokensOf(kind: TaskKind, prompt: string): number {
+function promptTokensOf(kind: TaskKind, prompt: string): number {
 	return estimateTokens(SYSTEM_PROMPTS[kind]) + estimateTokens(prompt);
 }
 
-export function contextBudget(
+function contextBudget(
 	cfg: AiConfig,
 	model: CatalogModel,
 	promptTokens: number,

@@ -183,12 +183,8 @@ export function isTierName(value: unknown): value is TierName {
 	return typeof value === "string" && (TIER_ORDER as readonly string[]).includes(value);
 }
 
-export function tierRank(tier: TierName, table: TierTable = TIERS): number {
-	return table[tier].rank;
-}
-
 /** The higher-ranked of two tiers. */
-export function higherTier(a: TierName, b: TierName, table: TierTable = TIERS): TierName {
+function higherTier(a: TierName, b: TierName, table: TierTable = TIERS): TierName {
 	return table[b].rank > table[a].rank ? b : a;
 }
 

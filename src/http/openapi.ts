@@ -93,7 +93,7 @@ export function fvRuleToJsonSchema(rule: FvRule): { schema: Json; optional: bool
 	return { schema: s, optional };
 }
 
-export function objectSchema(params: Json): { properties: Json; required?: string[] } {
+function objectSchema(params: Json): { properties: Json; required?: string[] } {
 	const properties: Json = {};
 	const required: string[] = [];
 	for (const [key, rule] of Object.entries(params)) {

@@ -48,7 +48,6 @@ export const Named = <T extends TProperties>(id: string, props: T, opts: ObjectO
 /** `{ items: [...], nextCursor }`: the cursor-paginated list shape. */
 export const Page = <T extends TSchema>(item: T, max = 200) =>
 	Type.Object({ items: List(item, max), nextCursor: Nullable(Str(512)) });
-export const Ok = Type.Object({ ok: Type.Literal(true) });
 
 /** The error body (`{ error: { code, message, details? }, requestId }`). */
 export const ErrorBody = Type.Object(

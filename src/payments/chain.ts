@@ -6,7 +6,7 @@ import { ethers } from "ethers";
 import type { ChainSettings } from "./config";
 import type { PaymentLog } from "./chain-rules";
 
-export const FORGE_EVENTS_ABI = [
+const FORGE_EVENTS_ABI = [
 	"event PaymentReceived(bytes32 indexed invoiceId, address indexed payer, address indexed token, uint256 amount, address treasury)",
 	"event Staked(address indexed user, uint256 amount, uint256 totalStaked)",
 	"event UnstakeRequested(address indexed user, uint256 amount, uint256 availableAt, uint256 totalStaked)",

@@ -46,7 +46,7 @@ export interface ModelPrice {
 	tiers: TierName[];
 }
 
-export const CREDIT_PACKS: readonly CreditPack[] = Object.freeze([
+const CREDIT_PACKS: readonly CreditPack[] = Object.freeze([
 	{ id: "starter", name: "Starter: 10,000 credits", credits: 10_000n, priceCents: 1_000 },
 	{ id: "builder", name: "Builder: 52,500 credits (5 % bonus)", credits: 52_500n, priceCents: 5_000 },
 	{ id: "studio", name: "Studio: 220,000 credits (10 % bonus)", credits: 220_000n, priceCents: 20_000 }
@@ -68,7 +68,7 @@ export const PLANS: readonly Plan[] = Object.freeze(
 );
 
 /** Price of a purchased queue head start, per whole second, before discount. */
-export const BOOST_CREDITS_PER_SECOND = 10n;
+const BOOST_CREDITS_PER_SECOND = 10n;
 
 /** List price (before discount) of `boostMs` of purchased head start; partial seconds round up. */
 export function boostFeeCredits(boostMs: number): bigint {

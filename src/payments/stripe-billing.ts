@@ -36,7 +36,7 @@ export function createStripeClient(s: StripeSettings): Stripe | null {
 }
 
 /** Stripe's idempotency key for creating a checkout: the same checkout always sends the same key. */
-export const checkoutIdempotencyKey = (checkoutId: string) => `ff-checkout-${checkoutId}`;
+const checkoutIdempotencyKey = (checkoutId: string) => `ff-checkout-${checkoutId}`;
 
 const ACTIVE_SUBSCRIPTION = new Set(["active", "trialing", "past_due"]);
 const TERMINAL_SUBSCRIPTION = new Set(["canceled", "incomplete_expired"]);
@@ -97,7 +97,7 @@ type Outcome = "credited" | "duplicate" | "recorded" | "ignored" | "defer" | "cl
 
 const idOf = (v: string | { id: string } | null | undefined) => (v == null ? null : typeof v === "string" ? v : v.id);
 
-export function checkoutView(r: CheckoutRow) {
+function checkoutView(r: CheckoutRow) {
 	return {
 		checkoutId: r.id,
 		kind: r.kind,

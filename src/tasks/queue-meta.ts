@@ -39,9 +39,9 @@ export interface QueueMeta {
 	clear(): Promise<void>;
 }
 
-export const WAIT_SAMPLES = 1_000;
+const WAIT_SAMPLES = 1_000;
 
-export class RedisQueueMeta implements QueueMeta {
+class RedisQueueMeta implements QueueMeta {
 	constructor(
 		private readonly redis: Redis,
 		private readonly prefix: string
@@ -104,7 +104,7 @@ export class RedisQueueMeta implements QueueMeta {
 	}
 }
 
-export class MemoryQueueMeta implements QueueMeta {
+class MemoryQueueMeta implements QueueMeta {
 	private snapshot: QueueSnapshot | null = null;
 	private positions = new Map<string, number>();
 	private readonly samples = new Map<TierName, number[]>();
@@ -152,7 +152,7 @@ export class MemoryQueueMeta implements QueueMeta {
  * snapshot), writes are dropped (the snapshot job rewrites everything once Redis is back), and
  * every node leads the periodic jobs (their writes are dropped; nothing runs twice that matters).
  */
-export class DegradingQueueMeta implements QueueMeta {
+class DegradingQueueMeta implements QueueMeta {
 	private lastWarnAt = 0;
 	constructor(
 		private readonly inner: QueueMeta,

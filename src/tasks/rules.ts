@@ -8,7 +8,7 @@ import type { TierName } from "../domain/tiers";
 
 export const TASK_STATES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type TaskState = (typeof TASK_STATES)[number];
-export const TERMINAL_STATES: readonly TaskState[] = ["succeeded", "failed", "cancelled"];
+const TERMINAL_STATES: readonly TaskState[] = ["succeeded", "failed", "cancelled"];
 
 export function isTerminal(state: TaskState): boolean {
 	return TERMINAL_STATES.includes(state);
@@ -98,7 +98,7 @@ export interface EventId {
 	readonly seq: number;
 }
 
-export function formatEventId(id: EventId): string {
+function formatEventId(id: EventId): string {
 	return `${id.version}:${id.seq}`;
 }
 

@@ -90,7 +90,7 @@ function settings(options: SchedulingOptions | undefined): { tiers: TierTable; q
 }
 
 /** The task's boost re-bounded to [0, boostCeilingMs(tier)]. */
-export function boundedBoostMs(task: Pick<QueuedTask, "tier" | "boostMs">, tiers: TierTable = TIERS): number {
+function boundedBoostMs(task: Pick<QueuedTask, "tier" | "boostMs">, tiers: TierTable = TIERS): number {
 	return Math.min(Math.max(task.boostMs, 0), boostCeilingMs(task.tier, tiers));
 }
 
@@ -309,8 +309,6 @@ export interface RetryBackoffOptions {
 	/** Uniform in [0, 1); values outside are clamped. Pass a seeded source in tests. */
 	readonly jitter: () => number;
 }
-
-export const DEFAULT_RETRY_BACKOFF = Object.freeze({ baseMs: 1_000, maxMs: 5 * 60_000 });
 
 /**
  * Delay before retry number `attempt` (1 = first retry), exponential with full jitter:
