@@ -111,12 +111,7 @@ function promptTokensOf(kind: TaskKind, prompt: string): number {
 	return estimateTokens(SYSTEM_PROMPTS[kind]) + estimateTokens(prompt);
 }
 
-function contextBudget(
-	cfg: AiConfig,
-	model: CatalogModel,
-	promptTokens: number,
-	maxOutputTokens: number
-): number {
+function contextBudget(cfg: AiConfig, model: CatalogModel, promptTokens: number, maxOutputTokens: number): number {
 	return Math.max(
 		0,
 		Math.min(cfg.maxContextTokens, model.contextWindow - maxOutputTokens - promptTokens - WINDOW_MARGIN_TOKENS)
