@@ -14,7 +14,6 @@ import type { Ctx } from "../src/kit/service";
 import { runtimeOf } from "../src/runtime/runtime";
 import { PROJECT_ROLES } from "../src/projects/access";
 import type { ProjectRole } from "../src/projects/access";
-import type { ChangeOp } from "../src/projects/changeset";
 import { contentTypeFor } from "../src/projects/content-type";
 import { resolveVersion } from "../src/projects/guard";
 import { normaliseProjectPath } from "../src/projects/paths";
@@ -27,7 +26,7 @@ import { commitVersion, diffManifests } from "../src/projects/versions";
 import { filesView, memberView, projectView, sandboxView, versionView } from "../src/projects/views";
 import { internalActions } from "./projects/internal.mixin";
 import { commitParams, idParam, userIdParam, versionParam } from "./projects/this";
-import type { ProjectsThis } from "./projects/this";
+import type { Commit, ProjectsThis } from "./projects/this";
 
 const LIST_MAX = 100;
 const STREAM_CHUNK_BYTES = 64 * 1024;
@@ -42,8 +41,6 @@ const pageParams = {
 } as const;
 
 type Page = { limit: number; cursor?: string };
-type Commit = { baseVersion: number; message: string; changes: ChangeOp[] };
-
 const ProjectsService: ServiceSchema<
 	ServiceSettingSchema,
 	Record<string, never>,

@@ -8,7 +8,6 @@ import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { NotFound } from "../../src/errors";
 import { INTERNAL } from "../../src/kit/service";
 import type { Ctx } from "../../src/kit/service";
-import type { ChangeOp } from "../../src/projects/changeset";
 import { selectContext } from "../../src/projects/context";
 import { runBlobGc } from "../../src/projects/gc";
 import { resolveVersion } from "../../src/projects/guard";
@@ -18,9 +17,7 @@ import type { SandboxState } from "../../src/projects/sandbox";
 import { commitVersion, verifyManifest } from "../../src/projects/versions";
 import { projectView, versionView } from "../../src/projects/views";
 import { commitParams, idParam, userIdParam, versionParam } from "./this";
-import type { ProjectsThis } from "./this";
-
-type Commit = { baseVersion: number; message: string; changes: ChangeOp[] };
+import type { Commit, ProjectsThis } from "./this";
 
 const InternalActions: Partial<
 	ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, ProjectsThis>

@@ -1,5 +1,6 @@
 /** What the projects service's handlers see as `this`: the wired use cases and a few shell helpers. */
 import type { DurableThis } from "../../mixins/durable-events.mixin";
+import type { ChangeOp } from "../../src/projects/changeset";
 import type { ProjectsConfig } from "../../src/projects/config";
 import type { SandboxRecord } from "../../src/projects/repository";
 import type { ProjectsUseCases } from "../../src/projects/use-cases";
@@ -36,3 +37,6 @@ export const commitParams = {
 	message: { type: "string", min: 1, max: 2000, trim: true },
 	changes: { type: "array", min: 1, max: 100_000, items: changeItem }
 } as const;
+
+/** The params of a commit (`commitParams`), as the handlers receive them. */
+export type Commit = { baseVersion: number; message: string; changes: ChangeOp[] };

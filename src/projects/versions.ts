@@ -65,7 +65,7 @@ export interface CommitDeps {
 	limits: Partial<ChangeSetLimits>;
 }
 
-export function isUniqueViolation(err: unknown): boolean {
+function isUniqueViolation(err: unknown): boolean {
 	const e = err as { parent?: { code?: string }; original?: { code?: string } } | null;
 	return (e?.parent ?? e?.original)?.code === "23505";
 }
