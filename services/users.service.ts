@@ -17,7 +17,7 @@ import { PasswordHasher } from "../src/users/credentials";
 import { ForgeBalanceReader } from "../src/users/holdings";
 import { ownView } from "../src/users/profile";
 import { Sessions } from "../src/users/sessions";
-import { PasswordAccounts } from "../src/users/sign-in";
+import { PasswordAccounts, SignInSteps } from "../src/users/sign-in";
 import { pgMethodLock } from "../src/users/sign-in-methods";
 import { SignupGrants, type GrantIdentity, type GrantMoment } from "../src/users/signup-grant";
 import { WalletSignatureVerifier } from "../src/users/signatures";
@@ -349,7 +349,7 @@ const UsersService: UsersSchema = {
 			enabled: (userId: string) => this.secondFactor.enabled(userId),
 			stepUp: (userId: string, code: string | undefined) => this.secondFactor.stepUp(userId, code)
 		};
-		const mfaChallenge = (userId: string, method: "password" | "siwe") => this.mfaChallenge(userId, method);
+		const mfaChallenge = (userId: string, method: "password" | "siwe") => this.steps.challenge(userId, method);
 		const now = () => Date.now();
 		const sessions = (this.sessions = new Sessions({
 			store,
@@ -358,6 +358,16 @@ const UsersService: UsersSchema = {
 			forget,
 			onReuse: details => this.logger.warn(details, "refresh token reuse: session revoked")
 		}));
+		this.steps = new SignInSteps({
+			store,
+			secondFactor: {
+				enabled: userId => this.secondFactor.enabled(userId),
+				check: (userId, code) => this.secondFactor.check(userId, code)
+			},
+			tokens: this.accounts, // the accounts mixin's created() ran before this one
+			sessions,
+			mfa: cfg.accounts
+		});
 		this.passwords = new PasswordAccounts({
 			store,
 			hasher: this.hasher,

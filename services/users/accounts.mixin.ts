@@ -12,13 +12,12 @@ import { ACCOUNT_TOKEN_PATTERN, AccountStore } from "../../src/users/account-sto
 import { deleteAccount, exportAccount } from "../../src/users/account-deletion";
 import { normalizeEmail } from "../../src/users/credentials";
 import { Mailer } from "../../src/users/mailer";
-import { SecondFactor, mfaTokenInvalid } from "../../src/users/second-factor";
+import { SecondFactor } from "../../src/users/second-factor";
 import { SecretBox, derivedSecretKey } from "../../src/users/secret-box";
 import { ProgressiveThrottle, makeLimiter } from "../../src/users/throttle";
 import { EmailFlows } from "../../src/users/verification";
 import { CHALLENGE_TOKEN_PATTERN, Passkeys, passkeyView } from "../../src/users/passkeys";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
-import { publicUser } from "../../src/users/views";
 import { codeParam, mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
 
 const tokenParam = {
@@ -155,22 +154,7 @@ export const accountsMixin: UsersMixin = {
 		loginMfa: {
 			params: { $$strict: "remove", mfaToken: tokenParam, code: codeParam },
 			async handler(this: UsersThis, ctx: Ctx<{ mfaToken: string; code: string }>) {
-				const pending = await this.accounts.peekToken(ctx.params.mfaToken, "mfa_login");
-				if (!pending) throw mfaTokenInvalid();
-				const check = await this.secondFactor.check(pending.user_id, ctx.params.code);
-				if (!check.ok) {
-					await this.accounts.failTokenAttempt(ctx.params.mfaToken, this.cfg.accounts.mfaTokenMaxAttempts);
-					throw Forbidden("The two-factor code is wrong or was already used", "MFA_CODE_INVALID");
-				}
-				// Spent only now, and by one conditional UPDATE: of two racing finishes one gets a session.
-				if (!(await this.accounts.spendToken(ctx.params.mfaToken, "mfa_login"))) throw mfaTokenInvalid();
-				const user = await this.store.userById(pending.user_id);
-				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
-				await this.store.touchLogin(user.id);
-				return {
-					...(await this.sessions.issue(user, pending.session_method ?? "password", ctx.meta)),
-					user: publicUser(user)
-				};
+				return this.steps.finish(ctx.params.mfaToken, ctx.params.code, ctx.meta);
 			}
 		},
 
@@ -315,14 +299,8 @@ export const accountsMixin: UsersMixin = {
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ challengeToken: string; response: AuthenticationResponseJSON }>) {
 				const userId = await this.passkeys.signIn(ctx.params.challengeToken, ctx.params.response);
-				const user = await this.store.userById(userId);
-				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
-				await this.store.touchLogin(user.id);
 				// A passkey is itself two factors (the device and its unlock): no TOTP step after it.
-				return {
-					...(await this.sessions.issue(user, "passkey", ctx.meta)),
-					user: publicUser(user)
-				};
+				return this.steps.complete(userId, "passkey", ctx.meta);
 			}
 		},
 
@@ -347,14 +325,6 @@ export const accountsMixin: UsersMixin = {
 				const removed = await this.secondFactor.operatorReset(ctx.params.userId, ctx.params.actor);
 				return { userId: ctx.params.userId, removed };
 			}
-		}
-	},
-
-	methods: {
-		async mfaChallenge(this: UsersThis, userId: string, method: "password" | "siwe" | "sso") {
-			const ttl = this.cfg.accounts.mfaTokenTtlS;
-			const mfaToken = await this.accounts.issueToken(userId, "mfa_login", ttl, { sessionMethod: method });
-			return { mfaRequired: true as const, mfaToken, expiresIn: ttl, methods: ["totp", "backup_code"] };
 		}
 	},
 

@@ -19,10 +19,10 @@ import type { Mailer } from "../../src/users/mailer";
 import type { Passkeys } from "../../src/users/passkeys";
 import type { SecondFactor } from "../../src/users/second-factor";
 import type { Sessions } from "../../src/users/sessions";
-import type { MfaChallenge, PasswordAccounts } from "../../src/users/sign-in";
+import type { PasswordAccounts, SignInSteps } from "../../src/users/sign-in";
 import type { GrantIdentity, GrantMoment, SignupGrants } from "../../src/users/signup-grant";
 import type { SiweProofs } from "../../src/users/siwe-proof";
-import type { SessionRow, UsersStore } from "../../src/users/store";
+import type { UsersStore } from "../../src/users/store";
 import type { ProgressiveThrottle } from "../../src/users/throttle";
 import type { EmailFlows } from "../../src/users/verification";
 import type { Wallets } from "../../src/users/wallets";
@@ -35,6 +35,8 @@ export interface UsersThis extends Service, Pick<DurableThis, "publishDurable"> 
 	hasher: PasswordHasher;
 	sessions: Sessions;
 	passwords: PasswordAccounts;
+	/** The end of every sign-in: disabled check, second step, session. */
+	steps: SignInSteps;
 	proofs: SiweProofs;
 	wallets: Wallets<Transaction>;
 	apiKeys: ApiKeys;
@@ -51,8 +53,6 @@ export interface UsersThis extends Service, Pick<DurableThis, "publishDurable"> 
 	passkeys: Passkeys;
 	/** Wrong passwords given as step-up (account deletion), keyed by user id. */
 	stepUpPasswords: ProgressiveThrottle;
-	/** A sign-in's answer for an account with 2FA on: no session yet, a token for the second step. */
-	mfaChallenge(userId: string, method: SessionRow["method"]): Promise<MfaChallenge>;
 	/** Drops the user's cached profile, tier and these sessions' states. */
 	forget(userId: string, sessionIds?: readonly string[]): Promise<void>;
 	/** For callbacks that cannot wait (after a commit): a failure is logged; the cache TTL bounds the staleness. */

@@ -3,14 +3,12 @@
  * OpenID Connect and GitHub sign-in, and linking identities to a signed-in account. Each action
  * validates its params and calls src/users/sso.ts.
  */
-import { Forbidden } from "../../src/errors";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { IdentityStore } from "../../src/users/identity-store";
 import { currentUser, type Ctx } from "../../src/kit/service";
 import { SSO_PROVIDER_ID } from "../../src/users/sso-config";
 import { ssoProviders, type CallbackParams } from "../../src/users/sso-providers";
 import { FLOW_TOKEN_PATTERN, SingleSignOn, identityView } from "../../src/users/sso";
-import { publicUser } from "../../src/users/views";
 import { mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
 
 interface SsoThis extends UsersThis {
@@ -60,21 +58,12 @@ export const ssoMixin: UsersMixin<SsoThis> = {
 			async handler(this: SsoThis, ctx: CallbackCtx) {
 				const p = ctx.params;
 				const { userId, created } = await this.sso.signIn(p.provider, p.flowToken, callbackOf(p));
-				const user = await this.store.userById(userId);
-				if (!user || user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
 				if (created)
-					await this.store.audit(undefined, user.id, user.id, "user.register", {
+					await this.store.audit(undefined, userId, userId, "user.register", {
 						method: "sso",
 						provider: p.provider
 					});
-				if (await this.secondFactor.enabled(user.id))
-					return { ...(await this.mfaChallenge(user.id, "sso")), created };
-				await this.store.touchLogin(user.id);
-				return {
-					...(await this.sessions.issue(user, "sso", ctx.meta)),
-					user: publicUser(user),
-					created
-				};
+				return { ...(await this.steps.complete(userId, "sso", ctx.meta)), created };
 			}
 		},
 

@@ -14,10 +14,11 @@
 import { RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
 import type { AuthUser } from "../auth/user";
 import { Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable } from "../errors";
+import type { AccountStore } from "./account-store";
 import type { UsersConfig } from "./config";
 import { normalizeEmail, normalizePassword, passwordProblem, type PasswordHasher } from "./credentials";
 import type { AccountMail } from "./mail-templates";
-import type { SecondFactor } from "./second-factor";
+import { mfaTokenInvalid, type SecondFactor } from "./second-factor";
 import type { ClientInfo, Sessions, TokenPair } from "./sessions";
 import type { SessionRow, UserRow, UsersStore } from "./store";
 import { throttleKey, type AccountGuessLimiter, type KnownAddresses, type ProgressiveThrottle } from "./throttle";
@@ -30,7 +31,63 @@ export interface MfaChallenge {
 	methods: string[];
 }
 
-export type SignInResult = (TokenPair & { user: PublicUser }) | MfaChallenge;
+export type SignedIn = TokenPair & { user: PublicUser };
+export type SignInResult = SignedIn | MfaChallenge;
+/** First factors that leave a second step to TOTP when it is on (a passkey is two factors itself). */
+export type OneFactorMethod = "password" | "siwe" | "sso";
+
+const accountDisabled = () => Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+
+export interface SignInStepsDeps {
+	store: Pick<UsersStore, "userById" | "touchLogin">;
+	secondFactor: Pick<SecondFactor, "enabled" | "check">;
+	/** The single-use mfaToken of the second step. */
+	tokens: Pick<AccountStore, "issueToken" | "peekToken" | "failTokenAttempt" | "spendToken">;
+	sessions: Pick<Sessions, "issue">;
+	mfa: Pick<UsersConfig["accounts"], "mfaTokenTtlS" | "mfaTokenMaxAttempts">;
+}
+
+/** What every sign-in ends with: the disabled check, the second step when 2FA is on, the session. */
+export class SignInSteps {
+	constructor(private readonly d: SignInStepsDeps) {}
+
+	/** An account with 2FA on: no session yet, a single-use token for POST /auth/login/mfa. */
+	async challenge(userId: string, method: OneFactorMethod): Promise<MfaChallenge> {
+		const ttl = this.d.mfa.mfaTokenTtlS;
+		const mfaToken = await this.d.tokens.issueToken(userId, "mfa_login", ttl, { sessionMethod: method });
+		return { mfaRequired: true, mfaToken, expiresIn: ttl, methods: ["totp", "backup_code"] };
+	}
+
+	/** A first factor proved `userId` (an SSO identity, a passkey): a session, or the second step. */
+	async complete(userId: string, method: "sso" | "passkey", client: ClientInfo): Promise<SignInResult> {
+		const user = await this.d.store.userById(userId);
+		if (!user || user.disabled_at) throw accountDisabled();
+		if (method !== "passkey" && (await this.d.secondFactor.enabled(user.id)))
+			return this.challenge(user.id, method);
+		return this.session(user, method, client);
+	}
+
+	/** The second step: a current TOTP or backup code for the mfaToken's account. */
+	async finish(mfaToken: string, code: string, client: ClientInfo): Promise<SignedIn> {
+		const pending = await this.d.tokens.peekToken(mfaToken, "mfa_login");
+		if (!pending) throw mfaTokenInvalid();
+		const check = await this.d.secondFactor.check(pending.user_id, code);
+		if (!check.ok) {
+			await this.d.tokens.failTokenAttempt(mfaToken, this.d.mfa.mfaTokenMaxAttempts);
+			throw Forbidden("The two-factor code is wrong or was already used", "MFA_CODE_INVALID");
+		}
+		// Spent only now, and by one conditional UPDATE: of two racing finishes one gets a session.
+		if (!(await this.d.tokens.spendToken(mfaToken, "mfa_login"))) throw mfaTokenInvalid();
+		const user = await this.d.store.userById(pending.user_id);
+		if (!user || user.disabled_at) throw accountDisabled();
+		return this.session(user, pending.session_method ?? "password", client);
+	}
+
+	private async session(user: UserRow, method: SessionRow["method"], client: ClientInfo): Promise<SignedIn> {
+		await this.d.store.touchLogin(user.id);
+		return { ...(await this.d.sessions.issue(user, method, client)), user: publicUser(user) };
+	}
+}
 
 type Throttle = Pick<ProgressiveThrottle, "retryAfterS" | "recordFailure" | "reset">;
 
@@ -55,7 +112,7 @@ export interface SignInDeps {
 	};
 	secondFactor: Pick<SecondFactor, "enabled" | "stepUp">;
 	/** The answer for an account with 2FA on: no session yet, a token for the second step. */
-	mfaChallenge(userId: string, method: SessionRow["method"]): Promise<MfaChallenge>;
+	mfaChallenge(userId: string, method: "password"): Promise<MfaChallenge>;
 	sessions: Pick<Sessions, "issue" | "endAllExcept">;
 	/** Queues an account mail. */
 	mail(to: string, mail: AccountMail): void;
@@ -127,7 +184,7 @@ export class PasswordAccounts {
 		// A success from a known address leaves the account-wide count alone: the owner signing in
 		// at home must not hand a guesser elsewhere a fresh allowance.
 		await Promise.all([t.accountIp.reset(accountKey), viaAccountLimiter ? t.account.reset(emailKey) : undefined]);
-		if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");
+		if (user.disabled_at) throw accountDisabled();
 		await t.known.remember(email, client.ip);
 		if (this.d.hasher.needsRehash(user.password_hash!))
 			await this.d.store.setPasswordHash(user.id, await this.d.hasher.hash(password));

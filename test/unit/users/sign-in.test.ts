@@ -6,7 +6,7 @@ import { RateLimiterRes } from "rate-limiter-flexible";
 import type { AuthUser } from "../../../src/auth/user";
 import { DomainError } from "../../../src/errors";
 import type { AccountMail } from "../../../src/users/mail-templates";
-import { PasswordAccounts, type SignInDeps } from "../../../src/users/sign-in";
+import { PasswordAccounts, SignInSteps, type SignInDeps } from "../../../src/users/sign-in";
 import type { UserRow } from "../../../src/users/store";
 
 const NOW = new Date("2026-12-01T12:00:00Z");
@@ -334,5 +334,94 @@ describe("password change", () => {
 			s.accounts.changePassword(caller, { currentPassword: "right password", newPassword: "short" }, client)
 		);
 		expect(r).toMatchObject({ status: 422, details: [{ field: "newPassword", type: "passwordPolicy" }] });
+	});
+});
+
+describe("the end of every sign-in (SignInSteps)", () => {
+	function steps(opts: { mfa?: boolean; disabled?: boolean; codeOk?: boolean; spent?: boolean } = {}) {
+		const log: string[] = [];
+		const user = userRow({ disabled_at: opts.disabled ? NOW : null });
+		const s = new SignInSteps({
+			store: {
+				userById: async id => (id === user.id ? user : null),
+				touchLogin: async id => void log.push(`touchLogin ${id}`)
+			},
+			secondFactor: {
+				enabled: async () => opts.mfa === true,
+				check: async () => (opts.codeOk === false ? { ok: false } : { ok: true, via: "totp" })
+			},
+			tokens: {
+				issueToken: async (userId, kind, ttl, extra) => {
+					log.push(`issueToken ${userId} ${kind} ${ttl} ${extra?.sessionMethod}`);
+					return "fft_token";
+				},
+				peekToken: async token =>
+					token === "fft_token"
+						? { user_id: user.id, email: null, session_method: "siwe", attempts: 0 }
+						: null,
+				failTokenAttempt: async (token, max) => void log.push(`failTokenAttempt ${token} ${max}`),
+				spendToken: async () => (opts.spent ? null : { user_id: user.id, email: null, session_method: "siwe" })
+			},
+			sessions: {
+				issue: async (u, method) => {
+					log.push(`issue ${u.id} ${method}`);
+					return {
+						accessToken: "jwt",
+						tokenType: "Bearer",
+						expiresIn: 900,
+						refreshToken: "ffr_x",
+						refreshTokenExpiresAt: NOW.toISOString(),
+						sessionId: "s1"
+					};
+				}
+			},
+			mfa: { mfaTokenTtlS: 300, mfaTokenMaxAttempts: 5 }
+		});
+		return { s, log, user };
+	}
+
+	test("a passkey is two factors: a session even with 2FA on", async () => {
+		const t = steps({ mfa: true });
+		await expect(t.s.complete(t.user.id, "passkey", client)).resolves.toMatchObject({ sessionId: "s1" });
+		expect(t.log).toEqual([`touchLogin ${t.user.id}`, `issue ${t.user.id} passkey`]);
+	});
+
+	test("SSO with 2FA on: the second-step challenge, bound to the method, and no session", async () => {
+		const t = steps({ mfa: true });
+		await expect(t.s.complete(t.user.id, "sso", client)).resolves.toEqual({
+			mfaRequired: true,
+			mfaToken: "fft_token",
+			expiresIn: 300,
+			methods: ["totp", "backup_code"]
+		});
+		expect(t.log).toEqual([`issueToken ${t.user.id} mfa_login 300 sso`]);
+	});
+
+	test("a disabled account gets no session from any first factor", async () => {
+		const t = steps({ disabled: true });
+		expect(await refusal(t.s.complete(t.user.id, "sso", client))).toMatchObject({ code: "ACCOUNT_DISABLED" });
+		expect(await refusal(t.s.finish("fft_token", "123456", client))).toMatchObject({ code: "ACCOUNT_DISABLED" });
+		expect(t.log.filter(l => l.startsWith("issue "))).toEqual([]);
+	});
+
+	test("the second step: a wrong code counts an attempt; a right one gives the session of the first factor", async () => {
+		const wrong = steps({ codeOk: false });
+		expect(await refusal(wrong.s.finish("fft_token", "000000", client))).toMatchObject({
+			status: 403,
+			code: "MFA_CODE_INVALID"
+		});
+		expect(wrong.log).toEqual(["failTokenAttempt fft_token 5"]);
+		const right = steps();
+		await expect(right.s.finish("fft_token", "123456", client)).resolves.toMatchObject({
+			user: { id: right.user.id }
+		});
+		expect(right.log).toEqual([`touchLogin ${right.user.id}`, `issue ${right.user.id} siwe`]);
+	});
+
+	test("an unknown token, or one a racing finish spent first, is refused", async () => {
+		expect(await refusal(steps().s.finish("fft_other", "123456", client))).toMatchObject({ status: 401 });
+		const raced = steps({ spent: true });
+		expect(await refusal(raced.s.finish("fft_token", "123456", client))).toMatchObject({ status: 401 });
+		expect(raced.log).toEqual([]);
 	});
 });
