@@ -1,6 +1,6 @@
 /** The service on the filesystem blob store (PROJECTS_BLOB_STORE=fs): round trip, dedup, GC, verification. */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm, chmod, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
@@ -77,4 +77,17 @@ test("blobs live as files, shared across projects, collected after purge, verifi
 	await node.broker.call("projects.purge", { projectId: ids[0] });
 	expect(await node.broker.call("projects.gc", { graceS: 0 })).toMatchObject({ scanned: 3, deleted: 1 });
 	expect(await filesOnDisk()).toEqual([sha256Hex(shared), sha256Hex(Buffer.from("two"))].sort());
+});
+
+test("GC removes the temporary files crashed writers left (the fs store's own leftovers), not in a dry run", async () => {
+	const shard = join(dir, "ab", "cd");
+	await mkdir(shard, { recursive: true });
+	const leftover = join(shard, `.tmp-${"ab".repeat(32)}-dead`);
+	await writeFile(leftover, "torn");
+	const old = new Date(Date.now() - 3_600_000);
+	await utimes(leftover, old, old);
+	expect(await node.broker.call("projects.gc", { graceS: 60, dryRun: true })).toMatchObject({ removedTempFiles: 0 });
+	expect(await readdir(shard)).toHaveLength(1);
+	expect(await node.broker.call("projects.gc", { graceS: 60 })).toMatchObject({ removedTempFiles: 1 });
+	expect(await readdir(shard)).toEqual([]);
 });
