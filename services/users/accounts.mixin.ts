@@ -6,7 +6,7 @@
  */
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
 import type { Context } from "moleculer";
-import { Forbidden, NotFound, Unprocessable } from "../../src/errors";
+import { NotFound } from "../../src/errors";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { ACCOUNT_TOKEN_PATTERN, AccountStore } from "../../src/users/account-store";
 import { deleteAccount, exportAccount } from "../../src/users/account-deletion";
@@ -64,13 +64,7 @@ export const accountsMixin: UsersMixin = {
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: UsersThis, ctx: Ctx) {
-				const user = await this.store.userById(currentUser(ctx).id);
-				if (!user) throw NotFound("User");
-				if (!user.email)
-					throw Forbidden("The account has no e-mail address (POST /users/me/email)", "EMAIL_REQUIRED");
-				if (await this.accounts.emailVerifiedAt(user.id))
-					throw Forbidden("The e-mail address is already verified", "EMAIL_ALREADY_VERIFIED");
-				await this.emailFlows.sendVerification(user.id, user.email, false, ctx.meta.ip);
+				await this.emailFlows.resend(currentUser(ctx).id, ctx.meta.ip);
 				return { sent: true };
 			}
 		},
@@ -84,16 +78,11 @@ export const accountsMixin: UsersMixin = {
 				mfaCode: mfaCodeParam
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ email: string; mfaCode?: string }>) {
-				const email = normalizeEmail(ctx.params.email);
-				if (!email)
-					throw Unprocessable("Some fields are invalid", [
-						{ field: "email", message: "is not a valid e-mail address" }
-					]);
-				const user = await this.store.userById(currentUser(ctx).id);
-				if (!user) throw NotFound("User");
-				await this.secondFactor.stepUp(user.id, ctx.params.mfaCode);
-				await this.emailFlows.requestChange(user.id, user.email, email, ctx.meta.ip);
-				return { pending: true, email };
+				const p = ctx.params;
+				return {
+					pending: true,
+					email: await this.emailFlows.change(currentUser(ctx).id, p.email, p.mfaCode, ctx.meta.ip)
+				};
 			}
 		},
 
@@ -120,12 +109,7 @@ export const accountsMixin: UsersMixin = {
 			auth: "required",
 			sessionOnly: true,
 			async handler(this: UsersThis, ctx: Ctx) {
-				const user = await this.store.userById(currentUser(ctx).id);
-				if (!user) throw NotFound("User");
-				// Notices of 2FA changes and the way back in go to the address: it must be proven first.
-				if (!user.email || !(await this.accounts.emailVerifiedAt(user.id)))
-					throw Forbidden("Two-factor authentication needs a verified e-mail address", "EMAIL_NOT_VERIFIED");
-				return this.secondFactor.start(user.id, user.email);
+				return this.secondFactor.start(currentUser(ctx).id);
 			}
 		},
 
@@ -366,6 +350,11 @@ export const accountsMixin: UsersMixin = {
 				mailPerIp: makeLimiter(rt.redis, `${prefix}:mail-ip`, cfg.accounts.mailPerIpPerHour, 3600),
 				resetPerIp: makeLimiter(rt.redis, `${prefix}:reset-ip`, cfg.accounts.resetPerIpPerHour, 3600)
 			},
+			currentEmail: async userId => {
+				const user = await this.store.userById(userId);
+				return user ? user.email : undefined;
+			},
+			stepUp: (userId, code) => this.secondFactor.stepUp(userId, code),
 			endAllSessions: (userId, reason) => this.sessions.endAll(userId, reason),
 			audit: (userId, action, details) => audit(userId, userId, action, details)
 		});

@@ -41,7 +41,12 @@ export class SecondFactor {
 		return !!(await this.d.accounts.totpOf(userId))?.confirmed_at;
 	}
 
-	async start(userId: string, accountName: string): Promise<{ secret: string; otpauthUri: string }> {
+	/** Enrolment: a new secret for the app, named after the account's address, which must be verified. */
+	async start(userId: string): Promise<{ secret: string; otpauthUri: string }> {
+		// Notices of 2FA changes and the way back in go to the address: it must be proven first.
+		const accountName = await this.d.verifiedEmail(userId);
+		if (!accountName)
+			throw Forbidden("Two-factor authentication needs a verified e-mail address", "EMAIL_NOT_VERIFIED");
 		const secret = newTotpSecret();
 		if (!(await this.d.accounts.startTotp(userId, secret)))
 			throw Forbidden("Two-factor authentication is already on; turn it off first", "MFA_ALREADY_ENABLED");

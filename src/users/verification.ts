@@ -8,10 +8,10 @@
  * (silently: past its allowance an address gets no more mail this hour, and the answer is unchanged).
  */
 import { RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
-import { Conflict, TooManyRequests, Unauthorized, Unprocessable } from "../errors";
+import { Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable } from "../errors";
 import type { AccountStore } from "./account-store";
 import type { UsersConfig } from "./config";
-import { normalizePassword, passwordProblem, type PasswordHasher } from "./credentials";
+import { normalizeEmail, normalizePassword, passwordProblem, type PasswordHasher } from "./credentials";
 import type { Mailer } from "./mailer";
 import { throttleKey } from "./throttle";
 
@@ -26,6 +26,10 @@ export interface EmailFlowDeps {
 		mailPerIp: RateLimiterAbstract;
 		resetPerIp: RateLimiterAbstract;
 	};
+	/** The account's current address, null when it has none (a wallet account), undefined for no account. */
+	currentEmail(userId: string): Promise<string | null | undefined>;
+	/** A second-factor step-up for a sensitive change (with 2FA on: a current code). */
+	stepUp(userId: string, code: string | undefined): Promise<void>;
 	/** Ends every session and refresh family of the user and drops the gateway's cached states. */
 	endAllSessions(userId: string, reason: string): Promise<number>;
 	audit(userId: string, action: string, details: object): Promise<void>;
@@ -95,8 +99,31 @@ export class EmailFlows {
 		return { userId: spent.user_id, email: spent.email, changed: r.result === "changed" };
 	}
 
+	/** POST /users/me/email/verify/resend: the link again, for an address not verified yet. */
+	async resend(userId: string, ip?: string): Promise<void> {
+		const email = await this.d.currentEmail(userId);
+		if (email === undefined) throw NotFound("User");
+		if (!email) throw Forbidden("The account has no e-mail address (POST /users/me/email)", "EMAIL_REQUIRED");
+		if (await this.d.accounts.emailVerifiedAt(userId))
+			throw Forbidden("The e-mail address is already verified", "EMAIL_ALREADY_VERIFIED");
+		await this.sendVerification(userId, email, false, ip);
+	}
+
 	/** POST /users/me/email: the change applies once the new address proves itself. */
-	async requestChange(userId: string, current: string | null, email: string, ip?: string): Promise<void> {
+	async change(userId: string, rawEmail: string, mfaCode: string | undefined, ip?: string): Promise<string> {
+		const email = normalizeEmail(rawEmail);
+		if (!email)
+			throw Unprocessable("Some fields are invalid", [
+				{ field: "email", message: "is not a valid e-mail address" }
+			]);
+		const current = await this.d.currentEmail(userId);
+		if (current === undefined) throw NotFound("User");
+		await this.d.stepUp(userId, mfaCode);
+		await this.requestChange(userId, current, email, ip);
+		return email;
+	}
+
+	private async requestChange(userId: string, current: string | null, email: string, ip?: string): Promise<void> {
 		if (email === current)
 			throw Unprocessable("Some fields are invalid", [
 				{ field: "email", message: "is already the account's address", type: "unchanged" }
