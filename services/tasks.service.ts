@@ -27,6 +27,7 @@ import type { TaskStateEvent } from "../src/tasks/stream-hub";
 import { submitTask, type SubmitDeps, type SubmitParams } from "../src/tasks/submit";
 import { settleTask, sweepOnce, type SettleDeps, type SweepDeps } from "../src/tasks/sweep";
 import { inspectView, leasedTask, queueStatsView, taskView } from "../src/tasks/views";
+import { cutOffRecently } from "../src/runtime/nats-transporter";
 
 const SETTLE_GRACE_MS = 5_000;
 /** How long a hold intent may stay without its task before its hold counts as orphaned: well past any reserve call still in flight. */
@@ -348,7 +349,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			return {
 				...this.settleDeps(),
 				store: this.store,
-				holderAlive: nodeId => !!(nodeId && this.broker.registry.nodes.get(nodeId)?.available),
+				// A holder missing from the registry counts as alive while this node was itself cut off from
+				// NATS (everyone looked gone) and for twice the heartbeat timeout after, until nodes re-register.
+				holderAlive: nodeId =>
+					!!(nodeId && this.broker.registry.nodes.get(nodeId)?.available) ||
+					cutOffRecently(this.broker, 2000 * (this.broker.options.heartbeatTimeout ?? 30)),
 				onExpired: async rows => {
 					for (const row of rows) {
 						this.broker.metrics.increment("tasks.lease.expired.total", { tier: row.tier });

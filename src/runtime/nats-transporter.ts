@@ -9,14 +9,47 @@
  * per call (bench/gateway measures nats-server CPU per request). The cost is at most the rest of the
  * current turn before a packet leaves. Nothing else changes: subscriptions, balancing, reconnects
  * and serialisation are the base transporter's.
+ *
+ * It also watches its own link (the client's status events): `linkTroubleWithin(ms)` is true while
+ * the connection to nats-server is down and for `ms` after it is back. While this node is cut off,
+ * every other node looks gone from here; a caller that acts on "that node left" (the tasks sweeper
+ * taking a lease back) asks this first (`cutOffRecently`).
  */
-import { Transporters } from "moleculer";
+import { Transporters, type ServiceBroker } from "moleculer";
 
 type Packet = [topic: string, data: Buffer];
 
 export class BatchingNatsTransporter extends Transporters.NATS {
 	private pending: Packet[] = [];
 	private scheduled = false;
+	private linkDownSince: number | null = null;
+	private linkUpAt = 0;
+
+	override connect(): Promise<void> {
+		return super.connect().then((r: void) => {
+			this.watchLink();
+			return r;
+		});
+	}
+
+	private watchLink() {
+		const client = this.client as { status(): AsyncIterable<{ type: string }> } | null;
+		if (!client?.status) return;
+		void (async () => {
+			for await (const s of client.status()) {
+				if (s.type === "disconnect") this.linkDownSince ??= Date.now();
+				else if (s.type === "reconnect") {
+					this.linkDownSince = null;
+					this.linkUpAt = Date.now();
+				}
+			}
+		})().catch(() => undefined);
+	}
+
+	/** True while this node's connection to nats-server is down, and for `ms` after it came back. */
+	linkTroubleWithin(ms: number, now = Date.now()): boolean {
+		return this.linkDownSince !== null || now - this.linkUpAt < ms;
+	}
 
 	override send(topic: string, data: Buffer): Promise<void> {
 		if (!this.client) return Promise.resolve();
@@ -44,4 +77,10 @@ export class BatchingNatsTransporter extends Transporters.NATS {
 		this.drain();
 		return super.disconnect();
 	}
+}
+
+/** Whether `broker`'s own NATS link is down or came back less than `withinMs` ago (see above). */
+export function cutOffRecently(broker: ServiceBroker, withinMs: number): boolean {
+	const tx = (broker as unknown as { transit?: { tx?: unknown } }).transit?.tx;
+	return tx instanceof BatchingNatsTransporter && tx.linkTroubleWithin(withinMs);
 }
