@@ -9,7 +9,9 @@ import type { AuthUser } from "../src/auth/user";
 import type { AiConfig } from "../src/ai/config";
 import { CATALOG, tiersForGroup } from "../src/ai/catalog";
 import { RateLimited, UsageLimiter } from "../src/ai/limits";
-import { TaskKind, prepareTask, worstCaseTokens } from "../src/ai/prompt";
+import { prepareTask, worstCaseTokens } from "../src/ai/prompt";
+import type { PrepareInput } from "../src/tasks/contract";
+import type { AttemptEvent } from "../src/ai/generate";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { LeasePump } from "../src/ai/lease-pump";
@@ -49,17 +51,7 @@ interface AiThis extends Service<AiSettings> {
 	pump(): Promise<void>;
 	startTask(task: LeasedTask): void;
 	recordHealth(h: DeploymentHealth): void;
-}
-
-interface PrepareParams {
-	userId: string;
-	tier: TierName;
-	projectId: string;
-	kind: TaskKind;
-	prompt: string;
-	model?: string;
-	models?: string[];
-	maxOutputTokens?: number;
+	countAttempt(ev: AttemptEvent): void;
 }
 
 const CIRCUIT_VALUE = { closed: 0, "half-open": 1, open: 2 } as const;
@@ -120,7 +112,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				models: { type: "array", items: { type: "string", min: 1, max: 200 }, optional: true, max: 10 },
 				maxOutputTokens: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true }
 			},
-			async handler(this: AiThis, ctx: Context<PrepareParams>) {
+			async handler(this: AiThis, ctx: Context<PrepareInput>) {
 				const p = ctx.params;
 				const prepared = prepareTask(this.cfg, p);
 				const window = await this.limiter.admit(p.userId, p.tier, worstCaseTokens(prepared));
@@ -270,6 +262,17 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	},
 
 	methods: {
+		/** One provider attempt, of a task or a compatible request, in the attempt and TTFT metrics. */
+		countAttempt(this: AiThis, ev: AttemptEvent) {
+			const m = this.broker.metrics;
+			m.increment("ai.attempts.total", {
+				deployment: ev.deployment,
+				outcome: ev.outcome,
+				reason: ev.reason ?? ""
+			});
+			if (ev.ttftMs !== undefined) m.observe("ai.ttft.seconds", ev.ttftMs / 1000, { deployment: ev.deployment });
+		},
+
 		recordHealth(this: AiThis, h: DeploymentHealth) {
 			this.broker.metrics.set("ai.deployment.circuit", CIRCUIT_VALUE[h.circuit], {
 				deployment: h.id,
@@ -298,17 +301,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					},
 					broadcast: (event, payload) => void this.broker.broadcast(event, payload),
 					settleTokens: (userId, tier, p) => this.limiter.settle(userId, tier, p),
-					onAttempt: ev => {
-						this.broker.metrics.increment("ai.attempts.total", {
-							deployment: ev.deployment,
-							outcome: ev.outcome,
-							reason: ev.reason ?? ""
-						});
-						if (ev.ttftMs !== undefined)
-							this.broker.metrics.observe("ai.ttft.seconds", ev.ttftMs / 1000, {
-								deployment: ev.deployment
-							});
-					},
+					onAttempt: ev => this.countAttempt(ev),
 					onFallback: ev => this.broker.metrics.increment("ai.fallbacks.total", { from: ev.from, to: ev.to }),
 					logger: this.logger,
 					stopping: () => this.stopping,
@@ -458,15 +451,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			settle: async (userId, taskId, actualCost) =>
 				void (await call("payments.settle", { userId, taskId, actualCost })),
 			release: async (userId, taskId) => void (await call("payments.release", { userId, taskId })),
-			onAttempt: ev => {
-				this.broker.metrics.increment("ai.attempts.total", {
-					deployment: ev.deployment,
-					outcome: ev.outcome,
-					reason: ev.reason ?? ""
-				});
-				if (ev.ttftMs !== undefined)
-					this.broker.metrics.observe("ai.ttft.seconds", ev.ttftMs / 1000, { deployment: ev.deployment });
-			},
+			onAttempt: ev => this.countAttempt(ev),
 			logger: this.logger
 		};
 		if (rt.config.transporter && this.cfg.devProvider)

@@ -49,8 +49,20 @@ interface PaymentsThis extends Service, DurableThis {
 
 const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
 const TASK_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
-/** The params of a read of one of the caller's own records by its id. */
-const BY_UUID = { $$strict: "remove", id: { type: "uuid" } } as const;
+const UUID = { type: "uuid" } as const;
+const HASH32 = { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ } as const;
+
+/** GET of one of the caller's own records by its id (someone else's is 404 like a missing one). */
+function ownRecord(id: object, read: (svc: PaymentsThis, userId: string, id: string) => Promise<unknown>) {
+	return {
+		auth: "required" as const,
+		scope: "billing:read" as const,
+		params: { $$strict: "remove", id },
+		handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
+			return read(this, currentUser(ctx).id, ctx.params.id);
+		}
+	};
+}
 const CREDITS = (min: number) => ({ type: "number", integer: true, min, max: Number.MAX_SAFE_INTEGER, convert: true });
 
 const PaymentsService: ServiceSchema<
@@ -140,14 +152,7 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
-		checkoutStatus: {
-			auth: "required",
-			scope: "billing:read",
-			params: BY_UUID,
-			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
-				return this.billing.checkoutStatus(currentUser(ctx).id, ctx.params.id);
-			}
-		},
+		checkoutStatus: ownRecord(UUID, (svc, userId, id) => svc.billing.checkoutStatus(userId, id)),
 
 		stripeWebhook: {
 			params: { rawBody: { type: "string", max: 1_048_576 }, signature: { type: "string", max: 4096 } },
@@ -172,14 +177,7 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
-		invoice: {
-			auth: "required",
-			scope: "billing:read",
-			params: { $$strict: "remove", id: { type: "string", pattern: /^0x[0-9a-fA-F]{64}$/ } },
-			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
-				return this.requireChain().crypto.getInvoice(currentUser(ctx).id, ctx.params.id);
-			}
-		},
+		invoice: ownRecord(HASH32, (svc, userId, id) => svc.requireChain().crypto.getInvoice(userId, id)),
 
 		claimCryptoPayment: {
 			auth: "required",
@@ -202,14 +200,7 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
-		cryptoPayment: {
-			auth: "required",
-			scope: "billing:read",
-			params: BY_UUID,
-			async handler(this: PaymentsThis, ctx: Ctx<{ id: string }>) {
-				return this.requireChain().crypto.getPayment(currentUser(ctx).id, ctx.params.id);
-			}
-		},
+		cryptoPayment: ownRecord(UUID, (svc, userId, id) => svc.requireChain().crypto.getPayment(userId, id)),
 
 		staking: {
 			auth: "required",

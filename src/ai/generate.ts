@@ -62,6 +62,14 @@ export class GenerationError extends Error {
 	}
 }
 
+/** One attempt on one deployment: it answered (with its time to first token) or failed, and why. */
+export interface AttemptEvent {
+	deployment: string;
+	outcome: "ok" | "failed";
+	reason?: string;
+	ttftMs?: number;
+}
+
 export interface GenerateOptions {
 	cfg: AiConfig;
 	router: DeploymentRouter;
@@ -72,7 +80,7 @@ export interface GenerateOptions {
 	signal: AbortSignal;
 	onDelta(text: string): void;
 	onFallback(ev: { from: string; to: string; reason: string }): void;
-	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
+	onAttempt?(ev: AttemptEvent): void;
 	/**
 	 * The call of one attempt: tests of the loop inject fakes; the compatible endpoints (src/compat)
 	 * inject their richer request (tools, images, response formats). Default: the SDK adapters.

@@ -9,7 +9,7 @@ import type { ChangeOp } from "../projects/changeset";
 import type { AiConfig } from "./config";
 import { CatalogModel, findModel } from "./catalog";
 import { parseCodeOutput, toChangeOps } from "./code-output";
-import { GenerationError, GenerationResult, ModelUsage, generate } from "./generate";
+import { type AttemptEvent, GenerationError, GenerationResult, ModelUsage, generate } from "./generate";
 import { PrepareError, prepareTask, servedModels, worstCaseTokens } from "./prompt";
 import { type ContextRecord, contextMessages, shownFrames } from "./context-frames";
 import { type ContextSourceDeps, taskContext } from "./context-source";
@@ -28,7 +28,7 @@ export interface RunnerDeps {
 	contextTimeoutMs: number;
 	onContext?: ContextSourceDeps["onOutcome"];
 	broadcast(event: string, payload: unknown): void;
-	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
+	onAttempt?(ev: AttemptEvent): void;
 	onFallback?(ev: { from: string; to: string; reason: string }): void;
 	/** Brings the user's tokens-per-minute count to what this attempt used (see UsageLimiter.settle). */
 	settleTokens?(

@@ -95,77 +95,65 @@ export const MAX_TOTAL_BOOST_MS = 180 * SECOND;
 export const MAX_FEE_DISCOUNT_BPS = 3_000;
 export const BPS_DENOMINATOR = 10_000;
 
-function defineTier(tier: TierDefinition): TierDefinition {
+/** One property of every tier, in TIER_ORDER: `[free, pro, team, enterprise]`. */
+type PerTier<K extends keyof TierDefinition> = readonly [
+	TierDefinition[K],
+	TierDefinition[K],
+	TierDefinition[K],
+	TierDefinition[K]
+];
+
+/**
+ * The table itself, a row per property and a column per tier (free, pro, team, enterprise), as
+ * docs/tiers.md shows it. `name` and `rank` come from TIER_ORDER.
+ */
+// prettier-ignore
+const TABLE: { readonly [K in Exclude<keyof TierDefinition, "name" | "rank">]: PerTier<K> } = {
+	monthlyPriceCredits: [0n,                  20_000n,               50_000n,                 null],
+	priceUnit:           ["account",           "account",             "seat",                  "contract"],
+	maxBoostMs:          [0,                   30 * SECOND,           60 * SECOND,             120 * SECOND],
+	waitTargetMs:        [10 * MINUTE,         2 * MINUTE,            1 * MINUTE,              30 * SECOND],
+	perUserConcurrency:  [1,                   4,                     8,                       32],
+	perTierConcurrency:  [0.5,                 0.8,                   null,                    null],
+	admission: [
+		{ deferAboveMs: 5 * MINUTE, rejectAboveMs: 20 * MINUTE },
+		{ deferAboveMs: 15 * MINUTE, rejectAboveMs: 45 * MINUTE },
+		{ deferAboveMs: 30 * MINUTE, rejectAboveMs: 2 * HOUR },
+		{ deferAboveMs: 1 * HOUR, rejectAboveMs: 4 * HOUR }
+	],
+	rateLimits: [
+		{ requestsPerMinute: 20, tokensPerMinute: 20_000 },
+		{ requestsPerMinute: 120, tokensPerMinute: 200_000 },
+		{ requestsPerMinute: 600, tokensPerMinute: 1_000_000 },
+		{ requestsPerMinute: 3_000, tokensPerMinute: 5_000_000 }
+	],
+	feeDiscountBps:      [0,                   250,                   500,                     1_000],
+	modelGroups:         [["small"],           ["small", "large"],    ["small", "large", "reasoning"], ["small", "large", "reasoning"]],
+	minStakeWei:         [null,                forgeToWei(1_000),     forgeToWei(10_000),      forgeToWei(100_000)]
+};
+
+function tierAt(rank: number): TierDefinition {
+	const at = <K extends keyof typeof TABLE>(k: K) => TABLE[k][rank] as TierDefinition[K];
 	return Object.freeze({
-		...tier,
-		admission: Object.freeze({ ...tier.admission }),
-		rateLimits: Object.freeze({ ...tier.rateLimits }),
-		modelGroups: Object.freeze([...tier.modelGroups])
+		name: TIER_ORDER[rank],
+		rank,
+		monthlyPriceCredits: at("monthlyPriceCredits"),
+		priceUnit: at("priceUnit"),
+		maxBoostMs: at("maxBoostMs"),
+		waitTargetMs: at("waitTargetMs"),
+		perUserConcurrency: at("perUserConcurrency"),
+		perTierConcurrency: at("perTierConcurrency"),
+		admission: Object.freeze({ ...at("admission") }),
+		rateLimits: Object.freeze({ ...at("rateLimits") }),
+		feeDiscountBps: at("feeDiscountBps"),
+		modelGroups: Object.freeze([...at("modelGroups")]),
+		minStakeWei: at("minStakeWei")
 	});
 }
 
-export const TIERS: TierTable = Object.freeze({
-	free: defineTier({
-		name: "free",
-		rank: 0,
-		monthlyPriceCredits: 0n,
-		priceUnit: "account",
-		maxBoostMs: 0,
-		waitTargetMs: 10 * MINUTE,
-		perUserConcurrency: 1,
-		perTierConcurrency: 0.5,
-		admission: { deferAboveMs: 5 * MINUTE, rejectAboveMs: 20 * MINUTE },
-		rateLimits: { requestsPerMinute: 20, tokensPerMinute: 20_000 },
-		feeDiscountBps: 0,
-		modelGroups: ["small"],
-		minStakeWei: null
-	}),
-	pro: defineTier({
-		name: "pro",
-		rank: 1,
-		monthlyPriceCredits: 20_000n,
-		priceUnit: "account",
-		maxBoostMs: 30 * SECOND,
-		waitTargetMs: 2 * MINUTE,
-		perUserConcurrency: 4,
-		perTierConcurrency: 0.8,
-		admission: { deferAboveMs: 15 * MINUTE, rejectAboveMs: 45 * MINUTE },
-		rateLimits: { requestsPerMinute: 120, tokensPerMinute: 200_000 },
-		feeDiscountBps: 250,
-		modelGroups: ["small", "large"],
-		minStakeWei: forgeToWei(1_000)
-	}),
-	team: defineTier({
-		name: "team",
-		rank: 2,
-		monthlyPriceCredits: 50_000n,
-		priceUnit: "seat",
-		maxBoostMs: 60 * SECOND,
-		waitTargetMs: 1 * MINUTE,
-		perUserConcurrency: 8,
-		perTierConcurrency: null,
-		admission: { deferAboveMs: 30 * MINUTE, rejectAboveMs: 2 * HOUR },
-		rateLimits: { requestsPerMinute: 600, tokensPerMinute: 1_000_000 },
-		feeDiscountBps: 500,
-		modelGroups: ["small", "large", "reasoning"],
-		minStakeWei: forgeToWei(10_000)
-	}),
-	enterprise: defineTier({
-		name: "enterprise",
-		rank: 3,
-		monthlyPriceCredits: null,
-		priceUnit: "contract",
-		maxBoostMs: 120 * SECOND,
-		waitTargetMs: 30 * SECOND,
-		perUserConcurrency: 32,
-		perTierConcurrency: null,
-		admission: { deferAboveMs: 1 * HOUR, rejectAboveMs: 4 * HOUR },
-		rateLimits: { requestsPerMinute: 3_000, tokensPerMinute: 5_000_000 },
-		feeDiscountBps: 1_000,
-		modelGroups: ["small", "large", "reasoning"],
-		minStakeWei: forgeToWei(100_000)
-	})
-});
+export const TIERS: TierTable = Object.freeze(
+	Object.fromEntries(TIER_ORDER.map((name, rank) => [name, tierAt(rank)])) as Record<TierName, TierDefinition>
+);
 
 export interface StakeDiscountStep {
 	readonly minStakeWei: bigint;

@@ -6,6 +6,18 @@ import type { TierName } from "../domain/tiers";
 
 export type TaskKind = "chat" | "code" | "compare";
 
+/** What `ai.prepare` is asked at submission: the model plan, the worst-case cost, the rate limits counted. */
+export interface PrepareInput {
+	userId: string;
+	tier: TierName;
+	projectId: string;
+	kind: TaskKind;
+	prompt: string;
+	model?: string;
+	models?: string[];
+	maxOutputTokens?: number;
+}
+
 /** What `tasks.lease` hands a worker for each task it leased. */
 export interface LeasedTask {
 	taskId: string;

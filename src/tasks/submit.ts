@@ -19,18 +19,12 @@ import { UniqueConstraintError } from "sequelize";
 import { MAX_PURCHASED_BOOST_MS, type AdmissionThresholds, type TierName } from "../domain/tiers";
 import { TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
 import { validateGlobs } from "../context/globs";
-import type { TaskKind } from "./contract";
+import type { PrepareInput } from "./contract";
 import { requestHash } from "./rules";
 import { admissionDecision, expectedWaitMs } from "./scheduling";
 import type { NewTask, PreparedTask, TaskRow } from "./store";
 
-export interface SubmitParams {
-	projectId: string;
-	kind: TaskKind;
-	prompt: string;
-	model?: string;
-	models?: string[];
-	maxOutputTokens?: number;
+export interface SubmitParams extends Omit<PrepareInput, "userId" | "tier"> {
 	priorityBoost: "none" | "paid";
 	include?: string[];
 	exclude?: string[];
@@ -52,16 +46,7 @@ export interface SubmitServices {
 	/** Throws (404/403) unless the user may use the project. */
 	checkProjectAccess(projectId: string, userId: string): Promise<void>;
 	tierOf(userId: string): Promise<TierName>;
-	prepare(input: {
-		userId: string;
-		tier: TierName;
-		projectId: string;
-		kind: SubmitParams["kind"];
-		prompt: string;
-		model?: string;
-		models?: string[];
-		maxOutputTokens?: number;
-	}): Promise<PreparedTask>;
+	prepare(input: PrepareInput): Promise<PreparedTask>;
 	priorityBoost(input: { userId: string; purchaseMs: number; tier: TierName }): Promise<{ boostMs: number }>;
 	reserve(input: {
 		userId: string;

@@ -2,8 +2,9 @@
 import type { RouteSpec } from "../../../src/http/route-spec";
 import { views } from "../../../src/ai/views";
 
+const tag = "ai";
+
 export function aiRoutes(): RouteSpec[] {
-	const tag = "ai";
 	return [
 		{
 			method: "GET",
