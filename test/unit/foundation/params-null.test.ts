@@ -21,8 +21,13 @@ const validator = Validators.resolve(brokerOptions(loadConfig({})).validator as 
 function actionsWithParams(): Array<{ name: string; params: Params }> {
 	const schemas: ServiceSchema[] = [...Object.values(SERVICE_MODULES).map(load => load()), opsService];
 	const out: Array<{ name: string; params: Params }> = [];
+	// A service's actions include those of its mixins (and theirs), as Moleculer merges them.
+	const actionsOf = (svc: Partial<ServiceSchema>): Array<[string, unknown]> => [
+		...((svc.mixins ?? []) as Partial<ServiceSchema>[]).flatMap(actionsOf),
+		...Object.entries(svc.actions ?? {})
+	];
 	for (const svc of schemas)
-		for (const [name, action] of Object.entries(svc.actions ?? {})) {
+		for (const [name, action] of actionsOf(svc)) {
 			const params = typeof action === "object" ? (action as { params?: Params }).params : undefined;
 			if (params && typeof params === "object") out.push({ name: `${svc.name}.${name}`, params });
 		}
