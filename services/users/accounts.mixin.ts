@@ -231,16 +231,11 @@ export const accountsMixin: UsersMixin = {
 					mfaCode?: string;
 				}>
 			) {
+				const p = ctx.params;
 				const userId = currentUser(ctx).id;
-				await this.secondFactor.stepUp(userId, ctx.params.mfaCode);
-				const row = await this.passkeys.register(
-					userId,
-					ctx.params.challengeToken,
-					ctx.params.response,
-					ctx.params.name ?? "Passkey"
+				return passkeyView(
+					await this.passkeys.register(userId, p.challengeToken, p.response, p.name ?? "Passkey", p.mfaCode)
 				);
-				await this.store.audit(undefined, userId, userId, "user.passkey.add", { id: row.credential_id });
-				return passkeyView(row);
 			}
 		},
 
@@ -257,9 +252,7 @@ export const accountsMixin: UsersMixin = {
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "string", min: 16, max: 1366, pattern: B64URL } },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
-				const userId = currentUser(ctx).id;
-				await this.passkeys.remove(userId, ctx.params.id);
-				await this.store.audit(undefined, userId, userId, "user.passkey.remove", { id: ctx.params.id });
+				await this.passkeys.remove(currentUser(ctx).id, ctx.params.id);
 				return { id: ctx.params.id, removed: true };
 			}
 		},
@@ -358,7 +351,10 @@ export const accountsMixin: UsersMixin = {
 			endAllSessions: (userId, reason) => this.sessions.endAll(userId, reason),
 			audit: (userId, action, details) => audit(userId, userId, action, details)
 		});
-		this.passkeys = new Passkeys(cfg.webauthn, rt.sequelize, rt.kv);
+		this.passkeys = new Passkeys(cfg.webauthn, rt.sequelize, rt.kv, {
+			stepUp: (userId, code) => this.secondFactor.stepUp(userId, code),
+			audit: (userId, action, details) => audit(userId, userId, action, details)
+		});
 		this.mailer.startQueue();
 		this.stepUpPasswords = new ProgressiveThrottle(rt.redis, `${prefix}:stepup-password`, cfg.accounts.mfaThrottle);
 		this.secondFactor = new SecondFactor({

@@ -81,16 +81,8 @@ export const ssoMixin: UsersMixin<SsoThis> = {
 			sessionOnly: true,
 			params: { $$strict: "remove", ...callbackParams, mfaCode: mfaCodeParam },
 			async handler(this: SsoThis, ctx: CallbackCtx) {
-				const userId = currentUser(ctx).id;
 				const p = ctx.params;
-				// A new way into the account is a sensitive change, as a wallet or a passkey is.
-				await this.secondFactor.stepUp(userId, p.mfaCode);
-				const r = await this.sso.link(userId, p.provider, p.flowToken, callbackOf(p));
-				if (!r.alreadyLinked)
-					await this.store.audit(undefined, userId, userId, "user.identity.link", {
-						provider: p.provider,
-						id: r.identity.id
-					});
+				const r = await this.sso.link(currentUser(ctx).id, p.provider, p.flowToken, callbackOf(p), p.mfaCode);
 				return { ...identityView(r.identity), alreadyLinked: r.alreadyLinked };
 			}
 		},
@@ -108,9 +100,7 @@ export const ssoMixin: UsersMixin<SsoThis> = {
 			sessionOnly: true,
 			params: { $$strict: "remove", id: { type: "uuid" } },
 			async handler(this: SsoThis, ctx: Ctx<{ id: string }>) {
-				const userId = currentUser(ctx).id;
-				await this.sso.remove(userId, ctx.params.id);
-				await this.store.audit(undefined, userId, userId, "user.identity.remove", { id: ctx.params.id });
+				await this.sso.remove(currentUser(ctx).id, ctx.params.id);
 				return { id: ctx.params.id, removed: true };
 			}
 		}
@@ -124,7 +114,9 @@ export const ssoMixin: UsersMixin<SsoThis> = {
 			identities: new IdentityStore(rt.sequelize),
 			db: rt.sequelize,
 			kv: rt.kv,
-			userIdByEmail: async email => (await this.store.userByEmail(email))?.id ?? null
+			userIdByEmail: async email => (await this.store.userByEmail(email))?.id ?? null,
+			stepUp: (userId, code) => this.secondFactor.stepUp(userId, code),
+			audit: (userId, action, details) => this.store.audit(undefined, userId, userId, action, details)
 		});
 	}
 };

@@ -56,7 +56,12 @@ export class Passkeys {
 	constructor(
 		private readonly cfg: WebAuthnConfig,
 		private readonly db: Sequelize,
-		private readonly kv: KeyValueStore
+		private readonly kv: KeyValueStore,
+		private readonly hooks: {
+			/** A second-factor step-up: a new way into the account is a sensitive change. */
+			stepUp(userId: string, code: string | undefined): Promise<void>;
+			audit(userId: string, action: string, details: object): Promise<void>;
+		}
 	) {}
 
 	private rows<T extends object>(sql: string, bind: unknown[]): Promise<T[]> {
@@ -106,7 +111,14 @@ export class Passkeys {
 		return { options, challengeToken: await this.issueChallenge(options.challenge, user.id, "register") };
 	}
 
-	async register(userId: string, challengeToken: string, response: RegistrationResponseJSON, name: string) {
+	async register(
+		userId: string,
+		challengeToken: string,
+		response: RegistrationResponseJSON,
+		name: string,
+		mfaCode: string | undefined
+	): Promise<PasskeyRow> {
+		await this.hooks.stepUp(userId, mfaCode);
 		const c = await this.takeChallenge(challengeToken, "register");
 		if (c.userId !== userId) throw invalidChallenge();
 		let verification;
@@ -139,6 +151,7 @@ export class Passkeys {
 			]
 		);
 		if (!row) throw Conflict("This passkey is already registered, or the account has too many", "PASSKEY_TAKEN");
+		await this.hooks.audit(userId, "user.passkey.add", { id: row.credential_id });
 		return row;
 	}
 
@@ -199,5 +212,6 @@ export class Passkeys {
 				"This passkey is the account's only way to sign in; add a password, wallet or another passkey first",
 				"LAST_SIGN_IN_METHOD"
 			);
+		await this.hooks.audit(userId, "user.passkey.remove", { id: credentialId });
 	}
 }

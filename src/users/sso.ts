@@ -43,6 +43,9 @@ export interface SsoDeps {
 	db: Sequelize;
 	kv: KeyValueStore;
 	userIdByEmail(email: string): Promise<string | null>;
+	/** A second-factor step-up: a new way into the account is a sensitive change. */
+	stepUp(userId: string, code: string | undefined): Promise<void>;
+	audit(userId: string, action: string, details: object): Promise<void>;
 }
 
 export function identityView(r: IdentityRow) {
@@ -115,7 +118,15 @@ export class SingleSignOn {
 	}
 
 	/** Links an identity to the signed-in account that started the flow. */
-	async link(userId: string, providerId: string, flowToken: string, params: CallbackParams) {
+	async link(
+		userId: string,
+		providerId: string,
+		flowToken: string,
+		params: CallbackParams,
+		mfaCode: string | undefined
+	): Promise<{ identity: IdentityRow; alreadyLinked: boolean }> {
+		// A new way into the account is a sensitive change, as a wallet or a passkey is.
+		await this.d.stepUp(userId, mfaCode);
 		const { flow, profile, provider } = await this.finish(providerId, "link", flowToken, params);
 		if (flow.userId !== userId) throw flowInvalid();
 		const known = await this.d.identities.find(provider.id, profile.subject);
@@ -124,6 +135,7 @@ export class SingleSignOn {
 		if (known) return { identity: known, alreadyLinked: true };
 		const row = await this.d.identities.link(userId, provider.id, profile);
 		if (!row) throw Conflict("This identity signs in to another account", "IDENTITY_TAKEN");
+		await this.d.audit(userId, "user.identity.link", { provider: provider.id, id: row.id });
 		return { identity: row, alreadyLinked: false };
 	}
 
@@ -139,5 +151,6 @@ export class SingleSignOn {
 				"This is the account's only way to sign in; add a password, passkey or wallet first",
 				"LAST_SIGN_IN_METHOD"
 			);
+		await this.d.audit(userId, "user.identity.remove", { id });
 	}
 }
