@@ -18,6 +18,7 @@ import { cancelTask, requeueTask } from "../src/tasks/cancel";
 import type { TasksConfig } from "../src/tasks/config";
 import type { LeasedTask } from "../src/tasks/contract";
 import { COMPLETE_PARAMS, FAIL_PARAMS, LIST_PARAMS, SUBMIT_PARAMS, UUID } from "../src/tasks/params";
+import { registerTasksMetrics } from "../src/tasks/metrics";
 import { queueMetaOf, type QueueMeta, type QueueSnapshot } from "../src/tasks/queue-meta";
 import { completeTask, failTask, type CompleteReport, type FailReport, type ReportDeps } from "../src/tasks/reports";
 import { isTerminal, type TaskState } from "../src/tasks/rules";
@@ -53,6 +54,7 @@ interface TasksThis extends Service, DurableThis {
 	sweepDeps(): SweepDeps;
 	p50RunMs(): Promise<number>;
 	statsView(): Promise<ReturnType<typeof queueStatsView>>;
+	dispatched(row: TaskRow, now: number): void;
 	announce(row: TaskRow, extra?: Partial<TaskStateEvent>): void;
 	settleThenAnnounce(row: TaskRow): Promise<void>;
 	snapshotOnce(force?: boolean): Promise<QueueSnapshot | null>;
@@ -168,17 +170,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					leaseMs: this.cfg.leaseMs,
 					totalWorkers: Math.max(this.capacity(), slots)
 				});
-				for (const row of rows) {
-					this.broker.metrics.increment("tasks.dispatched.total", { tier: row.tier });
-					if (row.attempts === 1) {
-						const waitMs = Math.max(0, now - row.enqueued_at.getTime());
-						this.broker.metrics.observe("tasks.queue.wait.seconds", waitMs / 1000, { tier: row.tier });
-						this.meta
-							.pushWait(row.tier, waitMs)
-							.catch(err => this.logger.warn("wait sample not recorded", (err as Error).message));
-					}
-					this.announce(row);
-				}
+				for (const row of rows) this.dispatched(row, now);
 				return rows.map(leasedTask);
 			}
 		},
@@ -382,6 +374,19 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			return this.p50Cache.value;
 		},
 
+		/** A leased row: counted, its first wait sampled (metrics and the rolling percentiles), announced. */
+		dispatched(this: TasksThis, row: TaskRow, now: number) {
+			this.broker.metrics.increment("tasks.dispatched.total", { tier: row.tier });
+			if (row.attempts === 1) {
+				const waitMs = Math.max(0, now - row.enqueued_at.getTime());
+				this.broker.metrics.observe("tasks.queue.wait.seconds", waitMs / 1000, { tier: row.tier });
+				this.meta
+					.pushWait(row.tier, waitMs)
+					.catch(err => this.logger.warn("wait sample not recorded", (err as Error).message));
+			}
+			this.announce(row);
+		},
+
 		announce(this: TasksThis, r: TaskRow, extra: Partial<TaskStateEvent> = {}) {
 			const ev: TaskStateEvent = {
 				taskId: r.id,
@@ -461,35 +466,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		this.snapshotting = null;
 		this.finishing = new Set();
 		this.p50Cache = null;
-		const m = this.broker.metrics;
-		if (!m.hasMetric("tasks.queue.depth")) {
-			m.register({
-				type: "gauge",
-				name: "tasks.queue.depth",
-				labelNames: ["tier"],
-				description: "Queued tasks per tier"
-			});
-			m.register({
-				type: "histogram",
-				name: "tasks.queue.wait.seconds",
-				labelNames: ["tier"],
-				unit: "seconds",
-				description: "Queue wait (submission to first start) per tier",
-				buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]
-			});
-			m.register({
-				type: "counter",
-				name: "tasks.dispatched.total",
-				labelNames: ["tier"],
-				description: "Tasks leased to workers"
-			});
-			m.register({
-				type: "counter",
-				name: "tasks.lease.expired.total",
-				labelNames: ["tier"],
-				description: "Leases that expired (worker died or stalled)"
-			});
-		}
+		registerTasksMetrics(this.broker.metrics);
 	},
 
 	started(this: TasksThis) {
