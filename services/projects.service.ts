@@ -12,7 +12,7 @@ import { pageOf, readCursor } from "../src/http/cursor";
 import { currentUser, INTERNAL } from "../src/kit/service";
 import type { Ctx } from "../src/kit/service";
 import { runtimeOf } from "../src/runtime/runtime";
-import { PROJECT_ROLES } from "../src/projects/access";
+import { memberListRank, PROJECT_ROLES } from "../src/projects/access";
 import type { ProjectRole } from "../src/projects/access";
 import { contentTypeFor } from "../src/projects/content-type";
 import { resolveVersion } from "../src/projects/guard";
@@ -143,10 +143,13 @@ const ProjectsService: ServiceSchema<
 		members: {
 			auth: "required",
 			scope: "projects:read",
-			params: { id: idParam },
-			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
+			params: { $$strict: "remove", id: idParam, ...pageParams },
+			async handler(this: ProjectsThis, ctx: Ctx<{ id: string } & Page>) {
+				const after = readCursor(ctx.params.cursor, ["int", "text"] as const) ?? null;
 				await this.guard.require(ctx.params.id, currentUser(ctx).id, "viewer");
-				return { items: (await this.repo.members(ctx.params.id)).map(memberView) };
+				const rows = await this.repo.members(ctx.params.id, undefined, { after, limit: ctx.params.limit + 1 });
+				const page = pageOf(rows, ctx.params.limit, m => [memberListRank(m.role), m.userId]);
+				return { items: page.items.map(memberView), nextCursor: page.nextCursor };
 			}
 		},
 

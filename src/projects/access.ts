@@ -21,6 +21,11 @@ export function hasRole(role: ProjectRole | null | undefined, min: ProjectRole):
 	return role != null && RANK[role] >= RANK[min];
 }
 
+/** Where a role sorts in member lists: owners (0), editors (1), viewers (2). */
+export function memberListRank(role: ProjectRole): number {
+	return RANK.owner - RANK[role];
+}
+
 export type MemberChange = { kind: "set"; role: ProjectRole } | { kind: "remove" };
 
 export interface MemberChangeInput {

@@ -248,7 +248,15 @@ export class ProjectsRepository {
 		return toProject(row);
 	}
 
-	async members(projectId: string, tx?: Transaction): Promise<MemberRecord[]> {
+	/**
+	 * Members in list order: owners, editors, viewers (`memberListRank`), then by user id. With `page`,
+	 * at most `limit` of them after the member whose key is `after` (keyset pagination).
+	 */
+	async members(
+		projectId: string,
+		tx?: Transaction,
+		page?: { after: readonly [number, string] | null; limit: number }
+	): Promise<MemberRecord[]> {
 		const rows = await this.select<{
 			user_id: string;
 			role: ProjectRole;
@@ -256,9 +264,12 @@ export class ProjectsRepository {
 			created_at: Date;
 			updated_at: Date;
 		}>(
-			`SELECT user_id, role, added_by, created_at, updated_at FROM project_members WHERE project_id = $1
-			 ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'editor' THEN 1 ELSE 2 END, user_id`,
-			[projectId],
+			`SELECT user_id, role, added_by, created_at, updated_at FROM (
+			   SELECT *, CASE role WHEN 'owner' THEN 0 WHEN 'editor' THEN 1 ELSE 2 END AS rank FROM project_members WHERE project_id = $1
+			 ) m
+			 WHERE $2::int IS NULL OR (rank, user_id) > ($2::int, $3::text)
+			 ORDER BY rank, user_id LIMIT $4`,
+			[projectId, page?.after?.[0] ?? null, page?.after?.[1] ?? null, page?.limit ?? null],
 			tx
 		);
 		return rows.map(r => ({

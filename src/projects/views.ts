@@ -160,7 +160,7 @@ export const views = {
 	update: Project,
 	remove: Project,
 	restore: Project,
-	members: Type.Object({ items: List(Member, 10_000) }),
+	members: Type.Object({ items: List(Member, 200), nextCursor: Nullable(Str(512)) }),
 	setMember: Type.Object({ projectId: Uuid(), userId: UserId(), role: Str(32) }),
 	removeMember: Type.Object({ projectId: Uuid(), userId: UserId(), removed: Type.Boolean() }),
 	versions: Type.Object({ items: List(Version, 200), nextCursor: Nullable(Str(512)) }),

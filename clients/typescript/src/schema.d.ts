@@ -14442,7 +14442,10 @@ export interface operations {
 	};
 	getProjectsIdMembers: {
 		parameters: {
-			query?: never;
+			query?: {
+				cursor?: string;
+				limit?: number;
+			};
 			header?: never;
 			path: {
 				id: string;
@@ -14467,6 +14470,7 @@ export interface operations {
 				content: {
 					"application/json": {
 						items: components["schemas"]["Member"][];
+						nextCursor: string | null;
 					};
 				};
 			};

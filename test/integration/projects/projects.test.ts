@@ -201,6 +201,33 @@ describe("members and permissions", () => {
 		]);
 	});
 
+	test("members page with the list cursor: owners, editors, viewers, no gaps or repeats; a bad cursor is the one 422", async () => {
+		const seen: string[][] = [];
+		let cursor: string | null = null;
+		do {
+			const q: string = cursor ? `?limit=1&cursor=${cursor}` : "?limit=1";
+			const page = await api.call("GET", `/api/v1/projects/${id}/members${q}`, { token: tok("vi") });
+			expect(page.status).toBe(200);
+			expect(page.json.items).toHaveLength(1);
+			seen.push(page.json.items.map((m: { userId: string; role: string }) => [m.userId, m.role])[0]);
+			cursor = page.json.nextCursor;
+		} while (cursor);
+		expect(seen).toEqual([
+			["boss", "owner"],
+			["ed", "editor"],
+			["vi", "viewer"]
+		]);
+		const versionsCursor = (await api.call("GET", `/api/v1/projects/${id}/versions?limit=1`, { token: tok("vi") }))
+			.json.nextCursor;
+		for (const bad of ["bogus", versionsCursor ?? "c1.x"]) {
+			const r = await api.call("GET", `/api/v1/projects/${id}/members?cursor=${bad}`, { token: tok("vi") });
+			expectError(r, 422, "VALIDATION_ERROR");
+			expect(r.json.error.details).toEqual([
+				{ field: "cursor", message: "not a cursor from this list", type: "cursor" }
+			]);
+		}
+	});
+
 	test("a viewer reads but cannot commit, start the sandbox, change the project or its members", async () => {
 		const t = tok("vi");
 		expect((await api.call("GET", `/api/v1/projects/${id}/files/a.txt`, { token: t })).bytes.toString()).toBe(
