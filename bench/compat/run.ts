@@ -1,12 +1,19 @@
 /**
  * Added latency of /v1/chat/completions: the same `openai` SDK against the fake OpenAI server
- * directly and through a ForgeFluid node (gateway + users + payments + ai in one process, real
- * PostgreSQL and Redis), in one run. Streams: time to first token and total at LEVELS concurrent
- * streams (ROUNDS rounds each); then non-streaming requests/s for SECONDS. The fake answers at once
- * (CHUNKS tokens, no pacing), so the figures are the platform's own cost. Machine printed first.
- * Run: node -r @swc-node/register bench/compat/run.ts   (LEVELS=1,50,200 ROUNDS=3 SECONDS=5)
- * LiteLLM's proxy is not measured (see bench/README.md).
+ * directly, through a ForgeFluid node (gateway + users + payments + ai in one process, real
+ * PostgreSQL and Redis) and through LiteLLM's proxy (the peer, its own process, the same fake
+ * upstream), in one run. Streams: time to first token and total at LEVELS concurrent streams
+ * (ROUNDS rounds each); then non-streaming requests/s for SECONDS. The fake answers at once (CHUNKS
+ * tokens, no pacing), so the figures are each proxy's own cost. Machine printed first.
+ * Run: ./forge bench:compat   (installs LiteLLM into .tools/bench-venv; LEVELS=1,50,200 ROUNDS=3
+ * SECONDS=5). Without BENCH_LITELLM (a litellm executable) the peer is left out.
  */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { openSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import OpenAI from "openai";
 import { Client } from "pg";
 import { createTestDatabase, startTestNode } from "../../test/support/env";
@@ -36,11 +43,67 @@ async function stream(c: OpenAI): Promise<{ ttft: number; total: number }> {
 	return { ttft, total: performance.now() - t0 };
 }
 
+const freePort = () =>
+	new Promise<number>((resolve, reject) => {
+		const srv = createServer();
+		srv.once("error", reject);
+		srv.listen(0, "127.0.0.1", () => {
+			const port = (srv.address() as { port: number }).port;
+			srv.close(() => resolve(port));
+		});
+	});
+
+/**
+ * LiteLLM's proxy in front of the same fake: one uvicorn worker, a master key (it refuses to start
+ * without one), no database (so no virtual keys, budgets or spend logs: its lightest path).
+ */
+const LITELLM_KEY = `sk-ffbench-${randomBytes(16).toString("hex")}`;
+async function startLiteLLM(bin: string, upstream: string): Promise<{ url: string; proc: ChildProcess }> {
+	const port = await freePort();
+	const dir = tmpdir();
+	const config = join(dir, `ff-bench-litellm-${process.pid}.yaml`);
+	writeFileSync(
+		config,
+		[
+			"model_list:",
+			"  - model_name: gpt-4o-mini",
+			"    litellm_params:",
+			"      model: openai/gpt-4o-mini",
+			`      api_base: ${upstream}`,
+			"      api_key: sk",
+			"litellm_settings:",
+			"  telemetry: false",
+			"general_settings:",
+			`  master_key: ${LITELLM_KEY}`,
+			""
+		].join("\n")
+	);
+	const log = openSync(join(dir, `ff-bench-litellm-${process.pid}.log`), "w");
+	const proc = spawn(bin, ["--config", config, "--host", "127.0.0.1", "--port", String(port), "--num_workers", "1"], {
+		stdio: ["ignore", log, log],
+		env: { ...process.env, LITELLM_LOCAL_MODEL_COST_MAP: "True", LITELLM_LOG: "ERROR" }
+	});
+	const url = `http://127.0.0.1:${port}`;
+	for (const end = Date.now() + 120_000; Date.now() < end;) {
+		if (proc.exitCode !== null) throw new Error(`litellm exited (${proc.exitCode}); see its log in ${dir}`);
+		const ok = await fetch(`${url}/health/liveliness`).then(
+			r => r.ok,
+			() => false
+		);
+		if (ok) return { url: `${url}/v1`, proc };
+		await new Promise(r => setTimeout(r, 250));
+	}
+	proc.kill();
+	throw new Error("litellm did not become ready in 120 s");
+}
+
 async function main() {
 	console.log(machine());
 	const fake = await startFakeOpenAI();
 	fake.setDefault({ kind: "ok", chunks: Array.from({ length: CHUNKS }, (_, i) => ` t${i}`) });
 	setInterval(() => (fake.requests.length = 0), 1000).unref();
+	const litellm = process.env.BENCH_LITELLM ? await startLiteLLM(process.env.BENCH_LITELLM, fake.url) : null;
+	if (!litellm) console.log("LiteLLM: not measured (BENCH_LITELLM unset; ./forge bench:compat sets it)");
 	const db = await createTestDatabase("ff_bench");
 	const node = await startTestNode({
 		db,
@@ -87,18 +150,19 @@ async function main() {
 		const key = (await post("/users/me/api-keys", { name: "bench", scopes: ["ai:use"] }, reg.accessToken)).key;
 		const direct = new OpenAI({ apiKey: "sk", baseURL: fake.url, maxRetries: 0 });
 		const via = new OpenAI({ apiKey: key, baseURL: `${node.baseUrl}/v1`, maxRetries: 0 });
-		await stream(via);
-		await stream(direct);
+		const peer = litellm ? new OpenAI({ apiKey: LITELLM_KEY, baseURL: litellm.url, maxRetries: 0 }) : null;
+		const targets: Array<[string, OpenAI]> = [
+			["direct", direct],
+			["forgefluid", via],
+			...(peer ? [["litellm", peer] as [string, OpenAI]] : [])
+		];
+		for (const [, client] of targets) await stream(client);
 		for (const c of LEVELS) {
-			const res: Record<string, { ttft: number[]; total: number[] }> = {
-				direct: { ttft: [], total: [] },
-				forgefluid: { ttft: [], total: [] }
-			};
+			const res: Record<string, { ttft: number[]; total: number[] }> = Object.fromEntries(
+				targets.map(([n]) => [n, { ttft: [], total: [] }])
+			);
 			for (let r = 0; r < ROUNDS; r++)
-				for (const [name, client] of [
-					["direct", direct],
-					["forgefluid", via]
-				] as const) {
+				for (const [name, client] of targets) {
 					const out = await Promise.all(Array.from({ length: c }, () => stream(client)));
 					for (const o of out) {
 						res[name].ttft.push(o.ttft);
@@ -107,15 +171,13 @@ async function main() {
 				}
 			const line = (n: string) =>
 				`${n.padEnd(10)} ttft p50 ${pct(res[n].ttft, 50).toFixed(1)} p99 ${pct(res[n].ttft, 99).toFixed(1)} ms; total p50 ${pct(res[n].total, 50).toFixed(1)} p99 ${pct(res[n].total, 99).toFixed(1)} ms`;
-			console.log(`streams=${c} (${ROUNDS} rounds)\n  ${line("direct")}\n  ${line("forgefluid")}`);
-			console.log(
-				`  added ttft p50 ${(pct(res.forgefluid.ttft, 50) - pct(res.direct.ttft, 50)).toFixed(1)} ms, p99 ${(pct(res.forgefluid.ttft, 99) - pct(res.direct.ttft, 99)).toFixed(1)} ms`
-			);
+			console.log(`streams=${c} (${ROUNDS} rounds)\n${targets.map(([n]) => `  ${line(n)}`).join("\n")}`);
+			for (const [n] of targets.slice(1))
+				console.log(
+					`  ${n} added ttft p50 ${(pct(res[n].ttft, 50) - pct(res.direct.ttft, 50)).toFixed(1)} ms, p99 ${(pct(res[n].ttft, 99) - pct(res.direct.ttft, 99)).toFixed(1)} ms; total p50 ${(pct(res[n].total, 50) - pct(res.direct.total, 50)).toFixed(1)} ms`
+				);
 		}
-		for (const [name, client] of [
-			["direct", direct],
-			["forgefluid", via]
-		] as const) {
+		for (const [name, client] of targets) {
 			const end = Date.now() + SECONDS * 1000;
 			let n = 0;
 			await Promise.all(
@@ -134,6 +196,7 @@ async function main() {
 		}
 	} finally {
 		await node.stop();
+		litellm?.proc.kill();
 		await fake.close();
 		await db.drop();
 	}

@@ -97,35 +97,44 @@ export class UsageLimiter {
 	 */
 	async admit(userId: string, tier: TierName, tokens: number): Promise<{ windowEndMs: number | null }> {
 		const requests = this.limiter(tier, "requests");
-		try {
-			await requests.consume(userId, 1);
-		} catch (err) {
-			if (err instanceof RateLimiterRes)
-				throw new RateLimited("requests", Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
-			throw err;
-		}
 		const tokenLimiter = this.limiter(tier, "tokens");
-		let counted: RateLimiterRes;
-		try {
-			// A task larger than a whole minute's allowance could never run; it takes the whole window instead.
-			counted = await tokenLimiter.consume(userId, this.admitted(tier, tokens));
-		} catch (err) {
-			await requests.reward(userId, 1).catch(() => undefined);
-			if (err instanceof RateLimiterRes) {
-				await tokenLimiter.reward(userId, this.admitted(tier, tokens)).catch(() => undefined);
-				throw new RateLimited("tokens", Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
+		const wanted = this.admitted(tier, tokens);
+		// Both counts and Redis's clock in flight together (one round trip's wait, not three). A refused
+		// count is given back, and so is the other one's when it was taken.
+		const refusal = (err: unknown) => (err instanceof RateLimiterRes ? err : null);
+		const clock = this.redis ? this.redis.time().catch(() => null) : Promise.resolve(null);
+		const [req, tok] = await Promise.allSettled([
+			requests.consume(userId, 1),
+			tokenLimiter.consume(userId, wanted)
+		]);
+		if (req.status === "rejected" || tok.status === "rejected") {
+			await Promise.all([
+				req.status === "fulfilled" ? requests.reward(userId, 1).catch(() => undefined) : undefined,
+				// rate-limiter-flexible counts a refused consume: the tokens are given back either way.
+				tok.status === "fulfilled" || refusal(tok.reason)
+					? tokenLimiter.reward(userId, wanted).catch(() => undefined)
+					: undefined
+			]);
+			await clock;
+			const r = req.status === "rejected" ? req.reason : null;
+			if (r !== null) {
+				const res = refusal(r);
+				if (res) throw new RateLimited("requests", Math.max(1, Math.ceil(res.msBeforeNext / 1000)));
+				throw r;
 			}
-			throw err;
+			const t = (tok as PromiseRejectedResult).reason;
+			const res = refusal(t);
+			if (res) throw new RateLimited("tokens", Math.max(1, Math.ceil(res.msBeforeNext / 1000)));
+			throw t;
 		}
-		// msBeforeNext comes from the same atomic step as the count; Redis's clock is read just after,
-		// so the end is late by at most that round trip (SAME_WINDOW_MS covers it).
+		const counted = tok.value;
+		// msBeforeNext comes from the same atomic step as the count; Redis's clock is read in the same
+		// round trip, so the end is off by at most that round trip (SAME_WINDOW_MS covers it).
 		if (!this.redis) return { windowEndMs: Date.now() + counted.msBeforeNext };
-		try {
-			const [s, us] = await this.redis.time();
-			return { windowEndMs: Number(s) * 1000 + Math.floor(Number(us) / 1000) + counted.msBeforeNext };
-		} catch {
-			return { windowEndMs: null };
-		}
+		const t = await clock;
+		if (!t) return { windowEndMs: null };
+		const [s, us] = t;
+		return { windowEndMs: Number(s) * 1000 + Math.floor(Number(us) / 1000) + counted.msBeforeNext };
 	}
 
 	/**

@@ -19,6 +19,9 @@ export interface FactsSources {
  * A user's tier facts. `tierOverride` given: the caller resolved the tier already (tasks passes the
  * users service's answer). Not given: the admin override is read from the users service (cached),
  * so /billing/balance names the same tier as /users/me.
+ *
+ * With a tier given, the plan is not read (the tier and the fee discount do not depend on it; a
+ * reserve saves its SQL round trip): `planTier` then repeats the given tier.
  */
 export async function tierFactsOf(
 	src: FactsSources,
@@ -26,7 +29,7 @@ export async function tierFactsOf(
 	tierOverride?: TierName | null
 ): Promise<StakeFacts> {
 	const [plan, positions, now, override] = await Promise.all([
-		src.planOf(userId),
+		tierOverride ? tierOverride : src.planOf(userId),
 		src.stakes ? src.stakes.positionsOf(userId) : Promise.resolve([]),
 		src.stakes ? src.stakes.now() : Promise.resolve(Date.now()),
 		tierOverride !== undefined ? tierOverride : src.adminOverrideOf(userId)
