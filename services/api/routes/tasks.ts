@@ -1,7 +1,7 @@
 /** REST routes of the tasks service (docs/tasks.md), including the SSE stream of a task's events. */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, Service } from "moleculer";
-import type { AuthUser } from "../../../src/auth/user";
+import { currentUser, type RequestMeta } from "../../../src/kit/service";
 import { TooManyRequests } from "../../../src/errors";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { queueMetaOf } from "../../../src/tasks/queue-meta";
@@ -64,7 +64,7 @@ async function taskEvents(
 	params: Record<string, string>
 ): Promise<void> {
 	const api = this as Service;
-	const ctx = req.$ctx as Context<unknown, { user?: AuthUser | null }>;
+	const ctx = req.$ctx as Context<unknown, RequestMeta>;
 	const cfg = runtimeOf(api.broker).config.tasks;
 	const hub = taskStreamHubOf(api.broker);
 	const meta = queueMetaOf(api.broker);
@@ -72,7 +72,7 @@ async function taskEvents(
 	// Each open stream holds a socket, listeners and timers: a per-user cap keeps one client from
 	// exhausting them. Counted across the cluster in Redis, and on this node as the backstop that
 	// also holds when Redis cannot answer.
-	const userId = ctx.meta.user!.id;
+	const userId = currentUser(ctx).id;
 	const tooMany = () =>
 		TooManyRequests(
 			`At most ${cfg.sseMaxPerUser} event streams may be open at once; close one first`,
