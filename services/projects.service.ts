@@ -7,22 +7,19 @@
 import { Readable } from "node:stream";
 import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { durableEvents } from "../mixins/durable-events.mixin";
-import { Conflict, NotFound } from "../src/errors";
+import { Conflict } from "../src/errors";
 import { pageOf, readCursor } from "../src/http/cursor";
 import { currentUser, INTERNAL } from "../src/kit/service";
 import type { Ctx } from "../src/kit/service";
 import { runtimeOf } from "../src/runtime/runtime";
 import { memberListRank, PROJECT_ROLES } from "../src/projects/access";
 import type { ProjectRole } from "../src/projects/access";
-import { contentTypeFor } from "../src/projects/content-type";
 import { resolveVersion } from "../src/projects/guard";
-import { normaliseProjectPath } from "../src/projects/paths";
 import type { SandboxRecord } from "../src/projects/repository";
 import { SANDBOX_STATES } from "../src/projects/sandbox";
 import type { SandboxState } from "../src/projects/sandbox";
-import { fileResponseHeaders } from "../src/projects/serving";
 import { projectsUseCases } from "../src/projects/use-cases";
-import { commitVersion, diffManifests } from "../src/projects/versions";
+import { commitVersion, diffManifests, fileAt } from "../src/projects/versions";
 import { filesView, memberView, projectView, sandboxView, versionView } from "../src/projects/views";
 import { internalActions } from "./projects/internal.mixin";
 import { commitParams, idParam, userIdParam, versionParam } from "./projects/this";
@@ -256,31 +253,12 @@ const ProjectsService: ServiceSchema<
 			},
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; path: string; version?: number }>) {
 				const { project } = await this.guard.require(ctx.params.id, currentUser(ctx).id, "viewer");
-				const filePath = normaliseProjectPath(ctx.params.path, "path");
-				const version = resolveVersion(project, ctx.params.version);
-				const manifest = await this.caches.manifest(project.id, version);
-				const entry = Object.hasOwn(manifest, filePath) ? manifest[filePath] : undefined;
-				if (!entry)
-					throw NotFound("File", {
-						field: "path",
-						reason: `no file "${filePath}" in version ${version}`,
-						path: filePath
-					});
-				const data = await this.caches.blob(entry);
-				const contentType = contentTypeFor(filePath, data);
-				const pinned = ctx.params.version !== undefined;
-				const headers = fileResponseHeaders({
-					path: filePath,
-					contentType,
-					sha256: entry.sha256,
-					version,
-					pinned
-				});
-				ctx.meta.$responseType = contentType;
-				ctx.meta.$responseHeaders = { ...headers, "Content-Length": String(data.length) };
+				const file = await fileAt(this.caches, project, ctx.params.path, ctx.params.version);
+				ctx.meta.$responseType = file.contentType;
+				ctx.meta.$responseHeaders = file.headers;
 				// A stream, not a Buffer: across nodes Moleculer sends it in chunks, where one Buffer
 				// would be a single transporter message (NATS refuses those over max_payload, 1 MB by default).
-				return Readable.from(chunksOf(data, STREAM_CHUNK_BYTES));
+				return Readable.from(chunksOf(file.data, STREAM_CHUNK_BYTES));
 			}
 		},
 

@@ -1,5 +1,6 @@
 /**
- * Versions: committing a change set, comparing two versions and checking one against the store.
+ * Versions: committing a change set, comparing two versions, serving a file of one and checking
+ * one against the store.
  * The collaborators come in as parameters (the repository's queries, the blob store, the caches,
  * the transaction runner and the durable publisher), so unit tests drive every branch with fakes.
  *
@@ -14,11 +15,16 @@ import { Conflict, DomainError, NotFound } from "../errors";
 import type { BlobStore } from "./blob-store";
 import { applyChangeSet } from "./changeset";
 import type { ChangeOp, ChangeSetLimits } from "./changeset";
+import type { ProjectCaches } from "./caches";
+import { contentTypeFor } from "./content-type";
 import { ProjectDomainError } from "./errors";
+import { resolveVersion } from "./guard";
 import { sha256Hex } from "./hash";
 import { manifestDiff } from "./manifest";
 import type { Manifest, ManifestEntry } from "./manifest";
+import { normaliseProjectPath } from "./paths";
 import type { ProjectRecord, ProjectsRepository, VersionRecord } from "./repository";
+import { fileResponseHeaders } from "./serving";
 import type { UnifiedDiffKind } from "./textdiff";
 import { unifiedDiff } from "./textdiff";
 import { entryView, iso } from "./views";
@@ -263,4 +269,26 @@ async function blobProblem(store: BlobStore, entry: ManifestEntry): Promise<Blob
 	if (data === null) return "missing";
 	if (sha256Hex(data) !== entry.sha256) return "corrupt";
 	return data.length !== entry.size ? "size-mismatch" : null;
+}
+
+/**
+ * One file of a version (default the head) as served: its bytes, content type and response headers
+ * (serving.ts), or a 404 naming the path. `rawPath` is validated by the path rules first.
+ */
+export async function fileAt(
+	caches: Pick<ProjectCaches, "manifest" | "blob">,
+	project: ProjectRecord,
+	rawPath: string,
+	requested: number | undefined
+): Promise<{ data: Buffer; contentType: string; headers: Record<string, string> }> {
+	const path = normaliseProjectPath(rawPath, "path");
+	const version = resolveVersion(project, requested);
+	const manifest = await caches.manifest(project.id, version);
+	const entry = Object.hasOwn(manifest, path) ? manifest[path] : undefined;
+	if (!entry) throw NotFound("File", { field: "path", reason: `no file "${path}" in version ${version}`, path });
+	const data = await caches.blob(entry);
+	const contentType = contentTypeFor(path, data);
+	const pinned = requested !== undefined;
+	const headers = fileResponseHeaders({ path, contentType, sha256: entry.sha256, version, pinned });
+	return { data, contentType, headers: { ...headers, "Content-Length": String(data.length) } };
 }

@@ -5,6 +5,7 @@ import { sha256Hex } from "../../../src/projects/hash";
 import {
 	commitVersion,
 	diffManifests,
+	fileAt,
 	storeMissing,
 	verifyManifest,
 	VERSION_CREATED
@@ -365,5 +366,30 @@ describe("verifyManifest", () => {
 			["corrupt.txt", "corrupt"],
 			["missing.txt", "missing"]
 		]);
+	});
+});
+
+describe("fileAt", () => {
+	test("serves a version's file with its headers; pinned versions are immutable; unknown and invalid paths are refused", async () => {
+		const s = setup();
+		await commitVersion(s.deps, input());
+		const project = { ...s.db.project };
+		const head = await fileAt(s.caches, project, "a.txt", undefined);
+		expect(head.data.toString()).toBe("hello");
+		expect(head.contentType).toBe("text/plain; charset=utf-8");
+		expect(head.headers).toMatchObject({
+			"Content-Length": "5",
+			"X-Project-Version": "1",
+			"Cache-Control": "private, no-cache"
+		});
+		const pinned = await fileAt(s.caches, project, "a.txt", 1);
+		expect(pinned.headers["Cache-Control"]).toContain("immutable");
+		const missing = await rejection(fileAt(s.caches, project, "b.txt", 1));
+		expect([missing.status, missing.details]).toEqual([
+			404,
+			expect.objectContaining({ field: "path", path: "b.txt" })
+		]);
+		expect((await rejection(fileAt(s.caches, project, "../x", 1))).code).toBe("PATH_INVALID");
+		expect((await rejection(fileAt(s.caches, project, "a.txt", 2))).code).toBe("NOT_FOUND");
 	});
 });
