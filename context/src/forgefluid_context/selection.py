@@ -24,7 +24,7 @@ from .ranking import VersionIndex, query_terms
 
 # A candidate file this small (share of the budget) is one unit, shown whole; a longer one offers
 # its chunks.
-WHOLE_FILE_SHARE = 0.05
+WHOLE_FILE_SHARE = 0.0
 TOP_FILES = 60
 # A chunk's score: its file's score x (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance), the
 # relevance mixing its BM25 against the file's best chunk (LOCAL_WEIGHT) and the best chunk of all
@@ -32,7 +32,7 @@ TOP_FILES = 60
 # window of the same score.
 CHUNK_FLOOR = 0.25
 LOCAL_WEIGHT = 0.5
-DENSITY = 0.5
+DENSITY = 0.3
 MAP_MIN_TOKENS = 24
 
 
