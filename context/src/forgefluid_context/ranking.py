@@ -24,13 +24,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .parsing import FileFacts, path_terms, split_identifier, terms_of
+from .parsing import STOPWORDS, FileFacts, path_terms, split_identifier, terms_of
 
 K1 = 1.2
 B = 0.75
 W_LEXICAL = 1.0
 W_NAMED_DEF = 1.0
 W_NAMED_PATH = 1.2
+W_NAMED_SEGMENT = 0.5  # a plain word that is a file's stem or directory, relative to a spelled-out path
 W_GRAPH = 0.5
 W_RECENCY = 0.15
 PPR_ALPHA = 0.15
@@ -97,6 +98,13 @@ class VersionIndex:
             ]
         self.lower_paths = [f.path.lower() for f in files]
         self.stem_of = [p.rsplit("/", 1)[-1].split(".", 1)[0] for p in self.lower_paths]
+        # a plain word of the query that is a file's stem or one of its directories names that file
+        self.by_segment: dict[str, list[int]] = defaultdict(list)
+        for i, lp in enumerate(self.lower_paths):
+            segs = set(lp.split("/")[:-1])
+            segs.add(self.stem_of[i])
+            for seg in segs:
+                self.by_segment[seg].append(i)
         self.graph = self._graph()
         self.out_weight = [sum(e.values()) for e in self.graph]
         # query-independent, so computed once: each node's edges as (target, share of its out-weight)
@@ -155,8 +163,9 @@ class VersionIndex:
                 scores[i] += idf * w
         return scores
 
-    def named(self, query: str) -> tuple[dict[int, float], dict[int, float], set[str]]:
-        """Files defining identifiers the query spells out, and files whose path it names."""
+    def named(self, query: str) -> tuple[dict[int, float], dict[int, float], dict[int, float], set[str]]:
+        """Files defining identifiers the query spells out, files whose path it names, and files whose
+        stem or directory is a plain word of the query."""
         defs: dict[int, float] = defaultdict(float)
         named_defs: set[str] = set()
         for w in set(re.findall(r"[A-Za-z_$][A-Za-z0-9_$]{2,}", query)):
@@ -169,8 +178,14 @@ class VersionIndex:
             for i in definers:
                 defs[i] += weight / math.sqrt(len(definers))
         paths: dict[int, float] = defaultdict(float)
+        segments: dict[int, float] = defaultdict(float)
         for tok in set(re.findall(r"[A-Za-z0-9_][A-Za-z0-9_./-]*[A-Za-z0-9_]", query)):
             if "/" not in tok and "." not in tok and "-" not in tok:
+                low = tok.lower()
+                seg_hits = self.by_segment.get(low) if len(low) > 2 and low not in STOPWORDS else None
+                if seg_hits and len(seg_hits) <= 100:
+                    for i in seg_hits:
+                        segments[i] += 1 / math.sqrt(len(seg_hits))
                 continue
             tok = tok.strip("./").lower()
             suffix, dotted, under = "/" + tok, tok + ".", tok.rstrip("/") + "/"
@@ -186,7 +201,7 @@ class VersionIndex:
             ]
             for i in hits[:50]:
                 paths[i] += 1 / math.sqrt(len(hits))
-        return defs, paths, named_defs
+        return defs, paths, segments, named_defs
 
     def personalised_pagerank(self, seeds: dict[int, float]) -> dict[int, float]:
         """Andersen-Chung-Lang push: approximate PPR touching only the seeds' neighbourhood. A node is
@@ -226,10 +241,11 @@ class VersionIndex:
     def rank(self, query: str) -> Ranked:
         qterms = dict(terms_of(query))
         lex = self.bm25(qterms)
-        defs, paths, named_defs = self.named(query)
+        defs, paths, segments, named_defs = self.named(query)
         top_lex = max(lex.values(), default=0.0) or 1.0
         top_def = max(defs.values(), default=0.0) or 1.0
         top_path = max(paths.values(), default=0.0) or 1.0
+        top_segment = max(segments.values(), default=0.0) or 1.0
         base: dict[int, float] = defaultdict(float)
         for i, v in lex.items():
             base[i] += W_LEXICAL * v / top_lex
@@ -237,6 +253,8 @@ class VersionIndex:
             base[i] += W_NAMED_DEF * v / top_def
         for i, v in paths.items():
             base[i] += W_NAMED_PATH * v / top_path
+        for i, v in segments.items():
+            base[i] += W_NAMED_SEGMENT * v / top_segment
         seeds = dict(sorted(base.items(), key=lambda kv: -kv[1])[:30])
         ppr = self.personalised_pagerank(seeds)
         top_ppr = max(ppr.values(), default=0.0) or 1.0
