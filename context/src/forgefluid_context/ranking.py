@@ -37,6 +37,7 @@ W_RECENCY = 0.15
 PPR_ALPHA = 0.15
 PPR_EPSILON = 2e-4
 MAX_DEFINERS = 6
+W_SAME_STEM = 1.0  # edge weight between files sharing a stem, against 2 for a resolved import
 # A chunk's score is its file's times (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance within the file).
 CHUNK_FLOOR = 0.25  # an identifier defined in more files than this is too common to make an edge
 
@@ -128,6 +129,13 @@ class VersionIndex:
         for i, f in enumerate(self.files):
             base = f.path.rsplit("/", 1)[-1]
             stems[base.split(".", 1)[0].lower()].append(i)
+        # a test, doc or sibling that shares a file's stem (orgs.ts, orgs.test.ts, orgs.md) follows it
+        for group in stems.values():
+            if 1 < len(group) <= MAX_DEFINERS:
+                for i in group:
+                    for j in group:
+                        if i != j:
+                            out[i][j] += W_SAME_STEM / (len(group) - 1)
         for i, f in enumerate(self.files):
             if f.facts is None:
                 continue
