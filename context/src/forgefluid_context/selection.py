@@ -34,6 +34,7 @@ CHUNK_FLOOR = 0.25
 LOCAL_WEIGHT = 0.5
 DENSITY = 0.3
 MAP_MIN_TOKENS = 24
+FILE_SHARPNESS = 0.5
 
 
 @dataclass
@@ -181,7 +182,7 @@ def plan(
             f = index.files[i]
             if f.facts is None or not f.facts.chunks:
                 continue
-            fnorm = ranked.file_scores[i] / top
+            fnorm = (ranked.file_scores[i] / top) ** FILE_SHARPNESS
             if f.tokens <= WHOLE_FILE_SHARE * budget or len(f.facts.chunks) == 1:
                 pool.append(Unit(i, 1, f.facts.lines, f.tokens, fnorm * (1 + CHUNK_FLOOR) / 2))
                 continue
