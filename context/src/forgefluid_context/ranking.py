@@ -106,6 +106,21 @@ class VersionIndex:
             segs.add(self.stem_of[i])
             for seg in segs:
                 self.by_segment[seg].append(i)
+        # every tail of a path on segment boundaries, with and without its extension, and every
+        # directory: what a path written in the query can name
+        self.by_suffix: dict[str, list[int]] = defaultdict(list)
+        self.by_dir: dict[str, list[int]] = defaultdict(list)
+        for i, lp in enumerate(self.lower_paths):
+            segs = lp.split("/")
+            tails = {"/".join(segs[k:]) for k in range(len(segs))}
+            stemmed = "/".join(segs[:-1] + [self.stem_of[i]])
+            stemmed_segs = stemmed.split("/")
+            tails.update("/".join(stemmed_segs[k:]) for k in range(len(stemmed_segs)))
+            for t in tails:
+                self.by_suffix[t].append(i)
+            for k in range(1, len(segs)):
+                self.by_dir["/".join(segs[:k])].append(i)
+        self.chunk_lengths: dict[int, tuple[list[int], float]] = {}
         self.graph = self._graph()
         self.out_weight = [sum(e.values()) for e in self.graph]
         # query-independent, so computed once: each node's edges as (target, share of its out-weight)
@@ -188,27 +203,23 @@ class VersionIndex:
         paths: dict[int, float] = defaultdict(float)
         segments: dict[int, float] = defaultdict(float)
         for tok in set(re.findall(r"[A-Za-z0-9_][A-Za-z0-9_./-]*[A-Za-z0-9_]", query)):
+            low = tok.lower()
             if "/" not in tok and "." not in tok and "-" not in tok:
-                low = tok.lower()
                 seg_hits = self.by_segment.get(low) if len(low) > 2 and low not in STOPWORDS else None
                 if seg_hits and len(seg_hits) <= 100:
                     for i in seg_hits:
                         segments[i] += 1 / math.sqrt(len(seg_hits))
                 continue
-            tok = tok.strip("./").lower()
-            suffix, dotted, under = "/" + tok, tok + ".", tok.rstrip("/") + "/"
-            stems = self.stem_of
-            hits = [
-                i
-                for i, lp in enumerate(self.lower_paths)
-                if lp == tok
-                or stems[i] == tok
-                or lp.endswith(suffix)
-                or lp.startswith(dotted)
-                or ("/" in tok and lp.startswith(under))
-            ]
-            for i in hits[:50]:
-                paths[i] += 1 / math.sqrt(len(hits))
+            # the path itself, a tail of it (`report.ts`, `ai/report.ts`), either without its
+            # extension (`bench/README`), or a directory (`src/ai/`)
+            low = low.strip("./")
+            hits = set(self.by_suffix.get(low, ()))
+            if "/" in low:
+                hits.update(self.by_dir.get(low.rstrip("/"), ()))
+            if hits:
+                ordered = sorted(hits)
+                for i in ordered[:50]:
+                    paths[i] += 1 / math.sqrt(len(ordered))
         return defs, paths, segments, named_defs
 
     def personalised_pagerank(self, seeds: dict[int, float]) -> dict[int, float]:
@@ -286,21 +297,29 @@ class VersionIndex:
             return []
         n = len(self.files)
         chunks = f.facts.chunks
-        lengths = [sum(c.terms.values()) for c in chunks]
-        avg = sum(lengths) / len(chunks) or 1.0
+        cached = self.chunk_lengths.get(file_index)
+        if cached is None:
+            lengths = [sum(c.terms.values()) for c in chunks]
+            cached = self.chunk_lengths[file_index] = (lengths, sum(lengths) / len(chunks) or 1.0)
+        lengths, avg = cached
         idfs = {}
         for t in query_terms:
             df = len(self.postings.get(t, ()))
             if df:
                 idfs[t] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        k1b = K1 * B / avg
+        k1 = K1 * (1 - B)
         raw: list[float] = []
+        wanted = idfs.keys()
         for c, dl in zip(chunks, lengths, strict=True):
             s = 0.0
-            norm = K1 * (1 - B + B * dl / avg)
-            for t, idf in idfs.items():
-                tf = c.terms.get(t, 0)
-                if tf:
-                    s += idf * tf * (K1 + 1) / (tf + norm)
+            common = wanted & c.terms.keys()
+            if common:
+                norm = k1 + k1b * dl
+                terms = c.terms
+                for t in common:
+                    tf = terms[t]
+                    s += idfs[t] * tf * (K1 + 1) / (tf + norm)
             raw.append(s)
         if named:
             top = max(raw, default=0.0) + 1.0

@@ -137,12 +137,22 @@ def plan(
     left = budget
     taken: set[tuple[int, int]] = set()
 
+    headers: dict[int, int] = {}
+
+    def header_of(i: int) -> int:
+        h = headers.get(i)
+        if h is None:
+            h = headers[i] = header_tokens(index.files[i].path, count)
+        return h
+
     def offer(units: list[Unit]) -> None:
         nonlocal left
         for u in units:
+            if left <= 8:
+                break
             if (u.file, u.start) in taken:
                 continue
-            cost = u.tokens + header_tokens(index.files[u.file].path, count)
+            cost = u.tokens + header_of(u.file)
             if cost <= left:
                 chosen.append(u)
                 taken.add((u.file, u.start))
@@ -192,8 +202,7 @@ def plan(
                     continue
                 mix = LOCAL_WEIGHT * r / local + (1 - LOCAL_WEIGHT) * r / best
                 pool.append(Unit(i, c.start, c.end, c.tokens, fnorm * (CHUNK_FLOOR + (1 - CHUNK_FLOOR) * mix)))
-    header = {u.file: header_tokens(index.files[u.file].path, count) for u in pool}
-    pool.sort(key=lambda u: (-u.score / (u.tokens + header[u.file]) ** DENSITY, u.file, u.start))
+    pool.sort(key=lambda u: (-u.score / (u.tokens + header_of(u.file)) ** DENSITY, u.file, u.start))
     offer(pool)
     map_order = [i for i in ranked.order if i in allowed_set] + [i for i in allowed if ranked.file_scores[i] <= 0]
     return chosen, map_order
