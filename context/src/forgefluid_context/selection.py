@@ -25,7 +25,7 @@ from .ranking import VersionIndex, query_terms
 # A candidate file this small (share of the budget) is one unit, shown whole; a longer one offers
 # its chunks.
 WHOLE_FILE_SHARE = 0.0
-TOP_FILES = 60
+TOP_FILES = 30
 # A chunk's score: its file's score x (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance), the
 # relevance mixing its BM25 against the file's best chunk (LOCAL_WEIGHT) and the best chunk of all
 # candidates; units are packed by score / tokens^DENSITY, so a short relevant definition beats a long
