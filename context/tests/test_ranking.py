@@ -140,3 +140,54 @@ def test_an_empty_version_and_an_empty_query_are_fine() -> None:
     assert select(VersionIndex([]), "anything", 100) == ([], 0)
     frames, used = select(build(TREE), "", 200)
     assert used <= 200 and all(f["kind"] == "map" for f in frames)
+
+
+NAMED_TREE: dict[str, str] = {
+    "src/ai/report.ts": "export function sendOutcome(x: number) {\n  return x;\n}\n",
+    "src/ai/router.ts": "export function pickProvider(x: number) {\n  return x;\n}\n",
+    "src/tasks/report.md": "# notes\n",
+    "src/orgs/store.ts": "export function loadTeam(id: string) {\n  return id;\n}\n",
+    "src/users/store.ts": "export function loadPerson(id: string) {\n  return id;\n}\n",
+    "src/users/throttle.ts": "export function limitAttempts(n: number) {\n  return n > 3;\n}\n",
+    "test/unit/throttle.test.ts": "import { limitAttempts } from '../../src/users/throttle';\n",
+    "docs/orgs.md": "# Organisations\n",
+}
+
+
+def test_a_path_tail_or_directory_in_the_query_names_those_files() -> None:
+    index = build(NAMED_TREE)
+    assert paths_ranked(index, "fix ai/report.ts")[0] == "src/ai/report.ts"
+    assert paths_ranked(index, "fix src/ai/report")[0] == "src/ai/report.ts"
+    assert set(paths_ranked(index, "everything in src/ai/ is slow")[:2]) == {"src/ai/report.ts", "src/ai/router.ts"}
+
+
+def test_a_plain_word_that_is_a_stem_or_directory_names_those_files() -> None:
+    order = paths_ranked(build(NAMED_TREE), "orgs: members can leave")
+    assert set(order[:2]) == {"src/orgs/store.ts", "docs/orgs.md"}
+    assert order.index("src/orgs/store.ts") < order.index("src/users/store.ts")
+
+
+def test_a_test_follows_its_subject_through_the_shared_stem() -> None:
+    tree = dict(NAMED_TREE)
+    tree["test/unit/throttle.test.ts"] = "// see the subject\n"  # no import, no shared word: only the stem joins them
+    index = build(tree)
+    order = paths_ranked(index, "limitAttempts counts every attempt")
+    assert order[0] == "src/users/throttle.ts"
+    assert "test/unit/throttle.test.ts" in order[:3]
+    without = VersionIndex([f for f in index.files if f.path != "src/users/throttle.ts"])
+    assert "test/unit/throttle.test.ts" not in [without.files[i].path for i in without.rank("limitAttempts").order]
+
+
+def test_a_larger_budget_shows_at_least_the_relevant_definitions_a_smaller_one_did() -> None:
+    index = build(TREE)
+    shown: list[set[tuple[str, int]]] = []
+    for budget in (300, 1000, 4000):
+        frames, _ = select(index, "reserveCredits insufficient credits", budget)
+        shown.append(
+            {(f["path"], ln) for f in frames if f["kind"] != "map" for ln in range(f["lines"][0], f["lines"][1] + 1)}
+        )
+    # the definition of reserveCredits (lines 3-6 of src/ledger.ts) at every budget, more of the file at more
+    for lines in shown:
+        assert {("src/ledger.ts", ln) for ln in range(3, 7)} <= lines
+    ledger = [{ln for p, ln in lines if p == "src/ledger.ts"} for lines in shown]
+    assert ledger[0] <= ledger[1] <= ledger[2] and len(ledger[2]) > len(ledger[0])

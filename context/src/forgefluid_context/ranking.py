@@ -4,10 +4,14 @@ THE RULE. A file's score adds up
 - lexical relevance: BM25 of the query's terms over the file's split identifiers and path (normalised
   to the best file),
 - what the prompt names: files defining an identifier the query spells out (`readContext`,
-  `BatchingNatsTransporter`), and files whose path the query names (`nats-transporter.ts`, `bench/README`),
-  each divided among the files that share the name,
-- the graph: personalised PageRank over the reference/import graph, seeded with the two above (as
-  Aider's repository map does), so the callers and callees of what matched come next,
+  `BatchingNatsTransporter`), files whose path the query names (the whole path or a tail of it on
+  segment boundaries, with or without the extension: `src/ai/report.ts`, `ai/report`, `report.ts`; or
+  a directory: `src/ai/`), and, weaker, files whose stem or directory is a plain word of the query
+  (`orgs: ...` names src/orgs/*, orgs.service.ts, docs/orgs.md), each divided among the files that
+  share the name,
+- the graph: personalised PageRank over the reference/import graph plus edges between files sharing
+  a stem (a subject, its test, its doc), seeded with the above (as Aider's repository map does), so
+  the callers, callees and tests of what matched come next,
 - recency: files changed in later versions of the project rank a little higher.
 A chunk's score is its file's score scaled by the chunk's own BM25 against the query (a chunk that
 defines a named identifier counts as fully relevant).
@@ -100,21 +104,17 @@ class VersionIndex:
         self.lower_paths = [f.path.lower() for f in files]
         self.stem_of = [p.rsplit("/", 1)[-1].split(".", 1)[0] for p in self.lower_paths]
         # a plain word of the query that is a file's stem or one of its directories names that file
-        self.by_segment: dict[str, list[int]] = defaultdict(list)
-        for i, lp in enumerate(self.lower_paths):
-            segs = set(lp.split("/")[:-1])
-            segs.add(self.stem_of[i])
-            for seg in segs:
-                self.by_segment[seg].append(i)
         # every tail of a path on segment boundaries, with and without its extension, and every
         # directory: what a path written in the query can name
+        self.by_segment: dict[str, list[int]] = defaultdict(list)
         self.by_suffix: dict[str, list[int]] = defaultdict(list)
         self.by_dir: dict[str, list[int]] = defaultdict(list)
         for i, lp in enumerate(self.lower_paths):
             segs = lp.split("/")
+            for seg in {*segs[:-1], self.stem_of[i]}:
+                self.by_segment[seg].append(i)
             tails = {"/".join(segs[k:]) for k in range(len(segs))}
-            stemmed = "/".join(segs[:-1] + [self.stem_of[i]])
-            stemmed_segs = stemmed.split("/")
+            stemmed_segs = [*segs[:-1], self.stem_of[i]]
             tails.update("/".join(stemmed_segs[k:]) for k in range(len(stemmed_segs)))
             for t in tails:
                 self.by_suffix[t].append(i)

@@ -2,10 +2,12 @@
 
 THE RULE, in order:
 1. included paths (globs) first: each whole when it fits, else its best chunks;
-2. then units of the best-ranked files: a file of at most WHOLE_FILE_SHARE of the budget is one unit
-   (whole), a longer file offers its chunks (definitions with their line ranges) one by one, scored
-   by the file's rank and the chunk's own BM25; units go in by score per token^DENSITY, so the
-   budget holds the relevant definitions of many files rather than all of a few;
+2. then units of the TOP_FILES best-ranked files: a one-chunk file is one unit, any longer file
+   offers its chunks (definitions with their line ranges) one by one, scored by the file's rank and
+   the chunk's own BM25; units go in by score per token^DENSITY, so the budget holds the relevant
+   definitions of many files rather than all of a few (a file all of whose chunks go in is shown
+   whole). Offering whole files as single units made a larger budget show fewer relevant lines:
+   at 32k a 1,400-token file became one unit whose density lost to everyone's chunks;
 3. then a repository map (path: main symbols), best files first, in whatever space is left.
 Excluded paths are never shown, not even in the map. Every frame's `tokens` counts its text plus a
 header allowance (path and line range, as the prompt prints them), with the real tokenizer, and the
@@ -22,9 +24,6 @@ from typing import Any
 
 from .ranking import VersionIndex, query_terms
 
-# A candidate file this small (share of the budget) is one unit, shown whole; a longer one offers
-# its chunks.
-WHOLE_FILE_SHARE = 0.0
 TOP_FILES = 30
 # A chunk's score: its file's score x (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance), the
 # relevance mixing its BM25 against the file's best chunk (LOCAL_WEIGHT) and the best chunk of all
@@ -34,6 +33,8 @@ CHUNK_FLOOR = 0.25
 LOCAL_WEIGHT = 0.5
 DENSITY = 0.3
 MAP_MIN_TOKENS = 24
+# A candidate's weight in packing: (its score / the best file's) ** FILE_SHARPNESS. Below 1 the
+# budget reaches further down the ranking (measured: 0.5 beats 1, 2 and 4).
 FILE_SHARPNESS = 0.5
 
 
@@ -193,7 +194,7 @@ def plan(
             if f.facts is None or not f.facts.chunks:
                 continue
             fnorm = (ranked.file_scores[i] / top) ** FILE_SHARPNESS
-            if f.tokens <= WHOLE_FILE_SHARE * budget or len(f.facts.chunks) == 1:
+            if len(f.facts.chunks) == 1:
                 pool.append(Unit(i, 1, f.facts.lines, f.tokens, fnorm * (1 + CHUNK_FLOOR) / 2))
                 continue
             local = max(rel, default=0.0) or 1.0
