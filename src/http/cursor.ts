@@ -2,7 +2,7 @@
  * The one list cursor of the API. Every paginated list (`?limit=&cursor=`, answering `nextCursor`)
  * encodes the sort key of its last row as `c1.` + base64url(JSON array of the key's parts), so all
  * cursors look alike and a bad one gets the same 422 everywhere. The parts are typed by the list
- * (`"int"` a safe non-negative integer, `"uuid"`, `"time"` an ISO-8601 instant, `"text"`); a cursor
+ * (`"int"` a safe non-negative integer, `"uuid"`, `"time"` an ISO-8601 UTC instant, `"text"`); a cursor
  * whose parts do not match is "not a cursor from this list". `nextCursor` is null on the last page,
  * and a list only answers a cursor when a further row exists (lists fetch `limit + 1` rows).
  */
@@ -10,8 +10,20 @@ import { Unprocessable } from "../errors";
 
 const PREFIX = "c1.";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** ISO-8601 instants as `Date.toISOString()` writes them, or with an offset and up to microseconds. */
-const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$/;
+/** ISO-8601 UTC instants as `Date.toISOString()` writes them, to the microsecond at most. */
+const INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.\d{1,6})?Z$/;
+const EARLIEST = Date.parse("0001-01-01T00:00:00Z");
+
+/**
+ * An instant on a real calendar day and clock time that PostgreSQL's timestamptz takes: no
+ * 31 February, no 24:00, no year 0 (a cast of those would fail as a 500, not a 422).
+ */
+function isInstant(v: string): boolean {
+	const m = INSTANT.exec(v);
+	if (!m) return false;
+	const ms = Date.parse(v);
+	return ms >= EARLIEST && new Date(ms).toISOString().slice(0, 19) === m[1];
+}
 
 export type CursorPart = "int" | "uuid" | "time" | "text";
 type PartValue<P extends CursorPart> = P extends "int" ? number : string;
@@ -30,7 +42,7 @@ function partOk(kind: CursorPart, v: unknown): boolean {
 		case "uuid":
 			return typeof v === "string" && UUID.test(v);
 		case "time":
-			return typeof v === "string" && INSTANT.test(v) && Number.isFinite(Date.parse(v));
+			return typeof v === "string" && isInstant(v);
 		case "text":
 			return typeof v === "string" && v.length <= 1024;
 	}

@@ -26,7 +26,17 @@ describe("the list cursor", () => {
 
 	it("refuses a cursor of another list's shape", () => {
 		expect(parseCursor(encodeCursor([7]), ["time", "uuid"] as const)).toBeNull();
-		expect(parseCursor(encodeCursor(["2026-13-45T99:99:99Z", id]), ["time", "uuid"] as const)).toBeNull();
+		for (const impossible of [
+			"2026-13-45T99:99:99Z",
+			"2021-02-31T00:00:00Z",
+			"2026-12-02T24:00:00Z",
+			"0000-01-01T00:00:00Z",
+			"2026-12-02T06:30:00+01:00"
+		])
+			expect(parseCursor(encodeCursor([impossible, id]), ["time", "uuid"] as const)).toBeNull();
+		expect(
+			parseCursor(encodeCursor(["2026-12-02T06:30:00.123456Z", id]), ["time", "uuid"] as const)
+		).not.toBeNull();
 		expect(parseCursor(encodeCursor(["2026-12-02T06:30:00Z", "not-a-uuid"]), ["time", "uuid"] as const)).toBeNull();
 	});
 
