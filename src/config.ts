@@ -297,8 +297,6 @@ export function loadConfig(env: Env = process.env): Config {
 	return config;
 }
 
-export const isClusterMode = (c: Config) => c.transporter != null;
-
 /** For entry points: the configuration, or exit 2 with every problem named. */
 export function loadConfigOrExit(env: Env = process.env): Config {
 	try {

@@ -24,10 +24,6 @@ export type Scope = (typeof SCOPES)[number];
 /** Granted to session tokens: every scope the role has. */
 export const ALL_SCOPES = "*";
 
-export function isScope(value: unknown): value is Scope {
-	return typeof value === "string" && (SCOPES as readonly string[]).includes(value);
-}
-
 /** The scopes a role can hold at all; an API key never gets more than its owner's role. */
 export function scopesOfRole(role: Role): Scope[] {
 	return role === "user" ? SCOPES.filter(s => s !== "admin") : [...SCOPES];

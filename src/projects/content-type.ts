@@ -13,8 +13,8 @@
  */
 import { isProbablyText } from "./textdiff";
 
-export const OCTET_STREAM = "application/octet-stream";
-export const PLAIN_TEXT = "text/plain; charset=utf-8";
+const OCTET_STREAM = "application/octet-stream";
+const PLAIN_TEXT = "text/plain; charset=utf-8";
 
 const BINARY_TYPES: Readonly<Record<string, string>> = {
 	png: "image/png",

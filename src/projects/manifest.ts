@@ -32,10 +32,6 @@ export function manifestFromEntries(entries: Iterable<readonly [string, Manifest
 	return manifest;
 }
 
-export function manifestEntries(manifest: Manifest): [string, ManifestEntry][] {
-	return Object.entries(manifest);
-}
-
 export function fileModeOf(entry: ManifestEntry): FileMode {
 	return entry.mode ?? DEFAULT_FILE_MODE;
 }

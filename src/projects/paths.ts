@@ -40,9 +40,9 @@
  */
 import { PathInvalidError } from "./errors";
 
-export const MAX_PATH_BYTES = 1024;
-export const MAX_SEGMENT_BYTES = 255;
-export const MAX_PATH_DEPTH = 32;
+const MAX_PATH_BYTES = 1024;
+const MAX_SEGMENT_BYTES = 255;
+const MAX_PATH_DEPTH = 32;
 
 const LONE_SURROGATE = /\p{Cs}/u;
 // eslint-disable-next-line no-control-regex -- matching control characters is the point

@@ -53,7 +53,7 @@ function intOption(value: unknown, name: string): number | undefined {
 }
 
 /** The `projects-show` text: one screen for an operator. */
-export function formatProject(r: InspectResult): string {
+function formatProject(r: InspectResult): string {
 	const p = r.project;
 	const lines = [
 		`${p.name}  (${p.id})`,

@@ -11,7 +11,7 @@ import { manifestFromEntries } from "./manifest";
 import type { SandboxState, SandboxStatus } from "./sandbox";
 
 /** Fixed key of the advisory lock that commits take shared and GC takes exclusive ("forgefluid projects gc"). */
-export const BLOB_GC_LOCK_KEY = 7_263_420_002;
+const BLOB_GC_LOCK_KEY = 7_263_420_002;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -62,10 +62,6 @@ export type SandboxTransitionResult =
 			reason: string;
 	  };
 
-export function isSandboxState(value: unknown): value is SandboxState {
-	return typeof value === "string" && (SANDBOX_STATES as readonly string[]).includes(value);
-}
-
 export function initialSandboxStatus(now: Date): SandboxStatus {
 	return {
 		state: "none",

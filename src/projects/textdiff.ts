@@ -37,9 +37,9 @@ export interface UnifiedDiff {
 	patch: string;
 }
 
-export const DEFAULT_DIFF_MAX_BYTES = 1024 * 1024;
-export const DEFAULT_DIFF_MAX_EDIT_LENGTH = 20_000;
-export const DEFAULT_DIFF_TIMEOUT_MS = 500;
+const DEFAULT_DIFF_MAX_BYTES = 1024 * 1024;
+const DEFAULT_DIFF_MAX_EDIT_LENGTH = 20_000;
+const DEFAULT_DIFF_TIMEOUT_MS = 500;
 
 /**
  * Diff of one file. `oldBuf` null means the file was added, `newBuf` null that it was deleted;

@@ -26,7 +26,7 @@ export interface TotpRow {
 	last_step: string | null;
 }
 
-export function newAccountToken(): { token: string; hash: Buffer } {
+function newAccountToken(): { token: string; hash: Buffer } {
 	const token = `fft_${randomBytes(32).toString("base64url")}`;
 	return { token, hash: sha256(token) };
 }

@@ -45,7 +45,7 @@ export interface ApiKeysDeps {
 }
 
 /** The user a verified key stands for: its scopes within the role, and its /v1 limits if any. */
-export function keyUser(row: ApiKeyForVerification): AuthUser {
+function keyUser(row: ApiKeyForVerification): AuthUser {
 	const limited = row.allowed_models || row.monthly_budget_credits || row.rpm || row.tpm;
 	return {
 		id: row.user_id,

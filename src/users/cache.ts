@@ -36,7 +36,7 @@ export function cacheKeyOf(
  * A read that began before the change committed can still store the old answer after the delete;
  * deleting again a little later removes such late writes (reads take milliseconds, not seconds).
  */
-export const REDELETE_AFTER_MS = [1_000, 5_000];
+const REDELETE_AFTER_MS = [1_000, 5_000];
 
 /**
  * Drops what is cached about a user: profile and tier always, and the auth state of the sessions

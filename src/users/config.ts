@@ -151,7 +151,7 @@ export interface AccountsConfig {
 }
 
 /** OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); weaker settings are refused. */
-export const OWASP_ARGON2 = { memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 };
+const OWASP_ARGON2 = { memoryCostKiB: 19_456, timeCost: 2, parallelism: 1 };
 
 function parseChainIds(r: EnvReader): number[] {
 	const raw = r.str("SIWE_CHAIN_IDS", "31337");

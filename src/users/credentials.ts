@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import argon2 from "argon2";
 import type { UsersConfig } from "./config";
 
-export const EMAIL_MAX_LENGTH = 254;
+const EMAIL_MAX_LENGTH = 254;
 const EMAIL_RE = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]+$/;
 
 /**

@@ -13,7 +13,7 @@ export interface SignInMethods {
 	identities: number;
 }
 
-export const methodCount = (m: SignInMethods): number => (m.password ? 1 : 0) + m.wallets + m.passkeys + m.identities;
+const methodCount = (m: SignInMethods): number => (m.password ? 1 : 0) + m.wallets + m.passkeys + m.identities;
 
 /** Where the methods are counted: one transaction, and the user's methods read under a lock on the user. */
 export interface MethodLock<Tx> {

@@ -58,7 +58,7 @@ const unavailable = (name: string) =>
  * a code saying which check refused them; a provider that does not answer (or answers nonsense) is
  * a 503. The checks themselves are the library's.
  */
-export function ssoError(err: unknown, name: string): Error {
+function ssoError(err: unknown, name: string): Error {
 	type Coded = { code?: string; message?: string; error?: string; cause?: unknown };
 	const outer = err as Coded;
 	// openid-client wraps oauth4webapi's OperationProcessingError (message, cause.claim) in its own ClientError.

@@ -6,7 +6,7 @@ import { createHash, createHmac, randomBytes, randomInt, timingSafeEqual } from 
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-export function randomAlnum(length: number): string {
+function randomAlnum(length: number): string {
 	let out = "";
 	for (let i = 0; i < length; i++) out += ALNUM[randomInt(ALNUM.length)];
 	return out;

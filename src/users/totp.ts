@@ -12,9 +12,9 @@ import { randomInt } from "node:crypto";
 import { authenticator, totp } from "otplib";
 import { sha256 } from "./tokens";
 
-export const TOTP_STEP_S = 30;
-export const TOTP_DIGITS = 6;
-export const CODE_PATTERN = /^\d{6}$/;
+const TOTP_STEP_S = 30;
+const TOTP_DIGITS = 6;
+const CODE_PATTERN = /^\d{6}$/;
 export const BACKUP_CODE_COUNT = 10;
 
 /** A new shared secret: 160 bits (RFC 4226's recommendation), base32 as authenticator apps expect. */

@@ -46,8 +46,7 @@ async function take(limiter: RateLimiterAbstract, key: string): Promise<{ ok: tr
 	}
 }
 
-export const invalidToken = () =>
-	Unauthorized("Unknown, expired or already used link; ask for a new one", "INVALID_TOKEN");
+const invalidToken = () => Unauthorized("Unknown, expired or already used link; ask for a new one", "INVALID_TOKEN");
 
 export class EmailFlows {
 	constructor(private readonly d: EmailFlowDeps) {}
