@@ -26,6 +26,7 @@ import { ChatDeps, ChatInput, Refused, admitChat, runChat } from "../src/compat/
 import type { KeyLimits } from "../src/compat/prepare";
 import type { ChatRequest } from "../src/compat/types";
 import { KeyRateLimiter } from "../src/compat/key-limits";
+import { CACHED_ACTIONS, cacheKeyOf } from "../src/users/cache";
 
 interface AiSettings extends ServiceSettingSchema {
 	capacity: { slots: number };
@@ -51,6 +52,7 @@ interface AiThis extends Service<AiSettings> {
 	pump(): Promise<void>;
 	startTask(task: LeasedTask): void;
 	recordHealth(h: DeploymentHealth): void;
+	tierOf(ctx: Context, userId: string): Promise<TierName>;
 	countAttempt(ev: AttemptEvent): void;
 }
 
@@ -161,9 +163,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				}>
 			) {
 				const p = ctx.params;
-				const { tier } = await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", {
-					userId: p.userId
-				});
+				const tier = await this.tierOf(ctx, p.userId);
 				const ctrl = new AbortController();
 				const input: ChatInput = {
 					id: p.id,
@@ -262,6 +262,22 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	},
 
 	methods: {
+		/**
+		 * The user's tier: the users service's cached answer read from the shared cacher directly (no
+		 * transporter hop to the users node, as the gateway reads its auth state); on a miss the
+		 * service is asked, and fills the cache.
+		 */
+		async tierOf(this: AiThis, ctx: Context, userId: string): Promise<TierName> {
+			const key = cacheKeyOf(this.broker, CACHED_ACTIONS.getTier, { userId });
+			const hit = key
+				? ((await this.broker.cacher!.get(key).catch(() => undefined)) as { tier?: unknown } | null | undefined)
+				: undefined;
+			if (hit && typeof hit.tier === "string" && (TIER_ORDER as readonly string[]).includes(hit.tier))
+				return hit.tier as TierName;
+			const { tier } = await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", { userId });
+			return tier;
+		},
+
 		/** One provider attempt, of a task or a compatible request, in the attempt and TTFT metrics. */
 		countAttempt(this: AiThis, ev: AttemptEvent) {
 			const m = this.broker.metrics;

@@ -1,10 +1,11 @@
 /**
- * Added latency of /v1/chat/completions: the same `openai` SDK against the fake OpenAI server
- * directly, through a ForgeFluid node (gateway + users + payments + ai in one process, real
- * PostgreSQL and Redis) and through LiteLLM's proxy (the peer, its own process, the same fake
- * upstream), in one run. Streams: time to first token and total at LEVELS concurrent streams
- * (ROUNDS rounds each); then non-streaming requests/s for SECONDS. The fake answers at once (CHUNKS
- * tokens, no pacing), so the figures are each proxy's own cost. Machine printed first.
+ * Added latency of /v1/chat/completions: the same `openai` SDK against a local OpenAI-shaped
+ * upstream directly (bench/compat/upstream.ts), through a ForgeFluid node (gateway + users +
+ * payments + ai in a process of its own, bench/compat/node.ts; real PostgreSQL and Redis) and
+ * through LiteLLM's proxy (the peer, its own process, the same upstream), in one run. Streams: time
+ * to first token and total at LEVELS concurrent streams (ROUNDS rounds each); then non-streaming
+ * requests/s for SECONDS. The upstream answers at once (CHUNKS tokens, no pacing), so the figures
+ * are each proxy's own cost. Machine printed first.
  * Run: ./forge bench:compat   (installs LiteLLM into .tools/bench-venv; LEVELS=1,50,200 ROUNDS=3
  * SECONDS=5). Without BENCH_LITELLM (a litellm executable) the peer is left out.
  */
@@ -15,9 +16,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { Client } from "pg";
-import { createTestDatabase, startTestNode } from "../../test/support/env";
-import { startFakeOpenAI } from "../../test/support/fake-openai";
+import { startBenchUpstream } from "./upstream";
 import { machine } from "../support/machine";
 
 const LEVELS = (process.env.LEVELS ?? "1,50,200").split(",").map(Number);
@@ -54,7 +53,7 @@ const freePort = () =>
 	});
 
 /**
- * LiteLLM's proxy in front of the same fake: one uvicorn worker, a master key (it refuses to start
+ * LiteLLM's proxy in front of the same upstream: one uvicorn worker, a master key (it refuses to start
  * without one), no database (so no virtual keys, budgets or spend logs: its lightest path).
  */
 const LITELLM_KEY = `sk-ffbench-${randomBytes(16).toString("hex")}`;
@@ -97,57 +96,46 @@ async function startLiteLLM(bin: string, upstream: string): Promise<{ url: strin
 	throw new Error("litellm did not become ready in 120 s");
 }
 
+/** The ForgeFluid node in a child process (bench/compat/node.ts); BENCH_CPU_PROF=<dir> profiles it. */
+async function startNode(upstream: string): Promise<{ baseUrl: string; key: string; stop(): Promise<void> }> {
+	const prof = process.env.BENCH_CPU_PROF;
+	const child = spawn(
+		process.execPath,
+		[
+			...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
+			"-r",
+			"@swc-node/register",
+			join(__dirname, "node.ts")
+		],
+		{ stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, BENCH_FAKE_URL: upstream } }
+	);
+	const ready = await new Promise<{ baseUrl: string; key: string }>((resolve, reject) => {
+		let buf = "";
+		child.stdout!.on("data", (d: Buffer) => {
+			buf += d.toString();
+			const m = /^READY (.*)$/m.exec(buf);
+			if (m) resolve(JSON.parse(m[1]) as { baseUrl: string; key: string });
+		});
+		child.once("exit", code => reject(new Error(`the ForgeFluid node exited (${code})`)));
+	});
+	return {
+		...ready,
+		stop: () =>
+			new Promise<void>(resolve => {
+				child.once("exit", () => resolve());
+				child.stdin!.end();
+			})
+	};
+}
+
 async function main() {
 	console.log(machine());
-	const fake = await startFakeOpenAI();
-	fake.setDefault({ kind: "ok", chunks: Array.from({ length: CHUNKS }, (_, i) => ` t${i}`) });
-	setInterval(() => (fake.requests.length = 0), 1000).unref();
+	const fake = await startBenchUpstream(CHUNKS);
 	const litellm = process.env.BENCH_LITELLM ? await startLiteLLM(process.env.BENCH_LITELLM, fake.url) : null;
 	if (!litellm) console.log("LiteLLM: not measured (BENCH_LITELLM unset; ./forge bench:compat sets it)");
-	const db = await createTestDatabase("ff_bench");
-	const node = await startTestNode({
-		db,
-		services: ["api", "users", "payments", "ai"],
-		env: {
-			AI_DEPLOYMENTS: JSON.stringify([
-				{ id: "oa", model: "gpt-4o-mini", provider: "openai", baseUrl: fake.url, apiKey: "sk" }
-			]),
-			AI_DEV_PROVIDER: "false",
-			AI_CONCURRENCY: "1000",
-			RATE_LIMIT_PER_MINUTE: "1000000",
-			LOG_LEVEL: "error"
-		}
-	});
+	const node = await startNode(fake.url);
 	try {
-		const post = (path: string, body: unknown, token?: string) =>
-			fetch(`${node.baseUrl}/api/v1${path}`, {
-				method: "POST",
-				headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-				body: JSON.stringify(body)
-			}).then(r => r.json() as Promise<Record<string, string>>);
-		const reg = await post("/auth/register", {
-			email: "bench@example.com",
-			password: "correct horse battery staple"
-		});
-		const me = (await (
-			await fetch(`${node.baseUrl}/api/v1/users/me`, { headers: { authorization: `Bearer ${reg.accessToken}` } })
-		).json()) as { id: string };
-		// Enterprise: its rate limits do not cap the bench.
-		const pg = new Client({ connectionString: db.url });
-		await pg.connect();
-		await pg.query(
-			`INSERT INTO user_tier_facts (user_id, plan_tier, plan_as_of) VALUES ($1, 'enterprise', now())`,
-			[me.id]
-		);
-		await pg.end();
-		await node.broker.call("payments.grant", {
-			userId: me.id,
-			credits: 100_000_000,
-			operator: "bench",
-			reason: "bench",
-			source: "paid"
-		});
-		const key = (await post("/users/me/api-keys", { name: "bench", scopes: ["ai:use"] }, reg.accessToken)).key;
+		const key = node.key;
 		const direct = new OpenAI({ apiKey: "sk", baseURL: fake.url, maxRetries: 0 });
 		const via = new OpenAI({ apiKey: key, baseURL: `${node.baseUrl}/v1`, maxRetries: 0 });
 		const peer = litellm ? new OpenAI({ apiKey: LITELLM_KEY, baseURL: litellm.url, maxRetries: 0 }) : null;
@@ -198,7 +186,6 @@ async function main() {
 		await node.stop();
 		litellm?.proc.kill();
 		await fake.close();
-		await db.drop();
 	}
 }
 
