@@ -3,6 +3,7 @@
  * authentication (JWT bearer or API key), rate limits that hold across replicas (Redis in cluster
  * mode), one error shape, X-Request-Id on every response, health, metrics, OpenAPI and Swagger UI.
  */
+import { ApiKeyCache } from "../src/auth/api-key-cache";
 import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
@@ -65,6 +66,7 @@ export interface ApiThis extends Service<ApiSettings> {
 	consumeLimit(limiter: RateLimiterAbstract, key: string, req?: Req, name?: string): Promise<void>;
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
+	apiKeys: ApiKeyCache;
 	sendJson(res: Res, status: number, body: unknown): void;
 	onClientError(err: Error & { code?: string }, socket: Duplex): void;
 }
@@ -250,6 +252,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			// Embedded mode only: a cluster serves metrics on METRICS_PORT, never on the API port.
 			this.promText = () => renderPrometheus(this.broker.metrics, { namespace: this.broker.namespace });
 			this.openapiCache = null;
+			this.apiKeys = new ApiKeyCache();
 		},
 
 		// Every gateway node relays task broadcasts to the SSE streams it serves (services/api/routes/tasks.ts).
@@ -259,6 +262,13 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			},
 			"tasks.stream"(this: ApiThis, ctx: Context<TaskStreamEvent>) {
 				taskStreamHubOf(this.broker).onStream(ctx.params);
+			},
+			// Verified API keys this gateway remembers (src/auth/api-key-cache.ts) go when their key or user changes.
+			"users.apiKey.revoked"(this: ApiThis, ctx: Context<{ keyId: string }>) {
+				this.apiKeys.forgetKey(String(ctx.params.keyId));
+			},
+			"users.forgotten"(this: ApiThis, ctx: Context<{ userId: string }>) {
+				this.apiKeys.forgetUser(String(ctx.params.userId));
 			}
 		},
 
@@ -407,10 +417,15 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				return state ? { ...user, role: state.role } : null;
 			},
 
-			/** X-API-Key → user, by the users service (keys are stored hashed there). */
+			/** X-API-Key → user, by the users service (keys are stored hashed there), remembered for up to 10 s. */
 			async resolveApiKey(this: ApiThis, ctx: Context<unknown, RequestMeta>, key: string) {
 				if (!/^ff_[A-Za-z0-9]{1,64}_[A-Za-z0-9_-]{16,128}$/.test(key)) return null;
-				return (await ctx.call("users.verifyApiKey", { key })) as AuthUser | null;
+				const known = this.apiKeys.get(key);
+				if (known) return known;
+				const generation = this.apiKeys.generation;
+				const user = (await ctx.call("users.verifyApiKey", { key })) as AuthUser | null;
+				if (user) this.apiKeys.set(key, user, generation);
+				return user;
 			},
 
 			async authenticate(this: ApiThis, ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {

@@ -75,7 +75,13 @@ export const keysMixin: UsersMixin = {
 			sessionOnly: true,
 			params: { $$strict: "remove", id: keyIdParam },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
-				return this.apiKeys.revoke(currentUser(ctx).id, ctx.params.id);
+				const r = await this.apiKeys.revoke(currentUser(ctx).id, ctx.params.id);
+				// Gateways that remember the key (src/auth/api-key-cache.ts) drop it.
+				await this.broker.broadcast("users.apiKey.revoked", {
+					userId: currentUser(ctx).id,
+					keyId: ctx.params.id
+				});
+				return r;
 			}
 		},
 

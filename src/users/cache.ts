@@ -39,8 +39,8 @@ export function cacheKeyOf(
 const REDELETE_AFTER_MS = [1_000, 5_000];
 
 /**
- * Drops what is cached about a user: profile and tier always, and the auth state of the sessions
- * named (revoked sessions, or all of them when the user is disabled or their role changes).
+ * Drops what is cached about a user: profile and tier always, the API keys the gateways remember
+ * (`users.forgotten`), and the auth state of the sessions named (revoked sessions, or all of them when the user is disabled or their role changes).
  * Owned by the users service, which stops it (and its pending re-deletes) when it stops.
  */
 export class UserCacheInvalidator {
@@ -49,6 +49,8 @@ export class UserCacheInvalidator {
 	constructor(private readonly broker: ServiceBroker) {}
 
 	async forget(userId: string, sessionIds: readonly string[] = []): Promise<void> {
+		// The gateways' memory of verified API keys (src/auth/api-key-cache.ts) drops the user's keys.
+		await this.broker.broadcast("users.forgotten", { userId }).catch(() => undefined);
 		const cacher = this.broker.cacher as unknown as KeyingCacher | undefined;
 		if (!cacher) return;
 		const keys = [
