@@ -108,9 +108,11 @@ const UsersService: UsersSchema = {
 				displayName: { type: "string", min: 1, max: 80, trim: true, optional: true }
 			},
 			async handler(this: UsersThis, ctx: Ctx<{ email: string; password: string; displayName?: string }>) {
-				const signedIn = await this.passwords.register(ctx.params, ctx.meta);
-				ctx.meta.$location = "/api/v1/users/me";
-				return signedIn;
+				const { created, ...answer } = await this.passwords.register(ctx.params, ctx.meta);
+				// 202 "pending" unless SIGNUP_REVEALS_TAKEN: then 201 with the tokens.
+				ctx.meta.$statusCode = created ? 201 : 202;
+				if (created) ctx.meta.$location = "/api/v1/users/me";
+				return answer;
 			}
 		},
 
@@ -388,6 +390,8 @@ const UsersService: UsersSchema = {
 				await this.emailFlows.sendVerification(userId, email, false, null);
 				await this.offerSignupGrant(userId, { kind: "email", email }, "signup", client.ip);
 			},
+			signUpTaken: email => this.emailFlows.notifySignUpAttempt(email),
+			revealsTaken: cfg.signupRevealsTaken,
 			now: () => new Date()
 		});
 		this.proofs = new SiweProofs({

@@ -32,6 +32,12 @@ export interface SignupGrantConfig {
 
 export interface UsersConfig {
 	signupGrant: SignupGrantConfig;
+	/**
+	 * SIGNUP_REVEALS_TAKEN. false (default): POST /auth/register answers 202 "pending" alike for a new
+	 * and a taken address (no tokens; the owner of a taken one is mailed a notice). true: 201 with
+	 * tokens, 409 EMAIL_TAKEN for a taken address (tells anyone whether an address has an account).
+	 */
+	signupRevealsTaken: boolean;
 	siwe: {
 		/** EIP-4361 `domain` (host[:port]) a message must name exactly. */
 		domain: string;
@@ -251,6 +257,7 @@ export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000
 			r.problems.push(`WEBAUTHN_ORIGINS must be comma-separated origins like https://app.example (got '${o}')`);
 
 	return {
+		signupRevealsTaken: r.bool("SIGNUP_REVEALS_TAKEN", false),
 		signupGrant: {
 			credits: r.int("SIGNUP_GRANT_CREDITS", embedded ? 5000 : 0, 0, 100_000_000),
 			ttlS: r.int("SIGNUP_GRANT_TTL_S", 30 * 86_400, 60, 10 * 365 * 86_400),

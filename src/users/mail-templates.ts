@@ -18,6 +18,8 @@ export type AccountMail =
 	| { kind: "newSignIn"; method: string; ip: string | null; userAgent: string | null; at: string }
 	| { kind: "twoFactorChanged"; change: "enabled" | "disabled" | "reset_by_operator" | "backup_code_used" }
 	| { kind: "accountDeleted" }
+	/** A sign-up was tried with this address, which already has an account (no link that signs in). */
+	| { kind: "signUpAttempted"; resetLink: string }
 	| {
 			kind: "orgInvitation";
 			orgName: string;
@@ -114,6 +116,14 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 		case "accountDeleted":
 			return compose("Your ForgeFluid account was deleted", [
 				"Your ForgeFluid account and its sign-in methods were deleted. This address is free to use again."
+			]);
+		case "signUpAttempted":
+			return compose("Someone tried to sign up with your address", [
+				"Someone (perhaps you) tried to create a ForgeFluid account with this e-mail address. It already has an account, so nothing was created and nothing about your account changed.",
+				"If it was you: sign in with your password. If you forgot it, ask for a new one on the sign-in page (\"Forgot password\"), or open " +
+					mail.resetLink +
+					" and enter this address.",
+				"If it was not you, you can ignore this message."
 			]);
 		case "orgInvitation":
 			return compose(

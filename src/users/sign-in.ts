@@ -33,6 +33,13 @@ export interface MfaChallenge {
 
 export type SignedIn = TokenPair & { user: PublicUser };
 export type SignInResult = SignedIn | MfaChallenge;
+/** The sign-up answer when it must not tell whether the address is taken (SIGNUP_REVEALS_TAKEN=false). */
+export interface SignUpPending {
+	status: "pending";
+	email: string;
+	message: string;
+}
+export type SignUpResult = ({ created: true } & SignedIn) | ({ created: false } & SignUpPending);
 /** First factors that leave a second step to TOTP when it is on (a passkey is two factors itself). */
 export type OneFactorMethod = "password" | "siwe" | "sso";
 
@@ -118,6 +125,10 @@ export interface SignInDeps {
 	mail(to: string, mail: AccountMail): void;
 	/** After a sign-up: the verification mail and the welcome grant. */
 	signedUp(userId: string, email: string, client: ClientInfo): Promise<void>;
+	/** A sign-up with a taken address (answered as if new): the owner is told, through the same mail path. */
+	signUpTaken(email: string): Promise<void>;
+	/** SIGNUP_REVEALS_TAKEN: a taken address answers 409 and a new one gets tokens at once. */
+	revealsTaken: boolean;
 	now(): Date;
 }
 
@@ -132,10 +143,16 @@ const invalidField = (field: string, message: string, type?: string) =>
 export class PasswordAccounts {
 	constructor(private readonly d: SignInDeps) {}
 
+	/**
+	 * Sign-up. By default (SIGNUP_REVEALS_TAKEN=false) the answer does not tell whether the address
+	 * was free: both get the same "pending" body, after the same hash and one mail through the same
+	 * per-address allowance (the verification link for a new account, a "someone tried to sign up"
+	 * notice to the owner of a taken one); the new account signs in with POST /auth/login.
+	 */
 	async register(
 		input: { email: string; password: string; displayName?: string },
 		client: ClientInfo
-	): Promise<TokenPair & { user: PublicUser }> {
+	): Promise<SignUpResult> {
 		const email = normalizeEmail(input.email);
 		if (!email) throw invalidField("email", "is not a valid e-mail address");
 		const password = this.acceptable(input.password, "password");
@@ -152,10 +169,25 @@ export class PasswordAccounts {
 		// Hashed before the address is looked at: a taken address costs the same hash as a new one.
 		const hash = await this.d.hasher.hash(password);
 		const user = await this.d.store.createPasswordUser(email, hash, input.displayName ?? null);
-		if (!user) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
+		const pending: SignUpResult = {
+			created: false,
+			status: "pending",
+			email,
+			message: "Check your inbox; then sign in with your password"
+		};
+		if (!user) {
+			if (this.d.revealsTaken) throw Conflict("An account with this e-mail already exists", "EMAIL_TAKEN");
+			await this.d.signUpTaken(email);
+			return pending;
+		}
 		await this.d.store.audit(undefined, user.id, user.id, "user.register", { method: "password" });
 		await this.d.signedUp(user.id, email, client);
-		return { ...(await this.d.sessions.issue(user, "password", client)), user: publicUser(user) };
+		if (!this.d.revealsTaken) return pending;
+		return {
+			created: true,
+			...(await this.d.sessions.issue(user, "password", client)),
+			user: publicUser(user)
+		};
 	}
 
 	async login(input: { email: string; password: string }, client: ClientInfo): Promise<SignInResult> {

@@ -85,6 +85,18 @@ export class EmailFlows {
 		});
 	}
 
+	/**
+	 * A sign-up with an address that has an account: the owner is told, through the same per-address
+	 * allowance and the same durable mail path as the verification link a new address gets.
+	 */
+	async notifySignUpAttempt(email: string): Promise<void> {
+		if (!(await this.addressAllowance(email))) return;
+		this.d.mailer.sendLater(email, {
+			kind: "signUpAttempted",
+			resetLink: `${this.d.cfg.mail.appUrl}/forgot-password`
+		});
+	}
+
 	async verify(token: string): Promise<{ userId: string; email: string; changed: boolean }> {
 		const spent = await this.d.accounts.spendToken(token, "email_verify");
 		if (!spent || !spent.email) throw invalidToken();

@@ -44,6 +44,12 @@ export const TokenPair = Named("TokenPair", {
 	sessionId: Uuid()
 });
 export const SignedIn = Type.Composite([TokenPair, Type.Object({ user: PublicUser })], { $id: "SignedIn" });
+/** POST /auth/register's answer unless SIGNUP_REVEALS_TAKEN: the same for a new and a taken address. */
+export const SignUpPending = Named("SignUpPending", {
+	status: Type.Literal("pending"),
+	email: Email(),
+	message: Str(200)
+});
 export const SiweSignedIn = Type.Composite([TokenPair, Type.Object({ user: PublicUser, created: Type.Boolean() })], {
 	$id: "SiweSignedIn"
 });
@@ -249,7 +255,7 @@ export const accountViews = {
 };
 
 export const views = {
-	register: SignedIn,
+	register: Type.Union([SignUpPending, SignedIn]),
 	login: Type.Union([SignedIn, MfaChallenge]),
 	refresh: TokenPair,
 	logout: Type.Object({ revoked: Count() }),

@@ -42,8 +42,10 @@ export function usersRoutes(): RouteSpec[] {
 			response: views.register,
 			errors: { 409: ["EMAIL_TAKEN"] },
 			auth: "none",
-			status: 201,
-			summary: "Create an account with e-mail and password; returns tokens",
+			status: 202,
+			alsoStatus: [201],
+			summary:
+				"Create an account with e-mail and password. 202 `SignUpPending` alike for a new and a taken address (then POST /auth/login); with SIGNUP_REVEALS_TAKEN=true, 201 `SignedIn` (tokens) and 409 EMAIL_TAKEN",
 			tag: auth
 		},
 		{

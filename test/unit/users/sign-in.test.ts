@@ -45,7 +45,7 @@ function throttle(name: string, log: string[], waits: Record<string, number> = {
 	};
 }
 
-function setup(opts: { users?: UserRow[]; mfa?: boolean; known?: boolean | null } = {}) {
+function setup(opts: { users?: UserRow[]; mfa?: boolean; known?: boolean | null; revealsTaken?: boolean } = {}) {
 	const log: string[] = [];
 	const mails: Array<{ to: string; mail: AccountMail }> = [];
 	const users = new Map((opts.users ?? [userRow()]).map(u => [u.email!, u]));
@@ -147,7 +147,13 @@ function setup(opts: { users?: UserRow[]; mfa?: boolean; known?: boolean | null 
 			}
 		},
 		mail: (to, mail) => mails.push({ to, mail }),
-		signedUp: async () => undefined,
+		signedUp: async (userId, email) => {
+			log.push(`signedUp ${userId} ${email}`);
+		},
+		signUpTaken: async email => {
+			log.push(`signUpTaken ${email}`);
+		},
+		revealsTaken: opts.revealsTaken === true,
 		now: () => NOW
 	};
 	return { accounts: new PasswordAccounts(deps), log, mails, ip, accountIp, accountWaits, ended };
@@ -293,6 +299,44 @@ describe("password sign-in", () => {
 		expect(s.log.some(l => /sessions\.issue|touchLogin/.test(l))).toBe(false);
 		// The password was right: its counters are reset all the same.
 		expect(s.log.some(l => l.startsWith("accountIp.reset"))).toBe(true);
+	});
+});
+
+describe("sign-up", () => {
+	const input = (email: string) => ({ email, password: "a long password" });
+
+	test("default: a new and a taken address get the same pending answer after the same hash", async () => {
+		const s = setup();
+		const fresh = await s.accounts.register(input("New@Example.com"), client);
+		const freshLog = [...s.log];
+		s.log.length = 0;
+		const taken = await s.accounts.register(input("ada@example.com"), client);
+		expect(fresh).toEqual({
+			created: false,
+			status: "pending",
+			email: "new@example.com",
+			message: expect.any(String)
+		});
+		expect(taken).toEqual({ ...fresh, email: "ada@example.com" });
+		expect(freshLog.filter(l => l === "hasher.hash")).toHaveLength(1);
+		expect(s.log.filter(l => l === "hasher.hash")).toHaveLength(1);
+		// The new account is told by its verification link, the owner of the taken one by a notice;
+		// neither gets a session.
+		expect(freshLog).toContain("signedUp 22222222-2222-4222-8222-222222222222 new@example.com");
+		expect(s.log).toContain("signUpTaken ada@example.com");
+		expect([...freshLog, ...s.log].some(l => l.startsWith("sessions.issue"))).toBe(false);
+		expect(s.log.some(l => l.startsWith("store.audit"))).toBe(false);
+	});
+
+	test("SIGNUP_REVEALS_TAKEN: tokens for a new address, 409 EMAIL_TAKEN for a taken one (no notice)", async () => {
+		const s = setup({ revealsTaken: true });
+		const fresh = await s.accounts.register(input("new@example.com"), client);
+		expect(fresh).toMatchObject({ created: true, accessToken: "jwt", user: { email: "new@example.com" } });
+		expect(await refusal(s.accounts.register(input("ada@example.com"), client))).toMatchObject({
+			status: 409,
+			code: "EMAIL_TAKEN"
+		});
+		expect(s.log.some(l => l.startsWith("signUpTaken"))).toBe(false);
 	});
 });
 
