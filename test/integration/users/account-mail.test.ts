@@ -13,6 +13,7 @@ import { runtimeOf } from "../../../src/runtime/runtime";
 import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(60_000);
 
@@ -62,14 +63,8 @@ function linkOf(m: Received): string {
 }
 
 async function register(email = `${uniqueId("m")}@example.com`) {
-	const r = await call("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } });
-	expect(r.status).toBe(201);
-	return {
-		email,
-		userId: r.json.user.id as string,
-		access: r.json.accessToken as string,
-		refresh: r.json.refreshToken as string
-	};
+	const u = await signUp(call, email, PASSWORD);
+	return { email, userId: u.userId, access: u.accessToken, refresh: u.refreshToken };
 }
 
 beforeAll(async () => {

@@ -9,6 +9,7 @@ import { AccountGuessLimiter } from "../../../src/users/throttle";
 import { createTestDatabase, startTestNode, REDIS_URL, uniqueId, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient, type HttpResult } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(60_000);
 
@@ -38,11 +39,7 @@ async function loginFrom(ip: string, email: string, password: string, via?: "a" 
 }
 
 async function register(email = `${uniqueId("u")}@example.com`) {
-	const r = await callA("POST", "/api/v1/auth/register", {
-		body: { email, password: PASSWORD },
-		headers: { "x-forwarded-for": freshIp() }
-	});
-	expect(r.status).toBe(201);
+	await signUp(callA, email, PASSWORD, { headers: { "x-forwarded-for": freshIp() } });
 	return email;
 }
 

@@ -12,7 +12,8 @@ import { durableEvents, type DurableThis } from "../../../mixins/durable-events.
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { ProgressiveThrottle } from "../../../src/users/throttle";
 import { usersReplCommands } from "../../../src/users/repl";
-import { createTestDatabase, startTestNode, REDIS_URL, uniqueId, type TestDatabase } from "../../support/env";
+import { createTestDatabase, eventually, startTestNode, REDIS_URL, uniqueId, type TestDatabase } from "../../support/env";
+import { signUp } from "../../support/sign-up";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient, type HttpResult } from "./http";
 
@@ -50,15 +51,8 @@ const sql = <T extends object>(query: string, bind: unknown[] = []) =>
 	runtimeOf(node.broker).sequelize.query<T>(query, { bind, type: QueryTypes.SELECT });
 
 async function register(email = `${uniqueId("u")}@example.com`, password = PASSWORD) {
-	const r = await call("POST", "/api/v1/auth/register", { body: { email, password } });
-	expect(r.status).toBe(201);
-	return {
-		email,
-		password,
-		userId: r.json.user.id as string,
-		access: r.json.accessToken as string,
-		refresh: r.json.refreshToken as string
-	};
+	const u = await signUp(call, email, password);
+	return { email, password, userId: u.userId, access: u.accessToken, refresh: u.refreshToken };
 }
 
 async function login(email: string, password = PASSWORD) {
@@ -108,37 +102,116 @@ afterAll(async () => {
 });
 
 describe("registration and password sign-in", () => {
-	test("register returns tokens and the user; the e-mail is normalised and unique", async () => {
-		const email = `Mixed.Case+${uniqueId("x")}@Example.COM`;
-		const r = await call("POST", "/api/v1/auth/register", {
-			body: { email: `  ${email} `, password: PASSWORD, displayName: "Ada" }
+	test("register answers alike for a new and a taken address: same status, body, hashes; one mail each; nothing made for the taken one", async () => {
+		const taken = await register();
+		const fresh = `Mixed.Case+${uniqueId("x")}@Example.COM`;
+		const users = node.broker.getLocalService("users") as unknown as { hasher: { hash: (p: string) => unknown } };
+		const hashes = jest.spyOn(users.hasher, "hash");
+		const count = async () =>
+			(
+				await sql<{ users: number; audits: number; tokens: number }>(
+					`SELECT (SELECT count(*)::int FROM users WHERE email = $1) AS users,
+					        (SELECT count(*)::int FROM user_audit_events WHERE user_id = $2) AS audits,
+					        (SELECT count(*)::int FROM user_tokens WHERE user_id = $2) AS tokens`,
+					[taken.email, taken.userId]
+				)
+			)[0];
+		const before = await count();
+		try {
+			hashes.mockClear();
+			const a = await call("POST", "/api/v1/auth/register", {
+				body: { email: `  ${fresh} `, password: PASSWORD, displayName: "Ada" }
+			});
+			const newHashes = hashes.mock.calls.length;
+			hashes.mockClear();
+			const b = await call("POST", "/api/v1/auth/register", {
+				body: { email: taken.email.toUpperCase(), password: "another long password" }
+			});
+			const takenHashes = hashes.mock.calls.length;
+			expect([a.status, b.status]).toEqual([202, 202]);
+			const pending = (email: string) => ({
+				status: "pending",
+				email,
+				message: "Check your inbox; then sign in with your password"
+			});
+			expect(a.json).toEqual(pending(fresh.toLowerCase()));
+			expect(b.json).toEqual(pending(taken.email));
+			expect(Object.keys(a.json).sort()).toEqual(Object.keys(b.json).sort());
+			expect(a.headers.get("location")).toBeNull();
+			expect(b.headers.get("location")).toBeNull();
+			expect([newHashes, takenHashes]).toEqual([1, 1]);
+		} finally {
+			hashes.mockRestore();
+		}
+		// One mail each: the verification link to the new address, a notice (no link that signs in) to the owner.
+		const mails = async (to: string) =>
+			(await call("GET", `/api/v1/dev/outbox?to=${encodeURIComponent(to)}`)).json.items as Array<{
+				subject: string;
+				text: string;
+				links: string[];
+			}>;
+		await eventually(async () => (await mails(fresh.toLowerCase())).length === 1);
+		await eventually(async () => (await mails(taken.email)).length === 2); // its own verification + the notice
+		const [notice] = await mails(taken.email);
+		expect(notice.subject).toBe("Someone tried to sign up with your address");
+		expect(notice.text).toContain("Forgot password");
+		expect(notice.links.every(l => !/token=/.test(l))).toBe(true);
+		const [verify] = await mails(fresh.toLowerCase());
+		expect(verify.subject).toBe("Confirm your e-mail address");
+		// Nothing was made or changed for the taken address: one account, no audit event, no token.
+		expect(await count()).toEqual(before);
+		// The owner's password still works and the other one does not; the new account signs in.
+		expect((await login(taken.email)).status).toBe(200);
+		expectError(await login(taken.email, "another long password"), 401, "INVALID_CREDENTIALS");
+		const r = await login(fresh);
+		expect(r.status).toBe(200);
+		expect(r.json.user).toEqual({
+			id: expect.any(String),
+			email: fresh.toLowerCase(),
+			emailVerified: false,
+			displayName: "Ada",
+			role: "user",
+			createdAt: expect.any(String)
 		});
-		expect(r.status).toBe(201);
-		expect(r.json).toEqual({
-			accessToken: expect.stringMatching(/^[\w-]+\.[\w-]+\.[\w-]+$/),
-			tokenType: "Bearer",
-			expiresIn: 900,
-			refreshToken: expect.stringMatching(/^ffr_[A-Za-z0-9_-]{43}$/),
-			refreshTokenExpiresAt: expect.any(String),
-			sessionId: expect.stringMatching(/^[0-9a-f-]{36}$/),
-			user: {
-				id: expect.any(String),
-				email: email.toLowerCase(),
-				emailVerified: false,
-				displayName: "Ada",
-				role: "user",
-				createdAt: expect.any(String)
-			}
-		});
-		const dup = await call("POST", "/api/v1/auth/register", {
-			body: { email: email.toUpperCase(), password: PASSWORD }
-		});
-		expectError(dup, 409, "EMAIL_TAKEN");
 		const [row] = await sql<{ password_hash: string }>(`SELECT password_hash FROM users WHERE id = $1`, [
 			r.json.user.id
 		]);
 		expect(row.password_hash).toMatch(OWASP_HASH);
 		expect(row.password_hash).not.toContain(PASSWORD);
+	});
+
+	test("SIGNUP_REVEALS_TAKEN=true: 201 with tokens for a new address, 409 EMAIL_TAKEN for a taken one", async () => {
+		const open = await startTestNode({
+			db,
+			services: ["api", "users"],
+			env: { AUTH_SESSION_CHECK: "true", SIGNUP_REVEALS_TAKEN: "true" }
+		});
+		try {
+			const c = httpClient(() => open.baseUrl);
+			const email = `${uniqueId("open")}@example.com`;
+			const r = await c("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } });
+			expect(r.status).toBe(201);
+			expect(r.headers.get("location")).toBe("/api/v1/users/me");
+			expect(r.json).toEqual({
+				accessToken: expect.stringMatching(/^[\w-]+\.[\w-]+\.[\w-]+$/),
+				tokenType: "Bearer",
+				expiresIn: 900,
+				refreshToken: expect.stringMatching(/^ffr_[A-Za-z0-9_-]{43}$/),
+				refreshTokenExpiresAt: expect.any(String),
+				sessionId: expect.stringMatching(/^[0-9a-f-]{36}$/),
+				user: expect.objectContaining({ email, emailVerified: false })
+			});
+			expect((await c("GET", "/api/v1/users/me", { token: r.json.accessToken })).status).toBe(200);
+			// signUp works against either mode.
+			expect((await signUp(c, `${uniqueId("open")}@example.com`, PASSWORD)).accessToken).toEqual(expect.any(String));
+			expectError(
+				await c("POST", "/api/v1/auth/register", { body: { email: email.toUpperCase(), password: PASSWORD } }),
+				409,
+				"EMAIL_TAKEN"
+			);
+		} finally {
+			await open.stop();
+		}
 	});
 
 	test("password length limits are enforced in code points", async () => {
@@ -157,7 +230,7 @@ describe("registration and password sign-in", () => {
 		const emoji = await call("POST", "/api/v1/auth/register", {
 			body: { email: `${uniqueId("e")}@example.com`, password: "🔥".repeat(10) }
 		});
-		expect(emoji.status).toBe(201);
+		expect(emoji.status).toBe(202);
 	});
 
 	test("login succeeds with the right password, case-insensitively on the e-mail", async () => {
@@ -341,12 +414,9 @@ describe("sessions", () => {
 		});
 		try {
 			const c = httpClient(() => strict.baseUrl);
-			const reg = await c("POST", "/api/v1/auth/register", {
-				body: { email: `${uniqueId("strict")}@example.com`, password: PASSWORD }
-			});
-			expect(reg.status).toBe(201);
+			const reg = await signUp(c, `${uniqueId("strict")}@example.com`, PASSWORD);
 			const results = await Promise.all(
-				[0, 1].map(() => c("POST", "/api/v1/auth/refresh", { body: { refreshToken: reg.json.refreshToken } }))
+				[0, 1].map(() => c("POST", "/api/v1/auth/refresh", { body: { refreshToken: reg.refreshToken } }))
 			);
 			expect(results.map(r => r.status).sort()).toEqual([200, 401]);
 			expect(results.find(r => r.status === 401)!.json.error.code).toBe("REFRESH_TOKEN_REUSED");
@@ -939,10 +1009,8 @@ describe("$FORGE holdings without a reachable chain", () => {
 	test("with no chain configured, holdings are null with a reason", async () => {
 		const plain = await startTestNode({ db, services: ["api", "users"], env: { AUTH_SESSION_CHECK: "true" } });
 		try {
-			const r = await httpClient(() => plain.baseUrl)("POST", "/api/v1/auth/register", {
-				body: { email: `${uniqueId("n")}@example.com`, password: PASSWORD }
-			});
-			const me = await httpClient(() => plain.baseUrl)("GET", "/api/v1/users/me", { token: r.json.accessToken });
+			const r = await signUp(plain, `${uniqueId("n")}@example.com`, PASSWORD);
+			const me = await httpClient(() => plain.baseUrl)("GET", "/api/v1/users/me", { token: r.accessToken });
 			expect(me.status).toBe(200);
 			expect(me.json.forge).toEqual(
 				expect.objectContaining({

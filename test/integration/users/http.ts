@@ -10,7 +10,7 @@ export interface HttpResult {
 }
 
 export function httpClient(baseUrl: () => string) {
-	return async function call(
+	const call = async function call(
 		method: string,
 		path: string,
 		init: { body?: unknown; token?: string; apiKey?: string; headers?: Record<string, string> } = {}
@@ -40,6 +40,8 @@ export function httpClient(baseUrl: () => string) {
 		}
 		return { status: res.status, headers: res.headers, json, text, ms };
 	};
+	// `baseUrl` read when used (the node starts after the client is made): signUp(call, ...) takes it.
+	return Object.defineProperty(call, "baseUrl", { get: baseUrl }) as typeof call & { readonly baseUrl: string };
 }
 
 /** The contract's error shape, with the expected code. */

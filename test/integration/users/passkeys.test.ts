@@ -11,6 +11,7 @@ import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "
 import type { ForgeNode } from "../../../app/node";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { expectError, httpClient } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(120_000);
 
@@ -96,9 +97,8 @@ afterAll(async () => {
 
 async function register() {
 	const email = `${uniqueId("pk")}@example.com`;
-	const r = await call("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } });
-	expect(r.status).toBe(201);
-	return { email, userId: r.json.user.id as string, access: r.json.accessToken as string };
+	const u = await signUp(call, email, PASSWORD);
+	return { email, userId: u.userId, access: u.accessToken };
 }
 
 /** The page's helpers; the credential JSON is checked by the server, the test reads only its id. */

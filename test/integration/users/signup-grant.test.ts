@@ -11,6 +11,7 @@ import { writeOutboxEvent } from "../../../src/events/outbox";
 import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { httpClient } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(90_000);
 
@@ -51,12 +52,8 @@ afterAll(async () => {
 });
 
 async function register(call: ReturnType<typeof httpClient>, ip: string, email = `${uniqueId("g")}@example.com`) {
-	const r = await call("POST", "/api/v1/auth/register", {
-		body: { email, password: PASSWORD },
-		headers: { "x-forwarded-for": ip }
-	});
-	expect(r.status).toBe(201);
-	return { email, userId: r.json.user.id as string, token: r.json.accessToken as string };
+	const u = await signUp(call, email, PASSWORD, { headers: { "x-forwarded-for": ip } });
+	return { email, userId: u.userId, token: u.accessToken };
 }
 
 const balance = async (call: ReturnType<typeof httpClient>, token: string) =>

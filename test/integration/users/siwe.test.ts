@@ -20,6 +20,7 @@ import { runtimeOf } from "../../../src/runtime/runtime";
 import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import { expectError, httpClient } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(120_000);
 
@@ -388,11 +389,8 @@ describe("sign-in", () => {
 
 describe("linking wallets", () => {
 	async function passwordUser() {
-		const r = await call("POST", "/api/v1/auth/register", {
-			body: { email: `${uniqueId("w")}@example.com`, password: "correct horse battery staple" }
-		});
-		expect(r.status).toBe(201);
-		return { userId: r.json.user.id as string, access: r.json.accessToken as string };
+		const u = await signUp(call, `${uniqueId("w")}@example.com`, "correct horse battery staple");
+		return { userId: u.userId, access: u.accessToken };
 	}
 	async function proof(account: PrivateKeyAccount) {
 		const n = await getNonce();

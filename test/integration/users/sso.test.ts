@@ -19,6 +19,7 @@ import type { ForgeNode } from "../../../app/node";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import { expectError, httpClient } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(120_000);
 
@@ -193,12 +194,8 @@ async function ssoSignIn(provider: string, extra: Record<string, string>) {
 
 async function passwordUser() {
 	const email = `${uniqueId("pw")}@example.com`;
-	expect([201, 202]).toContain(
-		(await call("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } })).status
-	);
-	const login = await call("POST", "/api/v1/auth/login", { body: { email, password: PASSWORD } });
-	expect(login.status).toBe(200);
-	return { email, userId: login.json.user.id as string, access: login.json.accessToken as string };
+	const u = await signUp(call, email, PASSWORD);
+	return { email, userId: u.userId, access: u.accessToken };
 }
 
 beforeAll(async () => {

@@ -12,6 +12,7 @@ import { stepOf, totpAt } from "../../../src/users/totp";
 import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient } from "./http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(90_000);
 
@@ -52,13 +53,12 @@ async function outbox(to: string, atLeast = 1) {
 /** A signed-up account with its address verified through the outbox's link. */
 async function verifiedUser() {
 	const email = `${uniqueId("tf")}@example.com`;
-	const r = await call("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } });
-	expect(r.status).toBe(201);
+	const u = await signUp(call, email, PASSWORD);
 	const [mail] = await outbox(email);
 	expect(mail.subject).toBe("Confirm your e-mail address");
 	const token = new URL(mail.links[0]).searchParams.get("token");
 	expect((await call("POST", "/api/v1/auth/email/verify", { body: { token } })).status).toBe(200);
-	return { email, userId: r.json.user.id as string, access: r.json.accessToken as string };
+	return { email, userId: u.userId, access: u.accessToken };
 }
 
 async function enrolled() {
@@ -93,9 +93,9 @@ afterAll(async () => {
 describe("enrolment", () => {
 	test("needs a verified address", async () => {
 		const email = `${uniqueId("nv")}@example.com`;
-		const r = await call("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } });
+		const u = await signUp(call, email, PASSWORD);
 		expectError(
-			await call("POST", "/api/v1/users/me/2fa/totp", { token: r.json.accessToken }),
+			await call("POST", "/api/v1/users/me/2fa/totp", { token: u.accessToken }),
 			403,
 			"EMAIL_NOT_VERIFIED"
 		);
@@ -417,10 +417,8 @@ describe("export and deletion", () => {
 			[u.userId]
 		);
 		expect(row).toEqual({ email: null, password_hash: null, display_name: null, deleted_at: expect.any(Date) });
-		// The address is free at once.
-		expect(
-			(await call("POST", "/api/v1/auth/register", { body: { email: u.email, password: PASSWORD } })).status
-		).toBe(201);
+		// The address is free at once: signing up with it again makes a new account.
+		expect((await signUp(call, u.email, PASSWORD)).userId).not.toBe(u.userId);
 	});
 
 	test("without 2FA the password is the step-up", async () => {
