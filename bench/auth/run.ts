@@ -151,7 +151,9 @@ async function main() {
 		procs.push(gateway.proc);
 		const api = `http://127.0.0.1:${gateway.port}/api/v1`;
 
-		const account = await post(`${api}/auth/register`, { email: `bench-${id}@example.com`, password: PASSWORD });
+		// Register answers 202 (no tokens, the same for a taken address); the session comes from a sign-in.
+		await post(`${api}/auth/register`, { email: `bench-${id}@example.com`, password: PASSWORD });
+		const account = await post(`${api}/auth/login`, { email: `bench-${id}@example.com`, password: PASSWORD });
 		const key = await post(
 			`${api}/users/me/api-keys`,
 			{ name: "bench", scopes: ["users:read"] },

@@ -304,7 +304,7 @@ beforeAll(async () => {
 		users.push({ id, token, projectId: p.body.id });
 	}
 	const reg = await api("POST", "/auth/register", null, login);
-	expect({ status: reg.status, body: reg.body }).toMatchObject({ status: 201 });
+	expect({ status: reg.status, body: reg.body }).toMatchObject({ status: 202 });
 }, 240_000);
 
 afterAll(async () => {

@@ -12,6 +12,7 @@ import { ServiceBroker } from "moleculer";
 import { createTestDatabase, isolatedEnv, NATS_URL, TestDatabase } from "../support/env";
 import { startFakeOpenAI } from "../support/fake-openai";
 import type { FakeServer } from "../support/fake-llm-server";
+import { signUp } from "../support/sign-up";
 
 jest.setTimeout(120_000);
 
@@ -115,13 +116,9 @@ afterAll(async () => {
 });
 
 test("a code task crosses three nodes and settles once", async () => {
-	const reg = await api("POST", "/auth/register", undefined, {
-		email: "cluster@example.com",
-		password: "a long enough passphrase"
-	});
-	expect(reg.status).toBe(201);
-	const token: string = reg.json.accessToken;
-	const userId: string = reg.json.user.id;
+	const reg = await signUp(`http://127.0.0.1:${gatewayPort}`, "cluster@example.com", "a long enough passphrase");
+	const token: string = reg.accessToken;
+	const userId: string = reg.userId;
 	await operator.call("payments.grant", {
 		userId,
 		credits: 10_000,

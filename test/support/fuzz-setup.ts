@@ -1,6 +1,7 @@
 /** Credentials and ids for the fuzzer, made through the API itself (a user with a project, an admin). */
 import { uniqueId } from "./env";
 import type { FuzzCredentials } from "./fuzz";
+import { signUp } from "./sign-up";
 
 const PASSWORD = "correct horse battery staple";
 
@@ -20,8 +21,7 @@ export async function fuzzCredentials(
 	baseUrl: string,
 	promote: (userId: string) => Promise<void>
 ): Promise<FuzzCredentials> {
-	const register = (tag: string) =>
-		post(baseUrl, "/auth/register", { email: `${uniqueId(tag)}@example.com`, password: PASSWORD });
+	const register = (tag: string) => signUp(baseUrl, `${uniqueId(tag)}@example.com`, PASSWORD);
 	const user = await register("fuzz");
 	const project = await post(baseUrl, "/projects", { name: "fuzzed" }, user.accessToken);
 	await post(
@@ -35,12 +35,12 @@ export async function fuzzCredentials(
 		user.accessToken
 	);
 	const admin = await register("fuzzadmin");
-	await promote(admin.user.id);
-	const login = await post(baseUrl, "/auth/login", { email: admin.user.email, password: PASSWORD });
+	await promote(admin.userId);
+	const login = await post(baseUrl, "/auth/login", { email: admin.email, password: PASSWORD });
 	return {
 		user: { Authorization: `Bearer ${user.accessToken}` },
 		admin: { Authorization: `Bearer ${login.accessToken}` },
 		projectId: project.id,
-		otherUserId: user.user.id
+		otherUserId: user.userId
 	};
 }

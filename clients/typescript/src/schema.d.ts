@@ -264,7 +264,7 @@ export interface paths {
 		};
 		get?: never;
 		put?: never;
-		/** Create an account with e-mail and password; returns tokens */
+		/** Create an account with e-mail and password. 202 `SignUpPending` alike for a new and a taken address (then POST /auth/login); with SIGNUP_REVEALS_TAKEN=true, 201 `SignedIn` (tokens) and 409 EMAIL_TAKEN */
 		post: operations["postAuthRegister"];
 		delete?: never;
 		options?: never;
@@ -2536,6 +2536,13 @@ export interface components {
 			tokenType: "Bearer";
 			user: components["schemas"]["PublicUser"];
 		};
+		SignUpPending: {
+			/** Format: email */
+			email: string;
+			message: string;
+			/** @constant */
+			status: "pending";
+		};
 		SiweNonce: {
 			chainIds: number[];
 			domain: string;
@@ -2767,6 +2774,7 @@ export type SchemaQueueStats = components["schemas"]["QueueStats"];
 export type SchemaSandbox = components["schemas"]["Sandbox"];
 export type SchemaSession = components["schemas"]["Session"];
 export type SchemaSignedIn = components["schemas"]["SignedIn"];
+export type SchemaSignUpPending = components["schemas"]["SignUpPending"];
 export type SchemaSiweNonce = components["schemas"]["SiweNonce"];
 export type SchemaSiweSignedIn = components["schemas"]["SiweSignedIn"];
 export type SchemaSsoStart = components["schemas"]["SsoStart"];
@@ -6406,7 +6414,24 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content: {
-					"application/json": components["schemas"]["SignedIn"];
+					"application/json": components["schemas"]["SignUpPending"] | components["schemas"]["SignedIn"];
+				};
+			};
+			/** @description Success */
+			202: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["SignUpPending"] | components["schemas"]["SignedIn"];
 				};
 			};
 			/** @description Bad request (malformed JSON, bad header) */

@@ -8,6 +8,7 @@ import { createTestDatabase, eventually, startTestNode, TestDatabase } from "../
 import { startFakeAnthropic } from "../../support/fake-anthropic";
 import type { FakeServer } from "../../support/fake-llm-server";
 import { startFakeOpenAI } from "../../support/fake-openai";
+import { signUp } from "../../support/sign-up";
 
 export interface CompatWorld {
 	db: TestDatabase;
@@ -81,13 +82,9 @@ export async function startCompatWorld(env: Record<string, string> = {}): Promis
 		newKey,
 		balance,
 		async user(credits, scopes = ["ai:use"], limits, tier) {
-			const reg = await api("POST", "/auth/register", undefined, {
-				email: `u${Date.now()}${++seq}@example.com`,
-				password: "correct horse battery staple"
-			});
-			if (reg.status !== 201) throw new Error(`register: ${reg.status}`);
-			const token: string = reg.json.accessToken;
-			const id: string = (await api("GET", "/users/me", token)).json.id;
+			const reg = await signUp(node, `u${Date.now()}${++seq}@example.com`, "correct horse battery staple");
+			const token = reg.accessToken;
+			const id = reg.userId;
 			if (tier) {
 				// The plan fact payments would report; written before anything reads (and caches) the tier.
 				const c = new Client({ connectionString: db.url });

@@ -6,6 +6,7 @@
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import { fakeAiWorker } from "../../support/fake-ai-worker";
 import { api, readSse } from "../tasks/helpers";
+import { signUp } from "../../support/sign-up";
 
 let db: TestDatabase;
 let node: Awaited<ReturnType<typeof startTestNode>>;
@@ -55,15 +56,18 @@ test("public: baseline headers, the anonymous rate-limit policy, cacheable", asy
 });
 
 test("token and authenticated answers are never stored; the per-user policy applies", async () => {
-	const reg = await get("/api/v1/auth/register", {
-		method: "POST",
-		headers: { "content-type": "application/json" },
-		body: JSON.stringify({ email: `edge_${Date.now()}@example.com`, password: "correct horse battery staple" })
-	});
-	expect(reg.status).toBe(201);
+	const account = { email: `edge_${Date.now()}@example.com`, password: "correct horse battery staple" };
+	const post = (path: string) =>
+		get(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(account) });
+	const reg = await post("/api/v1/auth/register");
+	expect(reg.status).toBe(202);
 	expectBaseline(reg);
 	expect(reg.headers.get("cache-control")).toBe("no-store");
-	const { accessToken } = (await reg.json()) as { accessToken: string };
+	const login = await post("/api/v1/auth/login");
+	expect(login.status).toBe(200);
+	expectBaseline(login);
+	expect(login.headers.get("cache-control")).toBe("no-store");
+	const { accessToken } = (await login.json()) as { accessToken: string };
 
 	const me = await get("/api/v1/users/me", { headers: { authorization: `Bearer ${accessToken}` } });
 	expect(me.status).toBe(200);
@@ -82,20 +86,16 @@ test("token and authenticated answers are never stored; the per-user policy appl
 
 test("SSE: the live stream of a running task carries the baseline and is never stored", async () => {
 	// A real session (this node checks sessions), a project and credits.
-	const reg = await api(node, "POST", "/auth/register", null, {
-		email: `sse_${Date.now()}@example.com`,
-		password: "correct horse battery staple"
-	});
-	expect(reg.status).toBe(201);
-	const token = reg.body.accessToken as string;
+	const reg = await signUp(node, `sse_${Date.now()}@example.com`, "correct horse battery staple");
+	const token = reg.accessToken;
 	const project = await api(node, "POST", "/projects", token, { name: "edge-sse" });
 	expect(project.status).toBe(201);
 	await node.broker.call("payments.grant", {
-		userId: reg.body.user.id,
+		userId: reg.userId,
 		credits: 100_000,
 		operator: "test",
 		reason: "test credits",
-		key: `grant-${reg.body.user.id}`
+		key: `grant-${reg.userId}`
 	});
 	const submitted = await api(node, "POST", "/tasks", token, {
 		projectId: project.body.id,

@@ -9,6 +9,7 @@ import { createTestDatabase, freePort, NATS_URL, startTestNode, type TestDatabas
 import { fakeAiWorker } from "../../support/fake-ai-worker";
 import { startStripeFake, type StripeFake } from "../../support/stripe-fake";
 import { api, readSse } from "../tasks/helpers";
+import { signUp } from "../../support/sign-up";
 
 const PROMTOOL = process.env.PROMTOOL ?? "promtool";
 /** Moleculer's built-in families; everything else on the page is the project's own. */
@@ -71,18 +72,15 @@ beforeAll(async () => {
 	expect(node.config.transporter).toBeTruthy();
 
 	// Some of everything: a session, a task held and settled, a Stripe event, a reconciliation that finds a miss.
-	const reg = await api(node, "POST", "/auth/register", null, {
-		email: `metrics_${Date.now()}@example.com`,
-		password: "correct horse battery staple"
-	});
-	const token = reg.body.accessToken as string;
+	const reg = await signUp(node, `metrics_${Date.now()}@example.com`, "correct horse battery staple");
+	const token = reg.accessToken;
 	const project = await api(node, "POST", "/projects", token, { name: "metrics" });
 	await node.broker.call("payments.grant", {
-		userId: reg.body.user.id,
+		userId: reg.userId,
 		credits: 100_000,
 		operator: "test",
 		reason: "test credits",
-		key: `grant-${reg.body.user.id}`
+		key: `grant-${reg.userId}`
 	});
 	const task = await api(node, "POST", "/tasks", token, { projectId: project.body.id, kind: "chat", prompt: "hi" });
 	expect(task.status).toBe(202);

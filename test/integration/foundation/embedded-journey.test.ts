@@ -61,12 +61,18 @@ test("fresh embedded start → register → dev-echo task completes on the welco
 			if (Date.now() > end || proc.exitCode != null) throw new Error(`did not start:\n${out}`);
 			await new Promise(r => setTimeout(r, 200));
 		}
+		// The quick start: register (202, the same answer whether the address was free), then sign in.
 		const reg = await call("POST", "/auth/register", {
 			email: "newcomer@example.com",
 			password: "correct horse battery staple"
 		});
-		expect(reg.status).toBe(201);
-		const token = reg.json.accessToken as string;
+		expect(reg.status).toBe(202);
+		const login = await call("POST", "/auth/login", {
+			email: "newcomer@example.com",
+			password: "correct horse battery staple"
+		});
+		expect(login.status).toBe(200);
+		const token = login.json.accessToken as string;
 		const balance = await call("GET", "/billing/balance", undefined, token);
 		expect(balance.json.available).toBeGreaterThan(0);
 

@@ -9,6 +9,7 @@ import { runtimeOf } from "../../../src/runtime/runtime";
 import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient } from "../users/http";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(90_000);
 
@@ -47,9 +48,8 @@ async function outboxToken(to: string, path: string): Promise<string> {
 
 async function person(verify = true): Promise<Person> {
 	const email = `${uniqueId("o")}@example.com`;
-	const r = await call("POST", "/api/v1/auth/register", { body: { email, password: PASSWORD } });
-	expect(r.status).toBe(201);
-	const p = { email, id: r.json.user.id as string, token: r.json.accessToken as string };
+	const u = await signUp(call, email, PASSWORD);
+	const p = { email, id: u.userId, token: u.accessToken };
 	if (verify) await verifyEmail(p);
 	return p;
 }

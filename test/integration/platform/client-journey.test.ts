@@ -33,11 +33,14 @@ afterAll(async () => {
 
 test("register → project → commit → task → events → balance, through the typed client", async () => {
 	const ff = createForgeClient({ baseUrl: node.baseUrl });
-	const reg = await ff.POST("/api/v1/auth/register", {
-		body: { email: `journey_${Date.now()}@example.com`, password: "correct horse battery staple" }
-	});
-	expect(reg.response.status).toBe(201);
-	const signedIn = reg.data!;
+	const account = { email: `journey_${Date.now()}@example.com`, password: "correct horse battery staple" };
+	const reg = await ff.POST("/api/v1/auth/register", { body: account });
+	expect(reg.response.status).toBe(202);
+	expect(reg.data).toMatchObject({ status: "pending", email: account.email });
+	const login = await ff.POST("/api/v1/auth/login", { body: account });
+	expect(login.response.status).toBe(200);
+	const signedIn = login.data!;
+	if (!("accessToken" in signedIn)) throw new Error("no session: the account has no second factor");
 	expect(signedIn.tokenType).toBe("Bearer");
 	ff.use(bearer(signedIn.accessToken));
 

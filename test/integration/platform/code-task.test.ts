@@ -8,6 +8,7 @@ import type { ForgeNode } from "../../../app/node";
 import { createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import { startFakeOpenAI } from "../../support/fake-openai";
 import type { FakeServer } from "../../support/fake-llm-server";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(90_000);
 
@@ -89,12 +90,8 @@ async function readSse(path: string, token: string, until: (ev: string) => boole
 }
 
 test("register → credits → project → code task over SSE → new version, settled once", async () => {
-	const reg = await api("POST", "/auth/register", undefined, {
-		email: "Dev@Example.com",
-		password: "correct horse battery staple"
-	});
-	expect(reg.status).toBe(201);
-	const token: string = reg.json.accessToken;
+	const reg = await signUp(node, "Dev@Example.com", "correct horse battery staple");
+	const token: string = reg.accessToken;
 	expect(typeof token).toBe("string");
 	const me = await api("GET", "/users/me", token);
 	expect(me.status).toBe(200);
@@ -194,33 +191,23 @@ test("register → credits → project → code task over SSE → new version, s
 });
 
 test("project members are real accounts: a registered colleague is added and can read; an unknown id is 404", async () => {
-	const owner = await api("POST", "/auth/register", undefined, {
-		email: "owner@example.com",
-		password: "correct horse battery staple"
-	});
-	const mate = await api("POST", "/auth/register", undefined, {
-		email: "mate@example.com",
-		password: "correct horse battery staple"
-	});
-	expect([owner.status, mate.status]).toEqual([201, 201]);
-	const project = await api("POST", "/projects", owner.json.accessToken, { name: "shared" });
+	const owner = await signUp(node, "owner@example.com", "correct horse battery staple");
+	const mate = await signUp(node, "mate@example.com", "correct horse battery staple");
+	const project = await api("POST", "/projects", owner.accessToken, { name: "shared" });
 	expect(project.status).toBe(201);
 	const id: string = project.json.id;
-	const added = await api("PUT", `/projects/${id}/members/${mate.json.user.id}`, owner.json.accessToken, {
+	const added = await api("PUT", `/projects/${id}/members/${mate.userId}`, owner.accessToken, {
 		role: "viewer"
 	});
 	expect(added.status).toBe(200);
-	expect((await api("GET", `/projects/${id}`, mate.json.accessToken)).status).toBe(200);
-	const ghost = await api(
-		"PUT",
-		`/projects/${id}/members/5f0c9a8e-1d2b-4c3d-8e9f-0a1b2c3d4e5f`,
-		owner.json.accessToken,
-		{ role: "viewer" }
-	);
+	expect((await api("GET", `/projects/${id}`, mate.accessToken)).status).toBe(200);
+	const ghost = await api("PUT", `/projects/${id}/members/5f0c9a8e-1d2b-4c3d-8e9f-0a1b2c3d4e5f`, owner.accessToken, {
+		role: "viewer"
+	});
 	expect(ghost.status).toBe(404);
 	expect(ghost.json.error.code).toBe("USER_NOT_FOUND");
-	const members = await api("GET", `/projects/${id}/members`, owner.json.accessToken);
+	const members = await api("GET", `/projects/${id}/members`, owner.accessToken);
 	expect(members.json.items.map((m: { userId: string }) => m.userId).sort()).toEqual(
-		[owner.json.user.id, mate.json.user.id].sort()
+		[owner.userId, mate.userId].sort()
 	);
 });

@@ -19,6 +19,7 @@ import { type EmbeddedLink, readLink } from "../../../src/runtime/embedded-link"
 import { isProcess } from "../../../src/runtime/child-process";
 import { eventually } from "../../support/env";
 import { fakeTokens } from "../../support/fake-context";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(120_000);
 
@@ -109,12 +110,12 @@ async function http(p: Platform, method: string, route: string, token?: string, 
 
 /** Registers a user with credits, a project with one version, and runs one chat task to its end. */
 async function userProjectTask(p: Platform, node: ForgeNode) {
-	const reg = await http(p, "POST", "/auth/register", undefined, {
-		email: `e${Date.now()}@example.test`,
-		password: "correct horse battery staple"
-	});
-	expect(reg.status).toBe(201);
-	const token: string = reg.json.accessToken;
+	const reg = await signUp(
+		`http://127.0.0.1:${p.port}`,
+		`e${Date.now()}@example.test`,
+		"correct horse battery staple"
+	);
+	const token: string = reg.accessToken;
 	const me = await http(p, "GET", "/users/me", token);
 	await node.broker.call("payments.grant", {
 		userId: me.json.id,

@@ -16,6 +16,7 @@ import {
 import type { ForgeNode } from "../../../app/node";
 import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(90_000);
 
@@ -74,13 +75,9 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 	expect((await provider.send("eth_accounts", [])).map((a: string) => a.toLowerCase())).toContain(
 		WALLET.address.toLowerCase()
 	);
-	const reg = await api("POST", "/auth/register", undefined, {
-		email: "staker@example.com",
-		password: "a long enough passphrase"
-	});
-	expect(reg.status).toBe(201);
-	const token: string = reg.json.accessToken;
-	const userId: string = reg.json.user.id;
+	const reg = await signUp(node, "staker@example.com", "a long enough passphrase");
+	const token: string = reg.accessToken;
+	const userId: string = reg.userId;
 
 	// Stake first, while nobody owns the wallet: payments indexes it by address.
 	const signer = new ethers.JsonRpcSigner(provider, WALLET.address);

@@ -5,6 +5,7 @@
 import net from "node:net";
 import { createTestDatabase, uniqueId, type TestDatabase } from "../../support/env";
 import { api, makeUser, startTasksNode, type TestNode } from "../tasks/helpers";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(90_000);
 
@@ -31,9 +32,7 @@ const PASSWORD = "correct horse battery staple";
 /** A registered user's session (the users service's own tokens), optionally made admin or given a tier override. */
 async function registered(opts: { admin?: boolean; tierOverride?: string } = {}) {
 	const email = `${uniqueId("h")}@example.com`;
-	const reg = await api(node, "POST", "/auth/register", null, { email, password: PASSWORD });
-	expect(reg.status).toBe(201);
-	const id = reg.body.user.id as string;
+	const { userId: id } = await signUp(node, email, PASSWORD);
 	if (opts.admin) await node.runtime.sequelize.query(`UPDATE users SET role = 'admin' WHERE id = $1`, { bind: [id] });
 	if (opts.tierOverride)
 		await node.runtime.sequelize.query(`UPDATE users SET tier_override = $2 WHERE id = $1`, {
@@ -166,11 +165,11 @@ describe("finding 5: racing retries of one idempotent commit all get the version
 
 describe("finding 6: /queue/stats needs tasks:read", () => {
 	test("a key scoped users:read is refused; tasks:read reads", async () => {
-		const reg = await api(node, "POST", "/auth/register", null, {
-			email: `${uniqueId("q")}@example.com`,
-			password: "correct horse battery staple"
-		});
-		const token = reg.body.accessToken as string;
+		const { accessToken: token } = await signUp(
+			node,
+			`${uniqueId("q")}@example.com`,
+			"correct horse battery staple"
+		);
 		const narrow = await api(node, "POST", "/users/me/api-keys", token, { name: "n", scopes: ["users:read"] });
 		const wide = await api(node, "POST", "/users/me/api-keys", token, { name: "w", scopes: ["tasks:read"] });
 		expectContractError(

@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { createTestDatabase, uniqueId, type TestDatabase } from "../../support/env";
 import { api, makeUser, startTasksNode, type TestNode } from "../tasks/helpers";
+import { signUp } from "../../support/sign-up";
 
 jest.setTimeout(60_000);
 
@@ -30,15 +31,11 @@ function expectError(r: { status: number; body: unknown }, status: number, code:
 
 /** A registered user's session token and an API key holding only `scopes`. */
 async function keyWith(scopes: string[]) {
-	const reg = await api(node, "POST", "/auth/register", null, {
-		email: `${uniqueId("sec")}@example.com`,
-		password: "correct horse battery staple"
-	});
-	expect(reg.status).toBe(201);
-	const token = reg.body.accessToken as string;
+	const reg = await signUp(node, `${uniqueId("sec")}@example.com`, "correct horse battery staple");
+	const token = reg.accessToken;
 	const key = await api(node, "POST", "/users/me/api-keys", token, { name: "narrow", scopes });
 	expect(key.status).toBe(201);
-	return { token, key: key.body.key as string, userId: reg.body.user.id as string };
+	return { token, key: key.body.key as string, userId: reg.userId };
 }
 
 const withKey = (key: string) => ({ "X-API-Key": key });
@@ -155,12 +152,9 @@ describe("bad inputs answer 4xx, never 500", () => {
 
 	test("GET /admin/users with a forged cursor whose time Postgres cannot read → 422", async () => {
 		const email = `${uniqueId("admin")}@example.com`;
-		const reg = await api(node, "POST", "/auth/register", null, {
-			email,
-			password: "correct horse battery staple"
-		});
+		const reg = await signUp(node, email, "correct horse battery staple");
 		await node.runtime.sequelize.query(`UPDATE users SET role = 'admin' WHERE id = $1`, {
-			bind: [reg.body.user.id]
+			bind: [reg.userId]
 		});
 		const admin = (
 			await api(node, "POST", "/auth/login", null, { email, password: "correct horse battery staple" })
