@@ -9,6 +9,7 @@ import { createTestDatabase, NATS_URL, startTestNode, uniqueId, type TestDatabas
 import type { ForgeNode } from "../../app/node";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { expectError, httpClient } from "../integration/users/http";
+import { signUp } from "../support/sign-up";
 
 jest.setTimeout(120_000);
 
@@ -49,24 +50,21 @@ afterAll(async () => {
 test("sign-in, session check, API keys, tier and disabling across nodes", async () => {
 	expect(gateway.broker.getLocalService("users")).toBeFalsy();
 	const email = `${uniqueId("c")}@example.com`;
-	const reg = await call("POST", "/api/v1/auth/register", {
-		body: { email, password: "correct horse battery staple" }
-	});
-	expect(reg.status).toBe(201);
-	const me = await call("GET", "/api/v1/users/me", { token: reg.json.accessToken });
+	const reg = await signUp(call, email, "correct horse battery staple");
+	const me = await call("GET", "/api/v1/users/me", { token: reg.accessToken });
 	expect(me.status).toBe(200);
-	expect(me.json.id).toBe(reg.json.user.id);
+	expect(me.json.id).toBe(reg.userId);
 
 	const key = await call("POST", "/api/v1/users/me/api-keys", {
-		token: reg.json.accessToken,
+		token: reg.accessToken,
 		body: { name: "k", scopes: ["users:read"] }
 	});
 	expect((await call("GET", "/api/v1/users/me", { apiKey: key.json.key })).status).toBe(200);
 
-	expect(await other.broker.call("users.getTier", { userId: reg.json.user.id })).toEqual(
+	expect(await other.broker.call("users.getTier", { userId: reg.userId })).toEqual(
 		expect.objectContaining({ tier: "free" })
 	);
-	expect(await other.broker.call("users.authState", { userId: reg.json.user.id, sid: reg.json.sessionId })).toEqual({
+	expect(await other.broker.call("users.authState", { userId: reg.userId, sid: reg.sessionId })).toEqual({
 		role: "user"
 	});
 
@@ -81,16 +79,14 @@ test("sign-in, session check, API keys, tier and disabling across nodes", async 
 	const adm = await call("POST", "/api/v1/auth/login", {
 		body: { email: adminEmail, password: "correct horse battery staple" }
 	});
-	const off = await call("PATCH", `/api/v1/admin/users/${reg.json.user.id}`, {
+	const off = await call("PATCH", `/api/v1/admin/users/${reg.userId}`, {
 		token: adm.json.accessToken,
 		body: { disabled: true }
 	});
 	expect(off.status).toBe(200);
-	expectError(await call("GET", "/api/v1/users/me", { token: reg.json.accessToken }), 401, "INVALID_TOKEN");
+	expectError(await call("GET", "/api/v1/users/me", { token: reg.accessToken }), 401, "INVALID_TOKEN");
 	expectError(await call("GET", "/api/v1/users/me", { apiKey: key.json.key }), 401, "INVALID_API_KEY");
-	expect(
-		await other.broker.call("users.authState", { userId: reg.json.user.id, sid: reg.json.sessionId })
-	).toBeNull();
+	expect(await other.broker.call("users.authState", { userId: reg.userId, sid: reg.sessionId })).toBeNull();
 });
 
 test("the gateway cannot be made to call internal actions, even though they are reachable over the transporter", async () => {
