@@ -43,7 +43,9 @@ async function main() {
 			headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
 			body: JSON.stringify(body)
 		}).then(r => r.json() as Promise<Record<string, string>>);
-	const reg = await post("/auth/register", { email: "bench@example.com", password: "correct horse battery staple" });
+	const account = { email: "bench@example.com", password: "correct horse battery staple" };
+	await post("/auth/register", account); // 202, no tokens
+	const reg = await post("/auth/login", account);
 	const me = (await (
 		await fetch(`${node.baseUrl}/api/v1/users/me`, { headers: { authorization: `Bearer ${reg.accessToken}` } })
 	).json()) as { id: string };

@@ -120,7 +120,7 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 		case "signUpAttempted":
 			return compose("Someone tried to sign up with your address", [
 				"Someone (perhaps you) tried to create a ForgeFluid account with this e-mail address. It already has an account, so nothing was created and nothing about your account changed.",
-				"If it was you: sign in with your password. If you forgot it, ask for a new one on the sign-in page (\"Forgot password\"), or open " +
+				'If it was you: sign in with your password. If you forgot it, ask for a new one on the sign-in page ("Forgot password"), or open ' +
 					mail.resetLink +
 					" and enter this address.",
 				"If it was not you, you can ignore this message."

@@ -12,7 +12,14 @@ import { durableEvents, type DurableThis } from "../../../mixins/durable-events.
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { ProgressiveThrottle } from "../../../src/users/throttle";
 import { usersReplCommands } from "../../../src/users/repl";
-import { createTestDatabase, eventually, startTestNode, REDIS_URL, uniqueId, type TestDatabase } from "../../support/env";
+import {
+	createTestDatabase,
+	eventually,
+	startTestNode,
+	REDIS_URL,
+	uniqueId,
+	type TestDatabase
+} from "../../support/env";
 import { signUp } from "../../support/sign-up";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient, type HttpResult } from "./http";
@@ -203,7 +210,9 @@ describe("registration and password sign-in", () => {
 			});
 			expect((await c("GET", "/api/v1/users/me", { token: r.json.accessToken })).status).toBe(200);
 			// signUp works against either mode.
-			expect((await signUp(c, `${uniqueId("open")}@example.com`, PASSWORD)).accessToken).toEqual(expect.any(String));
+			expect((await signUp(c, `${uniqueId("open")}@example.com`, PASSWORD)).accessToken).toEqual(
+				expect.any(String)
+			);
 			expectError(
 				await c("POST", "/api/v1/auth/register", { body: { email: email.toUpperCase(), password: PASSWORD } }),
 				409,
