@@ -57,12 +57,23 @@ export const ssoMixin: UsersMixin<SsoThis> = {
 			params: { $$strict: "remove", ...callbackParams },
 			async handler(this: SsoThis, ctx: CallbackCtx) {
 				const p = ctx.params;
-				const { userId, created } = await this.sso.signIn(p.provider, p.flowToken, callbackOf(p));
-				if (created)
+				const signedIn = await this.sso.signIn(p.provider, p.flowToken, callbackOf(p));
+				const { userId, created } = signedIn;
+				if (created) {
 					await this.store.audit(undefined, userId, userId, "user.register", {
 						method: "sso",
 						provider: p.provider
 					});
+					// A sign-up with an address the provider vouched for: a proven address, so the welcome
+					// grant as after a verification link (once per address and account, signup_grants).
+					if ("email" in signedIn && signedIn.email)
+						await this.offerSignupGrant(
+							userId,
+							{ kind: "email", email: signedIn.email },
+							"verified",
+							ctx.meta.ip
+						);
+				}
 				return { ...(await this.steps.complete(userId, "sso", ctx.meta)), created };
 			}
 		},

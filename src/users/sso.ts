@@ -114,7 +114,8 @@ export class SingleSignOn {
 			if (!winner) throw flowInvalid();
 			return { userId: winner.user_id, created: false };
 		}
-		return { userId: made.userId, created: true };
+		// `email`: the address the provider vouched for, now the new account's (it earns the welcome grant).
+		return { userId: made.userId, created: true, email };
 	}
 
 	/** Links an identity to the signed-in account that started the flow. */

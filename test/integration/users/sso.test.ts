@@ -209,9 +209,12 @@ beforeAll(async () => {
 	const port = new URL(issuer).port;
 	node = await startTestNode({
 		db,
-		services: ["api", "users"],
+		services: ["api", "users", "payments"],
 		env: {
 			AUTH_SESSION_CHECK: "true",
+			SIGNUP_GRANT_CREDITS: "2500",
+			SIGNUP_GRANT_EMAIL_ON: "verified",
+			SIGNUP_GRANT_PER_IP_PER_DAY: "1000",
 			SSO_ALLOW_HTTP: "true",
 			SSO_REDIRECT_BASE: REDIRECT_BASE,
 			OIDC_PROVIDERS: JSON.stringify([
@@ -369,6 +372,37 @@ describe("OpenID Connect (oidc-provider)", () => {
 			[`${sub2}~%`]
 		);
 		expect(row).toEqual({ email: pw.email, email_verified: false });
+	});
+
+	test("an SSO sign-up with a vouched address gets the welcome grant, once per address; an unvouched one gets none", async () => {
+		const balance = async (token: string) =>
+			(await call("GET", "/api/v1/billing/balance", { token })).json.available as number;
+		const sub = uniqueId("grant");
+		const email = `${sub}@idp.example`;
+		const first = await ssoSignIn("test", hint(sub, email, true));
+		expect(first.json).toMatchObject({ created: true, user: { email, emailVerified: true } });
+		expect(await balance(first.json.accessToken)).toBe(2500);
+		// Signing in again (not a sign-up) gives nothing more.
+		const again = await ssoSignIn("test", hint(sub, email, true));
+		expect(again.json.created).toBe(false);
+		expect(await balance(again.json.accessToken)).toBe(2500);
+		// The account deleted and made again by the same identity and address: no second grant.
+		const del = await call("DELETE", "/api/v1/users/me", { token: first.json.accessToken, body: {} });
+		expect(del.status).toBe(200);
+		const remade = await ssoSignIn("test", hint(sub, email, true));
+		expect(remade.json).toMatchObject({ created: true, user: { email } });
+		expect(remade.json.user.id).not.toBe(first.json.user.id);
+		expect(await balance(remade.json.accessToken)).toBe(0);
+		// An address the provider does not vouch for proves nothing: no grant.
+		const sub2 = uniqueId("nogrant");
+		const unvouched = await ssoSignIn("test", hint(sub2, `${sub2}@idp.example`, false));
+		expect(unvouched.json).toMatchObject({ created: true, user: { email: null } });
+		expect(await balance(unvouched.json.accessToken)).toBe(0);
+		expect(
+			await sql(`SELECT user_id FROM signup_grants WHERE user_id = ANY($1::uuid[])`, [
+				[first.json.user.id, remade.json.user.id, unvouched.json.user.id]
+			])
+		).toEqual([{ user_id: first.json.user.id }]);
 	});
 
 	test("linking: only from the signed-in account that started it; then the identity signs that account in; taken elsewhere is 409", async () => {
