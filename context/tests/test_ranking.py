@@ -191,3 +191,19 @@ def test_a_larger_budget_shows_at_least_the_relevant_definitions_a_smaller_one_d
         assert {("src/ledger.ts", ln) for ln in range(3, 7)} <= lines
     ledger = [{ln for p, ln in lines if p == "src/ledger.ts"} for lines in shown]
     assert ledger[0] <= ledger[1] <= ledger[2] and len(ledger[2]) > len(ledger[0])
+
+
+def test_adjacent_chunks_of_a_file_share_one_header() -> None:
+    step = "export function creditStep{0}(x: number) {{\n  return x + {0}; // credit\n}}\n\n"
+    body = "".join(step.format(i) for i in range(6)).rstrip("\n") + "\n"
+    tree = {"src/steps.ts": body}
+    index = build(tree)
+    f = index.files[0]
+    assert f.facts is not None and len(f.facts.chunks) > 3
+    # room for the chunks, one header and a token per join: no room for a header per chunk
+    budget = sum(c.tokens for c in f.facts.chunks) + count_tokens(f.path) + 8 + len(f.facts.chunks) + 2
+    units, order = plan(index, "credit steps", budget, [], [], count_tokens)
+    frames, used = render(index, units, order, budget, texts(tree), count_tokens)
+    assert used <= budget
+    content = [fr for fr in frames if fr["kind"] != "map"]
+    assert len(content) == 1 and content[0]["kind"] == "file" and content[0]["lines"] == [1, f.facts.lines]

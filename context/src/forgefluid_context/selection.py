@@ -6,7 +6,8 @@ THE RULE, in order:
    offers its chunks (definitions with their line ranges) one by one, scored by the file's rank and
    the chunk's own BM25; units go in by score per token^DENSITY, so the budget holds the relevant
    definitions of many files rather than all of a few (a file all of whose chunks go in is shown
-   whole). Offering whole files as single units made a larger budget show fewer relevant lines:
+   whole; a unit next to a chosen one of its file joins that frame and is charged no header of its
+   own). Offering whole files as single units made a larger budget show fewer relevant lines:
    at 32k a 1,400-token file became one unit whose density lost to everyone's chunks;
 3. then a repository map (path: main symbols), best files first, in whatever space is left.
 Excluded paths are never shown, not even in the map. Every frame's `tokens` counts its text plus a
@@ -146,17 +147,23 @@ def plan(
             h = headers[i] = header_tokens(index.files[i].path, count)
         return h
 
+    ends: set[tuple[int, int]] = set()  # (file, last line) of the chosen units
+
     def offer(units: list[Unit]) -> None:
         nonlocal left
         for u in units:
-            if left <= 8:
+            if left <= 1:
                 break
             if (u.file, u.start) in taken:
                 continue
-            cost = u.tokens + header_of(u.file)
+            # a unit right after or before a chosen one of its file joins that frame: no header of
+            # its own, one token for the line break (render counts exactly and trims if needed)
+            joins = (u.file, u.start - 1) in ends or (u.file, u.end + 1) in taken
+            cost = u.tokens + (1 if joins else header_of(u.file))
             if cost <= left:
                 chosen.append(u)
                 taken.add((u.file, u.start))
+                ends.add((u.file, u.end))
                 left -= cost
 
     def units_of(i: int, score: float, whole_ok: bool, inc: bool) -> list[Unit]:
