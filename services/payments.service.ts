@@ -21,6 +21,8 @@ import type { StakeFacts } from "../src/payments/staking";
 import { boostFeeCredits, priceList } from "../src/payments/prices";
 import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
 import { SIGNUP_GRANTED, parseSignupGranted } from "../src/users/signup-grant";
+import { USER_DELETED, parseUserDeleted } from "../src/users/account-deletion";
+import { forgetPerson } from "../src/payments/forget";
 import {
 	PAYMENTS_METRICS,
 	countHold,
@@ -89,6 +91,12 @@ const PaymentsService: ServiceSchema<
 						operator: "signup",
 						description: "Welcome credit"
 					});
+				},
+				// A deleted account: the ledger stays as it is; what else points at the person is blanked.
+				async [USER_DELETED](this: PaymentsThis, payload, { tx }) {
+					const { userId } = parseUserDeleted(payload);
+					const r = await forgetPerson(runtimeOf(this.broker).sequelize, tx, userId);
+					this.logger.info("deleted account pseudonymised", { userId, ...r });
 				}
 			}
 		})

@@ -184,7 +184,8 @@ export const accountsMixin: UsersMixin = {
 						hasher: this.hasher,
 						secondFactor: this.secondFactor,
 						mailer: this.mailer,
-						passwordGuesses: this.stepUpPasswords
+						passwordGuesses: this.stepUpPasswords,
+						publish: (tx, topic, payload) => this.publishDurable(tx, topic, payload)
 					}
 				);
 				await this.forget(auth.id, r.sessions);

@@ -6,7 +6,8 @@
  * sessions (ended, their IP and browser blanked), API keys, wallets (free to sign up again), 2FA,
  * tokens, the e-mail (free at once), the password, the display name. What stays: the user id as a
  * tombstone, because payments' ledger names it; those entries stay as they are, attached to an id
- * that no longer leads to a person (pseudonymised, and payments' tables are not touched from here).
+ * that no longer leads to a person. The durable `users.deleted` event, committed with the deletion,
+ * has payments blank what else of its rows points at the person (src/payments/forget.ts).
  */
 import { Forbidden, NotFound, TooManyRequests } from "../errors";
 import type { AccountStore } from "./account-store";
@@ -16,6 +17,18 @@ import type { Mailer } from "./mailer";
 import type { SecondFactor } from "./second-factor";
 import type { ProgressiveThrottle } from "./throttle";
 import type { UsersStore } from "./store";
+import type { Transaction } from "sequelize";
+
+/** Durable, published in the deletion's transaction: `{ userId }`. */
+export const USER_DELETED = "users.deleted";
+
+/** Checks a `users.deleted` payload (a consumer trusts no shape). */
+export function parseUserDeleted(p: unknown): { userId: string } {
+	const e = p as { userId?: unknown } | null;
+	if (!e || typeof e.userId !== "string" || !/^[0-9a-f-]{36}$/i.test(e.userId))
+		throw new Error(`malformed ${USER_DELETED} payload`);
+	return { userId: e.userId };
+}
 
 export async function exportAccount(
 	userId: string,
@@ -44,6 +57,8 @@ export async function deleteAccount(
 		mailer: Mailer;
 		/** Wrong step-up passwords, keyed by user id. */
 		passwordGuesses: ProgressiveThrottle;
+		/** Publishes a durable event in the deletion's transaction. */
+		publish(tx: Transaction, topic: string, payload: object): Promise<unknown>;
 	}
 ): Promise<{ sessions: string[]; wallets: string[] }> {
 	const user = await d.store.userById(req.userId);
@@ -71,7 +86,7 @@ export async function deleteAccount(
 			);
 	}
 	const verified = user.email ? await d.accounts.emailVerifiedAt(user.id) : null;
-	const r = await d.accounts.deleteAccount(user.id);
+	const r = await d.accounts.deleteAccount(user.id, tx => d.publish(tx, USER_DELETED, { userId: user.id }));
 	if (!r) throw NotFound("User");
 	if (r.email && verified) d.mailer.sendLater(r.email, { kind: "accountDeleted" });
 	return { sessions: r.sessions, wallets: r.wallets };

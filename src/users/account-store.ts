@@ -346,7 +346,9 @@ export class AccountStore {
 	 * Returns the sessions that ended (for the gateway's cache) and the wallets that were unlinked.
 	 */
 	async deleteAccount(
-		userId: string
+		userId: string,
+		/** In the deletion's transaction: the durable `users.deleted` event (payments pseudonymises its rows). */
+		announce?: (tx: Transaction) => Promise<unknown>
 	): Promise<{ sessions: string[]; wallets: string[]; email: string | null } | null> {
 		return this.db.transaction(async tx => {
 			const [user] = await this.rows<{ email: string | null }>(
@@ -392,6 +394,7 @@ export class AccountStore {
 				[userId, userId, JSON.stringify({ sessions: sessions.length, wallets: wallets.length })],
 				tx
 			);
+			await announce?.(tx);
 			return { sessions: sessions.map(s => s.id), wallets: wallets.map(w => w.address), email: user.email };
 		});
 	}
