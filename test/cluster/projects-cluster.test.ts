@@ -13,7 +13,16 @@ let worker: ForgeNode & { baseUrl: string };
 
 beforeAll(async () => {
 	db = await createTestDatabase();
-	const shared = { TRANSPORTER: NATS_URL, NAMESPACE: uniqueId("ffprojects"), RATE_LIMIT_PER_MINUTE: "100000" };
+	// Both nodes share this process's event loop: moving the 3 MB file in chunks on a loaded machine can
+	// starve heartbeats past the 3 s default, and the dead-node detector would rightly evict the
+	// gateway. This test is about bytes crossing the transporter, not node death: a longer timeout.
+	const shared = {
+		TRANSPORTER: NATS_URL,
+		NAMESPACE: uniqueId("ffprojects"),
+		RATE_LIMIT_PER_MINUTE: "100000",
+		HEARTBEAT_INTERVAL_S: "2",
+		HEARTBEAT_TIMEOUT_S: "15"
+	};
 	worker = await startTestNode({ db, services: ["projects"], env: { ...shared, NODE_ID: uniqueId("projects") } });
 	gateway = await startTestNode({ db, services: ["api"], env: { ...shared, NODE_ID: uniqueId("gateway") } });
 	await gateway.broker.waitForServices(["projects"], 15_000);
