@@ -3,7 +3,8 @@
  * upstream directly (bench/compat/upstream.ts), through a ForgeFluid node (gateway + users +
  * payments + ai in a process of its own, bench/compat/node.ts; real PostgreSQL and Redis) and
  * through LiteLLM's proxy (the peer, its own process, the same upstream), in one run. Streams: time
- * to first token and total at LEVELS concurrent streams (ROUNDS rounds each); then non-streaming
+ * to first token and total at LEVELS concurrent streams (ROUNDS rounds each, and at least
+ * MIN_SAMPLES=60 streams per level, after a warm-up); then non-streaming
  * requests/s for SECONDS. The upstream answers at once (CHUNKS tokens, no pacing), so the figures
  * are each proxy's own cost. Machine printed first.
  * Run: ./forge bench:compat   (installs LiteLLM into .tools/bench-venv; LEVELS=1,50,200 ROUNDS=3
@@ -23,6 +24,7 @@ const LEVELS = (process.env.LEVELS ?? "1,50,200").split(",").map(Number);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECONDS = Number(process.env.SECONDS ?? 5);
 const CHUNKS = Number(process.env.CHUNKS ?? 20);
+const MIN_SAMPLES = Number(process.env.MIN_SAMPLES ?? 60);
 
 const pct = (xs: number[], p: number) => {
 	const s = [...xs].sort((a, b) => a - b);
@@ -144,12 +146,18 @@ async function main() {
 			["forgefluid", via],
 			...(peer ? [["litellm", peer] as [string, OpenAI]] : [])
 		];
-		for (const [, client] of targets) await stream(client);
+		// Warm-up (JIT, pools, connections): 20 sequential streams and one burst of 50 per target.
+		for (const [, client] of targets) {
+			for (let i = 0; i < 20; i++) await stream(client);
+			await Promise.all(Array.from({ length: 50 }, () => stream(client)));
+		}
 		for (const c of LEVELS) {
 			const res: Record<string, { ttft: number[]; total: number[] }> = Object.fromEntries(
 				targets.map(([n]) => [n, { ttft: [], total: [] }])
 			);
-			for (let r = 0; r < ROUNDS; r++)
+			// At least MIN_SAMPLES streams per target and level (1 stream: MIN_SAMPLES rounds).
+			const rounds = Math.max(ROUNDS, Math.ceil(MIN_SAMPLES / c));
+			for (let r = 0; r < rounds; r++)
 				for (const [name, client] of targets) {
 					const out = await Promise.all(Array.from({ length: c }, () => stream(client)));
 					for (const o of out) {
@@ -159,7 +167,7 @@ async function main() {
 				}
 			const line = (n: string) =>
 				`${n.padEnd(10)} ttft p50 ${pct(res[n].ttft, 50).toFixed(1)} p99 ${pct(res[n].ttft, 99).toFixed(1)} ms; total p50 ${pct(res[n].total, 50).toFixed(1)} p99 ${pct(res[n].total, 99).toFixed(1)} ms`;
-			console.log(`streams=${c} (${ROUNDS} rounds)\n${targets.map(([n]) => `  ${line(n)}`).join("\n")}`);
+			console.log(`streams=${c} (${rounds} rounds)\n${targets.map(([n]) => `  ${line(n)}`).join("\n")}`);
 			for (const [n] of targets.slice(1))
 				console.log(
 					`  ${n} added ttft p50 ${(pct(res[n].ttft, 50) - pct(res.direct.ttft, 50)).toFixed(1)} ms, p99 ${(pct(res[n].ttft, 99) - pct(res.direct.ttft, 99)).toFixed(1)} ms; total p50 ${(pct(res[n].total, 50) - pct(res.direct.total, 50)).toFixed(1)} ms`
