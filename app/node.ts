@@ -35,6 +35,8 @@ export async function createNode(
 	opts: {
 		extraServices?: ServiceSchema[];
 		services?: ServiceName[];
+		/** Apply pending migrations at start; by default only a node hosting a database service does. */
+		migrate?: boolean;
 		start?: boolean;
 		/** Embedded mode's loopback NATS (app/embedded.ts); cluster nodes take TRANSPORTER from the config. */
 		transporter?: TransporterOverride;
@@ -66,8 +68,7 @@ export async function createNode(
 		// lock), so a cluster converges on one schema whichever node starts first. A node without one (an
 		// ai worker, a gateway) does not wait for PostgreSQL to start: a worker restarted during a
 		// PostgreSQL outage is back in the cluster, replaying its spooled outcomes, before it returns.
-		// Services handed in beside the list (a consumer of the outbox, say) may use the database too.
-		if (config.databaseUrl && (needsDb || (opts.extraServices?.length ?? 0) > 0)) await runtime.migrate();
+		if (config.databaseUrl && (opts.migrate ?? needsDb)) await runtime.migrate();
 		broker.createService(OpsService);
 		for (const name of services) broker.createService(SERVICE_MODULES[name]());
 		for (const schema of opts.extraServices ?? []) broker.createService(schema);

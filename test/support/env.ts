@@ -82,7 +82,12 @@ export async function startTestNode(opts: {
 }): Promise<ForgeNode & { port: number; baseUrl: string }> {
 	const env = isolatedEnv(opts.db, opts.env);
 	const config = testConfig(env);
-	const node = await createNode(config, { services: opts.services, extraServices: opts.extraServices });
+	// Test services handed in beside the list (an outbox consumer, say) may use the database too.
+	const node = await createNode(config, {
+		services: opts.services,
+		extraServices: opts.extraServices,
+		migrate: opts.extraServices?.length ? true : undefined
+	});
 	const api = node.broker.getLocalService("api") as unknown as { server?: import("node:http").Server } | undefined;
 	const addr = api?.server?.address();
 	const port = addr && typeof addr === "object" ? addr.port : 0;
