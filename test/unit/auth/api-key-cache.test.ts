@@ -17,7 +17,7 @@ describe("ApiKeyCache", () => {
 	});
 
 	it("forgets by key id and by user id", () => {
-		const c = new ApiKeyCache();
+		const c = new ApiKeyCache(10_000);
 		c.set("k1", user("u1", "a"), c.generation);
 		c.set("k2", user("u1", "b"), c.generation);
 		c.set("k3", user("u2", "c"), c.generation);
@@ -30,7 +30,7 @@ describe("ApiKeyCache", () => {
 	});
 
 	it("does not remember an answer that was in flight while something was forgotten", () => {
-		const c = new ApiKeyCache();
+		const c = new ApiKeyCache(10_000);
 		const before = c.generation;
 		c.forgetKey("a"); // the revocation arrives while the lookup is out
 		c.set("k1", user("u1", "a"), before);
