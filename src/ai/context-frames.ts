@@ -128,7 +128,10 @@ export function degradedFrames(
 	return frames;
 }
 
-/** A compact map of paths, grouped by directory, within `budgetTokens` (null when nothing fits). */
+/**
+ * A compact map of paths, grouped by directory (a directory too long to list as its file count),
+ * within `budgetTokens` (null when nothing fits).
+ */
 export function repositoryMap(paths: readonly string[], budgetTokens: number): ContextFrame | null {
 	if (budgetTokens <= 0 || !paths.length) return null;
 	const dirs = new Map<string, string[]>();
@@ -147,10 +150,18 @@ export function repositoryMap(paths: readonly string[], budgetTokens: number): C
 	for (const [dir, names] of dirs) {
 		const line = `${dir || "./"}: ${names.join(" ")}\n`;
 		const t = estimateTextTokens(line);
-		if (used + t + tail > budgetTokens) break;
-		lines.push(line);
-		used += t;
-		shown += names.length;
+		if (used + t + tail <= budgetTokens) {
+			lines.push(line);
+			used += t;
+			shown += names.length;
+			continue;
+		}
+		// a directory too long to list names its count instead, and the directories after it still go in
+		const short = `${dir || "./"}: (${names.length} files)\n`;
+		const ts = estimateTextTokens(short);
+		if (used + ts + tail > budgetTokens) break;
+		lines.push(short);
+		used += ts;
 	}
 	if (shown < paths.length) {
 		if (!lines.length && tail > budgetTokens) return null;

@@ -1,11 +1,12 @@
 /**
  * Where a task's context comes from: `context.select` when a context node answers within
- * CONTEXT_TIMEOUT_MS, otherwise the degraded context (the included paths plus a repository map
- * from the manifest, read from projects). Either way it returns, bounded by the timeout and the
+ * CONTEXT_TIMEOUT_MS, otherwise the degraded context from `projects.contextManifest`: the included
+ * paths, then the files whose paths the prompt's words name (src/ai/path-rank.ts), whole, then a
+ * repository map of the manifest. Either way it returns, bounded by the timeout and the
  * request timeout of the projects calls: a missing, dead or silent context node never hangs a task.
  */
-import { selectPaths } from "../context/globs";
 import { BYTES_PER_TOKEN } from "./prompt";
+import { selectByPath, type ManifestFile } from "./path-rank";
 import { type ContextFrame, type ContextSelection, type ContextState, degradedFrames } from "./context-frames";
 
 export interface ContextSourceDeps {
@@ -35,9 +36,14 @@ export interface TaskContext {
 
 /** The query sent to `context.select`: the prompt, cut to what a ranker can use. */
 const MAX_QUERY_CHARS = 10_000;
-/** Most included paths read on the degraded path (readContext reads in order until the budget is full anyway). */
-const MAX_DEGRADED_PATHS = 2_000;
+/** Most manifest entries the degraded path lists (a map of more would not fit any budget anyway). */
+const MAX_MANIFEST_FILES = 50_000;
 const ESTIMATE_TOKENIZER = "estimate-bytes/3";
+
+interface ManifestPage {
+	total: number;
+	files: Array<{ path: string; sha256: string; size: number }>;
+}
 
 interface ReadContextResult {
 	version: number;
@@ -139,7 +145,7 @@ export async function taskContext(
 		const reason = degradedReason(err);
 		deps.onOutcome?.({ state: "degraded", reason, ms: performance.now() - t });
 		deps.logger.warn(
-			`task ${req.taskId}: context degraded (${reason}): ${(err as Error).message}; running with the included paths and the repository map`
+			`task ${req.taskId}: context degraded (${reason}): ${(err as Error).message}; running with the included paths, the files the prompt's words name and the repository map`
 		);
 		return {
 			version,
@@ -151,37 +157,44 @@ export async function taskContext(
 	}
 }
 
+/** Manifest entries per `projects.contextManifest` page (its maximum). */
+const MANIFEST_PAGE = 5_000;
+
+/** Every path and size of the version, page by page (bounded by MAX_MANIFEST_FILES). */
+async function manifest(deps: ContextSourceDeps, req: TaskContextRequest, version: number): Promise<ManifestFile[]> {
+	const files: ManifestFile[] = [];
+	for (let offset = 0; offset < MAX_MANIFEST_FILES; offset += MANIFEST_PAGE) {
+		const page = await deps.call<ManifestPage>("projects.contextManifest", {
+			projectId: req.projectId,
+			userId: req.userId,
+			version,
+			offset,
+			limit: MANIFEST_PAGE
+		});
+		for (const f of page.files) files.push({ path: f.path, size: f.size });
+		if (page.files.length < MANIFEST_PAGE || offset + MANIFEST_PAGE >= page.total) break;
+	}
+	return files;
+}
+
 async function degraded(
 	deps: ContextSourceDeps,
 	req: TaskContextRequest,
 	version: number,
 	budgetTokens: number
 ): Promise<ContextFrame[]> {
-	// maxBytes 1 reads (almost) nothing: every path comes back, most as omitted for the budget.
-	const probe = await deps.call<ReadContextResult>("projects.readContext", {
-		projectId: req.projectId,
-		userId: req.userId,
-		version,
-		maxBytes: 1
-	});
-	const all = [
-		...probe.files.map(f => f.path),
-		...probe.omitted.filter(o => o.reason !== "not-found").map(o => o.path)
-	].sort();
-	const mapPaths = selectPaths(all, undefined, req.exclude);
-	let files: ReadContextResult["files"] = [];
-	if (req.include?.length) {
-		const wanted = selectPaths(all, req.include, req.exclude).slice(0, MAX_DEGRADED_PATHS);
-		if (wanted.length)
-			files = (
+	const pick = selectByPath(await manifest(deps, req, version), req.prompt, budgetTokens, req.include, req.exclude);
+	// readContext answers in the order asked, skipping binaries and what passes maxBytes
+	const files = pick.read.length
+		? (
 				await deps.call<ReadContextResult>("projects.readContext", {
 					projectId: req.projectId,
 					userId: req.userId,
 					version,
 					maxBytes: Math.max(1, budgetTokens * BYTES_PER_TOKEN),
-					paths: wanted
+					paths: pick.read
 				})
-			).files;
-	}
-	return degradedFrames(files, mapPaths, budgetTokens);
+			).files
+		: [];
+	return degradedFrames(files, pick.mapPaths, budgetTokens);
 }

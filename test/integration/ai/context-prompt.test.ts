@@ -255,6 +255,30 @@ describe("degraded context", () => {
 		}
 	});
 
+	test("no context node: the files the prompt's words name come whole from the manifest, within the budget", async () => {
+		await broker.destroyService(broker.getLocalService("context")!);
+		try {
+			const { view, prompt } = await runTask({
+				prompt: "How is the invoice total computed?",
+				exclude: ["LICENSE"]
+			});
+			expect(view.state).toBe("succeeded");
+			expect(view.contextState).toBe("degraded");
+			expect(view.contextReason).toBe("CONTEXT_UNAVAILABLE");
+			const ctx = view.context as Array<{ kind: string; path?: string; tokens: number }>;
+			// the two files named by "invoice" (the subject first: its stem), whole; the big file is not named
+			expect(ctx.map(c => c.path ?? c.kind)).toEqual(["src/billing/invoice.ts", "test/invoice.test.ts", "map"]);
+			expect(prompt).toContain(`--- src/billing/invoice.ts (lines 1-3) ---\n${FILES["src/billing/invoice.ts"]}`);
+			expect(prompt).toContain("src/big/: values.ts");
+			expect(prompt).not.toContain("value0 =");
+			expect(prompt).not.toContain("LICENSE");
+			expect(ctx.reduce((n, c) => n + c.tokens, 0)).toBeLessThanOrEqual(1500);
+		} finally {
+			broker.createService(ctxSchema);
+			await eventually(() => !!broker.getLocalService("context"));
+		}
+	});
+
 	test("a context node that fails: degraded (CONTEXT_ERROR), and the next task is selected again", async () => {
 		ctxState.mode = "error";
 		const failed = await runTask({ prompt: "q" });

@@ -12,6 +12,21 @@ const SELECTION = {
 const rejected = () => Object.assign(new Error("Request is rejected"), { type: "REQUEST_REJECTED" });
 const timedOut = () => Object.assign(new Error("Request is timed out"), { type: "REQUEST_TIMEOUT" });
 
+const CONTENT: Record<string, string> = {
+	LICENSE: "MIT\n",
+	"src/billing/invoice.ts": "export const invoiceTotal = 1;\n",
+	"src/other.ts": "export const x = 1;\n"
+};
+// more paths than one manifest page holds, so the degraded path pages through them
+const PATHS = [...Object.keys(CONTENT), ...Array.from({ length: 6_000 }, (_, i) => `gen/file${i}.txt`)].sort();
+const manifestPages: number[] = [];
+function manifestPage({ offset, limit }: { offset: number; limit: number }) {
+	manifestPages.push(offset);
+	const files = PATHS.slice(offset, offset + limit).map(path => ({ path, sha256: "0".repeat(64), size: 40 }));
+	return { total: PATHS.length, files };
+}
+const reads: string[][] = [];
+
 function deps(selectAnswers: Array<() => unknown>, timeoutMs = 1000) {
 	const selects: Array<{ timeout?: number }> = [];
 	const d: ContextSourceDeps = {
@@ -19,7 +34,13 @@ function deps(selectAnswers: Array<() => unknown>, timeoutMs = 1000) {
 		logger: { warn: () => undefined },
 		async call<T>(action: string, _params: unknown, opts?: { timeout?: number }): Promise<T> {
 			if (action === "projects.access") return { headVersion: 3 } as T;
-			if (action === "projects.readContext") return { version: 3, files: [], omitted: [] } as T;
+			if (action === "projects.contextManifest")
+				return manifestPage(_params as { offset: number; limit: number }) as T;
+			if (action === "projects.readContext") {
+				reads.push((_params as { paths: string[] }).paths);
+				const files = (_params as { paths: string[] }).paths.map(p => ({ path: p, content: CONTENT[p] }));
+				return { version: 3, files, omitted: [] } as T;
+			}
 			if (action !== "context.select") throw new Error(`unexpected ${action}`);
 			selects.push({ timeout: opts?.timeout });
 			const next = selectAnswers.shift();
@@ -82,4 +103,26 @@ test("an error of the selection itself is not retried", async () => {
 	]);
 	expect(await taskContext(d, req, 4000)).toMatchObject({ state: "degraded", reason: "CONTEXT_ERROR" });
 	expect(selects).toHaveLength(1);
+});
+
+test("degraded: the manifest is paged, the files the prompt names are read whole, the map lists the rest", async () => {
+	manifestPages.length = 0;
+	reads.length = 0;
+	const { d } = deps([
+		() => {
+			throw timedOut();
+		}
+	]);
+	const ctx = await taskContext(d, { ...req, prompt: "Fix the invoice total", exclude: ["LICENSE"] }, 4000);
+	expect(ctx.state).toBe("degraded");
+	expect(manifestPages).toEqual([0, 5000]);
+	expect(reads).toEqual([["src/billing/invoice.ts"]]);
+	expect(ctx.frames.map(f => [f.kind, f.path])).toEqual([
+		["file", "src/billing/invoice.ts"],
+		["map", undefined]
+	]);
+	expect(ctx.frames[0].text).toBe(CONTENT["src/billing/invoice.ts"]);
+	expect(ctx.frames[1].text).toContain("src/: other.ts");
+	expect(ctx.frames[1].text).toContain("gen/: (6000 files)");
+	expect(ctx.frames[1].text).not.toContain("LICENSE");
 });
