@@ -320,6 +320,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			return {
 				store: this.store,
 				publish: (tx, topic, payload) => this.publishDurable(tx, topic, payload),
+				published: () => runtimeOf(this.broker).relay.kick(),
 				retry: { baseMs: this.cfg.retryBaseMs, maxMs: this.cfg.retryMaxMs },
 				now: () => Date.now(),
 				random: Math.random

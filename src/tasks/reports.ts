@@ -6,6 +6,7 @@
  * allow another attempt (src/tasks/rules.ts afterFailure). Settling the hold and announcing the state
  * are the caller's, after the commit. Collaborators come in as parameters, for unit tests.
  */
+import { randomUUID } from "node:crypto";
 import type { Transaction } from "sequelize";
 import { Conflict } from "../errors";
 import { afterFailure } from "./rules";
@@ -32,12 +33,17 @@ export interface FailReport extends LeaseReport {
 	costCredits?: number;
 }
 
-export type ReportStore = Pick<TaskStore, "transaction" | "lockLeased" | "saveContext" | "finish" | "requeue">;
+export type ReportStore = Pick<
+	TaskStore,
+	"transaction" | "lockLeased" | "saveContext" | "finish" | "requeue" | "completeLeased"
+>;
 
 export interface ReportDeps {
 	store: ReportStore;
 	/** Publishes a durable event inside `tx` (mixins/durable-events.mixin.ts). */
 	publish(tx: Transaction, topic: string, payload: unknown): Promise<unknown>;
+	/** An outbox event was committed outside `publish` (the folded completion): the relay should look now. */
+	published(): void;
 	retry: { baseMs: number; maxMs: number };
 	now(): number;
 	/** The backoff's jitter, in [0, 1). */
@@ -64,27 +70,25 @@ function finishedEvent(done: TaskRow, costCredits: number, outcome: { usage?: un
 	};
 }
 
-/** Success: the task is done; its cost is what it spent before plus this attempt's, capped by the hold. */
-export function completeTask(deps: ReportDeps, p: CompleteReport): Promise<TaskRow> {
-	return deps.store.transaction(async tx => {
-		const cur = await lockReported(deps.store, p, tx);
-		const spent = Number(cur.spent_credits);
-		const total = Math.min(spent + p.costCredits, Number(cur.max_cost_credits));
-		const done = await deps.store.finish(
-			cur.id,
-			{
-				state: "succeeded",
-				now: deps.now(),
-				result: p.result,
-				usage: p.usage,
-				costCredits: total,
-				spentCredits: spent
-			},
-			tx
-		);
-		await deps.publish(tx, "tasks.finished", finishedEvent(done, total, { usage: p.usage }));
-		return done;
+/**
+ * Success: the task is done; its cost is what it spent before plus this attempt's, capped by the
+ * hold. One statement (TaskStore.completeLeased): the lease check, the context, the final state and
+ * the durable `tasks.finished` event commit together.
+ */
+export async function completeTask(deps: ReportDeps, p: CompleteReport): Promise<TaskRow> {
+	const done = await deps.store.completeLeased({
+		taskId: p.taskId,
+		leaseId: p.leaseId,
+		now: deps.now(),
+		result: p.result,
+		usage: p.usage,
+		costCredits: p.costCredits,
+		...(p.context ? { context: p.context } : {}),
+		event: { id: randomUUID(), occurredAt: new Date().toISOString() }
 	});
+	if (!done) throw Conflict("This lease is no longer valid", "LEASE_LOST");
+	deps.published();
+	return done;
 }
 
 /**

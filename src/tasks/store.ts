@@ -277,6 +277,59 @@ export class TaskStore {
 		return row ?? null;
 	}
 
+	/**
+	 * A success report as one statement (issue #16; it replaces lockLeased + saveContext + finish +
+	 * the outbox insert inside BEGIN/COMMIT, five round trips). The UPDATE's WHERE is the lease check
+	 * of `lockLeased` (running, or queued again after its lease expired but not yet leased by another
+	 * attempt) and locks the row as FOR UPDATE did; a concurrent report waits and re-checks it on the
+	 * committed row, so a replayed or stale report matches nothing and null comes back. The cost is
+	 * what the task spent before plus this attempt's, capped by the hold, computed from the locked row.
+	 * The context (when given) and the `tasks.finished` outbox event are written by data-modifying
+	 * CTEs of the same statement: all of it commits or none.
+	 */
+	async completeLeased(p: {
+		taskId: string;
+		leaseId: string;
+		now: number;
+		result: unknown;
+		usage: unknown;
+		costCredits: number;
+		context?: unknown;
+		event: { id: string; occurredAt: string };
+	}): Promise<TaskRow | null> {
+		const [row] = await this.q<TaskRow>(
+			`WITH done AS (
+				UPDATE tasks SET state = 'succeeded', finished_at = $3, updated_at = $3, result = $4::jsonb, usage = $5::jsonb,
+					cost_credits = LEAST(spent_credits + $6::bigint, max_cost_credits), error = NULL, lease_id = NULL, lease_expires_at = NULL,
+					settlement = 'pending', version = version + 1
+				WHERE id = $1 AND lease_id = $2 AND state IN ('running', 'queued')
+				RETURNING *
+			), ctx AS (
+				INSERT INTO task_contexts (task_id, attempt, context)
+				SELECT id, attempts, $7::jsonb FROM done WHERE $7::jsonb IS NOT NULL
+				ON CONFLICT (task_id) DO UPDATE SET attempt = EXCLUDED.attempt, context = EXCLUDED.context, updated_at = now()
+			), ev AS (
+				INSERT INTO outbox_events (event_id, topic, payload, headers, created_at)
+				SELECT $8::uuid, 'tasks.finished', jsonb_build_object('taskId', id, 'userId', user_id, 'projectId', project_id,
+					'state', state, 'kind', kind, 'costCredits', cost_credits, 'usage', usage), '{}'::jsonb, $9::timestamptz
+				FROM done
+			)
+			SELECT * FROM done`,
+			[
+				p.taskId,
+				p.leaseId,
+				new Date(p.now),
+				JSON.stringify(p.result),
+				JSON.stringify(p.usage),
+				p.costCredits,
+				p.context === undefined ? null : JSON.stringify(p.context),
+				p.event.id,
+				p.event.occurredAt
+			]
+		);
+		return row ?? null;
+	}
+
 	/** Records what the model was shown on the task's latest attempt (replaces an earlier attempt's). */
 	async saveContext(taskId: string, attempt: number, context: unknown, tx: Transaction): Promise<void> {
 		await this.sequelize.query(

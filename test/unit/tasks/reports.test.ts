@@ -11,6 +11,7 @@ function world(row: TaskRow) {
 	let cur = row;
 	const published: Array<{ topic: string; payload: Record<string, unknown> }> = [];
 	const contexts: unknown[] = [];
+	let kicks = 0;
 	const set = (over: Partial<TaskRow>) => (cur = { ...cur, ...over, version: cur.version + 1 });
 	const store = {
 		transaction: (fn => fn(tx)) as ReportDeps["store"]["transaction"],
@@ -34,18 +35,29 @@ function world(row: TaskRow) {
 				spent_credits: String(p.spentCredits ?? cur.spent_credits),
 				lease_id: null
 			}),
-		requestCancel: async () => set({ cancel_requested: true })
+		requestCancel: async () => set({ cancel_requested: true }),
+		// The folded completion's contract (its SQL is tested against the transactional rules on PostgreSQL
+		// in test/integration/tasks/complete-fold.test.ts).
+		completeLeased: async (p: Parameters<ReportDeps["store"]["completeLeased"]>[0]) => {
+			if (cur.id !== p.taskId || cur.lease_id !== p.leaseId) return null;
+			if (p.context) contexts.push(p.context);
+			const cost = Math.min(Number(cur.spent_credits) + p.costCredits, Number(cur.max_cost_credits));
+			const done = set({ state: "succeeded", cost_credits: String(cost), settlement: "pending", lease_id: null });
+			published.push({ topic: "tasks.finished", payload: { state: done.state, costCredits: cost } });
+			return done;
+		}
 	};
 	const deps: ReportDeps = {
 		store,
 		publish: async (_tx, topic, payload) => {
 			published.push({ topic, payload: payload as Record<string, unknown> });
 		},
+		published: () => kicks++,
 		retry: { baseMs: 1_000, maxMs: 10_000 },
 		now: () => T0,
 		random: () => 0.5
 	};
-	return { deps, store: store as CancelStore, published, contexts, row: () => cur };
+	return { deps, store: store as CancelStore, published, contexts, row: () => cur, kicks: () => kicks };
 }
 
 const leased = (over: Partial<TaskRow> = {}) =>
@@ -68,6 +80,7 @@ describe("completeTask", () => {
 		expect(w.published).toEqual([
 			{ topic: "tasks.finished", payload: expect.objectContaining({ state: "succeeded", costCredits: 100 }) }
 		]);
+		expect(w.kicks()).toBe(1);
 	});
 
 	test("a stale lease is 409 LEASE_LOST and changes nothing", async () => {
@@ -75,6 +88,7 @@ describe("completeTask", () => {
 		const report = { taskId: "t1", leaseId: "other", result: {}, usage: {}, costCredits: 1 };
 		await expect(completeTask(w.deps, report)).rejects.toMatchObject({ status: 409, code: "LEASE_LOST" });
 		expect(w.published).toEqual([]);
+		expect(w.kicks()).toBe(0);
 		expect(w.row().state).toBe("running");
 	});
 });
