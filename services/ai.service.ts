@@ -26,6 +26,7 @@ import { ChatDeps, ChatInput, Refused, admitChat, runChat } from "../src/compat/
 import type { KeyLimits } from "../src/compat/prepare";
 import type { ChatRequest } from "../src/compat/types";
 import { KeyRateLimiter } from "../src/compat/key-limits";
+import { LeaseKeeper } from "../src/compat/hold-leases";
 import { CACHED_ACTIONS, cacheKeyOf } from "../src/users/cache";
 
 interface AiSettings extends ServiceSettingSchema {
@@ -47,6 +48,8 @@ interface AiThis extends Service<AiSettings> {
 	/** Running compatible requests by id (ai.chat.cancel aborts them). */
 	chats: Map<string, AbortController>;
 	keyLimiter: KeyRateLimiter;
+	/** The hold leases of this node's compatible requests (a dead node's are swept by users). */
+	leases: LeaseKeeper;
 	pollTimer: NodeJS.Timeout | null;
 	idle: Set<Promise<unknown>>;
 	pump(): Promise<void>;
@@ -444,6 +447,15 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		this.limiter = new UsageLimiter(rt.redis, rt.config.redisPrefix);
 		this.keyLimiter = new KeyRateLimiter(rt.redis, rt.config.redisPrefix);
 		const call = <T>(action: string, params: unknown) => this.broker.call<T, unknown>(action, params);
+		const ttlMs = this.cfg.compatHoldLeaseMs;
+		this.leases = new LeaseKeeper({
+			ttlMs,
+			renew: async (holdIds, ttl) =>
+				(await call<{ lost: string[] }>("users.renewChatHolds", { holdIds, ttlMs: ttl })).lost,
+			// Swept meanwhile (this node was out of touch longer than the lease): its holds are gone.
+			onLost: holdId => this.chats.get(holdId.slice("chat:".length))?.abort(),
+			warn: msg => this.logger.warn(msg)
+		});
 		this.chatDeps = {
 			cfg: this.cfg,
 			router: this.router,
@@ -467,6 +479,11 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			settle: async (userId, taskId, actualCost) =>
 				void (await call("payments.settle", { userId, taskId, actualCost })),
 			release: async (userId, taskId) => void (await call("payments.release", { userId, taskId })),
+			openLease: async (holdId, userId, keyId) =>
+				void (await call("users.openChatHold", { holdId, userId, keyId, ttlMs })),
+			recordCost: async (holdId, cost) => void (await call("users.recordChatHoldCost", { holdId, cost })),
+			dropLease: async holdId => void (await call("users.dropChatHold", { holdId })),
+			leases: this.leases,
 			onAttempt: ev => this.countAttempt(ev),
 			logger: this.logger
 		};

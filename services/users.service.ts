@@ -33,6 +33,7 @@ import { adminMixin } from "./users/admin.mixin";
 import { ADDRESS_PATTERN, mfaCodeParam, type UsersThis } from "./users/host";
 import { internalMixin } from "./users/internal.mixin";
 import { keysMixin } from "./users/keys.mixin";
+import { chatHoldsMixin } from "./users/chat-holds.mixin";
 import { ssoMixin } from "./users/sso.mixin";
 
 const PRUNE_EVERY_MS = 60 * 60 * 1000;
@@ -66,6 +67,7 @@ const UsersService: UsersSchema = {
 		accountsMixin as unknown as ServiceSchema,
 		ssoMixin as unknown as ServiceSchema,
 		keysMixin as unknown as ServiceSchema,
+		chatHoldsMixin as unknown as ServiceSchema,
 		adminMixin as unknown as ServiceSchema,
 		internalMixin as unknown as ServiceSchema,
 		durableEvents({

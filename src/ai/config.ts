@@ -59,6 +59,8 @@ export interface AiConfig {
 	groupFallback: boolean;
 	/** Longest a compatible request (/v1/chat/completions, /v1/messages) waits for a worker slot before a 429. */
 	compatMaxWaitMs: number;
+	/** Lease of a /v1 request's holds, renewed every third of it while it runs; a dead node's expire and are swept. */
+	compatHoldLeaseMs: number;
 	/**
 	 * Where finished outcomes wait until the tasks service has them (src/ai/outcome-spool.ts); it must
 	 * survive a restart of the worker process. Default: `forgefluid-outcomes` under the OS temp dir.
@@ -176,6 +178,7 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 		maxContextTokens: r.int("AI_MAX_CONTEXT_TOKENS", 16_000, 0, 10_000_000),
 		groupFallback: r.bool("AI_GROUP_FALLBACK", true),
 		compatMaxWaitMs: r.int("AI_COMPAT_MAX_WAIT_MS", 5_000, 0, 600_000),
+		compatHoldLeaseMs: r.int("AI_COMPAT_HOLD_LEASE_MS", 30_000, 300, 3_600_000),
 		outcomeSpoolDir: path.resolve(r.optStr("OUTCOME_SPOOL_DIR") ?? path.join(os.tmpdir(), "forgefluid-outcomes"))
 	};
 	if (cfg.stallTimeoutMs > cfg.streamTimeoutMs)

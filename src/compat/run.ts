@@ -61,6 +61,12 @@ export interface ChatDeps {
 	reserve(userId: string, holdId: string, maxCost: number, tier: TierName): Promise<void>;
 	settle(userId: string, holdId: string, cost: number): Promise<void>;
 	release(userId: string, holdId: string): Promise<void>;
+	/** The hold's lease (src/compat/hold-leases.ts): opened before the holds, deleted after both settled. */
+	openLease(holdId: string, userId: string, keyId: string | null): Promise<void>;
+	recordCost(holdId: string, cost: number): Promise<void>;
+	dropLease(holdId: string): Promise<void>;
+	/** The node's leases in flight, renewed together while they stream. */
+	leases: { add(holdId: string): void; delete(holdId: string): void };
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
 	logger: { warn(...a: unknown[]): void };
 }
@@ -77,9 +83,25 @@ export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortS
 	const prep = prepareChat(deps.cfg, input.request, input.tier, input.key);
 	const tokens = prep.promptTokens + prep.maxOutputTokens;
 	const undo: Array<() => Promise<void>> = [];
+	const holdId = holdIdOf(input.id);
+	// The lease goes to the database while Redis counts the rate limits; both come before any hold.
+	const leased = deps.openLease(holdId, input.userId, input.keyId).then(
+		() => null,
+		(err: unknown) => err
+	);
 	const unwind = async () => {
+		let undone = true;
 		for (const u of undo.reverse())
-			await u().catch(err => deps.logger.warn(`chat ${input.id}: undo failed: ${(err as Error).message}`));
+			await u().catch(err => {
+				undone = false;
+				deps.logger.warn(`chat ${input.id}: undo failed: ${(err as Error).message}`);
+			});
+		deps.leases.delete(holdId);
+		// A hold that could not be given back keeps its lease: the sweeper releases it once it expires.
+		if (undone && !(await leased))
+			await deps
+				.dropLease(holdId)
+				.catch(err => deps.logger.warn(`chat ${input.id}: lease: ${(err as Error).message}`));
 	};
 	try {
 		const refusedToRate = (err: unknown) =>
@@ -101,7 +123,9 @@ export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortS
 				firstAttempt: true
 			})
 		);
-		const holdId = holdIdOf(input.id);
+		const leaseError = await leased;
+		if (leaseError) throw leaseError;
+		deps.leases.add(holdId);
 		if (input.keyId && input.key?.monthlyBudgetCredits != null) {
 			await deps.reserveKeyBudget(input.keyId, holdId, prep.maxCostCredits, input.key.monthlyBudgetCredits);
 			undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
@@ -132,14 +156,16 @@ const GENERATION_ERRORS: Record<GenerationError["code"], CompatError["kind"]> = 
 	BUDGET_EXHAUSTED: "insufficient_credits"
 };
 
-async function retrying(what: string, fn: () => Promise<void>, logger: ChatDeps["logger"]) {
+/** True once `fn` succeeded; false after 5 tries (logged). */
+async function retrying(what: string, fn: () => Promise<void>, logger: ChatDeps["logger"]): Promise<boolean> {
 	for (let i = 0; ; i++) {
 		try {
-			return await fn();
+			await fn();
+			return true;
 		} catch (err) {
 			if (i >= 4) {
 				logger.warn(`${what} failed for good: ${(err as Error).message}`);
-				return;
+				return false;
 			}
 			await new Promise(r => setTimeout(r, 200 * 2 ** i));
 		}
@@ -228,14 +254,24 @@ export async function runChat(
 	}
 	const costCredits = chargeCredits(micro, prep.maxCostCredits);
 	const holdId = holdIdOf(input.id);
-	// After the last event: none of this is between the client and its tokens.
-	await retrying(`chat ${input.id}: settle`, () => deps.settle(input.userId, holdId, costCredits), deps.logger);
+	// After the last event: none of this is between the client and its tokens. The cost goes on the
+	// lease first, so a node that dies from here on is settled at it by the sweeper, not released.
+	await retrying(`chat ${input.id}: cost`, () => deps.recordCost(holdId, costCredits), deps.logger);
+	let settled = await retrying(
+		`chat ${input.id}: settle`,
+		() => deps.settle(input.userId, holdId, costCredits),
+		deps.logger
+	);
 	if (input.keyId && input.key?.monthlyBudgetCredits != null)
-		await retrying(
-			`chat ${input.id}: key budget`,
-			() => deps.settleKeyBudget(input.keyId!, holdId, costCredits),
-			deps.logger
-		);
+		settled =
+			(await retrying(
+				`chat ${input.id}: key budget`,
+				() => deps.settleKeyBudget(input.keyId!, holdId, costCredits),
+				deps.logger
+			)) && settled;
+	// Unsettled: the lease stops being renewed and the sweeper finishes the holds once it expires.
+	deps.leases.delete(holdId);
+	if (settled) await retrying(`chat ${input.id}: lease`, () => deps.dropLease(holdId), deps.logger);
 	await deps
 		.settleTokens(input.userId, input.tier, {
 			counted: prep.promptTokens + prep.maxOutputTokens,

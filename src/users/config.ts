@@ -38,6 +38,8 @@ export interface UsersConfig {
 	 * tokens, 409 EMAIL_TAKEN for a taken address (tells anyone whether an address has an account).
 	 */
 	signupRevealsTaken: boolean;
+	/** How often each users node sweeps the expired hold leases of /v1 requests (docs/compat.md); 0 = never. */
+	chatHoldSweepMs: number;
 	siwe: {
 		/** EIP-4361 `domain` (host[:port]) a message must name exactly. */
 		domain: string;
@@ -258,6 +260,7 @@ export function loadUsersConfig(r: EnvReader, publicUrl = "http://localhost:3000
 
 	return {
 		signupRevealsTaken: r.bool("SIGNUP_REVEALS_TAKEN", false),
+		chatHoldSweepMs: r.int("USERS_CHAT_HOLD_SWEEP_MS", 5_000, 0, 3_600_000),
 		signupGrant: {
 			credits: r.int("SIGNUP_GRANT_CREDITS", embedded ? 5000 : 0, 0, 100_000_000),
 			ttlS: r.int("SIGNUP_GRANT_TTL_S", 30 * 86_400, 60, 10 * 365 * 86_400),

@@ -6,6 +6,7 @@
  */
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
+import { Client } from "pg";
 import { estimateChatTokens } from "../../../src/compat/prepare";
 import { eventually } from "../../support/env";
 import { CompatWorld, startCompatWorld } from "./support";
@@ -21,6 +22,15 @@ beforeAll(async () => {
 afterAll(() => w?.close());
 
 const keyIdOf = (key: string) => key.split("_")[1];
+const leasesLeft = async () => {
+	const c = new Client({ connectionString: w.db.url });
+	await c.connect();
+	try {
+		return Number((await c.query(`SELECT count(*) AS n FROM chat_hold_leases`)).rows[0].n);
+	} finally {
+		await c.end();
+	}
+};
 
 test("100 concurrent streams on a key whose budget covers 10 worst cases: exactly 10 run, the rest get 402, spend settles exactly", async () => {
 	const maxTokens = 2000;
@@ -76,6 +86,8 @@ test("100 concurrent streams on a key whose budget covers 10 worst cases: exactl
 	// The key's budget settles just after the ledger (both after the answer).
 	await eventually(async () => (await spendOf()).reserved === 0, 15_000, 20);
 	expect(await spendOf()).toEqual({ spent: charged, reserved: 0 });
+	// Every request's hold lease is gone with its holds (run or refused), none left for the sweeper.
+	await eventually(async () => (await leasesLeft()) === 0, 15_000, 20);
 });
 
 test("100 concurrent streams from a user whose credits cover 10 worst cases: exactly 10 run, the rest get 402", async () => {
@@ -112,6 +124,7 @@ test("100 concurrent streams from a user whose credits cover 10 worst cases: exa
 	}, 0);
 	const after = await w.settled(u.token);
 	expect(10 * worst - after.available).toBe(charged);
+	await eventually(async () => (await leasesLeft()) === 0, 15_000, 20);
 });
 
 test("model allow-list: other models are refused with 403 and not listed", async () => {
