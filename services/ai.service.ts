@@ -474,10 +474,10 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				void (await call("users.reserveKeyBudget", { keyId, holdId, credits, limit })),
 			settleKeyBudget: async (keyId, holdId, credits) =>
 				void (await call("users.settleKeyBudget", { keyId, holdId, credits })),
-			reserve: async (userId, taskId, maxCost, tier) =>
-				void (await call("payments.reserve", { userId, taskId, maxCost, tier })),
-			settle: async (userId, taskId, actualCost) =>
-				void (await call("payments.settle", { userId, taskId, actualCost })),
+			reserve: async (userId, taskId, maxCost, tier, attribution) =>
+				void (await call("payments.reserve", { userId, taskId, maxCost, tier, attribution })),
+			settle: async (userId, taskId, actualCost, usage) =>
+				void (await call("payments.settle", { userId, taskId, actualCost, usage })),
 			release: async (userId, taskId) => void (await call("payments.release", { userId, taskId })),
 			openLease: async (holdId, userId, keyId) =>
 				void (await call("users.openChatHold", { holdId, userId, keyId, ttlMs })),

@@ -431,6 +431,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			async authenticate(this: ApiThis, ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {
 				ctx.meta.ip = clientIp(req, this.config.http.trustProxyHops);
 				ctx.meta.userAgent = String(req.headers["user-agent"] ?? "").slice(0, 256);
+				if (typeof req.headers.accept === "string") ctx.meta.accept = req.headers.accept.slice(0, 512);
 				const spec = this.specOf(req);
 				if (spec?.idempotent) {
 					const key = req.headers["idempotency-key"];

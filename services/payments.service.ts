@@ -33,8 +33,10 @@ import {
 import { adminOverrideVia, tierFactsOf, walletOwnerVia } from "../src/payments/facts";
 import { grantCredits, postGrant, type GrantRequest } from "../src/payments/grants";
 import { balanceView, boostQuote, factsView, stakingView } from "../src/payments/views";
+import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
+import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 
-interface PaymentsThis extends Service, DurableThis {
+interface PaymentsThis extends Service, DurableThis, Pick<UsageThis, "usageStore"> {
 	cfg: Config;
 	ledger: Ledger;
 	billing: StripeBilling;
@@ -75,6 +77,7 @@ const PaymentsService: ServiceSchema<
 > = {
 	name: "payments",
 	mixins: [
+		usageMixin as unknown as ServiceSchema,
 		durableEvents({
 			group: "payments",
 			handlers: {
@@ -255,14 +258,27 @@ const PaymentsService: ServiceSchema<
 					values: [...TIER_ORDER],
 					optional: true,
 					description: "the user's tier as the users service resolved it (admin override)"
-				}
+				},
+				attribution: ATTRIBUTION
 			},
 			async handler(
 				this: PaymentsThis,
-				ctx: Ctx<{ userId: string; taskId: string; maxCost: number; boostMs: number; tier?: TierName }>
+				ctx: Ctx<{
+					userId: string;
+					taskId: string;
+					maxCost: number;
+					boostMs: number;
+					tier?: TierName;
+					attribution?: UsageAttribution;
+				}>
 			) {
 				const p = ctx.params;
-				const f = await this.factsOf(p.userId, p.tier ?? null);
+				// Who holds the task, for the usage report; written beside the facts read (a hold that is then
+				// refused leaves an attribution no settlement will ever name, which no report counts).
+				const [f] = await Promise.all([
+					this.factsOf(p.userId, p.tier ?? null),
+					p.attribution ? this.usageStore.attribute(p.taskId, p.userId, p.attribution) : null
+				]);
 				return countHold(
 					this.broker.metrics,
 					"placed",
@@ -284,17 +300,17 @@ const PaymentsService: ServiceSchema<
 		settle: {
 			visibility: INTERNAL,
 			retryPolicy: { enabled: true },
-			params: { userId: USER_ID, taskId: TASK_ID, actualCost: CREDITS(0) },
-			async handler(this: PaymentsThis, ctx: Ctx<{ userId: string; taskId: string; actualCost: number }>) {
-				return countHold(
-					this.broker.metrics,
-					"settled",
-					await this.ledger.settle({
-						userId: ctx.params.userId,
-						taskId: ctx.params.taskId,
-						listActualCost: BigInt(ctx.params.actualCost)
-					})
-				);
+			params: { userId: USER_ID, taskId: TASK_ID, actualCost: CREDITS(0), usage: SETTLED_USAGE },
+			async handler(
+				this: PaymentsThis,
+				ctx: Ctx<{ userId: string; taskId: string; actualCost: number; usage?: SettledUsage }>
+			) {
+				const p = ctx.params;
+				const [hold] = await Promise.all([
+					this.ledger.settle({ userId: p.userId, taskId: p.taskId, listActualCost: BigInt(p.actualCost) }),
+					p.usage ? this.usageStore.recordSettled(p.taskId, p.usage) : null
+				]);
+				return countHold(this.broker.metrics, "settled", hold);
 			}
 		},
 

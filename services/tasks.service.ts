@@ -76,7 +76,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			async handler(this: TasksThis, ctx: Ctx<SubmitParams>) {
 				const user = currentUser(ctx);
 				const key = ctx.meta.idempotencyKey ?? null;
-				const out = await submitTask(this.submitDeps(ctx), user.id, ctx.params, key);
+				const out = await submitTask(this.submitDeps(ctx), user.id, ctx.params, key, user.keyId ?? null);
 				if (out.replayed) {
 					ctx.meta.$statusCode = 200;
 					const task = taskView(out.row, out.position);

@@ -10,6 +10,7 @@ import { aiRoutes } from "./routes/ai";
 import { tasksRoutes } from "./routes/tasks";
 import { usersRoutes } from "./routes/users";
 import { orgsRoutes } from "./routes/orgs";
+import { billingUsageRoutes } from "./routes/billing-usage";
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
 export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
@@ -18,7 +19,8 @@ export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
 	paymentsRoutes,
 	aiRoutes,
 	tasksRoutes,
-	orgsRoutes
+	orgsRoutes,
+	billingUsageRoutes
 ];
 
 export function allRoutes(): RouteSpec[] {

@@ -58,8 +58,20 @@ export interface ChatDeps {
 	/** The key's monthly budget: holds `credits` or throws (CompatError insufficient_credits). */
 	reserveKeyBudget(keyId: string, holdId: string, credits: number, limit: number): Promise<void>;
 	settleKeyBudget(keyId: string, holdId: string, credits: number): Promise<void>;
-	reserve(userId: string, holdId: string, maxCost: number, tier: TierName): Promise<void>;
-	settle(userId: string, holdId: string, cost: number): Promise<void>;
+	/** `attribution`: who holds it and with what, for the usage report (src/payments/usage.ts). */
+	reserve(
+		userId: string,
+		holdId: string,
+		maxCost: number,
+		tier: TierName,
+		attribution?: { memberId: string; keyId: string | null; model: string; source: "chat" }
+	): Promise<void>;
+	settle(
+		userId: string,
+		holdId: string,
+		cost: number,
+		usage?: { inputTokens: number; outputTokens: number; models: string[] }
+	): Promise<void>;
 	release(userId: string, holdId: string): Promise<void>;
 	/** The hold's lease (src/compat/hold-leases.ts): opened before the holds, deleted after both settled. */
 	openLease(holdId: string, userId: string, keyId: string | null): Promise<void>;
@@ -130,7 +142,12 @@ export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortS
 			await deps.reserveKeyBudget(input.keyId, holdId, prep.maxCostCredits, input.key.monthlyBudgetCredits);
 			undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
 		}
-		await deps.reserve(input.userId, holdId, prep.maxCostCredits, input.tier);
+		await deps.reserve(input.userId, holdId, prep.maxCostCredits, input.tier, {
+			memberId: input.userId,
+			keyId: input.keyId,
+			model: prep.model.id,
+			source: "chat"
+		});
 		undo.push(() => deps.release(input.userId, holdId));
 		let releaseSlot: () => void;
 		try {
@@ -257,9 +274,10 @@ export async function runChat(
 	// After the last event: none of this is between the client and its tokens. The cost goes on the
 	// lease first, so a node that dies from here on is settled at it by the sweeper, not released.
 	await retrying(`chat ${input.id}: cost`, () => deps.recordCost(holdId, costCredits), deps.logger);
+	const used = { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens, models: [prep.model.id] };
 	let settled = await retrying(
 		`chat ${input.id}: settle`,
-		() => deps.settle(input.userId, holdId, costCredits),
+		() => deps.settle(input.userId, holdId, costCredits, used),
 		deps.logger
 	);
 	if (input.keyId && input.key?.monthlyBudgetCredits != null)

@@ -325,7 +325,15 @@ export function buildOpenApi(opts: {
 			: {
 					description: "Success",
 					headers: successHeaders,
-					content: { [r.contentType ?? "application/json"]: { schema: hoist(r.response, components) } }
+					content: {
+						[r.contentType ?? "application/json"]: { schema: hoist(r.response, components) },
+						...Object.fromEntries(
+							Object.entries(r.alsoContent ?? {}).map(([type, schema]) => [
+								type,
+								{ schema: hoist(schema, components) }
+							])
+						)
+					}
 				};
 		const responses: Json = { [String(r.status ?? 200)]: success };
 		for (const s of r.alsoStatus ?? []) responses[String(s)] = success;

@@ -42,6 +42,8 @@ export interface RouteSpec {
 	alsoStatus?: number[];
 	/** The success body's media type when it is not JSON (e.g. a file's bytes; "*" + "/*" for the file's own type). */
 	contentType?: string;
+	/** Other media types the same success answers in (chosen by the request's Accept header), with their schemas. */
+	alsoContent?: Record<string, TSchema>;
 	/** "raw": the body is passed as a Buffer (`ctx.params.rawBody`), e.g. for signed webhooks. */
 	body?: "json" | "raw";
 	/**

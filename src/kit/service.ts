@@ -23,6 +23,8 @@ export interface RequestMeta {
 	/** The client's address and user agent, as the gateway saw them. */
 	ip?: string;
 	userAgent?: string;
+	/** The request's Accept header, for the few actions that answer in more than one media type. */
+	accept?: string;
 	/** The Idempotency-Key header of a route declared `idempotent`. */
 	idempotencyKey?: string;
 	/** Response status, headers, content type and Location header set by an action. */

@@ -51,6 +51,8 @@ export interface PaymentsConfig {
 	stakeMinHoldingMs: number;
 	/** Default expiry of promotional grants; 0 = they never expire. */
 	promoGrantTtlS: number;
+	/** Longest range of one usage report (GET /billing/usage). */
+	usageMaxSpanDays: number;
 }
 
 const ADDRESS_RE = /^0x[0-9a-fA-F]{40}$/;
@@ -124,6 +126,7 @@ export function loadPaymentsConfig(r: EnvReader): PaymentsConfig {
 		},
 		chain,
 		stakeMinHoldingMs: r.int("STAKE_MIN_HOLDING_S", STAKE_MIN_HOLDING_MS / 1000, 0, 365 * 86_400) * 1000,
-		promoGrantTtlS: r.int("PROMO_GRANT_TTL_S", 90 * 86_400, 0, 10 * 365 * 86_400)
+		promoGrantTtlS: r.int("PROMO_GRANT_TTL_S", 90 * 86_400, 0, 10 * 365 * 86_400),
+		usageMaxSpanDays: r.int("USAGE_MAX_SPAN_DAYS", 366, 1, 3660)
 	};
 }

@@ -54,6 +54,14 @@ export interface SubmitServices {
 		maxCost: number;
 		boostMs: number;
 		tier: TierName;
+		/** Who holds the task and with what, for the usage report (src/payments/usage.ts). */
+		attribution?: {
+			memberId: string;
+			keyId: string | null;
+			projectId: string;
+			model: string | null;
+			source: "task";
+		};
 	}): Promise<unknown>;
 	release(input: { userId: string; taskId: string }): Promise<unknown>;
 }
@@ -106,7 +114,9 @@ export async function submitTask(
 	deps: SubmitDeps,
 	userId: string,
 	p: SubmitParams,
-	idempotencyKey: string | null
+	idempotencyKey: string | null,
+	/** The API key the request came with (null for a session). */
+	keyId: string | null = null
 ): Promise<SubmitOutcome> {
 	const { store, services } = deps;
 	const problems = submitProblems(p, deps.config.promptMaxChars);
@@ -177,7 +187,10 @@ export async function submitTask(
 
 	await store.addHoldIntent(taskId, userId);
 	try {
-		await services.reserve({ userId, taskId, maxCost, boostMs: purchaseMs, tier });
+		const planned = [...new Set((prepared.models ?? []).map(m => m.model))].sort();
+		const model = planned.length ? planned.join("+") : (p.model ?? null);
+		const attribution = { memberId: userId, keyId, projectId: p.projectId, model, source: "task" as const };
+		await services.reserve({ userId, taskId, maxCost, boostMs: purchaseMs, tier, attribution });
 	} catch (err) {
 		if (isClientError(err)) await store.dropHoldIntent(taskId).catch(() => undefined);
 		else await release("failed reserve");

@@ -7,12 +7,19 @@
  * is left); settlements still pending after a grace period are tried again; holds whose task never
  * came to exist (hold intents without a task) are released. Collaborators come in as parameters.
  */
+import { settledUsageOf, type SettledUsage } from "../payments/usage";
 import { afterLeaseExpiry, leaseIsLost, settlementFor } from "./rules";
 import type { TaskRow, TaskStore } from "./store";
 
 /** The payments actions a settlement calls (over the broker in the service). */
 export interface HoldPayments {
-	settle(input: { userId: string; taskId: string; actualCost: number }): Promise<unknown>;
+	settle(input: {
+		userId: string;
+		taskId: string;
+		actualCost: number;
+		/** What the task used, for the usage report (src/payments/usage.ts settledUsageOf). */
+		usage?: SettledUsage;
+	}): Promise<unknown>;
 	release(input: { userId: string; taskId: string }): Promise<unknown>;
 }
 
@@ -42,6 +49,8 @@ export interface SweepDeps extends SettleDeps {
 	graceMs: { lease: number; settlement: number; holdIntent: number };
 }
 
+const usageField = (u: SettledUsage | undefined) => (u ? { usage: u } : {});
+
 const isCode = (err: unknown, code: string) => (err as { type?: string })?.type === code;
 
 /** Settles (or releases) a finished task's hold once; a failure leaves it pending for the sweeper. Never rejects. */
@@ -54,7 +63,12 @@ export async function settleTask(deps: SettleDeps, r: TaskRow): Promise<void> {
 	);
 	try {
 		if (s.action === "settle")
-			await deps.payments.settle({ userId: r.user_id, taskId: r.id, actualCost: s.actualCost });
+			await deps.payments.settle({
+				userId: r.user_id,
+				taskId: r.id,
+				actualCost: s.actualCost,
+				...usageField(settledUsageOf(r.usage))
+			});
 		else await deps.payments.release({ userId: r.user_id, taskId: r.id });
 		await deps.store.markSettlement(r.id, s.action === "settle" ? "settled" : "released");
 	} catch (err) {

@@ -1,0 +1,241 @@
+/**
+ * The usage report (GET /billing/usage, REPL billing-usage): a payer's settled work over a range,
+ * grouped by day, model, project, member or API key.
+ *
+ * THE RULE. Every row comes from the ledger: one settle transaction of cause `task` is one unit of
+ * work, its charge is what left the payer's held account and did not come back (-(available_delta +
+ * held_delta)), its list cost the transaction's `list_amount`. `usage_attributions` (written with the
+ * hold, completed at settlement) only names the group a settlement falls in; a settlement without one
+ * falls in the group `null`. So the report's total over a range is the sum of the payer's settlement
+ * entries in that range, whatever the attribution says, and the groups partition it.
+ *
+ * A range is half-open, [from, to), on the settle transaction's time, at most `maxSpanDays` long.
+ */
+import { stringify } from "csv-stringify/sync";
+import { QueryTypes, type Sequelize } from "sequelize";
+import { BadRequest } from "../errors";
+
+export const USAGE_GROUPS = ["day", "model", "project", "member", "key"] as const;
+export type UsageGroup = (typeof USAGE_GROUPS)[number];
+
+export interface UsageRange {
+	from: Date;
+	to: Date;
+}
+
+export interface UsageRow {
+	/** The group: a UTC day (YYYY-MM-DD), a model id, a project id, a member's user id or an API key id; null when unknown. */
+	key: string | null;
+	tasks: number;
+	/** Credits charged (discounted, boost fees included), as the ledger has them. */
+	credits: string;
+	/** The list (undiscounted) cost of the same work. */
+	listCredits: string;
+	/** Tokens where the settlement reported them (null when none did). */
+	inputTokens: string | null;
+	outputTokens: string | null;
+}
+
+export interface UsageReport {
+	payerId: string;
+	from: string;
+	to: string;
+	groupBy: UsageGroup;
+	rows: UsageRow[];
+	total: Omit<UsageRow, "key">;
+}
+
+/** Who ran a held task and with what (the hold's attribution). */
+export interface UsageAttribution {
+	memberId?: string | null;
+	keyId?: string | null;
+	projectId?: string | null;
+	model?: string | null;
+	source?: "task" | "chat";
+}
+
+/** Tokens and the model(s) a settled task used, as its worker reported them. */
+export interface SettledUsage {
+	inputTokens?: number;
+	outputTokens?: number;
+	models?: string[];
+}
+
+const DAY_MS = 86_400_000;
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+function parseInstant(field: "from" | "to", v: string): Date {
+	// A bare date is midnight UTC of that day; a date-time without a zone is read as UTC.
+	const s = /T/.test(v) && !/(Z|[+-]\d{2}:?\d{2})$/.test(v) ? `${v}Z` : v;
+	const d = ISO_DATE.test(v) ? new Date(s) : new Date(Number.NaN);
+	if (Number.isNaN(d.getTime()))
+		throw BadRequest(
+			`${field} must be an ISO-8601 date or date-time (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)`,
+			"INVALID_RANGE",
+			{
+				field,
+				value: v
+			}
+		);
+	return d;
+}
+
+/**
+ * The range of a request: `to` defaults to now, `from` to 30 days before `to`. 400 `INVALID_RANGE`
+ * for a malformed date, `from` not before `to`, or a span over `maxSpanDays`.
+ */
+export function usageRange(p: { from?: string; to?: string }, now: Date, maxSpanDays: number): UsageRange {
+	const to = p.to ? parseInstant("to", p.to) : now;
+	const from = p.from ? parseInstant("from", p.from) : new Date(to.getTime() - 30 * DAY_MS);
+	if (from.getTime() >= to.getTime())
+		throw BadRequest("from must be before to", "INVALID_RANGE", { from: from.toISOString(), to: to.toISOString() });
+	if (to.getTime() - from.getTime() > maxSpanDays * DAY_MS)
+		throw BadRequest(`The range may span at most ${maxSpanDays} days`, "INVALID_RANGE", { maxSpanDays });
+	return { from, to };
+}
+
+/** The model a settlement is grouped under: the one used, or the models of a comparison joined with "+". */
+export function modelKey(models: string[] | undefined, asked: string | null | undefined): string | null {
+	const used = [...new Set(models ?? [])].sort();
+	if (used.length) return used.join("+");
+	return asked ?? null;
+}
+
+/** Tokens and models out of a worker's usage report ({ promptTokens, completionTokens, byModel }). */
+export function settledUsageOf(usage: unknown): SettledUsage | undefined {
+	if (!usage || typeof usage !== "object") return undefined;
+	const u = usage as { promptTokens?: unknown; completionTokens?: unknown; byModel?: unknown };
+	const n = (v: unknown) => (Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : undefined);
+	const out: SettledUsage = {};
+	const i = n(u.promptTokens);
+	const o = n(u.completionTokens);
+	if (i !== undefined) out.inputTokens = i;
+	if (o !== undefined) out.outputTokens = o;
+	if (u.byModel && typeof u.byModel === "object") {
+		const models = Object.keys(u.byModel).filter(m => m.length > 0 && m.length <= 200);
+		if (models.length) out.models = models.slice(0, 8);
+	}
+	return Object.keys(out).length ? out : undefined;
+}
+
+const GROUP_SQL: Record<UsageGroup, string> = {
+	day: `to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`,
+	model: `a.model`,
+	project: `a.project_id`,
+	// A payer's own work without an attribution row is still the payer's (a user pays for itself).
+	member: `coalesce(a.member_id, CASE WHEN t.user_id NOT LIKE 'org:%' THEN t.user_id END)`,
+	key: `a.key_id`
+};
+
+interface Sums {
+	key: string | null;
+	tasks: string;
+	credits: string;
+	list_credits: string;
+	input_tokens: string | null;
+	output_tokens: string | null;
+}
+
+const rowOf = (r: Sums): UsageRow => ({
+	key: r.key,
+	tasks: Number(r.tasks),
+	credits: String(r.credits),
+	listCredits: String(r.list_credits),
+	inputTokens: r.input_tokens == null ? null : String(r.input_tokens),
+	outputTokens: r.output_tokens == null ? null : String(r.output_tokens)
+});
+
+export class UsageStore {
+	constructor(private readonly sequelize: Sequelize) {}
+
+	/** Records who holds a task and with what; the first record of a task id stays (a retried reserve writes nothing). */
+	async attribute(taskId: string, payerId: string, a: UsageAttribution): Promise<void> {
+		await this.sequelize.query(
+			`INSERT INTO usage_attributions (task_id, payer_id, member_id, key_id, project_id, model, source)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (task_id) DO NOTHING`,
+			{
+				bind: [
+					taskId,
+					payerId,
+					a.memberId ?? null,
+					a.keyId ?? null,
+					a.projectId ?? null,
+					a.model ?? null,
+					a.source ?? "task"
+				]
+			}
+		);
+	}
+
+	/** Adds what a settled task used (tokens, the model it ran on). Idempotent. */
+	async recordSettled(taskId: string, u: SettledUsage): Promise<void> {
+		await this.sequelize.query(
+			`UPDATE usage_attributions SET input_tokens = coalesce($2, input_tokens),
+				output_tokens = coalesce($3, output_tokens), model = coalesce($4, model) WHERE task_id = $1`,
+			{
+				bind: [
+					taskId,
+					u.inputTokens ?? null,
+					u.outputTokens ?? null,
+					u.models?.length ? modelKey(u.models, null) : null
+				]
+			}
+		);
+	}
+
+	async report(payerId: string, range: UsageRange, groupBy: UsageGroup): Promise<UsageReport> {
+		const rows = await this.sequelize.query<Sums>(
+			`SELECT ${GROUP_SQL[groupBy]} AS key, count(*) AS tasks,
+				sum(-(t.available_delta + t.held_delta)) AS credits, sum(coalesce(t.list_amount, 0)) AS list_credits,
+				sum(a.input_tokens) AS input_tokens, sum(a.output_tokens) AS output_tokens
+			 FROM ledger_transactions t LEFT JOIN usage_attributions a ON a.task_id = t.cause_id
+			 WHERE t.kind = 'settle' AND t.cause_type = 'task' AND t.user_id = $1 AND t.created_at >= $2 AND t.created_at < $3
+			 GROUP BY 1 ORDER BY 1 NULLS LAST`,
+			{ bind: [payerId, range.from.toISOString(), range.to.toISOString()], type: QueryTypes.SELECT }
+		);
+		const out = rows.map(rowOf);
+		const sum = (f: (r: UsageRow) => string | null) => {
+			const vals = out.map(f).filter((v): v is string => v !== null);
+			return vals.length ? vals.reduce((a, v) => a + BigInt(v), 0n).toString() : null;
+		};
+		return {
+			payerId,
+			from: range.from.toISOString(),
+			to: range.to.toISOString(),
+			groupBy,
+			rows: out,
+			total: {
+				tasks: out.reduce((a, r) => a + r.tasks, 0),
+				credits: sum(r => r.credits) ?? "0",
+				listCredits: sum(r => r.listCredits) ?? "0",
+				inputTokens: sum(r => r.inputTokens),
+				outputTokens: sum(r => r.outputTokens)
+			}
+		};
+	}
+}
+
+export const USAGE_CSV_COLUMNS = ["key", "tasks", "credits", "listCredits", "inputTokens", "outputTokens"] as const;
+
+/** The report as CSV (RFC 4180 quoting by csv-stringify): a header, one line per group, no total line. */
+export function usageCsv(r: UsageReport): string {
+	return stringify(
+		r.rows.map(row => USAGE_CSV_COLUMNS.map(c => row[c] ?? "")),
+		{ header: true, columns: [r.groupBy, ...USAGE_CSV_COLUMNS.slice(1)], record_delimiter: "\r\n" }
+	);
+}
+
+/** Whether an Accept header asks for CSV before JSON. */
+export function wantsCsv(accept: string | undefined): boolean {
+	if (!accept) return false;
+	const types = accept
+		.split(",")
+		.map(p => {
+			const [type, ...params] = p.trim().toLowerCase().split(";");
+			const q = params.map(s => s.trim()).find(s => s.startsWith("q="));
+			return { type: type.trim(), q: q ? Number(q.slice(2)) : 1 };
+		})
+		.filter(t => t.q > 0);
+	const q = (type: string) => Math.max(0, ...types.filter(t => t.type === type).map(t => t.q));
+	return q("text/csv") > 0 && q("text/csv") >= q("application/json");
+}
