@@ -49,12 +49,20 @@ async function call(path: string, user: string, headers: Record<string, string> 
 	return { status: res.status, text, json, headers: res.headers };
 }
 
-/** Deterministic pseudo-random numbers (the history is the same on every run). */
+/**
+ * Deterministic pseudo-random numbers (the history is the same on every run): mulberry32, scaled into
+ * [0, n). Not `state % n` of a power-of-two LCG: its low bit alternates on every call, so with an odd
+ * number of calls between them `pick(2) === 0` always preceded an odd `pick(10)`, and no settlement ever
+ * ran on the fallback model.
+ */
 function rng(seed: number) {
 	let s = seed >>> 0;
 	return (n: number) => {
-		s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-		return s % n;
+		s = (s + 0x6d2b79f5) >>> 0;
+		let t = s;
+		t = Math.imul(t ^ (t >>> 15), t | 1);
+		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+		return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
 	};
 }
 
