@@ -64,10 +64,17 @@ export interface SettledUsage {
 const DAY_MS = 86_400_000;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
+/** Whether the YYYY-MM-DD a value starts with is a day of the calendar (Date reads 2026-02-30 as 2 March). */
+function isCalendarDate(v: string): boolean {
+	const [y, m, d] = v.slice(0, 10).split("-").map(Number);
+	const day = new Date(Date.UTC(y, m - 1, d));
+	return day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d;
+}
+
 function parseInstant(field: "from" | "to", v: string): Date {
 	// A bare date is midnight UTC of that day; a date-time without a zone is read as UTC.
 	const s = /T/.test(v) && !/(Z|[+-]\d{2}:?\d{2})$/.test(v) ? `${v}Z` : v;
-	const d = ISO_DATE.test(v) ? new Date(s) : new Date(Number.NaN);
+	const d = ISO_DATE.test(v) && isCalendarDate(v) ? new Date(s) : new Date(Number.NaN);
 	if (Number.isNaN(d.getTime()))
 		throw BadRequest(
 			`${field} must be an ISO-8601 date or date-time (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)`,
