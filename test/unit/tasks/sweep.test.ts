@@ -47,8 +47,8 @@ function world(rows: TaskRow[] = [], intents: Array<{ task_id: string; user_id: 
 			}
 		},
 		payments: {
-			settle: async ({ taskId, actualCost }) => {
-				calls.push(`settle ${taskId} ${actualCost}`);
+			settle: async ({ taskId, actualCost, usage }) => {
+				calls.push(`settle ${taskId} ${actualCost}${usage ? ` ${JSON.stringify(usage)}` : ""}`);
 				if (fail.settle) throw fail.settle;
 			},
 			release: async ({ taskId }) => {
@@ -75,6 +75,13 @@ describe("settleTask", () => {
 		await settleTask(w.deps, finished());
 		expect(w.calls).toEqual(["settle t1 40"]);
 		expect(w.marks.get("t1")).toBe("settled");
+	});
+
+	test("the settlement carries the tokens and the models the task ran on (a fallback's, not the asked one)", async () => {
+		const w = world();
+		const usage = { promptTokens: 120, completionTokens: 30, byModel: { "gpt-4o": { promptTokens: 120 } } };
+		await settleTask(w.deps, finished({ usage }));
+		expect(w.calls).toEqual([`settle t1 40 {"inputTokens":120,"outputTokens":30,"models":["gpt-4o"]}`]);
 	});
 
 	test("a failed task that spent nothing is released", async () => {
