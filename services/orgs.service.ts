@@ -178,6 +178,16 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			}
 		},
 
+		/** The organisations a user belongs to, with the role in each (projects lists their projects). */
+		membershipsOf: {
+			visibility: INTERNAL,
+			params: { userId: { type: "string", min: 1, max: 128 } },
+			async handler(this: OrgsThis, ctx: Ctx<{ userId: string }>) {
+				const rows = await this.store.listFor(ctx.params.userId);
+				return { items: rows.map(r => ({ orgId: r.id, role: r.role })) };
+			}
+		},
+
 		/** The caller's role in an organisation, or null (other services authorise org resources with it). */
 		roleOf: {
 			visibility: INTERNAL,

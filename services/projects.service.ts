@@ -5,6 +5,7 @@
  * versions.ts, caches.ts, sandboxes.ts, GC in gc.ts, answers in views.ts). See docs/projects.md.
  */
 import { Readable } from "node:stream";
+import { Errors } from "moleculer";
 import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { durableEvents } from "../mixins/durable-events.mixin";
 import { Conflict } from "../src/errors";
@@ -13,7 +14,7 @@ import { currentUser, INTERNAL } from "../src/kit/service";
 import type { Ctx } from "../src/kit/service";
 import { runtimeOf } from "../src/runtime/runtime";
 import { memberListRank, PROJECT_ROLES } from "../src/projects/access";
-import type { ProjectRole } from "../src/projects/access";
+import type { OrgRoleOfMember, ProjectRole } from "../src/projects/access";
 import { resolveVersion } from "../src/projects/guard";
 import type { SandboxRecord } from "../src/projects/repository";
 import { SANDBOX_STATES } from "../src/projects/sandbox";
@@ -54,12 +55,35 @@ const ProjectsService: ServiceSchema<
 			params: {
 				$$strict: "remove",
 				name: { type: "string", min: 1, max: 200, trim: true },
-				description: { type: "string", max: 5000, optional: true, default: "" }
+				description: { type: "string", max: 5000, optional: true, default: "" },
+				orgId: {
+					type: "uuid",
+					optional: true,
+					description: "The organisation that owns the new project (you must be its owner or admin)"
+				}
 			},
-			async handler(this: ProjectsThis, ctx: Ctx<{ name: string; description: string }>) {
+			async handler(this: ProjectsThis, ctx: Ctx<{ name: string; description: string; orgId?: string }>) {
 				const project = await this.lifecycle.create(currentUser(ctx).id, ctx.params);
 				ctx.meta.$location = `/api/v1/projects/${project.id}`;
 				return projectView(project, "owner");
+			}
+		},
+
+		transfer: {
+			auth: "required",
+			scope: "projects:write",
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				orgId: { type: "uuid", description: "The organisation that takes the project over" }
+			},
+			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; orgId: string }>) {
+				const { project, role } = await this.lifecycle.transfer(
+					currentUser(ctx).id,
+					ctx.params.id,
+					ctx.params.orgId
+				);
+				return projectView(project, role);
 			}
 		},
 
@@ -70,16 +94,19 @@ const ProjectsService: ServiceSchema<
 				$$strict: "remove",
 				...pageParams,
 				scope: { type: "enum", values: ["all", "own", "shared"], default: "all" },
-				includeArchived: { type: "boolean", default: false, convert: true }
+				includeArchived: { type: "boolean", default: false, convert: true },
+				orgId: { type: "uuid", optional: true, description: "Only this organisation's projects" }
 			},
 			async handler(
 				this: ProjectsThis,
-				ctx: Ctx<Page & { scope: "all" | "own" | "shared"; includeArchived: boolean }>
+				ctx: Ctx<Page & { scope: "all" | "own" | "shared"; includeArchived: boolean; orgId?: string }>
 			) {
 				const [beforeSeq = null] = readCursor(ctx.params.cursor, ["int"] as const) ?? [];
-				const { limit, scope, includeArchived } = ctx.params;
-				const opts = { scope, includeArchived, beforeSeq, limit: limit + 1 };
-				const page = pageOf(await this.repo.listForMember(currentUser(ctx).id, opts), limit, r => [
+				const { limit, scope, includeArchived, orgId } = ctx.params;
+				const userId = currentUser(ctx).id;
+				const orgs = await this.orgMemberships(ctx, userId);
+				const opts = { scope, includeArchived, beforeSeq, limit: limit + 1, orgs, orgId };
+				const page = pageOf(await this.repo.listForMember(userId, opts), limit, r => [
 					r.project.seq
 				]);
 				return { items: page.items.map(r => projectView(r.project, r.role)), nextCursor: page.nextCursor };
@@ -378,6 +405,20 @@ const ProjectsService: ServiceSchema<
 	},
 
 	methods: {
+		/** The user's organisations and roles; none where the orgs service is not deployed. */
+		async orgMemberships(this: ProjectsThis, ctx: Ctx<object>, userId: string) {
+			try {
+				const r = await ctx.call<{ items: Array<{ orgId: string; role: OrgRoleOfMember }> }, { userId: string }>(
+					"orgs.membershipsOf",
+					{ userId }
+				);
+				return r.items;
+			} catch (err) {
+				if (err instanceof Errors.ServiceNotFoundError) return [];
+				throw err;
+			}
+		},
+
 		sandboxOut(this: ProjectsThis, s: SandboxRecord) {
 			return sandboxView(s, this.cfg.sandbox.heartbeatTimeoutS);
 		},
@@ -417,6 +458,13 @@ const ProjectsService: ServiceSchema<
 			dataDir: rt.config.dataDir,
 			cacher: this.broker.cacher ?? null,
 			warn: (message, detail) => this.logger.warn(message, detail),
+			orgRole: async (orgId, userId) => {
+				const r = await this.broker.call<{ role: OrgRoleOfMember } | null, { orgId: string; userId: string }>(
+					"orgs.roleOf",
+					{ orgId, userId }
+				);
+				return r?.role ?? null;
+			},
 			publish: (tx, topic, payload) => this.publishDurable(tx, topic, payload)
 		});
 		Object.assign(this, wired);

@@ -1,5 +1,7 @@
 /** What the projects service's handlers see as `this`: the wired use cases and a few shell helpers. */
 import type { DurableThis } from "../../mixins/durable-events.mixin";
+import type { Ctx } from "../../src/kit/service";
+import type { OrgRoleOfMember } from "../../src/projects/access";
 import type { ChangeOp } from "../../src/projects/changeset";
 import type { ProjectsConfig } from "../../src/projects/config";
 import type { SandboxRecord } from "../../src/projects/repository";
@@ -10,6 +12,7 @@ export interface ProjectsThis extends DurableThis, ProjectsUseCases {
 	cfg: ProjectsConfig;
 	sweepTimer: NodeJS.Timeout | null;
 	sweeping: Promise<unknown> | null;
+	orgMemberships(ctx: Ctx<object>, userId: string): Promise<Array<{ orgId: string; role: OrgRoleOfMember }>>;
 	sandboxOut(s: SandboxRecord): ReturnType<typeof sandboxView>;
 	sweepOnce(): Promise<{ failedSandboxes: number; purgedProjects: number }>;
 	scheduleSweep(): void;

@@ -66,3 +66,37 @@ export function checkMemberChange(input: MemberChangeInput): MemberChangeVerdict
 	}
 	return { ok: true, noop: change.kind === "set" && change.role === targetRole };
 }
+
+/** An organisation role as the orgs service reports it (src/orgs/rules.ts). */
+export type OrgRoleOfMember = "owner" | "admin" | "billing" | "member";
+
+/**
+ * The role that counts in a project, from the user's own project role and, for an organisation's
+ * project, their role in that organisation (null: not a member of it):
+ *
+ * | organisation role | role in the organisation's project |
+ * |---|---|
+ * | owner, admin | owner (manage the project and its members) |
+ * | member | their project role, else viewer |
+ * | billing | viewer (reads; changes no project), whatever their project role |
+ * | none | none: a project role alone gives nothing, so leaving the organisation ends access |
+ *
+ * A user's own project (no organisation) goes by the project role only.
+ */
+export function effectiveRole(
+	projectRole: ProjectRole | null,
+	org: { owned: boolean; role: OrgRoleOfMember | null }
+): ProjectRole | null {
+	if (!org.owned) return projectRole;
+	switch (org.role) {
+		case null:
+			return null;
+		case "owner":
+		case "admin":
+			return "owner";
+		case "billing":
+			return "viewer";
+		case "member":
+			return projectRole ?? "viewer";
+	}
+}

@@ -4,8 +4,8 @@
  */
 import type { Transaction } from "sequelize";
 import { DomainError, Forbidden, NotFound } from "../errors";
-import { checkMemberChange, hasRole } from "./access";
-import type { MemberChange, ProjectRole } from "./access";
+import { checkMemberChange, effectiveRole, hasRole } from "./access";
+import type { MemberChange, OrgRoleOfMember, ProjectRole } from "./access";
 import { isProjectId } from "./repository";
 import type { ProjectRecord, ProjectsRepository } from "./repository";
 
@@ -22,8 +22,33 @@ export function resolveVersion(project: ProjectRecord, requested: number | undef
 	return requested;
 }
 
+/** A user's role in an organisation, asked of the orgs service on every check (null: not a member). */
+export type OrgRoleLookup = (orgId: string, userId: string) => Promise<OrgRoleOfMember | null>;
+
 export class ProjectGuard {
-	constructor(private readonly repo: GuardRepo) {}
+	constructor(
+		private readonly repo: GuardRepo,
+		private readonly orgRole: OrgRoleLookup
+	) {}
+
+	/**
+	 * The project and the role that counts for `userId` (access.ts `effectiveRole`), or null when
+	 * the user has none. An organisation's project asks the organisation on every call, so a removed
+	 * member loses access on the next request.
+	 */
+	private async found(
+		projectId: string,
+		userId: string,
+		tx?: Transaction,
+		lock = false
+	): Promise<{ project: ProjectRecord; role: ProjectRole } | null> {
+		const row = await this.repo.projectForMember(projectId, userId, tx, lock);
+		if (!row) return null;
+		const orgId = row.project.orgId;
+		const org = orgId ? { owned: true, role: await this.orgRole(orgId, userId) } : { owned: false, role: null };
+		const role = effectiveRole(row.role, org);
+		return role ? { project: row.project, role } : null;
+	}
 
 	/**
 	 * The project and the user's role, when it is at least `min`; 404 for a non-member, a deleted
@@ -36,7 +61,7 @@ export class ProjectGuard {
 		opts: { allowDeleted?: boolean } = {}
 	): Promise<{ project: ProjectRecord; role: ProjectRole }> {
 		if (!isProjectId(projectId)) throw NotFound("Project");
-		const found = await this.repo.projectForMember(projectId, userId);
+		const found = await this.found(projectId, userId);
 		if (!found || (found.project.status === "deleted" && !opts.allowDeleted)) throw NotFound("Project");
 		if (!hasRole(found.role, min))
 			throw Forbidden(`This needs the ${min} role in the project; you are a ${found.role}`, "INSUFFICIENT_ROLE");
@@ -69,7 +94,7 @@ export class ProjectGuard {
 		what: string,
 		opts: { deleted?: boolean } = {}
 	): Promise<{ project: ProjectRecord; role: ProjectRole }> {
-		const found = await this.repo.projectForMember(projectId, userId, tx, true);
+		const found = await this.found(projectId, userId, tx, true);
 		const hidden = found?.project.status === "deleted" && !(opts.deleted && found.role === "owner");
 		if (!found || hidden) throw NotFound("Project");
 		if (!hasRole(found.role, "owner")) throw Forbidden(`Only an owner can ${what}`, "INSUFFICIENT_ROLE");
@@ -86,7 +111,7 @@ export class ProjectGuard {
 		change: { actorId: string; targetId: string; change: MemberChange; field: string }
 	): Promise<{ noop: boolean }> {
 		const { actorId, targetId, field } = change;
-		const found = await this.repo.projectForMember(projectId, actorId, tx, true);
+		const found = await this.found(projectId, actorId, tx, true);
 		if (!found || found.project.status === "deleted") throw NotFound("Project");
 		const members = await this.repo.members(projectId, tx);
 		const verdict = checkMemberChange({
@@ -95,7 +120,10 @@ export class ProjectGuard {
 			targetId,
 			targetRole: members.find(m => m.userId === targetId)?.role ?? null,
 			change: change.change,
-			ownerCount: members.filter(m => m.role === "owner").length
+			// An organisation's project is never orphaned: its owners and admins manage it.
+			ownerCount: found.project.orgId
+				? Number.POSITIVE_INFINITY
+				: members.filter(m => m.role === "owner").length
 		});
 		if (!verdict.ok)
 			throw new DomainError(verdict.code, verdict.status, verdict.reason, { field, reason: verdict.reason });

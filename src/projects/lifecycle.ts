@@ -5,15 +5,16 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Transaction } from "sequelize";
-import { Conflict, DomainError } from "../errors";
-import type { ProjectRole } from "./access";
-import type { ProjectGuard } from "./guard";
+import { Conflict, DomainError, Forbidden, NotFound } from "../errors";
+import type { OrgRoleOfMember, ProjectRole } from "./access";
+import type { OrgRoleLookup, ProjectGuard } from "./guard";
 import type { ProjectRecord, ProjectsRepository } from "./repository";
 import type { Sandboxes } from "./sandboxes";
 
 export interface LifecycleDeps {
-	repo: Pick<ProjectsRepository, "createProject" | "updateProject" | "setMember" | "removeMember">;
+	repo: Pick<ProjectsRepository, "createProject" | "updateProject" | "setMember" | "removeMember" | "setOrg">;
 	guard: Pick<ProjectGuard, "forOwner" | "memberChange">;
+	orgRole: OrgRoleLookup;
 	sandboxes: Pick<Sandboxes, "stopIfUp">;
 	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
 	warn(message: string, err: unknown): void;
@@ -24,10 +25,43 @@ type Owned = { project: ProjectRecord; role: ProjectRole };
 export class ProjectLifecycle {
 	constructor(private readonly deps: LifecycleDeps) {}
 
-	/** A new project at version 0 (empty), owned by its creator. */
-	create(ownerId: string, p: { name: string; description: string }): Promise<ProjectRecord> {
+	/**
+	 * A new project at version 0 (empty), owned by its creator, or with `orgId` by that organisation
+	 * (the creator must be its owner or admin; a non-member gets 404, as for the organisation itself).
+	 */
+	async create(
+		ownerId: string,
+		p: { name: string; description: string; orgId?: string }
+	): Promise<ProjectRecord> {
+		const { orgId, ...fields } = p;
+		if (orgId) await this.requireOrgManager(orgId, ownerId, "create the organisation's projects");
 		const id = randomUUID();
-		return this.deps.transaction(tx => this.deps.repo.createProject(tx, { id, ownerId, ...p }));
+		return this.deps.transaction(tx => this.deps.repo.createProject(tx, { id, ownerId, orgId, ...fields }));
+	}
+
+	/**
+	 * Moves a user's own project into an organisation: the caller must own the project and be an
+	 * owner or admin of the organisation. One way: an organisation's project does not move again
+	 * (409 `ALREADY_IN_ORG`). Its tasks are paid by the organisation from then on.
+	 */
+	async transfer(userId: string, id: string, orgId: string): Promise<Owned> {
+		await this.requireOrgManager(orgId, userId, "move projects into the organisation");
+		return this.deps.transaction(async tx => {
+			const { project } = await this.deps.guard.forOwner(tx, id, userId, "transfer a project");
+			if (project.orgId)
+				throw Conflict("The project already belongs to an organisation", "ALREADY_IN_ORG", { field: "orgId" });
+			// Re-checked under the project lock: a role lost meanwhile refuses the move.
+			await this.requireOrgManager(orgId, userId, "move projects into the organisation");
+			return { project: await this.deps.repo.setOrg(tx, id, orgId), role: "owner" };
+		});
+	}
+
+	private async requireOrgManager(orgId: string, userId: string, what: string): Promise<OrgRoleOfMember> {
+		const role = await this.deps.orgRole(orgId, userId);
+		if (!role) throw NotFound("Organisation", { field: "orgId" });
+		if (role !== "owner" && role !== "admin")
+			throw Forbidden(`Only an owner or admin of the organisation can ${what}`, "INSUFFICIENT_ROLE");
+		return role;
 	}
 
 	/** Renames, describes, archives or unarchives (owner). */

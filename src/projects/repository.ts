@@ -5,7 +5,7 @@
  */
 import { QueryTypes } from "sequelize";
 import type { Sequelize, Transaction } from "sequelize";
-import type { ProjectRole } from "./access";
+import type { OrgRoleOfMember, ProjectRole } from "./access";
 import type { Manifest, ManifestEntry } from "./manifest";
 import { manifestFromEntries } from "./manifest";
 import type { SandboxState, SandboxStatus } from "./sandbox";
@@ -26,6 +26,8 @@ export interface ProjectRecord {
 	id: string;
 	seq: number;
 	ownerId: string;
+	/** The organisation that owns the project, null for a user's own. */
+	orgId: string | null;
 	name: string;
 	description: string;
 	status: ProjectStatus;
@@ -67,6 +69,7 @@ interface ProjectRow {
 	id: string;
 	seq: string;
 	owner_id: string;
+	org_id: string | null;
 	name: string;
 	description: string;
 	status: ProjectStatus;
@@ -104,7 +107,7 @@ interface SandboxRow {
 }
 
 const PROJECT_COLUMNS =
-	"p.id, p.seq, p.owner_id, p.name, p.description, p.status, p.head_version, p.file_count, p.total_bytes, p.created_at, p.updated_at, p.archived_at, p.deleted_at";
+	"p.id, p.seq, p.owner_id, p.org_id, p.name, p.description, p.status, p.head_version, p.file_count, p.total_bytes, p.created_at, p.updated_at, p.archived_at, p.deleted_at";
 const VERSION_COLUMNS =
 	"project_id, number, parent_number, message, author_id, task_id, file_count, total_bytes, created_at";
 const SANDBOX_COLUMNS =
@@ -115,6 +118,7 @@ function toProject(row: ProjectRow): ProjectRecord {
 		id: row.id,
 		seq: Number(row.seq),
 		ownerId: row.owner_id,
+		orgId: row.org_id,
 		name: row.name,
 		description: row.description,
 		status: row.status,
@@ -165,11 +169,11 @@ export class ProjectsRepository {
 
 	async createProject(
 		tx: Transaction,
-		p: { id: string; ownerId: string; name: string; description: string }
+		p: { id: string; ownerId: string; orgId?: string | null; name: string; description: string }
 	): Promise<ProjectRecord> {
 		const [row] = await this.select<ProjectRow>(
-			`INSERT INTO projects AS p (id, owner_id, name, description) VALUES ($1, $2, $3, $4) RETURNING ${PROJECT_COLUMNS}`,
-			[p.id, p.ownerId, p.name, p.description],
+			`INSERT INTO projects AS p (id, owner_id, org_id, name, description) VALUES ($1, $2, $3, $4, $5) RETURNING ${PROJECT_COLUMNS}`,
+			[p.id, p.ownerId, p.orgId ?? null, p.name, p.description],
 			tx
 		);
 		// One statement per query: the extended protocol (bind parameters) refuses several.
@@ -186,21 +190,34 @@ export class ProjectsRepository {
 		return toProject(row);
 	}
 
-	/** The project and the user's role in it; null when the user is not a member (or it does not exist). */
+	/**
+	 * The project and the user's own role in it (null when not a project member); null when the
+	 * project does not exist. The role that counts also depends on the organisation (guard.ts).
+	 */
 	async projectForMember(
 		projectId: string,
 		userId: string,
 		tx?: Transaction,
 		lock = false
-	): Promise<{ project: ProjectRecord; role: ProjectRole } | null> {
+	): Promise<{ project: ProjectRecord; role: ProjectRole | null } | null> {
 		if (!isProjectId(projectId)) return null;
-		const rows = await this.select<ProjectRow & { role: ProjectRole }>(
-			`SELECT ${PROJECT_COLUMNS}, m.role FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
+		const rows = await this.select<ProjectRow & { role: ProjectRole | null }>(
+			`SELECT ${PROJECT_COLUMNS}, m.role FROM projects p LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
 			 WHERE p.id = $1${lock ? " FOR UPDATE OF p" : ""}`,
 			[projectId, userId],
 			tx
 		);
 		return rows.length ? { project: toProject(rows[0]), role: rows[0].role } : null;
+	}
+
+	/** Moves a user's project into an organisation (the caller holds the project row lock). */
+	async setOrg(tx: Transaction, projectId: string, orgId: string): Promise<ProjectRecord> {
+		const [row] = await this.select<ProjectRow>(
+			`UPDATE projects AS p SET org_id = $2, updated_at = now() WHERE p.id = $1 RETURNING ${PROJECT_COLUMNS}`,
+			[projectId, orgId],
+			tx
+		);
+		return toProject(row);
 	}
 
 	async project(projectId: string, tx?: Transaction): Promise<ProjectRecord | null> {
@@ -213,17 +230,57 @@ export class ProjectsRepository {
 		return rows.length ? toProject(rows[0]) : null;
 	}
 
+	/**
+	 * The user's projects: their own and shared ones (by project membership), and the projects of
+	 * the organisations in `orgs` (their memberships, as the orgs service reports them), each with the
+	 * role that counts (`effectiveRole` in access.ts, here in SQL so that filters and pages hold).
+	 * An organisation's project is listed only through a current membership of that organisation.
+	 */
 	async listForMember(
 		userId: string,
-		opts: { scope: "all" | "own" | "shared"; includeArchived: boolean; beforeSeq: number | null; limit: number }
+		opts: {
+			scope: "all" | "own" | "shared";
+			includeArchived: boolean;
+			beforeSeq: number | null;
+			limit: number;
+			orgs?: ReadonlyArray<{ orgId: string; role: OrgRoleOfMember }>;
+			orgId?: string | null;
+		}
 	): Promise<Array<{ project: ProjectRecord; role: ProjectRole }>> {
+		const orgs = opts.orgs ?? [];
 		const rows = await this.select<ProjectRow & { role: ProjectRole }>(
-			`SELECT ${PROJECT_COLUMNS}, m.role FROM project_members m JOIN projects p ON p.id = m.project_id
-			 WHERE m.user_id = $1 AND p.status <> 'deleted' AND ($2::boolean OR p.status = 'active')
-			   AND ($3 = 'all' OR ($3 = 'own' AND m.role = 'owner') OR ($3 = 'shared' AND m.role <> 'owner'))
+			`WITH o AS (SELECT * FROM unnest($6::uuid[], $7::text[]) AS o (org_id, role)),
+			 candidates AS (
+			   SELECT project_id AS id FROM project_members WHERE user_id = $1
+			   UNION SELECT p.id FROM projects p JOIN o ON o.org_id = p.org_id
+			 ),
+			 ranked AS (
+			   SELECT ${PROJECT_COLUMNS},
+			     CASE WHEN p.org_id IS NULL THEN m.role
+			          WHEN o.role IS NULL THEN NULL
+			          WHEN o.role IN ('owner', 'admin') THEN 'owner'
+			          WHEN o.role = 'billing' THEN 'viewer'
+			          ELSE COALESCE(m.role, 'viewer') END AS role
+			   FROM candidates c JOIN projects p ON p.id = c.id
+			   LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = $1
+			   LEFT JOIN o ON o.org_id = p.org_id
+			 )
+			 SELECT * FROM ranked p
+			 WHERE p.role IS NOT NULL AND p.status <> 'deleted' AND ($2::boolean OR p.status = 'active')
+			   AND ($3 = 'all' OR ($3 = 'own' AND p.role = 'owner') OR ($3 = 'shared' AND p.role <> 'owner'))
 			   AND ($4::bigint IS NULL OR p.seq < $4::bigint)
+			   AND ($8::uuid IS NULL OR p.org_id = $8::uuid)
 			 ORDER BY p.seq DESC LIMIT $5`,
-			[userId, opts.includeArchived, opts.scope, opts.beforeSeq, opts.limit]
+			[
+				userId,
+				opts.includeArchived,
+				opts.scope,
+				opts.beforeSeq,
+				opts.limit,
+				orgs.map(o => o.orgId),
+				orgs.map(o => o.role),
+				opts.orgId ?? null
+			]
 		);
 		return rows.map(row => ({ project: toProject(row), role: row.role }));
 	}

@@ -12,6 +12,7 @@ import type { CacheBackend } from "./caches";
 import type { ProjectsConfig } from "./config";
 import { FsBlobStore } from "./fs-blob-store";
 import { ProjectGuard } from "./guard";
+import type { OrgRoleLookup } from "./guard";
 import { ProjectLifecycle } from "./lifecycle";
 import { PgBlobStore } from "./pg-blob-store";
 import { ProjectsRepository } from "./repository";
@@ -37,6 +38,8 @@ export interface ProjectsWiring {
 	dataDir: string;
 	cacher: CacheBackend | null;
 	warn(message: string, detail: unknown): void;
+	/** A user's role in an organisation (the orgs service's `orgs.roleOf`). */
+	orgRole: OrgRoleLookup;
 	/** Writes a durable event in `tx` (the service's transactional outbox). */
 	publish(tx: Transaction, topic: string, payload: unknown): Promise<unknown>;
 }
@@ -64,12 +67,12 @@ export function projectsUseCases(w: ProjectsWiring): ProjectsUseCases {
 		timeouts: cfg.sandbox,
 		purgeAfterS: cfg.purgeAfterS
 	});
-	const guard = new ProjectGuard(repo);
+	const guard = new ProjectGuard(repo, w.orgRole);
 	return {
 		repo,
 		blobs,
 		guard,
-		lifecycle: new ProjectLifecycle({ repo, guard, sandboxes, transaction, warn: w.warn }),
+		lifecycle: new ProjectLifecycle({ repo, guard, orgRole: w.orgRole, sandboxes, transaction, warn: w.warn }),
 		caches,
 		sandboxes,
 		commitDeps: { repo, blobs, caches, transaction, publish, limits: cfg.limits },

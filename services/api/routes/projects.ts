@@ -11,6 +11,7 @@ export function projectRoutes(): RouteSpec[] {
 			path: "/projects",
 			action: "projects.create",
 			response: views.create,
+			errors: { 403: ["INSUFFICIENT_ROLE"] },
 			auth: "required",
 			status: 201,
 			summary: "Create a project",
@@ -62,6 +63,16 @@ export function projectRoutes(): RouteSpec[] {
 			errors: { 403: ["INSUFFICIENT_ROLE"], 409: ["PROJECT_NOT_DELETED"] },
 			auth: "required",
 			summary: "Restore a deleted project (owner)",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/projects/:id/transfer",
+			action: "projects.transfer",
+			response: views.transfer,
+			errors: { 403: ["INSUFFICIENT_ROLE"], 409: ["ALREADY_IN_ORG"] },
+			auth: "required",
+			summary: "Move your project into an organisation (project owner; organisation owner or admin)",
 			tag
 		},
 		{

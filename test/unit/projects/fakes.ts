@@ -33,6 +33,7 @@ function project(headVersion = 0): ProjectRecord {
 		id: PROJECT_ID,
 		seq: 1,
 		ownerId: "u1",
+		orgId: null,
 		name: "p",
 		description: "",
 		status: "active",

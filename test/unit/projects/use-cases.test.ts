@@ -8,6 +8,8 @@ import { ProjectLifecycle } from "../../../src/projects/lifecycle";
 import { sha256Hex } from "../../../src/projects/hash";
 import type { Manifest } from "../../../src/projects/manifest";
 import type { MemberRecord, ProjectRecord, SandboxRecord } from "../../../src/projects/repository";
+import { effectiveRole } from "../../../src/projects/access";
+import type { OrgRoleOfMember } from "../../../src/projects/access";
 import { initialSandboxStatus } from "../../../src/projects/sandbox";
 import { SANDBOX_CHANGED, Sandboxes } from "../../../src/projects/sandboxes";
 import type { SandboxesDeps } from "../../../src/projects/sandboxes";
@@ -114,7 +116,7 @@ describe("ProjectGuard", () => {
 			project: async () => (found ? project : null),
 			members: async () => members
 		};
-		return new ProjectGuard(repo);
+		return new ProjectGuard(repo, async () => null);
 	}
 	const tx = {} as Transaction;
 	const member = (userId: string, role: MemberRecord["role"]): MemberRecord => ({
@@ -323,22 +325,41 @@ describe("runBlobGc", () => {
 });
 
 describe("ProjectLifecycle", () => {
-	function setup(opts: { role?: MemberRecord["role"]; status?: ProjectRecord["status"]; noop?: boolean } = {}) {
+	function setup(
+		opts: {
+			role?: MemberRecord["role"];
+			status?: ProjectRecord["status"];
+			noop?: boolean;
+			orgId?: string | null;
+			orgRoles?: Record<string, OrgRoleOfMember>;
+		} = {}
+	) {
 		const db = new FakeDb();
-		const project = { ...db.project, status: opts.status ?? "active" };
+		const project = { ...db.project, status: opts.status ?? "active", orgId: opts.orgId ?? null };
 		const calls: string[] = [];
 		const warnings: string[] = [];
 		let stopFails = false;
 		const lifecycle = new ProjectLifecycle({
 			repo: {
-				createProject: async (_tx, p) => ({ ...project, id: p.id, ownerId: p.ownerId, name: p.name }),
+				createProject: async (_tx, p) => ({
+					...project,
+					id: p.id,
+					ownerId: p.ownerId,
+					orgId: p.orgId ?? null,
+					name: p.name
+				}),
 				updateProject: async (_tx, _id, patch) => {
 					calls.push(`update:${patch.status ?? ""}`);
 					return { ...project, status: patch.status ?? project.status, deletedAt: new Date() };
 				},
 				setMember: async (_tx, _id, userId, role) => void calls.push(`set:${userId}:${role}`),
-				removeMember: async (_tx, _id, userId) => void calls.push(`remove:${userId}`)
+				removeMember: async (_tx, _id, userId) => void calls.push(`remove:${userId}`),
+				setOrg: async (_tx, _id, orgId) => {
+					calls.push(`org:${orgId}`);
+					return { ...project, orgId };
+				}
 			},
+			orgRole: async (_orgId, userId) => opts.orgRoles?.[userId] ?? null,
 			guard: {
 				forOwner: async () => ({ project, role: opts.role ?? "owner" }),
 				memberChange: async () => ({ noop: opts.noop ?? false })
@@ -391,5 +412,92 @@ describe("ProjectLifecycle", () => {
 		await s.lifecycle.setMember("u1", PROJECT_ID, { userId: "y", role: "editor", accountExists: true });
 		await s.lifecycle.removeMember("u1", PROJECT_ID, "y");
 		expect(s.calls).toEqual(["set:y:editor", "remove:y"]);
+	});
+});
+
+describe("organisation projects", () => {
+	const ORG = "9a1c1f8e-1111-4e3a-9a55-0c3e7d4b2a10";
+	const base = { ...new FakeDb().project, orgId: ORG };
+
+	function orgGuard(ownRole: MemberRecord["role"] | null, orgRoles: Record<string, OrgRoleOfMember>) {
+		const repo: GuardRepo = {
+			projectForMember: async () => ({ project: base, role: ownRole }),
+			project: async () => base,
+			members: async () => []
+		};
+		const asked: string[] = [];
+		const guard = new ProjectGuard(repo, async (orgId, userId) => {
+			asked.push(`${orgId}:${userId}`);
+			return orgRoles[userId] ?? null;
+		});
+		return { guard, asked };
+	}
+
+	test("the organisation role combines with the project role; billing reads; outsiders get 404", async () => {
+		const roles = { o: "owner", a: "admin", b: "billing", m: "member" } as const;
+		expect((await orgGuard(null, roles).guard.require(PROJECT_ID, "o", "owner")).role).toBe("owner");
+		expect((await orgGuard(null, roles).guard.require(PROJECT_ID, "a", "owner")).role).toBe("owner");
+		expect((await orgGuard(null, roles).guard.require(PROJECT_ID, "m", "viewer")).role).toBe("viewer");
+		expect((await orgGuard("editor", roles).guard.require(PROJECT_ID, "m", "editor")).role).toBe("editor");
+		const billing = await rejection(orgGuard("owner", roles).guard.require(PROJECT_ID, "b", "editor"));
+		expect([billing.status, billing.code]).toEqual([403, "INSUFFICIENT_ROLE"]);
+		// A project role without the organisation (a removed member) gives nothing.
+		const gone = orgGuard("owner", roles);
+		expect((await rejection(gone.guard.require(PROJECT_ID, "x", "viewer"))).code).toBe("NOT_FOUND");
+		expect(gone.asked).toEqual([`${ORG}:x`]);
+	});
+
+	test("effectiveRole: a user's own project goes by the project role only", () => {
+		expect(effectiveRole("editor", { owned: false, role: null })).toBe("editor");
+		expect(effectiveRole(null, { owned: false, role: null })).toBeNull();
+		expect(effectiveRole(null, { owned: true, role: null })).toBeNull();
+		expect(effectiveRole("owner", { owned: true, role: "billing" })).toBe("viewer");
+		expect(effectiveRole(null, { owned: true, role: "member" })).toBe("viewer");
+	});
+
+	function lifecycle(orgRoles: Record<string, OrgRoleOfMember>, projectOrg: string | null = null) {
+		const db = new FakeDb();
+		const project = { ...db.project, orgId: projectOrg };
+		const calls: string[] = [];
+		const l = new ProjectLifecycle({
+			repo: {
+				createProject: async (_tx, p) => ({ ...project, id: p.id, ownerId: p.ownerId, orgId: p.orgId ?? null }),
+				updateProject: async () => project,
+				setMember: async () => undefined,
+				removeMember: async () => undefined,
+				setOrg: async (_tx, _id, orgId) => {
+					calls.push(`org:${orgId}`);
+					return { ...project, orgId };
+				}
+			},
+			orgRole: async (_orgId, userId) => orgRoles[userId] ?? null,
+			guard: { forOwner: async () => ({ project, role: "owner" }), memberChange: async () => ({ noop: false }) },
+			sandboxes: { stopIfUp: async () => undefined },
+			transaction: db.transaction,
+			warn: () => undefined
+		});
+		return { l, calls };
+	}
+
+	test("an owner or admin creates the organisation's projects; a member 403, an outsider 404", async () => {
+		const { l } = lifecycle({ o: "owner", a: "admin", m: "member", b: "billing" });
+		expect((await l.create("a", { name: "x", description: "", orgId: ORG })).orgId).toBe(ORG);
+		expect((await l.create("o", { name: "x", description: "", orgId: ORG })).ownerId).toBe("o");
+		expect((await rejection(l.create("m", { name: "x", description: "", orgId: ORG }))).code).toBe(
+			"INSUFFICIENT_ROLE"
+		);
+		expect((await rejection(l.create("b", { name: "x", description: "", orgId: ORG }))).status).toBe(403);
+		expect((await rejection(l.create("z", { name: "x", description: "", orgId: ORG }))).status).toBe(404);
+		expect((await l.create("z", { name: "x", description: "" })).orgId).toBeNull();
+	});
+
+	test("transfer moves a user's project in once, for an organisation owner or admin", async () => {
+		const { l, calls } = lifecycle({ a: "admin", m: "member" });
+		expect((await l.transfer("a", PROJECT_ID, ORG)).project.orgId).toBe(ORG);
+		expect(calls).toEqual([`org:${ORG}`]);
+		expect((await rejection(l.transfer("m", PROJECT_ID, ORG))).code).toBe("INSUFFICIENT_ROLE");
+		expect((await rejection(l.transfer("z", PROJECT_ID, ORG))).status).toBe(404);
+		const already = await rejection(lifecycle({ a: "admin" }, ORG).l.transfer("a", PROJECT_ID, ORG));
+		expect([already.status, already.code]).toEqual([409, "ALREADY_IN_ORG"]);
 	});
 });
