@@ -106,9 +106,7 @@ const ProjectsService: ServiceSchema<
 				const userId = currentUser(ctx).id;
 				const orgs = await this.orgMemberships(ctx, userId);
 				const opts = { scope, includeArchived, beforeSeq, limit: limit + 1, orgs, orgId };
-				const page = pageOf(await this.repo.listForMember(userId, opts), limit, r => [
-					r.project.seq
-				]);
+				const page = pageOf(await this.repo.listForMember(userId, opts), limit, r => [r.project.seq]);
 				return { items: page.items.map(r => projectView(r.project, r.role)), nextCursor: page.nextCursor };
 			}
 		},
@@ -408,10 +406,10 @@ const ProjectsService: ServiceSchema<
 		/** The user's organisations and roles; none where the orgs service is not deployed. */
 		async orgMemberships(this: ProjectsThis, ctx: Ctx<object>, userId: string) {
 			try {
-				const r = await ctx.call<{ items: Array<{ orgId: string; role: OrgRoleOfMember }> }, { userId: string }>(
-					"orgs.membershipsOf",
-					{ userId }
-				);
+				const r = await ctx.call<
+					{ items: Array<{ orgId: string; role: OrgRoleOfMember }> },
+					{ userId: string }
+				>("orgs.membershipsOf", { userId });
 				return r.items;
 			} catch (err) {
 				if (err instanceof Errors.ServiceNotFoundError) return [];

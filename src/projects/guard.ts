@@ -121,9 +121,7 @@ export class ProjectGuard {
 			targetRole: members.find(m => m.userId === targetId)?.role ?? null,
 			change: change.change,
 			// An organisation's project is never orphaned: its owners and admins manage it.
-			ownerCount: found.project.orgId
-				? Number.POSITIVE_INFINITY
-				: members.filter(m => m.role === "owner").length
+			ownerCount: found.project.orgId ? Number.POSITIVE_INFINITY : members.filter(m => m.role === "owner").length
 		});
 		if (!verdict.ok)
 			throw new DomainError(verdict.code, verdict.status, verdict.reason, { field, reason: verdict.reason });

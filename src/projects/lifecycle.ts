@@ -29,10 +29,7 @@ export class ProjectLifecycle {
 	 * A new project at version 0 (empty), owned by its creator, or with `orgId` by that organisation
 	 * (the creator must be its owner or admin; a non-member gets 404, as for the organisation itself).
 	 */
-	async create(
-		ownerId: string,
-		p: { name: string; description: string; orgId?: string }
-	): Promise<ProjectRecord> {
+	async create(ownerId: string, p: { name: string; description: string; orgId?: string }): Promise<ProjectRecord> {
 		const { orgId, ...fields } = p;
 		if (orgId) await this.requireOrgManager(orgId, ownerId, "create the organisation's projects");
 		const id = randomUUID();
