@@ -11,7 +11,7 @@ export function projectRoutes(): RouteSpec[] {
 			path: "/projects",
 			action: "projects.create",
 			response: views.create,
-			errors: { 403: ["INSUFFICIENT_ROLE"] },
+			errors: { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] },
 			auth: "required",
 			status: 201,
 			summary: "Create a project",
