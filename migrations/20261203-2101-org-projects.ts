@@ -3,8 +3,8 @@ import type { MigrationParams } from "../src/db/migrate";
 /**
  * Organisation-owned projects (docs/projects.md, docs/orgs.md): `org_id` names the organisation that
  * owns the project (NULL for a user's own). Access to such a project comes from the organisation role
- * (asked of the orgs service per request) combined with the project role; the project's tasks are paid
- * by the organisation's wallet.
+ * (asked of the orgs service per request) combined with the project role. Who pays for the project's
+ * tasks does not change yet (the user who starts them; issue 19 part 2).
  */
 export async function up({ sequelize }: MigrationParams) {
 	await sequelize.query(`

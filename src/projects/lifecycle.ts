@@ -39,7 +39,7 @@ export class ProjectLifecycle {
 	/**
 	 * Moves a user's own project into an organisation: the caller must own the project and be an
 	 * owner or admin of the organisation. One way: an organisation's project does not move again
-	 * (409 `ALREADY_IN_ORG`). Its tasks are paid by the organisation from then on.
+	 * (409 `ALREADY_IN_ORG`). Who pays for its tasks does not change yet (issue 19 part 2).
 	 */
 	async transfer(userId: string, id: string, orgId: string): Promise<Owned> {
 		await this.requireOrgManager(orgId, userId, "move projects into the organisation");
