@@ -130,23 +130,14 @@ const head = (lim: string) => `
  */
 const SETTINGS = `SET plan_cache_mode = force_generic_plan SET enable_bitmapscan = off SET jit = off`;
 
-export async function up({ sequelize }: MigrationParams) {
-	await sequelize.query(`
-		-- B in the queue head: the largest stored boost of the queue, read from the index end.
-		CREATE INDEX tasks_queued_boost ON tasks (boost_ms) WHERE state = 'queued';
-
-		CREATE FUNCTION tasks_queue_head(p_now timestamptz, p_limit integer, p_tiers text[], p_ceilings integer[], p_quantum_ms integer)
-		RETURNS TABLE (id uuid, user_id text, tier text, enqueued_at timestamptz, vst timestamptz)
-		LANGUAGE plpgsql STABLE ${SETTINGS} AS $fn$
-		#variable_conflict use_column
-		BEGIN
-			IF p_limit <= 0 THEN RETURN; END IF;
-			RETURN QUERY ${head("p_limit")};
-		END
-		$fn$;
-
+/**
+ * The CREATE FUNCTION text of tasks_lease. `leaseIdParam` (migration 20261204-4005): an 11th argument,
+ * the lease id the leaser chose for this call (every task it takes gets it; NULL: a fresh one each).
+ */
+export function tasksLeaseSql(leaseIdParam: boolean): string {
+	return `
 		CREATE FUNCTION tasks_lease(p_now timestamptz, p_window integer, p_slots integer, p_node text, p_lease_expires timestamptz,
-			p_tiers text[], p_ceilings integer[], p_quantum_ms integer, p_user_caps integer[], p_tier_caps integer[])
+			p_tiers text[], p_ceilings integer[], p_quantum_ms integer, p_user_caps integer[], p_tier_caps integer[]${leaseIdParam ? ", p_lease_id uuid" : ""})
 		RETURNS SETOF tasks
 		LANGUAGE plpgsql ${SETTINGS} AS $fn$
 		DECLARE
@@ -179,7 +170,7 @@ export async function up({ sequelize }: MigrationParams) {
 					un := COALESCE((running ->> ('u:' || cur.user_id))::integer, 0);
 					tn := COALESCE((running ->> ('t:' || cur.tier))::integer, 0);
 					CONTINUE WHEN un >= p_user_caps[ti] OR (p_tier_caps[ti] IS NOT NULL AND tn >= p_tier_caps[ti]);
-					UPDATE tasks t SET state = 'running', lease_id = gen_random_uuid(), lease_expires_at = p_lease_expires, node_id = p_node,
+					UPDATE tasks t SET state = 'running', lease_id = ${leaseIdParam ? "COALESCE(p_lease_id, gen_random_uuid())" : "gen_random_uuid()"}, lease_expires_at = p_lease_expires, node_id = p_node,
 						attempts = t.attempts + 1, started_at = COALESCE(t.started_at, p_now), last_started_at = p_now, not_before = NULL,
 						version = t.version + 1, updated_at = p_now
 					WHERE t.id = (SELECT q.id FROM tasks q WHERE q.id = cur.id AND q.state = 'queued' FOR UPDATE SKIP LOCKED)
@@ -195,6 +186,25 @@ export async function up({ sequelize }: MigrationParams) {
 			END LOOP;
 		END
 		$fn$;
+	`;
+}
+
+export async function up({ sequelize }: MigrationParams) {
+	await sequelize.query(`
+		-- B in the queue head: the largest stored boost of the queue, read from the index end.
+		CREATE INDEX tasks_queued_boost ON tasks (boost_ms) WHERE state = 'queued';
+
+		CREATE FUNCTION tasks_queue_head(p_now timestamptz, p_limit integer, p_tiers text[], p_ceilings integer[], p_quantum_ms integer)
+		RETURNS TABLE (id uuid, user_id text, tier text, enqueued_at timestamptz, vst timestamptz)
+		LANGUAGE plpgsql STABLE ${SETTINGS} AS $fn$
+		#variable_conflict use_column
+		BEGIN
+			IF p_limit <= 0 THEN RETURN; END IF;
+			RETURN QUERY ${head("p_limit")};
+		END
+		$fn$;
+
+		${tasksLeaseSql(false)}
 	`);
 }
 

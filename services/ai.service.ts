@@ -14,7 +14,7 @@ import type { PrepareInput } from "../src/tasks/contract";
 import type { AttemptEvent } from "../src/ai/generate";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
-import { LeasePump } from "../src/ai/lease-pump";
+import { LeasePump, sentNowhere } from "../src/ai/lease-pump";
 import { OutcomeSpool } from "../src/ai/outcome-spool";
 import { replaySpool } from "../src/ai/report";
 import { runtimeOf } from "../src/runtime/runtime";
@@ -367,16 +367,21 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					this.broker.registry.getActionEndpoints("tasks.lease") as unknown as
 						{ hasAvailable(): boolean } | undefined
 				)?.hasAvailable(),
-			lease: slots =>
-				this.broker.call<LeasedTask[], { nodeID: string; slots: number }>("tasks.lease", {
-					nodeID: this.broker.nodeID,
-					slots
-				}),
+			lease: (slots, call) =>
+				this.broker.call<LeasedTask[], { nodeID: string; slots: number; leaseId: string; recover?: string[] }>(
+					"tasks.lease",
+					{
+						nodeID: this.broker.nodeID,
+						slots,
+						leaseId: call.leaseId,
+						...(call.recover.length ? { recover: call.recover } : {})
+					}
+				),
 			start: task => this.startTask(task),
+			isRunning: taskId => this.running.has(taskId),
+			mayHaveLeased: err => !sentNowhere(err),
 			onError: err => {
-				const code = (err as { type?: string }).type;
-				if (code !== "SERVICE_NOT_FOUND" && code !== "SERVICE_NOT_AVAILABLE")
-					this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
+				if (!sentNowhere(err)) this.logger.warn(`tasks.lease failed: ${(err as Error).message}`);
 			}
 		});
 		this.pollTimer = null;

@@ -157,21 +157,42 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			visibility: INTERNAL,
 			params: {
 				nodeID: { type: "string", min: 1, max: 200 },
-				slots: { type: "number", integer: true, min: 0, max: 10_000, convert: true }
+				slots: { type: "number", integer: true, min: 0, max: 10_000, convert: true },
+				// The lease id this call's tasks get, chosen by the worker (src/ai/lease-pump.ts).
+				leaseId: { type: "uuid", optional: true },
+				// Lease ids of this worker's earlier calls whose answer it never got: their tasks come back.
+				recover: { type: "array", items: "uuid", max: 64, optional: true }
 			},
-			async handler(this: TasksThis, ctx: Context<{ nodeID: string; slots: number }>): Promise<LeasedTask[]> {
+			async handler(
+				this: TasksThis,
+				ctx: Context<{ nodeID: string; slots: number; leaseId?: string; recover?: string[] }>
+			): Promise<LeasedTask[]> {
+				const { nodeID, leaseId, recover } = ctx.params;
 				const slots = Math.min(ctx.params.slots, this.cfg.maxLeaseSlots);
-				if (!slots) return []; // a drained node gets none: the lease statement checks it
 				const now = Date.now();
-				const rows = await this.store.lease({
-					nodeId: ctx.params.nodeID,
-					slots,
-					now,
-					leaseMs: this.cfg.leaseMs,
-					totalWorkers: Math.max(this.capacity(), slots)
-				});
+				const recovered = recover?.length
+					? await this.store.recoverLeases({
+							nodeId: nodeID,
+							leaseIds: recover,
+							now,
+							leaseMs: this.cfg.leaseMs
+						})
+					: [];
+				if (recovered.length)
+					this.broker.metrics.increment("tasks.lease.recovered.total", {}, recovered.length);
+				// A drained node gets none: the lease statement checks it.
+				const rows = slots
+					? await this.store.lease({
+							nodeId: nodeID,
+							slots,
+							now,
+							leaseMs: this.cfg.leaseMs,
+							totalWorkers: Math.max(this.capacity(), slots),
+							leaseId: leaseId ?? null
+						})
+					: [];
 				for (const row of rows) this.dispatched(row, now);
-				return rows.map(leasedTask);
+				return [...recovered, ...rows].map(leasedTask);
 			}
 		},
 

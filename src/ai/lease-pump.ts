@@ -6,28 +6,69 @@
  * (dropping it would leave the slot idle until the next poll, up to `AI_POLL_MS`). A round that
  * leases fewer tasks than it asked for ends the pump (the queue has nothing more for this node),
  * unless such a mark arrived during it.
+ *
+ * Lost answers (docs/task-lifecycle.md, "Dispatch"): each call names its lease id. A call that
+ * failed may still have leased tasks on the tasks node (it timed out there while the tasks node went
+ * on), so its lease id is kept for `recoverForMs` and sent as `recover` with the next calls, also
+ * when no slot is free; the tasks leased under it come back in such a call's answer and are started
+ * then (once: a task already running here is not started again). A lease id that brought tasks back
+ * is dropped: all of a call's tasks commit together, so none can come later.
  */
-export interface LeasePumpDeps<T> {
+import { randomUUID } from "node:crypto";
+
+export interface Leased {
+	taskId: string;
+	leaseId: string;
+}
+
+export interface LeasePumpDeps<T extends Leased> {
 	/** Slots free now. */
 	free(): number;
 	/** False when leasing makes no sense now (no tasks service reachable, node stopping). */
 	canLease(): boolean;
-	/** Asks for up to `slots` tasks; throws on failure (the round ends, the next poll retries). */
-	lease(slots: number): Promise<T[]>;
+	/**
+	 * Asks for up to `slots` tasks under the lease id `leaseId`, and for the tasks of the earlier lease
+	 * ids in `recover`; throws on failure (the round ends, the next poll retries).
+	 */
+	lease(slots: number, call: { leaseId: string; recover: string[] }): Promise<T[]>;
 	/** Starts a leased task (synchronously takes its slot). */
 	start(task: T): void;
+	/** Whether a task runs here already (a recovered task is not started twice). */
+	isRunning(taskId: string): boolean;
 	onError?(err: unknown): void;
+	/** Whether a failed call may have leased tasks (default yes; no for a call that was never sent). */
+	mayHaveLeased?(err: unknown): boolean;
+	/** How long the lease id of a failed call is asked about (default 120 s: past any lease plus its grace). */
+	recoverForMs?: number;
+	now?(): number;
+	newLeaseId?(): string;
 }
 
-export class LeasePump<T> {
+/** At most this many lost lease ids are kept (the oldest go first); tasks.lease takes up to 64. */
+const MAX_RECOVER = 64;
+
+/** Moleculer's errors for a call that never left the caller: no tasks service known or available. */
+export function sentNowhere(err: unknown): boolean {
+	const type = (err as { type?: string } | null)?.type;
+	return type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE";
+}
+
+export class LeasePump<T extends Leased> {
 	private leasing = false;
 	private again = false;
+	/** Lease id of a failed call → when it failed. */
+	private readonly unanswered = new Map<string, number>();
 
 	constructor(private readonly deps: LeasePumpDeps<T>) {}
 
 	/** Whether a lease call is in flight. */
 	get busy(): boolean {
 		return this.leasing;
+	}
+
+	/** Lease ids of failed calls still asked about. */
+	get lost(): string[] {
+		return [...this.unanswered.keys()];
 	}
 
 	async pump(): Promise<void> {
@@ -39,21 +80,39 @@ export class LeasePump<T> {
 		try {
 			for (;;) {
 				this.again = false;
-				const free = this.deps.free();
-				if (free <= 0 || !this.deps.canLease()) break;
+				const now = this.deps.now?.() ?? Date.now();
+				const keepFor = this.deps.recoverForMs ?? 120_000;
+				for (const [id, at] of this.unanswered) if (now - at > keepFor) this.unanswered.delete(id);
+				const free = Math.max(0, this.deps.free());
+				const recover = this.lost;
+				if ((free <= 0 && !recover.length) || !this.deps.canLease()) break;
+				const leaseId = this.deps.newLeaseId?.() ?? randomUUID();
 				let tasks: T[];
 				try {
-					tasks = await this.deps.lease(free);
+					tasks = await this.deps.lease(free, { leaseId, recover });
 				} catch (err) {
+					// A call for no slot leased nothing, whatever happened to it.
+					if (free > 0 && (this.deps.mayHaveLeased?.(err) ?? true)) this.remember(leaseId, now);
 					this.deps.onError?.(err);
 					break;
 				}
 				if (!Array.isArray(tasks)) tasks = [];
-				for (const t of tasks) this.deps.start(t);
-				if (tasks.length < free && !this.again) break;
+				let fresh = 0;
+				for (const t of tasks) {
+					if (t.leaseId === leaseId) fresh++;
+					else this.unanswered.delete(t.leaseId);
+					if (!this.deps.isRunning(t.taskId)) this.deps.start(t);
+				}
+				// A call for no slot only asked about lost answers; otherwise as before.
+				if ((free === 0 || fresh < free) && !this.again) break;
 			}
 		} finally {
 			this.leasing = false;
 		}
+	}
+
+	private remember(leaseId: string, at: number) {
+		this.unanswered.set(leaseId, at);
+		while (this.unanswered.size > MAX_RECOVER) this.unanswered.delete(this.unanswered.keys().next().value!);
 	}
 }

@@ -32,5 +32,10 @@ export function registerTasksMetrics(m: MetricRegistry): void {
 			labelNames: ["tier"],
 			description: "Leases that expired (worker died or stalled)"
 		});
+		m.register({
+			type: "counter",
+			name: "tasks.lease.recovered.total",
+			description: "Leased tasks handed again to a worker that never got its lease call's answer"
+		});
 	}
 }

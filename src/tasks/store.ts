@@ -223,6 +223,8 @@ export class TaskStore {
 		now: number;
 		leaseMs: number;
 		totalWorkers: number;
+		/** The lease id every task of this call gets (the worker's, so it can ask for them again: recoverLeases). */
+		leaseId?: string | null;
 	}): Promise<TaskRow[]> {
 		if (p.slots <= 0) return [];
 		const userCaps = TIER_ORDER.map(t => this.tiers[t].perUserConcurrency);
@@ -237,7 +239,7 @@ export class TaskStore {
 			// the same round trip instead of a query of its own before every lease.
 			`SELECT * FROM tasks_lease($1::timestamptz, $2::integer,
 			   CASE WHEN EXISTS (SELECT 1 FROM task_drained_nodes WHERE node_id = $4::text) THEN 0 ELSE $3::integer END,
-			   $4::text, $5::timestamptz, $6::text[], $7::integer[], $8::integer, $9::integer[], $10::integer[])`,
+			   $4::text, $5::timestamptz, $6::text[], $7::integer[], $8::integer, $9::integer[], $10::integer[], $11::uuid)`,
 			[
 				new Date(p.now),
 				p.slots * 8 + 64,
@@ -246,8 +248,23 @@ export class TaskStore {
 				new Date(p.now + p.leaseMs),
 				...this.order,
 				userCaps,
-				tierCaps
+				tierCaps,
+				p.leaseId ?? null
 			]
+		);
+	}
+
+	/**
+	 * The tasks leased to `nodeId` by calls whose answer it never got (their lease ids), still running
+	 * under that lease: their lease is renewed and they go back to the worker (the same attempt). A task
+	 * whose lease expired and was taken back is not among them. Reads the running tasks only (index
+	 * tasks_running), and only when a worker has a lost answer to ask about.
+	 */
+	async recoverLeases(p: { nodeId: string; leaseIds: string[]; now: number; leaseMs: number }): Promise<TaskRow[]> {
+		if (!p.leaseIds.length) return [];
+		return this.q<TaskRow>(
+			`UPDATE tasks SET lease_expires_at = $3 WHERE state = 'running' AND node_id = $1 AND lease_id = ANY($2::uuid[]) RETURNING *`,
+			[p.nodeId, p.leaseIds, new Date(p.now + p.leaseMs)]
 		);
 	}
 

@@ -5,7 +5,7 @@
  * service is tested on its own; these tests must not depend on it.
  */
 import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
-import { LeasePump } from "../../src/ai/lease-pump";
+import { LeasePump, sentNowhere } from "../../src/ai/lease-pump";
 import { replaySpool, reportDurably } from "../../src/ai/report";
 import type { OutcomeSpool } from "../../src/ai/outcome-spool";
 
@@ -261,8 +261,16 @@ export function fakeAiWorker(options: FakeWorkerOptions = {}): ServiceSchema {
 			this.leasePump = new LeasePump<LeasedTaskLike>({
 				free: () => opts.slots - this.running.size,
 				canLease: () => !this.stopping && opts.leases !== false,
-				lease: slots => this.broker.call("tasks.lease", { nodeID: this.broker.nodeID, slots }),
-				start: task => void this.run(task)
+				lease: (slots, call) =>
+					this.broker.call("tasks.lease", {
+						nodeID: this.broker.nodeID,
+						slots,
+						leaseId: call.leaseId,
+						...(call.recover.length ? { recover: call.recover } : {})
+					}),
+				start: task => void this.run(task),
+				isRunning: taskId => this.running.has(taskId),
+				mayHaveLeased: err => !sentNowhere(err)
 			});
 			this.stopping = false;
 		},
