@@ -33,6 +33,7 @@ import {
 import { adminOverrideVia, tierFactsOf, walletOwnerVia } from "../src/payments/facts";
 import { grantCredits, postGrant, type GrantRequest } from "../src/payments/grants";
 import { balanceView, boostQuote, factsView, stakingView } from "../src/payments/views";
+import { payerOfRequest } from "../src/payments/payer";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 
@@ -67,6 +68,22 @@ function ownRecord(id: object, read: (svc: PaymentsThis, userId: string, id: str
 		}
 	};
 }
+/** `?orgId=` on the billing routes: act for that organisation's payer (owner, admin, billing). */
+const ORG_ID = {
+	type: "uuid",
+	optional: true,
+	description: "act for this organisation's payer (owner, admin, billing roles)"
+} as const;
+
+/** The payer a billing request acts for (src/payments/payer.ts). */
+function payerOf(ctx: Ctx<{ orgId?: string }>): Promise<string> {
+	return payerOfRequest(
+		(orgId, userId) => ctx.call("orgs.roleOf", { orgId, userId }),
+		currentUser(ctx).id,
+		ctx.params.orgId
+	);
+}
+
 const CREDITS = (min: number) => ({ type: "number", integer: true, min, max: Number.MAX_SAFE_INTEGER, convert: true });
 
 const PaymentsService: ServiceSchema<
@@ -149,11 +166,12 @@ const PaymentsService: ServiceSchema<
 			params: {
 				$$strict: true,
 				kind: { type: "enum", values: ["pack", "plan"] },
-				itemId: { type: "string", min: 1, max: 64 }
+				itemId: { type: "string", min: 1, max: 64 },
+				orgId: ORG_ID
 			},
-			async handler(this: PaymentsThis, ctx: Ctx<{ kind: "pack" | "plan"; itemId: string }>) {
+			async handler(this: PaymentsThis, ctx: Ctx<{ kind: "pack" | "plan"; itemId: string; orgId?: string }>) {
 				const checkout = await this.billing.createCheckout(
-					currentUser(ctx).id,
+					await payerOf(ctx),
 					ctx.params.kind,
 					ctx.params.itemId,
 					ctx.meta.idempotencyKey ?? null
@@ -163,7 +181,81 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
-		checkoutStatus: ownRecord(UUID, (svc, userId, id) => svc.billing.checkoutStatus(userId, id)),
+		checkoutStatus: {
+			auth: "required",
+			scope: "billing:read",
+			params: { $$strict: "remove", id: UUID, orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ id: string; orgId?: string }>) {
+				return this.billing.checkoutStatus(await payerOf(ctx), ctx.params.id);
+			}
+		},
+
+		portal: {
+			auth: "required",
+			scope: "billing:write",
+			params: { $$strict: true, orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
+				this.billing.requireConfigured();
+				const { url, returnUrl } = await this.billing.selfServe.portalSession(await payerOf(ctx));
+				return { url, returnUrl };
+			}
+		},
+
+		subscription: {
+			auth: "required",
+			scope: "billing:read",
+			params: { $$strict: "remove", orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
+				const payerId = await payerOf(ctx);
+				const [planTier, subscription] = await Promise.all([
+					this.billing.planOf(payerId),
+					this.billing.selfServe.subscription(payerId)
+				]);
+				return { planTier, subscription };
+			}
+		},
+
+		changeSubscription: {
+			auth: "required",
+			scope: "billing:write",
+			params: { $$strict: true, plan: { type: "string", min: 1, max: 64 }, orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ plan: string; orgId?: string }>) {
+				this.billing.requireConfigured();
+				return this.billing.selfServe.changePlan(
+					await payerOf(ctx),
+					ctx.params.plan,
+					ctx.meta.idempotencyKey ?? null
+				);
+			}
+		},
+
+		cancelSubscription: {
+			auth: "required",
+			scope: "billing:write",
+			params: { $$strict: true, orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
+				this.billing.requireConfigured();
+				return this.billing.selfServe.setCancelAtPeriodEnd(
+					await payerOf(ctx),
+					true,
+					ctx.meta.idempotencyKey ?? null
+				);
+			}
+		},
+
+		resumeSubscription: {
+			auth: "required",
+			scope: "billing:write",
+			params: { $$strict: true, orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
+				this.billing.requireConfigured();
+				return this.billing.selfServe.setCancelAtPeriodEnd(
+					await payerOf(ctx),
+					false,
+					ctx.meta.idempotencyKey ?? null
+				);
+			}
+		},
 
 		stripeWebhook: {
 			params: { rawBody: { type: "string", max: 1_048_576 }, signature: { type: "string", max: 4096 } },
@@ -417,6 +509,14 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
+		/** Drops the tier of payers past due beyond the grace period (also run on the inbox poll). */
+		expirePastDueGrace: {
+			visibility: INTERNAL,
+			async handler(this: PaymentsThis) {
+				return { changed: await this.billing.expirePastDueGrace() };
+			}
+		},
+
 		reconcileStripe: {
 			visibility: INTERNAL,
 			params: {
@@ -569,6 +669,7 @@ const PaymentsService: ServiceSchema<
 		if (this.billing.configured) {
 			// Events left by a crash or waiting for an earlier event are picked up by the poll.
 			every(pc.stripe.inboxPollMs, async () => this.billing.kick(), "Stripe inbox");
+			every(pc.stripe.inboxPollMs, () => this.billing.expirePastDueGrace(), "Stripe past-due grace");
 			every(pc.stripe.reconcileIntervalMs, () => this.reconcileStripe(), "Stripe reconciliation");
 		}
 		if (this.chain) every(pc.chain.pollMs, () => this.chainTick(), "chain pass");

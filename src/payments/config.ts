@@ -19,6 +19,10 @@ export interface StripeSettings {
 	reconcileWindowS: number;
 	/** How often each node processes pending inbox events (the webhook also kicks it). */
 	inboxPollMs: number;
+	/** Where the Customer Portal sends the payer back to. */
+	portalReturnUrl: string;
+	/** How long a `past_due` subscription keeps its tier (src/payments/subscription-rules.ts). */
+	pastDueGraceS: number;
 }
 
 export interface ChainSettings {
@@ -122,7 +126,9 @@ export function loadPaymentsConfig(r: EnvReader): PaymentsConfig {
 			currency,
 			reconcileIntervalMs: r.int("STRIPE_RECONCILE_INTERVAL_MS", 300_000, 0, 86_400_000),
 			reconcileWindowS: r.int("STRIPE_RECONCILE_WINDOW_S", 3 * 86_400, 60, 30 * 86_400),
-			inboxPollMs: r.int("STRIPE_INBOX_POLL_MS", 2000, 10, 600_000)
+			inboxPollMs: r.int("STRIPE_INBOX_POLL_MS", 2000, 10, 600_000),
+			portalReturnUrl: r.str("STRIPE_PORTAL_RETURN_URL", `${publicUrl}/billing`),
+			pastDueGraceS: r.int("BILLING_PAST_DUE_GRACE_S", 7 * 86_400, 0, 90 * 86_400)
 		},
 		chain,
 		stakeMinHoldingMs: r.int("STAKE_MIN_HOLDING_S", STAKE_MIN_HOLDING_MS / 1000, 0, 365 * 86_400) * 1000,

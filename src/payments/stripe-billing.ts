@@ -24,6 +24,8 @@ import { Ledger, credits } from "./ledger";
 import { refundClawback } from "./ledger-rules";
 import { findPack, findPlan } from "./prices";
 import type { Publisher } from "./stake-indexer";
+import { StripeSelfServe } from "./stripe-self-serve";
+import { graceEndsAt, nextPastDueSince, planTierOf } from "./subscription-rules";
 
 export function createStripeClient(s: StripeSettings): Stripe | null {
 	if (!s.secretKey) return null;
@@ -38,7 +40,9 @@ export function createStripeClient(s: StripeSettings): Stripe | null {
 /** Stripe's idempotency key for creating a checkout: the same checkout always sends the same key. */
 const checkoutIdempotencyKey = (checkoutId: string) => `ff-checkout-${checkoutId}`;
 
-const ACTIVE_SUBSCRIPTION = new Set(["active", "trialing", "past_due"]);
+/** The durable notice published when a payer's subscription becomes `past_due` (once per episode). */
+export const BILLING_PAST_DUE = "billing.past_due";
+
 const TERMINAL_SUBSCRIPTION = new Set(["canceled", "incomplete_expired"]);
 const MAX_ATTEMPTS = 25;
 
@@ -86,6 +90,8 @@ interface SessionLike {
 	payment_status: string;
 	status?: string;
 	amount_total?: number | null;
+	/** Before discounts (promotion codes): what the checkout's price is checked against. */
+	amount_subtotal?: number | null;
 	currency?: string | null;
 	client_reference_id?: string | null;
 	payment_intent?: string | { id: string } | null;
@@ -114,7 +120,20 @@ function checkoutView(r: CheckoutRow) {
 	};
 }
 
+/** The parts of a subscription event's object this module reads. */
+interface SubscriptionLike {
+	id: string;
+	status: string;
+	metadata?: Record<string, string>;
+	customer?: string | { id: string } | null;
+	cancel_at_period_end?: boolean;
+	current_period_end?: number | null;
+	items?: { data?: Array<{ id: string; current_period_end?: number | null }> };
+}
+
 export class StripeBilling {
+	/** Customers, the portal and plan changes (src/payments/stripe-self-serve.ts). */
+	readonly selfServe: StripeSelfServe;
 	private processing: Promise<number> | null = null;
 	private again = false;
 	/** Told of every inbox event once its outcome is committed (metrics); `failed` when processing threw. */
@@ -127,10 +146,17 @@ export class StripeBilling {
 		private readonly settings: StripeSettings,
 		private readonly publish: Publisher,
 		private readonly log: { warn(...a: unknown[]): void; info(...a: unknown[]): void; error(...a: unknown[]): void }
-	) {}
+	) {
+		this.selfServe = new StripeSelfServe(sequelize, () => this.client(), settings, log);
+	}
 
 	get configured() {
 		return this.stripe != null && this.settings.webhookSecret != null;
+	}
+
+	/** 503 STRIPE_NOT_CONFIGURED unless Stripe is configured. */
+	requireConfigured(): void {
+		this.client();
 	}
 
 	private client(): Stripe {
@@ -148,8 +174,9 @@ export class StripeBilling {
 
 	// ---- Checkout ---------------------------------------------------------------------------
 
+	/** A Checkout for `payerId` (a user id or `org:<uuid>`), on the payer's Stripe Customer. */
 	async createCheckout(
-		userId: string,
+		payerId: string,
 		kind: "pack" | "plan",
 		itemId: string,
 		clientKey: string | null
@@ -162,10 +189,11 @@ export class StripeBilling {
 				{ field: "itemId", message: `no ${kind} '${itemId}' (see GET /billing/prices)`, type: "enum" }
 			]);
 		if (plan) {
-			const current = await this.planOf(userId);
-			if (TIERS[current].rank >= TIERS[plan.tier].rank)
+			// One subscription per payer: a plan change goes through it, never through a second Checkout.
+			const current = await this.planOf(payerId);
+			if (TIERS[current].rank >= TIERS[plan.tier].rank || (await this.selfServe.hasLiveSubscription(payerId)))
 				throw Conflict(
-					`You already have the ${current} plan; manage it from your Stripe receipt or contact support`,
+					`There is a subscription already (${current} plan); change it with POST /billing/subscription`,
 					"ALREADY_SUBSCRIBED"
 				);
 		}
@@ -178,7 +206,7 @@ export class StripeBilling {
 			[row] = await this.q<CheckoutRow>(
 				null,
 				`SELECT * FROM stripe_checkouts WHERE user_id = $1 AND client_key = $2`,
-				[userId, clientKey]
+				[payerId, clientKey]
 			);
 			if (row && (row.kind !== kind || row.item_id !== itemId))
 				throw Conflict("This Idempotency-Key was used for another checkout", "IDEMPOTENCY_KEY_REUSED");
@@ -190,7 +218,7 @@ export class StripeBilling {
 				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating') ON CONFLICT (user_id, client_key) DO NOTHING RETURNING *`,
 				[
 					randomUUID(),
-					userId,
+					payerId,
 					clientKey,
 					kind,
 					itemId,
@@ -200,14 +228,17 @@ export class StripeBilling {
 					this.settings.currency
 				]
 			);
-			if (!inserted.length) return this.createCheckout(userId, kind, itemId, clientKey); // a concurrent request with the same key won
+			if (!inserted.length) return this.createCheckout(payerId, kind, itemId, clientKey); // a concurrent request with the same key won
 			row = inserted[0];
 		}
 		if (row.session_id) return checkoutView(row);
 
+		const customer = await this.selfServe.ensureCustomer(payerId);
+		// `userId` is the payer too (its older name, read by subscription events of earlier checkouts).
 		const metadata = {
 			checkoutId: row.id,
-			userId,
+			payerId,
+			userId: payerId,
 			kind,
 			itemId,
 			...(plan ? { planTier: plan.tier } : { credits: credits.toString() })
@@ -215,7 +246,9 @@ export class StripeBilling {
 		const fill = (s: string) => s.replace("{CHECKOUT_ID}", row!.id);
 		const params: Stripe.Checkout.SessionCreateParams = {
 			mode: kind === "pack" ? "payment" : "subscription",
-			client_reference_id: userId,
+			client_reference_id: payerId,
+			customer,
+			allow_promotion_codes: true,
 			metadata,
 			line_items: [
 				{
@@ -230,7 +263,13 @@ export class StripeBilling {
 			],
 			success_url: fill(this.settings.successUrl),
 			cancel_url: fill(this.settings.cancelUrl),
-			...(kind === "pack" ? { payment_intent_data: { metadata } } : { subscription_data: { metadata } })
+			...(kind === "pack"
+				? {
+						// The card is saved on the Customer for later off-session payments; the pack gets an invoice (a receipt).
+						payment_intent_data: { metadata, setup_future_usage: "off_session" as const },
+						invoice_creation: { enabled: true, invoice_data: { metadata } }
+					}
+				: { subscription_data: { metadata } })
 		};
 		let session: Stripe.Checkout.Session;
 		try {
@@ -256,10 +295,10 @@ export class StripeBilling {
 	 * A checkout's state for its owner. While it is not settled, asks Stripe for the session: the
 	 * success redirect may arrive before the webhook, and it credits through the same path.
 	 */
-	async checkoutStatus(userId: string, checkoutId: string) {
+	async checkoutStatus(payerId: string, checkoutId: string) {
 		const [row] = await this.q<CheckoutRow>(null, `SELECT * FROM stripe_checkouts WHERE id = $1 AND user_id = $2`, [
 			checkoutId,
-			userId
+			payerId
 		]);
 		if (!row) throw NotFound("Checkout");
 		if (!row.session_id || !["open", "processing"].includes(row.status) || !this.stripe) return checkoutView(row);
@@ -458,11 +497,7 @@ export class StripeBilling {
 			case "customer.subscription.deleted":
 			case "customer.subscription.paused":
 			case "customer.subscription.resumed":
-				return this.applySubscription(
-					tx,
-					obj as { id: string; status: string; metadata?: Record<string, string> },
-					event
-				);
+				return this.applySubscription(tx, obj as unknown as SubscriptionLike, event);
 			default:
 				return "ignored";
 		}
@@ -507,12 +542,14 @@ export class StripeBilling {
 			if (row.status === "open" || row.status === "creating") await this.setStatus(tx, row.id, "processing");
 			return "recorded";
 		}
+		// A promotion code lowers amount_total; the price before discounts is what must match.
+		const priced = s.amount_subtotal ?? s.amount_total;
 		if (
-			s.amount_total != null &&
-			(BigInt(s.amount_total) !== BigInt(row.amount_cents) || (s.currency ?? row.currency) !== row.currency)
+			priced != null &&
+			(BigInt(priced) !== BigInt(row.amount_cents) || (s.currency ?? row.currency) !== row.currency)
 		) {
 			this.log.error(
-				`Stripe session ${s.id}: paid ${s.amount_total} ${s.currency}, expected ${row.amount_cents} ${row.currency}; not credited`
+				`Stripe session ${s.id}: priced ${priced} ${s.currency}, expected ${row.amount_cents} ${row.currency}; not credited`
 			);
 			return "ignored";
 		}
@@ -709,79 +746,158 @@ export class StripeBilling {
 		return existing ? "recorded" : "clawed_back";
 	}
 
-	private async applySubscription(
-		tx: Transaction,
-		sub: { id: string; status: string; metadata?: Record<string, string> },
-		event: StripeEventLike
-	): Promise<Outcome> {
-		let userId = sub.metadata?.userId ?? null;
+	private async applySubscription(tx: Transaction, sub: SubscriptionLike, event: StripeEventLike): Promise<Outcome> {
+		let payerId = sub.metadata?.payerId ?? sub.metadata?.userId ?? null;
 		let planTier = sub.metadata?.planTier ?? null;
-		if (!userId || !planTier) {
+		if (!payerId || !planTier) {
 			const [row] = await this.q<CheckoutRow>(
 				tx,
 				`SELECT * FROM stripe_checkouts WHERE subscription_id = $1 AND kind = 'plan'`,
 				[sub.id]
 			);
 			if (!row) return "ignored";
-			userId = row.user_id;
+			payerId = row.user_id;
 			planTier = row.plan_tier;
 		}
 		if (!planTier || !isTierName(planTier)) return "ignored";
 		const status = event.type === "customer.subscription.deleted" ? "canceled" : sub.status;
 		const created = new Date(event.created * 1000);
-		const [current] = await this.q<{ status: string; last_event_created: Date; user_id: string }>(
+		const item = sub.items?.data?.[0] ?? null;
+		const periodEnd = item?.current_period_end ?? sub.current_period_end ?? null;
+		const facts = {
+			customerId: idOf(sub.customer ?? null),
+			itemId: item?.id ?? null,
+			cancelAtPeriodEnd: sub.cancel_at_period_end ?? false,
+			currentPeriodEnd: periodEnd ? new Date(periodEnd * 1000) : null
+		};
+		const [current] = await this.q<{ status: string; last_event_created: Date; past_due_since: Date | null }>(
 			tx,
-			`SELECT status, last_event_created, user_id FROM stripe_subscriptions WHERE id = $1 FOR UPDATE`,
+			`SELECT status, last_event_created, past_due_since FROM stripe_subscriptions WHERE id = $1 FOR UPDATE`,
 			[sub.id]
 		);
+		let pastDueSince: Date | null;
 		if (current) {
 			// Last event wins, except that a terminal state (canceled) is never undone by an older or equal-time event.
 			const newer = created.getTime() > new Date(current.last_event_created).getTime();
 			const sameTime = created.getTime() === new Date(current.last_event_created).getTime();
 			if (TERMINAL_SUBSCRIPTION.has(current.status)) return "duplicate";
 			if (!newer && !(sameTime && TERMINAL_SUBSCRIPTION.has(status))) return "duplicate";
+			pastDueSince = nextPastDueSince(current.past_due_since, status, created);
 			await this.q(
 				tx,
-				`UPDATE stripe_subscriptions SET status = $2, plan_tier = $3, last_event_created = $4, last_event_id = $5, updated_at = now() WHERE id = $1 RETURNING id`,
-				[sub.id, status, planTier, created, event.id]
+				`UPDATE stripe_subscriptions SET status = $2, plan_tier = $3, last_event_created = $4, last_event_id = $5,
+					customer_id = COALESCE($6, customer_id), item_id = COALESCE($7, item_id), cancel_at_period_end = $8,
+					current_period_end = COALESCE($9, current_period_end), past_due_since = $10, updated_at = now()
+				 WHERE id = $1 RETURNING id`,
+				[
+					sub.id,
+					status,
+					planTier,
+					created,
+					event.id,
+					facts.customerId,
+					facts.itemId,
+					facts.cancelAtPeriodEnd,
+					facts.currentPeriodEnd,
+					pastDueSince
+				]
 			);
-		} else
+		} else {
+			pastDueSince = nextPastDueSince(null, status, created);
 			await this.q(
 				tx,
-				`INSERT INTO stripe_subscriptions (id, user_id, plan_tier, status, last_event_created, last_event_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-				[sub.id, userId, planTier, status, created, event.id]
+				`INSERT INTO stripe_subscriptions (id, user_id, plan_tier, status, last_event_created, last_event_id,
+					customer_id, item_id, cancel_at_period_end, current_period_end, past_due_since)
+				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+				[
+					sub.id,
+					payerId,
+					planTier,
+					status,
+					created,
+					event.id,
+					facts.customerId,
+					facts.itemId,
+					facts.cancelAtPeriodEnd,
+					facts.currentPeriodEnd,
+					pastDueSince
+				]
 			);
-		return (await this.recomputePlan(tx, userId)) ? "plan_updated" : "recorded";
+		}
+		if (pastDueSince && !current?.past_due_since) await this.noticePastDue(tx, payerId, sub.id, planTier, pastDueSince);
+		return (await this.recomputePlan(tx, payerId)) ? "plan_updated" : "recorded";
 	}
 
-	/** The user's plan tier: the highest tier among their live subscriptions. Publishes a change. */
-	private async recomputePlan(tx: Transaction, userId: string): Promise<boolean> {
-		const subs = await this.q<{ plan_tier: string; status: string }>(
+	/** `billing.past_due`, once per payer, subscription and past-due episode (the `billing_notices` key). */
+	private async noticePastDue(tx: Transaction, payerId: string, subscriptionId: string, planTier: string, since: Date) {
+		const ends = graceEndsAt({ status: "past_due", pastDueSince: since }, this.settings.pastDueGraceS)!;
+		const details = {
+			payerId,
+			subscriptionId,
+			planTier,
+			pastDueSince: since.toISOString(),
+			graceEndsAt: ends.toISOString()
+		};
+		const fresh = await this.q(
 			tx,
-			`SELECT plan_tier, status FROM stripe_subscriptions WHERE user_id = $1`,
-			[userId]
+			`INSERT INTO billing_notices (payer_id, kind, crossing, details) VALUES ($1, 'past_due', $2, $3::jsonb)
+			 ON CONFLICT DO NOTHING RETURNING payer_id`,
+			[payerId, `${subscriptionId}:${since.toISOString()}`, JSON.stringify(details)]
 		);
-		let tier: TierName = "free";
-		for (const s of subs)
-			if (
-				ACTIVE_SUBSCRIPTION.has(s.status) &&
-				isTierName(s.plan_tier) &&
-				TIERS[s.plan_tier].rank > TIERS[tier].rank
-			)
-				tier = s.plan_tier;
+		if (fresh.length) await this.publish(tx, BILLING_PAST_DUE, details);
+	}
+
+	/**
+	 * The payer's plan tier from its subscriptions (src/payments/subscription-rules.ts: past_due counts
+	 * for BILLING_PAST_DUE_GRACE_S). Publishes `payments.plan.changed` when it moved.
+	 */
+	private async recomputePlan(tx: Transaction, payerId: string): Promise<boolean> {
+		const subs = await this.q<{ plan_tier: string; status: string; past_due_since: Date | null }>(
+			tx,
+			`SELECT plan_tier, status, past_due_since FROM stripe_subscriptions WHERE user_id = $1`,
+			[payerId]
+		);
+		const tier = planTierOf(
+			subs.map(s => ({
+				planTier: s.plan_tier,
+				status: s.status,
+				pastDueSince: s.past_due_since ? new Date(s.past_due_since) : null
+			})),
+			new Date(),
+			this.settings.pastDueGraceS
+		);
 		const [before] = await this.q<{ plan_tier: string }>(
 			tx,
 			`SELECT plan_tier FROM user_plans WHERE user_id = $1 FOR UPDATE`,
-			[userId]
+			[payerId]
 		);
 		if ((before?.plan_tier ?? "free") === tier) return false;
 		await this.q(
 			tx,
 			`INSERT INTO user_plans (user_id, plan_tier) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET plan_tier = $2, updated_at = now() RETURNING user_id`,
-			[userId, tier]
+			[payerId, tier]
 		);
-		await this.publish(tx, "payments.plan.changed", { userId, planTier: tier });
+		await this.publish(tx, "payments.plan.changed", { userId: payerId, planTier: tier });
 		return true;
+	}
+
+	/**
+	 * Drops the tier of payers whose `past_due` subscription outlived the grace period (no event
+	 * marks that moment, so each node looks for it on the inbox poll). Returns how many payers changed.
+	 */
+	async expirePastDueGrace(): Promise<number> {
+		const due = await this.q<{ user_id: string }>(
+			null,
+			`SELECT DISTINCT s.user_id FROM stripe_subscriptions s JOIN user_plans p ON p.user_id = s.user_id
+			 WHERE s.status = 'past_due' AND s.past_due_since <= now() - ($1 || ' seconds')::interval
+			   AND p.plan_tier = s.plan_tier
+			 LIMIT 500`,
+			[String(this.settings.pastDueGraceS)]
+		);
+		let changed = 0;
+		for (const { user_id } of due)
+			if (await this.ledger.run(tx => this.recomputePlan(tx, user_id))) changed++;
+		return changed;
 	}
 
 	async planOf(userId: string): Promise<TierName> {

@@ -62,6 +62,32 @@ export const Checkout = Named("Checkout", {
 	createdAt: DateTime()
 });
 
+export const Subscription = Named("Subscription", {
+	subscriptionId: Str(256),
+	planTier: Tier(),
+	status: Str(32, { description: "Stripe's status: active, trialing, past_due, unpaid" }),
+	cancelAtPeriodEnd: Type.Boolean(),
+	currentPeriodEnd: Nullable(DateTime()),
+	pastDueSince: Nullable(DateTime()),
+	graceEndsAt: Nullable(DateTime("when a past_due subscription stops giving its tier"))
+});
+
+export const SubscriptionState = Named("SubscriptionState", {
+	planTier: Tier(),
+	subscription: Nullable(Subscription)
+});
+
+export const SubscriptionChange = Named("SubscriptionChange", {
+	subscriptionId: Str(256),
+	requestedPlanTier: Tier(),
+	planTier: Tier(),
+	status: Str(32),
+	cancelAtPeriodEnd: Type.Boolean(),
+	changed: Type.Boolean()
+});
+
+export const PortalSession = Named("PortalSession", { url: Url(), returnUrl: Url() });
+
 export const Invoice = Named("Invoice", {
 	invoiceId: Hash32(),
 	chainId: Count(),
@@ -157,6 +183,11 @@ export const views = {
 	prices: PriceList,
 	checkout: Checkout,
 	checkoutStatus: Checkout,
+	portal: PortalSession,
+	subscription: SubscriptionState,
+	changeSubscription: SubscriptionChange,
+	cancelSubscription: SubscriptionChange,
+	resumeSubscription: SubscriptionChange,
 	stripeWebhook: Type.Object({ received: Type.Literal(true), duplicate: Type.Boolean(), eventId: Str(256) }),
 	createInvoice: Invoice,
 	invoice: Invoice,

@@ -5,6 +5,14 @@
  *   GET  /v1/checkout/sessions/:id
  *   GET  /v1/events                   (newest first, `limit`, `starting_after`, `created[gte]`)
  *   GET  /v1/events/:id
+ *   POST /v1/customers, GET /v1/customers/:id
+ *   POST /v1/products (with an `id` of the caller's; a taken id is 400 resource_already_exists), GET /v1/products/:id
+ *   POST /v1/billing_portal/sessions  (the customer must exist)
+ *   GET  /v1/subscriptions/:id, POST /v1/subscriptions/:id (price_data items, proration_behavior,
+ *        cancel_at_period_end, metadata merged as Stripe does); an update records its proration and
+ *        emits `customer.subscription.updated` with `previous_attributes`, like Stripe
+ * A subscription Checkout, once completed, has a subscription object with one item and the session's
+ * customer; a payment Checkout with `invoice_creation.enabled` gets an invoice (a receipt).
  * `failNext(n)` makes the next n POSTs answer 500 with `Stripe-Should-Retry: true`, which the SDK
  * retries with the same key. `signed(event)` gives a webhook body and a valid Stripe-Signature.
  */
@@ -33,7 +41,7 @@ export interface FakeEvent {
 	created: number;
 	livemode: false;
 	api_version: string;
-	data: { object: Json };
+	data: { object: Json; previous_attributes?: Json };
 }
 
 const rid = (prefix: string) => `${prefix}_${randomBytes(12).toString("hex")}`;
@@ -62,6 +70,15 @@ export class StripeFake {
 	readonly requests: RecordedRequest[] = [];
 	readonly sessions = new Map<string, Json>();
 	readonly events: FakeEvent[] = [];
+	readonly customers = new Map<string, Json>();
+	readonly products = new Map<string, Json>();
+	readonly portalSessions: Json[] = [];
+	readonly subscriptions = new Map<string, Json>();
+	readonly invoices = new Map<string, Json>();
+	/** Each subscription update that changed the price with `proration_behavior: create_prorations`. */
+	readonly prorations: Array<{ subscription: string; fromCents: number; toCents: number }> = [];
+	/** Latest `created` of an event the fake emitted per object, so its own events of one object are ordered. */
+	private readonly lastCreated = new Map<string, number>();
 	private readonly replies = new Map<string, { status: number; body: Json }>();
 	private failures = 0;
 	private server: http.Server | null = null;
@@ -147,7 +164,24 @@ export class StripeFake {
 		let out: Json;
 		const sessionMatch = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(url.pathname);
 		const eventMatch = /^\/v1\/events\/([^/]+)$/.exec(url.pathname);
+		const customerMatch = /^\/v1\/customers\/([^/]+)$/.exec(url.pathname);
+		const productMatch = /^\/v1\/products\/([^/]+)$/.exec(url.pathname);
+		const subMatch = /^\/v1\/subscriptions\/([^/]+)$/.exec(url.pathname);
+		const missing = (what: string): [number, Json] => [
+			404,
+			{ error: { type: "invalid_request_error", code: "resource_missing", message: `No such ${what}` } }
+		];
+		const found = (map: Map<string, Json>, id: string, what: string): [number, Json] =>
+			map.has(id) ? [200, map.get(id)!] : missing(what);
 		if (method === "POST" && url.pathname === "/v1/checkout/sessions") out = this.createSession(body);
+		else if (method === "POST" && url.pathname === "/v1/customers") out = this.createCustomer(body);
+		else if (method === "GET" && customerMatch) [status, out] = found(this.customers, customerMatch[1], "customer");
+		else if (method === "POST" && url.pathname === "/v1/products") [status, out] = this.createProduct(body);
+		else if (method === "GET" && productMatch) [status, out] = found(this.products, productMatch[1], "product");
+		else if (method === "POST" && url.pathname === "/v1/billing_portal/sessions")
+			[status, out] = this.createPortalSession(body);
+		else if (method === "GET" && subMatch) [status, out] = found(this.subscriptions, subMatch[1], "subscription");
+		else if (method === "POST" && subMatch) [status, out] = this.updateSubscription(subMatch[1], body);
 		else if (method === "GET" && sessionMatch) {
 			const s = this.sessions.get(sessionMatch[1]);
 			[status, out] = s
@@ -174,6 +208,111 @@ export class StripeFake {
 		this.send(res, status, out);
 	}
 
+	private createCustomer(p: Json): Json {
+		const c: Json = {
+			id: rid("cus"),
+			object: "customer",
+			email: p.email ?? null,
+			name: p.name ?? null,
+			metadata: p.metadata ?? {},
+			created: Math.floor(Date.now() / 1000)
+		};
+		this.customers.set(c.id as string, c);
+		return c;
+	}
+
+	private createProduct(p: Json): [number, Json] {
+		const id = (p.id as string | undefined) ?? rid("prod");
+		if (this.products.has(id))
+			return [
+				400,
+				{
+					error: {
+						type: "invalid_request_error",
+						code: "resource_already_exists",
+						message: "Product already exists."
+					}
+				}
+			];
+		const product: Json = { id, object: "product", name: p.name, metadata: p.metadata ?? {}, active: true };
+		this.products.set(id, product);
+		return [200, product];
+	}
+
+	private createPortalSession(p: Json): [number, Json] {
+		if (!this.customers.has(p.customer as string))
+			return [
+				400,
+				{ error: { type: "invalid_request_error", param: "customer", message: `No such customer: '${p.customer}'` } }
+			];
+		const id = rid("bps");
+		const session: Json = {
+			id,
+			object: "billing_portal.session",
+			customer: p.customer,
+			return_url: p.return_url ?? null,
+			url: `https://billing.stripe.test/p/session/${id}`
+		};
+		this.portalSessions.push(session);
+		return [200, session];
+	}
+
+	private updateSubscription(id: string, p: Json): [number, Json] {
+		const sub = this.subscriptions.get(id);
+		if (!sub)
+			return [404, { error: { type: "invalid_request_error", code: "resource_missing", message: "No such subscription" } }];
+		if (sub.status === "canceled")
+			return [
+				400,
+				{
+					error: {
+						type: "invalid_request_error",
+						message: "A canceled subscription can only update its cancellation_details and metadata."
+					}
+				}
+			];
+		const previous: Json = {};
+		const items = sub.items as { data: Json[] };
+		for (const change of (p.items as Json[] | undefined) ?? []) {
+			const item = items.data.find(i => i.id === change.id);
+			if (!item)
+				return [400, { error: { type: "invalid_request_error", param: "items", message: "No such subscription item" } }];
+			const pd = change.price_data as Json | undefined;
+			if (pd) {
+				if (!this.products.has(pd.product as string))
+					return [400, { error: { type: "invalid_request_error", message: `No such product: '${pd.product}'` } }];
+				const before = item.price as Json;
+				const toCents = Number(pd.unit_amount);
+				previous.items = { object: "list", data: [JSON.parse(JSON.stringify(item))] };
+				item.price = {
+					id: rid("price"),
+					object: "price",
+					product: pd.product,
+					unit_amount: toCents,
+					currency: pd.currency,
+					recurring: pd.recurring ?? before.recurring
+				};
+				if (p.proration_behavior === "create_prorations" && toCents !== Number(before.unit_amount))
+					this.prorations.push({ subscription: id, fromCents: Number(before.unit_amount), toCents });
+			}
+		}
+		if (p.cancel_at_period_end !== undefined) {
+			const v = p.cancel_at_period_end === "true";
+			if (v !== sub.cancel_at_period_end) previous.cancel_at_period_end = sub.cancel_at_period_end;
+			sub.cancel_at_period_end = v;
+		}
+		if (p.metadata) {
+			previous.metadata = { ...(sub.metadata as Json) };
+			const meta = { ...(sub.metadata as Json) };
+			for (const [k, v] of Object.entries(p.metadata as Json))
+				if (v === "") delete meta[k];
+				else meta[k] = v;
+			sub.metadata = meta;
+		}
+		this.emit("customer.subscription.updated", sub, previous);
+		return [200, sub];
+	}
+
 	private createSession(p: Json): Json {
 		const items =
 			(p.line_items as Array<{ quantity?: string; price_data?: { unit_amount?: string; currency?: string } }>) ??
@@ -195,6 +334,11 @@ export class StripeFake {
 			success_url: p.success_url,
 			cancel_url: p.cancel_url,
 			url: `https://checkout.stripe.test/c/pay/${id}`,
+			customer: p.customer ?? null,
+			allow_promotion_codes: p.allow_promotion_codes === "true",
+			invoice_creation: p.invoice_creation ?? null,
+			invoice: null,
+			setup_future_usage: (p.payment_intent_data as Json | undefined)?.setup_future_usage ?? null,
 			payment_intent_data_metadata: (p.payment_intent_data as Json | undefined)?.metadata ?? null,
 			subscription_data_metadata: (p.subscription_data as Json | undefined)?.metadata ?? null
 		};
@@ -233,10 +377,24 @@ export class StripeFake {
 	}
 
 	/** The customer finished Checkout: `paid` false models an async method (bank debit) still pending. */
-	completeSession(id: string, paid = true): Json {
+	completeSession(id: string, paid = true, opts: { discountCents?: number } = {}): Json {
 		const s = this.sessions.get(id);
 		if (!s) throw new Error(`no session ${id}`);
-		Object.assign(s, { status: "complete", payment_status: paid ? "paid" : "unpaid" });
+		const subtotal = Number(s.amount_subtotal ?? s.amount_total);
+		const discount = opts.discountCents ?? Number((s.total_details as Json | undefined)?.amount_discount ?? 0);
+		Object.assign(s, {
+			status: "complete",
+			payment_status: paid ? "paid" : "unpaid",
+			amount_subtotal: subtotal,
+			amount_total: subtotal - discount,
+			total_details: { amount_discount: discount, amount_shipping: 0, amount_tax: 0 }
+		});
+		if (paid && s.mode === "payment" && (s.invoice_creation as Json | null)?.enabled === "true" && !s.invoice) {
+			const invoice = { id: rid("in"), object: "invoice", customer: s.customer, amount_paid: s.amount_total, status: "paid" };
+			this.invoices.set(invoice.id, invoice);
+			s.invoice = invoice.id;
+		}
+		if (s.mode === "subscription" && !this.subscriptions.has(s.subscription as string)) this.subscriptionOf(id, "active");
 		return { ...s };
 	}
 
@@ -267,9 +425,76 @@ export class StripeFake {
 		};
 	}
 
-	subscriptionOf(sessionId: string, status: string): Json {
+	/**
+	 * The subscription of a subscription Checkout as an event's object, with `status`. The stored
+	 * subscription (what GET and updates see) takes the status too unless `snapshot` is set, so a test
+	 * can make old events of it.
+	 */
+	subscriptionOf(sessionId: string, status: string, opts: { snapshot?: boolean } = {}): Json {
 		const s = this.sessions.get(sessionId)!;
-		return { id: s.subscription, object: "subscription", status, metadata: s.subscription_data_metadata ?? {} };
+		const id = s.subscription as string;
+		let sub = this.subscriptions.get(id);
+		if (!sub) {
+			sub = {
+				id,
+				object: "subscription",
+				status,
+				customer: s.customer,
+				cancel_at_period_end: false,
+				metadata: s.subscription_data_metadata ?? {},
+				items: {
+					object: "list",
+					data: [
+						{
+							id: rid("si"),
+							object: "subscription_item",
+							quantity: 1,
+							current_period_end: Math.floor(Date.now() / 1000) + 30 * 86_400,
+							price: {
+								id: rid("price"),
+								object: "price",
+								product: rid("prod"),
+								unit_amount: s.amount_total,
+								currency: s.currency,
+								recurring: { interval: "month" }
+							}
+						}
+					]
+				}
+			};
+			this.subscriptions.set(id, sub);
+		}
+		const copy = JSON.parse(JSON.stringify({ ...sub, status })) as Json;
+		if (!opts.snapshot) sub.status = status;
+		return copy;
+	}
+
+	/** An event Stripe emits about one of its own objects: later than the fake's last event of that object. */
+	private emit(type: string, object: Json, previous?: Json): FakeEvent {
+		const id = object.id as string;
+		const created = Math.max(Math.floor(Date.now() / 1000), (this.lastCreated.get(id) ?? 0) + 1);
+		this.lastCreated.set(id, created);
+		const e = this.event(type, JSON.parse(JSON.stringify(object)) as Json, created);
+		if (previous && Object.keys(previous).length) e.data.previous_attributes = previous;
+		return e;
+	}
+
+	/** Stripe's subscription lifecycle events of a stored subscription (renewal failed, recovered, period ended). */
+	subscriptionEvent(subscriptionId: string, change: { status?: string; type?: string }): FakeEvent {
+		const sub = this.subscriptions.get(subscriptionId);
+		if (!sub) throw new Error(`no subscription ${subscriptionId}`);
+		const previous: Json = {};
+		if (change.status && change.status !== sub.status) {
+			previous.status = sub.status;
+			sub.status = change.status;
+		}
+		return this.emit(change.type ?? "customer.subscription.updated", sub, previous);
+	}
+
+	/** The newest event of a type the fake emitted or stored. */
+	lastEvent(type: string): FakeEvent | undefined {
+		for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i].type === type) return this.events[i];
+		return undefined;
 	}
 
 	/** A webhook delivery as Stripe sends it: the JSON body and its Stripe-Signature header. */

@@ -3,6 +3,10 @@ import type { RouteSpec } from "../../../src/http/route-spec";
 import { views } from "../../../src/payments/views";
 
 const tag = "billing";
+/** `?orgId=`: 403 for a member without a billing role, 404 for a non-member. */
+const ORG = { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] };
+const STRIPE = ["STRIPE_UNAVAILABLE", "STRIPE_NOT_CONFIGURED"];
+const SUB = ["NO_SUBSCRIPTION", "SUBSCRIPTION_NOT_CHANGEABLE"];
 
 export function paymentsRoutes(): RouteSpec[] {
 	return [
@@ -39,8 +43,9 @@ export function paymentsRoutes(): RouteSpec[] {
 			action: "payments.checkout",
 			response: views.checkout,
 			errors: {
+				...ORG,
 				409: ["IDEMPOTENCY_KEY_REUSED", "ALREADY_SUBSCRIBED"],
-				503: ["STRIPE_UNAVAILABLE", "STRIPE_NOT_CONFIGURED"]
+				503: STRIPE
 			},
 			auth: "required",
 			status: 201,
@@ -54,9 +59,68 @@ export function paymentsRoutes(): RouteSpec[] {
 			path: "/billing/checkout/:id",
 			action: "payments.checkoutStatus",
 			response: views.checkoutStatus,
+			errors: { ...ORG },
 			auth: "required",
 			tag,
 			summary: "A checkout's state (checks with Stripe while unsettled: use it from the success page)"
+		},
+		{
+			method: "POST",
+			path: "/billing/portal",
+			action: "payments.portal",
+			response: views.portal,
+			errors: { ...ORG, 503: STRIPE },
+			auth: "required",
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary: "A Stripe Customer Portal session (payment methods, invoices, cancellation); returns its URL"
+		},
+		{
+			method: "GET",
+			path: "/billing/subscription",
+			action: "payments.subscription",
+			response: views.subscription,
+			errors: { ...ORG },
+			auth: "required",
+			tag,
+			summary: "The payer's plan tier and subscription as the last Stripe event reported it"
+		},
+		{
+			method: "POST",
+			path: "/billing/subscription",
+			action: "payments.changeSubscription",
+			response: views.changeSubscription,
+			errors: { ...ORG, 409: SUB, 503: STRIPE },
+			auth: "required",
+			idempotent: true,
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary:
+				"Change the plan of the existing subscription (prorated); the tier follows Stripe's subscription event"
+		},
+		{
+			method: "DELETE",
+			path: "/billing/subscription",
+			action: "payments.cancelSubscription",
+			response: views.cancelSubscription,
+			errors: { ...ORG, 409: SUB, 503: STRIPE },
+			auth: "required",
+			idempotent: true,
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary: "Cancel the subscription at the end of the paid period (the tier stays until then)"
+		},
+		{
+			method: "POST",
+			path: "/billing/subscription/resume",
+			action: "payments.resumeSubscription",
+			response: views.resumeSubscription,
+			errors: { ...ORG, 409: SUB, 503: STRIPE },
+			auth: "required",
+			idempotent: true,
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary: "Take back a cancellation at period end"
 		},
 		{
 			method: "POST",
