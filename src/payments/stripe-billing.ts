@@ -824,12 +824,19 @@ export class StripeBilling {
 				]
 			);
 		}
-		if (pastDueSince && !current?.past_due_since) await this.noticePastDue(tx, payerId, sub.id, planTier, pastDueSince);
+		if (pastDueSince && !current?.past_due_since)
+			await this.noticePastDue(tx, payerId, sub.id, planTier, pastDueSince);
 		return (await this.recomputePlan(tx, payerId)) ? "plan_updated" : "recorded";
 	}
 
 	/** `billing.past_due`, once per payer, subscription and past-due episode (the `billing_notices` key). */
-	private async noticePastDue(tx: Transaction, payerId: string, subscriptionId: string, planTier: string, since: Date) {
+	private async noticePastDue(
+		tx: Transaction,
+		payerId: string,
+		subscriptionId: string,
+		planTier: string,
+		since: Date
+	) {
 		const ends = graceEndsAt({ status: "past_due", pastDueSince: since }, this.settings.pastDueGraceS)!;
 		const details = {
 			payerId,
@@ -895,8 +902,7 @@ export class StripeBilling {
 			[String(this.settings.pastDueGraceS)]
 		);
 		let changed = 0;
-		for (const { user_id } of due)
-			if (await this.ledger.run(tx => this.recomputePlan(tx, user_id))) changed++;
+		for (const { user_id } of due) if (await this.ledger.run(tx => this.recomputePlan(tx, user_id))) changed++;
 		return changed;
 	}
 

@@ -281,7 +281,11 @@ export class StripeSelfServe {
 	}
 
 	/** Cancels at the end of the paid period (`cancel: true`) or takes that back (`false`). */
-	async setCancelAtPeriodEnd(payerId: string, cancel: boolean, clientKey: string | null): Promise<SubscriptionChange> {
+	async setCancelAtPeriodEnd(
+		payerId: string,
+		cancel: boolean,
+		clientKey: string | null
+	): Promise<SubscriptionChange> {
 		const row = await this.requireRow(payerId);
 		const sub = await this.retrieve(row.id);
 		const tier = sub.metadata?.planTier ?? row.plan_tier;

@@ -243,7 +243,13 @@ export class StripeFake {
 		if (!this.customers.has(p.customer as string))
 			return [
 				400,
-				{ error: { type: "invalid_request_error", param: "customer", message: `No such customer: '${p.customer}'` } }
+				{
+					error: {
+						type: "invalid_request_error",
+						param: "customer",
+						message: `No such customer: '${p.customer}'`
+					}
+				}
 			];
 		const id = rid("bps");
 		const session: Json = {
@@ -260,7 +266,10 @@ export class StripeFake {
 	private updateSubscription(id: string, p: Json): [number, Json] {
 		const sub = this.subscriptions.get(id);
 		if (!sub)
-			return [404, { error: { type: "invalid_request_error", code: "resource_missing", message: "No such subscription" } }];
+			return [
+				404,
+				{ error: { type: "invalid_request_error", code: "resource_missing", message: "No such subscription" } }
+			];
 		if (sub.status === "canceled")
 			return [
 				400,
@@ -276,11 +285,17 @@ export class StripeFake {
 		for (const change of (p.items as Json[] | undefined) ?? []) {
 			const item = items.data.find(i => i.id === change.id);
 			if (!item)
-				return [400, { error: { type: "invalid_request_error", param: "items", message: "No such subscription item" } }];
+				return [
+					400,
+					{ error: { type: "invalid_request_error", param: "items", message: "No such subscription item" } }
+				];
 			const pd = change.price_data as Json | undefined;
 			if (pd) {
 				if (!this.products.has(pd.product as string))
-					return [400, { error: { type: "invalid_request_error", message: `No such product: '${pd.product}'` } }];
+					return [
+						400,
+						{ error: { type: "invalid_request_error", message: `No such product: '${pd.product}'` } }
+					];
 				const before = item.price as Json;
 				const toCents = Number(pd.unit_amount);
 				previous.items = { object: "list", data: [JSON.parse(JSON.stringify(item))] };
@@ -390,11 +405,18 @@ export class StripeFake {
 			total_details: { amount_discount: discount, amount_shipping: 0, amount_tax: 0 }
 		});
 		if (paid && s.mode === "payment" && (s.invoice_creation as Json | null)?.enabled === "true" && !s.invoice) {
-			const invoice = { id: rid("in"), object: "invoice", customer: s.customer, amount_paid: s.amount_total, status: "paid" };
+			const invoice = {
+				id: rid("in"),
+				object: "invoice",
+				customer: s.customer,
+				amount_paid: s.amount_total,
+				status: "paid"
+			};
 			this.invoices.set(invoice.id, invoice);
 			s.invoice = invoice.id;
 		}
-		if (s.mode === "subscription" && !this.subscriptions.has(s.subscription as string)) this.subscriptionOf(id, "active");
+		if (s.mode === "subscription" && !this.subscriptions.has(s.subscription as string))
+			this.subscriptionOf(id, "active");
 		return { ...s };
 	}
 

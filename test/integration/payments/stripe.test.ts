@@ -92,7 +92,9 @@ describe("checkout", () => {
 			credited: false
 		});
 		expect(c.url).toMatch(/^https:\/\/checkout\.stripe\.test\//);
-		const reqs = fake.requests.slice(before);
+		// alice's first checkout makes her Stripe Customer first (stripe-self-serve.test.ts covers it).
+		const [customer, ...reqs] = fake.requests.slice(before);
+		expect(customer).toMatchObject({ path: "/v1/customers", idempotencyKey: "ff-customer-alice" });
 		expect(reqs).toHaveLength(1);
 		expect(reqs[0]).toMatchObject({
 			method: "POST",
