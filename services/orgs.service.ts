@@ -3,7 +3,8 @@
  * in src/orgs/rules.ts, the SQL in src/orgs/store.ts, the answers in src/orgs/views.ts (docs/orgs.md).
  */
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import type { Sequelize } from "sequelize";
+import { QueryTypes, type Sequelize } from "sequelize";
+import { BILLING_ROLES } from "../src/payments/payer";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { OrgsConfig } from "../src/orgs/config";
 import { INVITABLE_ROLES, ORG_ROLES, type OrgRole } from "../src/orgs/rules";
@@ -185,6 +186,21 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			async handler(this: OrgsThis, ctx: Ctx<{ userId: string }>) {
 				const rows = await this.store.listFor(ctx.params.userId);
 				return { items: rows.map(r => ({ orgId: r.id, role: r.role })) };
+			}
+		},
+
+		/** Who hears about an organisation's billing (users mails the past-due notice): name and billing-role members. */
+		billingContacts: {
+			visibility: INTERNAL,
+			params: { orgId: idParam },
+			async handler(this: OrgsThis, ctx: Ctx<{ orgId: string }>) {
+				const [org] = await this.sequelize.query<{ name: string }>(`SELECT name FROM orgs WHERE id = $1`, {
+					bind: [ctx.params.orgId],
+					type: QueryTypes.SELECT
+				});
+				if (!org) return null;
+				const members = await this.store.members(ctx.params.orgId);
+				return { name: org.name, userIds: members.filter(m => BILLING_ROLES.has(m.role)).map(m => m.user_id) };
 			}
 		},
 

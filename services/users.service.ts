@@ -25,6 +25,7 @@ import { SiweProofs, type SiweInput } from "../src/users/siwe-proof";
 import { UsersStore } from "../src/users/store";
 import { AccountGuessLimiter, KnownAddresses, ProgressiveThrottle, makeLimiter } from "../src/users/throttle";
 import { parsePlanChanged, parseStakeChanged } from "../src/users/tier-facts";
+import { parsePastDueNotice, pastDueMails } from "../src/users/billing-notice";
 import { REFRESH_TOKEN_PATTERN } from "../src/users/tokens";
 import { sessionView, type ProfileView } from "../src/users/views";
 import { Wallets } from "../src/users/wallets";
@@ -77,6 +78,15 @@ const UsersService: UsersSchema = {
 					const fact = parsePlanChanged(payload);
 					if (await this.store.applyPlanFact(tx, fact.userId, fact.planTier, event.occurredAt))
 						tx.afterCommit(() => this.forgetLater(fact.userId));
+				},
+				// A renewal failed: the payer (or its organisation's billing members) is told by mail.
+				async "billing.past_due"(this: UsersThis, payload) {
+					const mails = await pastDueMails(parsePastDueNotice(payload), {
+						billingContactsOf: orgId => this.broker.call("orgs.billingContacts", { orgId }),
+						emailOf: async id => (await this.store.userById(id))?.email ?? null,
+						appUrl: this.cfg.mail.appUrl
+					});
+					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
 				},
 				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {
 					const fact = parseStakeChanged(payload);

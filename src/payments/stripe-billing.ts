@@ -24,6 +24,7 @@ import { Ledger, credits } from "./ledger";
 import { refundClawback } from "./ledger-rules";
 import { findPack, findPlan } from "./prices";
 import type { Publisher } from "./stake-indexer";
+import { orgIdOfPayer } from "./payer";
 import { StripeSelfServe } from "./stripe-self-serve";
 import { graceEndsAt, nextPastDueSince, planTierOf } from "./subscription-rules";
 
@@ -42,6 +43,8 @@ const checkoutIdempotencyKey = (checkoutId: string) => `ff-checkout-${checkoutId
 
 /** The durable notice published when a payer's subscription becomes `past_due` (once per episode). */
 export const BILLING_PAST_DUE = "billing.past_due";
+/** An organisation payer's plan tier moved: `{ orgId, planTier }` (a user's is `payments.plan.changed`). */
+export const ORG_PLAN_CHANGED = "payments.org.plan.changed";
 
 const TERMINAL_SUBSCRIPTION = new Set(["canceled", "incomplete_expired"]);
 const MAX_ATTEMPTS = 25;
@@ -884,7 +887,10 @@ export class StripeBilling {
 			`INSERT INTO user_plans (user_id, plan_tier) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET plan_tier = $2, updated_at = now() RETURNING user_id`,
 			[payerId, tier]
 		);
-		await this.publish(tx, "payments.plan.changed", { userId: payerId, planTier: tier });
+		// The users service keeps a user's plan fact; an organisation's goes out under its own topic.
+		const org = orgIdOfPayer(payerId);
+		if (org) await this.publish(tx, ORG_PLAN_CHANGED, { orgId: org, planTier: tier });
+		else await this.publish(tx, "payments.plan.changed", { userId: payerId, planTier: tier });
 		return true;
 	}
 

@@ -27,7 +27,9 @@ export type AccountMail =
 			inviter: string | null;
 			link: string;
 			expiresInS: number;
-	  };
+	  }
+	/** A renewal failed (`billing.past_due`): the plan stays until `graceEndsAt`, then the tier drops. */
+	| { kind: "billingPastDue"; planTier: string; graceEndsAt: string; orgName: string | null; link: string };
 
 const escapeHtml = (s: string) =>
 	s.replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c as "&"]);
@@ -135,5 +137,17 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 				],
 				{ label: "Accept the invitation", link: mail.link }
 			);
+		case "billingPastDue": {
+			const whose = mail.orgName ? `the organisation ${mail.orgName}` : "your account";
+			return compose(
+				"A ForgeFluid plan payment failed",
+				[
+					`The renewal payment of the ${mail.planTier} plan of ${whose} failed. The card will be tried again.`,
+					`The plan stays in effect until ${mail.graceEndsAt}. If the payment has not gone through by then, ${whose} moves to the free tier until it does.`,
+					"Update the payment method from the billing page to keep the plan."
+				],
+				{ label: "Open billing", link: mail.link }
+			);
+		}
 	}
 }

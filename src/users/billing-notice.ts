@@ -1,0 +1,54 @@
+/**
+ * The mail of a billing notice (payments' durable `billing.past_due`): who gets it and what it
+ * says. A user payer is mailed at its address; an organisation payer at the addresses of its
+ * members with a billing role (owner, admin, billing). Accounts without an address are skipped.
+ */
+import { InvalidEventPayload, isUuid } from "./tier-facts";
+import type { AccountMail } from "./mail-templates";
+
+export interface PastDueNotice {
+	payerId: string;
+	planTier: string;
+	graceEndsAt: string;
+}
+
+const ORG_PAYER = /^org:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
+
+export function parsePastDueNotice(payload: unknown): PastDueNotice {
+	const p = (payload ?? {}) as Record<string, unknown>;
+	if (typeof p.payerId !== "string" || !(isUuid(p.payerId) || ORG_PAYER.test(p.payerId)))
+		throw new InvalidEventPayload("payerId must be a user id or org:<uuid>");
+	if (typeof p.planTier !== "string" || p.planTier.length > 32)
+		throw new InvalidEventPayload("planTier must be a tier name");
+	if (typeof p.graceEndsAt !== "string" || Number.isNaN(Date.parse(p.graceEndsAt)))
+		throw new InvalidEventPayload("graceEndsAt must be an ISO date");
+	return { payerId: p.payerId, planTier: p.planTier, graceEndsAt: new Date(p.graceEndsAt).toISOString() };
+}
+
+export interface NoticeSources {
+	/** An organisation's name and the members with a billing role, or null when it is gone. */
+	billingContactsOf(orgId: string): Promise<{ name: string; userIds: string[] } | null>;
+	emailOf(userId: string): Promise<string | null>;
+	appUrl: string;
+}
+
+/** The messages to send for one notice: `[address, mail]` pairs, one per distinct address. */
+export async function pastDueMails(n: PastDueNotice, src: NoticeSources): Promise<Array<[string, AccountMail]>> {
+	const org = ORG_PAYER.exec(n.payerId)?.[1] ?? null;
+	let userIds = [n.payerId];
+	let orgName: string | null = null;
+	if (org) {
+		const contacts = await src.billingContactsOf(org);
+		if (!contacts) return [];
+		userIds = contacts.userIds;
+		orgName = contacts.name;
+	}
+	const link = `${src.appUrl}/billing${org ? `?orgId=${org}` : ""}`;
+	const out = new Map<string, AccountMail>();
+	for (const id of userIds) {
+		const email = await src.emailOf(id);
+		if (email && !out.has(email))
+			out.set(email, { kind: "billingPastDue", planTier: n.planTier, graceEndsAt: n.graceEndsAt, orgName, link });
+	}
+	return [...out];
+}

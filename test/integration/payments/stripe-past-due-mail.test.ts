@@ -1,0 +1,128 @@
+/**
+ * The past-due notice by mail: payments publishes the durable `billing.past_due` once per episode,
+ * the users service mails it through the account mailer (the dev outbox here) to the payer, or to
+ * an organisation's owners, admins and billing members.
+ */
+import { randomUUID } from "node:crypto";
+import { QueryTypes } from "sequelize";
+import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { signUp } from "../../support/sign-up";
+import { FakeEvent, startStripeFake, StripeFake } from "../../support/stripe-fake";
+import type { ForgeNode } from "../../../app/node";
+
+let db: TestDatabase;
+let node: ForgeNode & { baseUrl: string };
+let fake: StripeFake;
+
+type Json = Record<string, any>; // response bodies are checked field by field
+const SUBJECT = "A ForgeFluid plan payment failed";
+
+beforeAll(async () => {
+	fake = await startStripeFake();
+	db = await createTestDatabase();
+	node = await startTestNode({
+		db,
+		services: ["api", "users", "payments", "orgs"],
+		env: {
+			...fake.env(),
+			RATE_LIMIT_PER_MINUTE: "100000",
+			RATE_LIMIT_ANON_PER_MINUTE: "100000",
+			STRIPE_INBOX_POLL_MS: "60000",
+			BILLING_PAST_DUE_GRACE_S: "86400"
+		}
+	});
+});
+afterAll(async () => {
+	await node?.stop();
+	await db?.drop();
+	await fake?.stop();
+});
+
+async function call(method: string, path: string, opts: { token?: string; body?: unknown } = {}) {
+	const headers: Record<string, string> = {};
+	if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+	if (opts.body !== undefined) headers["content-type"] = "application/json";
+	const res = await fetch(`${node.baseUrl}/api/v1${path}`, {
+		method,
+		headers,
+		body: opts.body === undefined ? undefined : JSON.stringify(opts.body)
+	});
+	const text = await res.text();
+	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json };
+}
+
+async function send(event: FakeEvent) {
+	const { body, signature } = fake.signed(event);
+	const r = await fetch(`${node.baseUrl}/api/v1/billing/stripe/webhook`, {
+		method: "POST",
+		headers: { "content-type": "application/json", "stripe-signature": signature },
+		body
+	});
+	expect(r.status).toBe(200);
+}
+const drain = () => node.broker.call("payments.processStripeInbox", {});
+
+async function person() {
+	const email = `${uniqueId("billing")}@example.com`;
+	const u = await signUp(node, email, "correct horse battery staple 42");
+	return { email, id: u.userId, token: u.accessToken };
+}
+
+const mailsTo = async (email: string) => {
+	const box = await call("GET", `/dev/outbox?to=${encodeURIComponent(email)}`);
+	return ((box.json?.items ?? []) as Json[]).filter(m => m.subject === SUBJECT);
+};
+
+/** A plan bought through Checkout, then Stripe reports its renewal failing (twice: Stripe retries). */
+async function pastDue(token: string, orgId?: string) {
+	const q = orgId ? `?orgId=${orgId}` : "";
+	const c = await call("POST", `/billing/checkout${q}`, { token, body: { kind: "plan", itemId: "team" } });
+	expect(c.status).toBe(201);
+	fake.completeSession(c.json.sessionId);
+	const subId = fake.sessions.get(c.json.sessionId)!.subscription as string;
+	await send(fake.subscriptionEvent(subId, { type: "customer.subscription.created" }));
+	const first = fake.subscriptionEvent(subId, { status: "past_due" });
+	const retry = fake.subscriptionEvent(subId, { status: "past_due" });
+	for (const e of [retry, first, first, retry]) await send(e);
+	await drain();
+}
+
+test("a user payer is mailed once, with the date the plan holds until", async () => {
+	const alice = await person();
+	await pastDue(alice.token);
+	await eventually(async () => (await mailsTo(alice.email)).length > 0, 15_000);
+	const [mail, ...more] = await mailsTo(alice.email);
+	expect(more).toEqual([]);
+	expect(mail.text).toContain("team plan of your account");
+	const [sub] = await node.runtime.sequelize.query<{ past_due_since: Date }>(
+		`SELECT past_due_since FROM stripe_subscriptions WHERE user_id = $1`,
+		{ bind: [alice.id], type: QueryTypes.SELECT }
+	);
+	expect(mail.text).toContain(new Date(new Date(sub.past_due_since).getTime() + 86_400_000).toISOString());
+	expect(mail.links).toContain(`${node.config.users.mail.appUrl}/billing`);
+});
+
+test("an organisation payer: its owners and billing members are mailed, a plain member is not", async () => {
+	const [owner, billing, member] = [await person(), await person(), await person()];
+	const orgId = randomUUID();
+	const sql = (q: string, bind: unknown[]) => node.runtime.sequelize.query(q, { bind });
+	await sql(`INSERT INTO orgs (id, name, created_by) VALUES ($1, 'Globex', $2)`, [orgId, owner.id]);
+	for (const [p, role] of [
+		[owner, "owner"],
+		[billing, "billing"],
+		[member, "member"]
+	] as const)
+		await sql(`INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3)`, [orgId, p.id, role]);
+	await pastDue(billing.token, orgId);
+	await eventually(
+		async () => (await mailsTo(owner.email)).length > 0 && (await mailsTo(billing.email)).length > 0,
+		15_000
+	);
+	for (const p of [owner, billing]) {
+		const mails = await mailsTo(p.email);
+		expect(mails).toHaveLength(1);
+		expect(mails[0].text).toContain("the organisation Globex");
+		expect(mails[0].links).toContain(`${node.config.users.mail.appUrl}/billing?orgId=${orgId}`);
+	}
+	expect(await mailsTo(member.email)).toEqual([]);
+});

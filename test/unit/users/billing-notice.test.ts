@@ -1,0 +1,71 @@
+import { parsePastDueNotice, pastDueMails } from "../../../src/users/billing-notice";
+import { renderAccountMail } from "../../../src/users/mail-templates";
+
+const USER = "6f1f3c1e-9d8b-4c55-a9f4-2f1f3c1e9d8b";
+const ORG = "0d2c1b4a-1111-4222-8333-944455556666";
+const notice = { payerId: USER, planTier: "team", graceEndsAt: "2026-12-09T00:00:00.000Z" };
+
+describe("parsePastDueNotice", () => {
+	test("accepts a user or organisation payer; refuses anything else", () => {
+		expect(parsePastDueNotice({ ...notice, extra: 1 })).toEqual(notice);
+		expect(parsePastDueNotice({ ...notice, payerId: `org:${ORG}` }).payerId).toBe(`org:${ORG}`);
+		for (const bad of [
+			null,
+			{ ...notice, payerId: "alice" },
+			{ ...notice, graceEndsAt: "soon" },
+			{ ...notice, planTier: 3 }
+		])
+			expect(() => parsePastDueNotice(bad)).toThrow();
+	});
+});
+
+describe("pastDueMails", () => {
+	const emails: Record<string, string | null> = {
+		u1: "a@example.com",
+		u2: "a@example.com",
+		u3: null,
+		[USER]: "me@example.com"
+	};
+	const src = {
+		billingContactsOf: async (orgId: string) =>
+			orgId === ORG ? { name: "Acme", userIds: ["u1", "u2", "u3"] } : null,
+		emailOf: async (id: string) => emails[id] ?? null,
+		appUrl: "https://app.test"
+	};
+
+	test("a user payer: one mail to its address", async () => {
+		expect(await pastDueMails(notice, src)).toEqual([
+			[
+				"me@example.com",
+				{
+					kind: "billingPastDue",
+					planTier: "team",
+					graceEndsAt: notice.graceEndsAt,
+					orgName: null,
+					link: "https://app.test/billing"
+				}
+			]
+		]);
+	});
+
+	test("an organisation: one mail per distinct address of its billing contacts; none when it is gone", async () => {
+		const mails = await pastDueMails({ ...notice, payerId: `org:${ORG}` }, src);
+		expect(mails.map(([to]) => to)).toEqual(["a@example.com"]);
+		expect(mails[0][1]).toMatchObject({ orgName: "Acme", link: `https://app.test/billing?orgId=${ORG}` });
+		expect(await pastDueMails({ ...notice, payerId: "org:11111111-2222-4333-8444-555555555555" }, src)).toEqual([]);
+	});
+
+	test("the message names the plan, whose it is and the date; the organisation's name is escaped in HTML", () => {
+		const m = renderAccountMail({
+			kind: "billingPastDue",
+			planTier: "team",
+			graceEndsAt: notice.graceEndsAt,
+			orgName: "<Acme>",
+			link: "https://app.test/billing"
+		});
+		expect(m.text).toContain("team plan of the organisation <Acme>");
+		expect(m.text).toContain(notice.graceEndsAt);
+		expect(m.html).toContain("&lt;Acme&gt;");
+		expect(m.html).not.toContain("<Acme>");
+	});
+});
