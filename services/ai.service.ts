@@ -14,7 +14,9 @@ import type { PrepareInput } from "../src/tasks/contract";
 import type { AttemptEvent } from "../src/ai/generate";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
-import { LeasePump, sentNowhere } from "../src/ai/lease-pump";
+import { LeasePump } from "../src/ai/lease-pump";
+import { sentNowhere } from "../src/runtime/call-errors";
+import { LoadAnnouncer } from "../src/compat/balance";
 import { OutcomeSpool } from "../src/ai/outcome-spool";
 import { replaySpool } from "../src/ai/report";
 import { runtimeOf } from "../src/runtime/runtime";
@@ -51,6 +53,7 @@ interface AiThis extends Service<AiSettings> {
 	/** The hold leases of this node's compatible requests (a dead node's are swept by users). */
 	leases: LeaseKeeper;
 	pollTimer: NodeJS.Timeout | null;
+	load: LoadAnnouncer;
 	idle: Set<Promise<unknown>>;
 	pump(): Promise<void>;
 	startTask(task: LeasedTask): void;
@@ -308,6 +311,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			const running: RunningTask = { abort: new AbortController(), cancelled: false, leaseLost: false };
 			this.running.set(task.taskId, running);
 			this.broker.metrics.set("ai.worker.busy", this.running.size);
+			this.load.changed();
 			const p = runTask(
 				{
 					cfg: this.cfg,
@@ -335,6 +339,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				)
 				.finally(() => {
 					this.running.delete(task.taskId);
+					this.load.changed();
 					this.gate.kick();
 					this.idle.delete(p);
 					this.broker.metrics.set("ai.worker.busy", this.running.size);
@@ -352,10 +357,23 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		this.idle = new Set();
 		this.stopping = false;
 		this.chats = new Map();
+		// What gateways pick a node for a compatible request by (src/compat/balance.ts).
+		this.load = new LoadAnnouncer({
+			read: () => ({
+				nodeID: this.broker.nodeID,
+				slots: this.cfg.concurrency,
+				busy: this.running.size + this.gate.inUse,
+				waiting: this.gate.queued
+			}),
+			send: load => void this.broker.broadcast("ai.load", load).catch(() => undefined),
+			throttleMs: 20,
+			everyMs: 1_000
+		});
 		this.gate = new SlotGate({
 			slots: () => this.cfg.concurrency,
 			otherBusy: () => this.running.size,
-			maxWaitMs: this.cfg.compatMaxWaitMs
+			maxWaitMs: this.cfg.compatMaxWaitMs,
+			onChange: () => this.load.changed()
 		});
 		this.leasePump = new LeasePump<LeasedTask>({
 			// Compatible requests in a slot or waiting for one come before new task leases.
@@ -497,6 +515,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	},
 
 	started(this: AiThis) {
+		this.load.start();
 		this.pollTimer = setInterval(() => void this.pump(), this.cfg.pollMs);
 		this.pollTimer.unref?.();
 		void this.pump();
@@ -515,6 +534,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 
 	async stopped(this: AiThis) {
 		this.stopping = true;
+		this.load.stop();
 		if (this.pollTimer) clearInterval(this.pollTimer);
 		// Running tasks are left to finish (bounded by the broker's shutdown timeout); a node killed
 		// anyway loses its leases, and tasks re-queues them.

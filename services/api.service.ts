@@ -3,6 +3,7 @@
  * authentication (JWT bearer or API key), rate limits that hold across replicas (Redis in cluster
  * mode), one error shape, X-Request-Id on every response, health, metrics, OpenAPI and Swagger UI.
  */
+import { LoadBoard, type NodeLoad } from "../src/compat/balance";
 import { ApiKeyCache } from "../src/auth/api-key-cache";
 import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -67,6 +68,8 @@ export interface ApiThis extends Service<ApiSettings> {
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
 	apiKeys: ApiKeyCache;
+	/** ai nodes' announced loads: where a compatible request goes (src/compat/balance.ts). */
+	aiLoads: LoadBoard;
 	sendJson(res: Res, status: number, body: unknown): void;
 	onClientError(err: Error & { code?: string }, socket: Duplex): void;
 }
@@ -253,6 +256,7 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			this.promText = () => renderPrometheus(this.broker.metrics, { namespace: this.broker.namespace });
 			this.openapiCache = null;
 			this.apiKeys = new ApiKeyCache();
+			this.aiLoads = new LoadBoard({ staleMs: 5_000 });
 		},
 
 		// Every gateway node relays task broadcasts to the SSE streams it serves (services/api/routes/tasks.ts).
@@ -269,6 +273,12 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 			},
 			"users.forgotten"(this: ApiThis, ctx: Context<{ userId: string }>) {
 				this.apiKeys.forgetUser(String(ctx.params.userId));
+			},
+			"ai.load"(this: ApiThis, ctx: Context<NodeLoad>) {
+				this.aiLoads.update(ctx.params);
+			},
+			"$node.disconnected"(this: ApiThis, ctx: Context<{ node: { id: string } }>) {
+				this.aiLoads.forget(String(ctx.params?.node?.id));
 			}
 		},
 

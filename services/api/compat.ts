@@ -31,6 +31,8 @@ import { clientIp } from "../../src/http/client-ip";
 import type { RequestMeta } from "../../src/kit/service";
 import type { Service } from "moleculer";
 import type { RateLimiterAbstract } from "rate-limiter-flexible";
+import { sentNowhere } from "../../src/runtime/call-errors";
+import type { LoadBoard } from "../../src/compat/balance";
 
 /** What this route needs of the gateway service (declared here: importing api.service would be a cycle). */
 export interface GatewayParts extends Service {
@@ -40,6 +42,7 @@ export interface GatewayParts extends Service {
 	consumeLimit(limiter: RateLimiterAbstract, key: string, req?: Req, name?: string): Promise<void>;
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
 	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
+	aiLoads: LoadBoard;
 }
 type ApiThis = GatewayParts;
 
@@ -169,6 +172,13 @@ async function* withIdleTimeout(stream: Readable, idleMs: number): AsyncGenerato
 const eventError = (ev: Extract<ChatEvent, { t: "error" }>) =>
 	new CompatError(ev.code as CompatError["kind"], ev.message);
 
+/** The nodes whose ai.chat is available now. */
+function aiChatNodes(svc: ApiThis): string[] {
+	const list = svc.broker.registry.getActionEndpoints("ai.chat") as unknown as
+		{ endpoints?: Array<{ node: { id: string }; isAvailable: boolean }> } | undefined;
+	return (list?.endpoints ?? []).filter(e => e.isAvailable).map(e => e.node.id);
+}
+
 async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerResponse) {
 	const cfg = runtimeOf(svc.broker).config;
 	const user = await authenticate(svc, req, res);
@@ -176,12 +186,19 @@ async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerRespo
 	const request: ChatRequest = protocol === "openai" ? readOpenAIRequest(body) : readAnthropicRequest(body);
 	const id = newChatId();
 	const ctx = req.$ctx;
-	const stream = await ctx.call<Readable, unknown>(
-		"ai.chat",
-		{ id, userId: user.id, keyId: user.keyId ?? null, key: user.keyLimits ?? null, request },
-		// Admission may wait up to AI_COMPAT_MAX_WAIT_MS for a worker slot before the stream starts.
-		{ timeout: cfg.requestTimeoutMs + cfg.ai.compatMaxWaitMs }
-	);
+	const params = { id, userId: user.id, keyId: user.keyId ?? null, key: user.keyLimits ?? null, request };
+	// Admission may wait up to AI_COMPAT_MAX_WAIT_MS for a worker slot before the stream starts.
+	const timeout = cfg.requestTimeoutMs + cfg.ai.compatMaxWaitMs;
+	// The ai node with the most free slots (src/compat/balance.ts); Moleculer's balancing without one.
+	const nodeID = svc.aiLoads.pick(aiChatNodes(svc));
+	const stream = await ctx
+		.call<Readable, unknown>("ai.chat", params, nodeID ? { timeout, nodeID } : { timeout })
+		.catch(err => {
+			// The chosen node went away before the call left: once more, balanced by Moleculer.
+			if (!nodeID || !sentNowhere(err)) throw err;
+			svc.aiLoads.forget(nodeID);
+			return ctx.call<Readable, unknown>("ai.chat", params, { timeout });
+		});
 	const idleMs = cfg.ai.stallTimeoutMs + cfg.ai.firstTokenTimeoutMs;
 	let finished = false;
 	res.on("close", () => {

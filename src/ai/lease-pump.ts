@@ -33,7 +33,7 @@ export interface LeasePumpDeps<T extends Leased> {
 	lease(slots: number, call: { leaseId: string; recover: string[] }): Promise<T[]>;
 	/** Starts a leased task (synchronously takes its slot). */
 	start(task: T): void;
-	/** Whether a task runs here already (a recovered task is not started twice). */
+	/** Whether a task runs here already (a recovered lease of it is then not started). */
 	isRunning(taskId: string): boolean;
 	onError?(err: unknown): void;
 	/** Whether a failed call may have leased tasks (default yes; no for a call that was never sent). */
@@ -46,12 +46,6 @@ export interface LeasePumpDeps<T extends Leased> {
 
 /** At most this many lost lease ids are kept (the oldest go first); tasks.lease takes up to 64. */
 const MAX_RECOVER = 64;
-
-/** Moleculer's errors for a call that never left the caller: no tasks service known or available. */
-export function sentNowhere(err: unknown): boolean {
-	const type = (err as { type?: string } | null)?.type;
-	return type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE";
-}
 
 export class LeasePump<T extends Leased> {
 	private leasing = false;
@@ -99,8 +93,13 @@ export class LeasePump<T extends Leased> {
 				if (!Array.isArray(tasks)) tasks = [];
 				let fresh = 0;
 				for (const t of tasks) {
-					if (t.leaseId === leaseId) fresh++;
-					else this.unanswered.delete(t.leaseId);
+					if (t.leaseId === leaseId) {
+						// A fresh lease: always started (the task's previous attempt may still be winding down here).
+						fresh++;
+						this.deps.start(t);
+						continue;
+					}
+					this.unanswered.delete(t.leaseId);
 					if (!this.deps.isRunning(t.taskId)) this.deps.start(t);
 				}
 				// A call for no slot only asked about lost answers; otherwise as before.

@@ -39,6 +39,7 @@ export class SlotGate {
 			/** Slots held by other work (running tasks). */
 			otherBusy: () => number;
 			maxWaitMs: number;
+			/** After every change of the slots in use or of the line (the node's announced load). */
 			onChange?: () => void;
 		}
 	) {}
@@ -57,6 +58,7 @@ export class SlotGate {
 
 	private grant(): () => void {
 		this.active++;
+		this.opts.onChange?.();
 		let done = false;
 		return () => {
 			if (done) return;
@@ -103,6 +105,7 @@ export class SlotGate {
 			const at = this.waiting.findIndex(x => x.rank < rank);
 			if (at < 0) this.waiting.push(w);
 			else this.waiting.splice(at, 0, w);
+			this.opts.onChange?.();
 			this.kick();
 		});
 	}
@@ -112,6 +115,7 @@ export class SlotGate {
 		if (i < 0) return false;
 		this.waiting.splice(i, 1);
 		clearTimeout(w.timer);
+		this.opts.onChange?.();
 		return true;
 	}
 

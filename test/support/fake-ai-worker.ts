@@ -5,7 +5,8 @@
  * service is tested on its own; these tests must not depend on it.
  */
 import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
-import { LeasePump, sentNowhere } from "../../src/ai/lease-pump";
+import { LeasePump } from "../../src/ai/lease-pump";
+import { sentNowhere } from "../../src/runtime/call-errors";
 import { replaySpool, reportDurably } from "../../src/ai/report";
 import type { OutcomeSpool } from "../../src/ai/outcome-spool";
 

@@ -143,13 +143,14 @@ export function fakeTasksService(opts: { maxAttempts?: number } = {}): {
 				}
 			},
 			lease: {
-				handler(ctx: Context<{ nodeID: string; slots: number }>) {
+				// The call's lease id (the worker's, as the real tasks.lease takes it); recovery is not faked.
+				handler(ctx: Context<{ nodeID: string; slots: number; leaseId?: string }>) {
 					const out = [];
 					for (const t of tasks.values()) {
 						if (out.length >= ctx.params.slots) break;
 						if (t.state !== "queued") continue;
 						t.state = "running";
-						t.leaseId = randomUUID();
+						t.leaseId = ctx.params.leaseId ?? randomUUID();
 						t.attempt++;
 						t.leasedBy.push(ctx.params.nodeID);
 						out.push({

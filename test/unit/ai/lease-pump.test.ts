@@ -1,4 +1,5 @@
-import { LeasePump, sentNowhere, type Leased } from "../../../src/ai/lease-pump";
+import { LeasePump, type Leased } from "../../../src/ai/lease-pump";
+import { sentNowhere } from "../../../src/runtime/call-errors";
 
 interface Call {
 	slots: number;
@@ -137,6 +138,17 @@ describe("LeasePump", () => {
 		expect(h.started).toEqual(["t1", "t2"]);
 		expect(h.pump.lost).toEqual([]); // the id brought its tasks back: dropped
 		expect(h.calls).toHaveLength(2); // a call for no slot is not followed by another
+	});
+
+	test("a fresh lease of a task whose previous attempt is still winding down here is started", async () => {
+		const h = harness(2);
+		h.running.add("t1"); // attempt 1 reported a retryable failure and is still in its finally
+		const p = h.pump.pump();
+		h.calls[0].answer(["t1"]);
+		await h.settle();
+		h.calls[1]?.answer([]); // the harness's slot count did not change: one more round, empty
+		await p;
+		expect(h.started).toEqual(["t1"]);
 	});
 
 	test("a recovered task already running here is not started again", async () => {
