@@ -11,6 +11,7 @@ from . import store
 from .config import ConfigError, load_config
 from .engine import Engine
 from .health import HealthServer
+from .metrics import Metrics, MetricsServer
 from .moleculer import Broker
 from .service import context_service
 from .tokens import count_tokens
@@ -42,6 +43,7 @@ async def run() -> int:
     applied = await store.migrate(pool)
     if applied:
         logging.getLogger("forgefluid_context").info("applied migrations: %s", ", ".join(applied))
+    metrics = Metrics(config.namespace)
     broker = Broker(
         transporter=config.transporter,
         namespace=config.namespace,
@@ -49,6 +51,7 @@ async def run() -> int:
         request_timeout_s=config.request_timeout_s,
         heartbeat_interval_s=config.heartbeat_interval_s,
         heartbeat_timeout_s=config.heartbeat_timeout_s,
+        metrics=metrics,
     )
     engine = Engine(
         pool,
@@ -74,11 +77,17 @@ async def run() -> int:
 
         health = HealthServer(config.health_host, config.health_port, {"nats": nats_up, "database": db_up})
         await health.start()
+    metrics_server: MetricsServer | None = None
+    if config.metrics_port:
+        metrics_server = MetricsServer(config.health_host, config.metrics_port, metrics)
+        await metrics_server.start()
     print(f"context: node {config.node_id} ready", file=sys.stderr, flush=True)
     await stop.wait()
     await broker.stop()
     if health is not None:
         await health.stop()
+    if metrics_server is not None:
+        await metrics_server.stop()
     await pool.close()
     return 0
 

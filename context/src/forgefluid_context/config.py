@@ -29,6 +29,7 @@ class Config:
     projects_timeout_s: float
     health_port: int  # 0: no health server
     health_host: str
+    metrics_port: int  # 0: no /metrics
 
 
 LOG_LEVELS = ("fatal", "error", "warn", "info", "debug", "trace")
@@ -72,8 +73,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if log_level not in LOG_LEVELS:
         errors.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {log_level!r})")
     request_timeout_s = _number(env, "REQUEST_TIMEOUT_MS", 10_000, 100, 600_000, errors) / 1000
-    hb_interval = _number(env, "HEARTBEAT_INTERVAL_S", 5, 0.1, 300, errors)
-    hb_timeout = _number(env, "HEARTBEAT_TIMEOUT_S", 15, 0.3, 3600, errors)
+    # The TS nodes' defaults (src/config.ts): the TS side drops a node silent for HEARTBEAT_TIMEOUT_S,
+    # so a Python node beating more slowly than that is dropped and rediscovered over and over.
+    hb_interval = _number(env, "HEARTBEAT_INTERVAL_S", 1, 0.1, 300, errors)
+    hb_timeout = _number(env, "HEARTBEAT_TIMEOUT_S", 3, 0.3, 3600, errors)
     if hb_timeout <= hb_interval:
         errors.append("HEARTBEAT_TIMEOUT_S must be greater than HEARTBEAT_INTERVAL_S")
     max_file = int(_number(env, "CONTEXT_MAX_FILE_BYTES", 512 * 1024, 1024, 8 * 1024 * 1024, errors))
@@ -82,6 +85,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     projects_timeout_s = _number(env, "CONTEXT_PROJECTS_TIMEOUT_MS", 10_000, 50, 600_000, errors) / 1000
     health_port = int(_number(env, "HEALTH_PORT", 0, 0, 65535, errors))
     health_host = env.get("HEALTH_HOST") or "0.0.0.0"
+    metrics_port = int(_number(env, "METRICS_PORT", 0, 0, 65535, errors))
+    if metrics_port and metrics_port == health_port:
+        errors.append("METRICS_PORT must differ from HEALTH_PORT")
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
     return Config(
@@ -99,4 +105,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         projects_timeout_s=projects_timeout_s,
         health_port=health_port,
         health_host=health_host,
+        metrics_port=metrics_port,
     )

@@ -72,11 +72,23 @@ class Engine:
         self._indexes: OrderedDict[tuple[str, int], VersionIndex] = OrderedDict()
         self._facts: OrderedDict[tuple[str, str], FileFacts] = OrderedDict()
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self.indexing = 0  # index() calls running now or waiting for their version's lock
 
     # ---- indexing ----
 
     async def index(self, project_id: str, source: BlobSource) -> IndexResult:
         """Idempotent: a version indexed again re-reads its list and parses only unknown blobs."""
+        self.indexing += 1
+        try:
+            return await self._index(project_id, source)
+        finally:
+            self.indexing -= 1
+
+    def sizes(self) -> tuple[int, int, int]:
+        """(version indexes in memory, their files, parsed files' facts in memory)."""
+        return len(self._indexes), sum(len(i.files) for i in self._indexes.values()), len(self._facts)
+
+    async def _index(self, project_id: str, source: BlobSource) -> IndexResult:
         started = time.perf_counter()
         version, files = await source.files()
         key = (project_id, version)

@@ -38,6 +38,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from .errors import MoleculerError, request_timeout, service_not_available, service_not_found
+from .metrics import Metrics, outcome_of
 
 PROTOCOL_VERSION = "5"
 log = logging.getLogger("forgefluid_context.moleculer")
@@ -102,8 +103,9 @@ class Broker:
         namespace: str,
         node_id: str,
         request_timeout_s: float = 10.0,
-        heartbeat_interval_s: float = 5.0,
-        heartbeat_timeout_s: float = 15.0,
+        heartbeat_interval_s: float = 1.0,
+        heartbeat_timeout_s: float = 3.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.transporter_url = transporter
         self.namespace = namespace
@@ -125,6 +127,11 @@ class Broker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._node_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.gauge("context_requests_in_flight", lambda: self._in_flight)
+            metrics.gauge("context_calls_pending", lambda: len(self._pending))
+            metrics.gauge("context_registry_nodes", lambda: len(self.nodes))
 
     # ---- lifecycle ----
 
@@ -180,6 +187,8 @@ class Broker:
         log.info("node %s left", self.node_id)
 
     async def _on_reconnected(self) -> None:
+        if self.metrics is not None:
+            self.metrics.reconnects.inc()
         await self._publish("DISCOVER", None, {})
         await self._publish("INFO", None, self._info())
 
@@ -248,6 +257,21 @@ class Broker:
         node_id: str | None = None,
     ) -> Any:
         """Calls a remote action on one of the nodes offering it (round robin), like Moleculer does."""
+        if self.metrics is None:
+            return await self._call(action, params, timeout_s, meta, level, request_id, node_id)
+        with self.metrics.timed(self.metrics.call_seconds, action=action):
+            return await self._call(action, params, timeout_s, meta, level, request_id, node_id)
+
+    async def _call(
+        self,
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        meta: dict[str, Any] | None,
+        level: int,
+        request_id: str | None,
+        node_id: str | None,
+    ) -> Any:
         candidates = [node_id] if node_id else self.nodes_with_action(action)
         if not candidates:
             raise service_not_found(action)
@@ -419,6 +443,9 @@ class Broker:
         if self.nodes.pop(node_id, None) is None:
             return
         log.info("node %s %s", node_id, why)
+        if self.metrics is not None:
+            reason = "disconnected" if why == "disconnected" else "heartbeat_timeout"
+            self.metrics.nodes_dropped.labels(reason=reason).inc()
         for pending in list(self._pending.values()):
             if pending.node_id == node_id and not pending.future.done():
                 pending.future.set_exception(service_not_available(pending.action, node_id))
@@ -459,8 +486,10 @@ class Broker:
         assert isinstance(meta, dict)
         self._in_flight += 1
         self._idle.clear()
+        started = time.perf_counter()
+        handler = self._local_action(action)
+        failure: BaseException | None = None
         try:
-            handler = self._local_action(action)
             if self._stopping or handler is None:
                 raise service_not_available(action, self.node_id)
             params = payload.get("params")
@@ -480,10 +509,13 @@ class Broker:
                 data = await handler(ctx)
             response: dict[str, Any] = {"id": req_id, "meta": meta, "headers": {}, "success": True, "data": data}
         except MoleculerError as err:
+            failure = err
             response = self._failure(req_id, meta, err)
         except TimeoutError:
-            response = self._failure(req_id, meta, request_timeout(action, self.node_id))
+            failure = request_timeout(action, self.node_id)
+            response = self._failure(req_id, meta, failure)
         except Exception as exc:  # an unexpected failure is a 500 with no internals in the message
+            failure = exc
             log.exception("action %s failed", action)
             internal = MoleculerError(
                 "Internal error in the context service",
@@ -497,6 +529,11 @@ class Broker:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+        # only this node's own actions are counted: an unknown name from the wire is no label value
+        if self.metrics is not None and handler is not None:
+            outcome = outcome_of(failure)
+            self.metrics.actions.labels(action=action, outcome=outcome).inc()
+            self.metrics.action_seconds.labels(action=action, outcome=outcome).observe(time.perf_counter() - started)
         await self._publish("RES", sender, response)
 
     async def _handle_event(self, sender: str, payload: dict[str, Any]) -> None:

@@ -155,10 +155,23 @@ class ProjectsSource:
 
 
 def context_service(broker: Broker, engine: Engine, projects_timeout_s: float) -> ServiceDef:
+    metrics = broker.metrics
+    if metrics is not None:
+        metrics.gauge("context_indexing_versions", lambda: engine.indexing)
+        metrics.gauge("context_version_indexes", lambda: engine.sizes()[0])
+        metrics.gauge("context_version_index_files", lambda: engine.sizes()[1])
+        metrics.gauge("context_file_facts_cached", lambda: engine.sizes()[2])
+
     async def index_version(project_id: str, version: int | None, user_id: str | None = None) -> dict[str, Any]:
-        result = await engine.index(
-            project_id, ProjectsSource(broker, project_id, version, user_id, projects_timeout_s)
-        )
+        source = ProjectsSource(broker, project_id, version, user_id, projects_timeout_s)
+        if metrics is None:
+            result = await engine.index(project_id, source)
+        else:
+            with metrics.timed(metrics.index_seconds):
+                result = await engine.index(project_id, source)
+            metrics.index_files.labels(result="parsed").inc(result.parsed)
+            metrics.index_files.labels(result="reused").inc(result.reused)
+            metrics.index_files.labels(result="skipped").inc(result.skipped)
         view = result.view()
         try:
             await broker.emit("context.indexed", view)
