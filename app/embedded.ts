@@ -32,6 +32,29 @@ export interface EmbeddedPlatform {
 
 const ROOT = path.resolve(__dirname, "..");
 
+/**
+ * The context node's own variables in embedded mode, over the platform's environment: where to meet
+ * (the loopback NATS with its token, the namespace, the database) and the TS node's heartbeat settings.
+ * Those must be the same on both sides: the TS node drops a node it has not heard from within
+ * HEARTBEAT_TIMEOUT_S, so a context node beating more slowly (it once defaulted to 5 s against the
+ * platform's 3 s) is dropped, rediscovered at its next heartbeat and dropped again, all the time.
+ * HEALTH_PORT and METRICS_PORT belong to the platform's own process; the context node's /metrics is
+ * CONTEXT_METRICS_PORT (off by default).
+ */
+export function embeddedContextEnv(config: Config, transporter: string, nodeID: string): Record<string, string> {
+	return {
+		TRANSPORTER: transporter,
+		NAMESPACE: config.namespace,
+		NODE_ID: nodeID,
+		DATABASE_URL: config.databaseUrl ?? "",
+		LOG_LEVEL: config.logLevel,
+		HEARTBEAT_INTERVAL_S: String(config.heartbeat.intervalS),
+		HEARTBEAT_TIMEOUT_S: String(config.heartbeat.timeoutS),
+		HEALTH_PORT: "0",
+		METRICS_PORT: String(config.context.embeddedMetricsPort)
+	};
+}
+
 /** Stops the helpers of an embedded platform that was killed without stopping them. */
 function reapStale(dataDir: string, logger: HelperLogger) {
 	const link = readLink(dataDir);
@@ -108,11 +131,7 @@ export async function startEmbeddedPlatform(
 					.filter(Boolean)
 					.join(path.delimiter),
 				PYTHONUNBUFFERED: "1",
-				TRANSPORTER: nats!.urlWithToken,
-				NAMESPACE: node.config.namespace,
-				NODE_ID: `${node.broker.nodeID}-context`,
-				DATABASE_URL: node.config.databaseUrl ?? "",
-				LOG_LEVEL: node.config.logLevel
+				...embeddedContextEnv(node.config, nats!.urlWithToken, `${node.broker.nodeID}-context`)
 			},
 			logger: log,
 			level: l => (/\b(ERROR|CRITICAL|WARNING|Traceback)\b/.test(l) ? "warn" : "info")

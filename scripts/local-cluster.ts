@@ -259,7 +259,8 @@ async function main(): Promise<void> {
 			timeoutMs: 0,
 			indexTimeoutMs: 0,
 			embedded: false,
-			embeddedNatsPort: 0
+			embeddedNatsPort: 0,
+			embeddedMetricsPort: 0
 		},
 		ROOT
 	);

@@ -19,6 +19,8 @@ export interface ContextConfig {
 	natsServerBin: string | null;
 	/** Loopback port of the embedded NATS (0: any free port). */
 	embeddedNatsPort: number;
+	/** Embedded mode: the context node's METRICS_PORT (its /metrics; 0: off). */
+	embeddedMetricsPort: number;
 }
 
 export function loadContextConfig(r: EnvReader): ContextConfig {
@@ -30,7 +32,8 @@ export function loadContextConfig(r: EnvReader): ContextConfig {
 		embedded: r.bool("CONTEXT_EMBEDDED", true),
 		python: python ? path.resolve(python) : null,
 		natsServerBin: nats ? path.resolve(nats) : null,
-		embeddedNatsPort: r.int("EMBEDDED_NATS_PORT", 0, 0, 65535)
+		embeddedNatsPort: r.int("EMBEDDED_NATS_PORT", 0, 0, 65535),
+		embeddedMetricsPort: r.int("CONTEXT_METRICS_PORT", 0, 0, 65535)
 	};
 }
 

@@ -16,7 +16,10 @@ async function main() {
 			type: "NATS",
 			options: { url: `nats://${u.host}`, ...(u.username ? { token: decodeURIComponent(u.username) } : {}) }
 		},
-		logger: false
+		logger: false,
+		// as the real node reads them (embedded mode passes the platform's: app/embedded.ts)
+		heartbeatInterval: Number(process.env.HEARTBEAT_INTERVAL_S || 1),
+		heartbeatTimeout: Number(process.env.HEARTBEAT_TIMEOUT_S || 3)
 	});
 	broker.createService(fakeContextService(broker.nodeID).schema);
 	await broker.start();
