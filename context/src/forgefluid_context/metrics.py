@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
@@ -183,4 +183,6 @@ class MetricsServer(SmallHttpServer):
         refused = route(method, path, ("/metrics",))
         if refused is not None:
             return refused
-        return Response(200, self.metrics.render(), CONTENT_TYPE_LATEST)
+        # the classic text format (what prometheus-client's own server answers without an Accept asking
+        # for another): every Prometheus reads it, and all our names are plain ones
+        return Response(200, self.metrics.render(), CONTENT_TYPE_PLAIN_0_0_4)
