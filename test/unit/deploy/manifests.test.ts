@@ -119,6 +119,21 @@ const PY_CHECK = [
 	"print(json.dumps(out))"
 ].join("\n");
 
+/** The Python node's heartbeat settings (load_config) for each environment, as the TS config names them. */
+function pyHeartbeats(envs: Array<Record<string, string>>): Array<{ intervalS: number; timeoutS: number }> {
+	const script = [
+		"import json, sys",
+		"from forgefluid_context.config import load_config",
+		"print(json.dumps([[c.heartbeat_interval_s, c.heartbeat_timeout_s] for c in map(load_config, json.load(sys.stdin))]))"
+	].join("\n");
+	const out = execFileSync(PYTHON, ["-c", script], {
+		input: JSON.stringify(envs),
+		env: { ...process.env, PYTHONPATH: path.join(ROOT, "context/src") },
+		encoding: "utf8"
+	});
+	return (JSON.parse(out) as Array<[number, number]>).map(([intervalS, timeoutS]) => ({ intervalS, timeoutS }));
+}
+
 /** The Python node's own load_config on each environment: [] when it accepts it, else its message. */
 function pyConfigProblems(envs: Array<Record<string, string>>): string[][] {
 	const out = execFileSync(PYTHON, ["-c", PY_CHECK], {
@@ -182,12 +197,11 @@ function healthPorts(env: Record<string, string>, runtime: Runtime = "node"): nu
 
 /**
  * Ports on which it serves /metrics: METRICS_PORT; the gateway's PORT in embedded mode only (no
- * TRANSPORTER). The Python node serves none.
+ * TRANSPORTER). The Python node: METRICS_PORT only (context/src/forgefluid_context/metrics.py).
  */
 function metricsPorts(env: Record<string, string>, runtime: Runtime = "node"): number[] {
 	const ports: number[] = [];
-	if (runtime === "python") return ports;
-	if (parseServices(env.SERVICES).includes("api") && !env.TRANSPORTER) ports.push(Number(env.PORT || 3000));
+	if (runtime === "node" && parseServices(env.SERVICES).includes("api") && !env.TRANSPORTER) ports.push(Number(env.PORT || 3000));
 	if (Number(env.METRICS_PORT || 0) > 0) ports.push(Number(env.METRICS_PORT));
 	return ports;
 }
@@ -521,9 +535,9 @@ describe("health checks and metrics", () => {
 		expect(r.probes.find(p => p.kind === "readinessProbe")?.path).toBe(HEALTH_ROUTES.ready);
 	});
 
-	test.each(cases(K8S_ROLES))("%s is scraped on a port that serves /metrics, if it serves one", (_w, r) => {
-		// The Python node has no /metrics; annotating it would only make Prometheus report a failing target.
-		expect(r.metrics.length).toBe(r.runtime === "node" ? 1 : 0);
+	test.each(cases(K8S_ROLES))("%s is scraped on a port that serves /metrics", (_w, r) => {
+		// Every role serves one, the Python context node's included (METRICS_PORT).
+		expect(r.metrics.length).toBe(1);
 		for (const m of r.metrics) {
 			expect(m.path).toBe("/metrics");
 			expect(metricsPorts(r.env, r.runtime)).toContain(m.port);
@@ -556,6 +570,19 @@ describe("environment", () => {
 	test("the Python node's load_config accepts each context role's environment, in cluster mode", () => {
 		expect(pyConfigProblems(PY_ROLES.map(r => r.env))).toEqual(PY_ROLES.map(() => []));
 		for (const r of PY_ROLES) expect(r.env.TRANSPORTER).toMatch(/^nats:\/\//);
+	});
+
+	test.each([
+		["compose", COMPOSE_ROLES],
+		["k8s", K8S_ROLES]
+	])("%s: the context node beats and times out as the TS nodes do", (_where, roles) => {
+		// A TS node drops a node unheard of for its HEARTBEAT_TIMEOUT_S: a context node beating more slowly
+		// is dropped and rediscovered over and over (test/integration/context/context-heartbeat.test.ts).
+		const ts = roles.filter(r => r.runtime === "node").map(r => loadConfig(r.env).heartbeat);
+		const py = pyHeartbeats(roles.filter(r => r.runtime === "python").map(r => r.env));
+		expect(ts.length).toBeGreaterThan(0);
+		expect(py.length).toBe(1);
+		for (const hb of [...ts, ...py]) expect(hb).toEqual(ts[0]);
 	});
 
 	test.each(cases(NODE_ROLES))("%s: loadConfig accepts the role's environment", (_w, r) => {
@@ -805,8 +832,12 @@ describe("Dockerfile.context", () => {
 		const user = /^USER (\S+)/m.exec(runtime)?.[1] ?? "root";
 		expect(user).toMatch(/^[1-9]\d*:[1-9]\d*$/);
 		const port = Number(/^ENV .*\bHEALTH_PORT=(\d+)/m.exec(runtime)?.[1]);
-		expect((/^EXPOSE (.+)$/m.exec(runtime)?.[1] ?? "").split(/\s+/).map(Number)).toEqual([port]);
+		const exposed = (/^EXPOSE (.+)$/m.exec(runtime)?.[1] ?? "").split(/\s+/).map(Number);
+		expect(exposed[0]).toBe(port);
 		for (const r of PY_ROLES) expect(healthPorts(r.env, "python")).toEqual([port]);
+		// METRICS_PORT is the manifests' choice (the image leaves it off): each one they set is exposed.
+		for (const r of PY_ROLES) for (const p of metricsPorts(r.env, "python")) expect(exposed).toContain(p);
+		expect(exposed.length).toBe(new Set(exposed).size);
 		expect(JSON.parse(/^CMD (\[.+\])$/m.exec(runtime)?.[1] ?? "[]")).toEqual(["python", "-m", "forgefluid_context"]);
 		expect(fs.existsSync(path.join(ROOT, "context/src/forgefluid_context/__main__.py"))).toBe(true);
 		const hc = JSON.parse(/^HEALTHCHECK .*CMD (\[.+\])$/m.exec(runtime)?.[1] ?? "[]") as string[];
