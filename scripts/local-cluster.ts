@@ -285,7 +285,10 @@ async function main(): Promise<void> {
 					NODE_ID: nodeId,
 					LOG_LEVEL: process.env.LOG_LEVEL || "info",
 					PYTHONPATH: process.env.FORGE_CONTEXT_SRC || path.join(ROOT, "context", "src"),
-					PYTHONUNBUFFERED: "1"
+					PYTHONUNBUFFERED: "1",
+					// ready by its ready line; /metrics numbered like the TS workers' (health port + 100)
+					HEALTH_PORT: "0",
+					METRICS_PORT: String(healthPort++ + 100)
 				}
 			});
 		}
@@ -362,7 +365,10 @@ async function main(): Promise<void> {
 
 	const lines = ["", "local-cluster: every node is ready"];
 	for (const n of nodes) {
-		if (n.command) lines.push(`  ${n.name}: context (Python)   NODE_ID ${n.env.NODE_ID}`);
+		if (n.command)
+			lines.push(
+				`  ${n.name}: context (Python)   NODE_ID ${n.env.NODE_ID}   Metrics http://127.0.0.1:${n.env.METRICS_PORT}/metrics`
+			);
 		else if (n.services.includes("api")) {
 			const base = `http://localhost:${n.env.PORT}`;
 			lines.push(

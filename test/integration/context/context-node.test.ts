@@ -2,9 +2,21 @@
  * The Python context node against real TS brokers over the real NATS and PostgreSQL: discovery both
  * ways, requests both ways (it reads projects over the transporter), errors with code, type and data,
  * events both ways, timeouts, and a node leaving (DISCONNECT) with calls rebalanced to the other.
+ * Then its METRICS_PORT is scraped: what those requests, calls and index runs left there, in a page
+ * `promtool check metrics` accepts (promtool is Debian's `prometheus` package; .ci/run installs it).
  */
+import { spawnSync } from "node:child_process";
+import os from "node:os";
 import { Errors, ServiceBroker } from "moleculer";
-import { bearerFor, createTestDatabase, eventually, NATS_URL, startTestNode, TestDatabase } from "../../support/env";
+import {
+	bearerFor,
+	createTestDatabase,
+	eventually,
+	freePort,
+	NATS_URL,
+	startTestNode,
+	TestDatabase
+} from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { client } from "../projects/http";
 import { ContextNode, startContextNode } from "../../support/context-node";
@@ -17,6 +29,7 @@ let ctxNode: ContextNode;
 let api: ReturnType<typeof client>;
 let alice: string;
 let bob: string;
+let metricsPort: number;
 const indexed: Array<{ projectId: string; version: number }> = [];
 
 function contextEnv(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
@@ -100,7 +113,10 @@ beforeAll(async () => {
 	api = client(node.baseUrl);
 	alice = bearerFor(node.config, "alice");
 	bob = bearerFor(node.config, "bob");
-	ctxNode = await startContextNode(contextEnv("py-context-1"));
+	metricsPort = await freePort();
+	ctxNode = await startContextNode(
+		contextEnv("py-context-1", { METRICS_PORT: String(metricsPort), HEALTH_HOST: "127.0.0.1" })
+	);
 	await node.broker.waitForServices(["context"], 30_000);
 });
 
@@ -278,6 +294,69 @@ describe("the Python context node in a TS cluster", () => {
 			await py.stop();
 			await slow.stop();
 		}
+	});
+
+	it("serves /metrics: its requests, calls and index runs by outcome, sizes and queues, in Prometheus' text format", async () => {
+		const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+		expect(res.status).toBe(200);
+		expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+		const text = await res.text();
+		/** The value of the one sample of `name` whose labels include `labels` (namespace aside). */
+		const sample = (name: string, labels: Record<string, string> = {}) => {
+			const hits = [...text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, "gm"))].filter(m =>
+				Object.entries(labels).every(([k, v]) => m[1].split(",").includes(`${k}="${v}"`))
+			);
+			expect({ name, labels, hits: hits.length }).toEqual({ name, labels, hits: 1 });
+			return Number(hits[0][2]);
+		};
+		const select = (outcome: string) => sample("context_actions_total", { action: "context.select", outcome });
+		expect(select("ok")).toBeGreaterThanOrEqual(3);
+		// unknown project, foreign project, no such version, five bad budgets, bad globs
+		expect(select("rejected")).toBeGreaterThanOrEqual(9);
+		// the 1 ms timeout the TS caller set
+		expect(select("timeout")).toBeGreaterThanOrEqual(1);
+		expect(sample("context_action_seconds_count", { action: "context.select", outcome: "ok" })).toBe(select("ok"));
+		expect(sample("context_actions_total", { action: "context.index", outcome: "ok" })).toBeGreaterThanOrEqual(2);
+		expect(sample("context_actions_total", { action: "context.status", outcome: "ok" })).toBeGreaterThanOrEqual(1);
+		expect(
+			sample("context_call_seconds_count", { action: "projects.access", outcome: "ok" })
+		).toBeGreaterThanOrEqual(3);
+		expect(
+			sample("context_call_seconds_count", { action: "projects.access", outcome: "rejected" })
+		).toBeGreaterThanOrEqual(2);
+		expect(
+			sample("context_call_seconds_count", { action: "projects.contextManifest", outcome: "ok" })
+		).toBeGreaterThanOrEqual(2);
+		// the first version, v2 twice, the other project's (by event)
+		expect(sample("context_index_seconds_count", { outcome: "ok" })).toBeGreaterThanOrEqual(4);
+		expect(sample("context_index_files_total", { result: "parsed" })).toBeGreaterThanOrEqual(
+			Object.keys(FILES).length + 2
+		);
+		expect(sample("context_index_files_total", { result: "reused" })).toBeGreaterThanOrEqual(
+			2 * Object.keys(FILES).length - 1
+		);
+		expect(sample("context_version_indexes")).toBeGreaterThanOrEqual(1);
+		expect(sample("context_version_index_files")).toBeGreaterThanOrEqual(Object.keys(FILES).length);
+		expect(sample("context_file_facts_cached")).toBeGreaterThanOrEqual(Object.keys(FILES).length);
+		expect(sample("context_registry_nodes")).toBeGreaterThanOrEqual(1);
+		expect(sample("context_requests_in_flight")).toBe(0);
+		expect(sample("context_indexing_versions")).toBe(0);
+		expect(sample("context_nodes_dropped_total", { reason: "heartbeat_timeout" })).toBe(0);
+		// every sample carries the namespace, none the host
+		for (const [, labels] of text.matchAll(/^\w+\{([^}]*)\} \S+$/gm))
+			expect(labels.split(",")).toContain(`namespace="${node.config.namespace}"`);
+		expect(text).not.toMatch(/^\w+ \S+$/m);
+		expect(text).not.toContain(os.hostname());
+		const check = spawnSync(process.env.PROMTOOL ?? "promtool", ["check", "metrics"], {
+			input: text,
+			encoding: "utf8"
+		});
+		if (check.error)
+			throw new Error("promtool not found: install Debian's prometheus package (.ci/run does), or set PROMTOOL");
+		expect(`${check.stdout}${check.stderr}`.trim()).toBe("");
+		expect(check.status).toBe(0);
+		// the page only: the probes are on HEALTH_PORT (off here)
+		expect((await fetch(`http://127.0.0.1:${metricsPort}/health/live`)).status).toBe(404);
 	});
 
 	it("says goodbye on SIGTERM: the registry drops it at once and calls go to the node that stays", async () => {
