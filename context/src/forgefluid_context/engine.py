@@ -169,15 +169,20 @@ class Engine:
             return None
         keys = [(sha, _lang(path)) for path, sha, _size, _changed in row.manifest]
         missing = [k for k in keys if k not in self._facts]
-        for k, j in (await store.load_facts(self.pool, missing)).items():
-            self._facts[k] = FileFacts.from_json(j)
+        raw = await store.load_facts(self.pool, missing)
+        # Decoding the facts and building the index take seconds for thousands of files: on a worker
+        # thread, so the event loop keeps answering (heartbeats, pings, other requests) meanwhile; a
+        # loop held past the TS nodes' 3 s heartbeat timeout gets this node dropped by all of them.
+        loop = asyncio.get_running_loop()
+        decoded = await loop.run_in_executor(None, lambda: {k: FileFacts.from_json(j) for k, j in raw.items()})
+        self._facts.update(decoded)
         while len(self._facts) > 200_000:
             self._facts.popitem(last=False)
         files = [
             IndexedFile(path, sha, size, self._facts.get((sha, _lang(path))), changed)
             for path, sha, size, changed in row.manifest
         ]
-        index = VersionIndex(files)
+        index = await loop.run_in_executor(None, VersionIndex, files)
         self._indexes[key] = index
         while len(self._indexes) > self.cache_versions:
             self._indexes.popitem(last=False)
