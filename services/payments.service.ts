@@ -36,6 +36,7 @@ import { balanceView, boostQuote, factsView, stakingView } from "../src/payments
 import { payerOfRequest } from "../src/payments/payer";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
+import { topUpMixin } from "./payments/topup.mixin";
 
 interface PaymentsThis extends Service, DurableThis, Pick<UsageThis, "usageStore"> {
 	cfg: Config;
@@ -95,6 +96,7 @@ const PaymentsService: ServiceSchema<
 	name: "payments",
 	mixins: [
 		usageMixin as unknown as ServiceSchema,
+		topUpMixin as unknown as ServiceSchema,
 		durableEvents({
 			group: "payments",
 			handlers: {

@@ -25,7 +25,13 @@ import { SiweProofs, type SiweInput } from "../src/users/siwe-proof";
 import { UsersStore } from "../src/users/store";
 import { AccountGuessLimiter, KnownAddresses, ProgressiveThrottle, makeLimiter } from "../src/users/throttle";
 import { parsePlanChanged, parseStakeChanged } from "../src/users/tier-facts";
-import { parsePastDueNotice, pastDueMails } from "../src/users/billing-notice";
+import {
+	autoTopUpFailedMails,
+	parseAutoTopUpFailed,
+	parsePastDueNotice,
+	pastDueMails,
+	type NoticeSources
+} from "../src/users/billing-notice";
 import { REFRESH_TOKEN_PATTERN } from "../src/users/tokens";
 import { sessionView, type ProfileView } from "../src/users/views";
 import { Wallets } from "../src/users/wallets";
@@ -57,6 +63,13 @@ const siweParams = {
 } as const;
 const passwordParam = { type: "string", min: 1, max: 1024 } as const;
 
+/** Where a billing notice's recipients come from (src/users/billing-notice.ts). */
+const noticeSources = (svc: UsersThis): NoticeSources => ({
+	billingContactsOf: orgId => svc.broker.call("orgs.billingContacts", { orgId }),
+	emailOf: async id => (await svc.store.userById(id))?.email ?? null,
+	appUrl: svc.cfg.mail.appUrl
+});
+
 // `merged` is a Moleculer lifecycle hook the typings leave out.
 type UsersSchema = ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, UsersThis> & {
 	merged?: (this: UsersThis, schema: ServiceSchema) => void;
@@ -81,11 +94,12 @@ const UsersService: UsersSchema = {
 				},
 				// A renewal failed: the payer (or its organisation's billing members) is told by mail.
 				async "billing.past_due"(this: UsersThis, payload) {
-					const mails = await pastDueMails(parsePastDueNotice(payload), {
-						billingContactsOf: orgId => this.broker.call("orgs.billingContacts", { orgId }),
-						emailOf: async id => (await this.store.userById(id))?.email ?? null,
-						appUrl: this.cfg.mail.appUrl
-					});
+					const mails = await pastDueMails(parsePastDueNotice(payload), noticeSources(this));
+					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
+				},
+				// An auto top-up was refused by the card and turned off: the payer is told once.
+				async "billing.auto_topup.failed"(this: UsersThis, payload) {
+					const mails = await autoTopUpFailedMails(parseAutoTopUpFailed(payload), noticeSources(this));
 					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
 				},
 				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {

@@ -11,6 +11,7 @@ import { tasksRoutes } from "./routes/tasks";
 import { usersRoutes } from "./routes/users";
 import { orgsRoutes } from "./routes/orgs";
 import { billingUsageRoutes } from "./routes/billing-usage";
+import { billingTopUpRoutes } from "./routes/billing-topup";
 
 // Domain route modules register here (users, projects, payments, tasks, ai).
 export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
@@ -20,7 +21,8 @@ export const ROUTE_MODULES: Array<() => RouteSpec[]> = [
 	aiRoutes,
 	tasksRoutes,
 	orgsRoutes,
-	billingUsageRoutes
+	billingUsageRoutes,
+	billingTopUpRoutes
 ];
 
 export function allRoutes(): RouteSpec[] {

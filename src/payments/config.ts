@@ -23,6 +23,8 @@ export interface StripeSettings {
 	portalReturnUrl: string;
 	/** How long a `past_due` subscription keeps its tier (src/payments/subscription-rules.ts). */
 	pastDueGraceS: number;
+	/** At most one auto top-up purchase per payer within this many seconds (src/payments/auto-topup.ts). */
+	autoTopUpWindowS: number;
 }
 
 export interface ChainSettings {
@@ -128,7 +130,8 @@ export function loadPaymentsConfig(r: EnvReader): PaymentsConfig {
 			reconcileWindowS: r.int("STRIPE_RECONCILE_WINDOW_S", 3 * 86_400, 60, 30 * 86_400),
 			inboxPollMs: r.int("STRIPE_INBOX_POLL_MS", 2000, 10, 600_000),
 			portalReturnUrl: r.str("STRIPE_PORTAL_RETURN_URL", `${publicUrl}/billing`),
-			pastDueGraceS: r.int("BILLING_PAST_DUE_GRACE_S", 7 * 86_400, 0, 90 * 86_400)
+			pastDueGraceS: r.int("BILLING_PAST_DUE_GRACE_S", 7 * 86_400, 0, 90 * 86_400),
+			autoTopUpWindowS: r.int("BILLING_AUTO_TOPUP_WINDOW_S", 3600, 60, 30 * 86_400)
 		},
 		chain,
 		stakeMinHoldingMs: r.int("STAKE_MIN_HOLDING_S", STAKE_MIN_HOLDING_MS / 1000, 0, 365 * 86_400) * 1000,

@@ -15,6 +15,7 @@ const STRIPE_TYPES = new Set([
 	"checkout.session.async_payment_failed",
 	"checkout.session.expired",
 	"payment_intent.succeeded",
+	"payment_intent.payment_failed",
 	"charge.refunded",
 	"charge.dispute.created",
 	"charge.dispute.updated",

@@ -26,6 +26,7 @@ import { findPack, findPlan } from "./prices";
 import type { Publisher } from "./stake-indexer";
 import { orgIdOfPayer } from "./payer";
 import { StripeSelfServe } from "./stripe-self-serve";
+import { AutoTopUp } from "./auto-topup";
 import { graceEndsAt, nextPastDueSince, planTierOf } from "./subscription-rules";
 
 export function createStripeClient(s: StripeSettings): Stripe | null {
@@ -137,6 +138,8 @@ interface SubscriptionLike {
 export class StripeBilling {
 	/** Customers, the portal and plan changes (src/payments/stripe-self-serve.ts). */
 	readonly selfServe: StripeSelfServe;
+	/** Off-session purchases under a threshold (src/payments/auto-topup.ts). */
+	readonly autoTopUp: AutoTopUp;
 	private processing: Promise<number> | null = null;
 	private again = false;
 	/** Told of every inbox event once its outcome is committed (metrics); `failed` when processing threw. */
@@ -151,6 +154,7 @@ export class StripeBilling {
 		private readonly log: { warn(...a: unknown[]): void; info(...a: unknown[]): void; error(...a: unknown[]): void }
 	) {
 		this.selfServe = new StripeSelfServe(sequelize, () => this.client(), settings, log);
+		this.autoTopUp = new AutoTopUp(sequelize, ledger, () => this.client(), this.selfServe, settings, publish, log);
 	}
 
 	get configured() {
@@ -475,6 +479,15 @@ export class StripeBilling {
 						amount_received?: number;
 						currency?: string;
 						metadata?: Record<string, string>;
+					}
+				);
+			case "payment_intent.payment_failed":
+				return this.autoTopUp.applyPaymentFailed(
+					tx,
+					obj as {
+						id: string;
+						metadata?: Record<string, string>;
+						last_payment_error?: { code?: string; message?: string } | null;
 					}
 				);
 			case "charge.refunded":

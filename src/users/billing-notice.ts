@@ -1,6 +1,6 @@
 /**
- * The mail of a billing notice (payments' durable `billing.past_due`): who gets it and what it
- * says. A user payer is mailed at its address; an organisation payer at the addresses of its
+ * The mail of a billing notice (payments' durable `billing.past_due` and `billing.auto_topup.failed`):
+ * who gets it and what it says. A user payer is mailed at its address; an organisation payer at the addresses of its
  * members with a billing role (owner, admin, billing). Accounts without an address are skipped.
  */
 import { InvalidEventPayload, isUuid } from "./tier-facts";
@@ -32,10 +32,31 @@ export interface NoticeSources {
 	appUrl: string;
 }
 
-/** The messages to send for one notice: `[address, mail]` pairs, one per distinct address. */
-export async function pastDueMails(n: PastDueNotice, src: NoticeSources): Promise<Array<[string, AccountMail]>> {
-	const org = ORG_PAYER.exec(n.payerId)?.[1] ?? null;
-	let userIds = [n.payerId];
+/** A payer's auto top-up failed and was turned off (`billing.auto_topup.failed`). */
+export interface AutoTopUpFailedNotice {
+	payerId: string;
+	packId: string;
+	reason: string;
+}
+
+export function parseAutoTopUpFailed(payload: unknown): AutoTopUpFailedNotice {
+	const p = (payload ?? {}) as Record<string, unknown>;
+	if (typeof p.payerId !== "string" || !(isUuid(p.payerId) || ORG_PAYER.test(p.payerId)))
+		throw new InvalidEventPayload("payerId must be a user id or org:<uuid>");
+	if (typeof p.packId !== "string" || p.packId.length > 64) throw new InvalidEventPayload("packId must be a pack id");
+	if (typeof p.reason !== "string" || !/^[a-z_]{1,64}$/.test(p.reason))
+		throw new InvalidEventPayload("reason must be a Stripe error code");
+	return { payerId: p.payerId, packId: p.packId, reason: p.reason };
+}
+
+/** One mail per distinct address of the payer (or its organisation's billing members), built by `make`. */
+async function noticeMails(
+	payerId: string,
+	src: NoticeSources,
+	make: (orgName: string | null, link: string) => AccountMail
+): Promise<Array<[string, AccountMail]>> {
+	const org = ORG_PAYER.exec(payerId)?.[1] ?? null;
+	let userIds = [payerId];
 	let orgName: string | null = null;
 	if (org) {
 		const contacts = await src.billingContactsOf(org);
@@ -43,12 +64,35 @@ export async function pastDueMails(n: PastDueNotice, src: NoticeSources): Promis
 		userIds = contacts.userIds;
 		orgName = contacts.name;
 	}
-	const link = `${src.appUrl}/billing${org ? `?orgId=${org}` : ""}`;
+	const mail = make(orgName, `${src.appUrl}/billing${org ? `?orgId=${org}` : ""}`);
 	const out = new Map<string, AccountMail>();
 	for (const id of userIds) {
 		const email = await src.emailOf(id);
-		if (email && !out.has(email))
-			out.set(email, { kind: "billingPastDue", planTier: n.planTier, graceEndsAt: n.graceEndsAt, orgName, link });
+		if (email && !out.has(email)) out.set(email, mail);
 	}
 	return [...out];
+}
+
+/** The messages to send for one notice: `[address, mail]` pairs, one per distinct address. */
+export function pastDueMails(n: PastDueNotice, src: NoticeSources): Promise<Array<[string, AccountMail]>> {
+	return noticeMails(n.payerId, src, (orgName, link) => ({
+		kind: "billingPastDue",
+		planTier: n.planTier,
+		graceEndsAt: n.graceEndsAt,
+		orgName,
+		link
+	}));
+}
+
+export function autoTopUpFailedMails(
+	n: AutoTopUpFailedNotice,
+	src: NoticeSources
+): Promise<Array<[string, AccountMail]>> {
+	return noticeMails(n.payerId, src, (orgName, link) => ({
+		kind: "billingAutoTopUpFailed",
+		packId: n.packId,
+		reason: n.reason,
+		orgName,
+		link
+	}));
 }

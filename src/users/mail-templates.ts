@@ -29,7 +29,9 @@ export type AccountMail =
 			expiresInS: number;
 	  }
 	/** A renewal failed (`billing.past_due`): the plan stays until `graceEndsAt`, then the tier drops. */
-	| { kind: "billingPastDue"; planTier: string; graceEndsAt: string; orgName: string | null; link: string };
+	| { kind: "billingPastDue"; planTier: string; graceEndsAt: string; orgName: string | null; link: string }
+	/** An off-session top-up was refused (`billing.auto_topup.failed`): auto top-up is off until turned on again. */
+	| { kind: "billingAutoTopUpFailed"; packId: string; reason: string; orgName: string | null; link: string };
 
 const escapeHtml = (s: string) =>
 	s.replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c as "&"]);
@@ -145,6 +147,23 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 					`The renewal payment of the ${mail.planTier} plan of ${whose} failed. The card will be tried again.`,
 					`The plan stays in effect until ${mail.graceEndsAt}. If the payment has not gone through by then, ${whose} moves to the free tier until it does.`,
 					"Update the payment method from the billing page to keep the plan."
+				],
+				{ label: "Open billing", link: mail.link }
+			);
+		}
+		case "billingAutoTopUpFailed": {
+			const whose = mail.orgName ? `the organisation ${mail.orgName}` : "your account";
+			const why =
+				mail.reason === "authentication_required"
+					? "the card asked for authentication, which cannot be done without you"
+					: mail.reason === "no_payment_method"
+						? "no card is saved for payments without you"
+						: "the card was declined";
+			return compose(
+				"ForgeFluid auto top-up failed and was turned off",
+				[
+					`The automatic purchase of the ${mail.packId} credit pack for ${whose} failed: ${why} (${mail.reason}).`,
+					"Auto top-up is now off and will not be tried again by itself. Update the card from the billing page (or buy a pack once), then turn auto top-up on again."
 				],
 				{ label: "Open billing", link: mail.link }
 			);

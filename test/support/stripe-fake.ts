@@ -11,6 +11,13 @@
  *   GET  /v1/subscriptions/:id, POST /v1/subscriptions/:id (price_data items, proration_behavior,
  *        cancel_at_period_end, metadata merged as Stripe does); an update records its proration and
  *        emits `customer.subscription.updated` with `previous_attributes`, like Stripe
+ *   GET  /v1/customers/:id/payment_methods (the cards attached by `attachCard` or a completed pack Checkout)
+ *   POST /v1/payment_intents, GET /v1/payment_intents/:id: off-session, confirmed at once; the outcome
+ *        follows the payment method's id as Stripe's test cards do (`TEST_CARDS`): `pm_card_visa` (and any
+ *        other id) succeeds and emits `payment_intent.succeeded`; `pm_card_authenticationRequired` answers
+ *        402 `card_error` `authentication_required`, `pm_card_chargeDeclined` 402 `card_declined`
+ *        (`pm_card_chargeDeclinedInsufficientFunds`: decline code `insufficient_funds`), each with the
+ *        failed PaymentIntent in the error and a `payment_intent.payment_failed` event
  * A subscription Checkout, once completed, has a subscription object with one item and the session's
  * customer; a payment Checkout with `invoice_creation.enabled` gets an invoice (a receipt).
  * `failNext(n)` makes the next n POSTs answer 500 with `Stripe-Should-Retry: true`, which the SDK
@@ -44,6 +51,32 @@ export interface FakeEvent {
 	data: { object: Json; previous_attributes?: Json };
 }
 
+/** Stripe's test payment methods for off-session payments. */
+export const TEST_CARDS = {
+	success: "pm_card_visa",
+	authenticationRequired: "pm_card_authenticationRequired",
+	declined: "pm_card_chargeDeclined",
+	insufficientFunds: "pm_card_chargeDeclinedInsufficientFunds"
+} as const;
+
+const CARD_FAILURES: Record<string, { code: string; decline_code: string; message: string }> = {
+	[TEST_CARDS.authenticationRequired]: {
+		code: "authentication_required",
+		decline_code: "authentication_required",
+		message: "Your card was declined. This transaction requires authentication."
+	},
+	[TEST_CARDS.declined]: {
+		code: "card_declined",
+		decline_code: "generic_decline",
+		message: "Your card was declined."
+	},
+	[TEST_CARDS.insufficientFunds]: {
+		code: "card_declined",
+		decline_code: "insufficient_funds",
+		message: "Your card has insufficient funds."
+	}
+};
+
 const rid = (prefix: string) => `${prefix}_${randomBytes(12).toString("hex")}`;
 
 /** Decodes Stripe's form encoding (`a[b][0][c]=v`) into nested objects and arrays. */
@@ -75,6 +108,9 @@ export class StripeFake {
 	readonly portalSessions: Json[] = [];
 	readonly subscriptions = new Map<string, Json>();
 	readonly invoices = new Map<string, Json>();
+	readonly paymentIntents = new Map<string, Json>();
+	/** Payment methods attached to each customer, newest first. */
+	readonly cards = new Map<string, string[]>();
 	/** Each subscription update that changed the price with `proration_behavior: create_prorations`. */
 	readonly prorations: Array<{ subscription: string; fromCents: number; toCents: number }> = [];
 	/** Latest `created` of an event the fake emitted per object, so its own events of one object are ordered. */
@@ -167,6 +203,8 @@ export class StripeFake {
 		const customerMatch = /^\/v1\/customers\/([^/]+)$/.exec(url.pathname);
 		const productMatch = /^\/v1\/products\/([^/]+)$/.exec(url.pathname);
 		const subMatch = /^\/v1\/subscriptions\/([^/]+)$/.exec(url.pathname);
+		const cardsMatch = /^\/v1\/customers\/([^/]+)\/payment_methods$/.exec(url.pathname);
+		const piMatch = /^\/v1\/payment_intents\/([^/]+)$/.exec(url.pathname);
 		const missing = (what: string): [number, Json] => [
 			404,
 			{ error: { type: "invalid_request_error", code: "resource_missing", message: `No such ${what}` } }
@@ -175,6 +213,10 @@ export class StripeFake {
 			map.has(id) ? [200, map.get(id)!] : missing(what);
 		if (method === "POST" && url.pathname === "/v1/checkout/sessions") out = this.createSession(body);
 		else if (method === "POST" && url.pathname === "/v1/customers") out = this.createCustomer(body);
+		else if (method === "GET" && cardsMatch) [status, out] = this.listCards(cardsMatch[1], url.searchParams);
+		else if (method === "POST" && url.pathname === "/v1/payment_intents")
+			[status, out] = this.createPaymentIntent(body);
+		else if (method === "GET" && piMatch) [status, out] = found(this.paymentIntents, piMatch[1], "payment_intent");
 		else if (method === "GET" && customerMatch) [status, out] = found(this.customers, customerMatch[1], "customer");
 		else if (method === "POST" && url.pathname === "/v1/products") [status, out] = this.createProduct(body);
 		else if (method === "GET" && productMatch) [status, out] = found(this.products, productMatch[1], "product");
@@ -215,10 +257,85 @@ export class StripeFake {
 			email: p.email ?? null,
 			name: p.name ?? null,
 			metadata: p.metadata ?? {},
+			invoice_settings: { default_payment_method: null },
 			created: Math.floor(Date.now() / 1000)
 		};
 		this.customers.set(c.id as string, c);
 		return c;
+	}
+
+	private listCards(customer: string, q: URLSearchParams): [number, Json] {
+		if (!this.customers.has(customer))
+			return [
+				404,
+				{ error: { type: "invalid_request_error", code: "resource_missing", message: "No such customer" } }
+			];
+		const limit = Math.min(100, Number(q.get("limit") ?? 10));
+		const all = (this.cards.get(customer) ?? []).map(id => ({
+			id,
+			object: "payment_method",
+			type: "card",
+			customer,
+			card: { brand: "visa", last4: "4242" }
+		}));
+		const data = all.slice(0, limit);
+		return [
+			200,
+			{ object: "list", url: `/v1/customers/${customer}/payment_methods`, has_more: all.length > limit, data }
+		];
+	}
+
+	/** An off-session PaymentIntent confirmed at once: its outcome is the test card's. */
+	private createPaymentIntent(p: Json): [number, Json] {
+		const customer = p.customer as string | undefined;
+		const pm = p.payment_method as string | undefined;
+		if (!customer || !this.customers.has(customer))
+			return [400, { error: { type: "invalid_request_error", param: "customer", message: "No such customer" } }];
+		if (!pm || !(this.cards.get(customer) ?? []).includes(pm))
+			return [
+				400,
+				{
+					error: {
+						type: "invalid_request_error",
+						param: "payment_method",
+						message: `The payment method ${pm} is not attached to customer ${customer}.`
+					}
+				}
+			];
+		const amount = Number(p.amount);
+		const failure = CARD_FAILURES[pm];
+		const pi: Json = {
+			id: rid("pi"),
+			object: "payment_intent",
+			amount,
+			amount_received: failure ? 0 : amount,
+			currency: p.currency,
+			customer,
+			payment_method: failure ? null : pm,
+			description: p.description ?? null,
+			metadata: p.metadata ?? {},
+			off_session: p.off_session === "true",
+			confirmation_method: "automatic",
+			status: failure ? "requires_payment_method" : "succeeded",
+			last_payment_error: failure ? { type: "card_error", ...failure, payment_method: { id: pm } } : null,
+			created: Math.floor(Date.now() / 1000)
+		};
+		this.paymentIntents.set(pi.id as string, pi);
+		if (failure) {
+			this.emit("payment_intent.payment_failed", pi);
+			return [
+				402,
+				{ error: { type: "card_error", ...failure, payment_intent: JSON.parse(JSON.stringify(pi)) as Json } }
+			];
+		}
+		this.emit("payment_intent.succeeded", pi);
+		return [200, pi];
+	}
+
+	/** The customer saves a card (as a pack Checkout with `setup_future_usage` does); newest is listed first. */
+	attachCard(customer: string, paymentMethod: string = TEST_CARDS.success) {
+		const list = this.cards.get(customer) ?? [];
+		this.cards.set(customer, [paymentMethod, ...list.filter(x => x !== paymentMethod)]);
 	}
 
 	private createProduct(p: Json): [number, Json] {
@@ -392,9 +509,11 @@ export class StripeFake {
 	}
 
 	/** The customer finished Checkout: `paid` false models an async method (bank debit) still pending. */
-	completeSession(id: string, paid = true, opts: { discountCents?: number } = {}): Json {
+	completeSession(id: string, paid = true, opts: { discountCents?: number; paymentMethod?: string } = {}): Json {
 		const s = this.sessions.get(id);
 		if (!s) throw new Error(`no session ${id}`);
+		if (paid && s.setup_future_usage === "off_session" && s.customer)
+			this.attachCard(s.customer as string, opts.paymentMethod ?? TEST_CARDS.success);
 		const subtotal = Number(s.amount_subtotal ?? s.amount_total);
 		const discount = opts.discountCents ?? Number((s.total_details as Json | undefined)?.amount_discount ?? 0);
 		Object.assign(s, {

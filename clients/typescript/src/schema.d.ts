@@ -357,6 +357,25 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/api/v1/billing/auto-topup": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** The payer's auto top-up: threshold, pack, whether it is on and why it was turned off */
+		get: operations["getBillingAutoTopup"];
+		/** Set auto top-up: under thresholdCredits after a settlement, the saved card buys packId (at most once per window) */
+		put: operations["putBillingAutoTopup"];
+		post?: never;
+		/** Remove the payer's auto top-up */
+		delete: operations["deleteBillingAutoTopup"];
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	"/api/v1/billing/balance": {
 		parameters: {
 			query?: never;
@@ -1929,6 +1948,18 @@ export interface components {
 			scopes: string[];
 			tpm: number | null;
 		};
+		AutoTopUp: {
+			/** @description whether the payer has a setting (false after DELETE) */
+			configured: boolean;
+			disabledAt: string | null;
+			disabledMessage: string | null;
+			disabledReason: string | null;
+			enabled: boolean;
+			lastCheckoutId: string | null;
+			lastTriggeredAt: string | null;
+			packId: string | null;
+			thresholdCredits: number | null;
+		};
 		Balance: {
 			/** Format: int64 */
 			available: number;
@@ -2898,6 +2929,7 @@ export type SchemaAnthropicMessage = components["schemas"]["AnthropicMessage"];
 export type SchemaAnthropicMessagesRequest = components["schemas"]["AnthropicMessagesRequest"];
 export type SchemaAnthropicModel = components["schemas"]["AnthropicModel"];
 export type SchemaApiKey = components["schemas"]["ApiKey"];
+export type SchemaAutoTopUp = components["schemas"]["AutoTopUp"];
 export type SchemaBalance = components["schemas"]["Balance"];
 export type SchemaCheckout = components["schemas"]["Checkout"];
 export type SchemaCryptoPayment = components["schemas"]["CryptoPayment"];
@@ -7866,6 +7898,758 @@ export interface operations {
 				};
 				content: {
 					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getBillingAutoTopup: {
+		parameters: {
+			query?: {
+				orgId?: string;
+			};
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AutoTopUp"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	putBillingAutoTopup: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/** @default true */
+					enabled?: boolean;
+					/**
+					 * Format: uuid
+					 * @description act for this organisation's payer (owner, admin, billing roles)
+					 */
+					orgId?: string;
+					/** @description a pack id of GET /billing/prices */
+					packId: string;
+					/**
+					 * Format: int64
+					 * @description buy when a settlement leaves less available credit than this
+					 */
+					thresholdCredits: number;
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AutoTopUp"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "SERVICE_UNAVAILABLE" | "UPSTREAM_TIMEOUT" | "OVERLOADED" | "STRIPE_NOT_CONFIGURED";
+						};
+					};
+				};
+			};
+		};
+	};
+	deleteBillingAutoTopup: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: {
+			content: {
+				"application/json": {
+					/**
+					 * Format: uuid
+					 * @description act for this organisation's payer (owner, admin, billing roles)
+					 */
+					orgId?: string;
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["AutoTopUp"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
 				};
 			};
 			/** @description The request headers or body arrived too slowly */

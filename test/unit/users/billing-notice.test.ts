@@ -1,4 +1,9 @@
-import { parsePastDueNotice, pastDueMails } from "../../../src/users/billing-notice";
+import {
+	autoTopUpFailedMails,
+	parseAutoTopUpFailed,
+	parsePastDueNotice,
+	pastDueMails
+} from "../../../src/users/billing-notice";
 import { renderAccountMail } from "../../../src/users/mail-templates";
 
 const USER = "6f1f3c1e-9d8b-4c55-a9f4-2f1f3c1e9d8b";
@@ -67,5 +72,37 @@ describe("pastDueMails", () => {
 		expect(m.text).toContain(notice.graceEndsAt);
 		expect(m.html).toContain("&lt;Acme&gt;");
 		expect(m.html).not.toContain("<Acme>");
+	});
+});
+
+describe("auto top-up failure notices", () => {
+	const failed = { payerId: `org:${ORG}`, packId: "starter", reason: "authentication_required" };
+	const src = {
+		billingContactsOf: async () => ({ name: "Acme", userIds: ["u1"] }),
+		emailOf: async () => "b@example.com",
+		appUrl: "https://app.test"
+	};
+
+	test("parse: a payer, a pack id and a Stripe code; anything else is refused", () => {
+		expect(parseAutoTopUpFailed({ ...failed, checkoutId: "x" })).toEqual(failed);
+		for (const bad of [
+			null,
+			{ ...failed, payerId: "bob" },
+			{ ...failed, reason: "DROP TABLE" },
+			{ ...failed, packId: 1 }
+		])
+			expect(() => parseAutoTopUpFailed(bad)).toThrow();
+	});
+
+	test("mailed to the organisation's billing contacts; the message says why and that it is off", async () => {
+		const [[to, mail]] = await autoTopUpFailedMails(failed, src);
+		expect(to).toBe("b@example.com");
+		expect(mail).toMatchObject({ kind: "billingAutoTopUpFailed", orgName: "Acme" });
+		const m = renderAccountMail(mail);
+		expect(m.subject).toBe("ForgeFluid auto top-up failed and was turned off");
+		expect(m.text).toContain("starter credit pack for the organisation Acme");
+		expect(m.text).toContain("asked for authentication");
+		expect(m.text).toContain("Auto top-up is now off");
+		expect(renderAccountMail({ ...mail, reason: "card_declined" } as typeof mail).text).toContain("was declined");
 	});
 });

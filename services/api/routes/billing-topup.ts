@@ -1,0 +1,44 @@
+/** REST routes of auto top-up (services/payments/topup.mixin.ts; docs/payments.md "Auto top-up"). */
+import type { RouteSpec } from "../../../src/http/route-spec";
+import { AutoTopUpView } from "../../../src/payments/topup-views";
+
+const tag = "billing";
+const ORG = { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] };
+
+export function billingTopUpRoutes(): RouteSpec[] {
+	return [
+		{
+			method: "GET",
+			path: "/billing/auto-topup",
+			action: "payments.autoTopUp",
+			response: AutoTopUpView,
+			errors: { ...ORG },
+			auth: "required",
+			tag,
+			summary: "The payer's auto top-up: threshold, pack, whether it is on and why it was turned off"
+		},
+		{
+			method: "PUT",
+			path: "/billing/auto-topup",
+			action: "payments.setAutoTopUp",
+			response: AutoTopUpView,
+			errors: { ...ORG, 503: ["STRIPE_NOT_CONFIGURED"] },
+			auth: "required",
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary:
+				"Set auto top-up: under thresholdCredits after a settlement, the saved card buys packId (at most once per window)"
+		},
+		{
+			method: "DELETE",
+			path: "/billing/auto-topup",
+			action: "payments.deleteAutoTopUp",
+			response: AutoTopUpView,
+			errors: { ...ORG },
+			auth: "required",
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary: "Remove the payer's auto top-up"
+		}
+	];
+}
