@@ -27,7 +27,7 @@ import type { Publisher } from "./stake-indexer";
 import { orgIdOfPayer } from "./payer";
 import { StripeSelfServe } from "./stripe-self-serve";
 import { AutoTopUp } from "./auto-topup";
-import { graceEndsAt, nextPastDueSince, planTierOf } from "./subscription-rules";
+import { earlierPastDueSince, graceEndsAt, nextPastDueSince, planTierOf } from "./subscription-rules";
 
 export function createStripeClient(s: StripeSettings): Stripe | null {
 	if (!s.secretKey) return null;
@@ -797,7 +797,16 @@ export class StripeBilling {
 			const newer = created.getTime() > new Date(current.last_event_created).getTime();
 			const sameTime = created.getTime() === new Date(current.last_event_created).getTime();
 			if (TERMINAL_SUBSCRIPTION.has(current.status)) return "duplicate";
-			if (!newer && !(sameTime && TERMINAL_SUBSCRIPTION.has(status))) return "duplicate";
+			if (!newer && !(sameTime && TERMINAL_SUBSCRIPTION.has(status))) {
+				// An older past_due event delivered late still dates the grace period's start.
+				const earlier = earlierPastDueSince(current.status, current.past_due_since, status, created);
+				if (earlier)
+					await this.q(tx, `UPDATE stripe_subscriptions SET past_due_since = $2 WHERE id = $1 RETURNING id`, [
+						sub.id,
+						earlier
+					]);
+				return "duplicate";
+			}
 			pastDueSince = nextPastDueSince(current.past_due_since, status, created);
 			await this.q(
 				tx,

@@ -51,5 +51,20 @@ export function nextPastDueSince(previous: Date | null, status: string, eventAt:
 	return previous ?? eventAt;
 }
 
+/**
+ * A past_due event older than the subscription's last event, for a subscription that is past_due now:
+ * the earlier start of the grace period it gives, or null when it changes nothing (Stripe does not
+ * deliver events in order, so a retry's event can arrive before the first one).
+ */
+export function earlierPastDueSince(
+	currentStatus: string,
+	since: Date | null,
+	status: string,
+	eventAt: Date
+): Date | null {
+	if (currentStatus !== "past_due" || status !== "past_due" || !since) return null;
+	return eventAt.getTime() < new Date(since).getTime() ? eventAt : null;
+}
+
 /** A subscription that is still the payer's to change (not ended): plan changes and cancellation act on it. */
 export const CHANGEABLE_STATUSES: ReadonlySet<string> = new Set(["active", "trialing", "past_due", "unpaid"]);

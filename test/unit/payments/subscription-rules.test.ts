@@ -1,4 +1,10 @@
-import { graceEndsAt, isLive, nextPastDueSince, planTierOf } from "../../../src/payments/subscription-rules";
+import {
+	earlierPastDueSince,
+	graceEndsAt,
+	isLive,
+	nextPastDueSince,
+	planTierOf
+} from "../../../src/payments/subscription-rules";
 
 const t0 = new Date("2026-12-01T00:00:00Z");
 const at = (s: number) => new Date(t0.getTime() + s * 1000);
@@ -43,5 +49,16 @@ describe("nextPastDueSince", () => {
 		expect(nextPastDueSince(t0, "past_due", at(60))).toEqual(t0);
 		expect(nextPastDueSince(t0, "active", at(60))).toBeNull();
 		expect(nextPastDueSince(null, "active", at(60))).toBeNull();
+	});
+});
+
+describe("earlierPastDueSince", () => {
+	test("a late, older past-due event moves the grace start earlier; nothing else does", () => {
+		expect(earlierPastDueSince("past_due", at(60), "past_due", t0)).toEqual(t0);
+		expect(earlierPastDueSince("past_due", t0, "past_due", at(60))).toBeNull();
+		expect(earlierPastDueSince("past_due", t0, "past_due", t0)).toBeNull();
+		expect(earlierPastDueSince("active", null, "past_due", t0)).toBeNull();
+		expect(earlierPastDueSince("past_due", at(60), "active", t0)).toBeNull();
+		expect(earlierPastDueSince("past_due", null, "past_due", t0)).toBeNull();
 	});
 });
