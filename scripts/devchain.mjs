@@ -138,6 +138,12 @@ const server = createServer((req, res) => {
 	});
 });
 
+// Clients (ethers on Node's keep-alive agent) reuse idle sockets; a server that closes them after
+// Node's default 5 s races a reused socket into "socket hang up". Keep idle sockets longer than any
+// client keeps them.
+server.keepAliveTimeout = 65_000;
+server.headersTimeout = 66_000;
+
 await new Promise((resolve, reject) => {
 	server.once("error", reject);
 	server.listen(port, args.host, resolve);

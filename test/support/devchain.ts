@@ -38,7 +38,9 @@ export function startDevChain(opts: StartDevChainOptions = {}): Promise<DevChain
 	});
 
 	const exited = new Promise<void>(resolve => child.once("exit", () => resolve()));
+	let stopping = false;
 	const stop = async (): Promise<void> => {
+		stopping = true;
 		if (child.exitCode !== null || child.signalCode !== null) return;
 		child.kill("SIGTERM");
 		const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
@@ -69,6 +71,11 @@ export function startDevChain(opts: StartDevChainOptions = {}): Promise<DevChain
 			settled = true;
 			clearTimeout(timer);
 			child.off("exit", onEarlyExit);
+			// A chain that dies under a running suite shows up as "socket hang up" in every test after;
+			// say so, with its last output.
+			child.once("exit", (code, signal) => {
+				if (!stopping) console.error(`devchain exited unexpectedly (${signal ?? code})\n${stderr}`);
+			});
 			resolve({ url: match[1]!, chainId: Number(match[2]), stop });
 		});
 	});
