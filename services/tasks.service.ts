@@ -29,6 +29,9 @@ import { submitTask, type SubmitDeps, type SubmitParams } from "../src/tasks/sub
 import { settleTask, sweepOnce, type SettleDeps, type SweepDeps } from "../src/tasks/sweep";
 import { inspectView, leasedTask, queueStatsView, taskView } from "../src/tasks/views";
 import { cutOffRecently } from "../src/runtime/nats-transporter";
+import { registerRetentionMetrics, runPrune, type PruneReport } from "../src/db/retention";
+import { eventPruneRules } from "../src/events/retention";
+import { taskHistory, tasksPruneRule } from "../src/tasks/retention";
 
 const SETTLE_GRACE_MS = 5_000;
 /** How long a hold intent may stay without its task before its hold counts as orphaned: well past any reserve call still in flight. */
@@ -44,6 +47,8 @@ interface TasksThis extends Service, DurableThis {
 	timers: NodeJS.Timeout[];
 	sweeping: Promise<unknown> | null;
 	snapshotting: Promise<unknown> | null;
+	pruning: Promise<unknown> | null;
+	stopping: boolean;
 	p50Cache: { at: number; value: number } | null;
 	finishing: Set<Promise<void>>;
 	ownTask(ctx: Ctx<unknown>, id: string): Promise<TaskRow>;
@@ -58,6 +63,7 @@ interface TasksThis extends Service, DurableThis {
 	announce(row: TaskRow, extra?: Partial<TaskStateEvent>): void;
 	settleThenAnnounce(row: TaskRow): Promise<void>;
 	snapshotOnce(force?: boolean): Promise<QueueSnapshot | null>;
+	pruneOnce(dryRun?: boolean): Promise<PruneReport | null>;
 	setDepthGauges(snapshot: QueueSnapshot): void;
 	startTimers(): void;
 }
@@ -286,6 +292,39 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			}
 		},
 
+		/**
+		 * One retention run now (REPL tasks-prune): finished tasks past TASKS_RETENTION_DAYS into the
+		 * daily summaries, then the event bookkeeping; `dryRun` counts what would go. `ran: false` when
+		 * another node's run holds the lock.
+		 */
+		prune: {
+			visibility: INTERNAL,
+			params: { dryRun: { type: "boolean", default: false, convert: true } },
+			async handler(this: TasksThis, ctx: Context<{ dryRun: boolean }>) {
+				const report = await this.pruneOnce(ctx.params.dryRun);
+				return report
+					? { ran: true, ...report }
+					: { ran: false, dryRun: ctx.params.dryRun, tables: {}, unfinished: [] };
+			}
+		},
+
+		/** A user's daily summaries of pruned tasks (REPL tasks-history), newest first. */
+		history: {
+			visibility: INTERNAL,
+			params: {
+				userId: { type: "string", min: 1, max: 200 },
+				limit: { type: "number", integer: true, min: 1, max: 10_000, default: 100, convert: true }
+			},
+			async handler(this: TasksThis, ctx: Context<{ userId: string; limit: number }>) {
+				const { userId, limit } = ctx.params;
+				return {
+					userId,
+					retentionDays: this.config.retention.days.tasks,
+					days: await taskHistory(this.store.sequelize, userId, limit)
+				};
+			}
+		},
+
 		/** Rebuilds the queue metadata now. */
 		refreshStats: {
 			visibility: INTERNAL,
@@ -302,12 +341,33 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			return queueStatsView(s, this.cfg.admission);
 		},
 
-		/** The caller's task; someone else's is 404 like a missing one. */
+		/**
+		 * The caller's task; someone else's is 404 like a missing one. So is a task retention pruned
+		 * (its finish older than TASKS_RETENTION_DAYS): the details say how long finished tasks are kept.
+		 */
 		async ownTask(this: TasksThis, ctx: Ctx<unknown>, id: string) {
 			const user = currentUser(ctx);
 			const row = await this.store.byId(id);
-			if (!row || row.user_id !== user.id) throw NotFound("Task");
+			if (!row || row.user_id !== user.id) {
+				const days = this.config.retention.days.tasks;
+				throw NotFound("Task", days > 0 ? { finishedTasksKeptDays: days } : undefined);
+			}
 			return row;
+		},
+
+		/** One retention run of this service's rules under the shared lock (null: another node runs one). */
+		pruneOnce(this: TasksThis, dryRun = false) {
+			const r = this.config.retention;
+			return runPrune(this.store.sequelize, "tasks", [tasksPruneRule(r.days.tasks), ...eventPruneRules(r.days)], {
+				now: Date.now(),
+				batchRows: r.batchRows,
+				maxBatches: r.maxBatches,
+				pauseMs: r.pauseMs,
+				dryRun,
+				onPruned: (table, rows) =>
+					this.broker.metrics.increment("retention.pruned.rows.total", { table }, rows),
+				stopping: () => this.stopping
+			});
 		},
 
 		/** The collaborators of a submission, each a call over the broker on behalf of `ctx`. */
@@ -460,7 +520,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		},
 
 		startTimers(this: TasksThis) {
-			const every = (ms: number, name: string, fn: () => Promise<unknown>, slot: "sweeping" | "snapshotting") => {
+			const every = (
+				ms: number,
+				name: string,
+				fn: () => Promise<unknown>,
+				slot: "sweeping" | "snapshotting" | "pruning"
+			) => {
 				const t = setInterval(() => {
 					if (this[slot]) return;
 					this[slot] = fn()
@@ -474,6 +539,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			};
 			every(this.cfg.sweepMs, "lease sweep", () => sweepOnce(this.sweepDeps(), Date.now()), "sweeping");
 			every(this.cfg.snapshotMs, "queue snapshot", () => this.snapshotOnce(), "snapshotting");
+			every(this.config.retention.everyMs, "retention", () => this.pruneOnce(), "pruning");
 		}
 	},
 
@@ -486,9 +552,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		this.timers = [];
 		this.sweeping = null;
 		this.snapshotting = null;
+		this.pruning = null;
+		this.stopping = false;
 		this.finishing = new Set();
 		this.p50Cache = null;
 		registerTasksMetrics(this.broker.metrics);
+		registerRetentionMetrics(this.broker.metrics);
 	},
 
 	started(this: TasksThis) {
@@ -496,9 +565,10 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 	},
 
 	async stopped(this: TasksThis) {
+		this.stopping = true;
 		for (const t of this.timers) clearInterval(t);
 		this.timers = [];
-		await Promise.allSettled([this.sweeping, this.snapshotting, ...this.finishing]);
+		await Promise.allSettled([this.sweeping, this.snapshotting, this.pruning, ...this.finishing]);
 	}
 };
 

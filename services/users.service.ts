@@ -9,7 +9,9 @@ import type { ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { getAddress } from "viem";
 import { durableEvents } from "../mixins/durable-events.mixin";
 import { currentUser, type Ctx } from "../src/kit/service";
+import { registerRetentionMetrics, runPrune } from "../src/db/retention";
 import { runtimeOf } from "../src/runtime/runtime";
+import { usersPruneRules } from "../src/users/retention";
 import { Administration } from "../src/users/admin";
 import { ApiKeys } from "../src/users/api-keys";
 import { CACHED_ACTIONS, UserCacheInvalidator } from "../src/users/cache";
@@ -42,9 +44,6 @@ import { internalMixin } from "./users/internal.mixin";
 import { keysMixin } from "./users/keys.mixin";
 import { chatHoldsMixin } from "./users/chat-holds.mixin";
 import { ssoMixin } from "./users/sso.mixin";
-
-const PRUNE_EVERY_MS = 60 * 60 * 1000;
-const PRUNE_AFTER_S = 7 * 86_400;
 
 const siweParams = {
 	message: { type: "string", min: 1, max: 4096, description: "The exact EIP-4361 message that was signed" },
@@ -362,6 +361,7 @@ const UsersService: UsersSchema = {
 					})
 				: null;
 		this.pruneTimer = null;
+		this.pruning = null;
 		this.invalidator = new UserCacheInvalidator(this.broker);
 		this.signupGrants = new SignupGrants({
 			sequelize: rt.sequelize,
@@ -463,16 +463,34 @@ const UsersService: UsersSchema = {
 	async started(this: UsersThis) {
 		// Hash the dummy password now, so the first unknown-user login is not the one that pays for it.
 		await this.hasher.dummyHash();
+		// Retention of sessions, refresh tokens, one-time tokens and abandoned mail (src/users/retention.ts):
+		// every node tries, the one holding the lock runs.
+		const rt = runtimeOf(this.broker);
+		const r = rt.config.retention;
+		registerRetentionMetrics(this.broker.metrics);
 		this.pruneTimer = setInterval(() => {
-			this.store
-				.pruneSessions(PRUNE_AFTER_S)
-				.catch(err => this.logger.warn("session pruning failed", err.message));
-		}, PRUNE_EVERY_MS);
+			if (this.pruning) return;
+			this.pruning = runPrune(rt.sequelize, "users", usersPruneRules(r.days), {
+				now: Date.now(),
+				batchRows: r.batchRows,
+				maxBatches: r.maxBatches,
+				pauseMs: r.pauseMs,
+				onPruned: (table, rows) =>
+					this.broker.metrics.increment("retention.pruned.rows.total", { table }, rows),
+				stopping: () => this.pruneTimer === null
+			})
+				.catch(err => this.logger.warn("users retention failed", (err as Error).message))
+				.finally(() => {
+					this.pruning = null;
+				});
+		}, r.everyMs);
 		this.pruneTimer.unref();
 	},
 
 	async stopped(this: UsersThis) {
 		if (this.pruneTimer) clearInterval(this.pruneTimer);
+		this.pruneTimer = null;
+		await this.pruning;
 		this.invalidator.stop();
 		this.balances?.destroy();
 	}

@@ -14,6 +14,7 @@ import { ProjectsConfig, loadProjectsConfig } from "./projects/config";
 import { PaymentsConfig, loadPaymentsConfig } from "./payments/config";
 import { OrgsConfig, loadOrgsConfig } from "./orgs/config";
 import { TasksConfig, loadTasksConfig } from "./tasks/config";
+import { type RetentionConfig, loadRetentionConfig } from "./db/retention";
 import { AiConfig, loadAiConfig } from "./ai/config";
 import type { Env, EnvReader } from "./env-reader";
 import { ContextConfig, loadContextConfig } from "./context/config";
@@ -70,6 +71,8 @@ export interface Config {
 	retry: { retries: number; delay: number; maxDelay: number };
 	jwt: { issuer: string; audience: string; keys: JwtKey[]; activeKid: string; accessTtlS: number };
 	outbox: { pollMs: number; maxAttempts: number; retryBaseMs: number };
+	/** What is pruned when, in which batches (src/db/retention.ts, docs/retention.md). */
+	retention: RetentionConfig;
 	/** Connect timeout, command timeout and retry bound of each dependency (src/runtime/dependency-policy.ts). */
 	deps: DependencyPolicy;
 	dataDir: string;
@@ -277,6 +280,7 @@ export function loadConfig(env: Env = process.env): Config {
 			maxAttempts: int("EVENT_MAX_ATTEMPTS", 5, 1, 100),
 			retryBaseMs: int("EVENT_RETRY_BASE_MS", 500, 1, 600_000)
 		},
+		retention: loadRetentionConfig(reader),
 		deps: loadDependencyPolicy(reader),
 		dataDir,
 		users: loadUsersConfig(reader, publicUrl, !transporter),
@@ -291,6 +295,11 @@ export function loadConfig(env: Env = process.env): Config {
 		problems.push("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS");
 	if (config.heartbeat.timeoutS <= config.heartbeat.intervalS)
 		problems.push("HEARTBEAT_TIMEOUT_S must be greater than HEARTBEAT_INTERVAL_S");
+	const kept = config.retention.days;
+	if (kept.inbox > 0 && kept.outbox > 0 && kept.inbox < kept.outbox)
+		problems.push(
+			"INBOX_RETENTION_DAYS must be 0 (kept forever) or at least OUTBOX_RETENTION_DAYS (the consumers' dedupe memory outlives the events)"
+		);
 	if (config.tracing.exporter === "zipkin" && !config.tracing.zipkinUrl)
 		problems.push("ZIPKIN_URL is required when TRACING_EXPORTER=zipkin");
 	if (problems.length) throw new ConfigError(problems);

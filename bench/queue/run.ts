@@ -10,7 +10,8 @@
  *     of the overload whatever the order: the run prints that floor next to the measured p99).
  * Run: node -r @swc-node/register bench/queue/run.ts   (options: N=1000 OVERLOAD_S=5 BENCH_PG_ADMIN_URL=… BENCH_REDIS_URL=…
  * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default; MIXES=typical,equal;
- * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement)
+ * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement; FINISHED_ROWS=1000000 measures the
+ * scheduling part again next to that many finished tasks, stale and analyzed statistics)
  */
 import { randomUUID } from "node:crypto";
 import os from "node:os";
@@ -26,6 +27,8 @@ import { machine } from "../support/machine";
 
 const N = Number(process.env.N ?? 1000);
 const OVERLOAD_S = Number(process.env.OVERLOAD_S ?? 5);
+/** Finished tasks written into the table for a second scheduling measurement (0: only the empty table's). */
+const FINISHED_ROWS = Number(process.env.FINISHED_ROWS ?? 0);
 const PARTS = new Set((process.env.PARTS ?? "sched,e2e,overload").split(",").map(p => p.trim()));
 
 /** Shares of the submissions per tier (free, pro, team, enterprise), in percent. */
@@ -144,8 +147,80 @@ async function waitAllDone(node: Node, timeoutMs = 300_000) {
 	}
 }
 
-async function schedulingOverhead() {
-	const db = await createTestDatabase("ff_bench");
+/** The 2,000 queued tasks of a scheduling measurement (50 users, 4 tiers, boosts 0–90 s). */
+async function fillQueue(store: TaskStore) {
+	const now = Date.now();
+	for (let i = 0; i < 2_000; i++) {
+		const tier = TIER_ORDER[i % 4];
+		await store.insert({
+			id: randomUUID(),
+			userId: `u${i % 50}`,
+			projectId: "p",
+			tier,
+			kind: "chat",
+			prompt: "x",
+			request: {},
+			prepared: {
+				models: [],
+				promptTokens: 0,
+				contextTokensBudget: 0,
+				maxOutputTokens: 1,
+				maxCostCredits: 1
+			},
+			requestHash: "h",
+			idempotencyKey: null,
+			maxCostCredits: 1,
+			boostMs: (i % 4) * 30_000,
+			maxAttempts: 3,
+			enqueuedAt: now - 600_000 + i * 100,
+			notBefore: null
+		});
+	}
+}
+
+/**
+ * FINISHED_ROWS: that many finished (succeeded, settled) tasks written in one INSERT … SELECT over
+ * generate_series, older than the queue, spread over 5,000 users (the queue's 50 among them), with
+ * boosts, results and usage like real rows. Project id `prefill`, so a phase's reset keeps them.
+ */
+async function prefillFinished(url: string, n: number) {
+	// Its own connection: the node's pool has a statement timeout, and 1,000,000 rows take longer.
+	const c = new pg.Client({ connectionString: url });
+	await c.connect();
+	try {
+		await c.query(`SET statement_timeout = 0`);
+		for (let from = 1; from <= n; from += 200_000)
+			await c.query(
+				`${BENCH}INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, max_cost_credits,
+			boost_ms, state, attempts, max_attempts, enqueued_at, started_at, last_started_at, finished_at, result, usage, cost_credits,
+			settlement, created_at, updated_at)
+		 SELECT gen_random_uuid(), 'u' || (g % 5000), 'prefill', (ARRAY['free', 'pro', 'team', 'enterprise'])[1 + g % 4], 'chat',
+			'finished prompt ' || g, '{}'::jsonb,
+			'{"models":[{"model":"m","group":"g","provider":"p"}],"promptTokens":10,"contextTokensBudget":0,"maxOutputTokens":100,"maxCostCredits":10}'::jsonb,
+			'h', 10, (g % 4) * 30000, 'succeeded', 1, 3, t, t + interval '1 second', t + interval '1 second', t + interval '3 seconds',
+			jsonb_build_object('text', 'answer ' || g), '{"promptTokens":10,"completionTokens":20}'::jsonb, 5, 'settled', t, t
+		 FROM generate_series($1::integer, $2::integer) g, LATERAL (SELECT now() - interval '40 days' + g * interval '2 seconds' AS t) x`,
+				[from, Math.min(n, from + 199_999)]
+			);
+	} finally {
+		await c.end();
+	}
+}
+
+interface SchedFigures {
+	label: string;
+	one: number[];
+	batch: number[];
+	admission: number[];
+	queued: number;
+}
+
+/**
+ * One measurement on a fresh node (new connections, so the lease's plans are made on the table as it
+ * is now): the queue is reset to the same 2,000 tasks, then 300 one-slot leases, 50 16-slot leases
+ * and 100 admission backlog queries.
+ */
+async function measureScheduling(db: Awaited<ReturnType<typeof createTestDatabase>>, label: string) {
 	// DB_NAMED_STATEMENTS=false measures the lease as an unnamed statement (transaction-mode poolers).
 	const node = await startTestNode({
 		db,
@@ -154,37 +229,12 @@ async function schedulingOverhead() {
 	});
 	try {
 		const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
-		const now = Date.now();
-		for (let i = 0; i < 2_000; i++) {
-			const tier = TIER_ORDER[i % 4];
-			await store.insert({
-				id: randomUUID(),
-				userId: `u${i % 50}`,
-				projectId: "p",
-				tier,
-				kind: "chat",
-				prompt: "x",
-				request: {},
-				prepared: {
-					models: [],
-					promptTokens: 0,
-					contextTokensBudget: 0,
-					maxOutputTokens: 1,
-					maxCostCredits: 1
-				},
-				requestHash: "h",
-				idempotencyKey: null,
-				maxCostCredits: 1,
-				boostMs: (i % 4) * 30_000,
-				maxAttempts: 3,
-				enqueuedAt: now - 600_000 + i * 100,
-				notBefore: null
-			});
-		}
+		await node.runtime.sequelize.query(`${BENCH}DELETE FROM tasks WHERE project_id = 'p'`);
+		await fillQueue(store);
 		// Leased tasks are finished at once (outside the timing), so per-user caps stay as in steady state.
 		const finish = (ids: string[]) =>
 			node.runtime.sequelize.query(
-				`UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = ANY($1::uuid[])`,
+				`${BENCH}UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = ANY($1::uuid[])`,
 				{ bind: [ids] }
 			);
 		const one: number[] = [];
@@ -219,9 +269,49 @@ async function schedulingOverhead() {
 			await store.backlog(Date.now());
 			admission.push(performance.now() - t);
 		}
-		return { one, batch, admission, queued: 2_000 - 300 - 50 * 16 };
+		return { label, one, batch, admission, queued: 2_000 - 300 - 50 * 16 };
 	} finally {
 		await node.stop();
+	}
+}
+
+/**
+ * The scheduling SQL on a 2,000-task queue; with FINISHED_ROWS, also next to that many finished
+ * tasks in the same table, in the same run: first with the planner statistics of the small table
+ * (taken before the prefill, autovacuum off for the table, as between two autovacuum runs), then
+ * after ANALYZE.
+ */
+async function schedulingOverhead(): Promise<SchedFigures[]> {
+	const db = await createTestDatabase("ff_bench");
+	try {
+		const out = [await measureScheduling(db, "empty table")];
+		if (FINISHED_ROWS > 0) {
+			const node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
+			const t = performance.now();
+			try {
+				const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
+				await node.runtime.sequelize.query(`${BENCH}DELETE FROM tasks WHERE project_id = 'p'`);
+				await fillQueue(store);
+				await node.runtime.sequelize.query(
+					`${BENCH}ANALYZE tasks; ALTER TABLE tasks SET (autovacuum_enabled = false)`
+				);
+			} finally {
+				await node.stop();
+			}
+			await prefillFinished(db.url, FINISHED_ROWS);
+			const prefillS = (performance.now() - t) / 1000;
+			const rows = FINISHED_ROWS.toLocaleString("en");
+			out.push(
+				await measureScheduling(db, `${rows} finished, stale statistics (prefill ${prefillS.toFixed(0)} s)`)
+			);
+			const pgc = new pg.Client({ connectionString: db.url });
+			await pgc.connect();
+			await pgc.query(`${BENCH}ANALYZE tasks`);
+			await pgc.end();
+			out.push(await measureScheduling(db, `${rows} finished, analyzed`));
+		}
+		return out;
+	} finally {
 		await db.drop();
 	}
 }
@@ -379,15 +469,29 @@ async function main() {
 			.join(" ")}`
 	);
 	if (PARTS.has("sched")) {
-		const s = await schedulingOverhead();
-		console.log(`\nscheduling overhead (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`);
-		console.log(`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}`);
-		console.log(
-			`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)`
-		);
-		console.log(
-			`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)`
-		);
+		const phases = await schedulingOverhead();
+		const base = phases[0];
+		const vs = (xs: number[], ys: number[]) => {
+			const a = percentile(xs, 50);
+			const b = percentile(ys, 50);
+			return a === null || b === null
+				? ""
+				: `  ${((a / b - 1) * 100).toFixed(0).padStart(4)} % vs empty (target ≤ 10 %)`;
+		};
+		for (const s of phases) {
+			console.log(
+				`\nscheduling overhead, ${s.label} (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`
+			);
+			console.log(
+				`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}${s === base ? "" : vs(s.one, base.one)}`
+			);
+			console.log(
+				`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)${s === base ? "" : vs(s.batch, base.batch)}`
+			);
+			console.log(
+				`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)${s === base ? "" : vs(s.admission, base.admission)}`
+			);
+		}
 	}
 	if (PARTS.has("e2e")) {
 		const e2e = await endToEnd();

@@ -45,6 +45,8 @@ export interface UsersThis extends Service, Pick<DurableThis, "publishDurable"> 
 	signupGrants: SignupGrants;
 	invalidator: UserCacheInvalidator;
 	pruneTimer: NodeJS.Timeout | null;
+	/** The retention run in progress (src/users/retention.ts), awaited on stop. */
+	pruning: Promise<unknown> | null;
 	// The accounts mixin's (services/users/accounts.mixin.ts):
 	accounts: AccountStore;
 	mailer: Mailer;

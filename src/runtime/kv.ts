@@ -71,6 +71,12 @@ export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promis
 
 export class MemoryKeyValueStore implements KeyValueStore {
 	private readonly data = new Map<string, { value: string; expiresAt: number | null }>();
+	private writes = 0;
+	/** Drops every expired entry (Redis expires keys itself): a key never read again (an unused SIWE nonce) does not stay. */
+	private sweep() {
+		const now = Date.now();
+		for (const [k, e] of this.data) if (e.expiresAt != null && e.expiresAt <= now) this.data.delete(k);
+	}
 	private live(key: string) {
 		const e = this.data.get(key);
 		if (e && e.expiresAt != null && e.expiresAt <= Date.now()) {
@@ -83,7 +89,13 @@ export class MemoryKeyValueStore implements KeyValueStore {
 		return this.live(key)?.value ?? null;
 	}
 	async set(key: string, value: string, ttlMs?: number) {
+		// Every 1,000th write sweeps: amortised O(1) a write, memory bounded by what is alive.
+		if (++this.writes % 1_000 === 0) this.sweep();
 		this.data.set(key, { value, expiresAt: ttlMs ? Date.now() + ttlMs : null });
+	}
+	/** How many entries are held, expired or not (tests). */
+	get size(): number {
+		return this.data.size;
 	}
 	async setIfAbsent(key: string, value: string, ttlMs?: number) {
 		if (this.live(key)) return false;

@@ -7,6 +7,9 @@
  *   tasks-requeue <taskId>      a queued task skips its backoff; a running one loses its lease and queues again
  *   tasks-cancel <taskId>       cancel as its owner would (running: the worker is told to stop)
  *   tasks-drain <nodeID> [--undo]  stop (or resume) leasing to an ai node; its in-flight tasks finish
+ *   tasks-prune [--dry-run]     one retention run now: finished tasks past TASKS_RETENTION_DAYS into the
+ *                               daily summaries, then the event bookkeeping (--dry-run: count only)
+ *   tasks-history <userId>      a user's daily summaries of pruned tasks (as submitter or payer)
  */
 import type { ServiceBroker } from "moleculer";
 import type { ReplCommand } from "../repl/command";
@@ -49,5 +52,18 @@ export const tasksReplCommands: ReplCommand[] = [
 		options: [{ option: "--undo", description: "resume leasing to the node" }],
 		action: (broker: ServiceBroker, args) =>
 			run(() => broker.call("tasks.drain", { nodeID: String(args.nodeID), undo: !!args.options?.undo }))
+	},
+	{
+		command: "tasks-prune",
+		description: "Run retention now: old finished tasks into daily summaries, then outbox/inbox; --dry-run counts",
+		options: [{ option: "--dry-run", description: "count what would be pruned, delete nothing" }],
+		action: (broker: ServiceBroker, args) =>
+			run(() => broker.call("tasks.prune", { dryRun: args.options?.dryRun === true }, { timeout: 600_000 }))
+	},
+	{
+		command: "tasks-history <userId>",
+		description: "A user's daily summaries of pruned tasks (as submitter or payer), newest first",
+		action: (broker: ServiceBroker, args) =>
+			run(() => broker.call("tasks.history", { userId: String(args.userId) }))
 	}
 ];

@@ -516,16 +516,6 @@ export class UsersStore {
 		return row ?? null;
 	}
 
-	/** Drops families that ended long ago (their refresh tokens go with them). */
-	async pruneSessions(olderThanS: number): Promise<number> {
-		const rows = await this.rows<{ id: string }>(
-			`DELETE FROM user_sessions WHERE expires_at < now() - make_interval(secs => $1)
-			    OR revoked_at < now() - make_interval(secs => $1) RETURNING id`,
-			[olderThanS]
-		);
-		return rows.length;
-	}
-
 	// ── API keys ─────────────────────────────────────────────────────────────────────────────
 
 	async createApiKey(opts: {
