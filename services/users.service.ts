@@ -29,7 +29,9 @@ import { AccountGuessLimiter, KnownAddresses, ProgressiveThrottle, makeLimiter }
 import { parsePlanChanged, parseStakeChanged } from "../src/users/tier-facts";
 import {
 	autoTopUpFailedMails,
+	lowBalanceMails,
 	parseAutoTopUpFailed,
+	parseLowBalance,
 	parsePastDueNotice,
 	pastDueMails,
 	type NoticeSources
@@ -99,6 +101,11 @@ const UsersService: UsersSchema = {
 				// An auto top-up was refused by the card and turned off: the payer is told once.
 				async "billing.auto_topup.failed"(this: UsersThis, payload) {
 					const mails = await autoTopUpFailedMails(parseAutoTopUpFailed(payload), noticeSources(this));
+					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
+				},
+				// The available credit crossed under the payer's threshold (once per crossing).
+				async "billing.low_balance"(this: UsersThis, payload) {
+					const mails = await lowBalanceMails(parseLowBalance(payload), noticeSources(this));
 					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
 				},
 				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {

@@ -1,20 +1,26 @@
 /**
- * Auto top-up and balance notices of the payments service, mixed into services/payments.service.ts:
- * GET/PUT/DELETE /billing/auto-topup (the caller's payer, or `?orgId=` for an organisation's owners,
- * admins and billing members), and the check that runs after every settlement. The rules are
- * src/payments/auto-topup.ts.
+ * Auto top-up and low-balance notices of the payments service, mixed into services/payments.service.ts:
+ * GET/PUT/DELETE /billing/auto-topup and GET/PUT /billing/alerts (the caller's payer, or `?orgId=` for
+ * an organisation's owners, admins and billing members), and the checks that run after every
+ * settlement. The rules are src/payments/auto-topup.ts and src/payments/low-balance.ts.
  */
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
 import { payerOfRequest } from "../../src/payments/payer";
 import type { AutoTopUpRequest, TriggerOutcome } from "../../src/payments/auto-topup";
 import type { StripeBilling } from "../../src/payments/stripe-billing";
+import type { Ledger } from "../../src/payments/ledger";
+import { LowBalanceNotices, type LowBalanceOutcome } from "../../src/payments/low-balance";
+import { runtimeOf } from "../../src/runtime/runtime";
+import type { DurableThis } from "../../mixins/durable-events.mixin";
 
-export interface TopUpThis extends Service {
+export interface TopUpThis extends Service, DurableThis {
 	billing: StripeBilling;
+	ledger: Ledger;
+	lowBalance: LowBalanceNotices;
 	/** The after-settlement checks of this node still running (stopped() waits for them). */
 	topUpChecks: Set<Promise<unknown>>;
-	afterSettlement(payerId: string): Promise<TriggerOutcome>;
+	afterSettlement(payerId: string): Promise<{ lowBalance: LowBalanceOutcome; autoTopUp: TriggerOutcome }>;
 }
 
 const ORG_ID = {
@@ -80,8 +86,46 @@ export const topUpMixin: ServiceSchema<
 			}
 		},
 
-		/** The after-settlement check for one payer, run on demand (operators, tests). */
+		alerts: {
+			auth: "required",
+			scope: "billing:read",
+			params: { $$strict: "remove", orgId: ORG_ID },
+			async handler(this: TopUpThis, ctx: Ctx<{ orgId?: string }>) {
+				return this.lowBalance.get(await payerOf(ctx));
+			}
+		},
+
+		setAlerts: {
+			auth: "required",
+			scope: "billing:write",
+			params: {
+				$$strict: true,
+				lowBalanceCredits: {
+					type: "number",
+					integer: true,
+					min: 0,
+					max: Number.MAX_SAFE_INTEGER,
+					nullable: true,
+					description: "notify when available credit crosses under this; 0 = never, null = the default"
+				},
+				orgId: ORG_ID
+			},
+			async handler(this: TopUpThis, ctx: Ctx<{ lowBalanceCredits: number | null; orgId?: string }>) {
+				return this.lowBalance.configure(await payerOf(ctx), ctx.params.lowBalanceCredits);
+			}
+		},
+
+		/** The auto top-up check for one payer, run on demand (operators, tests). */
 		checkAutoTopUp: {
+			visibility: INTERNAL,
+			params: { payerId: { type: "string", min: 1, max: 128 } },
+			async handler(this: TopUpThis, ctx: Ctx<{ payerId: string }>) {
+				return (await this.afterSettlement(ctx.params.payerId)).autoTopUp;
+			}
+		},
+
+		/** Both after-settlement checks for one payer (low balance, then auto top-up). */
+		checkBalanceNotices: {
 			visibility: INTERNAL,
 			params: { payerId: { type: "string", min: 1, max: 128 } },
 			handler(this: TopUpThis, ctx: Ctx<{ payerId: string }>) {
@@ -92,10 +136,10 @@ export const topUpMixin: ServiceSchema<
 
 	hooks: {
 		after: {
-			// The settlement's answer does not wait for Stripe: the check runs beside it.
+			// The settlement's answer does not wait for the checks (or Stripe): they run beside it.
 			settle(this: TopUpThis, ctx: Ctx<{ userId: string }>, res: unknown) {
 				const p = this.afterSettlement(ctx.params.userId).catch(err =>
-					this.logger.warn("auto top-up check failed", { payerId: ctx.params.userId, err: String(err) })
+					this.logger.warn("after-settlement check failed", { payerId: ctx.params.userId, err: String(err) })
 				);
 				this.topUpChecks.add(p);
 				void p.finally(() => this.topUpChecks.delete(p));
@@ -105,14 +149,28 @@ export const topUpMixin: ServiceSchema<
 	},
 
 	methods: {
-		async afterSettlement(this: TopUpThis, payerId: string): Promise<TriggerOutcome> {
-			if (!this.billing.configured) return { triggered: false, reason: "off" };
-			return this.billing.autoTopUp.check(payerId);
+		async afterSettlement(this: TopUpThis, payerId: string) {
+			const lowBalance = await this.lowBalance.check(payerId);
+			const autoTopUp: TriggerOutcome = this.billing.configured
+				? await this.billing.autoTopUp.check(payerId)
+				: { triggered: false, reason: "off" };
+			return { lowBalance, autoTopUp };
 		}
 	},
 
 	created(this: TopUpThis) {
 		this.topUpChecks = new Set();
+	},
+
+	// The ledger is made by the service's own created(), which runs after this mixin's.
+	started(this: TopUpThis) {
+		const rt = runtimeOf(this.broker);
+		this.lowBalance = new LowBalanceNotices(
+			rt.sequelize,
+			this.ledger,
+			rt.config.payments.lowBalanceCredits,
+			(tx, topic, payload) => this.publishDurable(tx, topic, payload)
+		);
 	},
 
 	async stopped(this: TopUpThis) {

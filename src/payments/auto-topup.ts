@@ -27,6 +27,7 @@ import { credits, type Ledger } from "./ledger";
 import { findPack, type CreditPack } from "./prices";
 import type { Publisher } from "./stake-indexer";
 import type { StripeSelfServe } from "./stripe-self-serve";
+import { noticeOnce } from "./billing-notices";
 
 /** Durable notice: an auto top-up failed and was turned off (`{ payerId, packId, reason, message, checkoutId }`). */
 export const BILLING_AUTO_TOPUP_FAILED = "billing.auto_topup.failed";
@@ -272,20 +273,20 @@ export class AutoTopUp {
 			[checkoutId, paymentIntentId]
 		);
 		const details = { payerId, checkoutId, packId: row.item_id, reason, message: message.slice(0, 500) };
-		const fresh = await this.q(
-			tx,
-			`INSERT INTO billing_notices (payer_id, kind, crossing, details) VALUES ($1, 'auto_topup_failed', $2, $3::jsonb)
-			 ON CONFLICT DO NOTHING RETURNING payer_id`,
-			[payerId, checkoutId, JSON.stringify(details)]
-		);
-		if (!fresh.length) return false;
+		const fresh = await noticeOnce(this.sequelize, tx, this.publish, {
+			payerId,
+			kind: "auto_topup_failed",
+			crossing: checkoutId,
+			topic: BILLING_AUTO_TOPUP_FAILED,
+			details
+		});
+		if (!fresh) return false;
 		await this.q(
 			tx,
 			`UPDATE auto_topups SET enabled = false, disabled_reason = $2, disabled_message = $3, disabled_at = now(), updated_at = now()
 			 WHERE payer_id = $1 RETURNING payer_id`,
 			[payerId, reason, details.message]
 		);
-		await this.publish(tx, BILLING_AUTO_TOPUP_FAILED, details);
 		return true;
 	}
 

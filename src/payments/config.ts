@@ -59,6 +59,8 @@ export interface PaymentsConfig {
 	promoGrantTtlS: number;
 	/** Longest range of one usage report (GET /billing/usage). */
 	usageMaxSpanDays: number;
+	/** Default low-balance notice threshold in credits (a payer may set its own); 0 = none. */
+	lowBalanceCredits: number;
 }
 
 const ADDRESS_RE = /^0x[0-9a-fA-F]{40}$/;
@@ -136,6 +138,7 @@ export function loadPaymentsConfig(r: EnvReader): PaymentsConfig {
 		chain,
 		stakeMinHoldingMs: r.int("STAKE_MIN_HOLDING_S", STAKE_MIN_HOLDING_MS / 1000, 0, 365 * 86_400) * 1000,
 		promoGrantTtlS: r.int("PROMO_GRANT_TTL_S", 90 * 86_400, 0, 10 * 365 * 86_400),
-		usageMaxSpanDays: r.int("USAGE_MAX_SPAN_DAYS", 366, 1, 3660)
+		usageMaxSpanDays: r.int("USAGE_MAX_SPAN_DAYS", 366, 1, 3660),
+		lowBalanceCredits: r.int("BILLING_LOW_BALANCE_CREDITS", 1000, 0, Number.MAX_SAFE_INTEGER)
 	};
 }

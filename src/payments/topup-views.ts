@@ -1,4 +1,4 @@
-/** The auto top-up setting's response schema (GET/PUT/DELETE /billing/auto-topup; src/payments/auto-topup.ts). */
+/** Response schemas of auto top-up (/billing/auto-topup) and low-balance notices (/billing/alerts). */
 import { Count, DateTime, Named, Nullable, Str, Type, Uuid } from "../http/schema";
 
 export const AutoTopUpView = Named("AutoTopUp", {
@@ -16,4 +16,11 @@ export const AutoTopUpView = Named("AutoTopUp", {
 	disabledAt: Nullable(DateTime()),
 	lastTriggeredAt: Nullable(DateTime("the last purchase attempt; the next waits BILLING_AUTO_TOPUP_WINDOW_S")),
 	lastCheckoutId: Nullable(Uuid("the last attempt's checkout (GET /billing/checkout/:id)"))
+});
+
+export const BillingAlertsView = Named("BillingAlerts", {
+	lowBalanceCredits: Nullable(Count("the payer's own low-balance threshold; null = the default")),
+	effectiveLowBalanceCredits: Count("the threshold in force; 0 = no low-balance notices"),
+	defaultLowBalanceCredits: Count("BILLING_LOW_BALANCE_CREDITS"),
+	below: Type.Boolean({ description: "whether the last check saw the available credit under the threshold" })
 });

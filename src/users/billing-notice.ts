@@ -1,5 +1,6 @@
 /**
- * The mail of a billing notice (payments' durable `billing.past_due` and `billing.auto_topup.failed`):
+ * The mail of a billing notice (payments' durable `billing.past_due`, `billing.auto_topup.failed`
+ * and `billing.low_balance`):
  * who gets it and what it says. A user payer is mailed at its address; an organisation payer at the addresses of its
  * members with a billing role (owner, admin, billing). Accounts without an address are skipped.
  */
@@ -47,6 +48,37 @@ export function parseAutoTopUpFailed(payload: unknown): AutoTopUpFailedNotice {
 	if (typeof p.reason !== "string" || !/^[a-z_]{1,64}$/.test(p.reason))
 		throw new InvalidEventPayload("reason must be a Stripe error code");
 	return { payerId: p.payerId, packId: p.packId, reason: p.reason };
+}
+
+/** A payer's available credit crossed under its threshold (`billing.low_balance`). */
+export interface LowBalanceNotice {
+	payerId: string;
+	thresholdCredits: string;
+	availableCredits: string;
+}
+
+export function parseLowBalance(payload: unknown): LowBalanceNotice {
+	const p = (payload ?? {}) as Record<string, unknown>;
+	if (typeof p.payerId !== "string" || !(isUuid(p.payerId) || ORG_PAYER.test(p.payerId)))
+		throw new InvalidEventPayload("payerId must be a user id or org:<uuid>");
+	for (const k of ["thresholdCredits", "availableCredits"] as const)
+		if (typeof p[k] !== "string" || !/^-?[0-9]{1,20}$/.test(p[k] as string))
+			throw new InvalidEventPayload(`${k} must be a decimal string`);
+	return {
+		payerId: p.payerId,
+		thresholdCredits: p.thresholdCredits as string,
+		availableCredits: p.availableCredits as string
+	};
+}
+
+export function lowBalanceMails(n: LowBalanceNotice, src: NoticeSources): Promise<Array<[string, AccountMail]>> {
+	return noticeMails(n.payerId, src, (orgName, link) => ({
+		kind: "billingLowBalance",
+		thresholdCredits: n.thresholdCredits,
+		availableCredits: n.availableCredits,
+		orgName,
+		link
+	}));
 }
 
 /** One mail per distinct address of the payer (or its organisation's billing members), built by `make`. */

@@ -31,7 +31,15 @@ export type AccountMail =
 	/** A renewal failed (`billing.past_due`): the plan stays until `graceEndsAt`, then the tier drops. */
 	| { kind: "billingPastDue"; planTier: string; graceEndsAt: string; orgName: string | null; link: string }
 	/** An off-session top-up was refused (`billing.auto_topup.failed`): auto top-up is off until turned on again. */
-	| { kind: "billingAutoTopUpFailed"; packId: string; reason: string; orgName: string | null; link: string };
+	| { kind: "billingAutoTopUpFailed"; packId: string; reason: string; orgName: string | null; link: string }
+	/** The available credit crossed under the payer's threshold (`billing.low_balance`). */
+	| {
+			kind: "billingLowBalance";
+			thresholdCredits: string;
+			availableCredits: string;
+			orgName: string | null;
+			link: string;
+	  };
 
 const escapeHtml = (s: string) =>
 	s.replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c as "&"]);
@@ -164,6 +172,17 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 				[
 					`The automatic purchase of the ${mail.packId} credit pack for ${whose} failed: ${why} (${mail.reason}).`,
 					"Auto top-up is now off and will not be tried again by itself. Update the card from the billing page (or buy a pack once), then turn auto top-up on again."
+				],
+				{ label: "Open billing", link: mail.link }
+			);
+		}
+		case "billingLowBalance": {
+			const whose = mail.orgName ? `The organisation ${mail.orgName}` : "Your account";
+			return compose(
+				"ForgeFluid credit is running low",
+				[
+					`${whose} has ${mail.availableCredits} credits left, under the ${mail.thresholdCredits} credits you asked to be told about.`,
+					"Tasks that need more than what is left are refused. Buy a credit pack, or turn on auto top-up, from the billing page."
 				],
 				{ label: "Open billing", link: mail.link }
 			);

@@ -357,6 +357,24 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/api/v1/billing/alerts": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** The payer's low-balance notice threshold (its own or the default) */
+		get: operations["getBillingAlerts"];
+		/** Set the low-balance threshold: one notice (e-mail, billing.low_balance) per crossing under it */
+		put: operations["putBillingAlerts"];
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	"/api/v1/billing/auto-topup": {
 		parameters: {
 			query?: never;
@@ -1973,6 +1991,21 @@ export interface components {
 			planTier: string | null;
 			tier: string;
 		};
+		BillingAlerts: {
+			/** @description whether the last check saw the available credit under the threshold */
+			below: boolean;
+			/**
+			 * Format: int64
+			 * @description BILLING_LOW_BALANCE_CREDITS
+			 */
+			defaultLowBalanceCredits: number;
+			/**
+			 * Format: int64
+			 * @description the threshold in force; 0 = no low-balance notices
+			 */
+			effectiveLowBalanceCredits: number;
+			lowBalanceCredits: number | null;
+		};
 		Checkout: {
 			/** Format: int64 */
 			amountCents: number;
@@ -2931,6 +2964,7 @@ export type SchemaAnthropicModel = components["schemas"]["AnthropicModel"];
 export type SchemaApiKey = components["schemas"]["ApiKey"];
 export type SchemaAutoTopUp = components["schemas"]["AutoTopUp"];
 export type SchemaBalance = components["schemas"]["Balance"];
+export type SchemaBillingAlerts = components["schemas"]["BillingAlerts"];
 export type SchemaCheckout = components["schemas"]["Checkout"];
 export type SchemaCryptoPayment = components["schemas"]["CryptoPayment"];
 export type SchemaDeploymentHealth = components["schemas"]["DeploymentHealth"];
@@ -7918,6 +7952,515 @@ export interface operations {
 						error?: {
 							/** @enum {string} */
 							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getBillingAlerts: {
+		parameters: {
+			query?: {
+				orgId?: string;
+			};
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["BillingAlerts"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	putBillingAlerts: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/**
+					 * Format: int64
+					 * @description notify when available credit crosses under this; 0 = never, null = the default
+					 */
+					lowBalanceCredits: number;
+					/**
+					 * Format: uuid
+					 * @description act for this organisation's payer (owner, admin, billing roles)
+					 */
+					orgId?: string;
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["BillingAlerts"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
 						};
 					};
 				};

@@ -1,6 +1,6 @@
-/** REST routes of auto top-up (services/payments/topup.mixin.ts; docs/payments.md "Auto top-up"). */
+/** REST routes of auto top-up and low-balance notices (services/payments/topup.mixin.ts; docs/payments.md). */
 import type { RouteSpec } from "../../../src/http/route-spec";
-import { AutoTopUpView } from "../../../src/payments/topup-views";
+import { AutoTopUpView, BillingAlertsView } from "../../../src/payments/topup-views";
 
 const tag = "billing";
 const ORG = { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] };
@@ -39,6 +39,27 @@ export function billingTopUpRoutes(): RouteSpec[] {
 			rateLimit: { points: 20, durationS: 60, by: "user" },
 			tag,
 			summary: "Remove the payer's auto top-up"
+		},
+		{
+			method: "GET",
+			path: "/billing/alerts",
+			action: "payments.alerts",
+			response: BillingAlertsView,
+			errors: { ...ORG },
+			auth: "required",
+			tag,
+			summary: "The payer's low-balance notice threshold (its own or the default)"
+		},
+		{
+			method: "PUT",
+			path: "/billing/alerts",
+			action: "payments.setAlerts",
+			response: BillingAlertsView,
+			errors: { ...ORG },
+			auth: "required",
+			rateLimit: { points: 20, durationS: 60, by: "user" },
+			tag,
+			summary: "Set the low-balance threshold: one notice (e-mail, billing.low_balance) per crossing under it"
 		}
 	];
 }

@@ -1,6 +1,8 @@
 import {
 	autoTopUpFailedMails,
+	lowBalanceMails,
 	parseAutoTopUpFailed,
+	parseLowBalance,
 	parsePastDueNotice,
 	pastDueMails
 } from "../../../src/users/billing-notice";
@@ -104,5 +106,33 @@ describe("auto top-up failure notices", () => {
 		expect(m.text).toContain("asked for authentication");
 		expect(m.text).toContain("Auto top-up is now off");
 		expect(renderAccountMail({ ...mail, reason: "card_declined" } as typeof mail).text).toContain("was declined");
+	});
+});
+
+describe("low-balance notices", () => {
+	const low = { payerId: USER, thresholdCredits: "1000", availableCredits: "250" };
+	const src = {
+		billingContactsOf: async () => null,
+		emailOf: async () => "me@example.com",
+		appUrl: "https://app.test"
+	};
+
+	test("parse: decimal credit strings only", () => {
+		expect(parseLowBalance({ ...low, crossing: 2 })).toEqual(low);
+		for (const bad of [
+			{ ...low, availableCredits: 250 },
+			{ ...low, thresholdCredits: "1e3" },
+			{ ...low, payerId: "x" }
+		])
+			expect(() => parseLowBalance(bad)).toThrow();
+	});
+
+	test("the message says what is left and what to do", async () => {
+		const [[to, mail]] = await lowBalanceMails(low, src);
+		expect(to).toBe("me@example.com");
+		const m = renderAccountMail(mail);
+		expect(m.subject).toBe("ForgeFluid credit is running low");
+		expect(m.text).toContain("Your account has 250 credits left, under the 1000 credits");
+		expect(m.text).toContain("auto top-up");
 	});
 });

@@ -1,0 +1,179 @@
+/**
+ * Low-balance notices (issue 19 part 5) end to end: settlements through payments.reserve/settle on
+ * the real PostgreSQL, the durable `billing.low_balance` once per crossing, mailed by the users
+ * service (the dev outbox), per-payer thresholds through GET/PUT /billing/alerts (`?orgId=`).
+ */
+import { randomUUID } from "node:crypto";
+import { QueryTypes } from "sequelize";
+import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { signUp } from "../../support/sign-up";
+import type { ForgeNode } from "../../../app/node";
+
+let db: TestDatabase;
+let node: ForgeNode & { baseUrl: string };
+
+type Json = Record<string, any>; // response bodies are checked field by field
+const SUBJECT = "ForgeFluid credit is running low";
+
+beforeAll(async () => {
+	db = await createTestDatabase();
+	node = await startTestNode({
+		db,
+		services: ["api", "users", "payments", "orgs"],
+		env: {
+			RATE_LIMIT_PER_MINUTE: "100000",
+			RATE_LIMIT_ANON_PER_MINUTE: "100000",
+			SIGNUP_GRANT_CREDITS: "0",
+			BILLING_LOW_BALANCE_CREDITS: "1000"
+		}
+	});
+});
+afterAll(async () => {
+	await node?.stop();
+	await db?.drop();
+});
+
+const sql = <T extends object>(q: string, bind: unknown[] = []) =>
+	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
+
+async function call(method: string, path: string, opts: { token?: string; body?: unknown } = {}) {
+	const headers: Record<string, string> = {};
+	if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+	if (opts.body !== undefined) headers["content-type"] = "application/json";
+	const res = await fetch(`${node.baseUrl}/api/v1${path}`, {
+		method,
+		headers,
+		body: opts.body === undefined ? undefined : JSON.stringify(opts.body)
+	});
+	const text = await res.text();
+	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json };
+}
+
+async function person() {
+	const email = `${uniqueId("low")}@example.com`;
+	const u = await signUp(node, email, "correct horse battery staple 42");
+	return { email, id: u.userId as string, token: u.accessToken as string };
+}
+
+const grant = (userId: string, credits: number) =>
+	node.broker.call("payments.grant", { userId, credits, operator: "test", reason: "test", key: randomUUID() });
+
+/** The after-settlement checks the settle hook started on this node, until they are done. */
+async function hookDone() {
+	const svc = node.broker.getLocalService("payments") as unknown as { topUpChecks: Set<Promise<unknown>> };
+	while (svc.topUpChecks.size) await Promise.allSettled([...svc.topUpChecks]);
+}
+
+/** A settlement and its hook's checks, then the checks once more: what they say now. */
+async function spend(payerId: string, amount: number) {
+	const taskId = randomUUID();
+	await node.broker.call("payments.reserve", { userId: payerId, taskId, maxCost: amount });
+	await node.broker.call("payments.settle", { userId: payerId, taskId, actualCost: amount });
+	await hookDone();
+	return node.broker.call<Json, { payerId: string }>("payments.checkBalanceNotices", { payerId });
+}
+
+const notices = (payerId: string) =>
+	sql<{ crossing: string; details: Json }>(
+		`SELECT crossing, details FROM billing_notices WHERE payer_id = $1 AND kind = 'low_balance' ORDER BY created_at`,
+		[payerId]
+	);
+const mailsTo = async (email: string) => {
+	const box = await call("GET", `/dev/outbox?to=${encodeURIComponent(email)}`);
+	return ((box.json?.items ?? []) as Json[]).filter(m => m.subject === SUBJECT);
+};
+
+test("one notice per crossing under the default threshold, mailed once each", async () => {
+	const alice = await person();
+	await grant(alice.id, 5_000);
+	expect((await spend(alice.id, 3_000)).lowBalance).toEqual({ noticed: false, reason: "above_threshold" });
+	await spend(alice.id, 1_500); // 500 left: crossed
+	expect(await notices(alice.id)).toHaveLength(1);
+	expect((await spend(alice.id, 100)).lowBalance).toEqual({ noticed: false, reason: "still_below" });
+	await spend(alice.id, 100);
+	expect(await notices(alice.id)).toHaveLength(1);
+
+	// A purchase lifts it above, and spending within the same gap between checks crosses again.
+	await grant(alice.id, 10_000); // 10,300
+	await spend(alice.id, 9_500); // 800
+	const list = await notices(alice.id);
+	expect(list.map(n => n.crossing)).toEqual(["1", "2"]);
+	expect(list[1].details).toMatchObject({ payerId: alice.id, thresholdCredits: "1000", availableCredits: "800" });
+
+	await eventually(async () => (await mailsTo(alice.email)).length === 2, 15_000);
+	const texts = (await mailsTo(alice.email)).map(m => m.text as string);
+	expect(texts.some(t => t.includes("Your account has 500 credits left, under the 1000 credits"))).toBe(true);
+	expect(texts.some(t => t.includes("Your account has 800 credits left"))).toBe(true);
+	expect((await mailsTo(alice.email))[0].links).toContain(`${node.config.users.mail.appUrl}/billing`);
+});
+
+test("parallel checks notice a crossing once", async () => {
+	const bob = await person();
+	await grant(bob.id, 1_200);
+	const taskId = randomUUID();
+	await node.broker.call("payments.reserve", { userId: bob.id, taskId, maxCost: 500 });
+	await node.broker.call("payments.settle", { userId: bob.id, taskId, actualCost: 500 });
+	await hookDone();
+	// As if the hook had not run: the state before the crossing, four checks at once.
+	await sql(
+		`UPDATE billing_alerts SET below = false, seen_transaction_id = 0, crossings = 0 WHERE payer_id = $1 RETURNING payer_id`,
+		[bob.id]
+	);
+	await sql(`DELETE FROM billing_notices WHERE payer_id = $1 RETURNING payer_id`, [bob.id]);
+	const outcomes = await Promise.all(
+		[1, 2, 3, 4].map(() => node.broker.call<Json, object>("payments.checkBalanceNotices", { payerId: bob.id }))
+	);
+	expect(outcomes.filter(o => o.lowBalance.noticed)).toHaveLength(1);
+	expect(await notices(bob.id)).toHaveLength(1);
+});
+
+test("a payer's own threshold: higher, off (0), back to the default (null)", async () => {
+	const carol = await person();
+	await grant(carol.id, 50_000);
+	expect((await call("GET", "/billing/alerts", { token: carol.token })).json).toEqual({
+		lowBalanceCredits: null,
+		effectiveLowBalanceCredits: 1000,
+		defaultLowBalanceCredits: 1000,
+		below: false
+	});
+	const put = await call("PUT", "/billing/alerts", { token: carol.token, body: { lowBalanceCredits: 0 } });
+	expect(put.json).toMatchObject({ lowBalanceCredits: 0, effectiveLowBalanceCredits: 0 });
+	expect((await spend(carol.id, 49_500)).lowBalance).toEqual({ noticed: false, reason: "off" });
+	await call("PUT", "/billing/alerts", { token: carol.token, body: { lowBalanceCredits: 600 } });
+	expect((await spend(carol.id, 1)).lowBalance).toEqual({ noticed: false, reason: "still_below" });
+	expect((await notices(carol.id)).map(n => n.crossing)).toEqual(["1"]);
+	const back = await call("PUT", "/billing/alerts", { token: carol.token, body: { lowBalanceCredits: null } });
+	expect(back.json).toMatchObject({ lowBalanceCredits: null, effectiveLowBalanceCredits: 1000, below: true });
+	expect((await call("PUT", "/billing/alerts", { token: carol.token, body: { lowBalanceCredits: -1 } })).status).toBe(
+		422
+	);
+});
+
+test("an organisation's threshold is set by its billing roles; its billing contacts are mailed", async () => {
+	const [owner, billing, member] = [await person(), await person(), await person()];
+	const orgId = randomUUID();
+	const payer = `org:${orgId}`;
+	await sql(`INSERT INTO orgs (id, name, created_by) VALUES ($1, 'Hooli', $2) RETURNING id`, [orgId, owner.id]);
+	for (const [p, role] of [
+		[owner, "owner"],
+		[billing, "billing"],
+		[member, "member"]
+	] as const)
+		await sql(`INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3) RETURNING org_id`, [
+			orgId,
+			p.id,
+			role
+		]);
+	const body = { lowBalanceCredits: 5_000 };
+	expect((await call("PUT", `/billing/alerts?orgId=${orgId}`, { token: member.token, body })).status).toBe(403);
+	expect((await call("PUT", `/billing/alerts?orgId=${orgId}`, { token: billing.token, body })).status).toBe(200);
+	await grant(payer, 6_000);
+	await spend(payer, 2_000);
+	expect(await notices(payer)).toHaveLength(1);
+	await eventually(
+		async () => (await mailsTo(owner.email)).length > 0 && (await mailsTo(billing.email)).length > 0,
+		15_000
+	);
+	expect((await mailsTo(owner.email))[0].text).toContain("The organisation Hooli has 4000 credits left");
+	expect(await mailsTo(member.email)).toEqual([]);
+});
