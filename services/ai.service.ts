@@ -497,8 +497,8 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				void (await call("users.reserveKeyBudget", { keyId, holdId, credits, limit })),
 			settleKeyBudget: async (keyId, holdId, credits) =>
 				void (await call("users.settleKeyBudget", { keyId, holdId, credits })),
-			reserve: async (userId, taskId, maxCost, tier, attribution) =>
-				void (await call("payments.reserve", { userId, taskId, maxCost, tier, attribution })),
+			reserve: async (userId, taskId, maxCost, tier, attribution, caps) =>
+				void (await call("payments.reserve", { userId, taskId, maxCost, tier, attribution, caps })),
 			settle: async (userId, taskId, actualCost, usage) =>
 				void (await call("payments.settle", { userId, taskId, actualCost, usage })),
 			release: async (userId, taskId) => void (await call("payments.release", { userId, taskId })),

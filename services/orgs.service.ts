@@ -21,6 +21,15 @@ interface OrgsThis extends Service {
 
 const idParam = { type: "uuid" } as const;
 const nameParam = { type: "string", min: 1, max: 100, trim: true } as const;
+/** A monthly spend cap in credits per calendar month (UTC); null clears it (src/payments/spend-caps.ts). */
+const capParam = {
+	type: "number",
+	integer: true,
+	min: 0,
+	max: Number.MAX_SAFE_INTEGER,
+	optional: true,
+	nullable: true
+} as const;
 
 const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, OrgsThis> = {
 	name: "orgs",
@@ -60,10 +69,19 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 		update: {
 			auth: "required",
 			scope: "orgs:write",
-			params: { $$strict: "remove", id: idParam, name: nameParam },
-			async handler(this: OrgsThis, ctx: Ctx<{ id: string; name: string }>) {
+			params: {
+				$$strict: "remove",
+				id: idParam,
+				name: { ...nameParam, optional: true },
+				monthlyCapCredits: {
+					...capParam,
+					description: "The organisation's monthly spend cap on its wallet (null removes it)"
+				}
+			},
+			async handler(this: OrgsThis, ctx: Ctx<{ id: string; name?: string; monthlyCapCredits?: number | null }>) {
 				const userId = currentUser(ctx).id;
-				const org = await this.store.rename(ctx.params.id, userId, ctx.params.name);
+				const { name, monthlyCapCredits } = ctx.params;
+				const org = await this.store.update(ctx.params.id, userId, { name, monthlyCapCredits });
 				const { role } = await this.store.authorize(org.id, userId, "view");
 				return orgView(org, role, await this.store.memberCount(org.id));
 			}
@@ -88,13 +106,8 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 				userId: { type: "uuid" },
 				role: { type: "enum", values: [...ORG_ROLES], optional: true },
 				monthlyCapCredits: {
-					type: "number",
-					integer: true,
-					min: 0,
-					max: Number.MAX_SAFE_INTEGER,
-					optional: true,
-					nullable: true,
-					description: "Monthly spend cap on the organisation's wallet (null removes it)"
+					...capParam,
+					description: "The member's monthly spend cap on the organisation's wallet (null removes it)"
 				}
 			},
 			async handler(
@@ -204,16 +217,21 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			}
 		},
 
-		/** The caller's role in an organisation, or null (other services authorise org resources with it). */
+		/**
+		 * The caller's role in an organisation, or null (other services authorise org resources with it),
+		 * with the caps on their spending of its wallet: their own and the organisation's.
+		 */
 		roleOf: {
 			visibility: INTERNAL,
 			params: { orgId: idParam, userId: { type: "string", min: 1, max: 128 } },
 			async handler(this: OrgsThis, ctx: Ctx<{ orgId: string; userId: string }>) {
-				const m = await this.store.membership(ctx.params.orgId, ctx.params.userId);
+				const m = await this.store.memberWithCaps(ctx.params.orgId, ctx.params.userId);
+				const num = (v: string | null) => (v == null ? null : Number(v));
 				return m
 					? {
 							role: m.role,
-							monthlyCapCredits: m.monthly_cap_credits == null ? null : Number(m.monthly_cap_credits)
+							monthlyCapCredits: num(m.monthly_cap_credits),
+							orgMonthlyCapCredits: num(m.org_monthly_cap_credits)
 						}
 					: null;
 			}

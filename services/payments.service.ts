@@ -34,6 +34,7 @@ import { adminOverrideVia, tierFactsOf, walletOwnerVia } from "../src/payments/f
 import { grantCredits, postGrant, type GrantRequest } from "../src/payments/grants";
 import { balanceView, boostQuote, factsView, stakingView } from "../src/payments/views";
 import { payerOfRequest } from "../src/payments/payer";
+import { spendCounters, type SpendCaps } from "../src/payments/spend-caps";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 import { topUpMixin } from "./payments/topup.mixin";
@@ -85,6 +86,15 @@ function payerOf(ctx: Ctx<{ orgId?: string }>): Promise<string> {
 	);
 }
 
+const CAP = { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER, optional: true, nullable: true };
+/** payments.reserve's `caps`: the monthly caps (credits) the caller resolved; null or absent: none. */
+const SPEND_CAPS = {
+	type: "object",
+	optional: true,
+	strict: "remove",
+	props: { member: CAP, key: CAP, payer: CAP }
+} as const;
+
 const CREDITS = (min: number) => ({ type: "number", integer: true, min, max: Number.MAX_SAFE_INTEGER, convert: true });
 
 const PaymentsService: ServiceSchema<
@@ -130,10 +140,10 @@ const PaymentsService: ServiceSchema<
 			auth: "required",
 			scope: "billing:read",
 			retryPolicy: { enabled: true },
-			params: { $$strict: "remove" },
-			async handler(this: PaymentsThis, ctx: Ctx) {
-				const userId = currentUser(ctx).id;
-				const [b, f] = await Promise.all([this.ledger.balance(userId), this.factsOf(userId)]);
+			params: { $$strict: "remove", orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
+				const payerId = await payerOf(ctx);
+				const [b, f] = await Promise.all([this.ledger.balance(payerId), this.factsOf(payerId)]);
 				return balanceView(b, f);
 			}
 		},
@@ -142,11 +152,11 @@ const PaymentsService: ServiceSchema<
 			auth: "required",
 			scope: "billing:read",
 			retryPolicy: { enabled: true },
-			params: { $$strict: "remove", ...PAGE_PARAMS },
-			async handler(this: PaymentsThis, ctx: Ctx<{ limit: number; cursor?: string }>) {
+			params: { $$strict: "remove", ...PAGE_PARAMS, orgId: ORG_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ limit: number; cursor?: string; orgId?: string }>) {
 				const { limit } = ctx.params;
 				const before = readCursor(ctx.params.cursor, ["int"] as const)?.[0] ?? null;
-				const rows = await this.ledger.entries(currentUser(ctx).id, limit + 1, before);
+				const rows = await this.ledger.entries(await payerOf(ctx), limit + 1, before);
 				return pageOf(rows, limit, e => [Number(e.id)]);
 			}
 		},
@@ -353,7 +363,8 @@ const PaymentsService: ServiceSchema<
 					optional: true,
 					description: "the user's tier as the users service resolved it (admin override)"
 				},
-				attribution: ATTRIBUTION
+				attribution: ATTRIBUTION,
+				caps: SPEND_CAPS
 			},
 			async handler(
 				this: PaymentsThis,
@@ -364,9 +375,17 @@ const PaymentsService: ServiceSchema<
 					boostMs: number;
 					tier?: TierName;
 					attribution?: UsageAttribution;
+					caps?: SpendCaps;
 				}>
 			) {
 				const p = ctx.params;
+				// `userId` is the payer; the member and the key of the attribution have their own counters.
+				const caps = spendCounters({
+					payerId: p.userId,
+					memberId: p.attribution?.memberId,
+					keyId: p.attribution?.keyId,
+					caps: p.caps
+				});
 				// Who holds the task, for the usage report; written beside the facts read (a hold that is then
 				// refused leaves an attribution no settlement will ever name, which no report counts).
 				const [f] = await Promise.all([
@@ -383,7 +402,8 @@ const PaymentsService: ServiceSchema<
 						boostMs: p.boostMs,
 						listBoostFee: boostFeeCredits(p.boostMs),
 						tier: f.tier,
-						discountBps: f.feeDiscountBps
+						discountBps: f.feeDiscountBps,
+						caps
 					})
 				);
 			}

@@ -82,7 +82,10 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			async handler(this: TasksThis, ctx: Ctx<SubmitParams>) {
 				const user = currentUser(ctx);
 				const key = ctx.meta.idempotencyKey ?? null;
-				const out = await submitTask(this.submitDeps(ctx), user.id, ctx.params, key, user.keyId ?? null);
+				const apiKey = user.keyId
+					? { id: user.keyId, monthlyCapCredits: user.keyLimits?.monthlyCapCredits ?? null }
+					: null;
+				const out = await submitTask(this.submitDeps(ctx), user.id, ctx.params, key, apiKey);
 				if (out.replayed) {
 					ctx.meta.$statusCode = 200;
 					const task = taskView(out.row, out.position);
@@ -376,7 +379,19 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				store: this.store,
 				services: {
 					checkProjectAccess: async (projectId, userId) => {
-						await ctx.call("projects.access", { projectId, userId });
+						const a = (await ctx.call("projects.access", { projectId, userId })) as {
+							orgId?: string | null;
+						};
+						return { orgId: a?.orgId ?? null };
+					},
+					orgSpending: async (orgId, userId) => {
+						const m = (await ctx.call("orgs.roleOf", { orgId, userId })) as {
+							monthlyCapCredits: number | null;
+							orgMonthlyCapCredits?: number | null;
+						} | null;
+						return m
+							? { memberCapCredits: m.monthlyCapCredits, orgCapCredits: m.orgMonthlyCapCredits ?? null }
+							: null;
 					},
 					tierOf: async userId => {
 						const info = (await ctx.call("users.getTier", { userId })) as { tier?: unknown } | null;

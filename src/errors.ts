@@ -37,8 +37,9 @@ export const BadRequest = (message: string, code = "BAD_REQUEST", details?: unkn
 	new DomainError(code, 400, message, details);
 export const Unprocessable = (message: string, details: FieldProblem[], code = "VALIDATION_ERROR") =>
 	new DomainError(code, 422, message, details);
-export const PaymentRequired = (message: string, details?: unknown) =>
-	new DomainError("INSUFFICIENT_CREDITS", 402, message, details);
+/** 402: `INSUFFICIENT_CREDITS`, or a monthly spend cap's code (src/payments/spend-caps.ts). */
+export const PaymentRequired = (message: string, details?: unknown, code = "INSUFFICIENT_CREDITS") =>
+	new DomainError(code, 402, message, details);
 export const TooManyRequests = (message: string, retryAfterS: number, code = "RATE_LIMITED") =>
 	new DomainError(code, 429, message, { retryAfter: retryAfterS });
 export const Unavailable = (message: string, code = "SERVICE_UNAVAILABLE") => new DomainError(code, 503, message);

@@ -29,7 +29,14 @@ const InternalActions: Partial<
 			params: { projectId: idParam, userId: userIdParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ projectId: string; userId: string }>) {
 				const { project, role } = await this.guard.require(ctx.params.projectId, ctx.params.userId, "viewer");
-				return { projectId: project.id, role, status: project.status, headVersion: project.headVersion };
+				return {
+					projectId: project.id,
+					role,
+					status: project.status,
+					headVersion: project.headVersion,
+					// The organisation owning it pays for its tasks (src/tasks/submit.ts).
+					orgId: project.orgId
+				};
 			}
 		},
 

@@ -16,6 +16,16 @@ const holdParams = {
 	holdId: { type: "string", min: 1, max: 128 },
 	credits: { type: "number", integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }
 } as const;
+/** A monthly spend cap in credits per calendar month (UTC), enforced at the hold (src/payments/spend-caps.ts). */
+const capParam = {
+	type: "number",
+	integer: true,
+	min: 0,
+	max: Number.MAX_SAFE_INTEGER,
+	optional: true,
+	nullable: true,
+	description: "spend cap per calendar month (UTC) at every hold made with the key; null clears it"
+} as const;
 type HoldCtx = Context<{ keyId: string; holdId: string; credits: number }>;
 
 export const keysMixin: UsersMixin = {
@@ -52,6 +62,7 @@ export const keysMixin: UsersMixin = {
 					max: Number.MAX_SAFE_INTEGER,
 					optional: true
 				},
+				monthlyCapCredits: { ...capParam, nullable: false },
 				rpm: { type: "number", integer: true, min: 1, max: 1_000_000, optional: true },
 				tpm: { type: "number", integer: true, min: 1, max: 1_000_000_000, optional: true }
 			},
@@ -67,6 +78,20 @@ export const keysMixin: UsersMixin = {
 			sessionOnly: true,
 			async handler(this: UsersThis, ctx: Ctx) {
 				return this.apiKeys.list(currentUser(ctx).id);
+			}
+		},
+
+		/** Sets or clears a key's monthly spend cap (enforced at every hold made with the key). */
+		updateApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: keyIdParam, monthlyCapCredits: { ...capParam, optional: false } },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string; monthlyCapCredits: number | null }>) {
+				const userId = currentUser(ctx).id;
+				const view = await this.apiKeys.setCap(userId, ctx.params.id, ctx.params.monthlyCapCredits);
+				// Gateways that remember the key drop it, so the next request carries the new cap.
+				await this.broker.broadcast("users.apiKey.revoked", { userId, keyId: ctx.params.id });
+				return view;
 			}
 		},
 

@@ -8,10 +8,14 @@ export interface AuthUser {
 	sid?: string;
 	/** API key id when authenticated with X-API-Key. */
 	keyId?: string;
-	/** API keys only: the key's model allow-list, monthly budget and rates (src/compat/prepare.ts). */
+	/**
+	 * API keys only: the key's model allow-list, /v1 monthly budget and rates (src/compat/prepare.ts),
+	 * and its monthly spend cap at every hold (src/payments/spend-caps.ts).
+	 */
 	keyLimits?: {
 		models: string[] | null;
 		monthlyBudgetCredits: number | null;
+		monthlyCapCredits?: number | null;
 		rpm: number | null;
 		tpm: number | null;
 	};

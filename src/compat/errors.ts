@@ -147,7 +147,15 @@ export function fromPlatformError(err: unknown): CompatError {
 		case 401:
 			return new CompatError("authentication", msg, null, "invalid_api_key");
 		case 402:
-			return new CompatError("insufficient_credits", msg, null, "insufficient_quota");
+			// A monthly spend cap keeps its own code (key_cap_reached, …); no credits is insufficient_quota.
+			return new CompatError(
+				"insufficient_credits",
+				msg,
+				null,
+				type && type !== "INSUFFICIENT_CREDITS" && type !== "PAYMENT_REQUIRED"
+					? type.toLowerCase()
+					: "insufficient_quota"
+			);
 		case 403:
 			return new CompatError("permission", msg, null, type ? type.toLowerCase() : null);
 		case 404:

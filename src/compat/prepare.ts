@@ -30,6 +30,8 @@ const WINDOW_MARGIN_TOKENS = 256;
 export interface KeyLimits {
 	models: string[] | null;
 	monthlyBudgetCredits: number | null;
+	/** The key's monthly spend cap, enforced by payments at the hold (src/payments/spend-caps.ts). */
+	monthlyCapCredits?: number | null;
 	rpm: number | null;
 	tpm: number | null;
 }

@@ -58,13 +58,17 @@ export interface ChatDeps {
 	/** The key's monthly budget: holds `credits` or throws (CompatError insufficient_credits). */
 	reserveKeyBudget(keyId: string, holdId: string, credits: number, limit: number): Promise<void>;
 	settleKeyBudget(keyId: string, holdId: string, credits: number): Promise<void>;
-	/** `attribution`: who holds it and with what, for the usage report (src/payments/usage.ts). */
+	/**
+	 * `attribution`: who holds it and with what, for the usage report (src/payments/usage.ts) and the
+	 * key's spend counter; `caps`: the monthly caps payments enforces in the hold's own statement (402).
+	 */
 	reserve(
 		userId: string,
 		holdId: string,
 		maxCost: number,
 		tier: TierName,
-		attribution?: { memberId: string; keyId: string | null; model: string; source: "chat" }
+		attribution?: { memberId: string; keyId: string | null; model: string; source: "chat" },
+		caps?: { key?: number | null }
 	): Promise<void>;
 	settle(
 		userId: string,
@@ -142,12 +146,14 @@ export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortS
 			await deps.reserveKeyBudget(input.keyId, holdId, prep.maxCostCredits, input.key.monthlyBudgetCredits);
 			undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
 		}
-		await deps.reserve(input.userId, holdId, prep.maxCostCredits, input.tier, {
-			memberId: input.userId,
-			keyId: input.keyId,
-			model: prep.model.id,
-			source: "chat"
-		});
+		await deps.reserve(
+			input.userId,
+			holdId,
+			prep.maxCostCredits,
+			input.tier,
+			{ memberId: input.userId, keyId: input.keyId, model: prep.model.id, source: "chat" },
+			{ key: input.key?.monthlyCapCredits ?? null }
+		);
 		undo.push(() => deps.release(input.userId, holdId));
 		let releaseSlot: () => void;
 		try {

@@ -11,6 +11,8 @@ import { memberChangeRefusal, orgCan, type OrgAction, type OrgRole } from "./rul
 export interface OrgRow {
 	id: string;
 	name: string;
+	/** The organisation's own monthly spend cap on its wallet (credits); null: none. */
+	monthly_cap_credits: string | null;
 	created_by: string;
 	created_at: Date;
 	updated_at: Date;
@@ -134,16 +136,40 @@ export class OrgStore {
 		return Number(n);
 	}
 
-	async rename(orgId: string, userId: string, name: string): Promise<OrgRow> {
+	/** Renames and/or sets the monthly cap (`null` clears it; absent fields stay as they are). */
+	async update(
+		orgId: string,
+		userId: string,
+		next: { name?: string; monthlyCapCredits?: number | null }
+	): Promise<OrgRow> {
 		return this.transaction(async tx => {
 			await this.authorize(orgId, userId, "update", tx, true);
 			const [org] = await this.rows<OrgRow>(
-				`UPDATE orgs SET name = $2, updated_at = now() WHERE id = $1 RETURNING *`,
-				[orgId, name],
+				`UPDATE orgs SET name = coalesce($2, name),
+					monthly_cap_credits = CASE WHEN $3::boolean THEN $4::bigint ELSE monthly_cap_credits END,
+					updated_at = now()
+				 WHERE id = $1 RETURNING *`,
+				[orgId, next.name ?? null, next.monthlyCapCredits !== undefined, next.monthlyCapCredits ?? null],
 				tx
 			);
 			return org;
 		});
+	}
+
+	/**
+	 * A member's role with the caps that bound their spending on the organisation's wallet (their own
+	 * and the organisation's), or null for a non-member.
+	 */
+	async memberWithCaps(
+		orgId: string,
+		userId: string
+	): Promise<(MemberRow & { org_monthly_cap_credits: string | null }) | null> {
+		const [m] = await this.rows<MemberRow & { org_monthly_cap_credits: string | null }>(
+			`SELECT m.*, o.monthly_cap_credits AS org_monthly_cap_credits
+			 FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.org_id = $1 AND m.user_id = $2`,
+			[orgId, userId]
+		);
+		return m ?? null;
 	}
 
 	async members(orgId: string): Promise<MemberRow[]> {

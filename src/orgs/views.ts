@@ -11,6 +11,9 @@ export const Org = Named("Org", {
 	name: Str(100),
 	role: Role(),
 	members: Count(),
+	monthlyCapCredits: Nullable(
+		Count("The organisation's spend cap per calendar month (UTC) on its wallet; null = none")
+	),
 	createdBy: Uuid(),
 	createdAt: DateTime(),
 	updatedAt: DateTime()
@@ -55,6 +58,7 @@ export function orgView(o: OrgRow, role: OrgRole, members: number) {
 		name: o.name,
 		role,
 		members,
+		monthlyCapCredits: o.monthly_cap_credits == null ? null : Number(o.monthly_cap_credits),
 		createdBy: o.created_by,
 		createdAt: iso(o.created_at),
 		updatedAt: iso(o.updated_at)

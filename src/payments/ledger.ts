@@ -18,6 +18,7 @@ import { Conflict, NotFound, PaymentRequired } from "../errors";
 import type { TierName } from "../domain/tiers";
 import { LOT_PRIORITY, LotSource, allocate, holdAmount, spendOrder } from "./ledger-rules";
 import { GroupCommit } from "./group-commit";
+import { CAP_CODES, type SpendCounter } from "./spend-caps";
 
 export type SystemAccount = "sys:revenue" | "sys:stripe" | "sys:token_treasury" | "sys:promo" | "sys:expired";
 export const availableKey = (userId: string) => `u:${userId}:available`;
@@ -158,6 +159,8 @@ type HoldOp =
 			amount: string;
 			tier: TierName;
 			discountBps: number;
+			/** The spend counters the hold moves, in the order they are checked (src/payments/spend-caps.ts). */
+			caps: SpendCounter[];
 	  }
 	| { op: "settle"; userId: string; taskId: string; listActualCost: string }
 	| { op: "release"; userId: string; taskId: string };
@@ -171,6 +174,8 @@ type HoldAnswer =
 /** A deadlock or serialization failure inside one operation of a batch (rolled back alone). */
 const retryableAnswer = (a: HoldAnswer) => "sqlstate" in a && RETRYABLE_PG.has(a.sqlstate);
 
+const CAP_REFUSALS: ReadonlySet<string> = new Set(Object.values(CAP_CODES));
+
 /** The refusals of the ledger functions as the errors the TypeScript ledger threw. */
 function settledAnswer(a: HoldAnswer): PromiseSettledResult<HoldView> {
 	if ("hold" in a) return { status: "fulfilled", value: holdView(a.hold, a.duplicate) };
@@ -179,8 +184,8 @@ function settledAnswer(a: HoldAnswer): PromiseSettledResult<HoldView> {
 			? new Error(`ledger: ${a.message} (SQLSTATE ${a.sqlstate})`)
 			: a.error === "NOT_FOUND"
 				? NotFound("Hold")
-				: a.error === "INSUFFICIENT_CREDITS"
-					? PaymentRequired(a.message, a.details ?? undefined)
+				: a.error === "INSUFFICIENT_CREDITS" || CAP_REFUSALS.has(a.error)
+					? PaymentRequired(a.message, a.details ?? undefined, a.error)
 					: Conflict(a.message, a.error, a.details ?? undefined);
 	return { status: "rejected", reason };
 }
@@ -390,8 +395,10 @@ export class Ledger {
 	}
 
 	/**
-	 * Holds the worst case of a task (one `ledger_reserve` in a group-committed `ledger_apply`; the
-	 * rules are in migration 20261202-3003-ledger-functions). Idempotent on the task id.
+	 * Holds the worst case of a task on the payer `userId` (one `ledger_reserve_capped` in a
+	 * group-committed `ledger_apply`; the rules are in migrations 20261202-3003-ledger-functions and
+	 * 20261205-3500-spend-caps). `caps`: the spend counters the hold moves, each refusing it (402 with
+	 * its code) when it would pass its cap. Idempotent on the task id.
 	 */
 	async reserve(p: {
 		userId: string;
@@ -401,6 +408,7 @@ export class Ledger {
 		listBoostFee: bigint;
 		tier: TierName;
 		discountBps: number;
+		caps?: SpendCounter[];
 	}): Promise<HoldView> {
 		const { amount, boostFee } = holdAmount(p.listMaxCost, p.discountBps, p.listBoostFee);
 		return this.holds.submit({
@@ -412,7 +420,8 @@ export class Ledger {
 			boostFee: boostFee.toString(),
 			amount: amount.toString(),
 			tier: p.tier,
-			discountBps: p.discountBps
+			discountBps: p.discountBps,
+			caps: p.caps ?? []
 		});
 	}
 

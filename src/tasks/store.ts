@@ -16,6 +16,8 @@ import type { Candidate, TaskState } from "./rules";
 export interface TaskRow {
 	id: string;
 	user_id: string;
+	/** Whose wallet holds and pays (a user id or `org:<uuid>`); null on tasks from before: `user_id`. */
+	payer_id: string | null;
 	project_id: string;
 	tier: TierName;
 	kind: "chat" | "code" | "compare";
@@ -70,6 +72,8 @@ export interface PreparedTask {
 export interface NewTask {
 	id: string;
 	userId: string;
+	/** Absent: the user pays (stored as NULL). */
+	payerId?: string;
 	projectId: string;
 	tier: TierName;
 	kind: TaskRow["kind"];
@@ -144,8 +148,8 @@ export class TaskStore {
 		const [row] = await this.q<TaskRow>(
 			`WITH intent AS (DELETE FROM task_hold_intents WHERE task_id = $1)
 			 INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
-				max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, 'queued', $13, $14, $15, $16, $16)
+				max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at, payer_id)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, 'queued', $13, $14, $15, $16, $16, $17)
 			 RETURNING *`,
 			[
 				t.id,
@@ -163,7 +167,8 @@ export class TaskStore {
 				t.maxAttempts,
 				new Date(Math.floor(t.enqueuedAt)),
 				t.notBefore === null ? null : new Date(t.notBefore),
-				new Date()
+				new Date(),
+				t.payerId ?? null
 			],
 			tx
 		);
@@ -457,11 +462,11 @@ export class TaskStore {
 		);
 	}
 
-	/** Records that a hold is about to be taken for a task that is not inserted yet. */
-	async addHoldIntent(taskId: string, userId: string): Promise<void> {
+	/** Records that a hold is about to be taken on `payerId` for a task that is not inserted yet. */
+	async addHoldIntent(taskId: string, payerId: string): Promise<void> {
 		await this.q(`INSERT INTO task_hold_intents (task_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
 			taskId,
-			userId
+			payerId
 		]);
 	}
 

@@ -13,11 +13,19 @@
  *     reserve still in flight may commit after this release;
  *   - the insert failed: the hold is released; when it failed because an idempotent twin won the
  *     race, the twin's task is the answer.
+ *
+ * THE PAYER. Decided once, here: a task in an organisation's project is held on the organisation's
+ * wallet (`org:<uuid>`), any other on the submitting user's. It is stored on the task (and on the
+ * hold intent), and every settlement, release and sweep uses the stored payer, so a member who leaves
+ * while the task runs changes nothing. The hold carries the member's, the API key's and the payer's
+ * monthly caps (src/payments/spend-caps.ts), enforced in the hold's own statement.
  * Collaborators come in as parameters, so unit tests drive each branch with fakes.
  */
 import { UniqueConstraintError } from "sequelize";
 import { MAX_PURCHASED_BOOST_MS, type AdmissionThresholds, type TierName } from "../domain/tiers";
-import { TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
+import { NotFound, TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
+import { orgPayerId } from "../payments/payer";
+import type { SpendCaps } from "../payments/spend-caps";
 import { validateGlobs } from "../context/globs";
 import type { PrepareInput } from "./contract";
 import { requestHash } from "./rules";
@@ -43,8 +51,13 @@ export interface SubmitStore {
 
 /** The other services a submission asks (over the broker in the service). */
 export interface SubmitServices {
-	/** Throws (404/403) unless the user may use the project. */
-	checkProjectAccess(projectId: string, userId: string): Promise<void>;
+	/** Throws (404/403) unless the user may use the project; `orgId`: the organisation owning it. */
+	checkProjectAccess(projectId: string, userId: string): Promise<{ orgId: string | null }>;
+	/** The user's and the organisation's monthly caps on its wallet; null when not a member (any more). */
+	orgSpending(
+		orgId: string,
+		userId: string
+	): Promise<{ memberCapCredits: number | null; orgCapCredits: number | null } | null>;
 	tierOf(userId: string): Promise<TierName>;
 	prepare(input: PrepareInput): Promise<PreparedTask>;
 	priorityBoost(input: { userId: string; purchaseMs: number; tier: TierName }): Promise<{ boostMs: number }>;
@@ -62,6 +75,7 @@ export interface SubmitServices {
 			model: string | null;
 			source: "task";
 		};
+		caps?: SpendCaps;
 	}): Promise<unknown>;
 	release(input: { userId: string; taskId: string }): Promise<unknown>;
 }
@@ -110,14 +124,39 @@ const isClientError = (err: unknown) => {
 	return typeof code === "number" && code >= 400 && code < 500;
 };
 
+/** The API key a request came with: its id and its monthly spend cap. */
+export interface SubmitKey {
+	id: string;
+	monthlyCapCredits: number | null;
+}
+
+/** Whose wallet holds the task, and the caps that bound the hold (see THE PAYER above). */
+export async function taskPayer(
+	services: Pick<SubmitServices, "orgSpending">,
+	userId: string,
+	orgId: string | null,
+	key: SubmitKey | null
+): Promise<{ payerId: string; caps: SpendCaps }> {
+	const keyCap = { key: key?.monthlyCapCredits ?? null };
+	if (!orgId) return { payerId: userId, caps: keyCap };
+	const spending = await services.orgSpending(orgId, userId);
+	// Removed between the access check and now: the project is no longer theirs to use.
+	if (!spending) throw NotFound("Project");
+	return {
+		payerId: orgPayerId(orgId),
+		caps: { ...keyCap, member: spending.memberCapCredits, payer: spending.orgCapCredits }
+	};
+}
+
 export async function submitTask(
 	deps: SubmitDeps,
 	userId: string,
 	p: SubmitParams,
 	idempotencyKey: string | null,
 	/** The API key the request came with (null for a session). */
-	keyId: string | null = null
+	key: SubmitKey | null = null
 ): Promise<SubmitOutcome> {
+	const keyId = key?.id ?? null;
 	const { store, services } = deps;
 	const problems = submitProblems(p, deps.config.promptMaxChars);
 	if (problems.length) throw Unprocessable("Some fields are invalid", problems);
@@ -146,7 +185,8 @@ export async function submitTask(
 		if (existing) return replay(existing);
 	}
 
-	await services.checkProjectAccess(p.projectId, userId);
+	const access = await services.checkProjectAccess(p.projectId, userId);
+	const { payerId, caps } = await taskPayer(services, userId, access.orgId, key);
 	const tier = await services.tierOf(userId);
 	const prepared = await services.prepare({
 		userId,
@@ -183,14 +223,17 @@ export async function submitTask(
 	const boost = await services.priorityBoost({ userId, purchaseMs, tier });
 	const taskId = deps.newId();
 	const release = (after: string) =>
-		services.release({ userId, taskId }).catch(e => deps.warn(`release after ${after}: ${(e as Error).message}`));
+		services
+			.release({ userId: payerId, taskId })
+			.catch(e => deps.warn(`release after ${after}: ${(e as Error).message}`));
 
-	await store.addHoldIntent(taskId, userId);
+	// The intent names the payer: an orphaned hold is released on the wallet it was taken on.
+	await store.addHoldIntent(taskId, payerId);
 	try {
 		const planned = [...new Set((prepared.models ?? []).map(m => m.model))].sort();
 		const model = planned.length ? planned.join("+") : (p.model ?? null);
 		const attribution = { memberId: userId, keyId, projectId: p.projectId, model, source: "task" as const };
-		await services.reserve({ userId, taskId, maxCost, boostMs: purchaseMs, tier, attribution });
+		await services.reserve({ userId: payerId, taskId, maxCost, boostMs: purchaseMs, tier, attribution, caps });
 	} catch (err) {
 		if (isClientError(err)) await store.dropHoldIntent(taskId).catch(() => undefined);
 		else await release("failed reserve");
@@ -204,6 +247,7 @@ export async function submitTask(
 		row = await store.insert({
 			id: taskId,
 			userId,
+			payerId,
 			projectId: p.projectId,
 			tier,
 			kind: p.kind,

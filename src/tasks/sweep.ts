@@ -61,15 +61,17 @@ export async function settleTask(deps: SettleDeps, r: TaskRow): Promise<void> {
 		r.state === "succeeded" ? Number(r.cost_credits ?? 0) - Number(r.spent_credits) : 0,
 		Number(r.max_cost_credits)
 	);
+	// The payer decided at submission (a member who left since changes nothing); older rows: the user.
+	const payerId = r.payer_id ?? r.user_id;
 	try {
 		if (s.action === "settle")
 			await deps.payments.settle({
-				userId: r.user_id,
+				userId: payerId,
 				taskId: r.id,
 				actualCost: s.actualCost,
 				...usageField(settledUsageOf(r.usage))
 			});
-		else await deps.payments.release({ userId: r.user_id, taskId: r.id });
+		else await deps.payments.release({ userId: payerId, taskId: r.id });
 		await deps.store.markSettlement(r.id, s.action === "settle" ? "settled" : "released");
 	} catch (err) {
 		// Settled or released before (a retry after a lost answer): record what payments has.
@@ -130,6 +132,7 @@ async function releaseOrphans(deps: SweepDeps, now: number): Promise<number> {
 	const orphans = await store.transaction(tx => store.lockStaleHoldIntents(now - deps.graceMs.holdIntent, 50, tx));
 	let released = 0;
 	for (const o of orphans) {
+		// The intent's user_id is the payer the hold was taken on.
 		try {
 			await deps.payments.release({ userId: o.user_id, taskId: o.task_id });
 			released++;

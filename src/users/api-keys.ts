@@ -21,6 +21,7 @@ export interface NewApiKeyInput {
 	mfaCode?: string;
 	models?: string[];
 	monthlyBudgetCredits?: number;
+	monthlyCapCredits?: number;
 	rpm?: number;
 	tpm?: number;
 }
@@ -31,6 +32,7 @@ export interface ApiKeysDeps {
 		| "createApiKey"
 		| "apiKeysOf"
 		| "revokeApiKey"
+		| "setApiKeyCap"
 		| "apiKeyForVerification"
 		| "touchApiKey"
 		| "reserveKeyBudget"
@@ -46,7 +48,8 @@ export interface ApiKeysDeps {
 
 /** The user a verified key stands for: its scopes within the role, and its /v1 limits if any. */
 function keyUser(row: ApiKeyForVerification): AuthUser {
-	const limited = row.allowed_models || row.monthly_budget_credits || row.rpm || row.tpm;
+	const limited =
+		row.allowed_models || row.monthly_budget_credits || row.monthly_cap_credits != null || row.rpm || row.tpm;
 	return {
 		id: row.user_id,
 		role: row.role,
@@ -58,6 +61,7 @@ function keyUser(row: ApiKeyForVerification): AuthUser {
 						models: row.allowed_models,
 						monthlyBudgetCredits:
 							row.monthly_budget_credits == null ? null : Number(row.monthly_budget_credits),
+						monthlyCapCredits: row.monthly_cap_credits == null ? null : Number(row.monthly_cap_credits),
 						rpm: row.rpm,
 						tpm: row.tpm
 					}
@@ -94,6 +98,7 @@ export class ApiKeys {
 			limits: {
 				models: input.models ?? null,
 				monthlyBudgetCredits: input.monthlyBudgetCredits ?? null,
+				monthlyCapCredits: input.monthlyCapCredits ?? null,
 				rpm: input.rpm ?? null,
 				tpm: input.tpm ?? null
 			}
@@ -106,6 +111,14 @@ export class ApiKeys {
 
 	async list(userId: string) {
 		return { items: (await this.d.store.apiKeysOf(userId)).map(apiKeyView) };
+	}
+
+	/** Sets or clears (null) a key's monthly spend cap; 404 for a key the user does not have. */
+	async setCap(userId: string, id: string, monthlyCapCredits: number | null) {
+		const row = await this.d.store.setApiKeyCap(userId, id, monthlyCapCredits);
+		if (!row) throw NotFound("API key");
+		await this.d.store.audit(undefined, userId, userId, "apiKey.update", { id, monthlyCapCredits });
+		return apiKeyView(row);
 	}
 
 	async revoke(userId: string, id: string): Promise<{ id: string; revoked: true }> {

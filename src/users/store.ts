@@ -56,20 +56,23 @@ export interface ApiKeyRow {
 	revoked_at: Date | null;
 	allowed_models: string[] | null;
 	monthly_budget_credits: string | null;
+	/** The key's monthly spend cap at every hold (migration 20261205-1500); null: none. */
+	monthly_cap_credits: string | null;
 	rpm: number | null;
 	tpm: number | null;
 }
 
-/** What an API key may do beyond its scopes (null: no limit); see migration 1700. */
+/** What an API key may do beyond its scopes (null: no limit); see migrations 1700 and 20261205-1500. */
 export interface ApiKeyLimitsInput {
 	models: string[] | null;
 	monthlyBudgetCredits: number | null;
+	monthlyCapCredits?: number | null;
 	rpm: number | null;
 	tpm: number | null;
 }
 
 const API_KEY_COLUMNS =
-	"id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at, allowed_models, monthly_budget_credits, rpm, tpm";
+	"id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at, allowed_models, monthly_budget_credits, monthly_cap_credits, rpm, tpm";
 
 const USER_COLUMNS =
 	"id, email, email_verified_at, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
@@ -77,7 +80,15 @@ const USER_COLUMNS =
 /** What verifying an API key reads: the key, its owner's role, and whether it may be used now. */
 export type ApiKeyForVerification = Pick<
 	ApiKeyRow,
-	"id" | "user_id" | "scopes" | "last_used_at" | "allowed_models" | "monthly_budget_credits" | "rpm" | "tpm"
+	| "id"
+	| "user_id"
+	| "scopes"
+	| "last_used_at"
+	| "allowed_models"
+	| "monthly_budget_credits"
+	| "monthly_cap_credits"
+	| "rpm"
+	| "tpm"
 > & { secret_hash: Buffer; role: Role; usable: boolean };
 
 export type RotateResult =
@@ -540,9 +551,10 @@ export class UsersStore {
 			);
 			if (Number(n) >= opts.maxPerUser) return "limit";
 			const [row] = await this.rows<ApiKeyRow>(
-				`INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at, allowed_models, monthly_budget_credits, rpm, tpm)
+				`INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at, allowed_models, monthly_budget_credits, rpm, tpm,
+				         monthly_cap_credits)
 				 VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::int IS NULL THEN NULL ELSE now() + make_interval(days => $6::int) END,
-				         $7, $8, $9, $10)
+				         $7, $8, $9, $10, $11)
 				 RETURNING ${API_KEY_COLUMNS}`,
 				[
 					opts.id,
@@ -554,7 +566,8 @@ export class UsersStore {
 					opts.limits?.models ?? null,
 					opts.limits?.monthlyBudgetCredits ?? null,
 					opts.limits?.rpm ?? null,
-					opts.limits?.tpm ?? null
+					opts.limits?.tpm ?? null,
+					opts.limits?.monthlyCapCredits ?? null
 				],
 				tx
 			);
@@ -571,6 +584,16 @@ export class UsersStore {
 		);
 	}
 
+	/** Sets a live key's monthly spend cap (`null` clears it); null when the user has no such key. */
+	async setApiKeyCap(userId: string, id: string, monthlyCapCredits: number | null): Promise<ApiKeyRow | null> {
+		const [row] = await this.rows<ApiKeyRow>(
+			`UPDATE api_keys SET monthly_cap_credits = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+			 RETURNING ${API_KEY_COLUMNS}`,
+			[id, userId, monthlyCapCredits]
+		);
+		return row ?? null;
+	}
+
 	async revokeApiKey(userId: string, id: string): Promise<boolean> {
 		const rows = await this.rows<{ id: string }>(
 			`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id`,
@@ -582,7 +605,7 @@ export class UsersStore {
 	async apiKeyForVerification(id: string): Promise<ApiKeyForVerification | null> {
 		const [row] = await this.rows<ApiKeyForVerification>(
 			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
-			        k.allowed_models, k.monthly_budget_credits, k.rpm, k.tpm,
+			        k.allowed_models, k.monthly_budget_credits, k.monthly_cap_credits, k.rpm, k.tpm,
 			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable
 			 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1`,
 			[id]

@@ -97,6 +97,9 @@ export const ApiKey = Named("ApiKey", {
 	// Limits the /v1 compatible endpoints enforce (docs/compat.md); null: none.
 	models: Nullable(List(Str(200), 100)),
 	monthlyBudgetCredits: Nullable(Count("credits per UTC month")),
+	monthlyCapCredits: Nullable(
+		Count("spend cap per calendar month (UTC) at every hold made with this key (tasks and /v1); null = none")
+	),
 	rpm: Nullable(Count("requests per minute")),
 	tpm: Nullable(Count("tokens per minute"))
 });
@@ -271,6 +274,7 @@ export const views = {
 	createApiKey: NewApiKey,
 	listApiKeys: Type.Object({ items: List(ApiKey, 1000) }),
 	revokeApiKey: Type.Object({ id: Str(64), revoked: Type.Boolean() }),
+	updateApiKey: ApiKey,
 	adminListUsers: Page(AdminUser),
 	adminGetUser: AdminUserDetail,
 	adminUpdateUser: AdminUser
@@ -316,6 +320,7 @@ export function apiKeyView(k: ApiKeyRow) {
 		scopes: k.scopes,
 		models: k.allowed_models,
 		monthlyBudgetCredits: k.monthly_budget_credits == null ? null : Number(k.monthly_budget_credits),
+		monthlyCapCredits: k.monthly_cap_credits == null ? null : Number(k.monthly_cap_credits),
 		rpm: k.rpm,
 		tpm: k.tpm,
 		createdAt: isoOrNull(k.created_at),

@@ -43,7 +43,7 @@ export function orgsRoutes(): RouteSpec[] {
 			response: views.update,
 			errors: { ...ROLE },
 			auth: "required",
-			summary: "Rename (owner, admin)",
+			summary: "Rename, or set the organisation's monthly spend cap (owner, admin)",
 			tag
 		},
 		{

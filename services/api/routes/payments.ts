@@ -15,18 +15,20 @@ export function paymentsRoutes(): RouteSpec[] {
 			path: "/billing/balance",
 			action: "payments.balance",
 			response: views.balance,
+			errors: ORG,
 			auth: "required",
 			tag,
-			summary: "Credits available and held, tier and fee discount"
+			summary: "Credits available and held, tier and fee discount (yours, or with ?orgId= an organisation's)"
 		},
 		{
 			method: "GET",
 			path: "/billing/ledger",
 			action: "payments.ledger",
 			response: views.ledger,
+			errors: ORG,
 			auth: "required",
 			tag,
-			summary: "The caller's ledger entries, newest first (cursor pagination)"
+			summary: "Ledger entries of the caller (or with ?orgId= an organisation), newest first (cursor pagination)"
 		},
 		{
 			method: "GET",

@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, Service } from "moleculer";
 import { currentUser, type RequestMeta } from "../../../src/kit/service";
+import { CAP_CODES } from "../../../src/payments/spend-caps";
 import { TooManyRequests } from "../../../src/errors";
 import { runtimeOf } from "../../../src/runtime/runtime";
 import { queueMetaOf } from "../../../src/tasks/queue-meta";
@@ -240,7 +241,8 @@ export function tasksRoutes(): RouteSpec[] {
 			action: "tasks.submit",
 			response: views.submit,
 			errors: {
-				402: ["INSUFFICIENT_CREDITS"],
+				// No credits on the payer's wallet, or a monthly spend cap reached (docs/payments.md).
+				402: ["INSUFFICIENT_CREDITS", ...Object.values(CAP_CODES)],
 				404: ["NOT_FOUND"],
 				422: ["IDEMPOTENCY_KEY_REUSED", "PROMPT_TOO_LONG"]
 			},

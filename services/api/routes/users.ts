@@ -193,6 +193,16 @@ export function usersRoutes(): RouteSpec[] {
 			tag
 		},
 		{
+			method: "PATCH",
+			path: "/users/me/api-keys/:id",
+			action: "users.updateApiKey",
+			response: views.updateApiKey,
+			errors: { 403: ["SESSION_REQUIRED"], 404: ["NOT_FOUND"] },
+			auth: "required",
+			summary: "Set or clear an API key's monthly spend cap",
+			tag
+		},
+		{
 			method: "DELETE",
 			path: "/users/me/api-keys/:id",
 			action: "users.revokeApiKey",

@@ -7,6 +7,7 @@ export function taskRow(over: Partial<TaskRow> = {}): TaskRow {
 	return {
 		id: "t1",
 		user_id: "u1",
+		payer_id: null,
 		project_id: "p1",
 		tier: "free",
 		kind: "chat",

@@ -11,6 +11,7 @@ function rowOf(t: NewTask): TaskRow {
 	return {
 		id: t.id,
 		user_id: t.userId,
+		payer_id: t.payerId ?? null,
 		project_id: t.projectId,
 		tier: t.tier,
 		kind: t.kind,
@@ -46,8 +47,19 @@ function rowOf(t: NewTask): TaskRow {
 }
 
 /** An in-memory world: the store, the other services, and a record of what was called in order. */
-function world(opts: { ahead?: number; running?: number; capacity?: number; p50?: number; tier?: TierName } = {}) {
+function world(
+	opts: {
+		ahead?: number;
+		running?: number;
+		capacity?: number;
+		p50?: number;
+		tier?: TierName;
+		/** The project's organisation, and the member's caps there (null: no longer a member). */
+		org?: { id: string; spending: { memberCapCredits: number | null; orgCapCredits: number | null } | null };
+	} = {}
+) {
 	const calls: string[] = [];
+	const reserves: unknown[] = [];
 	const tasks = new Map<string, TaskRow>();
 	const intents = new Set<string>();
 	const held = new Set<string>();
@@ -102,6 +114,11 @@ function world(opts: { ahead?: number; running?: number; capacity?: number; p50?
 			async checkProjectAccess() {
 				calls.push("access");
 				if (fail.access) throw fail.access;
+				return { orgId: opts.org?.id ?? null };
+			},
+			async orgSpending() {
+				calls.push("orgSpending");
+				return opts.org?.spending ?? null;
 			},
 			async tierOf() {
 				return opts.tier ?? "free";
@@ -119,7 +136,9 @@ function world(opts: { ahead?: number; running?: number; capacity?: number; p50?
 			async priorityBoost() {
 				return { boostMs: 0 };
 			},
-			async reserve({ taskId, maxCost }) {
+			async reserve(input) {
+				const { taskId, maxCost } = input;
+				reserves.push(input);
 				calls.push(`reserve(${maxCost})`);
 				if (fail.reserve) {
 					// A timeout may come after the hold committed: the hold exists, the answer is lost.
@@ -148,7 +167,7 @@ function world(opts: { ahead?: number; running?: number; capacity?: number; p50?
 		newId: () => `task-${++ids}`,
 		warn: m => warnings.push(m)
 	};
-	return { deps, calls, tasks, intents, held, fail, warnings };
+	return { deps, calls, tasks, intents, held, fail, warnings, reserves };
 }
 
 const params = (p: Partial<SubmitParams> = {}): SubmitParams => ({
@@ -265,5 +284,60 @@ describe("submitTask", () => {
 		w.fail.access = new Errors.MoleculerClientError("Project not found", 404, "NOT_FOUND");
 		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ code: 404 });
 		expect(w.calls).toEqual(["access"]);
+	});
+});
+
+describe("whose wallet pays", () => {
+	const ORG = "0b6f7d2e-1111-4111-8111-111111111111";
+
+	test("a task in an organisation's project is held on the organisation with the member's, key's and payer's caps", async () => {
+		const w = world({ org: { id: ORG, spending: { memberCapCredits: 500, orgCapCredits: 9000 } } });
+		const added: string[] = [];
+		const addHoldIntent = w.deps.store.addHoldIntent;
+		w.deps.store.addHoldIntent = async (taskId, payerId) => {
+			added.push(payerId);
+			return addHoldIntent(taskId, payerId);
+		};
+		const out = await submitTask(w.deps, "u1", params(), null, { id: "key-a", monthlyCapCredits: 70 });
+		expect(w.reserves).toEqual([
+			expect.objectContaining({
+				userId: `org:${ORG}`,
+				attribution: expect.objectContaining({ memberId: "u1", keyId: "key-a" }),
+				caps: { key: 70, member: 500, payer: 9000 }
+			})
+		]);
+		// The intent and the task name the payer: the sweeper and the settlement use it.
+		expect(added).toEqual([`org:${ORG}`]);
+		expect(out.row).toMatchObject({ user_id: "u1", payer_id: `org:${ORG}` });
+	});
+
+	test("a task in the user's own project is held on the user, with the key's cap only", async () => {
+		const w = world();
+		const out = await submitTask(w.deps, "u1", params(), null, { id: "key-a", monthlyCapCredits: null });
+		expect(w.reserves).toEqual([expect.objectContaining({ userId: "u1", caps: { key: null } })]);
+		expect(w.calls).not.toContain("orgSpending");
+		expect(out.row.payer_id).toBe("u1");
+	});
+
+	test("a member removed between the access check and the hold: 404, nothing held", async () => {
+		const w = world({ org: { id: ORG, spending: null } });
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({
+			status: 404,
+			code: "NOT_FOUND"
+		});
+		expect(w.reserves).toEqual([]);
+		expect(w.intents.size).toBe(0);
+	});
+
+	test("a refused cap (402 from the hold) leaves no intent and releases nothing", async () => {
+		const w = world({ org: { id: ORG, spending: { memberCapCredits: 1, orgCapCredits: null } } });
+		// As it arrives over the broker from payments.reserve.
+		w.fail.reserve = new Errors.MoleculerClientError("cap", 402, "MEMBER_CAP_REACHED");
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({
+			code: 402,
+			type: "MEMBER_CAP_REACHED"
+		});
+		expect(w.intents.size).toBe(0);
+		expect(w.calls).not.toContain("release");
 	});
 });

@@ -18,6 +18,7 @@ function setup(stored: Partial<ApiKeyForVerification> = {}) {
 		last_used_at: new Date(NOW - 10_000),
 		allowed_models: null,
 		monthly_budget_credits: null,
+		monthly_cap_credits: null,
 		rpm: null,
 		tpm: null,
 		secret_hash: fresh.secretHash,
@@ -76,6 +77,15 @@ describe("API keys", () => {
 		expect(await s.keys.verify(s.key)).toMatchObject({
 			keyLimits: { models: null, monthlyBudgetCredits: 500, rpm: 10, tpm: null }
 		});
+	});
+
+	test("a key's monthly spend cap travels with the key user, also as its only limit", async () => {
+		const s = setup({ monthly_cap_credits: "0" });
+		expect(await s.keys.verify(s.key)).toMatchObject({
+			keyLimits: { models: null, monthlyBudgetCredits: null, monthlyCapCredits: 0, rpm: null, tpm: null }
+		});
+		const none = setup();
+		expect((await none.keys.verify(none.key))?.keyLimits).toBeUndefined();
 	});
 
 	test("a scope the role does not hold is a 422 naming it; nothing is created", async () => {
