@@ -1,8 +1,9 @@
 /**
  * API key limits on /v1: the monthly budget holds under 100 concurrent streams (a budget that
  * covers 10 worst cases admits exactly 10; the rest are refused before any upstream call; what
- * settles is exactly what the answers used, on the key and in the ledger), the model allow-list,
- * and per-key requests and tokens per minute.
+ * settles is exactly what the answers used, on the key and in the ledger), the key's monthly spend
+ * cap at the ledger's hold (exact under concurrency, its own code, its counter equal to the charges),
+ * the model allow-list, and per-key requests and tokens per minute.
  */
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
@@ -125,6 +126,68 @@ test("100 concurrent streams from a user whose credits cover 10 worst cases: exa
 	const after = await w.settled(u.token);
 	expect(10 * worst - after.available).toBe(charged);
 	await eventually(async () => (await leasesLeft()) === 0, 15_000, 20);
+});
+
+test("a key's monthly spend cap (payments, at the hold) covering 3 worst cases: 3 of 20 concurrent streams run, 17 get 402 key_cap_reached", async () => {
+	const maxTokens = 200;
+	const messages = [{ role: "user" as const, content: "hi" }];
+	const prompt = estimateChatTokens({ messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }] });
+	// claude-haiku: 800 input / 4000 output credits per 1M tokens: 1 credit, which the team tier's fee
+	// discount (rounded up) leaves at 1, so the hold is the worst case. Team: its rate limits stay out of the way.
+	const worst = Math.ceil((prompt * 800 + maxTokens * 4000) / 1e6);
+	expect(worst).toBe(1);
+	const u = await w.user(100_000, ["ai:use"], { monthlyCapCredits: 3 * worst }, "team");
+	const upstreamBefore = w.anthropic.requests.length;
+	let letGo!: () => void;
+	const until = new Promise<void>(r => (letGo = r));
+	w.anthropic.setDefault({ kind: "ok", until });
+	const client = new Anthropic({ apiKey: u.key, baseURL: w.node.baseUrl, maxRetries: 0 });
+	let decided = 0;
+	const outcomes = Array.from({ length: 20 }, () =>
+		client.messages
+			.stream({ model: "claude-haiku", max_tokens: maxTokens, messages })
+			.finalMessage()
+			.then(m => ({ ok: true as const, m }))
+			.catch(e => ({ ok: false as const, e }))
+			.finally(() => decided++)
+	);
+	await eventually(() => decided + (w.anthropic.requests.length - upstreamBefore) >= 20, 60_000, 20);
+	letGo();
+	const done = await Promise.all(outcomes);
+	w.anthropic.setDefault({ kind: "ok" });
+	expect(done.filter(o => o.ok).length).toBe(3);
+	for (const r of done.filter(o => !o.ok))
+		expect((r as { e: unknown }).e).toBeInstanceOf(Anthropic.PaymentRequiredError);
+	expect(w.anthropic.requests.length - upstreamBefore).toBe(3);
+	await w.settled(u.token);
+	// Set to 0 (PATCH), the key spends nothing more.
+	const patched = await w.api("PATCH", `/users/me/api-keys/${keyIdOf(u.key)}`, u.token, { monthlyCapCredits: 0 });
+	expect(patched.status).toBe(200);
+	const oa = new OpenAI({ apiKey: u.key, baseURL: `${w.node.baseUrl}/v1`, maxRetries: 0 });
+	const err = await oa.chat.completions.create({ model: "claude-haiku", max_tokens: maxTokens, messages }).then(
+		() => null,
+		(e: InstanceType<typeof OpenAI.APIError>) => e
+	);
+	// OpenAI's "not enough quota" is 429 insufficient_quota (src/compat/errors.ts); the code names the cap.
+	expect({ status: err?.status, type: err?.type, code: err?.code }).toEqual({
+		status: 429,
+		type: "insufficient_quota",
+		code: "key_cap_reached"
+	});
+	// What the key spent this month is the three charges (the holds' tails were given back).
+	const counted = new Client({ connectionString: w.db.url });
+	await counted.connect();
+	try {
+		const { rows } = await counted.query(
+			`SELECT s.spent, (SELECT sum(charged) FROM credit_holds h WHERE h.counters @> ARRAY[s.counter]) AS charged
+			 FROM spend_counters s WHERE s.counter = $1`,
+			[`key:${keyIdOf(u.key)}`]
+		);
+		expect(rows).toHaveLength(1);
+		expect(Number(rows[0].spent)).toBe(Number(rows[0].charged));
+	} finally {
+		await counted.end();
+	}
 });
 
 test("model allow-list: other models are refused with 403 and not listed", async () => {
