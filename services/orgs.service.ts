@@ -12,6 +12,7 @@ import { INVITATION_TOKEN_PATTERN, OrgStore } from "../src/orgs/store";
 import { invitationView, memberView, orgView } from "../src/orgs/views";
 import { normalizeEmail } from "../src/users/credentials";
 import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
+import { requireInKeyOrg } from "../src/auth/org-key";
 
 interface OrgsThis extends Service {
 	cfg: OrgsConfig;
@@ -59,8 +60,10 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 		get: {
 			auth: "required",
 			scope: "orgs:read",
+			orgKey: true,
 			params: { $$strict: "remove", id: idParam },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string }>) {
+				requireInKeyOrg(ctx.meta.user, ctx.params.id, "Organisation");
 				const { org, role } = await this.store.authorize(ctx.params.id, currentUser(ctx).id, "view");
 				return orgView(org, role, await this.store.memberCount(org.id));
 			}
@@ -90,8 +93,10 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 		members: {
 			auth: "required",
 			scope: "orgs:read",
+			orgKey: true,
 			params: { $$strict: "remove", id: idParam },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string }>) {
+				requireInKeyOrg(ctx.meta.user, ctx.params.id, "Organisation");
 				await this.store.authorize(ctx.params.id, currentUser(ctx).id, "view");
 				return { items: (await this.store.members(ctx.params.id)).map(memberView) };
 			}

@@ -35,6 +35,7 @@ import { grantCredits, postGrant, type GrantRequest } from "../src/payments/gran
 import { balanceView, boostQuote, factsView, stakingView } from "../src/payments/views";
 import { payerOfRequest } from "../src/payments/payer";
 import { spendCounters, type SpendCaps } from "../src/payments/spend-caps";
+import { orgOfRequest } from "../src/auth/org-key";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 import { topUpMixin } from "./payments/topup.mixin";
@@ -77,12 +78,16 @@ const ORG_ID = {
 	description: "act for this organisation's payer (owner, admin, billing roles)"
 } as const;
 
-/** The payer a billing request acts for (src/payments/payer.ts). */
+/**
+ * The payer a billing request acts for (src/payments/payer.ts). An organisation API key always acts
+ * for its organisation (src/auth/org-key.ts): the actions that call this declare `orgKey: true`.
+ */
 function payerOf(ctx: Ctx<{ orgId?: string }>): Promise<string> {
+	const user = currentUser(ctx);
 	return payerOfRequest(
 		(orgId, userId) => ctx.call("orgs.roleOf", { orgId, userId }),
-		currentUser(ctx).id,
-		ctx.params.orgId
+		user.id,
+		orgOfRequest(user, ctx.params.orgId)
 	);
 }
 
@@ -174,6 +179,7 @@ const PaymentsService: ServiceSchema<
 
 		checkout: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: {
 				$$strict: true,
@@ -195,6 +201,7 @@ const PaymentsService: ServiceSchema<
 
 		checkoutStatus: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:read",
 			params: { $$strict: "remove", id: UUID, orgId: ORG_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ id: string; orgId?: string }>) {
@@ -204,6 +211,7 @@ const PaymentsService: ServiceSchema<
 
 		portal: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: { $$strict: true, orgId: ORG_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
@@ -215,6 +223,7 @@ const PaymentsService: ServiceSchema<
 
 		subscription: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:read",
 			params: { $$strict: "remove", orgId: ORG_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
@@ -229,6 +238,7 @@ const PaymentsService: ServiceSchema<
 
 		changeSubscription: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: { $$strict: true, plan: { type: "string", min: 1, max: 64 }, orgId: ORG_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ plan: string; orgId?: string }>) {
@@ -243,6 +253,7 @@ const PaymentsService: ServiceSchema<
 
 		cancelSubscription: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: { $$strict: true, orgId: ORG_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {
@@ -257,6 +268,7 @@ const PaymentsService: ServiceSchema<
 
 		resumeSubscription: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: { $$strict: true, orgId: ORG_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ orgId?: string }>) {

@@ -11,6 +11,7 @@ import { durableEvents } from "../mixins/durable-events.mixin";
 import { Conflict } from "../src/errors";
 import { pageOf, readCursor } from "../src/http/cursor";
 import { currentUser, INTERNAL } from "../src/kit/service";
+import { orgOfKey, orgOfRequest, requireInKeyOrg } from "../src/auth/org-key";
 import type { Ctx } from "../src/kit/service";
 import { runtimeOf } from "../src/runtime/runtime";
 import { memberListRank, PROJECT_ROLES } from "../src/projects/access";
@@ -51,6 +52,7 @@ const ProjectsService: ServiceSchema<
 	actions: {
 		create: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: {
 				$$strict: "remove",
@@ -89,6 +91,7 @@ const ProjectsService: ServiceSchema<
 
 		list: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: {
 				$$strict: "remove",
@@ -113,6 +116,7 @@ const ProjectsService: ServiceSchema<
 
 		get: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -123,6 +127,7 @@ const ProjectsService: ServiceSchema<
 
 		update: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: {
 				$$strict: "remove",
@@ -143,6 +148,7 @@ const ProjectsService: ServiceSchema<
 
 		remove: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -154,6 +160,7 @@ const ProjectsService: ServiceSchema<
 
 		restore: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -164,6 +171,7 @@ const ProjectsService: ServiceSchema<
 
 		members: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: { $$strict: "remove", id: idParam, ...pageParams },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string } & Page>) {
@@ -177,6 +185,7 @@ const ProjectsService: ServiceSchema<
 
 		setMember: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: {
 				$$strict: "remove",
@@ -197,6 +206,7 @@ const ProjectsService: ServiceSchema<
 
 		removeMember: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: { id: idParam, userId: userIdParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; userId: string }>) {
@@ -208,6 +218,7 @@ const ProjectsService: ServiceSchema<
 
 		versions: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: { $$strict: "remove", id: idParam, ...pageParams },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string } & Page>) {
@@ -221,6 +232,7 @@ const ProjectsService: ServiceSchema<
 
 		version: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: { id: idParam, n: versionParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string; n: number }>) {
@@ -236,6 +248,7 @@ const ProjectsService: ServiceSchema<
 
 		commit: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: { $$strict: "remove", id: idParam, ...commitParams },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string } & Commit>) {
@@ -252,6 +265,7 @@ const ProjectsService: ServiceSchema<
 
 		tree: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: {
 				$$strict: "remove",
@@ -270,6 +284,7 @@ const ProjectsService: ServiceSchema<
 
 		file: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: {
 				id: idParam,
@@ -289,6 +304,7 @@ const ProjectsService: ServiceSchema<
 
 		diff: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: {
 				$$strict: "remove",
@@ -313,6 +329,7 @@ const ProjectsService: ServiceSchema<
 
 		sandbox: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:read",
 			params: { id: idParam },
 			async handler(this: ProjectsThis, ctx: Ctx<{ id: string }>) {
@@ -323,6 +340,7 @@ const ProjectsService: ServiceSchema<
 
 		setSandbox: {
 			auth: "required",
+			orgKey: true,
 			scope: "projects:write",
 			params: {
 				$$strict: "remove",
@@ -402,7 +420,31 @@ const ProjectsService: ServiceSchema<
 		}
 	},
 
+	hooks: {
+		before: { "*": "keepOrgKeyInOrg" }
+	},
+
 	methods: {
+		/**
+		 * An organisation API key reaches only its organisation's projects (src/auth/org-key.ts): it
+		 * creates and lists the organisation's, and any other project (the creator's own, another
+		 * organisation's) is 404. Runs for the internal actions too (access, readContext, …), which other
+		 * services call on behalf of the same request. The role inside is the creator's, as for a session.
+		 */
+		async keepOrgKeyInOrg(this: ProjectsThis, ctx: Ctx<{ id?: unknown; projectId?: unknown; orgId?: string }>) {
+			const user = ctx.meta.user;
+			if (!orgOfKey(user) || !ctx.action) return;
+			// Hooks run before the permissions middleware, which refuses the key on the gateway's actions
+			// that do not declare `orgKey`; internal actions are checked here, on behalf of the request.
+			if (!ctx.action.orgKey && ctx.action.visibility !== INTERNAL) return;
+			const action = ctx.action.name;
+			if (action === "projects.create" || action === "projects.list")
+				ctx.params.orgId = orgOfRequest(user, ctx.params.orgId);
+			const projectId = ctx.params.projectId ?? ctx.params.id;
+			if (typeof projectId === "string")
+				requireInKeyOrg(user, (await this.guard.existing(projectId)).orgId, "Project");
+		},
+
 		/** The user's organisations and roles; none where the orgs service is not deployed. */
 		async orgMemberships(this: ProjectsThis, ctx: Ctx<object>, userId: string) {
 			try {

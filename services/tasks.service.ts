@@ -13,6 +13,7 @@ import { TIERS, TIER_ORDER, isTierName } from "../src/domain/tiers";
 import { readCursor, pageOf } from "../src/http/cursor";
 import { Conflict, NotFound, Unavailable } from "../src/errors";
 import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
+import { orgOfKey } from "../src/auth/org-key";
 import { runtimeOf } from "../src/runtime/runtime";
 import { cancelTask, requeueTask } from "../src/tasks/cancel";
 import type { TasksConfig } from "../src/tasks/config";
@@ -76,6 +77,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 		// ---- Public (through the gateway) ---------------------------------------------------------
 		submit: {
 			auth: "required",
+			orgKey: true,
 			// Spends credits (the hold, then the run): an API key needs `ai:use` as well as `tasks:write`.
 			scope: ["tasks:write", "ai:use"],
 			params: SUBMIT_PARAMS,
@@ -101,6 +103,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		get: {
 			auth: "required",
+			orgKey: true,
 			scope: "tasks:read",
 			params: { id: UUID },
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
@@ -134,9 +137,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		cancel: {
 			auth: "required",
+			orgKey: true,
 			scope: "tasks:write",
 			params: { id: UUID },
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
+				if (orgOfKey(ctx.meta.user)) await this.ownTask(ctx, ctx.params.id);
 				const out = await cancelTask(this.store, currentUser(ctx).id, ctx.params.id, Date.now());
 				if (out.changed && out.row.state === "cancelled") await this.settleThenAnnounce(out.row);
 				else if (out.changed) this.broker.broadcast("tasks.cancel", { taskId: out.row.id });
@@ -146,6 +151,7 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		queueStats: {
 			auth: "required",
+			orgKey: true,
 			scope: "tasks:read",
 			params: { $$strict: "remove" },
 			handler(this: TasksThis) {
@@ -355,6 +361,14 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const days = this.config.retention.days.tasks;
 				throw NotFound("Task", days > 0 ? { finishedTasksKeptDays: days } : undefined);
 			}
+			// An organisation API key sees only tasks in its organisation's projects (the projects
+			// service keeps it there: src/auth/org-key.ts).
+			if (orgOfKey(user))
+				await ctx
+					.call("projects.access", { projectId: row.project_id, userId: user.id })
+					.catch((err: Error) => {
+						throw (err as { code?: number }).code === 404 ? NotFound("Task") : err;
+					});
 			return row;
 		},
 

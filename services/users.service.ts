@@ -14,6 +14,7 @@ import { runtimeOf } from "../src/runtime/runtime";
 import { usersPruneRules } from "../src/users/retention";
 import { Administration } from "../src/users/admin";
 import { ApiKeys } from "../src/users/api-keys";
+import { OrgApiKeys } from "../src/users/org-api-keys";
 import { CACHED_ACTIONS, UserCacheInvalidator } from "../src/users/cache";
 import { PasswordHasher } from "../src/users/credentials";
 import { ForgeBalanceReader } from "../src/users/holdings";
@@ -451,13 +452,23 @@ const UsersService: UsersSchema = {
 			offerGrant: (userId, address, client) =>
 				this.offerSignupGrant(userId, { kind: "wallet", address }, "wallet", client.ip)
 		});
+		// An organisation key's creator must still be a member: asked of the orgs service every time.
+		const orgRole = async (orgId: string, userId: string) =>
+			(
+				await this.broker.call<{ role: string } | null, { orgId: string; userId: string }>("orgs.roleOf", {
+					orgId,
+					userId
+				})
+			)?.role ?? null;
 		this.apiKeys = new ApiKeys({
 			store,
 			cfg: cfg.apiKeys,
 			secondFactor,
 			now,
+			orgRole,
 			onTouchFailed: err => this.logger.warn("api key last-used update failed", err.message)
 		});
+		this.orgApiKeys = new OrgApiKeys({ store, cfg: cfg.apiKeys, secondFactor, orgRole });
 		this.admin = new Administration({
 			store,
 			forget: async (userId, opts) =>

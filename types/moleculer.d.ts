@@ -11,5 +11,10 @@ declare module "moleculer" {
 		scope?: import("../src/auth/scopes").Scope | readonly import("../src/auth/scopes").Scope[];
 		/** Refused to API keys: credentials management needs a signed-in session. */
 		sessionOnly?: boolean;
+		/**
+		 * Open to organisation API keys (refused otherwise: 403 ORG_KEY_NOT_ALLOWED). The action keeps
+		 * such a key within its organisation itself (src/auth/org-key.ts).
+		 */
+		orgKey?: boolean;
 	}
 }

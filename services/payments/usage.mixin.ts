@@ -8,6 +8,7 @@ import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
 import { runtimeOf } from "../../src/runtime/runtime";
 import { payerOfRequest } from "../../src/payments/payer";
+import { orgOfRequest } from "../../src/auth/org-key";
 import { USAGE_GROUPS, UsageStore, usageCsv, usageRange, wantsCsv, type UsageGroup } from "../../src/payments/usage";
 
 export interface UsageThis extends Service {
@@ -69,6 +70,8 @@ export const usageMixin: ServiceSchema<
 	actions: {
 		usage: {
 			auth: "required",
+			// An organisation API key reports for its organisation (src/auth/org-key.ts).
+			orgKey: true,
 			scope: "billing:read",
 			params: {
 				$$strict: "remove",
@@ -85,7 +88,7 @@ export const usageMixin: ServiceSchema<
 				const payerId = await payerOfRequest(
 					(orgId, userId) => ctx.call("orgs.roleOf", { orgId, userId }),
 					user.id,
-					ctx.params.orgId
+					orgOfRequest(user, ctx.params.orgId)
 				);
 				const report = await this.usageStore.report(payerId, range, ctx.params.groupBy);
 				if (!wantsCsv(ctx.meta.accept)) return report;

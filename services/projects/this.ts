@@ -12,6 +12,7 @@ export interface ProjectsThis extends DurableThis, ProjectsUseCases {
 	cfg: ProjectsConfig;
 	sweepTimer: NodeJS.Timeout | null;
 	sweeping: Promise<unknown> | null;
+	keepOrgKeyInOrg(ctx: Ctx<{ id?: unknown; projectId?: unknown; orgId?: string }>): Promise<void>;
 	orgMemberships(ctx: Ctx<object>, userId: string): Promise<Array<{ orgId: string; role: OrgRoleOfMember }>>;
 	sandboxOut(s: SandboxRecord): ReturnType<typeof sandboxView>;
 	sweepOnce(): Promise<{ failedSandboxes: number; purgedProjects: number }>;

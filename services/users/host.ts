@@ -11,6 +11,7 @@ import type { KeyValueStore } from "../../src/runtime/kv";
 import type { AccountStore } from "../../src/users/account-store";
 import type { Administration } from "../../src/users/admin";
 import type { ApiKeys } from "../../src/users/api-keys";
+import type { OrgApiKeys } from "../../src/users/org-api-keys";
 import type { UserCacheInvalidator } from "../../src/users/cache";
 import type { UsersConfig } from "../../src/users/config";
 import type { PasswordHasher } from "../../src/users/credentials";
@@ -40,6 +41,7 @@ export interface UsersThis extends Service, Pick<DurableThis, "publishDurable"> 
 	proofs: SiweProofs;
 	wallets: Wallets<Transaction>;
 	apiKeys: ApiKeys;
+	orgApiKeys: OrgApiKeys;
 	admin: Administration;
 	balances: ForgeBalanceReader | null;
 	signupGrants: SignupGrants;

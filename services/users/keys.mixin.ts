@@ -4,13 +4,15 @@
  * key's monthly budget. Each action calls src/users/api-keys.ts.
  */
 import type { Context } from "moleculer";
-import { SCOPES, type Scope } from "../../src/auth/scopes";
+import { ORG_KEY_SCOPES, SCOPES, type Scope } from "../../src/auth/scopes";
 import type { AuthUser } from "../../src/auth/user";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
 import type { NewApiKeyInput } from "../../src/users/api-keys";
+import type { NewOrgApiKeyInput } from "../../src/users/org-api-keys";
 import { mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
 
 const keyIdParam = { type: "string", pattern: /^[A-Za-z0-9]{1,64}$/ } as const;
+const orgIdParam = { type: "uuid" } as const;
 const holdParams = {
 	keyId: keyIdParam,
 	holdId: { type: "string", min: 1, max: 128 },
@@ -105,6 +107,56 @@ export const keysMixin: UsersMixin = {
 				await this.broker.broadcast("users.apiKey.revoked", {
 					userId: currentUser(ctx).id,
 					keyId: ctx.params.id
+				});
+				return r;
+			}
+		},
+
+		// ---- Organisation keys (src/users/org-api-keys.ts; routes under /orgs/:id/keys) ----
+
+		createOrgApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: {
+				$$strict: "remove",
+				id: orgIdParam,
+				name: { type: "string", min: 1, max: 64, trim: true },
+				scopes: {
+					type: "array",
+					items: { type: "enum", values: [...ORG_KEY_SCOPES] },
+					min: 1,
+					max: ORG_KEY_SCOPES.length,
+					unique: true
+				},
+				expiresInDays: { type: "number", integer: true, min: 1, max: 3650, optional: true },
+				mfaCode: mfaCodeParam
+			},
+			async handler(this: UsersThis, ctx: Ctx<NewOrgApiKeyInput & { id: string }>) {
+				const { id, ...input } = ctx.params;
+				const created = await this.orgApiKeys.create(currentUser(ctx), id, input);
+				ctx.meta.$location = `/api/v1/orgs/${id}/keys`;
+				return created;
+			}
+		},
+
+		listOrgApiKeys: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: orgIdParam },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
+				return this.orgApiKeys.list(currentUser(ctx).id, ctx.params.id);
+			}
+		},
+
+		revokeOrgApiKey: {
+			auth: "required",
+			sessionOnly: true,
+			params: { $$strict: "remove", id: orgIdParam, keyId: keyIdParam },
+			async handler(this: UsersThis, ctx: Ctx<{ id: string; keyId: string }>) {
+				const r = await this.orgApiKeys.revoke(currentUser(ctx).id, ctx.params.id, ctx.params.keyId);
+				await this.broker.broadcast("users.apiKey.revoked", {
+					userId: currentUser(ctx).id,
+					keyId: ctx.params.keyId
 				});
 				return r;
 			}

@@ -21,6 +21,21 @@ export const SCOPES = [
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 
+/**
+ * What an organisation API key may hold: the organisation's projects, tasks, billing and AI work.
+ * Never the creator's account (`users:*`), organisation management (`orgs:write`) or `admin`.
+ */
+export const ORG_KEY_SCOPES: readonly Scope[] = [
+	"projects:read",
+	"projects:write",
+	"tasks:read",
+	"tasks:write",
+	"orgs:read",
+	"billing:read",
+	"billing:write",
+	"ai:use"
+];
+
 /** Granted to session tokens: every scope the role has. */
 export const ALL_SCOPES = "*";
 

@@ -9,6 +9,11 @@ export interface AuthUser {
 	/** API key id when authenticated with X-API-Key. */
 	keyId?: string;
 	/**
+	 * Organisation API keys only: the organisation the key is bound to. Such a key acts as its creator
+	 * within that organisation alone (docs/orgs.md "API keys"; src/auth/org-key.ts).
+	 */
+	orgId?: string;
+	/**
 	 * API keys only: the key's model allow-list, /v1 monthly budget and rates (src/compat/prepare.ts),
 	 * and its monthly spend cap at every hold (src/payments/spend-caps.ts).
 	 */

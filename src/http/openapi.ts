@@ -204,8 +204,9 @@ function gatewayCodes(r: RouteSpec, hasBody: boolean): Record<string, string[]> 
 		"503": ["SERVICE_UNAVAILABLE", "UPSTREAM_TIMEOUT", "OVERLOADED"]
 	};
 	if (r.auth !== "none") codes["401"] = ["UNAUTHORIZED", "INVALID_TOKEN", "INVALID_API_KEY"];
-	// Scopes (API keys narrower than the role), roles, per-resource rights.
-	if (r.auth !== "none") codes["403"] = ["FORBIDDEN", "INSUFFICIENT_SCOPE"];
+	// Scopes (API keys narrower than the role), roles, per-resource rights, organisation API keys
+	// outside what they may do (src/middlewares/permissions.ts).
+	if (r.auth !== "none") codes["403"] = ["FORBIDDEN", "INSUFFICIENT_SCOPE", "ORG_KEY_NOT_ALLOWED"];
 	if (/[:*]/.test(r.path)) codes["404"] = ["NOT_FOUND"];
 	if (hasBody) {
 		codes["413"] = ["PAYLOAD_TOO_LARGE"];

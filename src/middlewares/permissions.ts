@@ -5,6 +5,8 @@
  *   `scope: "projects:write"`           an API key must hold this scope (sessions hold every scope of their role);
  *   `scope: ["tasks:write", "ai:use"]`  an API key must hold each of these;
  *   `sessionOnly: true`                 a signed-in session is needed: an API key is refused (403 SESSION_REQUIRED).
+ *   `orgKey: true`                      an organisation API key may call it; every other action refuses one
+ *                                       (403 ORG_KEY_NOT_ALLOWED), so a new action is closed to them by default.
  * The check runs on the node that hosts the action, so a call that skipped the gateway is checked too.
  */
 import { Errors, Middleware } from "moleculer";
@@ -20,10 +22,12 @@ export const PermissionsMiddleware: Middleware = {
 			auth?: "required" | "optional";
 			scope?: Scope | readonly Scope[];
 			sessionOnly?: boolean;
+			orgKey?: boolean;
 		};
 		const permissions = schema.permissions;
 		const scopes: readonly Scope[] = schema.scope === undefined ? [] : [schema.scope].flat();
 		const sessionOnly = schema.sessionOnly === true;
+		const orgKey = schema.orgKey === true;
 		const needsUser = schema.auth === "required" || (permissions && permissions.length > 0);
 		if (!needsUser && !scopes.length && !sessionOnly) return next;
 		return function checkPermissions(ctx) {
@@ -44,6 +48,14 @@ export const PermissionsMiddleware: Middleware = {
 						"This needs a signed-in session, not an API key",
 						403,
 						"SESSION_REQUIRED"
+					)
+				);
+			if (user.orgId && !orgKey)
+				return Promise.reject(
+					new Errors.MoleculerClientError(
+						"An organisation API key cannot do this; it acts only within its organisation",
+						403,
+						"ORG_KEY_NOT_ALLOWED"
 					)
 				);
 			// Only API keys are narrowed: session tokens carry every scope of their role.

@@ -42,6 +42,8 @@ export interface ApiKeysDeps {
 	cfg: UsersConfig["apiKeys"];
 	secondFactor: Pick<SecondFactor, "stepUp">;
 	now(): number;
+	/** The creator's role in an organisation key's organisation (orgs.roleOf), null when not a member. */
+	orgRole(orgId: string, userId: string): Promise<string | null>;
 	/** Told when recording a key's last use failed (it is retried at the next use). */
 	onTouchFailed(err: Error): void;
 }
@@ -54,6 +56,7 @@ function keyUser(row: ApiKeyForVerification): AuthUser {
 		id: row.user_id,
 		role: row.role,
 		keyId: row.id,
+		...(row.org_id ? { orgId: row.org_id } : {}),
 		scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope)),
 		...(limited
 			? {
@@ -127,12 +130,15 @@ export class ApiKeys {
 		return { id, revoked: true };
 	}
 
-	/** The user a key stands for, or null for anything that is not a live key. Records its use, at most once per interval. */
+	/** The user a key stands for, or null for anything that is not a live key (nor a member's organisation key). Records its use, at most once per interval. */
 	async verify(key: string): Promise<AuthUser | null> {
 		const parsed = parseApiKey(key);
 		if (!parsed) return null;
 		const row = await this.d.store.apiKeyForVerification(parsed.id);
 		if (!row || !digestsEqual(row.secret_hash, sha256(parsed.secret)) || !row.usable) return null;
+		// An organisation key lives only while its creator is a member: asked on every request, so a
+		// removed member's keys stop at once.
+		if (row.org_id && !(await this.d.orgRole(row.org_id, row.user_id))) return null;
 		const intervalS = this.d.cfg.lastUsedWriteIntervalS;
 		if (!row.last_used_at || this.d.now() - new Date(row.last_used_at).getTime() > intervalS * 1000)
 			this.d.store.touchApiKey(row.id, intervalS).catch((err: Error) => this.d.onTouchFailed(err));

@@ -60,6 +60,8 @@ export interface ApiKeyRow {
 	monthly_cap_credits: string | null;
 	rpm: number | null;
 	tpm: number | null;
+	/** An organisation key's organisation (migration 1540); null for a personal key. */
+	org_id: string | null;
 }
 
 /** What an API key may do beyond its scopes (null: no limit); see migrations 1700 and 20261205-1500. */
@@ -72,7 +74,7 @@ export interface ApiKeyLimitsInput {
 }
 
 const API_KEY_COLUMNS =
-	"id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at, allowed_models, monthly_budget_credits, monthly_cap_credits, rpm, tpm";
+	"id, user_id, name, scopes, created_at, expires_at, last_used_at, revoked_at, allowed_models, monthly_budget_credits, monthly_cap_credits, rpm, tpm, org_id";
 
 const USER_COLUMNS =
 	"id, email, email_verified_at, password_hash, display_name, role, tier_override, disabled_at, last_login_at, created_at";
@@ -89,6 +91,7 @@ export type ApiKeyForVerification = Pick<
 	| "monthly_cap_credits"
 	| "rpm"
 	| "tpm"
+	| "org_id"
 > & { secret_hash: Buffer; role: Role; usable: boolean };
 
 export type RotateResult =
@@ -538,6 +541,8 @@ export class UsersStore {
 		expiresInDays: number | null;
 		maxPerUser: number;
 		limits?: ApiKeyLimitsInput;
+		/** An organisation key: the organisation it acts in. */
+		orgId?: string | null;
 	}): Promise<ApiKeyRow | "limit"> {
 		return this.transaction(async tx => {
 			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, {
@@ -552,9 +557,9 @@ export class UsersStore {
 			if (Number(n) >= opts.maxPerUser) return "limit";
 			const [row] = await this.rows<ApiKeyRow>(
 				`INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at, allowed_models, monthly_budget_credits, rpm, tpm,
-				         monthly_cap_credits)
+				         monthly_cap_credits, org_id)
 				 VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::int IS NULL THEN NULL ELSE now() + make_interval(days => $6::int) END,
-				         $7, $8, $9, $10, $11)
+				         $7, $8, $9, $10, $11, $12)
 				 RETURNING ${API_KEY_COLUMNS}`,
 				[
 					opts.id,
@@ -567,11 +572,16 @@ export class UsersStore {
 					opts.limits?.monthlyBudgetCredits ?? null,
 					opts.limits?.rpm ?? null,
 					opts.limits?.tpm ?? null,
-					opts.limits?.monthlyCapCredits ?? null
+					opts.limits?.monthlyCapCredits ?? null,
+					opts.orgId ?? null
 				],
 				tx
 			);
-			await this.audit(tx, opts.userId, opts.userId, "apiKey.create", { id: opts.id, scopes: opts.scopes });
+			await this.audit(tx, opts.userId, opts.userId, "apiKey.create", {
+				id: opts.id,
+				scopes: opts.scopes,
+				...(opts.orgId ? { orgId: opts.orgId } : {})
+			});
 			return row;
 		});
 	}
@@ -579,7 +589,7 @@ export class UsersStore {
 	async apiKeysOf(userId: string): Promise<ApiKeyRow[]> {
 		return this.rows(
 			`SELECT ${API_KEY_COLUMNS} FROM api_keys
-			 WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC`,
+			 WHERE user_id = $1 AND org_id IS NULL AND revoked_at IS NULL ORDER BY created_at DESC`,
 			[userId]
 		);
 	}
@@ -594,9 +604,30 @@ export class UsersStore {
 		return row ?? null;
 	}
 
+	/** An organisation's live keys, or only those `creatorId` made. */
+	async orgApiKeys(orgId: string, creatorId: string | null): Promise<ApiKeyRow[]> {
+		return this.rows(
+			`SELECT ${API_KEY_COLUMNS} FROM api_keys
+			 WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2::uuid) AND revoked_at IS NULL
+			 ORDER BY created_at DESC`,
+			[orgId, creatorId]
+		);
+	}
+
+	/** Revokes an organisation's key (only one `creatorId` made, when given); its creator, or null. */
+	async revokeOrgApiKey(orgId: string, id: string, creatorId: string | null): Promise<string | null> {
+		const [row] = await this.rows<{ user_id: string }>(
+			`UPDATE api_keys SET revoked_at = now()
+			 WHERE id = $1 AND org_id = $2 AND ($3::uuid IS NULL OR user_id = $3::uuid) AND revoked_at IS NULL
+			 RETURNING user_id`,
+			[id, orgId, creatorId]
+		);
+		return row?.user_id ?? null;
+	}
+
 	async revokeApiKey(userId: string, id: string): Promise<boolean> {
 		const rows = await this.rows<{ id: string }>(
-			`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id`,
+			`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND org_id IS NULL AND revoked_at IS NULL RETURNING id`,
 			[id, userId]
 		);
 		return rows.length > 0;
@@ -605,7 +636,7 @@ export class UsersStore {
 	async apiKeyForVerification(id: string): Promise<ApiKeyForVerification | null> {
 		const [row] = await this.rows<ApiKeyForVerification>(
 			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
-			        k.allowed_models, k.monthly_budget_credits, k.monthly_cap_credits, k.rpm, k.tpm,
+			        k.allowed_models, k.monthly_budget_credits, k.monthly_cap_credits, k.rpm, k.tpm, k.org_id,
 			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable
 			 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1`,
 			[id]

@@ -107,6 +107,14 @@ export const NewApiKey = Type.Composite([ApiKey, Type.Object({ key: Str(256, { d
 	$id: "NewApiKey"
 });
 
+/** An organisation's API key (docs/orgs.md "API keys"): acts as `createdBy` within `orgId` only. */
+export const OrgApiKey = Type.Composite([ApiKey, Type.Object({ orgId: Uuid(), createdBy: UserId() })], {
+	$id: "OrgApiKey"
+});
+export const NewOrgApiKey = Type.Composite([OrgApiKey, Type.Object({ key: Str(256, { description: "Shown once" }) })], {
+	$id: "NewOrgApiKey"
+});
+
 export const Profile = Named("Profile", {
 	...PublicUser.properties,
 	hasPassword: Type.Boolean(),
@@ -275,6 +283,9 @@ export const views = {
 	listApiKeys: Type.Object({ items: List(ApiKey, 1000) }),
 	revokeApiKey: Type.Object({ id: Str(64), revoked: Type.Boolean() }),
 	updateApiKey: ApiKey,
+	createOrgApiKey: NewOrgApiKey,
+	listOrgApiKeys: Type.Object({ items: List(OrgApiKey, 1000) }),
+	revokeOrgApiKey: Type.Object({ id: Str(64), orgId: Uuid(), revoked: Type.Boolean() }),
 	adminListUsers: Page(AdminUser),
 	adminGetUser: AdminUserDetail,
 	adminUpdateUser: AdminUser
@@ -327,6 +338,10 @@ export function apiKeyView(k: ApiKeyRow) {
 		expiresAt: isoOrNull(k.expires_at),
 		lastUsedAt: isoOrNull(k.last_used_at)
 	};
+}
+
+export function orgApiKeyView(k: ApiKeyRow & { org_id: string }) {
+	return { ...apiKeyView(k), orgId: k.org_id, createdBy: k.user_id };
 }
 
 export function sessionView(s: SessionRow, currentSid?: string) {

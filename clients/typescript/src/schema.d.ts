@@ -721,6 +721,41 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	"/api/v1/orgs/{id}/keys": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** The organisation's live API keys (owners and admins see all, others their own; never secrets) */
+		get: operations["getOrgsIdKeys"];
+		put?: never;
+		/** Create an organisation API key (owner, admin; acts as you within the organisation; the secret is shown once) */
+		post: operations["postOrgsIdKeys"];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	"/api/v1/orgs/{id}/keys/{keyId}": {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		post?: never;
+		/** Revoke an organisation API key (owner, admin; others their own) */
+		delete: operations["deleteOrgsIdKeysKeyId"];
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	"/api/v1/orgs/{id}/members": {
 		parameters: {
 			query?: never;
@@ -2226,6 +2261,24 @@ export interface components {
 			scopes: string[];
 			tpm: number | null;
 		};
+		NewOrgApiKey: {
+			createdAt: string | null;
+			/** @description The account's id (a UUID for accounts made here) */
+			createdBy: string;
+			expiresAt: string | null;
+			id: string;
+			/** @description Shown once */
+			key: string;
+			lastUsedAt: string | null;
+			models: string[] | null;
+			monthlyBudgetCredits: number | null;
+			name: string;
+			/** Format: uuid */
+			orgId: string;
+			rpm: number | null;
+			scopes: string[];
+			tpm: number | null;
+		};
 		OpenAIChatCompletion: {
 			choices: {
 				/** @enum {string} */
@@ -2474,6 +2527,22 @@ export interface components {
 			role: "owner" | "admin" | "billing" | "member";
 			/** Format: date-time */
 			updatedAt: string;
+		};
+		OrgApiKey: {
+			createdAt: string | null;
+			/** @description The account's id (a UUID for accounts made here) */
+			createdBy: string;
+			expiresAt: string | null;
+			id: string;
+			lastUsedAt: string | null;
+			models: string[] | null;
+			monthlyBudgetCredits: number | null;
+			name: string;
+			/** Format: uuid */
+			orgId: string;
+			rpm: number | null;
+			scopes: string[];
+			tpm: number | null;
 		};
 		OrgInvitation: {
 			/** Format: date-time */
@@ -2982,11 +3051,13 @@ export type SchemaMember = components["schemas"]["Member"];
 export type SchemaMfaChallenge = components["schemas"]["MfaChallenge"];
 export type SchemaModel = components["schemas"]["Model"];
 export type SchemaNewApiKey = components["schemas"]["NewApiKey"];
+export type SchemaNewOrgApiKey = components["schemas"]["NewOrgApiKey"];
 export type SchemaOpenAiChatCompletion = components["schemas"]["OpenAIChatCompletion"];
 export type SchemaOpenAiChatRequest = components["schemas"]["OpenAIChatRequest"];
 export type SchemaOpenAiError = components["schemas"]["OpenAIError"];
 export type SchemaOpenAiModel = components["schemas"]["OpenAIModel"];
 export type SchemaOrg = components["schemas"]["Org"];
+export type SchemaOrgApiKey = components["schemas"]["OrgApiKey"];
 export type SchemaOrgInvitation = components["schemas"]["OrgInvitation"];
 export type SchemaOrgMember = components["schemas"]["OrgMember"];
 export type SchemaOutboxMessage = components["schemas"]["OutboxMessage"];
@@ -4485,6 +4556,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "EMAIL_ALREADY_VERIFIED"
 								| "EMAIL_REQUIRED"
 								| "SESSION_REQUIRED";
@@ -9637,7 +9709,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -9941,7 +10013,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -11457,7 +11529,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -12121,7 +12193,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -12358,7 +12430,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -12670,7 +12742,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -12938,7 +13010,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -13249,7 +13321,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -14627,7 +14699,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -14904,7 +14976,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -15010,6 +15082,770 @@ export interface operations {
 						error?: {
 							/** @enum {string} */
 							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	getOrgsIdKeys: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						items: components["schemas"]["OrgApiKey"][];
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	postOrgsIdKeys: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				"application/json": {
+					/** Format: int64 */
+					expiresInDays?: number;
+					/** @description With 2FA on: a current code (step-up) */
+					mfaCode?: string;
+					name: string;
+					scopes: (
+						| "projects:read"
+						| "projects:write"
+						| "tasks:read"
+						| "tasks:write"
+						| "orgs:read"
+						| "billing:read"
+						| "billing:write"
+						| "ai:use"
+					)[];
+				};
+			};
+		};
+		responses: {
+			/** @description Success */
+			201: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["NewOrgApiKey"];
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?:
+								| "FORBIDDEN"
+								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
+								| "INSUFFICIENT_ROLE"
+								| "SESSION_REQUIRED"
+								| "MFA_REQUIRED"
+								| "MFA_CODE_INVALID";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
+						};
+					};
+				};
+			};
+			/** @description Conflicts with the current state */
+			409: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "API_KEY_LIMIT";
+						};
+					};
+				};
+			};
+			/** @description Request body too large */
+			413: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "PAYLOAD_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Body is not JSON (UTF-8) */
+			415: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNSUPPORTED_MEDIA_TYPE";
+						};
+					};
+				};
+			};
+			/** @description Some fields are invalid */
+			422: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Rate limited; retry after Retry-After seconds */
+			429: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Request headers too large */
+			431: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "HEADERS_TOO_LARGE";
+						};
+					};
+				};
+			};
+			/** @description Internal error (no internals are shown) */
+			500: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "INTERNAL_ERROR";
+						};
+					};
+				};
+			};
+			/** @description A dependency is down or overloaded; retry after Retry-After seconds */
+			503: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Seconds to wait */
+					"Retry-After"?: number;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+		};
+	};
+	deleteOrgsIdKeysKeyId: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+				keyId: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Success */
+			200: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": {
+						id: string;
+						/** Format: uuid */
+						orgId: string;
+						revoked: boolean;
+					};
+				};
+			};
+			/** @description Bad request (malformed JSON, bad header) */
+			400: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description Missing, invalid or expired credentials */
+			401: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "UNAUTHORIZED" | "INVALID_TOKEN" | "INVALID_API_KEY";
+						};
+					};
+				};
+			};
+			/** @description Signed in but not allowed */
+			403: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
+						};
+					};
+				};
+			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"];
+				};
+			};
+			/** @description The request headers or body arrived too slowly */
+			408: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "REQUEST_TIMEOUT";
 						};
 					};
 				};
@@ -15417,7 +16253,12 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE" | "OWNER_REQUIRED";
+							code?:
+								| "FORBIDDEN"
+								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
+								| "INSUFFICIENT_ROLE"
+								| "OWNER_REQUIRED";
 						};
 					};
 				};
@@ -15673,7 +16514,12 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE" | "OWNER_REQUIRED";
+							code?:
+								| "FORBIDDEN"
+								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
+								| "INSUFFICIENT_ROLE"
+								| "OWNER_REQUIRED";
 						};
 					};
 				};
@@ -15967,6 +16813,28 @@ export interface operations {
 					"application/json": components["schemas"]["Error"];
 				};
 			};
+			/** @description Not found (or not visible to the caller) */
+			404: {
+				headers: {
+					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
+					"Access-Control-Allow-Origin"?: string;
+					/** @description Remaining quota of each policy that applies (IETF draft-ietf-httpapi-ratelimit-headers) */
+					RateLimit?: string;
+					/** @description Quota policies that apply: name, quota (q) and window in seconds (w) */
+					"RateLimit-Policy"?: string;
+					/** @description The request's id (echoed when the client sent a valid one) */
+					"X-Request-Id"?: string;
+					[name: string]: unknown;
+				};
+				content: {
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "NOT_FOUND";
+						};
+					};
+				};
+			};
 			/** @description The request headers or body arrived too slowly */
 			408: {
 				headers: {
@@ -16177,7 +17045,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -16663,7 +17531,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -16892,7 +17760,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -18056,7 +18924,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -18354,7 +19222,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -18602,7 +19470,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -19114,7 +19982,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -19411,7 +20279,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -19942,7 +20810,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -22462,6 +23330,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "MFA_REQUIRED"
 								| "MFA_CODE_INVALID"
 								| "PASSWORD_REQUIRED"
@@ -22928,6 +23797,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "EMAIL_NOT_VERIFIED"
 								| "MFA_ALREADY_ENABLED"
 								| "SESSION_REQUIRED";
@@ -23189,6 +24059,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "MFA_CODE_INVALID"
 								| "MFA_NOT_ENABLED"
 								| "SESSION_REQUIRED";
@@ -23410,6 +24281,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "MFA_CODE_INVALID"
 								| "MFA_NOT_STARTED"
 								| "MFA_ALREADY_ENABLED"
@@ -23902,6 +24774,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "SESSION_REQUIRED"
 								| "MFA_REQUIRED"
 								| "MFA_CODE_INVALID";
@@ -24666,6 +25539,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "MFA_REQUIRED"
 								| "MFA_CODE_INVALID"
 								| "SESSION_REQUIRED";
@@ -24972,7 +25846,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -25176,7 +26050,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -25385,7 +26259,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -25671,6 +26545,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "SESSION_REQUIRED"
 								| "MFA_REQUIRED"
 								| "MFA_CODE_INVALID";
@@ -25976,7 +26851,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -26252,7 +27127,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -26487,6 +27362,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "SESSION_REQUIRED"
 								| "MFA_REQUIRED"
 								| "MFA_CODE_INVALID";
@@ -26768,7 +27644,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -27019,7 +27895,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};
@@ -27303,6 +28179,7 @@ export interface operations {
 							code?:
 								| "FORBIDDEN"
 								| "INSUFFICIENT_SCOPE"
+								| "ORG_KEY_NOT_ALLOWED"
 								| "INVALID_CURRENT_PASSWORD"
 								| "SESSION_REQUIRED"
 								| "MFA_REQUIRED"

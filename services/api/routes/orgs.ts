@@ -1,6 +1,7 @@
 /** REST routes of the orgs service (see docs/orgs.md). */
 import type { RouteSpec } from "../../../src/http/route-spec";
 import { views } from "../../../src/orgs/views";
+import { views as userViews } from "../../../src/users/views";
 
 const tag = "orgs";
 const ROLE = { 403: ["INSUFFICIENT_ROLE"] };
@@ -85,6 +86,41 @@ export function orgsRoutes(): RouteSpec[] {
 			status: 201,
 			rateLimit: { points: 30, durationS: 3600, by: "user" },
 			summary: "Invite an address (the single-use token goes by e-mail only)",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/orgs/:id/keys",
+			action: "users.createOrgApiKey",
+			response: userViews.createOrgApiKey,
+			errors: {
+				403: ["INSUFFICIENT_ROLE", "SESSION_REQUIRED", "MFA_REQUIRED", "MFA_CODE_INVALID"],
+				409: ["API_KEY_LIMIT"]
+			},
+			auth: "required",
+			status: 201,
+			summary:
+				"Create an organisation API key (owner, admin; acts as you within the organisation; the secret is shown once)",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/orgs/:id/keys",
+			action: "users.listOrgApiKeys",
+			response: userViews.listOrgApiKeys,
+			errors: { 403: ["SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "The organisation's live API keys (owners and admins see all, others their own; never secrets)",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/orgs/:id/keys/:keyId",
+			action: "users.revokeOrgApiKey",
+			response: userViews.revokeOrgApiKey,
+			errors: { 403: ["SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "Revoke an organisation API key (owner, admin; others their own)",
 			tag
 		},
 		{

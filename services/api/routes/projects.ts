@@ -22,6 +22,8 @@ export function projectRoutes(): RouteSpec[] {
 			path: "/projects",
 			action: "projects.list",
 			response: views.list,
+			// An organisation API key naming another organisation (`?orgId=`).
+			errors: { 404: ["NOT_FOUND"] },
 			auth: "required",
 			summary: "Projects you own or that are shared with you",
 			tag

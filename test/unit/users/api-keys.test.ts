@@ -7,7 +7,7 @@ import { newApiKey } from "../../../src/users/tokens";
 const USER = "11111111-1111-4111-8111-111111111111";
 const NOW = Date.parse("2026-12-01T12:00:00Z");
 
-function setup(stored: Partial<ApiKeyForVerification> = {}) {
+function setup(stored: Partial<ApiKeyForVerification> = {}, members: Record<string, string> = {}) {
 	const fresh = newApiKey();
 	const touched: string[] = [];
 	const created: unknown[] = [];
@@ -21,6 +21,7 @@ function setup(stored: Partial<ApiKeyForVerification> = {}) {
 		monthly_cap_credits: null,
 		rpm: null,
 		tpm: null,
+		org_id: null,
 		secret_hash: fresh.secretHash,
 		role: "user",
 		usable: true,
@@ -39,6 +40,7 @@ function setup(stored: Partial<ApiKeyForVerification> = {}) {
 		cfg: { maxPerUser: 10, lastUsedWriteIntervalS: 60 },
 		secondFactor: { stepUp: async () => undefined },
 		now: () => NOW,
+		orgRole: async (orgId, userId) => members[`${orgId}/${userId}`] ?? null,
 		onTouchFailed: () => undefined
 	});
 	return { keys, key: fresh.key, touched, created };

@@ -16,7 +16,8 @@ const guarded: ServiceSchema = {
 		readUsers: { ...ok, auth: "required", scope: "users:read" },
 		adminScope: { ...ok, permissions: ["admin"], scope: "admin" },
 		sessionOnly: { ...ok, auth: "required", sessionOnly: true },
-		optionalSessionOnly: { ...ok, sessionOnly: true }
+		optionalSessionOnly: { ...ok, sessionOnly: true },
+		orgOpen: { ...ok, auth: "required", scope: "projects:read", orgKey: true }
 	} as ServiceSchema["actions"]
 };
 
@@ -90,5 +91,18 @@ describe("PermissionsMiddleware", () => {
 			code: 403,
 			type: "SESSION_REQUIRED"
 		});
+	});
+
+	test("an organisation API key is refused wherever the action does not declare orgKey (403 ORG_KEY_NOT_ALLOWED)", async () => {
+		const orgKey: AuthUser = { ...apiKey(["projects:read", "users:read"]), orgId: "o1" };
+		expect(await refusal("readUsers", orgKey)).toEqual({ code: 403, type: "ORG_KEY_NOT_ALLOWED" });
+		expect(await refusal("signedIn", orgKey)).toEqual({ code: 403, type: "ORG_KEY_NOT_ALLOWED" });
+		await expect(call("orgOpen", orgKey)).resolves.toBe("ok");
+		expect(await refusal("orgOpen", { ...orgKey, scopes: ["tasks:read"] })).toEqual({
+			code: 403,
+			type: "INSUFFICIENT_SCOPE"
+		});
+		await expect(call("open", orgKey)).resolves.toBe("ok");
+		await expect(call("orgOpen", session())).resolves.toBe("ok");
 	});
 });
