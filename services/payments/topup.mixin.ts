@@ -7,6 +7,7 @@
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
 import { payerOfRequest } from "../../src/payments/payer";
+import { orgOfRequest } from "../../src/auth/org-key";
 import type { AutoTopUpRequest, TriggerOutcome } from "../../src/payments/auto-topup";
 import type { StripeBilling } from "../../src/payments/stripe-billing";
 import type { Ledger } from "../../src/payments/ledger";
@@ -29,11 +30,13 @@ const ORG_ID = {
 	description: "act for this organisation's payer (owner, admin, billing roles)"
 } as const;
 
+/** The payer; an organisation API key acts for its organisation (src/auth/org-key.ts; `orgKey: true`). */
 function payerOf(ctx: Ctx<{ orgId?: string }>): Promise<string> {
+	const user = currentUser(ctx);
 	return payerOfRequest(
 		(orgId, userId) => ctx.call("orgs.roleOf", { orgId, userId }),
-		currentUser(ctx).id,
-		ctx.params.orgId
+		user.id,
+		orgOfRequest(user, ctx.params.orgId)
 	);
 }
 
@@ -47,6 +50,7 @@ export const topUpMixin: ServiceSchema<
 	actions: {
 		autoTopUp: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:read",
 			params: { $$strict: "remove", orgId: ORG_ID },
 			async handler(this: TopUpThis, ctx: Ctx<{ orgId?: string }>) {
@@ -56,6 +60,7 @@ export const topUpMixin: ServiceSchema<
 
 		setAutoTopUp: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: {
 				$$strict: true,
@@ -79,6 +84,7 @@ export const topUpMixin: ServiceSchema<
 
 		deleteAutoTopUp: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:write",
 			params: { $$strict: true, orgId: ORG_ID },
 			async handler(this: TopUpThis, ctx: Ctx<{ orgId?: string }>) {

@@ -8718,7 +8718,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -8961,7 +8961,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -9244,7 +9244,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
