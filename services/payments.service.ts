@@ -143,6 +143,7 @@ const PaymentsService: ServiceSchema<
 		// ---- Public (through the gateway) -------------------------------------------------------
 		balance: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:read",
 			retryPolicy: { enabled: true },
 			params: { $$strict: "remove", orgId: ORG_ID },
@@ -155,6 +156,7 @@ const PaymentsService: ServiceSchema<
 
 		ledger: {
 			auth: "required",
+			orgKey: true,
 			scope: "billing:read",
 			retryPolicy: { enabled: true },
 			params: { $$strict: "remove", ...PAGE_PARAMS, orgId: ORG_ID },

@@ -2272,6 +2272,7 @@ export interface components {
 			lastUsedAt: string | null;
 			models: string[] | null;
 			monthlyBudgetCredits: number | null;
+			monthlyCapCredits: number | null;
 			name: string;
 			/** Format: uuid */
 			orgId: string;
@@ -2537,6 +2538,7 @@ export interface components {
 			lastUsedAt: string | null;
 			models: string[] | null;
 			monthlyBudgetCredits: number | null;
+			monthlyCapCredits: number | null;
 			name: string;
 			/** Format: uuid */
 			orgId: string;
@@ -8209,7 +8211,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -8448,7 +8450,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -9470,7 +9472,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -11295,7 +11297,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "INSUFFICIENT_ROLE";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "INSUFFICIENT_ROLE";
 						};
 					};
 				};
@@ -25254,7 +25256,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "SESSION_REQUIRED";
+							code?: "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "ORG_KEY_NOT_ALLOWED" | "SESSION_REQUIRED";
 						};
 					};
 				};

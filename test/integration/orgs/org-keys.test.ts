@@ -207,9 +207,26 @@ describe("organisation API keys", () => {
 		expect((await call("GET", `/api/v1/orgs/${orgA}/members`, { apiKey: key })).status).toBe(200);
 		expectError(await call("GET", `/api/v1/orgs/${orgB}`, { apiKey: key }), 404, "NOT_FOUND");
 		expectError(await call("GET", "/api/v1/orgs", { apiKey: key }), 403, "ORG_KEY_NOT_ALLOWED");
-		expectError(await call("GET", "/api/v1/billing/balance", { apiKey: key }), 403, "ORG_KEY_NOT_ALLOWED");
-		expectError(await call("GET", "/api/v1/billing/ledger", { apiKey: key }), 403, "ORG_KEY_NOT_ALLOWED");
-		// Billing routes act for the organisation.
+		expectError(await call("GET", "/api/v1/users/me", { apiKey: key }), 403, "ORG_KEY_NOT_ALLOWED");
+		expectError(await call("GET", "/api/v1/users/me/api-keys", { apiKey: key }), 403, "SESSION_REQUIRED");
+		// Billing routes act for the organisation: its wallet, never the creator's.
+		await node.broker.call("payments.grant", {
+			userId: alice.id,
+			credits: 77,
+			reason: "the creator's own credit",
+			operator: "test",
+			source: "promo"
+		});
+		const own = await call("GET", "/api/v1/billing/balance", { token: alice.token });
+		const org = await call("GET", `/api/v1/billing/balance?orgId=${orgA}`, { token: alice.token });
+		expect(own.json).not.toEqual(org.json);
+		const byKey = await call("GET", "/api/v1/billing/balance", { apiKey: key });
+		expect(byKey.status).toBe(200);
+		expect(byKey.json).toEqual(org.json);
+		expectError(await call("GET", `/api/v1/billing/balance?orgId=${orgB}`, { apiKey: key }), 404, "NOT_FOUND");
+		const ledger = await call("GET", "/api/v1/billing/ledger", { apiKey: key });
+		expect(ledger.status).toBe(200);
+		expect(ledger.json.items).toEqual([]);
 		const usage = await call("GET", "/api/v1/billing/usage", { apiKey: key });
 		expect(usage.status).toBe(200);
 		expect(usage.json.payerId).toBe(`org:${orgA}`);
