@@ -5,6 +5,8 @@
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { QueryTypes, type Sequelize } from "sequelize";
 import { BILLING_ROLES } from "../src/payments/payer";
+import { ORG_MEMBERS_CHANGED } from "../src/payments/seats";
+import { durableEvents, type DurableThis } from "../mixins/durable-events.mixin";
 import { runtimeOf } from "../src/runtime/runtime";
 import type { OrgsConfig } from "../src/orgs/config";
 import { INVITABLE_ROLES, ORG_ROLES, type OrgRole } from "../src/orgs/rules";
@@ -14,10 +16,11 @@ import { normalizeEmail } from "../src/users/credentials";
 import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
 import { requireInKeyOrg } from "../src/auth/org-key";
 
-interface OrgsThis extends Service {
+interface OrgsThis extends Service, DurableThis {
 	cfg: OrgsConfig;
 	sequelize: Sequelize;
 	store: OrgStore;
+	membersChanged(orgId: string): Promise<void>;
 }
 
 const idParam = { type: "uuid" } as const;
@@ -34,6 +37,8 @@ const capParam = {
 
 const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Record<string, never>, OrgsThis> = {
 	name: "orgs",
+	// Publishes only: `orgs.members.changed` (the team plan's seats follow the member count; docs/orgs.md).
+	mixins: [durableEvents({ group: "orgs" }) as ServiceSchema],
 
 	actions: {
 		create: {
@@ -138,6 +143,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			params: { $$strict: "remove", id: idParam, userId: { type: "uuid" } },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string; userId: string }>) {
 				await this.store.changeMember(ctx.params.id, currentUser(ctx).id, ctx.params.userId, { remove: true });
+				await this.membersChanged(ctx.params.id);
 				// Org API keys and sessions act on membership read per request: nothing is cached to drop.
 				return { orgId: ctx.params.id, userId: ctx.params.userId, removed: true as const };
 			}
@@ -189,6 +195,7 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 				};
 				const verified = profile.email && profile.emailVerified ? profile.email : null;
 				const r = await this.store.accept(ctx.params.token, userId, verified, this.cfg.maxMembers);
+				if (!r.alreadyMember) await this.membersChanged(r.org.id);
 				return {
 					org: orgView(r.org, r.member.role, await this.store.memberCount(r.org.id)),
 					member: memberView(r.member),
@@ -222,6 +229,21 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			}
 		},
 
+		/** How many members an organisation has (payments sets the team plan's seats from it), or null. */
+		seatCount: {
+			visibility: INTERNAL,
+			params: { orgId: idParam },
+			async handler(this: OrgsThis, ctx: Ctx<{ orgId: string }>) {
+				const [org] = await this.sequelize.query(`SELECT id FROM orgs WHERE id = $1`, {
+					bind: [ctx.params.orgId],
+					type: QueryTypes.SELECT
+				});
+				return org
+					? { orgId: ctx.params.orgId, members: await this.store.memberCount(ctx.params.orgId) }
+					: null;
+			}
+		},
+
 		/**
 		 * The caller's role in an organisation, or null (other services authorise org resources with it),
 		 * with the caps on their spending of its wallet: their own and the organisation's.
@@ -240,6 +262,16 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 						}
 					: null;
 			}
+		}
+	},
+
+	methods: {
+		/**
+		 * The member count may have changed: a durable event after the change committed (a crash in
+		 * between loses it; the next change, or the team subscription's next event, sets the count).
+		 */
+		async membersChanged(this: OrgsThis, orgId: string) {
+			await this.sequelize.transaction(tx => this.publishDurable(tx, ORG_MEMBERS_CHANGED, { orgId }));
 		}
 	},
 

@@ -39,6 +39,7 @@ import { orgOfRequest } from "../src/auth/org-key";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 import { topUpMixin } from "./payments/topup.mixin";
+import { ORG_MEMBERS_CHANGED, SEATS_SYNC, syncSeatsOnEvent } from "../src/payments/seats";
 
 interface PaymentsThis extends Service, DurableThis, Pick<UsageThis, "usageStore"> {
 	cfg: Config;
@@ -53,6 +54,7 @@ interface PaymentsThis extends Service, DurableThis, Pick<UsageThis, "usageStore
 	requireChain(): { crypto: CryptoPayments; stakes: StakeIndexer };
 	chainTick(): Promise<unknown>;
 	reconcileStripe(windowS?: number): Promise<{ listed: number; missed: number; processed: number }>;
+	memberCountOf(orgId: string): Promise<number | null>;
 }
 
 const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
@@ -128,6 +130,13 @@ const PaymentsService: ServiceSchema<
 						operator: "signup",
 						description: "Welcome credit"
 					});
+				},
+				// Seats (src/payments/seats.ts): the team subscription's quantity follows the member count.
+				async [ORG_MEMBERS_CHANGED](this: PaymentsThis, payload, { event }) {
+					await syncSeatsOnEvent(this.billing.seats, orgId => this.memberCountOf(orgId), payload, event.id);
+				},
+				async [SEATS_SYNC](this: PaymentsThis, payload, { event }) {
+					await syncSeatsOnEvent(this.billing.seats, orgId => this.memberCountOf(orgId), payload, event.id);
 				},
 				// A deleted account: the ledger stays as it is; what else points at the person is blanked.
 				async [USER_DELETED](this: PaymentsThis, payload, { tx }) {
@@ -635,6 +644,14 @@ const PaymentsService: ServiceSchema<
 				this.chainPass = null;
 			});
 			return this.chainPass;
+		},
+
+		/** An organisation's member count from the orgs service (null: no such organisation). */
+		async memberCountOf(this: PaymentsThis, orgId: string): Promise<number | null> {
+			const r = await this.broker.call<{ members: number } | null, { orgId: string }>("orgs.seatCount", {
+				orgId
+			});
+			return r?.members ?? null;
 		},
 
 		/** One Stripe reconciliation run, with its drift (events that only the listing found) as metrics. */

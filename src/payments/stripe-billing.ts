@@ -27,7 +27,14 @@ import type { Publisher } from "./stake-indexer";
 import { orgIdOfPayer } from "./payer";
 import { StripeSelfServe } from "./stripe-self-serve";
 import { AutoTopUp } from "./auto-topup";
-import { earlierPastDueSince, graceEndsAt, nextPastDueSince, planTierOf } from "./subscription-rules";
+import { SEATS_SYNC, SEAT_PLAN_TIER, SeatBilling } from "./seats";
+import {
+	CHANGEABLE_STATUSES,
+	earlierPastDueSince,
+	graceEndsAt,
+	nextPastDueSince,
+	planTierOf
+} from "./subscription-rules";
 
 export function createStripeClient(s: StripeSettings): Stripe | null {
 	if (!s.secretKey) return null;
@@ -140,6 +147,8 @@ export class StripeBilling {
 	readonly selfServe: StripeSelfServe;
 	/** Off-session purchases under a threshold (src/payments/auto-topup.ts). */
 	readonly autoTopUp: AutoTopUp;
+	/** The team plan's quantity following the member count (src/payments/seats.ts). */
+	readonly seats: SeatBilling;
 	private processing: Promise<number> | null = null;
 	private again = false;
 	/** Told of every inbox event once its outcome is committed (metrics); `failed` when processing threw. */
@@ -154,6 +163,7 @@ export class StripeBilling {
 		private readonly log: { warn(...a: unknown[]): void; info(...a: unknown[]): void; error(...a: unknown[]): void }
 	) {
 		this.selfServe = new StripeSelfServe(sequelize, () => this.client(), settings, log);
+		this.seats = new SeatBilling(sequelize, () => (this.configured ? this.stripe : null));
 		this.autoTopUp = new AutoTopUp(sequelize, ledger, () => this.client(), this.selfServe, settings, publish, log);
 	}
 
@@ -851,6 +861,10 @@ export class StripeBilling {
 		}
 		if (pastDueSince && !current?.past_due_since)
 			await this.noticePastDue(tx, payerId, sub.id, planTier, pastDueSince);
+		// A team subscription's quantity is the organisation's member count (seats.ts): checked on each of its events.
+		const seatOrg = orgIdOfPayer(payerId);
+		if (seatOrg && planTier === SEAT_PLAN_TIER && CHANGEABLE_STATUSES.has(status))
+			await this.publish(tx, SEATS_SYNC, { orgId: seatOrg });
 		return (await this.recomputePlan(tx, payerId)) ? "plan_updated" : "recorded";
 	}
 

@@ -8,7 +8,7 @@
  *   POST /v1/customers, GET /v1/customers/:id
  *   POST /v1/products (with an `id` of the caller's; a taken id is 400 resource_already_exists), GET /v1/products/:id
  *   POST /v1/billing_portal/sessions  (the customer must exist)
- *   GET  /v1/subscriptions/:id, POST /v1/subscriptions/:id (price_data items, proration_behavior,
+ *   GET  /v1/subscriptions/:id, POST /v1/subscriptions/:id (price_data and quantity items, proration_behavior,
  *        cancel_at_period_end, metadata merged as Stripe does); an update records its proration and
  *        emits `customer.subscription.updated` with `previous_attributes`, like Stripe
  *   GET  /v1/customers/:id/payment_methods (the cards attached by `attachCard` or a completed pack Checkout)
@@ -113,6 +113,8 @@ export class StripeFake {
 	readonly cards = new Map<string, string[]>();
 	/** Each subscription update that changed the price with `proration_behavior: create_prorations`. */
 	readonly prorations: Array<{ subscription: string; fromCents: number; toCents: number }> = [];
+	/** Each subscription update that changed an item's quantity (seats), and whether it was prorated. */
+	readonly quantityChanges: Array<{ subscription: string; from: number; to: number; prorated: boolean }> = [];
 	/** Latest `created` of an event the fake emitted per object, so its own events of one object are ordered. */
 	private readonly lastCreated = new Map<string, number>();
 	private readonly replies = new Map<string, { status: number; body: Json }>();
@@ -406,6 +408,31 @@ export class StripeFake {
 					400,
 					{ error: { type: "invalid_request_error", param: "items", message: "No such subscription item" } }
 				];
+			if (change.quantity !== undefined) {
+				const to = Number(change.quantity);
+				const from = Number(item.quantity ?? 1);
+				if (!Number.isInteger(to) || to < 0)
+					return [
+						400,
+						{
+							error: {
+								type: "invalid_request_error",
+								param: "items[0][quantity]",
+								message: "Invalid integer"
+							}
+						}
+					];
+				if (to !== from) {
+					previous.items ??= { object: "list", data: [JSON.parse(JSON.stringify(item))] };
+					item.quantity = to;
+					this.quantityChanges.push({
+						subscription: id,
+						from,
+						to,
+						prorated: p.proration_behavior === "create_prorations"
+					});
+				}
+			}
 			const pd = change.price_data as Json | undefined;
 			if (pd) {
 				if (!this.products.has(pd.product as string))

@@ -1,0 +1,187 @@
+/**
+ * Seats (issue 19 part 3) end to end: an organisation's team subscription (bought through Checkout
+ * against the Stripe fake) follows the member count through invitations accepted, members removed and
+ * members leaving, with proration; replayed subscription events change nothing more; an organisation
+ * without a team subscription pays no seats.
+ */
+import { QueryTypes } from "sequelize";
+import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { signUp } from "../../support/sign-up";
+import { FakeEvent, startStripeFake, StripeFake } from "../../support/stripe-fake";
+import type { ForgeNode } from "../../../app/node";
+
+let db: TestDatabase;
+let node: ForgeNode & { baseUrl: string };
+let fake: StripeFake;
+
+type Json = Record<string, any>; // response bodies are checked field by field
+
+interface Person {
+	email: string;
+	id: string;
+	token: string;
+}
+
+beforeAll(async () => {
+	fake = await startStripeFake();
+	db = await createTestDatabase();
+	node = await startTestNode({
+		db,
+		services: ["api", "users", "payments", "orgs"],
+		env: {
+			...fake.env(),
+			RATE_LIMIT_PER_MINUTE: "100000",
+			RATE_LIMIT_ANON_PER_MINUTE: "100000",
+			STRIPE_INBOX_POLL_MS: "60000"
+		}
+	});
+});
+afterAll(async () => {
+	await node?.stop();
+	await db?.drop();
+	await fake?.stop();
+});
+
+async function call(method: string, path: string, opts: { token?: string; body?: unknown } = {}) {
+	const headers: Record<string, string> = {};
+	if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+	if (opts.body !== undefined) headers["content-type"] = "application/json";
+	const res = await fetch(`${node.baseUrl}/api/v1${path}`, {
+		method,
+		headers,
+		body: opts.body === undefined ? undefined : JSON.stringify(opts.body)
+	});
+	const text = await res.text();
+	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json };
+}
+
+async function send(event: FakeEvent) {
+	const { body, signature } = fake.signed(event);
+	const r = await fetch(`${node.baseUrl}/api/v1/billing/stripe/webhook`, {
+		method: "POST",
+		headers: { "content-type": "application/json", "stripe-signature": signature },
+		body
+	});
+	expect(r.status).toBe(200);
+}
+const drain = () => node.broker.call("payments.processStripeInbox", {});
+
+async function outboxToken(to: string, path: string): Promise<string> {
+	let token = "";
+	await eventually(async () => {
+		const box = await call("GET", `/dev/outbox?to=${encodeURIComponent(to)}`);
+		const links: string[] = (box.json?.items ?? []).flatMap((m: { links: string[] }) => m.links);
+		const hit = links.find(l => new URL(l).pathname === path);
+		if (hit) token = new URL(hit).searchParams.get("token")!;
+		return !!hit;
+	}, 15_000);
+	return token;
+}
+
+async function person(): Promise<Person> {
+	const email = `${uniqueId("seat")}@example.com`;
+	const u = await signUp(node, email, "correct horse battery staple 42");
+	const token = await outboxToken(email, "/verify-email");
+	expect((await call("POST", "/auth/email/verify", { body: { token } })).status).toBe(200);
+	return { email, id: u.userId as string, token: u.accessToken as string };
+}
+
+async function newOrg(owner: Person) {
+	const r = await call("POST", "/orgs", { token: owner.token, body: { name: "Pied Piper" } });
+	expect(r.status).toBe(201);
+	return r.json.id as string;
+}
+
+async function join(orgId: string, owner: Person, p: Person) {
+	const inv = await call("POST", `/orgs/${orgId}/invitations`, {
+		token: owner.token,
+		body: { email: p.email, role: "member" }
+	});
+	expect(inv.status).toBe(201);
+	const token = await outboxToken(p.email, "/invitations/accept");
+	expect((await call("POST", "/invitations/accept", { token: p.token, body: { token } })).status).toBe(200);
+}
+
+/** A team plan bought through Checkout for the organisation, and Stripe's `created` event of it. */
+async function teamPlan(orgId: string, owner: Person): Promise<string> {
+	const c = await call("POST", `/billing/checkout?orgId=${orgId}`, {
+		token: owner.token,
+		body: { kind: "plan", itemId: "team" }
+	});
+	expect(c.status).toBe(201);
+	fake.completeSession(c.json.sessionId);
+	const subId = fake.sessions.get(c.json.sessionId)!.subscription as string;
+	await send(fake.subscriptionEvent(subId, { type: "customer.subscription.created" }));
+	await drain();
+	return subId;
+}
+
+const quantityOf = (subId: string) =>
+	Number((fake.subscriptions.get(subId)!.items as { data: Array<{ quantity: number }> }).data[0].quantity);
+/** Every seat event about the organisation published so far has been consumed by payments. */
+const seatEventsConsumed = (orgId: string) =>
+	eventually(async () => {
+		const [r] = await node.runtime.sequelize.query<{ pending: string }>(
+			`SELECT count(*)::text AS pending FROM outbox_events o
+			 WHERE o.topic IN ('payments.seats.sync', 'orgs.members.changed') AND o.payload->>'orgId' = $1
+			   AND NOT EXISTS (SELECT 1 FROM inbox_events i WHERE i.consumer = 'payments' AND i.event_id = o.event_id)`,
+			{ bind: [orgId], type: QueryTypes.SELECT }
+		);
+		return r.pending === "0";
+	}, 15_000);
+const changesOf = (subId: string) => fake.quantityChanges.filter(c => c.subscription === subId);
+
+test("the team subscription's quantity follows accept, remove and leave, prorated", async () => {
+	const [owner, bob, carol] = [await person(), await person(), await person()];
+	const orgId = await newOrg(owner);
+	const subId = await teamPlan(orgId, owner);
+	expect(quantityOf(subId)).toBe(1);
+
+	await join(orgId, owner, bob);
+	await eventually(() => quantityOf(subId) === 2, 15_000);
+	await join(orgId, owner, carol);
+	await eventually(() => quantityOf(subId) === 3, 15_000);
+
+	expect((await call("DELETE", `/orgs/${orgId}/members/${carol.id}`, { token: owner.token })).status).toBe(200);
+	await eventually(() => quantityOf(subId) === 2, 15_000);
+	expect((await call("DELETE", `/orgs/${orgId}/members/${bob.id}`, { token: bob.token })).status).toBe(200); // bob leaves
+	await eventually(() => quantityOf(subId) === 1, 15_000);
+
+	expect(changesOf(subId)).toEqual([
+		{ subscription: subId, from: 1, to: 2, prorated: true },
+		{ subscription: subId, from: 2, to: 3, prorated: true },
+		{ subscription: subId, from: 3, to: 2, prorated: true },
+		{ subscription: subId, from: 2, to: 1, prorated: true }
+	]);
+	const keys = fake.requests
+		.filter(r => r.method === "POST" && r.path === `/v1/subscriptions/${subId}`)
+		.map(r => r.idempotencyKey);
+	expect(keys.every(k => k?.startsWith(`ff-seats-${subId}-`))).toBe(true);
+
+	// Each update's customer.subscription.updated, delivered (twice, reversed): the count is right already.
+	const updates = fake.events.filter(e => e.type === "customer.subscription.updated" && e.data.object.id === subId);
+	for (const e of [...updates].reverse()) await send(e);
+	for (const e of updates) await send(e);
+	await drain();
+	await seatEventsConsumed(orgId);
+	expect(quantityOf(subId)).toBe(1);
+	expect(changesOf(subId)).toHaveLength(4);
+});
+
+test("a team subscription bought by an organisation that has members starts at its count", async () => {
+	const [owner, dana] = [await person(), await person()];
+	const orgId = await newOrg(owner);
+	await join(orgId, owner, dana);
+	const subId = await teamPlan(orgId, owner);
+	await eventually(() => quantityOf(subId) === 2, 15_000);
+	expect(changesOf(subId)).toEqual([{ subscription: subId, from: 1, to: 2, prorated: true }]);
+});
+
+test("an organisation without a team subscription pays no seats", async () => {
+	const [owner, erin] = [await person(), await person()];
+	const orgId = await newOrg(owner);
+	const before = fake.requests.length;
+	await join(orgId, owner, erin);
+	await seatEventsConsumed(orgId);
+	expect(fake.requests.slice(before).filter(x => x.path.startsWith("/v1/subscriptions"))).toEqual([]);
+});
