@@ -215,104 +215,129 @@ interface SchedFigures {
 	queued: number;
 }
 
+/** A statement on its own connection (no statement timeout: VACUUM and ANALYZE of 1,000,000 rows take a while). */
+async function admin(url: string, sql: string) {
+	const c = new pg.Client({ connectionString: url });
+	await c.connect();
+	try {
+		await c.query(`SET statement_timeout = 0`);
+		await c.query(sql);
+	} finally {
+		await c.end();
+	}
+}
+
+interface Side {
+	label: string;
+	node: Node;
+	store: TaskStore;
+	finish(ids: string[]): Promise<unknown>;
+}
+
 /**
- * One measurement on a fresh node (new connections, so the lease's plans are made on the table as it
- * is now): the queue is reset to the same 2,000 tasks, then 300 one-slot leases, 50 16-slot leases
- * and 100 admission backlog queries.
+ * A database ready for a measurement, on a fresh node (new connections, so the lease's plans are made
+ * on the table as it is now): its queue reset to the same 2,000 tasks, then VACUUM (as autovacuum
+ * would have; no ANALYZE, so column statistics stay what they were).
  */
-async function measureScheduling(db: Awaited<ReturnType<typeof createTestDatabase>>, label: string) {
+async function openSide(db: Awaited<ReturnType<typeof createTestDatabase>>, label: string): Promise<Side> {
 	// DB_NAMED_STATEMENTS=false measures the lease as an unnamed statement (transaction-mode poolers).
 	const node = await startTestNode({
 		db,
 		services: ["tasks"],
 		env: { LOG_LEVEL: "error", DB_NAMED_STATEMENTS: process.env.DB_NAMED_STATEMENTS ?? "true" }
 	});
+	const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
+	await node.runtime.sequelize.query(`${BENCH}DELETE FROM tasks WHERE project_id = 'p'`);
+	await fillQueue(store);
+	await admin(db.url, `${BENCH}VACUUM tasks`);
+	// Leased tasks are finished at once (outside the timing), so per-user caps stay as in steady state.
+	const finish = (ids: string[]) =>
+		node.runtime.sequelize.query(
+			`${BENCH}UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = ANY($1::uuid[])`,
+			{ bind: [ids] }
+		);
+	return { label, node, store, finish };
+}
+
+/**
+ * 300 one-slot leases, 50 16-slot leases and 100 admission backlog queries on each side, the sides
+ * taking turns call by call, so both see the same load of a shared machine.
+ */
+async function measureSides(sides: Side[]): Promise<SchedFigures[]> {
+	const out = sides.map(s => ({
+		label: s.label,
+		one: [] as number[],
+		batch: [] as number[],
+		admission: [] as number[]
+	}));
+	const lease = async (s: Side, slots: number) => {
+		const t = performance.now();
+		const got = await s.store.lease({
+			nodeId: "bench",
+			slots,
+			now: Date.now(),
+			leaseMs: 60_000,
+			totalWorkers: 100_000
+		});
+		const ms = performance.now() - t;
+		await s.finish(got.map(r => r.id));
+		return ms / Math.max(1, slots === 1 ? 1 : got.length);
+	};
+	for (let i = 0; i < 300; i++) for (const [k, s] of sides.entries()) out[k].one.push(await lease(s, 1));
+	for (let i = 0; i < 50; i++) for (const [k, s] of sides.entries()) out[k].batch.push(await lease(s, 16));
+	for (let i = 0; i < 100; i++)
+		for (const [k, s] of sides.entries()) {
+			const t = performance.now();
+			await s.store.backlog(Date.now());
+			out[k].admission.push(performance.now() - t);
+		}
+	return out.map(o => ({ ...o, queued: 2_000 - 300 - 50 * 16 }));
+}
+
+async function measureAndClose(sides: Side[]) {
 	try {
-		const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
-		await node.runtime.sequelize.query(`${BENCH}DELETE FROM tasks WHERE project_id = 'p'`);
-		await fillQueue(store);
-		// Leased tasks are finished at once (outside the timing), so per-user caps stay as in steady state.
-		const finish = (ids: string[]) =>
-			node.runtime.sequelize.query(
-				`${BENCH}UPDATE tasks SET state = 'succeeded', lease_id = NULL, lease_expires_at = NULL WHERE id = ANY($1::uuid[])`,
-				{ bind: [ids] }
-			);
-		const one: number[] = [];
-		for (let i = 0; i < 300; i++) {
-			const t = performance.now();
-			const got = await store.lease({
-				nodeId: "bench",
-				slots: 1,
-				now: Date.now(),
-				leaseMs: 60_000,
-				totalWorkers: 100_000
-			});
-			one.push(performance.now() - t);
-			await finish(got.map(r => r.id));
-		}
-		const batch: number[] = [];
-		for (let i = 0; i < 50; i++) {
-			const t = performance.now();
-			const got = await store.lease({
-				nodeId: "bench",
-				slots: 16,
-				now: Date.now(),
-				leaseMs: 60_000,
-				totalWorkers: 100_000
-			});
-			batch.push((performance.now() - t) / Math.max(1, got.length));
-			await finish(got.map(r => r.id));
-		}
-		const admission: number[] = [];
-		for (let i = 0; i < 100; i++) {
-			const t = performance.now();
-			await store.backlog(Date.now());
-			admission.push(performance.now() - t);
-		}
-		return { label, one, batch, admission, queued: 2_000 - 300 - 50 * 16 };
+		return await measureSides(sides);
 	} finally {
-		await node.stop();
+		for (const s of sides) await s.node.stop();
 	}
 }
 
 /**
- * The scheduling SQL on a 2,000-task queue; with FINISHED_ROWS, also next to that many finished
- * tasks in the same table, in the same run: first with the planner statistics of the small table
- * (taken before the prefill, autovacuum off for the table, as between two autovacuum runs), then
- * after ANALYZE.
+ * The scheduling SQL on a 2,000-task queue; with FINISHED_ROWS, next to a second database holding the
+ * same queue and that many finished tasks, measured in turns in the same run: first with the planner
+ * statistics of the small table (ANALYZE before the prefill, autovacuum off for the table, VACUUM
+ * after: row counts current, column statistics stale, as between two autovacuum analyses), then after
+ * ANALYZE.
  */
-async function schedulingOverhead(): Promise<SchedFigures[]> {
-	const db = await createTestDatabase("ff_bench");
+async function schedulingOverhead(): Promise<SchedFigures[][]> {
+	const empty = await createTestDatabase("ff_bench");
+	const full = FINISHED_ROWS > 0 ? await createTestDatabase("ff_bench") : null;
 	try {
-		const out = [await measureScheduling(db, "empty table")];
-		if (FINISHED_ROWS > 0) {
-			const node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
-			const t = performance.now();
-			try {
-				const store = new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements);
-				await node.runtime.sequelize.query(`${BENCH}DELETE FROM tasks WHERE project_id = 'p'`);
-				await fillQueue(store);
-				await node.runtime.sequelize.query(
-					`${BENCH}ANALYZE tasks; ALTER TABLE tasks SET (autovacuum_enabled = false)`
-				);
-			} finally {
-				await node.stop();
-			}
-			await prefillFinished(db.url, FINISHED_ROWS);
-			const prefillS = (performance.now() - t) / 1000;
-			const rows = FINISHED_ROWS.toLocaleString("en");
-			out.push(
-				await measureScheduling(db, `${rows} finished, stale statistics (prefill ${prefillS.toFixed(0)} s)`)
-			);
-			const pgc = new pg.Client({ connectionString: db.url });
-			await pgc.connect();
-			await pgc.query(`${BENCH}ANALYZE tasks`);
-			await pgc.end();
-			out.push(await measureScheduling(db, `${rows} finished, analyzed`));
+		if (!full) return [await measureAndClose([await openSide(empty, "empty table")])];
+		const t = performance.now();
+		const node = await startTestNode({ db: full, services: ["tasks"], env: { LOG_LEVEL: "error" } });
+		try {
+			await fillQueue(new TaskStore(node.runtime.sequelize, TIERS, node.config.dbNamedStatements));
+		} finally {
+			await node.stop();
 		}
-		return out;
+		await admin(full.url, `${BENCH}ANALYZE tasks; ALTER TABLE tasks SET (autovacuum_enabled = false)`);
+		await prefillFinished(full.url, FINISHED_ROWS);
+		const prefillS = (performance.now() - t) / 1000;
+		const rows = FINISHED_ROWS.toLocaleString("en");
+		const stale = await measureAndClose([
+			await openSide(empty, "empty table"),
+			await openSide(full, `${rows} finished, stale statistics (prefill ${prefillS.toFixed(0)} s)`)
+		]);
+		await admin(full.url, `${BENCH}ANALYZE tasks`);
+		const analyzed = await measureAndClose([
+			await openSide(empty, "empty table"),
+			await openSide(full, `${rows} finished, analyzed`)
+		]);
+		return [stale, analyzed];
 	} finally {
-		await db.drop();
+		await empty.drop();
+		await full?.drop();
 	}
 }
 
@@ -469,28 +494,30 @@ async function main() {
 			.join(" ")}`
 	);
 	if (PARTS.has("sched")) {
-		const phases = await schedulingOverhead();
-		const base = phases[0];
-		const vs = (xs: number[], ys: number[]) => {
+		const pct = (xs: number[], ys: number[]) => {
 			const a = percentile(xs, 50);
 			const b = percentile(ys, 50);
 			return a === null || b === null
 				? ""
 				: `  ${((a / b - 1) * 100).toFixed(0).padStart(4)} % vs empty (target ≤ 10 %)`;
 		};
-		for (const s of phases) {
-			console.log(
-				`\nscheduling overhead, ${s.label} (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`
-			);
-			console.log(
-				`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}${s === base ? "" : vs(s.one, base.one)}`
-			);
-			console.log(
-				`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)${s === base ? "" : vs(s.batch, base.batch)}`
-			);
-			console.log(
-				`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)${s === base ? "" : vs(s.admission, base.admission)}`
-			);
+		for (const round of await schedulingOverhead()) {
+			const base = round[0];
+			for (const s of round) {
+				const vs = (pick: (f: SchedFigures) => number[]) => (s === base ? "" : pct(pick(s), pick(base)));
+				console.log(
+					`\nscheduling overhead, ${s.label} (2,000 queued at start, 50 users, 4 tiers; ms per leased task):`
+				);
+				console.log(
+					`  lease 1 slot:     p50 ${ms(percentile(s.one, 50))}  p99 ${ms(percentile(s.one, 99))}${vs(f => f.one)}`
+				);
+				console.log(
+					`  lease 16 slots:   p50 ${ms(percentile(s.batch, 50))}  p99 ${ms(percentile(s.batch, 99))}  (per task)${vs(f => f.batch)}`
+				);
+				console.log(
+					`  admission query:  p50 ${ms(percentile(s.admission, 50))}  p99 ${ms(percentile(s.admission, 99))}  (~${s.queued} queued)${vs(f => f.admission)}`
+				);
+			}
 		}
 	}
 	if (PARTS.has("e2e")) {

@@ -10,7 +10,7 @@
 import type { Client as PgClient } from "pg";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { TIERS, TIER_ORDER, type TierName, type TierTable, boostCeilingMs, tierConcurrencyCap } from "../domain/tiers";
-import { FAIRNESS_QUANTUM_MS, USER_RANK_SQL, vstSql, type QueuedTask } from "./scheduling";
+import { FAIRNESS_QUANTUM_MS, vstSql, type QueuedTask } from "./scheduling";
 import type { Candidate, TaskState } from "./rules";
 
 export interface TaskRow {
@@ -90,11 +90,13 @@ export interface NewTask {
 	notBefore: number | null;
 }
 
+/**
+ * The time-eligible queued tasks with their user rank (USER_RANK_SQL), read by tasks_eligible_ranked
+ * (migration 20261205-4501): only the partial index of queued rows, in its order, whatever the planner
+ * statistics say, so finished rows never slow the backlog or position queries.
+ */
 const RANKED_CTE = (alias = "r") => `
-	${alias} AS (
-		SELECT id, user_id, tier, enqueued_at, boost_ms, ${USER_RANK_SQL} AS user_rank
-		FROM tasks WHERE state = 'queued' AND (not_before IS NULL OR not_before <= $1)
-	)`;
+	${alias} AS (SELECT id, user_id, tier, enqueued_at, boost_ms, user_rank FROM tasks_eligible_ranked($1::timestamptz))`;
 
 export class TaskStore {
 	private readonly vst: string;
@@ -503,7 +505,10 @@ export class TaskStore {
 			boost_ms: number;
 			attempts: number;
 			not_before: Date | null;
-		}>(`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks WHERE state = 'queued'`);
+		}>(
+			// tasks_queued_rows (migration 20261205-4501): by a partial index of queued rows, never a scan of the table.
+			`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks_queued_rows()`
+		);
 		return rows.map(r => ({
 			id: r.id,
 			userId: r.user_id,
@@ -528,7 +533,7 @@ export class TaskStore {
 		const bind: unknown[] = [new Date(now), ...TIER_ORDER.map(t => new Date(now - this.tiers[t].maxBoostMs))];
 		const [row] = await this.q<Record<TierName | "running", string>>(
 			`WITH ${RANKED_CTE()}, v AS (SELECT ${this.vst} AS vst FROM r)
-			 SELECT ${filters}, (SELECT count(*) FROM tasks WHERE state = 'running') AS running FROM v`,
+			 SELECT ${filters}, tasks_running_count() AS running FROM v`,
 			bind
 		);
 		const ahead = {} as Record<TierName, number>;

@@ -214,3 +214,35 @@ test("a run another node holds the lock of is skipped", async () => {
 	}
 	expect(await node.broker.call("tasks.prune", {})).toMatchObject({ ran: true });
 });
+
+test("the queue's reads cannot scan finished rows: their functions have sequential and bitmap scans off, and answer as the inline queries", async () => {
+	const rows = await sql<{ name: string; config: string[] | null }>(
+		`SELECT p.oid::regprocedure::text AS name, p.proconfig AS config FROM pg_proc p
+		 WHERE p.proname IN ('tasks_lease', 'tasks_queue_head', 'tasks_eligible_ranked', 'tasks_running_count', 'tasks_queued_rows')`
+	);
+	expect(rows).toHaveLength(6);
+	for (const r of rows)
+		expect(r.config).toEqual(expect.arrayContaining(["enable_seqscan=off", "enable_bitmapscan=off", "jit=off"]));
+	// Queued tasks beside the finished ones of the test above: the worker's node is drained meanwhile.
+	const u = await makeUser(node, "team");
+	await node.broker.call("tasks.drain", { nodeID: node.broker.nodeID });
+	for (let i = 0; i < 5; i++) await submit(u, `queued ${i}`);
+	const now = new Date(Date.now() + 1_000);
+	const ranked = await sql(`SELECT * FROM tasks_eligible_ranked($1) ORDER BY id`, [now]);
+	const inline = await sql(
+		`SELECT id, user_id, tier, enqueued_at, boost_ms, row_number() OVER (PARTITION BY user_id ORDER BY enqueued_at, id) - 1 AS user_rank
+		 FROM tasks WHERE state = 'queued' AND (not_before IS NULL OR not_before <= $1) ORDER BY id`,
+		[now]
+	);
+	expect(ranked).toEqual(inline);
+	expect(await sql(`SELECT * FROM tasks_queued_rows() ORDER BY id`)).toEqual(
+		await sql(
+			`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks WHERE state = 'queued' ORDER BY id`
+		)
+	);
+	expect(await sql(`SELECT tasks_running_count() AS n`)).toEqual(
+		await sql(`SELECT count(*) AS n FROM tasks WHERE state = 'running'`)
+	);
+	expect(ranked).toHaveLength(5);
+	await node.broker.call("tasks.drain", { nodeID: node.broker.nodeID, undo: true });
+});
