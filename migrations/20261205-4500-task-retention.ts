@@ -15,7 +15,7 @@ export async function up({ sequelize }: MigrationParams) {
 	await sequelize.query(`
 		CREATE TABLE task_daily_summaries (
 			day DATE NOT NULL,
-			payer_id TEXT NOT NULL,          -- who paid: the usage attribution's payer, else the task's user
+			payer_id TEXT NOT NULL,          -- who paid: tasks.payer_id, else the usage attribution's payer, else the task's user
 			user_id TEXT NOT NULL,           -- who submitted
 			project_id TEXT NOT NULL,
 			model TEXT NOT NULL,             -- the model used ('' when unknown)

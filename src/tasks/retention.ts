@@ -73,11 +73,11 @@ export function tasksPruneRule(retentionDays: number): PruneRule {
 				SELECT id FROM tasks WHERE ${PRUNABLE} ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
 			), gone AS (
 				DELETE FROM tasks t USING doomed d WHERE t.id = d.id
-				RETURNING t.id, t.user_id, t.project_id, t.kind, t.state, t.request, t.prepared, t.usage, t.attempts, t.settlement,
+				RETURNING t.id, t.user_id, t.payer_id, t.project_id, t.kind, t.state, t.request, t.prepared, t.usage, t.attempts, t.settlement,
 					t.spent_credits, t.cost_credits, t.max_cost_credits, t.finished_at, t.last_started_at
 			), sums AS (
 				SELECT (g.finished_at AT TIME ZONE 'UTC')::date AS day,
-					COALESCE(a.payer_id, g.user_id) AS payer_id, g.user_id, g.project_id,
+					COALESCE(g.payer_id, a.payer_id, g.user_id) AS payer_id, g.user_id, g.project_id,
 					COALESCE(a.model, g.request ->> 'model', g.prepared -> 'models' -> 0 ->> 'model', '') AS model,
 					g.kind, g.state, count(*) AS tasks, sum(g.attempts) AS attempts, sum(${CHARGED}) AS cost_credits,
 					sum(${tokens("promptTokens")}) AS input_tokens, sum(${tokens("completionTokens")}) AS output_tokens,
