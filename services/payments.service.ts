@@ -36,6 +36,7 @@ import { balanceView, boostQuote, factsView, stakingView } from "../src/payments
 import { payerOfRequest } from "../src/payments/payer";
 import { spendCounters, type SpendCaps } from "../src/payments/spend-caps";
 import { orgOfRequest } from "../src/auth/org-key";
+import { capScopeOf, noticeCapReached } from "../src/payments/cap-notices";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 import { topUpMixin } from "./payments/topup.mixin";
@@ -415,10 +416,8 @@ const PaymentsService: ServiceSchema<
 					this.factsOf(p.userId, p.tier ?? null),
 					p.attribution ? this.usageStore.attribute(p.taskId, p.userId, p.attribution) : null
 				]);
-				return countHold(
-					this.broker.metrics,
-					"placed",
-					await this.ledger.reserve({
+				const hold = await this.ledger
+					.reserve({
 						userId: p.userId,
 						taskId: p.taskId,
 						listMaxCost: BigInt(p.maxCost),
@@ -428,7 +427,24 @@ const PaymentsService: ServiceSchema<
 						discountBps: f.feeDiscountBps,
 						caps
 					})
-				);
+					.catch(async (err: unknown) => {
+						// Refused by a monthly cap: the payer hears of it once per cap and month.
+						const scope = capScopeOf(err);
+						if (scope)
+							await noticeCapReached(
+								runtimeOf(this.broker).sequelize,
+								(tx, topic, payload) => this.publishDurable(tx, topic, payload),
+								{ scope, details: (err as { details?: unknown }).details },
+								{
+									payerId: p.userId,
+									memberId: p.attribution?.memberId ?? null,
+									keyId: p.attribution?.keyId ?? null,
+									counters: caps
+								}
+							).catch(e => this.logger.warn("cap notice not published", (e as Error).message));
+						throw err;
+					});
+				return countHold(this.broker.metrics, "placed", hold);
 			}
 		},
 

@@ -31,6 +31,8 @@ import { parsePlanChanged, parseStakeChanged } from "../src/users/tier-facts";
 import {
 	autoTopUpFailedMails,
 	lowBalanceMails,
+	capReachedMails,
+	parseCapReached,
 	parseAutoTopUpFailed,
 	parseLowBalance,
 	parsePastDueNotice,
@@ -107,6 +109,11 @@ const UsersService: UsersSchema = {
 				// The available credit crossed under the payer's threshold (once per crossing).
 				async "billing.low_balance"(this: UsersThis, payload) {
 					const mails = await lowBalanceMails(parseLowBalance(payload), noticeSources(this));
+					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
+				},
+				// A hold was refused by a monthly spend cap (once per payer, cap and month).
+				async "billing.cap_reached"(this: UsersThis, payload) {
+					const mails = await capReachedMails(parseCapReached(payload), noticeSources(this));
 					for (const [to, mail] of mails) this.mailer.sendLater(to, mail);
 				},
 				async "payments.stake.changed"(this: UsersThis, payload, { tx, event }) {

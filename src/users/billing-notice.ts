@@ -1,6 +1,6 @@
 /**
- * The mail of a billing notice (payments' durable `billing.past_due`, `billing.auto_topup.failed`
- * and `billing.low_balance`):
+ * The mail of a billing notice (payments' durable `billing.past_due`, `billing.auto_topup.failed`,
+ * `billing.low_balance` and `billing.cap_reached`):
  * who gets it and what it says. A user payer is mailed at its address; an organisation payer at the addresses of its
  * members with a billing role (owner, admin, billing). Accounts without an address are skipped.
  */
@@ -76,6 +76,54 @@ export function lowBalanceMails(n: LowBalanceNotice, src: NoticeSources): Promis
 		kind: "billingLowBalance",
 		thresholdCredits: n.thresholdCredits,
 		availableCredits: n.availableCredits,
+		orgName,
+		link
+	}));
+}
+
+/** A hold was refused by a monthly spend cap (`billing.cap_reached`, once per payer, cap and month). */
+export interface CapReachedNotice {
+	payerId: string;
+	scope: "member" | "key" | "payer";
+	memberId: string | null;
+	keyId: string | null;
+	capCredits: string;
+	month: string;
+}
+
+export function parseCapReached(payload: unknown): CapReachedNotice {
+	const p = (payload ?? {}) as Record<string, unknown>;
+	if (typeof p.payerId !== "string" || !(isUuid(p.payerId) || ORG_PAYER.test(p.payerId)))
+		throw new InvalidEventPayload("payerId must be a user id or org:<uuid>");
+	if (p.scope !== "member" && p.scope !== "key" && p.scope !== "payer")
+		throw new InvalidEventPayload("scope must be member, key or payer");
+	const optionalId = (k: "memberId" | "keyId") => {
+		const v = p[k];
+		if (v == null) return null;
+		if (typeof v !== "string" || !/^[A-Za-z0-9._:@-]{1,128}$/.test(v))
+			throw new InvalidEventPayload(`${k} must be an id`);
+		return v;
+	};
+	if (typeof p.capCredits !== "string" || !/^[0-9]{1,20}$/.test(p.capCredits))
+		throw new InvalidEventPayload("capCredits must be a decimal string");
+	if (typeof p.month !== "string" || !/^[0-9]{4}-[0-9]{2}-01$/.test(p.month))
+		throw new InvalidEventPayload("month must be YYYY-MM-01");
+	return {
+		payerId: p.payerId,
+		scope: p.scope,
+		memberId: optionalId("memberId"),
+		keyId: optionalId("keyId"),
+		capCredits: p.capCredits,
+		month: p.month
+	};
+}
+
+export function capReachedMails(n: CapReachedNotice, src: NoticeSources): Promise<Array<[string, AccountMail]>> {
+	return noticeMails(n.payerId, src, (orgName, link) => ({
+		kind: "billingCapReached",
+		scope: n.scope,
+		capCredits: n.capCredits,
+		month: n.month.slice(0, 7),
 		orgName,
 		link
 	}));

@@ -39,6 +39,16 @@ export type AccountMail =
 			availableCredits: string;
 			orgName: string | null;
 			link: string;
+	  }
+	/** A hold was refused by a monthly spend cap (`billing.cap_reached`), once per cap and month. */
+	| {
+			kind: "billingCapReached";
+			scope: "member" | "key" | "payer";
+			capCredits: string;
+			/** YYYY-MM (UTC). */
+			month: string;
+			orgName: string | null;
+			link: string;
 	  };
 
 const escapeHtml = (s: string) =>
@@ -183,6 +193,22 @@ export function renderAccountMail(mail: AccountMail): MailContent {
 				[
 					`${whose} has ${mail.availableCredits} credits left, under the ${mail.thresholdCredits} credits you asked to be told about.`,
 					"Tasks that need more than what is left are refused. Buy a credit pack, or turn on auto top-up, from the billing page."
+				],
+				{ label: "Open billing", link: mail.link }
+			);
+		}
+		case "billingCapReached": {
+			const whose = mail.orgName ? `the organisation ${mail.orgName}` : "your account";
+			const cap = {
+				member: `a member's monthly spend cap of ${mail.capCredits} credits on ${whose}`,
+				key: `an API key's monthly spend cap of ${mail.capCredits} credits on ${whose}`,
+				payer: `the monthly spend cap of ${mail.capCredits} credits of ${whose}`
+			}[mail.scope];
+			return compose(
+				"A ForgeFluid spend cap was reached",
+				[
+					`Work was refused in ${mail.month} (UTC) because it would pass ${cap}.`,
+					"Further work under that cap is refused until the month ends or the cap is raised."
 				],
 				{ label: "Open billing", link: mail.link }
 			);

@@ -196,6 +196,23 @@ test("50 parallel submissions against a member cap that covers exactly 10: 10 ac
 	expect((await submit(mia)).body.error.code).toBe("MEMBER_CAP_REACHED");
 	// The cap is the member's: another member is not bound by it.
 	expect((await submit(owner)).status).toBe(202);
+	// 41 refusals, one notice (billing.cap_reached), mailed to the organisation's billing contacts.
+	expect(
+		await sql(`SELECT crossing FROM billing_notices WHERE payer_id = $1 AND kind = 'cap_reached'`, [PAYER])
+	).toEqual([{ crossing: expect.stringMatching(new RegExp(`^member:${PAYER}:${mia.id}:\\d{4}-\\d{2}-01$`)) }]);
+	const mailsTo = async (u: TestUser) =>
+		((await api(node, "GET", `/dev/outbox?to=${encodeURIComponent(`${u.id}@example.test`)}`, null)).body?.items ??
+			[]) as Array<{ text: string }>;
+	let mails: Array<{ text: string }> = [];
+	for (let i = 0; i < 300 && !(mails.length && (await mailsTo(bill)).length); i++) {
+		mails = await mailsTo(owner);
+		if (!mails.length) await new Promise(res => setTimeout(res, 50));
+	}
+	expect(mails).toHaveLength(1);
+	expect(mails[0].text).toContain(
+		`a member's monthly spend cap of ${10 * holdAmount} credits on the organisation Acme`
+	);
+	expect(await mailsTo(mia)).toEqual([]);
 });
 
 test("50 parallel submissions with an API key whose cap covers exactly 10: 10 accepted, 40 refused 402 KEY_CAP_REACHED", async () => {

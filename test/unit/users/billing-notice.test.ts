@@ -1,7 +1,9 @@
 import {
 	autoTopUpFailedMails,
+	capReachedMails,
 	lowBalanceMails,
 	parseAutoTopUpFailed,
+	parseCapReached,
 	parseLowBalance,
 	parsePastDueNotice,
 	pastDueMails
@@ -134,5 +136,49 @@ describe("low-balance notices", () => {
 		expect(m.subject).toBe("ForgeFluid credit is running low");
 		expect(m.text).toContain("Your account has 250 credits left, under the 1000 credits");
 		expect(m.text).toContain("auto top-up");
+	});
+});
+
+describe("cap-reached notices", () => {
+	const cap = {
+		payerId: `org:${ORG}`,
+		scope: "member" as const,
+		memberId: USER,
+		keyId: null,
+		capCredits: "5000",
+		month: "2026-12-01"
+	};
+	const src = {
+		billingContactsOf: async () => ({ name: "Acme", userIds: ["u1", "u2"] }),
+		emailOf: async (id: string) => `${id}@example.com`,
+		appUrl: "https://app.test"
+	};
+
+	test("parse: a payer, a scope, a decimal cap and the month's first day", () => {
+		expect(parseCapReached({ ...cap, extra: true })).toEqual(cap);
+		expect(parseCapReached({ ...cap, scope: "payer", memberId: undefined })).toEqual({
+			...cap,
+			scope: "payer",
+			memberId: null
+		});
+		for (const bad of [
+			{ ...cap, scope: "team" },
+			{ ...cap, capCredits: 5000 },
+			{ ...cap, month: "2026-12-03" },
+			{ ...cap, payerId: "org:nope" },
+			{ ...cap, keyId: "bad key" }
+		])
+			expect(() => parseCapReached(bad)).toThrow();
+	});
+
+	test("an organisation's billing contacts are told which cap, how much and which month", async () => {
+		const mails = await capReachedMails(cap, src);
+		expect(mails.map(([to]) => to)).toEqual(["u1@example.com", "u2@example.com"]);
+		const m = renderAccountMail(mails[0][1]);
+		expect(m.subject).toBe("A ForgeFluid spend cap was reached");
+		expect(m.text).toContain(
+			"refused in 2026-12 (UTC) because it would pass a member's monthly spend cap of 5000 credits on the organisation Acme"
+		);
+		expect(m.text).toContain(`https://app.test/billing?orgId=${ORG}`);
 	});
 });
