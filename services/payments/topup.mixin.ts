@@ -95,6 +95,7 @@ export const topUpMixin: ServiceSchema<
 		alerts: {
 			auth: "required",
 			scope: "billing:read",
+			orgKey: true,
 			params: { $$strict: "remove", orgId: ORG_ID },
 			async handler(this: TopUpThis, ctx: Ctx<{ orgId?: string }>) {
 				return this.lowBalance.get(await payerOf(ctx));
@@ -104,6 +105,7 @@ export const topUpMixin: ServiceSchema<
 		setAlerts: {
 			auth: "required",
 			scope: "billing:write",
+			orgKey: true,
 			params: {
 				$$strict: true,
 				lowBalanceCredits: {
