@@ -45,7 +45,8 @@ from forgefluid_context.tokens import count_tokens
 ROOT = Path(__file__).resolve().parents[2]
 REPO = Path(os.environ.get("BENCH_REPO", str(ROOT)))
 BUDGETS = (8_000, 16_000, 32_000)
-# Generated files are no one's context: their lines are not truth.
+# Generated files are no one's context: their lines are not truth (lockfiles by name, others by
+# their header, below).
 GENERATED = re.compile(
     r"(^|/)(package-lock\.json|yarn\.lock|pnpm-lock\.yaml|[^/]*\.lock)$"
 )
@@ -55,6 +56,20 @@ CODE = re.compile(r"\.(ts|tsx|js|mjs|cjs|py|go|rs|java|c|h|cc|cpp|rb|php|sh|sql)
 ADMIN_URL = os.environ.get(
     "TEST_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
+
+
+# A file that says it is generated (openapi-typescript's "auto-generated ... Do not make direct
+# changes", protoc's "DO NOT EDIT") is rewritten by its generator, not by anyone shown it.
+GENERATED_HEADER = re.compile(r"auto-?generated|do not (edit|make direct changes)", re.I)
+
+
+def generated_header(commit: str, path: str) -> bool:
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{commit}:{path}"],
+        capture_output=True,
+        check=False,
+    ).stdout[:600]
+    return bool(GENERATED_HEADER.search(head.decode("utf-8", "replace")))
 
 
 def git(*args: str) -> str:
@@ -165,7 +180,11 @@ def cases(limit: int) -> list[Case]:
                 start, count = int(m.group(1)), int(m.group(2) or "1")
                 if count:
                     truth.setdefault(path, set()).update(range(start, start + count))
-        truth = {p: v for p, v in truth.items() if not GENERATED.search(p)}
+        truth = {
+            p: v
+            for p, v in truth.items()
+            if not GENERATED.search(p) and not generated_header(parent, p)
+        }
         if not any(CODE.search(p) for p in truth) or len(truth) > MAX_FILES:
             continue
         message = git("log", "-1", "--format=%B", commit).strip()

@@ -106,6 +106,9 @@ class VersionIndex:
         # a plain word of the query that is a file's stem or one of its directories names that file
         # every tail of a path on segment boundaries, with and without its extension, and every
         # directory: what a path written in the query can name
+        self.by_stem: dict[str, list[int]] = defaultdict(list)
+        for i, stem in enumerate(self.stem_of):
+            self.by_stem[stem].append(i)
         self.by_segment: dict[str, list[int]] = defaultdict(list)
         self.by_suffix: dict[str, list[int]] = defaultdict(list)
         self.by_dir: dict[str, list[int]] = defaultdict(list)
@@ -220,6 +223,19 @@ class VersionIndex:
                 ordered = sorted(hits)
                 for i in ordered[:50]:
                     paths[i] += 1 / math.sqrt(len(ordered))
+        # words written apart that a file's stem joins: "api-key cache" names api-key-cache.ts,
+        # "account deletion" account-deletion.ts, "stream slots" stream_slots.py
+        words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*", query)]
+        for n in (2, 3):
+            for k in range(len(words) - n + 1):
+                run = words[k : k + n]
+                if all(w in STOPWORDS for w in run):
+                    continue
+                for joined in {"-".join(run), "_".join(run), "".join(run)}:
+                    hits = self.by_stem.get(joined)
+                    if hits and len(hits) <= MAX_DEFINERS * 2:
+                        for i in hits:
+                            paths[i] += 1 / math.sqrt(len(hits))
         return defs, paths, segments, named_defs
 
     def personalised_pagerank(self, seeds: dict[int, float]) -> dict[int, float]:
