@@ -167,6 +167,20 @@ def test_a_plain_word_that_is_a_stem_or_directory_names_those_files() -> None:
     assert order.index("src/orgs/store.ts") < order.index("src/users/store.ts")
 
 
+def test_words_written_apart_name_the_file_whose_stem_joins_them() -> None:
+    tree = {
+        "src/auth/api-key-cache.ts": "export const ttl = 10;\n",
+        "src/auth/sessions.ts": "export function cacheKey(apiKey: string) {\n  return apiKey;\n}\n",
+        "src/users/account_deletion.py": "def forget(user):\n    return user\n",
+        "src/users/accounts.py": "def account(user):\n    return user\n",
+    }
+    index = build(tree)
+    assert paths_ranked(index, "the api-key cache forgets revoked keys")[0] == "src/auth/api-key-cache.ts"
+    assert paths_ranked(index, "account deletion keeps payments")[0] == "src/users/account_deletion.py"
+    # stopwords alone join nothing
+    assert "src/auth/api-key-cache.ts" not in paths_ranked(index, "and the of")
+
+
 def test_a_test_follows_its_subject_through_the_shared_stem() -> None:
     tree = dict(NAMED_TREE)
     tree["test/unit/throttle.test.ts"] = "// see the subject\n"  # no import, no shared word: only the stem joins them
