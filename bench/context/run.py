@@ -60,7 +60,9 @@ ADMIN_URL = os.environ.get(
 
 # A file that says it is generated (openapi-typescript's "auto-generated ... Do not make direct
 # changes", protoc's "DO NOT EDIT") is rewritten by its generator, not by anyone shown it.
-GENERATED_HEADER = re.compile(r"auto-?generated|do not (edit|make direct changes)", re.I)
+GENERATED_HEADER = re.compile(
+    r"auto-?generated|do not (edit|make direct changes)", re.I
+)
 
 
 def generated_header(commit: str, path: str) -> bool:

@@ -232,10 +232,10 @@ class VersionIndex:
                 if all(w in STOPWORDS for w in run):
                     continue
                 for joined in {"-".join(run), "_".join(run), "".join(run)}:
-                    hits = self.by_stem.get(joined)
-                    if hits and len(hits) <= MAX_DEFINERS * 2:
-                        for i in hits:
-                            paths[i] += 1 / math.sqrt(len(hits))
+                    stem_hits = self.by_stem.get(joined)
+                    if stem_hits and len(stem_hits) <= MAX_DEFINERS * 2:
+                        for i in stem_hits:
+                            paths[i] += 1 / math.sqrt(len(stem_hits))
         return defs, paths, segments, named_defs
 
     def personalised_pagerank(self, seeds: dict[int, float]) -> dict[int, float]:
