@@ -5,9 +5,7 @@
  * outbox row, so a replay, a retry or a second node publishes nothing more.
  *
  * Kinds: `past_due` (stripe-billing.ts), `auto_topup_failed` (auto-topup.ts), `low_balance`
- * (low-balance.ts). The hook for the spend caps: `cap_reached`, published as `billing.cap_reached`
- * with the crossing naming the cap and its month (e.g. `member:<userId>:2026-12`), is the org
- * wallet's to call when a hold is refused by a cap.
+ * (low-balance.ts), `cap_reached` (cap-notices.ts: a hold refused by a monthly spend cap).
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import type { Publisher } from "./stake-indexer";
