@@ -11,7 +11,7 @@
  * Run: node -r @swc-node/register bench/queue/run.ts   (options: N=1000 OVERLOAD_S=5 BENCH_PG_ADMIN_URL=… BENCH_REDIS_URL=…
  * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default; MIXES=typical,equal;
  * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement; FINISHED_ROWS=1000000 measures the
- * scheduling part again next to that many finished tasks, stale and analyzed statistics)
+ * scheduling part on an empty database and one with that many finished tasks, in turns; stale, then analyzed statistics)
  */
 import { randomUUID } from "node:crypto";
 import os from "node:os";
