@@ -215,6 +215,22 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 		},
 
 		/** Who hears about an organisation's billing (users mails the past-due notice): name and billing-role members. */
+		/** Operators (REPL orgs-show, orgs-grant): organisations by id or name, with their members. */
+		operatorFind: {
+			visibility: INTERNAL,
+			params: { ref: { type: "string", min: 1, max: 100, trim: true } },
+			async handler(this: OrgsThis, ctx: Ctx<{ ref: string }>) {
+				const orgs = await this.store.find(ctx.params.ref);
+				const items = [];
+				for (const org of orgs) {
+					const members = await this.store.members(org.id);
+					const { role: _role, ...view } = orgView(org, "owner", members.length);
+					items.push({ ...view, memberList: members.map(memberView) });
+				}
+				return { items };
+			}
+		},
+
 		billingContacts: {
 			visibility: INTERNAL,
 			params: { orgId: idParam },

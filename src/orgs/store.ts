@@ -39,6 +39,8 @@ export interface InvitationRow {
 	created_at: Date;
 }
 
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export const INVITATION_TOKEN_PATTERN = /^ffi_[A-Za-z0-9_-]{43}$/;
 const hashToken = (token: string) => createHash("sha256").update(token).digest();
 
@@ -170,6 +172,14 @@ export class OrgStore {
 			[orgId, userId]
 		);
 		return m ?? null;
+	}
+
+	/** Organisations an operator names: by id, else by name (case-insensitive; names are not unique). */
+	async find(ref: string): Promise<OrgRow[]> {
+		if (UUID_RE.test(ref)) return this.rows<OrgRow>(`SELECT * FROM orgs WHERE id = $1`, [ref]);
+		return this.rows<OrgRow>(`SELECT * FROM orgs WHERE lower(name) = lower($1) ORDER BY created_at LIMIT 20`, [
+			ref
+		]);
 	}
 
 	async members(orgId: string): Promise<MemberRow[]> {

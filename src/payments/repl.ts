@@ -6,16 +6,19 @@
  */
 import os from "node:os";
 import type { ReplCommand } from "../repl/command";
+import { resolveUser } from "../users/repl";
+import { isOrgPayer } from "./payer";
+import { USAGE_GROUPS, type UsageGroup } from "./usage";
 
 const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 
-function operatorName(given: unknown): string {
+export function operatorName(given: unknown): string {
 	if (typeof given === "string" && given.trim()) return given.trim();
 	// The REPL runs on an operator's shell: their login is the identity recorded on the grant.
 	return `repl:${os.userInfo().username}@${os.hostname()}`;
 }
 
-function positiveInt(raw: unknown, what: string): number {
+export function positiveInt(raw: unknown, what: string): number {
 	const s = String(raw ?? "");
 	if (!/^\d+$/.test(s) || !Number.isSafeInteger(Number(s)) || Number(s) <= 0)
 		throw new Error(`${what} must be a positive integer (got '${s}')`);
@@ -58,6 +61,27 @@ export const paymentsReplCommands: ReplCommand[] = [
 					source: o.paid === true ? "paid" : "promo",
 					...(o.expires ? { expiresAt: String(o.expires) } : {}),
 					...(o.key ? { key: String(o.key) } : {})
+				})
+			);
+		}
+	},
+	{
+		command: "billing-usage <payer> [from] [to] [groupBy]",
+		description:
+			"The usage report of a payer (<payer>: a user id or e-mail, or org:<uuid>) from settled tasks and the ledger",
+		async action(broker, args) {
+			const groupBy = String(args.groupBy ?? "day") as UsageGroup;
+			if (!USAGE_GROUPS.includes(groupBy))
+				throw new Error(`groupBy must be one of ${USAGE_GROUPS.join(", ")} (got '${groupBy}')`);
+			const ref = String(args.payer).trim();
+			const payerId = isOrgPayer(ref) ? ref.toLowerCase() : await resolveUser(broker, ref);
+			if (!payerId) return;
+			print(
+				await broker.call("payments.usageOf", {
+					payerId,
+					groupBy,
+					...(args.from ? { from: String(args.from) } : {}),
+					...(args.to ? { to: String(args.to) } : {})
 				})
 			);
 		}

@@ -4,6 +4,7 @@
  */
 import { aiReplCommands } from "../ai/repl";
 import { contextReplCommands } from "../context/repl";
+import { orgsReplCommands } from "../orgs/repl";
 import { paymentsReplCommands } from "../payments/repl";
 import { projectsReplCommands } from "../projects/repl";
 import { tasksReplCommands } from "../tasks/repl";
@@ -57,6 +58,7 @@ export function allReplCommands(): ReplCommand[] {
 		...projectsReplCommands,
 		...tasksReplCommands,
 		...paymentsReplCommands,
+		...orgsReplCommands,
 		...aiReplCommands,
 		...contextReplCommands
 	];

@@ -32,7 +32,7 @@ async function findUsers(broker: ServiceBroker, query: string, limit = 20): Prom
 }
 
 /** A user id, an e-mail or a wallet address → the one user it names (or a printed explanation). */
-async function resolveUser(broker: ServiceBroker, ref: string): Promise<string | null> {
+export async function resolveUser(broker: ServiceBroker, ref: string): Promise<string | null> {
 	const asId: unknown = ref;
 	if (isUuid(asId)) return asId.toLowerCase();
 	const wanted = ref.trim().toLowerCase();

@@ -37,6 +37,7 @@ test("every command is declared for moleculer-repl", () => {
 	expect(paymentsReplCommands.map(c => c.command.split(" ")[0])).toEqual([
 		"payments-balance",
 		"payments-grant",
+		"billing-usage",
 		"payments-stripe-replay",
 		"payments-stripe-reconcile",
 		"payments-chain-reindex",
