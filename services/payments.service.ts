@@ -33,10 +33,11 @@ import {
 import { adminOverrideVia, tierFactsOf, walletOwnerVia } from "../src/payments/facts";
 import { grantCredits, postGrant, type GrantRequest } from "../src/payments/grants";
 import { balanceView, boostQuote, factsView, stakingView } from "../src/payments/views";
-import { payerOfRequest } from "../src/payments/payer";
+import { isOrgPayer, payerOfRequest } from "../src/payments/payer";
 import { spendCounters, type SpendCaps } from "../src/payments/spend-caps";
 import { orgOfRequest } from "../src/auth/org-key";
 import { capScopeOf, noticeCapReached } from "../src/payments/cap-notices";
+import { PayerCaps } from "../src/payments/payer-caps";
 import type { SettledUsage, UsageAttribution } from "../src/payments/usage";
 import { ATTRIBUTION, SETTLED_USAGE, usageMixin, type UsageThis } from "./payments/usage.mixin";
 import { topUpMixin } from "./payments/topup.mixin";
@@ -45,6 +46,7 @@ import { ORG_MEMBERS_CHANGED, SEATS_SYNC, syncSeatsOnEvent } from "../src/paymen
 interface PaymentsThis extends Service, DurableThis, Pick<UsageThis, "usageStore"> {
 	cfg: Config;
 	ledger: Ledger;
+	payerCaps: PayerCaps;
 	billing: StripeBilling;
 	chain: ForgeChain | null;
 	crypto: CryptoPayments | null;
@@ -175,6 +177,37 @@ const PaymentsService: ServiceSchema<
 				const before = readCursor(ctx.params.cursor, ["int"] as const)?.[0] ?? null;
 				const rows = await this.ledger.entries(await payerOf(ctx), limit + 1, before);
 				return pageOf(rows, limit, e => [Number(e.id)]);
+			}
+		},
+
+		/** The caller's own monthly spend cap (an organisation's is PATCH /orgs/:id) and this month's spend. */
+		payerCap: {
+			auth: "required",
+			scope: "billing:read",
+			params: { $$strict: "remove" },
+			async handler(this: PaymentsThis, ctx: Ctx) {
+				return this.payerCaps.view(currentUser(ctx).id);
+			}
+		},
+
+		setPayerCap: {
+			auth: "required",
+			scope: "billing:write",
+			params: {
+				$$strict: true,
+				monthlyCapCredits: {
+					type: "number",
+					integer: true,
+					min: 0,
+					max: Number.MAX_SAFE_INTEGER,
+					nullable: true,
+					description: "credits per calendar month (UTC) on your own wallet; null removes the cap"
+				}
+			},
+			async handler(this: PaymentsThis, ctx: Ctx<{ monthlyCapCredits: number | null }>) {
+				const userId = currentUser(ctx).id;
+				await this.payerCaps.set(userId, ctx.params.monthlyCapCredits);
+				return this.payerCaps.view(userId);
 			}
 		},
 
@@ -403,19 +436,21 @@ const PaymentsService: ServiceSchema<
 				}>
 			) {
 				const p = ctx.params;
+				// Who holds the task, for the usage report; written beside the facts read (a hold that is then
+				// refused leaves an attribution no settlement will ever name, which no report counts). A user
+				// payer's own cap is read beside them (an organisation's comes with the call).
+				const [f, ownCap] = await Promise.all([
+					this.factsOf(p.userId, p.tier ?? null),
+					p.caps?.payer == null && !isOrgPayer(p.userId) ? this.payerCaps.capOf(p.userId) : null,
+					p.attribution ? this.usageStore.attribute(p.taskId, p.userId, p.attribution) : null
+				]);
 				// `userId` is the payer; the member and the key of the attribution have their own counters.
 				const caps = spendCounters({
 					payerId: p.userId,
 					memberId: p.attribution?.memberId,
 					keyId: p.attribution?.keyId,
-					caps: p.caps
+					caps: { ...p.caps, payer: p.caps?.payer ?? ownCap }
 				});
-				// Who holds the task, for the usage report; written beside the facts read (a hold that is then
-				// refused leaves an attribution no settlement will ever name, which no report counts).
-				const [f] = await Promise.all([
-					this.factsOf(p.userId, p.tier ?? null),
-					p.attribution ? this.usageStore.attribute(p.taskId, p.userId, p.attribution) : null
-				]);
 				const hold = await this.ledger
 					.reserve({
 						userId: p.userId,
@@ -683,6 +718,7 @@ const PaymentsService: ServiceSchema<
 		this.cfg = rt.config;
 		const pc = this.cfg.payments;
 		this.ledger = new Ledger(rt.sequelize);
+		this.payerCaps = new PayerCaps(rt.sequelize);
 		const publish = (tx: Transaction, topic: string, payload: unknown) => this.publishDurable(tx, topic, payload);
 		this.billing = new StripeBilling(
 			rt.sequelize,

@@ -174,8 +174,17 @@ export const Staking = Named("Staking", {
 	)
 });
 
+/** A user's own monthly spend cap and the month's spend against it (GET/PUT /billing/cap). */
+export const PayerCap = Named("PayerCap", {
+	monthlyCapCredits: Nullable(Count("Spend cap per calendar month (UTC) on your own wallet; null = none")),
+	spentCredits: Count("Held + settled this month (UTC)"),
+	month: Str(10, { description: "The month counted, YYYY-MM-01 (UTC)" })
+});
+
 export const views = {
 	balance: Balance,
+	payerCap: PayerCap,
+	setPayerCap: PayerCap,
 	ledger: Type.Object({
 		items: List(LedgerEntry, 100),
 		nextCursor: Nullable(Type.String({ pattern: "^c1\\.[A-Za-z0-9_-]+$", maxLength: 512 }))

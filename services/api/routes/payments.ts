@@ -32,6 +32,24 @@ export function paymentsRoutes(): RouteSpec[] {
 		},
 		{
 			method: "GET",
+			path: "/billing/cap",
+			action: "payments.payerCap",
+			response: views.payerCap,
+			auth: "required",
+			tag,
+			summary: "Your own monthly spend cap and this month's spend (an organisation's cap: PATCH /orgs/{id})"
+		},
+		{
+			method: "PUT",
+			path: "/billing/cap",
+			action: "payments.setPayerCap",
+			response: views.setPayerCap,
+			auth: "required",
+			tag,
+			summary: "Set or remove (null) your own monthly spend cap; holds past it are refused 402 PAYER_CAP_REACHED"
+		},
+		{
+			method: "GET",
 			path: "/billing/prices",
 			action: "payments.prices",
 			response: views.prices,

@@ -265,6 +265,25 @@ test("the organisation's own cap (owners and admins set it) refuses with PAYER_C
 	expect((await submit(owner)).status).toBe(202);
 });
 
+test("a user's own cap on their wallet (PUT /billing/cap) refuses with PAYER_CAP_REACHED", async () => {
+	const sam = await makeUser(node, "pro", 1_000_000);
+	const set = await api(node, "PUT", "/billing/cap", sam.token, { monthlyCapCredits: holdAmount });
+	expect(set.status).toBe(200);
+	expect(set.body).toMatchObject({ monthlyCapCredits: holdAmount, spentCredits: 0 });
+	expect((await submit(sam, sam.projectId)).status).toBe(202);
+	const refused = await submit(sam, sam.projectId);
+	expect(refused.status).toBe(402);
+	expect(refused.body.error.code).toBe("PAYER_CAP_REACHED");
+	expect((await api(node, "GET", "/billing/cap", sam.token)).body).toMatchObject({
+		monthlyCapCredits: holdAmount,
+		spentCredits: holdAmount
+	});
+	expect((await api(node, "PUT", "/billing/cap", sam.token, { monthlyCapCredits: null })).body).toMatchObject({
+		monthlyCapCredits: null
+	});
+	expect((await submit(sam, sam.projectId)).status).toBe(202);
+});
+
 test("?orgId= on the balance and the ledger: owners and billing see the organisation's; a member 403, another organisation's owner 404", async () => {
 	const bal = await api(node, "GET", `/billing/balance?orgId=${ORG}`, bill.token);
 	expect(bal.status).toBe(200);
