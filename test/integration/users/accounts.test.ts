@@ -512,6 +512,8 @@ describe("API keys", () => {
 			monthlyBudgetCredits: null,
 			rpm: null,
 			tpm: null,
+			// The key's monthly spend cap on every hold (none set here).
+			monthlyCapCredits: null,
 			createdAt: expect.any(String),
 			expiresAt: null,
 			lastUsedAt: null,
