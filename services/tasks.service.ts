@@ -14,6 +14,7 @@ import { readCursor, pageOf } from "../src/http/cursor";
 import { Conflict, NotFound, Unavailable } from "../src/errors";
 import { INTERNAL, currentUser, type Ctx } from "../src/kit/service";
 import { orgOfKey } from "../src/auth/org-key";
+import { orgPayerId } from "../src/payments/payer";
 import { runtimeOf } from "../src/runtime/runtime";
 import { cancelTask, requeueTask } from "../src/tasks/cancel";
 import type { TasksConfig } from "../src/tasks/config";
@@ -410,6 +411,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					tierOf: async userId => {
 						const info = (await ctx.call("users.getTier", { userId })) as { tier?: unknown } | null;
 						return isTierName(info?.tier) ? info.tier : "free";
+					},
+					orgTierOf: async orgId => {
+						const facts = (await ctx.call("payments.facts", { userId: orgPayerId(orgId) })) as {
+							tier?: unknown;
+						} | null;
+						return isTierName(facts?.tier) ? facts.tier : "free";
 					},
 					prepare: input => ctx.call("ai.prepare", input) as Promise<PreparedTask>,
 					priorityBoost: input => ctx.call("payments.priorityBoost", input) as Promise<{ boostMs: number }>,

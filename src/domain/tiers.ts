@@ -224,6 +224,18 @@ export function resolveTier(input: ResolveTierInput, table: TierTable = TIERS): 
 	return higherTier(input.planTier ?? "free", stakeTier(input.effectiveStakeWei, table), table);
 }
 
+/**
+ * THE RULE for work done in an organisation (issue 19; docs/orgs.md "Tier"): a task in an
+ * organisation's project gets the better of the member's own tier (`resolveTier`: plan, stake, admin
+ * override) and the organisation's (the plan its payer `org:<uuid>` pays for). WHY: the organisation
+ * pays for its plan so that its members' work runs at that tier, and a member who pays more for
+ * themselves does not lose it by working in a team's project. An admin override on the member
+ * (even downwards) therefore does not lower the organisation's tier for the organisation's work.
+ */
+export function tierInOrg(memberTier: TierName, orgTier: TierName, table: TierTable = TIERS): TierName {
+	return higherTier(memberTier, orgTier, table);
+}
+
 /** Discount earned by effective stake alone (highest step reached, 0 below the first). */
 export function stakeDiscountBps(
 	effectiveStakeWei: bigint,

@@ -22,7 +22,7 @@
  * Collaborators come in as parameters, so unit tests drive each branch with fakes.
  */
 import { UniqueConstraintError } from "sequelize";
-import { MAX_PURCHASED_BOOST_MS, type AdmissionThresholds, type TierName } from "../domain/tiers";
+import { MAX_PURCHASED_BOOST_MS, tierInOrg, type AdmissionThresholds, type TierName } from "../domain/tiers";
 import { NotFound, TooManyRequests, Unprocessable, type FieldProblem } from "../errors";
 import { orgPayerId } from "../payments/payer";
 import type { SpendCaps } from "../payments/spend-caps";
@@ -59,6 +59,8 @@ export interface SubmitServices {
 		userId: string
 	): Promise<{ memberCapCredits: number | null; orgCapCredits: number | null } | null>;
 	tierOf(userId: string): Promise<TierName>;
+	/** The organisation's tier: the plan its payer (`org:<uuid>`) pays for. */
+	orgTierOf(orgId: string): Promise<TierName>;
 	prepare(input: PrepareInput): Promise<PreparedTask>;
 	priorityBoost(input: { userId: string; purchaseMs: number; tier: TierName }): Promise<{ boostMs: number }>;
 	reserve(input: {
@@ -187,7 +189,12 @@ export async function submitTask(
 
 	const access = await services.checkProjectAccess(p.projectId, userId);
 	const { payerId, caps } = await taskPayer(services, userId, access.orgId, key);
-	const tier = await services.tierOf(userId);
+	// In an organisation's project: the better of the member's and the organisation's tier (tierInOrg).
+	const [memberTier, orgTier] = await Promise.all([
+		services.tierOf(userId),
+		access.orgId ? services.orgTierOf(access.orgId) : null
+	]);
+	const tier = orgTier ? tierInOrg(memberTier, orgTier) : memberTier;
 	const prepared = await services.prepare({
 		userId,
 		tier,

@@ -16,7 +16,8 @@ import {
 	resolveTier,
 	stakeDiscountBps,
 	stakeTier,
-	tierConcurrencyCap
+	tierConcurrencyCap,
+	tierInOrg
 } from "../../../src/domain/tiers";
 
 const DAY = 86_400_000;
@@ -156,6 +157,24 @@ describe("resolveTier", () => {
 			"free"
 		);
 		expect(resolveTier({ planTier: "team", effectiveStakeWei: 0n, adminOverride: null })).toBe("team");
+	});
+});
+
+describe("tierInOrg", () => {
+	test("work in an organisation gets the better of the member's and the organisation's tier", () => {
+		expect(tierInOrg("free", "team")).toBe("team");
+		expect(tierInOrg("enterprise", "pro")).toBe("enterprise");
+		expect(tierInOrg("pro", "pro")).toBe("pro");
+		for (const a of TIER_ORDER)
+			for (const b of TIER_ORDER) {
+				expect(tierInOrg(a, b)).toBe(tierInOrg(b, a));
+				expect(TIERS[tierInOrg(a, b)].rank).toBe(Math.max(TIERS[a].rank, TIERS[b].rank));
+			}
+	});
+
+	test("a member's admin downgrade does not lower the organisation's work", () => {
+		const member = resolveTier({ planTier: "enterprise", effectiveStakeWei: 0n, adminOverride: "free" });
+		expect(tierInOrg(member, "team")).toBe("team");
 	});
 });
 

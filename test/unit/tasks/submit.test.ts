@@ -54,6 +54,8 @@ function world(
 		capacity?: number;
 		p50?: number;
 		tier?: TierName;
+		/** The organisation's own tier (its plan). */
+		orgTier?: TierName;
 		/** The project's organisation, and the member's caps there (null: no longer a member). */
 		org?: { id: string; spending: { memberCapCredits: number | null; orgCapCredits: number | null } | null };
 	} = {}
@@ -122,6 +124,11 @@ function world(
 			},
 			async tierOf() {
 				return opts.tier ?? "free";
+			},
+			async orgTierOf(orgId) {
+				calls.push("orgTierOf");
+				expect(orgId).toBe(opts.org?.id);
+				return opts.orgTier ?? "free";
 			},
 			async prepare() {
 				calls.push("prepare");
@@ -317,6 +324,27 @@ describe("whose wallet pays", () => {
 		expect(w.reserves).toEqual([expect.objectContaining({ userId: "u1", caps: { key: null } })]);
 		expect(w.calls).not.toContain("orgSpending");
 		expect(out.row.payer_id).toBe("u1");
+	});
+
+	test("in an organisation's project the task gets the better of the member's and the organisation's tier", async () => {
+		const spending = { memberCapCredits: null, orgCapCredits: null };
+		for (const [member, org, expected] of [
+			["free", "team", "team"],
+			["enterprise", "pro", "enterprise"],
+			["pro", "pro", "pro"]
+		] as const) {
+			const w = world({ tier: member, orgTier: org, org: { id: ORG, spending } });
+			const out = await submitTask(w.deps, "u1", params(), null, null);
+			expect(out.row.tier).toBe(expected);
+			expect(w.reserves).toEqual([expect.objectContaining({ tier: expected })]);
+		}
+	});
+
+	test("in the user's own project the organisation's tier is not asked", async () => {
+		const w = world({ tier: "pro", orgTier: "enterprise" });
+		const out = await submitTask(w.deps, "u1", params(), null, null);
+		expect(out.row.tier).toBe("pro");
+		expect(w.calls).not.toContain("orgTierOf");
 	});
 
 	test("a member removed between the access check and the hold: 404, nothing held", async () => {
