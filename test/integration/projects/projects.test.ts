@@ -415,7 +415,9 @@ describe("internal actions for other services", () => {
 			projectId: id,
 			role: "viewer",
 			status: "active",
-			headVersion: 1
+			headVersion: 1,
+			// a personal project: no organisation (tasks.submit reads it for the payer and the tier)
+			orgId: null
 		});
 		await expect(node.broker.call("projects.access", { projectId: id, userId: "stranger" })).rejects.toMatchObject({
 			code: 404,
