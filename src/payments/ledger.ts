@@ -590,19 +590,20 @@ export class Ledger {
 
 	/** Available (unexpired lots), held, and the stored balance that includes not-yet-swept expired credit. */
 	async balance(userId: string): Promise<{ available: bigint; held: bigint; expiredPending: bigint }> {
-		const rows = await this.q<{ key: string; balance: string }>(
+		// One statement (one round trip, one snapshot): both accounts and the expired lots not yet swept.
+		const [row] = await this.q<{ available: string | null; held: string | null; expired: string | null }>(
 			null,
-			`SELECT key, balance FROM ledger_accounts WHERE key IN ($1, $2)`,
-			[availableKey(userId), heldKey(userId)]
+			`SELECT (SELECT balance FROM ledger_accounts WHERE key = $1) AS available,
+			        (SELECT balance FROM ledger_accounts WHERE key = $2) AS held,
+			        (SELECT SUM(remaining) FROM credit_lots WHERE user_id = $3 AND remaining > 0 AND expires_at <= now()) AS expired`,
+			[availableKey(userId), heldKey(userId), userId]
 		);
-		const [exp] = await this.q<{ s: string | null }>(
-			null,
-			`SELECT SUM(remaining) AS s FROM credit_lots WHERE user_id = $1 AND remaining > 0 AND expires_at <= now()`,
-			[userId]
-		);
-		const get = (k: string) => BigInt(rows.find(r => r.key === k)?.balance ?? 0);
-		const expiredPending = BigInt(exp?.s ?? 0);
-		return { available: get(availableKey(userId)) - expiredPending, held: get(heldKey(userId)), expiredPending };
+		const expiredPending = BigInt(row?.expired ?? 0);
+		return {
+			available: BigInt(row?.available ?? 0) - expiredPending,
+			held: BigInt(row?.held ?? 0),
+			expiredPending
+		};
 	}
 
 	async holdOf(taskId: string): Promise<HoldView | null> {

@@ -83,14 +83,19 @@ export class LowBalanceNotices {
 	}
 
 	async check(payerId: string): Promise<LowBalanceOutcome> {
-		const r = await this.row(payerId);
-		const threshold = BigInt(r?.low_balance_credits ?? this.defaultCredits);
-		if (threshold <= 0n) return { noticed: false, reason: "off" };
-		const [{ newest }] = await this.q<{ newest: string | null }>(
+		// The payer's alert state and its newest ledger transaction in one round trip (the check runs
+		// after every settlement).
+		const [read] = await this.q<Partial<AlertRow> & { newest: string | null }>(
 			null,
-			`SELECT max(id)::text AS newest FROM ledger_transactions WHERE user_id = $1`,
+			`SELECT a.payer_id, a.low_balance_credits, a.below, a.seen_transaction_id, a.crossings,
+			        (SELECT max(id)::text FROM ledger_transactions WHERE user_id = $1) AS newest
+			 FROM (SELECT $1::text AS payer_id) k LEFT JOIN billing_alerts a ON a.payer_id = k.payer_id`,
 			[payerId]
 		);
+		const r: AlertRow | null = read?.payer_id ? (read as AlertRow) : null;
+		const newest = read?.newest ?? null;
+		const threshold = BigInt(r?.low_balance_credits ?? this.defaultCredits);
+		if (threshold <= 0n) return { noticed: false, reason: "off" };
 		const { available } = await this.ledger.balance(payerId);
 		const seen = r?.seen_transaction_id ?? "0";
 		const newestId = newest ?? "0";
