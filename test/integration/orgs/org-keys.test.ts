@@ -6,10 +6,10 @@
  * role counts on every request (demoted to billing: reads only), and a removed member's keys stop
  * at once. Every answer is checked against the OpenAPI document by the suites' fetch hook.
  */
-import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient } from "../users/http";
-import { signUp } from "../../support/sign-up";
+import { orgPeople, type Person } from "../../support/org-people";
 
 jest.setTimeout(120_000);
 
@@ -17,12 +17,7 @@ const PASSWORD = "correct horse battery staple";
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 const call = httpClient(() => node.baseUrl);
-
-interface Person {
-	email: string;
-	id: string;
-	token: string;
-}
+const { person, newOrg, join } = orgPeople(call, { prefix: "ok", password: PASSWORD });
 
 beforeAll(async () => {
 	db = await createTestDatabase();
@@ -36,43 +31,6 @@ afterAll(async () => {
 	await node?.stop();
 	await db?.drop();
 });
-
-async function outboxToken(to: string, path: string): Promise<string> {
-	let token = "";
-	await eventually(async () => {
-		const box = await call("GET", `/api/v1/dev/outbox?to=${encodeURIComponent(to)}`);
-		const links: string[] = (box.json?.items ?? box.json ?? []).flatMap((m: { links: string[] }) => m.links);
-		const hit = links.find(l => new URL(l).pathname === path);
-		if (hit) token = new URL(hit).searchParams.get("token")!;
-		return !!hit;
-	}, 15_000);
-	return token;
-}
-
-async function person(): Promise<Person> {
-	const email = `${uniqueId("ok")}@example.com`;
-	const u = await signUp(call, email, PASSWORD);
-	const p = { email, id: u.userId, token: u.accessToken };
-	const token = await outboxToken(p.email, "/verify-email");
-	expect((await call("POST", "/api/v1/auth/email/verify", { body: { token } })).status).toBe(200);
-	return p;
-}
-
-async function newOrg(owner: Person, name: string) {
-	const r = await call("POST", "/api/v1/orgs", { token: owner.token, body: { name } });
-	expect(r.status).toBe(201);
-	return r.json.id as string;
-}
-
-async function join(orgId: string, owner: Person, p: Person, role: string) {
-	const r = await call("POST", `/api/v1/orgs/${orgId}/invitations`, {
-		token: owner.token,
-		body: { email: p.email, role }
-	});
-	expect(r.status).toBe(201);
-	const token = await outboxToken(p.email, "/invitations/accept");
-	expect((await call("POST", "/api/v1/invitations/accept", { token: p.token, body: { token } })).status).toBe(200);
-}
 
 async function project(p: Person, name: string, orgId?: string): Promise<string> {
 	const r = await call("POST", "/api/v1/projects", { token: p.token, body: orgId ? { name, orgId } : { name } });

@@ -7,12 +7,14 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import { signUp } from "../../support/sign-up";
+import { apiCaller } from "../../support/billing-http";
 import type { ForgeNode } from "../../../app/node";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 
 type Json = Record<string, any>; // response bodies are checked field by field
+const call = apiCaller(() => node.baseUrl);
 const SUBJECT = "ForgeFluid credit is running low";
 
 beforeAll(async () => {
@@ -35,19 +37,6 @@ afterAll(async () => {
 
 const sql = <T extends object>(q: string, bind: unknown[] = []) =>
 	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
-
-async function call(method: string, path: string, opts: { token?: string; body?: unknown } = {}) {
-	const headers: Record<string, string> = {};
-	if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-	if (opts.body !== undefined) headers["content-type"] = "application/json";
-	const res = await fetch(`${node.baseUrl}/api/v1${path}`, {
-		method,
-		headers,
-		body: opts.body === undefined ? undefined : JSON.stringify(opts.body)
-	});
-	const text = await res.text();
-	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json };
-}
 
 async function person() {
 	const email = `${uniqueId("low")}@example.com`;

@@ -7,14 +7,19 @@
 import { QueryTypes } from "sequelize";
 import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import { signUp } from "../../support/sign-up";
-import { FakeEvent, startStripeFake, StripeFake } from "../../support/stripe-fake";
+import { apiCaller, webhookSender } from "../../support/billing-http";
+import { startStripeFake, StripeFake } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
-type Json = Record<string, any>; // response bodies are checked field by field
+const call = apiCaller(() => node.baseUrl);
+const send = webhookSender(
+	() => fake,
+	() => node.baseUrl
+);
 
 interface Person {
 	email: string;
@@ -42,28 +47,6 @@ afterAll(async () => {
 	await fake?.stop();
 });
 
-async function call(method: string, path: string, opts: { token?: string; body?: unknown } = {}) {
-	const headers: Record<string, string> = {};
-	if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-	if (opts.body !== undefined) headers["content-type"] = "application/json";
-	const res = await fetch(`${node.baseUrl}/api/v1${path}`, {
-		method,
-		headers,
-		body: opts.body === undefined ? undefined : JSON.stringify(opts.body)
-	});
-	const text = await res.text();
-	return { status: res.status, json: (text ? JSON.parse(text) : null) as Json };
-}
-
-async function send(event: FakeEvent) {
-	const { body, signature } = fake.signed(event);
-	const r = await fetch(`${node.baseUrl}/api/v1/billing/stripe/webhook`, {
-		method: "POST",
-		headers: { "content-type": "application/json", "stripe-signature": signature },
-		body
-	});
-	expect(r.status).toBe(200);
-}
 const drain = () => node.broker.call("payments.processStripeInbox", {});
 
 async function outboxToken(to: string, path: string): Promise<string> {
