@@ -9,7 +9,8 @@ import { NotFound } from "../../src/errors";
 import { INTERNAL } from "../../src/kit/service";
 import { CACHED_ACTIONS } from "../../src/users/cache";
 import { profileOf } from "../../src/users/profile";
-import { isUuid, summarizeTier, type TierSummary } from "../../src/users/tier-facts";
+import { summarizeTier, type TierSummary } from "../../src/users/tier-facts";
+import { isUuid } from "../../src/kit/uuid";
 import { sessionView, type ProfileView } from "../../src/users/views";
 import { ADDRESS_PATTERN, type UsersMixin, type UsersThis } from "./host";
 

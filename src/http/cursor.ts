@@ -7,9 +7,9 @@
  * and a list only answers a cursor when a further row exists (lists fetch `limit + 1` rows).
  */
 import { Unprocessable } from "../errors";
+import { UUID_PATTERN } from "../kit/uuid";
 
 const PREFIX = "c1.";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** ISO-8601 UTC instants as `Date.toISOString()` writes them, to the microsecond at most. */
 const INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.\d{1,6})?Z$/;
 const EARLIEST = Date.parse("0001-01-01T00:00:00Z");
@@ -40,7 +40,7 @@ function partOk(kind: CursorPart, v: unknown): boolean {
 		case "int":
 			return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 		case "uuid":
-			return typeof v === "string" && UUID.test(v);
+			return typeof v === "string" && UUID_PATTERN.test(v);
 		case "time":
 			return typeof v === "string" && isInstant(v);
 		case "text":

@@ -7,6 +7,7 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { Conflict, DomainError, Forbidden, NotFound } from "../errors";
 import { memberChangeRefusal, orgCan, type OrgAction, type OrgRole } from "./rules";
+import { UUID_PATTERN } from "../kit/uuid";
 
 export interface OrgRow {
 	id: string;
@@ -38,8 +39,6 @@ export interface InvitationRow {
 	accepted_at: Date | null;
 	created_at: Date;
 }
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const INVITATION_TOKEN_PATTERN = /^ffi_[A-Za-z0-9_-]{43}$/;
 const hashToken = (token: string) => createHash("sha256").update(token).digest();
@@ -176,7 +175,7 @@ export class OrgStore {
 
 	/** Organisations an operator names: by id, else by name (case-insensitive; names are not unique). */
 	async find(ref: string): Promise<OrgRow[]> {
-		if (UUID_RE.test(ref)) return this.rows<OrgRow>(`SELECT * FROM orgs WHERE id = $1`, [ref]);
+		if (UUID_PATTERN.test(ref)) return this.rows<OrgRow>(`SELECT * FROM orgs WHERE id = $1`, [ref]);
 		return this.rows<OrgRow>(`SELECT * FROM orgs WHERE lower(name) = lower($1) ORDER BY created_at LIMIT 20`, [
 			ref
 		]);

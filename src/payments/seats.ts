@@ -20,6 +20,7 @@ import type Stripe from "stripe";
 import { QueryTypes, type Sequelize } from "sequelize";
 import { orgPayerId } from "./payer";
 import { CHANGEABLE_STATUSES } from "./subscription-rules";
+import { isUuid } from "../kit/uuid";
 
 /** Published by the orgs service after its member count may have changed: `{ orgId }`. */
 export const ORG_MEMBERS_CHANGED = "orgs.members.changed";
@@ -81,8 +82,7 @@ export class SeatBilling {
 /** A seat event's payload: `{ orgId }` (a uuid); anything else is refused (the event dead-letters). */
 export function parseSeatEvent(payload: unknown): { orgId: string } {
 	const orgId = (payload as { orgId?: unknown } | null)?.orgId;
-	if (typeof orgId !== "string" || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(orgId))
-		throw new Error("seat event: orgId must be a uuid");
+	if (!isUuid(orgId)) throw new Error("seat event: orgId must be a uuid");
 	return { orgId };
 }
 

@@ -9,15 +9,14 @@ import type { OrgRoleOfMember, ProjectRole } from "./access";
 import type { Manifest, ManifestEntry } from "./manifest";
 import { manifestFromEntries } from "./manifest";
 import type { SandboxState, SandboxStatus } from "./sandbox";
+import { UUID_PATTERN } from "../kit/uuid";
 
 /** Fixed key of the advisory lock that commits take shared and GC takes exclusive ("forgefluid projects gc"). */
 const BLOB_GC_LOCK_KEY = 7_263_420_002;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** Whether `id` can name a project at all (anything else would be a cast error in SQL, not a 404). */
 export function isProjectId(id: string): boolean {
-	return UUID.test(id);
+	return UUID_PATTERN.test(id);
 }
 
 export type ProjectStatus = "active" | "archived" | "deleted";

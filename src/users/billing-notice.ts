@@ -4,7 +4,8 @@
  * who gets it and what it says. A user payer is mailed at its address; an organisation payer at the addresses of its
  * members with a billing role (owner, admin, billing). Accounts without an address are skipped.
  */
-import { InvalidEventPayload, isUuid } from "./tier-facts";
+import { InvalidEventPayload } from "./tier-facts";
+import { isUuid } from "../kit/uuid";
 import type { AccountMail } from "./mail-templates";
 
 export interface PastDueNotice {

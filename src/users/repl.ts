@@ -6,7 +6,7 @@
 import type { ServiceBroker } from "moleculer";
 import type { AuthUser } from "../auth/user";
 import type { ReplCommand } from "../repl/command";
-import { isUuid } from "./tier-facts";
+import { isUuid } from "../kit/uuid";
 
 /** Who the REPL acts as: read access to the admin listing (operators may look, not change). */
 const REPL_OPERATOR: AuthUser = { id: "repl", role: "operator", scopes: ["*"] };

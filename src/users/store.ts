@@ -9,6 +9,7 @@ import type { Role } from "../auth/user";
 import type { StakePosition, TierName } from "../domain/tiers";
 import type { WalletKind } from "./signatures";
 import type { TierFacts } from "./tier-facts";
+import { UUID_PATTERN } from "../kit/uuid";
 
 export interface UserRow {
 	id: string;
@@ -225,8 +226,7 @@ export class UsersStore {
 		if (opts.q) {
 			const q = opts.q.toLowerCase();
 			const like = q.replace(/[\\%_]/g, m => `\\${m}`) + "%";
-			if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(q))
-				where.push(`u.id = $${bind.push(q)}::uuid`);
+			if (UUID_PATTERN.test(q)) where.push(`u.id = $${bind.push(q)}::uuid`);
 			else if (/^0x[0-9a-f]{0,40}$/.test(q))
 				where.push(
 					`EXISTS (SELECT 1 FROM user_wallets w WHERE w.user_id = u.id AND w.address LIKE $${bind.push(like)})`

@@ -13,15 +13,10 @@ import {
 	type StakePosition,
 	type TierName
 } from "../domain/tiers";
+import { isUuid } from "../kit/uuid";
 
 export class InvalidEventPayload extends Error {
 	override name = "InvalidEventPayload";
-}
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function isUuid(value: unknown): value is string {
-	return typeof value === "string" && UUID_RE.test(value);
 }
 
 export interface PlanChanged {
