@@ -400,6 +400,9 @@ const PaymentsService: ServiceSchema<
 			// Holds credits for a caller's AI work: a key on the caller's meta needs `ai:use` (tasks.submit and
 			// ai.chat check it first). Calls without a user (the platform's own) are not narrowed.
 			scope: "ai:use",
+			// An organisation key's work is held on the payer its caller resolved (tasks.submit: the
+			// organisation's wallet for a task in its project, src/tasks/submit.ts taskPayer).
+			orgKey: true,
 			// Idempotent on the task id, so a retried call holds once.
 			retryPolicy: { enabled: true },
 			params: {

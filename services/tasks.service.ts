@@ -119,6 +119,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 
 		list: {
 			auth: "required",
+			// An organisation API key lists its creator's tasks paid by its organisation (its projects'
+			// tasks: src/tasks/submit.ts taskPayer), never the creator's personal ones.
+			orgKey: true,
 			scope: "tasks:read",
 			params: LIST_PARAMS,
 			async handler(this: TasksThis, ctx: Ctx<{ limit: number; cursor?: string; state?: TaskState }>) {
@@ -126,7 +129,9 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				const { limit, state } = ctx.params;
 				const after = readCursor(ctx.params.cursor, ["time", "uuid"] as const);
 				const cursor = after ? { createdAt: new Date(after[0]), id: after[1] } : null;
-				const rows = await this.store.list(user.id, limit + 1, cursor, state);
+				const keyOrg = orgOfKey(user);
+				const payer = keyOrg ? orgPayerId(keyOrg) : undefined;
+				const rows = await this.store.list(user.id, limit + 1, cursor, state, payer);
 				const page = pageOf(rows, limit, r => [r.created_at, r.id]);
 				const contexts = await this.store.contextsOf(page.items.map(r => r.id));
 				return {

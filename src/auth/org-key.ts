@@ -5,7 +5,8 @@
  * it inside the organisation with these rules. Anything outside answers 404, as it does for someone
  * who may not see it: the creator's personal projects, tasks and wallet, and other organisations.
  */
-import { Forbidden, NotFound } from "../errors";
+import { Forbidden, NotFound, Unprocessable } from "../errors";
+import { isUuid } from "../kit/uuid";
 import type { AuthUser } from "./user";
 
 /** The organisation the caller's key is bound to; null for sessions and personal keys. */
@@ -21,11 +22,17 @@ export function requireInKeyOrg(user: AuthUser | null | undefined, orgId: string
 
 /**
  * The organisation a request names (`?orgId=` / `orgId`), defaulting to the key's own for an
- * organisation key; another organisation is 404.
+ * organisation key; another organisation is 404. This runs in hooks, before the action's params are
+ * validated, so a malformed id is refused here as validation would (422), not taken for another
+ * organisation.
  */
 export function orgOfRequest(user: AuthUser | null | undefined, orgId: string | undefined): string | undefined {
 	const keyOrg = orgOfKey(user);
 	if (!keyOrg) return orgId;
+	if (orgId !== undefined && !isUuid(orgId))
+		throw Unprocessable("Some fields are invalid", [
+			{ field: "orgId", message: "The 'orgId' field must be a valid UUID.", type: "uuid" }
+		]);
 	if (orgId !== undefined && orgId !== keyOrg) throw NotFound("Organisation");
 	return keyOrg;
 }

@@ -195,10 +195,12 @@ export class TaskStore {
 		userId: string,
 		limit: number,
 		cursor: { createdAt: Date; id: string } | null,
-		state?: TaskState
+		state?: TaskState,
+		payerId?: string
 	): Promise<TaskRow[]> {
 		const bind: unknown[] = [userId, limit];
 		let where = "user_id = $1";
+		if (payerId) where += ` AND payer_id = $${bind.push(payerId)}`;
 		if (cursor)
 			where += ` AND (created_at, id) < ($${bind.push(cursor.createdAt)}, $${bind.push(cursor.id)}::uuid)`;
 		if (state) where += ` AND state = $${bind.push(state)}`;

@@ -2,7 +2,8 @@
  * The tier of work in an organisation (docs/orgs.md "Tier"), through the real gateway, tasks, users,
  * projects, orgs and payments services on PostgreSQL: a task in an organisation's project runs at the
  * better of the member's tier and the organisation's (its payer `org:<uuid>`'s plan), in the user's
- * own project at the member's; also when submitted with an organisation API key.
+ * own project at the member's; also when submitted with an organisation API key, which lists only its
+ * creator's tasks paid by the organisation.
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
@@ -90,4 +91,69 @@ test("the organisation's plan changing changes its projects' tier on the next ta
 	expect(await tierOf(free, teamProject)).toBe("pro");
 	await sql(`UPDATE user_plans SET plan_tier = 'team' WHERE user_id = $1`, [`org:${TEAM_ORG}`]);
 	expect(await tierOf(free, teamProject)).toBe("team");
+});
+
+test("an organisation API key lists its creator's tasks paid by the organisation only; a malformed orgId is 422", async () => {
+	const made = await api(node, "POST", `/orgs/${TEAM_ORG}/keys`, free.token, {
+		name: "ci",
+		scopes: ["tasks:read", "tasks:write", "ai:use", "billing:read"]
+	});
+	expect(made.status).toBe(201);
+	const key = (made.body as { key: string }).key;
+	const byKey = (path: string, body?: unknown) =>
+		api(node, body === undefined ? "GET" : "POST", path, null, body, { "x-api-key": key });
+	const submitted = await byKey("/tasks", { projectId: teamProject, kind: "chat", prompt: `key ${randomUUID()}` });
+	expect(submitted.status).toBe(202);
+	const keyTask = (submitted.body as { task: { id: string } }).task.id;
+	// Held on the organisation's wallet, not the creator's.
+	expect(await sql(`SELECT payer_id FROM tasks WHERE id = $1`, [keyTask])).toEqual([{ payer_id: `org:${TEAM_ORG}` }]);
+	// The creator's personal task, another organisation's task and another member's task stay out.
+	const personal = await api(node, "POST", "/tasks", free.token, {
+		projectId: free.projectId,
+		kind: "chat",
+		prompt: `own ${randomUUID()}`
+	});
+	const otherOrg = await api(node, "POST", "/tasks", free.token, {
+		projectId: plainProject,
+		kind: "chat",
+		prompt: `plain ${randomUUID()}`
+	});
+	const otherMember = await api(node, "POST", "/tasks", enterprise.token, {
+		projectId: teamProject,
+		kind: "chat",
+		prompt: `member ${randomUUID()}`
+	});
+	expect([personal.status, otherOrg.status, otherMember.status]).toEqual([202, 202, 202]);
+
+	const listed = await byKey("/tasks?limit=100");
+	expect(listed.status).toBe(200);
+	const ids = (listed.body as { items: { id: string }[] }).items.map(t => t.id);
+	const [inOrg] = await sql<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE user_id = $1 AND payer_id = $2`, [
+		free.id,
+		`org:${TEAM_ORG}`
+	]);
+	expect(ids).toContain(keyTask);
+	expect(ids).toHaveLength(Number(inOrg.n));
+	for (const other of [personal, otherOrg, otherMember])
+		expect(ids).not.toContain((other.body as { task: { id: string } }).task.id);
+	// The session still lists every task of its own.
+	const all = await api(node, "GET", "/tasks?limit=100", free.token);
+	expect((all.body as { items: { id: string }[] }).items.map(t => t.id)).toEqual(
+		expect.arrayContaining([keyTask, (personal.body as { task: { id: string } }).task.id])
+	);
+
+	// A malformed orgId is a validation error for a key as for a session, not "another organisation".
+	const auths: Record<string, string>[] = [{ "x-api-key": key }, { Authorization: `Bearer ${free.token}` }];
+	for (const auth of auths) {
+		const bad = await api(node, "GET", "/billing/balance?orgId=not-a-uuid", null, undefined, auth);
+		expect(bad.status).toBe(422);
+		expect((bad.body as { error: { code: string; details: { field: string }[] } }).error).toMatchObject({
+			code: "VALIDATION_ERROR",
+			details: [expect.objectContaining({ field: "orgId" })]
+		});
+	}
+	const other = await api(node, "GET", `/billing/balance?orgId=${PLAIN_ORG}`, null, undefined, {
+		"x-api-key": key
+	});
+	expect(other.status).toBe(404);
 });

@@ -188,6 +188,10 @@ describe("organisation API keys: staying inside the organisation", () => {
 		expect(orgOfRequest(key, undefined)).toBe(ORG);
 		expect(orgOfRequest(key, ORG)).toBe(ORG);
 		expect(() => orgOfRequest(key, OTHER_ORG)).toThrow(expect.objectContaining({ status: 404 }));
+		// Hooks run before validation: a malformed id is refused as validation would, not as another organisation.
+		expect(() => orgOfRequest(key, "not-a-uuid")).toThrow(
+			expect.objectContaining({ status: 422, code: "VALIDATION_ERROR" })
+		);
 		expect(orgOfRequest(session, undefined)).toBeUndefined();
 		expect(orgOfRequest(session, OTHER_ORG)).toBe(OTHER_ORG);
 	});
