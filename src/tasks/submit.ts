@@ -184,7 +184,12 @@ export async function submitTask(
 	};
 	if (idempotencyKey) {
 		const existing = await store.byIdempotencyKey(userId, idempotencyKey);
-		if (existing) return replay(existing);
+		// A replay answers only who may still see the project now (access lost since, or an
+		// organisation key replaying its creator's personal request: 404 like a first submission).
+		if (existing) {
+			if (existing.request_hash === hash) await services.checkProjectAccess(p.projectId, userId);
+			return replay(existing);
+		}
 	}
 
 	const access = await services.checkProjectAccess(p.projectId, userId);

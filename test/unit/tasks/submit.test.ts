@@ -273,17 +273,26 @@ describe("submitTask", () => {
 		expect(w.held.size).toBe(0);
 	});
 
-	test("a retry with the same key and body replays without asking anyone; another body is refused", async () => {
+	test("a retry with the same key and body replays after the access check alone; another body is refused", async () => {
 		const w = world();
 		const first = await submitTask(w.deps, "u1", params(), "key-1");
 		w.calls.length = 0;
 		const again = await submitTask(w.deps, "u1", params(), "key-1");
 		expect(again).toMatchObject({ replayed: true, row: { id: first.row.id } });
-		expect(w.calls).toEqual(["byIdempotencyKey"]);
+		expect(w.calls).toEqual(["byIdempotencyKey", "access"]);
 		await expect(submitTask(w.deps, "u1", params({ prompt: "other" }), "key-1")).rejects.toMatchObject({
 			status: 422,
 			code: "IDEMPOTENCY_KEY_REUSED"
 		});
+	});
+
+	test("a replay after the project's access was lost is refused like a first submission", async () => {
+		const w = world();
+		await submitTask(w.deps, "u1", params(), "key-1");
+		w.fail.access = new Errors.MoleculerClientError("Project not found", 404, "NOT_FOUND");
+		w.calls.length = 0;
+		await expect(submitTask(w.deps, "u1", params(), "key-1")).rejects.toMatchObject({ code: 404 });
+		expect(w.calls).toEqual(["byIdempotencyKey", "access"]);
 	});
 
 	test("no access to the project: refused before the plan, nothing held", async () => {
