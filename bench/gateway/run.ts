@@ -5,12 +5,12 @@
  * the ratio. Run: ./forge bench:gateway   (options: DURATION_S=10 CONNECTIONS=50 BENCH_CPU_PROF=<dir>)
  */
 import { ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import autocannon from "autocannon";
 import { Client } from "pg";
 import { loadConfig } from "../../src/config";
 import { signAccessToken } from "../../src/auth/jwt";
+import { cpuSeconds } from "../support/cpu";
 import { machine } from "../support/machine";
 
 const ROOT = path.resolve(__dirname, "..", "..");
@@ -53,17 +53,6 @@ function start(role: string): Promise<{ proc: ChildProcess; port: number }> {
 		});
 		proc.once("exit", code => reject(new Error(`${role} exited ${code}`)));
 	});
-}
-
-/** CPU seconds (user + system) a process has used so far, from /proc (Linux); null elsewhere. */
-function cpuSeconds(pid: number | undefined): number | null {
-	if (!pid) return null;
-	try {
-		const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-		return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-	} catch {
-		return null;
-	}
 }
 
 const pidOf = (name: string): number | undefined => {
