@@ -3,7 +3,7 @@
  * in src/orgs/rules.ts, the SQL in src/orgs/store.ts, the answers in src/orgs/views.ts (docs/orgs.md).
  */
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { QueryTypes, type Sequelize } from "sequelize";
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { BILLING_ROLES } from "../src/payments/payer";
 import { ORG_MEMBERS_CHANGED } from "../src/payments/seats";
 import { durableEvents, type DurableThis } from "../mixins/durable-events.mixin";
@@ -20,7 +20,7 @@ interface OrgsThis extends Service, DurableThis {
 	cfg: OrgsConfig;
 	sequelize: Sequelize;
 	store: OrgStore;
-	membersChanged(orgId: string): Promise<void>;
+	membersChanged(tx: Transaction, orgId: string): Promise<void>;
 }
 
 const idParam = { type: "uuid" } as const;
@@ -142,8 +142,13 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 			scope: "orgs:write",
 			params: { $$strict: "remove", id: idParam, userId: { type: "uuid" } },
 			async handler(this: OrgsThis, ctx: Ctx<{ id: string; userId: string }>) {
-				await this.store.changeMember(ctx.params.id, currentUser(ctx).id, ctx.params.userId, { remove: true });
-				await this.membersChanged(ctx.params.id);
+				await this.store.changeMember(
+					ctx.params.id,
+					currentUser(ctx).id,
+					ctx.params.userId,
+					{ remove: true },
+					this.membersChanged
+				);
 				// Org API keys and sessions act on membership read per request: nothing is cached to drop.
 				return { orgId: ctx.params.id, userId: ctx.params.userId, removed: true as const };
 			}
@@ -194,8 +199,13 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 					emailVerified: boolean;
 				};
 				const verified = profile.email && profile.emailVerified ? profile.email : null;
-				const r = await this.store.accept(ctx.params.token, userId, verified, this.cfg.maxMembers);
-				if (!r.alreadyMember) await this.membersChanged(r.org.id);
+				const r = await this.store.accept(
+					ctx.params.token,
+					userId,
+					verified,
+					this.cfg.maxMembers,
+					this.membersChanged
+				);
 				return {
 					org: orgView(r.org, r.member.role, await this.store.memberCount(r.org.id)),
 					member: memberView(r.member),
@@ -283,11 +293,11 @@ const OrgsService: ServiceSchema<ServiceSettingSchema, Record<string, never>, Re
 
 	methods: {
 		/**
-		 * The member count may have changed: a durable event after the change committed (a crash in
-		 * between loses it; the next change, or the team subscription's next event, sets the count).
+		 * The member count changed: a durable event in the transaction of the change (the outbox), so
+		 * the seats follow even when the node dies right after the commit.
 		 */
-		async membersChanged(this: OrgsThis, orgId: string) {
-			await this.sequelize.transaction(tx => this.publishDurable(tx, ORG_MEMBERS_CHANGED, { orgId }));
+		async membersChanged(this: OrgsThis, tx: Transaction, orgId: string) {
+			await this.publishDurable(tx, ORG_MEMBERS_CHANGED, { orgId });
 		}
 	},
 

@@ -40,6 +40,9 @@ export interface InvitationRow {
 	created_at: Date;
 }
 
+/** Runs inside the transaction that changed an organisation's member count (the seats event). */
+export type MembersChanged = (tx: Transaction, orgId: string) => Promise<void>;
+
 export const INVITATION_TOKEN_PATTERN = /^ffi_[A-Za-z0-9_-]{43}$/;
 const hashToken = (token: string) => createHash("sha256").update(token).digest();
 
@@ -190,13 +193,15 @@ export class OrgStore {
 
 	/**
 	 * Sets a member's role and/or monthly cap (`next.role` null: remove the member). Under the
-	 * organisation's lock; refusals per src/orgs/rules.ts.
+	 * organisation's lock; refusals per src/orgs/rules.ts. `membersChanged` runs in the same
+	 * transaction when a member was removed (the durable seats event commits with the change).
 	 */
 	async changeMember(
 		orgId: string,
 		actorId: string,
 		targetId: string,
-		next: { remove: true } | { role?: OrgRole; monthlyCapCredits?: number | null }
+		next: { remove: true } | { role?: OrgRole; monthlyCapCredits?: number | null },
+		membersChanged?: MembersChanged
 	): Promise<{ member: MemberRow | null; previous: MemberRow }> {
 		return this.transaction(async tx => {
 			const { role: actorRole } = await this.authorize(orgId, actorId, "view", tx, true);
@@ -228,6 +233,7 @@ export class OrgStore {
 					[orgId, targetId],
 					tx
 				);
+				await membersChanged?.(tx, orgId);
 				return { member: null, previous: target };
 			}
 			const cap = "remove" in next ? undefined : next.monthlyCapCredits;
@@ -282,7 +288,8 @@ export class OrgStore {
 		token: string,
 		userId: string,
 		verifiedEmail: string | null,
-		maxMembers: number
+		maxMembers: number,
+		membersChanged?: MembersChanged
 	): Promise<{ org: OrgRow; member: MemberRow; alreadyMember: boolean }> {
 		return this.transaction(async tx => {
 			const [inv] = await this.rows<InvitationRow>(
@@ -311,6 +318,7 @@ export class OrgStore {
 				[inv.org_id, userId, inv.role, inv.invited_by],
 				tx
 			);
+			await membersChanged?.(tx, inv.org_id);
 			return { org, member, alreadyMember: false };
 		});
 	}

@@ -168,3 +168,50 @@ test("an organisation without a team subscription pays no seats", async () => {
 	await seatEventsConsumed(orgId);
 	expect(fake.requests.slice(before).filter(x => x.path.startsWith("/v1/subscriptions"))).toEqual([]);
 });
+
+test("the seats event commits with the membership change, or neither does", async () => {
+	const [owner, fay, gil] = [await person(), await person(), await person()];
+	const orgId = await newOrg(owner);
+	await join(orgId, owner, fay);
+	const inv = await call("POST", `/orgs/${orgId}/invitations`, {
+		token: owner.token,
+		body: { email: gil.email, role: "member" }
+	});
+	expect(inv.status).toBe(201);
+	const invitation = await outboxToken(gil.email, "/invitations/accept");
+	const sql = <T extends object>(q: string, bind: unknown[] = []) =>
+		node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
+	const members = async () =>
+		(await sql<{ user_id: string }>(`SELECT user_id FROM org_members WHERE org_id = $1`, [orgId]))
+			.map(r => r.user_id)
+			.sort();
+
+	// The event cannot be written (as if the node died before publishing): the change does not happen either.
+	const fn = `refuse_seat_event_${orgId.replace(/-/g, "")}`;
+	await node.runtime.sequelize.query(
+		`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+		   IF NEW.topic = 'orgs.members.changed' AND NEW.payload->>'orgId' = '${orgId}' THEN RAISE EXCEPTION 'no event'; END IF;
+		   RETURN NEW; END $$;
+		 CREATE TRIGGER ${fn} BEFORE INSERT ON outbox_events FOR EACH ROW EXECUTE FUNCTION ${fn}();`
+	);
+	try {
+		const as = (p: Person) => ({ meta: { user: { id: p.id, role: "user" } } });
+		await expect(node.broker.call("orgs.removeMember", { id: orgId, userId: fay.id }, as(owner))).rejects.toThrow();
+		await expect(node.broker.call("orgs.acceptInvitation", { token: invitation }, as(gil))).rejects.toThrow();
+		expect(await members()).toEqual([owner.id, fay.id].sort());
+	} finally {
+		await node.runtime.sequelize.query(`DROP TRIGGER ${fn} ON outbox_events; DROP FUNCTION ${fn}();`);
+	}
+	// Both go through once the event can be written; the invitation was not spent by the failed try.
+	expect((await call("DELETE", `/orgs/${orgId}/members/${fay.id}`, { token: owner.token })).status).toBe(200);
+	expect((await call("POST", "/invitations/accept", { token: gil.token, body: { token: invitation } })).status).toBe(
+		200
+	);
+	expect(await members()).toEqual([owner.id, gil.id].sort());
+	const [events] = await sql<{ n: string }>(
+		`SELECT count(*)::text AS n FROM outbox_events WHERE topic = 'orgs.members.changed' AND payload->>'orgId' = $1`,
+		[orgId]
+	);
+	expect(events.n).toBe("3"); // fay joined, fay removed, gil joined
+	await seatEventsConsumed(orgId);
+});
