@@ -25,6 +25,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import autocannon from "autocannon";
@@ -100,21 +101,26 @@ async function startGateway(b: Bench) {
 	throw new Error(`gateway-${n} did not see every service in 30 s`);
 }
 
+const spoolDir = (b: Bench, i: number) => path.join(os.tmpdir(), `${b.env.NAMESPACE}-ai-${i}`);
+
 /** ai nodes up to `n`, started together; resolves once the tasks service counts all their slots. */
 async function scaleAiTo(b: Bench, n: number) {
 	const extra = Array.from({ length: n - b.ai.length }, (_, i) => b.ai.length + i + 1);
-	const started = await Promise.all(
+	const started = await Promise.allSettled(
 		extra.map(i =>
 			startForgeNode({
 				...b.env,
 				SERVICES: "ai",
 				NODE_ID: `ai-${i}`,
 				// Each node its own spool, as each machine has its own disk.
-				OUTCOME_SPOOL_DIR: path.join(os.tmpdir(), `${b.env.NAMESPACE}-ai-${i}`)
+				OUTCOME_SPOOL_DIR: spoolDir(b, i)
 			})
 		)
 	);
-	b.ai.push(...started);
+	// Nodes that did start are stopped with the others at the end, even when one of them failed.
+	for (const r of started) if (r.status === "fulfilled") b.ai.push(r.value);
+	const failed = started.find(r => r.status === "rejected");
+	if (failed) throw (failed as PromiseRejectedResult).reason;
 	while (b.ai.length > n) await stopForgeNodes([b.ai.pop()!]);
 	for (const end = Date.now() + 30_000; ; await sleep(200)) {
 		const s = (await b.client.call("tasks.refreshStats")) as { capacity: number };
@@ -462,6 +468,7 @@ async function main() {
 		await b.client.stop().catch(() => undefined);
 		await stopForgeNodes([...b.gateways.map(g => g.proc), ...b.ai, ...(b.core ? [b.core] : [])]);
 		model.proc.kill("SIGTERM");
+		for (let i = 1; i <= Math.max(...NODES, 1); i++) rmSync(spoolDir(b, i), { recursive: true, force: true });
 		await b.pg.end().catch(() => undefined);
 		await db.drop();
 	}
