@@ -23,8 +23,9 @@ import { runtimeOf } from "../src/runtime/runtime";
 import { INTERNAL } from "../src/kit/service";
 import { PassThrough } from "node:stream";
 import { SlotGate } from "../src/compat/admission";
-import { toWire } from "../src/compat/errors";
-import { ChatDeps, ChatInput, Refused, admitChat, runChat } from "../src/compat/run";
+import { CompatError, toWire } from "../src/compat/errors";
+import { orgPayerId } from "../src/payments/payer";
+import { ChatDeps, ChatInput, Refused, admitChat, holdIdOf, openLeaseOf, runChat } from "../src/compat/run";
 import type { KeyLimits } from "../src/compat/prepare";
 import type { ChatRequest } from "../src/compat/types";
 import { KeyRateLimiter } from "../src/compat/key-limits";
@@ -59,6 +60,12 @@ interface AiThis extends Service<AiSettings> {
 	startTask(task: LeasedTask): void;
 	recordHealth(h: DeploymentHealth): void;
 	tierOf(ctx: Context, userId: string): Promise<TierName>;
+	orgTierOf(ctx: Context, orgId: string): Promise<TierName>;
+	chatPayer(
+		ctx: Context,
+		userId: string,
+		orgId: string | null
+	): Promise<{ tier: TierName; caps: { member?: number | null; payer?: number | null } }>;
 	countAttempt(ev: AttemptEvent): void;
 }
 
@@ -75,15 +82,21 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	actions: {
 		models: {
 			auth: "optional",
+			// An organisation key lists what the organisation's tier allows (docs/compat.md "Organisation keys").
+			orgKey: true,
 			params: { $$strict: "remove", tier: { type: "enum", values: [...TIER_ORDER], optional: true } },
 			async handler(this: AiThis, ctx: Context<{ tier?: TierName }, { user?: AuthUser }>) {
 				let tier: TierName | null = null;
 				const user = ctx.meta.user;
 				if (user) {
 					try {
-						tier = (
-							await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", { userId: user.id })
-						).tier;
+						tier = user.orgId
+							? await this.orgTierOf(ctx, user.orgId)
+							: (
+									await ctx.call<{ tier: TierName }, { userId: string }>("users.getTier", {
+										userId: user.id
+									})
+								).tier;
 					} catch (err) {
 						this.logger.warn(
 							`users.getTier failed; models listed without the caller's tier: ${(err as Error).message}`
@@ -151,9 +164,12 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			// Spends credits. The gateway's /v1 route refuses a key without `ai:use` in its protocol's shape
 			// first (services/api/compat.ts); this holds for any other caller carrying a key.
 			scope: "ai:use",
+			// An organisation key's request is paid by the organisation's wallet (`orgId`, below).
+			orgKey: true,
 			params: {
 				id: { type: "string", pattern: /^[a-f0-9]{32}$/ },
 				userId: { type: "string", min: 1, max: 128 },
+				orgId: { type: "uuid", optional: true, nullable: true },
 				keyId: { type: "string", max: 64, optional: true, nullable: true },
 				key: { type: "object", optional: true, nullable: true },
 				request: { type: "object" }
@@ -163,18 +179,29 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				ctx: Context<{
 					id: string;
 					userId: string;
+					orgId?: string | null;
 					keyId?: string | null;
 					key?: KeyLimits | null;
 					request: ChatRequest;
 				}>
 			) {
 				const p = ctx.params;
-				const tier = await this.tierOf(ctx, p.userId);
+				// The key's organisation, never one a caller names: an org key's request is the organisation's.
+				const orgId = (ctx.meta as { user?: AuthUser }).user?.orgId ?? p.orgId ?? null;
+				const payerId = orgId ? orgPayerId(orgId) : p.userId;
+				// The hold's lease is written while the tier is read and the rate limits are counted.
+				const leased = openLeaseOf(this.chatDeps, { id: p.id, payerId, keyId: p.keyId ?? null });
+				const paying = await this.chatPayer(ctx, p.userId, orgId).catch(async (err: unknown) => {
+					if (!(await leased)) await this.chatDeps.dropLease(holdIdOf(p.id)).catch(() => undefined);
+					throw toWire(err);
+				});
 				const ctrl = new AbortController();
 				const input: ChatInput = {
 					id: p.id,
 					userId: p.userId,
-					tier,
+					payerId,
+					caps: paying.caps,
+					tier: paying.tier,
 					keyId: p.keyId ?? null,
 					key: p.key ?? null,
 					request: p.request
@@ -182,7 +209,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				this.chats.set(p.id, ctrl);
 				let admitted;
 				try {
-					admitted = await admitChat(this.chatDeps, input, ctrl.signal);
+					admitted = await admitChat(this.chatDeps, input, ctrl.signal, leased);
 				} catch (err) {
 					this.chats.delete(p.id);
 					throw toWire(err);
@@ -273,6 +300,33 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 		 * transporter hop to the users node, as the gateway reads its auth state); on a miss the
 		 * service is asked, and fills the cache.
 		 */
+		/**
+		 * Who pays a compatible request and under which tier and caps: the caller, or for an
+		 * organisation key the organisation (its tier from its plan, the member's and the
+		 * organisation's monthly caps, as for a task in one of its projects: src/tasks/submit.ts).
+		 */
+		async chatPayer(this: AiThis, ctx: Context, userId: string, orgId: string | null) {
+			if (!orgId) return { tier: await this.tierOf(ctx, userId), caps: {} };
+			const [member, tier] = await Promise.all([
+				ctx.call<{ monthlyCapCredits: number | null; orgMonthlyCapCredits?: number | null } | null, unknown>(
+					"orgs.roleOf",
+					{ orgId, userId }
+				),
+				this.orgTierOf(ctx, orgId)
+			]);
+			if (!member)
+				throw new CompatError("authentication", "This API key's organisation no longer has you as a member");
+			return { tier, caps: { member: member.monthlyCapCredits, payer: member.orgMonthlyCapCredits ?? null } };
+		},
+
+		async orgTierOf(this: AiThis, ctx: Context, orgId: string): Promise<TierName> {
+			const facts = await ctx.call<{ tier?: unknown } | null, unknown>("payments.facts", {
+				userId: orgPayerId(orgId)
+			});
+			const t = facts?.tier;
+			return typeof t === "string" && (TIER_ORDER as readonly string[]).includes(t) ? (t as TierName) : "free";
+		},
+
 		async tierOf(this: AiThis, ctx: Context, userId: string): Promise<TierName> {
 			const key = cacheKeyOf(this.broker, CACHED_ACTIONS.getTier, { userId });
 			const hit = key

@@ -4,7 +4,7 @@
  * mode), one error shape, X-Request-Id on every response, health, metrics, OpenAPI and Swagger UI.
  */
 import { LoadBoard, type NodeLoad } from "../src/compat/balance";
-import { ApiKeyCache } from "../src/auth/api-key-cache";
+import { ApiKeyCache, resolveRemembered } from "../src/auth/api-key-cache";
 import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
@@ -66,7 +66,11 @@ export interface ApiThis extends Service<ApiSettings> {
 	sendContractError(req: Req, res: Res, err: unknown): void;
 	consumeLimit(limiter: RateLimiterAbstract, key: string, req?: Req, name?: string): Promise<void>;
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
-	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
+	resolveApiKey(
+		ctx: Context<unknown, RequestMeta>,
+		key: string,
+		alongside?: (user: AuthUser) => Promise<unknown>
+	): Promise<AuthUser | null>;
 	apiKeys: ApiKeyCache;
 	/** ai nodes' announced loads: where a compatible request goes (src/compat/balance.ts). */
 	aiLoads: LoadBoard;
@@ -427,15 +431,27 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 				return state ? { ...user, role: state.role } : null;
 			},
 
-			/** X-API-Key → user, by the users service (keys are stored hashed there), remembered for up to 10 s. */
-			async resolveApiKey(this: ApiThis, ctx: Context<unknown, RequestMeta>, key: string) {
+			/**
+			 * X-API-Key → user, by the users service (keys are stored hashed there), remembered for up to
+			 * 10 s while the key's and its user's stamps in the key-value store are unchanged
+			 * (src/auth/api-key-cache.ts: a revocation, limit change or disabling acts on the next request).
+			 */
+			async resolveApiKey(
+				this: ApiThis,
+				ctx: Context<unknown, RequestMeta>,
+				key: string,
+				alongside?: (user: AuthUser) => Promise<unknown>
+			) {
 				if (!/^ff_[A-Za-z0-9]{1,64}_[A-Za-z0-9_-]{16,128}$/.test(key)) return null;
-				const known = this.apiKeys.get(key);
-				if (known) return known;
-				const generation = this.apiKeys.generation;
-				const user = (await ctx.call("users.verifyApiKey", { key })) as AuthUser | null;
-				if (user) this.apiKeys.set(key, user, generation);
-				return user;
+				return resolveRemembered(
+					{
+						cache: this.apiKeys,
+						kv: runtimeOf(this.broker).kv,
+						verify: k => ctx.call("users.verifyApiKey", { key: k }) as Promise<AuthUser | null>
+					},
+					key,
+					alongside
+				);
 			},
 
 			async authenticate(this: ApiThis, ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {

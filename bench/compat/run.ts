@@ -8,7 +8,8 @@
  * requests/s for SECONDS. The upstream answers at once (CHUNKS tokens, no pacing), so the figures
  * are each proxy's own cost. Machine printed first.
  * Run: ./forge bench:compat   (installs LiteLLM into .tools/bench-venv; LEVELS=1,50,200 ROUNDS=3
- * SECONDS=5). Without BENCH_LITELLM (a litellm executable) the peer is left out.
+ * SECONDS=5). Without BENCH_LITELLM (a litellm executable) the peer is left out. BENCH_BASELINE=<a
+ * checkout with its node_modules> adds that tree's node as a target (before/after in one run).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -98,18 +99,28 @@ async function startLiteLLM(bin: string, upstream: string): Promise<{ url: strin
 	throw new Error("litellm did not become ready in 120 s");
 }
 
-/** The ForgeFluid node in a child process (bench/compat/node.ts); BENCH_CPU_PROF=<dir> profiles it. */
-async function startNode(upstream: string): Promise<{ baseUrl: string; key: string; stop(): Promise<void> }> {
+/**
+ * The ForgeFluid node in a child process (bench/compat/node.ts); BENCH_CPU_PROF=<dir> profiles it.
+ * `tree`: another checkout of the repository (with its node_modules) whose node to start instead.
+ */
+async function startNode(
+	upstream: string,
+	tree?: string
+): Promise<{ baseUrl: string; key: string; stop(): Promise<void> }> {
 	const prof = process.env.BENCH_CPU_PROF;
 	const child = spawn(
 		process.execPath,
 		[
-			...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
+			...(prof && !tree ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
 			"-r",
 			"@swc-node/register",
-			join(__dirname, "node.ts")
+			tree ? join(tree, "bench", "compat", "node.ts") : join(__dirname, "node.ts")
 		],
-		{ stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, BENCH_FAKE_URL: upstream } }
+		{
+			stdio: ["pipe", "pipe", "inherit"],
+			cwd: tree ?? process.cwd(),
+			env: { ...process.env, BENCH_FAKE_URL: upstream }
+		}
 	);
 	const ready = await new Promise<{ baseUrl: string; key: string }>((resolve, reject) => {
 		let buf = "";
@@ -136,6 +147,8 @@ async function main() {
 	const litellm = process.env.BENCH_LITELLM ? await startLiteLLM(process.env.BENCH_LITELLM, fake.url) : null;
 	if (!litellm) console.log("LiteLLM: not measured (BENCH_LITELLM unset; ./forge bench:compat sets it)");
 	const node = await startNode(fake.url);
+	// BENCH_BASELINE=<checkout>: that tree's node as one more target, measured in the same run (before/after).
+	const baseline = process.env.BENCH_BASELINE ? await startNode(fake.url, process.env.BENCH_BASELINE) : null;
 	try {
 		const key = node.key;
 		const direct = new OpenAI({ apiKey: "sk", baseURL: fake.url, maxRetries: 0 });
@@ -144,6 +157,14 @@ async function main() {
 		const targets: Array<[string, OpenAI]> = [
 			["direct", direct],
 			["forgefluid", via],
+			...(baseline
+				? [
+						[
+							"baseline",
+							new OpenAI({ apiKey: baseline.key, baseURL: `${baseline.baseUrl}/v1`, maxRetries: 0 })
+						] as [string, OpenAI]
+					]
+				: []),
 			...(peer ? [["litellm", peer] as [string, OpenAI]] : [])
 		];
 		// Warm-up (JIT, pools, connections): 20 sequential streams and one burst of 50 per target.
@@ -192,6 +213,7 @@ async function main() {
 		}
 	} finally {
 		await node.stop();
+		await baseline?.stop();
 		litellm?.proc.kill();
 		await fake.close();
 	}

@@ -41,7 +41,12 @@ export interface GatewayParts extends Service {
 	/** With `req` and `name`: the RateLimit headers go on `req.$edgeRes`. */
 	consumeLimit(limiter: RateLimiterAbstract, key: string, req?: Req, name?: string): Promise<void>;
 	resolveBearer(ctx: Context<unknown, RequestMeta>, token: string): Promise<AuthUser | null>;
-	resolveApiKey(ctx: Context<unknown, RequestMeta>, key: string): Promise<AuthUser | null>;
+	/** `alongside` runs for the user answered (on a remembered key, beside the key's stamp check). */
+	resolveApiKey(
+		ctx: Context<unknown, RequestMeta>,
+		key: string,
+		alongside?: (user: AuthUser) => Promise<unknown>
+	): Promise<AuthUser | null>;
 	aiLoads: LoadBoard;
 }
 type ApiThis = GatewayParts;
@@ -112,10 +117,16 @@ async function authenticate(svc: ApiThis, req: Req, res: ServerResponse): Promis
 	const apiKey = req.headers["x-api-key"];
 	let user: AuthUser | null = null;
 	let presented = false;
+	// The per-user limit: with a remembered key it is counted while the key's stamps are read.
+	let limited = false;
+	const limit = (u: AuthUser) => svc.consumeLimit(svc.limiter, u.id, req, "user").then(() => (limited = true));
 	if (typeof authz === "string" && authz) {
 		presented = true;
 		const m = /^Bearer\s+(\S{10,4096})$/i.exec(authz);
-		if (m) user = API_KEY_RE.test(m[1]) ? await svc.resolveApiKey(ctx, m[1]) : await svc.resolveBearer(ctx, m[1]);
+		if (m)
+			user = API_KEY_RE.test(m[1])
+				? await svc.resolveApiKey(ctx, m[1], limit)
+				: await svc.resolveBearer(ctx, m[1]);
 	} else if (typeof apiKey === "string" && apiKey) {
 		presented = true;
 		const spent = await svc.anonLimiter.get(ip);
@@ -127,7 +138,7 @@ async function authenticate(svc: ApiThis, req: Req, res: ServerResponse): Promis
 				null,
 				Math.ceil(spent.msBeforeNext / 1000)
 			);
-		user = await svc.resolveApiKey(ctx, apiKey);
+		user = await svc.resolveApiKey(ctx, apiKey, limit);
 	}
 	if (!user) {
 		// Failed credentials spend the caller's per-IP budget, as on /api/v1.
@@ -142,7 +153,7 @@ async function authenticate(svc: ApiThis, req: Req, res: ServerResponse): Promis
 		);
 	}
 	ctx.meta.user = user;
-	await svc.consumeLimit(svc.limiter, user.id, req, "user");
+	if (!limited) await limit(user);
 	if (!hasScope(user, "ai:use"))
 		throw new CompatError("permission", "This API key lacks the 'ai:use' scope", null, "missing_scope");
 	return user;
@@ -186,7 +197,14 @@ async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerRespo
 	const request: ChatRequest = protocol === "openai" ? readOpenAIRequest(body) : readAnthropicRequest(body);
 	const id = newChatId();
 	const ctx = req.$ctx;
-	const params = { id, userId: user.id, keyId: user.keyId ?? null, key: user.keyLimits ?? null, request };
+	const params = {
+		id,
+		userId: user.id,
+		orgId: user.orgId ?? null,
+		keyId: user.keyId ?? null,
+		key: user.keyLimits ?? null,
+		request
+	};
 	// Admission may wait up to AI_COMPAT_MAX_WAIT_MS for a worker slot before the stream starts.
 	const timeout = cfg.requestTimeoutMs + cfg.ai.compatMaxWaitMs;
 	// The ai node with the most free slots (src/compat/balance.ts); Moleculer's balancing without one.

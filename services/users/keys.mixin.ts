@@ -6,7 +6,9 @@
 import type { Context } from "moleculer";
 import { ORG_KEY_SCOPES, SCOPES, type Scope } from "../../src/auth/scopes";
 import type { AuthUser } from "../../src/auth/user";
+import { bumpKeyStamp } from "../../src/auth/api-key-cache";
 import { INTERNAL, currentUser, type Ctx } from "../../src/kit/service";
+import { runtimeOf } from "../../src/runtime/runtime";
 import type { NewApiKeyInput } from "../../src/users/api-keys";
 import type { NewOrgApiKeyInput } from "../../src/users/org-api-keys";
 import { mfaCodeParam, type UsersMixin, type UsersThis } from "./host";
@@ -91,7 +93,8 @@ export const keysMixin: UsersMixin = {
 			async handler(this: UsersThis, ctx: Ctx<{ id: string; monthlyCapCredits: number | null }>) {
 				const userId = currentUser(ctx).id;
 				const view = await this.apiKeys.setCap(userId, ctx.params.id, ctx.params.monthlyCapCredits);
-				// Gateways that remember the key drop it, so the next request carries the new cap.
+				// Gateways that remember the key look it up again, so the next request carries the new cap.
+				await bumpKeyStamp(runtimeOf(this.broker).kv, ctx.params.id);
 				await this.broker.broadcast("users.apiKey.revoked", { userId, keyId: ctx.params.id });
 				return view;
 			}
@@ -103,7 +106,8 @@ export const keysMixin: UsersMixin = {
 			params: { $$strict: "remove", id: keyIdParam },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
 				const r = await this.apiKeys.revoke(currentUser(ctx).id, ctx.params.id);
-				// Gateways that remember the key (src/auth/api-key-cache.ts) drop it.
+				// Gateways that remember the key (src/auth/api-key-cache.ts) stop serving it at once.
+				await bumpKeyStamp(runtimeOf(this.broker).kv, ctx.params.id);
 				await this.broker.broadcast("users.apiKey.revoked", {
 					userId: currentUser(ctx).id,
 					keyId: ctx.params.id
@@ -154,6 +158,7 @@ export const keysMixin: UsersMixin = {
 			params: { $$strict: "remove", id: orgIdParam, keyId: keyIdParam },
 			async handler(this: UsersThis, ctx: Ctx<{ id: string; keyId: string }>) {
 				const r = await this.orgApiKeys.revoke(currentUser(ctx).id, ctx.params.id, ctx.params.keyId);
+				await bumpKeyStamp(runtimeOf(this.broker).kv, ctx.params.keyId);
 				await this.broker.broadcast("users.apiKey.revoked", {
 					userId: currentUser(ctx).id,
 					keyId: ctx.params.keyId

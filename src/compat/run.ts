@@ -26,7 +26,12 @@ import { AttemptSideChannel, platformStream } from "./upstream";
 export interface ChatInput {
 	/** Also the hold's id (`chat:<id>` in the ledger). */
 	id: string;
+	/** The caller (rate limits, attribution as the member). */
 	userId: string;
+	/** Whose wallet holds and pays: the caller, or `org:<uuid>` for an organisation key (src/payments/payer.ts). */
+	payerId: string;
+	/** The organisation's member and payer caps for an organisation key (none otherwise: payments reads a user's own). */
+	caps: { member?: number | null; payer?: number | null };
 	tier: TierName;
 	keyId: string | null;
 	key: KeyLimits | null;
@@ -63,12 +68,12 @@ export interface ChatDeps {
 	 * key's spend counter; `caps`: the monthly caps payments enforces in the hold's own statement (402).
 	 */
 	reserve(
-		userId: string,
+		payerId: string,
 		holdId: string,
 		maxCost: number,
 		tier: TierName,
 		attribution?: { memberId: string; keyId: string | null; model: string; source: "chat" },
-		caps?: { key?: number | null }
+		caps?: { key?: number | null; member?: number | null; payer?: number | null }
 	): Promise<void>;
 	settle(
 		userId: string,
@@ -95,16 +100,40 @@ export interface Admitted {
 	releaseSlot: () => void;
 }
 
-export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortSignal): Promise<Admitted> {
+/**
+ * Opens the request's hold lease (a SQL write). The ai node starts it as soon as the request
+ * arrives, so it runs while the tier is read and the rate limits are counted.
+ */
+export function openLeaseOf(deps: Pick<ChatDeps, "openLease">, input: Pick<ChatInput, "id" | "payerId" | "keyId">) {
+	return deps.openLease(holdIdOf(input.id), input.payerId, input.keyId).then(
+		() => null,
+		(err: unknown) => err
+	);
+}
+
+/** Waits for both; on a refusal, `undo` is told of each that succeeded, then the first refusal is thrown. */
+async function both<A, B>(
+	a: Promise<A>,
+	b: Promise<B>,
+	undo: { a?: (v: A) => void; b?: (v: B) => void }
+): Promise<[A, B]> {
+	const [ra, rb] = await Promise.allSettled([a, b]);
+	if (ra.status === "fulfilled" && rb.status === "fulfilled") return [ra.value, rb.value];
+	if (ra.status === "fulfilled") undo.a?.(ra.value);
+	if (rb.status === "fulfilled") undo.b?.(rb.value);
+	throw ra.status === "rejected" ? ra.reason : (rb as PromiseRejectedResult).reason;
+}
+
+export async function admitChat(
+	deps: ChatDeps,
+	input: ChatInput,
+	signal: AbortSignal,
+	leased: Promise<unknown> = openLeaseOf(deps, input)
+): Promise<Admitted> {
 	const prep = prepareChat(deps.cfg, input.request, input.tier, input.key);
 	const tokens = prep.promptTokens + prep.maxOutputTokens;
 	const undo: Array<() => Promise<void>> = [];
 	const holdId = holdIdOf(input.id);
-	// The lease goes to the database while Redis counts the rate limits; both come before any hold.
-	const leased = deps.openLease(holdId, input.userId, input.keyId).then(
-		() => null,
-		(err: unknown) => err
-	);
 	const unwind = async () => {
 		let undone = true;
 		for (const u of undo.reverse())
@@ -124,37 +153,43 @@ export async function admitChat(deps: ChatDeps, input: ChatInput, signal: AbortS
 			err instanceof Refused
 				? new CompatError("rate_limited", err.what, null, "rate_limit_exceeded", err.retryAfterS)
 				: err;
-		if (input.keyId && input.key && (input.key.rpm || input.key.tpm))
-			await deps.admitKey(input.keyId, input.key, tokens).catch(err => {
-				throw refusedToRate(err);
-			});
-		const window = await deps.admitTokens(input.userId, input.tier, tokens).catch(err => {
+		const giveTokensBack = (windowEndMs: number | null) => () =>
+			deps.settleTokens(input.userId, input.tier, { counted: tokens, used: 0, windowEndMs, firstAttempt: true });
+		// The key's own rates and the tier's are counted together (two Redis round trips in one wait).
+		const [, window] = await both(
+			input.keyId && input.key && (input.key.rpm || input.key.tpm)
+				? deps.admitKey(input.keyId, input.key, tokens)
+				: Promise.resolve(),
+			deps.admitTokens(input.userId, input.tier, tokens),
+			{ b: w => undo.push(giveTokensBack(w.windowEndMs)) }
+		).catch(err => {
 			throw refusedToRate(err);
 		});
-		undo.push(() =>
-			deps.settleTokens(input.userId, input.tier, {
-				counted: tokens,
-				used: 0,
-				windowEndMs: window.windowEndMs,
-				firstAttempt: true
-			})
-		);
+		undo.push(giveTokensBack(window.windowEndMs));
 		const leaseError = await leased;
 		if (leaseError) throw leaseError;
 		deps.leases.add(holdId);
-		if (input.keyId && input.key?.monthlyBudgetCredits != null) {
-			await deps.reserveKeyBudget(input.keyId, holdId, prep.maxCostCredits, input.key.monthlyBudgetCredits);
-			undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
-		}
-		await deps.reserve(
-			input.userId,
-			holdId,
-			prep.maxCostCredits,
-			input.tier,
-			{ memberId: input.userId, keyId: input.keyId, model: prep.model.id, source: "chat" },
-			{ key: input.key?.monthlyCapCredits ?? null }
+		// The key's monthly budget and the credit hold are placed together; either refusal gives the other back.
+		const keyBudget = input.keyId && input.key?.monthlyBudgetCredits != null;
+		await both(
+			keyBudget
+				? deps.reserveKeyBudget(input.keyId!, holdId, prep.maxCostCredits, input.key!.monthlyBudgetCredits!)
+				: Promise.resolve(),
+			deps.reserve(
+				input.payerId,
+				holdId,
+				prep.maxCostCredits,
+				input.tier,
+				{ memberId: input.userId, keyId: input.keyId, model: prep.model.id, source: "chat" },
+				{ ...input.caps, key: input.key?.monthlyCapCredits ?? null }
+			),
+			{
+				a: () => keyBudget && undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0)),
+				b: () => undo.push(() => deps.release(input.payerId, holdId))
+			}
 		);
-		undo.push(() => deps.release(input.userId, holdId));
+		if (keyBudget) undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
+		undo.push(() => deps.release(input.payerId, holdId));
 		let releaseSlot: () => void;
 		try {
 			releaseSlot = await deps.gate.acquire(input.tier, signal);
@@ -283,7 +318,7 @@ export async function runChat(
 	const used = { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens, models: [prep.model.id] };
 	let settled = await retrying(
 		`chat ${input.id}: settle`,
-		() => deps.settle(input.userId, holdId, costCredits, used),
+		() => deps.settle(input.payerId, holdId, costCredits, used),
 		deps.logger
 	);
 	if (input.keyId && input.key?.monthlyBudgetCredits != null)

@@ -4,6 +4,8 @@
  * removed by exact key: no SCAN over the cache.
  */
 import type { ServiceBroker } from "moleculer";
+import { bumpUserStamp } from "../auth/api-key-cache";
+import { runtimeOf } from "../runtime/runtime";
 
 export const CACHED_ACTIONS = {
 	authState: { name: "users.authState", keys: ["userId", "sid"] },
@@ -49,7 +51,9 @@ export class UserCacheInvalidator {
 	constructor(private readonly broker: ServiceBroker) {}
 
 	async forget(userId: string, sessionIds: readonly string[] = []): Promise<void> {
-		// The gateways' memory of verified API keys (src/auth/api-key-cache.ts) drops the user's keys.
+		// The gateways' memory of verified API keys (src/auth/api-key-cache.ts): the new stamp makes the
+		// next request with any of the user's keys look them up again, on every gateway; the event frees memory.
+		await bumpUserStamp(runtimeOf(this.broker).kv, userId);
 		await this.broker.broadcast("users.forgotten", { userId }).catch(() => undefined);
 		const cacher = this.broker.cacher as unknown as KeyingCacher | undefined;
 		if (!cacher) return;

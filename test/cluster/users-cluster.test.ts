@@ -59,7 +59,19 @@ test("sign-in, session check, API keys, tier and disabling across nodes", async 
 		token: reg.accessToken,
 		body: { name: "k", scopes: ["users:read"] }
 	});
-	expect((await call("GET", "/api/v1/users/me", { apiKey: key.json.key })).status).toBe(200);
+	// Used three times, so the gateway remembers it (src/auth/api-key-cache.ts: from the second lookup on).
+	for (let i = 0; i < 3; i++)
+		expect((await call("GET", "/api/v1/users/me", { apiKey: key.json.key })).status).toBe(200);
+	// A remembered key that is revoked is refused by the next request (the key's stamp, not the event).
+	const gone = await call("POST", "/api/v1/users/me/api-keys", {
+		token: reg.accessToken,
+		body: { name: "gone", scopes: ["users:read"] }
+	});
+	for (let i = 0; i < 3; i++)
+		expect((await call("GET", "/api/v1/users/me", { apiKey: gone.json.key })).status).toBe(200);
+	const revoked = await call("DELETE", `/api/v1/users/me/api-keys/${gone.json.id}`, { token: reg.accessToken });
+	expect(revoked.status).toBe(200);
+	expectError(await call("GET", "/api/v1/users/me", { apiKey: gone.json.key }), 401, "INVALID_API_KEY");
 
 	expect(await other.broker.call("users.getTier", { userId: reg.userId })).toEqual(
 		expect.objectContaining({ tier: "free" })

@@ -531,7 +531,13 @@ describe("API keys", () => {
 		expect(me.json.credential).toEqual({ type: "apiKey", keyId: created.json.id });
 		expect(me.json.permissions).toEqual(["users:read", "projects:read"]);
 
-		const list = await call("GET", "/api/v1/users/me/api-keys", { token: u.access });
+		// The last use is written beside the lookup, not before its answer: poll for it.
+		let list: HttpResult = await call("GET", "/api/v1/users/me/api-keys", { token: u.access });
+		await eventually(
+			async () =>
+				(list = await call("GET", "/api/v1/users/me/api-keys", { token: u.access })).json.items[0]
+					?.lastUsedAt != null
+		);
 		expect(list.json.items).toHaveLength(1);
 		expect(JSON.stringify(list.json)).not.toContain(key.split("_")[2]);
 		expect(list.json.items[0].lastUsedAt).not.toBeNull();

@@ -108,6 +108,8 @@ function admitWorld(over: Partial<ChatDeps> = {}) {
 const input = {
 	id: "a".repeat(32),
 	userId: "u",
+	payerId: "u",
+	caps: {},
 	tier: "free" as const,
 	keyId: "k",
 	key: { models: null, monthlyBudgetCredits: 100, rpm: null, tpm: null },
@@ -166,4 +168,65 @@ test("a release answered HOLD_ALREADY_SETTLED (the node settled without recordin
 	expect(await sweepExpiredLeases(w.deps)).toBe(1);
 	expect(w.calls).toEqual([]);
 	expect(w.dropped).toEqual(["chat:s"]);
+});
+
+test("the key budget and the credit hold are placed together: a key refusal gives the credit hold back", async () => {
+	let heldKey = false;
+	const w = admitWorld({
+		reserveKeyBudget: async () => {
+			heldKey = true;
+			throw Object.assign(new Error("key budget"), { type: "KEY_BUDGET" });
+		},
+		reserve: async () => {
+			// Both are out at once: the credit hold does not wait for the key's answer.
+			expect(heldKey).toBe(true);
+			w.log.push("held");
+		}
+	});
+	await expect(admitChat(w.deps, input, new AbortController().signal)).rejects.toThrow("key budget");
+	expect(w.log).toEqual([
+		`lease ${H}`,
+		`renewing ${H}`,
+		"held",
+		"released",
+		"tokens back",
+		`not renewing ${H}`,
+		`lease dropped ${H}`
+	]);
+});
+
+test("the key's rates and the tier's are counted together: a key refusal gives the tier's tokens back", async () => {
+	const w = admitWorld({
+		admitKey: async () => {
+			throw Object.assign(new Error("key rpm"), { name: "Refused" });
+		},
+		admitTokens: async () => {
+			w.log.push("tokens counted");
+			return { windowEndMs: null };
+		}
+	});
+	const limited = { ...input, key: { ...input.key, rpm: 1 } };
+	await expect(admitChat(w.deps, limited, new AbortController().signal)).rejects.toThrow("key rpm");
+	expect(w.log.slice(0, 3)).toEqual([`lease ${H}`, "tokens counted", "tokens back"]);
+	expect(w.log).not.toContain("held");
+});
+
+test("an organisation key's request holds on the organisation's wallet with the member's and the organisation's caps", async () => {
+	const seen: unknown[] = [];
+	const w = admitWorld({
+		reserve: async (...a) => void seen.push(a),
+		openLease: async (id, payer) => void seen.push(["lease", id, payer])
+	});
+	const org = { ...input, key: null, payerId: "org:o1", caps: { member: 50, payer: 500 } };
+	const a = await admitChat(w.deps, org, new AbortController().signal);
+	a.releaseSlot();
+	expect(seen[0]).toEqual(["lease", H, "org:o1"]);
+	expect(seen[1]).toEqual([
+		"org:o1",
+		H,
+		expect.any(Number),
+		"free",
+		{ memberId: "u", keyId: "k", model: "gpt-4o-mini", source: "chat" },
+		{ member: 50, payer: 500, key: null }
+	]);
 });
