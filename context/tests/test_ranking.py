@@ -221,3 +221,52 @@ def test_adjacent_chunks_of_a_file_share_one_header() -> None:
     assert used <= budget
     content = [fr for fr in frames if fr["kind"] != "map"]
     assert len(content) == 1 and content[0]["kind"] == "file" and content[0]["lines"] == [1, f.facts.lines]
+
+
+SCOPED: dict[str, str] = {
+    "src/ledger/reserve.ts": (
+        "export function reserveAmount(balance: number, amount: number) {\n"
+        "  // reserve the amount: a reserve holds the amount until it is settled\n"
+        "  return balance - amount;\n}\n"
+    ),
+    "src/billing/charge.ts": (
+        "import { reserveAmount } from '../ledger/reserve';\n\n"
+        "export function chargeCard(card: string, cents: number) {\n  return reserveAmount(0, cents);\n}\n"
+    ),
+    "src/ledger/reserve.spec.ts": (
+        "import { reserveAmount } from './reserve';\n\n"
+        "it('keeps the rest', () => expect(reserveAmount(3, 1)).toBe(2));\n"
+    ),
+    "docs/billing.md": "# Billing\n\nA card is charged after the amount is reserved.\n",
+}
+
+
+def test_subject_of_reads_commit_style_scopes() -> None:
+    from forgefluid_context.ranking import subject_of
+
+    assert subject_of("test(tasks): settle passes tokens") == ("test", ["tasks"])
+    assert subject_of("feat(api, ui)!: new route") == ("feat", ["api", "ui"])
+    assert subject_of("net/http: reuse connections") == (None, ["net/http"])
+    assert subject_of("payments: hold leases") == (None, ["payments"])
+    assert subject_of("fix: a typo") == ("fix", [])
+    assert subject_of("reserve the amount: then charge") == (None, [])
+    assert subject_of("no subject here") == (None, [])
+
+
+def test_a_commit_scope_puts_its_component_first() -> None:
+    index = build(SCOPED)
+    # the ledger wins on words and the named identifier; the subject names the billing component
+    assert paths_ranked(index, "reserveAmount holds the reserve amount")[0] == "src/ledger/reserve.ts"
+    assert paths_ranked(index, "billing: reserveAmount holds the reserve amount")[0].startswith(
+        ("src/billing/", "docs/billing")
+    )
+    # a directory path as the scope (Go style) works the same
+    assert paths_ranked(index, "src/billing: reserveAmount holds the reserve amount")[0] == "src/billing/charge.ts"
+
+
+def test_a_conventional_test_type_favours_test_files() -> None:
+    index = build(SCOPED)
+    query = "reserve the amount and hold the reserve amount"
+    assert paths_ranked(index, query)[0] == "src/ledger/reserve.ts"
+    assert paths_ranked(index, "test: " + query)[0] == "src/ledger/reserve.spec.ts"
+    assert paths_ranked(index, "test(ledger): " + query)[0] == "src/ledger/reserve.spec.ts"

@@ -12,7 +12,10 @@ THE RULE. A file's score adds up
 - the graph: personalised PageRank over the reference/import graph plus edges between files sharing
   a stem (a subject, its test, its doc), seeded with the above (as Aider's repository map does), so
   the callers, callees and tests of what matched come next,
-- recency: files changed in later versions of the project rank a little higher.
+- recency: files changed in later versions of the project rank a little higher,
+- a commit-style subject (`payments: ...`, `net/http: ...`, `fix(parser): ...`): the files of the
+  component it names (a directory of that name or path, or that stem) have their score multiplied by
+  1 + W_SCOPE, and a conventional `test`/`docs` type multiplies test or doc files by 1 + W_KIND.
 A chunk's score is its file's score scaled by the chunk's own BM25 against the query (a chunk that
 defines a named identifier counts as fully relevant).
 
@@ -23,10 +26,12 @@ many long files.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from .parsing import STOPWORDS, FileFacts, path_terms, split_identifier, terms_of
 
@@ -38,12 +43,42 @@ W_NAMED_PATH = 1.2
 W_NAMED_SEGMENT = 0.5  # a plain word that is a file's stem or directory, relative to a spelled-out path
 W_GRAPH = 0.5
 W_RECENCY = 0.15
+# A commit-style subject names its component: `payments: ...`, `net/http: ...`, `fix(parser): ...`.
+# Files under that directory or with that stem are the change's likely home: their score is
+# multiplied by 1 + W_SCOPE. A conventional type (`test(...)`, `docs: ...`) favours files of its kind
+# by 1 + W_KIND.
+W_SCOPE = 2.0
+W_KIND = 0.5
 PPR_ALPHA = 0.15
 PPR_EPSILON = 2e-4
 MAX_DEFINERS = 6
 W_SAME_STEM = 1.0  # edge weight between files sharing a stem, against 2 for a resolved import
 # A chunk's score is its file's times (CHUNK_FLOOR + (1 - CHUNK_FLOOR) x its relevance within the file).
 CHUNK_FLOOR = 0.25  # an identifier defined in more files than this is too common to make an edge
+
+
+# `component: subject`, `a/b: subject`, `type(scope)!: subject` at the start of the query
+_SUBJECT = re.compile(r"^\s*([A-Za-z0-9_][\w./-]{0,60})(?:\(([\w./, -]{1,80})\))?!?:\s")
+COMMIT_TYPES = frozenset(
+    {"fix", "feat", "feature", "chore", "docs", "doc", "test", "tests", "refactor", "perf", "build", "ci", "style"}
+)
+_TEST_PATH = re.compile(r"(^|/)(tests?|spec|__tests__|testing)/|[._-](test|spec)s?\.[^/]+$|(^|/)test_[^/]+$")
+_DOC_PATH = re.compile(r"(^|/)docs?/|\.(md|rst|txt|adoc)$", re.I)
+
+
+def subject_of(query: str) -> tuple[str | None, list[str]]:
+    """The conventional type (`test`, `docs`, ...) and the component scopes a commit-style query
+    starts with: `test(tasks): x` -> ("test", ["tasks"]); `bench/compat: x` -> (None, ["bench/compat"]);
+    `fix: x` -> ("fix", []); a query not shaped so -> (None, [])."""
+    m = _SUBJECT.match(query)
+    if m is None:
+        return None, []
+    head, inner = m.group(1).lower().strip("./"), m.group(2)
+    kind = head if head in COMMIT_TYPES else None
+    scopes = [head] if kind is None and head else []
+    if inner:
+        scopes.extend(s.strip().lower().strip("./") for s in inner.split(","))
+    return kind, [s for s in scopes if len(s) > 1 and s not in COMMIT_TYPES]
 
 
 @dataclass
@@ -96,10 +131,14 @@ class VersionIndex:
         self.avg_length = total / len(files) if files else 1.0
         # BM25's per-document factor tf x (K1 + 1) / (tf + K1 x length norm) does not depend on the
         # query: computed once, a query's score is then idf x factor summed over its terms' postings
+        # so is the idf: each posting holds idf x that factor
+        n = len(files)
         self.weighted: dict[str, list[tuple[int, float]]] = {}
         for t, posting in self.postings.items():
+            idf = math.log(1 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
             self.weighted[t] = [
-                (i, tf * (K1 + 1) / (tf + K1 * (1 - B + B * files[i].length / self.avg_length))) for i, tf in posting
+                (i, idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * files[i].length / self.avg_length)))
+                for i, tf in posting
             ]
         self.lower_paths = [f.path.lower() for f in files]
         self.stem_of = [p.rsplit("/", 1)[-1].split(".", 1)[0] for p in self.lower_paths]
@@ -123,7 +162,12 @@ class VersionIndex:
                 self.by_suffix[t].append(i)
             for k in range(1, len(segs)):
                 self.by_dir["/".join(segs[:k])].append(i)
+        # paths in path order (the ranking's tie-break) and the files a conventional type favours
+        self.path_order = sorted(range(len(files)), key=lambda i: files[i].path)
+        self.test_files = [i for i, lp in enumerate(self.lower_paths) if _TEST_PATH.search(lp)]
+        self.doc_files = [i for i, lp in enumerate(self.lower_paths) if _DOC_PATH.search(lp)]
         self.chunk_lengths: dict[int, tuple[list[int], float]] = {}
+        self._idfs: tuple[tuple[str, ...], dict[str, float]] = ((), {})
         self.graph = self._graph()
         self.out_weight = [sum(e.values()) for e in self.graph]
         # query-independent, so computed once: each node's edges as (target, share of its out-weight)
@@ -178,16 +222,14 @@ class VersionIndex:
     # ---- querying ----
 
     def bm25(self, qterms: dict[str, int]) -> dict[int, float]:
-        n = len(self.files)
-        scores: dict[int, float] = defaultdict(float)
+        scores = [0.0] * len(self.files)
+        weighted = self.weighted
         for t in qterms:
-            posting = self.postings.get(t)
-            if not posting:
-                continue
-            idf = math.log(1 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for i, w in self.weighted[t]:
-                scores[i] += idf * w
-        return scores
+            posting = weighted.get(t)
+            if posting:
+                for i, w in posting:
+                    scores[i] += w
+        return {i: v for i, v in enumerate(scores) if v}
 
     def named(self, query: str) -> tuple[dict[int, float], dict[int, float], dict[int, float], set[str]]:
         """Files defining identifiers the query spells out, files whose path it names, and files whose
@@ -237,6 +279,35 @@ class VersionIndex:
                         for i in stem_hits:
                             paths[i] += 1 / math.sqrt(len(stem_hits))
         return defs, paths, segments, named_defs
+
+    def in_scope(self, scope: str) -> set[int]:
+        """Files a component name covers: a directory of that name (or path) anywhere, or that stem."""
+        hits = set(self.by_segment.get(scope, ())) if "/" not in scope else set()
+        hits.update(self.by_dir.get(scope, ()))
+        hits.update(self.by_suffix.get(scope, ()))
+        if "/" in scope:
+            # `bench/compat` also names src/bench/compat/... : a directory path as a tail of a directory
+            tail = "/" + scope + "/"
+            hits.update(
+                i for i in self.by_segment.get(scope.rsplit("/", 1)[-1], ()) if tail in "/" + self.lower_paths[i]
+            )
+        return hits
+
+    def subject_boost(self, query: str) -> dict[int, float]:
+        """Multipliers above 1 for the files a commit-style subject points at (see W_SCOPE)."""
+        kind, scopes = subject_of(query)
+        boost: dict[int, float] = {}
+        scoped: set[int] = set()
+        for sc in scopes:
+            scoped |= self.in_scope(sc)
+        if len(scoped) > len(self.files) // 2:
+            scoped = set()  # names half the project: says nothing
+        for i in scoped:
+            boost[i] = 1 + W_SCOPE
+        kinds = self.test_files if kind in ("test", "tests") else self.doc_files if kind in ("docs", "doc") else []
+        for i in kinds:
+            boost[i] = boost.get(i, 1.0) * (1 + W_KIND)
+        return boost
 
     def personalised_pagerank(self, seeds: dict[int, float]) -> dict[int, float]:
         """Andersen-Chung-Lang push: approximate PPR touching only the seeds' neighbourhood. A node is
@@ -290,19 +361,30 @@ class VersionIndex:
             base[i] += W_NAMED_PATH * v / top_path
         for i, v in segments.items():
             base[i] += W_NAMED_SEGMENT * v / top_segment
-        seeds = dict(sorted(base.items(), key=lambda kv: -kv[1])[:30])
+        boost = self.subject_boost(query)
+        for i, m in boost.items():
+            if i in base:
+                base[i] *= m
+        seeds = dict(heapq.nlargest(30, base.items(), key=itemgetter(1)))
         ppr = self.personalised_pagerank(seeds)
         top_ppr = max(ppr.values(), default=0.0) or 1.0
         span = self.max_version - self.min_version
         scores = [0.0] * len(self.files)
-        for i in set(base) | set(ppr):  # every other file scores 0
-            s = base.get(i, 0.0) + W_GRAPH * ppr.get(i, 0.0) / top_ppr
-            if s > 0 and span > 0:
-                s += W_RECENCY * (self.files[i].changed_at - self.min_version) / span
-            scores[i] = s
-        order = sorted(
-            (i for i in set(base) | set(ppr) if scores[i] > 0), key=lambda i: (-scores[i], self.files[i].path)
-        )
+        for i, v in base.items():
+            scores[i] = v
+        graph = W_GRAPH / top_ppr
+        for i, v in ppr.items():
+            scores[i] += graph * v * boost.get(i, 1.0)
+        if span > 0:
+            recency = W_RECENCY / span
+            files = self.files
+            low = self.min_version
+            for i in {*base, *ppr}:  # every other file scores 0
+                if scores[i] > 0:
+                    scores[i] += recency * (files[i].changed_at - low)
+        # best first, ties in path order: a stable sort by score of the files in path order
+        order = [i for i in self.path_order if scores[i] > 0]
+        order.sort(key=scores.__getitem__, reverse=True)
         return Ranked(scores, order, named_defs)
 
     def chunk_relevance(self, file_index: int, query_terms: dict[str, int], named: set[str]) -> list[float]:
@@ -311,36 +393,44 @@ class VersionIndex:
         f = self.files[file_index]
         if f.facts is None or not f.facts.chunks:
             return []
-        n = len(self.files)
         chunks = f.facts.chunks
         cached = self.chunk_lengths.get(file_index)
         if cached is None:
             lengths = [sum(c.terms.values()) for c in chunks]
             cached = self.chunk_lengths[file_index] = (lengths, sum(lengths) / len(chunks) or 1.0)
         lengths, avg = cached
-        idfs = {}
-        for t in query_terms:
-            df = len(self.postings.get(t, ()))
-            if df:
-                idfs[t] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        idfs = self.query_idfs(query_terms)
         k1b = K1 * B / avg
         k1 = K1 * (1 - B)
+        k2 = K1 + 1
         raw: list[float] = []
         wanted = idfs.keys()
         for c, dl in zip(chunks, lengths, strict=True):
-            s = 0.0
-            common = wanted & c.terms.keys()
+            terms = c.terms
+            common = wanted & terms.keys()
             if common:
                 norm = k1 + k1b * dl
-                terms = c.terms
-                for t in common:
-                    tf = terms[t]
-                    s += idfs[t] * tf * (K1 + 1) / (tf + norm)
-            raw.append(s)
+                raw.append(sum(idfs[t] * terms[t] * k2 / (terms[t] + norm) for t in common))
+            else:
+                raw.append(0.0)
         if named:
             top = max(raw, default=0.0) + 1.0
             raw = [top if c.name in named else s for c, s in zip(chunks, raw, strict=True)]
         return raw
+
+    def query_idfs(self, query_terms: dict[str, int]) -> dict[str, float]:
+        """idf of each query term the version has (the query's last set is remembered: a selection
+        asks for it once per candidate file)."""
+        key = tuple(query_terms)
+        if self._idfs[0] != key:
+            n = len(self.files)
+            idfs = {}
+            for t in query_terms:
+                df = len(self.postings.get(t, ()))
+                if df:
+                    idfs[t] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            self._idfs = (key, idfs)
+        return self._idfs[1]
 
     def chunk_scores(
         self, file_index: int, query_terms: dict[str, int], file_score: float, named: set[str]

@@ -21,8 +21,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
+from .parsing import Chunk
 from .ranking import VersionIndex, query_terms
 
 TOP_FILES = 30
@@ -131,9 +133,13 @@ def plan(
     count = _memo(index, count)
     ranked = index.rank(query)
     qterms = query_terms(query)
-    allowed = [i for i in range(len(index.files)) if not (exclude and glob_match(index.files[i].path, exclude))]
-    allowed_set = set(allowed)
-    included = [i for i in allowed if include and glob_match(index.files[i].path, include)]
+    n = len(index.files)
+    everything = not exclude
+    allowed: range | list[int] = (
+        range(n) if everything else [i for i in range(n) if not glob_match(index.files[i].path, exclude)]
+    )
+    allowed_set: range | set[int] = range(n) if everything else set(allowed)
+    included = [i for i in allowed if glob_match(index.files[i].path, include)] if include else []
     included.sort(key=lambda i: (-ranked.file_scores[i], index.files[i].path))
     chosen: list[Unit] = []
     left = budget
@@ -185,7 +191,7 @@ def plan(
         units = units_of(i, ranked.file_scores[i] + 1.0, whole, True)
         offer(sorted(units, key=lambda u: -u.score))
     inc_set = set(included)
-    candidates = [i for i in ranked.order if i in allowed_set and i not in inc_set][:TOP_FILES]
+    candidates = list(islice((i for i in ranked.order if i in allowed_set and i not in inc_set), TOP_FILES))
     pool: list[Unit] = []
     if candidates:
         top = ranked.file_scores[candidates[0]] or 1.0
@@ -210,9 +216,14 @@ def plan(
                     continue
                 mix = LOCAL_WEIGHT * r / local + (1 - LOCAL_WEIGHT) * r / best
                 pool.append(Unit(i, c.start, c.end, c.tokens, fnorm * (CHUNK_FLOOR + (1 - CHUNK_FLOOR) * mix)))
-    pool.sort(key=lambda u: (-u.score / (u.tokens + header_of(u.file)) ** DENSITY, u.file, u.start))
-    offer(pool)
-    map_order = [i for i in ranked.order if i in allowed_set] + [i for i in allowed if ranked.file_scores[i] <= 0]
+    keys = [(-u.score / (u.tokens + header_of(u.file)) ** DENSITY, u.file, u.start) for u in pool]
+    order = sorted(range(len(pool)), key=keys.__getitem__)
+    offer([pool[k] for k in order])
+    scores = ranked.file_scores
+    if everything:
+        map_order = ranked.order + [i for i in allowed if scores[i] <= 0]
+    else:
+        map_order = [i for i in ranked.order if i in allowed_set] + [i for i in allowed if scores[i] <= 0]
     return chosen, map_order
 
 
@@ -227,8 +238,10 @@ def render(
     """Frames from the chosen units (adjacent ranges of a file merged), then the map; exact tokens."""
     short = _memo(index, count)
     units = list(units)
+    counted: dict[tuple[int, int, int], int] = {}  # (file, start, end) -> tokens, across the retries
+    split: dict[int, list[str]] = {}
     while True:
-        frames = _content_frames(index, units, texts, count, short)
+        frames = _content_frames(index, units, texts, count, short, counted, split)
         used = sum(f["tokens"] for f in frames)
         if used <= budget or not units:
             break
@@ -273,12 +286,65 @@ def render(
     return frames, used
 
 
+def _blank(line: str) -> bool:
+    return not line.strip()
+
+
+def joined_tokens(
+    chunks: Sequence[Chunk], first: dict[int, int], lines: list[str], start: int, end: int, count: Callable[[str], int]
+) -> int | None:
+    """The exact token count of lines start..end joined by newlines when they are whole adjacent chunks
+    (their counts known from indexing), without encoding the whole range; None when they are not.
+
+    WHY exact: cl100k's pre-tokenizer never lets a piece run from a newline on into a line that has
+    a non-blank character (a piece holding a newline holds only whitespace after it, and ends at the
+    last newline of its whitespace run), and BPE never merges across pieces. So a text splits, at
+    the start of any non-blank line, into two parts whose counts add up. For chunks A and B, with
+    T = A from its last non-blank line and H = B's leading blank lines (through their newline):
+    count(A + newline + B) = count(A) - count(T) + count(T + newline + H) - count(H) + count(B).
+    Only the few lines around each join are encoded."""
+    k = first.get(start)
+    if k is None:
+        return None
+    total = 0
+    a0 = start
+    while True:
+        c = chunks[k]
+        if c.end > end:
+            return None
+        if c.start == start:
+            total = c.tokens
+        else:
+            t = c.start - 1  # the join: lines a0..t, then c.start..
+            tail_from = t
+            while tail_from > a0 and _blank(lines[tail_from - 1]):
+                tail_from -= 1
+            tail = "\n".join(lines[tail_from - 1 : t])
+            m = c.start
+            while m <= c.end and _blank(lines[m - 1]):
+                m += 1
+            if m > c.end:
+                head = "\n".join(lines[c.start - 1 : c.end])
+            elif m > c.start:
+                head = "\n".join(lines[c.start - 1 : m - 1]) + "\n"
+            else:
+                head = ""
+            total += c.tokens - count(tail) + count(tail + "\n" + head) - count(head)
+        if c.end == end:
+            return total
+        k += 1
+        if k >= len(chunks) or chunks[k].start != c.end + 1:
+            return None
+
+
 def _content_frames(
     index: VersionIndex,
     units: list[Unit],
     texts: dict[str, str],
     count: Callable[[str], int],
     short: Callable[[str], int],
+    counted: dict[tuple[int, int, int], int],
+    split: dict[int, list[str]],
 ) -> list[dict[str, Any]]:
     by_file: dict[int, list[Unit]] = {}
     order: list[int] = []
@@ -293,7 +359,9 @@ def _content_frames(
         text = texts.get(f.sha256)
         if text is None or f.facts is None:
             continue
-        lines = text.split("\n")
+        lines = split.get(i)
+        if lines is None:
+            lines = split[i] = text.split("\n")
         ranges: list[list[int]] = []
         for u in sorted(by_file[i], key=lambda u: u.start):
             if ranges and u.start <= ranges[-1][1] + 1:
@@ -301,17 +369,21 @@ def _content_frames(
             else:
                 ranges.append([u.start, u.end])
         whole = len(ranges) == 1 and ranges[0][0] == 1 and ranges[0][1] >= f.facts.lines
-        # a range that is one chunk has its exact count from indexing (same text); others are counted
-        known = {(c.start, c.end): c.tokens for c in f.facts.chunks}
+        # a range that is one chunk has its exact count from indexing (same text); a range of several
+        # adjacent chunks is their counts plus what each join changes (see `joined_tokens`)
+        chunks = f.facts.chunks
+        first = {c.start: k for k, c in enumerate(chunks)}
         for s, e in ranges:
             body = "\n".join(lines[s - 1 : e])
-            n = known.get((s, e))
+            n = counted.get((i, s, e))
+            if n is None:
+                n = counted[(i, s, e)] = joined_tokens(chunks, first, lines, s, e, count) or count(body)
             frames.append(
                 {
                     "kind": "file" if whole else "definitions",
                     "path": f.path,
                     "lines": [s, e],
-                    "tokens": (count(body) if n is None else n) + header_tokens(f.path, short),
+                    "tokens": n + header_tokens(f.path, short),
                     "text": body,
                 }
             )
