@@ -270,3 +270,32 @@ def test_a_conventional_test_type_favours_test_files() -> None:
     assert paths_ranked(index, query)[0] == "src/ledger/reserve.ts"
     assert paths_ranked(index, "test: " + query)[0] == "src/ledger/reserve.spec.ts"
     assert paths_ranked(index, "test(ledger): " + query)[0] == "src/ledger/reserve.spec.ts"
+
+
+def test_the_best_small_files_are_shown_whole() -> None:
+    # quota.ts ranks first; its second function shares no word with the query, and ten other files'
+    # matching functions would outbid it for the budget
+    tree = {
+        "src/quota.ts": (
+            "export function checkQuota(used: number, quota: number) {\n  return used < quota;\n}\n\n"
+            + "".join(f"export function resetWindow{k}(now: number) {{\n  return now - {k};\n}}\n\n" for k in range(8))
+        ),
+        **{
+            f"src/other{k}.ts": (
+                f"export function quotaOf{k}(n: number) {{\n  return n * {k};\n}}\n\n"
+                + "".join(f"export function pad{k}_{j}(n: number) {{\n  return n + {j};\n}}\n\n" for j in range(12))
+            )
+            for k in range(10)
+        },
+    }
+    files = [
+        IndexedFile(p, f"sha-{p}", len(t), parse_file(p, t.encode(), count_tokens), 1) for p, t in sorted(tree.items())
+    ]
+    index = VersionIndex(files)
+    query = "checkQuota: refuse when the quota is used up"
+    assert index.files[index.rank(query).order[0]].path == "src/quota.ts"
+    units, order = plan(index, query, 3000, [], [], count_tokens)
+    frames, used = render(index, units, order, 3000, {f"sha-{p}": t for p, t in tree.items()}, count_tokens)
+    assert used <= 3000
+    quota = [f for f in frames if f.get("path") == "src/quota.ts"]
+    assert [f["kind"] for f in quota] == ["file"]

@@ -2,14 +2,17 @@
 
 THE RULE, in order:
 1. included paths (globs) first: each whole when it fits, else its best chunks;
-2. then units of the TOP_FILES best-ranked files: a one-chunk file is one unit, any longer file
+2. the HEAD_FILES best-ranked files that take at most HEAD_SHARE of the budget, each whole (a
+   commit's change is most often in its best-ranked files, and in a small file the changed lines
+   need not be the ones that share words with the query);
+3. then units of the TOP_FILES best-ranked files: a one-chunk file is one unit, any longer file
    offers its chunks (definitions with their line ranges) one by one, scored by the file's rank and
    the chunk's own BM25; units go in by score per token^DENSITY, so the budget holds the relevant
    definitions of many files rather than all of a few (a file all of whose chunks go in is shown
    whole; a unit next to a chosen one of its file joins that frame and is charged no header of its
    own). Offering whole files as single units made a larger budget show fewer relevant lines:
    at 32k a 1,400-token file became one unit whose density lost to everyone's chunks;
-3. then a repository map (path: main symbols), best files first, in whatever space is left.
+4. then a repository map (path: main symbols), best files first, in whatever space is left.
 Excluded paths are never shown, not even in the map. Every frame's `tokens` counts its text plus a
 header allowance (path and line range, as the prompt prints them), with the real tokenizer, and the
 frames' sum never exceeds the budget: the plan is checked after rendering and trimmed if needed.
@@ -36,6 +39,8 @@ CHUNK_FLOOR = 0.25
 LOCAL_WEIGHT = 0.5
 DENSITY = 0.3
 MAP_MIN_TOKENS = 24
+HEAD_FILES = 3
+HEAD_SHARE = 0.2
 # A candidate's weight in packing: (its score / the best file's) ** FILE_SHARPNESS. Below 1 the
 # budget reaches further down the ranking (measured: 0.5 beats 1, 2 and 4).
 FILE_SHARPNESS = 0.5
@@ -192,6 +197,14 @@ def plan(
         offer(sorted(units, key=lambda u: -u.score))
     inc_set = set(included)
     candidates = list(islice((i for i in ranked.order if i in allowed_set and i not in inc_set), TOP_FILES))
+    rank_of = {i: k for k, i in enumerate(candidates)}
+    # the best-ranked files, when small against the budget, are shown whole
+    for i in candidates[:HEAD_FILES]:
+        f = index.files[i]
+        if f.facts is not None and f.facts.chunks and f.tokens + header_of(i) <= HEAD_SHARE * budget:
+            offer([Unit(i, 1, f.facts.lines, f.tokens, ranked.file_scores[i])])
+    shown = {u.file for u in chosen}
+    candidates = [i for i in candidates if i not in shown]
     pool: list[Unit] = []
     if candidates:
         top = ranked.file_scores[candidates[0]] or 1.0
@@ -219,6 +232,10 @@ def plan(
     keys = [(-u.score / (u.tokens + header_of(u.file)) ** DENSITY, u.file, u.start) for u in pool]
     order = sorted(range(len(pool)), key=keys.__getitem__)
     offer([pool[k] for k in order])
+    # the prompt shows the included files, then the others best-ranked first (a file's units in the
+    # order they were chosen)
+    n_included = sum(1 for u in chosen if u.included)
+    chosen[n_included:] = sorted(chosen[n_included:], key=lambda u: rank_of.get(u.file, len(rank_of)))
     scores = ranked.file_scores
     if everything:
         map_order = ranked.order + [i for i in allowed if scores[i] <= 0]
