@@ -6,14 +6,18 @@
  * Prints pairs/s, latency p50/p99 of each call, the machine, and checks the ledger's invariants.
  *
  *   node -r @swc-node/register bench/ledger/run.ts
- *   (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10 BATCH_MAX=64 BATCH_IN_FLIGHT=2)
+ *   (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10 BATCH_MAX=64 BATCH_IN_FLIGHT=2 CAPS=payer)
+ * CAPS=payer (default): every hold moves its payer's monthly spend counter (no cap set), as every hold
+ * of payments.reserve does; CAPS=none: no counter (the shape of the figures before the caps).
  */
+import fs from "node:fs";
 import os from "node:os";
 import { Client } from "pg";
 import { QueryTypes } from "sequelize";
 import { createSequelize } from "../../src/db/sequelize";
 import { migrate } from "../../src/db/migrate";
 import { Ledger } from "../../src/payments/ledger";
+import { spendCounters } from "../../src/payments/spend-caps";
 import { machine } from "../support/machine";
 
 const DURATION_S = Number(process.env.DURATION_S ?? 10);
@@ -23,6 +27,8 @@ const POOL = Number(process.env.POOL ?? 10);
 /** Group commit: most operations per ledger_apply statement, most statements in flight (the Ledger's defaults: 64, 2). */
 const BATCH_MAX = Number(process.env.BATCH_MAX ?? 64);
 const BATCH_IN_FLIGHT = Number(process.env.BATCH_IN_FLIGHT ?? 2);
+const CAPS = process.env.CAPS ?? "payer";
+if (CAPS !== "payer" && CAPS !== "none") throw new Error(`CAPS must be payer or none, got ${CAPS}`);
 const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const DB = `ff_bench_ledger_${Date.now().toString(36)}`;
 
@@ -31,12 +37,33 @@ function pct(sorted: number[], p: number) {
 }
 const ms = (v: number) => `${v.toFixed(1)} ms`;
 
-async function scenario(ledger: Ledger, name: string, userOf: (worker: number, i: number) => string) {
+/**
+ * CPU time (ms) of the bench database's server processes, by pid, from /proc (PostgreSQL on this
+ * machine; empty otherwise). Unlike pairs/s, CPU per pair hardly depends on what else the machine runs.
+ */
+async function serverCpu(admin: Client): Promise<Map<number, number>> {
+	const { rows } = await admin.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = $1`, [DB]);
+	const out = new Map<number, number>();
+	const tick = 1000 / 100; // USER_HZ
+	for (const { pid } of rows) {
+		try {
+			const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+			out.set(pid, (Number(f[11]) + Number(f[12])) * tick);
+		} catch {
+			// not on this machine, or gone
+		}
+	}
+	return out;
+}
+
+async function scenario(admin: Client, ledger: Ledger, name: string, userOf: (worker: number, i: number) => string) {
 	const reserveLat: number[] = [];
 	const settleLat: number[] = [];
 	let pairs = 0;
 	let failures = 0;
 	const until = Date.now() + DURATION_S * 1000;
+	const cpu0 = process.cpuUsage();
+	const server0 = await serverCpu(admin);
 	const started = performance.now();
 	await Promise.all(
 		Array.from({ length: CONCURRENCY }, async (_, w) => {
@@ -52,7 +79,8 @@ async function scenario(ledger: Ledger, name: string, userOf: (worker: number, i
 						boostMs: 0,
 						listBoostFee: 0n,
 						tier: "pro",
-						discountBps: 250
+						discountBps: 250,
+						caps: CAPS === "payer" ? spendCounters({ payerId: userId }) : []
 					});
 					reserveLat.push(performance.now() - t);
 					t = performance.now();
@@ -67,6 +95,10 @@ async function scenario(ledger: Ledger, name: string, userOf: (worker: number, i
 		})
 	);
 	const seconds = (performance.now() - started) / 1000;
+	const cpu = process.cpuUsage(cpu0);
+	const server1 = await serverCpu(admin);
+	// A connection opened during the run counts whole.
+	const serverMs = [...server1].reduce((s, [pid, t]) => s + t - (server0.get(pid) ?? 0), 0);
 	reserveLat.sort((a, b) => a - b);
 	settleLat.sort((a, b) => a - b);
 	return {
@@ -77,6 +109,8 @@ async function scenario(ledger: Ledger, name: string, userOf: (worker: number, i
 		reserveP99: ms(pct(reserveLat, 99)),
 		settleP50: ms(pct(settleLat, 50)),
 		settleP99: ms(pct(settleLat, 99)),
+		benchCpuUsPerPair: Math.round((cpu.user + cpu.system) / Math.max(1, pairs)),
+		pgCpuUsPerPair: server1.size ? Math.round((serverMs * 1000) / Math.max(1, pairs)) : null,
 		failures
 	};
 }
@@ -115,11 +149,11 @@ async function main() {
 				.join(" ")}`
 		);
 		console.log(
-			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, group commit of up to ${BATCH_MAX} operations with ${BATCH_IN_FLIGHT} statements in flight, ${DURATION_S} s per scenario\n`
+			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, group commit of up to ${BATCH_MAX} operations with ${BATCH_IN_FLIGHT} statements in flight, spend counters: ${CAPS}, ${DURATION_S} s per scenario\n`
 		);
 		const rows = [
-			await scenario(ledger, `spread over ${USERS} users`, (w, i) => users[(w * 7919 + i) % USERS]),
-			await scenario(ledger, "hot: one user", () => "bench-hot")
+			await scenario(admin, ledger, `spread over ${USERS} users`, (w, i) => users[(w * 7919 + i) % USERS]),
+			await scenario(admin, ledger, "hot: one user", () => "bench-hot")
 		];
 		console.table(rows);
 
