@@ -159,11 +159,9 @@ export const keysMixin: UsersMixin = {
 			async handler(this: UsersThis, ctx: Ctx<{ id: string; keyId: string }>) {
 				const r = await this.orgApiKeys.revoke(currentUser(ctx).id, ctx.params.id, ctx.params.keyId);
 				await bumpKeyStamp(runtimeOf(this.broker).kv, ctx.params.keyId);
-				await this.broker.broadcast("users.apiKey.revoked", {
-					userId: currentUser(ctx).id,
-					keyId: ctx.params.keyId
-				});
-				return r;
+				// Named by the key's creator (whose key it is), as a personal key's revocation is.
+				await this.broker.broadcast("users.apiKey.revoked", { userId: r.creator, keyId: ctx.params.keyId });
+				return r.view;
 			}
 		},
 

@@ -90,6 +90,6 @@ export class OrgApiKeys {
 		const creator = await this.d.store.revokeOrgApiKey(orgId, id, ORG_KEY_MANAGERS.has(role) ? null : userId);
 		if (!creator) throw NotFound("API key");
 		await this.d.store.audit(undefined, creator, userId, "apiKey.revoke", { id, orgId });
-		return { id, orgId, revoked: true as const };
+		return { view: { id, orgId, revoked: true as const }, creator };
 	}
 }

@@ -47,7 +47,7 @@ function orgKeys(roles: Record<string, string>) {
 		},
 		revokeOrgApiKey: async (orgId: string, id: string, creator: string | null) => {
 			revoked.push([orgId, id, creator]);
-			return id === "known" ? ADMIN : null;
+			return id === "known" ? BILLER : null; // made by the billing member
 		},
 		audit: async () => undefined
 	} as unknown as OrgApiKeysDeps["store"];
@@ -106,7 +106,10 @@ describe("organisation API keys: make, list, revoke", () => {
 			[ORG, null],
 			[ORG, BILLER]
 		]);
-		expect(await s.keys.revoke(ADMIN, ORG, "known")).toEqual({ id: "known", orgId: ORG, revoked: true });
+		expect(await s.keys.revoke(ADMIN, ORG, "known")).toEqual({
+			view: { id: "known", orgId: ORG, revoked: true },
+			creator: BILLER
+		});
 		expect(await code(s.keys.revoke(BILLER, ORG, "missing"))).toBe("404/NOT_FOUND");
 		expect(s.revoked[1]).toEqual([ORG, "missing", BILLER]);
 		expect(await code(s.keys.list(ADMIN, OTHER_ORG))).toBe("404/NOT_FOUND");
