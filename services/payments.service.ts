@@ -58,6 +58,12 @@ interface PaymentsThis extends Service, DurableThis, Pick<UsageThis, "usageStore
 	chainTick(): Promise<unknown>;
 	reconcileStripe(windowS?: number): Promise<{ listed: number; missed: number; processed: number }>;
 	memberCountOf(orgId: string): Promise<number | null>;
+	attributeAndReadCap(p: {
+		userId: string;
+		taskId: string;
+		attribution?: UsageAttribution;
+		caps?: SpendCaps;
+	}): Promise<number | null>;
 }
 
 const USER_ID = { type: "string", min: 1, max: 128, pattern: /^[A-Za-z0-9._:@-]+$/ };
@@ -444,8 +450,7 @@ const PaymentsService: ServiceSchema<
 				// payer's own cap is read beside them (an organisation's comes with the call).
 				const [f, ownCap] = await Promise.all([
 					this.factsOf(p.userId, p.tier ?? null),
-					p.caps?.payer == null && !isOrgPayer(p.userId) ? this.payerCaps.capOf(p.userId) : null,
-					p.attribution ? this.usageStore.attribute(p.taskId, p.userId, p.attribution) : null
+					this.attributeAndReadCap(p)
 				]);
 				// `userId` is the payer; the member and the key of the attribution have their own counters.
 				const caps = spendCounters({
@@ -497,10 +502,13 @@ const PaymentsService: ServiceSchema<
 				ctx: Ctx<{ userId: string; taskId: string; actualCost: number; usage?: SettledUsage }>
 			) {
 				const p = ctx.params;
-				const [hold] = await Promise.all([
-					this.ledger.settle({ userId: p.userId, taskId: p.taskId, listActualCost: BigInt(p.actualCost) }),
-					p.usage ? this.usageStore.recordSettled(p.taskId, p.usage) : null
-				]);
+				// The usage is written by the settlement's own statement (Ledger.settle).
+				const hold = await this.ledger.settle({
+					userId: p.userId,
+					taskId: p.taskId,
+					listActualCost: BigInt(p.actualCost),
+					...(p.usage ? { usage: p.usage } : {})
+				});
 				return countHold(this.broker.metrics, "settled", hold);
 			}
 		},
@@ -661,6 +669,21 @@ const PaymentsService: ServiceSchema<
 	},
 
 	methods: {
+		/**
+		 * What a reserve writes and reads beside the hold: the attribution, and a user payer's own cap when
+		 * the call brought none (an organisation's comes with the call). One statement when both are due.
+		 */
+		async attributeAndReadCap(
+			this: PaymentsThis,
+			p: { userId: string; taskId: string; attribution?: UsageAttribution; caps?: SpendCaps }
+		): Promise<number | null> {
+			const readCap = p.caps?.payer == null && !isOrgPayer(p.userId);
+			if (p.attribution && readCap)
+				return this.usageStore.attributeReadingPayerCap(p.taskId, p.userId, p.attribution);
+			if (p.attribution) await this.usageStore.attribute(p.taskId, p.userId, p.attribution);
+			return readCap ? this.payerCaps.capOf(p.userId) : null;
+		},
+
 		/** A user's tier facts (src/payments/facts.ts); `tierOverride` given: the caller resolved the tier already. */
 		factsOf(this: PaymentsThis, userId: string, tierOverride?: TierName | null): Promise<StakeFacts> {
 			const src = {

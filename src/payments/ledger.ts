@@ -19,6 +19,7 @@ import type { TierName } from "../domain/tiers";
 import { LOT_PRIORITY, LotSource, allocate, holdAmount, spendOrder } from "./ledger-rules";
 import { GroupCommit } from "./group-commit";
 import { CAP_CODES, type SpendCounter } from "./spend-caps";
+import { settledUsageRow, settledUsageUpdate, type SettledUsage, type SettledUsageRow } from "./usage";
 
 export type SystemAccount = "sys:revenue" | "sys:stripe" | "sys:token_treasury" | "sys:promo" | "sys:expired";
 export const availableKey = (userId: string) => `u:${userId}:available`;
@@ -162,7 +163,14 @@ type HoldOp =
 			/** The spend counters the hold moves, in the order they are checked (src/payments/spend-caps.ts). */
 			caps: SpendCounter[];
 	  }
-	| { op: "settle"; userId: string; taskId: string; listActualCost: string }
+	| {
+			op: "settle";
+			userId: string;
+			taskId: string;
+			listActualCost: string;
+			/** Not for ledger_apply: the task's usage, written by the same statement (applyOnce). */
+			usage?: SettledUsageRow;
+	  }
 	| { op: "release"; userId: string; taskId: string };
 
 /** One answer of `ledger_apply`. */
@@ -195,6 +203,41 @@ export interface LedgerOptions {
 	batchMax?: number;
 	/** Most `ledger_apply` statements in flight; what arrives meanwhile waits for the next batch. */
 	batchInFlight?: number;
+}
+
+export interface Balance {
+	available: bigint;
+	held: bigint;
+	expiredPending: bigint;
+}
+
+/** The columns `balanceColumns` selects. */
+export interface BalanceColumns {
+	balance_available: string | null;
+	balance_held: string | null;
+	balance_expired: string | null;
+}
+
+/**
+ * A user's balance as select-list columns (both accounts and the expired lots not yet swept), for a
+ * statement that reads it beside something else; `userParam` is the bind parameter of the user id.
+ * Read back with `balanceOf`.
+ */
+export function balanceColumns(userParam: string): string {
+	// The keys as availableKey and heldKey spell them.
+	return `(SELECT balance FROM ledger_accounts WHERE key = 'u:' || ${userParam}::text || ':available') AS balance_available,
+	        (SELECT balance FROM ledger_accounts WHERE key = 'u:' || ${userParam}::text || ':held') AS balance_held,
+	        (SELECT SUM(remaining) FROM credit_lots WHERE user_id = ${userParam}::text AND remaining > 0 AND expires_at <= now()) AS balance_expired`;
+}
+
+/** Available (unexpired lots), held, and the expired credit not yet swept, from `balanceColumns`. */
+export function balanceOf(row: Partial<BalanceColumns> | undefined): Balance {
+	const expiredPending = BigInt(row?.balance_expired ?? 0);
+	return {
+		available: BigInt(row?.balance_available ?? 0) - expiredPending,
+		held: BigInt(row?.balance_held ?? 0),
+		expiredPending
+	};
 }
 
 export class Ledger {
@@ -425,14 +468,24 @@ export class Ledger {
 		});
 	}
 
-	/** Charges a held task its actual cost (capped at the hold) and returns the rest. Idempotent on the cost. */
-	async settle(p: { userId: string; taskId: string; listActualCost: bigint }): Promise<HoldView> {
+	/**
+	 * Charges a held task its actual cost (capped at the hold) and returns the rest. Idempotent on the cost.
+	 * `usage`: what the task used, added to its usage attribution (src/payments/usage.ts) by the
+	 * settlement's own statement, whatever the settlement answers (as the separate update did).
+	 */
+	async settle(p: {
+		userId: string;
+		taskId: string;
+		listActualCost: bigint;
+		usage?: SettledUsage;
+	}): Promise<HoldView> {
 		if (p.listActualCost < 0n) throw new RangeError(`actual cost must be >= 0, got ${p.listActualCost}`);
 		return this.holds.submit({
 			op: "settle",
 			userId: p.userId,
 			taskId: p.taskId,
-			listActualCost: p.listActualCost.toString()
+			listActualCost: p.listActualCost.toString(),
+			...(p.usage ? { usage: settledUsageRow(p.taskId, p.usage) } : {})
 		});
 	}
 
@@ -468,11 +521,28 @@ export class Ledger {
 		return out;
 	}
 
+	/**
+	 * One `ledger_apply` statement. The settlements' usage goes in a data-modifying CTE of the same
+	 * statement (one round trip; it commits or rolls back with the batch, and a batch retried one
+	 * operation at a time writes each again, idempotently).
+	 */
 	private async applyOnce(ops: HoldOp[]): Promise<HoldAnswer[]> {
-		const [row] = await this.sequelize.query<{ r: HoldAnswer[] }>(`SELECT ledger_apply($1::jsonb) AS r`, {
-			bind: [JSON.stringify(ops)],
-			type: QueryTypes.SELECT
+		const usage: SettledUsageRow[] = [];
+		const plain = ops.map(o => {
+			if (o.op !== "settle" || !o.usage) return o;
+			const { usage: u, ...op } = o;
+			usage.push(u);
+			return op;
 		});
+		const [row] = await this.sequelize.query<{ r: HoldAnswer[] }>(
+			usage.length
+				? `WITH usage AS (${settledUsageUpdate("$2")}) SELECT ledger_apply($1::jsonb) AS r`
+				: `SELECT ledger_apply($1::jsonb) AS r`,
+			{
+				bind: usage.length ? [JSON.stringify(plain), JSON.stringify(usage)] : [JSON.stringify(plain)],
+				type: QueryTypes.SELECT
+			}
+		);
 		if (!Array.isArray(row?.r) || row.r.length !== ops.length)
 			throw new Error("ledger_apply answered a different number of outcomes");
 		return row.r;
@@ -589,21 +659,10 @@ export class Ledger {
 	}
 
 	/** Available (unexpired lots), held, and the stored balance that includes not-yet-swept expired credit. */
-	async balance(userId: string): Promise<{ available: bigint; held: bigint; expiredPending: bigint }> {
+	async balance(userId: string): Promise<Balance> {
 		// One statement (one round trip, one snapshot): both accounts and the expired lots not yet swept.
-		const [row] = await this.q<{ available: string | null; held: string | null; expired: string | null }>(
-			null,
-			`SELECT (SELECT balance FROM ledger_accounts WHERE key = $1) AS available,
-			        (SELECT balance FROM ledger_accounts WHERE key = $2) AS held,
-			        (SELECT SUM(remaining) FROM credit_lots WHERE user_id = $3 AND remaining > 0 AND expires_at <= now()) AS expired`,
-			[availableKey(userId), heldKey(userId), userId]
-		);
-		const expiredPending = BigInt(row?.expired ?? 0);
-		return {
-			available: BigInt(row?.available ?? 0) - expiredPending,
-			held: BigInt(row?.held ?? 0),
-			expiredPending
-		};
+		const [row] = await this.q<BalanceColumns>(null, `SELECT ${balanceColumns("$1")}`, [userId]);
+		return balanceOf(row);
 	}
 
 	async holdOf(taskId: string): Promise<HoldView | null> {

@@ -15,7 +15,7 @@
  *   with the event's outbox row.
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { credits, type Ledger } from "./ledger";
+import { balanceColumns, balanceOf, credits, type BalanceColumns, type Ledger } from "./ledger";
 import { BILLING_LOW_BALANCE, noticeOnce } from "./billing-notices";
 import type { Publisher } from "./stake-indexer";
 
@@ -83,12 +83,12 @@ export class LowBalanceNotices {
 	}
 
 	async check(payerId: string): Promise<LowBalanceOutcome> {
-		// The payer's alert state and its newest ledger transaction in one round trip (the check runs
-		// after every settlement).
-		const [read] = await this.q<Partial<AlertRow> & { newest: string | null }>(
+		// The payer's alert state, its newest ledger transaction and its balance (Ledger.balance) in one
+		// round trip and one snapshot (the check runs after every settlement).
+		const [read] = await this.q<Partial<AlertRow> & BalanceColumns & { newest: string | null }>(
 			null,
 			`SELECT a.payer_id, a.low_balance_credits, a.below, a.seen_transaction_id, a.crossings,
-			        (SELECT max(id)::text FROM ledger_transactions WHERE user_id = $1) AS newest
+			        (SELECT max(id)::text FROM ledger_transactions WHERE user_id = $1) AS newest, ${balanceColumns("$1")}
 			 FROM (SELECT $1::text AS payer_id) k LEFT JOIN billing_alerts a ON a.payer_id = k.payer_id`,
 			[payerId]
 		);
@@ -96,7 +96,7 @@ export class LowBalanceNotices {
 		const newest = read?.newest ?? null;
 		const threshold = BigInt(r?.low_balance_credits ?? this.defaultCredits);
 		if (threshold <= 0n) return { noticed: false, reason: "off" };
-		const { available } = await this.ledger.balance(payerId);
+		const { available } = balanceOf(read);
 		const seen = r?.seen_transaction_id ?? "0";
 		const newestId = newest ?? "0";
 		if (available >= threshold) {

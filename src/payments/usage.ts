@@ -152,42 +152,76 @@ const rowOf = (r: Sums): UsageRow => ({
 	outputTokens: r.output_tokens == null ? null : String(r.output_tokens)
 });
 
+const ATTRIBUTION_INSERT = `INSERT INTO usage_attributions (task_id, payer_id, member_id, key_id, project_id, model, source)
+	VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (task_id) DO NOTHING`;
+
+const attributionBind = (taskId: string, payerId: string, a: UsageAttribution) => [
+	taskId,
+	payerId,
+	a.memberId ?? null,
+	a.keyId ?? null,
+	a.projectId ?? null,
+	a.model ?? null,
+	a.source ?? "task"
+];
+
+/** One settled task's usage as a row of `settledUsageUpdate`'s JSON array. */
+export interface SettledUsageRow {
+	task_id: string;
+	input_tokens: number | null;
+	output_tokens: number | null;
+	model: string | null;
+}
+
+export function settledUsageRow(taskId: string, u: SettledUsage): SettledUsageRow {
+	return {
+		task_id: taskId,
+		input_tokens: u.inputTokens ?? null,
+		output_tokens: u.outputTokens ?? null,
+		model: u.models?.length ? modelKey(u.models, null) : null
+	};
+}
+
+/**
+ * The UPDATE that adds settled tasks' usage to their attributions, from a JSON array of
+ * `SettledUsageRow` in the parameter `param`: what is reported replaces, what is not keeps its value.
+ * Idempotent. The ledger runs it as a CTE of its settle statement (Ledger.settle with `usage`).
+ */
+export function settledUsageUpdate(param: string): string {
+	return `UPDATE usage_attributions a SET input_tokens = coalesce(u.input_tokens, a.input_tokens),
+		output_tokens = coalesce(u.output_tokens, a.output_tokens), model = coalesce(u.model, a.model)
+	 FROM jsonb_to_recordset(${param}::jsonb) AS u(task_id text, input_tokens bigint, output_tokens bigint, model text)
+	 WHERE a.task_id = u.task_id`;
+}
+
 export class UsageStore {
 	constructor(private readonly sequelize: Sequelize) {}
 
 	/** Records who holds a task and with what; the first record of a task id stays (a retried reserve writes nothing). */
 	async attribute(taskId: string, payerId: string, a: UsageAttribution): Promise<void> {
-		await this.sequelize.query(
-			`INSERT INTO usage_attributions (task_id, payer_id, member_id, key_id, project_id, model, source)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (task_id) DO NOTHING`,
-			{
-				bind: [
-					taskId,
-					payerId,
-					a.memberId ?? null,
-					a.keyId ?? null,
-					a.projectId ?? null,
-					a.model ?? null,
-					a.source ?? "task"
-				]
-			}
+		await this.sequelize.query(ATTRIBUTION_INSERT, { bind: attributionBind(taskId, payerId, a) });
+	}
+
+	/**
+	 * `attribute` and the payer's own monthly cap (payer_caps, as PayerCaps.capOf reads it) in one
+	 * statement: both sit beside the hold, and the reserve needs the cap before the hold's statement.
+	 * The insert is a data-modifying CTE, run whether or not the cap row exists.
+	 */
+	async attributeReadingPayerCap(taskId: string, payerId: string, a: UsageAttribution): Promise<number | null> {
+		const [row] = await this.sequelize.query<{ c: string | null }>(
+			`WITH attribution AS (${ATTRIBUTION_INSERT})
+			 SELECT (SELECT monthly_cap_credits FROM payer_caps WHERE payer_id = $2) AS c`,
+			{ bind: attributionBind(taskId, payerId, a), type: QueryTypes.SELECT }
 		);
+		// A BIGINT the cap routes bound to safe integers (payments.setPayerCap).
+		return row?.c == null ? null : Number(row.c);
 	}
 
 	/** Adds what a settled task used (tokens, the model it ran on). Idempotent. */
 	async recordSettled(taskId: string, u: SettledUsage): Promise<void> {
-		await this.sequelize.query(
-			`UPDATE usage_attributions SET input_tokens = coalesce($2, input_tokens),
-				output_tokens = coalesce($3, output_tokens), model = coalesce($4, model) WHERE task_id = $1`,
-			{
-				bind: [
-					taskId,
-					u.inputTokens ?? null,
-					u.outputTokens ?? null,
-					u.models?.length ? modelKey(u.models, null) : null
-				]
-			}
-		);
+		await this.sequelize.query(`${settledUsageUpdate("$1")}`, {
+			bind: [JSON.stringify([settledUsageRow(taskId, u)])]
+		});
 	}
 
 	async report(payerId: string, range: UsageRange, groupBy: UsageGroup): Promise<UsageReport> {
