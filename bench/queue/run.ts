@@ -11,10 +11,14 @@
  * Run: node -r @swc-node/register bench/queue/run.ts   (options: N=1000 OVERLOAD_S=5 BENCH_PG_ADMIN_URL=… BENCH_REDIS_URL=…
  * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default; MIXES=typical,equal;
  * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement; FINISHED_ROWS=1000000 measures the
- * scheduling part on an empty database and one with that many finished tasks, in turns; stale, then analyzed statistics)
+ * scheduling part on an empty database and one with that many finished tasks, in turns; stale, then analyzed statistics;
+ * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the end-to-end part's measured window there)
  */
 import { randomUUID } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import os from "node:os";
+import path from "node:path";
 import { Queue, Worker } from "bullmq";
 import pg from "pg";
 import { QueryTypes } from "sequelize";
@@ -341,6 +345,50 @@ async function schedulingOverhead(): Promise<SchedFigures[][]> {
 	}
 }
 
+/** Busy and total CPU time of the whole machine (all processes, PostgreSQL and Redis included), ms. */
+function machineCpu() {
+	let busy = 0;
+	let total = 0;
+	for (const c of os.cpus()) {
+		const t = c.times;
+		busy += t.user + t.nice + t.sys + t.irq;
+		total += t.user + t.nice + t.sys + t.irq + t.idle;
+	}
+	return { busy, total };
+}
+
+/**
+ * CPU spent while `fn` runs: this process's (user + system), the whole machine's busy share, and with
+ * BENCH_CPU_PROF=<dir> a V8 CPU profile of this process (open it in Chrome DevTools or speedscope).
+ */
+async function measureCpu<T>(label: string, fn: () => Promise<T>) {
+	const dir = process.env.BENCH_CPU_PROF;
+	const session = dir ? new Session() : null;
+	if (session) {
+		session.connect();
+		await session.post("Profiler.enable");
+		await session.post("Profiler.start");
+	}
+	const m0 = machineCpu();
+	const c0 = process.cpuUsage();
+	const value = await fn();
+	const c = process.cpuUsage(c0);
+	const m1 = machineCpu();
+	if (session && dir) {
+		const { profile } = await session.post("Profiler.stop");
+		mkdirSync(dir, { recursive: true });
+		const file = path.join(dir, `queue-${label}-${Date.now()}.cpuprofile`);
+		writeFileSync(file, JSON.stringify(profile));
+		console.log(`  CPU profile: ${file}`);
+		session.disconnect();
+	}
+	return {
+		value,
+		processCpuMs: (c.user + c.system) / 1000,
+		machineBusyShare: (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)
+	};
+}
+
 async function endToEnd() {
 	const db = await createTestDatabase("ff_bench");
 	const node = await startTestNode({
@@ -357,15 +405,24 @@ async function endToEnd() {
 	try {
 		const us = await users(node, "team", 20);
 		const t = performance.now();
-		const counted = await countStatements(async () => {
-			await pool(
-				Array.from({ length: N }, (_, i) => i),
-				32,
-				(_x, i) => submit(node, us[i % us.length], i)
-			);
-			await waitAllDone(node);
-		});
-		return { rate: N / ((performance.now() - t) / 1000), statements: counted.total / N, top: counted.top };
+		const cpu = await measureCpu("e2e", () =>
+			countStatements(async () => {
+				await pool(
+					Array.from({ length: N }, (_, i) => i),
+					32,
+					(_x, i) => submit(node, us[i % us.length], i)
+				);
+				await waitAllDone(node);
+			})
+		);
+		const counted = cpu.value;
+		return {
+			rate: N / ((performance.now() - t) / 1000),
+			statements: counted.total / N,
+			top: counted.top,
+			cpuMsPerTask: cpu.processCpuMs / N,
+			machineBusyShare: cpu.machineBusyShare
+		};
 	} finally {
 		await node.stop();
 		await db.drop();
@@ -529,6 +586,10 @@ async function main() {
 		);
 		console.log(`  BullMQ priority queue, same Redis (add + process):              ${bull.toFixed(0)} jobs/s`);
 		console.log(`  ratio: ${(e2e.rate / bull).toFixed(3)}× BullMQ`);
+		console.log(
+			`  CPU of this process (every service, the worker, the bench): ${e2e.cpuMsPerTask.toFixed(2)} ms per task; ` +
+				`the machine was ${(e2e.machineBusyShare * 100).toFixed(0)} % busy (all processes, PostgreSQL included)`
+		);
 		console.log(`  SQL statements per task, counted (every pg query of the process): ${e2e.statements.toFixed(1)}`);
 		for (const [text, n] of e2e.top.slice(0, 25)) console.log(`    ${(n / N).toFixed(2).padStart(6)}  ${text}`);
 	}

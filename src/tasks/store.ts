@@ -7,8 +7,8 @@
  * a CTE. Every method takes `now` (epoch ms) from the caller: the service passes its clock, tests a
  * fixed one.
  */
-import type { Client as PgClient } from "pg";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import { directQuery, StatementNames } from "../db/direct";
 import { TIERS, TIER_ORDER, type TierName, type TierTable, boostCeilingMs, tierConcurrencyCap } from "../domain/tiers";
 import { FAIRNESS_QUANTUM_MS, vstSql, type QueuedTask } from "./scheduling";
 import type { Candidate, TaskState } from "./rules";
@@ -100,6 +100,7 @@ const RANKED_CTE = (alias = "r") => `
 
 export class TaskStore {
 	private readonly vst: string;
+	private readonly names = new StatementNames("ff_tasks");
 	/** The ordering arguments of tasks_queue_head / tasks_lease: tier names, their boost ceilings, the quantum. */
 	private readonly order: [string[], number[], number];
 
@@ -116,26 +117,25 @@ export class TaskStore {
 		this.order = [[...TIER_ORDER], TIER_ORDER.map(t => boostCeilingMs(t, tiers)), FAIRNESS_QUANTUM_MS];
 	}
 
+	/**
+	 * A statement of the store. In a transaction: through Sequelize, on the transaction's connection.
+	 * Otherwise (autocommit: every statement of the submit → lease → complete → settle path) straight
+	 * on a pooled pg connection (src/db/direct.ts), named by its text unless `namedStatements` is off:
+	 * Sequelize's own handling of a query was a measured share of the path's CPU, and a named statement
+	 * is parsed and planned once per connection instead of per call.
+	 */
 	q<T extends object>(sql: string, bind: unknown[] = [], tx?: Transaction): Promise<T[]> {
-		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
+		if (tx) return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
+		return directQuery<T>(this.sequelize, sql, bind, this.namedStatements ? this.names.of(sql) : null);
 	}
 
 	/**
-	 * A named prepared statement on a pooled connection (autocommit): parsed once per connection, then
-	 * only bound and executed. For the hottest call, the lease, where re-parsing and Sequelize's own
-	 * handling are a large share of a sub-millisecond statement. The connection is Sequelize's, so rows
-	 * come back through the same type parsers as `q`. A pooler in transaction mode hands each statement
-	 * any server connection, where the name may not exist: with `namedStatements` off (DB_NAMED_STATEMENTS=false)
-	 * the statement is unnamed, parsed every time (the function's own plans stay cached in the server).
+	 * The lease's statement under its own fixed name (autocommit; src/db/direct.ts). With
+	 * `namedStatements` off (DB_NAMED_STATEMENTS=false) it is unnamed, parsed every time (the
+	 * function's own plans stay cached in the server).
 	 */
-	private async prepared<T extends object>(name: string, text: string, values: unknown[]): Promise<T[]> {
-		const pool = this.sequelize.connectionManager;
-		const conn = (await pool.getConnection({ type: "write" })) as PgClient;
-		try {
-			return (await conn.query<T>(this.namedStatements ? { name, text, values } : { text, values })).rows;
-		} finally {
-			pool.releaseConnection(conn);
-		}
+	private prepared<T extends object>(name: string, text: string, values: unknown[]): Promise<T[]> {
+		return directQuery<T>(this.sequelize, text, values, this.namedStatements ? name : null);
 	}
 
 	transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
