@@ -15,6 +15,7 @@
  *   with the event's outbox row.
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import { directQuery } from "../db/direct";
 import { balanceColumns, balanceOf, credits, type BalanceColumns, type Ledger } from "./ledger";
 import { BILLING_LOW_BALANCE, noticeOnce } from "./billing-notices";
 import type { Publisher } from "./stake-indexer";
@@ -48,8 +49,10 @@ export class LowBalanceNotices {
 		private readonly publish: Publisher
 	) {}
 
+	/** Outside a transaction (the check after every settlement) straight on a pooled connection (src/db/direct.ts). */
 	private q<T extends object>(tx: Transaction | null, sql: string, bind: unknown[]): Promise<T[]> {
-		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx ?? undefined });
+		if (!tx) return directQuery<T>(this.sequelize, sql, bind);
+		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
 	}
 
 	private async row(payerId: string): Promise<AlertRow | null> {

@@ -13,6 +13,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { QueryTypes, type Sequelize } from "sequelize";
+import { directQuery } from "../db/direct";
 import { BadRequest } from "../errors";
 
 export const USAGE_GROUPS = ["day", "model", "project", "member", "key"] as const;
@@ -208,10 +209,12 @@ export class UsageStore {
 	 * The insert is a data-modifying CTE, run whether or not the cap row exists.
 	 */
 	async attributeReadingPayerCap(taskId: string, payerId: string, a: UsageAttribution): Promise<number | null> {
-		const [row] = await this.sequelize.query<{ c: string | null }>(
+		// On the task path, once per submission: straight on a pooled connection (src/db/direct.ts).
+		const [row] = await directQuery<{ c: string | null }>(
+			this.sequelize,
 			`WITH attribution AS (${ATTRIBUTION_INSERT})
 			 SELECT (SELECT monthly_cap_credits FROM payer_caps WHERE payer_id = $2) AS c`,
-			{ bind: attributionBind(taskId, payerId, a), type: QueryTypes.SELECT }
+			attributionBind(taskId, payerId, a)
 		);
 		// A BIGINT the cap routes bound to safe integers (payments.setPayerCap).
 		return row?.c == null ? null : Number(row.c);
