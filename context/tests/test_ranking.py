@@ -299,3 +299,74 @@ def test_the_best_small_files_are_shown_whole() -> None:
     assert used <= 3000
     quota = [f for f in frames if f.get("path") == "src/quota.ts"]
     assert [f["kind"] for f in quota] == ["file"]
+
+
+def test_a_file_is_shown_around_its_match_before_lower_files_get_their_matches() -> None:
+    # settle.ts ranks first and is too large for the budget; its matching function sits at the end,
+    # after 40 that share no word with the query. Twelve lower files each hold a small matching
+    # function too. The best file's share goes to its match and the lines around it (a change to
+    # settleLedger tends to touch its neighbours), not to the top of the file nor to every lower match
+    tree = {
+        "src/settle.ts": (
+            "".join(f"export function stepWindow{k}(now: number) {{\n  return now - {k};\n}}\n\n" for k in range(40))
+            + "export function settleLedger(entries: number[]) {\n  // settle the ledger entries\n"
+            "  return entries.reduce((a, b) => a + b, 0);\n}\n"
+        ),
+        **{
+            f"src/part{k}.ts": (
+                f"export function settleLedgerPart{k}(n: number) {{\n  return n * {k};\n}}\n\n"
+                + "".join(f"export function pad{k}_{j}(n: number) {{\n  return n + {j};\n}}\n\n" for j in range(12))
+            )
+            for k in range(12)
+        },
+    }
+    files = [
+        IndexedFile(p, f"sha-{p}", len(t), parse_file(p, t.encode(), count_tokens), 1) for p, t in sorted(tree.items())
+    ]
+    index = VersionIndex(files)
+    query = "settleLedger: settle the ledger entries"
+    assert index.files[index.rank(query).order[0]].path == "src/settle.ts"
+    budget = 600
+    units, order = plan(index, query, budget, [], [], count_tokens)
+    frames, used = render(index, units, order, budget, {f"sha-{p}": t for p, t in tree.items()}, count_tokens)
+    assert used <= budget
+    settle = {ln for f in frames if f.get("path") == "src/settle.ts" for ln in range(f["lines"][0], f["lines"][1] + 1)}
+    last = tree["src/settle.ts"].count("\n")
+    match = set(range(last - 4, last + 1))
+    around = set(range(last - 24, last - 4))  # stepWindow35..39, right before it
+    assert match <= settle and around <= settle
+
+
+def test_the_budget_reaches_the_matches_of_files_further_down_the_ranking() -> None:
+    # four ledger files rank first and could take the whole budget; each lower file holds one small
+    # function matching the query. A share per file in rank order leaves room for more of the lower
+    # files' matches than letting every chunk compete (which fills the best files first)
+    tree: dict[str, str] = {}
+    for k in range(4):
+        tree[f"src/ledger{k}.ts"] = (
+            f"export function settleLedger{k}(entries: number[]) {{\n"
+            f"  // settle the ledger entries {'ledger ' * (6 - k)}\n  return entries.length;\n}}\n\n"
+            + "".join(
+                f"export function stepWindow{k}_{j}(now: number) {{\n  return now - {j};\n}}\n\n" for j in range(10)
+            )
+        )
+    for k in range(12):
+        tree[f"src/part{k}.ts"] = (
+            f"export function settleEntries{k}(n: number) {{\n  // settle entries\n  return n * {k};\n}}\n\n"
+            + "".join(f"export function pad{k}_{j}(n: number) {{\n  return n + {j};\n}}\n\n" for j in range(12))
+        )
+    files = [
+        IndexedFile(p, f"sha-{p}", len(t), parse_file(p, t.encode(), count_tokens), 1) for p, t in sorted(tree.items())
+    ]
+    index = VersionIndex(files)
+    query = "settle the ledger entries"
+    assert [index.files[i].path for i in index.rank(query).order[:4]] == [f"src/ledger{k}.ts" for k in range(4)]
+    budget = 1200
+    units, order = plan(index, query, budget, [], [], count_tokens)
+    frames, used = render(index, units, order, budget, {f"sha-{p}": t for p, t in tree.items()}, count_tokens)
+    assert used <= budget
+    shown = {(f["path"], ln) for f in frames if f["kind"] != "map" for ln in range(f["lines"][0], f["lines"][1] + 1)}
+    for k in range(4):
+        assert {(f"src/ledger{k}.ts", ln) for ln in range(1, 5)} <= shown
+    for k in range(6):
+        assert {(f"src/part{k}.ts", ln) for ln in range(1, 5)} <= shown

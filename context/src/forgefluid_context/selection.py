@@ -5,14 +5,21 @@ THE RULE, in order:
 2. the HEAD_FILES best-ranked files that take at most HEAD_SHARE of the budget, each whole (a
    commit's change is most often in its best-ranked files, and in a small file the changed lines
    need not be the ones that share words with the query);
-3. then units of the TOP_FILES best-ranked files: a one-chunk file is one unit, any longer file
+3. file first: each of the next SHARE_FILES candidates in rank order gets a share of SHARE_FRACTION
+   of what is left, the shares decaying with rank (SHARE_DECAY); a file that fits its share is shown
+   whole, else its chunks that match the query best, then the chunks nearest to those, as far as the
+   share goes; what a file leaves passes down. Letting all chunks of all files compete by density
+   (below) alone gave the truth files ranked 10-29 a quarter of their changed lines;
+4. then the other units of the TOP_FILES best-ranked files: a one-chunk file is one unit, any longer file
    offers its chunks (definitions with their line ranges) one by one, scored by the file's rank and
    the chunk's own BM25; units go in by score per token^DENSITY, so the budget holds the relevant
    definitions of many files rather than all of a few (a file all of whose chunks go in is shown
    whole; a unit next to a chosen one of its file joins that frame and is charged no header of its
    own). Offering whole files as single units made a larger budget show fewer relevant lines:
-   at 32k a 1,400-token file became one unit whose density lost to everyone's chunks;
-4. then a repository map (path: main symbols), best files first, in whatever space is left.
+   at 32k a 1,400-token file became one unit whose density lost to everyone's chunks. A chunk next
+   to a matching one of its file counts as NEIGHBOUR x its relevance, halving per chunk further (a
+   change to a definition tends to touch the ones around it);
+5. then a repository map (path: main symbols), best files first, in whatever space is left.
 Excluded paths are never shown, not even in the map. Every frame's `tokens` counts its text plus a
 header allowance (path and line range, as the prompt prints them), with the real tokenizer, and the
 frames' sum never exceeds the budget: the plan is checked after rendering and trimmed if needed.
@@ -44,6 +51,14 @@ HEAD_SHARE = 0.2
 # A candidate's weight in packing: (its score / the best file's) ** FILE_SHARPNESS. Below 1 the
 # budget reaches further down the ranking (measured: 0.5 beats 1, 2 and 4).
 FILE_SHARPNESS = 0.5
+# File-first packing: the k-th candidate's share of what is left is SHARE_DECAY**k over the sum of
+# the remaining candidates' weights.
+SHARE_DECAY = 0.85
+SHARE_FILES = 15
+SHARE_FRACTION = 0.6
+# A chunk next to a matching one of its file counts as NEIGHBOUR x that one's relevance (halving
+# with each chunk further away).
+NEIGHBOUR = 0.5
 
 
 @dataclass
@@ -107,6 +122,20 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 def glob_match(path: str, patterns: Sequence[str]) -> bool:
     """Whether any pattern matches the path (see `glob_regex`)."""
     return any(glob_regex(p).match(path) for p in patterns)
+
+
+def _near(rel: list[float]) -> list[float]:
+    """Each chunk's relevance, or NEIGHBOUR x a matching chunk's halved per chunk between, if more."""
+    out = list(rel)
+    carry = 0.0
+    for k, r in enumerate(rel):
+        carry = max(carry * 0.5, r * NEIGHBOUR)
+        out[k] = max(out[k], carry)
+    carry = 0.0
+    for k in range(len(rel) - 1, -1, -1):
+        carry = max(carry * 0.5, rel[k] * NEIGHBOUR)
+        out[k] = max(out[k], carry)
+    return out
 
 
 def header_tokens(path: str, count: Callable[[str], int]) -> int:
@@ -177,6 +206,36 @@ def plan(
                 ends.add((u.file, u.end))
                 left -= cost
 
+    def _take_chunks(i: int, chunks: Sequence[Chunk], rel: list[float], share: float) -> int:
+        """A file's chunks within its share: those matching the query best first, then the others
+        nearest to a chosen one (the lines around a match), in file order on ties. Returns the
+        tokens spent (the caller takes them off `left`)."""
+        matched = sorted((k for k, r in enumerate(rel) if r > 0), key=lambda k: -rel[k])
+        n = len(chunks)
+        dist = [n] * n  # chunks to the nearest match (the first chunk when none matches)
+        for k in matched or [0]:
+            dist[k] = 0
+        for k in range(1, n):
+            dist[k] = min(dist[k], dist[k - 1] + 1)
+        for k in range(n - 2, -1, -1):
+            dist[k] = min(dist[k], dist[k + 1] + 1)
+        rest = [k for k in range(n) if rel[k] <= 0]
+        rest.sort(key=lambda k: (dist[k], k))
+        spent = 0
+        score = ranked.file_scores[i]
+        for k in matched + rest:
+            c = chunks[k]
+            if c.tokens <= 0 or (i, c.start) in taken:
+                continue
+            joins = (i, c.start - 1) in ends or (i, c.end + 1) in taken
+            cost = c.tokens + (1 if joins else header_of(i))
+            if spent + cost <= share and cost <= left - spent:
+                chosen.append(Unit(i, c.start, c.end, c.tokens, score))
+                taken.add((i, c.start))
+                ends.add((i, c.end))
+                spent += cost
+        return spent
+
     def units_of(i: int, score: float, whole_ok: bool, inc: bool) -> list[Unit]:
         f = index.files[i]
         if f.facts is None or not f.facts.chunks:
@@ -205,25 +264,42 @@ def plan(
             offer([Unit(i, 1, f.facts.lines, f.tokens, ranked.file_scores[i])])
     shown = {u.file for u in chosen}
     candidates = [i for i in candidates if i not in shown]
+    rels = {i: index.chunk_relevance(i, qterms, ranked.named_defs) for i in candidates}
+    # file first: each candidate in rank order gets a share of what is left, the shares decaying with
+    # rank (SHARE_DECAY); a file that fits its share is shown whole, else its chunks that match the
+    # query, then their neighbours, as far as the share goes; what a file leaves passes down
+    firsts = candidates[:SHARE_FILES]
+    weights = [SHARE_DECAY**k for k in range(len(firsts))]
+    tail = sum(weights)
+    kept = left * (1 - SHARE_FRACTION)
+    for k, i in enumerate(firsts):
+        share = (left - kept) * weights[k] / tail if tail > 0 else 0
+        tail -= weights[k]
+        f = index.files[i]
+        if f.facts is None or not f.facts.chunks or left <= 1:
+            continue
+        whole_cost = f.tokens + header_of(i)
+        if whole_cost <= max(share, 0):
+            offer([Unit(i, 1, f.facts.lines, f.tokens, ranked.file_scores[i])])
+            shown.add(i)
+            continue
+        spent = _take_chunks(i, f.facts.chunks, rels[i], share)
+        left -= spent
+    # what the shares left (a file smaller than its share): the other chunks of the candidates, by
+    # score per token^DENSITY
     pool: list[Unit] = []
-    if candidates:
+    if candidates and left > 1:
         top = ranked.file_scores[candidates[0]] or 1.0
-        raw: list[tuple[int, list[float]]] = []
-        best = 0.0
+        best = max((max(r, default=0.0) for r in rels.values()), default=0.0) or 1.0
         for i in candidates:
-            rel = index.chunk_relevance(i, qterms, ranked.named_defs)
-            raw.append((i, rel))
-            best = max(best, max(rel, default=0.0))
-        best = best or 1.0
-        for i, rel in raw:
             f = index.files[i]
-            if f.facts is None or not f.facts.chunks:
+            if i in shown or f.facts is None or not f.facts.chunks:
                 continue
+            rel = rels[i]
             fnorm = (ranked.file_scores[i] / top) ** FILE_SHARPNESS
-            if len(f.facts.chunks) == 1:
-                pool.append(Unit(i, 1, f.facts.lines, f.tokens, fnorm * (1 + CHUNK_FLOOR) / 2))
-                continue
             local = max(rel, default=0.0) or 1.0
+            if NEIGHBOUR > 0:
+                rel = _near(rel)
             for c, r in zip(f.facts.chunks, rel, strict=True):
                 if c.tokens <= 0:
                     continue
