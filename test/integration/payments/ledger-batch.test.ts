@@ -14,6 +14,7 @@ import { Ledger, type HoldView } from "../../../src/payments/ledger";
 import type { LotSource } from "../../../src/payments/ledger-rules";
 import { CAP_CODES, CAP_MESSAGES, type SpendCounter } from "../../../src/payments/spend-caps";
 import { PER_OPERATION_APPLY } from "../../../migrations/20261206-3600-ledger-apply-batch";
+import { prng } from "../../support/fuzz";
 
 jest.setTimeout(180_000);
 
@@ -44,18 +45,6 @@ afterAll(async () => {
 		await s?.db.drop();
 	}
 });
-
-/** mulberry32: a fixed seed gives the same sequence every run. */
-function rng(seed: number) {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
-}
 
 const DAY = 86_400_000;
 
@@ -257,7 +246,7 @@ describe("the batch ledger_apply against the per-operation functions, on the sam
 	const kinds = new Map<string, number>();
 	for (const seedNo of [11, 12, 13, 14]) {
 		test(`seed ${seedNo}: same answers, same ledger`, async () => {
-			const rand = rng(seedNo * 104_729);
+			const rand = prng(seedNo * 104_729);
 			const users = Array.from({ length: 6 }, (_, i) => `b${seedNo}-u${i}`);
 			await seed(users, rand);
 			// Several rounds, each submitted at once (one alone, then batches of up to 64).

@@ -12,6 +12,7 @@ import { migrate } from "../../../src/db/migrate";
 import { Ledger, type HoldView } from "../../../src/payments/ledger";
 import type { LotSource } from "../../../src/payments/ledger-rules";
 import { ReferenceHolds } from "../../support/ledger-reference";
+import { prng } from "../../support/fuzz";
 
 jest.setTimeout(180_000);
 
@@ -39,18 +40,6 @@ afterAll(async () => {
 		await s?.db.drop();
 	}
 });
-
-/** mulberry32: a fixed seed gives the same sequence every run. */
-function rng(seed: number) {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
-}
 
 const DAY = 86_400_000;
 
@@ -198,7 +187,7 @@ describe("the same adversarial sequences through the TypeScript reference and th
 	const kinds = new Map<string, number>();
 	for (const seedNo of [1, 2, 3]) {
 		test(`seed ${seedNo}: same outcomes, same ledger`, async () => {
-			const rand = rng(seedNo * 7919);
+			const rand = prng(seedNo * 7919);
 			const users = Array.from({ length: 5 }, (_, i) => `eq${seedNo}-u${i}`);
 			await seed(users, rand);
 			const ops = randomOps(users, 240, rand).map(o => ({ ...o, taskId: `s${seedNo}-${o.taskId}` }));
