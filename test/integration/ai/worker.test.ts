@@ -282,8 +282,9 @@ describe("cancel", () => {
 
 describe("budgets under concurrency", () => {
 	test("N parallel tasks of one user, with a provider that ignores max_tokens, never spend more than their reservations", async () => {
-		oa.setDefault({ kind: "endless", chunkDelayMs: 1 });
-		oa2.setDefault({ kind: "endless", chunkDelayMs: 1 });
+		// Every deployment ignores max_tokens: on a loaded machine a 300 ms stall can move a task to
+		// another deployment or (group fallback) another model, and that one must not answer honestly.
+		for (const s of [oa, oa2, an, local]) s.setDefault({ kind: "endless", chunkDelayMs: 1 });
 		const before = await balance();
 		const subs = await Promise.all(
 			Array.from({ length: 6 }, () => submit({ model: "gpt-4o-mini", maxOutputTokens: 300 }))
