@@ -1,0 +1,408 @@
+/**
+ * Added time from submit to the first streamed token (issue #16): what the platform adds between a
+ * client's `POST /api/v1/tasks` and the first `delta` on the task's event stream, over the same
+ * prompt sent straight to the model (a script, not a test).
+ *
+ * - The model: the fake OpenAI server in its own process (bench/ai/fake-server.ts), answering at once
+ *   (FIRST_TOKEN_MS=0) so what is measured is the path, not the model.
+ * - platform: the client (this process) posts a chat task over HTTP, then opens
+ *   `GET /api/v1/tasks/:id/events` and reads it until the first `delta` frame (then to the end).
+ * - direct: the same prompt with the `openai` SDK from this process, straight to the fake server,
+ *   time to the first content chunk.
+ * The two alternate (sequential: task by task; concurrent: each client alternates), so both run under
+ * the same load, and the figure is platform − direct at p50 and p99.
+ *
+ * Layouts (each `bin/forgefluid.ts` process over the real NATS, its own database, Redis prefix and
+ * namespace):
+ * - one: every TypeScript service in one node process;
+ * - cluster: `./forge cluster`'s three nodes: gateway (api), core (users, projects, payments),
+ *   workers (tasks, ai, context-bridge, orgs).
+ * Context: the bench's projects are empty (head version 0), so the worker asks `projects.access` for
+ * the version and calls no `context.select` (it has nothing to select from); the Python context node
+ * is not started. The context service's own latency is measured by bench/context.
+ *
+ * Where the time goes: each platform task's steps from its timestamps: the client's send and 202,
+ * the row's `created_at` (the insert) and `started_at` (the lease, on the tasks node's clock), the
+ * fake server's arrival of the upstream request (ARRIVALS=1: it prints them), and the first delta at
+ * the client. All processes share this machine's clock.
+ *
+ * Run: npm run bench:firsttoken   (options: LAYOUTS=one,cluster SEQ=100 CONCURRENCY=50 CONC_ROUNDS=6
+ * WARMUP=20 USERS=8 AI_CONCURRENCY=64 AI_POLL_MS=1000 TEST_PG_ADMIN_URL=… TEST_REDIS_URL=… TEST_NATS_URL=…)
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import os from "node:os";
+import path from "node:path";
+import { ServiceBroker } from "moleculer";
+import OpenAI from "openai";
+import { Client } from "pg";
+import { loadConfig } from "../../src/config";
+import { percentile } from "../../src/tasks/rules";
+import { bearerFor, createTestDatabase, freePort, isolatedEnv, NATS_URL } from "../../test/support/env";
+import { startForgeNode, stopForgeNodes } from "../../test/support/node-process";
+import { machine } from "../support/machine";
+
+const LAYOUTS = (process.env.LAYOUTS ?? "one,cluster").split(",").map(s => s.trim()) as Array<"one" | "cluster">;
+const SEQ = Number(process.env.SEQ ?? 100);
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 50);
+const CONC_ROUNDS = Number(process.env.CONC_ROUNDS ?? 6);
+const WARMUP = Number(process.env.WARMUP ?? 20);
+const USERS = Number(process.env.USERS ?? 8);
+const SLOTS = Number(process.env.AI_CONCURRENCY ?? 64);
+const POLL_MS = process.env.AI_POLL_MS ?? "1000";
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+const wall = () => performance.timeOrigin + performance.now();
+const load = () =>
+	os
+		.loadavg()
+		.map(l => l.toFixed(2))
+		.join(" ");
+
+interface Model {
+	url: string;
+	proc: ChildProcess;
+	arrivals: Map<string, number>;
+}
+
+function startModel(): Promise<Model> {
+	const proc = spawn(process.execPath, ["-r", "@swc-node/register", path.join(ROOT, "bench/ai/fake-server.ts")], {
+		cwd: ROOT,
+		env: { ...process.env, CHUNKS: "8", FIRST_TOKEN_MS: "0", CHUNK_DELAY_MS: "0", ARRIVALS: "1" },
+		stdio: ["ignore", "pipe", "inherit"]
+	});
+	const arrivals = new Map<string, number>();
+	return new Promise((resolve, reject) => {
+		let buf = "";
+		let url: string | null = null;
+		proc.stdout!.on("data", (b: Buffer) => {
+			buf += b.toString();
+			let i: number;
+			while ((i = buf.indexOf("\n")) >= 0) {
+				const line = buf.slice(0, i).trim();
+				buf = buf.slice(i + 1);
+				const m = /^arrival (\S+) (\S+)$/.exec(line);
+				if (m) arrivals.set(m[1], Number(m[2]));
+				else if (!url && line) {
+					url = line;
+					resolve({ url, proc, arrivals });
+				}
+			}
+		});
+		proc.once("exit", code => reject(new Error(`the fake model exited (${code})`)));
+	});
+}
+
+interface Platform {
+	layout: "one" | "cluster";
+	procs: ChildProcess[];
+	port: number;
+	pg: Client;
+	client: ServiceBroker;
+	users: Array<{ token: string; projectId: string }>;
+	drop(): Promise<void>;
+}
+
+async function startPlatform(layout: "one" | "cluster", model: Model): Promise<Platform> {
+	const db = await createTestDatabase("ff_bench_ft");
+	const env = isolatedEnv(db, {
+		TRANSPORTER: NATS_URL,
+		LOG_LEVEL: "error",
+		OPENAI_API_KEY: "sk-bench",
+		OPENAI_BASE_URL: model.url,
+		AI_DEV_PROVIDER: "false",
+		// The production defaults, not the test suites' faster polling (isolatedEnv's).
+		OUTBOX_POLL_MS: "500",
+		EVENT_RETRY_BASE_MS: "500",
+		AI_POLL_MS: POLL_MS,
+		AI_CONCURRENCY: String(SLOTS),
+		RATE_LIMIT_PER_MINUTE: "1000000",
+		RATE_LIMIT_ANON_PER_MINUTE: "1000000",
+		TASKS_SSE_MAX_PER_USER: "1000"
+	});
+	const port = await freePort();
+	const procs: ChildProcess[] = [];
+	const node = async (id: string, services: string, extra: Record<string, string> = {}) =>
+		procs.push(await startForgeNode({ ...env, ...extra, NODE_ID: `${env.NAMESPACE}-${id}`, SERVICES: services }));
+	if (layout === "one")
+		await node("all", "api,users,projects,payments,tasks,ai,context-bridge,orgs", { PORT: String(port) });
+	else {
+		// The core first: it applies the migrations; the others find them applied.
+		await node("core", "users,projects,payments");
+		await Promise.all([
+			node("workers", "tasks,ai,context-bridge,orgs"),
+			node("gateway", "api", { PORT: String(port) })
+		]);
+	}
+	const pg = new Client({ connectionString: db.url });
+	await pg.connect();
+	const client = new ServiceBroker({
+		namespace: env.NAMESPACE,
+		nodeID: `bench-${randomUUID().slice(0, 8)}`,
+		transporter: { type: "NATS", options: { url: NATS_URL } },
+		logger: false
+	});
+	await client.start();
+	for (const end = Date.now() + 30_000; ; await sleep(200)) {
+		const r = await fetch(`http://127.0.0.1:${port}/health/ready`).then(
+			x => x.json() as Promise<{ services?: Record<string, { available: boolean }> }>,
+			() => ({ services: {} as Record<string, { available: boolean }> })
+		);
+		if (["users", "projects", "payments", "tasks", "ai"].every(s => r.services?.[s]?.available)) break;
+		if (Date.now() > end) throw new Error("the gateway does not see every service");
+	}
+	await client.waitForServices(["payments", "tasks"]);
+	const config = loadConfig(env);
+	const users: Platform["users"] = [];
+	for (let i = 0; i < USERS; i++) {
+		const id = randomUUID();
+		// Enterprise: 32 tasks at once per user and no tier share cap.
+		await pg.query(`INSERT INTO users (id, email, tier_override) VALUES ($1, $2, 'enterprise')`, [
+			id,
+			`${id}@bench.test`
+		]);
+		const token = bearerFor(config, id);
+		const p = await fetch(`http://127.0.0.1:${port}/api/v1/projects`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+			body: JSON.stringify({ name: `ft-${i}` })
+		});
+		const project = (await p.json()) as { id: string };
+		await client.call("payments.grant", {
+			userId: id,
+			credits: 100_000_000,
+			operator: "bench",
+			reason: "bench",
+			key: `g-${id}`
+		});
+		users.push({ token, projectId: project.id });
+	}
+	for (const end = Date.now() + 30_000; ; await sleep(200)) {
+		const s = (await client.call("tasks.refreshStats").catch(() => ({ capacity: 0 }))) as { capacity: number };
+		if (s.capacity >= SLOTS) break;
+		if (Date.now() > end) throw new Error(`tasks counts ${s.capacity} slots, expected ${SLOTS}`);
+	}
+	return {
+		layout,
+		procs,
+		port,
+		pg,
+		client,
+		users,
+		async drop() {
+			await client.stop().catch(() => undefined);
+			await stopForgeNodes(procs);
+			await pg.end().catch(() => undefined);
+			await db.drop();
+		}
+	};
+}
+
+interface PlatformSample {
+	tag: string;
+	taskId: string;
+	t0: number;
+	posted: number;
+	first: number;
+}
+
+let seq = 0;
+const newTag = () => `${process.pid.toString(36)}x${(seq++).toString(36)}`;
+const promptOf = (tag: string) => `Say hello to the bench [ft:${tag}]`;
+
+async function viaPlatform(p: Platform, user: { token: string; projectId: string }): Promise<PlatformSample> {
+	const tag = newTag();
+	const base = `http://127.0.0.1:${p.port}/api/v1`;
+	const auth = { authorization: `Bearer ${user.token}` };
+	const t0 = wall();
+	const r = await fetch(`${base}/tasks`, {
+		method: "POST",
+		headers: { ...auth, "content-type": "application/json" },
+		body: JSON.stringify({ projectId: user.projectId, kind: "chat", prompt: promptOf(tag), maxOutputTokens: 16 })
+	});
+	const body = (await r.json()) as { task?: { id: string } };
+	if (r.status !== 202 || !body.task) throw new Error(`submit answered ${r.status}: ${JSON.stringify(body)}`);
+	const posted = wall();
+	const taskId = body.task.id;
+	const ev = await fetch(`${base}/tasks/${taskId}/events`, { headers: { ...auth, accept: "text/event-stream" } });
+	if (ev.status !== 200 || !ev.body) throw new Error(`events answered ${ev.status}`);
+	let first = -1;
+	let text = "";
+	const dec = new TextDecoder();
+	for await (const chunk of ev.body as unknown as AsyncIterable<Uint8Array>) {
+		text += dec.decode(chunk, { stream: true });
+		if (first < 0 && /(^|\n)event: delta\n/.test(text)) first = wall();
+		if (/(^|\n)event: (succeeded|failed|cancelled)\n/.test(text)) break;
+	}
+	if (first < 0) throw new Error(`task ${taskId} ended with no delta: ${text.slice(-500)}`);
+	return { tag, taskId, t0, posted, first };
+}
+
+function directPath(url: string) {
+	const sdk = new OpenAI({ apiKey: "k", baseURL: url, maxRetries: 0 });
+	return async (): Promise<number> => {
+		const t0 = wall();
+		let ttft = -1;
+		const stream = await sdk.chat.completions.create({
+			model: "gpt-4o-mini",
+			messages: [{ role: "user", content: promptOf(newTag()) }],
+			stream: true,
+			stream_options: { include_usage: true },
+			max_tokens: 16
+		});
+		for await (const c of stream) if (ttft < 0 && c.choices?.[0]?.delta?.content) ttft = wall() - t0;
+		return ttft;
+	};
+}
+
+interface Steps {
+	submit: number[];
+	answer: number[];
+	lease: number[];
+	prepare: number[];
+	stream: number[];
+}
+
+/** Each task's steps, from the client's clock, the row's timestamps and the model's arrivals. */
+async function stepsOf(p: Platform, model: Model, samples: PlatformSample[]): Promise<Steps> {
+	const rows = await p.pg.query<{ id: string; created: number; started: number }>(
+		`SELECT id, extract(epoch FROM created_at) * 1000 AS created, extract(epoch FROM started_at) * 1000 AS started
+		 FROM tasks WHERE id = ANY($1::uuid[])`,
+		[samples.map(s => s.taskId)]
+	);
+	const byId = new Map(rows.rows.map(r => [r.id, { created: Number(r.created), started: Number(r.started) }]));
+	const out: Steps = { submit: [], answer: [], lease: [], prepare: [], stream: [] };
+	for (const s of samples) {
+		const row = byId.get(s.taskId);
+		const arrival = model.arrivals.get(s.tag);
+		if (!row || arrival === undefined) continue;
+		out.submit.push(row.created - s.t0);
+		out.answer.push(s.posted - row.created);
+		out.lease.push(row.started - row.created);
+		out.prepare.push(arrival - row.started);
+		out.stream.push(s.first - arrival);
+	}
+	return out;
+}
+
+const f = (n: number | null) => (n === null ? "–" : n.toFixed(2));
+
+function report(label: string, platform: number[], direct: number[]) {
+	const p50 = percentile(platform, 50)! - percentile(direct, 50)!;
+	const p99 = percentile(platform, 99)! - percentile(direct, 99)!;
+	console.log(
+		`  ${label}: platform p50 ${f(percentile(platform, 50))} p99 ${f(percentile(platform, 99))} ms (${platform.length}); ` +
+			`direct p50 ${f(percentile(direct, 50))} p99 ${f(percentile(direct, 99))} ms (${direct.length}); ` +
+			`added p50 ${f(p50)} ms, p99 ${f(p99)} ms`
+	);
+	return { p50, p99 };
+}
+
+function reportSteps(s: Steps) {
+	const line = (name: string, xs: number[]) => `${name} p50 ${f(percentile(xs, 50))} p99 ${f(percentile(xs, 99))}`;
+	console.log(
+		`    steps (ms): ${[
+			line("POST → insert", s.submit),
+			line("insert → 202 at the client", s.answer),
+			line("insert → lease", s.lease),
+			line("lease → upstream request", s.prepare),
+			line("upstream request → first delta at the client", s.stream)
+		].join("; ")}`
+	);
+}
+
+async function measure(p: Platform, model: Model) {
+	const direct = directPath(model.url);
+	const user = (i: number) => p.users[i % p.users.length];
+	for (let i = 0; i < WARMUP; i++) {
+		await viaPlatform(p, user(i));
+		await direct();
+	}
+	// Sequential: one task at a time, alternating with the direct call (the order alternates too).
+	const loadSeq = load();
+	const seqP: PlatformSample[] = [];
+	const seqD: number[] = [];
+	for (let i = 0; i < SEQ; i++) {
+		if (i % 2 === 0) {
+			seqP.push(await viaPlatform(p, user(i)));
+			seqD.push(await direct());
+		} else {
+			seqD.push(await direct());
+			seqP.push(await viaPlatform(p, user(i)));
+		}
+	}
+	await sleep(200);
+	console.log(`  sequential, ${SEQ} tasks, load average ${loadSeq}`);
+	const sequential = report(
+		"sequential",
+		seqP.map(s => s.first - s.t0),
+		seqD
+	);
+	reportSteps(await stepsOf(p, model, seqP));
+
+	// Concurrent: CONCURRENCY clients at once, each alternating the two paths CONC_ROUNDS times each.
+	const loadConc = load();
+	const conP: PlatformSample[] = [];
+	const conD: number[] = [];
+	await Promise.all(
+		Array.from({ length: CONCURRENCY }, async (_, c) => {
+			for (let k = 0; k < 2 * CONC_ROUNDS; k++) {
+				if ((k + c) % 2 === 0) conP.push(await viaPlatform(p, user(c)));
+				else conD.push(await direct());
+			}
+		})
+	);
+	await sleep(200);
+	console.log(`  ${CONCURRENCY} concurrent clients, ${CONC_ROUNDS} tasks each, load average ${loadConc}`);
+	const concurrent = report(
+		`${CONCURRENCY} concurrent`,
+		conP.map(s => s.first - s.t0),
+		conD
+	);
+	reportSteps(await stepsOf(p, model, conP));
+	return { sequential, concurrent };
+}
+
+async function main() {
+	console.log(`submit → first streamed token, added over a direct call — ${machine()}, load average ${load()}`);
+	console.log(
+		`fake OpenAI model in its own process (first token at once); AI_POLL_MS=${POLL_MS}, AI_CONCURRENCY=${SLOTS}, ${USERS} users; empty projects (no context.select)`
+	);
+	const model = await startModel();
+	const results: Record<string, Awaited<ReturnType<typeof measure>>> = {};
+	try {
+		for (const layout of LAYOUTS) {
+			console.log(
+				`\n${layout === "one" ? "one node: every service in one process" : "cluster: gateway (api), core (users, projects, payments), workers (tasks, ai, context-bridge, orgs)"} over NATS`
+			);
+			const p = await startPlatform(layout, model);
+			try {
+				results[layout] = await measure(p, model);
+			} finally {
+				await p.drop();
+			}
+		}
+	} finally {
+		model.proc.kill("SIGTERM");
+	}
+	console.log(
+		"\ntargets (issue #16): sequential p50 ≤ 4 ms on one node, ≤ 6 ms on the cluster; 50 concurrent p99 ≤ 15 ms"
+	);
+	for (const [layout, r] of Object.entries(results)) {
+		const seqTarget = layout === "one" ? 4 : 6;
+		console.log(
+			`  ${layout}: sequential added p50 ${f(r.sequential.p50)} ms (${r.sequential.p50 <= seqTarget ? "met" : "not met"}); ` +
+				`${CONCURRENCY} concurrent added p99 ${f(r.concurrent.p99)} ms (${r.concurrent.p99 <= 15 ? "met" : "not met"})`
+		);
+	}
+	console.log(`load average at the end ${load()}`);
+}
+
+main().then(
+	() => process.exit(0),
+	err => {
+		console.error(err);
+		process.exit(1);
+	}
+);
