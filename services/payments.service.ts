@@ -804,6 +804,7 @@ const PaymentsService: ServiceSchema<
 			every(pc.stripe.reconcileIntervalMs, () => this.reconcileStripe(), "Stripe reconciliation");
 		}
 		if (this.chain) every(pc.chain.pollMs, () => this.chainTick(), "chain pass");
+		every(pc.expirySweepMs, () => this.ledger.sweepExpired(500, pc.expirySweepLookbackS), "credit expiry sweep");
 	},
 
 	async stopped(this: PaymentsThis) {

@@ -22,6 +22,7 @@ export interface TopUpThis extends Service, DurableThis {
 	/** The after-settlement checks of this node still running (stopped() waits for them). */
 	topUpChecks: Set<Promise<unknown>>;
 	afterSettlement(payerId: string): Promise<{ lowBalance: LowBalanceOutcome; autoTopUp: TriggerOutcome }>;
+	balanceChecksBeside(payerId: string, lowBalanceOnly?: boolean): void;
 }
 
 const ORG_ID = {
@@ -146,17 +147,25 @@ export const topUpMixin: ServiceSchema<
 		after: {
 			// The settlement's answer does not wait for the checks (or Stripe): they run beside it.
 			settle(this: TopUpThis, ctx: Ctx<{ userId: string }>, res: unknown) {
-				const p = this.afterSettlement(ctx.params.userId).catch(err =>
-					this.logger.warn("after-settlement check failed", { payerId: ctx.params.userId, err: String(err) })
-				);
-				this.topUpChecks.add(p);
-				void p.finally(() => this.topUpChecks.delete(p));
+				this.balanceChecksBeside(ctx.params.userId);
 				return res;
 			}
 		}
 	},
 
 	methods: {
+		/**
+		 * The checks for a payer whose balance fell, run beside the caller (tracked until done). After a
+		 * clawback only the notice: a refund or dispute must not make auto top-up charge the card again.
+		 */
+		balanceChecksBeside(this: TopUpThis, payerId: string, lowBalanceOnly = false) {
+			const p = (lowBalanceOnly ? this.lowBalance.check(payerId) : this.afterSettlement(payerId)).catch(err =>
+				this.logger.warn("after-settlement check failed", { payerId, err: String(err) })
+			);
+			this.topUpChecks.add(p);
+			void p.finally(() => this.topUpChecks.delete(p));
+		},
+
 		async afterSettlement(this: TopUpThis, payerId: string) {
 			const lowBalance = await this.lowBalance.check(payerId);
 			const autoTopUp: TriggerOutcome = this.billing.configured
@@ -179,6 +188,8 @@ export const topUpMixin: ServiceSchema<
 			rt.config.payments.lowBalanceCredits,
 			(tx, topic, payload) => this.publishDurable(tx, topic, payload)
 		);
+		// A clawback (refund, dispute, reorg) or an expiry sweep lowers a balance outside a settlement.
+		this.ledger.onBalanceDropped = (payerId, cause) => this.balanceChecksBeside(payerId, cause === "clawback");
 	},
 
 	async stopped(this: TopUpThis) {

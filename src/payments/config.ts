@@ -61,6 +61,10 @@ export interface PaymentsConfig {
 	usageMaxSpanDays: number;
 	/** Default low-balance notice threshold in credits (a payer may set its own); 0 = none. */
 	lowBalanceCredits: number;
+	/** How often expired credit is swept into the expired account (then the balance checks run); 0 = never. */
+	expirySweepMs: number;
+	/** How far back the sweep looks for expiries (older ones are swept by the user's next reserve). */
+	expirySweepLookbackS: number;
 }
 
 const ADDRESS_RE = /^0x[0-9a-fA-F]{40}$/;
@@ -139,6 +143,8 @@ export function loadPaymentsConfig(r: EnvReader): PaymentsConfig {
 		stakeMinHoldingMs: r.int("STAKE_MIN_HOLDING_S", STAKE_MIN_HOLDING_MS / 1000, 0, 365 * 86_400) * 1000,
 		promoGrantTtlS: r.int("PROMO_GRANT_TTL_S", 90 * 86_400, 0, 10 * 365 * 86_400),
 		usageMaxSpanDays: r.int("USAGE_MAX_SPAN_DAYS", 366, 1, 3660),
-		lowBalanceCredits: r.int("BILLING_LOW_BALANCE_CREDITS", 1000, 0, Number.MAX_SAFE_INTEGER)
+		lowBalanceCredits: r.int("BILLING_LOW_BALANCE_CREDITS", 1000, 0, Number.MAX_SAFE_INTEGER),
+		expirySweepMs: r.int("CREDIT_EXPIRY_SWEEP_MS", 60_000, 0, 86_400_000),
+		expirySweepLookbackS: r.int("CREDIT_EXPIRY_SWEEP_LOOKBACK_S", 7 * 86_400, 60, 366 * 86_400)
 	};
 }

@@ -243,6 +243,12 @@ export function balanceOf(row: Partial<BalanceColumns> | undefined): Balance {
 export class Ledger {
 	private readonly knownUsers = new Set<string>();
 	private readonly holds: GroupCommit<HoldOp, HoldView>;
+	/**
+	 * Called after the commit of a transaction that took credit from a user outside a settlement
+	 * (a clawback, an expiry sweep), with the user (payer) id and the cause. The payments service runs
+	 * the low-balance check from it (and, for an expiry, auto top-up), as it does after every settlement.
+	 */
+	onBalanceDropped: ((userId: string, cause: "clawback" | "expiry") => void) | null = null;
 
 	constructor(
 		readonly sequelize: Sequelize,
@@ -402,6 +408,7 @@ export class Ledger {
 			[userId]
 		);
 		if (!lots.length) return 0n;
+		this.droppedAfterCommit(tx, userId, "expiry");
 		const total = lots.reduce((s, l) => s + BigInt(l.remaining), 0n);
 		await this.post(tx, {
 			kind: "expiry",
@@ -655,7 +662,43 @@ export class Ledger {
 			]
 		});
 		if (posted.duplicate) return { taken: 0n, shortfall: 0n, duplicate: true };
+		if (taken > 0n) this.droppedAfterCommit(tx, p.userId, "clawback");
 		return { taken, shortfall, duplicate: false };
+	}
+
+	private droppedAfterCommit(tx: Transaction, userId: string, cause: "clawback" | "expiry") {
+		tx.afterCommit(() => this.onBalanceDropped?.(userId, cause));
+	}
+
+	/**
+	 * The expiry sweep: for up to `limit` users holding credit past its expiry, moves it to the
+	 * expired account (`expireLots`, under each user's lock, one transaction per user), so the drop
+	 * in their balance is a ledger transaction and its checks run (`onBalanceDropped`). Expired
+	 * credit is already excluded from what a user may spend (`balanceColumns`); reserves sweep it too.
+	 * Safe on many nodes at once: a second sweeper finds the lots already swept. Returns the users swept.
+	 * `lookbackS`: how far back an expiry is looked for.
+	 */
+	async sweepExpired(limit: number, lookbackS: number): Promise<number> {
+		// The window keeps the scan to lately expired lots (`credit_lots_expiring`); a lot that expired
+		// before it is swept by its user's next reserve or clawback instead.
+		const users = await this.q<{ user_id: string }>(
+			null,
+			`SELECT DISTINCT user_id FROM (
+				SELECT user_id FROM credit_lots
+				WHERE expires_at <= now() AND expires_at > now() - make_interval(secs => $2) AND remaining > 0
+				ORDER BY expires_at LIMIT $1
+			 ) l`,
+			[limit, lookbackS]
+		);
+		let swept = 0;
+		for (const { user_id } of users) {
+			const moved = await this.run(async tx => {
+				await this.lockUser(tx, user_id);
+				return this.expireLots(tx, user_id);
+			});
+			if (moved > 0n) swept++;
+		}
+		return swept;
 	}
 
 	/** Available (unexpired lots), held, and the stored balance that includes not-yet-swept expired credit. */

@@ -3,7 +3,8 @@
  * (its own, or `BILLING_LOW_BALANCE_CREDITS`), one durable `billing.low_balance` per crossing.
  *
  * THE RULE
- * - Checked after every settlement of the payer (the same hook as auto top-up).
+ * - Checked after every settlement of the payer (the same hook as auto top-up), and after any other
+ *   transaction that takes credit away: a clawback or an expiry sweep (`Ledger.onBalanceDropped`).
  * - A crossing is the balance going from at or above the threshold to under it. The payer's
  *   `billing_alerts` row remembers whether the last check saw it under, and the newest ledger
  *   transaction then. Under again at the next check counts as a new crossing only when the balance

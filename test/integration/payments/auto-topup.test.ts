@@ -37,7 +37,8 @@ beforeAll(async () => {
 			RATE_LIMIT_ANON_PER_MINUTE: "100000",
 			STRIPE_INBOX_POLL_MS: "60000",
 			BILLING_AUTO_TOPUP_WINDOW_S: "3600",
-			SIGNUP_GRANT_CREDITS: "0"
+			SIGNUP_GRANT_CREDITS: "0",
+			CREDIT_EXPIRY_SWEEP_MS: "200"
 		}
 	});
 });
@@ -285,4 +286,50 @@ test("an organisation's auto top-up: billing roles set it, a plain member cannot
 	await send(eventOf("payment_intent.succeeded", pi.id as string));
 	await drain();
 	expect(await available(payer)).toBe(STARTER - 1_000 + 52_500);
+});
+
+test("a clawback under the threshold does not buy a pack; credit expiring under it does", async () => {
+	const bob = await person();
+	const customer = await buyPackSavingCard(bob.token, TEST_CARDS.success);
+	const put = await call("PUT", "/billing/auto-topup", {
+		token: bob.token,
+		body: { thresholdCredits: 5_000, packId: "starter" }
+	});
+	expect(put.status).toBe(200);
+	const svc = node.broker.getLocalService("payments") as unknown as {
+		topUpChecks: Set<Promise<unknown>>;
+		ledger: {
+			run<T>(fn: (tx: unknown) => Promise<T>): Promise<T>;
+			clawback(tx: unknown, p: Record<string, unknown>): Promise<{ taken: bigint }>;
+		};
+	};
+	const checksDone = async () => {
+		while (svc.topUpChecks.size) await Promise.allSettled([...svc.topUpChecks]);
+	};
+	// A refund of most of the pack (as Stripe's charge.refunded leads to): 10,000 -> 4,000.
+	await svc.ledger.run(tx =>
+		svc.ledger.clawback(tx, {
+			kind: "refund_clawback",
+			userId: bob.id,
+			amount: 6_000n,
+			to: "sys:stripe",
+			preferLotId: null,
+			causeType: "stripe_refund",
+			causeId: `refund-${bob.id}`,
+			description: "Card payment refunded"
+		})
+	);
+	await checksDone();
+	expect(await available(bob.id)).toBe(4_000);
+	expect(intentsOf(customer)).toHaveLength(0);
+
+	// Promotional credit takes it over the threshold, then expires with nobody spending: 7,000 -> 4,000.
+	await node.broker.call("payments.grant", { userId: bob.id, credits: 3_000, operator: "test", reason: "test" });
+	expect(await available(bob.id)).toBe(7_000);
+	await sql(`UPDATE credit_lots SET expires_at = now() WHERE user_id = $1 AND expires_at IS NOT NULL RETURNING id`, [
+		bob.id
+	]);
+	await eventually(() => intentsOf(customer).length === 1, 15_000);
+	expect(intentsOf(customer)[0].metadata).toMatchObject({ payerId: bob.id, origin: "auto_topup" });
+	expect(await available(bob.id)).toBe(4_000);
 });

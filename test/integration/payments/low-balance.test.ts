@@ -1,7 +1,8 @@
 /**
  * Low-balance notices (issue 19 part 5) end to end: settlements through payments.reserve/settle on
  * the real PostgreSQL, the durable `billing.low_balance` once per crossing, mailed by the users
- * service (the dev outbox), per-payer thresholds through GET/PUT /billing/alerts (`?orgId=`).
+ * service (the dev outbox), per-payer thresholds through GET/PUT /billing/alerts (`?orgId=`); the same
+ * checks after a balance falls without a settlement: credit expiring (the expiry sweep) and a clawback.
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
@@ -26,7 +27,8 @@ beforeAll(async () => {
 			RATE_LIMIT_PER_MINUTE: "100000",
 			RATE_LIMIT_ANON_PER_MINUTE: "100000",
 			SIGNUP_GRANT_CREDITS: "0",
-			BILLING_LOW_BALANCE_CREDITS: "1000"
+			BILLING_LOW_BALANCE_CREDITS: "1000",
+			CREDIT_EXPIRY_SWEEP_MS: "200"
 		}
 	});
 });
@@ -165,4 +167,70 @@ test("an organisation's threshold is set by its billing roles; its billing conta
 	);
 	expect((await mailsTo(owner.email))[0].text).toContain("The organisation Hooli has 4000 credits left");
 	expect(await mailsTo(member.email)).toEqual([]);
+});
+
+test("credit that expires: the sweep moves it to the expired account and the crossing is noticed", async () => {
+	const dan = await person();
+	await grant(dan.id, 600); // promotional, with the default expiry
+	await node.broker.call("payments.grant", {
+		userId: dan.id,
+		credits: 900,
+		operator: "test",
+		reason: "test",
+		source: "paid",
+		key: randomUUID()
+	});
+	expect((await spend(dan.id, 100)).lowBalance).toEqual({ noticed: false, reason: "above_threshold" });
+	expect(await notices(dan.id)).toEqual([]);
+	// Promotional credit is spent first (500 of it left). Its expiry passes: 1,400 -> 900 available,
+	// with no settlement of dan's.
+	await sql(
+		`UPDATE credit_lots SET expires_at = now() - interval '1 second' WHERE user_id = $1 AND expires_at IS NOT NULL RETURNING id`,
+		[dan.id]
+	);
+	await eventually(async () => (await notices(dan.id)).length === 1, 15_000);
+	expect((await notices(dan.id))[0].details).toMatchObject({ availableCredits: "900", thresholdCredits: "1000" });
+	const [expiry] = await sql<{ kind: string; n: string }>(
+		`SELECT t.kind, count(*) AS n FROM ledger_transactions t WHERE t.user_id = $1 AND t.kind = 'expiry' GROUP BY t.kind`,
+		[dan.id]
+	);
+	expect(expiry).toEqual({ kind: "expiry", n: "1" });
+	await eventually(async () => (await mailsTo(dan.email)).length === 1, 15_000);
+	// Swept once: later sweeps find nothing more and notice nothing more.
+	await new Promise(r => setTimeout(r, 600));
+	await hookDone();
+	expect(await notices(dan.id)).toHaveLength(1);
+});
+
+test("a clawback that takes the balance under the threshold is noticed, once", async () => {
+	const erin = await person();
+	await grant(erin.id, 3_000);
+	const svc = node.broker.getLocalService("payments") as unknown as {
+		ledger: {
+			run<T>(fn: (tx: unknown) => Promise<T>): Promise<T>;
+			clawback(tx: unknown, p: Record<string, unknown>): Promise<{ taken: bigint }>;
+		};
+	};
+	const clawback = (amount: bigint, causeId: string) =>
+		svc.ledger.run(tx =>
+			svc.ledger.clawback(tx, {
+				kind: "refund_clawback",
+				userId: erin.id,
+				amount,
+				to: "sys:stripe",
+				preferLotId: null,
+				causeType: "stripe_refund",
+				causeId,
+				description: "Card payment refunded"
+			})
+		);
+	expect((await clawback(1_000n, "r1")).taken).toBe(1_000n);
+	await hookDone();
+	expect(await notices(erin.id)).toEqual([]);
+	expect((await clawback(1_500n, "r2")).taken).toBe(1_500n); // 500 left
+	await hookDone();
+	expect((await notices(erin.id)).map(n => n.details.availableCredits)).toEqual(["500"]);
+	await clawback(1_500n, "r2"); // the same refund again: a duplicate, nothing taken, no check
+	await hookDone();
+	expect(await notices(erin.id)).toHaveLength(1);
 });
