@@ -6,9 +6,12 @@
  * its own transaction, so a run never holds locks on more than one batch of rows, and a run stops after
  * `maxBatches` batches of a rule (the next run goes on).
  *
- * One node at a time: a run takes a session advisory lock on a connection of its own and runs every
- * batch on it; a node that does not get the lock skips the run. A crashed node's lock goes with its
- * connection.
+ * One node at a time: every batch (and a dry run's count) is a transaction that first takes the
+ * transaction-scoped advisory lock of the run's name (`pg_try_advisory_xact_lock`); a node that does
+ * not get it at its first batch skips the run, and one that loses it between batches ends its run
+ * there (the other node goes on). No lock outlives its transaction, so this also holds behind a
+ * transaction-mode pooler (PgBouncer), where a session lock would stay on whichever server
+ * connection took it and its unlock could go to another.
  */
 import type { Client as PgClient } from "pg";
 import type { MetricRegistry } from "moleculer";
@@ -114,8 +117,9 @@ export interface PruneOptions {
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
 /**
- * Runs `rules` once under the advisory lock named `lockName`; null when another node holds it. A dry
- * run takes the lock too (so it does not count rows a running prune is deleting) and deletes nothing.
+ * Runs `rules` once under the advisory lock named `lockName` (taken per batch); null when another node
+ * holds it at the first batch. A dry run takes the lock too (so it does not count rows a running prune
+ * is deleting) and deletes nothing.
  */
 export async function runPrune(
 	sequelize: Sequelize,
@@ -125,43 +129,59 @@ export async function runPrune(
 ): Promise<PruneReport | null> {
 	const pool = sequelize.connectionManager;
 	const conn = (await pool.getConnection({ type: "write" })) as PgClient;
-	try {
-		const { rows } = await conn.query<{ locked: boolean }>(
-			`SELECT pg_try_advisory_lock(hashtext('forgefluid retention'), hashtext($1)) AS locked`,
-			[lockName]
-		);
-		if (!rows[0]?.locked) return null;
+	/** One statement in a transaction holding the run's lock; null when another node holds it. */
+	const locked = async (sql: string, bind: unknown[]): Promise<number | null> => {
+		await conn.query("BEGIN");
 		try {
-			const report: PruneReport = { tables: {}, dryRun: !!o.dryRun, unfinished: [] };
-			for (const rule of rules) {
-				const cutoff = cutoffOf(rule.retentionDays, o.now);
-				report.tables[rule.table] ??= 0;
-				if (!cutoff) continue;
-				if (o.dryRun) {
-					const c = await conn.query<{ n: number }>(rule.countSql, [cutoff]);
-					report.tables[rule.table] += Number(c.rows[0]?.n ?? 0);
-					continue;
-				}
-				for (let b = 0; ; b++) {
-					if (o.stopping?.()) return report;
-					if (b >= o.maxBatches) {
-						report.unfinished.push(rule.table);
-						break;
-					}
-					const r = await conn.query<{ n: number }>(rule.batchSql, [cutoff, o.batchRows]);
-					const n = Number(r.rows[0]?.n ?? 0);
-					report.tables[rule.table] += n;
-					if (n > 0) o.onPruned?.(rule.table, n);
-					if (n < o.batchRows) break;
-					if (o.pauseMs > 0) await sleep(o.pauseMs);
-				}
+			const { rows } = await conn.query<{ locked: boolean }>(
+				`SELECT pg_try_advisory_xact_lock(hashtext('forgefluid retention'), hashtext($1)) AS locked`,
+				[lockName]
+			);
+			if (!rows[0]?.locked) {
+				await conn.query("ROLLBACK");
+				return null;
 			}
-			return report;
-		} finally {
-			await conn
-				.query(`SELECT pg_advisory_unlock(hashtext('forgefluid retention'), hashtext($1))`, [lockName])
-				.catch(() => undefined);
+			const r = await conn.query<{ n: number }>(sql, bind);
+			await conn.query("COMMIT");
+			return Number(r.rows[0]?.n ?? 0);
+		} catch (err) {
+			await conn.query("ROLLBACK").catch(() => undefined);
+			throw err;
 		}
+	};
+	try {
+		const report: PruneReport = { tables: {}, dryRun: !!o.dryRun, unfinished: [] };
+		let first = true;
+		for (const rule of rules) {
+			const cutoff = cutoffOf(rule.retentionDays, o.now);
+			report.tables[rule.table] ??= 0;
+			if (!cutoff) continue;
+			for (let b = 0; ; b++) {
+				if (o.stopping?.()) return report;
+				if (b >= o.maxBatches) {
+					report.unfinished.push(rule.table);
+					break;
+				}
+				const n = await locked(
+					o.dryRun ? rule.countSql : rule.batchSql,
+					o.dryRun ? [cutoff] : [cutoff, o.batchRows]
+				);
+				if (n === null) {
+					if (first) return null;
+					report.unfinished.push(rule.table);
+					return report;
+				}
+				first = false;
+				report.tables[rule.table] += n;
+				if (o.dryRun) break;
+				if (n > 0) o.onPruned?.(rule.table, n);
+				if (n < o.batchRows) break;
+				if (o.pauseMs > 0) await sleep(o.pauseMs);
+			}
+		}
+		// A run with nothing to do (every rule keeps its rows) still answers whether the lock was free.
+		if (first && (await locked("SELECT 0 AS n", [])) === null) return null;
+		return report;
 	} finally {
 		pool.releaseConnection(conn);
 	}

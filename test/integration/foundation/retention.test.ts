@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import { loadConfig } from "../../../src/config";
-import { runPrune } from "../../../src/db/retention";
+import { deleteRule, runPrune } from "../../../src/db/retention";
 import { eventPruneRules } from "../../../src/events/retention";
 import { MemoryKeyValueStore } from "../../../src/runtime/kv";
 import { usersPruneRules } from "../../../src/users/retention";
@@ -195,4 +195,49 @@ test("the in-memory key-value store sweeps expired entries nobody reads again (u
 	for (let i = 0; i < 500; i++) await kv.set(`live:${i}`, "y", 60_000);
 	expect(kv.size).toBe(500);
 	expect(await kv.get("live:1")).toBe("y");
+});
+
+test("the run's lock lives only as long as each batch's transaction (safe behind a transaction-mode pooler)", async () => {
+	await sql(`CREATE TABLE scratch_prune (id serial PRIMARY KEY, at timestamptz NOT NULL)`);
+	await sql(
+		`INSERT INTO scratch_prune (at) SELECT now() - interval '10 days' FROM generate_series(1, 12) RETURNING id`
+	);
+	const rule = deleteRule({ table: "scratch_prune", retentionDays: 1, key: "id", where: "at < $1" });
+	const advisoryLocks = async () =>
+		(
+			await sql<{ n: number }>(
+				`SELECT count(*)::int AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+				 WHERE l.locktype = 'advisory' AND d.datname = current_database()`
+			)
+		)[0].n;
+	// Four batches of 3 with 250 ms between them: between batches no lock is held.
+	let done = false;
+	const run = runPrune(node.runtime.sequelize, "scratch", [rule], { ...opts, batchRows: 3, pauseMs: 250 }).finally(
+		() => (done = true)
+	);
+	const seen: number[] = [];
+	while (!done) {
+		seen.push(await advisoryLocks());
+		await new Promise(r => setTimeout(r, 20));
+	}
+	expect((await run)?.tables).toEqual({ scratch_prune: 12 });
+	expect(seen.length).toBeGreaterThan(10);
+	expect(seen.filter(n => n === 0).length).toBeGreaterThan(seen.length / 2);
+	expect(await advisoryLocks()).toBe(0);
+
+	// Another node inside a batch (its transaction holds the lock): this run is skipped.
+	const other = (await node.runtime.sequelize.connectionManager.getConnection({ type: "write" })) as unknown as {
+		query(q: string): Promise<unknown>;
+	};
+	try {
+		await other.query("BEGIN");
+		await other.query(`SELECT pg_advisory_xact_lock(hashtext('forgefluid retention'), hashtext('scratch'))`);
+		expect(await runPrune(node.runtime.sequelize, "scratch", [rule], opts)).toBeNull();
+	} finally {
+		await other.query("ROLLBACK");
+		node.runtime.sequelize.connectionManager.releaseConnection(other as never);
+	}
+	expect(await runPrune(node.runtime.sequelize, "scratch", [rule], opts)).toMatchObject({
+		tables: { scratch_prune: 0 }
+	});
 });
