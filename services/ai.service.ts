@@ -30,6 +30,7 @@ import type { KeyLimits } from "../src/compat/prepare";
 import type { ChatRequest } from "../src/compat/types";
 import { KeyRateLimiter } from "../src/compat/key-limits";
 import { LeaseKeeper } from "../src/compat/hold-leases";
+import { Speculation } from "../src/compat/speculation";
 import { CACHED_ACTIONS, cacheKeyOf } from "../src/users/cache";
 
 interface AiSettings extends ServiceSettingSchema {
@@ -172,6 +173,9 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				orgId: { type: "uuid", optional: true, nullable: true },
 				keyId: { type: "string", max: 64, optional: true, nullable: true },
 				key: { type: "object", optional: true, nullable: true },
+				// The caller's tier as the gateway read it from the users service's cached answer (beside the
+				// key's stamps); without it this node reads it. Not used for an organisation key.
+				tier: { type: "enum", values: [...TIER_ORDER], optional: true },
 				request: { type: "object" }
 			},
 			async handler(
@@ -182,6 +186,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					orgId?: string | null;
 					keyId?: string | null;
 					key?: KeyLimits | null;
+					tier?: TierName;
 					request: ChatRequest;
 				}>
 			) {
@@ -191,10 +196,14 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 				const payerId = orgId ? orgPayerId(orgId) : p.userId;
 				// The hold's lease is written while the tier is read and the rate limits are counted.
 				const leased = openLeaseOf(this.chatDeps, { id: p.id, payerId, keyId: p.keyId ?? null });
-				const paying = await this.chatPayer(ctx, p.userId, orgId).catch(async (err: unknown) => {
-					if (!(await leased)) await this.chatDeps.dropLease(holdIdOf(p.id)).catch(() => undefined);
-					throw toWire(err);
-				});
+				const paying =
+					!orgId && p.tier
+						? { tier: p.tier, caps: {} }
+						: await this.chatPayer(ctx, p.userId, orgId).catch(async (err: unknown) => {
+								if (!(await leased))
+									await this.chatDeps.dropLease(holdIdOf(p.id)).catch(() => undefined);
+								throw toWire(err);
+							});
 				const ctrl = new AbortController();
 				const input: ChatInput = {
 					id: p.id,
@@ -505,6 +514,19 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
 			description: "Time context.select took (or until it was given up on)"
 		});
+		m.register({
+			type: "counter",
+			name: "ai.compat.speculation.total",
+			labelNames: ["outcome"],
+			description:
+				"/v1 requests whose upstream call started beside their hold: confirmed, or refused (the call aborted, nothing sent, nothing charged)"
+		});
+		m.register({
+			type: "counter",
+			name: "ai.compat.speculation.unpaid.credits",
+			description:
+				"What the upstream calls of refused speculated /v1 requests had used when aborted (credits, at list price): the platform's cost"
+		});
 		m.register({ type: "gauge", name: "ai.worker.busy", description: "Tasks running on this node" });
 		m.register({ type: "gauge", name: "ai.worker.slots", description: "Worker slots of this node" });
 		m.set("ai.worker.slots", this.cfg.concurrency);
@@ -562,6 +584,22 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			dropLease: async holdId => void (await call("users.dropChatHold", { holdId })),
 			leases: this.leases,
 			onAttempt: ev => this.countAttempt(ev),
+			speculation:
+				this.cfg.compatSpeculateCover > 0
+					? new Speculation({
+							read: async payerId =>
+								(await call<{ available: number }>("payments.available", { payerId })).available,
+							cover: this.cfg.compatSpeculateCover,
+							maxAgeMs: this.cfg.compatSpeculateMaxAgeMs,
+							refreshMs: this.cfg.compatSpeculateRefreshMs,
+							warn: msg => this.logger.warn(msg)
+						})
+					: undefined,
+			onSpeculation: ev => {
+				m.increment("ai.compat.speculation.total", { outcome: ev.outcome });
+				if (ev.unpaidMicroCredits > 0)
+					m.increment("ai.compat.speculation.unpaid.credits", undefined, ev.unpaidMicroCredits / 1_000_000);
+			},
 			logger: this.logger
 		};
 		if (rt.config.transporter && this.cfg.devProvider)

@@ -594,6 +594,18 @@ const PaymentsService: ServiceSchema<
 			}
 		},
 
+		/**
+		 * A payer's available credits (user id or `org:<uuid>`): what ai reads, off the request path, to
+		 * decide whether a /v1 request may start its upstream call beside its hold (src/compat/speculation.ts).
+		 */
+		available: {
+			visibility: INTERNAL,
+			params: { payerId: USER_ID },
+			async handler(this: PaymentsThis, ctx: Ctx<{ payerId: string }>) {
+				return { available: credits((await this.ledger.balance(ctx.params.payerId)).available) };
+			}
+		},
+
 		userLedger: {
 			visibility: INTERNAL,
 			params: {

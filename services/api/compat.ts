@@ -33,6 +33,8 @@ import type { Service } from "moleculer";
 import type { RateLimiterAbstract } from "rate-limiter-flexible";
 import { sentNowhere } from "../../src/runtime/call-errors";
 import type { LoadBoard } from "../../src/compat/balance";
+import { TIER_ORDER, type TierName } from "../../src/domain/tiers";
+import { CACHED_ACTIONS, cacheKeyOf } from "../../src/users/cache";
 
 /** What this route needs of the gateway service (declared here: importing api.service would be a cycle). */
 export interface GatewayParts extends Service {
@@ -108,7 +110,27 @@ function parseBody(req: Req, res: ServerResponse, limit: string): Promise<unknow
 	);
 }
 
-async function authenticate(svc: ApiThis, req: Req, res: ServerResponse): Promise<AuthUser> {
+/**
+ * The caller's tier from the users service's cached answer (the shared cacher, as ai.chat would read
+ * it), or undefined on a miss or for an organisation key (ai.chat then resolves it).
+ */
+async function cachedTier(svc: ApiThis, user: AuthUser): Promise<TierName | undefined> {
+	if (user.orgId) return undefined;
+	const key = cacheKeyOf(svc.broker, CACHED_ACTIONS.getTier, { userId: user.id });
+	if (!key) return undefined;
+	const hit = (await svc.broker.cacher!.get(key).catch(() => undefined)) as { tier?: unknown } | null | undefined;
+	return typeof hit?.tier === "string" && (TIER_ORDER as readonly string[]).includes(hit.tier)
+		? (hit.tier as TierName)
+		: undefined;
+}
+
+/** `also`: more to do for the user answered, in the same wait as its per-user limit. */
+async function authenticate(
+	svc: ApiThis,
+	req: Req,
+	res: ServerResponse,
+	also?: (user: AuthUser) => Promise<unknown>
+): Promise<AuthUser> {
 	const ctx = req.$ctx;
 	req.$edgeRes = res;
 	const ip = (ctx.meta.ip = clientIp(req, runtimeOf(svc.broker).config.http.trustProxyHops));
@@ -119,7 +141,8 @@ async function authenticate(svc: ApiThis, req: Req, res: ServerResponse): Promis
 	let presented = false;
 	// The per-user limit: with a remembered key it is counted while the key's stamps are read.
 	let limited = false;
-	const limit = (u: AuthUser) => svc.consumeLimit(svc.limiter, u.id, req, "user").then(() => (limited = true));
+	const limit = (u: AuthUser) =>
+		Promise.all([svc.consumeLimit(svc.limiter, u.id, req, "user"), also?.(u)]).then(() => (limited = true));
 	if (typeof authz === "string" && authz) {
 		presented = true;
 		const m = /^Bearer\s+(\S{10,4096})$/i.exec(authz);
@@ -181,7 +204,13 @@ async function* withIdleTimeout(stream: Readable, idleMs: number): AsyncGenerato
 }
 
 const eventError = (ev: Extract<ChatEvent, { t: "error" }>) =>
-	new CompatError(ev.code as CompatError["kind"], ev.message);
+	new CompatError(
+		ev.code as CompatError["kind"],
+		ev.message,
+		ev.param ?? null,
+		ev.errorCode ?? null,
+		ev.retryAfterS ?? null
+	);
 
 /** The nodes whose ai.chat is available now. */
 function aiChatNodes(svc: ApiThis): string[] {
@@ -192,7 +221,9 @@ function aiChatNodes(svc: ApiThis): string[] {
 
 async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerResponse) {
 	const cfg = runtimeOf(svc.broker).config;
-	const user = await authenticate(svc, req, res);
+	// The tier is read while the key's stamps are checked and the per-user limit counted (one wait).
+	let tier: TierName | undefined;
+	const user = await authenticate(svc, req, res, u => cachedTier(svc, u).then(t => void (tier = t)));
 	const body = await parseBody(req, res, cfg.http.bodyLimit);
 	const request: ChatRequest = protocol === "openai" ? readOpenAIRequest(body) : readAnthropicRequest(body);
 	const id = newChatId();
@@ -203,6 +234,7 @@ async function chat(svc: ApiThis, protocol: Protocol, req: Req, res: ServerRespo
 		orgId: user.orgId ?? null,
 		keyId: user.keyId ?? null,
 		key: user.keyLimits ?? null,
+		...(tier ? { tier } : {}),
 		request
 	};
 	// Admission may wait up to AI_COMPAT_MAX_WAIT_MS for a worker slot before the stream starts.

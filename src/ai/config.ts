@@ -62,6 +62,16 @@ export interface AiConfig {
 	/** Lease of a /v1 request's holds, renewed every third of it while it runs; a dead node's expire and are swept. */
 	compatHoldLeaseMs: number;
 	/**
+	 * Speculation (src/compat/speculation.ts): a /v1 request's upstream call starts beside its hold
+	 * when the payer's known balance is at least this many times the worst case of what it has in
+	 * flight on the node (0: never; the hold is confirmed before the upstream call starts).
+	 */
+	compatSpeculateCover: number;
+	/** Longest a payer's balance read is trusted for speculation. */
+	compatSpeculateMaxAgeMs: number;
+	/** A payer's balance is read again (in the background, when it has requests) once older than this. */
+	compatSpeculateRefreshMs: number;
+	/**
 	 * Where finished outcomes wait until the tasks service has them (src/ai/outcome-spool.ts); it must
 	 * survive a restart of the worker process. Default: `forgefluid-outcomes` under the OS temp dir.
 	 */
@@ -179,6 +189,9 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 		groupFallback: r.bool("AI_GROUP_FALLBACK", true),
 		compatMaxWaitMs: r.int("AI_COMPAT_MAX_WAIT_MS", 5_000, 0, 600_000),
 		compatHoldLeaseMs: r.int("AI_COMPAT_HOLD_LEASE_MS", 30_000, 300, 3_600_000),
+		compatSpeculateCover: r.int("AI_COMPAT_SPECULATE_COVER", 3, 0, 1_000),
+		compatSpeculateMaxAgeMs: r.int("AI_COMPAT_SPECULATE_MAX_AGE_MS", 30_000, 0, 3_600_000),
+		compatSpeculateRefreshMs: r.int("AI_COMPAT_SPECULATE_REFRESH_MS", 1_000, 10, 3_600_000),
 		outcomeSpoolDir: path.resolve(r.optStr("OUTCOME_SPOOL_DIR") ?? path.join(os.tmpdir(), "forgefluid-outcomes"))
 	};
 	if (cfg.stallTimeoutMs > cfg.streamTimeoutMs)

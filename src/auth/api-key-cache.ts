@@ -19,8 +19,9 @@
  * the organisation, which the organisations service does not stamp.
  *
  * Stamps live STAMP_TTL_MS (longer than any entry) and are random, so an expired stamp (absent)
- * never equals a written one. A key past its expiry can be served until its entry ends (≤ ttlMs;
- * expiry is not in the answer). Entries are keyed by the key's SHA-256, never by the secret itself.
+ * never equals a written one. A key with an expiry carries it in its answer (`keyExpiresAt`), and a
+ * remembered key is refused from that instant on, checked at every use of the entry (not only when
+ * the entry ends). Entries are keyed by the key's SHA-256, never by the secret itself.
  */
 import { createHash, randomUUID } from "node:crypto";
 import type { KeyValueStore } from "../runtime/kv";
@@ -79,7 +80,9 @@ export class ApiKeyCache {
 		const d = ApiKeyCache.digest(key);
 		const e = this.entries.get(d);
 		if (!e) return undefined;
-		if (e.until <= this.now()) {
+		const now = this.now();
+		// The key's own expiry, checked at serve time: the entry may outlive it by up to ttlMs.
+		if (e.until <= now || (e.user.keyExpiresAt !== undefined && e.user.keyExpiresAt <= now)) {
 			this.entries.delete(d);
 			return undefined;
 		}

@@ -8,6 +8,8 @@ export interface AuthUser {
 	sid?: string;
 	/** API key id when authenticated with X-API-Key. */
 	keyId?: string;
+	/** API keys with an expiry only: when it ends (epoch ms); a remembered key is refused from then on. */
+	keyExpiresAt?: number;
 	/**
 	 * Organisation API keys only: the organisation the key is bound to. Such a key acts as its creator
 	 * within that organisation alone (docs/orgs.md "API keys"; src/auth/org-key.ts).

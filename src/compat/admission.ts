@@ -69,6 +69,11 @@ export class SlotGate {
 		};
 	}
 
+	/** A free slot at once (nobody waiting), or null. */
+	tryAcquire(): (() => void) | null {
+		return this.free() > 0 && !this.waiting.length ? this.grant() : null;
+	}
+
 	/** Resolves with the slot's release function, or rejects with AdmissionRefused / the abort reason. */
 	acquire(tier: TierName, signal?: AbortSignal): Promise<() => void> {
 		if (this.free() > 0 && !this.waiting.length) return Promise.resolve(this.grant());

@@ -5,7 +5,12 @@
  *    (model, rights, capabilities, worst case), the tier's and the key's rate limits (Redis), the
  *    key's monthly budget (SQL conditional update), the worst-case hold on the user's credits
  *    (payments.reserve), then a worker slot (SlotGate: waits its turn or 429). Each step undoes the
- *    earlier ones when a later one refuses.
+ *    earlier ones when a later one refuses. Speculation (src/compat/speculation.ts): when the
+ *    payer's known balance comfortably covers what it has in flight and a slot is free, the slot is
+ *    taken first and admission returns while the holds are being placed (`held`); the generation
+ *    starts at once, and its events wait for `held`: no byte leaves before the hold is confirmed. A
+ *    refused hold aborts the generation, its buffered events are dropped, the refusal is the one
+ *    event sent (the gateway answers it with its status), and the user is charged nothing.
  * 2. `runChat`: the generation through `generate()` (the routing, cooldowns, circuits, timeouts,
  *    budget and continuation of every ai call), its events sent as they come; then the slot is
  *    freed and the bookkeeping runs (settle the hold at the actual charge, the key's budget, the
@@ -22,6 +27,8 @@ import { KeyLimits, PreparedChat, chargeCredits, chargeMicroCredits, prepareChat
 import type { ChatEvent, ChatRequest, ChatUsage } from "./types";
 import { ZERO_USAGE } from "./types";
 import { AttemptSideChannel, platformStream } from "./upstream";
+import { fromPlatformError } from "./errors";
+import type { Speculation, Tracked } from "./speculation";
 
 export interface ChatInput {
 	/** Also the hold's id (`chat:<id>` in the ledger). */
@@ -89,6 +96,13 @@ export interface ChatDeps {
 	/** The node's leases in flight, renewed together while they stream. */
 	leases: { add(holdId: string): void; delete(holdId: string): void };
 	onAttempt?(ev: { deployment: string; outcome: "ok" | "failed"; reason?: string; ttftMs?: number }): void;
+	/** When the upstream call may start beside the hold; absent: never. */
+	speculation?: Speculation;
+	/**
+	 * A speculated request's hold was confirmed, or refused: then its aborted upstream call's cost
+	 * (`unpaidMicroCredits`, what it had used by the abort) is the platform's, not the user's.
+	 */
+	onSpeculation?(ev: { outcome: "confirmed" | "refused"; unpaidMicroCredits: number }): void;
 	logger: { warn(...a: unknown[]): void };
 }
 
@@ -98,6 +112,14 @@ export interface Admitted {
 	prep: PreparedChat;
 	windowEndMs: number | null;
 	releaseSlot: () => void;
+	/**
+	 * Resolves once the holds are placed. Speculated: still pending when admission returns; rejects
+	 * with the refusal after every step was undone. Not speculated: already resolved.
+	 */
+	held: Promise<void>;
+	speculative: boolean;
+	/** The request in its payer's in-flight sum (speculation), done once settled. */
+	tracked: Tracked | null;
 }
 
 /**
@@ -134,6 +156,7 @@ export async function admitChat(
 	const tokens = prep.promptTokens + prep.maxOutputTokens;
 	const undo: Array<() => Promise<void>> = [];
 	const holdId = holdIdOf(input.id);
+	let tracked: Tracked | null = null;
 	const unwind = async () => {
 		let undone = true;
 		for (const u of undo.reverse())
@@ -171,25 +194,50 @@ export async function admitChat(
 		deps.leases.add(holdId);
 		// The key's monthly budget and the credit hold are placed together; either refusal gives the other back.
 		const keyBudget = input.keyId && input.key?.monthlyBudgetCredits != null;
-		await both(
-			keyBudget
-				? deps.reserveKeyBudget(input.keyId!, holdId, prep.maxCostCredits, input.key!.monthlyBudgetCredits!)
-				: Promise.resolve(),
-			deps.reserve(
-				input.payerId,
-				holdId,
-				prep.maxCostCredits,
-				input.tier,
-				{ memberId: input.userId, keyId: input.keyId, model: prep.model.id, source: "chat" },
-				{ ...input.caps, key: input.key?.monthlyCapCredits ?? null }
-			),
-			{
-				a: () => keyBudget && undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0)),
-				b: () => undo.push(() => deps.release(input.payerId, holdId))
-			}
-		);
-		if (keyBudget) undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
-		undo.push(() => deps.release(input.payerId, holdId));
+		const placeHolds = async () => {
+			await both(
+				keyBudget
+					? deps.reserveKeyBudget(input.keyId!, holdId, prep.maxCostCredits, input.key!.monthlyBudgetCredits!)
+					: Promise.resolve(),
+				deps.reserve(
+					input.payerId,
+					holdId,
+					prep.maxCostCredits,
+					input.tier,
+					{ memberId: input.userId, keyId: input.keyId, model: prep.model.id, source: "chat" },
+					{ ...input.caps, key: input.key?.monthlyCapCredits ?? null }
+				),
+				{
+					a: () => keyBudget && undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0)),
+					b: () => undo.push(() => deps.release(input.payerId, holdId))
+				}
+			);
+			if (keyBudget) undo.push(() => deps.settleKeyBudget(input.keyId!, holdId, 0));
+			undo.push(() => deps.release(input.payerId, holdId));
+		};
+		// Speculate only where every refusal the hold can give is one this node can foresee: no key
+		// budget, no key, member or organisation cap (a user's own payer cap it cannot see: a refusal
+		// by it backs the payer off), and a slot free now (a request that must wait holds first).
+		const foreseeable =
+			!keyBudget && input.key?.monthlyCapCredits == null && input.caps.member == null && input.caps.payer == null;
+		tracked = deps.speculation?.track(input.payerId, prep.maxCostCredits, foreseeable) ?? null;
+		const early = tracked?.speculate ? deps.gate.tryAcquire() : null;
+		if (early) {
+			const t = tracked!;
+			const held = placeHolds().catch(async (err: unknown) => {
+				t.refused();
+				t.done(0);
+				await unwind();
+				throw err;
+			});
+			// Observed by runChat; never an unhandled rejection when the request is gone.
+			held.catch(() => undefined);
+			return { prep, windowEndMs: window.windowEndMs, releaseSlot: early, held, speculative: true, tracked: t };
+		}
+		await placeHolds().catch((err: unknown) => {
+			tracked?.refused();
+			throw err;
+		});
 		let releaseSlot: () => void;
 		try {
 			releaseSlot = await deps.gate.acquire(input.tier, signal);
@@ -198,8 +246,16 @@ export async function admitChat(
 				throw new CompatError("rate_limited", err.message, null, "queue_full", err.retryAfterS);
 			throw new CompatError("api_error", "The request was cancelled before it started");
 		}
-		return { prep, windowEndMs: window.windowEndMs, releaseSlot };
+		return {
+			prep,
+			windowEndMs: window.windowEndMs,
+			releaseSlot,
+			held: Promise.resolve(),
+			speculative: false,
+			tracked
+		};
 	} catch (err) {
+		tracked?.done(0);
 		await unwind();
 		throw err;
 	}
@@ -240,7 +296,29 @@ export async function runChat(
 ): Promise<{ costCredits: number; usage: ChatUsage }> {
 	const { prep } = a;
 	const model = prep.model;
-	emit({
+	// Speculated: the events wait for the hold; a refusal aborts the generation and drops them.
+	let open = !a.speculative;
+	const waiting: ChatEvent[] = [];
+	const refusal = new AbortController();
+	let refusedBy: unknown = null;
+	const confirmed = a.held.then(
+		() => {
+			open = true;
+			for (const ev of waiting.splice(0)) emit(ev);
+			return true;
+		},
+		(err: unknown) => {
+			refusedBy = err;
+			refusal.abort();
+			return false;
+		}
+	);
+	const genSignal = a.speculative ? AbortSignal.any([signal, refusal.signal]) : signal;
+	const send = (ev: ChatEvent) => {
+		if (open) emit(ev);
+		else if (!refusedBy) waiting.push(ev);
+	};
+	send({
 		t: "start",
 		id: input.id,
 		model: input.request.model,
@@ -251,7 +329,7 @@ export async function runChat(
 		done: null,
 		toolSent: false,
 		onTool: ev =>
-			emit({
+			send({
 				t: "tool",
 				index: ev.index,
 				...(ev.id ? { id: ev.id } : {}),
@@ -270,8 +348,8 @@ export async function runChat(
 			promptTokens: prep.promptTokens,
 			maxOutputTokens: prep.maxOutputTokens,
 			budgetCredits: prep.maxCostCredits,
-			signal,
-			onDelta: text => emit({ t: "text", text }),
+			signal: genSignal,
+			onDelta: text => send({ t: "text", text }),
 			onFallback: () => undefined,
 			onAttempt: deps.onAttempt,
 			stream: platformStream(input.request, model, side),
@@ -292,7 +370,7 @@ export async function runChat(
 			result.finishReason === "budget" || result.finishReason === "length"
 				? "length"
 				: (side.done?.finish ?? "stop");
-		emit({ t: "done", finish, stopSequence: side.done?.stopSequence ?? null, usage, costCredits });
+		send({ t: "done", finish, stopSequence: side.done?.stopSequence ?? null, usage, costCredits });
 	} catch (err) {
 		const g = err instanceof GenerationError ? err : null;
 		if (g) {
@@ -301,7 +379,7 @@ export async function runChat(
 			if (u) usage = { ...usage, promptTokens: u.promptTokens, completionTokens: u.completionTokens };
 		} else deps.logger.warn(`chat ${input.id}: ${(err as Error).stack ?? String(err)}`);
 		const kind = g ? GENERATION_ERRORS[g.code] : "api_error";
-		emit({
+		send({
 			t: "error",
 			status: 0,
 			code: kind,
@@ -310,6 +388,23 @@ export async function runChat(
 	} finally {
 		a.releaseSlot();
 	}
+	if (!(await confirmed)) {
+		// Refused after speculation: nothing was sent, admission gave back what it had placed, the
+		// user pays nothing; what the aborted call used is the platform's.
+		const e = fromPlatformError(refusedBy);
+		emit({
+			t: "error",
+			status: 0,
+			code: e.kind,
+			message: e.message,
+			param: e.param,
+			errorCode: e.code,
+			retryAfterS: e.retryAfterS
+		});
+		deps.onSpeculation?.({ outcome: "refused", unpaidMicroCredits: Math.max(0, micro) });
+		return { costCredits: 0, usage };
+	}
+	if (a.speculative) deps.onSpeculation?.({ outcome: "confirmed", unpaidMicroCredits: 0 });
 	const costCredits = chargeCredits(micro, prep.maxCostCredits);
 	const holdId = holdIdOf(input.id);
 	// After the last event: none of this is between the client and its tokens. The cost goes on the
@@ -339,6 +434,7 @@ export async function runChat(
 			firstAttempt: true
 		})
 		.catch(err => deps.logger.warn(`chat ${input.id}: token settle failed: ${(err as Error).message}`));
+	a.tracked?.done(costCredits);
 	return { costCredits, usage };
 }
 

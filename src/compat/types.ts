@@ -117,4 +117,14 @@ export type ChatEvent =
 			costCredits: number;
 	  }
 	/** After the first byte nothing can change the status: the stream ends with this. */
-	| { t: "error"; status: number; code: string; message: string };
+	| {
+			t: "error";
+			status: number;
+			/** The neutral kind (src/compat/errors.ts). */
+			code: string;
+			message: string;
+			/** A refusal sent as an event (a speculated request's hold): the rest of its CompatError. */
+			param?: string | null;
+			errorCode?: string | null;
+			retryAfterS?: number | null;
+	  };

@@ -56,6 +56,7 @@ function keyUser(row: ApiKeyForVerification): AuthUser {
 		id: row.user_id,
 		role: row.role,
 		keyId: row.id,
+		...(row.expires_at ? { keyExpiresAt: new Date(row.expires_at).getTime() } : {}),
 		...(row.org_id ? { orgId: row.org_id } : {}),
 		scopes: row.scopes.filter(s => scopesOfRole(row.role).includes(s as Scope)),
 		...(limited

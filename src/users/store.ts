@@ -93,7 +93,7 @@ export type ApiKeyForVerification = Pick<
 	| "rpm"
 	| "tpm"
 	| "org_id"
-> & { secret_hash: Buffer; role: Role; usable: boolean };
+> & { secret_hash: Buffer; role: Role; usable: boolean; expires_at?: Date | null };
 
 export type RotateResult =
 	| {
@@ -635,7 +635,7 @@ export class UsersStore {
 
 	async apiKeyForVerification(id: string): Promise<ApiKeyForVerification | null> {
 		const [row] = await this.rows<ApiKeyForVerification>(
-			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role,
+			`SELECT k.id, k.user_id, k.scopes, k.last_used_at, k.secret_hash, u.role, k.expires_at,
 			        k.allowed_models, k.monthly_budget_credits, k.monthly_cap_credits, k.rpm, k.tpm, k.org_id,
 			        (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL) AS usable
 			 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1`,

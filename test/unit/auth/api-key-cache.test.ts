@@ -145,3 +145,18 @@ describe("resolveRemembered (stamps in the shared store)", () => {
 		expect(org.cache.size).toBe(0);
 	});
 });
+
+describe("a remembered key's own expiry", () => {
+	it("is checked at every use of the entry, not only when the entry ends", () => {
+		let now = 1_000;
+		const c = new ApiKeyCache(10_000, 100, () => now);
+		c.set("ff_a_secret", { ...user("u1", "a"), keyExpiresAt: 3_000 }, c.generation);
+		c.set("ff_b_secret", user("u1", "b"), c.generation);
+		now = 2_999;
+		expect(c.get("ff_a_secret")).toBeDefined();
+		now = 3_000;
+		expect(c.get("ff_a_secret")).toBeUndefined();
+		// A key without an expiry lives its entry's time.
+		expect(c.get("ff_b_secret")).toBeDefined();
+	});
+});
