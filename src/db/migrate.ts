@@ -38,16 +38,23 @@ export function createMigrator(sequelize: Sequelize) {
 	});
 }
 
-/** Applies pending migrations; returns the names applied. Safe to call from many nodes at once. */
+/**
+ * Applies pending migrations; returns the names applied. Safe to call from many nodes at once: a
+ * connection of its own holds a transaction open with the transaction-scoped advisory lock while the
+ * migrations run on the pool, and commits to let go. A lock that lives in one transaction stays on
+ * one server connection behind a transaction-mode pooler too (a session lock's unlock could reach
+ * another one there and leave the lock held).
+ */
 export async function migrate(databaseUrl: string, sequelize: Sequelize): Promise<string[]> {
 	const lock = new Client({ connectionString: databaseUrl });
 	await lock.connect();
 	try {
-		await lock.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+		await lock.query("BEGIN");
+		await lock.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
 		const applied = await createMigrator(sequelize).up();
 		return applied.map(m => m.name);
 	} finally {
-		await lock.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => undefined);
+		await lock.query("COMMIT").catch(() => undefined);
 		await lock.end();
 	}
 }
