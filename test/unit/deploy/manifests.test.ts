@@ -912,6 +912,30 @@ describe("schemas", () => {
 		expect(unknown.errors.join()).toMatch(/no schema/);
 	});
 
+	test("the ai-busy-slots component: its patch of the ai HPA keeps CPU, adds busy slots, and the patched HPA is valid", () => {
+		const dir = "k8s/components/ai-busy-slots";
+		const comp = load(read(`${dir}/kustomization.yaml`), YAML_OPTS) as { kind: string; patches: Array<{ path: string; target: { kind: string; name: string } }> };
+		expect(comp.kind).toBe("Component");
+		const [patchRef] = comp.patches;
+		type Hpa = K8sDoc & { spec: { metrics: Array<{ type: string; resource?: { name: string }; pods?: { metric: { name: string }; target: { type: string; averageValue: string } } }> } };
+		const base = ofKind<Hpa>("HorizontalPodAutoscaler").find(h => h.metadata.name === patchRef.target.name);
+		expect(base).toBeDefined();
+		const patch = load(read(`${dir}/${patchRef.path}`), YAML_OPTS) as Hpa;
+		expect([patch.kind, patch.metadata.name]).toEqual([patchRef.target.kind, patchRef.target.name]);
+		// A list without a merge key is replaced whole by a strategic merge patch: the CPU metric must be in it.
+		expect(patch.spec.metrics).toEqual(expect.arrayContaining(base!.spec.metrics));
+		const pods = patch.spec.metrics.find(m => m.type === "Pods")!;
+		expect(pods.pods!.metric.name).toBe("ai_worker_busy_ratio");
+		const patched = { ...base!, spec: { ...base!.spec, metrics: patch.spec.metrics } };
+		expect(k8sSchemaErrors([patched]).filter(r => r.errors.length || r.fieldErrors.length)).toEqual([]);
+		// The adapter rule serves that name from gauges the ai service registers (dots become underscores).
+		const rules = load(read(`${dir}/prometheus-adapter-rules.yaml`), YAML_OPTS) as { rules: Array<{ seriesQuery: string; name: { as: string }; metricsQuery: string }> };
+		const rule = rules.rules.find(r => r.name.as === pods.pods!.metric.name)!;
+		const ai = read("services/ai.service.ts");
+		for (const series of rule.metricsQuery.match(/\bai_[a-z_]+(?=\{)/g)!) expect(ai).toContain(`name: "${series.replace(/_/g, ".")}"`);
+		expect(rule.seriesQuery).toMatch(/^ai_worker_busy\{/);
+	});
+
 	test("docker-compose.yml is valid against the compose-spec schema", () => {
 		const validate = composeValidator();
 		expect(validate(interpolateAll(compose))).toBe(true);
