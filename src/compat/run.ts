@@ -286,6 +286,22 @@ async function retrying(what: string, fn: () => Promise<void>, logger: ChatDeps[
 	}
 }
 
+/**
+ * A speculated request's upstream stream: its first event is read at once (the first token is
+ * waiting when the hold is confirmed), the rest only after the hold is settled, so a node short of
+ * CPU does not spend it on answers that may be refused before the holds it waits for.
+ */
+async function* untilConfirmed<T>(src: AsyncIterable<T>, confirmed: Promise<boolean>): AsyncGenerator<T> {
+	let first = true;
+	for await (const ev of src) {
+		yield ev;
+		if (first) {
+			first = false;
+			await confirmed;
+		}
+	}
+}
+
 /** Runs an admitted request; `emit` gets every event, the last one being `done` or `error`. */
 export async function runChat(
 	deps: ChatDeps,
@@ -352,7 +368,9 @@ export async function runChat(
 			onDelta: text => send({ t: "text", text }),
 			onFallback: () => undefined,
 			onAttempt: deps.onAttempt,
-			stream: platformStream(input.request, model, side),
+			stream: a.speculative
+				? sr => untilConfirmed(platformStream(input.request, model, side)(sr), confirmed)
+				: platformStream(input.request, model, side),
 			// The client named its model: no fallback to another one (its deployments still fall back to each other).
 			servedModels: []
 		});
