@@ -26,7 +26,11 @@
  * fake server's arrival of the upstream request (ARRIVALS=1: it prints them), and the first delta at
  * the client. All processes share this machine's clock.
  *
- * Run: npm run bench:firsttoken   (options: LAYOUTS=one,cluster SEQ=100 CONCURRENCY=50 CONC_ROUNDS=6
+ * BASELINE=<dir>: a second platform from another checkout of the repository (its own processes,
+ * database and namespace: e.g. the previous commit exported with `git archive`, node_modules linked),
+ * started beside this one; every path (this checkout, the baseline, direct) takes turns, task by task.
+ *
+ * Run: npm run bench:firsttoken   (options: BASELINE=<dir> LAYOUTS=one,cluster SEQ=100 CONCURRENCY=50 CONC_ROUNDS=6
  * WARMUP=20 USERS=8 AI_CONCURRENCY=64 AI_POLL_MS=1000 TEST_PG_ADMIN_URL=… TEST_REDIS_URL=… TEST_NATS_URL=…)
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -39,7 +43,7 @@ import { Client } from "pg";
 import { loadConfig } from "../../src/config";
 import { percentile } from "../../src/tasks/rules";
 import { bearerFor, createTestDatabase, freePort, isolatedEnv, NATS_URL } from "../../test/support/env";
-import { startForgeNode, stopForgeNodes } from "../../test/support/node-process";
+import { stopForgeNodes } from "../../test/support/node-process";
 import { machine } from "../support/machine";
 
 const LAYOUTS = (process.env.LAYOUTS ?? "one,cluster").split(",").map(s => s.trim()) as Array<"one" | "cluster">;
@@ -52,6 +56,33 @@ const SLOTS = Number(process.env.AI_CONCURRENCY ?? 64);
 const POLL_MS = process.env.AI_POLL_MS ?? "1000";
 
 const ROOT = path.resolve(__dirname, "..", "..");
+/** Another checkout (e.g. the previous commit, `git archive` into a directory with node_modules): run beside this one. */
+const BASELINE = process.env.BASELINE ? path.resolve(process.env.BASELINE) : null;
+
+/** A `bin/forgefluid.ts` node of the checkout at `root`; resolves once it says it is up. */
+function startNode(root: string, env: Record<string, string>, timeoutMs = 60_000): Promise<ChildProcess> {
+	return new Promise((resolve, reject) => {
+		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], {
+			cwd: root,
+			env: { PATH: process.env.PATH ?? "", ...env },
+			stdio: ["ignore", "pipe", "pipe"]
+		});
+		let out = "";
+		const timer = setTimeout(() => reject(new Error(`${env.NODE_ID} did not start:\n${out}`)), timeoutMs);
+		proc.stdout!.on("data", b => {
+			out += b;
+			if (out.includes("Press Ctrl-C")) {
+				clearTimeout(timer);
+				resolve(proc);
+			}
+		});
+		proc.stderr!.on("data", b => (out += b));
+		proc.once("exit", code => {
+			clearTimeout(timer);
+			reject(new Error(`${env.NODE_ID} exited ${code}:\n${out}`));
+		});
+	});
+}
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 const wall = () => performance.timeOrigin + performance.now();
 const load = () =>
@@ -96,6 +127,7 @@ function startModel(): Promise<Model> {
 
 interface Platform {
 	layout: "one" | "cluster";
+	name: string;
 	procs: ChildProcess[];
 	port: number;
 	pg: Client;
@@ -104,7 +136,7 @@ interface Platform {
 	drop(): Promise<void>;
 }
 
-async function startPlatform(layout: "one" | "cluster", model: Model): Promise<Platform> {
+async function startPlatform(layout: "one" | "cluster", model: Model, name: string, root: string): Promise<Platform> {
 	const db = await createTestDatabase("ff_bench_ft");
 	const env = isolatedEnv(db, {
 		TRANSPORTER: NATS_URL,
@@ -124,7 +156,7 @@ async function startPlatform(layout: "one" | "cluster", model: Model): Promise<P
 	const port = await freePort();
 	const procs: ChildProcess[] = [];
 	const node = async (id: string, services: string, extra: Record<string, string> = {}) =>
-		procs.push(await startForgeNode({ ...env, ...extra, NODE_ID: `${env.NAMESPACE}-${id}`, SERVICES: services }));
+		procs.push(await startNode(root, { ...env, ...extra, NODE_ID: `${env.NAMESPACE}-${id}`, SERVICES: services }));
 	if (layout === "one")
 		await node("all", "api,users,projects,payments,tasks,ai,context-bridge,orgs", { PORT: String(port) });
 	else {
@@ -185,6 +217,7 @@ async function startPlatform(layout: "one" | "cluster", model: Model): Promise<P
 	}
 	return {
 		layout,
+		name,
 		procs,
 		port,
 		pg,
@@ -286,6 +319,26 @@ async function stepsOf(p: Platform, model: Model, samples: PlatformSample[]): Pr
 	return out;
 }
 
+/** This PostgreSQL's cost of one committed single-row insert (the floor under each write on the path). */
+async function commitLatency(): Promise<{ p50: number; p99: number }> {
+	const db = await createTestDatabase("ff_bench_ft_commit");
+	const c = new Client({ connectionString: db.url });
+	await c.connect();
+	try {
+		await c.query("CREATE TABLE probe (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())");
+		const xs: number[] = [];
+		for (let i = 0; i < 200; i++) {
+			const t = performance.now();
+			await c.query("INSERT INTO probe DEFAULT VALUES");
+			xs.push(performance.now() - t);
+		}
+		return { p50: percentile(xs, 50)!, p99: percentile(xs, 99)! };
+	} finally {
+		await c.end();
+		await db.drop();
+	}
+}
+
 const f = (n: number | null) => (n === null ? "–" : n.toFixed(2));
 
 function report(label: string, platform: number[], direct: number[]) {
@@ -312,56 +365,71 @@ function reportSteps(s: Steps) {
 	);
 }
 
-async function measure(p: Platform, model: Model) {
+interface Figures {
+	sequential: { p50: number; p99: number };
+	concurrent: { p50: number; p99: number };
+}
+
+/** Every platform and the direct call in turn (sequential), or each client cycling through them (concurrent). */
+async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 	const direct = directPath(model.url);
-	const user = (i: number) => p.users[i % p.users.length];
+	const user = (p: Platform, i: number) => p.users[i % p.users.length];
+	const paths = ps.length + 1;
 	for (let i = 0; i < WARMUP; i++) {
-		await viaPlatform(p, user(i));
+		for (const p of ps) await viaPlatform(p, user(p, i));
 		await direct();
 	}
-	// Sequential: one task at a time, alternating with the direct call (the order alternates too).
+	// Sequential: one task at a time; the order of the paths rotates task by task.
 	const loadSeq = load();
-	const seqP: PlatformSample[] = [];
+	const seqP: PlatformSample[][] = ps.map(() => []);
 	const seqD: number[] = [];
-	for (let i = 0; i < SEQ; i++) {
-		if (i % 2 === 0) {
-			seqP.push(await viaPlatform(p, user(i)));
-			seqD.push(await direct());
-		} else {
-			seqD.push(await direct());
-			seqP.push(await viaPlatform(p, user(i)));
+	for (let i = 0; i < SEQ; i++)
+		for (let k = 0; k < paths; k++) {
+			const j = (i + k) % paths;
+			if (j === ps.length) seqD.push(await direct());
+			else seqP[j].push(await viaPlatform(ps[j], user(ps[j], i)));
 		}
-	}
 	await sleep(200);
-	console.log(`  sequential, ${SEQ} tasks, load average ${loadSeq}`);
-	const sequential = report(
-		"sequential",
-		seqP.map(s => s.first - s.t0),
-		seqD
-	);
-	reportSteps(await stepsOf(p, model, seqP));
+	console.log(`  sequential, ${SEQ} tasks per path, load average ${loadSeq}`);
+	const sequential: Figures["sequential"][] = [];
+	for (const [j, p] of ps.entries()) {
+		sequential.push(
+			report(
+				`${p.name}, sequential`,
+				seqP[j].map(s => s.first - s.t0),
+				seqD
+			)
+		);
+		reportSteps(await stepsOf(p, model, seqP[j]));
+	}
 
-	// Concurrent: CONCURRENCY clients at once, each alternating the two paths CONC_ROUNDS times each.
+	// Concurrent: CONCURRENCY clients at once, each cycling through the paths CONC_ROUNDS times.
 	const loadConc = load();
-	const conP: PlatformSample[] = [];
+	const conP: PlatformSample[][] = ps.map(() => []);
 	const conD: number[] = [];
 	await Promise.all(
 		Array.from({ length: CONCURRENCY }, async (_, c) => {
-			for (let k = 0; k < 2 * CONC_ROUNDS; k++) {
-				if ((k + c) % 2 === 0) conP.push(await viaPlatform(p, user(c)));
-				else conD.push(await direct());
+			for (let k = 0; k < paths * CONC_ROUNDS; k++) {
+				const j = (k + c) % paths;
+				if (j === ps.length) conD.push(await direct());
+				else conP[j].push(await viaPlatform(ps[j], user(ps[j], c)));
 			}
 		})
 	);
 	await sleep(200);
-	console.log(`  ${CONCURRENCY} concurrent clients, ${CONC_ROUNDS} tasks each, load average ${loadConc}`);
-	const concurrent = report(
-		`${CONCURRENCY} concurrent`,
-		conP.map(s => s.first - s.t0),
-		conD
-	);
-	reportSteps(await stepsOf(p, model, conP));
-	return { sequential, concurrent };
+	console.log(`  ${CONCURRENCY} concurrent clients, ${CONC_ROUNDS} tasks each per path, load average ${loadConc}`);
+	const concurrent: Figures["concurrent"][] = [];
+	for (const [j, p] of ps.entries()) {
+		concurrent.push(
+			report(
+				`${p.name}, ${CONCURRENCY} concurrent`,
+				conP[j].map(s => s.first - s.t0),
+				conD
+			)
+		);
+		reportSteps(await stepsOf(p, model, conP[j]));
+	}
+	return ps.map((_, j) => ({ sequential: sequential[j], concurrent: concurrent[j] }));
 }
 
 async function main() {
@@ -369,18 +437,25 @@ async function main() {
 	console.log(
 		`fake OpenAI model in its own process (first token at once); AI_POLL_MS=${POLL_MS}, AI_CONCURRENCY=${SLOTS}, ${USERS} users; empty projects (no context.select)`
 	);
+	const commit = await commitLatency();
+	console.log(
+		`PostgreSQL: one committed single-row insert p50 ${f(commit.p50)} ms, p99 ${f(commit.p99)} ms (load average ${load()})`
+	);
 	const model = await startModel();
-	const results: Record<string, Awaited<ReturnType<typeof measure>>> = {};
+	const results: Array<{ layout: string; name: string; r: Figures }> = [];
 	try {
 		for (const layout of LAYOUTS) {
 			console.log(
 				`\n${layout === "one" ? "one node: every service in one process" : "cluster: gateway (api), core (users, projects, payments), workers (tasks, ai, context-bridge, orgs)"} over NATS`
 			);
-			const p = await startPlatform(layout, model);
+			const ps: Platform[] = [];
 			try {
-				results[layout] = await measure(p, model);
+				ps.push(await startPlatform(layout, model, "this checkout", ROOT));
+				if (BASELINE) ps.push(await startPlatform(layout, model, "baseline", BASELINE));
+				const figures = await measure(ps, model);
+				for (const [j, p] of ps.entries()) results.push({ layout, name: p.name, r: figures[j] });
 			} finally {
-				await p.drop();
+				for (const p of ps) await p.drop();
 			}
 		}
 	} finally {
@@ -389,10 +464,10 @@ async function main() {
 	console.log(
 		"\ntargets (issue #16): sequential p50 ≤ 4 ms on one node, ≤ 6 ms on the cluster; 50 concurrent p99 ≤ 15 ms"
 	);
-	for (const [layout, r] of Object.entries(results)) {
+	for (const { layout, name, r } of results) {
 		const seqTarget = layout === "one" ? 4 : 6;
 		console.log(
-			`  ${layout}: sequential added p50 ${f(r.sequential.p50)} ms (${r.sequential.p50 <= seqTarget ? "met" : "not met"}); ` +
+			`  ${layout}, ${name}: sequential added p50 ${f(r.sequential.p50)} ms (${r.sequential.p50 <= seqTarget ? "met" : "not met"}); ` +
 				`${CONCURRENCY} concurrent added p99 ${f(r.concurrent.p99)} ms (${r.concurrent.p99 <= 15 ? "met" : "not met"})`
 		);
 	}

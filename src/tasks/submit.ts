@@ -121,6 +121,12 @@ export function submitProblems(p: SubmitParams, promptMaxChars: number): FieldPr
 	return problems;
 }
 
+/** The value of a settled promise, or its reason thrown. */
+function settled<T>(r: PromiseSettledResult<T>): T {
+	if (r.status === "rejected") throw r.reason;
+	return r.value;
+}
+
 const isClientError = (err: unknown) => {
 	const code = (err as { code?: unknown })?.code;
 	return typeof code === "number" && code >= 400 && code < 500;
@@ -192,31 +198,48 @@ export async function submitTask(
 		}
 	}
 
-	const access = await services.checkProjectAccess(p.projectId, userId);
-	const { payerId, caps } = await taskPayer(services, userId, access.orgId, key);
-	// In an organisation's project: the better of the member's and the organisation's tier (tierInOrg).
-	const [memberTier, orgTier] = await Promise.all([
-		services.tierOf(userId),
+	// The reads that do not depend on each other go out together (each is a hop to another service
+	// or a query); a failure surfaces in the order the steps had when they ran one after another.
+	const [accessR, memberTierR] = await Promise.allSettled([
+		services.checkProjectAccess(p.projectId, userId),
+		services.tierOf(userId)
+	]);
+	const access = settled(accessR);
+	const [payerR, orgTierR] = await Promise.allSettled([
+		taskPayer(services, userId, access.orgId, key),
 		access.orgId ? services.orgTierOf(access.orgId) : null
 	]);
+	const { payerId, caps } = settled(payerR);
+	// In an organisation's project: the better of the member's and the organisation's tier (tierInOrg).
+	const memberTier = settled(memberTierR);
+	const orgTier = settled(orgTierR);
 	const tier = orgTier ? tierInOrg(memberTier, orgTier) : memberTier;
-	const prepared = await services.prepare({
-		userId,
-		tier,
-		projectId: p.projectId,
-		kind: p.kind,
-		prompt: p.prompt,
-		...(p.model !== undefined ? { model: p.model } : {}),
-		...(p.models !== undefined ? { models: p.models } : {}),
-		...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {})
-	});
+	// The plan (which counts the rate limits, so only once access is known), the admission inputs and
+	// the boost quote (a read) need only the tier.
+	const now = deps.now();
+	const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
+	const [preparedR, p50R, backlogR, boostR] = await Promise.allSettled([
+		services.prepare({
+			userId,
+			tier,
+			projectId: p.projectId,
+			kind: p.kind,
+			prompt: p.prompt,
+			...(p.model !== undefined ? { model: p.model } : {}),
+			...(p.models !== undefined ? { models: p.models } : {}),
+			...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {})
+		}),
+		deps.p50RunMs(),
+		store.backlog(now),
+		services.priorityBoost({ userId, purchaseMs, tier })
+	]);
+	const prepared = settled(preparedR);
 	const maxCost = Math.max(0, Math.ceil(Number(prepared.maxCostCredits)));
 
 	// Admission: the backlog a newcomer of this tier would queue behind, in time.
-	const now = deps.now();
 	const capacity = deps.capacity();
-	const p50RunMs = await deps.p50RunMs();
-	const backlog = await store.backlog(now);
+	const p50RunMs = settled(p50R);
+	const backlog = settled(backlogR);
 	const idleWorkers = Math.max(0, capacity - backlog.running);
 	const waitAt = (position: number) => expectedWaitMs({ position, capacity, p50RunMs, idleWorkers });
 	const decision = admissionDecision({
@@ -231,8 +254,7 @@ export async function submitTask(
 			"QUEUE_FULL"
 		);
 
-	const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
-	const boost = await services.priorityBoost({ userId, purchaseMs, tier });
+	const boost = settled(boostR);
 	const taskId = deps.newId();
 	const release = (after: string) =>
 		services

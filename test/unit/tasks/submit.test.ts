@@ -378,3 +378,89 @@ describe("whose wallet pays", () => {
 		expect(w.calls).not.toContain("release");
 	});
 });
+
+describe("the independent reads go out together", () => {
+	/** Wraps each named step so the test sees which ones were in flight at the same moment. */
+	function overlapping(w: ReturnType<typeof world>) {
+		const inFlight = new Set<string>();
+		const seenTogether: string[][] = [];
+		const wrap =
+			<A extends unknown[], R>(name: string, fn: (...a: A) => Promise<R>) =>
+			async (...a: A): Promise<R> => {
+				inFlight.add(name);
+				seenTogether.push([...inFlight].sort());
+				try {
+					// Let every step started in the same turn begin before this one ends.
+					await new Promise(r => setImmediate(r));
+					return await fn(...a);
+				} finally {
+					inFlight.delete(name);
+				}
+			};
+		const s = w.deps.services;
+		s.checkProjectAccess = wrap("access", s.checkProjectAccess.bind(s));
+		s.tierOf = wrap("tierOf", s.tierOf.bind(s));
+		s.prepare = wrap("prepare", s.prepare.bind(s));
+		s.priorityBoost = wrap("boost", s.priorityBoost.bind(s));
+		w.deps.p50RunMs = wrap("p50", w.deps.p50RunMs);
+		w.deps.store.backlog = wrap("backlog", w.deps.store.backlog.bind(w.deps.store));
+		const together = (...names: string[]) => seenTogether.some(set => names.every(n => set.includes(n)));
+		return { together, seenTogether };
+	}
+
+	test("access with the member's tier; then the plan, the admission inputs and the boost quote", async () => {
+		const w = world();
+		const o = overlapping(w);
+		await submitTask(w.deps, "u1", params(), null);
+		expect(o.together("access", "tierOf")).toBe(true);
+		expect(o.together("prepare", "p50", "backlog", "boost")).toBe(true);
+		// The plan counts the user's rate limits: never before the access check answered.
+		expect(o.together("access", "prepare")).toBe(false);
+		expect(w.calls).toEqual(["access", "prepare", "addHoldIntent", "reserve(8)", "insert (drops the intent)"]);
+	});
+
+	test("no access and a failing tier read: the 404 surfaces, nothing planned or held", async () => {
+		const w = world();
+		w.fail.access = new Errors.MoleculerClientError("Project not found", 404, "NOT_FOUND");
+		w.deps.services.tierOf = async () => {
+			throw new Error("users down");
+		};
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ code: 404 });
+		expect(w.calls).toEqual(["access"]);
+	});
+
+	test("a refused plan and a failing backlog read: the plan's 422 surfaces, nothing held", async () => {
+		const w = world();
+		w.deps.services.prepare = async () => {
+			throw new Errors.MoleculerClientError("Prompt too long", 422, "PROMPT_TOO_LONG");
+		};
+		w.deps.store.backlog = async () => {
+			throw new Error("database down");
+		};
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({
+			code: 422,
+			type: "PROMPT_TOO_LONG"
+		});
+		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.held.size).toBe(0);
+	});
+
+	test("a full queue and a failing boost quote: the 429 surfaces, nothing held", async () => {
+		const w = world({ ahead: 10_000, capacity: 1 });
+		w.deps.services.priorityBoost = async () => {
+			throw new Error("payments down");
+		};
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ status: 429 });
+		expect(w.calls).not.toContain("addHoldIntent");
+	});
+
+	test("a failing boost quote on an admitted task: no intent, no hold", async () => {
+		const w = world();
+		w.deps.services.priorityBoost = async () => {
+			throw new Error("payments down");
+		};
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("payments down");
+		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.held.size).toBe(0);
+	});
+});
