@@ -15,7 +15,7 @@
  * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the end-to-end part's measured window there)
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import os from "node:os";
 import path from "node:path";
@@ -70,20 +70,58 @@ type Node = Awaited<ReturnType<typeof startTestNode>>;
 const BENCH = "/* bench */ ";
 const statements = new Map<string, number>();
 let counting = false;
+/**
+ * BENCH_PG_STATEMENT_CPU=1: the CPU time of the PostgreSQL backend per statement group, from the
+ * backend's /proc/<pid>/schedstat (ns on the CPU) read when each statement's answer arrives: a
+ * connection runs one statement at a time, so what its backend ran since its previous answer is this
+ * statement's (idle backends do not run). Costs this process a file read per statement.
+ */
+const STATEMENT_CPU = process.env.BENCH_PG_STATEMENT_CPU === "1";
+const statementCpuNs = new Map<string, number>();
+const backendNs = new Map<number, number>();
+function readBackendNs(pid: number): number | null {
+	try {
+		return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+	} catch {
+		return null;
+	}
+}
+function chargeStatement(pid: number | undefined, key: string) {
+	if (!pid) return;
+	const ns = readBackendNs(pid);
+	if (ns === null) return;
+	const before = backendNs.get(pid);
+	backendNs.set(pid, ns);
+	if (before !== undefined && counting) statementCpuNs.set(key, (statementCpuNs.get(key) ?? 0) + ns - before);
+}
 const sendQuery = pg.Client.prototype.query as (...args: unknown[]) => unknown;
 (pg.Client.prototype as { query: unknown }).query = function (this: pg.Client, ...args: unknown[]) {
-	if (counting) {
-		const q = args[0] as string | { text?: string; name?: string };
-		const text = typeof q === "string" ? q : (q?.text ?? q?.name ?? "");
-		if (!text.startsWith(BENCH)) {
-			const key = text.replace(/\s+/g, " ").trim().slice(0, 70);
-			statements.set(key, (statements.get(key) ?? 0) + 1);
-		}
+	const q = args[0] as string | { text?: string; name?: string };
+	const text = typeof q === "string" ? q : (q?.text ?? q?.name ?? "");
+	const key = text.replace(/\s+/g, " ").trim().slice(0, 70);
+	if (counting && !text.startsWith(BENCH)) statements.set(key, (statements.get(key) ?? 0) + 1);
+	if (!STATEMENT_CPU) return sendQuery.apply(this, args);
+	const pid = (this as unknown as { processID?: number }).processID;
+	const last = args.length - 1;
+	if (typeof args[last] === "function") {
+		const cb = args[last] as (...a: unknown[]) => unknown;
+		args[last] = (...a: unknown[]) => {
+			chargeStatement(pid, key);
+			return cb(...a);
+		};
+		return sendQuery.apply(this, args);
 	}
-	return sendQuery.apply(this, args);
+	const r = sendQuery.apply(this, args) as { then?: unknown } | undefined;
+	if (r && typeof r.then === "function")
+		(r as Promise<unknown>).then(
+			() => chargeStatement(pid, key),
+			() => chargeStatement(pid, key)
+		);
+	return r;
 };
 function countStatements<T>(fn: () => Promise<T>): Promise<{ value: T; total: number; top: Array<[string, number]> }> {
 	statements.clear();
+	statementCpuNs.clear();
 	counting = true;
 	return fn().then(
 		value => {
@@ -357,6 +395,38 @@ function machineCpu() {
 	return { busy, total };
 }
 
+/** User + system CPU (ms) of each PostgreSQL backend serving database `name` (from /proc; Linux only). */
+async function backendCpu(url: string, name: string): Promise<Map<number, number>> {
+	const c = new pg.Client({ connectionString: url });
+	await c.connect();
+	try {
+		const { rows } = await c.query<{ pid: number }>(
+			`${BENCH}SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+			[name]
+		);
+		const out = new Map<number, number>();
+		for (const { pid } of rows) {
+			try {
+				// Fields 14 and 15 (utime, stime) after the parenthesised command name, in clock ticks (100/s).
+				const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+				out.set(pid, (Number(f[11]) + Number(f[12])) * 10);
+			} catch {
+				// not readable here (another machine, or it just exited)
+			}
+		}
+		return out;
+	} finally {
+		await c.end();
+	}
+}
+
+/** CPU (ms) the database's backends spent between two samples (backends new in the second count from 0). */
+function backendCpuDelta(before: Map<number, number>, after: Map<number, number>) {
+	let ms = 0;
+	for (const [pid, t] of after) ms += t - (before.get(pid) ?? 0);
+	return ms;
+}
+
 /**
  * CPU spent while `fn` runs: this process's (user + system), the whole machine's busy share, and with
  * BENCH_CPU_PROF=<dir> a V8 CPU profile of this process (open it in Chrome DevTools or speedscope).
@@ -404,6 +474,7 @@ async function endToEnd() {
 	});
 	try {
 		const us = await users(node, "team", 20);
+		const pg0 = await backendCpu(db.url, db.name);
 		const t = performance.now();
 		const cpu = await measureCpu("e2e", () =>
 			countStatements(async () => {
@@ -416,7 +487,9 @@ async function endToEnd() {
 			})
 		);
 		const counted = cpu.value;
+		const pgCpuMs = backendCpuDelta(pg0, await backendCpu(db.url, db.name));
 		return {
+			pgCpuMsPerTask: pgCpuMs / N,
 			rate: N / ((performance.now() - t) / 1000),
 			statements: counted.total / N,
 			top: counted.top,
@@ -590,8 +663,23 @@ async function main() {
 			`  CPU of this process (every service, the worker, the bench): ${e2e.cpuMsPerTask.toFixed(2)} ms per task; ` +
 				`the machine was ${(e2e.machineBusyShare * 100).toFixed(0)} % busy (all processes, PostgreSQL included)`
 		);
+		console.log(
+			`  CPU of the PostgreSQL backends serving the bench's database (/proc): ${e2e.pgCpuMsPerTask.toFixed(2)} ms per task`
+		);
 		console.log(`  SQL statements per task, counted (every pg query of the process): ${e2e.statements.toFixed(1)}`);
-		for (const [text, n] of e2e.top.slice(0, 25)) console.log(`    ${(n / N).toFixed(2).padStart(6)}  ${text}`);
+		for (const [text, n] of e2e.top.slice(0, 25)) {
+			const ns = statementCpuNs.get(text);
+			const cpu = STATEMENT_CPU
+				? `${ns === undefined ? "" : ((ns / n / 1000).toFixed(0) + " µs").padStart(9)} `
+				: "";
+			console.log(`    ${(n / N).toFixed(2).padStart(6)}  ${cpu} ${text}`);
+		}
+		if (STATEMENT_CPU) {
+			const total = [...statementCpuNs.values()].reduce((a, b) => a + b, 0);
+			console.log(
+				`  (µs: PostgreSQL backend CPU per statement, BENCH_PG_STATEMENT_CPU; all statements together ${(total / N / 1e6).toFixed(2)} ms per task)`
+			);
+		}
 	}
 	if (PARTS.has("overload")) {
 		for (const mix of MIX_NAMES) {

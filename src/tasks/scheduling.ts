@@ -248,6 +248,26 @@ export function expectedWaitMs(input: ExpectedWaitInput): number {
 }
 
 /**
+ * The most time-eligible queued tasks under which a submission is accepted however they rank: with
+ * `queued` tasks queued, a newcomer queues behind at most `queued` of them, and even with no worker
+ * idle expectedWaitMs(queued + 1) ≤ deferAboveMs. So with queued ≤ this bound, admissionDecision on the
+ * exact count ahead is "accept", and the admission read need not rank the queue (TaskStore.admit).
+ * −1 when no backlog is sure to be accepted (no capacity); Infinity when every one is (p50 of 0 ms).
+ *     ceil((queued + 1) / capacity) × p50RunMs ≤ deferAboveMs  ⇔  queued ≤ floor(capacity × floor(deferAboveMs / p50RunMs)) − 1
+ */
+export function surelyAcceptedBacklog(input: {
+	capacity: number;
+	p50RunMs: number;
+	thresholds: AdmissionThresholds;
+}): number {
+	const { capacity, p50RunMs } = input;
+	const defer = input.thresholds.deferAboveMs;
+	if (!(capacity > 0) || !(defer >= 0)) return -1;
+	if (!(p50RunMs > 0) || defer === Number.POSITIVE_INFINITY) return Number.POSITIVE_INFINITY;
+	return Math.floor(capacity * Math.floor(defer / p50RunMs)) - 1;
+}
+
+/**
  * Expected wait of a task submitted now by a user with nothing queued, per tier: its vst is
  * `now − tier.maxBoostMs`, it queues behind every time-eligible task with vst ≤ that (ties go
  * to the older task), and expectedWaitMs turns the position into time. Lower tiers see

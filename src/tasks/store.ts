@@ -9,6 +9,7 @@
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { directQuery, StatementNames } from "../db/direct";
+import { GroupCommit } from "../payments/group-commit";
 import { TIERS, TIER_ORDER, type TierName, type TierTable, boostCeilingMs, tierConcurrencyCap } from "../domain/tiers";
 import { FAIRNESS_QUANTUM_MS, vstSql, type QueuedTask } from "./scheduling";
 import type { Candidate, TaskState } from "./rules";
@@ -98,11 +99,43 @@ export interface NewTask {
 const RANKED_CTE = (alias = "r") => `
 	${alias} AS (SELECT id, user_id, tier, enqueued_at, boost_ms, user_rank FROM tasks_eligible_ranked($1::timestamptz))`;
 
+/** The hold intent's delete and the task's insert ($1–$17, insertValues), as CTEs `intent` and `ins`. */
+const INSERT_CTES = `intent AS (DELETE FROM task_hold_intents WHERE task_id = $1),
+	ins AS (INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
+		max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at, payer_id)
+	 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, 'queued', $13, $14, $15, $16, $16, $17)
+	 RETURNING *)`;
+
+function insertValues(t: NewTask): unknown[] {
+	return [
+		t.id,
+		t.userId,
+		t.projectId,
+		t.tier,
+		t.kind,
+		t.prompt,
+		JSON.stringify(t.request),
+		JSON.stringify(t.prepared),
+		t.requestHash,
+		t.idempotencyKey,
+		t.maxCostCredits,
+		t.boostMs,
+		t.maxAttempts,
+		new Date(Math.floor(t.enqueuedAt)),
+		t.notBefore === null ? null : new Date(t.notBefore),
+		new Date(),
+		t.payerId ?? null
+	];
+}
+
 export class TaskStore {
 	private readonly vst: string;
 	private readonly names = new StatementNames("ff_tasks");
 	/** The ordering arguments of tasks_queue_head / tasks_lease: tier names, their boost ceilings, the quantum. */
 	private readonly order: [string[], number[], number];
+	private readonly insertWithPositionSql: string;
+	/** Settlement marks, group committed (markSettlement). */
+	private readonly marks: GroupCommit<{ taskId: string; settlement: "settled" | "released" }, void>;
 
 	constructor(
 		readonly sequelize: Sequelize,
@@ -115,6 +148,42 @@ export class TaskStore {
 			{ tiers }
 		);
 		this.order = [[...TIER_ORDER], TIER_ORDER.map(t => boostCeilingMs(t, tiers)), FAIRNESS_QUANTUM_MS];
+		// $1 id, $2 user, $4 tier, $12 boost, $14 enqueued_at (the submission's now), $15 not_before.
+		const later = `CASE WHEN r.user_id = $2 AND (r.enqueued_at, r.id) > ($14::timestamptz, $1::uuid) THEN 1 ELSE 0 END`;
+		const theirVst = vstSql(
+			{
+				enqueuedAt: "r.enqueued_at",
+				boostMs: "r.boost_ms",
+				tier: "r.tier",
+				userRank: `(r.user_rank + ${later})`
+			},
+			{ tiers }
+		);
+		const myVst = vstSql(
+			{ enqueuedAt: "$14::timestamptz", boostMs: "$12::integer", tier: "$4::text", userRank: "me.k" },
+			{ tiers }
+		);
+		this.insertWithPositionSql = `WITH ${INSERT_CTES},
+			r AS (SELECT id, user_id, tier, enqueued_at, boost_ms, user_rank FROM tasks_eligible_ranked($14::timestamptz)
+				WHERE $15::timestamptz IS NULL),
+			me AS (SELECT count(*) AS k FROM r WHERE r.user_id = $2 AND (r.enqueued_at, r.id) < ($14::timestamptz, $1::uuid)),
+			v AS (SELECT r.id, r.enqueued_at, ${theirVst} AS vst FROM r)
+			SELECT ins.*, CASE WHEN $15::timestamptz IS NULL THEN 1 + (
+				SELECT count(*) FROM v, me WHERE (v.vst, v.enqueued_at, v.id) < (${myVst}, $14::timestamptz, $1::uuid)
+			) END AS queue_position
+			FROM ins`;
+		this.marks = new GroupCommit({
+			maxBatch: 256,
+			maxInFlight: 1,
+			run: async (ops: Array<{ taskId: string; settlement: "settled" | "released" }>) => {
+				await this.q(
+					`UPDATE tasks t SET settlement = b.settlement FROM unnest($1::uuid[], $2::text[]) AS b(id, settlement)
+					 WHERE t.id = b.id AND t.settlement = 'pending'`,
+					[ops.map(o => o.taskId), ops.map(o => o.settlement)]
+				);
+				return ops.map(() => ({ status: "fulfilled" as const, value: undefined }));
+			}
+		});
 	}
 
 	/**
@@ -147,34 +216,27 @@ export class TaskStore {
 	 * both or neither, without a BEGIN/COMMIT pair around them).
 	 */
 	async insert(t: NewTask, tx?: Transaction): Promise<TaskRow> {
-		const [row] = await this.q<TaskRow>(
-			`WITH intent AS (DELETE FROM task_hold_intents WHERE task_id = $1)
-			 INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
-				max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at, payer_id)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, 'queued', $13, $14, $15, $16, $16, $17)
-			 RETURNING *`,
-			[
-				t.id,
-				t.userId,
-				t.projectId,
-				t.tier,
-				t.kind,
-				t.prompt,
-				JSON.stringify(t.request),
-				JSON.stringify(t.prepared),
-				t.requestHash,
-				t.idempotencyKey,
-				t.maxCostCredits,
-				t.boostMs,
-				t.maxAttempts,
-				new Date(Math.floor(t.enqueuedAt)),
-				t.notBefore === null ? null : new Date(t.notBefore),
-				new Date(),
-				t.payerId ?? null
-			],
-			tx
-		);
+		const [row] = await this.q<TaskRow>(`WITH ${INSERT_CTES} SELECT * FROM ins`, insertValues(t), tx);
 		return row;
+	}
+
+	/**
+	 * `insert`, and in the same statement the new task's 1-based place in queue order as `positionOf`
+	 * would count it right after (issue #16: one round trip instead of two). Null when the task is not
+	 * time-eligible now (`notBefore` set: deferred), and then nothing is ranked.
+	 *
+	 * The statement's snapshot does not hold the new row, so the rank is counted around it: its user
+	 * rank is the number of its user's eligible queued tasks before it in (enqueued_at, id) order; that
+	 * user's tasks after it rank one further than the snapshot says (THE RULE, 2); every other task keeps
+	 * its rank. The place is 1 + the tasks whose (vst, enqueued_at, id) comes before the new one's.
+	 * `now` for eligibility is the task's enqueued_at (a submission enqueues at its own `now`).
+	 */
+	async insertWithPosition(t: NewTask): Promise<{ row: TaskRow; position: number | null }> {
+		const [row] = await this.q<TaskRow & { queue_position: string | null }>(this.insertWithPositionSql, [
+			...insertValues(t)
+		]);
+		const { queue_position, ...task } = row;
+		return { row: task as TaskRow, position: queue_position === null ? null : Number(queue_position) };
 	}
 
 	async byId(id: string, tx?: Transaction): Promise<TaskRow | null> {
@@ -493,8 +555,14 @@ export class TaskStore {
 		);
 	}
 
-	async markSettlement(taskId: string, settlement: "settled" | "released"): Promise<void> {
-		await this.q(`UPDATE tasks SET settlement = $2 WHERE id = $1 AND settlement = 'pending'`, [taskId, settlement]);
+	/**
+	 * Records that a finished task's hold went through (only while it is pending). Marks that arrive
+	 * while one is being written go together as the next statement (src/payments/group-commit.ts: a
+	 * lone mark goes at once), one UPDATE over the batch's ids. A failed statement fails every mark of
+	 * its batch, each left pending for the sweeper, as one mark's failure did.
+	 */
+	markSettlement(taskId: string, settlement: "settled" | "released"): Promise<void> {
+		return this.marks.submit({ taskId, settlement });
 	}
 
 	/** Every queued task, for the pure functions (positions, backlog waits) and the Redis snapshot. */
@@ -541,6 +609,43 @@ export class TaskStore {
 		const ahead = {} as Record<TierName, number>;
 		for (const t of TIER_ORDER) ahead[t] = Number(row?.[t] ?? 0);
 		return { ahead, running: Number(row?.running ?? 0) };
+	}
+
+	/**
+	 * A submission's admission read, with its hold intent recorded in the same statement (issue #16:
+	 * one round trip instead of two; the intent commits before the hold is taken, as the separate
+	 * insert did). Counts the time-eligible queued tasks and the running ones (tasks_eligible_count,
+	 * tasks_running_count); only when more than `rankAbove` are queued does it also rank the queue and
+	 * count, per tier, what a newcomer would queue behind (`backlog`'s figures, `ahead`). Below that the
+	 * caller knows the submission is accepted whatever the ranking (src/tasks/scheduling.ts
+	 * surelyAcceptedBacklog), and the ranking, the costly part, is skipped: `ahead` is null.
+	 */
+	async admit(p: {
+		now: number;
+		rankAbove: number;
+		intent: { taskId: string; payerId: string };
+	}): Promise<{ queued: number; running: number; ahead: Record<TierName, number> | null }> {
+		const counts = TIER_ORDER.map((_tier, i) => `count(*) FILTER (WHERE v.vst <= $${i + 2})`).join(", ");
+		const bind: unknown[] = [
+			new Date(p.now),
+			...TIER_ORDER.map(t => new Date(p.now - this.tiers[t].maxBoostMs)),
+			p.intent.taskId,
+			p.intent.payerId,
+			Number.isFinite(p.rankAbove) ? Math.floor(p.rankAbove) : Number.MAX_SAFE_INTEGER
+		];
+		const n = TIER_ORDER.length;
+		const [row] = await this.q<{ queued: string; running: string; ahead: string[] | null }>(
+			`WITH intent AS (INSERT INTO task_hold_intents (task_id, user_id) VALUES ($${n + 2}, $${n + 3}) ON CONFLICT DO NOTHING),
+			 c AS (SELECT tasks_eligible_count($1::timestamptz) AS queued, tasks_running_count() AS running),
+			 ${RANKED_CTE().trim()},
+			 v AS (SELECT ${this.vst} AS vst FROM r)
+			 SELECT c.queued, c.running, CASE WHEN c.queued > $${n + 4}::bigint THEN (SELECT ARRAY[${counts}] FROM v) END AS ahead
+			 FROM c`,
+			bind
+		);
+		const ahead = row.ahead ? ({} as Record<TierName, number>) : null;
+		if (ahead && row.ahead) for (const [i, t] of TIER_ORDER.entries()) ahead[t] = Number(row.ahead[i]);
+		return { queued: Number(row.queued), running: Number(row.running), ahead };
 	}
 
 	/** 1-based place of a queued task in queue order; null when it is not time-eligible or not queued. */

@@ -4,9 +4,10 @@
  *
  * THE COMPENSATIONS. Credits are held (payments.reserve) before the task row exists, so every way
  * out after the hold must give it back or leave a trace that will:
- *   - a hold intent is written before reserve: if this process dies between reserve and insert, the
- *     sweeper finds the intent without its task and releases the hold (the insert deletes the intent
- *     in the same statement);
+ *   - a hold intent is written before reserve (by the admission read's statement): if this process
+ *     dies between reserve and insert, the sweeper finds the intent without its task and releases the
+ *     hold (the insert deletes the intent in the same statement); a submission that stops before the
+ *     reserve (the plan refused, the queue full, a read failed) drops it;
  *   - reserve refused (4xx): nothing was held, the intent is dropped;
  *   - reserve failed otherwise (timeout, 5xx): the hold may have committed with its answer lost, so it
  *     is released now (a 404 there just means there was none); the intent stays for the sweeper, as a
@@ -29,7 +30,7 @@ import type { SpendCaps } from "../payments/spend-caps";
 import { validateGlobs } from "../context/globs";
 import type { PrepareInput } from "./contract";
 import { requestHash } from "./rules";
-import { admissionDecision, expectedWaitMs } from "./scheduling";
+import { admissionDecision, expectedWaitMs, surelyAcceptedBacklog } from "./scheduling";
 import type { NewTask, PreparedTask, TaskRow } from "./store";
 
 export interface SubmitParams extends Omit<PrepareInput, "userId" | "tier"> {
@@ -38,15 +39,22 @@ export interface SubmitParams extends Omit<PrepareInput, "userId" | "tier"> {
 	exclude?: string[];
 }
 
-/** The task store's part in a submission. */
+/** The task store's part in a submission (src/tasks/store.ts). */
 export interface SubmitStore {
 	byIdempotencyKey(userId: string, key: string): Promise<TaskRow | null>;
-	backlog(now: number): Promise<{ ahead: Record<TierName, number>; running: number }>;
-	addHoldIntent(taskId: string, userId: string): Promise<void>;
+	/**
+	 * Records the hold intent and reads the backlog in one statement: the time-eligible queued and the
+	 * running counts, and per tier what a newcomer would queue behind, ranked only when more than
+	 * `rankAbove` are queued (else `ahead` is null).
+	 */
+	admit(p: {
+		now: number;
+		rankAbove: number;
+		intent: { taskId: string; payerId: string };
+	}): Promise<{ queued: number; running: number; ahead: Record<TierName, number> | null }>;
 	dropHoldIntent(taskId: string): Promise<void>;
-	/** Inserts the task and deletes its hold intent, atomically. */
-	insert(t: NewTask): Promise<TaskRow>;
-	positionOf(taskId: string, now: number): Promise<number | null>;
+	/** Inserts the task and deletes its hold intent, atomically, with its queue position (null when deferred). */
+	insertWithPosition(t: NewTask): Promise<{ row: TaskRow; position: number | null }>;
 }
 
 /** The other services a submission asks (over the broker in the service). */
@@ -215,9 +223,15 @@ export async function submitTask(
 	const orgTier = settled(orgTierR);
 	const tier = orgTier ? tierInOrg(memberTier, orgTier) : memberTier;
 	// The plan (which counts the rate limits, so only once access is known), the admission inputs and
-	// the boost quote (a read) need only the tier.
+	// the boost quote (a read) need only the tier. The admission read also writes the hold intent (it
+	// names the payer: an orphaned hold is released on the wallet it was taken on), before any hold; a
+	// submission that goes no further drops it (else the sweeper would).
 	const now = deps.now();
+	const capacity = deps.capacity();
+	const thresholds = deps.config.admission[tier];
+	const taskId = deps.newId();
 	const purchaseMs = p.priorityBoost === "paid" ? MAX_PURCHASED_BOOST_MS : 0;
+	const p50 = deps.p50RunMs();
 	const [preparedR, p50R, backlogR, boostR] = await Promise.allSettled([
 		services.prepare({
 			userId,
@@ -229,56 +243,70 @@ export async function submitTask(
 			...(p.models !== undefined ? { models: p.models } : {}),
 			...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {})
 		}),
-		deps.p50RunMs(),
-		store.backlog(now),
+		p50,
+		p50.then(p50RunMs =>
+			store.admit({
+				now,
+				rankAbove: surelyAcceptedBacklog({ capacity, p50RunMs, thresholds }),
+				intent: { taskId, payerId }
+			})
+		),
 		services.priorityBoost({ userId, purchaseMs, tier })
 	]);
-	const prepared = settled(preparedR);
+	const dropIntent = () =>
+		backlogR.status === "fulfilled" ? store.dropHoldIntent(taskId).catch(() => undefined) : undefined;
+	const beforeHold = async <T>(step: () => T): Promise<T> => {
+		try {
+			return step();
+		} catch (err) {
+			await dropIntent();
+			throw err;
+		}
+	};
+	const prepared = await beforeHold(() => settled(preparedR));
 	const maxCost = Math.max(0, Math.ceil(Number(prepared.maxCostCredits)));
 
 	// Admission: the backlog a newcomer of this tier would queue behind, in time.
-	const capacity = deps.capacity();
-	const p50RunMs = settled(p50R);
+	const p50RunMs = await beforeHold(() => settled(p50R));
 	const backlog = settled(backlogR);
 	const idleWorkers = Math.max(0, capacity - backlog.running);
 	const waitAt = (position: number) => expectedWaitMs({ position, capacity, p50RunMs, idleWorkers });
-	const decision = admissionDecision({
-		tier,
-		expectedWaitMs: waitAt(backlog.ahead[tier] + 1),
-		thresholds: deps.config.admission[tier]
-	});
-	if (decision.action === "reject")
+	// Not ranked: no more are queued than can make this tier wait past its defer threshold, so the count
+	// bounds the tasks ahead and the decision is what the exact count gives (accept).
+	const ahead = backlog.ahead ? backlog.ahead[tier] : backlog.queued;
+	const decision = admissionDecision({ tier, expectedWaitMs: waitAt(ahead + 1), thresholds });
+	if (decision.action === "reject") {
+		await dropIntent();
 		throw TooManyRequests(
 			`The queue is too long for the ${tier} tier right now; retry later`,
 			decision.retryAfterS,
 			"QUEUE_FULL"
 		);
+	}
 
-	const boost = settled(boostR);
-	const taskId = deps.newId();
+	const boost = await beforeHold(() => settled(boostR));
 	const release = (after: string) =>
 		services
 			.release({ userId: payerId, taskId })
 			.catch(e => deps.warn(`release after ${after}: ${(e as Error).message}`));
 
-	// The intent names the payer: an orphaned hold is released on the wallet it was taken on.
-	await store.addHoldIntent(taskId, payerId);
 	try {
 		const planned = [...new Set((prepared.models ?? []).map(m => m.model))].sort();
 		const model = planned.length ? planned.join("+") : (p.model ?? null);
 		const attribution = { memberId: userId, keyId, projectId: p.projectId, model, source: "task" as const };
 		await services.reserve({ userId: payerId, taskId, maxCost, boostMs: purchaseMs, tier, attribution, caps });
 	} catch (err) {
-		if (isClientError(err)) await store.dropHoldIntent(taskId).catch(() => undefined);
+		if (isClientError(err)) await dropIntent();
 		else await release("failed reserve");
 		throw err;
 	}
 
 	const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
 	let row: TaskRow;
+	let position: number | null;
 	try {
-		// The insert deletes the hold intent in the same statement.
-		row = await store.insert({
+		// The insert deletes the hold intent and counts the task's place in the same statement.
+		({ row, position } = await store.insertWithPosition({
 			id: taskId,
 			userId,
 			payerId,
@@ -295,7 +323,7 @@ export async function submitTask(
 			maxAttempts: deps.config.maxAttempts,
 			enqueuedAt: deferredUntil ?? now,
 			notBefore: deferredUntil
-		});
+		}));
 	} catch (err) {
 		await release("failed insert");
 		if (err instanceof UniqueConstraintError && idempotencyKey) {
@@ -305,9 +333,8 @@ export async function submitTask(
 		throw err;
 	}
 
-	const position = deferredUntil ? null : await store.positionOf(taskId, now);
 	const expectedStartAt = new Date(
-		deferredUntil !== null ? deferredUntil + waitAt(backlog.ahead[tier] + 1) : now + waitAt(position ?? 1)
+		deferredUntil !== null ? deferredUntil + waitAt(ahead + 1) : now + waitAt(position ?? 1)
 	).toISOString();
 	return {
 		replayed: false,

@@ -218,9 +218,9 @@ test("a run another node holds the lock of is skipped", async () => {
 test("the queue's reads cannot scan finished rows: their functions have sequential and bitmap scans off, and answer as the inline queries", async () => {
 	const rows = await sql<{ name: string; config: string[] | null }>(
 		`SELECT p.oid::regprocedure::text AS name, p.proconfig AS config FROM pg_proc p
-		 WHERE p.proname IN ('tasks_lease', 'tasks_queue_head', 'tasks_eligible_ranked', 'tasks_running_count', 'tasks_queued_rows')`
+		 WHERE p.proname IN ('tasks_lease', 'tasks_queue_head', 'tasks_eligible_ranked', 'tasks_eligible_count', 'tasks_running_count', 'tasks_queued_rows')`
 	);
-	expect(rows).toHaveLength(6);
+	expect(rows).toHaveLength(7);
 	for (const r of rows)
 		expect(r.config).toEqual(expect.arrayContaining(["enable_seqscan=off", "enable_bitmapscan=off", "jit=off"]));
 	// Queued tasks beside the finished ones of the test above: the worker's node is drained meanwhile.
@@ -240,6 +240,7 @@ test("the queue's reads cannot scan finished rows: their functions have sequenti
 			`SELECT id, user_id, tier, enqueued_at, boost_ms, attempts, not_before FROM tasks WHERE state = 'queued' ORDER BY id`
 		)
 	);
+	expect(await sql(`SELECT tasks_eligible_count($1) AS n`, [now])).toEqual([{ n: "5" }]);
 	expect(await sql(`SELECT tasks_running_count() AS n`)).toEqual(
 		await sql(`SELECT count(*) AS n FROM tasks WHERE state = 'running'`)
 	);

@@ -1,4 +1,11 @@
-import { TIERS, TIER_ORDER, type TierName, boostCeilingMs, priorityBoostMs } from "../../../src/domain/tiers";
+import {
+	TIERS,
+	TIER_ORDER,
+	type AdmissionThresholds,
+	type TierName,
+	boostCeilingMs,
+	priorityBoostMs
+} from "../../../src/domain/tiers";
 import {
 	FAIRNESS_QUANTUM_MS,
 	MAX_RETRY_AFTER_S,
@@ -13,6 +20,7 @@ import {
 	queuePositions,
 	rankQueue,
 	retryBackoffMs,
+	surelyAcceptedBacklog,
 	tierBacklogWaitMs,
 	virtualStartTime,
 	vstSql
@@ -351,6 +359,56 @@ describe("admissionDecision", () => {
 		const waits = tierBacklogWaitMs(backlog, NOW, { capacity: 20, p50RunMs: 60_000 });
 		const decisions = TIER_ORDER.map(tier => admissionDecision({ tier, expectedWaitMs: waits[tier] }).action);
 		expect(decisions).toEqual(["reject", "defer", "accept", "accept"]);
+	});
+});
+
+describe("surelyAcceptedBacklog (the admission read's gate)", () => {
+	const decide = (
+		queued: number,
+		ahead: number,
+		idle: number,
+		capacity: number,
+		p50RunMs: number,
+		t: AdmissionThresholds
+	) =>
+		admissionDecision({
+			tier: "free",
+			thresholds: t,
+			expectedWaitMs: expectedWaitMs({
+				position: Math.min(ahead, queued) + 1,
+				capacity,
+				p50RunMs,
+				idleWorkers: idle
+			})
+		}).action;
+
+	it("at or below the bound every count ahead and every idle share accepts; one above, all queued ahead and none idle does not", () => {
+		const rand = seededRandom(91);
+		const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
+		for (let i = 0; i < 5_000; i++) {
+			const capacity = pick([0, 1, 2, 3, 7, 8, 32, 100]);
+			const p50RunMs = pick([0, 1, 999, 1_000, 1_001, 60_000, 333_333]);
+			const deferAboveMs = pick([0, 1, 999, 1_000, 60_000, 300_000, 1_800_000]);
+			const t = { deferAboveMs, rejectAboveMs: deferAboveMs * 4 };
+			const bound = surelyAcceptedBacklog({ capacity, p50RunMs, thresholds: t });
+			const c = { capacity, p50RunMs, deferAboveMs, bound };
+			if (bound === Number.POSITIVE_INFINITY) {
+				for (const q of [0, 1, 10_000, 1e9])
+					expect({ ...c, q, d: decide(q, q, 0, capacity, p50RunMs, t) }).toEqual({ ...c, q, d: "accept" });
+				continue;
+			}
+			if (bound >= 0) {
+				const ahead = Math.floor(rand() * (bound + 1));
+				const idle = Math.floor(rand() * (capacity + 1));
+				expect({ ...c, d: decide(bound, bound, 0, capacity, p50RunMs, t) }).toEqual({ ...c, d: "accept" });
+				expect({ ...c, d: decide(bound, ahead, idle, capacity, p50RunMs, t) }).toEqual({ ...c, d: "accept" });
+			}
+			// Tight: one more queued, all of them ahead and no worker idle, is not sure to be accepted.
+			expect({ ...c, d: decide(bound + 1, bound + 1, 0, capacity, p50RunMs, t) }).not.toEqual({
+				...c,
+				d: "accept"
+			});
+		}
 	});
 });
 

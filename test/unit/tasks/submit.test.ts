@@ -50,6 +50,8 @@ function rowOf(t: NewTask): TaskRow {
 function world(
 	opts: {
 		ahead?: number;
+		/** Time-eligible queued tasks (default: `ahead`). */
+		queued?: number;
 		running?: number;
 		capacity?: number;
 		p50?: number;
@@ -64,6 +66,7 @@ function world(
 	const reserves: unknown[] = [];
 	const tasks = new Map<string, TaskRow>();
 	const intents = new Set<string>();
+	const intentPayers: string[] = [];
 	const held = new Set<string>();
 	const fail: {
 		reserve?: unknown;
@@ -81,18 +84,19 @@ function world(
 				calls.push("byIdempotencyKey");
 				return [...tasks.values()].find(r => r.user_id === userId && r.idempotency_key === key) ?? null;
 			},
-			async backlog() {
-				return { ahead, running: opts.running ?? 0 };
-			},
-			async addHoldIntent(taskId) {
-				calls.push("addHoldIntent");
-				intents.add(taskId);
+			// Ranks (answers `ahead`) only when more than `rankAbove` are queued, as TaskStore.admit.
+			async admit({ rankAbove, intent }) {
+				calls.push("admit (writes the intent)");
+				intents.add(intent.taskId);
+				intentPayers.push(intent.payerId);
+				const queued = opts.queued ?? ahead[opts.tier ?? "free"];
+				return { queued, running: opts.running ?? 0, ahead: queued > rankAbove ? ahead : null };
 			},
 			async dropHoldIntent(taskId) {
 				calls.push("dropHoldIntent");
 				intents.delete(taskId);
 			},
-			async insert(t) {
+			async insertWithPosition(t) {
 				calls.push("insert (drops the intent)");
 				if (fail.insert) {
 					const err = fail.insert;
@@ -106,10 +110,7 @@ function world(
 				const row = rowOf(t);
 				tasks.set(row.id, row);
 				intents.delete(t.id);
-				return row;
-			},
-			async positionOf(taskId) {
-				return tasks.has(taskId) ? ahead[opts.tier ?? "free"] + 1 : null;
+				return { row, position: t.notBefore === null ? ahead[opts.tier ?? "free"] + 1 : null };
 			}
 		},
 		services: {
@@ -174,7 +175,7 @@ function world(
 		newId: () => `task-${++ids}`,
 		warn: m => warnings.push(m)
 	};
-	return { deps, calls, tasks, intents, held, fail, warnings, reserves };
+	return { deps, calls, tasks, intents, intentPayers, held, fail, warnings, reserves };
 }
 
 const params = (p: Partial<SubmitParams> = {}): SubmitParams => ({
@@ -190,7 +191,13 @@ describe("submitTask", () => {
 		const w = world();
 		const out = await submitTask(w.deps, "u1", params(), null);
 		expect(out).toMatchObject({ replayed: false, position: 1, admission: { action: "accepted" } });
-		expect(w.calls).toEqual(["access", "prepare", "addHoldIntent", "reserve(8)", "insert (drops the intent)"]);
+		expect(w.calls).toEqual([
+			"access",
+			"prepare",
+			"admit (writes the intent)",
+			"reserve(8)",
+			"insert (drops the intent)"
+		]);
 		expect([...w.held]).toEqual(["task-1"]);
 		expect(w.intents.size).toBe(0);
 	});
@@ -213,7 +220,10 @@ describe("submitTask", () => {
 		const w = world({ ahead: 10_000, capacity: 1 });
 		const err = await submitTask(w.deps, "u1", params(), null).catch(e => e);
 		expect(err).toMatchObject({ status: 429, code: "QUEUE_FULL" });
-		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.calls).not.toContain("reserve(8)");
+		// The admission statement wrote the intent; the refusal drops it.
+		expect(w.calls.slice(-2)).toEqual(["admit (writes the intent)", "dropHoldIntent"]);
+		expect(w.intents.size).toBe(0);
 		expect(w.held.size).toBe(0);
 	});
 
@@ -227,6 +237,32 @@ describe("submitTask", () => {
 		expect(out.admission.action).toBe("deferred");
 		expect(out.position).toBeNull();
 		expect(out.row.not_before).not.toBeNull();
+	});
+
+	test("admission ranks only a queue long enough to matter: the exact count ahead decides then, the count alone below", async () => {
+		// One worker, p50 1 min: the free tier's 5 min defer threshold is sure for up to 4 queued.
+		const short = world({ queued: 4, ahead: 4, capacity: 1, p50: 60_000 });
+		const a = await submitTask(short.deps, "u1", params(), null);
+		expect(a).toMatchObject({ replayed: false, admission: { action: "accepted" } });
+		// 50 queued but only 2 of them ahead of a free newcomer (boosted work behind it): ranked, accepted.
+		const ranked = world({ queued: 50, ahead: 2, capacity: 1, p50: 60_000 });
+		const b = await submitTask(ranked.deps, "u1", params(), null);
+		expect(b).toMatchObject({ replayed: false, admission: { action: "accepted" } });
+		// 50 queued, 10 ahead: deferred (10 min expected wait).
+		const deferred = world({ queued: 50, ahead: 10, capacity: 1, p50: 60_000 });
+		const d = await submitTask(deferred.deps, "u1", params(), null);
+		expect(d).toMatchObject({ replayed: false, admission: { action: "deferred" } });
+	});
+
+	test("the boost call failed: nothing was held, the intent the admission wrote is dropped", async () => {
+		const w = world();
+		w.deps.services.priorityBoost = async () => {
+			throw new Error("payments down");
+		};
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("payments down");
+		expect(w.calls.slice(-2)).toEqual(["admit (writes the intent)", "dropHoldIntent"]);
+		expect(w.intents.size).toBe(0);
+		expect(w.held.size).toBe(0);
 	});
 
 	test("reserve refused (4xx): nothing was held, the intent is dropped, nothing released", async () => {
@@ -308,12 +344,6 @@ describe("whose wallet pays", () => {
 
 	test("a task in an organisation's project is held on the organisation with the member's, key's and payer's caps", async () => {
 		const w = world({ org: { id: ORG, spending: { memberCapCredits: 500, orgCapCredits: 9000 } } });
-		const added: string[] = [];
-		const addHoldIntent = w.deps.store.addHoldIntent;
-		w.deps.store.addHoldIntent = async (taskId, payerId) => {
-			added.push(payerId);
-			return addHoldIntent(taskId, payerId);
-		};
 		const out = await submitTask(w.deps, "u1", params(), null, { id: "key-a", monthlyCapCredits: 70 });
 		expect(w.reserves).toEqual([
 			expect.objectContaining({
@@ -323,7 +353,7 @@ describe("whose wallet pays", () => {
 			})
 		]);
 		// The intent and the task name the payer: the sweeper and the settlement use it.
-		expect(added).toEqual([`org:${ORG}`]);
+		expect(w.intentPayers).toEqual([`org:${ORG}`]);
 		expect(out.row).toMatchObject({ user_id: "u1", payer_id: `org:${ORG}` });
 	});
 
@@ -403,7 +433,7 @@ describe("the independent reads go out together", () => {
 		s.prepare = wrap("prepare", s.prepare.bind(s));
 		s.priorityBoost = wrap("boost", s.priorityBoost.bind(s));
 		w.deps.p50RunMs = wrap("p50", w.deps.p50RunMs);
-		w.deps.store.backlog = wrap("backlog", w.deps.store.backlog.bind(w.deps.store));
+		w.deps.store.admit = wrap("backlog", w.deps.store.admit.bind(w.deps.store));
 		const together = (...names: string[]) => seenTogether.some(set => names.every(n => set.includes(n)));
 		return { together, seenTogether };
 	}
@@ -413,10 +443,18 @@ describe("the independent reads go out together", () => {
 		const o = overlapping(w);
 		await submitTask(w.deps, "u1", params(), null);
 		expect(o.together("access", "tierOf")).toBe(true);
-		expect(o.together("prepare", "p50", "backlog", "boost")).toBe(true);
+		// The admission read's gate needs the median run time (cached): it follows it, beside the plan and the quote.
+		expect(o.together("prepare", "p50", "boost")).toBe(true);
+		expect(o.together("prepare", "backlog", "boost")).toBe(true);
 		// The plan counts the user's rate limits: never before the access check answered.
 		expect(o.together("access", "prepare")).toBe(false);
-		expect(w.calls).toEqual(["access", "prepare", "addHoldIntent", "reserve(8)", "insert (drops the intent)"]);
+		expect(w.calls).toEqual([
+			"access",
+			"prepare",
+			"admit (writes the intent)",
+			"reserve(8)",
+			"insert (drops the intent)"
+		]);
 	});
 
 	test("no access and a failing tier read: the 404 surfaces, nothing planned or held", async () => {
@@ -434,14 +472,25 @@ describe("the independent reads go out together", () => {
 		w.deps.services.prepare = async () => {
 			throw new Errors.MoleculerClientError("Prompt too long", 422, "PROMPT_TOO_LONG");
 		};
-		w.deps.store.backlog = async () => {
+		w.deps.store.admit = async () => {
 			throw new Error("database down");
 		};
 		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({
 			code: 422,
 			type: "PROMPT_TOO_LONG"
 		});
-		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.calls).not.toContain("dropHoldIntent");
+		expect(w.held.size).toBe(0);
+	});
+
+	test("a refused plan beside an admission read that wrote the intent: the 422 surfaces, the intent is dropped", async () => {
+		const w = world();
+		w.deps.services.prepare = async () => {
+			throw new Errors.MoleculerClientError("Prompt too long", 422, "PROMPT_TOO_LONG");
+		};
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ code: 422 });
+		expect(w.calls).toEqual(["access", "admit (writes the intent)", "dropHoldIntent"]);
+		expect(w.intents.size).toBe(0);
 		expect(w.held.size).toBe(0);
 	});
 
@@ -451,7 +500,8 @@ describe("the independent reads go out together", () => {
 			throw new Error("payments down");
 		};
 		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ status: 429 });
-		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.intents.size).toBe(0);
+		expect(w.held.size).toBe(0);
 	});
 
 	test("a failing boost quote on an admitted task: no intent, no hold", async () => {
@@ -460,7 +510,7 @@ describe("the independent reads go out together", () => {
 			throw new Error("payments down");
 		};
 		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("payments down");
-		expect(w.calls).not.toContain("addHoldIntent");
+		expect(w.intents.size).toBe(0);
 		expect(w.held.size).toBe(0);
 	});
 });
