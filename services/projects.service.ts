@@ -497,6 +497,7 @@ const ProjectsService: ServiceSchema<
 			cfg: this.cfg,
 			dataDir: rt.config.dataDir,
 			cacher: this.broker.cacher ?? null,
+			namedStatements: rt.config.dbNamedStatements,
 			warn: (message, detail) => this.logger.warn(message, detail),
 			orgRole: async (orgId, userId) => {
 				const r = await this.broker.call<{ role: OrgRoleOfMember } | null, { orgId: string; userId: string }>(

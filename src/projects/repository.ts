@@ -4,6 +4,7 @@
  * sees column names.
  */
 import { QueryTypes } from "sequelize";
+import { directQuery } from "../db/direct";
 import type { Sequelize, Transaction } from "sequelize";
 import type { OrgRoleOfMember, ProjectRole } from "./access";
 import type { Manifest, ManifestEntry } from "./manifest";
@@ -160,7 +161,11 @@ function toSandbox(row: SandboxRow): SandboxRecord {
 }
 
 export class ProjectsRepository {
-	constructor(private readonly sequelize: Sequelize) {}
+	constructor(
+		private readonly sequelize: Sequelize,
+		/** false: the access read goes unnamed (poolers in transaction mode; DB_NAMED_STATEMENTS=false). */
+		private readonly namedStatements = false
+	) {}
 
 	private select<T extends object>(sql: string, bind: unknown[], tx?: Transaction): Promise<T[]> {
 		return this.sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: tx });
@@ -200,12 +205,18 @@ export class ProjectsRepository {
 		lock = false
 	): Promise<{ project: ProjectRecord; role: ProjectRole | null } | null> {
 		if (!isProjectId(projectId)) return null;
-		const rows = await this.select<ProjectRow & { role: ProjectRole | null }>(
-			`SELECT ${PROJECT_COLUMNS}, m.role FROM projects p LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
-			 WHERE p.id = $1${lock ? " FOR UPDATE OF p" : ""}`,
-			[projectId, userId],
-			tx
-		);
+		const sql = `SELECT ${PROJECT_COLUMNS}, m.role FROM projects p LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = $2
+			 WHERE p.id = $1${lock ? " FOR UPDATE OF p" : ""}`;
+		// Outside a transaction (every access check: each task submission asks one) straight on a pooled
+		// pg connection as a named prepared statement (src/db/direct.ts), not through Sequelize.
+		const rows = tx
+			? await this.select<ProjectRow & { role: ProjectRole | null }>(sql, [projectId, userId], tx)
+			: await directQuery<ProjectRow & { role: ProjectRole | null }>(
+					this.sequelize,
+					sql,
+					[projectId, userId],
+					this.namedStatements ? `ff_projects_member${lock ? "_lock" : ""}` : null
+				);
 		return rows.length ? { project: toProject(rows[0]), role: rows[0].role } : null;
 	}
 

@@ -42,11 +42,13 @@ export interface ProjectsWiring {
 	orgRole: OrgRoleLookup;
 	/** Writes a durable event in `tx` (the service's transactional outbox). */
 	publish(tx: Transaction, topic: string, payload: unknown): Promise<unknown>;
+	/** The access read as a named prepared statement (DB_NAMED_STATEMENTS; default false: unnamed). */
+	namedStatements?: boolean;
 }
 
 export function projectsUseCases(w: ProjectsWiring): ProjectsUseCases {
 	const { sequelize, cfg, publish } = w;
-	const repo = new ProjectsRepository(sequelize);
+	const repo = new ProjectsRepository(sequelize, w.namedStatements ?? false);
 	const blobs: BlobStore =
 		cfg.blobStore === "fs"
 			? new FsBlobStore(cfg.blobDir ?? path.join(w.dataDir, "blobs"), { fsync: cfg.blobFsync })
