@@ -12,7 +12,8 @@
  * PARTS=sched,e2e,overload — a comma list of the parts to run, all by default; MIXES=typical,equal;
  * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement; FINISHED_ROWS=1000000 measures the
  * scheduling part on an empty database and one with that many finished tasks, in turns; stale, then analyzed statistics;
- * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the end-to-end part's measured window there)
+ * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the end-to-end part's measured window there;
+ * BENCH_PG_STATEMENT_CPU=1 prints the PostgreSQL backend CPU per statement group)
  */
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
