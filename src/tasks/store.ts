@@ -128,12 +128,48 @@ function insertValues(t: NewTask): unknown[] {
 	];
 }
 
+/** A success report for TaskStore.completeLeased. */
+export interface CompleteInput {
+	taskId: string;
+	leaseId: string;
+	now: number;
+	result: unknown;
+	usage: unknown;
+	costCredits: number;
+	context?: unknown;
+	event: { id: string; occurredAt: string };
+}
+
+/** completeOne's statement over a batch of reports, one array per field ($1–$9, in completeBatch's order). */
+const COMPLETE_BATCH_SQL = `WITH b AS (
+		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::jsonb[], $5::jsonb[], $6::bigint[], $7::jsonb[], $8::uuid[], $9::timestamptz[])
+			AS b(task_id, lease_id, at, result, usage, cost, context, event_id, occurred_at)
+	), done AS (
+		UPDATE tasks t SET state = 'succeeded', finished_at = b.at, updated_at = b.at, result = b.result, usage = b.usage,
+			cost_credits = LEAST(t.spent_credits + b.cost, t.max_cost_credits), error = NULL, lease_id = NULL, lease_expires_at = NULL,
+			settlement = 'pending', version = t.version + 1
+		FROM b WHERE t.id = b.task_id AND t.lease_id = b.lease_id AND t.state IN ('running', 'queued')
+		RETURNING t.*, b.context AS fold_context, b.event_id AS fold_event_id, b.occurred_at AS fold_occurred_at
+	), ctx AS (
+		INSERT INTO task_contexts (task_id, attempt, context)
+		SELECT id, attempts, fold_context FROM done WHERE fold_context IS NOT NULL
+		ON CONFLICT (task_id) DO UPDATE SET attempt = EXCLUDED.attempt, context = EXCLUDED.context, updated_at = now()
+	), ev AS (
+		INSERT INTO outbox_events (event_id, topic, payload, headers, created_at)
+		SELECT fold_event_id, 'tasks.finished', jsonb_build_object('taskId', id, 'userId', user_id, 'projectId', project_id,
+			'state', state, 'kind', kind, 'costCredits', cost_credits, 'usage', usage), '{}'::jsonb, fold_occurred_at
+		FROM done
+	)
+	SELECT * FROM done`;
+
 export class TaskStore {
 	private readonly vst: string;
 	private readonly names = new StatementNames("ff_tasks");
 	/** The ordering arguments of tasks_queue_head / tasks_lease: tier names, their boost ceilings, the quantum. */
 	private readonly order: [string[], number[], number];
 	private readonly insertWithPositionSql: string;
+	/** Success reports, group committed (completeLeased). */
+	private readonly completions: GroupCommit<CompleteInput, TaskRow | null>;
 	/** Settlement marks, group committed (markSettlement). */
 	private readonly marks: GroupCommit<{ taskId: string; settlement: "settled" | "released" }, void>;
 
@@ -172,6 +208,11 @@ export class TaskStore {
 				SELECT count(*) FROM v, me WHERE (v.vst, v.enqueued_at, v.id) < (${myVst}, $14::timestamptz, $1::uuid)
 			) END AS queue_position
 			FROM ins`;
+		this.completions = new GroupCommit({
+			maxBatch: 64,
+			maxInFlight: 1,
+			run: (ops: CompleteInput[]) => this.completeBatch(ops)
+		});
 		this.marks = new GroupCommit({
 			maxBatch: 256,
 			maxInFlight: 1,
@@ -366,6 +407,71 @@ export class TaskStore {
 	}
 
 	/**
+	 * A success report (issue #16): the lease check, the context, the final state and the
+	 * `tasks.finished` outbox event in one statement (completeOne), null when the lease is gone.
+	 * Reports that arrive while one is being written go together as the next statement
+	 * (src/payments/group-commit.ts; a lone report goes at once): the same UPDATE over the batch's
+	 * rows (completeBatch).
+	 */
+	completeLeased(p: CompleteInput): Promise<TaskRow | null> {
+		return this.completions.submit(p);
+	}
+
+	/**
+	 * A batch of success reports. Each task's first report in the batch goes in one statement, the
+	 * rows' UPDATE joined with the reports (`unnest`), the contexts and the outbox events from its
+	 * RETURNING, as completeOne does for one; a task's further reports in the same batch run alone
+	 * after it, so they see it committed and match nothing (LEASE_LOST), as they would have waited on
+	 * the row lock. A batch whose statement fails is run report by report, so one bad report fails only
+	 * itself.
+	 */
+	private async completeBatch(ops: CompleteInput[]): Promise<Array<PromiseSettledResult<TaskRow | null>>> {
+		const settle = (p: Promise<TaskRow | null>) =>
+			p.then(
+				value => ({ status: "fulfilled" as const, value }),
+				(reason: unknown) => ({ status: "rejected" as const, reason })
+			);
+		const out: Array<PromiseSettledResult<TaskRow | null>> = new Array(ops.length);
+		const seen = new Set<string>();
+		const first: number[] = [];
+		const repeats: number[] = [];
+		ops.forEach((o, i) => {
+			if (seen.has(o.taskId)) repeats.push(i);
+			else {
+				seen.add(o.taskId);
+				first.push(i);
+			}
+		});
+		if (first.length === 1) out[first[0]] = await settle(this.completeOne(ops[first[0]]));
+		else {
+			const batch = first.map(i => ops[i]);
+			try {
+				const rows = await this.q<
+					TaskRow & { fold_context: unknown; fold_event_id: string; fold_occurred_at: Date }
+				>(COMPLETE_BATCH_SQL, [
+					batch.map(o => o.taskId),
+					batch.map(o => o.leaseId),
+					batch.map(o => new Date(o.now)),
+					batch.map(o => JSON.stringify(o.result)),
+					batch.map(o => JSON.stringify(o.usage)),
+					batch.map(o => o.costCredits),
+					batch.map(o => (o.context === undefined ? null : JSON.stringify(o.context))),
+					batch.map(o => o.event.id),
+					batch.map(o => o.event.occurredAt)
+				]);
+				const byId = new Map<string, TaskRow>();
+				for (const { fold_context: _c, fold_event_id: _e, fold_occurred_at: _o, ...row } of rows)
+					byId.set(row.id, row as TaskRow);
+				for (const i of first) out[i] = { status: "fulfilled", value: byId.get(ops[i].taskId) ?? null };
+			} catch {
+				for (const i of first) out[i] = await settle(this.completeOne(ops[i]));
+			}
+		}
+		for (const i of repeats) out[i] = await settle(this.completeOne(ops[i]));
+		return out;
+	}
+
+	/**
 	 * A success report as one statement (issue #16; it replaces lockLeased + saveContext + finish +
 	 * the outbox insert inside BEGIN/COMMIT, five round trips). The UPDATE's WHERE is the lease check
 	 * of `lockLeased` (running, or queued again after its lease expired but not yet leased by another
@@ -375,16 +481,7 @@ export class TaskStore {
 	 * The context (when given) and the `tasks.finished` outbox event are written by data-modifying
 	 * CTEs of the same statement: all of it commits or none.
 	 */
-	async completeLeased(p: {
-		taskId: string;
-		leaseId: string;
-		now: number;
-		result: unknown;
-		usage: unknown;
-		costCredits: number;
-		context?: unknown;
-		event: { id: string; occurredAt: string };
-	}): Promise<TaskRow | null> {
+	private async completeOne(p: CompleteInput): Promise<TaskRow | null> {
 		const [row] = await this.q<TaskRow>(
 			`WITH done AS (
 				UPDATE tasks SET state = 'succeeded', finished_at = $3, updated_at = $3, result = $4::jsonb, usage = $5::jsonb,

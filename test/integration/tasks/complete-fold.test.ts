@@ -247,3 +247,27 @@ test("two reports of one lease racing: exactly one is taken, one event, as with 
 		expect((await trace(id)).events).toHaveLength(1);
 	}
 });
+
+test("reports that arrive together go as one batched statement, each with the outcome, row, context and event it has alone", async () => {
+	const twins = await Promise.all(
+		SEQUENCES.map(async seq => ({ seq, a: await task(seq.start), b: await task(seq.start) }))
+	);
+	for (const { seq, a } of twins) {
+		const outA: Outcome[] = [];
+		for (const r of seq.reports) outA.push(await reference(a, r));
+		expect({ name: seq.name, out: outA }).toEqual({ name: seq.name, out: seq.expected });
+	}
+	const sent = jest.spyOn(store, "q");
+	try {
+		// Every report of every sequence at once (a task's later reports after its earlier ones in the batch).
+		const outs = await Promise.all(twins.map(({ seq, b }) => Promise.all(seq.reports.map(r => folded(b, r)))));
+		const batched = sent.mock.calls.filter(([sql]) => String(sql).includes("unnest($1::uuid[], $2::uuid[]"));
+		expect(batched.length).toBeGreaterThanOrEqual(1);
+		for (const [i, { seq, a, b }] of twins.entries()) {
+			expect({ name: seq.name, out: outs[i] }).toEqual({ name: seq.name, out: seq.expected });
+			expect({ name: seq.name, trace: await trace(b) }).toEqual({ name: seq.name, trace: await trace(a) });
+		}
+	} finally {
+		sent.mockRestore();
+	}
+});
