@@ -6,7 +6,7 @@
  * Prints pairs/s, latency p50/p99 of each call, the machine, and checks the ledger's invariants.
  *
  *   node -r @swc-node/register bench/ledger/run.ts
- *   (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10 BATCH_MAX=64 BATCH_IN_FLIGHT=2 CAPS=payer)
+ *   (env: DURATION_S=10 CONCURRENCY=32 USERS=200 POOL=10 BATCH_MAX=64 BATCH_IN_FLIGHT=2 BATCH_BY_USER=1 CAPS=payer)
  * CAPS=payer (default): every hold moves its payer's monthly spend counter (no cap set), as every hold
  * of payments.reserve does; CAPS=none: no counter (the shape of the figures before the caps).
  */
@@ -27,6 +27,8 @@ const POOL = Number(process.env.POOL ?? 10);
 /** Group commit: most operations per ledger_apply statement, most statements in flight (the Ledger's defaults: 64, 2). */
 const BATCH_MAX = Number(process.env.BATCH_MAX ?? 64);
 const BATCH_IN_FLIGHT = Number(process.env.BATCH_IN_FLIGHT ?? 2);
+/** 0: batches by order of arrival alone (a user's operation may go in a second batch behind its own lock). */
+const BATCH_BY_USER = process.env.BATCH_BY_USER !== "0";
 const CAPS = process.env.CAPS ?? "payer";
 if (CAPS !== "payer" && CAPS !== "none") throw new Error(`CAPS must be payer or none, got ${CAPS}`);
 const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -126,7 +128,11 @@ async function main() {
 		const [{ server_version: version }] = await sequelize.query<{ server_version: string }>("SHOW server_version", {
 			type: QueryTypes.SELECT
 		});
-		const ledger = new Ledger(sequelize, { batchMax: BATCH_MAX, batchInFlight: BATCH_IN_FLIGHT });
+		const ledger = new Ledger(sequelize, {
+			batchMax: BATCH_MAX,
+			batchInFlight: BATCH_IN_FLIGHT,
+			batchByUser: BATCH_BY_USER
+		});
 		const users = Array.from({ length: USERS }, (_, i) => `bench-user-${i}`);
 		for (const u of [...users, "bench-hot"])
 			await ledger.run(tx =>
@@ -149,7 +155,7 @@ async function main() {
 				.join(" ")}`
 		);
 		console.log(
-			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, group commit of up to ${BATCH_MAX} operations with ${BATCH_IN_FLIGHT} statements in flight, spend counters: ${CAPS}, ${DURATION_S} s per scenario\n`
+			`reserve(100) + settle(60) pairs, ${CONCURRENCY} concurrent workers, pool ${POOL}, group commit of up to ${BATCH_MAX} operations with ${BATCH_IN_FLIGHT} statements in flight${BATCH_BY_USER ? " (a user in one at a time)" : ""}, spend counters: ${CAPS}, ${DURATION_S} s per scenario\n`
 		);
 		const rows = [
 			await scenario(admin, ledger, `spread over ${USERS} users`, (w, i) => users[(w * 7919 + i) % USERS]),

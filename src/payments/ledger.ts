@@ -203,6 +203,11 @@ export interface LedgerOptions {
 	batchMax?: number;
 	/** Most `ledger_apply` statements in flight; what arrives meanwhile waits for the next batch. */
 	batchInFlight?: number;
+	/**
+	 * An operation of a user with a batch in flight waits for it rather than going in another batch
+	 * (GroupCommit's `keyOf`; default true). False: the order of arrival alone (the bench's baseline).
+	 */
+	batchByUser?: boolean;
 }
 
 export interface Balance {
@@ -257,7 +262,8 @@ export class Ledger {
 		this.holds = new GroupCommit({
 			maxBatch: opts.batchMax ?? 64,
 			maxInFlight: opts.batchInFlight ?? 2,
-			run: ops => this.applyHolds(ops)
+			run: ops => this.applyHolds(ops),
+			keyOf: (opts.batchByUser ?? true) ? op => op.userId : undefined
 		});
 	}
 
