@@ -6,7 +6,9 @@
  * - The model: the fake OpenAI server in its own process (bench/ai/fake-server.ts), answering at once
  *   (FIRST_TOKEN_MS=0) so what is measured is the path, not the model.
  * - platform: the client (this process) posts a chat task over HTTP, then opens
- *   `GET /api/v1/tasks/:id/events` and reads it until the first `delta` frame (then to the end).
+ *   `GET /api/v1/tasks/:id/events` and reads it until the first `delta` frame (then to the end). A
+ *   task that finished before its stream was open sends no deltas, only its final state with the
+ *   text: that frame's arrival counts then, and the report says how many there were.
  * - direct: the same prompt with the `openai` SDK from this process, straight to the fake server,
  *   time to the first content chunk.
  * The two alternate (sequential: task by task; concurrent: each client alternates), so both run under
@@ -54,6 +56,8 @@ const WARMUP = Number(process.env.WARMUP ?? 20);
 const USERS = Number(process.env.USERS ?? 8);
 const SLOTS = Number(process.env.AI_CONCURRENCY ?? 64);
 const POLL_MS = process.env.AI_POLL_MS ?? "1000";
+/** A platform task that has not streamed and ended by then counts as an error (and is not waited for). */
+const TASK_TIMEOUT_MS = Number(process.env.TASK_TIMEOUT_MS ?? 60_000);
 
 const ROOT = path.resolve(__dirname, "..", "..");
 /** Another checkout (e.g. the previous commit, `git archive` into a directory with node_modules): run beside this one. */
@@ -128,6 +132,8 @@ function startModel(): Promise<Model> {
 interface Platform {
 	layout: "one" | "cluster";
 	name: string;
+	/** Failed platform tasks by message (they are left out of the figures). */
+	errors: Map<string, number>;
 	procs: ChildProcess[];
 	port: number;
 	pg: Client;
@@ -218,6 +224,7 @@ async function startPlatform(layout: "one" | "cluster", model: Model, name: stri
 	return {
 		layout,
 		name,
+		errors: new Map(),
 		procs,
 		port,
 		pg,
@@ -225,7 +232,10 @@ async function startPlatform(layout: "one" | "cluster", model: Model, name: stri
 		users,
 		async drop() {
 			await client.stop().catch(() => undefined);
+			// A node that does not stop in 20 s (an open stream it waits for) is killed.
+			const kill = setTimeout(() => procs.forEach(pr => pr.kill("SIGKILL")), 20_000);
 			await stopForgeNodes(procs);
+			clearTimeout(kill);
 			await pg.end().catch(() => undefined);
 			await db.drop();
 		}
@@ -237,7 +247,9 @@ interface PlatformSample {
 	taskId: string;
 	t0: number;
 	posted: number;
+	/** When the client first saw answer text: the first delta, or the final state for a task that finished first. */
 	first: number;
+	viaResult: boolean;
 }
 
 let seq = 0;
@@ -248,8 +260,10 @@ async function viaPlatform(p: Platform, user: { token: string; projectId: string
 	const tag = newTag();
 	const base = `http://127.0.0.1:${p.port}/api/v1`;
 	const auth = { authorization: `Bearer ${user.token}` };
+	const signal = AbortSignal.timeout(TASK_TIMEOUT_MS);
 	const t0 = wall();
 	const r = await fetch(`${base}/tasks`, {
+		signal,
 		method: "POST",
 		headers: { ...auth, "content-type": "application/json" },
 		body: JSON.stringify({ projectId: user.projectId, kind: "chat", prompt: promptOf(tag), maxOutputTokens: 16 })
@@ -258,18 +272,39 @@ async function viaPlatform(p: Platform, user: { token: string; projectId: string
 	if (r.status !== 202 || !body.task) throw new Error(`submit answered ${r.status}: ${JSON.stringify(body)}`);
 	const posted = wall();
 	const taskId = body.task.id;
-	const ev = await fetch(`${base}/tasks/${taskId}/events`, { headers: { ...auth, accept: "text/event-stream" } });
+	const ev = await fetch(`${base}/tasks/${taskId}/events`, {
+		signal,
+		headers: { ...auth, accept: "text/event-stream" }
+	});
 	if (ev.status !== 200 || !ev.body) throw new Error(`events answered ${ev.status}`);
 	let first = -1;
+	let viaResult = false;
 	let text = "";
 	const dec = new TextDecoder();
 	for await (const chunk of ev.body as unknown as AsyncIterable<Uint8Array>) {
 		text += dec.decode(chunk, { stream: true });
 		if (first < 0 && /(^|\n)event: delta\n/.test(text)) first = wall();
-		if (/(^|\n)event: (succeeded|failed|cancelled)\n/.test(text)) break;
+		if (/(^|\n)event: (completed|failed|cancelled)\n/.test(text)) {
+			// Finished before the stream was open: the answer's text comes with the final state, no delta.
+			if (first < 0 && /(^|\n)event: completed\n/.test(text)) {
+				first = wall();
+				viaResult = true;
+			}
+			break;
+		}
 	}
-	if (first < 0) throw new Error(`task ${taskId} ended with no delta: ${text.slice(-500)}`);
-	return { tag, taskId, t0, posted, first };
+	if (first < 0) throw new Error(`task ${taskId} ended with no answer: ${text.slice(-300)}`);
+	return { tag, taskId, t0, posted, first, viaResult };
+}
+
+/** viaPlatform, a failure counted on the platform instead of thrown. */
+async function tryPlatform(p: Platform, user: { token: string; projectId: string }, into: PlatformSample[]) {
+	try {
+		into.push(await viaPlatform(p, user));
+	} catch (err) {
+		const m = ((err as Error).message ?? String(err)).slice(0, 200);
+		p.errors.set(m, (p.errors.get(m) ?? 0) + 1);
+	}
 }
 
 function directPath(url: string) {
@@ -341,13 +376,16 @@ async function commitLatency(): Promise<{ p50: number; p99: number }> {
 
 const f = (n: number | null) => (n === null ? "–" : n.toFixed(2));
 
-function report(label: string, platform: number[], direct: number[]) {
+function report(label: string, samples: PlatformSample[], direct: number[]) {
+	const platform = samples.map(s => s.first - s.t0);
+	const late = samples.filter(s => s.viaResult).length;
 	const p50 = percentile(platform, 50)! - percentile(direct, 50)!;
 	const p99 = percentile(platform, 99)! - percentile(direct, 99)!;
 	console.log(
 		`  ${label}: platform p50 ${f(percentile(platform, 50))} p99 ${f(percentile(platform, 99))} ms (${platform.length}); ` +
 			`direct p50 ${f(percentile(direct, 50))} p99 ${f(percentile(direct, 99))} ms (${direct.length}); ` +
-			`added p50 ${f(p50)} ms, p99 ${f(p99)} ms`
+			`added p50 ${f(p50)} ms, p99 ${f(p99)} ms` +
+			(late ? `; ${late} finished before their stream was open (text from the final state)` : "")
 	);
 	return { p50, p99 };
 }
@@ -376,7 +414,7 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 	const user = (p: Platform, i: number) => p.users[i % p.users.length];
 	const paths = ps.length + 1;
 	for (let i = 0; i < WARMUP; i++) {
-		for (const p of ps) await viaPlatform(p, user(p, i));
+		for (const p of ps) await tryPlatform(p, user(p, i), []);
 		await direct();
 	}
 	// Sequential: one task at a time; the order of the paths rotates task by task.
@@ -387,19 +425,13 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 		for (let k = 0; k < paths; k++) {
 			const j = (i + k) % paths;
 			if (j === ps.length) seqD.push(await direct());
-			else seqP[j].push(await viaPlatform(ps[j], user(ps[j], i)));
+			else await tryPlatform(ps[j], user(ps[j], i), seqP[j]);
 		}
 	await sleep(200);
 	console.log(`  sequential, ${SEQ} tasks per path, load average ${loadSeq}`);
 	const sequential: Figures["sequential"][] = [];
 	for (const [j, p] of ps.entries()) {
-		sequential.push(
-			report(
-				`${p.name}, sequential`,
-				seqP[j].map(s => s.first - s.t0),
-				seqD
-			)
-		);
+		sequential.push(report(`${p.name}, sequential`, seqP[j], seqD));
 		reportSteps(await stepsOf(p, model, seqP[j]));
 	}
 
@@ -412,7 +444,7 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 			for (let k = 0; k < paths * CONC_ROUNDS; k++) {
 				const j = (k + c) % paths;
 				if (j === ps.length) conD.push(await direct());
-				else conP[j].push(await viaPlatform(ps[j], user(ps[j], c)));
+				else await tryPlatform(ps[j], user(ps[j], c), conP[j]);
 			}
 		})
 	);
@@ -420,15 +452,14 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 	console.log(`  ${CONCURRENCY} concurrent clients, ${CONC_ROUNDS} tasks each per path, load average ${loadConc}`);
 	const concurrent: Figures["concurrent"][] = [];
 	for (const [j, p] of ps.entries()) {
-		concurrent.push(
-			report(
-				`${p.name}, ${CONCURRENCY} concurrent`,
-				conP[j].map(s => s.first - s.t0),
-				conD
-			)
-		);
+		concurrent.push(report(`${p.name}, ${CONCURRENCY} concurrent`, conP[j], conD));
 		reportSteps(await stepsOf(p, model, conP[j]));
 	}
+	for (const p of ps)
+		if (p.errors.size)
+			console.log(
+				`  ${p.name}: failed tasks (left out): ${[...p.errors].map(([m, n]) => `${n}× ${m}`).join("; ")}`
+			);
 	return ps.map((_, j) => ({ sequential: sequential[j], concurrent: concurrent[j] }));
 }
 
