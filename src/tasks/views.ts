@@ -30,8 +30,14 @@ export const Task = Named("Task", {
 	startedAt: Nullable(DateTime()),
 	finishedAt: Nullable(DateTime()),
 	nodeId: Nullable(Str(256)),
-	maxCostCredits: Count(),
-	costCredits: Nullable(Count()),
+	maxCostCredits: Count(
+		"the most the task may cost, at list price (the hold is this after the payer's discount, plus any boost fee)"
+	),
+	costCredits: Nullable(
+		Count(
+			"what the task cost at list price; what the payer was charged (after its discount, plus any boost fee) is the settlement in the ledger and GET /billing/usage"
+		)
+	),
 	result: AnyJson("The task's output (kind-specific)"),
 	usage: AnyJson("Token usage reported by the provider"),
 	error: AnyJson("{ code, message, attempt } when failed or cancelled"),

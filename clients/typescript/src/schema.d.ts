@@ -2922,7 +2922,10 @@ export interface components {
 			kind: string;
 			/** Format: int64 */
 			maxAttempts: number;
-			/** Format: int64 */
+			/**
+			 * Format: int64
+			 * @description the most the task may cost, at list price (the hold is this after the payer's discount, plus any boost fee)
+			 */
 			maxCostCredits: number;
 			maxOutputTokens: number | null;
 			model: string | null;
