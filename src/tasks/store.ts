@@ -217,10 +217,14 @@ export class TaskStore {
 			maxBatch: 256,
 			maxInFlight: 1,
 			run: async (ops: Array<{ taskId: string; settlement: "settled" | "released" }>) => {
+				// A task's first mark in the batch is the one that counts: one by one, the later ones would
+				// find it no longer pending. (Two rows joined to one task would update it with either.)
+				const first = new Map<string, "settled" | "released">();
+				for (const o of ops) if (!first.has(o.taskId)) first.set(o.taskId, o.settlement);
 				await this.q(
 					`UPDATE tasks t SET settlement = b.settlement FROM unnest($1::uuid[], $2::text[]) AS b(id, settlement)
 					 WHERE t.id = b.id AND t.settlement = 'pending'`,
-					[ops.map(o => o.taskId), ops.map(o => o.settlement)]
+					[[...first.keys()], [...first.values()]]
 				);
 				return ops.map(() => ({ status: "fulfilled" as const, value: undefined }));
 			}
