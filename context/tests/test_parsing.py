@@ -111,3 +111,26 @@ def test_identifiers_split_on_case_and_underscores() -> None:
 def test_token_counts_come_from_the_given_tokenizer() -> None:
     facts = parse_file("t.py", b"def a():\n    return 1\n", count_tokens=lambda s: 7)
     assert all(c.tokens == 7 for c in facts.chunks)
+
+
+def test_test_runner_blocks_are_definitions_named_by_their_titles() -> None:
+    cases = "\n".join(
+        f'  it("settles credit hold {k}", async () => {{\n' + "    expect(1).toBe(1);\n" * 30 + "  });"
+        for k in range(5)
+    )
+    src = f'import {{ x }} from "./x";\n\ndescribe("the ledger", () => {{\n{cases}\n}});\n'
+    f = parse_file("ledger.test.ts", src.encode())
+    tests = [(d.name, d.start, d.end) for d in f.definitions if d.kind == "test"]
+    assert tests[0] == ("the ledger", 3, f.lines)
+    assert [n for n, _s, _e in tests[1:]] == [f"settles credit hold {k}" for k in range(5)]
+    # the describe is longer than a chunk: the file chunks at its cases, each named by its title,
+    # and the title's words are the chunk's terms
+    named = [c for c in f.chunks if c.name.startswith("settles")]
+    assert len(named) == 5
+    assert all(c.start <= s and c.end == e for c, (_n, s, e) in zip(named, tests[1:], strict=True))
+    assert named[0].terms.get("settles", 0) >= 3 and "credit" in named[0].terms
+    # a one-line call, a call without a function body, and a call of another function are not tests
+    other = parse_file(
+        "b.test.ts", b'it("one line", () => {});\ntest("no body",\n  fn);\nrun("x", () => {\n  go();\n});\n'
+    )
+    assert [d for d in other.definitions if d.kind == "test"] == []

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from . import store
-from .parsing import FileFacts, language_of, parse_file
+from .parsing import PARSER_VERSION, FileFacts, language_of, parse_file
 from .ranking import IndexedFile, VersionIndex
 from .selection import plan, render
 from .tokens import TOKENIZER, count_tokens
@@ -97,7 +97,7 @@ class Engine:
             prev = await store.previous_version(self.pool, project_id, version)
             prev_map = {p: (sha, changed) for p, sha, _size, changed in prev.manifest} if prev else {}
             keys = {(f.sha256, _lang(f.path)) for f in files}
-            known = await store.known_blobs(self.pool, keys)
+            known = await store.known_blobs(self.pool, keys, PARSER_VERSION)
             todo: dict[tuple[str, str], SourceFile] = {}
             for f in files:
                 k = (f.sha256, _lang(f.path))
@@ -119,6 +119,7 @@ class Engine:
                         skipped += 1
                         continue
                     facts = await loop.run_in_executor(None, parse_file, f.path, data, count_tokens)
+                    self._facts.pop((sha, lang), None)  # an older parser's facts, if held
                     rows.append((sha, lang, "parsed", facts.to_json(), data.decode("utf-8", "replace")))
                     parsed += 1
                 await store.save_blobs(self.pool, rows)

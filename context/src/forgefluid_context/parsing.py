@@ -1,6 +1,9 @@
 """What the index keeps of one file: definitions, references, imports, and a partition of its lines
 into chunks (definitions, and windows over the code between them) that selection can pick from.
 
+In JavaScript and TypeScript, test-runner blocks (`describe("title", () => ...)`, `it`, `test`...)
+are definitions too, named by their titles: a test file then chunks at its cases.
+
 Pure: bytes in, a `FileFacts` out. Parsed with tree-sitter grammars from PyPI wheels; a file in a
 language without a grammar (Markdown, YAML, JSON, shell...) still gets line-window chunks and a
 lexical index, only no definitions or graph edges.
@@ -22,6 +25,9 @@ import tree_sitter as ts
 WINDOW_LINES = 40
 # A definition longer than this is split into its child definitions (and windows between them).
 MAX_CHUNK_LINES = 120
+# The version of what `parse_file` extracts: facts stored by an older one are parsed again when a
+# version holding their blob is indexed (2: test-runner blocks are definitions).
+PARSER_VERSION = 2
 
 
 @dataclass
@@ -52,6 +58,7 @@ class FileFacts:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "v": PARSER_VERSION,
             "language": self.language,
             "lines": self.lines,
             "definitions": [[d.name, d.kind, d.start, d.end] for d in self.definitions],
@@ -411,6 +418,34 @@ def _is_definition(node: ts.Node, kinds: dict[str, str]) -> bool:
     return True
 
 
+# Test-runner blocks that name a test or a group of tests (Jest, Vitest, Mocha, Jasmine, node:test;
+# `.only`, `.skip`, `.concurrent` variants): `describe("title", () => ...)` is a definition of
+# kind "test" named by its title, so a test file chunks at its cases rather than at fixed windows.
+TEST_BLOCKS = frozenset({"describe", "it", "test", "suite", "context", "fdescribe", "fit", "xdescribe", "xit", "xtest"})
+_TEST_LANGUAGES = frozenset({"javascript", "typescript", "tsx"})
+_STRING_TYPES = frozenset({"string", "template_string"})
+_FUNCTION_TYPES = frozenset({"arrow_function", "function_expression", "function"})
+
+
+def _test_block(node: ts.Node) -> str | None:
+    """The title of a multi-line `describe("title", () => {...})`-style call, else None."""
+    if node.end_point[0] == node.start_point[0]:
+        return None
+    fn = node.child_by_field_name("function")
+    while fn is not None and fn.type == "member_expression":
+        fn = fn.child_by_field_name("object")
+    if fn is None or fn.type != "identifier" or (fn.text or b"").decode() not in TEST_BLOCKS:
+        return None
+    args = node.child_by_field_name("arguments")
+    if args is None or len(args.named_children) < 2:
+        return None
+    title, body = args.named_children[0], args.named_children[-1]
+    if title.type not in _STRING_TYPES or body.type not in _FUNCTION_TYPES:
+        return None
+    text = " ".join((title.text or b"").decode("utf-8", "replace").strip("'\"`").split())
+    return text[:200] or None
+
+
 def _import_text(node: ts.Node) -> str | None:
     src = node.child_by_field_name("source") or node.child_by_field_name("path")
     if src is not None:
@@ -444,6 +479,11 @@ def parse_file(path: str, data: bytes, count_tokens: Callable[[str], int] | None
             if imp:
                 imports.append(imp)
         for node in caps.get("call", []):
+            if language in _TEST_LANGUAGES:
+                title = _test_block(node)
+                if title is not None:
+                    defs.append(Definition(title, "test", node.start_point[0] + 1, node.end_point[0] + 1))
+                    continue
             fn = node.child_by_field_name("function") or node.child_by_field_name("method")
             if fn is not None and fn.text in (b"require", b"require_relative", b"import"):
                 args = node.child_by_field_name("arguments")
@@ -463,7 +503,7 @@ def parse_file(path: str, data: bytes, count_tokens: Callable[[str], int] | None
         c.terms = dict(terms_of(body))
         c.tokens = count_tokens(body) if count_tokens else (len(body.encode()) + 3) // 4
         if c.name:
-            for t in split_identifier(c.name):
+            for t in split_identifier(c.name) if " " not in c.name else terms_of(c.name):
                 c.terms[t] = c.terms.get(t, 0) + 2
     return FileFacts(language or "text", line_count, defs, dict(refs), imports, chunks)
 

@@ -353,7 +353,7 @@ def render(
             symbols: list[str] = []
             if f.facts is not None:
                 for d in f.facts.definitions:
-                    if d.kind in ("property", "variable", "field") or d.name in symbols:
+                    if d.kind in ("property", "variable", "field", "test") or d.name in symbols:
                         continue
                     symbols.append(d.name)
                     if len(symbols) == 8:

@@ -91,15 +91,21 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
     return applied
 
 
-async def known_blobs(pool: asyncpg.Pool, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+async def known_blobs(
+    pool: asyncpg.Pool, keys: Iterable[tuple[str, str]], parser_version: int = 1
+) -> set[tuple[str, str]]:
+    """The keys whose blob needs no parsing: skipped ones, and parsed ones whose facts come from
+    `parser_version` or later (facts without a version are version 1)."""
     keys = list(keys)
     if not keys:
         return set()
     rows = await pool.fetch(
         "SELECT b.sha256, b.language FROM context_blobs b"
-        " JOIN unnest($1::text[], $2::text[]) AS k(sha256, language) USING (sha256, language)",
+        " JOIN unnest($1::text[], $2::text[]) AS k(sha256, language) USING (sha256, language)"
+        " WHERE b.status <> 'parsed' OR COALESCE((b.facts->>'v')::int, 1) >= $3",
         [k[0] for k in keys],
         [k[1] for k in keys],
+        parser_version,
     )
     return {(r["sha256"], r["language"]) for r in rows}
 
@@ -109,7 +115,11 @@ async def save_blobs(pool: asyncpg.Pool, rows: list[tuple[str, str, str, dict[st
         return
     await pool.executemany(
         "INSERT INTO context_blobs (sha256, language, status, facts, content) VALUES ($1, $2, $3, $4::jsonb, $5)"
-        " ON CONFLICT (sha256, language) DO NOTHING",
+        # a blob parsed again by a newer parser replaces the older facts; otherwise the first row stays
+        " ON CONFLICT (sha256, language) DO UPDATE SET status = EXCLUDED.status, facts = EXCLUDED.facts,"
+        " content = EXCLUDED.content, parsed_at = now()"
+        " WHERE context_blobs.status = 'parsed' AND EXCLUDED.status = 'parsed'"
+        " AND COALESCE((context_blobs.facts->>'v')::int, 1) < COALESCE((EXCLUDED.facts->>'v')::int, 1)",
         [
             (sha, lang, status, json.dumps(facts) if facts is not None else None, content)
             for sha, lang, status, facts, content in rows
