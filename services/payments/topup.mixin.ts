@@ -21,6 +21,8 @@ export interface TopUpThis extends Service, DurableThis {
 	lowBalance: LowBalanceNotices;
 	/** The after-settlement checks of this node still running (stopped() waits for them). */
 	topUpChecks: Set<Promise<unknown>>;
+	/** Per payer with a check running: whether it was asked again meanwhile, and for the full checks. */
+	payerChecks: Map<string, { again: boolean; full: boolean }>;
 	afterSettlement(payerId: string): Promise<{ lowBalance: LowBalanceOutcome; autoTopUp: TriggerOutcome }>;
 	balanceChecksBeside(payerId: string, lowBalanceOnly?: boolean): void;
 }
@@ -157,11 +159,36 @@ export const topUpMixin: ServiceSchema<
 		/**
 		 * The checks for a payer whose balance fell, run beside the caller (tracked until done). After a
 		 * clawback only the notice: a refund or dispute must not make auto top-up charge the card again.
+		 *
+		 * One check per payer at a time on this node: asked again while one runs, it runs once more after
+		 * it (the full checks if any of the asks wanted them). Each check reads the balance and the
+		 * transactions since the last one it saw, so one check after the newest settlement notices what
+		 * checks after each of them would have: a payer's burst of settlements costs two checks, not one
+		 * per settlement.
 		 */
 		balanceChecksBeside(this: TopUpThis, payerId: string, lowBalanceOnly = false) {
-			const p = (lowBalanceOnly ? this.lowBalance.check(payerId) : this.afterSettlement(payerId)).catch(err =>
-				this.logger.warn("after-settlement check failed", { payerId, err: String(err) })
-			);
+			const running = this.payerChecks.get(payerId);
+			if (running) {
+				running.again = true;
+				running.full ||= !lowBalanceOnly;
+				return;
+			}
+			const state = { again: false, full: !lowBalanceOnly };
+			this.payerChecks.set(payerId, state);
+			const p = (async () => {
+				try {
+					do {
+						const full = state.full;
+						state.again = false;
+						state.full = false;
+						await (full ? this.afterSettlement(payerId) : this.lowBalance.check(payerId)).catch(err =>
+							this.logger.warn("after-settlement check failed", { payerId, err: String(err) })
+						);
+					} while (state.again);
+				} finally {
+					this.payerChecks.delete(payerId);
+				}
+			})();
 			this.topUpChecks.add(p);
 			void p.finally(() => this.topUpChecks.delete(p));
 		},
@@ -177,6 +204,7 @@ export const topUpMixin: ServiceSchema<
 
 	created(this: TopUpThis) {
 		this.topUpChecks = new Set();
+		this.payerChecks = new Map();
 	},
 
 	// The ledger is made by the service's own created(), which runs after this mixin's.

@@ -234,3 +234,44 @@ test("a clawback that takes the balance under the threshold is noticed, once", a
 	await hookDone();
 	expect(await notices(erin.id)).toHaveLength(1);
 });
+
+test("a payer's burst of settlements runs one check at a time, once more after it, and notices the crossing once", async () => {
+	const fay = await person();
+	await grant(fay.id, 5_000);
+	const svc = node.broker.getLocalService("payments") as unknown as {
+		lowBalance: { check(payerId: string): Promise<unknown> };
+	};
+	const check = svc.lowBalance.check.bind(svc.lowBalance);
+	let calls = 0;
+	let running = 0;
+	let overlapped = false;
+	svc.lowBalance.check = async (payerId: string) => {
+		if (payerId === fay.id) {
+			calls++;
+			overlapped ||= running > 0;
+			running++;
+		}
+		try {
+			return await check(payerId);
+		} finally {
+			if (payerId === fay.id) running--;
+		}
+	};
+	try {
+		const ids = Array.from({ length: 21 }, () => randomUUID());
+		await Promise.all(
+			ids.map(taskId => node.broker.call("payments.reserve", { userId: fay.id, taskId, maxCost: 200 }))
+		);
+		// 21 x 200 = 4,200 of 5,000: the balance ends at 800, under the threshold of 1,000.
+		await Promise.all(
+			ids.map(taskId => node.broker.call("payments.settle", { userId: fay.id, taskId, actualCost: 200 }))
+		);
+		await hookDone();
+	} finally {
+		svc.lowBalance.check = check;
+	}
+	expect(overlapped).toBe(false);
+	expect(calls).toBeGreaterThanOrEqual(1);
+	expect(calls).toBeLessThan(21);
+	expect((await notices(fay.id)).map(n => n.details.availableCredits)).toEqual(["800"]);
+});
