@@ -45,7 +45,7 @@ import { Client } from "pg";
 import { loadConfig } from "../../src/config";
 import { percentile } from "../../src/tasks/rules";
 import { bearerFor, createTestDatabase, freePort, isolatedEnv, NATS_URL } from "../../test/support/env";
-import { stopForgeNodes } from "../../test/support/node-process";
+import { startForgeNode, stopForgeNodes } from "../../test/support/node-process";
 import { machine } from "../support/machine";
 
 const LAYOUTS = (process.env.LAYOUTS ?? "one,cluster").split(",").map(s => s.trim()) as Array<"one" | "cluster">;
@@ -63,30 +63,6 @@ const ROOT = path.resolve(__dirname, "..", "..");
 /** Another checkout (e.g. the previous commit, `git archive` into a directory with node_modules): run beside this one. */
 const BASELINE = process.env.BASELINE ? path.resolve(process.env.BASELINE) : null;
 
-/** A `bin/forgefluid.ts` node of the checkout at `root`; resolves once it says it is up. */
-function startNode(root: string, env: Record<string, string>, timeoutMs = 60_000): Promise<ChildProcess> {
-	return new Promise((resolve, reject) => {
-		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], {
-			cwd: root,
-			env: { PATH: process.env.PATH ?? "", ...env },
-			stdio: ["ignore", "pipe", "pipe"]
-		});
-		let out = "";
-		const timer = setTimeout(() => reject(new Error(`${env.NODE_ID} did not start:\n${out}`)), timeoutMs);
-		proc.stdout!.on("data", b => {
-			out += b;
-			if (out.includes("Press Ctrl-C")) {
-				clearTimeout(timer);
-				resolve(proc);
-			}
-		});
-		proc.stderr!.on("data", b => (out += b));
-		proc.once("exit", code => {
-			clearTimeout(timer);
-			reject(new Error(`${env.NODE_ID} exited ${code}:\n${out}`));
-		});
-	});
-}
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 const wall = () => performance.timeOrigin + performance.now();
 const load = () =>
@@ -162,7 +138,13 @@ async function startPlatform(layout: "one" | "cluster", model: Model, name: stri
 	const port = await freePort();
 	const procs: ChildProcess[] = [];
 	const node = async (id: string, services: string, extra: Record<string, string> = {}) =>
-		procs.push(await startNode(root, { ...env, ...extra, NODE_ID: `${env.NAMESPACE}-${id}`, SERVICES: services }));
+		procs.push(
+			await startForgeNode(
+				{ ...env, ...extra, NODE_ID: `${env.NAMESPACE}-${id}`, SERVICES: services },
+				60_000,
+				root
+			)
+		);
 	if (layout === "one")
 		await node("all", "api,users,projects,payments,tasks,ai,context-bridge,orgs", { PORT: String(port) });
 	else {

@@ -8,10 +8,11 @@ import path from "node:path";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 
-export function startForgeNode(env: Record<string, string>, timeoutMs = 60_000): Promise<ChildProcess> {
+/** `root`: the checkout whose node to start (a benchmark's baseline runs another one). */
+export function startForgeNode(env: Record<string, string>, timeoutMs = 60_000, root = ROOT): Promise<ChildProcess> {
 	return new Promise((resolve, reject) => {
 		const proc = spawn(process.execPath, ["-r", "@swc-node/register", "bin/forgefluid.ts"], {
-			cwd: ROOT,
+			cwd: root,
 			env: { PATH: process.env.PATH ?? "", ...env },
 			stdio: ["ignore", "pipe", "pipe"]
 		});

@@ -7,25 +7,15 @@
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { writeOutboxEvent } from "../../../src/events/outbox";
-import { TaskStore, type TaskRow } from "../../../src/tasks/store";
-import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { type TaskStore, type TaskRow } from "../../../src/tasks/store";
+import { taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
 
 jest.setTimeout(60_000);
 
-let db: TestDatabase;
-let node: Awaited<ReturnType<typeof startTestNode>>;
+const harness = taskStoreNode();
+let node: TaskStoreNode["node"];
 let store: TaskStore;
-
-beforeAll(async () => {
-	db = await createTestDatabase();
-	node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
-	store = new TaskStore(node.runtime.sequelize);
-});
-
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-});
+beforeAll(() => ({ node, store } = harness));
 
 interface Report {
 	leaseId: string;

@@ -7,26 +7,16 @@
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
-import { TaskStore } from "../../../src/tasks/store";
-import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { type TaskStore } from "../../../src/tasks/store";
+import { taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
 import { prng } from "../../support/fuzz";
 
 jest.setTimeout(60_000);
 
-let db: TestDatabase;
-let node: Awaited<ReturnType<typeof startTestNode>>;
+const harness = taskStoreNode();
+let node: TaskStoreNode["node"];
 let store: TaskStore;
-
-beforeAll(async () => {
-	db = await createTestDatabase();
-	node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
-	store = new TaskStore(node.runtime.sequelize);
-});
-
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-});
+beforeAll(() => ({ node, store } = harness));
 
 type Settlement = "none" | "pending" | "settled" | "released";
 type Mark = "settled" | "released";

@@ -15,26 +15,16 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { TIERS, TIER_ORDER, type TierName } from "../../../src/domain/tiers";
 import { admissionDecision, expectedWaitMs, surelyAcceptedBacklog } from "../../../src/tasks/scheduling";
-import { TaskStore, type NewTask } from "../../../src/tasks/store";
-import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { type TaskStore, type NewTask } from "../../../src/tasks/store";
+import { taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
 import { prng } from "../../support/fuzz";
 
 jest.setTimeout(120_000);
 
-let db: TestDatabase;
-let node: Awaited<ReturnType<typeof startTestNode>>;
+const harness = taskStoreNode();
+let node: TaskStoreNode["node"];
 let store: TaskStore;
-
-beforeAll(async () => {
-	db = await createTestDatabase();
-	node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
-	store = new TaskStore(node.runtime.sequelize);
-});
-
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-});
+beforeAll(() => ({ node, store } = harness));
 
 const NOW = Date.parse("2026-12-03T10:00:00.000Z");
 const PROJECT = "fold";
