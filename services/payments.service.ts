@@ -595,14 +595,27 @@ const PaymentsService: ServiceSchema<
 		},
 
 		/**
-		 * A payer's available credits (user id or `org:<uuid>`): what ai reads, off the request path, to
-		 * decide whether a /v1 request may start its upstream call beside its hold (src/compat/speculation.ts).
+		 * What a payer (user id or `org:<uuid>`) may spend now: its available credits, bounded by what its
+		 * own monthly spend cap (PUT /billing/cap) leaves this month when it has one. What ai reads, off
+		 * the request path, to decide whether a /v1 request may start its upstream call beside its hold
+		 * (src/compat/speculation.ts): a hold the cap would refuse is then foreseen like one the balance
+		 * would, so it goes in the old order and costs no provider tokens.
 		 */
 		available: {
 			visibility: INTERNAL,
 			params: { payerId: USER_ID },
 			async handler(this: PaymentsThis, ctx: Ctx<{ payerId: string }>) {
-				return { available: credits((await this.ledger.balance(ctx.params.payerId)).available) };
+				const [balance, cap] = await Promise.all([
+					this.ledger.balance(ctx.params.payerId),
+					this.payerCaps.view(ctx.params.payerId)
+				]);
+				const available = credits(balance.available);
+				return {
+					available:
+						cap.monthlyCapCredits == null
+							? available
+							: Math.max(0, Math.min(available, cap.monthlyCapCredits - cap.spentCredits))
+				};
 			}
 		},
 

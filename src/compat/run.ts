@@ -216,8 +216,9 @@ export async function admitChat(
 			undo.push(() => deps.release(input.payerId, holdId));
 		};
 		// Speculate only where every refusal the hold can give is one this node can foresee: no key
-		// budget, no key, member or organisation cap (a user's own payer cap it cannot see: a refusal
-		// by it backs the payer off), and a slot free now (a request that must wait holds first).
+		// budget, no key, member or organisation cap (a user's own payer cap is in the balance read,
+		// payments.available, as what it leaves this month), and a slot free now (a request that must
+		// wait holds first).
 		const foreseeable =
 			!keyBudget && input.key?.monthlyCapCredits == null && input.caps.member == null && input.caps.payer == null;
 		tracked = deps.speculation?.track(input.payerId, prep.maxCostCredits, foreseeable) ?? null;

@@ -4,18 +4,19 @@
  * way; what speculation risks is the provider tokens of a call whose hold is then refused (the
  * platform pays them, the user pays nothing). To bound that, a request speculates only when:
  *
- * - this node knows the payer's available balance from a read at most `maxAgeMs` old (read in the
+ * - this node knows what the payer may spend (its available balance, bounded by what its own
+ *   monthly cap leaves: payments.available) from a read at most `maxAgeMs` old (read in the
  *   background, once older than `refreshMs`, while the payer has requests: never on the path), less
  *   what this node settled for the payer since that read;
  * - that balance is at least `cover` × the worst case of everything the payer has in flight on this
  *   node, this request included (the read may already count some of them: the estimate errs low);
- * - no hold of the payer was refused on this node in the last `backoffMs` (a monthly cap, or
- *   spending elsewhere the read did not see yet), so a refusal is followed by the old order;
+ * - no hold of the payer was refused on this node in the last `backoffMs` (spending elsewhere the
+ *   read did not see yet), so a refusal is followed by the old order;
  * - the caller decides the rest (no key budget or cap the ai node cannot see, a free worker slot).
  */
 
 export interface SpeculationOptions {
-	/** The payer's available credits now (payments.available). */
+	/** What the payer may spend now: available credits, bounded by its own monthly cap (payments.available). */
 	read(payerId: string): Promise<number>;
 	/** 0: never speculate. */
 	cover: number;

@@ -179,3 +179,28 @@ test.each(["openai", "anthropic"] as const)(
 		}
 	}
 );
+
+test("a user's own monthly cap is in the read: a request it would refuse does not speculate and never reaches the upstream", async () => {
+	const u = await w.user(100_000);
+	// gpt-4o-mini: 600 credits per 1M output tokens. The cap leaves room for the first request's
+	// worst case (max_tokens 8: 1 credit), not for the next one's (16,000 tokens: 10 credits).
+	const set = await w.api("PUT", "/billing/cap", u.token, { monthlyCapCredits: 5 });
+	expect(set.status).toBe(200);
+	await learnBalance(u);
+	// The balance covers the next request many times over; what the cap leaves does not.
+	expect(ai().chatDeps.speculation?.known(u.id)?.available).toBeLessThanOrEqual(5);
+	const upstream0 = w.openai.requests.length;
+	const seen0 = seen.length;
+	const r = await post(u.key, {
+		model: "gpt-4o-mini",
+		max_tokens: 16_000,
+		stream: true,
+		messages: [{ role: "user", content: "hi" }]
+	});
+	expect(r.status).toBe(429);
+	const body = (await r.json()) as { error: { code: string } };
+	expect(body.error.code).toBe("payer_cap_reached");
+	// Refused at the hold, before any upstream call: no provider tokens spent, nothing unpaid.
+	expect(w.openai.requests.length).toBe(upstream0);
+	expect(seen.slice(seen0)).toEqual([]);
+});
