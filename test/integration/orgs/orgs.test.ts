@@ -6,10 +6,10 @@
  */
 import { QueryTypes } from "sequelize";
 import { runtimeOf } from "../../../src/runtime/runtime";
-import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
 import { expectError, httpClient } from "../users/http";
-import { signUp } from "../../support/sign-up";
+import { orgPeople, type Person } from "../../support/org-people";
 
 jest.setTimeout(90_000);
 
@@ -17,12 +17,7 @@ const PASSWORD = "correct horse battery staple";
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 const call = httpClient(() => node.baseUrl);
-
-interface Person {
-	email: string;
-	id: string;
-	token: string;
-}
+const { person, verifyEmail, newOrg, invite, accept, join } = orgPeople(call, { prefix: "o", password: PASSWORD });
 
 beforeAll(async () => {
 	db = await createTestDatabase();
@@ -32,54 +27,6 @@ afterAll(async () => {
 	await node?.stop();
 	await db?.drop();
 });
-
-/** The newest token of a link in the dev outbox to `to` whose path matches. */
-async function outboxToken(to: string, path: string): Promise<string> {
-	let token = "";
-	await eventually(async () => {
-		const box = await call("GET", `/api/v1/dev/outbox?to=${encodeURIComponent(to)}`);
-		const links: string[] = (box.json?.items ?? box.json ?? []).flatMap((m: { links: string[] }) => m.links);
-		const hit = links.find(l => new URL(l).pathname === path);
-		if (hit) token = new URL(hit).searchParams.get("token")!;
-		return !!hit;
-	}, 15_000);
-	return token;
-}
-
-async function person(verify = true): Promise<Person> {
-	const email = `${uniqueId("o")}@example.com`;
-	const u = await signUp(call, email, PASSWORD);
-	const p = { email, id: u.userId, token: u.accessToken };
-	if (verify) await verifyEmail(p);
-	return p;
-}
-
-async function verifyEmail(p: Person) {
-	const token = await outboxToken(p.email, "/verify-email");
-	expect((await call("POST", "/api/v1/auth/email/verify", { body: { token } })).status).toBe(200);
-}
-
-async function newOrg(owner: Person, name = "Acme") {
-	const r = await call("POST", "/api/v1/orgs", { token: owner.token, body: { name } });
-	expect(r.status).toBe(201);
-	return r.json.id as string;
-}
-
-async function invite(orgId: string, by: Person, email: string, role = "member") {
-	const r = await call("POST", `/api/v1/orgs/${orgId}/invitations`, { token: by.token, body: { email, role } });
-	expect(r.status).toBe(201);
-	expect(JSON.stringify(r.json)).not.toContain("ffi_"); // the token goes by mail only
-	return outboxToken(email, "/invitations/accept");
-}
-
-const accept = (p: Person, token: string) =>
-	call("POST", "/api/v1/invitations/accept", { token: p.token, body: { token } });
-
-async function join(orgId: string, owner: Person, p: Person, role = "member") {
-	const r = await accept(p, await invite(orgId, owner, p.email, role));
-	expect(r.status).toBe(200);
-	return r;
-}
 
 test("create, list, get, rename; the creator is the owner", async () => {
 	const alice = await person();
@@ -99,7 +46,7 @@ test("create, list, get, rename; the creator is the owner", async () => {
 test("invitation: by e-mail, needs the invited address verified, works once, not for another address", async () => {
 	const alice = await person();
 	const orgId = await newOrg(alice);
-	const bob = await person(false);
+	const bob = await person({ verified: false });
 	const carol = await person();
 	const token = await invite(orgId, alice, bob.email, "billing");
 	// Not verified yet: refused, and the token is not spent by the refusal.

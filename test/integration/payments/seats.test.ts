@@ -5,8 +5,9 @@
  * without a team subscription pays no seats.
  */
 import { QueryTypes } from "sequelize";
-import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
-import { signUp } from "../../support/sign-up";
+import { createTestDatabase, eventually, startTestNode, type TestDatabase } from "../../support/env";
+import { orgPeople, type Person } from "../../support/org-people";
+import { httpClient } from "../users/http";
 import { apiCaller, webhookSender } from "../../support/billing-http";
 import { startStripeFake, StripeFake } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
@@ -16,16 +17,14 @@ let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
 const call = apiCaller(() => node.baseUrl);
+const { outboxToken, person, newOrg, join } = orgPeople(
+	httpClient(() => node.baseUrl),
+	{ prefix: "seat", password: "correct horse battery staple 42" }
+);
 const send = webhookSender(
 	() => fake,
 	() => node.baseUrl
 );
-
-interface Person {
-	email: string;
-	id: string;
-	token: string;
-}
 
 beforeAll(async () => {
 	fake = await startStripeFake();
@@ -48,42 +47,6 @@ afterAll(async () => {
 });
 
 const drain = () => node.broker.call("payments.processStripeInbox", {});
-
-async function outboxToken(to: string, path: string): Promise<string> {
-	let token = "";
-	await eventually(async () => {
-		const box = await call("GET", `/dev/outbox?to=${encodeURIComponent(to)}`);
-		const links: string[] = (box.json?.items ?? []).flatMap((m: { links: string[] }) => m.links);
-		const hit = links.find(l => new URL(l).pathname === path);
-		if (hit) token = new URL(hit).searchParams.get("token")!;
-		return !!hit;
-	}, 15_000);
-	return token;
-}
-
-async function person(): Promise<Person> {
-	const email = `${uniqueId("seat")}@example.com`;
-	const u = await signUp(node, email, "correct horse battery staple 42");
-	const token = await outboxToken(email, "/verify-email");
-	expect((await call("POST", "/auth/email/verify", { body: { token } })).status).toBe(200);
-	return { email, id: u.userId as string, token: u.accessToken as string };
-}
-
-async function newOrg(owner: Person) {
-	const r = await call("POST", "/orgs", { token: owner.token, body: { name: "Pied Piper" } });
-	expect(r.status).toBe(201);
-	return r.json.id as string;
-}
-
-async function join(orgId: string, owner: Person, p: Person) {
-	const inv = await call("POST", `/orgs/${orgId}/invitations`, {
-		token: owner.token,
-		body: { email: p.email, role: "member" }
-	});
-	expect(inv.status).toBe(201);
-	const token = await outboxToken(p.email, "/invitations/accept");
-	expect((await call("POST", "/invitations/accept", { token: p.token, body: { token } })).status).toBe(200);
-}
 
 /** A team plan bought through Checkout for the organisation, and Stripe's `created` event of it. */
 async function teamPlan(orgId: string, owner: Person): Promise<string> {
