@@ -1,7 +1,9 @@
 /**
  * The usage report (GET /billing/usage) against the ledger: a generated history of 10,000 settled
- * tasks of an organisation's payer (held and settled through payments.reserve / payments.settle, the
- * real ledger functions in group-committed batches, with their attributions), spread over 30 days;
+ * tasks of an organisation's payer, spread over 30 days: one in 20 held and settled through
+ * payments.reserve / payments.settle (which write the attribution and the usage), the rest in bulk on
+ * the same ledger functions (Ledger.reserve / settle, 500 operations per ledger_apply statement) with
+ * their attributions in one statement per 2,000;
  * the report must equal the ledger's settlement entries per group and in total, for every grouping,
  * as JSON and as CSV. Then the range checks and who may read it.
  */
@@ -9,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
 import type { ForgeNode } from "../../../app/node";
+import { Ledger } from "../../../src/payments/ledger";
 
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
@@ -123,8 +126,11 @@ beforeAll(async () => {
 			: undefined;
 		return { id, maxCost, actualCost: pick(maxCost + 1), boostMs: pick(20) === 0 ? 2000 : 0, attribution, usage };
 	});
-	for (let i = 0; i < tasks.length; i += 250) {
-		const chunk = tasks.slice(i, i + 250);
+	// One task in 20 goes the way a task's hold goes: payments.reserve (which writes its attribution) and
+	// payments.settle (which adds its usage), concurrently in chunks.
+	const viaActions = tasks.filter((_, i) => i % 20 === 0);
+	for (let i = 0; i < viaActions.length; i += 100) {
+		const chunk = viaActions.slice(i, i + 100);
 		await Promise.all(
 			chunk.map(t =>
 				node.broker.call("payments.reserve", {
@@ -145,6 +151,53 @@ beforeAll(async () => {
 					actualCost: t.actualCost,
 					usage: t.usage
 				})
+			)
+		);
+	}
+	// The rest in bulk, on the same ledger functions: the attributions in one statement per chunk (what
+	// the reserve writes beside each hold), then the holds and the settlements (with their usage) through
+	// a Ledger of its own whose group commit puts 500 operations in one ledger_apply statement. Some pay
+	// a boost fee and some a plan discount, so charged and list credits differ.
+	const bulk = tasks.filter((_, i) => i % 20 !== 0);
+	const ledger = new Ledger(node.runtime.sequelize, { batchMax: 500, batchInFlight: 1 });
+	for (let i = 0; i < bulk.length; i += 2000) {
+		const chunk = bulk.slice(i, i + 2000);
+		const rows = chunk.flatMap(t =>
+			t.attribution
+				? [
+						{
+							task_id: t.id,
+							member_id: t.attribution.memberId,
+							key_id: t.attribution.keyId,
+							project_id: t.attribution.projectId,
+							model: t.attribution.model
+						}
+					]
+				: []
+		);
+		await node.runtime.sequelize.query(
+			`INSERT INTO usage_attributions (task_id, payer_id, member_id, key_id, project_id, model, source)
+			 SELECT r.task_id, $2, r.member_id, r.key_id, r.project_id, r.model, 'task'
+			 FROM jsonb_to_recordset($1::jsonb) AS r(task_id text, member_id text, key_id text, project_id text, model text)`,
+			{ bind: [JSON.stringify(rows), PAYER] }
+		);
+		const discountBps = (t: (typeof chunk)[number]) => (t.boostMs ? 0 : t.maxCost % 7 === 0 ? 1500 : 0);
+		await Promise.all(
+			chunk.map(t =>
+				ledger.reserve({
+					userId: PAYER,
+					taskId: t.id,
+					listMaxCost: BigInt(t.maxCost),
+					boostMs: t.boostMs,
+					listBoostFee: t.boostMs ? 25n : 0n,
+					tier: "pro",
+					discountBps: discountBps(t)
+				})
+			)
+		);
+		await Promise.all(
+			chunk.map(t =>
+				ledger.settle({ userId: PAYER, taskId: t.id, listActualCost: BigInt(t.actualCost), usage: t.usage })
 			)
 		);
 	}
