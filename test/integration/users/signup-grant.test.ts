@@ -1,6 +1,6 @@
 /**
  * The welcome grant (SIGNUP_GRANT_*): promotional credit with an expiry, once per proven e-mail
- * address and per account, its own per-IP limit, credited by payments through the durable event and
+ * address or wallet and per account, its own per-IP limit, credited by payments through the durable event and
  * the direct call on one ledger cause (so exactly once). Two nodes: `signup` mode (embedded's
  * default) and `verified` mode (a cluster's), on real PostgreSQL and Redis.
  */
@@ -12,6 +12,8 @@ import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatab
 import type { ForgeNode } from "../../../app/node";
 import { httpClient } from "./http";
 import { signUp } from "../../support/sign-up";
+import { siweClient } from "../../support/siwe";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 
 jest.setTimeout(90_000);
 
@@ -22,6 +24,9 @@ let signupNode: Node;
 let verifiedNode: Node;
 const atSignup = httpClient(() => signupNode.baseUrl);
 const atVerified = httpClient(() => verifiedNode.baseUrl);
+const SIWE = { domain: "localhost:3000", uri: "http://localhost:3000", chainId: 31337 };
+const walletAtSignup = siweClient(atSignup, SIWE);
+const walletAtVerified = siweClient(atVerified, SIWE);
 let ipSeq = 0;
 const freshIp = () => `198.51.100.${++ipSeq}`;
 
@@ -32,7 +37,10 @@ beforeAll(async () => {
 		TRUST_PROXY_HOPS: "1",
 		SIGNUP_GRANT_CREDITS: "2500",
 		SIGNUP_GRANT_TTL_S: "86400",
-		SIGNUP_GRANT_PER_IP_PER_DAY: "2"
+		SIGNUP_GRANT_PER_IP_PER_DAY: "2",
+		// Plain keys sign in with SIWE without a chain RPC; the messages name this origin.
+		SIWE_DOMAIN: "localhost:3000",
+		SIWE_URI: "http://localhost:3000"
 	};
 	signupNode = await startTestNode({
 		db,
@@ -155,6 +163,48 @@ test("a replayed or duplicated grant event credits once", async () => {
 	await new Promise(r => setTimeout(r, 1000));
 	expect(await grantsOf(u.userId)).toHaveLength(1);
 	expect(await balance(atSignup, u.token)).toBe(2500);
+});
+
+test("a wallet earns it once: at its first sign-in, not again for another account that proves it; once per account", async () => {
+	// A new wallet signs in: the account it creates has the grant.
+	const w = privateKeyToAccount(generatePrivateKey());
+	const ip = freshIp();
+	const first = await walletAtSignup.signIn(w, {}, { "x-forwarded-for": ip });
+	expect([first.status, first.json.created]).toEqual([200, true]);
+	expect(await balance(atSignup, first.json.accessToken)).toBe(2500);
+	// Signing in again, and linking a second wallet to the same account: nothing more.
+	await walletAtSignup.signIn(w, {}, { "x-forwarded-for": ip });
+	const second = privateKeyToAccount(generatePrivateKey());
+	const linked = await atSignup("POST", "/api/v1/users/me/wallets", {
+		token: first.json.accessToken,
+		body: await walletAtSignup.proof(second),
+		headers: { "x-forwarded-for": freshIp() }
+	});
+	expect(linked.status).toBe(201);
+	expect(await balance(atSignup, first.json.accessToken)).toBe(2500);
+	expect(await grantsOf(first.json.user.id)).toHaveLength(1);
+
+	// Verified mode: an account whose address is not verified gets it for a wallet it links; the wallet,
+	// unlinked and linked by another account, earns nothing there.
+	const farm = privateKeyToAccount(generatePrivateKey());
+	const y = await register(atVerified, freshIp());
+	expect(await balance(atVerified, y.token)).toBe(0);
+	const linkTo = async (token: string) =>
+		atVerified("POST", "/api/v1/users/me/wallets", {
+			token,
+			body: await walletAtVerified.proof(farm),
+			headers: { "x-forwarded-for": freshIp() }
+		});
+	expect((await linkTo(y.token)).status).toBe(201);
+	expect(await balance(atVerified, y.token)).toBe(2500);
+	const unlinked = await atVerified("DELETE", `/api/v1/users/me/wallets/${farm.address}`, { token: y.token });
+	expect(unlinked.status).toBe(200);
+	const z = await register(atVerified, freshIp());
+	const again = await linkTo(z.token);
+	expect([again.status, again.json.alreadyLinked]).toEqual([201, false]);
+	expect(await balance(atVerified, z.token)).toBe(0);
+	expect(await grantsOf(z.userId)).toEqual([]);
+	expect(await grantsOf(y.userId)).toHaveLength(1);
 });
 
 test("off: SIGNUP_GRANT_CREDITS=0 grants nothing", async () => {

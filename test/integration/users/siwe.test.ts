@@ -4,9 +4,8 @@
  * account before and after deployment, wallet linking, and $FORGE holdings read from the chain.
  */
 import { ethers } from "ethers";
-import { SiweMessage } from "siwe";
 import { encodeFunctionData, serializeErc6492Signature, type Hex } from "viem";
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { loadArtifacts } from "../../../src/chain/compile";
 import {
 	connectForgeContract,
@@ -21,6 +20,7 @@ import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
 import { expectError, httpClient } from "./http";
 import { signUp } from "../../support/sign-up";
+import { siweClient } from "../../support/siwe";
 
 jest.setTimeout(120_000);
 
@@ -34,41 +34,7 @@ let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 const call = httpClient(() => node.baseUrl);
 
-interface Nonce {
-	nonce: string;
-	nonceToken: string;
-}
-
-async function getNonce(): Promise<Nonce> {
-	const r = await call("GET", "/api/v1/auth/siwe/nonce");
-	expect(r.status).toBe(200);
-	return r.json;
-}
-
-/** A well-formed message for `address`; fields can be overridden to build each rejection. */
-function message(address: string, nonce: string, over: Partial<Record<string, unknown>> = {}): string {
-	const now = Date.now();
-	return new SiweMessage({
-		domain: DOMAIN,
-		address: ethers.getAddress(address),
-		statement: "Sign in to ForgeFluid",
-		uri: URI,
-		version: "1",
-		chainId: 31337,
-		nonce,
-		issuedAt: new Date(now - 5_000).toISOString(),
-		expirationTime: new Date(now + 10 * 60_000).toISOString(),
-		...over
-	}).prepareMessage();
-}
-
-async function signIn(account: PrivateKeyAccount, over: Partial<Record<string, unknown>> = {}) {
-	const n = await getNonce();
-	const msg = message(account.address, n.nonce, over);
-	return call("POST", "/api/v1/auth/siwe/verify", {
-		body: { message: msg, signature: await account.signMessage({ message: msg }), nonceToken: n.nonceToken }
-	});
-}
+const { getNonce, message, proof, signIn } = siweClient(call, { domain: DOMAIN, uri: URI, chainId: 31337 });
 
 const sendTx = async (contract: ethers.Contract, method: string, ...args: unknown[]) => {
 	const tx = (await contract.getFunction(method)(...args)) as ethers.ContractTransactionResponse;
@@ -391,11 +357,6 @@ describe("linking wallets", () => {
 	async function passwordUser() {
 		const u = await signUp(call, `${uniqueId("w")}@example.com`, "correct horse battery staple");
 		return { userId: u.userId, access: u.accessToken };
-	}
-	async function proof(account: PrivateKeyAccount) {
-		const n = await getNonce();
-		const msg = message(account.address, n.nonce);
-		return { message: msg, signature: await account.signMessage({ message: msg }), nonceToken: n.nonceToken };
 	}
 
 	test("linking needs a SIWE proof; an address belongs to one account; the wallet then signs in to that account", async () => {
