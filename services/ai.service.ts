@@ -10,11 +10,12 @@ import type { AiConfig } from "../src/ai/config";
 import { CATALOG, tiersForGroup } from "../src/ai/catalog";
 import { RateLimited, UsageLimiter } from "../src/ai/limits";
 import { prepareTask, worstCaseTokens } from "../src/ai/prompt";
-import type { PrepareInput } from "../src/tasks/contract";
+import type { CheckedAccess, PrepareInput } from "../src/tasks/contract";
 import type { AttemptEvent } from "../src/ai/generate";
 import { DeploymentHealth, DeploymentRouter } from "../src/ai/router";
 import { LeasedTask, RunningTask, runTask } from "../src/ai/task-runner";
 import { LeasePump } from "../src/ai/lease-pump";
+import { SlotClaims } from "../src/ai/slot-claims";
 import { sentNowhere } from "../src/runtime/call-errors";
 import { LoadAnnouncer } from "../src/compat/balance";
 import { OutcomeSpool } from "../src/ai/outcome-spool";
@@ -43,6 +44,8 @@ interface AiThis extends Service<AiSettings> {
 	limiter: UsageLimiter;
 	running: Map<string, RunningTask>;
 	leasePump: LeasePump<LeasedTask>;
+	/** Slots offered to this node's submissions, leased in their insert (src/ai/slot-claims.ts). */
+	claims: SlotClaims;
 	/** Finished outcomes on disk until tasks has them; replayed at start (docs/faults.md). */
 	spool: OutcomeSpool;
 	stopping: boolean;
@@ -58,7 +61,7 @@ interface AiThis extends Service<AiSettings> {
 	load: LoadAnnouncer;
 	idle: Set<Promise<unknown>>;
 	pump(): Promise<void>;
-	startTask(task: LeasedTask): void;
+	startTask(task: LeasedTask, access?: CheckedAccess): void;
 	recordHealth(h: DeploymentHealth): void;
 	tierOf(ctx: Context, userId: string): Promise<TierName>;
 	orgTierOf(ctx: Context, orgId: string): Promise<TierName>;
@@ -370,7 +373,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			await this.leasePump.pump();
 		},
 
-		startTask(this: AiThis, task: LeasedTask) {
+		startTask(this: AiThis, task: LeasedTask, access?: CheckedAccess) {
 			const running: RunningTask = { abort: new AbortController(), cancelled: false, leaseLost: false };
 			this.running.set(task.taskId, running);
 			this.broker.metrics.set("ai.worker.busy", this.running.size);
@@ -394,7 +397,8 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 					spool: this.spool
 				},
 				task,
-				running
+				running,
+				access
 			)
 				.then(outcome => this.broker.metrics.increment("ai.tasks.total", { outcome }))
 				.catch(err =>
@@ -432,15 +436,26 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			throttleMs: 20,
 			everyMs: 1_000
 		});
+		this.claims = new SlotClaims({
+			nodeId: this.broker.nodeID,
+			// Compatible requests in a slot or waiting for one come first, as for leases.
+			free: () =>
+				this.cfg.concurrency - this.running.size - this.claims.count - this.gate.inUse - this.gate.queued,
+			canClaim: () => !this.stopping,
+			start: (task, access) => this.startTask(task, access),
+			// A queued task (or another waiting one) may take the slot now rather than at the next poll.
+			released: () => void this.pump()
+		});
 		this.gate = new SlotGate({
 			slots: () => this.cfg.concurrency,
-			otherBusy: () => this.running.size,
+			otherBusy: () => this.running.size + this.claims.count,
 			maxWaitMs: this.cfg.compatMaxWaitMs,
 			onChange: () => this.load.changed()
 		});
 		this.leasePump = new LeasePump<LeasedTask>({
 			// Compatible requests in a slot or waiting for one come before new task leases.
-			free: () => this.cfg.concurrency - this.running.size - this.gate.inUse - this.gate.queued,
+			free: () =>
+				this.cfg.concurrency - this.running.size - this.claims.count - this.gate.inUse - this.gate.queued,
 			// No tasks service in the cluster (yet): nothing to lease, and no warning per poll.
 			canLease: () =>
 				!this.stopping &&
@@ -607,6 +622,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 	},
 
 	started(this: AiThis) {
+		runtimeOf(this.broker).localWorker = this.claims;
 		this.load.start();
 		this.pollTimer = setInterval(() => void this.pump(), this.cfg.pollMs);
 		this.pollTimer.unref?.();
@@ -626,6 +642,8 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 
 	async stopped(this: AiThis) {
 		this.stopping = true;
+		const rt = runtimeOf(this.broker);
+		if (rt.localWorker === this.claims) rt.localWorker = null;
 		this.load.stop();
 		if (this.pollTimer) clearInterval(this.pollTimer);
 		// Running tasks are left to finish (bounded by the broker's shutdown timeout); a node killed

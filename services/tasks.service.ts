@@ -94,8 +94,11 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					const task = taskView(out.row, out.position);
 					return { task, position: out.position, expectedStartAt: null, replayed: true };
 				}
-				this.announce(out.row, { position: out.position });
-				this.broker.broadcast("tasks.available", { tier: out.row.tier });
+				// A task leased in its insert was announced running when it was handed to the worker.
+				if (out.row.state === "queued") {
+					this.announce(out.row, { position: out.position });
+					this.broker.broadcast("tasks.available", { tier: out.row.tier });
+				}
 				ctx.meta.$statusCode = 202;
 				const { position, expectedStartAt, admission } = out;
 				return { task: taskView(out.row, position), position, expectedStartAt, admission };
@@ -108,11 +111,14 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			scope: "tasks:read",
 			params: { id: UUID },
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
-				const row = await this.ownTask(ctx, ctx.params.id);
+				// The context record is read beside the row (it is shown only once the row is the caller's).
+				const [row, contexts] = await Promise.all([
+					this.ownTask(ctx, ctx.params.id),
+					this.store.contextsOf([ctx.params.id])
+				]);
 				let position: number | null = null;
 				if (row.state === "queued")
 					position = (await this.meta.position(row.id)) ?? (await this.store.positionOf(row.id, Date.now()));
-				const contexts = await this.store.contextsOf([row.id]);
 				return taskView(row, position, contexts.get(row.id));
 			}
 		},
@@ -401,8 +407,12 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 					checkProjectAccess: async (projectId, userId) => {
 						const a = (await ctx.call("projects.access", { projectId, userId })) as {
 							orgId?: string | null;
+							headVersion?: unknown;
 						};
-						return { orgId: a?.orgId ?? null };
+						return {
+							orgId: a?.orgId ?? null,
+							headVersion: Number.isSafeInteger(a?.headVersion) ? (a.headVersion as number) : null
+						};
 					},
 					orgSpending: async (orgId, userId) => {
 						const m = (await ctx.call("orgs.roleOf", { orgId, userId })) as {
@@ -431,6 +441,27 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 				capacity: () => this.capacity(),
 				p50RunMs: () => this.p50RunMs(),
 				queuedPosition: taskId => this.meta.position(taskId),
+				claimWorkerSlot: () => {
+					const worker = runtimeOf(this.broker).localWorker;
+					const claim = this.stopping ? null : (worker?.claim() ?? null);
+					if (!worker || !claim) return null;
+					return {
+						lease: {
+							nodeId: worker.nodeId,
+							leaseId: claim.leaseId,
+							leaseMs: this.cfg.leaseMs,
+							totalWorkers: this.capacity()
+						},
+						start: (row, access) => {
+							// Announced running before the worker can stream a delta of it. The worker starts
+							// once the submission's answer is on its way: the client opens the task's stream
+							// on that answer, and the first delta waits for both.
+							this.dispatched(row, Date.now());
+							setImmediate(() => claim.start(leasedTask(row), access ?? undefined));
+						},
+						release: () => claim.release()
+					};
+				},
 				config: this.cfg,
 				now: () => Date.now(),
 				newId: () => randomUUID(),

@@ -24,6 +24,11 @@ export interface TaskContextRequest {
 	prompt: string;
 	include?: string[];
 	exclude?: string[];
+	/**
+	 * The head version read by the access check of the task's own submission moments before (a task
+	 * leased at insert, docs/task-lifecycle.md "Dispatch"): then that check stands and none is made here.
+	 */
+	checkedHeadVersion?: number;
 }
 
 export interface TaskContext {
@@ -118,11 +123,14 @@ export async function taskContext(
 ): Promise<TaskContext> {
 	// Access (viewer or better) and the version the task reads (and a code task commits on) come from
 	// projects, whatever answers the context: the context service is never the authority on access.
-	const access = await deps.call<{ headVersion: number }>("projects.access", {
-		projectId: req.projectId,
-		userId: req.userId
-	});
-	const version = access.headVersion;
+	const version =
+		req.checkedHeadVersion ??
+		(
+			await deps.call<{ headVersion: number }>("projects.access", {
+				projectId: req.projectId,
+				userId: req.userId
+			})
+		).headVersion;
 	// No room (or nothing to show): nothing to ask for. The service refuses a budget of 0.
 	const budget = selectBudget(budgetTokens);
 	if (budget <= 0 || version <= 0) return { version, state: "selected", tokenizer: ESTIMATE_TOKENIZER, frames: [] };

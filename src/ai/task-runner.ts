@@ -3,7 +3,7 @@
  * from the project's files, generation(s), change set → project version, then exactly one of
  * `tasks.complete` / `tasks.fail` (none when the lease was lost: someone else owns the task now).
  */
-import type { LeasedTask } from "../tasks/contract";
+import type { CheckedAccess, LeasedTask } from "../tasks/contract";
 import type { TierName } from "../domain/tiers";
 import type { ChangeOp } from "../projects/changeset";
 import type { AiConfig } from "./config";
@@ -118,7 +118,9 @@ const isLeaseLost = (err: unknown) =>
 export async function runTask(
 	deps: RunnerDeps,
 	task: LeasedTask,
-	running: RunningTask
+	running: RunningTask,
+	/** The access check the task's submission made moments before (a task leased at insert). */
+	access?: CheckedAccess
 ): Promise<"complete" | "fail" | "lost" | "abandoned"> {
 	const { cfg } = deps;
 	// The outcome is kept (on disk with a spool) and sent until the tasks service has it (or the lease
@@ -220,7 +222,8 @@ export async function runTask(
 				userId: task.userId,
 				prompt: task.prompt,
 				include: task.include ?? undefined,
-				exclude: task.exclude ?? undefined
+				exclude: task.exclude ?? undefined,
+				...(access ? { checkedHeadVersion: access.headVersion } : {})
 			},
 			budget
 		);

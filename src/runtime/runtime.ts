@@ -15,6 +15,7 @@ import { OutboxRelay } from "../events/outbox";
 import { EventBus } from "../events/types";
 import { KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore } from "./kv";
 import { elapsedMs } from "../kit/timing";
+import type { LocalWorker } from "../tasks/contract";
 import { failFastWhenDown, redisClientOptions } from "./dependency-policy";
 
 export interface Logger {
@@ -41,6 +42,8 @@ export class Runtime {
 	private _sequelize: Sequelize | null = null;
 	readonly redis: Redis | null;
 	readonly kv: KeyValueStore;
+	/** The ai worker on this node while it runs (set by the ai service), for leases at insert. */
+	localWorker: LocalWorker | null = null;
 	private _bus: EventBus | null = null;
 	private _relay: OutboxRelay | null = null;
 	private readonly closers: Array<() => Promise<void>> = [];

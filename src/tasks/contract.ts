@@ -43,3 +43,31 @@ export interface LeasedTask {
 	include: string[] | null;
 	exclude: string[] | null;
 }
+
+/** A project access check already made for a task: the head version it read. */
+export interface CheckedAccess {
+	headVersion: number;
+}
+
+/**
+ * The ai worker of this node, as the tasks service of the same node sees it (Runtime.localWorker): a
+ * submission may be leased in its own insert to a free slot here (docs/task-lifecycle.md, "Dispatch").
+ */
+export interface LocalWorker {
+	nodeId: string;
+	/** Takes one free slot for a task about to be inserted; null when none is free or the worker is stopping. */
+	claim(): WorkerSlotClaim | null;
+}
+
+/** A slot taken by LocalWorker.claim: exactly one of `start` or `release` follows (later calls do nothing). */
+export interface WorkerSlotClaim {
+	/** The lease id the task is inserted under. */
+	leaseId: string;
+	/**
+	 * Runs the task leased in its insert, in the claimed slot. `access`: what the submission's own
+	 * access check read moments before (the worker checks access again only without it).
+	 */
+	start(task: LeasedTask, access?: CheckedAccess): void;
+	/** Gives the slot back (the task was queued instead, or the insert failed). */
+	release(): void;
+}

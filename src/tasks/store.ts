@@ -128,6 +128,15 @@ function insertValues(t: NewTask): unknown[] {
 	];
 }
 
+/** A worker slot offered to a submission's insert (TaskStore.insertWithPosition). */
+export interface LeaseAtInsert {
+	nodeId: string;
+	leaseId: string;
+	leaseMs: number;
+	/** Worker slots across the cluster, for the tier caps (as tasks.lease passes them). */
+	totalWorkers: number;
+}
+
 /** A success report for TaskStore.completeLeased. */
 export interface CompleteInput {
 	taskId: string;
@@ -199,12 +208,26 @@ export class TaskStore {
 			{ enqueuedAt: "$14::timestamptz", boostMs: "$12::integer", tier: "$4::text", userRank: "me.k" },
 			{ tiers }
 		);
-		this.insertWithPositionSql = `WITH ${INSERT_CTES},
+		// $18 node, $19 lease id, $20 lease ms, $21 user cap, $22 tier cap (NULL: none): the lease at insert
+		// (insertWithPosition); $18 NULL: no worker slot was offered, the task is queued.
+		const leased = (v: string) => `CASE WHEN d.ok THEN ${v} END`;
+		this.insertWithPositionSql = `WITH intent AS (DELETE FROM task_hold_intents WHERE task_id = $1),
 			r AS (SELECT id, user_id, tier, enqueued_at, boost_ms, user_rank FROM tasks_eligible_ranked($14::timestamptz)
 				WHERE $15::timestamptz IS NULL),
+			d AS (SELECT CASE WHEN $18::text IS NULL OR $15::timestamptz IS NOT NULL THEN false
+				ELSE NOT EXISTS (SELECT 1 FROM r)
+					AND NOT EXISTS (SELECT 1 FROM task_drained_nodes n WHERE n.node_id = $18::text)
+					AND tasks_running_room($2, $4, $21::integer, $22::integer) END AS ok),
+			ins AS (INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, idempotency_key,
+				max_cost_credits, boost_ms, state, max_attempts, enqueued_at, not_before, created_at, updated_at, payer_id,
+				lease_id, lease_expires_at, node_id, attempts, started_at, last_started_at)
+			 SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, CASE WHEN d.ok THEN 'running' ELSE 'queued' END,
+				$13, $14, $15, $16, $16, $17, ${leased("$19::uuid")}, ${leased("$16::timestamptz + $20::integer * interval '1 millisecond'")},
+				${leased("$18::text")}, CASE WHEN d.ok THEN 1 ELSE 0 END, ${leased("$16::timestamptz")}, ${leased("$16::timestamptz")}
+			 FROM d RETURNING *),
 			me AS (SELECT count(*) AS k FROM r WHERE r.user_id = $2 AND (r.enqueued_at, r.id) < ($14::timestamptz, $1::uuid)),
 			v AS (SELECT r.id, r.enqueued_at, ${theirVst} AS vst FROM r)
-			SELECT ins.*, CASE WHEN $15::timestamptz IS NULL THEN 1 + (
+			SELECT ins.*, CASE WHEN $15::timestamptz IS NULL AND ins.state = 'queued' THEN 1 + (
 				SELECT count(*) FROM v, me WHERE (v.vst, v.enqueued_at, v.id) < (${myVst}, $14::timestamptz, $1::uuid)
 			) END AS queue_position
 			FROM ins`;
@@ -275,10 +298,26 @@ export class TaskStore {
 	 * user's tasks after it rank one further than the snapshot says (THE RULE, 2); every other task keeps
 	 * its rank. The place is 1 + the tasks whose (vst, enqueued_at, id) comes before the new one's.
 	 * `now` for eligibility is the task's enqueued_at (a submission enqueues at its own `now`).
+	 *
+	 * `lease`: a worker slot on this node is offered (docs/task-lifecycle.md, "Dispatch"). The task is
+	 * then inserted `running` under that lease, its first attempt started, when in the statement's
+	 * snapshot it would be the head of the queue and tasks_lease would take it: it is time-eligible, no
+	 * time-eligible task is queued, the node is not drained, and its user and tier run fewer tasks
+	 * than their caps (tasks_running_room: the same counts as tasks_lease's). Otherwise it is queued as
+	 * without the offer. A leased task has no position (null).
 	 */
-	async insertWithPosition(t: NewTask): Promise<{ row: TaskRow; position: number | null }> {
+	async insertWithPosition(
+		t: NewTask,
+		lease: LeaseAtInsert | null = null
+	): Promise<{ row: TaskRow; position: number | null }> {
+		const tierCap = lease ? tierConcurrencyCap(t.tier, lease.totalWorkers, this.tiers) : null;
 		const [row] = await this.q<TaskRow & { queue_position: string | null }>(this.insertWithPositionSql, [
-			...insertValues(t)
+			...insertValues(t),
+			lease?.nodeId ?? null,
+			lease?.leaseId ?? null,
+			lease?.leaseMs ?? null,
+			lease ? this.tiers[t.tier].perUserConcurrency : null,
+			tierCap !== null && Number.isFinite(tierCap) ? tierCap : null
 		]);
 		const { queue_position, ...task } = row;
 		return { row: task as TaskRow, position: queue_position === null ? null : Number(queue_position) };

@@ -28,10 +28,10 @@ import { NotFound, TooManyRequests, Unprocessable, type FieldProblem } from "../
 import { orgPayerId } from "../payments/payer";
 import type { SpendCaps } from "../payments/spend-caps";
 import { validateGlobs } from "../context/globs";
-import type { PrepareInput } from "./contract";
+import type { CheckedAccess, PrepareInput } from "./contract";
 import { requestHash } from "./rules";
 import { admissionDecision, expectedWaitMs, surelyAcceptedBacklog } from "./scheduling";
-import type { NewTask, PreparedTask, TaskRow } from "./store";
+import type { LeaseAtInsert, NewTask, PreparedTask, TaskRow } from "./store";
 
 export interface SubmitParams extends Omit<PrepareInput, "userId" | "tier"> {
 	priorityBoost: "none" | "paid";
@@ -53,14 +53,21 @@ export interface SubmitStore {
 		intent: { taskId: string; payerId: string };
 	}): Promise<{ queued: number; running: number; ahead: Record<TierName, number> | null }>;
 	dropHoldIntent(taskId: string): Promise<void>;
-	/** Inserts the task and deletes its hold intent, atomically, with its queue position (null when deferred). */
-	insertWithPosition(t: NewTask): Promise<{ row: TaskRow; position: number | null }>;
+	/**
+	 * Inserts the task and deletes its hold intent, atomically, with its queue position (null when
+	 * deferred or leased). With `lease`, the task is inserted `running` under it when it would be the
+	 * queue's head (TaskStore.insertWithPosition), else queued.
+	 */
+	insertWithPosition(t: NewTask, lease?: LeaseAtInsert | null): Promise<{ row: TaskRow; position: number | null }>;
 }
 
 /** The other services a submission asks (over the broker in the service). */
 export interface SubmitServices {
 	/** Throws (404/403) unless the user may use the project; `orgId`: the organisation owning it. */
-	checkProjectAccess(projectId: string, userId: string): Promise<{ orgId: string | null }>;
+	checkProjectAccess(
+		projectId: string,
+		userId: string
+	): Promise<{ orgId: string | null; /** The project's head version; null: not told. */ headVersion: number | null }>;
 	/** The user's and the organisation's monthly caps on its wallet; null when not a member (any more). */
 	orgSpending(
 		orgId: string,
@@ -98,6 +105,16 @@ export interface SubmitDeps {
 	p50RunMs(): Promise<number>;
 	/** The cached queue position of a queued task (for a replay). */
 	queuedPosition(taskId: string): Promise<number | null>;
+	/**
+	 * A free worker slot on this node for the insert to lease the task to, or null (none free, no
+	 * worker here). Exactly one of `start` (the insert leased the task) or `release` follows.
+	 */
+	claimWorkerSlot?(): {
+		lease: LeaseAtInsert;
+		/** `access`: this submission's access check, which the worker then does not repeat. */
+		start(row: TaskRow, access: CheckedAccess | null): void;
+		release(): void;
+	} | null;
 	config: { promptMaxChars: number; maxAttempts: number; admission: Record<TierName, AdmissionThresholds> };
 	now(): number;
 	newId(): string;
@@ -304,33 +321,47 @@ export async function submitTask(
 	const deferredUntil = decision.action === "defer" ? now + decision.retryAfterS * 1000 : null;
 	let row: TaskRow;
 	let position: number | null;
+	// Taken just before the insert, so a slot is held for one statement only; no slot for a deferred task.
+	const slot = deferredUntil === null ? (deps.claimWorkerSlot?.() ?? null) : null;
 	try {
-		// The insert deletes the hold intent and counts the task's place in the same statement.
-		({ row, position } = await store.insertWithPosition({
-			id: taskId,
-			userId,
-			payerId,
-			projectId: p.projectId,
-			tier,
-			kind: p.kind,
-			prompt: p.prompt,
-			request,
-			prepared,
-			requestHash: hash,
-			idempotencyKey,
-			maxCostCredits: maxCost,
-			boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
-			maxAttempts: deps.config.maxAttempts,
-			enqueuedAt: deferredUntil ?? now,
-			notBefore: deferredUntil
-		}));
+		// The insert deletes the hold intent and counts the task's place in the same statement, and takes
+		// the slot when the task would be the head of the queue.
+		({ row, position } = await store.insertWithPosition(
+			{
+				id: taskId,
+				userId,
+				payerId,
+				projectId: p.projectId,
+				tier,
+				kind: p.kind,
+				prompt: p.prompt,
+				request,
+				prepared,
+				requestHash: hash,
+				idempotencyKey,
+				maxCostCredits: maxCost,
+				boostMs: Math.max(0, Math.floor(Number(boost?.boostMs ?? 0))),
+				maxAttempts: deps.config.maxAttempts,
+				enqueuedAt: deferredUntil ?? now,
+				notBefore: deferredUntil
+			},
+			slot?.lease ?? null
+		));
 	} catch (err) {
+		slot?.release();
 		await release("failed insert");
 		if (err instanceof UniqueConstraintError && idempotencyKey) {
 			const existing = await store.byIdempotencyKey(userId, idempotencyKey);
 			if (existing) return replay(existing);
 		}
 		throw err;
+	}
+
+	if (slot) {
+		// The access check above was this request's, moments ago: the worker starts from its head version.
+		if (row.state === "running")
+			slot.start(row, access.headVersion === null ? null : { headVersion: access.headVersion });
+		else slot.release();
 	}
 
 	const expectedStartAt = new Date(

@@ -128,7 +128,9 @@ test("register → credits → project → code task over SSE → new version, s
 	});
 	expect(submit.status).toBe(202);
 	const taskId: string = submit.json.task.id;
-	expect(submit.json.position).toBeGreaterThanOrEqual(0);
+	// The node's idle worker took it in its insert (docs/task-lifecycle.md, "Dispatch"): running, no position.
+	expect(submit.json.task).toMatchObject({ state: "running", attempts: 1 });
+	expect(submit.json.position).toBeNull();
 
 	const events = await readSse(`/tasks/${taskId}/events`, token, e =>
 		["completed", "failed", "cancelled"].includes(e)

@@ -200,3 +200,72 @@ test("insertWithPosition: the row insert's, the intent gone, the position positi
 	}
 	expect(positions).toBeGreaterThan(70);
 });
+
+test("insertWithPosition with a worker slot: leased in the insert exactly when no eligible task is queued and tasks_lease would pick it", async () => {
+	const outcomes = new Map<string, number>();
+	for (let c = 0; c < CASES; c++) {
+		// The same queue twice (one seed per case): once for the reference, once for the lease at insert.
+		const seed = 9100 + c;
+		const setting = prng(seed * 7 + 1);
+		const totalWorkers = [1, 2, 4, 64][Math.floor(setting() * 4)];
+		const drained = setting() < 0.1;
+		// Often nothing eligible is left queued (only finished, running and deferred rows): the lease at
+		// insert is then decided by the caps and the drain alone.
+		const emptyQueue = setting() < 0.6;
+		const deferred = setting() < 0.1;
+		const build = async () => {
+			const { newcomer } = await queue(prng(seed));
+			await node.runtime.sequelize.query(`DELETE FROM task_drained_nodes`);
+			if (drained) await node.runtime.sequelize.query(`INSERT INTO task_drained_nodes (node_id) VALUES ('w1')`);
+			if (emptyQueue)
+				await node.runtime.sequelize.query(`UPDATE tasks SET not_before = $1 WHERE state = 'queued'`, {
+					bind: [new Date(NOW + 60_000)]
+				});
+			const t = deferred ? { ...newcomer, enqueuedAt: NOW + 30_000, notBefore: NOW + 30_000 } : newcomer;
+			await store.admit({ now: NOW, rankAbove: -1, intent: { taskId: t.id, payerId: "p" } });
+			return t;
+		};
+
+		// Reference: the plain insert, then a one-slot lease by the same node.
+		const ref = await build();
+		const eligibleBefore = await eligibleQueued();
+		await store.insertWithPosition(ref);
+		const picked = await store.lease({ nodeId: "w1", slots: 1, now: NOW, leaseMs: 60_000, totalWorkers });
+		const expectLeased = !deferred && eligibleBefore === 0 && picked[0]?.id === ref.id;
+
+		const t = await build();
+		const leaseId = randomUUID();
+		const { row, position } = await store.insertWithPosition(t, {
+			nodeId: "w1",
+			leaseId,
+			leaseMs: 60_000,
+			totalWorkers
+		});
+		expect({ c, leased: row.state === "running" }).toEqual({ c, leased: expectLeased });
+		if (expectLeased) {
+			expect(row).toMatchObject({ id: t.id, state: "running", lease_id: leaseId, node_id: "w1", attempts: 1 });
+			expect(row.lease_expires_at!.getTime()).toBe(row.created_at.getTime() + 60_000);
+			expect(row.started_at!.getTime()).toBe(row.created_at.getTime());
+			expect(position).toBeNull();
+		} else {
+			// As without the offer.
+			expect(row).toMatchObject({ id: t.id, state: "queued", lease_id: null, node_id: null, attempts: 0 });
+			expect({ c, position }).toEqual({ c, position: deferred ? null : await store.positionOf(t.id, NOW) });
+		}
+		expect(await intentOf(t.id)).toBeNull();
+		const why = expectLeased
+			? "leased"
+			: deferred
+				? "deferred"
+				: drained && eligibleBefore === 0
+					? "drained"
+					: eligibleBefore > 0
+						? "queue"
+						: "cap";
+		outcomes.set(why, (outcomes.get(why) ?? 0) + 1);
+	}
+	const seen = Object.fromEntries(
+		["leased", "deferred", "drained", "queue", "cap"].map(k => [k, outcomes.get(k) ?? 0])
+	);
+	for (const n of Object.values(seen)) expect({ seen, enough: n >= 3 }).toEqual({ seen, enough: true });
+});

@@ -126,3 +126,27 @@ test("degraded: the manifest is paged, the files the prompt names are read whole
 	expect(ctx.frames[1].text).toContain("gen/: (6000 files)");
 	expect(ctx.frames[1].text).not.toContain("LICENSE");
 });
+
+test("a task whose submission checked access moments before (leased at insert): no second check, its head version is read", async () => {
+	const { d } = deps([() => SELECTION, () => SELECTION]);
+	const actions: string[] = [];
+	const call = d.call.bind(d);
+	const counted: ContextSourceDeps = {
+		...d,
+		call: <T>(action: string, params: unknown, opts?: { timeout?: number }) => {
+			actions.push(action);
+			return call<T>(action, params, opts);
+		}
+	};
+	const ctx = await taskContext(counted, { ...req, checkedHeadVersion: 7 }, 4000);
+	expect(ctx).toMatchObject({ state: "selected", version: 7 });
+	expect(actions).toEqual(["context.select"]);
+	// An empty project (version 0) as the submission saw it: nothing is asked at all.
+	actions.length = 0;
+	const empty = await taskContext(counted, { ...req, checkedHeadVersion: 0 }, 4000);
+	expect(empty).toMatchObject({ state: "selected", version: 0, frames: [] });
+	expect(actions).toEqual([]);
+	// Without it, projects is asked as before.
+	await taskContext(counted, req, 4000);
+	expect(actions).toEqual(["projects.access", "context.select"]);
+});

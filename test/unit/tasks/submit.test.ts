@@ -60,6 +60,8 @@ function world(
 		orgTier?: TierName;
 		/** The project's organisation, and the member's caps there (null: no longer a member). */
 		org?: { id: string; spending: { memberCapCredits: number | null; orgCapCredits: number | null } | null };
+		/** A worker slot on the node is offered (claimWorkerSlot); `leases`: the insert takes it. */
+		slot?: { leases: boolean };
 	} = {}
 ) {
 	const calls: string[] = [];
@@ -96,8 +98,8 @@ function world(
 				calls.push("dropHoldIntent");
 				intents.delete(taskId);
 			},
-			async insertWithPosition(t) {
-				calls.push("insert (drops the intent)");
+			async insertWithPosition(t, lease) {
+				calls.push(lease ? `insert with lease ${lease.leaseId}` : "insert (drops the intent)");
 				if (fail.insert) {
 					const err = fail.insert;
 					if (err instanceof UniqueConstraintError) {
@@ -110,6 +112,15 @@ function world(
 				const row = rowOf(t);
 				tasks.set(row.id, row);
 				intents.delete(t.id);
+				if (lease && opts.slot?.leases) {
+					Object.assign(row, {
+						state: "running",
+						lease_id: lease.leaseId,
+						node_id: lease.nodeId,
+						attempts: 1
+					});
+					return { row, position: null };
+				}
 				return { row, position: t.notBefore === null ? ahead[opts.tier ?? "free"] + 1 : null };
 			}
 		},
@@ -117,7 +128,7 @@ function world(
 			async checkProjectAccess() {
 				calls.push("access");
 				if (fail.access) throw fail.access;
-				return { orgId: opts.org?.id ?? null };
+				return { orgId: opts.org?.id ?? null, headVersion: 5 };
 			},
 			async orgSpending() {
 				calls.push("orgSpending");
@@ -164,6 +175,19 @@ function world(
 		capacity: () => opts.capacity ?? 4,
 		p50RunMs: async () => opts.p50 ?? 60_000,
 		queuedPosition: async () => 3,
+		...(opts.slot
+			? {
+					claimWorkerSlot: () => {
+						calls.push("claim slot");
+						return {
+							lease: { nodeId: "w1", leaseId: "lease-1", leaseMs: 60_000, totalWorkers: 4 },
+							start: (row, access) =>
+								void calls.push(`start ${row.id} (${row.state}, head ${access?.headVersion})`),
+							release: () => void calls.push("release slot")
+						};
+					}
+				}
+			: {}),
 		config: {
 			promptMaxChars: 1000,
 			maxAttempts: 3,
@@ -336,6 +360,48 @@ describe("submitTask", () => {
 		w.fail.access = new Errors.MoleculerClientError("Project not found", 404, "NOT_FOUND");
 		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toMatchObject({ code: 404 });
 		expect(w.calls).toEqual(["access"]);
+	});
+});
+
+describe("the lease at insert", () => {
+	test("a slot is claimed just before the insert, which leases the task: it starts in the slot, with no position", async () => {
+		const w = world({ slot: { leases: true } });
+		const out = await submitTask(w.deps, "u1", params(), null);
+		expect(out).toMatchObject({ replayed: false, position: null, row: { state: "running", lease_id: "lease-1" } });
+		expect(w.calls).toEqual([
+			"access",
+			"prepare",
+			"admit (writes the intent)",
+			"reserve(8)",
+			"claim slot",
+			"insert with lease lease-1",
+			// The worker is given the head version this submission's access check read.
+			"start task-1 (running, head 5)"
+		]);
+	});
+
+	test("the insert queued the task instead: the slot is given back", async () => {
+		const w = world({ slot: { leases: false }, ahead: 2 });
+		const out = await submitTask(w.deps, "u1", params(), null);
+		expect(out).toMatchObject({ position: 3, row: { state: "queued" } });
+		expect(w.calls.slice(-3)).toEqual(["claim slot", "insert with lease lease-1", "release slot"]);
+	});
+
+	test("the insert failed: the slot is given back and the hold released", async () => {
+		const w = world({ slot: { leases: true } });
+		w.fail.insert = new Error("connection terminated");
+		await expect(submitTask(w.deps, "u1", params(), null)).rejects.toThrow("connection terminated");
+		expect(w.calls.slice(-4)).toEqual(["claim slot", "insert with lease lease-1", "release slot", "release"]);
+		expect(w.held.size).toBe(0);
+	});
+
+	test("a deferred task is offered no slot", async () => {
+		// Past the free tier's defer threshold, below its reject threshold.
+		const w = world({ slot: { leases: true }, ahead: 12, capacity: 1, p50: 60_000 });
+		const out = await submitTask(w.deps, "u1", params(), null);
+		expect(out).toMatchObject({ admission: { action: "deferred" }, row: { state: "queued" } });
+		expect(w.calls).not.toContain("claim slot");
+		expect(w.calls).toContain("insert (drops the intent)");
 	});
 });
 
