@@ -294,9 +294,9 @@ export function buildOpenApi(opts: {
 		const queryParams: Array<[string, Json, boolean]> = [];
 		for (const [k, rule] of Object.entries(params)) {
 			if (k.startsWith("$$") || pathParams.includes(k)) continue;
-			// GET: the query string. Everything else (DELETE too: the gateway reads its JSON body, and a
-			// password must never ride in a URL): the body.
-			if (r.method === "GET") {
+			// GET, and the params a route names in `query`: the query string. Everything else (DELETE too:
+			// the gateway reads its JSON body, and a password must never ride in a URL): the body.
+			if (r.method === "GET" || r.query?.includes(k)) {
 				const c = fvRuleToJsonSchema(rule as FvRule);
 				queryParams.push([k, bounded(c.schema, QUERY_MAX) as Json, c.optional]);
 			} else bodyParams[k] = rule;

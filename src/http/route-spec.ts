@@ -44,6 +44,12 @@ export interface RouteSpec {
 	contentType?: string;
 	/** Other media types the same success answers in (chosen by the request's Accept header), with their schemas. */
 	alsoContent?: Record<string, TSchema>;
+	/**
+	 * Action params a route other than GET takes in the query string (e.g. `?orgId=` on the billing
+	 * routes), published as query parameters rather than body fields. The gateway merges the query and
+	 * the body into the params either way.
+	 */
+	query?: readonly string[];
 	/** "raw": the body is passed as a Buffer (`ctx.params.rawBody`), e.g. for signed webhooks. */
 	body?: "json" | "raw";
 	/**

@@ -8387,7 +8387,9 @@ export interface operations {
 	};
 	putBillingAlerts: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;
@@ -8400,11 +8402,6 @@ export interface operations {
 					 * @description notify when available credit crosses under this; 0 = never, null = the default
 					 */
 					lowBalanceCredits: number;
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
 				};
 			};
 		};
@@ -8896,7 +8893,9 @@ export interface operations {
 	};
 	putBillingAutoTopup: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;
@@ -8906,11 +8905,6 @@ export interface operations {
 				"application/json": {
 					/** @default true */
 					enabled?: boolean;
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
 					/** @description a pack id of GET /billing/prices */
 					packId: string;
 					/**
@@ -9188,22 +9182,14 @@ export interface operations {
 	};
 	deleteBillingAutoTopup: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;
 		};
-		requestBody?: {
-			content: {
-				"application/json": {
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
-				};
-			};
-		};
+		requestBody?: never;
 		responses: {
 			/** @description Success */
 			200: {
@@ -10096,7 +10082,9 @@ export interface operations {
 	};
 	postBillingCheckout: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: {
 				"Idempotency-Key"?: string;
 			};
@@ -10109,11 +10097,6 @@ export interface operations {
 					itemId: string;
 					/** @enum {unknown} */
 					kind: "pack" | "plan";
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
 				};
 			};
 		};
@@ -11921,22 +11904,14 @@ export interface operations {
 	};
 	postBillingPortal: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;
 		};
-		requestBody: {
-			content: {
-				"application/json": {
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
-				};
-			};
-		};
+		requestBody?: never;
 		responses: {
 			/** @description Success */
 			200: {
@@ -12819,7 +12794,9 @@ export interface operations {
 	};
 	postBillingSubscription: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: {
 				"Idempotency-Key"?: string;
 			};
@@ -12829,11 +12806,6 @@ export interface operations {
 		requestBody: {
 			content: {
 				"application/json": {
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
 					plan: string;
 				};
 			};
@@ -13132,24 +13104,16 @@ export interface operations {
 	};
 	deleteBillingSubscription: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: {
 				"Idempotency-Key"?: string;
 			};
 			path?: never;
 			cookie?: never;
 		};
-		requestBody?: {
-			content: {
-				"application/json": {
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
-				};
-			};
-		};
+		requestBody?: never;
 		responses: {
 			/** @description Success */
 			200: {
@@ -13400,24 +13364,16 @@ export interface operations {
 	};
 	postBillingSubscriptionResume: {
 		parameters: {
-			query?: never;
+			query?: {
+				orgId?: string;
+			};
 			header?: {
 				"Idempotency-Key"?: string;
 			};
 			path?: never;
 			cookie?: never;
 		};
-		requestBody: {
-			content: {
-				"application/json": {
-					/**
-					 * Format: uuid
-					 * @description act for this organisation's payer (owner, admin, billing roles)
-					 */
-					orgId?: string;
-				};
-			};
-		};
+		requestBody?: never;
 		responses: {
 			/** @description Success */
 			200: {

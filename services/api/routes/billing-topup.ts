@@ -1,9 +1,9 @@
 /** REST routes of auto top-up and low-balance notices (services/payments/topup.mixin.ts; docs/payments.md). */
 import type { RouteSpec } from "../../../src/http/route-spec";
 import { AutoTopUpView, BillingAlertsView } from "../../../src/payments/topup-views";
+import { ORG, ORG_QUERY } from "./payments";
 
 const tag = "billing";
-const ORG = { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] };
 
 export function billingTopUpRoutes(): RouteSpec[] {
 	return [
@@ -21,6 +21,7 @@ export function billingTopUpRoutes(): RouteSpec[] {
 			method: "PUT",
 			path: "/billing/auto-topup",
 			action: "payments.setAutoTopUp",
+			query: ORG_QUERY,
 			response: AutoTopUpView,
 			errors: { ...ORG, 503: ["STRIPE_NOT_CONFIGURED"] },
 			auth: "required",
@@ -33,6 +34,7 @@ export function billingTopUpRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/billing/auto-topup",
 			action: "payments.deleteAutoTopUp",
+			query: ORG_QUERY,
 			response: AutoTopUpView,
 			errors: { ...ORG },
 			auth: "required",
@@ -54,6 +56,7 @@ export function billingTopUpRoutes(): RouteSpec[] {
 			method: "PUT",
 			path: "/billing/alerts",
 			action: "payments.setAlerts",
+			query: ORG_QUERY,
 			response: BillingAlertsView,
 			errors: { ...ORG },
 			auth: "required",

@@ -4,7 +4,9 @@ import { views } from "../../../src/payments/views";
 
 const tag = "billing";
 /** `?orgId=`: 403 for a member without a billing role, 404 for a non-member. */
-const ORG = { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] };
+export const ORG = { 403: ["INSUFFICIENT_ROLE"], 404: ["NOT_FOUND"] };
+/** The routes other than GET that act for an organisation take `?orgId=` in the query string too. */
+export const ORG_QUERY = ["orgId"] as const;
 const STRIPE = ["STRIPE_UNAVAILABLE", "STRIPE_NOT_CONFIGURED"];
 const SUB = ["NO_SUBSCRIPTION", "SUBSCRIPTION_NOT_CHANGEABLE"];
 
@@ -61,6 +63,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/checkout",
 			action: "payments.checkout",
+			query: ORG_QUERY,
 			response: views.checkout,
 			errors: {
 				...ORG,
@@ -88,6 +91,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/portal",
 			action: "payments.portal",
+			query: ORG_QUERY,
 			response: views.portal,
 			errors: { ...ORG, 503: STRIPE },
 			auth: "required",
@@ -109,6 +113,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/subscription",
 			action: "payments.changeSubscription",
+			query: ORG_QUERY,
 			response: views.changeSubscription,
 			errors: { ...ORG, 409: SUB, 503: STRIPE },
 			auth: "required",
@@ -122,6 +127,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "DELETE",
 			path: "/billing/subscription",
 			action: "payments.cancelSubscription",
+			query: ORG_QUERY,
 			response: views.cancelSubscription,
 			errors: { ...ORG, 409: SUB, 503: STRIPE },
 			auth: "required",
@@ -134,6 +140,7 @@ export function paymentsRoutes(): RouteSpec[] {
 			method: "POST",
 			path: "/billing/subscription/resume",
 			action: "payments.resumeSubscription",
+			query: ORG_QUERY,
 			response: views.resumeSubscription,
 			errors: { ...ORG, 409: SUB, 503: STRIPE },
 			auth: "required",

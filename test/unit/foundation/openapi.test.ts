@@ -85,6 +85,39 @@ describe("buildOpenApi", () => {
 		expect(post.security).toEqual([]);
 	});
 
+	test("a route other than GET names the params it takes in the query string (e.g. ?orgId=)", () => {
+		const route = (method: "POST" | "DELETE", query?: readonly string[]) => ({
+			method,
+			path: "/things",
+			action: "things.act",
+			response: Type.Object({ ok: Type.Boolean() }),
+			auth: "required" as const,
+			summary: "Act",
+			tag: "things",
+			...(query ? { query } : {})
+		});
+		const doc = (routes: ReturnType<typeof route>[]) =>
+			buildOpenApi({
+				routes,
+				actionParams: () => ({ name: "string|max:5", orgId: { type: "uuid", optional: true } }),
+				basePath: "/api/v1",
+				version: "1",
+				serverUrl: "/"
+			}) as any; // a plain JSON document, inspected field by field
+		const withQuery = doc([route("POST", ["orgId"]), route("DELETE", ["orgId"])]).paths["/api/v1/things"];
+		for (const op of [withQuery.post, withQuery.delete])
+			expect(op.parameters).toEqual([
+				{ name: "orgId", in: "query", required: false, schema: expect.objectContaining({ format: "uuid" }) }
+			]);
+		expect(withQuery.post.requestBody.content["application/json"].schema.properties).toEqual({
+			name: { type: "string", maxLength: 5 }
+		});
+		// Without it, every param of a POST is a body field.
+		const plain = doc([route("POST")]).paths["/api/v1/things"].post;
+		expect(plain.parameters).toEqual([]);
+		expect(Object.keys(plain.requestBody.content["application/json"].schema.properties)).toEqual(["name", "orgId"]);
+	});
+
 	test("success bodies from the route's schema (named ones as components), errors per status, SSE events", () => {
 		const Thing = Type.Object({ id: Type.String({ maxLength: 36 }) }, { $id: "Thing" });
 		const doc = buildOpenApi({
