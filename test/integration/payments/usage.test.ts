@@ -22,6 +22,7 @@ const OWNER = randomUUID();
 const BILLING = randomUUID();
 const PLAIN_MEMBER = randomUUID();
 const OUTSIDER = randomUUID();
+const ORG_B = randomUUID();
 const MEMBERS = [OWNER, BILLING, PLAIN_MEMBER, randomUUID(), randomUUID()];
 const KEYS = [null, "key1", "key2", "key3"];
 const PROJECTS = ["p-alpha", "p-beta", "p-gamma", "p-delta"];
@@ -83,6 +84,9 @@ beforeAll(async () => {
 		[PLAIN_MEMBER, "member"]
 	])
 		await sql(`INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3)`, [ORG, u, role]);
+	// The outsider owns another organisation: a member of B, nothing of A.
+	await sql(`INSERT INTO orgs (id, name, created_by) VALUES ($1, 'Globex', $2)`, [ORG_B, OUTSIDER]);
+	await sql(`INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')`, [ORG_B, OUTSIDER]);
 
 	await node.broker.call("payments.grant", {
 		userId: PAYER,
@@ -347,11 +351,15 @@ test("a bad range is a clear 400", async () => {
 	expect([g.status, g.json?.error?.code]).toEqual([422, "VALIDATION_ERROR"]);
 });
 
-test("only the organisation's owners, admins and billing members read its usage; others see their own", async () => {
+test("only the organisation's owners, admins and billing members read its usage; a member of another organisation gets 404; others see their own", async () => {
 	const member = await call(`/billing/usage?orgId=${ORG}`, PLAIN_MEMBER);
 	expect([member.status, member.json?.error?.code]).toEqual([403, "INSUFFICIENT_ROLE"]);
 	const outsider = await call(`/billing/usage?orgId=${ORG}`, OUTSIDER);
-	expect(outsider.status).toBe(404);
+	expect([outsider.status, outsider.json?.error?.code]).toEqual([404, "NOT_FOUND"]);
+	// B's owner reads B's usage (none), never A's.
+	const ownB = await call(`/billing/usage?orgId=${ORG_B}`, OUTSIDER);
+	expect(ownB.json).toMatchObject({ payerId: `org:${ORG_B}`, rows: [], total: { tasks: 0, credits: "0" } });
+	expect((await call(`/billing/usage?orgId=${ORG_B}`, OWNER)).status).toBe(404);
 	// Without orgId a caller gets their own payer's usage, never the organisation's.
 	const own = await call(`/billing/usage`, OUTSIDER);
 	expect(own.status).toBe(200);
