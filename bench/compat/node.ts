@@ -2,7 +2,8 @@
  * The ForgeFluid node of bench/compat, in its own process (as LiteLLM's proxy is), so the SDK
  * clients and the fake upstream of the parent do not share its event loop: gateway, users, payments
  * and ai on a fresh database, PostgreSQL and Redis; an enterprise user with credits and an API key
- * with `ai:use`. Prints one line `READY {"baseUrl","key"}` on stdout; stops and drops its database
+ * with `ai:use`. Prints one line `READY {"baseUrl","key","db":{"url","name"}}` on stdout (the database:
+ * for its backends' CPU); stops and drops its database
  * when its standard input closes (the parent ended) or on SIGTERM.
  * Env: BENCH_FAKE_URL (the fake OpenAI upstream, required).
  */
@@ -64,7 +65,9 @@ async function main() {
 		source: "paid"
 	});
 	const key = (await post("/users/me/api-keys", { name: "bench", scopes: ["ai:use"] }, reg.accessToken)).key;
-	process.stdout.write(`READY ${JSON.stringify({ baseUrl: node.baseUrl, key })}\n`);
+	process.stdout.write(
+		`READY ${JSON.stringify({ baseUrl: node.baseUrl, key, db: { url: db.url, name: db.name } })}\n`
+	);
 }
 
 void main().catch(err => {

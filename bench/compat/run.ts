@@ -5,11 +5,15 @@
  * through LiteLLM's proxy (the peer, its own process, the same upstream), in one run. Streams: time
  * to first token and total at LEVELS concurrent streams (ROUNDS rounds each, and at least
  * MIN_SAMPLES=60 streams per level, after a warm-up); then non-streaming
- * requests/s for SECONDS. The upstream answers at once (CHUNKS tokens, no pacing), so the figures
+ * requests/s, SECONDS per target in ROUNDS turns. The upstream answers at once (CHUNKS tokens, no pacing), so the figures
  * are each proxy's own cost. Machine printed first.
  * Run: ./forge bench:compat   (installs LiteLLM into .tools/bench-venv; LEVELS=1,50,200 ROUNDS=3
  * SECONDS=5). Without BENCH_LITELLM (a litellm executable) the peer is left out. BENCH_BASELINE=<a
- * checkout with its node_modules> adds that tree's node as a target (before/after in one run).
+ * checkout with its node_modules> adds that tree's node as a target (before/after in one run);
+ * BENCH_BASELINE_ENV=<JSON> gives that node more environment (the same tree with a switch off).
+ * For each ForgeFluid node, the CPU it and its PostgreSQL backends spent per request (from /proc,
+ * over that node's own rounds: the targets take turns, so each one's figure is its own), less what
+ * it spends with no request (measured for 2 s after the warm-up).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -19,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { startBenchUpstream } from "./upstream";
+import { cpuSeconds, pgBackendCpu, pgBackendCpuDelta } from "../support/cpu";
 import { machine } from "../support/machine";
 
 const LEVELS = (process.env.LEVELS ?? "1,50,200").split(",").map(Number);
@@ -99,14 +104,61 @@ async function startLiteLLM(bin: string, upstream: string): Promise<{ url: strin
 	throw new Error("litellm did not become ready in 120 s");
 }
 
+interface NodeTarget {
+	baseUrl: string;
+	key: string;
+	db: { url: string; name: string };
+	pid: number;
+	stop(): Promise<void>;
+}
+
+/** CPU ms so far of a node process and of its database's backends. */
+async function cpuOf(n: NodeTarget): Promise<{ node: number; pg: Map<number, number> }> {
+	return { node: (cpuSeconds(n.pid) ?? NaN) * 1000, pg: await pgBackendCpu(n.db.url, n.db.name) };
+}
+
+/** What a node and its backends spend per second with no request (timers, pollers), measured once. */
+const background = new Map<NodeTarget, { node: number; pg: number }>();
+
+async function measureBackground(n: NodeTarget, ms = 2000): Promise<void> {
+	const a = await cpuOf(n);
+	await new Promise(r => setTimeout(r, ms));
+	const b = await cpuOf(n);
+	background.set(n, { node: (b.node - a.node) / ms, pg: pgBackendCpuDelta(a.pg, b.pg) / ms });
+}
+
+/**
+ * Sums a node's CPU over the rounds it is measured in, less its background (measureBackground) over
+ * the same time, and the requests those rounds made.
+ */
+class CpuMeter {
+	node = 0;
+	pg = 0;
+	requests = 0;
+	constructor(private readonly target: NodeTarget) {}
+	async around<T>(requests: () => number, fn: () => Promise<T>): Promise<T> {
+		const a = await cpuOf(this.target);
+		const t0 = performance.now();
+		const out = await fn();
+		const b = await cpuOf(this.target);
+		const bg = background.get(this.target) ?? { node: 0, pg: 0 };
+		const ms = performance.now() - t0;
+		this.node += b.node - a.node - bg.node * ms;
+		this.pg += pgBackendCpuDelta(a.pg, b.pg) - bg.pg * ms;
+		this.requests += requests();
+		return out;
+	}
+	line(name: string): string {
+		const per = (ms: number) => (ms / Math.max(1, this.requests)).toFixed(2);
+		return `  ${name} CPU per request, less background: node ${per(this.node)} ms, PostgreSQL backends ${per(this.pg)} ms (${this.requests} requests)`;
+	}
+}
+
 /**
  * The ForgeFluid node in a child process (bench/compat/node.ts); BENCH_CPU_PROF=<dir> profiles it.
  * `tree`: another checkout of the repository (with its node_modules) whose node to start instead.
  */
-async function startNode(
-	upstream: string,
-	tree?: string
-): Promise<{ baseUrl: string; key: string; stop(): Promise<void> }> {
+async function startNode(upstream: string, tree?: string): Promise<NodeTarget> {
 	const prof = process.env.BENCH_CPU_PROF;
 	const child = spawn(
 		process.execPath,
@@ -119,20 +171,28 @@ async function startNode(
 		{
 			stdio: ["pipe", "pipe", "inherit"],
 			cwd: tree ?? process.cwd(),
-			env: { ...process.env, BENCH_FAKE_URL: upstream }
+			// BENCH_BASELINE_ENV: JSON of variables for the baseline's node only (e.g. a switch turned off).
+			env: {
+				...process.env,
+				...(tree && process.env.BENCH_BASELINE_ENV
+					? (JSON.parse(process.env.BENCH_BASELINE_ENV) as Record<string, string>)
+					: {}),
+				BENCH_FAKE_URL: upstream
+			}
 		}
 	);
-	const ready = await new Promise<{ baseUrl: string; key: string }>((resolve, reject) => {
+	const ready = await new Promise<Omit<NodeTarget, "pid" | "stop">>((resolve, reject) => {
 		let buf = "";
 		child.stdout!.on("data", (d: Buffer) => {
 			buf += d.toString();
 			const m = /^READY (.*)$/m.exec(buf);
-			if (m) resolve(JSON.parse(m[1]) as { baseUrl: string; key: string });
+			if (m) resolve(JSON.parse(m[1]) as Omit<NodeTarget, "pid" | "stop">);
 		});
 		child.once("exit", code => reject(new Error(`the ForgeFluid node exited (${code})`)));
 	});
 	return {
 		...ready,
+		pid: child.pid!,
 		stop: () =>
 			new Promise<void>(resolve => {
 				child.once("exit", () => resolve());
@@ -154,6 +214,7 @@ async function main() {
 		const direct = new OpenAI({ apiKey: "sk", baseURL: fake.url, maxRetries: 0 });
 		const via = new OpenAI({ apiKey: key, baseURL: `${node.baseUrl}/v1`, maxRetries: 0 });
 		const peer = litellm ? new OpenAI({ apiKey: LITELLM_KEY, baseURL: litellm.url, maxRetries: 0 }) : null;
+		const nodes: Record<string, NodeTarget> = { forgefluid: node, ...(baseline ? { baseline } : {}) };
 		const targets: Array<[string, OpenAI]> = [
 			["direct", direct],
 			["forgefluid", via],
@@ -172,15 +233,25 @@ async function main() {
 			for (let i = 0; i < 20; i++) await stream(client);
 			await Promise.all(Array.from({ length: 50 }, () => stream(client)));
 		}
+		// Then each node's background CPU, with the others idle too (subtracted from its CPU per request).
+		for (const [n, t] of Object.entries(nodes)) {
+			await measureBackground(t);
+			const bg = background.get(t)!;
+			console.log(
+				`${n} background CPU (no requests, 2 s): node ${(bg.node * 1000).toFixed(0)} ms/s, PostgreSQL backends ${(bg.pg * 1000).toFixed(0)} ms/s`
+			);
+		}
 		for (const c of LEVELS) {
 			const res: Record<string, { ttft: number[]; total: number[] }> = Object.fromEntries(
 				targets.map(([n]) => [n, { ttft: [], total: [] }])
 			);
+			const meters = Object.fromEntries(Object.entries(nodes).map(([n, t]) => [n, new CpuMeter(t)]));
 			// At least MIN_SAMPLES streams per target and level (1 stream: MIN_SAMPLES rounds).
 			const rounds = Math.max(ROUNDS, Math.ceil(MIN_SAMPLES / c));
 			for (let r = 0; r < rounds; r++)
 				for (const [name, client] of targets) {
-					const out = await Promise.all(Array.from({ length: c }, () => stream(client)));
+					const burst = () => Promise.all(Array.from({ length: c }, () => stream(client)));
+					const out = meters[name] ? await meters[name].around(() => c, burst) : await burst();
 					for (const o of out) {
 						res[name].ttft.push(o.ttft);
 						res[name].total.push(o.total);
@@ -193,23 +264,37 @@ async function main() {
 				console.log(
 					`  ${n} added ttft p50 ${(pct(res[n].ttft, 50) - pct(res.direct.ttft, 50)).toFixed(1)} ms, p99 ${(pct(res[n].ttft, 99) - pct(res.direct.ttft, 99)).toFixed(1)} ms; total p50 ${(pct(res[n].total, 50) - pct(res.direct.total, 50)).toFixed(1)} ms`
 				);
+			for (const [n, m] of Object.entries(meters)) console.log(m.line(n));
 		}
-		for (const [name, client] of targets) {
-			const end = Date.now() + SECONDS * 1000;
-			let n = 0;
-			await Promise.all(
-				Array.from({ length: 20 }, async () => {
-					while (Date.now() < end) {
-						await client.chat.completions.create({
-							model: "gpt-4o-mini",
-							max_tokens: 64,
-							messages: [{ role: "user", content: "hi" }]
-						});
-						n++;
-					}
-				})
+		// Non-streaming: SECONDS per target, in ROUNDS slices taken in turn (as the stream rounds are).
+		const done: Record<string, number> = Object.fromEntries(targets.map(([n]) => [n, 0]));
+		const nsMeters = Object.fromEntries(Object.entries(nodes).map(([n, t]) => [n, new CpuMeter(t)]));
+		for (let r = 0; r < ROUNDS; r++)
+			for (const [name, client] of targets) {
+				let n = 0;
+				const slice = () => {
+					const end = Date.now() + (SECONDS * 1000) / ROUNDS;
+					return Promise.all(
+						Array.from({ length: 20 }, async () => {
+							while (Date.now() < end) {
+								await client.chat.completions.create({
+									model: "gpt-4o-mini",
+									max_tokens: 64,
+									messages: [{ role: "user", content: "hi" }]
+								});
+								n++;
+							}
+						})
+					);
+				};
+				await (nsMeters[name] ? nsMeters[name].around(() => n, slice) : slice());
+				done[name] += n;
+			}
+		for (const [name] of targets) {
+			console.log(
+				`non-streaming ${name}: ${(done[name] / SECONDS).toFixed(0)} req/s (20 clients, ${SECONDS} s in ${ROUNDS} turns)`
 			);
-			console.log(`non-streaming ${name}: ${(n / SECONDS).toFixed(0)} req/s (20 clients, ${SECONDS} s)`);
+			if (nsMeters[name]) console.log(nsMeters[name].line(name));
 		}
 	} finally {
 		await node.stop();

@@ -28,6 +28,7 @@ import { percentile } from "../../src/tasks/rules";
 import { TaskStore } from "../../src/tasks/store";
 import { createTestDatabase, REDIS_URL, startTestNode } from "../../test/support/env";
 import { fakeAiWorker } from "../../test/support/fake-ai-worker";
+import { pgBackendCpu, pgBackendCpuDelta } from "../support/cpu";
 import { machine } from "../support/machine";
 
 const N = Number(process.env.N ?? 1000);
@@ -396,38 +397,6 @@ function machineCpu() {
 	return { busy, total };
 }
 
-/** User + system CPU (ms) of each PostgreSQL backend serving database `name` (from /proc; Linux only). */
-async function backendCpu(url: string, name: string): Promise<Map<number, number>> {
-	const c = new pg.Client({ connectionString: url });
-	await c.connect();
-	try {
-		const { rows } = await c.query<{ pid: number }>(
-			`${BENCH}SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
-			[name]
-		);
-		const out = new Map<number, number>();
-		for (const { pid } of rows) {
-			try {
-				// Fields 14 and 15 (utime, stime) after the parenthesised command name, in clock ticks (100/s).
-				const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-				out.set(pid, (Number(f[11]) + Number(f[12])) * 10);
-			} catch {
-				// not readable here (another machine, or it just exited)
-			}
-		}
-		return out;
-	} finally {
-		await c.end();
-	}
-}
-
-/** CPU (ms) the database's backends spent between two samples (backends new in the second count from 0). */
-function backendCpuDelta(before: Map<number, number>, after: Map<number, number>) {
-	let ms = 0;
-	for (const [pid, t] of after) ms += t - (before.get(pid) ?? 0);
-	return ms;
-}
-
 /**
  * CPU spent while `fn` runs: this process's (user + system), the whole machine's busy share, and with
  * BENCH_CPU_PROF=<dir> a V8 CPU profile of this process (open it in Chrome DevTools or speedscope).
@@ -475,7 +444,7 @@ async function endToEnd() {
 	});
 	try {
 		const us = await users(node, "team", 20);
-		const pg0 = await backendCpu(db.url, db.name);
+		const pg0 = await pgBackendCpu(db.url, db.name, BENCH);
 		const t = performance.now();
 		const cpu = await measureCpu("e2e", () =>
 			countStatements(async () => {
@@ -488,7 +457,7 @@ async function endToEnd() {
 			})
 		);
 		const counted = cpu.value;
-		const pgCpuMs = backendCpuDelta(pg0, await backendCpu(db.url, db.name));
+		const pgCpuMs = pgBackendCpuDelta(pg0, await pgBackendCpu(db.url, db.name, BENCH));
 		return {
 			pgCpuMsPerTask: pgCpuMs / N,
 			rate: N / ((performance.now() - t) / 1000),

@@ -113,7 +113,7 @@ export const usageMixin: ServiceSchema<
 
 	created(this: UsageThis) {
 		const rt = runtimeOf(this.broker);
-		this.usageStore = new UsageStore(rt.sequelize);
+		this.usageStore = new UsageStore(rt.sequelize, rt.config.dbNamedStatements);
 		this.usageMaxSpanDays = rt.config.payments.usageMaxSpanDays;
 	}
 };

@@ -88,7 +88,8 @@ export const chatHoldsMixin: UsersMixin<LeasesThis> = {
 	},
 
 	created(this: LeasesThis) {
-		this.leases = new HoldLeaseStore(runtimeOf(this.broker).sequelize);
+		const rt = runtimeOf(this.broker);
+		this.leases = new HoldLeaseStore(rt.sequelize, rt.config.dbNamedStatements);
 		this.sweepLeases = () =>
 			sweepExpiredLeases({
 				store: this.leases,

@@ -15,6 +15,7 @@ import { stringify } from "csv-stringify/sync";
 import { QueryTypes, type Sequelize } from "sequelize";
 import { directQuery } from "../db/direct";
 import { BadRequest } from "../errors";
+import { GroupCommit } from "./group-commit";
 
 export const USAGE_GROUPS = ["day", "model", "project", "member", "key"] as const;
 export type UsageGroup = (typeof USAGE_GROUPS)[number];
@@ -195,8 +196,50 @@ export function settledUsageUpdate(param: string): string {
 	 WHERE a.task_id = u.task_id`;
 }
 
+interface AttributionOp {
+	taskId: string;
+	payerId: string;
+	a: UsageAttribution;
+}
+
+/**
+ * `attributeReadingPayerCap` for a batch: the attributions inserted in the batch's order (a task id
+ * twice in one batch: the first stays, as one by one), each one's payer's cap read beside them.
+ */
+const ATTRIBUTION_BATCH = `WITH b AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+		WITH ORDINALITY AS b(task_id, payer_id, member_id, key_id, project_id, model, source, n)
+	), attribution AS (
+		INSERT INTO usage_attributions (task_id, payer_id, member_id, key_id, project_id, model, source)
+		SELECT task_id, payer_id, member_id, key_id, project_id, model, source FROM b ORDER BY n
+		ON CONFLICT (task_id) DO NOTHING
+	)
+	SELECT (SELECT monthly_cap_credits FROM payer_caps WHERE payer_id = b.payer_id) AS c FROM b ORDER BY n`;
+
 export class UsageStore {
-	constructor(private readonly sequelize: Sequelize) {}
+	/**
+	 * The reserves' attributions, group-committed (src/payments/group-commit.ts): a lone one goes out
+	 * at once, those that arrive while two batches are in flight go together as the next statement.
+	 */
+	private readonly attributions = new GroupCommit<AttributionOp, number | null>({
+		maxBatch: 128,
+		maxInFlight: 2,
+		run: async ops => {
+			try {
+				return (await this.attributeBatch(ops)).map(value => ({ status: "fulfilled", value }));
+			} catch (err) {
+				if (ops.length === 1) return [{ status: "rejected", reason: err }];
+				// Failed as a whole (a lost connection): each alone, so one's failure is its own (each is idempotent).
+				return Promise.allSettled(ops.map(async op => (await this.attributeBatch([op]))[0]));
+			}
+		}
+	});
+
+	/** `namedStatements`: the batched attribution as a named prepared statement (DB_NAMED_STATEMENTS). */
+	constructor(
+		private readonly sequelize: Sequelize,
+		private readonly namedStatements = false
+	) {}
 
 	/** Records who holds a task and with what; the first record of a task id stays (a retried reserve writes nothing). */
 	async attribute(taskId: string, payerId: string, a: UsageAttribution): Promise<void> {
@@ -206,18 +249,25 @@ export class UsageStore {
 	/**
 	 * `attribute` and the payer's own monthly cap (payer_caps, as PayerCaps.capOf reads it) in one
 	 * statement: both sit beside the hold, and the reserve needs the cap before the hold's statement.
-	 * The insert is a data-modifying CTE, run whether or not the cap row exists.
+	 * The insert is a data-modifying CTE, run whether or not the cap row exists. Concurrent calls
+	 * share a statement (`attributions`).
 	 */
-	async attributeReadingPayerCap(taskId: string, payerId: string, a: UsageAttribution): Promise<number | null> {
+	attributeReadingPayerCap(taskId: string, payerId: string, a: UsageAttribution): Promise<number | null> {
+		return this.attributions.submit({ taskId, payerId, a });
+	}
+
+	private async attributeBatch(ops: AttributionOp[]): Promise<Array<number | null>> {
+		const binds = ops.map(o => attributionBind(o.taskId, o.payerId, o.a));
 		// On the task path, once per submission: straight on a pooled connection (src/db/direct.ts).
-		const [row] = await directQuery<{ c: string | null }>(
+		const rows = await directQuery<{ c: string | null }>(
 			this.sequelize,
-			`WITH attribution AS (${ATTRIBUTION_INSERT})
-			 SELECT (SELECT monthly_cap_credits FROM payer_caps WHERE payer_id = $2) AS c`,
-			attributionBind(taskId, payerId, a)
+			ATTRIBUTION_BATCH,
+			binds[0].map((_, col) => binds.map(b => b[col])),
+			this.namedStatements ? "ff_usage_attribute_batch" : null
 		);
+		if (rows.length !== ops.length) throw new Error("the attribution batch answered a different number of rows");
 		// A BIGINT the cap routes bound to safe integers (payments.setPayerCap).
-		return row?.c == null ? null : Number(row.c);
+		return rows.map(r => (r.c == null ? null : Number(r.c)));
 	}
 
 	/** Adds what a settled task used (tokens, the model it ran on). Idempotent. */

@@ -15,7 +15,9 @@ import { QueryTypes } from "sequelize";
 import { availableKey, heldKey, Ledger, type HoldView } from "../../../src/payments/ledger";
 import { PayerCaps } from "../../../src/payments/payer-caps";
 import { modelKey, UsageStore, type SettledUsage, type UsageAttribution } from "../../../src/payments/usage";
+import { createSequelize } from "../../../src/db/sequelize";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { countStatements } from "../../support/statement-counter";
 
 jest.setTimeout(120_000);
 
@@ -125,6 +127,51 @@ describe("the attribution insert with the payer's cap read, one statement", () =
 			{ payer_id: p2 }
 		]);
 		expect(await folded(randomUUID(), p1, {})).toBe(77);
+	});
+});
+
+describe("concurrent attributions with the cap read share statements", () => {
+	test("each call answers its payer's cap and writes its row as one by one; a task twice keeps its first", async () => {
+		// A store on a pool of its own, so only its statements are counted.
+		const seq = createSequelize(db.url, { poolMax: 10 });
+		const sent = countStatements(seq, t => (t.includes("INSERT INTO usage_attributions") ? "attribution" : null));
+		try {
+			const batched = new UsageStore(seq, true);
+			const payers = Array.from({ length: 4 }, (_, i) => `batch${i}-${randomUUID()}`);
+			await caps.set(payers[1], 0);
+			await caps.set(payers[2], 1234);
+			await caps.set(payers[3], Number.MAX_SAFE_INTEGER);
+			const calls = Array.from({ length: 40 }, (_, i) => ({
+				task: `${payers[0]}-t${i}`,
+				payer: payers[i % 4],
+				a: {
+					memberId: `m${i}`,
+					keyId: i % 3 ? `k${i}` : null,
+					projectId: `p${i}`,
+					model: `x${i}`,
+					source: "chat" as const
+				}
+			}));
+			// The last one repeats task t7 with another attribution: the first record stays.
+			calls.push({ ...calls[7], a: { ...calls[7].a, memberId: "late" } });
+			const out = await Promise.all(calls.map(c => batched.attributeReadingPayerCap(c.task, c.payer, c.a)));
+			expect(out).toEqual(calls.map(c => [null, 0, 1234, Number.MAX_SAFE_INTEGER][payers.indexOf(c.payer)]));
+			for (const c of calls.slice(0, 40))
+				expect(await attribution(c.task)).toEqual({
+					member_id: c.a.memberId,
+					key_id: c.a.keyId,
+					project_id: c.a.projectId,
+					model: c.a.model,
+					source: "chat",
+					input_tokens: null,
+					output_tokens: null
+				});
+			// 41 calls one by one would be 41 statements; a lone one goes at once, two batches at a time.
+			expect(sent.counts.attribution).toBeGreaterThanOrEqual(1);
+			expect(sent.counts.attribution).toBeLessThan(10);
+		} finally {
+			await seq.close();
+		}
 	});
 });
 
