@@ -4,7 +4,6 @@
  * stake on /users/me. Real users and payments services, the dev chain, PostgreSQL, Redis, RabbitMQ.
  */
 import { ethers } from "ethers";
-import { SiweMessage } from "siwe";
 import { privateKeyToAccount } from "viem/accounts";
 import {
 	connectForgeContract,
@@ -17,6 +16,8 @@ import type { ForgeNode } from "../../../app/node";
 import { startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import { signUp } from "../../support/sign-up";
+import { siweClient } from "../../support/siwe";
+import { httpClient } from "../users/http";
 
 jest.setTimeout(90_000);
 
@@ -29,6 +30,10 @@ let deployment: ForgeDeployment;
 let provider: ethers.JsonRpcProvider;
 let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
+const siwe = siweClient(
+	httpClient(() => node.baseUrl),
+	{ domain: "localhost:3000", uri: "http://localhost:3000", chainId: 31337 }
+);
 
 async function api(method: string, p: string, token?: string, body?: unknown) {
 	const res = await fetch(node.baseUrl + "/api/v1" + p, {
@@ -96,24 +101,12 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 	expect((await api("GET", "/staking", token)).json.totalStakeWei).toBe("0");
 
 	// Link the wallet with a SIWE proof; users announces the new owner to payments.
-	const nonce = (await api("GET", "/auth/siwe/nonce")).json;
-	const now = Date.now();
-	const message = new SiweMessage({
-		domain: "localhost:3000",
-		address: WALLET.address,
-		statement: "Link my wallet",
-		uri: "http://localhost:3000",
-		version: "1",
-		chainId: 31337,
-		nonce: nonce.nonce,
-		issuedAt: new Date(now - 1000).toISOString(),
-		expirationTime: new Date(now + 600_000).toISOString()
-	}).prepareMessage();
-	const linked = await api("POST", "/users/me/wallets", token, {
-		message,
-		signature: await WALLET.signMessage({ message }),
-		nonceToken: nonce.nonceToken
-	});
+	const linked = await api(
+		"POST",
+		"/users/me/wallets",
+		token,
+		await siwe.proof(WALLET, { statement: "Link my wallet" })
+	);
 	expect(linked.status).toBe(201);
 	expect(await node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({ userId });
 
