@@ -84,20 +84,6 @@ async function taskEvents(
 	if (!releaseHere) throw tooMany();
 	let releaseCluster: (() => void) | null = null;
 	const slots = streamSlotsOf(api.broker);
-	if (slots) {
-		try {
-			releaseCluster = await slots.acquire(userId, cfg.sseMaxPerUser);
-		} catch (err) {
-			api.logger.warn(
-				`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`
-			);
-			releaseCluster = () => undefined;
-		}
-		if (!releaseCluster) {
-			releaseHere();
-			throw tooMany();
-		}
-	}
 	const release = () => {
 		releaseHere();
 		releaseCluster?.();
@@ -164,16 +150,37 @@ async function taskEvents(
 	req.on("close", finish);
 	res.on("close", finish);
 
-	let task: TaskView;
-	try {
-		task = (await ctx.call("tasks.get", { id })) as TaskView; // 404 for someone else's task
-	} catch (err) {
+	// The cluster-wide place and the task are asked for together (one round trip less before the first
+	// frame); a refused place still answers 429 before a 404, and a task read for a refused stream is
+	// dropped.
+	const [placeR, taskR] = await Promise.allSettled([
+		slots
+			? slots.acquire(userId, cfg.sseMaxPerUser).catch((err: unknown) => {
+					api.logger.warn(
+						`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`
+					);
+					return () => undefined;
+				})
+			: null,
+		ctx.call("tasks.get", { id }) // 404 for someone else's task
+	]);
+	const place = placeR.status === "fulfilled" ? placeR.value : null;
+	// The client went away meanwhile: finish() gave back this node's place; the cluster's is given back here.
+	if (closed) return void place?.();
+	if (slots && !place) {
+		closed = true;
+		unsubscribe();
+		releaseHere();
+		throw tooMany();
+	}
+	releaseCluster = place;
+	if (taskR.status === "rejected") {
 		closed = true;
 		unsubscribe();
 		release();
-		throw err;
+		throw taskR.reason;
 	}
-	if (closed) return;
+	const task = taskR.value as TaskView;
 
 	res.writeHead(200, {
 		"Content-Type": "text/event-stream; charset=utf-8",
