@@ -19,9 +19,9 @@
  * - one: every TypeScript service in one node process;
  * - cluster: `./forge cluster`'s three nodes: gateway (api), core (users, projects, payments),
  *   workers (tasks, ai, context-bridge, orgs).
- * Context: the bench's projects are empty (head version 0), so the worker asks `projects.access` for
- * the version and calls no `context.select` (it has nothing to select from); the Python context node
- * is not started. The context service's own latency is measured by bench/context.
+ * Context: the bench's projects are empty (head version 0), so the worker calls no `context.select`
+ * (it has nothing to select from; a task leased at insert does not ask `projects.access` either); the
+ * Python context node is not started. The context service's own latency is measured by bench/context.
  *
  * Where the time goes: each platform task's steps from its timestamps: the client's send and 202,
  * the row's `created_at` (the insert) and `started_at` (the lease, on the tasks node's clock), the
