@@ -72,11 +72,11 @@ async function batched<Op, R>(ops: Op[], run: (ops: Op[]) => Promise<R[]>): Prom
 /**
  * The leases' writes of a request's path (open, record the cost, drop) are group-committed per
  * statement kind (src/payments/group-commit.ts): a lone one goes out at once; those that arrive while
- * two batches of their kind are in flight go together as the next, one statement for many
- * requests. Each goes straight on a pooled connection (src/db/direct.ts). Measured at 50 concurrent
- * streams of bench/compat: docs/compat.md "Cost per request".
+ * one batch of their kind is in flight go together as the next, one statement for many
+ * requests. Each goes straight on a pooled connection (src/db/direct.ts). Measured with bench/compat
+ * (one batch in flight against two, and against no batching): bench/README.md "Compatible /v1".
  */
-const BATCH = { maxBatch: 128, maxInFlight: 2 } as const;
+const BATCH = { maxBatch: 128, maxInFlight: 1 } as const;
 
 const OPEN_SQL = `INSERT INTO chat_hold_leases (hold_id, user_id, key_id, node_id, expires_at)
 	 SELECT b.hold_id, b.user_id, b.key_id, b.node_id, now() + make_interval(secs => b.ttl_ms / 1000)

@@ -219,11 +219,11 @@ const ATTRIBUTION_BATCH = `WITH b AS (
 export class UsageStore {
 	/**
 	 * The reserves' attributions, group-committed (src/payments/group-commit.ts): a lone one goes out
-	 * at once, those that arrive while two batches are in flight go together as the next statement.
+	 * at once, those that arrive while a batch is in flight go together as the next statement.
 	 */
 	private readonly attributions = new GroupCommit<AttributionOp, number | null>({
 		maxBatch: 128,
-		maxInFlight: 2,
+		maxInFlight: 1,
 		run: async ops => {
 			try {
 				return (await this.attributeBatch(ops)).map(value => ({ status: "fulfilled", value }));

@@ -89,7 +89,7 @@ test("40 concurrent opens, costs and drops: every lease right, far fewer stateme
 	expect((await rowsOf(ids)).map(r => Number(r.cost))).toEqual([...ids].sort().map(id => 1000 + ids.indexOf(id)));
 	await Promise.all(ids.map(id => store.drop(id)));
 	expect(await rowsOf(ids)).toEqual([]);
-	// One by one would be 40 + 50 + 40 statements; a lone call goes at once, two batches at a time.
+	// One by one would be 40 + 50 + 40 statements; a lone call goes at once, one batch at a time.
 	for (const kind of ["open", "cost", "drop"] as const) {
 		expect(sent.counts[kind]).toBeGreaterThanOrEqual(1);
 		expect(sent.counts[kind]).toBeLessThan(10);
@@ -107,7 +107,7 @@ test("a lone call goes out at once as its own statement", async () => {
 });
 
 test("one hold twice in a batch: the later call is what stays, as one by one", async () => {
-	// Two calls in flight first, so the ones after them are taken together as the next batch.
+	// A call in flight first, so the ones after it are taken together as the next batch.
 	const busy = [holdId(), holdId()];
 	const id = holdId();
 	await Promise.all([

@@ -166,7 +166,7 @@ describe("concurrent attributions with the cap read share statements", () => {
 					input_tokens: null,
 					output_tokens: null
 				});
-			// 41 calls one by one would be 41 statements; a lone one goes at once, two batches at a time.
+			// 41 calls one by one would be 41 statements; a lone one goes at once, one batch at a time.
 			expect(sent.counts.attribution).toBeGreaterThanOrEqual(1);
 			expect(sent.counts.attribution).toBeLessThan(10);
 		} finally {
