@@ -15,6 +15,7 @@ import { usersPruneRules } from "../src/users/retention";
 import { Administration } from "../src/users/admin";
 import { ApiKeys } from "../src/users/api-keys";
 import { OrgApiKeys } from "../src/users/org-api-keys";
+import { OrgWallets } from "../src/users/org-wallets";
 import { CACHED_ACTIONS, UserCacheInvalidator } from "../src/users/cache";
 import { PasswordHasher } from "../src/users/credentials";
 import { ForgeBalanceReader } from "../src/users/holdings";
@@ -44,27 +45,13 @@ import { sessionView, type ProfileView } from "../src/users/views";
 import { Wallets } from "../src/users/wallets";
 import { accountsMixin } from "./users/accounts.mixin";
 import { adminMixin } from "./users/admin.mixin";
-import { ADDRESS_PATTERN, mfaCodeParam, type UsersThis } from "./users/host";
+import { ADDRESS_PATTERN, mfaCodeParam, siweParams, type UsersThis } from "./users/host";
+import { orgWalletsMixin } from "./users/org-wallets.mixin";
 import { internalMixin } from "./users/internal.mixin";
 import { keysMixin } from "./users/keys.mixin";
 import { chatHoldsMixin } from "./users/chat-holds.mixin";
 import { ssoMixin } from "./users/sso.mixin";
 
-const siweParams = {
-	message: { type: "string", min: 1, max: 4096, description: "The exact EIP-4361 message that was signed" },
-	signature: {
-		type: "string",
-		min: 4,
-		max: 20_000,
-		pattern: /^0x(?:[0-9a-fA-F]{2})+$/,
-		description: "0x-hex signature (65-byte ECDSA, EIP-1271 or EIP-6492 wrapped)"
-	},
-	nonceToken: {
-		type: "string",
-		pattern: /^[A-Za-z0-9_-]{43}$/,
-		description: "The nonceToken returned with the nonce (binds it to this client)"
-	}
-} as const;
 const passwordParam = { type: "string", min: 1, max: 1024 } as const;
 
 /** Where a billing notice's recipients come from (src/users/billing-notice.ts). */
@@ -85,6 +72,7 @@ const UsersService: UsersSchema = {
 		accountsMixin as unknown as ServiceSchema,
 		ssoMixin as unknown as ServiceSchema,
 		keysMixin as unknown as ServiceSchema,
+		orgWalletsMixin as unknown as ServiceSchema,
 		chatHoldsMixin as unknown as ServiceSchema,
 		adminMixin as unknown as ServiceSchema,
 		internalMixin as unknown as ServiceSchema,
@@ -476,6 +464,14 @@ const UsersService: UsersSchema = {
 			onTouchFailed: err => this.logger.warn("api key last-used update failed", err.message)
 		});
 		this.orgApiKeys = new OrgApiKeys({ store, cfg: cfg.apiKeys, secondFactor, orgRole });
+		this.orgWallets = new OrgWallets({
+			store,
+			proofs: this.proofs,
+			secondFactor,
+			orgRole,
+			maxWallets: cfg.maxWalletsPerUser,
+			announce: address => this.announceWalletOwner(address)
+		});
 		this.admin = new Administration({
 			store,
 			forget: async (userId, opts) =>

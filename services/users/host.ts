@@ -12,6 +12,7 @@ import type { AccountStore } from "../../src/users/account-store";
 import type { Administration } from "../../src/users/admin";
 import type { ApiKeys } from "../../src/users/api-keys";
 import type { OrgApiKeys } from "../../src/users/org-api-keys";
+import type { OrgWallets } from "../../src/users/org-wallets";
 import type { UserCacheInvalidator } from "../../src/users/cache";
 import type { UsersConfig } from "../../src/users/config";
 import type { PasswordHasher } from "../../src/users/credentials";
@@ -42,6 +43,7 @@ export interface UsersThis extends Service, Pick<DurableThis, "publishDurable"> 
 	wallets: Wallets<Transaction>;
 	apiKeys: ApiKeys;
 	orgApiKeys: OrgApiKeys;
+	orgWallets: OrgWallets;
 	admin: Administration;
 	balances: ForgeBalanceReader | null;
 	signupGrants: SignupGrants;
@@ -74,6 +76,23 @@ export type UsersMixin<This = UsersThis> = ServiceSchema<
 >;
 
 export const ADDRESS_PATTERN = /^0x[0-9a-fA-F]{40}$/;
+
+/** A SIWE proof: a sign-in, a wallet linked to an account or to an organisation. */
+export const siweParams = {
+	message: { type: "string", min: 1, max: 4096, description: "The exact EIP-4361 message that was signed" },
+	signature: {
+		type: "string",
+		min: 4,
+		max: 20_000,
+		pattern: /^0x(?:[0-9a-fA-F]{2})+$/,
+		description: "0x-hex signature (65-byte ECDSA, EIP-1271 or EIP-6492 wrapped)"
+	},
+	nonceToken: {
+		type: "string",
+		pattern: /^[A-Za-z0-9_-]{43}$/,
+		description: "The nonceToken returned with the nonce (binds it to this client)"
+	}
+} as const;
 
 export const codeParam = {
 	type: "string",

@@ -4,6 +4,7 @@
  * operator session actions, and the invitation mail of orgs.
  */
 import type { Context } from "moleculer";
+import { orgPayerId } from "../../src/payments/payer";
 import type { Role } from "../../src/auth/user";
 import { NotFound } from "../../src/errors";
 import { INTERNAL } from "../../src/kit/service";
@@ -56,14 +57,20 @@ export const internalMixin: UsersMixin = {
 			}
 		},
 
-		/** Who owns a wallet (payments attributes on-chain stakes through it). */
+		/**
+		 * Who owns a wallet (payments attributes on-chain stakes through it): the account that linked
+		 * it, or the payer `org:<uuid>` of the organisation that did (src/users/org-wallets.ts).
+		 */
 		walletOwner: {
 			visibility: INTERNAL,
 			retryPolicy: { enabled: true },
 			params: { address: { type: "string", pattern: ADDRESS_PATTERN } },
 			async handler(this: UsersThis, ctx: Context<{ address: string }>): Promise<{ userId: string } | null> {
-				const w = await this.store.walletByAddress(ctx.params.address.toLowerCase());
-				return w ? { userId: w.user_id } : null;
+				const address = ctx.params.address.toLowerCase();
+				const w = await this.store.walletByAddress(address);
+				if (w) return { userId: w.user_id };
+				const o = await this.store.orgWalletByAddress(address);
+				return o ? { userId: orgPayerId(o.org_id) } : null;
 			}
 		},
 

@@ -15,7 +15,11 @@
 import { QueryTypes, Sequelize, Transaction } from "sequelize";
 import type { ForgeChain } from "./chain";
 import { safeBlock } from "./chain-rules";
+import { orgIdOfPayer } from "./payer";
 import { Position, StakeEvent, replayStakeEvents } from "./staking";
+
+/** An organisation's stake changed (`{ orgId, positions }`, as `payments.stake.changed` for a user). */
+export const ORG_STAKE_CHANGED = "payments.org.stake.changed";
 
 const CURSOR = "staking";
 const INDEX_LOCK = 7_263_430_001; // arbitrary, fixed: "payments stake indexer"
@@ -278,9 +282,16 @@ export class StakeIndexer {
 		await this.sequelize.transaction(tx => this.rebuildWallet(tx, address.toLowerCase()));
 	}
 
+	/**
+	 * A payer's positions changed. An organisation's wallets (users.walletOwner answers `org:<uuid>`)
+	 * go out as `payments.org.stake.changed`, as its plan changes do: the users service keeps the
+	 * stakes of accounts only, and the organisation's tier is read from payments.facts.
+	 */
 	private async publishUser(tx: Transaction, userId: string) {
-		const payload: StakeChanged = { userId, positions: await this.positionsOf(userId, tx) };
-		await this.publish(tx, "payments.stake.changed", payload);
+		const positions = await this.positionsOf(userId, tx);
+		const orgId = orgIdOfPayer(userId);
+		if (orgId) await this.publish(tx, ORG_STAKE_CHANGED, { orgId, positions });
+		else await this.publish(tx, "payments.stake.changed", { userId, positions } satisfies StakeChanged);
 	}
 
 	/** A user's active positions over all their wallets, oldest first. */

@@ -33,6 +33,16 @@ export interface WalletRow {
 	last_sign_in_at: Date | null;
 }
 
+/** A wallet an organisation's owner or admin linked (org_wallets): its stake counts for the organisation. */
+export interface OrgWalletRow {
+	address: string;
+	org_id: string;
+	chain_id: string;
+	kind: WalletKind;
+	linked_by: string;
+	linked_at: Date;
+}
+
 export interface SessionRow {
 	id: string;
 	user_id: string;
@@ -266,15 +276,18 @@ export class UsersStore {
 	/**
 	 * The account a wallet signs in to, creating one on its first sign-in. Two first sign-ins racing
 	 * for one address end in one account: the loser's new user is rolled back with its wallet claim.
+	 * "org_wallet": an organisation holds the address (org_wallets), which is no way to sign in.
 	 */
 	async userForWalletSignIn(
 		address: string,
 		chainId: number,
 		kind: WalletKind
-	): Promise<{ userId: string; created: boolean }> {
+	): Promise<{ userId: string; created: boolean } | "org_wallet"> {
 		const existing = await this.walletByAddress(address);
 		if (existing) return { userId: existing.user_id, created: false };
 		const created = await this.transaction(async tx => {
+			await this.lockAddress(tx, address);
+			if (await this.orgHolds(tx, address)) throw new OrgWallet();
 			const userId = randomUUID();
 			await this.db.query(`INSERT INTO users (id) VALUES ($1)`, { bind: [userId], transaction: tx });
 			const [claimed] = await this.rows<{ address: string }>(
@@ -287,8 +300,10 @@ export class UsersStore {
 			return userId;
 		}).catch(err => {
 			if (err instanceof WalletRace) return null;
+			if (err instanceof OrgWallet) return "org_wallet" as const;
 			throw err;
 		});
+		if (created === "org_wallet") return created;
 		if (created) return { userId: created, created: true };
 		const winner = await this.walletByAddress(address);
 		if (!winner) throw new Error(`wallet ${address} vanished while signing in`);
@@ -309,12 +324,14 @@ export class UsersStore {
 		return this.transaction(async tx => {
 			// Serialises one user's concurrent links so the per-user limit holds.
 			await this.db.query(`SELECT id FROM users WHERE id = $1 FOR UPDATE`, { bind: [userId], transaction: tx });
+			await this.lockAddress(tx, address);
 			const [current] = await this.rows<WalletRow>(
 				`SELECT * FROM user_wallets WHERE address = $1`,
 				[address],
 				tx
 			);
 			if (current) return { result: current.user_id === userId ? "already" : "taken", wallet: current };
+			if (await this.orgHolds(tx, address)) return { result: "taken" };
 			const [{ n }] = await this.rows<{ n: string }>(
 				`SELECT count(*) AS n FROM user_wallets WHERE user_id = $1`,
 				[userId],
@@ -330,6 +347,87 @@ export class UsersStore {
 			if (!wallet) return { result: "taken" };
 			await this.audit(tx, userId, userId, "wallet.link", { address, chainId, kind });
 			return { result: "linked", wallet };
+		});
+	}
+
+	/**
+	 * Every claim of an address (a first wallet sign-in, a link to an account, a link to an
+	 * organisation) takes this lock first, so an address is held by one account or one organisation.
+	 */
+	private async lockAddress(tx: Transaction, address: string): Promise<void> {
+		await this.rows(`SELECT pg_advisory_xact_lock(hashtext('forgefluid wallet'), hashtext($1))`, [address], tx);
+	}
+
+	private async orgHolds(tx: Transaction, address: string): Promise<boolean> {
+		const rows = await this.rows(`SELECT 1 FROM org_wallets WHERE address = $1`, [address], tx);
+		return rows.length > 0;
+	}
+
+	async orgWalletByAddress(address: string): Promise<OrgWalletRow | null> {
+		const [row] = await this.rows<OrgWalletRow>(`SELECT * FROM org_wallets WHERE address = $1`, [address]);
+		return row ?? null;
+	}
+
+	async orgWallets(orgId: string): Promise<OrgWalletRow[]> {
+		return this.rows(`SELECT * FROM org_wallets WHERE org_id = $1 ORDER BY linked_at, address`, [orgId]);
+	}
+
+	/**
+	 * Links a wallet to an organisation, at most `maxWallets` per organisation (audited on the linker).
+	 * "taken": an account or another organisation holds it; linking it to the same organisation again
+	 * is a no-op.
+	 */
+	async linkOrgWallet(
+		orgId: string,
+		linkedBy: string,
+		address: string,
+		chainId: number,
+		kind: WalletKind,
+		maxWallets: number
+	): Promise<{ result: "linked" | "already" | "taken" | "limit"; wallet?: OrgWalletRow }> {
+		return this.transaction(async tx => {
+			await this.lockAddress(tx, address);
+			// One organisation's concurrent links, so its limit holds.
+			await this.rows(
+				`SELECT pg_advisory_xact_lock(hashtext('forgefluid org wallets'), hashtext($1))`,
+				[orgId],
+				tx
+			);
+			const [current] = await this.rows<OrgWalletRow>(
+				`SELECT * FROM org_wallets WHERE address = $1`,
+				[address],
+				tx
+			);
+			if (current) return { result: current.org_id === orgId ? "already" : "taken", wallet: current };
+			if ((await this.rows(`SELECT 1 FROM user_wallets WHERE address = $1`, [address], tx)).length)
+				return { result: "taken" };
+			const [{ n }] = await this.rows<{ n: string }>(
+				`SELECT count(*) AS n FROM org_wallets WHERE org_id = $1`,
+				[orgId],
+				tx
+			);
+			if (Number(n) >= maxWallets) return { result: "limit" };
+			const [wallet] = await this.rows<OrgWalletRow>(
+				`INSERT INTO org_wallets (address, org_id, chain_id, kind, linked_by) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
+				[address, orgId, chainId, kind, linkedBy],
+				tx
+			);
+			await this.audit(tx, linkedBy, linkedBy, "org.wallet.link", { orgId, address, chainId, kind });
+			return { result: "linked", wallet };
+		});
+	}
+
+	/** Removes an organisation's wallet (audited on who removed it); false when it holds no such wallet. */
+	async unlinkOrgWallet(orgId: string, address: string, by: string): Promise<boolean> {
+		return this.transaction(async tx => {
+			const rows = await this.rows(
+				`DELETE FROM org_wallets WHERE address = $1 AND org_id = $2 RETURNING address`,
+				[address, orgId],
+				tx
+			);
+			if (!rows.length) return false;
+			await this.audit(tx, by, by, "org.wallet.unlink", { orgId, address });
+			return true;
 		});
 	}
 
@@ -799,3 +897,4 @@ export class UsersStore {
 }
 
 class WalletRace extends Error {}
+class OrgWallet extends Error {}

@@ -73,6 +73,15 @@ export const Wallet = Named("Wallet", {
 });
 export type Wallet = Static<typeof Wallet>;
 
+export const OrgWallet = Named("OrgWallet", {
+	address: Address(),
+	chainId: Count(),
+	kind: Str(32),
+	linkedAt: DateTime(),
+	linkedBy: Uuid(),
+	payerId: Str(64)
+});
+
 export const Session = Named("Session", {
 	id: Uuid(),
 	method: Str(32),
@@ -286,6 +295,9 @@ export const views = {
 	createOrgApiKey: NewOrgApiKey,
 	listOrgApiKeys: Type.Object({ items: List(OrgApiKey, 1000) }),
 	revokeOrgApiKey: Type.Object({ id: Str(64), orgId: Uuid(), revoked: Type.Boolean() }),
+	linkOrgWallet: Type.Composite([OrgWallet, Type.Object({ alreadyLinked: Type.Boolean() })]),
+	listOrgWallets: Type.Object({ items: List(OrgWallet, 1000) }),
+	unlinkOrgWallet: Type.Object({ address: Address(), unlinked: Type.Boolean() }),
 	adminListUsers: Page(AdminUser),
 	adminGetUser: AdminUserDetail,
 	adminUpdateUser: AdminUser

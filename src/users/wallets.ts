@@ -41,7 +41,10 @@ export class Wallets<Tx> {
 	async signIn(input: SiweInput, client: ClientInfo) {
 		const d = this.d;
 		const proof = await d.proofs.verify(input);
-		const { userId, created } = await d.store.userForWalletSignIn(proof.address, proof.chainId, proof.kind);
+		const account = await d.store.userForWalletSignIn(proof.address, proof.chainId, proof.kind);
+		if (account === "org_wallet")
+			throw Forbidden("This wallet belongs to an organisation: it is not a way to sign in", "ORG_WALLET");
+		const { userId, created } = account;
 		const user = await d.store.userById(userId);
 		if (!user) throw new Error(`user ${userId} of wallet ${proof.address} not found`);
 		if (user.disabled_at) throw Forbidden("This account is disabled", "ACCOUNT_DISABLED");

@@ -2,6 +2,7 @@
 import type { RouteSpec } from "../../../src/http/route-spec";
 import { views } from "../../../src/orgs/views";
 import { views as userViews } from "../../../src/users/views";
+import { SIWE_PROOF_401 } from "./users";
 
 const tag = "orgs";
 const ROLE = { 403: ["INSUFFICIENT_ROLE"] };
@@ -121,6 +122,43 @@ export function orgsRoutes(): RouteSpec[] {
 			errors: { 403: ["SESSION_REQUIRED"] },
 			auth: "required",
 			summary: "Revoke an organisation API key (owner, admin; others their own)",
+			tag
+		},
+		{
+			method: "POST",
+			path: "/orgs/:id/wallets",
+			action: "users.linkOrgWallet",
+			response: userViews.linkOrgWallet,
+			errors: {
+				401: [...SIWE_PROOF_401],
+				403: ["INSUFFICIENT_ROLE", "SESSION_REQUIRED", "MFA_REQUIRED", "MFA_CODE_INVALID"],
+				409: ["WALLET_TAKEN", "WALLET_LIMIT"],
+				422: ["SIWE_INVALID_MESSAGE"]
+			},
+			auth: "required",
+			status: 201,
+			summary:
+				"Link a wallet to the organisation with a SIWE proof (owner, admin): its stake counts for the organisation's tier; it is not a way to sign in",
+			tag
+		},
+		{
+			method: "GET",
+			path: "/orgs/:id/wallets",
+			action: "users.listOrgWallets",
+			response: userViews.listOrgWallets,
+			errors: { 403: ["SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "The organisation's wallets (members)",
+			tag
+		},
+		{
+			method: "DELETE",
+			path: "/orgs/:id/wallets/:address",
+			action: "users.unlinkOrgWallet",
+			response: userViews.unlinkOrgWallet,
+			errors: { 403: ["INSUFFICIENT_ROLE", "SESSION_REQUIRED"] },
+			auth: "required",
+			summary: "Unlink a wallet from the organisation (owner, admin); its stake no longer counts",
 			tag
 		},
 		{

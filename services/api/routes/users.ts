@@ -13,7 +13,7 @@ const SSO_CALLBACK_401 = [
 ] as const;
 
 /** What a SIWE proof can fail on (src/users/siwe.ts, src/users/siwe-proof.ts). */
-const SIWE_PROOF_401 = [
+export const SIWE_PROOF_401 = [
 	"SIWE_DOMAIN_MISMATCH",
 	"SIWE_URI_MISMATCH",
 	"SIWE_CHAIN_NOT_ALLOWED",
@@ -94,7 +94,7 @@ export function usersRoutes(): RouteSpec[] {
 			response: views.siweVerify,
 			errors: {
 				401: [...SIWE_PROOF_401],
-				403: ["ACCOUNT_DISABLED"],
+				403: ["ACCOUNT_DISABLED", "ORG_WALLET"],
 				422: ["SIWE_INVALID_MESSAGE"]
 			},
 			auth: "none",

@@ -106,3 +106,32 @@ describe("wallet unlink", () => {
 		expect(await refusal(s.wallets.unlink(USER, A))).toEqual({ status: 404, code: "NOT_FOUND" });
 	});
 });
+
+test("signing in with a wallet an organisation holds is 403 ORG_WALLET, and no session is made", async () => {
+	const issued: string[] = [];
+	const wallets = new Wallets<"tx">({
+		store: {
+			userForWalletSignIn: async () => "org_wallet",
+			userById: () => Promise.reject(new Error("no account is read")),
+			touchWalletSignIn: () => Promise.reject(new Error("nothing is touched")),
+			touchLogin: () => Promise.reject(new Error("nothing is touched")),
+			audit: () => Promise.reject(new Error("nothing is audited")),
+			linkWallet: () => Promise.reject(new Error("not used"))
+		},
+		methods: { transaction: fn => fn("tx"), lockedMethods: async () => null },
+		deleteWallet: async () => false,
+		proofs: { verify: async () => ({ address: A, chainId: 1, kind: "eoa" }) as never },
+		secondFactor: { enabled: async () => false, stepUp: async () => undefined },
+		mfaChallenge: () => Promise.reject(new Error("not used")),
+		sessions: { issue: async user => (issued.push(user.id), {}) as never },
+		maxWallets: 5,
+		forget: async () => undefined,
+		announce: () => undefined,
+		offerGrant: () => Promise.reject(new Error("no grant"))
+	});
+	expect(await refusal(wallets.signIn({ message: "m", signature: "0x00", nonceToken: "n" }, {}))).toEqual({
+		status: 403,
+		code: "ORG_WALLET"
+	});
+	expect(issued).toEqual([]);
+});
