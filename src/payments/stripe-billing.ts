@@ -772,7 +772,16 @@ export class StripeBilling {
 		return existing ? "recorded" : "clawed_back";
 	}
 
-	private async applySubscription(tx: Transaction, sub: SubscriptionLike, event: StripeEventLike): Promise<Outcome> {
+	/**
+	 * `live`: `sub` was read from Stripe just now (below), not taken from the event's payload, so it
+	 * is the subscription's state whatever the order of the events of the same second.
+	 */
+	private async applySubscription(
+		tx: Transaction,
+		sub: SubscriptionLike,
+		event: StripeEventLike,
+		live = false
+	): Promise<Outcome> {
 		let payerId = sub.metadata?.payerId ?? sub.metadata?.userId ?? null;
 		let planTier = sub.metadata?.planTier ?? null;
 		if (!payerId || !planTier) {
@@ -796,9 +805,16 @@ export class StripeBilling {
 			cancelAtPeriodEnd: sub.cancel_at_period_end ?? false,
 			currentPeriodEnd: periodEnd ? new Date(periodEnd * 1000) : null
 		};
-		const [current] = await this.q<{ status: string; last_event_created: Date; past_due_since: Date | null }>(
+		const [current] = await this.q<{
+			status: string;
+			last_event_created: Date;
+			past_due_since: Date | null;
+			cancel_at_period_end: boolean;
+			current_period_end: Date | null;
+		}>(
 			tx,
-			`SELECT status, last_event_created, past_due_since FROM stripe_subscriptions WHERE id = $1 FOR UPDATE`,
+			`SELECT status, last_event_created, past_due_since, cancel_at_period_end, current_period_end
+			 FROM stripe_subscriptions WHERE id = $1 FOR UPDATE`,
 			[sub.id]
 		);
 		let pastDueSince: Date | null;
@@ -807,7 +823,23 @@ export class StripeBilling {
 			const newer = created.getTime() > new Date(current.last_event_created).getTime();
 			const sameTime = created.getTime() === new Date(current.last_event_created).getTime();
 			if (TERMINAL_SUBSCRIPTION.has(current.status)) return "duplicate";
-			if (!newer && !(sameTime && TERMINAL_SUBSCRIPTION.has(status))) {
+			// Stripe's `created` is in whole seconds: of two events of one second that say different
+			// things (created as incomplete and updated to active, often), the payloads cannot tell
+			// which is the later. The subscription as Stripe has it now decides (Stripe's advice for
+			// out-of-order events), whichever arrives second; the same event again reads nothing.
+			if (
+				sameTime &&
+				!live &&
+				!TERMINAL_SUBSCRIPTION.has(status) &&
+				(status !== current.status ||
+					facts.cancelAtPeriodEnd !== current.cancel_at_period_end ||
+					(facts.currentPeriodEnd?.getTime() ?? null) !==
+						(current.current_period_end ? new Date(current.current_period_end).getTime() : null))
+			) {
+				const fresh = await this.client().subscriptions.retrieve(sub.id);
+				return this.applySubscription(tx, fresh as unknown as SubscriptionLike, event, true);
+			}
+			if (!newer && !(sameTime && (live || TERMINAL_SUBSCRIPTION.has(status)))) {
 				// An older past_due event delivered late still dates the grace period's start.
 				const earlier = earlierPastDueSince(current.status, current.past_due_since, status, created);
 				if (earlier)

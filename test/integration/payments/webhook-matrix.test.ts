@@ -335,6 +335,27 @@ const stories: Story[] = [
 		}
 	},
 	{
+		name: "one second: created (incomplete) and updated (active) with the same created time",
+		async make(payer) {
+			const c = await checkout(payer, "plan", "pro");
+			fake.completeSession(c.sessionId);
+			// Stripe has it active now; both events carry the same second, so their payloads cannot
+			// tell which came last (what Stripe has decides).
+			fake.subscriptionOf(c.sessionId, "active");
+			const t = clock()();
+			return [
+				fake.event("customer.subscription.created", subscription(c, "incomplete"), t),
+				fake.event("customer.subscription.updated", subscription(c, "active"), t)
+			];
+		},
+		expect(s) {
+			expect([s.tier, s.planTier]).toEqual(["pro", "pro"]);
+			expect(s.subscriptions).toEqual([
+				{ plan_tier: "pro", status: "active", cancel_at_period_end: false, past_due: false }
+			]);
+		}
+	},
+	{
 		name: "a renewal that fails and recovers: invoice.payment_failed, past_due, invoice.paid, active",
 		async make(payer) {
 			const c = await checkout(payer, "plan", "pro");
