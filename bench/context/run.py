@@ -160,9 +160,10 @@ class Case:
     changed_files: int
 
 
-def cases(limit: int) -> list[Case]:
+def cases(limit: int, end: str = "HEAD") -> list[Case]:
+    """The last `limit` non-merge commits up to `end` that change code in existing files, oldest first."""
     out: list[Case] = []
-    for line in git("log", "--no-merges", "--format=%H %P", "HEAD").splitlines():
+    for line in git("log", "--no-merges", "--format=%H %P", end).splitlines():
         parts = line.split()
         if len(parts) != 2:
             continue

@@ -340,7 +340,8 @@ def test_a_file_is_shown_around_its_match_before_lower_files_get_their_matches()
 def test_the_budget_reaches_the_matches_of_files_further_down_the_ranking() -> None:
     # four ledger files rank first and could take the whole budget; each lower file holds one small
     # function matching the query. A share per file in rank order leaves room for more of the lower
-    # files' matches than letting every chunk compete (which fills the best files first)
+    # files' matches than letting every chunk compete (which fills the best files first: at this
+    # budget it shows the matches of part0..part3 only)
     tree: dict[str, str] = {}
     for k in range(4):
         tree[f"src/ledger{k}.ts"] = (
@@ -368,5 +369,5 @@ def test_the_budget_reaches_the_matches_of_files_further_down_the_ranking() -> N
     shown = {(f["path"], ln) for f in frames if f["kind"] != "map" for ln in range(f["lines"][0], f["lines"][1] + 1)}
     for k in range(4):
         assert {(f"src/ledger{k}.ts", ln) for ln in range(1, 5)} <= shown
-    for k in range(6):
-        assert {(f"src/part{k}.ts", ln) for ln in range(1, 5)} <= shown
+    reached = [k for k in range(12) if {(f"src/part{k}.ts", ln) for ln in range(1, 5)} <= shown]
+    assert len(reached) >= 5 and reached[:4] == [0, 1, 2, 3]

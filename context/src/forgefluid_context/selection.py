@@ -53,7 +53,7 @@ HEAD_SHARE = 0.2
 FILE_SHARPNESS = 0.5
 # File-first packing: the k-th candidate's share of what is left is SHARE_DECAY**k over the sum of
 # the remaining candidates' weights.
-SHARE_DECAY = 0.85
+SHARE_DECAY = 0.8
 SHARE_FILES = 15
 SHARE_FRACTION = 0.6
 # A chunk next to a matching one of its file counts as NEIGHBOUR x that one's relevance (halving
