@@ -441,7 +441,7 @@ const AiService: ServiceSchema<AiSettings, Record<string, never>, Record<string,
 			// Compatible requests in a slot or waiting for one come first, as for leases.
 			free: () =>
 				this.cfg.concurrency - this.running.size - this.claims.count - this.gate.inUse - this.gate.queued,
-			canClaim: () => !this.stopping,
+			canClaim: () => this.cfg.leaseAtInsert && !this.stopping,
 			start: (task, access) => this.startTask(task, access),
 			// A queued task (or another waiting one) may take the slot now rather than at the next poll.
 			released: () => void this.pump()

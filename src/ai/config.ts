@@ -40,6 +40,8 @@ export interface AiConfig {
 	balancing: Balancing;
 	/** Worker slots of this node (tasks run at once). */
 	concurrency: number;
+	/** Whether this node's free slots are offered to its own submissions (the lease at insert, src/ai/slot-claims.ts). */
+	leaseAtInsert: boolean;
 	pollMs: number;
 	heartbeatMs: number;
 	/** Attempts per generation (first try + retries/fallbacks). */
@@ -175,6 +177,7 @@ export function loadAiConfig(r: EnvReader): AiConfig {
 		devProvider,
 		balancing: r.oneOf("AI_BALANCING", "least-busy", ["least-busy", "weighted"] as const),
 		concurrency: r.int("AI_CONCURRENCY", 8, 1, 10_000),
+		leaseAtInsert: r.bool("AI_LEASE_AT_INSERT", true),
 		pollMs: r.int("AI_POLL_MS", 1_000, 10, 600_000),
 		heartbeatMs: r.int("TASK_HEARTBEAT_MS", 5_000, 50, 600_000),
 		maxAttempts: r.int("AI_MAX_ATTEMPTS", 4, 1, 20),
