@@ -24,6 +24,17 @@ export interface NewOrgApiKeyInput {
 /** Organisation roles that make keys and see and revoke every key of the organisation. */
 export const ORG_KEY_MANAGERS: ReadonlySet<string> = new Set(["owner", "admin"]);
 
+/** The user's role in the organisation; a non-member gets 404, as for the organisation's other routes. */
+export async function roleInOrg(
+	orgRole: (orgId: string, userId: string) => Promise<string | null>,
+	orgId: string,
+	userId: string
+): Promise<string> {
+	const role = await orgRole(orgId, userId);
+	if (!role) throw NotFound("Organisation");
+	return role;
+}
+
 export interface OrgApiKeysDeps {
 	store: Pick<UsersStore, "createApiKey" | "orgApiKeys" | "revokeOrgApiKey" | "audit">;
 	cfg: UsersConfig["apiKeys"];
@@ -37,11 +48,8 @@ const view = (k: ApiKeyRow) => orgApiKeyView({ ...k, org_id: k.org_id ?? "" });
 export class OrgApiKeys {
 	constructor(private readonly d: OrgApiKeysDeps) {}
 
-	/** The caller's role in the organisation; a non-member gets 404, as for the organisation's other routes. */
-	private async roleIn(orgId: string, userId: string): Promise<string> {
-		const role = await this.d.orgRole(orgId, userId);
-		if (!role) throw NotFound("Organisation");
-		return role;
+	private roleIn(orgId: string, userId: string): Promise<string> {
+		return roleInOrg(this.d.orgRole, orgId, userId);
 	}
 
 	async create(owner: AuthUser, orgId: string, input: NewOrgApiKeyInput) {

@@ -13,7 +13,7 @@ import { orgPayerId } from "../payments/payer";
 import type { SecondFactor } from "./second-factor";
 import type { SiweInput, SiweProofs } from "./siwe-proof";
 import type { OrgWalletRow, UsersStore } from "./store";
-import { ORG_KEY_MANAGERS } from "./org-api-keys";
+import { ORG_KEY_MANAGERS, roleInOrg } from "./org-api-keys";
 
 export interface OrgWalletsDeps {
 	store: Pick<UsersStore, "linkOrgWallet" | "unlinkOrgWallet" | "orgWallets">;
@@ -40,11 +40,8 @@ export function orgWalletView(w: OrgWalletRow) {
 export class OrgWallets {
 	constructor(private readonly d: OrgWalletsDeps) {}
 
-	/** The caller's role; a non-member gets 404, as for the organisation's other routes. */
-	private async roleIn(orgId: string, userId: string): Promise<string> {
-		const role = await this.d.orgRole(orgId, userId);
-		if (!role) throw NotFound("Organisation");
-		return role;
+	private roleIn(orgId: string, userId: string): Promise<string> {
+		return roleInOrg(this.d.orgRole, orgId, userId);
 	}
 
 	private async manager(orgId: string, userId: string) {

@@ -5,6 +5,8 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { ethers } from "ethers";
+import { connectForgeContract, type ForgeDeployment } from "../../src/chain/deploy";
 
 export interface DevChain {
 	url: string;
@@ -79,4 +81,29 @@ export function startDevChain(opts: StartDevChainOptions = {}): Promise<DevChain
 			resolve({ url: match[1]!, chainId: Number(match[2]), stop });
 		});
 	});
+}
+
+/**
+ * Stakes `amount` wei of FORGE from `address` (a funded development account the dev chain unlocks)
+ * on the deployment's staking contract, then mines `confirmations` blocks so the stake indexer
+ * sees it.
+ */
+export async function stakeOnDevChain(
+	provider: ethers.JsonRpcProvider,
+	deployment: ForgeDeployment,
+	address: string,
+	amount: bigint,
+	confirmations: number
+): Promise<void> {
+	const signer = new ethers.JsonRpcSigner(provider, address);
+	await (
+		await (await connectForgeContract("ForgeToken", deployment.token, signer)).getFunction("approve")(
+			deployment.staking,
+			amount
+		)
+	).wait();
+	await (
+		await (await connectForgeContract("ForgeStaking", deployment.staking, signer)).getFunction("stake")(amount)
+	).wait();
+	await provider.send("hardhat_mine", [`0x${confirmations.toString(16)}`]);
 }

@@ -9,7 +9,6 @@
 import { ethers } from "ethers";
 import { privateKeyToAccount } from "viem/accounts";
 import {
-	connectForgeContract,
 	createChainProvider,
 	deployForgeContracts,
 	forgeChainEnv,
@@ -17,7 +16,7 @@ import {
 } from "../../../src/chain/deploy";
 import type { ForgeNode } from "../../../app/node";
 import type { UsersStore } from "../../../src/users/store";
-import { startDevChain, type DevChain } from "../../support/devchain";
+import { stakeOnDevChain, startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, eventually, startTestNode, type TestDatabase } from "../../support/env";
 import { orgPeople, type Person } from "../../support/org-people";
 import { siweClient } from "../../support/siwe";
@@ -72,18 +71,8 @@ beforeAll(async () => {
 	await people.join(orgId, owner, member, "member");
 
 	// 1,500 FORGE staked by the wallet while nobody holds it: indexed by address, nobody's tier.
-	const signer = new ethers.JsonRpcSigner(provider, WALLET.address);
 	const amount = ethers.parseUnits("1500", 18);
-	await (
-		await (await connectForgeContract("ForgeToken", deployment.token, signer)).getFunction("approve")(
-			deployment.staking,
-			amount
-		)
-	).wait();
-	await (
-		await (await connectForgeContract("ForgeStaking", deployment.staking, signer)).getFunction("stake")(amount)
-	).wait();
-	await provider.send("hardhat_mine", [`0x${CONFIRMATIONS.toString(16)}`]);
+	await stakeOnDevChain(provider, deployment, WALLET.address, amount, CONFIRMATIONS);
 	await node.broker.call("payments.chainTick", {});
 });
 

@@ -6,14 +6,13 @@
 import { ethers } from "ethers";
 import { privateKeyToAccount } from "viem/accounts";
 import {
-	connectForgeContract,
 	createChainProvider,
 	deployForgeContracts,
 	forgeChainEnv,
 	type ForgeDeployment
 } from "../../../src/chain/deploy";
 import type { ForgeNode } from "../../../app/node";
-import { startDevChain, type DevChain } from "../../support/devchain";
+import { stakeOnDevChain, startDevChain, type DevChain } from "../../support/devchain";
 import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
 import { signUp } from "../../support/sign-up";
 import { siweClient } from "../../support/siwe";
@@ -85,18 +84,8 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 	const userId: string = reg.userId;
 
 	// Stake first, while nobody owns the wallet: payments indexes it by address.
-	const signer = new ethers.JsonRpcSigner(provider, WALLET.address);
 	const amount = ethers.parseUnits("1500", 18);
-	await (
-		await (await connectForgeContract("ForgeToken", deployment.token, signer)).getFunction("approve")(
-			deployment.staking,
-			amount
-		)
-	).wait();
-	await (
-		await (await connectForgeContract("ForgeStaking", deployment.staking, signer)).getFunction("stake")(amount)
-	).wait();
-	await provider.send("hardhat_mine", [`0x${CONFIRMATIONS.toString(16)}`]);
+	await stakeOnDevChain(provider, deployment, WALLET.address, amount, CONFIRMATIONS);
 	await node.broker.call("payments.chainTick", {});
 	expect((await api("GET", "/staking", token)).json.totalStakeWei).toBe("0");
 
