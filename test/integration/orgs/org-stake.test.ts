@@ -8,16 +8,10 @@
  */
 import { ethers } from "ethers";
 import { privateKeyToAccount } from "viem/accounts";
-import {
-	createChainProvider,
-	deployForgeContracts,
-	forgeChainEnv,
-	type ForgeDeployment
-} from "../../../src/chain/deploy";
-import type { ForgeNode } from "../../../app/node";
 import type { UsersStore } from "../../../src/users/store";
-import { stakeOnDevChain, startDevChain, type DevChain } from "../../support/devchain";
-import { createTestDatabase, eventually, startTestNode, type TestDatabase } from "../../support/env";
+import { startChainPlatform, type ChainPlatform } from "../../support/chain-platform";
+import { stakeOnDevChain } from "../../support/devchain";
+import { eventually } from "../../support/env";
 import { orgPeople, type Person } from "../../support/org-people";
 import { siweClient } from "../../support/siwe";
 import { httpClient } from "../users/http";
@@ -28,12 +22,8 @@ jest.setTimeout(120_000);
 const WALLET = privateKeyToAccount("0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6");
 const CONFIRMATIONS = 2;
 
-let chain: DevChain;
-let deployment: ForgeDeployment;
-let provider: ethers.JsonRpcProvider;
-let db: TestDatabase;
-let node: ForgeNode & { baseUrl: string };
-const call = httpClient(() => node.baseUrl);
+let p: ChainPlatform;
+const call = httpClient(() => p.node.baseUrl);
 const siwe = siweClient(call, { domain: "localhost:3000", uri: "http://localhost:3000", chainId: 31337 });
 const people = orgPeople(call, { prefix: "orgstake", password: "a long enough passphrase" });
 
@@ -43,45 +33,31 @@ let outsider: Person;
 let orgId: string;
 
 const orgTier = async () =>
-	(await node.broker.call<{ tier: string }, { userId: string }>("payments.facts", { userId: `org:${orgId}` })).tier;
+	(await p.node.broker.call<{ tier: string }, { userId: string }>("payments.facts", { userId: `org:${orgId}` })).tier;
 
 beforeAll(async () => {
-	chain = await startDevChain();
-	deployment = await deployForgeContracts(chain.url);
-	provider = createChainProvider(chain.url);
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "users", "orgs", "payments"],
-		env: {
-			...forgeChainEnv(deployment),
-			AUTH_SESSION_CHECK: "true",
-			CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
-			CHAIN_POLL_MS: "0",
-			CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
-			STAKE_MIN_HOLDING_S: "0",
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			SIWE_DOMAIN: "localhost:3000",
-			SIWE_URI: "http://localhost:3000"
-		}
-	});
+	p = await startChainPlatform(["api", "users", "orgs", "payments"], deployment => ({
+		AUTH_SESSION_CHECK: "true",
+		CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
+		CHAIN_POLL_MS: "0",
+		CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
+		STAKE_MIN_HOLDING_S: "0",
+		RATE_LIMIT_PER_MINUTE: "100000",
+		RATE_LIMIT_ANON_PER_MINUTE: "100000",
+		SIWE_DOMAIN: "localhost:3000",
+		SIWE_URI: "http://localhost:3000"
+	}));
 	[owner, member, outsider] = await Promise.all([people.person(), people.person(), people.person()]);
 	orgId = await people.newOrg(owner);
 	await people.join(orgId, owner, member, "member");
 
 	// 1,500 FORGE staked by the wallet while nobody holds it: indexed by address, nobody's tier.
 	const amount = ethers.parseUnits("1500", 18);
-	await stakeOnDevChain(provider, deployment, WALLET.address, amount, CONFIRMATIONS);
-	await node.broker.call("payments.chainTick", {});
+	await stakeOnDevChain(p.provider, p.deployment, WALLET.address, amount, CONFIRMATIONS);
+	await p.node.broker.call("payments.chainTick", {});
 });
 
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	provider?.destroy();
-	await chain?.stop();
-});
+afterAll(() => p?.close());
 
 const linkToOrg = async (p: Person) =>
 	call("POST", `/api/v1/orgs/${orgId}/wallets`, { token: p.token, body: await siwe.proof(WALLET) });
@@ -100,7 +76,7 @@ test("only owners and admins link; a non-member gets 404; a bad proof changes no
 	});
 	expect(forged.status).toBe(401);
 	expect((await call("GET", `/api/v1/orgs/${orgId}/wallets`, { token: member.token })).json.items).toEqual([]);
-	expect(await node.broker.call("users.walletOwner", { address: WALLET.address })).toBeNull();
+	expect(await p.node.broker.call("users.walletOwner", { address: WALLET.address })).toBeNull();
 });
 
 test("a linked wallet's stake counts for the organisation's tier; the wallet is no sign-in and no account can take it", async () => {
@@ -112,12 +88,12 @@ test("a linked wallet's stake counts for the organisation's tier; the wallet is 
 		linkedBy: owner.id,
 		alreadyLinked: false
 	});
-	expect(await node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({
+	expect(await p.node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({
 		userId: `org:${orgId}`
 	});
 	// 1,500 FORGE of effective stake: pro (docs/tiers.md), on the organisation's payer.
 	await eventually(async () => (await orgTier()) === "pro", 15_000);
-	const facts = await node.broker.call<{ positions: Array<{ amountWei: string }> }, { userId: string }>(
+	const facts = await p.node.broker.call<{ positions: Array<{ amountWei: string }> }, { userId: string }>(
 		"payments.facts",
 		{ userId: `org:${orgId}` }
 	);
@@ -130,11 +106,13 @@ test("a linked wallet's stake counts for the organisation's tier; the wallet is 
 	expect((await linkToOrg(owner)).json.alreadyLinked).toBe(true);
 
 	// No way to sign in, and no account made for it.
-	const users0 = await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM users`, { plain: true });
+	const users0 = await p.node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM users`, { plain: true });
 	const signIn = await siwe.signIn(WALLET);
 	expect(signIn.status).toBe(403);
 	expect(signIn.json.error.code).toBe("ORG_WALLET");
-	expect(await node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM users`, { plain: true })).toEqual(users0);
+	expect(await p.node.runtime.sequelize.query(`SELECT count(*)::int AS n FROM users`, { plain: true })).toEqual(
+		users0
+	);
 	// No account can link it.
 	const taken = await call("POST", "/api/v1/users/me/wallets", {
 		token: outsider.token,
@@ -160,11 +138,11 @@ test("an account and an organisation racing for one address: exactly one holds i
 		siwe.proof(WALLET).then(body => call("POST", "/api/v1/users/me/wallets", { token: outsider.token, body }))
 	]);
 	expect([toOrg.status, toAccount.status].sort()).toEqual([201, 409]);
-	const owned = await node.broker.call<{ userId: string }, { address: string }>("users.walletOwner", {
+	const owned = await p.node.broker.call<{ userId: string }, { address: string }>("users.walletOwner", {
 		address: WALLET.address
 	});
 	expect(owned.userId).toBe(toOrg.status === 201 ? `org:${orgId}` : outsider.id);
-	const [{ n }] = (await node.runtime.sequelize.query(
+	const [{ n }] = (await p.node.runtime.sequelize.query(
 		`SELECT (SELECT count(*) FROM user_wallets WHERE address = $1) + (SELECT count(*) FROM org_wallets WHERE address = $1) AS n`,
 		{ bind: [WALLET.address.toLowerCase()], type: "SELECT" }
 	)) as Array<{ n: string }>;
@@ -172,7 +150,7 @@ test("an account and an organisation racing for one address: exactly one holds i
 });
 
 test("the claim is serialised per address: 40 addresses claimed by an account and an organisation at once, each held once", async () => {
-	const store = (node.broker.getLocalService("users") as unknown as { store: UsersStore }).store;
+	const store = (p.node.broker.getLocalService("users") as unknown as { store: UsersStore }).store;
 	const addresses = Array.from({ length: 40 }, () => ethers.Wallet.createRandom().address.toLowerCase());
 	const results = await Promise.all(
 		addresses.map(a =>
@@ -184,7 +162,7 @@ test("the claim is serialised per address: 40 addresses claimed by an account an
 	);
 	for (const [toOrg, toAccount] of results)
 		expect([toOrg.result, toAccount.result].sort()).toEqual(["linked", "taken"]);
-	const [{ n }] = (await node.runtime.sequelize.query(
+	const [{ n }] = (await p.node.runtime.sequelize.query(
 		`SELECT count(*) AS n FROM (SELECT address FROM user_wallets UNION ALL SELECT address FROM org_wallets) w WHERE address = ANY($1)`,
 		{ bind: [addresses], type: "SELECT" }
 	)) as Array<{ n: string }>;

@@ -5,15 +5,8 @@
  */
 import { ethers } from "ethers";
 import { privateKeyToAccount } from "viem/accounts";
-import {
-	createChainProvider,
-	deployForgeContracts,
-	forgeChainEnv,
-	type ForgeDeployment
-} from "../../../src/chain/deploy";
-import type { ForgeNode } from "../../../app/node";
-import { stakeOnDevChain, startDevChain, type DevChain } from "../../support/devchain";
-import { createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { startChainPlatform, type ChainPlatform } from "../../support/chain-platform";
+import { stakeOnDevChain } from "../../support/devchain";
 import { signUp } from "../../support/sign-up";
 import { siweClient } from "../../support/siwe";
 import { httpClient } from "../users/http";
@@ -24,18 +17,14 @@ jest.setTimeout(90_000);
 const WALLET = privateKeyToAccount("0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6");
 const CONFIRMATIONS = 2;
 
-let chain: DevChain;
-let deployment: ForgeDeployment;
-let provider: ethers.JsonRpcProvider;
-let db: TestDatabase;
-let node: ForgeNode & { baseUrl: string };
+let p: ChainPlatform;
 const siwe = siweClient(
-	httpClient(() => node.baseUrl),
+	httpClient(() => p.node.baseUrl),
 	{ domain: "localhost:3000", uri: "http://localhost:3000", chainId: 31337 }
 );
 
-async function api(method: string, p: string, token?: string, body?: unknown) {
-	const res = await fetch(node.baseUrl + "/api/v1" + p, {
+async function api(method: string, path: string, token?: string, body?: unknown) {
+	const res = await fetch(p.node.baseUrl + "/api/v1" + path, {
 		method,
 		headers: {
 			...(token ? { authorization: `Bearer ${token}` } : {}),
@@ -48,45 +37,31 @@ async function api(method: string, p: string, token?: string, body?: unknown) {
 }
 
 beforeAll(async () => {
-	chain = await startDevChain();
-	deployment = await deployForgeContracts(chain.url);
-	provider = createChainProvider(chain.url);
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "users", "payments"],
-		env: {
-			...forgeChainEnv(deployment),
-			AUTH_SESSION_CHECK: "true",
-			CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
-			CHAIN_POLL_MS: "0",
-			CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			// The node listens on an ephemeral port; the messages name the public origin.
-			SIWE_DOMAIN: "localhost:3000",
-			SIWE_URI: "http://localhost:3000"
-		}
-	});
+	p = await startChainPlatform(["api", "users", "payments"], deployment => ({
+		AUTH_SESSION_CHECK: "true",
+		CHAIN_CONFIRMATIONS: String(CONFIRMATIONS),
+		CHAIN_POLL_MS: "0",
+		CHAIN_START_BLOCK: String(deployment.deployedAtBlock),
+		RATE_LIMIT_ANON_PER_MINUTE: "100000",
+		// The node listens on an ephemeral port; the messages name the public origin.
+		SIWE_DOMAIN: "localhost:3000",
+		SIWE_URI: "http://localhost:3000"
+	}));
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	provider?.destroy();
-	await chain?.stop();
-});
+afterAll(() => p?.close());
 
 test("a linked wallet's stake is attributed to its owner across users and payments", async () => {
-	expect((await provider.send("eth_accounts", [])).map((a: string) => a.toLowerCase())).toContain(
+	expect((await p.provider.send("eth_accounts", [])).map((a: string) => a.toLowerCase())).toContain(
 		WALLET.address.toLowerCase()
 	);
-	const reg = await signUp(node, "staker@example.com", "a long enough passphrase");
+	const reg = await signUp(p.node, "staker@example.com", "a long enough passphrase");
 	const token: string = reg.accessToken;
 	const userId: string = reg.userId;
 
 	// Stake first, while nobody owns the wallet: payments indexes it by address.
 	const amount = ethers.parseUnits("1500", 18);
-	await stakeOnDevChain(provider, deployment, WALLET.address, amount, CONFIRMATIONS);
-	await node.broker.call("payments.chainTick", {});
+	await stakeOnDevChain(p.provider, p.deployment, WALLET.address, amount, CONFIRMATIONS);
+	await p.node.broker.call("payments.chainTick", {});
 	expect((await api("GET", "/staking", token)).json.totalStakeWei).toBe("0");
 
 	// Link the wallet with a SIWE proof; users announces the new owner to payments.
@@ -97,7 +72,7 @@ test("a linked wallet's stake is attributed to its owner across users and paymen
 		await siwe.proof(WALLET, { statement: "Link my wallet" })
 	);
 	expect(linked.status).toBe(201);
-	expect(await node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({ userId });
+	expect(await p.node.broker.call("users.walletOwner", { address: WALLET.address })).toEqual({ userId });
 
 	// Payments now attributes the position to the user, and users receives the durable stake event.
 	let staking: { totalStakeWei: string } | undefined;

@@ -7,17 +7,11 @@ import { ethers } from "ethers";
 import { encodeFunctionData, serializeErc6492Signature, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { loadArtifacts } from "../../../src/chain/compile";
-import {
-	connectForgeContract,
-	createChainProvider,
-	deployForgeContracts,
-	forgeChainEnv,
-	type ForgeDeployment
-} from "../../../src/chain/deploy";
+import { connectForgeContract, type ForgeDeployment } from "../../../src/chain/deploy";
 import type { ForgeNode } from "../../../app/node";
 import { runtimeOf } from "../../../src/runtime/runtime";
-import { startDevChain, type DevChain } from "../../support/devchain";
-import { createTestDatabase, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { startChainPlatform, type ChainPlatform } from "../../support/chain-platform";
+import { uniqueId } from "../../support/env";
 import { expectError, httpClient } from "./http";
 import { signUp } from "../../support/sign-up";
 import { siweClient } from "../../support/siwe";
@@ -27,10 +21,9 @@ jest.setTimeout(120_000);
 const DOMAIN = "localhost:3000";
 const URI = "http://localhost:3000";
 
-let chain: DevChain;
+let platform: ChainPlatform;
 let deployment: ForgeDeployment;
 let provider: ethers.JsonRpcProvider;
-let db: TestDatabase;
 let node: ForgeNode & { baseUrl: string };
 const call = httpClient(() => node.baseUrl);
 
@@ -42,34 +35,21 @@ const sendTx = async (contract: ethers.Contract, method: string, ...args: unknow
 };
 
 beforeAll(async () => {
-	chain = await startDevChain();
-	deployment = await deployForgeContracts(chain.url);
-	provider = createChainProvider(chain.url);
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "users"],
-		env: {
-			...forgeChainEnv(deployment),
-			AUTH_SESSION_CHECK: "true",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			RATE_LIMIT_PER_MINUTE: "100000",
-			// Chain 1 is accepted but has no RPC: plain keys still sign in there, smart accounts cannot.
-			SIWE_CHAIN_IDS: "31337,1",
-			SIWE_MAX_AGE_S: "600",
-			// The node listens on an ephemeral port; the messages name the public origin.
-			SIWE_DOMAIN: DOMAIN,
-			SIWE_URI: URI
-		}
+	platform = await startChainPlatform(["api", "users"], {
+		AUTH_SESSION_CHECK: "true",
+		RATE_LIMIT_ANON_PER_MINUTE: "100000",
+		RATE_LIMIT_PER_MINUTE: "100000",
+		// Chain 1 is accepted but has no RPC: plain keys still sign in there, smart accounts cannot.
+		SIWE_CHAIN_IDS: "31337,1",
+		SIWE_MAX_AGE_S: "600",
+		// The node listens on an ephemeral port; the messages name the public origin.
+		SIWE_DOMAIN: DOMAIN,
+		SIWE_URI: URI
 	});
+	({ deployment, provider, node } = platform);
 });
 
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	provider?.destroy();
-	await chain?.stop();
-});
+afterAll(() => platform?.close());
 
 describe("nonces", () => {
 	test("the nonce endpoint gives a fresh nonce, a binding token and the expected message fields", async () => {
