@@ -183,6 +183,14 @@ interface Story {
 	expect(s: State): void;
 }
 
+/** The payer is on an active pro subscription, nothing past due. */
+function activePro(s: State) {
+	expect([s.tier, s.planTier]).toEqual(["pro", "pro"]);
+	expect(s.subscriptions).toEqual([
+		{ plan_tier: "pro", status: "active", cancel_at_period_end: false, past_due: false }
+	]);
+}
+
 const kinds = (s: State) => Object.fromEntries(s.ledger.map(l => [l.kind, l.moved]));
 
 const stories: Story[] = [
@@ -348,12 +356,7 @@ const stories: Story[] = [
 				fake.event("customer.subscription.updated", subscription(c, "active"), t)
 			];
 		},
-		expect(s) {
-			expect([s.tier, s.planTier]).toEqual(["pro", "pro"]);
-			expect(s.subscriptions).toEqual([
-				{ plan_tier: "pro", status: "active", cancel_at_period_end: false, past_due: false }
-			]);
-		}
+		expect: activePro
 	},
 	{
 		name: "a renewal that fails and recovers: invoice.payment_failed, past_due, invoice.paid, active",
@@ -369,12 +372,7 @@ const stories: Story[] = [
 				fake.event("customer.subscription.updated", subscription(c, "active"), t())
 			];
 		},
-		expect(s) {
-			expect([s.tier, s.planTier]).toEqual(["pro", "pro"]);
-			expect(s.subscriptions).toEqual([
-				{ plan_tier: "pro", status: "active", cancel_at_period_end: false, past_due: false }
-			]);
-		}
+		expect: activePro
 	},
 	{
 		name: "a cancellation: active, cancel at period end, customer.subscription.deleted",
