@@ -6,13 +6,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
-import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { startStripePlatform, type StripePlatform } from "../../support/stripe-platform";
+import { eventually, uniqueId } from "../../support/env";
 import { signUp } from "../../support/sign-up";
 import { apiCaller, webhookSender } from "../../support/billing-http";
-import { startStripeFake, StripeFake, TEST_CARDS } from "../../support/stripe-fake";
+import { StripeFake, TEST_CARDS } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
-let db: TestDatabase;
+let platform: StripePlatform;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
@@ -26,27 +27,14 @@ const FAILED_SUBJECT = "ForgeFluid auto top-up failed and was turned off";
 const STARTER = 10_000; // credits of the `starter` pack (10 USD)
 
 beforeAll(async () => {
-	fake = await startStripeFake();
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "users", "payments", "orgs"],
-		env: {
-			...fake.env(),
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			STRIPE_INBOX_POLL_MS: "60000",
-			BILLING_AUTO_TOPUP_WINDOW_S: "3600",
-			SIGNUP_GRANT_CREDITS: "0",
-			CREDIT_EXPIRY_SWEEP_MS: "200"
-		}
+	platform = await startStripePlatform(["api", "users", "payments", "orgs"], {
+		BILLING_AUTO_TOPUP_WINDOW_S: "3600",
+		SIGNUP_GRANT_CREDITS: "0",
+		CREDIT_EXPIRY_SWEEP_MS: "200"
 	});
+	({ fake, node } = platform);
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	await fake?.stop();
-});
+afterAll(() => platform?.close());
 
 const sql = <T extends object>(q: string, bind: unknown[] = []) =>
 	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });

@@ -5,14 +5,15 @@
  * without a team subscription pays no seats.
  */
 import { QueryTypes } from "sequelize";
-import { createTestDatabase, eventually, startTestNode, type TestDatabase } from "../../support/env";
+import { startStripePlatform, type StripePlatform } from "../../support/stripe-platform";
+import { eventually } from "../../support/env";
 import { orgPeople, type Person } from "../../support/org-people";
 import { httpClient } from "../users/http";
 import { apiCaller, webhookSender } from "../../support/billing-http";
-import { startStripeFake, StripeFake } from "../../support/stripe-fake";
+import { StripeFake } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
-let db: TestDatabase;
+let platform: StripePlatform;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
@@ -27,24 +28,10 @@ const send = webhookSender(
 );
 
 beforeAll(async () => {
-	fake = await startStripeFake();
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "users", "payments", "orgs"],
-		env: {
-			...fake.env(),
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			STRIPE_INBOX_POLL_MS: "60000"
-		}
-	});
+	platform = await startStripePlatform(["api", "users", "payments", "orgs"]);
+	({ fake, node } = platform);
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	await fake?.stop();
-});
+afterAll(() => platform?.close());
 
 const drain = () => node.broker.call("payments.processStripeInbox", {});
 

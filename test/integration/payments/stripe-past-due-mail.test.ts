@@ -5,13 +5,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
-import { createTestDatabase, eventually, startTestNode, uniqueId, type TestDatabase } from "../../support/env";
+import { startStripePlatform, type StripePlatform } from "../../support/stripe-platform";
+import { eventually, uniqueId } from "../../support/env";
 import { signUp } from "../../support/sign-up";
 import { apiCaller, webhookSender } from "../../support/billing-http";
-import { startStripeFake, StripeFake } from "../../support/stripe-fake";
+import { StripeFake } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
-let db: TestDatabase;
+let platform: StripePlatform;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
@@ -24,25 +25,12 @@ const send = webhookSender(
 const SUBJECT = "A ForgeFluid plan payment failed";
 
 beforeAll(async () => {
-	fake = await startStripeFake();
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "users", "payments", "orgs"],
-		env: {
-			...fake.env(),
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			STRIPE_INBOX_POLL_MS: "60000",
-			BILLING_PAST_DUE_GRACE_S: "86400"
-		}
+	platform = await startStripePlatform(["api", "users", "payments", "orgs"], {
+		BILLING_PAST_DUE_GRACE_S: "86400"
 	});
+	({ fake, node } = platform);
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	await fake?.stop();
-});
+afterAll(() => platform?.close());
 
 const drain = () => node.broker.call("payments.processStripeInbox", {});
 

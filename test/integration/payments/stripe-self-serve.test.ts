@@ -6,11 +6,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
-import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import { FakeEvent, startStripeFake, StripeFake } from "../../support/stripe-fake";
+import { startStripePlatform, type StripePlatform } from "../../support/stripe-platform";
+import { bearerFor } from "../../support/env";
+import { FakeEvent, StripeFake } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
-let db: TestDatabase;
+let platform: StripePlatform;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
@@ -23,20 +24,11 @@ const MEMBER = randomUUID();
 const OUTSIDER = randomUUID();
 
 beforeAll(async () => {
-	fake = await startStripeFake();
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "payments", "orgs"],
-		env: {
-			...fake.env(),
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			STRIPE_INBOX_POLL_MS: "60000",
-			BILLING_PAST_DUE_GRACE_S: String(GRACE_S),
-			STRIPE_PORTAL_RETURN_URL: "https://app.forgefluid.test/billing"
-		}
+	platform = await startStripePlatform(["api", "payments", "orgs"], {
+		BILLING_PAST_DUE_GRACE_S: String(GRACE_S),
+		STRIPE_PORTAL_RETURN_URL: "https://app.forgefluid.test/billing"
 	});
+	({ fake, node } = platform);
 	await sql(`INSERT INTO orgs (id, name, created_by) VALUES ($1, 'Acme', $2)`, [ORG, OWNER]);
 	for (const [u, role] of [
 		[OWNER, "owner"],
@@ -45,11 +37,7 @@ beforeAll(async () => {
 	])
 		await sql(`INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3)`, [ORG, u, role]);
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	await fake?.stop();
-});
+afterAll(() => platform?.close());
 
 type Json = Record<string, any>; // response bodies are checked field by field
 const sql = <T extends object>(q: string, bind: unknown[] = []) =>

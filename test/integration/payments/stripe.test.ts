@@ -3,33 +3,20 @@
  * the gateway's raw-body route, the inbox on the real PostgreSQL, the ledger.
  */
 import { QueryTypes } from "sequelize";
-import { bearerFor, createTestDatabase, startTestNode, TestDatabase } from "../../support/env";
-import { FakeEvent, startStripeFake, StripeFake } from "../../support/stripe-fake";
+import { startStripePlatform, type StripePlatform } from "../../support/stripe-platform";
+import { bearerFor } from "../../support/env";
+import { FakeEvent, StripeFake } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
-let db: TestDatabase;
+let platform: StripePlatform;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
 beforeAll(async () => {
-	fake = await startStripeFake();
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "payments"],
-		env: {
-			...fake.env(),
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			STRIPE_INBOX_POLL_MS: "60000"
-		}
-	});
+	platform = await startStripePlatform(["api", "payments"]);
+	({ fake, node } = platform);
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	await fake?.stop();
-});
+afterAll(() => platform?.close());
 
 type Json = Record<string, any>; // response bodies are checked field by field
 const sql = <T extends object>(q: string, bind: unknown[] = []) =>

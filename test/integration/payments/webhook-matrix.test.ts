@@ -14,14 +14,15 @@
  */
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
-import { bearerFor, createTestDatabase, startTestNode, type TestDatabase } from "../../support/env";
+import { startStripePlatform, type StripePlatform } from "../../support/stripe-platform";
+import { bearerFor } from "../../support/env";
 import { apiCaller, webhookSender } from "../../support/billing-http";
-import { startStripeFake, StripeFake, TEST_CARDS, type FakeEvent } from "../../support/stripe-fake";
+import { StripeFake, TEST_CARDS, type FakeEvent } from "../../support/stripe-fake";
 import type { ForgeNode } from "../../../app/node";
 
 jest.setTimeout(120_000);
 
-let db: TestDatabase;
+let platform: StripePlatform;
 let node: ForgeNode & { baseUrl: string };
 let fake: StripeFake;
 
@@ -34,25 +35,12 @@ const send = webhookSender(
 const STARTER = 10_000; // credits of the `starter` pack (10 USD)
 
 beforeAll(async () => {
-	fake = await startStripeFake();
-	db = await createTestDatabase();
-	node = await startTestNode({
-		db,
-		services: ["api", "payments"],
-		env: {
-			...fake.env(),
-			RATE_LIMIT_PER_MINUTE: "100000",
-			RATE_LIMIT_ANON_PER_MINUTE: "100000",
-			STRIPE_INBOX_POLL_MS: "60000",
-			BILLING_AUTO_TOPUP_WINDOW_S: "3600"
-		}
+	platform = await startStripePlatform(["api", "payments"], {
+		BILLING_AUTO_TOPUP_WINDOW_S: "3600"
 	});
+	({ fake, node } = platform);
 });
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
-	await fake?.stop();
-});
+afterAll(() => platform?.close());
 
 const sql = <T extends object>(q: string, bind: unknown[] = []) =>
 	node.runtime.sequelize.query<T>(q, { bind, type: QueryTypes.SELECT });
@@ -183,6 +171,14 @@ interface Story {
 	expect(s: State): void;
 }
 
+/** One starter pack paid and credited once. */
+function onePackCredited(s: State) {
+	expect(s.available).toBe(STARTER);
+	expect(s.purchases).toBe(1);
+	expect(kinds(s)).toEqual({ purchase: String(STARTER) });
+	expect(s.checkouts).toEqual([expect.objectContaining({ status: "paid", credited: true })]);
+}
+
 /** The payer is on an active pro subscription, nothing past due. */
 function activePro(s: State) {
 	expect([s.tier, s.planTier]).toEqual(["pro", "pro"]);
@@ -205,12 +201,7 @@ const stories: Story[] = [
 				fake.event("payment_intent.succeeded", fake.paymentIntentOf(c.sessionId), t())
 			];
 		},
-		expect(s) {
-			expect(s.available).toBe(STARTER);
-			expect(s.purchases).toBe(1);
-			expect(kinds(s)).toEqual({ purchase: String(STARTER) });
-			expect(s.checkouts).toEqual([expect.objectContaining({ status: "paid", credited: true })]);
-		}
+		expect: onePackCredited
 	},
 	{
 		name: "an async payment that succeeds: completed unpaid, then async_payment_succeeded",
@@ -222,12 +213,7 @@ const stories: Story[] = [
 				fake.event("checkout.session.async_payment_succeeded", fake.completeSession(c.sessionId, true), t())
 			];
 		},
-		expect(s) {
-			expect(s.available).toBe(STARTER);
-			expect(s.purchases).toBe(1);
-			expect(kinds(s)).toEqual({ purchase: String(STARTER) });
-			expect(s.checkouts).toEqual([expect.objectContaining({ status: "paid", credited: true })]);
-		}
+		expect: onePackCredited
 	},
 	{
 		name: "an async payment that fails: completed unpaid, then async_payment_failed",

@@ -12,6 +12,7 @@ import { TIERS, TIER_ORDER, boostCeilingMs, type TierName, type TierTable } from
 import { orderQueue, pickNext, type QueuedTask, type RunningSummary } from "../../../src/tasks/scheduling";
 import { TaskStore } from "../../../src/tasks/store";
 import { createTestDatabase, type TestDatabase } from "../../support/env";
+import { newTaskRow } from "../../support/task-store-node";
 
 jest.setTimeout(60_000);
 
@@ -45,23 +46,17 @@ beforeEach(async () => {
 });
 
 async function insert(t: QueuedTask) {
-	await store.insert({
-		id: t.id,
-		userId: t.userId,
-		projectId: "p",
-		tier: t.tier,
-		kind: "chat",
-		prompt: "x",
-		request: {},
-		prepared: { models: [], promptTokens: 0, contextTokensBudget: 0, maxOutputTokens: 1, maxCostCredits: 1 },
-		requestHash: "h",
-		idempotencyKey: null,
-		maxCostCredits: 1,
-		boostMs: t.boostMs,
-		maxAttempts: 3,
-		enqueuedAt: t.enqueuedAt,
-		notBefore: t.notBefore ?? null
-	});
+	await store.insert(
+		newTaskRow({
+			id: t.id,
+			userId: t.userId,
+			projectId: "p",
+			tier: t.tier,
+			boostMs: t.boostMs,
+			enqueuedAt: t.enqueuedAt,
+			notBefore: t.notBefore ?? null
+		})
+	);
 }
 
 /** Users with fixed tiers; enqueue times on a coarse grid so ties (same ms, same vst) happen. */

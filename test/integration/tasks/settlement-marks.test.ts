@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { type TaskStore } from "../../../src/tasks/store";
-import { taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
+import { newTaskRow, taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
 import { prng } from "../../support/fuzz";
 
 jest.setTimeout(60_000);
@@ -23,23 +23,16 @@ type Mark = "settled" | "released";
 
 async function task(settlement: Settlement) {
 	const id = randomUUID();
-	await store.insert({
-		id,
-		userId: "u1",
-		projectId: "marks",
-		tier: "pro",
-		kind: "chat",
-		prompt: "x",
-		request: {},
-		prepared: { models: [], promptTokens: 1, contextTokensBudget: 0, maxOutputTokens: 1, maxCostCredits: 1 },
-		requestHash: "h",
-		idempotencyKey: null,
-		maxCostCredits: 1,
-		boostMs: 0,
-		maxAttempts: 3,
-		enqueuedAt: Date.now(),
-		notBefore: null
-	});
+	await store.insert(
+		newTaskRow({
+			id,
+			userId: "u1",
+			projectId: "marks",
+			tier: "pro",
+			prepared: { models: [], promptTokens: 1, contextTokensBudget: 0, maxOutputTokens: 1, maxCostCredits: 1 },
+			enqueuedAt: Date.now()
+		})
+	);
 	// A finished task (a running or queued one does not settle; the mark only looks at `settlement`).
 	await node.runtime.sequelize.query(
 		`UPDATE tasks SET state = 'succeeded', finished_at = now(), settlement = $2 WHERE id = $1`,

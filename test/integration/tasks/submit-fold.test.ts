@@ -16,7 +16,7 @@ import { QueryTypes } from "sequelize";
 import { TIERS, TIER_ORDER, type TierName } from "../../../src/domain/tiers";
 import { admissionDecision, expectedWaitMs, surelyAcceptedBacklog } from "../../../src/tasks/scheduling";
 import { type TaskStore, type NewTask } from "../../../src/tasks/store";
-import { taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
+import { newTaskRow, taskStoreNode, type TaskStoreNode } from "../../support/task-store-node";
 import { prng } from "../../support/fuzz";
 
 jest.setTimeout(120_000);
@@ -30,21 +30,7 @@ const NOW = Date.parse("2026-12-03T10:00:00.000Z");
 const PROJECT = "fold";
 
 function task(p: Partial<NewTask> & Pick<NewTask, "userId" | "tier" | "enqueuedAt">): NewTask {
-	return {
-		id: randomUUID(),
-		projectId: PROJECT,
-		kind: "chat",
-		prompt: "x",
-		request: {},
-		prepared: { models: [], promptTokens: 0, contextTokensBudget: 0, maxOutputTokens: 1, maxCostCredits: 1 },
-		requestHash: "h",
-		idempotencyKey: null,
-		maxCostCredits: 1,
-		boostMs: 0,
-		maxAttempts: 3,
-		notBefore: null,
-		...p
-	};
+	return newTaskRow({ projectId: PROJECT, ...p });
 }
 
 /** A seeded adversarial queue, written to the table (which is emptied first). */

@@ -210,18 +210,15 @@ const params = (p: Partial<SubmitParams> = {}): SubmitParams => ({
 	...p
 });
 
+/** What an accepted submission calls, in order. */
+const ACCEPTED_CALLS = ["access", "prepare", "admit (writes the intent)", "reserve(8)", "insert (drops the intent)"];
+
 describe("submitTask", () => {
 	test("accepted: intent, hold, insert that drops the intent in the same statement, nothing released", async () => {
 		const w = world();
 		const out = await submitTask(w.deps, "u1", params(), null);
 		expect(out).toMatchObject({ replayed: false, position: 1, admission: { action: "accepted" } });
-		expect(w.calls).toEqual([
-			"access",
-			"prepare",
-			"admit (writes the intent)",
-			"reserve(8)",
-			"insert (drops the intent)"
-		]);
+		expect(w.calls).toEqual(ACCEPTED_CALLS);
 		expect([...w.held]).toEqual(["task-1"]);
 		expect(w.intents.size).toBe(0);
 	});
@@ -514,13 +511,7 @@ describe("the independent reads go out together", () => {
 		expect(o.together("prepare", "backlog", "boost")).toBe(true);
 		// The plan counts the user's rate limits: never before the access check answered.
 		expect(o.together("access", "prepare")).toBe(false);
-		expect(w.calls).toEqual([
-			"access",
-			"prepare",
-			"admit (writes the intent)",
-			"reserve(8)",
-			"insert (drops the intent)"
-		]);
+		expect(w.calls).toEqual(ACCEPTED_CALLS);
 	});
 
 	test("no access and a failing tier read: the 404 surfaces, nothing planned or held", async () => {
