@@ -55,7 +55,8 @@ test.each([
 	await eventually(async () => (await api(node, "GET", `/tasks/${id}`, u.token)).body.state === "succeeded", 20_000);
 	const t = (await api(node, "GET", `/tasks/${id}`, u.token)).body;
 	expect(t.attempts).toBe(1);
-	const balance = (await api(node, "GET", "/billing/balance", u.token)).body;
-	expect(balance.held).toBe(0);
-	expect(balance.available).toBe(1_000 - t.costCredits);
+	// Settled after the task's final state (settle, then announce the settlement): the hold is given back.
+	const balance = async () => (await api(node, "GET", "/billing/balance", u.token)).body;
+	await eventually(async () => (await balance()).held === 0, 20_000);
+	expect((await balance()).available).toBe(1_000 - t.costCredits);
 });
