@@ -29,6 +29,11 @@ interface AlertRow {
 	crossings: number;
 }
 
+type CheckRead = Partial<AlertRow> & BalanceColumns & { newest: string | null };
+
+/** Payers read in one statement at most (a batch of settlements is far smaller). */
+const READ_BATCH_MAX = 500;
+
 export interface LowBalanceView {
 	/** The payer's own threshold; null = the platform's default. */
 	lowBalanceCredits: number | null;
@@ -86,16 +91,58 @@ export class LowBalanceNotices {
 		return this.view(r);
 	}
 
+	/**
+	 * The payer's alert state, its newest ledger transaction and its balance (Ledger.balance) in one
+	 * snapshot. The checks run after every settlement, beside it (nobody waits on them), so the reads
+	 * asked in one turn of the event loop, and those asked while one is in flight, go as one statement
+	 * over all their payers: a batch of settlements costs one read, not one per payer.
+	 */
+	private read(payerId: string): Promise<CheckRead | undefined> {
+		return new Promise((resolve, reject) => {
+			const waiting = this.reads.get(payerId);
+			if (waiting) waiting.push({ resolve, reject });
+			else this.reads.set(payerId, [{ resolve, reject }]);
+			this.scheduleReads();
+		});
+	}
+
+	private readonly reads = new Map<string, Array<{ resolve(r: CheckRead | undefined): void; reject(e: unknown): void }>>();
+	private reading = false;
+	private readScheduled = false;
+
+	private scheduleReads(): void {
+		if (this.reading || this.readScheduled || !this.reads.size) return;
+		this.readScheduled = true;
+		setImmediate(() => {
+			this.readScheduled = false;
+			void this.readBatch();
+		});
+	}
+
+	private async readBatch(): Promise<void> {
+		const batch = [...this.reads].slice(0, READ_BATCH_MAX);
+		for (const [payerId] of batch) this.reads.delete(payerId);
+		this.reading = true;
+		try {
+			const rows = await this.q<CheckRead & { key: string }>(
+				null,
+				`SELECT k.payer_id AS key, a.payer_id, a.low_balance_credits, a.below, a.seen_transaction_id, a.crossings,
+				        (SELECT max(id)::text FROM ledger_transactions WHERE user_id = k.payer_id) AS newest, ${balanceColumns("k.payer_id")}
+				 FROM unnest($1::text[]) AS k(payer_id) LEFT JOIN billing_alerts a ON a.payer_id = k.payer_id`,
+				[batch.map(([payerId]) => payerId)]
+			);
+			const byPayer = new Map(rows.map(r => [r.key, r]));
+			for (const [payerId, waiting] of batch) for (const w of waiting) w.resolve(byPayer.get(payerId));
+		} catch (err) {
+			for (const [, waiting] of batch) for (const w of waiting) w.reject(err);
+		} finally {
+			this.reading = false;
+			this.scheduleReads();
+		}
+	}
+
 	async check(payerId: string): Promise<LowBalanceOutcome> {
-		// The payer's alert state, its newest ledger transaction and its balance (Ledger.balance) in one
-		// round trip and one snapshot (the check runs after every settlement).
-		const [read] = await this.q<Partial<AlertRow> & BalanceColumns & { newest: string | null }>(
-			null,
-			`SELECT a.payer_id, a.low_balance_credits, a.below, a.seen_transaction_id, a.crossings,
-			        (SELECT max(id)::text FROM ledger_transactions WHERE user_id = $1) AS newest, ${balanceColumns("$1")}
-			 FROM (SELECT $1::text AS payer_id) k LEFT JOIN billing_alerts a ON a.payer_id = k.payer_id`,
-			[payerId]
-		);
+		const read = await this.read(payerId);
 		const r: AlertRow | null = read?.payer_id ? (read as AlertRow) : null;
 		const newest = read?.newest ?? null;
 		const threshold = BigInt(r?.low_balance_credits ?? this.defaultCredits);

@@ -275,3 +275,45 @@ test("a payer's burst of settlements runs one check at a time, once more after i
 	expect(calls).toBeLessThan(21);
 	expect((await notices(fay.id)).map(n => n.details.availableCredits)).toEqual(["800"]);
 });
+
+test("the checks of several payers' settlements read all their states in one statement, each its own", async () => {
+	const payers = await Promise.all([1, 2, 3, 4, 5].map(() => person()));
+	// Three end above the threshold of 1,000, two under it.
+	const credit = [5_000, 5_000, 5_000, 1_100, 1_100];
+	await Promise.all(payers.map((p, i) => grant(p.id, credit[i])));
+	const taskIds = payers.map(() => randomUUID());
+	await Promise.all(
+		payers.map((p, i) => node.broker.call("payments.reserve", { userId: p.id, taskId: taskIds[i], maxCost: 500 }))
+	);
+	await Promise.all(
+		payers.map((p, i) => node.broker.call("payments.settle", { userId: p.id, taskId: taskIds[i], actualCost: 500 }))
+	);
+	await hookDone();
+	const pg = (await import("pg")).default;
+	const query = pg.Client.prototype.query;
+	let reads = 0;
+	pg.Client.prototype.query = function (this: unknown, ...args: unknown[]) {
+		const q = args[0] as string | { text?: string };
+		const text = typeof q === "string" ? q : (q?.text ?? "");
+		if (text.includes("LEFT JOIN billing_alerts a ON a.payer_id")) reads++;
+		return (query as (...a: unknown[]) => unknown).apply(this, args);
+	} as typeof query;
+	let outcomes: Json[];
+	try {
+		outcomes = await Promise.all(
+			payers.map(p => node.broker.call<Json, object>("payments.checkBalanceNotices", { payerId: p.id }))
+		);
+	} finally {
+		pg.Client.prototype.query = query;
+	}
+	expect(reads).toBe(1);
+	expect(outcomes.map(o => o.lowBalance)).toEqual([
+		{ noticed: false, reason: "above_threshold" },
+		{ noticed: false, reason: "above_threshold" },
+		{ noticed: false, reason: "above_threshold" },
+		{ noticed: false, reason: "still_below" },
+		{ noticed: false, reason: "still_below" }
+	]);
+	for (const p of payers.slice(3)) expect(await notices(p.id)).toHaveLength(1);
+	for (const p of payers.slice(0, 3)) expect(await notices(p.id)).toHaveLength(0);
+});
