@@ -106,7 +106,10 @@ export class LowBalanceNotices {
 		});
 	}
 
-	private readonly reads = new Map<string, Array<{ resolve(r: CheckRead | undefined): void; reject(e: unknown): void }>>();
+	private readonly reads = new Map<
+		string,
+		Array<{ resolve(r: CheckRead | undefined): void; reject(e: unknown): void }>
+	>();
 	private reading = false;
 	private readScheduled = false;
 
