@@ -28,12 +28,17 @@
  * fake server's arrival of the upstream request (ARRIVALS=1: it prints them), and the first delta at
  * the client. All processes share this machine's clock.
  *
+ * The floor (FLOOR=0 skips it): bench/firsttoken/floor-server.ts, a bare Node HTTP server doing one
+ * committed insert per request, under the same client, sequential and CONCURRENCY at once, with its
+ * CPU per request (server, PostgreSQL backends, this client); and each platform's CPU per task over
+ * the concurrent phase (its node processes and its database's backends, background included).
+ *
  * BASELINE=<dir>: a second platform from another checkout of the repository (its own processes,
  * database and namespace: e.g. the previous commit exported with `git archive`, node_modules linked),
  * started beside this one; every path (this checkout, the baseline, direct) takes turns, task by task.
  *
  * Run: npm run bench:firsttoken   (options: BASELINE=<dir> LAYOUTS=one,cluster SEQ=100 CONCURRENCY=50 CONC_ROUNDS=6
- * WARMUP=20 USERS=8 AI_CONCURRENCY=64 AI_POLL_MS=1000 TEST_PG_ADMIN_URL=… TEST_REDIS_URL=… TEST_NATS_URL=…)
+ * WARMUP=20 USERS=8 AI_CONCURRENCY=64 AI_POLL_MS=1000 FLOOR=0 TEST_PG_ADMIN_URL=… TEST_REDIS_URL=… TEST_NATS_URL=…)
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -46,6 +51,7 @@ import { loadConfig } from "../../src/config";
 import { percentile } from "../../src/tasks/rules";
 import { bearerFor, createTestDatabase, freePort, isolatedEnv, NATS_URL } from "../../test/support/env";
 import { startForgeNode, stopForgeNodes } from "../../test/support/node-process";
+import { cpuSeconds, pgBackendCpu, pgBackendCpuDelta } from "../support/cpu";
 import { machine } from "../support/machine";
 
 const LAYOUTS = (process.env.LAYOUTS ?? "one,cluster").split(",").map(s => s.trim()) as Array<"one" | "cluster">;
@@ -56,6 +62,8 @@ const WARMUP = Number(process.env.WARMUP ?? 20);
 const USERS = Number(process.env.USERS ?? 8);
 const SLOTS = Number(process.env.AI_CONCURRENCY ?? 64);
 const POLL_MS = process.env.AI_POLL_MS ?? "1000";
+/** FLOOR=0: skip the bare server's floor (one HTTP request and one commit per task). */
+const FLOOR = process.env.FLOOR !== "0";
 /** A platform task that has not streamed and ended by then counts as an error (and is not waited for). */
 const TASK_TIMEOUT_MS = Number(process.env.TASK_TIMEOUT_MS ?? 60_000);
 
@@ -115,6 +123,7 @@ interface Platform {
 	pg: Client;
 	client: ServiceBroker;
 	users: Array<{ token: string; projectId: string }>;
+	db: { name: string; url: string };
 	drop(): Promise<void>;
 }
 
@@ -212,6 +221,7 @@ async function startPlatform(layout: "one" | "cluster", model: Model, name: stri
 		pg,
 		client,
 		users,
+		db: { name: db.name, url: db.url },
 		async drop() {
 			await client.stop().catch(() => undefined);
 			// A node that does not stop in 20 s (an open stream it waits for) is killed.
@@ -356,6 +366,86 @@ async function commitLatency(): Promise<{ p50: number; p99: number }> {
 	}
 }
 
+interface Floor {
+	seq: { p50: number; p99: number };
+	conc: { p50: number; p99: number; n: number };
+	/** CPU ms per request at CONCURRENCY: the server process, its database's backends, the client (this process). */
+	cpu: { server: number | null; pg: number; client: number };
+	elapsedS: number;
+}
+
+/**
+ * The floor (bench/firsttoken/floor-server.ts): a bare Node HTTP server that inserts one row per
+ * request (one commit, pg.Pool of 10) and answers 202; sequential, then CONCURRENCY clients at once,
+ * CONC_ROUNDS × 3 requests each. What any implementation of the submission needs here at least.
+ */
+async function floorOf(): Promise<Floor> {
+	const db = await createTestDatabase("ff_bench_ft_floor");
+	const proc = spawn(
+		process.execPath,
+		["-r", "@swc-node/register", path.join(ROOT, "bench/firsttoken/floor-server.ts")],
+		{
+			cwd: ROOT,
+			env: { ...process.env, DATABASE_URL: db.url },
+			stdio: ["ignore", "pipe", "inherit"]
+		}
+	);
+	try {
+		const url = await new Promise<string>((resolve, reject) => {
+			let buf = "";
+			proc.stdout!.on("data", (b: Buffer) => {
+				buf += b.toString();
+				const i = buf.indexOf("\n");
+				if (i >= 0) resolve(buf.slice(0, i).trim());
+			});
+			proc.once("exit", code => reject(new Error(`the floor server exited (${code})`)));
+		});
+		const post = async () => {
+			const t = performance.now();
+			const r = await fetch(`${url}/tasks`, {
+				method: "POST",
+				headers: { "content-type": "application/json" },
+				body: JSON.stringify({ kind: "chat", prompt: "Say hello to the bench", maxOutputTokens: 16 })
+			});
+			await r.json();
+			if (r.status !== 202) throw new Error(`the floor server answered ${r.status}`);
+			return performance.now() - t;
+		};
+		for (let i = 0; i < 50; i++) await post();
+		const seq: number[] = [];
+		for (let i = 0; i < SEQ; i++) seq.push(await post());
+		const conc: number[] = [];
+		const pg0 = await pgBackendCpu(db.url, db.name);
+		const s0 = cpuSeconds(proc.pid);
+		const c0 = process.cpuUsage();
+		const t0 = performance.now();
+		await Promise.all(
+			Array.from({ length: CONCURRENCY }, async () => {
+				for (let k = 0; k < CONC_ROUNDS * 3; k++) conc.push(await post());
+			})
+		);
+		const elapsedS = (performance.now() - t0) / 1000;
+		const c1 = process.cpuUsage(c0);
+		const s1 = cpuSeconds(proc.pid);
+		const pg1 = await pgBackendCpu(db.url, db.name);
+		const n = conc.length;
+		return {
+			seq: { p50: percentile(seq, 50)!, p99: percentile(seq, 99)! },
+			conc: { p50: percentile(conc, 50)!, p99: percentile(conc, 99)!, n },
+			cpu: {
+				server: s0 == null || s1 == null ? null : ((s1 - s0) * 1000) / n,
+				pg: pgBackendCpuDelta(pg0, pg1) / n,
+				client: (c1.user + c1.system) / 1000 / n
+			},
+			elapsedS
+		};
+	} finally {
+		proc.kill("SIGTERM");
+		await new Promise(r => proc.once("exit", r));
+		await db.drop();
+	}
+}
+
 const f = (n: number | null) => (n === null ? "–" : n.toFixed(2));
 
 function report(label: string, samples: PlatformSample[], direct: number[]) {
@@ -421,6 +511,10 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 	const loadConc = load();
 	const conP: PlatformSample[][] = ps.map(() => []);
 	const conD: number[] = [];
+	const procCpu = (p: Platform) => p.procs.reduce((a, pr) => a + (cpuSeconds(pr.pid) ?? 0) * 1000, 0);
+	const cpu0 = await Promise.all(
+		ps.map(async p => ({ node: procCpu(p), pg: await pgBackendCpu(p.db.url, p.db.name) }))
+	);
 	await Promise.all(
 		Array.from({ length: CONCURRENCY }, async (_, c) => {
 			for (let k = 0; k < paths * CONC_ROUNDS; k++) {
@@ -430,12 +524,20 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 			}
 		})
 	);
+	const cpu1 = await Promise.all(
+		ps.map(async p => ({ node: procCpu(p), pg: await pgBackendCpu(p.db.url, p.db.name) }))
+	);
 	await sleep(200);
 	console.log(`  ${CONCURRENCY} concurrent clients, ${CONC_ROUNDS} tasks each per path, load average ${loadConc}`);
 	const concurrent: Figures["concurrent"][] = [];
 	for (const [j, p] of ps.entries()) {
 		concurrent.push(report(`${p.name}, ${CONCURRENCY} concurrent`, conP[j], conD));
 		reportSteps(await stepsOf(p, model, conP[j]));
+		const n = conP[j].length;
+		console.log(
+			`    CPU per task (ms, the concurrent phase, background included): node processes ${f((cpu1[j].node - cpu0[j].node) / n)}, ` +
+				`PostgreSQL backends ${f(pgBackendCpuDelta(cpu0[j].pg, cpu1[j].pg) / n)}`
+		);
 	}
 	for (const p of ps)
 		if (p.errors.size)
@@ -454,6 +556,15 @@ async function main() {
 	console.log(
 		`PostgreSQL: one committed single-row insert p50 ${f(commit.p50)} ms, p99 ${f(commit.p99)} ms (load average ${load()})`
 	);
+	if (FLOOR) {
+		const fl = await floorOf();
+		console.log(
+			`floor: a bare Node HTTP server, one committed insert per request (pg.Pool of 10), answering 202: ` +
+				`sequential p50 ${f(fl.seq.p50)} p99 ${f(fl.seq.p99)} ms; ${CONCURRENCY} concurrent p50 ${f(fl.conc.p50)} p99 ${f(fl.conc.p99)} ms ` +
+				`(${fl.conc.n} requests, ${(fl.conc.n / fl.elapsedS).toFixed(0)}/s); CPU per request: server ${f(fl.cpu.server)} ms, ` +
+				`PostgreSQL ${f(fl.cpu.pg)} ms, client ${f(fl.cpu.client)} ms (load average ${load()})`
+		);
+	}
 	const model = await startModel();
 	const results: Array<{ layout: string; name: string; r: Figures }> = [];
 	try {
