@@ -14,6 +14,10 @@
  * For each ForgeFluid node, the CPU it and its PostgreSQL backends spent per request (from /proc,
  * over that node's own rounds: the targets take turns, so each one's figure is its own), less what
  * it spends with no request (measured for 2 s after the warm-up).
+ * BARE=undici,sdk (the default; BARE= for none): the floor, bare pass-through proxies in Node
+ * (bench/compat/bare-proxy.ts, a process each): `bare` forwards with undici and pipes the answer,
+ * `bare-sdk` calls the upstream through the `openai` SDK as the ai service does; their CPU per
+ * request is reported too.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -107,14 +111,18 @@ async function startLiteLLM(bin: string, upstream: string): Promise<{ url: strin
 interface NodeTarget {
 	baseUrl: string;
 	key: string;
-	db: { url: string; name: string };
+	/** The node's database (its backends' CPU); none for a bare proxy. */
+	db?: { url: string; name: string };
 	pid: number;
 	stop(): Promise<void>;
 }
 
 /** CPU ms so far of a node process and of its database's backends. */
 async function cpuOf(n: NodeTarget): Promise<{ node: number; pg: Map<number, number> }> {
-	return { node: (cpuSeconds(n.pid) ?? NaN) * 1000, pg: await pgBackendCpu(n.db.url, n.db.name) };
+	return {
+		node: (cpuSeconds(n.pid) ?? NaN) * 1000,
+		pg: n.db ? await pgBackendCpu(n.db.url, n.db.name) : new Map<number, number>()
+	};
 }
 
 /** What a node and its backends spend per second with no request (timers, pollers), measured once. */
@@ -201,6 +209,33 @@ async function startNode(upstream: string, tree?: string): Promise<NodeTarget> {
 	};
 }
 
+/** A bare pass-through proxy (bench/compat/bare-proxy.ts) in a child process: the floor. */
+async function startBare(upstream: string, via: string): Promise<NodeTarget> {
+	const child = spawn(process.execPath, ["-r", "@swc-node/register", join(__dirname, "bare-proxy.ts")], {
+		stdio: ["pipe", "pipe", "inherit"],
+		env: { ...process.env, BENCH_FAKE_URL: upstream, BARE_VIA: via }
+	});
+	const ready = await new Promise<{ baseUrl: string }>((resolve, reject) => {
+		let buf = "";
+		child.stdout!.on("data", (d: Buffer) => {
+			buf += d.toString();
+			const m = /^READY (.*)$/m.exec(buf);
+			if (m) resolve(JSON.parse(m[1]) as { baseUrl: string });
+		});
+		child.once("exit", code => reject(new Error(`the bare proxy exited (${code})`)));
+	});
+	return {
+		baseUrl: ready.baseUrl,
+		key: "sk",
+		pid: child.pid!,
+		stop: () =>
+			new Promise<void>(resolve => {
+				child.once("exit", () => resolve());
+				child.stdin!.end();
+			})
+	};
+}
+
 async function main() {
 	console.log(machine());
 	const fake = await startBenchUpstream(CHUNKS);
@@ -209,12 +244,15 @@ async function main() {
 	const node = await startNode(fake.url);
 	// BENCH_BASELINE=<checkout>: that tree's node as one more target, measured in the same run (before/after).
 	const baseline = process.env.BENCH_BASELINE ? await startNode(fake.url, process.env.BENCH_BASELINE) : null;
+	const bares: Record<string, NodeTarget> = {};
+	for (const via of (process.env.BARE ?? "undici,sdk").split(",").filter(Boolean))
+		bares[via === "undici" ? "bare" : `bare-${via}`] = await startBare(fake.url, via);
 	try {
 		const key = node.key;
 		const direct = new OpenAI({ apiKey: "sk", baseURL: fake.url, maxRetries: 0 });
 		const via = new OpenAI({ apiKey: key, baseURL: `${node.baseUrl}/v1`, maxRetries: 0 });
 		const peer = litellm ? new OpenAI({ apiKey: LITELLM_KEY, baseURL: litellm.url, maxRetries: 0 }) : null;
-		const nodes: Record<string, NodeTarget> = { forgefluid: node, ...(baseline ? { baseline } : {}) };
+		const nodes: Record<string, NodeTarget> = { forgefluid: node, ...(baseline ? { baseline } : {}), ...bares };
 		const targets: Array<[string, OpenAI]> = [
 			["direct", direct],
 			["forgefluid", via],
@@ -226,6 +264,10 @@ async function main() {
 						] as [string, OpenAI]
 					]
 				: []),
+			...Object.entries(bares).map(
+				([n, b]) =>
+					[n, new OpenAI({ apiKey: "sk", baseURL: `${b.baseUrl}/v1`, maxRetries: 0 })] as [string, OpenAI]
+			),
 			...(peer ? [["litellm", peer] as [string, OpenAI]] : [])
 		];
 		// Warm-up (JIT, pools, connections): 20 sequential streams and one burst of 50 per target.
@@ -299,6 +341,7 @@ async function main() {
 	} finally {
 		await node.stop();
 		await baseline?.stop();
+		for (const b of Object.values(bares)) await b.stop();
 		litellm?.proc.kill();
 		await fake.close();
 	}
