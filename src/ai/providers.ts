@@ -1,6 +1,6 @@
 /**
- * Provider adapters: one streaming call to one deployment through the official SDK (OpenAI and
- * OpenAI-compatible local servers through `openai`, Anthropic through `@anthropic-ai/sdk`), or
+ * Provider adapters: one streaming call to one deployment (OpenAI and OpenAI-compatible local
+ * servers over undici with an SSE parser, src/ai/openai-sse.ts; Anthropic through `@anthropic-ai/sdk`), or
  * the built-in dev provider. Each yields text deltas and ends with exactly one `done` event, or
  * throws a `ProviderError` that says whether another attempt may help.
  *
@@ -10,8 +10,9 @@
  * whole one. The SDKs' own retries are off (`maxRetries: 0`): the router is the one retry loop.
  */
 import Anthropic from "@anthropic-ai/sdk";
-import OpenAI from "openai";
+import type OpenAI from "openai";
 import type { DeploymentConfig } from "./config";
+import { openaiChatStream } from "./openai-sse";
 import type { ChatMessage } from "./prompt";
 
 export type FailureKind =
@@ -109,18 +110,7 @@ export function classify(err: unknown): ProviderError {
 	return new ProviderError("connection", message);
 }
 
-const openaiClients = new Map<string, OpenAI>();
 const anthropicClients = new Map<string, Anthropic>();
-
-export function openaiClient(d: DeploymentConfig): OpenAI {
-	let c = openaiClients.get(d.id + d.baseUrl);
-	if (!c) {
-		// Local servers accept any key; the SDK refuses to start without one.
-		c = new OpenAI({ apiKey: d.apiKey ?? "not-needed", baseURL: d.baseUrl ?? undefined, maxRetries: 0 });
-		openaiClients.set(d.id + d.baseUrl, c);
-	}
-	return c;
-}
 
 export function anthropicClient(d: DeploymentConfig): Anthropic {
 	let c = anthropicClients.get(d.id + d.baseUrl);
@@ -135,7 +125,8 @@ async function* streamOpenAI(req: StreamRequest): AsyncGenerator<StreamEvent> {
 	const messages: ChatMessage[] = [...req.messages];
 	if (req.prefix)
 		messages.push({ role: "assistant", content: req.prefix }, { role: "user", content: CONTINUE_INSTRUCTION });
-	const stream = await openaiClient(req.deployment).chat.completions.create(
+	const stream = openaiChatStream<OpenAI.ChatCompletionChunk>(
+		req.deployment,
 		{
 			model: req.deployment.upstreamModel,
 			messages,
@@ -143,7 +134,7 @@ async function* streamOpenAI(req: StreamRequest): AsyncGenerator<StreamEvent> {
 			stream_options: { include_usage: true },
 			max_tokens: req.maxTokens
 		},
-		{ signal: req.signal, maxRetries: 0, timeout: req.timeoutMs }
+		{ signal: req.signal, timeoutMs: req.timeoutMs }
 	);
 	let finish: FinishReason | null = null;
 	let usage: { promptTokens: number; completionTokens: number } | null = null;

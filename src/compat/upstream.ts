@@ -1,8 +1,9 @@
 /**
  * ChatRequest → one provider call, streamed. The request bodies are built by pure functions
  * (`toOpenAIBody`, `toAnthropicBody`, unit-tested as tables); the stream readers turn each
- * protocol's chunks into `UpstreamEvent`s. Calls go through the official SDKs with their retries
- * off, like every other ai call (src/ai/providers.ts): `generate()` is the one retry loop.
+ * protocol's chunks into `UpstreamEvent`s. Anthropic calls go through its SDK with its retries off,
+ * OpenAI-protocol calls through undici and an SSE parser (src/ai/openai-sse.ts: the SDK's cost per
+ * stream, without it), like every other ai call (src/ai/providers.ts): `generate()` is the one retry loop.
  *
  * Continuation after a cut (the rule of docs/ai.md): text already delivered is given back as the
  * start of the answer (Anthropic prefill; OpenAI protocol: assistant text + "continue" user turn).
@@ -11,7 +12,8 @@
  */
 import type { CatalogModel } from "../ai/catalog";
 import type { StreamEvent, StreamRequest } from "../ai/providers";
-import { CONTINUE_INSTRUCTION, ProviderError, anthropicClient, openaiClient } from "../ai/providers";
+import { openaiChatStream } from "../ai/openai-sse";
+import { CONTINUE_INSTRUCTION, ProviderError, anthropicClient } from "../ai/providers";
 import type { ChatMessage, ChatPart, ChatRequest, ChatUsage, FinishReason, UpstreamEvent } from "./types";
 
 type Body = Record<string, unknown>;
@@ -431,8 +433,9 @@ export async function* callUpstream(
 		);
 	}
 	const body = toOpenAIBody(req, model, d.upstreamModel, sr.maxTokens, sr.prefix);
-	const stream = await openaiClient(d).chat.completions.create(body as never, opts);
-	return yield* readOpenAIStream(stream as unknown as AsyncIterable<OpenAIChunk>);
+	return yield* readOpenAIStream(
+		openaiChatStream<OpenAIChunk>(d, body, { signal: sr.signal, timeoutMs: sr.timeoutMs })
+	);
 }
 
 /** What one generation learnt besides its text, for the worker (tool deltas go straight to `onTool`). */
