@@ -14,6 +14,8 @@
  * For each ForgeFluid node, the CPU it and its PostgreSQL backends spent per request (from /proc,
  * over that node's own rounds: the targets take turns, so each one's figure is its own), less what
  * it spends with no request (measured for 2 s after the warm-up).
+ * Stream rounds alternate the order of the targets (every other round reversed) and pause PAUSE_MS=300
+ * before each burst, so one target's work after its last token does not fall into the next one's.
  * BARE=undici,sdk (the default; BARE= for none): the floor, bare pass-through proxies in Node
  * (bench/compat/bare-proxy.ts, a process each): `bare` forwards with undici and pipes the answer,
  * `bare-sdk` calls the upstream through the `openai` SDK as the ai service does; their CPU per
@@ -35,6 +37,7 @@ const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECONDS = Number(process.env.SECONDS ?? 5);
 const CHUNKS = Number(process.env.CHUNKS ?? 20);
 const MIN_SAMPLES = Number(process.env.MIN_SAMPLES ?? 60);
+const PAUSE_MS = Number(process.env.PAUSE_MS ?? 300);
 
 const pct = (xs: number[], p: number) => {
 	const s = [...xs].sort((a, b) => a - b);
@@ -291,7 +294,10 @@ async function main() {
 			// At least MIN_SAMPLES streams per target and level (1 stream: MIN_SAMPLES rounds).
 			const rounds = Math.max(ROUNDS, Math.ceil(MIN_SAMPLES / c));
 			for (let r = 0; r < rounds; r++)
-				for (const [name, client] of targets) {
+				// Every other round in the reverse order, and a pause before each burst: a node's work after
+				// its last token (settlement, lease drop) otherwise lands in the next target's round.
+				for (const [name, client] of r % 2 ? [...targets].reverse() : targets) {
+					await new Promise(res => setTimeout(res, PAUSE_MS));
 					const burst = () => Promise.all(Array.from({ length: c }, () => stream(client)));
 					const out = meters[name] ? await meters[name].around(() => c, burst) : await burst();
 					for (const o of out) {
