@@ -112,10 +112,13 @@ const TasksService: ServiceSchema<ServiceSettingSchema, Record<string, never>, R
 			params: { id: UUID },
 			async handler(this: TasksThis, ctx: Ctx<{ id: string }>) {
 				// The context record is read beside the row (it is shown only once the row is the caller's).
-				const [row, contexts] = await Promise.all([
+				const [row, first] = await Promise.all([
 					this.ownTask(ctx, ctx.params.id),
 					this.store.contextsOf([ctx.params.id])
 				]);
+				// The record commits with the attempt's report (the final state's statement), so a read that
+				// ran before the row's may have missed it: a finished row without one is read again.
+				const contexts = row.finished_at && !first.has(row.id) ? await this.store.contextsOf([row.id]) : first;
 				let position: number | null = null;
 				if (row.state === "queued")
 					position = (await this.meta.position(row.id)) ?? (await this.store.positionOf(row.id, Date.now()));
