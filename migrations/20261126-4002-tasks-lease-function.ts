@@ -42,6 +42,13 @@ const vst = (a: string, rank = `${a}.user_rank`) =>
 
 const ELIGIBLE = `t.state = 'queued' AND (t.not_before IS NULL OR t.not_before <= p_now)`;
 
+/**
+ * The order of the users' skip scan: by user_id alone (this migration), or in the full order of
+ * tasks_queued (migration 20261209-4900: with sorts off, no other index can give it, so the descents
+ * cannot be planned on an index that also holds finished rows).
+ */
+const usersOrder = (queueOrder: boolean) => (queueOrder ? "t.user_id, t.enqueued_at, t.id" : "t.user_id");
+
 /** m, how many of each user's first tasks phase 1 ranks (over the CTE `users`). */
 const depth = (lim: string) =>
 	`(SELECT GREATEST(4, ceil(${lim}::numeric / NULLIF(count(*), 0)) + 1)::bigint FROM users)`;
@@ -50,13 +57,13 @@ const depth = (lim: string) =>
  * The first `lim` time-eligible queued tasks in queue order: (id, user_id, tier, enqueued_at, vst).
  * One text for both functions, over the variables p_now, p_tiers, p_ceilings, p_quantum_ms and `lim`.
  */
-const head = (lim: string) => `
+const head = (lim: string, queueOrder = false) => `
 	WITH RECURSIVE users (user_id) AS (
 		-- Each user with a queued task: one index descent per user (tasks_queued leads with user_id).
-		(SELECT t.user_id FROM tasks t WHERE t.state = 'queued' ORDER BY t.user_id LIMIT 1)
+		(SELECT t.user_id FROM tasks t WHERE t.state = 'queued' ORDER BY ${usersOrder(queueOrder)} LIMIT 1)
 		UNION ALL
 		SELECT n.user_id FROM users u CROSS JOIN LATERAL (
-			SELECT t.user_id FROM tasks t WHERE t.state = 'queued' AND t.user_id > u.user_id ORDER BY t.user_id LIMIT 1
+			SELECT t.user_id FROM tasks t WHERE t.state = 'queued' AND t.user_id > u.user_id ORDER BY ${usersOrder(queueOrder)} LIMIT 1
 		) n
 	),
 	few AS MATERIALIZED (
@@ -128,18 +135,21 @@ const head = (lim: string) => `
  * on a young table would trade for bitmap scans plus sorts of every later user's rows; and no JIT
  * compilation for a query that runs in a millisecond.
  */
-const SETTINGS = `SET plan_cache_mode = force_generic_plan SET enable_bitmapscan = off SET jit = off`;
+export const SETTINGS = `SET plan_cache_mode = force_generic_plan SET enable_bitmapscan = off SET jit = off`;
 
 /**
  * The CREATE FUNCTION text of tasks_lease. `leaseIdParam` (migration 20261204-4005): an 11th argument,
  * the lease id the leaser chose for this call (every task it takes gets it; NULL: a fresh one each).
  */
-export function tasksLeaseSql(leaseIdParam: boolean): string {
+export function tasksLeaseSql(
+	leaseIdParam: boolean,
+	opts: { replace?: boolean; settings?: string; queueOrder?: boolean } = {}
+): string {
 	return `
-		CREATE FUNCTION tasks_lease(p_now timestamptz, p_window integer, p_slots integer, p_node text, p_lease_expires timestamptz,
+		CREATE ${opts.replace ? "OR REPLACE " : ""}FUNCTION tasks_lease(p_now timestamptz, p_window integer, p_slots integer, p_node text, p_lease_expires timestamptz,
 			p_tiers text[], p_ceilings integer[], p_quantum_ms integer, p_user_caps integer[], p_tier_caps integer[]${leaseIdParam ? ", p_lease_id uuid" : ""})
 		RETURNS SETOF tasks
-		LANGUAGE plpgsql ${SETTINGS} AS $fn$
+		LANGUAGE plpgsql ${opts.settings ?? SETTINGS} AS $fn$
 		DECLARE
 			cur record;
 			leased tasks;
@@ -160,7 +170,7 @@ export function tasksLeaseSql(leaseIdParam: boolean): string {
 			-- and usually suffice, then, only if caps or other leasers left slots open, the rest of it.
 			LOOP
 				rows_seen := 0;
-				FOR cur IN ${head("lim")} LOOP
+				FOR cur IN ${head("lim", opts.queueOrder)} LOOP
 					rows_seen := rows_seen + 1;
 					CONTINUE WHEN cur.id = ANY (walked);
 					walked := walked || cur.id;
@@ -189,20 +199,27 @@ export function tasksLeaseSql(leaseIdParam: boolean): string {
 	`;
 }
 
+/** The CREATE FUNCTION text of tasks_queue_head (options as tasksLeaseSql's). */
+export function queueHeadSql(opts: { replace?: boolean; settings?: string; queueOrder?: boolean } = {}): string {
+	return `
+		CREATE ${opts.replace ? "OR REPLACE " : ""}FUNCTION tasks_queue_head(p_now timestamptz, p_limit integer, p_tiers text[], p_ceilings integer[], p_quantum_ms integer)
+		RETURNS TABLE (id uuid, user_id text, tier text, enqueued_at timestamptz, vst timestamptz)
+		LANGUAGE plpgsql STABLE ${opts.settings ?? SETTINGS} AS $fn$
+		#variable_conflict use_column
+		BEGIN
+			IF p_limit <= 0 THEN RETURN; END IF;
+			RETURN QUERY ${head("p_limit", opts.queueOrder)};
+		END
+		$fn$;
+	`;
+}
+
 export async function up({ sequelize }: MigrationParams) {
 	await sequelize.query(`
 		-- B in the queue head: the largest stored boost of the queue, read from the index end.
 		CREATE INDEX tasks_queued_boost ON tasks (boost_ms) WHERE state = 'queued';
 
-		CREATE FUNCTION tasks_queue_head(p_now timestamptz, p_limit integer, p_tiers text[], p_ceilings integer[], p_quantum_ms integer)
-		RETURNS TABLE (id uuid, user_id text, tier text, enqueued_at timestamptz, vst timestamptz)
-		LANGUAGE plpgsql STABLE ${SETTINGS} AS $fn$
-		#variable_conflict use_column
-		BEGIN
-			IF p_limit <= 0 THEN RETURN; END IF;
-			RETURN QUERY ${head("p_limit")};
-		END
-		$fn$;
+		${queueHeadSql()}
 
 		${tasksLeaseSql(false)}
 	`);

@@ -13,7 +13,10 @@
  * DB_NAMED_STATEMENTS=false for the lease as an unnamed statement; FINISHED_ROWS=1000000 measures the
  * scheduling part on an empty database and one with that many finished tasks, in turns; stale, then analyzed statistics;
  * BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the end-to-end part's measured window there;
- * BENCH_PG_STATEMENT_CPU=1 prints the PostgreSQL backend CPU per statement group)
+ * BENCH_PG_STATEMENT_CPU=1 prints the PostgreSQL backend CPU per statement group;
+ * BENCH_EXPLAIN=1 prints, for each database of the scheduling part, the plans PostgreSQL ran for a
+ * one-slot lease, a 16-slot lease and the admission backlog query, nested statements included
+ * (auto_explain), with the pages each plan node touched)
  */
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -96,10 +99,22 @@ function chargeStatement(pid: number | undefined, key: string) {
 	backendNs.set(pid, ns);
 	if (before !== undefined && counting) statementCpuNs.set(key, (statementCpuNs.get(key) ?? 0) + ns - before);
 }
+/**
+ * BENCH_EXPLAIN=1: the last lease (1 and 16 slots) and backlog statements the store sent, replayed in
+ * a rolled-back transaction on a session with auto_explain (explain below).
+ */
+const EXPLAIN = process.env.BENCH_EXPLAIN === "1";
+const explained = new Map<string, { text: string; values: unknown[] }>();
 const sendQuery = pg.Client.prototype.query as (...args: unknown[]) => unknown;
 (pg.Client.prototype as { query: unknown }).query = function (this: pg.Client, ...args: unknown[]) {
-	const q = args[0] as string | { text?: string; name?: string };
+	const q = args[0] as string | { text?: string; name?: string; values?: unknown[] };
 	const text = typeof q === "string" ? q : (q?.text ?? q?.name ?? "");
+	if (EXPLAIN && typeof q === "object" && q?.values) {
+		if (text.includes("FROM tasks_lease("))
+			explained.set(`lease, ${String(q.values[2])} slot(s)`, { text, values: q.values });
+		else if (text.includes("tasks_eligible_ranked") && text.includes("tasks_running_count() AS running FROM v"))
+			explained.set("admission backlog query", { text, values: q.values });
+	}
 	const key = text.replace(/\s+/g, " ").trim().slice(0, 70);
 	if (counting && !text.startsWith(BENCH)) statements.set(key, (statements.get(key) ?? 0) + 1);
 	if (!STATEMENT_CPU) return sendQuery.apply(this, args);
@@ -338,9 +353,46 @@ async function measureSides(sides: Side[]): Promise<SchedFigures[]> {
 	return out.map(o => ({ ...o, queued: 2_000 - 300 - 50 * 16 }));
 }
 
-async function measureAndClose(sides: Side[]) {
+/**
+ * The plans of the recorded statements on `url`'s database as they run now (a new session, so plans
+ * are made on the table's statistics as they are): auto_explain with nested statements and buffers,
+ * inside a transaction that is rolled back (the leases are undone). Repeated nested plans (the lease
+ * function runs its UPDATE once per task) are printed once, with how many times they ran.
+ */
+async function explain(url: string, label: string) {
+	const c = new pg.Client({ connectionString: url });
+	await c.connect();
+	const notices: string[] = [];
+	c.on("notice", n => notices.push(n.message ?? ""));
 	try {
-		return await measureSides(sides);
+		await c.query(`${BENCH}LOAD 'auto_explain'`);
+		await c.query(
+			`${BENCH}SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_analyze = on;
+			 SET auto_explain.log_timing = off; SET auto_explain.log_buffers = on; SET auto_explain.log_level = notice`
+		);
+		for (const [what, st] of explained) {
+			notices.length = 0;
+			await c.query("BEGIN");
+			await sendQuery.call(c, { text: st.text, values: st.values });
+			await c.query("ROLLBACK");
+			const seen = new Map<string, number>();
+			for (const n of notices) {
+				const plan = n.replace(/^duration: [\d.]+ ms\s*/, "").trim();
+				seen.set(plan, (seen.get(plan) ?? 0) + 1);
+			}
+			console.log(`\nplans, ${label}, ${what} (auto_explain, nested statements; pages touched as Buffers):`);
+			for (const [plan, times] of seen) console.log(`  [ran ${times}×]\n    ${plan.split("\n").join("\n    ")}`);
+		}
+	} finally {
+		await c.end();
+	}
+}
+
+async function measureAndClose(sides: Side[], urls: string[] = []) {
+	try {
+		const out = await measureSides(sides);
+		if (EXPLAIN) for (const [i, s] of sides.entries()) if (urls[i]) await explain(urls[i], s.label);
+		return out;
 	} finally {
 		for (const s of sides) await s.node.stop();
 	}
@@ -357,7 +409,7 @@ async function schedulingOverhead(): Promise<SchedFigures[][]> {
 	const empty = await createTestDatabase("ff_bench");
 	const full = FINISHED_ROWS > 0 ? await createTestDatabase("ff_bench") : null;
 	try {
-		if (!full) return [await measureAndClose([await openSide(empty, "empty table")])];
+		if (!full) return [await measureAndClose([await openSide(empty, "empty table")], [empty.url])];
 		const t = performance.now();
 		const node = await startTestNode({ db: full, services: ["tasks"], env: { LOG_LEVEL: "error" } });
 		try {
@@ -369,15 +421,18 @@ async function schedulingOverhead(): Promise<SchedFigures[][]> {
 		await prefillFinished(full.url, FINISHED_ROWS);
 		const prefillS = (performance.now() - t) / 1000;
 		const rows = FINISHED_ROWS.toLocaleString("en");
-		const stale = await measureAndClose([
-			await openSide(empty, "empty table"),
-			await openSide(full, `${rows} finished, stale statistics (prefill ${prefillS.toFixed(0)} s)`)
-		]);
+		const stale = await measureAndClose(
+			[
+				await openSide(empty, "empty table"),
+				await openSide(full, `${rows} finished, stale statistics (prefill ${prefillS.toFixed(0)} s)`)
+			],
+			[empty.url, full.url]
+		);
 		await admin(full.url, `${BENCH}ANALYZE tasks`);
-		const analyzed = await measureAndClose([
-			await openSide(empty, "empty table"),
-			await openSide(full, `${rows} finished, analyzed`)
-		]);
+		const analyzed = await measureAndClose(
+			[await openSide(empty, "empty table"), await openSide(full, `${rows} finished, analyzed`)],
+			[empty.url, full.url]
+		);
 		return [stale, analyzed];
 	} finally {
 		await empty.drop();
