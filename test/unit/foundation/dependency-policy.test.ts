@@ -47,7 +47,9 @@ describe("dependency policy", () => {
 			db: 3,
 			connectTimeout: 111,
 			commandTimeout: 222,
-			maxRetriesPerRequest: 1
+			maxRetriesPerRequest: 1,
+			// one write per turn of the event loop, not per command (a burst of /v1 requests)
+			enableAutoPipelining: true
 		});
 		expect(o.tls).toBeUndefined();
 		const retry = o.retryStrategy as (n: number) => number;
