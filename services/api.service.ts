@@ -31,6 +31,7 @@ import { compatRoute } from "./api/compat";
 import { API_BASE, jsonBodyParser, mappedBodyErrors, requireJsonBody } from "./api/body";
 import { opsRoutes } from "./api/ops";
 import { clientIp } from "../src/http/client-ip";
+import { wantsEventStream } from "../src/http/accept";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
 const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{8,128}$/;
@@ -217,6 +218,24 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 					use: [requireJsonBody, jsonBodyParser(limit, json)],
 					aliases: {
 						...aliasesOf(json),
+						// A route that streams on `Accept: text/event-stream` (after authentication and the
+						// limits) and otherwise calls its action as any other.
+						...Object.fromEntries(
+							json
+								.filter(r => r.acceptStream)
+								.map(r => [
+									`${r.method} ${r.path}`,
+									[
+										function acceptStream(this: ApiThis, req: Req, res: Res, next: (err?: unknown) => void) {
+											if (!wantsEventStream(req.headers.accept)) return next();
+											r.acceptStream!.call(this, req, res).catch(err =>
+												this.sendContractError(req, res, err)
+											);
+										},
+										r.action
+									]
+								])
+						),
 						...Object.fromEntries(
 							streams.map(r => [
 								`${r.method} ${r.path}`,

@@ -338,6 +338,18 @@ export function buildOpenApi(opts: {
 				};
 		const responses: Json = { [String(r.status ?? 200)]: success };
 		for (const s of r.alsoStatus ?? []) responses[String(s)] = success;
+		// Accept: text/event-stream answers 200 with the event stream instead.
+		if (r.acceptStream) {
+			const ok = responses["200"] as Json | undefined;
+			responses["200"] = {
+				description: ok ? `${ok.description as string}; with Accept: text/event-stream, an event stream` : "An event stream (Accept: text/event-stream)",
+				headers: successHeaders,
+				content: {
+					...((ok?.content as Json | undefined) ?? {}),
+					"text/event-stream": { schema: sseSchema(r.events ?? {}) }
+				}
+			};
+		}
 		for (const status of Object.keys(known).sort())
 			responses[status] = errorResponse(
 				status,

@@ -63,6 +63,16 @@ export interface RouteSpec {
 	bodyLimit?: string;
 	/** Accepts an Idempotency-Key header (passed as ctx.meta.idempotencyKey). */
 	idempotent?: boolean;
+	/**
+	 * A streaming response (SSE) the route answers with when the request's Accept header asks for
+	 * `text/event-stream`: the gateway calls this (after authentication and the rate limits) instead of
+	 * the action; any other Accept gets the action's JSON. Its events are `events`.
+	 */
+	acceptStream?: (
+		this: unknown,
+		req: IncomingMessage & { $ctx?: unknown },
+		res: ServerResponse
+	) => Promise<void>;
 	/** A streaming response (SSE): the gateway calls this instead of answering with the action's JSON. */
 	stream?: (
 		this: unknown,

@@ -56,6 +56,7 @@ export class TaskStreamHub {
 		if (state.state === "running")
 			this.buffers.set(state.taskId, { version: state.version, deltas: [], touched: Date.now() });
 		this.emitter.emit(`state:${state.taskId}`, state);
+		this.emitter.emit(`user:${state.userId}`, state, null);
 		if (state.state !== "running" && state.state !== "queued") {
 			// Finished: a late reconnect gets the stored result, not deltas.
 			this.buffers.delete(state.taskId);
@@ -72,6 +73,7 @@ export class TaskStreamHub {
 		buf.touched = Date.now();
 		if (buf.deltas.length < MAX_DELTAS_PER_TASK) buf.deltas.push(ev);
 		this.emitter.emit(`stream:${ev.taskId}`, ev);
+		this.emitter.emit(`user:${ev.userId}`, null, ev);
 	}
 
 	/** Deltas of the run that started at `version` with seq > afterSeq. */
@@ -93,6 +95,16 @@ export class TaskStreamHub {
 			this.emitter.off(s, handlers.state);
 			this.emitter.off(d, handlers.stream);
 		};
+	}
+
+	/**
+	 * Every event of `userId`'s tasks, in arrival order: for a stream whose task does not exist yet
+	 * (POST /tasks answering with the stream), held until the submission names the task.
+	 */
+	subscribeUser(userId: string, handler: (s: TaskStateEvent | null, e: TaskStreamEvent | null) => void): () => void {
+		const k = `user:${userId}`;
+		this.emitter.on(k, handler);
+		return () => void this.emitter.off(k, handler);
 	}
 
 	/**

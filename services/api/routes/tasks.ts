@@ -52,24 +52,31 @@ function stateData(t: TaskView): TaskStateData {
 	};
 }
 
+/** Where a stream's task comes from: an existing task (GET), or a submission made for the stream (POST). */
+type StreamSource = { id: string } | { submit: (ctx: Context<unknown, RequestMeta>) => Promise<{ task: TaskView }> };
+
 /**
- * GET /tasks/:id/events — runs on the gateway node that holds the connection. It subscribes to the
- * node's stream hub first (fed by the `tasks.state` / `tasks.stream` broadcasts every gateway node
- * receives), then reads the task, so no transition can fall between the read and the subscription;
- * events not newer than what was already written are dropped by version and seq.
+ * A task's SSE stream, on the gateway node that holds the connection: GET /tasks/:id/events, and
+ * POST /tasks with `Accept: text/event-stream` (the submission answered with its own stream).
+ *
+ * GET subscribes to the node's stream hub (fed by the `tasks.state` / `tasks.stream` broadcasts every
+ * gateway node receives) first, then reads the task, so no transition can fall between the read and
+ * the subscription. POST takes the stream's places first (a refused stream submits nothing), then
+ * listens to every event of the user's tasks, submits, and keeps the new task's events (the worker may
+ * start at once: the lease at insert); the submission's answer is the task as read. Either way, events
+ * not newer than what was already written are dropped by version and seq.
  */
-async function taskEvents(
-	this: unknown,
+async function streamTask(
+	api: Service,
 	req: IncomingMessage & { $ctx?: unknown },
 	res: ServerResponse,
-	params: Record<string, string>
+	source: StreamSource
 ): Promise<void> {
-	const api = this as Service;
 	const ctx = req.$ctx as Context<unknown, RequestMeta>;
 	const cfg = runtimeOf(api.broker).config.tasks;
 	const hub = taskStreamHubOf(api.broker);
 	const meta = queueMetaOf(api.broker);
-	const id = params.id;
+	let id = "id" in source ? source.id : "";
 	// Each open stream holds a socket, listeners and timers: a per-user cap keeps one client from
 	// exhausting them. Counted across the cluster in Redis, and on this node as the backstop that
 	// also holds when Redis cannot answer.
@@ -88,6 +95,15 @@ async function taskEvents(
 		releaseHere();
 		releaseCluster?.();
 	};
+	const acquirePlace = () =>
+		slots
+			? slots.acquire(userId, cfg.sseMaxPerUser).catch((err: unknown) => {
+					api.logger.warn(
+						`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`
+					);
+					return () => undefined;
+				})
+			: null;
 
 	let ready = false;
 	const early: Array<() => void> = [];
@@ -97,6 +113,7 @@ async function taskEvents(
 	let state: TaskState = "queued";
 	let closed = false;
 	const timers: NodeJS.Timeout[] = [];
+	let unsubscribe: () => void = () => undefined;
 
 	const write = (chunk: string) => {
 		if (!closed && !res.writableEnded) res.write(chunk);
@@ -146,41 +163,74 @@ async function taskEvents(
 		if (closed || state !== "running") return;
 		writeDelta(e);
 	};
-	const unsubscribe = hub.subscribe(id, { state: onState, stream: onStream });
-	req.on("close", finish);
+	const handlers = { state: onState, stream: onStream };
+	// The response's close is the client going away (a POST's request has closed once its body was read).
+	if ("id" in source) req.on("close", finish);
 	res.on("close", finish);
 
-	// The cluster-wide place and the task are asked for together (one round trip less before the first
-	// frame); a refused place still answers 429 before a 404, and a task read for a refused stream is
-	// dropped.
-	const [placeR, taskR] = await Promise.allSettled([
-		slots
-			? slots.acquire(userId, cfg.sseMaxPerUser).catch((err: unknown) => {
-					api.logger.warn(
-						`SSE stream places not counted in Redis (admitted on this node's count): ${(err as Error).message}`
-					);
-					return () => undefined;
-				})
-			: null,
-		ctx.call("tasks.get", { id }) // 404 for someone else's task
-	]);
-	const place = placeR.status === "fulfilled" ? placeR.value : null;
-	// The client went away meanwhile: finish() gave back this node's place; the cluster's is given back here.
-	if (closed) return void place?.();
-	if (slots && !place) {
-		closed = true;
-		unsubscribe();
-		releaseHere();
-		throw tooMany();
+	let task: TaskView;
+	if ("id" in source) {
+		unsubscribe = hub.subscribe(id, handlers);
+		// The cluster-wide place and the task are asked for together (one round trip less before the
+		// first frame); a refused place still answers 429 before a 404, and a task read for a refused
+		// stream is dropped.
+		const [placeR, taskR] = await Promise.allSettled([
+			acquirePlace(),
+			ctx.call("tasks.get", { id }) // 404 for someone else's task
+		]);
+		const place = placeR.status === "fulfilled" ? placeR.value : null;
+		// The client went away meanwhile: finish() gave back this node's place; the cluster's is given back here.
+		if (closed) return void place?.();
+		if (slots && !place) {
+			closed = true;
+			unsubscribe();
+			releaseHere();
+			throw tooMany();
+		}
+		releaseCluster = place;
+		if (taskR.status === "rejected") {
+			closed = true;
+			unsubscribe();
+			release();
+			throw taskR.reason;
+		}
+		task = taskR.value as TaskView;
+	} else {
+		// The places first: a stream refused here submits nothing.
+		const place = await acquirePlace();
+		if (closed) return void place?.();
+		if (slots && !place) {
+			closed = true;
+			releaseHere();
+			throw tooMany();
+		}
+		releaseCluster = place;
+		// Every event of this user's tasks from before the submission is sent; the new task's are kept.
+		const pending: Array<[TaskStateEvent | null, TaskStreamEvent | null]> = [];
+		const stopUser = hub.subscribeUser(userId, (s, e) => void pending.push([s, e]));
+		let submitted: { task: TaskView };
+		try {
+			submitted = await source.submit(ctx);
+		} catch (err) {
+			stopUser();
+			if (!closed) {
+				closed = true;
+				release();
+			}
+			throw err;
+		}
+		stopUser();
+		task = submitted.task;
+		id = task.id;
+		// In the same turn as stopUser(): nothing of the new task falls between the two subscriptions.
+		unsubscribe = hub.subscribe(id, handlers);
+		for (const [s, e] of pending) {
+			if (s?.taskId === id) onState(s);
+			else if (e?.taskId === id) onStream(e);
+		}
+		// The client went away while the task was submitted: it runs and settles as any other.
+		if (closed) return void unsubscribe();
 	}
-	releaseCluster = place;
-	if (taskR.status === "rejected") {
-		closed = true;
-		unsubscribe();
-		release();
-		throw taskR.reason;
-	}
-	const task = taskR.value as TaskView;
 
 	res.writeHead(200, {
 		"Content-Type": "text/event-stream; charset=utf-8",
@@ -191,7 +241,7 @@ async function taskEvents(
 		"X-Request-Id": ctx.requestID ?? ""
 	});
 	write("retry: 2000\n\n");
-	const last: EventId | null = parseLastEventId(req.headers["last-event-id"]);
+	const last: EventId | null = "id" in source ? parseLastEventId(req.headers["last-event-id"]) : null;
 	if (needsStateEvent(last, task.version)) writeState(task);
 	else {
 		version = task.version;
@@ -240,6 +290,28 @@ async function taskEvents(
 	}
 }
 
+/** GET /tasks/:id/events */
+function taskEvents(
+	this: unknown,
+	req: IncomingMessage & { $ctx?: unknown },
+	res: ServerResponse,
+	params: Record<string, string>
+): Promise<void> {
+	return streamTask(this as Service, req, res, { id: params.id });
+}
+
+/** POST /tasks with `Accept: text/event-stream`: the submission, answered with the new task's stream. */
+function submitAndStream(
+	this: unknown,
+	req: IncomingMessage & { $ctx?: unknown; $params?: Record<string, unknown> },
+	res: ServerResponse
+): Promise<void> {
+	const params = req.$params ?? {};
+	return streamTask(this as Service, req, res, {
+		submit: ctx => ctx.call("tasks.submit", params) as Promise<{ task: TaskView }>
+	});
+}
+
 export function tasksRoutes(): RouteSpec[] {
 	return [
 		{
@@ -251,13 +323,18 @@ export function tasksRoutes(): RouteSpec[] {
 				// No credits on the payer's wallet, or a monthly spend cap reached (docs/payments.md).
 				402: ["INSUFFICIENT_CREDITS", ...Object.values(CAP_CODES)],
 				404: ["NOT_FOUND"],
-				422: ["IDEMPOTENCY_KEY_REUSED", "PROMPT_TOO_LONG"]
+				422: ["IDEMPOTENCY_KEY_REUSED", "PROMPT_TOO_LONG"],
+				// With Accept: text/event-stream, the user's open streams at the cap (nothing is submitted).
+				429: ["TOO_MANY_STREAMS"]
 			},
 			auth: "required",
 			status: 202,
 			// 200: an Idempotency-Key seen before answers with the task it made (replayed: true).
 			alsoStatus: [200],
 			idempotent: true,
+			// Accept: text/event-stream: answered with the new task's event stream (as GET /tasks/:id/events).
+			acceptStream: submitAndStream,
+			events: TASK_EVENTS,
 			summary: "Submit an AI task → 202, queue position, expected start",
 			tag
 		},
