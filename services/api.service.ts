@@ -226,7 +226,12 @@ export function createApiService(opts: { routes?: RouteSpec[] } = {}): ServiceSc
 								.map(r => [
 									`${r.method} ${r.path}`,
 									[
-										function acceptStream(this: ApiThis, req: Req, res: Res, next: (err?: unknown) => void) {
+										function acceptStream(
+											this: ApiThis,
+											req: Req,
+											res: Res,
+											next: (err?: unknown) => void
+										) {
 											if (!wantsEventStream(req.headers.accept)) return next();
 											r.acceptStream!.call(this, req, res).catch(err =>
 												this.sendContractError(req, res, err)

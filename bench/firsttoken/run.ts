@@ -9,6 +9,9 @@
  *   `GET /api/v1/tasks/:id/events` and reads it until the first `delta` frame (then to the end). A
  *   task that finished before its stream was open sends no deltas, only its final state with the
  *   text: that frame's arrival counts then, and the report says how many there were.
+ * - platform, POST with the stream (MODES=get,post; post on this checkout only): the client posts
+ *   the task with `Accept: text/event-stream` and reads the answer, the task's event stream itself,
+ *   until the first `delta` frame (no second request).
  * - direct: the same prompt with the `openai` SDK from this process, straight to the fake server,
  *   time to the first content chunk.
  * The two alternate (sequential: task by task; concurrent: each client alternates), so both run under
@@ -37,7 +40,7 @@
  * database and namespace: e.g. the previous commit exported with `git archive`, node_modules linked),
  * started beside this one; every path (this checkout, the baseline, direct) takes turns, task by task.
  *
- * Run: npm run bench:firsttoken   (options: BASELINE=<dir> LAYOUTS=one,cluster SEQ=100 CONCURRENCY=50 CONC_ROUNDS=6
+ * Run: npm run bench:firsttoken   (options: BASELINE=<dir> MODES=get,post LAYOUTS=one,cluster SEQ=100 CONCURRENCY=50 CONC_ROUNDS=6
  * WARMUP=20 USERS=8 AI_CONCURRENCY=64 AI_POLL_MS=1000 FLOOR=0 TEST_PG_ADMIN_URL=… TEST_REDIS_URL=… TEST_NATS_URL=…)
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -64,6 +67,8 @@ const SLOTS = Number(process.env.AI_CONCURRENCY ?? 64);
 const POLL_MS = process.env.AI_POLL_MS ?? "1000";
 /** FLOOR=0: skip the bare server's floor (one HTTP request and one commit per task). */
 const FLOOR = process.env.FLOOR !== "0";
+/** get: POST /tasks, then GET /tasks/:id/events; post: POST /tasks answering with the stream (this checkout only). */
+const MODES = (process.env.MODES ?? "get,post").split(",").map(s => s.trim()) as Array<"get" | "post">;
 /** A platform task that has not streamed and ended by then counts as an error (and is not waited for). */
 const TASK_TIMEOUT_MS = Number(process.env.TASK_TIMEOUT_MS ?? 60_000);
 
@@ -116,6 +121,8 @@ function startModel(): Promise<Model> {
 interface Platform {
 	layout: "one" | "cluster";
 	name: string;
+	/** How the client reaches the stream (several paths may share one platform's processes). */
+	mode: "get" | "post";
 	/** Failed platform tasks by message (they are left out of the figures). */
 	errors: Map<string, number>;
 	procs: ChildProcess[];
@@ -215,6 +222,7 @@ async function startPlatform(layout: "one" | "cluster", model: Model, name: stri
 	return {
 		layout,
 		name,
+		mode: "get",
 		errors: new Map(),
 		procs,
 		port,
@@ -257,24 +265,39 @@ async function viaPlatform(p: Platform, user: { token: string; projectId: string
 	const r = await fetch(`${base}/tasks`, {
 		signal,
 		method: "POST",
-		headers: { ...auth, "content-type": "application/json" },
+		headers: {
+			...auth,
+			"content-type": "application/json",
+			...(p.mode === "post" ? { accept: "text/event-stream" } : {})
+		},
 		body: JSON.stringify({ projectId: user.projectId, kind: "chat", prompt: promptOf(tag), maxOutputTokens: 16 })
 	});
-	const body = (await r.json()) as { task?: { id: string } };
-	if (r.status !== 202 || !body.task) throw new Error(`submit answered ${r.status}: ${JSON.stringify(body)}`);
-	const posted = wall();
-	const taskId = body.task.id;
-	const ev = await fetch(`${base}/tasks/${taskId}/events`, {
-		signal,
-		headers: { ...auth, accept: "text/event-stream" }
-	});
-	if (ev.status !== 200 || !ev.body) throw new Error(`events answered ${ev.status}`);
+	let taskId = "";
+	let ev: Response;
+	let posted: number;
+	if (p.mode === "post") {
+		if (r.status !== 200 || !r.body)
+			throw new Error(`submit with the stream answered ${r.status}: ${await r.text()}`);
+		posted = wall();
+		ev = r;
+	} else {
+		const body = (await r.json()) as { task?: { id: string } };
+		if (r.status !== 202 || !body.task) throw new Error(`submit answered ${r.status}: ${JSON.stringify(body)}`);
+		posted = wall();
+		taskId = body.task.id;
+		ev = await fetch(`${base}/tasks/${taskId}/events`, {
+			signal,
+			headers: { ...auth, accept: "text/event-stream" }
+		});
+		if (ev.status !== 200 || !ev.body) throw new Error(`events answered ${ev.status}`);
+	}
 	let first = -1;
 	let viaResult = false;
 	let text = "";
 	const dec = new TextDecoder();
 	for await (const chunk of ev.body as unknown as AsyncIterable<Uint8Array>) {
 		text += dec.decode(chunk, { stream: true });
+		if (!taskId) taskId = /"taskId":"([0-9a-f-]{36})"/.exec(text)?.[1] ?? "";
 		if (first < 0 && /(^|\n)event: delta\n/.test(text)) first = wall();
 		if (/(^|\n)event: (completed|failed|cancelled)\n/.test(text)) {
 			// Finished before the stream was open: the answer's text comes with the final state, no delta.
@@ -467,7 +490,7 @@ function reportSteps(s: Steps) {
 	console.log(
 		`    steps (ms): ${[
 			line("POST → insert", s.submit),
-			line("insert → 202 at the client", s.answer),
+			line("insert → 202 (or the stream's 200) at the client", s.answer),
 			line("insert → lease", s.lease),
 			line("lease → upstream request", s.prepare),
 			line("upstream request → first delta at the client", s.stream)
@@ -533,9 +556,10 @@ async function measure(ps: Platform[], model: Model): Promise<Figures[]> {
 	for (const [j, p] of ps.entries()) {
 		concurrent.push(report(`${p.name}, ${CONCURRENCY} concurrent`, conP[j], conD));
 		reportSteps(await stepsOf(p, model, conP[j]));
-		const n = conP[j].length;
+		// Paths of one platform share its processes: its CPU is shared over all their tasks.
+		const n = ps.reduce((a, q, k) => a + (q.procs === p.procs ? conP[k].length : 0), 0);
 		console.log(
-			`    CPU per task (ms, the concurrent phase, background included): node processes ${f((cpu1[j].node - cpu0[j].node) / n)}, ` +
+			`    CPU per task (ms, the concurrent phase, background included${n !== conP[j].length ? ", over the platform's paths together" : ""}): node processes ${f((cpu1[j].node - cpu0[j].node) / n)}, ` +
 				`PostgreSQL backends ${f(pgBackendCpuDelta(cpu0[j].pg, cpu1[j].pg) / n)}`
 		);
 	}
@@ -574,12 +598,20 @@ async function main() {
 			);
 			const ps: Platform[] = [];
 			try {
-				ps.push(await startPlatform(layout, model, "this checkout", ROOT));
+				const own = await startPlatform(layout, model, "this checkout", ROOT);
+				if (MODES.includes("get")) ps.push({ ...own, name: "this checkout, POST then GET" });
+				if (MODES.includes("post"))
+					ps.push({ ...own, name: "this checkout, POST with the stream", mode: "post", errors: new Map() });
 				if (BASELINE) ps.push(await startPlatform(layout, model, "baseline", BASELINE));
 				const figures = await measure(ps, model);
 				for (const [j, p] of ps.entries()) results.push({ layout, name: p.name, r: figures[j] });
 			} finally {
-				for (const p of ps) await p.drop();
+				const dropped = new Set<ChildProcess[]>();
+				for (const p of ps) {
+					if (dropped.has(p.procs)) continue;
+					dropped.add(p.procs);
+					await p.drop();
+				}
 			}
 		}
 	} finally {

@@ -342,7 +342,9 @@ export function buildOpenApi(opts: {
 		if (r.acceptStream) {
 			const ok = responses["200"] as Json | undefined;
 			responses["200"] = {
-				description: ok ? `${ok.description as string}; with Accept: text/event-stream, an event stream` : "An event stream (Accept: text/event-stream)",
+				description: ok
+					? `${ok.description as string}; with Accept: text/event-stream, an event stream`
+					: "An event stream (Accept: text/event-stream)",
 				headers: successHeaders,
 				content: {
 					...((ok?.content as Json | undefined) ?? {}),

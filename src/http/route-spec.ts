@@ -68,11 +68,7 @@ export interface RouteSpec {
 	 * `text/event-stream`: the gateway calls this (after authentication and the rate limits) instead of
 	 * the action; any other Accept gets the action's JSON. Its events are `events`.
 	 */
-	acceptStream?: (
-		this: unknown,
-		req: IncomingMessage & { $ctx?: unknown },
-		res: ServerResponse
-	) => Promise<void>;
+	acceptStream?: (this: unknown, req: IncomingMessage & { $ctx?: unknown }, res: ServerResponse) => Promise<void>;
 	/** A streaming response (SSE): the gateway calls this instead of answering with the action's JSON. */
 	stream?: (
 		this: unknown,

@@ -12,10 +12,11 @@ import type { components, paths } from "./schema";
 
 export type { components, paths };
 export type Schemas = components["schemas"];
-export type ForgeClient = Client<paths>;
+/** Answers typed as their JSON (a route that also streams on Accept: text/event-stream is read with parseAs: "stream"). */
+export type ForgeClient = Client<paths, "application/json">;
 
 export function createForgeClient(options: ClientOptions): ForgeClient {
-	return createClient<paths>(options);
+	return createClient<paths, "application/json">(options);
 }
 
 /** Sends `Authorization: Bearer <token>` on every request. */

@@ -23153,7 +23153,7 @@ export interface operations {
 			};
 		};
 		responses: {
-			/** @description Success */
+			/** @description Success; with Accept: text/event-stream, an event stream */
 			200: {
 				headers: {
 					/** @description Present for allowed cross-origin callers (CORS_ORIGINS) */
@@ -23168,6 +23168,146 @@ export interface operations {
 				};
 				content: {
 					"application/json": components["schemas"]["Submitted"];
+					"text/event-stream": (
+						| {
+								data: {
+									/** Format: int64 */
+									attempt: number;
+									costCredits?: number | null;
+									error?: unknown;
+									nodeId: string | null;
+									position?: number | null;
+									result?: unknown;
+									/** @enum {string} */
+									state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+									/** Format: uuid */
+									taskId: string;
+									usage?: unknown;
+									/** Format: int64 */
+									version: number;
+								};
+								/** @constant */
+								event: "queued";
+								id?: string;
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									position: number;
+									/** Format: uuid */
+									taskId: string;
+								};
+								/** @constant */
+								event: "position";
+								id?: string;
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									attempt: number;
+									costCredits?: number | null;
+									error?: unknown;
+									nodeId: string | null;
+									position?: number | null;
+									result?: unknown;
+									/** @enum {string} */
+									state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+									/** Format: uuid */
+									taskId: string;
+									usage?: unknown;
+									/** Format: int64 */
+									version: number;
+								};
+								/** @constant */
+								event: "started";
+								id?: string;
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									seq: number;
+									text: string;
+								};
+								/** @constant */
+								event: "delta";
+								id?: string;
+						  }
+						| {
+								data: {
+									from: string;
+									reason: string;
+									/** Format: int64 */
+									seq: number;
+									to: string;
+								};
+								/** @constant */
+								event: "fallback";
+								id?: string;
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									attempt: number;
+									costCredits?: number | null;
+									error?: unknown;
+									nodeId: string | null;
+									position?: number | null;
+									result?: unknown;
+									/** @enum {string} */
+									state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+									/** Format: uuid */
+									taskId: string;
+									usage?: unknown;
+									/** Format: int64 */
+									version: number;
+								};
+								/** @constant */
+								event: "completed";
+								id?: string;
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									attempt: number;
+									costCredits?: number | null;
+									error?: unknown;
+									nodeId: string | null;
+									position?: number | null;
+									result?: unknown;
+									/** @enum {string} */
+									state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+									/** Format: uuid */
+									taskId: string;
+									usage?: unknown;
+									/** Format: int64 */
+									version: number;
+								};
+								/** @constant */
+								event: "failed";
+								id?: string;
+						  }
+						| {
+								data: {
+									/** Format: int64 */
+									attempt: number;
+									costCredits?: number | null;
+									error?: unknown;
+									nodeId: string | null;
+									position?: number | null;
+									result?: unknown;
+									/** @enum {string} */
+									state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+									/** Format: uuid */
+									taskId: string;
+									usage?: unknown;
+									/** Format: int64 */
+									version: number;
+								};
+								/** @constant */
+								event: "cancelled";
+								id?: string;
+						  }
+					)[];
 				};
 			};
 			/** @description Success */
@@ -23392,7 +23532,12 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content: {
-					"application/json": components["schemas"]["Error"];
+					"application/json": components["schemas"]["Error"] & {
+						error?: {
+							/** @enum {string} */
+							code?: "RATE_LIMITED" | "TOO_MANY_STREAMS";
+						};
+					};
 				};
 			};
 			/** @description Request headers too large */

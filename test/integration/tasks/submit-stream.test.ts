@@ -169,9 +169,13 @@ test("the submission answers with its stream: the submission's state, every delt
 test("no event is lost when the task runs to its end before the submission's answer reaches the stream", async () => {
 	// The answer of tasks.submit held back 400 ms: the worker (leased at insert) streams and finishes
 	// meanwhile, so every delta and the final state arrive before the stream knows the task's id.
-	const ep = (node.broker.registry as unknown as {
-		getActionEndpoints(n: string): { endpoints: Array<{ action: { handler: (ctx: unknown) => Promise<unknown> } }> };
-	}).getActionEndpoints("tasks.submit").endpoints[0];
+	const ep = (
+		node.broker.registry as unknown as {
+			getActionEndpoints(n: string): {
+				endpoints: Array<{ action: { handler: (ctx: unknown) => Promise<unknown> } }>;
+			};
+		}
+	).getActionEndpoints("tasks.submit").endpoints[0];
 	const original = ep.action.handler;
 	ep.action.handler = async (ctx: unknown) => {
 		const answer = await original(ctx);
