@@ -23535,7 +23535,7 @@ export interface operations {
 					"application/json": components["schemas"]["Error"] & {
 						error?: {
 							/** @enum {string} */
-							code?: "RATE_LIMITED" | "TOO_MANY_STREAMS";
+							code?: "RATE_LIMITED" | "QUEUE_FULL" | "TOO_MANY_STREAMS";
 						};
 					};
 				};

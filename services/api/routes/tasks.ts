@@ -324,8 +324,9 @@ export function tasksRoutes(): RouteSpec[] {
 				402: ["INSUFFICIENT_CREDITS", ...Object.values(CAP_CODES)],
 				404: ["NOT_FOUND"],
 				422: ["IDEMPOTENCY_KEY_REUSED", "PROMPT_TOO_LONG"],
-				// With Accept: text/event-stream, the user's open streams at the cap (nothing is submitted).
-				429: ["TOO_MANY_STREAMS"]
+				// Admission: the tier's queue is too long (Retry-After). With Accept: text/event-stream, also
+				// the user's open streams at the cap (nothing is submitted).
+				429: ["QUEUE_FULL", "TOO_MANY_STREAMS"]
 			},
 			auth: "required",
 			status: 202,
