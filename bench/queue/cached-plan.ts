@@ -4,29 +4,17 @@
  * (no ANALYZE, no VACUUM: the session keeps its plan); time 40 one-slot leases in that session (rolled back).
  */
 import pg from "pg";
-import { TIER_ORDER } from "../../src/domain/tiers";
 import { TaskStore } from "../../src/tasks/store";
 import { createTestDatabase, startTestNode } from "../../test/support/env";
-import { newTaskRow } from "../../test/support/task-store-node";
+import { admin, seedQueue } from "../../test/support/task-store-node";
 async function main() {
 	const db = await createTestDatabase("ff_bench");
 	const node = await startTestNode({ db, services: ["tasks"], env: { LOG_LEVEL: "error" } });
 	const store = new TaskStore(node.runtime.sequelize);
 	try {
-		for (let i = 0; i < 400; i++)
-			await store.insert(
-				newTaskRow({
-					userId: `u${i % 20}`,
-					projectId: "p",
-					tier: TIER_ORDER[i % 4],
-					boostMs: (i % 4) * 30_000,
-					enqueuedAt: Date.now() - 600_000 + i * 100
-				})
-			);
-		const adm = new pg.Client({ connectionString: db.url });
-		await adm.connect();
-		await adm.query(`ANALYZE tasks`);
-		await adm.query(`ALTER TABLE tasks SET (autovacuum_enabled = false)`);
+		await seedQueue(store);
+		await admin(db.url, `ANALYZE tasks`);
+		await admin(db.url, `ALTER TABLE tasks SET (autovacuum_enabled = false)`);
 		let st: { text: string; values: unknown[] } | null = null;
 		const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
 		const q = proto.query;
@@ -53,12 +41,14 @@ async function main() {
 			console.log(label, "p50", ms[20].toFixed(2), "ms");
 		};
 		await time("small table, session's plan:");
-		await adm.query(`SET statement_timeout = 0`);
-		await adm.query(`INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, max_cost_credits, boost_ms, state, attempts, max_attempts, enqueued_at, started_at, last_started_at, finished_at, cost_credits, settlement, created_at, updated_at)
+		await admin(
+			db.url,
+			`INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, max_cost_credits, boost_ms, state, attempts, max_attempts, enqueued_at, started_at, last_started_at, finished_at, cost_credits, settlement, created_at, updated_at)
 		 SELECT gen_random_uuid(), 'u' || (g % 20), 'prefill', (ARRAY['free','pro','team','enterprise'])[1 + g % 4], 'chat', 'f', '{}'::jsonb, '{"models":[],"promptTokens":1,"contextTokensBudget":0,"maxOutputTokens":1,"maxCostCredits":1}'::jsonb, 'h', 1, 0, 'succeeded', 1, 3, t, t, t, t, 1, 'settled', t, t
-		 FROM generate_series(1, 200000) g, LATERAL (SELECT now() - interval '40 days' + g * interval '2 seconds' AS t) x`);
+		 FROM generate_series(1, 200000) g, LATERAL (SELECT now() - interval '40 days' + g * interval '2 seconds' AS t) x`
+		);
 		// The queued tasks as the newest rows, as in a real table (their new versions at the heap's end).
-		await adm.query(`UPDATE tasks SET prompt = prompt || ' ' WHERE state = 'queued'`);
+		await admin(db.url, `UPDATE tasks SET prompt = prompt || ' ' WHERE state = 'queued'`);
 		await time("+200,000 finished rows, same session, no ANALYZE/VACUUM:");
 		const c2 = new pg.Client({ connectionString: db.url });
 		await c2.connect();
@@ -66,7 +56,6 @@ async function main() {
 		console.log("queued", r.rows[0].count);
 		await c.end();
 		await c2.end();
-		await adm.end();
 	} finally {
 		await node.stop();
 		await db.drop();

@@ -31,6 +31,7 @@ import { percentile } from "../../src/tasks/rules";
 import { TaskStore } from "../../src/tasks/store";
 import { createTestDatabase, REDIS_URL, startTestNode } from "../../test/support/env";
 import { fakeAiWorker } from "../../test/support/fake-ai-worker";
+import { admin, seedQueue } from "../../test/support/task-store-node";
 import { pgBackendCpu, pgBackendCpuDelta } from "../support/cpu";
 import { machine } from "../support/machine";
 
@@ -207,35 +208,7 @@ async function waitAllDone(node: Node, timeoutMs = 300_000) {
 }
 
 /** The 2,000 queued tasks of a scheduling measurement (50 users, 4 tiers, boosts 0–90 s). */
-async function fillQueue(store: TaskStore) {
-	const now = Date.now();
-	for (let i = 0; i < 2_000; i++) {
-		const tier = TIER_ORDER[i % 4];
-		await store.insert({
-			id: randomUUID(),
-			userId: `u${i % 50}`,
-			projectId: "p",
-			tier,
-			kind: "chat",
-			prompt: "x",
-			request: {},
-			prepared: {
-				models: [],
-				promptTokens: 0,
-				contextTokensBudget: 0,
-				maxOutputTokens: 1,
-				maxCostCredits: 1
-			},
-			requestHash: "h",
-			idempotencyKey: null,
-			maxCostCredits: 1,
-			boostMs: (i % 4) * 30_000,
-			maxAttempts: 3,
-			enqueuedAt: now - 600_000 + i * 100,
-			notBefore: null
-		});
-	}
-}
+const fillQueue = (store: TaskStore) => seedQueue(store, { tasks: 2_000, users: 50, now: Date.now() });
 
 /**
  * FINISHED_ROWS: that many finished (succeeded, settled) tasks written in one INSERT … SELECT over
@@ -272,18 +245,6 @@ interface SchedFigures {
 	batch: number[];
 	admission: number[];
 	queued: number;
-}
-
-/** A statement on its own connection (no statement timeout: VACUUM and ANALYZE of 1,000,000 rows take a while). */
-async function admin(url: string, sql: string) {
-	const c = new pg.Client({ connectionString: url });
-	await c.connect();
-	try {
-		await c.query(`SET statement_timeout = 0`);
-		await c.query(sql);
-	} finally {
-		await c.end();
-	}
 }
 
 interface Side {

@@ -83,6 +83,62 @@ export interface SseEvent {
 	data: unknown;
 }
 
+/**
+ * Reads the SSE response `res` of `req` until it ends, `timeoutMs` passes or `until` says stop (then
+ * disconnects): splits the text into frames on blank lines, reads each frame's `id:`, `event:` and
+ * `data:` (JSON) lines and counts its `:` comment lines. Returns the frames that have an `event:` line,
+ * the comments, the raw text and whether the response ended (rather than the timeout or `until`).
+ */
+export function readSseResponse(
+	req: http.ClientRequest,
+	res: http.IncomingMessage,
+	opts: { until?: (ev: SseEvent, all: SseEvent[]) => boolean; timeoutMs: number }
+): Promise<{ events: SseEvent[]; comments: number; raw: string; ended: boolean }> {
+	return new Promise(resolve => {
+		const events: SseEvent[] = [];
+		let comments = 0;
+		let buf = "";
+		let raw = "";
+		const done = (ended: boolean) => resolve({ events, comments, raw, ended });
+		const timer = setTimeout(() => {
+			req.destroy();
+			done(false);
+		}, opts.timeoutMs);
+		res.setEncoding("utf8");
+		res.on("data", (chunk: string) => {
+			raw += chunk;
+			buf += chunk;
+			let idx;
+			while ((idx = buf.indexOf("\n\n")) >= 0) {
+				const frame = buf.slice(0, idx);
+				buf = buf.slice(idx + 2);
+				const ev: Partial<SseEvent> = {};
+				let isEvent = false;
+				for (const line of frame.split("\n")) {
+					if (line.startsWith(":")) comments++;
+					else if (line.startsWith("id: ")) ev.id = line.slice(4);
+					else if (line.startsWith("event: ")) {
+						ev.event = line.slice(7);
+						isEvent = true;
+					} else if (line.startsWith("data: ")) ev.data = JSON.parse(line.slice(6));
+				}
+				if (isEvent) {
+					events.push(ev as SseEvent);
+					if (opts.until?.(ev as SseEvent, events)) {
+						clearTimeout(timer);
+						req.destroy();
+						return done(false);
+					}
+				}
+			}
+		});
+		res.on("end", () => {
+			clearTimeout(timer);
+			done(true);
+		});
+	});
+}
+
 /** Reads an SSE stream until it ends or `until` says stop; returns the parsed events and comments seen. */
 export function readSse(
 	baseUrl: string,
@@ -101,54 +157,16 @@ export function readSse(
 					...(opts.lastEventId ? { "Last-Event-ID": opts.lastEventId } : {})
 				}
 			},
-			res => {
-				const events: SseEvent[] = [];
-				let comments = 0;
-				let buf = "";
-				let raw = "";
-				const timer = setTimeout(() => {
-					req.destroy();
-					resolve({ status: res.statusCode ?? 0, headers: res.headers, events, comments });
-				}, opts.timeoutMs ?? 15_000);
-				res.setEncoding("utf8");
-				res.on("data", (chunk: string) => {
-					raw += chunk;
-					buf += chunk;
-					let idx;
-					while ((idx = buf.indexOf("\n\n")) >= 0) {
-						const frame = buf.slice(0, idx);
-						buf = buf.slice(idx + 2);
-						const ev: Partial<SseEvent> = {};
-						let isEvent = false;
-						for (const line of frame.split("\n")) {
-							if (line.startsWith(":")) comments++;
-							else if (line.startsWith("id: ")) ev.id = line.slice(4);
-							else if (line.startsWith("event: ")) {
-								ev.event = line.slice(7);
-								isEvent = true;
-							} else if (line.startsWith("data: ")) ev.data = JSON.parse(line.slice(6));
-						}
-						if (isEvent) {
-							events.push(ev as SseEvent);
-							if (opts.until?.(ev as SseEvent, events)) {
-								clearTimeout(timer);
-								req.destroy();
-								return resolve({ status: res.statusCode ?? 0, headers: res.headers, events, comments });
-							}
-						}
-					}
-				});
-				res.on("end", () => {
-					clearTimeout(timer);
+			res =>
+				void readSseResponse(req, res, { until: opts.until, timeoutMs: opts.timeoutMs ?? 15_000 }).then(r =>
 					resolve({
 						status: res.statusCode ?? 0,
 						headers: res.headers,
-						events,
-						comments,
-						body: res.statusCode !== 200 ? raw : undefined
-					});
-				});
-			}
+						events: r.events,
+						comments: r.comments,
+						body: r.ended && res.statusCode !== 200 ? r.raw : undefined
+					})
+				)
 		);
 		req.on("error", err => {
 			if ((err as NodeJS.ErrnoException).code === "ECONNRESET") return;

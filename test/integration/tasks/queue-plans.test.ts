@@ -8,23 +8,11 @@
  * and the primary key (the lease's update of the task it took).
  */
 import pg from "pg";
-import { TIER_ORDER } from "../../../src/domain/tiers";
-import { newTaskRow, taskStoreNode } from "../../support/task-store-node";
+import { admin, seedQueue, taskStoreNode } from "../../support/task-store-node";
 
 const h = taskStoreNode();
 const FINISHED = 100_000;
 const ALLOWED_INDEXES = new Set(["tasks_queued", "tasks_queued_boost", "tasks_running", "tasks_pkey"]);
-
-async function admin(sql: string) {
-	const c = new pg.Client({ connectionString: h.db.url });
-	await c.connect();
-	try {
-		await c.query(`SET statement_timeout = 0`);
-		await c.query(sql);
-	} finally {
-		await c.end();
-	}
-}
 
 /** The statements the store sent while `fn` ran (text and values), by `label`. */
 async function recorded(fn: () => Promise<unknown>): Promise<Array<{ text: string; values: unknown[] }>> {
@@ -100,7 +88,10 @@ async function queuePlans(): Promise<Record<string, string[]>> {
 		)[0]
 	};
 	// The leases above ran for real: their tasks go back to the queue, so every phase sees the same queue.
-	await admin(`UPDATE tasks SET state = 'queued', lease_id = NULL, lease_expires_at = NULL WHERE state = 'running'`);
+	await admin(
+		h.db.url,
+		`UPDATE tasks SET state = 'queued', lease_id = NULL, lease_expires_at = NULL WHERE state = 'running'`
+	);
 	const out: Record<string, string[]> = {};
 	for (const [what, st] of Object.entries(statements)) out[what] = await plansOf(st);
 	return out;
@@ -119,28 +110,22 @@ function scansOf(plans: Record<string, string[]>): string[] {
 }
 
 test(`the lease, admission and backlog plans are the same with ${FINISHED.toLocaleString("en")} finished rows, stale statistics or analyzed`, async () => {
-	for (let i = 0; i < 400; i++)
-		await h.store.insert(
-			newTaskRow({
-				userId: `u${i % 20}`,
-				projectId: "p",
-				tier: TIER_ORDER[i % 4],
-				boostMs: (i % 4) * 30_000,
-				enqueuedAt: Date.now() - 600_000 + i * 100
-			})
-		);
-	await admin(`ANALYZE tasks; ALTER TABLE tasks SET (autovacuum_enabled = false)`);
+	await seedQueue(h.store);
+	await admin(h.db.url, `ANALYZE tasks; ALTER TABLE tasks SET (autovacuum_enabled = false)`);
 	const small = await queuePlans();
-	await admin(`INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, max_cost_credits,
+	await admin(
+		h.db.url,
+		`INSERT INTO tasks (id, user_id, project_id, tier, kind, prompt, request, prepared, request_hash, max_cost_credits,
 			boost_ms, state, attempts, max_attempts, enqueued_at, started_at, last_started_at, finished_at, cost_credits,
 			settlement, created_at, updated_at)
 		 SELECT gen_random_uuid(), 'u' || (g % 2000), 'prefill', (ARRAY['free', 'pro', 'team', 'enterprise'])[1 + g % 4], 'chat',
 			'finished', '{}'::jsonb, '{"models":[],"promptTokens":1,"contextTokensBudget":0,"maxOutputTokens":1,"maxCostCredits":1}'::jsonb,
 			'h', 1, (g % 4) * 30000, 'succeeded', 1, 3, t, t, t, t + interval '1 second', 1, 'settled', t, t
-		 FROM generate_series(1, ${FINISHED}) g, LATERAL (SELECT now() - interval '40 days' + g * interval '2 seconds' AS t) x`);
-	await admin(`VACUUM tasks`);
+		 FROM generate_series(1, ${FINISHED}) g, LATERAL (SELECT now() - interval '40 days' + g * interval '2 seconds' AS t) x`
+	);
+	await admin(h.db.url, `VACUUM tasks`);
 	const stale = await queuePlans();
-	await admin(`ANALYZE tasks`);
+	await admin(h.db.url, `ANALYZE tasks`);
 	const analyzed = await queuePlans();
 
 	expect(stale).toEqual(small);

@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { createTestDatabase, eventually, startTestNode, type TestDatabase } from "../../support/env";
 import { taskStreamHubOf } from "../../../src/tasks/stream-hub";
-import { ALL, api, makeUser, type SseEvent, type TestNode } from "./helpers";
+import { ALL, api, makeUser, readSseResponse, type SseEvent, type TestNode } from "./helpers";
 
 jest.setTimeout(90_000);
 
@@ -63,43 +63,10 @@ function postStream(
 					...opts.headers
 				}
 			},
-			res => {
-				const events: SseEvent[] = [];
-				let raw = "";
-				let buf = "";
-				const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, events, body: raw });
-				const timer = setTimeout(() => {
-					req.destroy();
-					done();
-				}, 20_000);
-				res.setEncoding("utf8");
-				res.on("data", (chunk: string) => {
-					raw += chunk;
-					buf += chunk;
-					let idx;
-					while ((idx = buf.indexOf("\n\n")) >= 0) {
-						const frame = buf.slice(0, idx);
-						buf = buf.slice(idx + 2);
-						const ev: Partial<SseEvent> = {};
-						for (const line of frame.split("\n")) {
-							if (line.startsWith("id: ")) ev.id = line.slice(4);
-							else if (line.startsWith("event: ")) ev.event = line.slice(7);
-							else if (line.startsWith("data: ")) ev.data = JSON.parse(line.slice(6));
-						}
-						if (!ev.event) continue;
-						events.push(ev as SseEvent);
-						if (opts.until?.(ev as SseEvent)) {
-							clearTimeout(timer);
-							req.destroy();
-							return done();
-						}
-					}
-				});
-				res.on("end", () => {
-					clearTimeout(timer);
-					done();
-				});
-			}
+			res =>
+				void readSseResponse(req, res, { until: opts.until, timeoutMs: 20_000 }).then(r =>
+					resolve({ status: res.statusCode ?? 0, headers: res.headers, events: r.events, body: r.raw })
+				)
 		);
 		req.on("error", err => {
 			if ((err as NodeJS.ErrnoException).code === "ECONNRESET") return;
